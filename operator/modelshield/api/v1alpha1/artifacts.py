@@ -1,0 +1,102 @@
+"""ModelArtifact: one model version, and the facts the operator established about it."""
+
+from __future__ import annotations
+
+import datetime
+
+import pydantic
+
+from modelshield.api.v1alpha1 import common
+from modelshield.api.v1alpha1.common import ApiModel, Severity
+from modelshield.api.v1alpha1.policies import ObjectMeta
+
+DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
+
+#: Condition types on a ModelArtifact's status.
+VERIFIED = "Verified"
+SCANNED = "Scanned"
+READY = "Ready"
+
+
+class SignatureReference(ApiModel):
+    """Where the model's signature (an OpenSSF model-signing bundle) is found."""
+
+    uri: str | None = pydantic.Field(
+        default=None,
+        description="URI of the signature bundle; defaults to model.sig at the root of the model.",
+        max_length=2048,
+    )
+
+
+class ModelArtifactSpec(ApiModel):
+    """One model version: where it lives and what it must hash to."""
+
+    uri: str = pydantic.Field(
+        description="Where the model files are: file://, pvc://, http(s)://, s3:// or oci:// URI.",
+        min_length=1,
+        max_length=2048,
+        pattern=r"^(file|pvc|https?|s3|gs|oci)://",
+    )
+    digest: str | None = pydantic.Field(
+        default=None,
+        description="Expected sha256 digest of the signed model manifest (sha256:<64 hex>).",
+        pattern=DIGEST_PATTERN,
+    )
+    signature: SignatureReference = pydantic.Field(
+        default_factory=SignatureReference, description="Where the model's signature is found."
+    )
+    recheck_interval: common.Duration = pydantic.Field(
+        default="24h",
+        description="How often the operator fetches, verifies and scans the model again.",
+    )
+
+
+class ScanFinding(ApiModel):
+    """One thing the scanner found in a model file."""
+
+    severity: Severity = pydantic.Field(description="Low, Medium, High or Critical.")
+    file: str = pydantic.Field(description="Path of the file inside the model.", max_length=4096)
+    location: str = pydantic.Field(
+        default="", description="Byte offset, operator or layer where it was found.", max_length=1024
+    )
+    reason: str = pydantic.Field(description="Why this is a finding.", max_length=4096)
+
+
+class ModelArtifactStatus(ApiModel):
+    """Facts the operator established; admission reads them and never downloads a model."""
+
+    observed_generation: int = pydantic.Field(
+        default=0, ge=0, description="The .metadata.generation this status describes."
+    )
+    conditions: list[common.Condition] = pydantic.Field(
+        default_factory=list, description="Verified, Scanned and Ready.", max_length=16
+    )
+    verified_digest: str | None = pydantic.Field(
+        default=None,
+        description="Digest of the model manifest whose signature verified.",
+        pattern=DIGEST_PATTERN,
+    )
+    signer: str | None = pydantic.Field(
+        default=None, description="Name of the policy signer that matched.", max_length=253
+    )
+    findings: list[ScanFinding] = pydantic.Field(
+        default_factory=list,
+        description="Scan findings, most severe first (bounded: see findingsTruncated).",
+        max_length=100,
+    )
+    findings_truncated: bool = pydantic.Field(
+        default=False, description="More findings existed than are listed."
+    )
+    last_checked: datetime.datetime | None = pydantic.Field(
+        default=None, description="When the model was last fetched, verified and scanned."
+    )
+
+
+class ModelArtifact(ApiModel):
+    """One model version that workloads may serve, with its verification and scan facts."""
+
+    api_version: str = pydantic.Field(default="modelshield.dev/v1alpha1", description="API version.")
+    kind: str = pydantic.Field(default="ModelArtifact", description="Kind.")
+    metadata: ObjectMeta = pydantic.Field(default_factory=ObjectMeta, description="Metadata.")
+    spec: ModelArtifactSpec = pydantic.Field(description="Desired model version.")
+    status: ModelArtifactStatus | None = pydantic.Field(default=None, description="Observed facts.")

@@ -1,0 +1,421 @@
+"""ModelSecurityPolicy and ClusterModelSecurityPolicy: what a model deployment must prove."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+import pydantic
+
+from modelshield.api.v1alpha1 import common
+from modelshield.api.v1alpha1.common import ApiModel, Duration, Severity
+
+_EXACTLY_ONE_SIGNER_SOURCE = (
+    "[has(self.publicKey), has(self.secretRef), has(self.keyless)]"
+    ".filter(x, x).size() == 1"
+)
+
+
+class Enforcement(StrEnum):
+    """What happens to a workload that violates the policy."""
+
+    ENFORCE = "Enforce"
+    AUDIT = "Audit"
+
+
+class KeylessIdentity(ApiModel):
+    """A sigstore keyless signer: a certificate issued for an OIDC identity."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.subject) != has(self.subjectRegExp)",
+                    "message": "set exactly one of subject and subjectRegExp",
+                }
+            ]
+        }
+    )
+
+    issuer: str = pydantic.Field(
+        description="OIDC issuer URL the certificate must carry, e.g. https://token.actions.githubusercontent.com.",
+        min_length=1,
+        max_length=1024,
+    )
+    subject: str | None = pydantic.Field(
+        default=None,
+        description="Exact identity (SAN) the certificate must carry, e.g. a workflow URL or e-mail.",
+        max_length=1024,
+    )
+    subject_reg_exp: str | None = pydantic.Field(
+        default=None,
+        description="Regular expression (RE2 subset) the whole identity must match; alternative to subject.",
+        max_length=1024,
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _one_subject(self) -> KeylessIdentity:
+        if (self.subject is None) == (self.subject_reg_exp is None):
+            raise ValueError("set exactly one of subject and subjectRegExp")
+        if self.subject_reg_exp is not None:
+            try:
+                re.compile(self.subject_reg_exp)
+            except re.error as error:
+                raise ValueError(f"subjectRegExp does not compile: {error}") from error
+        return self
+
+
+class Signer(ApiModel):
+    """A trusted signer: a public key (inline or from a Secret) or a keyless identity."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": _EXACTLY_ONE_SIGNER_SOURCE,
+                    "message": "set exactly one of publicKey, secretRef and keyless",
+                }
+            ]
+        }
+    )
+
+    name: str = pydantic.Field(
+        description="A name for this signer, reported when it matches (e.g. release-2026).",
+        min_length=1,
+        max_length=63,
+        pattern=common.DNS_LABEL_PATTERN,
+    )
+    public_key: str | None = pydantic.Field(
+        default=None,
+        description="PEM-encoded public key (ECDSA P-256/P-384, Ed25519 or RSA).",
+        max_length=16384,
+        pattern=r"^\s*-----BEGIN PUBLIC KEY-----",
+    )
+    secret_ref: common.KeyReference | None = pydantic.Field(
+        default=None,
+        description="A key of a Secret in the policy's namespace that holds the PEM public key.",
+    )
+    keyless: KeylessIdentity | None = pydantic.Field(
+        default=None,
+        description="A sigstore keyless identity, verified offline against the configured trust root.",
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _one_source(self) -> Signer:
+        sources = [self.public_key, self.secret_ref, self.keyless]
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError("set exactly one of publicKey, secretRef and keyless")
+        return self
+
+
+class VulnerabilityConditions(ApiModel):
+    """Conditions on a vulnerability-scan attestation's findings."""
+
+    block_at_or_above: Severity = pydantic.Field(
+        default=Severity.HIGH,
+        description="The scan must report no vulnerability at or above this severity.",
+    )
+
+
+class AttestationRequirement(ApiModel):
+    """A signed in-toto attestation the image must carry."""
+
+    name: str = pydantic.Field(
+        description="A name for this requirement, used in messages and reports.",
+        min_length=1,
+        max_length=63,
+        pattern=common.DNS_LABEL_PATTERN,
+    )
+    predicate_type: str = pydantic.Field(
+        description=(
+            "The in-toto predicateType required, e.g. https://cosign.sigstore.dev/attestation/vuln/v1."
+        ),
+        min_length=1,
+        max_length=1024,
+    )
+    signers: list[Signer] = pydantic.Field(
+        default_factory=list,
+        description="Who may sign the attestation; empty means the image's signers.",
+        max_length=16,
+    )
+    max_age: Duration | None = pydantic.Field(
+        default=None,
+        description="The attestation must be younger than this, e.g. 168h or 7d.",
+    )
+    vulnerabilities: VulnerabilityConditions | None = pydantic.Field(
+        default=None,
+        description="For a vulnerability-scan predicate: which findings block.",
+    )
+
+
+class ImageRequirements(ApiModel):
+    """Requirements on every container image of a governed workload."""
+
+    allowed_registries: list[str] = pydantic.Field(
+        default_factory=list,
+        description=(
+            "Image reference prefixes that are allowed, e.g. registry.example.com/ml/. "
+            "Empty allows any registry."
+        ),
+        max_length=64,
+    )
+    require_digest: bool = pydantic.Field(
+        default=False,
+        description="Images must be pinned by digest (name@sha256:...), not only by tag.",
+    )
+    signers: list[Signer] = pydantic.Field(
+        default_factory=list,
+        description="Images must carry a signature by any one of these signers (key rotation: list both).",
+        max_length=16,
+    )
+    attestations: list[AttestationRequirement] = pydantic.Field(
+        default_factory=list,
+        description="Signed attestations each image must carry, e.g. a recent vulnerability scan.",
+        max_length=16,
+    )
+
+
+class ModelRequirements(ApiModel):
+    """Requirements on the model artifact a governed workload serves."""
+
+    signers: list[Signer] = pydantic.Field(
+        default_factory=list,
+        description="The model must be signed (OpenSSF model-signing format) by any one of these.",
+        max_length=16,
+    )
+    require_scan: bool = pydantic.Field(
+        default=True,
+        description="The model must have been scanned by modelshield for unsafe code.",
+    )
+    block_findings_at_or_above: Severity = pydantic.Field(
+        default=Severity.HIGH,
+        description="Scan findings at or above this severity make the model unusable.",
+    )
+    verify_at_startup: bool = pydantic.Field(
+        default=False,
+        description="Inject an init container that re-verifies the model files when the pod starts.",
+    )
+
+
+class PortRule(ApiModel):
+    """A port, with its protocol."""
+
+    port: int = pydantic.Field(description="Port number.", ge=1, le=65535)
+    protocol: str = pydantic.Field(
+        default="TCP", description="TCP, UDP or SCTP.", pattern=r"^(TCP|UDP|SCTP)$"
+    )
+
+
+class Peer(ApiModel):
+    """A network peer: pods, namespaces or an IP block."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.cidr) != (has(self.namespaceSelector) || has(self.podSelector))",
+                    "message": "set cidr, or namespaceSelector and/or podSelector",
+                }
+            ]
+        }
+    )
+
+    namespace_selector: common.LabelSelector | None = pydantic.Field(
+        default=None, description="Namespaces whose pods are the peer; empty selects all namespaces."
+    )
+    pod_selector: common.LabelSelector | None = pydantic.Field(
+        default=None, description="Pods that are the peer (in the workload's namespace unless namespaceSelector is set)."
+    )
+    cidr: str | None = pydantic.Field(
+        default=None,
+        description="An IP block in CIDR notation, e.g. 10.0.0.0/8.",
+        pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$",
+        max_length=64,
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind(self) -> Peer:
+        has_selector = self.namespace_selector is not None or self.pod_selector is not None
+        if (self.cidr is not None) == has_selector:
+            raise ValueError("set cidr, or namespaceSelector and/or podSelector")
+        return self
+
+
+class TrafficRule(ApiModel):
+    """Traffic allowed to or from some peers on some ports."""
+
+    peers: list[Peer] = pydantic.Field(
+        description="The peers this rule allows.", min_length=1, max_length=32
+    )
+    ports: list[PortRule] = pydantic.Field(
+        default_factory=list, description="Ports allowed; empty allows all ports.", max_length=32
+    )
+
+
+class NetworkRequirements(ApiModel):
+    """Network isolation: everything not allowed here is denied by an operator-owned NetworkPolicy."""
+
+    ingress: list[TrafficRule] = pydantic.Field(
+        default_factory=list, description="Sources allowed to reach the model server.", max_length=32
+    )
+    egress: list[TrafficRule] = pydantic.Field(
+        default_factory=list, description="Destinations the model server may reach.", max_length=32
+    )
+    allow_dns: bool = pydantic.Field(
+        default=True, description="Allow DNS lookups (UDP and TCP 53) to kube-dns."
+    )
+
+
+class DriftStatistic(StrEnum):
+    """The statistic that compares live inputs with the reference profile."""
+
+    PSI = "PSI"
+    KOLMOGOROV_SMIRNOV = "KolmogorovSmirnov"
+    CHI_SQUARE = "ChiSquare"
+    JENSEN_SHANNON = "JensenShannon"
+    WASSERSTEIN = "Wasserstein"
+
+
+class DriftMonitoring(ApiModel):
+    """A drift monitor deployed next to the model server."""
+
+    reference_profile: common.KeyReference = pydantic.Field(
+        description="The ConfigMap key holding the reference profile (modelshield drift profile output)."
+    )
+    features: list[str] = pydantic.Field(
+        default_factory=list,
+        description="Features to watch; empty watches every feature of the profile.",
+        max_length=512,
+    )
+    statistic: DriftStatistic = pydantic.Field(
+        default=DriftStatistic.PSI, description="The drift statistic."
+    )
+    threshold: float = pydantic.Field(
+        default=0.2, description="Drift is raised when the statistic exceeds this value.", gt=0
+    )
+    window: int = pydantic.Field(
+        default=1000, description="Number of rows in each comparison window.", ge=10, le=10_000_000
+    )
+
+
+class MonitoringRequirements(ApiModel):
+    """Monitoring deployed next to the model server."""
+
+    drift: DriftMonitoring | None = pydantic.Field(
+        default=None, description="Input drift monitoring."
+    )
+
+
+class RuntimeRequirements(ApiModel):
+    """Hardening every container of the workload must declare. Each check defaults to on."""
+
+    run_as_non_root: bool = pydantic.Field(
+        default=True, description="securityContext.runAsNonRoot must be true (pod or container)."
+    )
+    read_only_root_filesystem: bool = pydantic.Field(
+        default=True, description="securityContext.readOnlyRootFilesystem must be true."
+    )
+    disallow_privilege_escalation: bool = pydantic.Field(
+        default=True, description="securityContext.allowPrivilegeEscalation must be false."
+    )
+    disallow_privileged: bool = pydantic.Field(
+        default=True, description="securityContext.privileged must not be true."
+    )
+    require_resource_limits: bool = pydantic.Field(
+        default=True, description="Every container must set CPU and memory limits."
+    )
+
+
+class PolicyRequirements(ApiModel):
+    """The requirement blocks shared by namespaced and cluster policies."""
+
+    enforcement: Enforcement = pydantic.Field(
+        default=Enforcement.ENFORCE,
+        description="Enforce denies violating workloads; Audit admits them with warnings and reports.",
+    )
+    images: ImageRequirements | None = pydantic.Field(
+        default=None, description="Requirements on container images."
+    )
+    models: ModelRequirements | None = pydantic.Field(
+        default=None, description="Requirements on the served model artifact."
+    )
+    network: NetworkRequirements | None = pydantic.Field(
+        default=None, description="Network isolation enforced by an operator-owned NetworkPolicy."
+    )
+    monitoring: MonitoringRequirements | None = pydantic.Field(
+        default=None, description="Monitoring deployed next to the model server."
+    )
+    runtime: RuntimeRequirements | None = pydantic.Field(
+        default=None, description="Container hardening requirements."
+    )
+
+
+class ModelSecurityPolicySpec(PolicyRequirements):
+    """Which workloads in this namespace the policy governs, and what they must prove."""
+
+    selector: common.LabelSelector = pydantic.Field(
+        description="Label selector over the pod-template labels of inference workloads in this namespace."
+    )
+
+
+class ClusterModelSecurityPolicySpec(PolicyRequirements):
+    """The platform baseline: governs workloads in every namespace its namespaceSelector selects."""
+
+    namespace_selector: common.LabelSelector = pydantic.Field(
+        default_factory=common.LabelSelector,
+        description="Namespaces the policy applies in; empty selects every namespace.",
+    )
+    selector: common.LabelSelector = pydantic.Field(
+        description="Label selector over the pod-template labels of inference workloads."
+    )
+
+
+class PolicyStatus(ApiModel):
+    """What the operator observed; written only by the operator."""
+
+    observed_generation: int = pydantic.Field(
+        default=0, ge=0, description="The .metadata.generation this status describes."
+    )
+    conditions: list[common.Condition] = pydantic.Field(
+        default_factory=list, description="Ready and Degraded.", max_length=16
+    )
+    governed: int = pydantic.Field(default=0, ge=0, description="Workloads the policy governs.")
+    compliant: int = pydantic.Field(default=0, ge=0, description="Governed workloads that comply.")
+    violating: int = pydantic.Field(default=0, ge=0, description="Governed workloads that violate.")
+    violators: list[str] = pydantic.Field(
+        default_factory=list,
+        description="The first few violating workloads, as kind/namespace/name.",
+        max_length=10,
+    )
+
+
+class ObjectMeta(ApiModel):
+    """The part of Kubernetes metadata the engine reads; everything else passes through."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
+    name: str = pydantic.Field(default="", description="Object name.")
+    namespace: str = pydantic.Field(default="", description="Namespace, for namespaced kinds.")
+    generation: int = pydantic.Field(default=0, description="Spec generation.")
+    labels: dict[str, str] = pydantic.Field(default_factory=dict, description="Labels.")
+    annotations: dict[str, str] = pydantic.Field(default_factory=dict, description="Annotations.")
+
+
+class ModelSecurityPolicy(ApiModel):
+    """Security requirements for the model deployments that the selector picks in one namespace."""
+
+    api_version: str = pydantic.Field(default="modelshield.dev/v1alpha1", description="API version.")
+    kind: str = pydantic.Field(default="ModelSecurityPolicy", description="Kind.")
+    metadata: ObjectMeta = pydantic.Field(default_factory=ObjectMeta, description="Metadata.")
+    spec: ModelSecurityPolicySpec = pydantic.Field(description="Desired requirements.")
+    status: PolicyStatus | None = pydantic.Field(default=None, description="Observed state.")
+
+
+class ClusterModelSecurityPolicy(ApiModel):
+    """The platform team's baseline for model deployments across namespaces."""
+
+    api_version: str = pydantic.Field(default="modelshield.dev/v1alpha1", description="API version.")
+    kind: str = pydantic.Field(default="ClusterModelSecurityPolicy", description="Kind.")
+    metadata: ObjectMeta = pydantic.Field(default_factory=ObjectMeta, description="Metadata.")
+    spec: ClusterModelSecurityPolicySpec = pydantic.Field(description="Desired requirements.")
+    status: PolicyStatus | None = pydantic.Field(default=None, description="Observed state.")

@@ -1,0 +1,1 @@
+"""The ``modelshield`` command: one module per subcommand, each with ``register(subparsers)``."""

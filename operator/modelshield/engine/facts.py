@@ -1,0 +1,129 @@
+"""Facts: what the verifiers and the ModelArtifact reconciler established.
+
+The engine never fetches anything: callers look facts up (the webhook from its caches,
+the CLI from a facts file) and hand them in through a ``FactSource``. A fact that is
+missing is never a pass: the engine turns it into a "not verified" violation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Protocol
+
+from modelshield.api.v1alpha1.common import Severity
+
+
+class Outcome(StrEnum):
+    """How one verification ended; every failure has its own, so messages can be precise."""
+
+    VERIFIED = "Verified"
+    NO_SIGNATURE = "NoSignature"
+    SIGNATURE_MISMATCH = "SignatureMismatch"
+    SIGNER_UNTRUSTED = "SignerUntrusted"
+    DIGEST_MISMATCH = "DigestMismatch"
+    TIMED_OUT = "TimedOut"
+    REGISTRY_UNREACHABLE = "RegistryUnreachable"
+    NOT_FOUND = "NotFound"
+    ERROR = "Error"
+
+
+@dataclasses.dataclass(frozen=True)
+class SignatureFact:
+    """The result of verifying an image's signature against one signer set."""
+
+    outcome: Outcome
+    signer: str | None = None
+    detail: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class AttestationFact:
+    """One attestation whose DSSE signature verified and whose subject is the image digest."""
+
+    predicate_type: str
+    signer: str
+    issued_at: datetime.datetime
+    #: Count of vulnerabilities per severity, for vulnerability-scan predicates.
+    vulnerabilities: Mapping[Severity, int] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFacts:
+    """Everything established about one image reference for one image requirement."""
+
+    reference: str
+    digest: str | None
+    signature: SignatureFact
+    attestations: tuple[AttestationFact, ...] = ()
+    #: Why attestations could not be looked at (registry down...); None when they were.
+    attestation_failure: SignatureFact | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ScanFindingFact:
+    """A model scan finding, as the ModelArtifact's status records it."""
+
+    severity: Severity
+    file: str
+    reason: str
+    location: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ArtifactFacts:
+    """A ModelArtifact's spec and the facts its status records."""
+
+    namespace: str
+    name: str
+    uri: str
+    expected_digest: str | None
+    #: The status describes the current spec (status.observedGeneration == generation).
+    current: bool
+    verified: bool
+    verified_digest: str | None
+    signer: str | None
+    scanned: bool
+    findings: tuple[ScanFindingFact, ...] = ()
+    verification_message: str = ""
+
+
+class FactSource(Protocol):
+    """Where the engine looks facts up. Implementations must not block."""
+
+    def image(self, reference: str, requirement_key: str) -> ImageFacts | None:
+        """Facts for an image reference under one compiled image requirement."""
+        ...
+
+    def artifact(self, namespace: str, name: str) -> ArtifactFacts | None:
+        """The ModelArtifact of that name."""
+        ...
+
+    def artifact_by_uri(self, namespace: str, uri: str) -> ArtifactFacts | None:
+        """The ModelArtifact in the namespace whose spec.uri is uri."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticFacts:
+    """A FactSource over fixed tables: the CLI's facts file, tests, the audit's snapshot."""
+
+    images: Mapping[str, ImageFacts] = dataclasses.field(default_factory=dict)
+    artifacts: Mapping[tuple[str, str], ArtifactFacts] = dataclasses.field(default_factory=dict)
+
+    def image(self, reference: str, requirement_key: str) -> ImageFacts | None:
+        """Facts by reference; a static table holds one verdict per image for every key."""
+        return self.images.get(reference)
+
+    def artifact(self, namespace: str, name: str) -> ArtifactFacts | None:
+        """The artifact by namespace and name."""
+        return self.artifacts.get((namespace, name))
+
+    def artifact_by_uri(self, namespace: str, uri: str) -> ArtifactFacts | None:
+        """The first artifact in the namespace with that URI."""
+        for (artifact_namespace, _), facts in self.artifacts.items():
+            if artifact_namespace == namespace and facts.uri == uri:
+                return facts
+        return None
