@@ -18,11 +18,28 @@ JsonSchema = dict[str, Any]
 # Keywords the structural schema keeps; everything else pydantic emits is dropped.
 _KEPT_KEYWORDS = frozenset(
     {
-        "type", "description", "properties", "required", "items", "enum", "default",
-        "pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum",
-        "exclusiveMaximum", "minItems", "maxItems", "format", "additionalProperties",
-        "x-kubernetes-validations", "x-kubernetes-preserve-unknown-fields",
-        "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+        "type",
+        "description",
+        "properties",
+        "required",
+        "items",
+        "enum",
+        "default",
+        "pattern",
+        "minLength",
+        "maxLength",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minItems",
+        "maxItems",
+        "format",
+        "additionalProperties",
+        "x-kubernetes-validations",
+        "x-kubernetes-preserve-unknown-fields",
+        "x-kubernetes-list-type",
+        "x-kubernetes-list-map-keys",
     }
 )
 
@@ -68,8 +85,10 @@ def structural(node: JsonSchema, definitions: dict[str, JsonSchema]) -> JsonSche
             out[key] = copy.deepcopy(value)
     if "properties" in out and "type" not in out:
         out["type"] = "object"
-    if out.get("type") == "array" and out.get("items", {}).get("properties", {}).get("type") and (
-        "lastTransitionTime" in out["items"]["properties"]
+    if (
+        out.get("type") == "array"
+        and out.get("items", {}).get("properties", {}).get("type")
+        and ("lastTransitionTime" in out["items"]["properties"])
     ):
         out["x-kubernetes-list-type"] = "map"
         out["x-kubernetes-list-map-keys"] = ["type"]

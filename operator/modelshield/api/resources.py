@@ -98,10 +98,14 @@ MODEL_ARTIFACT = Resource(
     printer_columns=(
         PrinterColumn("URI", ".spec.uri", description="Where the model lives."),
         PrinterColumn(
-            "Verified", '.status.conditions[?(@.type=="Verified")].status', description="Signature verified."
+            "Verified",
+            '.status.conditions[?(@.type=="Verified")].status',
+            description="Signature verified.",
         ),
         PrinterColumn(
-            "Scanned", '.status.conditions[?(@.type=="Scanned")].status', description="Scanned clean."
+            "Scanned",
+            '.status.conditions[?(@.type=="Scanned")].status',
+            description="Scanned clean.",
         ),
         _ready_column(),
         PrinterColumn("Signer", ".status.signer", description="Signer that matched.", priority=1),

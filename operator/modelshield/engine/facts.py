@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Protocol
 
+from modelshield.api.v1alpha1 import artifacts, common
 from modelshield.api.v1alpha1.common import Severity
 
 
@@ -127,3 +128,30 @@ class StaticFacts:
             if artifact_namespace == namespace and facts.uri == uri:
                 return facts
         return None
+
+
+def _condition_true(conditions: list[common.Condition], kind: str) -> bool:
+    return any(c.type == kind and c.status is common.ConditionStatus.TRUE for c in conditions)
+
+
+def from_model_artifact(artifact: artifacts.ModelArtifact) -> ArtifactFacts:
+    """The facts a ModelArtifact's status records; an artifact without status proves nothing."""
+    status = artifact.status or artifacts.ModelArtifactStatus()
+    verified = next((c for c in status.conditions if c.type == artifacts.VERIFIED), None)
+    return ArtifactFacts(
+        namespace=artifact.metadata.namespace,
+        name=artifact.metadata.name,
+        uri=artifact.spec.uri,
+        expected_digest=artifact.spec.digest,
+        current=artifact.status is not None
+        and status.observed_generation == artifact.metadata.generation,
+        verified=_condition_true(status.conditions, artifacts.VERIFIED),
+        verified_digest=status.verified_digest,
+        signer=status.signer,
+        scanned=_condition_true(status.conditions, artifacts.SCANNED),
+        findings=tuple(
+            ScanFindingFact(severity=f.severity, file=f.file, reason=f.reason, location=f.location)
+            for f in status.findings
+        ),
+        verification_message=verified.message if verified is not None else "",
+    )

@@ -57,7 +57,9 @@ class ScanFinding(ApiModel):
     severity: Severity = pydantic.Field(description="Low, Medium, High or Critical.")
     file: str = pydantic.Field(description="Path of the file inside the model.", max_length=4096)
     location: str = pydantic.Field(
-        default="", description="Byte offset, operator or layer where it was found.", max_length=1024
+        default="",
+        description="Byte offset, operator or layer where it was found.",
+        max_length=1024,
     )
     reason: str = pydantic.Field(description="Why this is a finding.", max_length=4096)
 
@@ -95,7 +97,9 @@ class ModelArtifactStatus(ApiModel):
 class ModelArtifact(ApiModel):
     """One model version that workloads may serve, with its verification and scan facts."""
 
-    api_version: str = pydantic.Field(default="modelshield.dev/v1alpha1", description="API version.")
+    api_version: str = pydantic.Field(
+        default="modelshield.dev/v1alpha1", description="API version."
+    )
     kind: str = pydantic.Field(default="ModelArtifact", description="Kind.")
     metadata: ObjectMeta = pydantic.Field(default_factory=ObjectMeta, description="Metadata.")
     spec: ModelArtifactSpec = pydantic.Field(description="Desired model version.")

@@ -54,7 +54,9 @@ ObjectName = Annotated[
 class LabelSelectorRequirement(ApiModel):
     """One expression of a label selector, as in Kubernetes' metav1.LabelSelectorRequirement."""
 
-    key: str = pydantic.Field(description="The label key the expression applies to.", max_length=317)
+    key: str = pydantic.Field(
+        description="The label key the expression applies to.", max_length=317
+    )
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = pydantic.Field(
         description="How the key relates to the values: In, NotIn, Exists or DoesNotExist."
     )
@@ -99,14 +101,18 @@ class ConditionStatus(StrEnum):
 class Condition(ApiModel):
     """One observation of the object's state, following Kubernetes API conventions."""
 
-    type: str = pydantic.Field(description="Type of condition in CamelCase, e.g. Ready.", max_length=316)
+    type: str = pydantic.Field(
+        description="Type of condition in CamelCase, e.g. Ready.", max_length=316
+    )
     status: ConditionStatus = pydantic.Field(description="True, False or Unknown.")
     reason: str = pydantic.Field(
         description="A CamelCase, machine-readable reason for the last transition.",
         max_length=1024,
     )
     message: str = pydantic.Field(
-        default="", description="A human-readable explanation of the last transition.", max_length=32768
+        default="",
+        description="A human-readable explanation of the last transition.",
+        max_length=32768,
     )
     last_transition_time: datetime.datetime = pydantic.Field(
         description="When the status last changed."
@@ -142,7 +148,8 @@ def parse_duration(text: str) -> datetime.timedelta:
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration like 30m, 24h or 7d")
     seconds = sum(
-        int(amount) * _DURATION_UNITS[unit] for amount, unit in re.findall(r"([0-9]+)([smhd])", text)
+        int(amount) * _DURATION_UNITS[unit]
+        for amount, unit in re.findall(r"([0-9]+)([smhd])", text)
     )
     return datetime.timedelta(seconds=seconds)
 

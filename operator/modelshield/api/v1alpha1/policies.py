@@ -11,8 +11,7 @@ from modelshield.api.v1alpha1 import common
 from modelshield.api.v1alpha1.common import ApiModel, Duration, Severity
 
 _EXACTLY_ONE_SIGNER_SOURCE = (
-    "[has(self.publicKey), has(self.secretRef), has(self.keyless)]"
-    ".filter(x, x).size() == 1"
+    "[has(self.publicKey), has(self.secretRef), has(self.keyless)].filter(x, x).size() == 1"
 )
 
 
@@ -163,6 +162,13 @@ class ImageRequirements(ApiModel):
         default=False,
         description="Images must be pinned by digest (name@sha256:...), not only by tag.",
     )
+    mutate_to_digest: bool = pydantic.Field(
+        default=False,
+        description=(
+            "The mutating webhook rewrites tags to the digest that was verified, so the "
+            "image that runs is the image that was checked."
+        ),
+    )
     signers: list[Signer] = pydantic.Field(
         default_factory=list,
         description="Images must carry a signature by any one of these signers (key rotation: list both).",
@@ -221,10 +227,12 @@ class Peer(ApiModel):
     )
 
     namespace_selector: common.LabelSelector | None = pydantic.Field(
-        default=None, description="Namespaces whose pods are the peer; empty selects all namespaces."
+        default=None,
+        description="Namespaces whose pods are the peer; empty selects all namespaces.",
     )
     pod_selector: common.LabelSelector | None = pydantic.Field(
-        default=None, description="Pods that are the peer (in the workload's namespace unless namespaceSelector is set)."
+        default=None,
+        description="Pods that are the peer (in the workload's namespace unless namespaceSelector is set).",
     )
     cidr: str | None = pydantic.Field(
         default=None,
@@ -256,12 +264,15 @@ class NetworkRequirements(ApiModel):
     """Network isolation: everything not allowed here is denied by an operator-owned NetworkPolicy."""
 
     ingress: list[TrafficRule] = pydantic.Field(
-        default_factory=list, description="Sources allowed to reach the model server.", max_length=32
+        default_factory=list,
+        description="Sources allowed to reach the model server.",
+        max_length=32,
     )
     egress: list[TrafficRule] = pydantic.Field(
         default_factory=list, description="Destinations the model server may reach.", max_length=32
     )
     allow_dns: bool = pydantic.Field(
+        alias="allowDNS",
         default=True, description="Allow DNS lookups (UDP and TCP 53) to kube-dns."
     )
 
@@ -404,7 +415,9 @@ class ObjectMeta(ApiModel):
 class ModelSecurityPolicy(ApiModel):
     """Security requirements for the model deployments that the selector picks in one namespace."""
 
-    api_version: str = pydantic.Field(default="modelshield.dev/v1alpha1", description="API version.")
+    api_version: str = pydantic.Field(
+        default="modelshield.dev/v1alpha1", description="API version."
+    )
     kind: str = pydantic.Field(default="ModelSecurityPolicy", description="Kind.")
     metadata: ObjectMeta = pydantic.Field(default_factory=ObjectMeta, description="Metadata.")
     spec: ModelSecurityPolicySpec = pydantic.Field(description="Desired requirements.")
@@ -414,7 +427,9 @@ class ModelSecurityPolicy(ApiModel):
 class ClusterModelSecurityPolicy(ApiModel):
     """The platform team's baseline for model deployments across namespaces."""
 
-    api_version: str = pydantic.Field(default="modelshield.dev/v1alpha1", description="API version.")
+    api_version: str = pydantic.Field(
+        default="modelshield.dev/v1alpha1", description="API version."
+    )
     kind: str = pydantic.Field(default="ClusterModelSecurityPolicy", description="Kind.")
     metadata: ObjectMeta = pydantic.Field(default_factory=ObjectMeta, description="Metadata.")
     spec: ClusterModelSecurityPolicySpec = pydantic.Field(description="Desired requirements.")

@@ -1,0 +1,131 @@
+"""``modelshield test``: check workloads against policies offline, for GitOps pull requests.
+
+Exit codes: 0 every workload passes (Audit warnings allowed), 1 an Enforce policy denies
+a workload, 2 the input cannot be used (the message names file, document and field).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import pathlib
+import sys
+import typing
+
+from modelshield.api.v1alpha1 import artifacts, policies
+from modelshield.cli import factsfile, manifests, reports
+from modelshield.engine import compiling, evaluating, facts, workloads
+
+EXIT_PASS, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def run(
+    policy_paths: list[pathlib.Path],
+    resource_paths: list[pathlib.Path],
+    facts_path: pathlib.Path | None,
+    default_namespace: str,
+    now: datetime.datetime,
+) -> list[reports.Result]:
+    """Evaluate every workload found under resource_paths; ManifestError on bad input."""
+    policy_list: list[compiling.AnyPolicy] = []
+    artifact_facts: dict[tuple[str, str], facts.ArtifactFacts] = {}
+    namespace_labels: dict[str, dict[str, str]] = {}
+    workload_documents: list[manifests.Document] = []
+    for document in manifests.read_documents([*policy_paths, *resource_paths]):
+        if manifests.is_modelshield_kind(document):
+            parsed = manifests.parse_custom_resource(document)
+            if isinstance(parsed, policies.ClusterModelSecurityPolicy):
+                policy_list.append(parsed)
+            elif isinstance(parsed, policies.ModelSecurityPolicy):
+                policy_list.append(_in_namespace(parsed, default_namespace))
+            elif isinstance(parsed, artifacts.ModelArtifact):
+                artifact = _in_namespace(parsed, default_namespace)
+                artifact_facts[(artifact.metadata.namespace, artifact.metadata.name)] = (
+                    facts.from_model_artifact(artifact)
+                )
+        elif document.body.get("kind") == "Namespace":
+            metadata = document.body.get("metadata") or {}
+            labels = metadata.get("labels") or {}
+            namespace_labels[str(metadata.get("name"))] = {
+                str(k): str(v) for k, v in labels.items()
+            }
+        elif document.body.get("kind") in workloads.SUPPORTED_KINDS:
+            workload_documents.append(document)
+    images = factsfile.load(facts_path) if facts_path else {}
+    source = facts.StaticFacts(images=images, artifacts=artifact_facts)
+    policy_set = compiling.compile_policies(policy_list)
+
+    results = []
+    for document in workload_documents:
+        workload = workloads.parse(document.body)
+        namespace = workload.namespace or default_namespace
+        decision = evaluating.evaluate(
+            document.body,
+            policy_set,
+            namespace_labels.get(namespace, {"kubernetes.io/metadata.name": namespace}),
+            source,
+            now,
+            namespace=namespace,
+        )
+        results.append(reports.Result(document, workload.kind, namespace, workload.name, decision))
+    return results
+
+
+_Namespaced = typing.TypeVar("_Namespaced", policies.ModelSecurityPolicy, artifacts.ModelArtifact)
+
+
+def _in_namespace(resource: _Namespaced, default_namespace: str) -> _Namespaced:
+    if resource.metadata.namespace:
+        return resource
+    metadata = resource.metadata.model_copy(update={"namespace": default_namespace})
+    return resource.model_copy(update={"metadata": metadata})
+
+
+def _handle(arguments: argparse.Namespace) -> int:
+    now = arguments.now or datetime.datetime.now(datetime.UTC)
+    try:
+        results = run(
+            [pathlib.Path(p) for p in arguments.policies],
+            [pathlib.Path(p) for p in arguments.resources],
+            pathlib.Path(arguments.facts) if arguments.facts else None,
+            arguments.namespace,
+            now,
+        )
+    except manifests.ManifestError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    sys.stdout.write(reports.RENDERERS[arguments.output](results))
+    return EXIT_DENIED if any(r.verdict == "FAIL" for r in results) else EXIT_PASS
+
+
+def _timestamp(text: str) -> datetime.datetime:
+    value = datetime.datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=datetime.UTC)
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``test`` command."""
+    parser = subparsers.add_parser(
+        "test",
+        help="check workload manifests against policies offline (for pull requests)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("policies", nargs="+", help="policy YAML files or directories")
+    parser.add_argument(
+        "--resources",
+        nargs="+",
+        required=True,
+        help="workload, ModelArtifact and Namespace YAML files or directories",
+    )
+    parser.add_argument("--facts", help="image verification facts (YAML), see docs")
+    parser.add_argument("--output", choices=sorted(reports.RENDERERS), default="table")
+    parser.add_argument(
+        "--namespace", default="default", help="namespace of documents that name none"
+    )
+    parser.add_argument(
+        "--now",
+        type=_timestamp,
+        help="evaluate as of this ISO 8601 time (reproducible attestation ages)",
+    )
+    parser.set_defaults(handler=_handle)

@@ -1,0 +1,149 @@
+"""The engine's entry point: one workload, the policies, the facts → a decision."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from modelshield.api.v1alpha1.policies import Enforcement
+from modelshield.engine import (
+    compiling,
+    decisions,
+    facts,
+    imagechecks,
+    modelchecks,
+    runtimechecks,
+    workloads,
+)
+from modelshield.engine.decisions import Code
+
+
+def governing_policies(
+    workload: workloads.Workload,
+    policy_set: compiling.PolicySet,
+    namespace_labels: Mapping[str, str],
+) -> tuple[compiling.CompiledPolicy, ...]:
+    """The policies that govern the workload; none for kinds that run no pods."""
+    if workload.kind not in workloads.SUPPORTED_KINDS:
+        return ()
+    if not policy_set.could_govern(workload.namespace):
+        return ()
+    return policy_set.governing(workload.namespace, workload.labels, namespace_labels)
+
+
+def image_requests(
+    workload: workloads.Workload, governing: tuple[compiling.CompiledPolicy, ...]
+) -> list[tuple[str, compiling.CompiledImages]]:
+    """The (image, requirement) pairs whose facts the evaluation will look up, deduplicated."""
+    seen: set[tuple[str, str]] = set()
+    requests = []
+    for policy in governing:
+        if policy.images is None or not policy.images.needs_verification:
+            continue
+        for container in workload.containers:
+            key = (container.image, policy.images.key)
+            if container.image and key not in seen:
+                seen.add(key)
+                requests.append((container.image, policy.images))
+    return requests
+
+
+def _policy_findings(
+    workload: workloads.Workload,
+    policy: compiling.CompiledPolicy,
+    source: facts.FactSource,
+    now: datetime.datetime,
+) -> list[imagechecks.Finding]:
+    found: list[imagechecks.Finding] = [
+        (Code.WORKLOAD_MALFORMED, path, f"{problem}; the workload cannot be checked")
+        for path, problem in workload.problems
+    ]
+    for container in workload.containers:
+        if policy.images is not None and container.image:
+            found.extend(imagechecks.check_container(container, policy.images, source, now))
+        if policy.runtime is not None:
+            found.extend(runtimechecks.check_container(container, policy.runtime))
+    if policy.models is not None:
+        found.extend(modelchecks.check_workload(workload, policy.models, source))
+    return found
+
+
+def _patches(
+    workload: workloads.Workload,
+    governing: tuple[compiling.CompiledPolicy, ...],
+    source: facts.FactSource,
+) -> tuple[dict[str, Any], ...]:
+    patches: dict[str, dict[str, Any]] = {}
+    for policy in governing:
+        if policy.images is None or not policy.images.source.mutate_to_digest:
+            continue
+        for container in workload.containers:
+            patch = imagechecks.digest_patch(
+                container, source.image(container.image, policy.images.key)
+            )
+            if patch is not None:
+                patches.setdefault(patch["path"], patch)
+    return tuple(patches.values())
+
+
+def evaluate_workload(
+    workload: workloads.Workload,
+    policy_set: compiling.PolicySet,
+    namespace_labels: Mapping[str, str],
+    source: facts.FactSource,
+    now: datetime.datetime,
+) -> decisions.Decision:
+    """Decide on a parsed workload. Violations of Enforce policies deny; Audit ones warn."""
+    governing = governing_policies(workload, policy_set, namespace_labels)
+    if not governing:
+        return decisions.ALLOWED_UNGOVERNED
+    violations: list[decisions.Violation] = []
+    warnings: list[decisions.Violation] = []
+    for policy in governing:
+        bucket = violations if policy.enforcement is Enforcement.ENFORCE else warnings
+        for code, path, message in _policy_findings(workload, policy, source, now):
+            bucket.append(
+                decisions.Violation(
+                    code=code,
+                    path=path,
+                    message=message,
+                    policy=policy.ref,
+                    enforcement=policy.enforcement,
+                )
+            )
+    return decisions.Decision(
+        allowed=not violations,
+        violations=tuple(violations),
+        warnings=tuple(warnings),
+        patches=_patches(workload, governing, source),
+        governed_by=tuple(policy.ref for policy in governing),
+    )
+
+
+def evaluate(
+    obj: Any,
+    policy_set: compiling.PolicySet,
+    namespace_labels: Mapping[str, str],
+    source: facts.FactSource,
+    now: datetime.datetime,
+    *,
+    namespace: str | None = None,
+) -> decisions.Decision:
+    """Decide on one Kubernetes object given as a dict; never raises on malformed input.
+
+    ``namespace`` overrides the object's own (an AdmissionReview names it in the request
+    when the object leaves it empty).
+    """
+    workload = workloads.parse(obj)
+    if namespace is not None and namespace != workload.namespace:
+        workload = workloads.Workload(
+            kind=workload.kind,
+            namespace=namespace,
+            name=workload.name,
+            labels=workload.labels,
+            containers=workload.containers,
+            models=workload.models,
+            problems=workload.problems,
+        )
+    return evaluate_workload(workload, policy_set, namespace_labels, source, now)

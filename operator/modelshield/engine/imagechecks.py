@@ -1,0 +1,222 @@
+"""Checks of the ``images`` requirement block: registries, digests, signatures, attestations."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterator
+
+from modelshield.api.v1alpha1.common import Severity
+from modelshield.engine import compiling, facts, workloads
+from modelshield.engine.decisions import Code
+
+#: A violation without its policy: (code, path, message). The evaluator adds the policy.
+Finding = tuple[Code, str, str]
+
+_FAILED_OUTCOMES = {
+    facts.Outcome.NO_SIGNATURE: (Code.IMAGE_UNSIGNED, "has no signature"),
+    facts.Outcome.SIGNATURE_MISMATCH: (
+        Code.IMAGE_SIGNATURE_INVALID,
+        "has a signature that does not verify",
+    ),
+    facts.Outcome.DIGEST_MISMATCH: (
+        Code.IMAGE_SIGNATURE_INVALID,
+        "has a signature made for another image digest",
+    ),
+    facts.Outcome.SIGNER_UNTRUSTED: (
+        Code.IMAGE_SIGNER_UNTRUSTED,
+        "is signed, but by no trusted signer",
+    ),
+    facts.Outcome.TIMED_OUT: (Code.IMAGE_VERIFICATION_FAILED, "could not be verified in time"),
+    facts.Outcome.REGISTRY_UNREACHABLE: (
+        Code.IMAGE_VERIFICATION_FAILED,
+        "could not be verified: the registry is unreachable",
+    ),
+    facts.Outcome.NOT_FOUND: (Code.IMAGE_VERIFICATION_FAILED, "was not found in its registry"),
+    facts.Outcome.ERROR: (Code.IMAGE_VERIFICATION_FAILED, "could not be verified"),
+}
+
+
+def normalized(reference: str) -> str:
+    """The fully qualified form of an image reference (docker.io/library/ for bare names)."""
+    first, _, rest = reference.partition("/")
+    if not rest:
+        return f"docker.io/library/{reference}"
+    if "." in first or ":" in first or first == "localhost":
+        return reference
+    return f"docker.io/{reference}"
+
+
+def _signers(names: frozenset[str]) -> str:
+    return ", ".join(sorted(names))
+
+
+def _what(container: workloads.Container) -> str:
+    return f"container {container.name!r} image {container.image!r}"
+
+
+def check_container(
+    container: workloads.Container,
+    requirement: compiling.CompiledImages,
+    source: facts.FactSource,
+    now: datetime.datetime,
+) -> Iterator[Finding]:
+    """Every way the container's image fails the requirement."""
+    image = container.image
+    path = f"{container.path}.image"
+    if requirement.allowed_registries:
+        full = normalized(image)
+        if not any(
+            image.startswith(p) or full.startswith(p) for p in requirement.allowed_registries
+        ):
+            yield (
+                Code.IMAGE_REGISTRY_NOT_ALLOWED,
+                path,
+                f"{_what(container)} is not from an allowed registry; "
+                f"use one of: {', '.join(requirement.allowed_registries)}",
+            )
+    if requirement.require_digest and "@sha256:" not in image:
+        yield (
+            Code.IMAGE_NOT_PINNED,
+            path,
+            f"{_what(container)} is not pinned by digest; refer to it as name@sha256:<digest>",
+        )
+    if not requirement.needs_verification:
+        return
+    found = source.image(image, requirement.key)
+    if found is None:
+        yield (
+            Code.IMAGE_NOT_VERIFIED,
+            path,
+            f"{_what(container)} has not been verified (no verification result is available); "
+            "retry shortly, and check the webhook's connection to the registry",
+        )
+        return
+    if requirement.signer_names:
+        yield from _check_signature(container, path, found.signature, requirement.signer_names)
+    for attestation in requirement.attestations:
+        yield from _check_attestation(container, path, found, attestation, now)
+
+
+def _check_signature(
+    container: workloads.Container,
+    path: str,
+    signature: facts.SignatureFact,
+    trusted: frozenset[str],
+) -> Iterator[Finding]:
+    if signature.outcome is facts.Outcome.VERIFIED and signature.signer in trusted:
+        return
+    if signature.outcome is facts.Outcome.VERIFIED:
+        code, problem = (
+            Code.IMAGE_SIGNER_UNTRUSTED,
+            f"is signed by {signature.signer!r}, not a trusted signer",
+        )
+    else:
+        code, problem = _FAILED_OUTCOMES[signature.outcome]
+    detail = f" ({signature.detail})" if signature.detail else ""
+    yield (
+        code,
+        path,
+        f"{_what(container)} {problem}{detail}; sign it with the key of one of: {_signers(trusted)} "
+        "(cosign sign --key ...)",
+    )
+
+
+def _check_attestation(
+    container: workloads.Container,
+    path: str,
+    found: facts.ImageFacts,
+    requirement: compiling.CompiledAttestation,
+    now: datetime.datetime,
+) -> Iterator[Finding]:
+    candidates = [
+        a
+        for a in found.attestations
+        if a.predicate_type == requirement.predicate_type and a.signer in requirement.signer_names
+    ]
+    if not candidates:
+        reason = ""
+        if found.attestation_failure is not None:
+            failure = found.attestation_failure
+            reason = f" ({failure.outcome.value}{': ' + failure.detail if failure.detail else ''})"
+        yield (
+            Code.ATTESTATION_MISSING,
+            path,
+            f"{_what(container)} has no {requirement.name!r} attestation of type "
+            f"{requirement.predicate_type} signed by one of: {_signers(requirement.signer_names)}{reason}; "
+            "attach one with cosign attest",
+        )
+        return
+    newest = max(candidates, key=_issued_at)
+    if requirement.max_age is not None and now - newest.issued_at > requirement.max_age:
+        age = now - newest.issued_at
+        yield (
+            Code.ATTESTATION_TOO_OLD,
+            path,
+            f"{_what(container)}: the newest {requirement.name!r} attestation is {_hours(age)} old, "
+            f"older than the {_hours(requirement.max_age)} allowed; scan the image again and re-attest",
+        )
+    if requirement.block_at_or_above is not None:
+        yield from _check_vulnerabilities(container, path, newest, requirement)
+
+
+def _check_vulnerabilities(
+    container: workloads.Container,
+    path: str,
+    attestation: facts.AttestationFact,
+    requirement: compiling.CompiledAttestation,
+) -> Iterator[Finding]:
+    threshold = requirement.block_at_or_above
+    assert threshold is not None
+    if attestation.vulnerabilities is None:
+        yield (
+            Code.ATTESTATION_MISSING,
+            path,
+            f"{_what(container)}: the {requirement.name!r} attestation carries no vulnerability "
+            "summary; attest a vulnerability scan (cosign attest --type vuln)",
+        )
+        return
+    blocking = {
+        severity: count
+        for severity, count in attestation.vulnerabilities.items()
+        if severity.rank >= threshold.rank and count > 0
+    }
+    if blocking:
+        listed = ", ".join(
+            f"{count} {severity.value}"
+            for severity, count in sorted(blocking.items(), key=_severity_order, reverse=True)
+        )
+        yield (
+            Code.ATTESTATION_VULNERABILITIES,
+            path,
+            f"{_what(container)} has vulnerabilities at or above {threshold.value}: {listed}; "
+            "rebuild it on patched dependencies and attest a new scan",
+        )
+
+
+def _issued_at(attestation: facts.AttestationFact) -> datetime.datetime:
+    return attestation.issued_at
+
+
+def _severity_order(item: tuple[Severity, int]) -> int:
+    return item[0].rank
+
+
+def _hours(delta: datetime.timedelta) -> str:
+    hours = delta.total_seconds() / 3600
+    return f"{hours:.0f}h" if hours >= 1 else f"{delta.total_seconds():.0f}s"
+
+
+def digest_patch(
+    container: workloads.Container, found: facts.ImageFacts | None
+) -> dict[str, str] | None:
+    """A JSONPatch that pins a verified image's tag to the digest that was verified."""
+    if found is None or found.digest is None or "@" in container.image:
+        return None
+    if found.signature.outcome is not facts.Outcome.VERIFIED:
+        return None
+    pointer = "/" + container.path.replace(".", "/").replace("[", "/").replace("]", "")
+    return {
+        "op": "replace",
+        "path": f"{pointer}/image",
+        "value": f"{container.image}@{found.digest}",
+    }
