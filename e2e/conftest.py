@@ -1,0 +1,253 @@
+"""Fixtures for the e2e suite: a real Kubernetes API server, kubectl, namespaces.
+
+Without --kubeconfig (or MODELSHIELD_E2E_KUBECONFIG) the suite starts its own
+control plane from the binaries e2e/tools/build-tools.sh cached. With one, it
+uses that cluster and starts nothing. An ambient KUBECONFIG is deliberately
+ignored: a test run must never land on someone's real cluster by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+
+from e2e.cluster import LocalControlPlane
+from e2e.toolcache import BUILD_SCRIPT, ControlPlaneBinaries, MissingToolsError, tool_path
+
+E2E_DIR = Path(__file__).resolve().parent
+REPOSITORY_ROOT = E2E_DIR.parent
+CRDS_DIR = REPOSITORY_ROOT / "crds"
+KUBECONFIG_ENV = "MODELSHIELD_E2E_KUBECONFIG"
+KUBECTL_TIMEOUT_SECONDS = 120
+# Where the logs of a control plane that saw a failing test are kept.
+KEPT_LOGS_KEY = pytest.StashKey[Path]()
+LOCAL_LOGS_KEY = pytest.StashKey[Path]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--kubeconfig",
+        action="store",
+        default=None,
+        help=(
+            "run the e2e tests against the cluster of this kubeconfig instead of starting "
+            f"a local control plane (also read from ${KUBECONFIG_ENV})"
+        ),
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # This hook sees every collected item of the session, not only ours.
+    for item in items:
+        if item.path.is_relative_to(E2E_DIR):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    logs_dir = item.config.stash.get(LOCAL_LOGS_KEY, None)
+    if report.failed and logs_dir is not None:
+        report.sections.append(("e2e control plane", f"logs: {logs_dir}"))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    kept = terminalreporter.config.stash.get(KEPT_LOGS_KEY, None)
+    if kept is not None:
+        terminalreporter.write_sep("-", "e2e control plane")
+        terminalreporter.write_line(f"logs of the local control plane kept in {kept}")
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A cluster the tests can talk to, however it was made."""
+
+    kubeconfig_path: Path
+    api_client: client.ApiClient
+    kubectl_path: Path
+    # True when this session started the control plane from the cached
+    # binaries, so the server version is known exactly.
+    started_locally: bool
+
+
+def _given_kubeconfig(pytest_config: pytest.Config) -> Path | None:
+    given = pytest_config.getoption("--kubeconfig") or os.environ.get(KUBECONFIG_ENV)
+    if not given:
+        return None
+    path = Path(given).expanduser().resolve()
+    if not path.is_file():
+        raise pytest.UsageError(f"kubeconfig {path} does not exist")
+    return path
+
+
+def new_api_client(kubeconfig_path: Path) -> client.ApiClient:
+    # The kubernetes package leaves this loader unannotated.
+    api_client: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig_path)
+    )
+    return api_client
+
+
+def close_api_client(api_client: client.ApiClient) -> None:
+    api_client.close()  # type: ignore[no-untyped-call]  # unannotated upstream
+
+
+def _kubectl_for_existing_cluster() -> Path:
+    """The cached kubectl if it was built, else the one on PATH (a kind user has one)."""
+    cached = tool_path("MODELSHIELD_KUBECTL")
+    if cached is not None:
+        return cached
+    on_path = shutil.which("kubectl")
+    if on_path is None:
+        pytest.fail(f"no kubectl: run {BUILD_SCRIPT} or put kubectl on PATH")
+    return Path(on_path)
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    given = _given_kubeconfig(request.config)
+    if given is not None:
+        api_client = new_api_client(given)
+        yield Cluster(given, api_client, _kubectl_for_existing_cluster(), started_locally=False)
+        close_api_client(api_client)
+        return
+
+    try:
+        binaries = ControlPlaneBinaries.locate()
+    except MissingToolsError as missing:
+        pytest.fail(str(missing), pytrace=False)
+    control_plane = LocalControlPlane(binaries)
+    request.config.stash[LOCAL_LOGS_KEY] = control_plane.logs_dir
+    try:
+        control_plane.start()
+    except Exception:
+        request.config.stash[KEPT_LOGS_KEY] = control_plane.logs_dir
+        raise
+    api_client = new_api_client(control_plane.kubeconfig_path)
+    try:
+        yield Cluster(
+            control_plane.kubeconfig_path, api_client, binaries.kubectl, started_locally=True
+        )
+    finally:
+        close_api_client(api_client)
+        control_plane.stop()
+        if request.session.testsfailed:
+            request.config.stash[KEPT_LOGS_KEY] = control_plane.logs_dir
+        else:
+            control_plane.remove_work_dir()
+
+
+class Kubectl:
+    """Runs kubectl against the test cluster and returns the finished process.
+
+    By default a non-zero exit fails the test with kubectl's own output; pass
+    check=False to look at a failure yourself.
+    """
+
+    def __init__(self, kubectl_path: Path, kubeconfig_path: Path, cache_dir: Path) -> None:
+        self.kubectl_path = kubectl_path
+        self.kubeconfig_path = kubeconfig_path
+        # A discovery cache of our own: never read or write the user's ~/.kube.
+        self.cache_dir = cache_dir
+
+    def __call__(
+        self, *arguments: str, input_text: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        command = [
+            str(self.kubectl_path),
+            f"--kubeconfig={self.kubeconfig_path}",
+            f"--cache-dir={self.cache_dir}",
+            *arguments,
+        ]
+        completed = subprocess.run(
+            command,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=KUBECTL_TIMEOUT_SECONDS,
+            check=False,
+        )
+        if check and completed.returncode != 0:
+            pytest.fail(
+                f"`kubectl {' '.join(arguments)}` exited with {completed.returncode}:\n"
+                f"{completed.stderr}{completed.stdout}"
+            )
+        return completed
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    return Kubectl(
+        cluster.kubectl_path, cluster.kubeconfig_path, tmp_path_factory.mktemp("kubectl-cache")
+    )
+
+
+@pytest.fixture
+def namespace(cluster: Cluster) -> Iterator[str]:
+    """A fresh namespace for one test, with its default ServiceAccount (pods are
+    refused without it); deleted afterwards without waiting for it to go."""
+    core = client.CoreV1Api(cluster.api_client)
+    created = core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(generate_name="e2e-"))
+    )
+    assert created.metadata is not None
+    assert created.metadata.name
+    name = created.metadata.name
+    deadline = time.monotonic() + 30
+    while not core.list_namespaced_service_account(
+        name, field_selector="metadata.name=default"
+    ).items:
+        if time.monotonic() > deadline:
+            pytest.fail(f"namespace {name} got no default ServiceAccount within 30 s")
+        time.sleep(0.1)
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def modelshield_crds(kubectl: Kubectl) -> list[dict[str, Any]]:
+    """Applies crds/*.yaml with kubectl, waits until every CRD is Established
+    and returns their manifests. They are left installed: later tests (and a
+    chart already installed on an existing cluster) rely on them."""
+    files = sorted(CRDS_DIR.glob("*.yaml"))
+    if not files:
+        pytest.fail(f"no CRD manifests in {CRDS_DIR}")
+    manifests = [
+        document
+        for file in files
+        for document in yaml.safe_load_all(file.read_text())
+        if isinstance(document, dict) and document.get("kind") == "CustomResourceDefinition"
+    ]
+    if not manifests:
+        pytest.fail(f"no CustomResourceDefinition in {CRDS_DIR}/*.yaml")
+    # Server-side apply: CRDs with full descriptions outgrow the 256 KiB
+    # last-applied annotation that client-side apply would write.
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=modelshield-e2e",
+        *(f"--filename={file}" for file in files),
+    )
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *(f"customresourcedefinition/{manifest['metadata']['name']}" for manifest in manifests),
+    )
+    return manifests
