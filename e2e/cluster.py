@@ -308,6 +308,10 @@ class LocalControlPlane:
                 f"--cluster-signing-cert-file={certificates.ca_certificate}",
                 f"--cluster-signing-key-file={certificates.ca_private_key}",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                # The default 20 requests/s throttles the controllers for
+                # seconds after start; the local API server can take far more.
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
                 "--profiling=false",
             ],
         )

@@ -29,7 +29,9 @@ REPOSITORY_ROOT = E2E_DIR.parent
 CRDS_DIR = REPOSITORY_ROOT / "crds"
 KUBECONFIG_ENV = "MODELSHIELD_E2E_KUBECONFIG"
 KUBECTL_TIMEOUT_SECONDS = 120
-# Where the logs of a control plane that saw a failing test are kept.
+# Where the logs of a control plane that saw a failing test are kept
+# (ignored by git).
+KEPT_LOGS_ROOT = E2E_DIR / ".logs"
 KEPT_LOGS_KEY = pytest.StashKey[Path]()
 LOCAL_LOGS_KEY = pytest.StashKey[Path]()
 
@@ -130,11 +132,13 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     except MissingToolsError as missing:
         pytest.fail(str(missing), pytrace=False)
     control_plane = LocalControlPlane(binaries)
-    request.config.stash[LOCAL_LOGS_KEY] = control_plane.logs_dir
+    # Decided up front so that a failing test's report can name it.
+    kept_logs_dir = KEPT_LOGS_ROOT / control_plane.work_dir.name
+    request.config.stash[LOCAL_LOGS_KEY] = kept_logs_dir
     try:
         control_plane.start()
     except Exception:
-        request.config.stash[KEPT_LOGS_KEY] = control_plane.logs_dir
+        keep_logs(control_plane, kept_logs_dir, request.config)
         raise
     api_client = new_api_client(control_plane.kubeconfig_path)
     try:
@@ -145,9 +149,17 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         close_api_client(api_client)
         control_plane.stop()
         if request.session.testsfailed:
-            request.config.stash[KEPT_LOGS_KEY] = control_plane.logs_dir
-        else:
-            control_plane.remove_work_dir()
+            keep_logs(control_plane, kept_logs_dir, request.config)
+        control_plane.remove_work_dir()
+
+
+def keep_logs(
+    control_plane: LocalControlPlane, destination: Path, pytest_config: pytest.Config
+) -> None:
+    """Copies the component logs next to the suite (the work dir, with etcd's
+    data, is removed) and remembers where, for the end-of-run summary."""
+    shutil.copytree(control_plane.logs_dir, destination, dirs_exist_ok=True)
+    pytest_config.stash[KEPT_LOGS_KEY] = destination
 
 
 class Kubectl:
