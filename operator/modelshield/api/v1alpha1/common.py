@@ -54,6 +54,17 @@ ObjectName = Annotated[
 class LabelSelectorRequirement(ApiModel):
     """One expression of a label selector, as in Kubernetes' metav1.LabelSelectorRequirement."""
 
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",
+                    "message": "In and NotIn need values; Exists and DoesNotExist take none",
+                }
+            ]
+        }
+    )
+
     key: str = pydantic.Field(
         description="The label key the expression applies to.", max_length=317
     )
@@ -69,10 +80,8 @@ class LabelSelectorRequirement(ApiModel):
     @pydantic.model_validator(mode="after")
     def _values_match_operator(self) -> LabelSelectorRequirement:
         needs_values = self.operator in ("In", "NotIn")
-        if needs_values and not self.values:
-            raise ValueError(f"operator {self.operator} needs at least one value")
-        if not needs_values and self.values:
-            raise ValueError(f"operator {self.operator} takes no values")
+        if needs_values != bool(self.values):
+            raise ValueError("In and NotIn need values; Exists and DoesNotExist take none")
         return self
 
 
