@@ -50,7 +50,8 @@ def test_noncompliant_example_fails_with_readable_violations(
     assert "ImageUnsigned: [ModelSecurityPolicy ml-prod/fraud-model]" in out
     assert "spec.template.spec.containers[0].image" in out
     assert "RuntimeRunAsRoot: [ClusterModelSecurityPolicy platform-baseline]" in out
-    assert "ModelScanFindings" in out and "model.pkl" in out
+    assert "ModelScanFindings" in out
+    assert "model.pkl" in out
 
 
 def test_attestation_age_depends_on_now(capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,7 +75,8 @@ def test_json_junit_and_sarif(capsys: pytest.CaptureFixture[str]) -> None:
 
     _run(*_examples(".", "--output", "junit"))
     suite = ElementTree.fromstring(capsys.readouterr().out.split("?>", 1)[1])
-    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    assert suite.get("tests") == "2"
+    assert suite.get("failures") == "1"
 
     _run(*_examples(".", "--output", "sarif"))
     sarif = json.loads(capsys.readouterr().out)

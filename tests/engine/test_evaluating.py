@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from modelshield.api.v1alpha1 import policies
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.engine import compiling, evaluating, facts
 from modelshield.engine.decisions import Code
@@ -247,7 +248,7 @@ def test_requirement_is_enforced_for_every_kind(case: Case, kind: str, enforceme
 
 @pytest.mark.parametrize("kind", b.KINDS)
 def test_a_workload_meeting_every_requirement_is_allowed(kind: str) -> None:
-    requirements = {
+    requirements: dict[str, Any] = {
         "images": {
             "allowedRegistries": ["registry.example.com/ml/"],
             "requireDigest": True,
@@ -283,7 +284,7 @@ def test_kinds_that_run_no_pods_are_never_governed() -> None:
 
 
 def test_enforce_anywhere_wins_over_a_namespaced_audit_policy() -> None:
-    baseline = compiling.policies.ClusterModelSecurityPolicy.model_validate(
+    baseline = policies.ClusterModelSecurityPolicy.model_validate(
         {
             "metadata": {"name": "baseline"},
             "spec": {"enforcement": "Enforce", "selector": {}, "runtime": {}},
@@ -299,7 +300,7 @@ def test_enforce_anywhere_wins_over_a_namespaced_audit_policy() -> None:
 
 
 def test_cluster_policy_respects_its_namespace_selector() -> None:
-    baseline = compiling.policies.ClusterModelSecurityPolicy.model_validate(
+    baseline = policies.ClusterModelSecurityPolicy.model_validate(
         {
             "metadata": {"name": "baseline"},
             "spec": {
