@@ -10,6 +10,7 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import typing
 from collections.abc import Iterable, Mapping
 
 from modelshield.api.v1alpha1 import common, policies
@@ -40,7 +41,7 @@ class CompiledImages:
     #: Identifies what must be verified (signers and attestations): equal requirements share
     #: verification results, different ones never do.
     key: str
-    source: policies.ImageRequirements
+    source: policies.ImageRequirements = dataclasses.field(compare=False)
 
     @property
     def needs_verification(self) -> bool:
@@ -175,12 +176,34 @@ class PolicySet:
         return len(self.cluster) + sum(len(group) for group in self.namespaced.values())
 
 
+def _interned(compiled: CompiledPolicy, seen: dict[object, object]) -> CompiledPolicy:
+    """Share one object between equal requirement blocks of different policies.
+
+    Evaluation memoizes checks by block identity, so a workload governed by several
+    policies that ask the same thing is checked once per distinct block.
+    """
+    return dataclasses.replace(
+        compiled,
+        images=_intern(seen, compiled.images),
+        models=_intern(seen, compiled.models),
+        runtime=_intern(seen, compiled.runtime),
+    )
+
+
+_Block = typing.TypeVar("_Block")
+
+
+def _intern(seen: dict[object, object], block: _Block) -> _Block:
+    return typing.cast(_Block, seen.setdefault(block, block))
+
+
 def compile_policies(policies_: Iterable[AnyPolicy]) -> PolicySet:
     """Compile and index a collection of policies."""
     namespaced: dict[str, list[CompiledPolicy]] = {}
     cluster: list[CompiledPolicy] = []
+    seen: dict[object, object] = {}
     for policy in policies_:
-        compiled = compile_policy(policy)
+        compiled = _interned(compile_policy(policy), seen)
         if compiled.namespace_selector is None:
             namespaced.setdefault(policy.metadata.namespace, []).append(compiled)
         else:

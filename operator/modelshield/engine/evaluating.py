@@ -54,18 +54,38 @@ def _policy_findings(
     policy: compiling.CompiledPolicy,
     source: facts.FactSource,
     now: datetime.datetime,
+    memo: dict[int, list[imagechecks.Finding]],
 ) -> list[imagechecks.Finding]:
     found: list[imagechecks.Finding] = [
         (Code.WORKLOAD_MALFORMED, path, f"{problem}; the workload cannot be checked")
         for path, problem in workload.problems
     ]
-    for container in workload.containers:
-        if policy.images is not None and container.image:
-            found.extend(imagechecks.check_container(container, policy.images, source, now))
-        if policy.runtime is not None:
-            found.extend(runtimechecks.check_container(container, policy.runtime))
+    # Blocks are interned at compile time, so equal blocks of several policies share an id
+    # and their checks run once per evaluation.
+    if policy.images is not None:
+        images = policy.images
+        if id(images) not in memo:
+            memo[id(images)] = [
+                finding
+                for container in workload.containers
+                if container.image
+                for finding in imagechecks.check_container(container, images, source, now)
+            ]
+        found.extend(memo[id(images)])
+    if policy.runtime is not None:
+        runtime = policy.runtime
+        if id(runtime) not in memo:
+            memo[id(runtime)] = [
+                finding
+                for container in workload.containers
+                for finding in runtimechecks.check_container(container, runtime)
+            ]
+        found.extend(memo[id(runtime)])
     if policy.models is not None:
-        found.extend(modelchecks.check_workload(workload, policy.models, source))
+        models = policy.models
+        if id(models) not in memo:
+            memo[id(models)] = list(modelchecks.check_workload(workload, models, source))
+        found.extend(memo[id(models)])
     return found
 
 
@@ -96,13 +116,24 @@ def evaluate_workload(
 ) -> decisions.Decision:
     """Decide on a parsed workload. Violations of Enforce policies deny; Audit ones warn."""
     governing = governing_policies(workload, policy_set, namespace_labels)
+    return decide(workload, governing, source, now)
+
+
+def decide(
+    workload: workloads.Workload,
+    governing: tuple[compiling.CompiledPolicy, ...],
+    source: facts.FactSource,
+    now: datetime.datetime,
+) -> decisions.Decision:
+    """Decide on a parsed workload given the policies that govern it."""
     if not governing:
         return decisions.ALLOWED_UNGOVERNED
     violations: list[decisions.Violation] = []
     warnings: list[decisions.Violation] = []
+    memo: dict[int, list[imagechecks.Finding]] = {}
     for policy in governing:
         bucket = violations if policy.enforcement is Enforcement.ENFORCE else warnings
-        for code, path, message in _policy_findings(workload, policy, source, now):
+        for code, path, message in _policy_findings(workload, policy, source, now, memo):
             bucket.append(
                 decisions.Violation(
                     code=code,
@@ -135,15 +166,15 @@ def evaluate(
     ``namespace`` overrides the object's own (an AdmissionReview names it in the request
     when the object leaves it empty).
     """
-    workload = workloads.parse(obj)
-    if namespace is not None and namespace != workload.namespace:
-        workload = workloads.Workload(
-            kind=workload.kind,
-            namespace=namespace,
-            name=workload.name,
-            labels=workload.labels,
-            containers=workload.containers,
-            models=workload.models,
-            problems=workload.problems,
-        )
-    return evaluate_workload(workload, policy_set, namespace_labels, source, now)
+    header = workloads.read_header(obj)
+    effective_namespace = header.namespace if namespace is None else namespace
+    # Most objects are governed by nothing: decide that from the header alone, before
+    # reading containers, so that they are admitted at the cost of a few dict lookups.
+    if header.kind not in workloads.SUPPORTED_KINDS or not policy_set.could_govern(
+        effective_namespace
+    ):
+        return decisions.ALLOWED_UNGOVERNED
+    governing = policy_set.governing(effective_namespace, header.labels, namespace_labels)
+    if not governing:
+        return decisions.ALLOWED_UNGOVERNED
+    return decide(workloads.complete(header, effective_namespace), governing, source, now)

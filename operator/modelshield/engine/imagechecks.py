@@ -63,17 +63,13 @@ def check_container(
     """Every way the container's image fails the requirement."""
     image = container.image
     path = f"{container.path}.image"
-    if requirement.allowed_registries:
-        full = normalized(image)
-        if not any(
-            image.startswith(p) or full.startswith(p) for p in requirement.allowed_registries
-        ):
-            yield (
-                Code.IMAGE_REGISTRY_NOT_ALLOWED,
-                path,
-                f"{_what(container)} is not from an allowed registry; "
-                f"use one of: {', '.join(requirement.allowed_registries)}",
-            )
+    prefixes = requirement.allowed_registries
+    if prefixes and not image.startswith(prefixes) and not normalized(image).startswith(prefixes):
+        yield (
+            Code.IMAGE_REGISTRY_NOT_ALLOWED,
+            path,
+            f"{_what(container)} is not from an allowed registry; use one of: {', '.join(prefixes)}",
+        )
     if requirement.require_digest and "@sha256:" not in image:
         yield (
             Code.IMAGE_NOT_PINNED,

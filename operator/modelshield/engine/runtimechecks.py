@@ -15,7 +15,7 @@ _EMPTY: Mapping[str, Any] = {}
 
 def _context(spec: Mapping[str, Any]) -> Mapping[str, Any]:
     value = spec.get("securityContext")
-    return value if isinstance(value, Mapping) else _EMPTY
+    return value if isinstance(value, dict) else _EMPTY
 
 
 def check_container(
@@ -61,11 +61,9 @@ def check_container(
     # Ephemeral containers cannot declare resources, so the limits check skips them.
     if requirement.require_resource_limits and container.field != "ephemeralContainers":
         resources = container.spec.get("resources")
-        limits = resources.get("limits") if isinstance(resources, Mapping) else None
+        limits = resources.get("limits") if isinstance(resources, dict) else None
         missing = [
-            name
-            for name in ("cpu", "memory")
-            if not isinstance(limits, Mapping) or name not in limits
+            name for name in ("cpu", "memory") if not isinstance(limits, dict) or name not in limits
         ]
         if missing:
             yield (

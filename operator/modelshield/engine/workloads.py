@@ -86,8 +86,10 @@ class Workload:
         return f"{self.kind}/{self.namespace}/{self.name}"
 
 
+# JSON objects arrive as dicts; checking `dict` rather than the `Mapping` ABC keeps the
+# per-request path cheap (the ABC check costs several times more).
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else _EMPTY
+    return value if isinstance(value, dict) else _EMPTY
 
 
 def _string(value: Any) -> str:
@@ -97,16 +99,15 @@ def _string(value: Any) -> str:
 def _walk(root: Mapping[str, Any], path: Sequence[str]) -> Any:
     node: Any = root
     for key in path:
-        if not isinstance(node, Mapping):
+        if not isinstance(node, dict):
             return None
         node = node.get(key)
     return node
 
 
-def _string_map(value: Any) -> dict[str, str]:
-    if not isinstance(value, Mapping):
-        return {}
-    return {str(k): v for k, v in value.items() if isinstance(v, str)}
+def _string_map(value: Any) -> Mapping[str, str]:
+    # Not copied: a non-string value simply never equals a selector's string.
+    return value if isinstance(value, dict) else _EMPTY
 
 
 def _containers_of(pod: PodSpec, problems: list[tuple[str, str]]) -> list[Container]:
@@ -120,7 +121,7 @@ def _containers_of(pod: PodSpec, problems: list[tuple[str, str]]) -> list[Contai
             continue
         for index, entry in enumerate(entries):
             path = f"{pod.path}.{field}[{index}]"
-            if not isinstance(entry, Mapping):
+            if not isinstance(entry, dict):
                 problems.append((path, "is not an object"))
                 continue
             image = entry.get("image")
@@ -151,7 +152,7 @@ def _isvc_parts(
         part = spec.get(component)
         if part is None:
             continue
-        if not isinstance(part, Mapping):
+        if not isinstance(part, dict):
             problems.append((f"spec.{component}", "is not an object"))
             continue
         # A component is itself a pod spec (containers, securityContext...) plus framework
@@ -159,7 +160,7 @@ def _isvc_parts(
         pod = PodSpec(path=f"spec.{component}", spec=part)
         containers.extend(_containers_of(pod, problems))
         for key, value in part.items():
-            if isinstance(value, Mapping) and isinstance(value.get("storageUri"), str):
+            if isinstance(value, dict) and isinstance(value.get("storageUri"), str):
                 models.append(
                     ModelReference(
                         path=f"spec.{component}.{key}.storageUri",
@@ -169,60 +170,74 @@ def _isvc_parts(
     return containers, models
 
 
-def parse(obj: Any) -> Workload:
-    """Read a workload out of any object; never raises."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class Header:
+    """The cheap part of a workload: enough to find the policies that govern it."""
+
+    kind: str
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    root: Mapping[str, Any]
+    #: The metadata that carries the pod labels and the model annotation, and its path.
+    template_metadata: Mapping[str, Any]
+    template_metadata_path: str
+
+
+def read_header(obj: Any) -> Header:
+    """Kind, namespace, name and selection labels; never raises."""
     root = _mapping(obj)
     kind = _string(root.get("kind"))
     metadata = _mapping(root.get("metadata"))
-    namespace = _string(metadata.get("namespace"))
-    name = _string(metadata.get("name")) or _string(metadata.get("generateName"))
-    problems: list[tuple[str, str]] = []
-    if not isinstance(obj, Mapping):
-        problems.append(("", "is not an object"))
-
     if kind == INFERENCE_SERVICE:
-        spec = _mapping(root.get("spec"))
-        containers, models = _isvc_parts(spec, problems)
-        annotations = _string_map(metadata.get("annotations"))
-        if MODEL_ANNOTATION in annotations:
-            models.append(
-                ModelReference(
-                    path=f"metadata.annotations['{MODEL_ANNOTATION}']",
-                    artifact_name=annotations[MODEL_ANNOTATION],
-                )
-            )
-        return Workload(
-            kind=kind,
-            namespace=namespace,
-            name=name,
-            labels=_string_map(metadata.get("labels")),
-            containers=tuple(containers),
-            models=tuple(models),
-            problems=tuple(problems),
-        )
+        template_metadata, metadata_path = metadata, "metadata"
+    else:
+        path = _TEMPLATE_PATHS.get(kind, _TEMPLATE_PATHS["Pod"])[0]
+        template_metadata, metadata_path = _mapping(_walk(root, path)), ".".join(path)
+    return Header(
+        kind=kind,
+        namespace=_string(metadata.get("namespace")),
+        name=_string(metadata.get("name")) or _string(metadata.get("generateName")),
+        labels=_string_map(template_metadata.get("labels")),
+        root=root,
+        template_metadata=template_metadata,
+        template_metadata_path=metadata_path,
+    )
 
-    metadata_path, spec_path = _TEMPLATE_PATHS.get(kind, (("metadata",), ("spec",)))
-    template_metadata = _mapping(_walk(root, metadata_path))
-    pod_spec_value = _walk(root, spec_path)
-    if pod_spec_value is not None and not isinstance(pod_spec_value, Mapping):
-        problems.append((".".join(spec_path), "is not an object"))
-    pod = PodSpec(path=".".join(spec_path), spec=_mapping(pod_spec_value))
-    containers = _containers_of(pod, problems)
-    annotations = _string_map(template_metadata.get("annotations"))
-    models = []
-    if MODEL_ANNOTATION in annotations:
+
+def complete(header: Header, namespace: str | None = None) -> Workload:
+    """Read containers and model references, for a workload that some policy governs."""
+    root = header.root
+    problems: list[tuple[str, str]] = []
+    if header.kind == INFERENCE_SERVICE:
+        containers, models = _isvc_parts(_mapping(root.get("spec")), problems)
+    else:
+        spec_path = _TEMPLATE_PATHS.get(header.kind, _TEMPLATE_PATHS["Pod"])[1]
+        pod_spec_value = _walk(root, spec_path)
+        if pod_spec_value is not None and not isinstance(pod_spec_value, dict):
+            problems.append((".".join(spec_path), "is not an object"))
+        pod = PodSpec(path=".".join(spec_path), spec=_mapping(pod_spec_value))
+        containers, models = _containers_of(pod, problems), []
+    annotations = _mapping(header.template_metadata.get("annotations"))
+    artifact_name = annotations.get(MODEL_ANNOTATION)
+    if isinstance(artifact_name, str):
         models.append(
             ModelReference(
-                path=".".join(metadata_path) + f".annotations['{MODEL_ANNOTATION}']",
-                artifact_name=annotations[MODEL_ANNOTATION],
+                path=f"{header.template_metadata_path}.annotations['{MODEL_ANNOTATION}']",
+                artifact_name=artifact_name,
             )
         )
     return Workload(
-        kind=kind,
-        namespace=namespace,
-        name=name,
-        labels=_string_map(template_metadata.get("labels")),
+        kind=header.kind,
+        namespace=header.namespace if namespace is None else namespace,
+        name=header.name,
+        labels=header.labels,
         containers=tuple(containers),
         models=tuple(models),
         problems=tuple(problems),
     )
+
+
+def parse(obj: Any) -> Workload:
+    """Read a workload out of any object; never raises."""
+    return complete(read_header(obj))
