@@ -20,7 +20,7 @@ from typing import Any
 
 from modelshield.api.v1alpha1 import policies
 from modelshield.api.v1alpha1.common import Severity
-from modelshield.engine import compiling, evaluating, facts
+from modelshield.engine import compiling, decisions, evaluating, facts
 from tests.engine import builders as b
 
 NAMESPACES = [f"team-{i}" for i in range(10)]
@@ -154,7 +154,7 @@ def main() -> None:
     source = make_facts(bodies)
     labels = {"tier": "prod"}
 
-    def evaluate(index: int) -> object:
+    def evaluate(index: int) -> decisions.Decision:
         return evaluating.evaluate(bodies[index], policy_set, labels, source, b.NOW)
 
     def parse_json(index: int) -> object:
