@@ -1,0 +1,116 @@
+"""``modelshield drift profile`` and ``modelshield drift-monitor``: build a reference profile, run a monitor."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import sys
+
+from aiohttp import web
+
+from modelshield.drift import config, datasets, monitoring, notifying, profiles, server
+
+log = logging.getLogger("modelshield.drift")
+
+
+def _names(text: str | None) -> list[str]:
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
+
+
+def _run_profile(arguments: argparse.Namespace) -> int:
+    data = pathlib.Path(arguments.data)
+    try:
+        columns = datasets.read(data)
+        profile = profiles.build(
+            columns,
+            _names(arguments.features),
+            categorical=_names(arguments.categorical),
+            bins=arguments.bins,
+            max_categories=arguments.max_categories,
+            source=data.name,
+        )
+    except (datasets.DatasetError, profiles.ProfileError) as error:
+        print(f"modelshield drift profile: {error}", file=sys.stderr)
+        return 2
+    out = pathlib.Path(arguments.out)
+    datasets.write_profile(profile, out)
+    kinds = ", ".join(
+        f"{feature.name} ({'numeric' if isinstance(feature, profiles.NumericFeature) else 'categorical'})"
+        for feature in profile.features
+    )
+    print(f"wrote {out}: {profile.rows} rows, {len(profile.features)} features: {kinds}")
+    return 0
+
+
+def _run_monitor(arguments: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, arguments.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = config.load(pathlib.Path(arguments.config) if arguments.config else None)
+        if arguments.port is not None:
+            settings = settings.model_copy(update={"port": arguments.port})
+        if arguments.host is not None:
+            settings = settings.model_copy(update={"host": arguments.host})
+        profile = datasets.read_profile(pathlib.Path(settings.profile))
+        monitor = monitoring.Monitor(settings, profile)
+    except (config.ConfigError, profiles.ProfileError) as error:
+        print(f"modelshield drift-monitor: {error}", file=sys.stderr)
+        return 2
+    sink = notifying.EventSink.in_cluster(settings.workload)
+    for stream, layout in monitor.layouts_by_stream.items():
+        log.info(
+            "watching %s features %s with %s over windows of %d rows",
+            stream, ", ".join(layout.names), settings.statistic.value, settings.window,
+        )
+    log.info(
+        "kubernetes events: %s",
+        f"on {settings.workload.kind}/{settings.workload.name}" if sink and settings.workload
+        else "off (not in a cluster, or no workload configured)",
+    )
+    service = server.Service(settings, monitor, sink)
+    log.info("serving on %s:%d", settings.host, settings.port)
+    web.run_app(
+        server.build_app(service),
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=None,
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``drift`` (with ``profile``) and ``drift-monitor``."""
+    drift = subparsers.add_parser("drift", help="drift monitoring tools")
+    actions = drift.add_subparsers(dest="action", required=True, metavar="ACTION")
+    profile = actions.add_parser(
+        "profile", help="build a reference profile from training or validation data"
+    )
+    profile.add_argument("data", help="data file: .csv (with a header), .jsonl or .parquet")
+    profile.add_argument("--features", help="comma-separated columns to profile (default: all)")
+    profile.add_argument(
+        "--categorical", help="comma-separated columns to treat as categorical even if numeric"
+    )
+    profile.add_argument("--bins", type=int, default=profiles.DEFAULT_BINS, help="quantile bins")
+    profile.add_argument(
+        "--max-categories",
+        type=int,
+        default=profiles.DEFAULT_MAX_CATEGORIES,
+        help="categories kept per feature; the rest count as 'other'",
+    )
+    profile.add_argument("--out", required=True, help="where to write the profile JSON")
+    profile.set_defaults(handler=_run_profile)
+
+    monitor = subparsers.add_parser(
+        "drift-monitor", help="run a drift monitor (KServe CloudEvents in, Prometheus metrics out)"
+    )
+    monitor.add_argument(
+        "--config", help=f"monitor configuration file (default: ${config.CONFIG_ENV})"
+    )
+    monitor.add_argument("--port", type=int, help="port to serve on (overrides the file)")
+    monitor.add_argument("--host", help="address to serve on (overrides the file)")
+    monitor.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    monitor.set_defaults(handler=_run_monitor)

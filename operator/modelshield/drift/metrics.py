@@ -1,0 +1,121 @@
+"""The monitor's Prometheus metrics, in a registry of their own.
+
+Names and labels (what dashboards and alerts rely on):
+
+- ``modelshield_drift_score{feature,statistic}``: the last full window's score, every
+  statistic that applies to the feature.
+- ``modelshield_drift_threshold{feature,statistic}``: the alarm's threshold.
+- ``modelshield_drift_detected{feature}``: 1 while the feature's alarm is raised.
+- ``modelshield_drift_missing_rate{feature}``, ``modelshield_drift_out_of_range_rate{feature}``.
+- ``modelshield_drift_events_total{stream}``: accepted events (``request``, ``response``,
+  ``ignored`` for response events when no outputs are watched).
+- ``modelshield_drift_rows_total{stream}``, ``modelshield_drift_windows_total{stream}``,
+  ``modelshield_drift_window_fill_ratio{stream}``.
+- ``modelshield_drift_dropped_total``: events refused with 429 because the queue was full.
+- ``modelshield_drift_rejected_total{reason}``: malformed events refused with a 4xx.
+- ``modelshield_drift_schema_mismatch_total{feature,problem}``: named inputs where a
+  watched feature was ``missing`` or an unknown one was ``extra``.
+- ``modelshield_drift_alarms_total{feature,transition}``: ``Raised``/``Cleared`` crossings.
+- ``modelshield_drift_queue_depth``: parsed events waiting for the window worker.
+"""
+
+from __future__ import annotations
+
+import prometheus_client
+
+from modelshield.drift import monitoring, payloads
+
+
+class Metrics:
+    """Every metric of one monitor."""
+
+    def __init__(self) -> None:
+        """Create the metric families in a fresh registry."""
+        self.registry = prometheus_client.CollectorRegistry()
+        r = self.registry
+        self.score = prometheus_client.Gauge(
+            "modelshield_drift_score", "Drift score of the last full window.",
+            ["feature", "statistic"], registry=r,
+        )
+        self.threshold = prometheus_client.Gauge(
+            "modelshield_drift_threshold", "Threshold of the feature's drift alarm.",
+            ["feature", "statistic"], registry=r,
+        )
+        self.detected = prometheus_client.Gauge(
+            "modelshield_drift_detected", "1 while drift is detected on the feature.",
+            ["feature"], registry=r,
+        )
+        self.missing_rate = prometheus_client.Gauge(
+            "modelshield_drift_missing_rate", "Share of missing values in the last full window.",
+            ["feature"], registry=r,
+        )
+        self.out_of_range_rate = prometheus_client.Gauge(
+            "modelshield_drift_out_of_range_rate",
+            "Share of values outside the reference range or categories in the last full window.",
+            ["feature"], registry=r,
+        )
+        self.events = prometheus_client.Counter(
+            "modelshield_drift_events", "Events accepted.", ["stream"], registry=r
+        )
+        self.rows = prometheus_client.Counter(
+            "modelshield_drift_rows", "Rows counted into windows.", ["stream"], registry=r
+        )
+        self.windows = prometheus_client.Counter(
+            "modelshield_drift_windows", "Windows completed and scored.", ["stream"], registry=r
+        )
+        self.window_fill = prometheus_client.Gauge(
+            "modelshield_drift_window_fill_ratio", "How full the current window is.",
+            ["stream"], registry=r,
+        )
+        self.dropped = prometheus_client.Counter(
+            "modelshield_drift_dropped", "Events refused because the queue was full.", registry=r
+        )
+        self.rejected = prometheus_client.Counter(
+            "modelshield_drift_rejected", "Malformed events refused.", ["reason"], registry=r
+        )
+        self.mismatches = prometheus_client.Counter(
+            "modelshield_drift_schema_mismatch",
+            "Named inputs missing a watched feature or carrying an unknown one.",
+            ["feature", "problem"], registry=r,
+        )
+        self.alarms = prometheus_client.Counter(
+            "modelshield_drift_alarms", "Alarm transitions.", ["feature", "transition"], registry=r
+        )
+        self.queue_depth = prometheus_client.Gauge(
+            "modelshield_drift_queue_depth", "Parsed events waiting for the window worker.",
+            registry=r,
+        )
+        self.event_counters = {
+            stream: self.events.labels(stream) for stream in ("request", "response", "ignored")
+        }
+        self.dropped.inc(0)
+
+    def declare(self, monitor: monitoring.Monitor) -> None:
+        """Publish thresholds and zeroed alarms before the first window completes."""
+        for stream in monitor.layouts_by_stream:
+            self.windows.labels(stream).inc(0)
+            self.rows.labels(stream).inc(0)
+            self.window_fill.labels(stream).set(0)
+            for feature, statistic, threshold in monitor.thresholds(stream):
+                self.threshold.labels(feature, statistic.value).set(threshold)
+                self.detected.labels(feature).set(0)
+
+    def publish(self, result: monitoring.WindowResult) -> None:
+        """Export one completed window."""
+        scores = result.scores
+        self.windows.labels(result.stream).inc()
+        for statistic, values in scores.scores.items():
+            for feature, value in zip(scores.names, values, strict=True):
+                if value == value:  # NaN: the statistic does not apply to the feature
+                    self.score.labels(feature, statistic.value).set(float(value))
+        for i, feature in enumerate(scores.names):
+            self.missing_rate.labels(feature).set(float(scores.missing_rate[i]))
+            self.out_of_range_rate.labels(feature).set(float(scores.out_of_range_rate[i]))
+            self.detected.labels(feature).set(1 if result.active[i] else 0)
+        for crossing in result.crossings:
+            self.alarms.labels(crossing.feature, crossing.transition.value).inc()
+
+    def counted(self, stream: payloads.Stream, rows: int, fill: float) -> None:
+        """Rows went into a stream's window."""
+        self.rows.labels(stream).inc(rows)
+        self.window_fill.labels(stream).set(fill)

@@ -1,0 +1,378 @@
+"""Inference payloads to arrays: KServe payload-logger CloudEvents and plain JSON batches.
+
+Accepted, on one endpoint:
+
+- CloudEvents in **binary** content mode (``ce-specversion``, ``ce-type``… headers, the
+  inference payload as the body; what the KServe payload logger sends) and in
+  **structured** mode (``Content-Type: application/cloudevents+json``, the payload under
+  ``data`` or base64 under ``data_base64``). ``type`` ending in ``.request``
+  (``org.kubeflow.serving.inference.request``) feeds the input windows, ``.response``
+  the prediction windows.
+- Request bodies of the v1 protocol (``{"instances": [...]}``, ``{"inputs": [...]}``) and of
+  the v2 / Open Inference Protocol (``{"inputs": [{"name", "shape", "datatype", "data"}]}``);
+  response bodies ``{"predictions": [...]}`` and ``{"outputs": [tensors]}``.
+- Without CloudEvent headers, a plain JSON batch: ``{"instances": [...]}`` or a list of
+  records, treated as a request.
+
+Rows are lists (columns in the layout's column order), records (objects keyed by feature
+name) or, for single-column layouts, scalars. A v2 tensor of shape ``[N, C]`` holds the C
+columns in order; tensors of shape ``[N]`` or ``[N, 1]`` are matched to features by name.
+Everything that is wrong raises PayloadError with a short machine reason and a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from modelshield.drift import layouts, profiles
+
+Stream = Literal["request", "response"]
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
+SPEC_VERSION = "1.0"
+
+
+class PayloadError(ValueError):
+    """A payload the monitor cannot use: reason is a short label for metrics, status an HTTP code."""
+
+    def __init__(self, reason: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Rows ready for a window: numeric values (NaN when missing) and category slots."""
+
+    stream: Stream
+    numeric: NDArray[np.float64]
+    """rows x numeric watched features."""
+    categorical: NDArray[np.intp]
+    """rows x categorical watched features (slot within the feature)."""
+    mismatches: tuple[tuple[str, str], ...] = field(default=())
+    """(feature, "missing" | "extra") seen in named inputs."""
+
+    @property
+    def rows(self) -> int:
+        """Number of rows."""
+        return int(self.numeric.shape[0])
+
+
+@dataclass(frozen=True)
+class Event:
+    """What the envelope said: the stream and the inference payload."""
+
+    stream: Stream
+    data: Any
+
+
+def _loads(body: bytes | str, what: str) -> Any:
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PayloadError("invalid-json", f"{what} is not JSON: {error}") from None
+
+
+def _stream_of(event_type: object) -> Stream:
+    if isinstance(event_type, str):
+        if event_type.endswith(".request"):
+            return "request"
+        if event_type.endswith(".response"):
+            return "response"
+    raise PayloadError(
+        "unknown-event-type",
+        f"CloudEvent type {event_type!r} is neither an inference request nor a response "
+        "(expected a type ending in .request or .response)",
+    )
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media in ("", "application/json", "text/json") or media.endswith("+json")
+
+
+def unwrap(headers: Mapping[str, str], body: bytes) -> Event:
+    """Take the CloudEvent envelope off (if any): which stream, which payload."""
+    content_type = headers.get("Content-Type", headers.get("content-type", ""))
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media == BATCH_CONTENT_TYPE:
+        raise PayloadError(
+            "unsupported-content-mode",
+            "batched CloudEvents are not accepted; send binary or structured mode",
+            415,
+        )
+    if media == STRUCTURED_CONTENT_TYPE:
+        document = _loads(body, "the structured CloudEvent")
+        if not isinstance(document, dict):
+            raise PayloadError("invalid-cloudevent", "a structured CloudEvent is a JSON object")
+        if document.get("specversion") != SPEC_VERSION:
+            raise PayloadError(
+                "invalid-cloudevent",
+                f"specversion {document.get('specversion')!r} is not {SPEC_VERSION!r}",
+            )
+        stream = _stream_of(document.get("type"))
+        if not _is_json(str(document.get("datacontenttype", "application/json"))):
+            raise PayloadError(
+                "unsupported-media-type",
+                f"datacontenttype {document.get('datacontenttype')!r} is not JSON",
+                415,
+            )
+        if "data_base64" in document:
+            try:
+                raw = base64.b64decode(str(document["data_base64"]), validate=True)
+            except (binascii.Error, ValueError):
+                raise PayloadError("invalid-cloudevent", "data_base64 is not base64") from None
+            return Event(stream, _loads(raw, "the event's data"))
+        if "data" not in document:
+            raise PayloadError("invalid-cloudevent", "the CloudEvent carries no data")
+        data = document["data"]
+        if isinstance(data, str):
+            data = _loads(data, "the event's data")
+        return Event(stream, data)
+    if not _is_json(content_type):
+        raise PayloadError("unsupported-media-type", f"Content-Type {content_type!r} is not JSON", 415)
+    specversion = headers.get("ce-specversion", headers.get("Ce-Specversion"))
+    if specversion is not None:
+        if specversion != SPEC_VERSION:
+            raise PayloadError(
+                "invalid-cloudevent", f"ce-specversion {specversion!r} is not {SPEC_VERSION!r}"
+            )
+        stream = _stream_of(headers.get("ce-type", headers.get("Ce-Type")))
+        return Event(stream, _loads(body, "the event's data"))
+    return Event("request", _loads(body, "the body"))
+
+
+def _is_v2_tensor(item: object) -> bool:
+    return isinstance(item, dict) and "data" in item and ("shape" in item or "datatype" in item)
+
+
+def rows_of(event: Event) -> tuple[list[Any] | None, dict[str, Any] | None]:
+    """The rows (v1 shapes) or the tensors by name (v2) that the payload carries."""
+    data = event.data
+    if isinstance(data, list) and (
+        event.stream == "request" or not data or not _is_v2_tensor(data[0])
+    ):
+        return data, None
+    keys = ("instances", "inputs") if event.stream == "request" else ("predictions", "outputs")
+    if isinstance(data, dict):
+        for key in keys:
+            if key in data:
+                value = data[key]
+                if isinstance(value, list) and value and all(_is_v2_tensor(t) for t in value):
+                    return None, {str(t.get("name", i)): t for i, t in enumerate(value)}
+                if isinstance(value, list):
+                    return value, None
+                if isinstance(value, dict):
+                    return None, {str(name): {"data": column} for name, column in value.items()}
+                raise PayloadError("unrecognised-shape", f"{key!r} must be a list")
+    expected = " or ".join(repr(key) for key in keys)
+    raise PayloadError(
+        "unrecognised-shape",
+        f"an inference {event.stream} needs {expected} (v1 or v2 protocol), or a list of records",
+    )
+
+
+def _numeric(values: Any, name: str) -> NDArray[np.float64]:
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise PayloadError("wrong-type", f"feature {name!r} is numeric in the profile: {error}") from None
+
+
+def _codes(values: Sequence[object], codes: dict[str, int]) -> list[int]:
+    out = []
+    for value in values:
+        key = profiles.category_key(value)
+        out.append(layouts.MISSING_SLOT if key is None else codes.get(key, layouts.OTHER_SLOT))
+    return out
+
+
+def _empty(stream: Stream, layout: layouts.Layout, rows: int = 0) -> Batch:
+    return Batch(
+        stream,
+        np.empty((rows, len(layout.numeric_columns))),
+        np.empty((rows, len(layout.categorical_columns)), dtype=np.intp),
+    )
+
+
+def _from_lists(stream: Stream, rows: list[Any], layout: layouts.Layout) -> Batch:
+    width = len(layout.columns)
+    if layout.categorical_columns:
+        try:
+            matrix = np.array(rows, dtype=object)
+        except ValueError:
+            matrix = np.empty(0)
+    else:
+        try:
+            matrix = np.array(rows, dtype=np.float64)
+        except (TypeError, ValueError):
+            return _from_lists_slowly(stream, rows, layout)
+    if matrix.ndim == 1 and width == 1 and len(matrix) == len(rows):
+        matrix = matrix[:, None]
+    if matrix.ndim != 2 or matrix.shape[1] != width:
+        lengths = sorted({len(row) if isinstance(row, list) else 1 for row in rows})
+        raise PayloadError(
+            "width-mismatch",
+            f"rows must have {width} columns ({', '.join(layout.columns)}); got {lengths}",
+        )
+    if not layout.categorical_columns:
+        if len(layout.numeric_columns) == width and layout.numeric_columns == tuple(range(width)):
+            return Batch(stream, matrix, np.empty((len(rows), 0), dtype=np.intp))
+        return Batch(stream, matrix[:, layout.numeric_columns], np.empty((len(rows), 0), np.intp))
+    return _from_columns(
+        stream,
+        {name: matrix[:, i] for i, name in enumerate(layout.columns)},
+        len(rows),
+        layout,
+    )
+
+
+def _from_lists_slowly(stream: Stream, rows: list[Any], layout: layouts.Layout) -> Batch:
+    """Find out which column is wrong, for the error message."""
+    width = len(layout.columns)
+    for row in rows:
+        if not isinstance(row, list) or len(row) != width:
+            raise PayloadError(
+                "width-mismatch",
+                f"rows must be lists of {width} values ({', '.join(layout.columns)}); got {row!r:.80}",
+            )
+    for position, name in zip(layout.numeric_columns, layout.numeric_names, strict=True):
+        _numeric([row[position] for row in rows], name)
+    raise PayloadError("wrong-type", "rows hold values that are neither numbers nor null")
+
+
+def _from_columns(
+    stream: Stream,
+    columns: Mapping[str, Any],
+    rows: int,
+    layout: layouts.Layout,
+    mismatches: tuple[tuple[str, str], ...] = (),
+) -> Batch:
+    numeric = np.empty((rows, len(layout.numeric_columns)))
+    for j, name in enumerate(layout.numeric_names):
+        column = columns.get(name)
+        numeric[:, j] = np.nan if column is None else _numeric(column, name)
+    categorical = np.empty((rows, len(layout.categorical_columns)), dtype=np.intp)
+    for j, name in enumerate(layout.categorical_names):
+        column = columns.get(name)
+        if column is None:
+            categorical[:, j] = layouts.MISSING_SLOT
+        else:
+            categorical[:, j] = _codes(column, layout.codes[j])
+    return Batch(stream, numeric, categorical, mismatches)
+
+
+def _named_mismatches(present: Sequence[str], layout: layouts.Layout) -> tuple[tuple[str, str], ...]:
+    known = set(layout.columns)
+    seen = set(present)
+    return tuple(
+        [(name, "missing") for name in layout.names if name not in seen]
+        + [(name, "extra") for name in present if name not in known]
+    )
+
+
+def _from_records(stream: Stream, rows: list[Any], layout: layouts.Layout) -> Batch:
+    if not all(isinstance(row, dict) for row in rows):
+        raise PayloadError("unrecognised-shape", "rows must be all lists or all objects")
+    columns = {name: [row.get(name) for row in rows] for name in layout.names}
+    mismatches = _named_mismatches(list(rows[0]), layout)
+    for name, problem in mismatches:
+        if problem == "missing" and any(name in row for row in rows):
+            mismatches = tuple(m for m in mismatches if m != (name, "missing"))
+    return _from_columns(stream, columns, len(rows), layout, mismatches)
+
+
+def _tensor_array(tensor: Mapping[str, Any], name: str) -> NDArray[Any]:
+    datatype = str(tensor.get("datatype", "FP64")).upper()
+    dtype: type[Any] = object if datatype == "BYTES" else np.float64
+    try:
+        array = np.array(tensor["data"], dtype=dtype)
+        shape = tensor.get("shape")
+        if shape is not None:
+            array = array.reshape([int(size) for size in shape])
+    except (TypeError, ValueError) as error:
+        raise PayloadError("bad-tensor", f"tensor {name!r}: {error}") from None
+    return array
+
+
+def _from_tensors(stream: Stream, tensors: dict[str, Any], layout: layouts.Layout) -> Batch:
+    width = len(layout.columns)
+    if len(tensors) == 1:
+        name, tensor = next(iter(tensors.items()))
+        array = _tensor_array(tensor, name)
+        if array.ndim == 2 and array.shape[1] == width and (width > 1 or name not in layout.columns):
+            return _from_columns(
+                stream,
+                {column: array[:, i] for i, column in enumerate(layout.columns)},
+                array.shape[0],
+                layout,
+            )
+        if width == 1 and name not in layout.columns and array.ndim == 1:
+            return _from_columns(stream, {layout.columns[0]: array}, array.shape[0], layout)
+    columns: dict[str, Any] = {}
+    sizes = set()
+    for name, tensor in tensors.items():
+        if name not in layout.columns:
+            continue
+        array = _tensor_array(tensor, name)
+        if array.ndim == 2 and array.shape[1] == 1:
+            array = array[:, 0]
+        if array.ndim != 1:
+            raise PayloadError(
+                "bad-tensor",
+                f"tensor {name!r} has shape {list(array.shape)}; a named feature is [N] or [N, 1], "
+                f"and one tensor of all {width} columns is [N, {width}]",
+            )
+        columns[name] = array
+        sizes.add(array.shape[0])
+    if len(sizes) > 1:
+        raise PayloadError("bad-tensor", f"tensors have different lengths {sorted(sizes)}")
+    if not columns:
+        raise PayloadError(
+            "unrecognised-shape",
+            f"no tensor is named after a feature ({', '.join(layout.columns)}); "
+            f"got {', '.join(tensors)}",
+        )
+    return _from_columns(
+        stream, columns, sizes.pop(), layout, _named_mismatches(list(tensors), layout)
+    )
+
+
+def to_batch(event: Event, layout: layouts.Layout) -> Batch:
+    """The event's rows as arrays over the layout's watched features."""
+    rows, tensors = rows_of(event)
+    if tensors is not None:
+        return _from_tensors(event.stream, tensors, layout)
+    assert rows is not None
+    if not rows:
+        return _empty(event.stream, layout)
+    first = rows[0]
+    if isinstance(first, dict):
+        return _from_records(event.stream, rows, layout)
+    if isinstance(first, list) or len(layout.columns) == 1:
+        return _from_lists(event.stream, rows, layout)
+    raise PayloadError(
+        "unrecognised-shape",
+        f"rows must be lists of {len(layout.columns)} values or objects keyed by feature",
+    )
+
+
+def parse(
+    headers: Mapping[str, str], body: bytes, layouts_by_stream: Mapping[Stream, layouts.Layout]
+) -> Batch | None:
+    """Parse one HTTP request; None when it is for a stream that is not watched."""
+    event = unwrap(headers, body)
+    layout = layouts_by_stream.get(event.stream)
+    if layout is None:
+        return None
+    return to_batch(event, layout)

@@ -1,0 +1,188 @@
+"""The drift monitor's HTTP service (aiohttp).
+
+- ``POST /`` (and ``/events``): one KServe CloudEvent or plain JSON batch. Answers 202
+  when queued, 4xx with ``{"reason", "message"}`` when malformed (counted by reason),
+  429 with ``Retry-After`` when the queue is full (counted as dropped): the KServe payload
+  logger has no backpressure of its own, so the monitor must shed load rather than grow.
+- ``GET /metrics``: Prometheus text; ``GET /healthz``: the process serves;
+  ``GET /readyz``: the window worker runs and the queue has room.
+
+Parsing happens in the request handler (so a bad request is answered with its reason);
+counting happens in one worker task that drains the queue in bulk, so that a burst of
+single-row events costs one vectorised update rather than one per event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import prometheus_client
+from aiohttp import web
+
+from modelshield.drift import alarms, config, metrics, monitoring, notifying, payloads
+
+log = logging.getLogger(__name__)
+
+DRAIN_LIMIT = 4096
+"""Events taken from the queue per worker step: bounds one step's latency and memory."""
+
+class Service:
+    """The queue, the worker and the handlers of one monitor."""
+
+    def __init__(
+        self,
+        settings: config.MonitorConfig,
+        monitor: monitoring.Monitor,
+        sink: notifying.EventSink | None = None,
+    ) -> None:
+        """Wire a monitor to its metrics; the queue is created with the event loop."""
+        self.settings = settings
+        self.monitor = monitor
+        self.metrics = metrics.Metrics()
+        self.metrics.declare(monitor)
+        self.sink = sink
+        self.layouts = monitor.layouts_by_stream
+        self.queue: asyncio.Queue[payloads.Batch] = asyncio.Queue(maxsize=settings.queue_size)
+        self.worker: asyncio.Task[None] | None = None
+        self._posting: set[asyncio.Task[bool]] = set()
+        self._warned: set[tuple[str, str]] = set()
+
+    async def ingest(self, request: web.Request) -> web.StreamResponse:
+        """Parse one event and queue it."""
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._reject(
+                payloads.PayloadError(
+                    "too-large", f"the body exceeds {self.settings.max_body_bytes} bytes", 413
+                )
+            )
+        try:
+            batch = payloads.parse(request.headers, body, self.layouts)
+        except payloads.PayloadError as error:
+            return self._reject(error)
+        if batch is None:
+            self.metrics.event_counters["ignored"].inc()
+            return web.Response(status=202)
+        if batch.mismatches:
+            self._mismatched(batch.mismatches)
+        try:
+            self.queue.put_nowait(batch)
+        except asyncio.QueueFull:
+            self.metrics.dropped.inc()
+            return web.json_response(
+                {"reason": "queue-full", "message": "the monitor is behind; retry later"},
+                status=429,
+                headers={"Retry-After": "1"},
+            )
+        self.metrics.event_counters[batch.stream].inc()
+        return web.Response(status=202)
+
+    def _reject(self, error: payloads.PayloadError) -> web.Response:
+        self.metrics.rejected.labels(error.reason).inc()
+        return web.json_response({"reason": error.reason, "message": error.message}, status=error.status)
+
+    def _mismatched(self, mismatches: tuple[tuple[str, str], ...]) -> None:
+        for feature, problem in mismatches:
+            self.metrics.mismatches.labels(feature, problem).inc()
+            if (feature, problem) not in self._warned:
+                self._warned.add((feature, problem))
+                log.warning(
+                    "payload does not match the profile: feature %r is %s (%s)",
+                    feature,
+                    problem,
+                    "counted as missing" if problem == "missing" else "not in the profile; ignored",
+                )
+
+    async def run_worker(self) -> None:
+        """Drain the queue forever, counting rows and scoring full windows."""
+        while True:
+            batches = [await self.queue.get()]
+            while len(batches) < DRAIN_LIMIT:
+                try:
+                    batches.append(self.queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            self.metrics.queue_depth.set(self.queue.qsize())
+            try:
+                results = self.monitor.add(batches)
+            except Exception:  # one bad batch must not stop the monitor
+                log.exception("could not count %d batches; they are skipped", len(batches))
+                continue
+            for stream in self.layouts:
+                rows = sum(batch.rows for batch in batches if batch.stream == stream)
+                if rows:
+                    self.metrics.counted(stream, rows, self.monitor.fill(stream))
+            for result in results:
+                self.metrics.publish(result)
+                for crossing in result.crossings:
+                    self._announce(crossing)
+            # Let the handlers run between two bulk updates.
+            await asyncio.sleep(0)
+
+    def _announce(self, crossing: monitoring.Crossing) -> None:
+        raised = crossing.transition is alarms.Transition.RAISED
+        log.log(
+            logging.WARNING if raised else logging.INFO,
+            "drift %s: stream=%s feature=%s statistic=%s score=%.4g threshold=%.4g window=%d",
+            "detected" if raised else "cleared",
+            crossing.stream,
+            crossing.feature,
+            crossing.statistic.value,
+            crossing.score,
+            crossing.threshold,
+            crossing.window,
+        )
+        if self.sink is not None:
+            task = asyncio.get_running_loop().create_task(self.sink.post(crossing))
+            self._posting.add(task)
+            task.add_done_callback(self._posting.discard)
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """The process serves HTTP."""
+        return web.Response(text="ok\n")
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        """Ready while the worker runs and the queue has room."""
+        if self.worker is None or self.worker.done():
+            return web.Response(status=503, text="window worker is not running\n")
+        if self.queue.full():
+            return web.Response(status=503, text="queue full\n")
+        return web.Response(text="ok\n")
+
+    async def metrics_text(self, request: web.Request) -> web.Response:
+        """Prometheus exposition."""
+        self.metrics.queue_depth.set(self.queue.qsize())
+        return web.Response(
+            body=prometheus_client.generate_latest(self.metrics.registry),
+            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+        )
+
+
+SERVICE_KEY = web.AppKey("drift_service", Service)
+
+
+def build_app(service: Service, *, start_worker: bool = True) -> web.Application:
+    """The aiohttp application; start_worker=False leaves the queue undrained (tests)."""
+    app = web.Application(client_max_size=service.settings.max_body_bytes)
+    app[SERVICE_KEY] = service
+    for path in ("/", "/events"):
+        app.router.add_post(path, service.ingest)
+    app.router.add_get("/healthz", service.healthz)
+    app.router.add_get("/readyz", service.readyz)
+    app.router.add_get("/metrics", service.metrics_text)
+
+    async def worker_context(app: web.Application) -> AsyncIterator[None]:
+        if start_worker:
+            service.worker = asyncio.get_running_loop().create_task(service.run_worker())
+        yield
+        if service.worker is not None:
+            service.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await service.worker
+
+    app.cleanup_ctx.append(worker_context)
+    return app

@@ -1,0 +1,167 @@
+"""Drift statistics from binned counts: a window's histograms against the reference's.
+
+Everything works on 2-D arrays (features x slots) so that one call scores a whole group of
+features. The monitor never keeps raw values, so every statistic is computed from the
+histograms over the reference's bins:
+
+- **PSI** (Population Stability Index): ``sum((p - q) * ln(p / q))`` over the bins, with
+  proportions floored at ``1e-4`` so that empty bins stay finite. It equals the symmetric
+  Kullback-Leibler divergence, computed here with ``scipy.special.rel_entr``.
+- **KolmogorovSmirnov**: the largest distance between the two cumulative distributions,
+  evaluated at the reference's bin edges. This is a *lower bound* of the exact two-sample
+  KS statistic on the raw values: within a bin both CDFs are unknown, so the true supremum
+  can exceed the binned one by at most the larger of the two masses of that bin (with
+  10 quantile bins, 0.1 of reference mass). It is exact at every edge, and a shift large
+  enough to matter moves mass across edges. Missing values are placed below every value,
+  so a jump in the missing rate moves the CDF like any other shift.
+- **ChiSquare**: Cohen's effect size ``w = sqrt(chi2 / n)`` of the goodness-of-fit
+  chi-square (``scipy.stats.chisquare``) of the window's counts against the reference
+  proportions. Dividing by ``n`` makes a threshold independent of the window size
+  (0.1 small, 0.3 medium, 0.5 large effect); the raw statistic grows with ``n``.
+- **JensenShannon**: the Jensen-Shannon distance in bits (``scipy.spatial.distance``),
+  between 0 and 1.
+- **Wasserstein** (numeric only): the earth mover's distance between the two histograms,
+  each bin's mass placed at the bin centre (out-of-range mass at the reference min/max),
+  divided by the reference standard deviation. Missing values are left out.
+
+Missing values are a bin of their own for PSI, chi-square and Jensen-Shannon, and
+categories outside the profile fall in ``other``; so a rise in missing values or a new
+category moves every statistic, not only the rates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import special, stats
+from scipy.spatial import distance
+
+from modelshield.api.v1alpha1 import policies
+from modelshield.drift import layouts
+
+Statistic = policies.DriftStatistic
+FloatArray = NDArray[np.float64]
+
+FLOOR = 1e-4
+NUMERIC_ONLY = frozenset({Statistic.KOLMOGOROV_SMIRNOV, Statistic.WASSERSTEIN})
+
+
+def proportions(counts: FloatArray) -> FloatArray:
+    """Each row divided by its total (rows that sum to zero stay zero)."""
+    totals = counts.sum(axis=1, keepdims=True)
+    result: FloatArray = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    return result
+
+
+def psi(reference: FloatArray, live: FloatArray) -> FloatArray:
+    """Population Stability Index of each row of live against the same row of reference."""
+    p = np.maximum(proportions(live), FLOOR)
+    q = np.maximum(proportions(reference), FLOOR)
+    result: FloatArray = (special.rel_entr(p, q) + special.rel_entr(q, p)).sum(axis=1)
+    return result
+
+
+def jensen_shannon(reference: FloatArray, live: FloatArray) -> FloatArray:
+    """Jensen-Shannon distance (base 2, in [0, 1]) row by row."""
+    result: FloatArray = distance.jensenshannon(
+        proportions(reference), proportions(live), base=2, axis=1
+    )
+    return np.nan_to_num(result, nan=0.0)
+
+
+def chi_square_effect(reference: FloatArray, live: FloatArray) -> FloatArray:
+    """Cohen's w = sqrt(chi2 / n) of the live counts against the reference proportions."""
+    totals = live.sum(axis=1, keepdims=True)
+    # Half a row at least: a few values in a bin the reference never saw must not dominate.
+    expected = np.maximum(proportions(reference), 0.5 / np.maximum(totals, 1.0))
+    expected /= expected.sum(axis=1, keepdims=True)
+    result = stats.chisquare(live, expected * totals, axis=1)
+    statistic: FloatArray = np.asarray(result.statistic, dtype=np.float64)
+    effect: FloatArray = np.sqrt(statistic / np.maximum(totals[:, 0], 1.0))
+    return effect
+
+
+def kolmogorov_smirnov(reference: FloatArray, live: FloatArray) -> FloatArray:
+    """Largest distance between the two binned CDFs, at the bin edges (a lower bound)."""
+    gap = np.cumsum(proportions(live), axis=1) - np.cumsum(proportions(reference), axis=1)
+    result: FloatArray = np.asarray(np.abs(gap).max(axis=1), dtype=np.float64)
+    return result
+
+
+def wasserstein(
+    reference: FloatArray, live: FloatArray, positions: FloatArray, scales: FloatArray
+) -> FloatArray:
+    """Earth mover's distance between histograms whose mass sits at positions, / scales.
+
+    For distributions on one sorted support x, W1 = sum |F(x_i) - G(x_i)| (x_{i+1} - x_i),
+    which is what scipy.stats.wasserstein_distance computes value by value; here it runs
+    on a whole group at once.
+    """
+    gap = np.cumsum(proportions(live), axis=1) - np.cumsum(proportions(reference), axis=1)
+    steps = np.diff(positions, axis=1)
+    result: FloatArray = (np.abs(gap[:, :-1]) * steps).sum(axis=1) / scales
+    return result
+
+
+def _numeric_distribution(counts: FloatArray) -> FloatArray:
+    """[missing, below, bins..., above] -> [missing, below+bin0, ..., bin(k-1)+above]."""
+    merged = counts[:, [0, *range(2, counts.shape[1] - 1)]].copy()
+    merged[:, 1] += counts[:, 1]
+    merged[:, -1] += counts[:, -1]
+    return merged
+
+
+@dataclass(frozen=True)
+class WindowScores:
+    """The scores of one completed window, one entry per watched feature."""
+
+    names: tuple[str, ...]
+    rows: int
+    scores: dict[Statistic, FloatArray]
+    """NaN where the statistic does not apply (KS and Wasserstein on categorical features)."""
+    missing_rate: FloatArray
+    out_of_range_rate: FloatArray
+    """Numeric: outside the reference [min, max]; categorical: not a profiled category."""
+    numeric: NDArray[np.bool_]
+
+
+def score(layout: layouts.Layout, live_counts: layouts.CountArray) -> WindowScores:
+    """Every statistic for every watched feature of one window."""
+    count = len(layout.names)
+    scores = {statistic: np.full(count, np.nan) for statistic in Statistic}
+    missing = np.zeros(count)
+    out_of_range = np.zeros(count)
+    numeric = np.zeros(count, dtype=np.bool_)
+    rows = 0
+    reference_all = layout.reference.astype(np.float64)
+    live_all = live_counts.astype(np.float64)
+    for group in layout.groups:
+        reference = reference_all[group.slots]
+        live = live_all[group.slots]
+        totals = np.maximum(live.sum(axis=1), 1.0)
+        rows = int(live[0].sum())
+        members = group.features
+        missing[members] = live[:, layouts.MISSING_SLOT] / totals
+        if group.numeric:
+            numeric[members] = True
+            out_of_range[members] = (live[:, layouts.BELOW_SLOT] + live[:, -1]) / totals
+            reference_distribution = _numeric_distribution(reference)
+            live_distribution = _numeric_distribution(live)
+            scores[Statistic.KOLMOGOROV_SMIRNOV][members] = kolmogorov_smirnov(reference, live)
+            scores[Statistic.WASSERSTEIN][members] = wasserstein(
+                reference[:, 1:], live[:, 1:], group.positions, group.scales
+            )
+        else:
+            out_of_range[members] = live[:, layouts.OTHER_SLOT] / totals
+            reference_distribution = reference
+            live_distribution = live
+        scores[Statistic.PSI][members] = psi(reference_distribution, live_distribution)
+        scores[Statistic.JENSEN_SHANNON][members] = jensen_shannon(
+            reference_distribution, live_distribution
+        )
+        scores[Statistic.CHI_SQUARE][members] = chi_square_effect(
+            reference_distribution, live_distribution
+        )
+    return WindowScores(layout.names, rows, scores, missing, out_of_range, numeric)
