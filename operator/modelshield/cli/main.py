@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from modelshield import __version__
-from modelshield.cli import crds, policytest
+from modelshield.cli import crds, drift, policytest
 
 # Each subcommand module exposes register(subparsers); its parser sets `handler`,
 # a function taking the parsed arguments and returning the exit code.
-SUBCOMMANDS = (crds, policytest)
+SUBCOMMANDS = (crds, policytest, drift)
 
 
 def build_parser() -> argparse.ArgumentParser:
