@@ -1,0 +1,71 @@
+# modelshield developer targets. `make help` lists them.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+BIN := $(VENV)/bin
+SOURCES := operator webhooks tests e2e bench
+TOOLS_ENV := $(HOME)/.cache/modelshield/tools/env.sh
+
+.DEFAULT_GOAL := help
+.PHONY: help setup tools demo lint format typecheck test test-unit e2e e2e-kind crds crds-check chart-lint bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed ## create .venv with modelshield and its dev tools (pinned by constraints.txt)
+
+tools: ## build the control plane, kubectl, helm, cosign and registry into ~/.cache/modelshield/tools
+	e2e/tools/build-tools.sh
+
+demo: setup ## run `modelshield test` on examples/: the compliant workload passes, the other is denied
+	@echo "== compliant workload (expect exit 0)"
+	$(BIN)/modelshield test examples/policies --facts examples/facts.yaml --resources \
+	  examples/workloads/namespace.yaml examples/workloads/model-artifacts.yaml examples/workloads/compliant.yaml
+	@echo "== non-compliant workload (expect exit 1 and the violations)"
+	$(BIN)/modelshield test examples/policies --facts examples/facts.yaml --resources \
+	  examples/workloads/namespace.yaml examples/workloads/model-artifacts.yaml examples/workloads/noncompliant.yaml; \
+	  test $$? -eq 1
+
+lint: setup ## ruff (lint and format check) and the import-layer contracts
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
+	$(BIN)/lint-imports
+
+format: setup ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff format $(SOURCES)
+	$(BIN)/ruff check --fix $(SOURCES)
+
+typecheck: setup ## mypy --strict over everything
+	$(BIN)/mypy
+
+test: setup tools ## every test: unit, integration and e2e on a local control plane
+	$(PYTHON) -m pytest
+
+test-unit: setup ## unit and integration tests only (no Kubernetes API server)
+	$(PYTHON) -m pytest -m "not e2e"
+
+e2e: setup tools ## e2e tests; KUBECONFIG_E2E=path runs them against that cluster instead
+	$(PYTHON) -m pytest e2e $(if $(KUBECONFIG_E2E),--kubeconfig $(KUBECONFIG_E2E))
+
+e2e-kind: ## build the image, install the chart into kind and run the e2e suite there
+	e2e/kind.sh
+
+crds: setup ## regenerate crds/ and the chart's CRD templates from the models
+	$(BIN)/modelshield crds generate
+
+crds-check: setup ## fail when the committed CRDs are stale
+	$(BIN)/modelshield crds check
+
+chart-lint: setup tools ## helm lint and render the chart
+	. $(TOOLS_ENV) && helm lint charts/modelshield
+
+bench: setup ## run the benchmarks that need no cluster and print their figures
+	$(PYTHON) -m bench.bench_engine
+
+clean: ## remove the virtual environment and caches
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
