@@ -53,7 +53,7 @@ def table(results: list[Result]) -> str:
             lines.append(f"  {marker} {violation.code.value}: {violation.describe()}")
     counts = {v: sum(r.verdict == v for r in results) for v in ("PASS", "WARN", "FAIL", "SKIP")}
     lines.append(
-        f"\n{len(results)} workloads: {counts['PASS']} passed, {counts['WARN']} passed with "
+        f"\n{len(results)} workload{'s' if len(results) != 1 else ''}: {counts['PASS']} passed, {counts['WARN']} passed with "
         f"warnings, {counts['FAIL']} failed, {counts['SKIP']} not governed by any policy"
     )
     return "\n".join(lines) + "\n"
