@@ -21,6 +21,7 @@ from modelshield.supplychain.images import attestations
 
 BUNDLE_V03 = "application/vnd.dev.sigstore.bundle.v0.3+json"
 BUNDLE_MEDIA_PREFIX = "application/vnd.dev.sigstore.bundle"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
 #: Referrers examined per image; more is either an attack or a mistake.
 MAX_REFERRERS = 32
 
@@ -40,8 +41,14 @@ class Bundle:
 
 
 def is_bundle_descriptor(descriptor: Mapping[str, Any]) -> bool:
-    """Whether a referrer descriptor announces a sigstore bundle."""
+    """Whether a referrer descriptor may be a sigstore bundle (its manifest decides).
+
+    cosign 2.x, writing the tag-schema index itself, records the empty config media type
+    as the descriptor's artifactType, so that and a missing artifactType are accepted too.
+    """
     artifact_type = descriptor.get("artifactType")
+    if artifact_type is None or artifact_type == EMPTY_CONFIG:
+        return True
     return isinstance(artifact_type, str) and artifact_type.startswith(BUNDLE_MEDIA_PREFIX)
 
 

@@ -2,7 +2,8 @@
 
 A key signer checks a raw signature over bytes with its public key: ECDSA P-256
 (SHA-256) or P-384 (SHA-384, and SHA-256 as cosign's default), Ed25519, RSA
-(PKCS#1 v1.5 or PSS, SHA-256). A keyless signer checks a sigstore bundle with
+(PKCS#1 v1.5 or PSS, SHA-256); Ed25519 both pure and prehashed (Ed25519ph, what
+cosign signs with), the latter through pycryptodome. A keyless signer checks a sigstore bundle with
 sigstore-python's ``Verifier`` against the configured trust root (certificate chain,
 SCT, transparency-log inclusion proof and signed entry timestamp, all offline) and the
 certificate's OIDC issuer and identity.
@@ -11,10 +12,14 @@ certificate's OIDC issuer and identity.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from Crypto.Hash import SHA512
+from Crypto.PublicKey import ECC
+from Crypto.Signature import eddsa
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -55,8 +60,7 @@ class KeySigner:
         key = self.public_key
         try:
             if isinstance(key, ed25519.Ed25519PublicKey):
-                key.verify(signature, data)
-                return True
+                return _verify_ed25519(key, signature, data)
             if isinstance(key, ec.EllipticCurvePublicKey):
                 return _verify_ecdsa(key, signature, data)
             return _verify_rsa(key, signature, data)
@@ -79,6 +83,27 @@ def _verify_ecdsa(key: ec.EllipticCurvePublicKey, signature: bytes, data: bytes)
         except InvalidSignature:
             continue
     return False
+
+
+def _verify_ed25519(key: ed25519.Ed25519PublicKey, signature: bytes, data: bytes) -> bool:
+    try:
+        key.verify(signature, data)
+        return True
+    except InvalidSignature:
+        pass
+    # cosign signs with Ed25519ph (RFC 8032 prehash: SHA-512 of the message), which
+    # `cryptography` does not offer; pycryptodome does.
+    verifier = eddsa.new(_pycryptodome_key(key.public_bytes_raw()), "rfc8032")
+    try:
+        verifier.verify(SHA512.new(data), signature)
+        return True
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=256)
+def _pycryptodome_key(raw: bytes) -> ECC.EccKey:
+    return eddsa.import_public_key(raw)
 
 
 def _verify_rsa(key: rsa.RSAPublicKey, signature: bytes, data: bytes) -> bool:
