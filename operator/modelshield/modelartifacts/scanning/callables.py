@@ -1,0 +1,227 @@
+"""Which callables a pickle may import: the ones known to be safe, and the dangerous ones.
+
+A pickle runs code by importing a callable (GLOBAL, STACK_GLOBAL, INST) and calling it
+(REDUCE, NEWOBJ, OBJ, BUILD). Anything not on the safe list is reported; the dangerous
+list raises it to Critical. The lists cover the bypasses seen in public advisories:
+calls reached through builtins.getattr, runpy, pip, torch.utils.collect_env.run,
+operator helpers, functools.partial and nested unpickling.
+"""
+
+from __future__ import annotations
+
+from modelshield.api.v1alpha1.common import Severity
+
+#: (module, name) pairs that ordinary model files import and that cannot run code.
+SAFE: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("collections", "OrderedDict"),
+        ("collections", "defaultdict"),
+        ("copyreg", "_reconstructor"),
+        ("_codecs", "encode"),
+        ("builtins", "object"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "dict"),
+        ("builtins", "list"),
+        ("builtins", "tuple"),
+        ("builtins", "bytearray"),
+        ("builtins", "slice"),
+        ("builtins", "complex"),
+        ("builtins", "int"),
+        ("builtins", "float"),
+        ("builtins", "bool"),
+        ("builtins", "str"),
+        ("builtins", "bytes"),
+        ("__builtin__", "set"),
+        ("__builtin__", "object"),
+        ("torch._utils", "_rebuild_tensor"),
+        ("torch._utils", "_rebuild_tensor_v2"),
+        ("torch._utils", "_rebuild_tensor_v3"),
+        ("torch._utils", "_rebuild_parameter"),
+        ("torch._utils", "_rebuild_parameter_with_state"),
+        ("torch._utils", "_rebuild_qtensor"),
+        ("torch._utils", "_rebuild_sparse_tensor"),
+        ("torch._tensor", "_rebuild_from_type_v2"),
+        ("torch", "Size"),
+        ("torch", "device"),
+        ("torch", "Tensor"),
+        ("torch.nn.parameter", "Parameter"),
+        ("numpy", "dtype"),
+        ("numpy", "ndarray"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy.random._pickle", "__randomstate_ctor"),
+        ("numpy.random._pickle", "__bit_generator_ctor"),
+        ("numpy.random._pickle", "__generator_ctor"),
+        ("joblib.numpy_pickle", "NumpyArrayWrapper"),
+        ("sklearn.utils._bunch", "Bunch"),
+    }
+)
+
+#: Modules whose classes are data containers in model files (tensor storages, dtypes).
+SAFE_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("torch", "Storage"),  # torch.FloatStorage, torch.HalfStorage, ...
+    ("numpy.dtypes", ""),
+)
+
+#: Module prefixes of estimators whose pickles carry only classes and parameters.
+KNOWN_LIBRARIES: tuple[str, ...] = ("sklearn.", "xgboost.", "lightgbm.", "scipy.sparse.")
+
+# Whole modules that give process, file, network or interpreter access.
+_DANGEROUS_MODULES = (
+    "os",
+    "posix",
+    "nt",
+    "subprocess",
+    "_posixsubprocess",
+    "pty",
+    "shutil",
+    "sys",
+    "socket",
+    "ssl",
+    "runpy",
+    "pip",
+    "ensurepip",
+    "importlib",
+    "imp",
+    "pkgutil",
+    "code",
+    "codeop",
+    "ctypes",
+    "marshal",
+    "pickle",
+    "_pickle",
+    "dill",
+    "cloudpickle",
+    "shelve",
+    "webbrowser",
+    "asyncio",
+    "multiprocessing",
+    "threading",
+    "concurrent",
+    "signal",
+    "tempfile",
+    "glob",
+    "pathlib",
+    "io",
+    "_io",
+    "bdb",
+    "pdb",
+    "cProfile",
+    "profile",
+    "trace",
+    "timeit",
+    "doctest",
+    "idlelib",
+    "lib2to3",
+    "venv",
+    "setuptools",
+    "distutils",
+    "http",
+    "urllib",
+    "urllib2",
+    "httplib",
+    "requests",
+    "aiohttp",
+    "ftplib",
+    "smtplib",
+    "telnetlib",
+    "xmlrpc",
+    "commands",
+    "platform",
+    "sysconfig",
+    "zipimport",
+    "numpy.f2py",
+    "numpy.testing",
+    "numpy.distutils",
+    "torch.hub",
+    "torch.utils.collect_env",
+    "torch.serialization",
+    "torch.jit",
+    "torch._dynamo",
+    "torch._inductor",
+    "torch.package",
+    "tensorflow.python.ops.io_ops",
+    "keras.src.utils",
+)
+
+# Single callables that execute code or reach other callables by name.
+_DANGEROUS_NAMES = frozenset(
+    {
+        ("builtins", "eval"),
+        ("builtins", "exec"),
+        ("builtins", "compile"),
+        ("builtins", "getattr"),
+        ("builtins", "setattr"),
+        ("builtins", "delattr"),
+        ("builtins", "__import__"),
+        ("builtins", "open"),
+        ("builtins", "breakpoint"),
+        ("builtins", "input"),
+        ("builtins", "globals"),
+        ("builtins", "locals"),
+        ("builtins", "vars"),
+        ("builtins", "apply"),
+        ("builtins", "memoryview"),
+        ("builtins", "type"),
+        ("builtins", "print"),
+        ("builtins", "help"),
+        ("builtins", "exit"),
+        ("builtins", "quit"),
+        ("__builtin__", "eval"),
+        ("__builtin__", "exec"),
+        ("__builtin__", "execfile"),
+        ("__builtin__", "compile"),
+        ("__builtin__", "getattr"),
+        ("__builtin__", "setattr"),
+        ("__builtin__", "__import__"),
+        ("__builtin__", "open"),
+        ("__builtin__", "file"),
+        ("__builtin__", "apply"),
+        ("__builtin__", "input"),
+        ("__builtin__", "raw_input"),
+        ("operator", "attrgetter"),
+        ("operator", "methodcaller"),
+        ("operator", "itemgetter"),
+        ("_operator", "attrgetter"),
+        ("_operator", "methodcaller"),
+        ("_operator", "itemgetter"),
+        ("functools", "partial"),
+        ("functools", "reduce"),
+        ("types", "CodeType"),
+        ("types", "FunctionType"),
+        ("types", "MethodType"),
+        ("types", "ModuleType"),
+        ("copyreg", "_reconstruct"),
+        ("logging", "FileHandler"),
+        ("numpy", "load"),
+        ("numpy.lib.npyio", "load"),
+        ("torch", "load"),
+        ("joblib", "load"),
+        ("imaplib", "IMAP4_stream"),
+    }
+)
+
+
+def classify(module: str, name: str) -> tuple[Severity | None, str]:
+    """The severity of importing module.name in a pickle (None: known safe), and why."""
+    if (module, name) in SAFE:
+        return None, ""
+    for prefix, suffix in SAFE_PREFIXES:
+        if module == prefix and name.endswith(suffix) and "." not in name:
+            return None, ""
+    if (module, name) in _DANGEROUS_NAMES or (module, name.split(".")[0]) in _DANGEROUS_NAMES:
+        return Severity.CRITICAL, f"imports {module}.{name}, which can run arbitrary code"
+    for dangerous in _DANGEROUS_MODULES:
+        if module == dangerous or module.startswith(dangerous + "."):
+            return Severity.CRITICAL, f"imports {module}.{name} from a module that can run code"
+    if module in ("__main__", "__builtin__", "builtins"):
+        return Severity.HIGH, f"imports {module}.{name}, not a known-safe callable"
+    if module.startswith(KNOWN_LIBRARIES):
+        return Severity.LOW, f"imports {module}.{name} (needs that library to load)"
+    return (
+        Severity.MEDIUM,
+        f"imports {module}.{name}, which is not on the list of known-safe callables",
+    )

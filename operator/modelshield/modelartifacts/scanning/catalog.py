@@ -1,0 +1,34 @@
+"""The default scanners, in detection order (magic bytes before names, text last)."""
+
+from __future__ import annotations
+
+from modelshield.modelartifacts.scanning import (
+    archives,
+    compressed,
+    documents,
+    headers,
+    keras_models,
+    numpy_arrays,
+    pickles,
+    scanners,
+)
+
+
+def default_scanners() -> list[scanners.Scanner]:
+    """Every scanner modelshield ships."""
+    return [
+        archives.ZipScanner(),
+        archives.TarScanner(),
+        compressed.CompressedScanner(),
+        numpy_arrays.NpyScanner(),
+        headers.GgufScanner(),
+        keras_models.Hdf5Scanner(),
+        headers.SafetensorsScanner(),
+        headers.OnnxScanner(),
+        keras_models.SavedModelScanner(),
+        pickles.PickleScanner(),
+        documents.SignatureBundleScanner(),
+        documents.PythonSourceScanner(),
+        documents.JsonScanner(),
+        documents.TextScanner(),
+    ]

@@ -1,0 +1,361 @@
+"""The static pickle opcode walker: every byte of a file, with ``pickletools.genops`` only.
+
+A model file may hold several pickles and raw tensor bytes between them (legacy PyTorch,
+joblib). After each pickle the walker searches the rest of the file for the next pickle
+start (a PROTO opcode), so a pickle hidden after the data is found too. Candidates found
+that way are parsed in a bounded window first, so random tensor bytes that merely look
+like a pickle start never make the walker read gigabytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import mmap
+import pickletools
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import numpy
+
+from modelshield.modelartifacts.scanning import callables, findings, opcodes
+
+#: The walker gives up on pickles after this many opcodes (a finding, not a silent pass).
+MAX_OPCODES = 50_000_000
+#: Window in which a candidate pickle inside data is parsed before trusting it.
+CANDIDATE_WINDOW = 1 << 20
+#: How deep pickles nested inside byte strings are followed.
+MAX_NESTING = 4
+
+_PROTO = b"\x80"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_BYTES_OPS = {"BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"}
+_EXTENSION_OPS = {"EXT1", "EXT2", "EXT4"}
+
+
+@dataclass
+class _Stream:
+    """What one pickle stream showed."""
+
+    start: int
+    end: int = 0
+    complete: bool = False
+    error: str = ""
+    opcodes: int = 0
+    found: list[findings.Finding] = field(default_factory=list)
+    plausible: bool = True
+
+
+def _looks_like_name(text: str) -> bool:
+    return bool(_IDENTIFIER.match(text))
+
+
+def _walk_one(stream: BinaryIO, file: str, base: int, depth: int, *, candidate: bool) -> _Stream:
+    result = _Stream(start=base + stream.tell())
+    machine = opcodes.Machine()
+    try:
+        while True:
+            wrapper = _walk_until_array(stream, file, base, depth, machine, result, candidate)
+            if wrapper is None:
+                break
+            # joblib wrote the array's bytes right here, inside the pickle stream.
+            _skip_joblib_array(stream, file, base, depth, wrapper, result)
+            machine.replace_top(opcodes.Opaque("array"))
+    except Exception as error:  # noqa: BLE001 - genops raises ValueError, struct.error, ...
+        result.error = str(error) or type(error).__name__
+    result.end = base + stream.tell()
+    return result
+
+
+def _walk_until_array(
+    stream: BinaryIO,
+    file: str,
+    base: int,
+    depth: int,
+    machine: opcodes.Machine,
+    result: _Stream,
+    candidate: bool,
+) -> opcodes.Call | None:
+    """Walk opcodes to STOP (returns None) or to a joblib array wrapper's BUILD."""
+    for opcode, argument, position in pickletools.genops(stream):
+        result.opcodes += 1
+        where = base + (position if position is not None else 0)
+        name = opcode.name
+        if result.opcodes > MAX_OPCODES:
+            raise ValueError(f"more than {MAX_OPCODES} opcodes")
+        if name in _BYTES_OPS and isinstance(argument, bytes | bytearray) and depth < MAX_NESTING:
+            nested = bytes(argument[:2])
+            if nested[:1] == _PROTO and nested[1:2] in b"\x02\x03\x04\x05":
+                for inner in walk_buffer(bytes(argument), file, base=where, depth=depth + 1):
+                    result.found.append(
+                        findings.Finding(
+                            inner.severity,
+                            file,
+                            inner.location,
+                            f"nested pickle inside a byte string: {inner.reason}",
+                        )
+                    )
+        if isinstance(argument, bytes | bytearray | str) and len(argument) > _LARGE_LITERAL:
+            # Tensor bytes pickled inline: the model keeps only that they were there.
+            machine.step(name, b"" if not isinstance(argument, str) else "")
+            continue
+        outcome = machine.step(name, argument)
+        if name in ("GLOBAL", "INST", "STACK_GLOBAL"):
+            if isinstance(outcome, opcodes.Symbol):
+                if candidate and not (
+                    _looks_like_name(outcome.module) and _looks_like_name(outcome.name)
+                ):
+                    result.plausible = False
+                    raise ValueError("not a pickle: a global that is not a name")
+                _record_global(result, file, where, name, outcome.module, outcome.name)
+            else:
+                result.found.append(
+                    findings.Finding(
+                        findings.HIGH,
+                        file,
+                        f"offset {where}: STACK_GLOBAL",
+                        "imports a callable whose module or name is not a literal string "
+                        "(a known scanner bypass)",
+                    )
+                )
+        elif name in _EXTENSION_OPS:
+            result.found.append(
+                findings.Finding(
+                    findings.HIGH,
+                    file,
+                    f"offset {where}: {name}",
+                    "imports a callable through the copyreg extension registry",
+                )
+            )
+        elif name == "PROTO" and isinstance(argument, int) and argument > 5:
+            result.found.append(
+                findings.Finding(
+                    findings.MEDIUM, file, f"offset {where}", f"unknown pickle protocol {argument}"
+                )
+            )
+        elif name == "BUILD" and isinstance(outcome, opcodes.Call) and outcome.callable == _JOBLIB:
+            return outcome
+        elif name == "STOP":
+            result.complete = True
+    return None
+
+
+_JOBLIB = opcodes.Symbol("joblib.numpy_pickle", "NumpyArrayWrapper")
+_LARGE_LITERAL = 4096
+
+
+def _skip_joblib_array(
+    stream: BinaryIO, file: str, base: int, depth: int, wrapper: opcodes.Call, result: _Stream
+) -> None:
+    state = wrapper.state if isinstance(wrapper.state, dict) else {}
+    shape, dtype = state.get("shape"), state.get("dtype")
+    if not isinstance(shape, tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise ValueError("joblib array wrapper without a literal shape")
+    descr = dtype.arguments[0] if isinstance(dtype, opcodes.Call) and dtype.arguments else None
+    if not isinstance(descr, str):
+        raise ValueError("joblib array wrapper without a literal dtype")
+    if descr.lstrip("<>|=").startswith("O"):
+        # Object arrays: joblib pickles them (protocol 2) into the stream.
+        where = stream.tell()
+        nested = _walk_one(stream, file, base, depth + 1, candidate=False)
+        result.found.append(
+            findings.Finding(
+                findings.MEDIUM, file, f"offset {base + where}", "joblib object array (pickled)"
+            )
+        )
+        result.found.extend(nested.found)
+        if not nested.complete:
+            raise ValueError(f"object array pickle does not parse: {nested.error}")
+        return
+    itemsize = numpy.dtype(descr).itemsize
+    dtype_state = dtype.state if isinstance(dtype, opcodes.Call) else None
+    if isinstance(dtype_state, tuple) and len(dtype_state) > 5 and isinstance(dtype_state[5], int):
+        itemsize = dtype_state[5] if dtype_state[5] > 0 else itemsize
+    if state.get("numpy_array_alignment_bytes") is not None:
+        padding = stream.read(1)
+        if not padding:
+            raise ValueError("truncated joblib array")
+        stream.seek(padding[0], io.SEEK_CUR)
+    size = math.prod(shape) * itemsize
+    position = stream.tell()
+    stream.seek(size, io.SEEK_CUR)
+    if stream.tell() != position + size:
+        raise ValueError("joblib array runs past the end of the file")
+
+
+def _record_global(
+    result: _Stream, file: str, where: int, opcode: str, module: str, attribute: str
+) -> None:
+    severity, reason = callables.classify(module, attribute)
+    if severity is not None:
+        result.found.append(
+            findings.Finding(
+                severity, file, f"offset {where}: {opcode} {module}.{attribute}", reason
+            )
+        )
+
+
+def _candidates(data: mmap.mmap | bytes, start: int) -> Iterator[int]:
+    position = data.find(_PROTO, start)
+    while position != -1:
+        version = data[position + 1 : position + 2]
+        if version and version[0] in (2, 3, 4, 5):
+            yield position
+        position = data.find(_PROTO, position + 1)
+
+
+def walk(stream: BinaryIO, file: str, *, base: int = 0, depth: int = 0) -> list[findings.Finding]:
+    """Findings for a stream that starts with a pickle (and may hold more, and data)."""
+    data = stream.read()
+    return walk_buffer(data, file, base=base, depth=depth)
+
+
+def walk_buffer(
+    data: mmap.mmap | bytes, file: str, *, base: int = 0, depth: int = 0, leading: bool = True
+) -> list[findings.Finding]:
+    """Findings for a buffer (a file's mmap, or bytes) holding pickles and raw data.
+
+    With ``leading`` the buffer must start with a pickle: one that does not parse is a
+    finding. Every later pickle start in the buffer is tried as well.
+    """
+    found: list[findings.Finding] = []
+    size = len(data)
+    position = 0
+    if leading:
+        first = _walk_one(_reader(data, 0, size), file, base, depth, candidate=False)
+        found.extend(first.found)
+        if not first.complete:
+            found.append(
+                findings.Finding(
+                    findings.HIGH if first.opcodes <= 1 else findings.MEDIUM,
+                    file,
+                    f"offset {base + first.end}",
+                    f"pickle stream does not parse ({first.error}); the rest was searched for pickles",
+                )
+            )
+        position = max(first.end - base, 1)
+    for candidate in _candidates(data, position):
+        if candidate < position:
+            continue
+        window = _walk_one(
+            io.BytesIO(bytes(data[candidate : candidate + CANDIDATE_WINDOW])),
+            file,
+            base + candidate,
+            depth,
+            candidate=True,
+        )
+        if not window.plausible:
+            continue
+        if window.complete:
+            found.extend(window.found)
+            position = window.end - base
+            continue
+        if window.opcodes > 8 and window.end - base - candidate >= CANDIDATE_WINDOW - 16:
+            # Still parsing at the window's end: a real, large pickle. Parse it whole.
+            whole = _walk_one(_reader(data, candidate, size), file, base, depth, candidate=True)
+            if whole.plausible:
+                found.extend(whole.found)
+                if whole.complete:
+                    position = whole.end - base
+                continue
+        if window.found and window.plausible:
+            # Broken after importing something: pickle.load would already have run it.
+            found.extend(window.found)
+    return found
+
+
+class _Window(io.RawIOBase):
+    """A read-only view of buffer[start:end] with positions relative to the buffer."""
+
+    def __init__(self, data: mmap.mmap | bytes, start: int, end: int) -> None:
+        self._data = data
+        self._position = start
+        self._end = end
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            size = self._end - self._position
+        chunk = bytes(self._data[self._position : min(self._position + size, self._end)])
+        self._position += len(chunk)
+        return chunk
+
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = self._end if size is None or size < 0 else min(self._end, self._position + size)
+        newline = self._data.find(b"\n", self._position, limit)
+        stop = limit if newline == -1 else newline + 1
+        return self.read(stop - self._position)
+
+    def tell(self) -> int:
+        return self._position
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._end}[whence]
+        self._position = min(max(0, base + offset), self._end)
+        return self._position
+
+
+def _reader(data: mmap.mmap | bytes, start: int, end: int) -> BinaryIO:
+    return _Window(data, start, end)  # type: ignore[return-value]
+
+
+def looks_like_pickle(head: bytes) -> bool:
+    """Whether the first bytes start a pickle of protocol 2 or later (or a protocol 0/1 one)."""
+    if head[:1] == _PROTO:
+        return head[1:2] != b"" and head[1] <= 5
+    # Protocol 0/1 pickles start with a MARK, a container or a GLOBAL opcode.
+    return head[:1] in (b"(", b"]", b"}", b"c", b")") and head[1:2] not in (b"", b" ")
+
+
+#: File names that are pickles whatever their first bytes (a bad one is then a finding).
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".pt", ".pth", ".joblib", ".ckpt", ".dill", ".sav")
+
+
+class PickleScanner:
+    """Pickles, legacy PyTorch files and joblib files: opcodes, never unpickled."""
+
+    name = "pickle"
+
+    def matches(self, name: str, head: bytes) -> bool:
+        """Pickle magic, or a pickle file name."""
+        return looks_like_pickle(head) or name.lower().endswith(PICKLE_SUFFIXES)
+
+    def scan(self, data: mmap.mmap | bytes, name: str, context: object) -> list[findings.Finding]:
+        """Walk every pickle in the buffer; add picklescan's opinion on small ones."""
+        found = walk_buffer(data, name)
+        found.extend(_picklescan_opinion(data, name))
+        return found
+
+
+#: picklescan keeps every opcode of a stream in memory; ask it only about small ones.
+PICKLESCAN_LIMIT = 64 << 20
+
+
+def _picklescan_opinion(data: mmap.mmap | bytes, name: str) -> list[findings.Finding]:
+    if len(data) > PICKLESCAN_LIMIT:
+        return []
+    try:
+        from picklescan import scanner as picklescan  # type: ignore[import-untyped]
+    except ImportError:
+        return []
+    result = picklescan.scan_pickle_bytes(io.BytesIO(bytes(data)), name)
+    opinion = []
+    for item in result.globals:
+        if item.safety.name == "Dangerous":
+            opinion.append(
+                findings.Finding(
+                    findings.CRITICAL,
+                    name,
+                    f"global {item.module}.{item.name}",
+                    "dangerous import",
+                    scanner="picklescan",
+                )
+            )
+    return opinion

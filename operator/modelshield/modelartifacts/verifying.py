@@ -1,0 +1,306 @@
+"""Verifying a model directory against its model-signing bundle and a set of trusted signers.
+
+The cryptography and the hashing are model_signing's. What this module adds: several
+signers tried in turn (key rotation), the manifest's root digest, a clear error naming the
+first file that does not match, an expected digest, a keyless subject regular expression,
+and two checks model_signing leaves out (a certificate chain is required, so verification
+never falls back to the public web CAs; an expired leaf certificate is refused).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime
+import json
+import pathlib
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from model_signing import verifying as ms_verifying
+
+from modelshield.modelartifacts import hashing
+
+# Reasons, as the Verified condition spells them.
+SIGNATURE_MISSING = "SignatureMissing"
+SIGNATURE_INVALID = "SignatureInvalid"
+CONTENT_MISMATCH = "ContentMismatch"
+DIGEST_MISMATCH = "DigestMismatch"
+NO_SIGNERS = "NoSigners"
+
+
+@dataclass(frozen=True)
+class KeySigner:
+    """A signer known by its public key (PEM)."""
+
+    name: str
+    public_key_pem: bytes
+
+
+@dataclass(frozen=True)
+class CertificateSigner:
+    """A signer whose certificate must chain to these certificates (PEM, roots included)."""
+
+    name: str
+    chain_pem: bytes
+
+
+@dataclass(frozen=True)
+class KeylessSigner:
+    """A sigstore keyless identity, verified offline against a client trust configuration."""
+
+    name: str
+    issuer: str
+    trust_config: pathlib.Path | None
+    subject: str | None = None
+    subject_regexp: str | None = None
+
+
+TrustedSigner = KeySigner | CertificateSigner | KeylessSigner
+
+
+@dataclass(frozen=True)
+class VerifiedModel:
+    """A model whose files match a manifest signed by one of the trusted signers."""
+
+    digest: str
+    signer: str
+    files: int
+
+
+@dataclass
+class VerificationError(Exception):
+    """Verification failed; ``reason`` is a CamelCase code, ``message`` says what to look at."""
+
+    reason: str
+    message: str
+    file: str | None = None
+    attempts: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class _Mismatch:
+    extra: list[str]
+    missing: list[str]
+    changed: list[str]
+
+
+class _Config(ms_verifying.Config):
+    """model_signing's verification, keeping the two manifests when they differ."""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.mismatch: _Mismatch | None = None
+
+    def _get_manifest_diff(self, actual: Any, expected: Any) -> list[str]:
+        actual_hashes = {rd.identifier: rd.digest for rd in actual.resource_descriptors()}
+        expected_hashes = {rd.identifier: rd.digest for rd in expected.resource_descriptors()}
+        self.mismatch = _Mismatch(
+            extra=sorted(set(actual_hashes) - set(expected_hashes)),
+            missing=sorted(set(expected_hashes) - set(actual_hashes)),
+            changed=sorted(
+                name
+                for name in set(actual_hashes) & set(expected_hashes)
+                if actual_hashes[name] != expected_hashes[name]
+            ),
+        )
+        diffs: list[str] = super()._get_manifest_diff(actual, expected)
+        return diffs
+
+
+def read_bundle(signature_path: pathlib.Path) -> dict[str, Any]:
+    """The bundle's JSON; raises VerificationError when it is missing or unreadable."""
+    try:
+        document = json.loads(signature_path.read_bytes())
+    except FileNotFoundError as error:
+        raise VerificationError(
+            SIGNATURE_MISSING, f"no signature bundle at {signature_path}"
+        ) from error
+    except (OSError, ValueError) as error:
+        raise VerificationError(
+            SIGNATURE_INVALID, f"signature bundle {signature_path} is not readable JSON: {error}"
+        ) from error
+    if not isinstance(document, dict):
+        raise VerificationError(SIGNATURE_INVALID, f"{signature_path} is not a bundle")
+    return document
+
+
+def signed_statement(bundle: dict[str, Any]) -> dict[str, Any]:
+    """The in-toto statement inside the bundle's DSSE envelope (not yet authenticated)."""
+    try:
+        payload = base64.b64decode(bundle["dsseEnvelope"]["payload"])
+        statement = json.loads(payload)
+    except (KeyError, TypeError, ValueError, binascii.Error) as error:
+        raise VerificationError(
+            SIGNATURE_INVALID, f"bundle has no DSSE payload: {error}"
+        ) from error
+    if not isinstance(statement, dict):
+        raise VerificationError(SIGNATURE_INVALID, "bundle payload is not an in-toto statement")
+    return statement
+
+
+def _statement_digest(statement: dict[str, Any]) -> str:
+    try:
+        return "sha256:" + str(statement["subject"][0]["digest"]["sha256"])
+    except (KeyError, IndexError, TypeError) as error:
+        raise VerificationError(SIGNATURE_INVALID, "statement has no subject digest") from error
+
+
+def _certificates(bundle: dict[str, Any]) -> list[x509.Certificate]:
+    material = bundle.get("verificationMaterial", {})
+    raw: list[str] = []
+    if "certificate" in material:
+        raw.append(material["certificate"]["rawBytes"])
+    for entry in material.get("x509CertificateChain", {}).get("certificates", []):
+        raw.append(entry["rawBytes"])
+    return [x509.load_der_x509_certificate(base64.b64decode(item)) for item in raw]
+
+
+def _keyless_identity(bundle: dict[str, Any], signer: KeylessSigner) -> str:
+    if signer.subject is not None:
+        return signer.subject
+    certificates = _certificates(bundle)
+    if not certificates or signer.subject_regexp is None:
+        raise VerificationError(SIGNATURE_INVALID, "keyless bundle carries no certificate")
+    try:
+        names = (
+            certificates[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        )
+    except x509.ExtensionNotFound as error:
+        raise VerificationError(SIGNATURE_INVALID, "certificate has no identity (SAN)") from error
+    identities = [str(value) for value in names.get_values_for_type(x509.RFC822Name)]
+    identities += [
+        str(value) for value in names.get_values_for_type(x509.UniformResourceIdentifier)
+    ]
+    for identity in identities:
+        if re.fullmatch(signer.subject_regexp, identity):
+            # model_signing then checks the exact identity and the issuer cryptographically.
+            return identity
+    raise VerificationError(
+        SIGNATURE_INVALID,
+        f"certificate identities {identities} do not match {signer.subject_regexp!r}",
+    )
+
+
+def _check_leaf_validity(bundle: dict[str, Any], now: datetime.datetime) -> None:
+    certificates = _certificates(bundle)
+    if not certificates:
+        raise VerificationError(SIGNATURE_INVALID, "bundle carries no signing certificate")
+    leaf = certificates[0]
+    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+        raise VerificationError(
+            SIGNATURE_INVALID,
+            f"signing certificate {leaf.subject.rfc4514_string()} is not valid now "
+            f"(valid {leaf.not_valid_before_utc:%Y-%m-%d} to {leaf.not_valid_after_utc:%Y-%m-%d})",
+        )
+
+
+def _configure(
+    config: _Config, signer: TrustedSigner, bundle: dict[str, Any], scratch: pathlib.Path
+) -> None:
+    if isinstance(signer, KeySigner):
+        key_path = scratch / f"{signer.name}.pub"
+        key_path.write_bytes(signer.public_key_pem)
+        config.use_elliptic_key_verifier(public_key=key_path)
+    elif isinstance(signer, CertificateSigner):
+        if not signer.chain_pem.strip():
+            # An empty chain makes model_signing trust every public web CA.
+            raise VerificationError(SIGNATURE_INVALID, "certificate signer has an empty chain")
+        _check_leaf_validity(bundle, datetime.datetime.now(datetime.UTC))
+        chain_path = scratch / f"{signer.name}-chain.pem"
+        chain_path.write_bytes(signer.chain_pem)
+        config.use_certificate_verifier(certificate_chain=[chain_path])
+    else:
+        if signer.trust_config is None:
+            # Without one, sigstore would fetch the public-good root over the network.
+            raise VerificationError(
+                SIGNATURE_INVALID, "keyless verification needs a configured trust root"
+            )
+        config.use_sigstore_verifier(
+            identity=_keyless_identity(bundle, signer),
+            oidc_issuer=signer.issuer,
+            trust_config=signer.trust_config,
+        )
+
+
+def _mismatch_error(mismatch: _Mismatch) -> VerificationError:
+    if mismatch.changed:
+        name = mismatch.changed[0]
+        return VerificationError(
+            CONTENT_MISMATCH,
+            f"{name}: content differs from the signed manifest"
+            + (
+                f" (and {len(mismatch.changed) - 1} more file(s))"
+                if len(mismatch.changed) > 1
+                else ""
+            ),
+            file=name,
+        )
+    if mismatch.extra:
+        name = mismatch.extra[0]
+        return VerificationError(
+            CONTENT_MISMATCH, f"{name}: file is not in the signed manifest", name
+        )
+    name = mismatch.missing[0] if mismatch.missing else "?"
+    return VerificationError(CONTENT_MISMATCH, f"{name}: signed file is missing", name)
+
+
+def verify(
+    model_dir: pathlib.Path,
+    signers: Sequence[TrustedSigner],
+    *,
+    signature: pathlib.Path | None = None,
+    expected_digest: str | None = None,
+    progress: hashing.ProgressCallback | None = None,
+) -> VerifiedModel:
+    """Verify the model against the first signer whose signature verifies.
+
+    Raises VerificationError with a reason code and a message naming the first file that
+    does not match (changed first, then added, then removed).
+    """
+    signature_path = signature or model_dir / hashing.DEFAULT_SIGNATURE_NAME
+    if not signers:
+        raise VerificationError(NO_SIGNERS, "no trusted signers to verify against")
+    bundle = read_bundle(signature_path)
+    statement = signed_statement(bundle)
+    serialization = statement.get("predicate", {}).get("serialization", {})
+    attempts: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="modelshield-verify-") as scratch:
+        for signer in signers:
+            config = _Config()
+            try:
+                _configure(config, signer, bundle, pathlib.Path(scratch))
+                hashing_config = hashing.from_serialization(serialization, progress)
+                hashing_config.set_total(
+                    hashing.model_size(model_dir, serialization.get("ignore_paths", []))
+                )
+                config.set_hashing_config(hashing_config)
+                config.verify(model_dir, signature_path)
+            except VerificationError as error:
+                attempts.append(f"{signer.name}: {error.message}")
+                continue
+            except Exception as error:
+                if config.mismatch is not None:
+                    raise _mismatch_error(config.mismatch) from error
+                attempts.append(f"{signer.name}: {error}")
+                continue
+            digest = _statement_digest(statement)
+            if expected_digest is not None and digest != expected_digest:
+                raise VerificationError(
+                    DIGEST_MISMATCH,
+                    f"signed manifest digest {digest} is not the expected {expected_digest}",
+                )
+            files = len(statement.get("predicate", {}).get("resources", []))
+            return VerifiedModel(digest=digest, signer=signer.name, files=files)
+    raise VerificationError(
+        SIGNATURE_INVALID,
+        "the signature does not verify with any trusted signer: " + "; ".join(attempts),
+        attempts=attempts,
+    )

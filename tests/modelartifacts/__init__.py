@@ -1,0 +1,1 @@
+"""Tests of model signing, verification, scanning, fetching and the ModelArtifact reconciler."""

@@ -1,0 +1,146 @@
+"""Small but real models, made by the tests: scikit-learn/joblib, PyTorch-style zip, etc."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import struct
+import zipfile
+
+import joblib
+import numpy
+from sklearn.linear_model import LogisticRegression
+
+from tests.modelartifacts import picklecode as op
+
+
+def sklearn_model(directory: pathlib.Path) -> pathlib.Path:
+    """A fitted logistic regression saved with joblib (numpy arrays inside the stream)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    features = numpy.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [0.9, 0.2]])
+    labels = numpy.array([0, 1, 0, 1])
+    model = LogisticRegression().fit(features, labels)
+    joblib.dump(model, directory / "model.joblib")
+    (directory / "config.json").write_text(json.dumps({"framework": "sklearn", "features": 2}))
+    return directory
+
+
+def torch_style_zip(path: pathlib.Path, values: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0)) -> None:
+    """A PyTorch (>= 1.6) checkpoint of one float tensor, written without torch."""
+    storage = (
+        op.MARK
+        + op.string("storage")
+        + op.global_("torch", "FloatStorage")
+        + op.string("0")
+        + op.string("cpu")
+        + op.binint(len(values))
+        + op.TUPLE
+        + op.BINPERSID
+    )
+    tensor = (
+        op.global_("torch._utils", "_rebuild_tensor_v2")
+        + op.MARK
+        + storage
+        + op.binint(0)
+        + op.MARK
+        + op.binint(len(values))
+        + op.TUPLE
+        + op.MARK
+        + op.binint(1)
+        + op.TUPLE
+        + op.NEWFALSE
+        + op.global_("collections", "OrderedDict")
+        + op.EMPTY_TUPLE
+        + op.REDUCE
+        + op.TUPLE
+        + op.REDUCE
+    )
+    data_pkl = (
+        op.PROTO2
+        + op.global_("collections", "OrderedDict")
+        + op.EMPTY_TUPLE
+        + op.REDUCE
+        + op.MARK
+        + op.string("weight")
+        + tensor
+        + op.SETITEMS
+        + op.STOP
+    )
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data_pkl)
+        archive.writestr("archive/byteorder", "little")
+        archive.writestr("archive/data/0", struct.pack(f"<{len(values)}f", *values))
+        archive.writestr("archive/version", "3\n")
+        archive.writestr("archive/.data/serialization_id", "1234567890")
+
+
+def safetensors_file(path: pathlib.Path) -> None:
+    """A safetensors file with two tensors."""
+    weight = struct.pack("<4f", 1.0, 2.0, 3.0, 4.0)
+    bias = struct.pack("<2f", 0.5, -0.5)
+    header = {
+        "__metadata__": {"format": "pt"},
+        "weight": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 16]},
+        "bias": {"dtype": "F32", "shape": [2], "data_offsets": [16, 24]},
+    }
+    encoded = json.dumps(header).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    path.write_bytes(struct.pack("<Q", len(encoded)) + encoded + weight + bias)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def onnx_file(path: pathlib.Path, external_location: str | None = None) -> None:
+    """An ONNX ModelProto (Identity graph) encoded by hand; optionally external data."""
+    node = _field(1, b"x") + _field(2, b"y") + _field(4, b"Identity")
+    graph = _field(1, node) + _field(2, b"g") + _field(11, _field(1, b"x")) + _field(12, _field(1, b"y"))
+    if external_location is not None:
+        entry = _field(1, b"location") + _field(2, external_location.encode())
+        tensor = _field(8, b"w") + _field(13, entry)  # TensorProto.name, external_data
+        graph += _field(5, tensor)  # GraphProto.initializer
+    model = (
+        _varint(1 << 3) + _varint(8)
+        + _field(2, b"modelshield-tests")
+        + _field(7, graph)
+        + _field(8, _varint(2 << 3) + _varint(13))
+    )
+    path.write_bytes(model)
+
+
+def gguf_file(path: pathlib.Path, chat_template: str) -> None:
+    """A GGUF v3 file with metadata only (no tensors)."""
+    def string(text: str) -> bytes:
+        raw = text.encode()
+        return struct.pack("<Q", len(raw)) + raw
+
+    entries = [
+        string("general.architecture") + struct.pack("<I", 8) + string("llama"),
+        string("general.alignment") + struct.pack("<I", 4) + struct.pack("<I", 32),
+        string("tokenizer.chat_template") + struct.pack("<I", 8) + string(chat_template),
+    ]
+    path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(entries)) + b"".join(entries))
+
+
+def benign_model(directory: pathlib.Path) -> pathlib.Path:
+    """A model directory with one file of each benign format."""
+    sklearn_model(directory)
+    torch_style_zip(directory / "pytorch_model.bin")
+    safetensors_file(directory / "model.safetensors")
+    onnx_file(directory / "model.onnx")
+    gguf_file(directory / "model.gguf", "{% for m in messages %}{{ m.content }}{% endfor %}")
+    numpy.save(directory / "embeddings.npy", numpy.arange(12, dtype=numpy.float32).reshape(3, 4))
+    (directory / "vocab.txt").write_text("hello\nworld\n")
+    (directory / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE"}}))
+    return directory
