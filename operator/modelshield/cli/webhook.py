@@ -1,0 +1,188 @@
+"""``modelshield webhook``: run the admission server; ``webhook configuration``: print its registration.
+
+The server reads policies, ModelArtifacts and namespaces through list+watch (it needs
+get/list/watch on them), verifies images with the image verifier and answers over HTTPS
+with the certificate and key given, reloading them when they change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import pathlib
+import signal
+import sys
+
+import yaml
+
+from modelshield_webhooks import (
+    caches,
+    certificates,
+    configurations,
+    connections,
+    contexts,
+    server,
+    verifiers,
+    watching,
+)
+
+_logger = logging.getLogger("modelshield.webhook")
+
+
+def _verifier(arguments: argparse.Namespace) -> verifiers.ImageVerifier:
+    try:
+        from modelshield.supplychain.images import registries, verifying
+    except ImportError as error:  # the verifier is optional at import time; fail closed
+        return verifiers.UnavailableVerifier(f"the image verifier cannot be loaded: {error}")
+    options = registries.RegistryOptions(insecure_hosts=frozenset(arguments.insecure_registry))
+    verifier: verifiers.ImageVerifier = verifying.ImageVerifier(
+        registry_options=options, trust_root=arguments.trust_root
+    )
+    return verifier
+
+
+async def _serve(arguments: argparse.Namespace) -> int:
+    timeout = arguments.timeout_seconds
+    deadline = arguments.verify_deadline or max(1.0, timeout - contexts.VERIFY_MARGIN_SECONDS)
+    context = contexts.AdmissionContext(
+        state=caches.ClusterState(),
+        verifier=_verifier(arguments),
+        verify_deadline_seconds=deadline,
+        startup_image=arguments.startup_image,
+    )
+    certificate = certificates.ReloadingCertificate(
+        pathlib.Path(arguments.cert), pathlib.Path(arguments.key)
+    )
+    connection = connections.connect(arguments.kubeconfig)
+    session, informers = watching.start(
+        connection, context.state, resync_seconds=arguments.resync_seconds
+    )
+    running = await server.start(context, certificate, host=arguments.host, port=arguments.port)
+    print(f"modelshield webhook listening on https://{arguments.host}:{running.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    _logger.info("stopping")
+    await running.stop()
+    for task in informers:
+        task.cancel()
+    await asyncio.gather(*informers, return_exceptions=True)
+    await session.close()
+    close = getattr(context.verifier, "close", None)
+    if close is not None:
+        await close()
+    return 0
+
+
+def _run(arguments: argparse.Namespace) -> int:
+    if not arguments.cert or not arguments.key:
+        print("error: --cert and --key are required to serve", file=sys.stderr)
+        return 2
+    for path in (arguments.cert, arguments.key):
+        if not certificates.exists(path):
+            print(f"error: {path}: no such file", file=sys.stderr)
+            return 2
+    logging.basicConfig(
+        level=arguments.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return asyncio.run(_serve(arguments))
+
+
+def _print_configuration(arguments: argparse.Namespace) -> int:
+    ca_bundle = pathlib.Path(arguments.ca_bundle).read_bytes()
+    if arguments.url:
+        endpoint = configurations.Endpoint(ca_bundle=ca_bundle, url=arguments.url)
+    else:
+        namespace, _, name = arguments.service.partition("/")
+        endpoint = configurations.Endpoint(
+            ca_bundle=ca_bundle,
+            service_namespace=namespace,
+            service_name=name or configurations.DEFAULT_NAME,
+            service_port=arguments.service_port,
+        )
+    options = {
+        "name": arguments.name,
+        "own_namespace": arguments.namespace,
+        "timeout_seconds": arguments.timeout_seconds,
+    }
+    documents = [
+        configurations.mutating_configuration(endpoint, **options),
+        configurations.validating_configuration(endpoint, **options),
+    ]
+    sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``webhook`` command."""
+    parser = subparsers.add_parser(
+        "webhook",
+        help="run the admission webhook server (or print its configuration)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--cert", help="PEM serving certificate (reloaded when it changes)")
+    parser.add_argument("--key", help="PEM private key of the serving certificate")
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    parser.add_argument("--port", type=int, default=8443, help="port to listen on (8443)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster)")
+    parser.add_argument(
+        "--timeout-seconds",
+        type=int,
+        default=contexts.WEBHOOK_TIMEOUT_SECONDS,
+        help="the webhook configurations' timeoutSeconds; verification stops well before it",
+    )
+    parser.add_argument(
+        "--verify-deadline",
+        type=float,
+        default=None,
+        help="deadline of a cold image verification in seconds (default: timeout - 3)",
+    )
+    parser.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="registry spoken to over plain HTTP (tests only); repeatable",
+    )
+    parser.add_argument("--trust-root", help="sigstore trusted_root.json for keyless signers")
+    parser.add_argument(
+        "--startup-image",
+        default=contexts.AdmissionContext.startup_image,
+        help="image of the injected model re-verification init container",
+    )
+    parser.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=watching.DEFAULT_RESYNC_SECONDS,
+        help="how often every cache is listed again from scratch",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.set_defaults(handler=_run)
+
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    configuration = actions.add_parser(
+        "configuration",
+        help="print the Mutating- and ValidatingWebhookConfiguration as YAML",
+    )
+    target = configuration.add_mutually_exclusive_group(required=True)
+    target.add_argument("--url", help="base URL the API server calls, e.g. https://127.0.0.1:8443")
+    target.add_argument("--service", help="NAMESPACE/NAME of the webhook's Service")
+    configuration.add_argument("--service-port", type=int, default=443)
+    configuration.add_argument(
+        "--ca-bundle", required=True, help="PEM CA that signed the serving cert"
+    )
+    configuration.add_argument("--name", default=configurations.DEFAULT_NAME)
+    configuration.add_argument(
+        "--namespace",
+        default=configurations.DEFAULT_NAMESPACE,
+        help="modelshield's own namespace, never intercepted",
+    )
+    configuration.add_argument(
+        "--timeout-seconds", type=int, default=contexts.WEBHOOK_TIMEOUT_SECONDS
+    )
+    configuration.set_defaults(handler=_print_configuration)

@@ -1,0 +1,174 @@
+"""The Validating- and MutatingWebhookConfiguration objects that register the server.
+
+Pure builders. Decisions that keep a fail-closed webhook from wedging a cluster:
+``failurePolicy: Fail`` but never for kube-system, modelshield's own namespace or a
+namespace labelled ``modelshield.dev/ignore=true``; a timeout; ``sideEffects: None`` so
+that dry-run requests are sent too.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from typing import Any
+
+from modelshield_webhooks import contexts
+
+IGNORE_LABEL = "modelshield.dev/ignore"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+DEFAULT_NAME = "modelshield"
+DEFAULT_NAMESPACE = "modelshield-system"
+
+VALIDATE_PATH = "/validate"
+MUTATE_PATH = "/mutate"
+VALIDATE_RESOURCES_PATH = "/validate-resources"
+
+#: Every pod-bearing kind the engine reads, as (apiGroups, resources).
+WORKLOAD_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("",), ("pods", "pods/ephemeralcontainers", "replicationcontrollers")),
+    (("apps",), ("deployments", "statefulsets", "daemonsets", "replicasets")),
+    (("batch",), ("jobs", "cronjobs")),
+    (("serving.kserve.io",), ("inferenceservices",)),
+)
+RESOURCE_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (
+        ("modelshield.dev",),
+        ("modelsecuritypolicies", "clustermodelsecuritypolicies", "modelartifacts"),
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """How the API server reaches the server: a URL, or a Service (namespace/name/port)."""
+
+    ca_bundle: bytes
+    url: str | None = None
+    service_namespace: str = DEFAULT_NAMESPACE
+    service_name: str = DEFAULT_NAME
+    service_port: int = 443
+
+    def client_config(self, path: str) -> dict[str, Any]:
+        """The ``clientConfig`` of one webhook."""
+        config: dict[str, Any] = {"caBundle": base64.b64encode(self.ca_bundle).decode()}
+        if self.url is not None:
+            config["url"] = self.url.rstrip("/") + path
+        else:
+            config["service"] = {
+                "namespace": self.service_namespace,
+                "name": self.service_name,
+                "path": path,
+                "port": self.service_port,
+            }
+        return config
+
+
+def _rules(
+    table: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...], scope: str
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiGroups": list(groups),
+            "apiVersions": ["*"],
+            "operations": ["CREATE", "UPDATE"],
+            "resources": list(resources),
+            "scope": scope,
+        }
+        for groups, resources in table
+    ]
+
+
+def namespace_selector(own_namespace: str) -> dict[str, Any]:
+    """Every namespace but kube-system, modelshield's own and those that opt out."""
+    return {
+        "matchExpressions": [
+            {
+                "key": NAMESPACE_NAME_LABEL,
+                "operator": "NotIn",
+                "values": sorted({"kube-system", own_namespace}),
+            },
+            {"key": IGNORE_LABEL, "operator": "NotIn", "values": ["true"]},
+        ]
+    }
+
+
+def _webhook(
+    name: str,
+    endpoint: Endpoint,
+    path: str,
+    rules: list[dict[str, Any]],
+    timeout_seconds: int,
+    selector: dict[str, Any] | None,
+) -> dict[str, Any]:
+    webhook: dict[str, Any] = {
+        "name": name,
+        "admissionReviewVersions": ["v1"],
+        "clientConfig": endpoint.client_config(path),
+        "rules": rules,
+        "failurePolicy": "Fail",
+        "matchPolicy": "Equivalent",
+        "sideEffects": "None",
+        "timeoutSeconds": timeout_seconds,
+    }
+    if selector is not None:
+        webhook["namespaceSelector"] = selector
+    return webhook
+
+
+def validating_configuration(
+    endpoint: Endpoint,
+    *,
+    name: str = DEFAULT_NAME,
+    own_namespace: str = DEFAULT_NAMESPACE,
+    timeout_seconds: int = contexts.WEBHOOK_TIMEOUT_SECONDS,
+) -> dict[str, Any]:
+    """The ValidatingWebhookConfiguration: workloads, and modelshield's own resources."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "modelshield"}},
+        "webhooks": [
+            _webhook(
+                "workloads.validate.modelshield.dev",
+                endpoint,
+                VALIDATE_PATH,
+                _rules(WORKLOAD_RULES, "Namespaced"),
+                timeout_seconds,
+                namespace_selector(own_namespace),
+            ),
+            # Policies are cluster-wide facts: no namespace opts out of their validation.
+            _webhook(
+                "resources.validate.modelshield.dev",
+                endpoint,
+                VALIDATE_RESOURCES_PATH,
+                _rules(RESOURCE_RULES, "*"),
+                timeout_seconds,
+                None,
+            ),
+        ],
+    }
+
+
+def mutating_configuration(
+    endpoint: Endpoint,
+    *,
+    name: str = DEFAULT_NAME,
+    own_namespace: str = DEFAULT_NAMESPACE,
+    timeout_seconds: int = contexts.WEBHOOK_TIMEOUT_SECONDS,
+) -> dict[str, Any]:
+    """The MutatingWebhookConfiguration: digest pinning and the startup init container."""
+    webhook = _webhook(
+        "workloads.mutate.modelshield.dev",
+        endpoint,
+        MUTATE_PATH,
+        _rules(WORKLOAD_RULES, "Namespaced"),
+        timeout_seconds,
+        namespace_selector(own_namespace),
+    )
+    webhook["reinvocationPolicy"] = "Never"
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "modelshield"}},
+        "webhooks": [webhook],
+    }

@@ -1,0 +1,135 @@
+"""The aiohttp HTTPS application: /validate, /mutate, /validate-resources, health and metrics.
+
+Keep-alive connections, no per-request I/O beyond the socket (caches and the verifier's
+cache answer), and a body limit: what matters for latency is that nothing waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from modelshield_webhooks import (
+    certificates,
+    configurations,
+    contexts,
+    mutating,
+    resources,
+    responses,
+    validating,
+)
+
+_logger = logging.getLogger(__name__)
+
+#: The API server sends at most ~3 MiB objects, twice (object and oldObject) on UPDATE.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+JSON = "application/json"
+
+Reviewer = Callable[[bytes, contexts.AdmissionContext], Awaitable[responses.ReviewResponse]]
+
+CONTEXT_KEY = web.AppKey("context", contexts.AdmissionContext)
+
+
+def _json_response(document: object, status: int = 200) -> web.Response:
+    return web.Response(
+        body=json.dumps(document, separators=(",", ":")).encode(), status=status, content_type=JSON
+    )
+
+
+def _review_handler(reviewer: Reviewer) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handle(request: web.Request) -> web.Response:
+        if request.content_type != JSON:
+            return _json_response(
+                {"error": f"Content-Type must be {JSON}, not {request.content_type!r}"}, 415
+            )
+        # Raises 413 past client_max_size; aiohttp answers it and keeps serving.
+        body = await request.read()
+        context = request.app[CONTEXT_KEY]
+        return _json_response(await reviewer(body, context))
+
+    return handle
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    state = request.app[CONTEXT_KEY].state
+    if state.synced:
+        return _json_response({"ready": True, "cached": state.counts()})
+    return _json_response({"ready": False, "notSynced": state.unsynced()}, 503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    counters = request.app[CONTEXT_KEY].metrics
+    return web.Response(body=counters.render(), headers={"Content-Type": counters.CONTENT_TYPE})
+
+
+def application(
+    context: contexts.AdmissionContext, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+) -> web.Application:
+    """The web application; TLS and the listening socket are the runner's business."""
+    app = web.Application(client_max_size=max_body_bytes)
+    app[CONTEXT_KEY] = context
+    app.router.add_post(configurations.VALIDATE_PATH, _review_handler(validating.review))
+    app.router.add_post(configurations.MUTATE_PATH, _review_handler(mutating.review))
+    app.router.add_post(configurations.VALIDATE_RESOURCES_PATH, _review_handler(resources.review))
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+class RunningServer:
+    """A started HTTPS server; ``stop()`` drains open requests, then closes."""
+
+    def __init__(
+        self, runner: web.AppRunner, site: web.TCPSite, tasks: list[asyncio.Task[None]]
+    ) -> None:
+        self.runner = runner
+        self.site = site
+        self.tasks = tasks
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when 0 was asked for)."""
+        server = self.site._server  # aiohttp exposes no public accessor for it
+        assert isinstance(server, asyncio.base_events.Server)
+        port: int = server.sockets[0].getsockname()[1]
+        return port
+
+    async def stop(self) -> None:
+        """Cancel background tasks and shut the server down gracefully."""
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.runner.cleanup()
+
+
+async def start(
+    context: contexts.AdmissionContext,
+    certificate: certificates.ReloadingCertificate,
+    *,
+    host: str = "0.0.0.0",  # noqa: S104 - a webhook in a pod listens on the pod's address
+    port: int = 8443,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    certificate_poll_seconds: float = certificates.DEFAULT_POLL_SECONDS,
+) -> RunningServer:
+    """Listen over HTTPS and watch the certificate files."""
+    runner = web.AppRunner(
+        application(context, max_body_bytes=max_body_bytes),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=5.0,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, ssl_context=certificate.context, backlog=1024)
+    await site.start()
+    watcher = asyncio.create_task(certificate.watch(certificate_poll_seconds))
+    _logger.info("modelshield webhook listening on https://%s:%d", host, port)
+    return RunningServer(runner, site, [watcher])

@@ -1,0 +1,202 @@
+"""The validating webhook for workloads: admit, warn (Audit) or deny (Enforce).
+
+Fails closed: a review that cannot be read, caches that are not synced, a policy that
+does not validate, a verification that does not finish in time and any exception all
+deny with a message that says so. Workloads no policy could govern are admitted after
+one dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from modelshield.api.v1alpha1.policies import Enforcement
+from modelshield.engine import compiling, decisions, evaluating, workloads
+from modelshield_webhooks import contexts, facts, responses, reviews
+
+_logger = logging.getLogger(__name__)
+
+ENDPOINT = "validate"
+
+
+class UndecidableError(Exception):
+    """The webhook cannot decide now; the request is denied with this message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        #: A CamelCase reason for the failures metric.
+        self.reason = reason
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Subject:
+    """A workload under review, with the namespace the request names."""
+
+    request: reviews.Request
+    workload: workloads.Workload
+
+    def describe(self) -> str:
+        """kind namespace/name, as messages name it."""
+        name = self.workload.name or self.request.name or "(unnamed)"
+        return f"{self.workload.kind} {self.workload.namespace}/{name}"
+
+
+def _parse(obj: Mapping[str, Any], request: reviews.Request) -> workloads.Workload | None:
+    kind = obj.get("kind")
+    if kind not in workloads.SUPPORTED_KINDS:
+        if request.kind not in workloads.SUPPORTED_KINDS:
+            return None
+        obj = {**obj, "kind": request.kind}
+    workload = workloads.parse(obj)
+    return dataclasses.replace(workload, namespace=request.namespace or workload.namespace)
+
+
+def subject_of(request: reviews.Request) -> Subject | None:
+    """The workload a CREATE or UPDATE is about; None when it is not about a workload."""
+    if request.operation not in ("CREATE", "UPDATE") or request.object is None:
+        return None
+    workload = _parse(request.object, request)
+    return Subject(request, workload) if workload is not None else None
+
+
+def unchanged(subject: Subject) -> bool:
+    """An UPDATE that changes nothing policies look at (labels, pod spec, model).
+
+    Controllers update workloads all the time (revision annotations, owner references,
+    finalizers); these are admitted without a new verification, so that a registry
+    outage cannot wedge a rollout or a deletion. What runs cannot change this way.
+    """
+    request = subject.request
+    if request.operation != "UPDATE" or request.old_object is None:
+        return False
+    old = _parse(request.old_object, request)
+    if old is None:
+        return False
+    return dataclasses.replace(old, name=subject.workload.name) == subject.workload
+
+
+def without_startup_container(
+    workload: workloads.Workload, context: contexts.AdmissionContext
+) -> workloads.Workload:
+    """The workload minus the init container modelshield injected (exact name and image)."""
+    kept = tuple(
+        c
+        for c in workload.containers
+        if not (
+            c.field == "initContainers"
+            and c.name == contexts.STARTUP_CONTAINER_NAME
+            and c.image == context.startup_image
+        )
+    )
+    if len(kept) == len(workload.containers):
+        return workload
+    return dataclasses.replace(workload, containers=kept)
+
+
+async def governing(
+    subject: Subject, context: contexts.AdmissionContext
+) -> tuple[tuple[compiling.CompiledPolicy, ...], Mapping[str, str]]:
+    """The policies that govern the workload and its namespace's labels; or UndecidableError."""
+    state = context.state
+    if not state.synced:
+        raise UndecidableError(
+            "NotSynced",
+            "the modelshield webhook has not loaded policies yet (caches not synced: "
+            f"{', '.join(state.unsynced())}); retry in a few seconds",
+        )
+    namespace = subject.workload.namespace
+    broken = state.broken_for(namespace)
+    if broken:
+        raise UndecidableError("BrokenPolicy", "; ".join(b.describe() for b in broken))
+    policy_set = state.policy_set
+    if not policy_set.could_govern(namespace):
+        return (), {}
+    labels: Mapping[str, str] = {}
+    if policy_set.cluster:
+        found = await state.namespace_labels(namespace, context.namespace_wait_seconds)
+        if found is None:
+            raise UndecidableError(
+                "NamespaceUnknown",
+                f"namespace {namespace!r} is not in the modelshield webhook's cache yet, so the "
+                "cluster policies that apply there cannot be told; retry in a few seconds",
+            )
+        labels = found
+    return evaluating.governing_policies(subject.workload, policy_set, labels), labels
+
+
+async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisions.Decision:
+    """Gather the facts the governing policies need and ask the engine."""
+    policies, labels = await governing(subject, context)
+    if not policies:
+        return decisions.ALLOWED_UNGOVERNED
+    workload = without_startup_container(subject.workload, context)
+    images = await facts.gather_images(
+        evaluating.image_requests(workload, policies),
+        context.verifier,
+        deadline_seconds=context.verify_deadline_seconds,
+        namespace=workload.namespace,
+        counters=context.metrics,
+    )
+    source = facts.ReviewFacts(images, context.state)
+    return evaluating.evaluate_workload(
+        workload, context.state.policy_set, labels, source, context.clock()
+    )
+
+
+def _enforcement(decision: decisions.Decision) -> str:
+    if not decision.governed_by:
+        return "none"
+    if decision.violations:
+        return Enforcement.ENFORCE.value
+    if decision.warnings:
+        return Enforcement.AUDIT.value
+    return "compliant"
+
+
+async def review(body: bytes, context: contexts.AdmissionContext) -> responses.ReviewResponse:
+    """Answer one AdmissionReview body; never raises, never admits on error."""
+    started = time.perf_counter()
+    counters = context.metrics
+    try:
+        request = reviews.decode(body)
+    except reviews.MalformedReviewError as error:
+        _logger.warning("malformed AdmissionReview (uid %r): %s", error.uid, error.problem)
+        counters.failures.labels("MalformedReview").inc()
+        counters.requests.labels("", "", "denied", "error").inc()
+        return responses.malformed(error)
+    try:
+        response, enforcement = await _answer(request, context)
+    except UndecidableError as error:
+        _logger.warning("%s: undecidable: %s", request.describe, error.message)
+        counters.failures.labels(error.reason).inc()
+        response = responses.deny(request.uid, error.message, code=responses.FORBIDDEN)
+        enforcement = "error"
+    except Exception:
+        _logger.exception("%s: error while deciding", request.describe)
+        counters.failures.labels("InternalError").inc()
+        response = responses.internal_error(request.uid, "an internal error")
+        enforcement = "error"
+    decision = "allowed" if response["response"]["allowed"] else "denied"
+    counters.requests.labels(request.kind, request.operation, decision, enforcement).inc()
+    counters.duration.labels(ENDPOINT).observe(time.perf_counter() - started)
+    return response
+
+
+async def _answer(
+    request: reviews.Request, context: contexts.AdmissionContext
+) -> tuple[responses.ReviewResponse, str]:
+    subject = subject_of(request)
+    if subject is None or unchanged(subject):
+        return responses.allow(request.uid), "none"
+    decision = await decide(subject, context)
+    if not decision.allowed:
+        dry = " (dry run)" if request.dry_run else ""
+        _logger.info("%s%s denied: %s", request.describe, dry, decision.message())
+    return responses.from_decision(request.uid, decision, subject=subject.describe()), _enforcement(
+        decision
+    )
