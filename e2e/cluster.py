@@ -180,7 +180,7 @@ class LocalControlPlane:
                 # Own process group: a Ctrl-C in the terminal reaches only the
                 # harness, which then stops the components in order.
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         component = Component(name, process, log_file)
         self.components.append(component)
@@ -349,6 +349,16 @@ class LocalControlPlane:
     def remove_work_dir(self) -> None:
         shutil.rmtree(self.work_dir, ignore_errors=True)
 
+    def remove_all_but_logs(self) -> None:
+        """Frees the disk (etcd preallocates a 64 MiB WAL) but keeps the logs."""
+        for entry in self.work_dir.iterdir():
+            if entry == self.logs_dir:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+
     def resident_memory_kib(self) -> dict[str, int]:
         """VmRSS of each running component, from /proc (for reports)."""
         usage: dict[str, int] = {}
@@ -437,6 +447,7 @@ def _cluster_up(stdout: IO[str]) -> int:
             time.sleep(0.5)
     finally:
         control_plane.stop()
+        control_plane.remove_all_but_logs()
         STATE_FILE.unlink(missing_ok=True)
         print(f"control plane stopped; logs kept in {control_plane.logs_dir}", file=stdout)
     return 0

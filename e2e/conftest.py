@@ -10,25 +10,28 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 
+from e2e.clients import (
+    REPOSITORY_ROOT,
+    Cluster,
+    Kubectl,
+    close_api_client,
+    new_api_client,
+)
 from e2e.cluster import LocalControlPlane
 from e2e.toolcache import BUILD_SCRIPT, ControlPlaneBinaries, MissingToolsError, tool_path
 
 E2E_DIR = Path(__file__).resolve().parent
-REPOSITORY_ROOT = E2E_DIR.parent
 CRDS_DIR = REPOSITORY_ROOT / "crds"
 KUBECONFIG_ENV = "MODELSHIELD_E2E_KUBECONFIG"
-KUBECTL_TIMEOUT_SECONDS = 120
 # Where the logs of a control plane that saw a failing test are kept
 # (ignored by git).
 KEPT_LOGS_ROOT = E2E_DIR / ".logs"
@@ -73,38 +76,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(f"logs of the local control plane kept in {kept}")
 
 
-@dataclass(frozen=True)
-class Cluster:
-    """A cluster the tests can talk to, however it was made."""
-
-    kubeconfig_path: Path
-    api_client: client.ApiClient
-    kubectl_path: Path
-    # True when this session started the control plane from the cached
-    # binaries, so the server version is known exactly.
-    started_locally: bool
-
-
 def _given_kubeconfig(pytest_config: pytest.Config) -> Path | None:
     given = pytest_config.getoption("--kubeconfig") or os.environ.get(KUBECONFIG_ENV)
     if not given:
         return None
     path = Path(given).expanduser().resolve()
     if not path.is_file():
-        raise pytest.UsageError(f"kubeconfig {path} does not exist")
+        pytest.fail(f"kubeconfig {path} does not exist", pytrace=False)
     return path
-
-
-def new_api_client(kubeconfig_path: Path) -> client.ApiClient:
-    # The kubernetes package leaves this loader unannotated.
-    api_client: client.ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
-        config_file=str(kubeconfig_path)
-    )
-    return api_client
-
-
-def close_api_client(api_client: client.ApiClient) -> None:
-    api_client.close()  # type: ignore[no-untyped-call]  # unannotated upstream
 
 
 def _kubectl_for_existing_cluster() -> Path:
@@ -160,44 +139,6 @@ def keep_logs(
     data, is removed) and remembers where, for the end-of-run summary."""
     shutil.copytree(control_plane.logs_dir, destination, dirs_exist_ok=True)
     pytest_config.stash[KEPT_LOGS_KEY] = destination
-
-
-class Kubectl:
-    """Runs kubectl against the test cluster and returns the finished process.
-
-    By default a non-zero exit fails the test with kubectl's own output; pass
-    check=False to look at a failure yourself.
-    """
-
-    def __init__(self, kubectl_path: Path, kubeconfig_path: Path, cache_dir: Path) -> None:
-        self.kubectl_path = kubectl_path
-        self.kubeconfig_path = kubeconfig_path
-        # A discovery cache of our own: never read or write the user's ~/.kube.
-        self.cache_dir = cache_dir
-
-    def __call__(
-        self, *arguments: str, input_text: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        command = [
-            str(self.kubectl_path),
-            f"--kubeconfig={self.kubeconfig_path}",
-            f"--cache-dir={self.cache_dir}",
-            *arguments,
-        ]
-        completed = subprocess.run(
-            command,
-            input=input_text,
-            capture_output=True,
-            text=True,
-            timeout=KUBECTL_TIMEOUT_SECONDS,
-            check=False,
-        )
-        if check and completed.returncode != 0:
-            pytest.fail(
-                f"`kubectl {' '.join(arguments)}` exited with {completed.returncode}:\n"
-                f"{completed.stderr}{completed.stdout}"
-            )
-        return completed
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,9 @@ Fixture contract (tests/fixtures/policies/):
 - invalid/*.yaml: full-line comments carry the expectation:
     # expect-error: <substring of our own validation message>
     # expect-server-error: <substring of the API server's message>  (wins when present)
-    # client-only   (a semantic check only our webhook makes: skipped here)
+    # client-only: <why>   (a semantic check only our webhook makes: skipped here)
+  The server's message must contain the expected substrings, and also the
+  field path that starts an expect-error ("spec.x[0].y: ...").
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from e2e.conftest import REPOSITORY_ROOT, Cluster, Kubectl
+from e2e.clients import REPOSITORY_ROOT, Cluster, Kubectl
 
 POLICY_FIXTURES_DIR = REPOSITORY_ROOT / "tests" / "fixtures" / "policies"
 VALID_FIXTURES = sorted((POLICY_FIXTURES_DIR / "valid").glob("*.yaml"))
@@ -35,30 +37,46 @@ OPENAPI_PUBLISH_SECONDS = 30.0
 DIRECTIVE = re.compile(r"^#\s*(expect-error|expect-server-error|client-only)\b\s*:?\s*(.*?)\s*$")
 
 
+# "spec.images.signers[0].keyless: set exactly one ..." -> the field path.
+FIELD_PATH_PREFIX = re.compile(r"^((?:spec|metadata)(?:\.[A-Za-z0-9_]+|\[[0-9]+\])*):\s")
+
+
 @dataclass(frozen=True)
 class InvalidFixture:
     path: Path
     expected_errors: tuple[str, ...]
     expected_server_errors: tuple[str, ...]
-    client_only: bool
+    # None when the API server must refuse it; else why only our webhook can.
+    client_only_reason: str | None
 
     @classmethod
     def read(cls, path: Path) -> InvalidFixture:
         expected_errors: list[str] = []
         expected_server_errors: list[str] = []
-        client_only = False
+        client_only_reason: str | None = None
         for line in path.read_text().splitlines():
             match = DIRECTIVE.match(line.strip())
             if match is None:
                 continue
             directive, value = match.groups()
             if directive == "client-only":
-                client_only = True
+                client_only_reason = value or "a check that only modelshield's webhook makes"
             elif directive == "expect-server-error":
                 expected_server_errors.append(value)
             else:
                 expected_errors.append(value)
-        return cls(path, tuple(expected_errors), tuple(expected_server_errors), client_only)
+        return cls(path, tuple(expected_errors), tuple(expected_server_errors), client_only_reason)
+
+    def expected_field_paths(self) -> list[str]:
+        """The field paths our own messages name. The API server words its
+        messages differently (hence expect-server-error) but must blame the
+        same field."""
+        paths = []
+        for expected in self.expected_errors:
+            match = FIELD_PATH_PREFIX.match(expected)
+            if match:
+                paths.append(match.group(1))
+        return paths
 
 
 def fixture_id(path: Path) -> str:
@@ -140,8 +158,8 @@ def test_invalid_policy_is_rejected_at_the_expected_field(
     fixture_path: Path, modelshield_crds: list[dict[str, Any]], kubectl: Kubectl, namespace: str
 ) -> None:
     fixture = InvalidFixture.read(fixture_path)
-    if fixture.client_only:
-        pytest.skip("client-only: a semantic check that only modelshield's webhook makes")
+    if fixture.client_only_reason is not None:
+        pytest.skip(f"client-only: {fixture.client_only_reason}")
     expected = fixture.expected_server_errors or fixture.expected_errors
     assert expected, f"{fixture_path} names no expect-error or expect-server-error"
 
@@ -151,6 +169,11 @@ def test_invalid_policy_is_rejected_at_the_expected_field(
     assert not missing, (
         f"the API server refused {fixture_path}, but its message lacks {missing} "
         f"(add `# expect-server-error: ...` if only the wording differs):\n{output}"
+    )
+    wrong_field = [path for path in fixture.expected_field_paths() if path not in output]
+    assert not wrong_field, (
+        f"the API server refused {fixture_path}, but did not name the field {wrong_field} "
+        f"that the fixture's expect-error names:\n{output}"
     )
 
 

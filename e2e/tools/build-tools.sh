@@ -63,6 +63,16 @@ is_cached() {
   for name in "$@"; do [[ -x "$dir/$name" ]] || return 1; done
 }
 
+# run_logged LOG COMMAND...: keeps the go tool's chatter ("go: downloading ...")
+# out of the summary, and shows its end when the command fails.
+run_logged() {
+  local log="$1"; shift
+  if ! "$@" >>"$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    return 1
+  fi
+}
+
 # Build into "$dir.partial" and rename at the end, so an interrupted build never
 # leaves a directory that looks complete.
 begin_build() { rm -rf "$1.partial"; mkdir -p "$1.partial"; }
@@ -78,7 +88,7 @@ kubernetes_module_dir() {
   (
     cd "$dir"
     go mod init modelshield.dev/e2e-tools-build >/dev/null 2>&1
-    gomod="$(go mod download -json "k8s.io/kubernetes@${KUBERNETES_VERSION}" \
+    gomod="$(go mod download -json "k8s.io/kubernetes@${KUBERNETES_VERSION}" 2>/dev/null \
       | sed -n -E 's/^[[:space:]]*"GoMod": "(.*)",?$/\1/p')"
     [[ -f "$gomod" ]] || die "could not download the go.mod of k8s.io/kubernetes@${KUBERNETES_VERSION}"
     # Lines look like "k8s.io/api => ./staging/src/k8s.io/api" inside a
@@ -104,6 +114,8 @@ kubernetes_ldflags() {
     flags+=" -X ${pkg}.gitVersion=${KUBERNETES_VERSION}"
     flags+=" -X ${pkg}.gitMajor=1"
     flags+=" -X ${pkg}.gitMinor=${minor}"
+    # The module zip carries no commit; an empty value beats "$Format:%H$".
+    flags+=" -X ${pkg}.gitCommit="
     flags+=" -X ${pkg}.gitTreeState=clean"
     flags+=" -X ${pkg}.buildDate=${build_date}"
   done
@@ -126,10 +138,10 @@ build_kubernetes_binary() {
     cd "$KUBERNETES_MODULE_DIR"
     # `go get` of the command package resolves and records every dependency of
     # that package in the throwaway go.mod.
-    go get "k8s.io/kubernetes/cmd/${name}@${KUBERNETES_VERSION}"
-    go build -p "$BUILD_JOBS" -trimpath -ldflags "$(kubernetes_ldflags)" \
-      -o "$dir.partial/$name" "k8s.io/kubernetes/cmd/${name}"
-  ) || die "building $name ${KUBERNETES_VERSION} failed"
+    run_logged "$dir.partial/build.log" go get "k8s.io/kubernetes/cmd/${name}@${KUBERNETES_VERSION}"
+    run_logged "$dir.partial/build.log" go build -p "$BUILD_JOBS" -trimpath \
+      -ldflags "$(kubernetes_ldflags)" -o "$dir.partial/$name" "k8s.io/kubernetes/cmd/${name}"
+  ) || die "building $name ${KUBERNETES_VERSION} failed (log above)"
   finish_build "$dir"
   log "$name ${KUBERNETES_VERSION}: built in $((SECONDS - started)) s"
 }
@@ -144,8 +156,8 @@ go_install() {
     return
   fi
   begin_build "$dir"
-  GOBIN="$dir.partial" go install -p "$BUILD_JOBS" -trimpath -ldflags "-s -w $ldflags" \
-    "${package}@${version}" || die "building $name $version failed"
+  GOBIN="$dir.partial" run_logged "$dir.partial/build.log" go install -p "$BUILD_JOBS" -trimpath \
+    -ldflags "-s -w $ldflags" "${package}@${version}" || die "building $name $version failed (log above)"
   # The binary is named after the package's last path element.
   [[ "$(basename "$package")" == "$name" ]] || mv "$dir.partial/$(basename "$package")" "$dir.partial/$name"
   finish_build "$dir"

@@ -1,0 +1,78 @@
+"""What an e2e test holds to talk to the cluster: the types behind the
+`cluster` and `kubectl` fixtures (defined here, not in conftest.py, so tests
+can import them for annotations)."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from kubernetes import config as kube_config
+
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+KUBECTL_TIMEOUT_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A cluster the tests can talk to, however it was made."""
+
+    kubeconfig_path: Path
+    api_client: client.ApiClient
+    kubectl_path: Path
+    # True when this session started the control plane from the cached
+    # binaries: no nodes, and the server version is known exactly.
+    started_locally: bool
+
+
+def new_api_client(kubeconfig_path: Path) -> client.ApiClient:
+    # The kubernetes package leaves this loader unannotated.
+    api_client: client.ApiClient = kube_config.new_client_from_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig_path)
+    )
+    return api_client
+
+
+def close_api_client(api_client: client.ApiClient) -> None:
+    api_client.close()  # type: ignore[no-untyped-call]  # unannotated upstream
+
+
+class Kubectl:
+    """Runs kubectl against the test cluster and returns the finished process.
+
+    By default a non-zero exit fails the test with kubectl's own output; pass
+    check=False to look at a failure yourself.
+    """
+
+    def __init__(self, kubectl_path: Path, kubeconfig_path: Path, cache_dir: Path) -> None:
+        self.kubectl_path = kubectl_path
+        self.kubeconfig_path = kubeconfig_path
+        # A discovery cache of our own: never read or write the user's ~/.kube.
+        self.cache_dir = cache_dir
+
+    def __call__(
+        self, *arguments: str, input_text: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        command = [
+            str(self.kubectl_path),
+            f"--kubeconfig={self.kubeconfig_path}",
+            f"--cache-dir={self.cache_dir}",
+            *arguments,
+        ]
+        completed = subprocess.run(
+            command,
+            input=input_text,
+            capture_output=True,
+            text=True,
+            timeout=KUBECTL_TIMEOUT_SECONDS,
+            check=False,
+        )
+        if check and completed.returncode != 0:
+            pytest.fail(
+                f"`kubectl {' '.join(arguments)}` exited with {completed.returncode}:\n"
+                f"{completed.stderr}{completed.stdout}"
+            )
+        return completed
