@@ -167,7 +167,11 @@ class Cosign:
         directory = self.home / "keys" / name
         directory.mkdir(parents=True, exist_ok=True)
         self.run(
-            "import-key-pair", "--key", str(private_pem), "--output-key-prefix", str(directory / "cosign")
+            "import-key-pair",
+            "--key",
+            str(private_pem),
+            "--output-key-prefix",
+            str(directory / "cosign"),
         )
         return directory / "cosign.key", (directory / "cosign.pub").read_text()
 
@@ -193,15 +197,29 @@ class Cosign:
         path.write_text(json.dumps(predicate))
         extra = ["--new-bundle-format"] if bundle_format else []
         self.run(
-            "attest", "--key", str(key), "--type", predicate_type, "--predicate", str(path),
-            *self._offline(), *extra, image,
+            "attest",
+            "--key",
+            str(key),
+            "--type",
+            predicate_type,
+            "--predicate",
+            str(path),
+            *self._offline(),
+            *extra,
+            image,
         )
 
     def verify(self, image: str, public_key: pathlib.Path) -> subprocess.CompletedProcess[str]:
         """``cosign verify --key`` without the transparency log, as the benchmark's baseline."""
         return self.run(
-            "verify", "--key", str(public_key), "--insecure-ignore-tlog=true",
-            "--allow-http-registry", "--allow-insecure-registry", image, check=False,
+            "verify",
+            "--key",
+            str(public_key),
+            "--insecure-ignore-tlog=true",
+            "--allow-http-registry",
+            "--allow-insecure-registry",
+            image,
+            check=False,
         )
 
 
@@ -229,4 +247,3 @@ def vuln_predicate(severities: list[str], finished: str) -> dict[str, Any]:
         },
         "metadata": {"scanStartedOn": finished, "scanFinishedOn": finished},
     }
-

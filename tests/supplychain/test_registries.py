@@ -28,8 +28,15 @@ USER, PASSWORD, TOKEN = "puller", "s3cret", "token-for-puller"
 class AuthProxy:
     """A front end for the real registry: auth challenges, paged referrers, tampering."""
 
-    def __init__(self, upstream: str, scheme: str, *, referrers: bool = False, tamper: bool = False) -> None:
-        self.upstream, self.scheme, self.referrers, self.tamper = upstream, scheme, referrers, tamper
+    def __init__(
+        self, upstream: str, scheme: str, *, referrers: bool = False, tamper: bool = False
+    ) -> None:
+        self.upstream, self.scheme, self.referrers, self.tamper = (
+            upstream,
+            scheme,
+            referrers,
+            tamper,
+        )
         self.token_requests: list[dict[str, str]] = []
         self.host = ""
         self._runner: web.AppRunner | None = None
@@ -68,11 +75,17 @@ class AuthProxy:
             header = f'Bearer realm="http://{self.host}/token",service="test-registry",scope="repository:ml/private:pull"'
         else:
             header = 'Basic realm="test-registry"'
-        return web.json_response({"errors": [{"code": "UNAUTHORIZED"}]}, status=401, headers={"WWW-Authenticate": header})
+        return web.json_response(
+            {"errors": [{"code": "UNAUTHORIZED"}]}, status=401, headers={"WWW-Authenticate": header}
+        )
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         authorization = request.headers.get("Authorization", "")
-        allowed = authorization == f"Bearer {TOKEN}" if self.scheme == "bearer" else self._basic_ok(authorization)
+        allowed = (
+            authorization == f"Bearer {TOKEN}"
+            if self.scheme == "bearer"
+            else self._basic_ok(authorization)
+        )
         if not allowed:
             return self._challenge(request)
         if self.referrers and "/referrers/" in request.path:
@@ -80,12 +93,19 @@ class AuthProxy:
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k in ("Accept", "Content-Type")}
         async with self._session.request(
-            request.method, f"http://{self.upstream}{request.path_qs}", headers=headers, data=await request.read()
+            request.method,
+            f"http://{self.upstream}{request.path_qs}",
+            headers=headers,
+            data=await request.read(),
         ) as answer:
             body = await answer.read()
             if self.tamper and "/manifests/" in request.path and answer.status == 200:
                 body += b" "  # still valid JSON, another digest
-            passed = {k: v for k, v in answer.headers.items() if k in ("Content-Type", "Docker-Content-Digest", "Location")}
+            passed = {
+                k: v
+                for k, v in answer.headers.items()
+                if k in ("Content-Type", "Docker-Content-Digest", "Location")
+            }
             return web.Response(status=answer.status, body=body, headers=passed)
 
     async def _serve_referrers(self, request: web.Request) -> web.Response:
@@ -96,12 +116,20 @@ class AuthProxy:
             f"http://{self.upstream}/v2/{repository}/manifests/{digest.replace(':', '-')}",
             headers={"Accept": registries.OCI_INDEX},
         ) as answer:
-            manifests = (await answer.json(content_type=None)).get("manifests", []) if answer.status == 200 else []
+            manifests = (
+                (await answer.json(content_type=None)).get("manifests", [])
+                if answer.status == 200
+                else []
+            )
         page = int(request.query.get("page", "0"))
         headers = {}
         if page + 1 < len(manifests):
             headers["Link"] = f'</v2/{repository}/referrers/{digest}?page={page + 1}>; rel="next"'
-        body = {"schemaVersion": 2, "mediaType": registries.OCI_INDEX, "manifests": manifests[page : page + 1]}
+        body = {
+            "schemaVersion": 2,
+            "mediaType": registries.OCI_INDEX,
+            "manifests": manifests[page : page + 1],
+        }
         return web.json_response(body, headers=headers, content_type=registries.OCI_INDEX)
 
 
@@ -133,12 +161,17 @@ async def test_bearer_token_flow_with_pull_secret(bearer_proxy: AuthProxy, pushe
     credential = credentials.from_pull_secrets([_pull_secret(bearer_proxy.host)])[bearer_proxy.host]
     options = registries.RegistryOptions(insecure_hosts=frozenset({bearer_proxy.host}))
     async with registries.RegistryClient(options) as client:
-        manifest = await client.get_manifest(bearer_proxy.host, "ml/private", "v1", credential=credential)
+        manifest = await client.get_manifest(
+            bearer_proxy.host, "ml/private", "v1", credential=credential
+        )
         assert manifest.digest == pushed
         # The token is reused: a second call does not go back to the token endpoint.
         await client.get_manifest(bearer_proxy.host, "ml/private", pushed, credential=credential)
     assert len(bearer_proxy.token_requests) == 1
-    assert bearer_proxy.token_requests[0] == {"scope": "repository:ml/private:pull", "service": "test-registry"}
+    assert bearer_proxy.token_requests[0] == {
+        "scope": "repository:ml/private:pull",
+        "service": "test-registry",
+    }
 
 
 async def test_bearer_without_credentials_is_refused(bearer_proxy: AuthProxy, pushed: str) -> None:
@@ -148,14 +181,22 @@ async def test_bearer_without_credentials_is_refused(bearer_proxy: AuthProxy, pu
             await client.get_manifest(bearer_proxy.host, "ml/private", "v1")
 
 
-async def test_basic_auth_from_static_docker_config(registry: localtools.LocalRegistry, pushed: str) -> None:
+async def test_basic_auth_from_static_docker_config(
+    registry: localtools.LocalRegistry, pushed: str
+) -> None:
     proxy = await _proxy(registry, "basic")
     try:
-        found = credentials.from_docker_config({"auths": {f"http://{proxy.host}/v2/": {"username": USER, "password": PASSWORD}}})
-        options = registries.RegistryOptions(insecure_hosts=frozenset({proxy.host}), credentials=found)
+        found = credentials.from_docker_config(
+            {"auths": {f"http://{proxy.host}/v2/": {"username": USER, "password": PASSWORD}}}
+        )
+        options = registries.RegistryOptions(
+            insecure_hosts=frozenset({proxy.host}), credentials=found
+        )
         async with registries.RegistryClient(options) as client:
             assert (await client.get_manifest(proxy.host, "ml/private", "v1")).digest == pushed
-        async with registries.RegistryClient(registries.RegistryOptions(insecure_hosts=frozenset({proxy.host}))) as client:
+        async with registries.RegistryClient(
+            registries.RegistryOptions(insecure_hosts=frozenset({proxy.host}))
+        ) as client:
             with pytest.raises(registries.RegistryError, match="access denied"):
                 await client.get_manifest(proxy.host, "ml/private", "v1")
     finally:
@@ -163,29 +204,43 @@ async def test_basic_auth_from_static_docker_config(registry: localtools.LocalRe
 
 
 async def test_referrers_api_pages_are_followed(
-    bearer_proxy: AuthProxy, registry: localtools.LocalRegistry, cosign: localtools.Cosign,
+    bearer_proxy: AuthProxy,
+    registry: localtools.LocalRegistry,
+    cosign: localtools.Cosign,
     release_key: tuple[Any, str],
 ) -> None:
     async with registries.RegistryClient(registry.options()) as client:
-        digest = await localtools.push_image(client, registry.host, "ml/private", "v2", "with referrers")
+        digest = await localtools.push_image(
+            client, registry.host, "ml/private", "v2", "with referrers"
+        )
     image = f"{registry.host}/ml/private@{digest}"
     cosign.sign(image, release_key[0], bundle_format=True)
-    cosign.attest(image, release_key[0], localtools.vuln_predicate([], "2026-11-01T00:00:00Z"), bundle_format=True)
+    cosign.attest(
+        image,
+        release_key[0],
+        localtools.vuln_predicate([], "2026-11-01T00:00:00Z"),
+        bundle_format=True,
+    )
     credential = credentials.Credential(USER, PASSWORD)
     options = registries.RegistryOptions(insecure_hosts=frozenset({bearer_proxy.host}))
     async with registries.RegistryClient(options) as client:
-        found = await client.referrers(bearer_proxy.host, "ml/private", digest, credential=credential)
+        found = await client.referrers(
+            bearer_proxy.host, "ml/private", digest, credential=credential
+        )
     async with registries.RegistryClient(registry.options()) as client:
         direct = await client.referrers(registry.host, "ml/private", digest)  # tag-schema fallback
     assert len(found) == 2
     assert {d["digest"] for d in found} == {d["digest"] for d in direct}
 
 
-async def test_tampered_manifest_is_refused(registry: localtools.LocalRegistry, pushed: str) -> None:
+async def test_tampered_manifest_is_refused(
+    registry: localtools.LocalRegistry, pushed: str
+) -> None:
     proxy = await _proxy(registry, "basic", tamper=True)
     try:
         options = registries.RegistryOptions(
-            insecure_hosts=frozenset({proxy.host}), credentials={proxy.host: credentials.Credential(USER, PASSWORD)}
+            insecure_hosts=frozenset({proxy.host}),
+            credentials={proxy.host: credentials.Credential(USER, PASSWORD)},
         )
         async with registries.RegistryClient(options) as client:
             with pytest.raises(registries.DigestMismatchError):
@@ -200,7 +255,9 @@ async def test_responses_are_size_bounded(registry: localtools.LocalRegistry, pu
             await client.get_manifest(registry.host, "ml/private", pushed)
 
 
-async def test_missing_manifest_and_unreachable_registry(registry: localtools.LocalRegistry) -> None:
+async def test_missing_manifest_and_unreachable_registry(
+    registry: localtools.LocalRegistry,
+) -> None:
     async with registries.RegistryClient(registry.options()) as client:
         with pytest.raises(registries.NotFoundError):
             await client.get_manifest(registry.host, "ml/nothing", "v1")

@@ -23,7 +23,10 @@ Key = tuple[pathlib.Path, str]
 
 
 async def test_registry_stopped_fails_closed_but_cached_positive_still_passes(
-    own_registry: localtools.LocalRegistry, cosign: localtools.Cosign, release_key: Key, next_key: Key
+    own_registry: localtools.LocalRegistry,
+    cosign: localtools.Cosign,
+    release_key: Key,
+    next_key: Key,
 ) -> None:
     verifier = verifying.ImageVerifier(
         cache=caching.VerificationCache(caching.CacheSettings(positive_ttl=600)),
@@ -36,15 +39,16 @@ async def test_registry_stopped_fails_closed_but_cached_positive_still_passes(
         cosign.sign(image, release_key[0])
         wanted = requirement(("release", release_key[1]))
         key = compiling.requirement_key(wanted)
-        assert (await verifier.verify(image, wanted, key, deadline_seconds=5)).signature.outcome is (
-            facts.Outcome.VERIFIED
-        )
+        assert (
+            await verifier.verify(image, wanted, key, deadline_seconds=5)
+        ).signature.outcome is (facts.Outcome.VERIFIED)
 
         own_registry.stop()
 
         # The webhook's hot path: the cached positive is within its TTL.
         cached = verifier.cached(image, key)
-        assert cached is not None and cached.signature.outcome is facts.Outcome.VERIFIED
+        assert cached is not None
+        assert cached.signature.outcome is facts.Outcome.VERIFIED
         assert decide(image, cached, wanted).allowed
         # verify() answers from the cache too, without touching the dead registry.
         again = await verifier.verify(image, wanted, key, deadline_seconds=5)
@@ -53,7 +57,9 @@ async def test_registry_stopped_fails_closed_but_cached_positive_still_passes(
         # A requirement never verified before cannot be: it fails closed, saying why.
         other = requirement(("next", next_key[1]))
         started = time.monotonic()
-        failed = await verifier.verify(image, other, compiling.requirement_key(other), deadline_seconds=5)
+        failed = await verifier.verify(
+            image, other, compiling.requirement_key(other), deadline_seconds=5
+        )
         assert time.monotonic() - started < 5
         assert failed.signature.outcome is facts.Outcome.REGISTRY_UNREACHABLE, failed.signature
         assert own_registry.host in failed.signature.detail
@@ -76,7 +82,9 @@ def silent_server() -> Iterator[str]:
     listener.close()
 
 
-async def test_hung_registry_times_out_within_the_deadline(silent_server: str, release_key: Key) -> None:
+async def test_hung_registry_times_out_within_the_deadline(
+    silent_server: str, release_key: Key
+) -> None:
     verifier = verifying.ImageVerifier(
         registry_options=registries.RegistryOptions(
             insecure_hosts=frozenset({silent_server}), request_timeout=30
@@ -105,7 +113,9 @@ async def test_concurrent_verifications_share_one_registry_round(
     calls: list[str] = []
     original = verifier.client.get_manifest
 
-    async def counting(host: str, repository: str, identifier: str, **kwargs: Any) -> registries.Manifest:
+    async def counting(
+        host: str, repository: str, identifier: str, **kwargs: Any
+    ) -> registries.Manifest:
         calls.append(identifier)
         return await original(host, repository, identifier, **kwargs)
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from modelshield.api.v1alpha1 import policies
+from modelshield.api.v1alpha1.common import Severity
 from modelshield.engine import compiling, decisions, evaluating, facts
 from modelshield.engine.decisions import Code
 from modelshield.supplychain.images import caching, registries, verifying
@@ -35,7 +36,9 @@ def requirement(*signers: tuple[str, str], **extra: Any) -> policies.ImageRequir
     )
 
 
-def scan_requirement(*signers: tuple[str, str], max_age: str | None = None) -> policies.ImageRequirements:
+def scan_requirement(
+    *signers: tuple[str, str], max_age: str | None = None
+) -> policies.ImageRequirements:
     """Signed image plus a signed vulnerability scan with nothing at or above High."""
     attestation: dict[str, Any] = {
         "name": "scan",
@@ -47,12 +50,17 @@ def scan_requirement(*signers: tuple[str, str], max_age: str | None = None) -> p
     return requirement(*signers, attestations=[attestation])
 
 
-def decide(image: str, image_facts: facts.ImageFacts, wanted: policies.ImageRequirements) -> decisions.Decision:
+def decide(
+    image: str, image_facts: facts.ImageFacts, wanted: policies.ImageRequirements
+) -> decisions.Decision:
     """The engine's verdict on a pod running image, given the facts."""
     policy = policies.ModelSecurityPolicy.model_validate(
         {
             "metadata": {"name": "images", "namespace": "ml"},
-            "spec": {"selector": {"matchLabels": {"app": "server"}}, "images": wanted.model_dump(by_alias=True, exclude_none=True)},
+            "spec": {
+                "selector": {"matchLabels": {"app": "server"}},
+                "images": wanted.model_dump(by_alias=True, exclude_none=True),
+            },
         }
     )
     pod = {
@@ -73,14 +81,20 @@ def codes(decision: decisions.Decision) -> set[Code]:
 class Images:
     """Pushes images to the test registry and names them."""
 
-    def __init__(self, registry: localtools.LocalRegistry, client: registries.RegistryClient) -> None:
+    def __init__(
+        self, registry: localtools.LocalRegistry, client: registries.RegistryClient
+    ) -> None:
         self.registry = registry
         self.client = client
 
-    async def push(self, content: str, *, repository: str | None = None, tag: str = "v1") -> tuple[str, str]:
+    async def push(
+        self, content: str, *, repository: str | None = None, tag: str = "v1"
+    ) -> tuple[str, str]:
         """Push an image; returns (reference by digest, digest)."""
         repository = repository or f"ml/server-{next(_repositories)}"
-        digest = await localtools.push_image(self.client, self.registry.host, repository, tag, content)
+        digest = await localtools.push_image(
+            self.client, self.registry.host, repository, tag, content
+        )
         return f"{self.registry.host}/{repository}@{digest}", digest
 
 
@@ -110,8 +124,11 @@ async def check(
 
 @pytest.mark.parametrize("bundle_format", [False, True], ids=["sig-tag", "bundle"])
 async def test_signed_image_passes(
-    images: Images, verifier: verifying.ImageVerifier, cosign: localtools.Cosign,
-    release_key: Key, bundle_format: bool,
+    images: Images,
+    verifier: verifying.ImageVerifier,
+    cosign: localtools.Cosign,
+    release_key: Key,
+    bundle_format: bool,
 ) -> None:
     image, digest = await images.push("signed")
     cosign.sign(image, release_key[0], bundle_format=bundle_format)
@@ -131,13 +148,18 @@ async def test_unsigned_image_fails(
     found = await check(verifier, image, wanted)
     assert found.signature.outcome is facts.Outcome.NO_SIGNATURE, found.signature
     decision = decide(image, found, wanted)
-    assert not decision.allowed and codes(decision) == {Code.IMAGE_UNSIGNED}
+    assert not decision.allowed
+    assert codes(decision) == {Code.IMAGE_UNSIGNED}
 
 
 @pytest.mark.parametrize("bundle_format", [False, True], ids=["sig-tag", "bundle"])
 async def test_signed_by_another_key_fails(
-    images: Images, verifier: verifying.ImageVerifier, cosign: localtools.Cosign,
-    release_key: Key, stranger_key: Key, bundle_format: bool,
+    images: Images,
+    verifier: verifying.ImageVerifier,
+    cosign: localtools.Cosign,
+    release_key: Key,
+    stranger_key: Key,
+    bundle_format: bool,
 ) -> None:
     image, _ = await images.push("signed by a stranger")
     cosign.sign(image, stranger_key[0], bundle_format=bundle_format)
@@ -182,14 +204,22 @@ async def test_bundle_copied_from_another_digest_fails(
     moved = dict(genuine.document)
     moved["subject"] = {"mediaType": registries.OCI_MANIFEST, "digest": target_digest, "size": 1}
     raw = json.dumps(moved).encode()
-    moved_digest = await client.put_manifest(host, repository, registries.digest_of(raw), raw, registries.OCI_MANIFEST)
+    moved_digest = await client.put_manifest(
+        host, repository, registries.digest_of(raw), raw, registries.OCI_MANIFEST
+    )
     fallback = {
         "schemaVersion": 2,
         "mediaType": registries.OCI_INDEX,
-        "manifests": [{"mediaType": registries.OCI_MANIFEST, "digest": moved_digest, "size": len(raw)}],
+        "manifests": [
+            {"mediaType": registries.OCI_MANIFEST, "digest": moved_digest, "size": len(raw)}
+        ],
     }
     await client.put_manifest(
-        host, repository, "sha256-" + target_digest[7:], json.dumps(fallback).encode(), registries.OCI_INDEX
+        host,
+        repository,
+        "sha256-" + target_digest[7:],
+        json.dumps(fallback).encode(),
+        registries.OCI_INDEX,
     )
     wanted = requirement(("release", release_key[1]))
     found = await check(verifier, target, wanted)
@@ -223,22 +253,32 @@ async def test_tag_moved_to_unsigned_digest_fails(
 
 @pytest.mark.parametrize("bundle_format", [False, True], ids=["att-tag", "bundle"])
 async def test_recent_clean_scan_passes(
-    images: Images, verifier: verifying.ImageVerifier, cosign: localtools.Cosign,
-    release_key: Key, bundle_format: bool,
+    images: Images,
+    verifier: verifying.ImageVerifier,
+    cosign: localtools.Cosign,
+    release_key: Key,
+    bundle_format: bool,
 ) -> None:
     image, _ = await images.push("scanned")
     cosign.sign(image, release_key[0])
     finished = (NOW - datetime.timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    cosign.attest(image, release_key[0], localtools.vuln_predicate(["LOW", "MEDIUM"], finished), bundle_format=bundle_format)
+    cosign.attest(
+        image,
+        release_key[0],
+        localtools.vuln_predicate(["LOW", "MEDIUM"], finished),
+        bundle_format=bundle_format,
+    )
     wanted = scan_requirement(("release", release_key[1]), max_age="7d")
     found = await check(verifier, image, wanted)
     [attestation] = found.attestations
     assert attestation.predicate_type == VULN
     assert attestation.signer == "release"
-    assert abs(attestation.issued_at - (NOW - datetime.timedelta(hours=2))) < datetime.timedelta(seconds=2)
+    assert abs(attestation.issued_at - (NOW - datetime.timedelta(hours=2))) < datetime.timedelta(
+        seconds=2
+    )
     assert attestation.vulnerabilities is not None
-    assert attestation.vulnerabilities[policies.Severity.LOW] == 1
-    assert attestation.vulnerabilities[policies.Severity.CRITICAL] == 0
+    assert attestation.vulnerabilities[Severity.LOW] == 1
+    assert attestation.vulnerabilities[Severity.CRITICAL] == 0
     assert decide(image, found, wanted).allowed
 
 
@@ -252,14 +292,19 @@ async def test_old_attestation_fails(
     cosign.attest(image, release_key[0], localtools.vuln_predicate([], finished))
     wanted = scan_requirement(("release", release_key[1]), max_age="7d")
     found = await check(verifier, image, wanted)
-    assert [a.issued_at.date() for a in found.attestations] == [(NOW - datetime.timedelta(days=30)).date()]
+    assert [a.issued_at.date() for a in found.attestations] == [
+        (NOW - datetime.timedelta(days=30)).date()
+    ]
     assert codes(decide(image, found, wanted)) == {Code.ATTESTATION_TOO_OLD}
 
 
 @pytest.mark.parametrize("bundle_format", [False, True], ids=["att-tag", "bundle"])
 async def test_critical_finding_fails(
-    images: Images, verifier: verifying.ImageVerifier, cosign: localtools.Cosign,
-    release_key: Key, bundle_format: bool,
+    images: Images,
+    verifier: verifying.ImageVerifier,
+    cosign: localtools.Cosign,
+    release_key: Key,
+    bundle_format: bool,
 ) -> None:
     image, _ = await images.push("vulnerable")
     cosign.sign(image, release_key[0])
@@ -269,8 +314,10 @@ async def test_critical_finding_fails(
     wanted = scan_requirement(("release", release_key[1]))
     found = await check(verifier, image, wanted)
     assert found.attestations[0].vulnerabilities == {
-        policies.Severity.CRITICAL: 1, policies.Severity.HIGH: 0,
-        policies.Severity.MEDIUM: 0, policies.Severity.LOW: 1,
+        Severity.CRITICAL: 1,
+        Severity.HIGH: 0,
+        Severity.MEDIUM: 0,
+        Severity.LOW: 1,
     }
     decision = decide(image, found, wanted)
     assert codes(decision) == {Code.ATTESTATION_VULNERABILITIES}
@@ -278,8 +325,11 @@ async def test_critical_finding_fails(
 
 
 async def test_attestation_by_untrusted_key_or_for_another_digest_is_not_reported(
-    images: Images, verifier: verifying.ImageVerifier, cosign: localtools.Cosign,
-    release_key: Key, stranger_key: Key,
+    images: Images,
+    verifier: verifying.ImageVerifier,
+    cosign: localtools.Cosign,
+    release_key: Key,
+    stranger_key: Key,
 ) -> None:
     repository = "ml/attest-copies"
     image, digest = await images.push("a", repository=repository)
@@ -297,7 +347,11 @@ async def test_attestation_by_untrusted_key_or_for_another_digest_is_not_reporte
     import json
 
     await client.put_manifest(
-        host, repository, "sha256-" + digest[7:] + ".att", json.dumps(merged).encode(), registries.OCI_MANIFEST
+        host,
+        repository,
+        "sha256-" + digest[7:] + ".att",
+        json.dumps(merged).encode(),
+        registries.OCI_MANIFEST,
     )
     wanted = scan_requirement(("release", release_key[1]))
     found = await check(verifier, image, wanted)
@@ -307,8 +361,11 @@ async def test_attestation_by_untrusted_key_or_for_another_digest_is_not_reporte
 
 
 async def test_key_rotation_accepts_either_signer(
-    images: Images, verifier: verifying.ImageVerifier, cosign: localtools.Cosign,
-    release_key: Key, next_key: Key,
+    images: Images,
+    verifier: verifying.ImageVerifier,
+    cosign: localtools.Cosign,
+    release_key: Key,
+    next_key: Key,
 ) -> None:
     old, _ = await images.push("built before rotation")
     new, _ = await images.push("built after rotation")
@@ -318,14 +375,20 @@ async def test_key_rotation_accepts_either_signer(
     assert (await check(verifier, old, wanted)).signature.signer == "release"
     assert (await check(verifier, new, wanted)).signature.signer == "next"
     only_next = requirement(("next", next_key[1]))
-    assert (await check(verifier, old, only_next)).signature.outcome is facts.Outcome.SIGNER_UNTRUSTED
+    assert (
+        await check(verifier, old, only_next)
+    ).signature.outcome is facts.Outcome.SIGNER_UNTRUSTED
 
 
 @pytest.mark.parametrize("algorithm", ["rsa", "p384", "ed25519"])
 @pytest.mark.parametrize("bundle_format", [False, True], ids=["sig-tag", "bundle"])
 async def test_key_types(
-    images: Images, verifier: verifying.ImageVerifier, cosign: localtools.Cosign,
-    tmp_path: pathlib.Path, algorithm: str, bundle_format: bool,
+    images: Images,
+    verifier: verifying.ImageVerifier,
+    cosign: localtools.Cosign,
+    tmp_path: pathlib.Path,
+    algorithm: str,
+    bundle_format: bool,
 ) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
@@ -338,7 +401,9 @@ async def test_key_types(
     pem = tmp_path / "private.pem"
     pem.write_bytes(
         generated.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
     )
     key, public = cosign.import_key_pair(f"{algorithm}-{bundle_format}", pem)

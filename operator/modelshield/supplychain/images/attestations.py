@@ -69,11 +69,7 @@ def decode_base64(text: Any, what: str) -> bytes:
         raise MalformedError(f"{what} is not a base64 string")
     padded = text + "=" * (-len(text) % 4)
     try:
-        return base64.b64decode(padded, validate=True)
-    except (binascii.Error, ValueError):
-        pass
-    try:
-        return base64.urlsafe_b64decode(padded)
+        return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError) as error:
         raise MalformedError(f"{what} is not base64") from error
 
