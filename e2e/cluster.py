@@ -58,12 +58,21 @@ class ControlPlaneError(RuntimeError):
     """The control plane could not start; the message names the log to read."""
 
 
+def find_free_ports(count: int) -> list[int]:
+    """COUNT distinct TCP ports free on 127.0.0.1 right now, picked by the
+    kernel. All probes stay bound until every port is picked, so one call
+    never returns the same port twice."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            probe = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            probe.bind(("127.0.0.1", 0))
+            ports.append(int(probe.getsockname()[1]))
+        return ports
+
+
 def find_free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return find_free_ports(1)[0]
 
 
 def _die_with_parent() -> None:
@@ -201,8 +210,9 @@ class LocalControlPlane:
         )
 
     def _start_etcd(self) -> str:
-        client_url = f"http://127.0.0.1:{find_free_port()}"
-        peer_url = f"http://127.0.0.1:{find_free_port()}"
+        client_port, peer_port = find_free_ports(2)
+        client_url = f"http://127.0.0.1:{client_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
         etcd = self._spawn(
             "etcd",
             [

@@ -97,6 +97,15 @@ def _kubectl_for_existing_cluster() -> Path:
     return Path(on_path)
 
 
+def _locate_binaries() -> ControlPlaneBinaries:
+    try:
+        return ControlPlaneBinaries.locate()
+    except MissingToolsError as missing:
+        message = str(missing)
+    # Outside the except block, so the report shows the message alone.
+    pytest.fail(message, pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     given = _given_kubeconfig(request.config)
@@ -106,10 +115,7 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         close_api_client(api_client)
         return
 
-    try:
-        binaries = ControlPlaneBinaries.locate()
-    except MissingToolsError as missing:
-        pytest.fail(str(missing), pytrace=False)
+    binaries = _locate_binaries()
     control_plane = LocalControlPlane(binaries)
     # Decided up front so that a failing test's report can name it.
     kept_logs_dir = KEPT_LOGS_ROOT / control_plane.work_dir.name
