@@ -1,0 +1,117 @@
+"""Fixtures: a CA, serving certificate files, and the admission server over real HTTPS."""
+
+from __future__ import annotations
+
+import io
+import json
+import pathlib
+import ssl
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from modelshield_webhooks import certificates, contexts, server
+from tests.webhooks import pki, scenarios
+
+
+@pytest.fixture(scope="session")
+def authority() -> pki.Authority:
+    """One CA for the session."""
+    return pki.Authority.create()
+
+
+@pytest.fixture
+def serving_files(
+    authority: pki.Authority, tmp_path: pathlib.Path
+) -> tuple[pathlib.Path, pathlib.Path]:
+    """tls.crt and tls.key for localhost/127.0.0.1, CN 'first'."""
+    return pki.write_serving_pair(authority, tmp_path, "first")
+
+
+@pytest.fixture
+def verifier() -> scenarios.FixedVerdictVerifierForTests:
+    """A verifier with the fixed verdicts of the scenarios."""
+    return scenarios.FixedVerdictVerifierForTests()
+
+
+@pytest.fixture
+def context(verifier: scenarios.FixedVerdictVerifierForTests) -> contexts.AdmissionContext:
+    """The standard state (Enforce in ml, Audit in ml-audit), at a fixed time."""
+    return contexts.AdmissionContext(
+        state=scenarios.standard_state(),
+        verifier=verifier,
+        verify_deadline_seconds=1.0,
+        clock=lambda: scenarios.NOW,
+    )
+
+
+class HttpsClient:
+    """Posts to the server over HTTPS with keep-alive, trusting the test CA."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self.session = session
+        self.base_url = base_url
+
+    async def post(
+        self, path: str, body: bytes, content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
+        """Status and raw body."""
+        # aiohttp warns about large raw bytes bodies; a stream sends the same bytes.
+        data: bytes | io.BytesIO = io.BytesIO(body) if len(body) > 512 * 1024 else body
+        async with self.session.post(
+            self.base_url + path, data=data, headers={"Content-Type": content_type}
+        ) as response:
+            return response.status, await response.read()
+
+    async def review(self, path: str, document: dict[str, Any]) -> dict[str, Any]:
+        """Post an AdmissionReview and return its response part (asserting HTTP 200)."""
+        status, body = await self.post(path, json.dumps(document).encode())
+        assert status == 200, body
+        answer: dict[str, Any] = json.loads(body)
+        assert answer["apiVersion"] == "admission.k8s.io/v1"
+        assert answer["kind"] == "AdmissionReview"
+        response: dict[str, Any] = answer["response"]
+        return response
+
+    async def get(self, path: str) -> tuple[int, str]:
+        """Status and text."""
+        async with self.session.get(self.base_url + path) as response:
+            return response.status, await response.text()
+
+
+def client_ssl_context(authority: pki.Authority) -> ssl.SSLContext:
+    """Trusts only the test CA."""
+    return ssl.create_default_context(cadata=authority.pem.decode())
+
+
+@pytest.fixture
+async def running(
+    context: contexts.AdmissionContext,
+    serving_files: tuple[pathlib.Path, pathlib.Path],
+) -> AsyncIterator[server.RunningServer]:
+    """The server on a free loopback port, certificate files polled every 0.05 s."""
+    certificate = certificates.ReloadingCertificate(*serving_files)
+    started = await server.start(
+        context,
+        certificate,
+        host="127.0.0.1",
+        port=0,
+        max_body_bytes=1024 * 1024,
+        certificate_poll_seconds=0.05,
+    )
+    try:
+        yield started
+    finally:
+        await started.stop()
+
+
+@pytest.fixture
+async def client(
+    running: server.RunningServer, authority: pki.Authority
+) -> AsyncIterator[HttpsClient]:
+    """An HTTPS client of the running server."""
+    connector = aiohttp.TCPConnector(ssl=client_ssl_context(authority))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield HttpsClient(session, f"https://127.0.0.1:{running.port}")
