@@ -18,7 +18,7 @@ import urllib.request
 from typing import Any
 
 from e2e.toolcache import BUILD_SCRIPT, tool_path
-from modelshield.supplychain.images import registries
+from modelshield.supplychain.images import pushing, registries
 
 COSIGN_TIMEOUT_SECONDS = 60
 
@@ -96,7 +96,7 @@ async def push_image(
         layers.append(
             {
                 "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                "digest": await client.put_blob(host, repository, blob),
+                "digest": await pushing.put_blob(client, host, repository, blob),
                 "size": len(blob),
             }
         )
@@ -113,13 +113,15 @@ async def push_image(
             "mediaType": registries.OCI_MANIFEST,
             "config": {
                 "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": await client.put_blob(host, repository, config),
+                "digest": await pushing.put_blob(client, host, repository, config),
                 "size": len(config),
             },
             "layers": layers,
         }
     ).encode()
-    return await client.put_manifest(host, repository, tag, manifest, registries.OCI_MANIFEST)
+    return await pushing.put_manifest(
+        client, host, repository, tag, manifest, registries.OCI_MANIFEST
+    )
 
 
 class Cosign:

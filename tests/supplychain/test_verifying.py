@@ -18,7 +18,7 @@ from modelshield.api.v1alpha1 import policies
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.engine import compiling, decisions, evaluating, facts
 from modelshield.engine.decisions import Code
-from modelshield.supplychain.images import caching, registries, verifying
+from modelshield.supplychain.images import caching, pushing, registries, verifying
 from tests.supplychain import localtools
 
 pytestmark = pytest.mark.integration
@@ -178,8 +178,13 @@ async def test_signature_copied_from_another_digest_fails(
     host, client = images.registry.host, images.client
     # An attacker with push rights puts the genuine .sig manifest next to another image.
     genuine = await client.get_manifest(host, "ml/copied", "sha256-" + signed_digest[7:] + ".sig")
-    await client.put_manifest(
-        host, "ml/copied", "sha256-" + target_digest[7:] + ".sig", genuine.raw, genuine.media_type
+    await pushing.put_manifest(
+        client,
+        host,
+        "ml/copied",
+        "sha256-" + target_digest[7:] + ".sig",
+        genuine.raw,
+        genuine.media_type,
     )
     wanted = requirement(("release", release_key[1]))
     found = await check(verifier, target, wanted)
@@ -204,8 +209,8 @@ async def test_bundle_copied_from_another_digest_fails(
     moved = dict(genuine.document)
     moved["subject"] = {"mediaType": registries.OCI_MANIFEST, "digest": target_digest, "size": 1}
     raw = json.dumps(moved).encode()
-    moved_digest = await client.put_manifest(
-        host, repository, registries.digest_of(raw), raw, registries.OCI_MANIFEST
+    moved_digest = await pushing.put_manifest(
+        client, host, repository, registries.digest_of(raw), raw, registries.OCI_MANIFEST
     )
     fallback = {
         "schemaVersion": 2,
@@ -214,7 +219,8 @@ async def test_bundle_copied_from_another_digest_fails(
             {"mediaType": registries.OCI_MANIFEST, "digest": moved_digest, "size": len(raw)}
         ],
     }
-    await client.put_manifest(
+    await pushing.put_manifest(
+        client,
         host,
         repository,
         "sha256-" + target_digest[7:],
@@ -346,7 +352,8 @@ async def test_attestation_by_untrusted_key_or_for_another_digest_is_not_reporte
     merged["layers"] = [*stranger.document["layers"], *copied.document["layers"]]
     import json
 
-    await client.put_manifest(
+    await pushing.put_manifest(
+        client,
         host,
         repository,
         "sha256-" + digest[7:] + ".att",

@@ -1,12 +1,14 @@
 """Container image signatures and attestations, verified against OCI registries.
 
-Pure modules (no I/O): ``references`` (image reference parsing), ``cosignsignatures``
-(cosign's simple-signing ``.sig`` format), ``bundles`` (sigstore bundles attached as
-OCI referrers), ``attestations`` (in-toto statements in DSSE envelopes and the
+Pure modules (no I/O): ``references`` (image reference parsing), ``credentials``
+(docker config and pull-secret parsing, auth challenges), ``cosignsignatures``
+(cosign's ``.sig``/``.att`` tag formats), ``bundles`` (sigstore bundles attached as OCI
+referrers), ``attestations`` (in-toto statements in DSSE envelopes and the
 vulnerability summaries in their predicates), ``signers`` (policy signers turned into
-verifiers) and ``caching`` (the verification cache with single-flight).
+verifiers), ``judging`` (which signature and attestations hold, from fetched material)
+and ``caching`` (the verification cache with single-flight).
 
-I/O: ``credentials`` (docker config and pull-secret parsing, registry auth
-challenges), ``registries`` (the OCI distribution client) and ``verifying``
-(``ImageVerifier``, the entry point the webhook, the operator and the CLI use).
+I/O: ``registries`` (the OCI distribution client), ``pushing`` (uploads, for tests and
+tooling) and ``verifying`` (``ImageVerifier``, the entry point the webhook, the
+operator and the CLI use).
 """

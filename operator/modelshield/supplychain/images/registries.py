@@ -4,7 +4,7 @@ Why our own (about 300 lines on aiohttp) rather than a library: oras-py is synch
 (requests) and has no referrers helper, and nothing else on PyPI speaks the
 distribution API asynchronously. The verifier needs few calls: GET a manifest (by tag
 or digest), GET a blob, list referrers (with the ``sha256-<hex>`` tag-schema fallback);
-PUT is here for tests and benchmarks that push images. Every response is size-bounded
+``pushing`` has the PUTs that tests and benchmarks use to push images. Every response is size-bounded
 and every body fetched by digest is checked against that digest.
 """
 
@@ -31,7 +31,7 @@ MANIFEST_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST
 INDEX_TYPES = (OCI_INDEX, DOCKER_MANIFEST_LIST)
 
 _MAX_REFERRER_PAGES = 8
-_MAX_ERROR_BODY = 4096
+MAX_ERROR_BODY = 4096
 
 
 class RegistryError(Exception):
@@ -144,7 +144,8 @@ class RegistryClient:
             )
         return self._session
 
-    def _url(self, host: str, path: str) -> str:
+    def url(self, host: str, path: str) -> str:
+        """The URL of a path on a registry (plain HTTP only for the configured insecure hosts)."""
         scheme = "http" if host in self.options.insecure_hosts else "https"
         return f"{scheme}://{host}{path}"
 
@@ -153,7 +154,7 @@ class RegistryClient:
     ) -> credentials.Credential | None:
         return credential or self.options.credentials.get(host)
 
-    async def _request(
+    async def request(
         self,
         method: str,
         host: str,
@@ -174,7 +175,7 @@ class RegistryClient:
         cached = self._tokens.get(token_key)
         if cached and cached[1] > time.monotonic():
             request_headers["Authorization"] = cached[0]
-        url = self._url(host, path)
+        url = self.url(host, path)
         for attempt in range(2):
             status, response_headers, body = await self._send(
                 method, url, request_headers, data, max_bytes
@@ -252,10 +253,11 @@ class RegistryClient:
             raise RegistryError(f"{url}: {error}") from error
 
     @staticmethod
-    def _raise_for(status: int, what: str, body: bytes) -> None:
+    def raise_for(status: int, what: str, body: bytes) -> None:
+        """Raise the RegistryError an unexpected HTTP status stands for."""
         if status == 404:
             raise NotFoundError(f"{what}: not found")
-        text = body[:_MAX_ERROR_BODY].decode("utf-8", "replace").strip()
+        text = body[:MAX_ERROR_BODY].decode("utf-8", "replace").strip()
         if status >= 500:
             raise RegistryUnreachableError(f"{what}: registry answered HTTP {status} {text}")
         if status in (401, 403):
@@ -273,7 +275,7 @@ class RegistryClient:
     ) -> Manifest:
         """The manifest at a tag or digest; a digest is checked against the bytes returned."""
         what = f"{host}/{repository}:{identifier}"
-        status, headers, body = await self._request(
+        status, headers, body = await self.request(
             "GET",
             host,
             repository,
@@ -283,7 +285,7 @@ class RegistryClient:
             max_bytes=self.options.max_manifest_bytes,
         )
         if status != 200:
-            self._raise_for(status, what, body)
+            self.raise_for(status, what, body)
         if identifier.startswith(("sha256:", "sha512:")):
             _check_digest(identifier, body)
             digest = identifier
@@ -311,7 +313,7 @@ class RegistryClient:
         max_bytes: int | None = None,
     ) -> bytes:
         """A blob's bytes, checked against its digest."""
-        status, _, body = await self._request(
+        status, _, body = await self.request(
             "GET",
             host,
             repository,
@@ -320,7 +322,7 @@ class RegistryClient:
             max_bytes=max_bytes or self.options.max_blob_bytes,
         )
         if status != 200:
-            self._raise_for(status, f"{host}/{repository}@{digest} (blob)", body)
+            self.raise_for(status, f"{host}/{repository}@{digest} (blob)", body)
         _check_digest(digest, body)
         return body
 
@@ -339,7 +341,7 @@ class RegistryClient:
             path += "?" + urllib.parse.urlencode({"artifactType": artifact_type})
         found: list[Mapping[str, Any]] = []
         for _ in range(_MAX_REFERRER_PAGES):
-            status, headers, body = await self._request(
+            status, headers, body = await self.request(
                 "GET",
                 host,
                 repository,
@@ -353,7 +355,7 @@ class RegistryClient:
                     host, repository, digest, artifact_type, credential
                 )
             if status != 200:
-                self._raise_for(status, f"{host}/{repository} referrers of {digest}", body)
+                self.raise_for(status, f"{host}/{repository} referrers of {digest}", body)
             found.extend(_descriptors(body))
             next_path = _next_link(headers.get("Link", ""))
             if next_path is None:
@@ -381,72 +383,6 @@ class RegistryClient:
             for d in _descriptors(index.raw)
             if not artifact_type or d.get("artifactType") == artifact_type
         ]
-
-    async def put_blob(
-        self,
-        host: str,
-        repository: str,
-        data: bytes,
-        *,
-        credential: credentials.Credential | None = None,
-    ) -> str:
-        """Upload a blob (monolithic POST then PUT); returns its digest."""
-        digest = digest_of(data)
-        status, headers, body = await self._request(
-            "POST",
-            host,
-            repository,
-            f"/v2/{repository}/blobs/uploads/",
-            credential=credential,
-            max_bytes=_MAX_ERROR_BODY,
-            push=True,
-        )
-        if status != 202:
-            self._raise_for(status, f"{host}/{repository} blob upload", body)
-        location = urllib.parse.urljoin(self._url(host, "/"), headers.get("Location", ""))
-        parsed = urllib.parse.urlsplit(location)
-        query = [*urllib.parse.parse_qsl(parsed.query), ("digest", digest)]
-        path = f"{parsed.path}?{urllib.parse.urlencode(query)}"
-        status, _, body = await self._request(
-            "PUT",
-            host,
-            repository,
-            path,
-            credential=credential,
-            data=data,
-            headers={"Content-Type": "application/octet-stream"},
-            max_bytes=_MAX_ERROR_BODY,
-            push=True,
-        )
-        if status != 201:
-            self._raise_for(status, f"{host}/{repository} blob upload", body)
-        return digest
-
-    async def put_manifest(
-        self,
-        host: str,
-        repository: str,
-        identifier: str,
-        raw: bytes,
-        media_type: str,
-        *,
-        credential: credentials.Credential | None = None,
-    ) -> str:
-        """Upload a manifest under a tag or its digest; returns its digest."""
-        status, _, body = await self._request(
-            "PUT",
-            host,
-            repository,
-            f"/v2/{repository}/manifests/{identifier}",
-            credential=credential,
-            data=raw,
-            headers={"Content-Type": media_type},
-            max_bytes=_MAX_ERROR_BODY,
-            push=True,
-        )
-        if status != 201:
-            self._raise_for(status, f"{host}/{repository}:{identifier} manifest upload", body)
-        return digest_of(raw)
 
 
 def _descriptors(raw: bytes) -> list[Mapping[str, Any]]:
