@@ -89,6 +89,11 @@ class Metrics:
             stream: self.events.labels(stream) for stream in ("request", "response", "ignored")
         }
         self.dropped.inc(0)
+        # Bound children: labels() costs microseconds, and a window sets ~8 per feature.
+        self._scores: dict[tuple[str, str], prometheus_client.Gauge] = {}
+        self._detected: dict[str, prometheus_client.Gauge] = {}
+        self._missing: dict[str, prometheus_client.Gauge] = {}
+        self._out_of_range: dict[str, prometheus_client.Gauge] = {}
 
     def declare(self, monitor: monitoring.Monitor) -> None:
         """Publish thresholds and zeroed alarms before the first window completes."""
@@ -105,13 +110,23 @@ class Metrics:
         scores = result.scores
         self.windows.labels(result.stream).inc()
         for statistic, values in scores.scores.items():
-            for feature, value in zip(scores.names, values, strict=True):
+            for feature, value in zip(scores.names, values.tolist(), strict=True):
                 if value == value:  # NaN: the statistic does not apply to the feature
-                    self.score.labels(feature, statistic.value).set(float(value))
+                    key = (feature, statistic.value)
+                    child = self._scores.get(key)
+                    if child is None:
+                        child = self._scores[key] = self.score.labels(*key)
+                    child.set(value)
+        missing = scores.missing_rate.tolist()
+        out_of_range = scores.out_of_range_rate.tolist()
         for i, feature in enumerate(scores.names):
-            self.missing_rate.labels(feature).set(float(scores.missing_rate[i]))
-            self.out_of_range_rate.labels(feature).set(float(scores.out_of_range_rate[i]))
-            self.detected.labels(feature).set(1 if result.active[i] else 0)
+            if feature not in self._detected:
+                self._detected[feature] = self.detected.labels(feature)
+                self._missing[feature] = self.missing_rate.labels(feature)
+                self._out_of_range[feature] = self.out_of_range_rate.labels(feature)
+            self._missing[feature].set(missing[i])
+            self._out_of_range[feature].set(out_of_range[i])
+            self._detected[feature].set(1 if result.active[i] else 0)
         for crossing in result.crossings:
             self.alarms.labels(crossing.feature, crossing.transition.value).inc()
 

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib
+import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +37,13 @@ from numpy.typing import NDArray
 from modelshield.drift import layouts, profiles
 
 Stream = Literal["request", "response"]
+
+# orjson parses inference payloads (mostly floats) about ten times faster than the standard
+# library, which is most of the monitor's cost per row; the standard library still works.
+try:
+    _json_loads: Callable[[bytes | str], Any] = importlib.import_module("orjson").loads
+except ImportError:  # pragma: no cover - depends on the installation
+    _json_loads = json.loads
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
 SPEC_VERSION = "1.0"
@@ -78,8 +87,8 @@ class Event:
 
 def _loads(body: bytes | str, what: str) -> Any:
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return _json_loads(body)
+    except (UnicodeDecodeError, ValueError) as error:
         raise PayloadError("invalid-json", f"{what} is not JSON: {error}") from None
 
 
@@ -139,8 +148,6 @@ def unwrap(headers: Mapping[str, str], body: bytes) -> Event:
         if isinstance(data, str):
             data = _loads(data, "the event's data")
         return Event(stream, data)
-    if not _is_json(content_type):
-        raise PayloadError("unsupported-media-type", f"Content-Type {content_type!r} is not JSON", 415)
     specversion = headers.get("ce-specversion", headers.get("Ce-Specversion"))
     if specversion is not None:
         if specversion != SPEC_VERSION:
@@ -205,14 +212,27 @@ def _empty(stream: Stream, layout: layouts.Layout, rows: int = 0) -> Batch:
     )
 
 
+def _flat_numbers(rows: list[Any], width: int) -> NDArray[np.float64] | None:
+    """Rows of numbers as a matrix, fast; None when some row is not a list of width numbers."""
+    # Checked with C-level iteration: a Python loop here would cost as much as the parsing.
+    if set(map(type, rows)) != {list} or set(map(len, rows)) != {width}:
+        return None
+    try:
+        flat = np.fromiter(itertools.chain.from_iterable(rows), np.float64, len(rows) * width)
+    except (TypeError, ValueError):  # null (missing) values, or not numbers: the slow path
+        return None
+    return flat.reshape(len(rows), width)
+
+
 def _from_lists(stream: Stream, rows: list[Any], layout: layouts.Layout) -> Batch:
     width = len(layout.columns)
-    if layout.categorical_columns:
+    matrix = None if layout.categorical_columns else _flat_numbers(rows, width)
+    if matrix is None and layout.categorical_columns:
         try:
             matrix = np.array(rows, dtype=object)
         except ValueError:
             matrix = np.empty(0)
-    else:
+    elif matrix is None:
         try:
             matrix = np.array(rows, dtype=np.float64)
         except (TypeError, ValueError):

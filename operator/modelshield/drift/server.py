@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 DRAIN_LIMIT = 4096
 """Events taken from the queue per worker step: bounds one step's latency and memory."""
+GATHER_SECONDS = 0.01
+"""How long the worker lets events gather before a step: a window of rows needs no
+sub-millisecond latency, and one vectorised update per 10 ms costs far less than one per
+event."""
 
 class Service:
     """The queue, the worker and the handlers of one monitor."""
@@ -101,6 +105,8 @@ class Service:
         """Drain the queue forever, counting rows and scoring full windows."""
         while True:
             batches = [await self.queue.get()]
+            if self.queue.qsize() < DRAIN_LIMIT:
+                await asyncio.sleep(GATHER_SECONDS)
             while len(batches) < DRAIN_LIMIT:
                 try:
                     batches.append(self.queue.get_nowait())
@@ -120,8 +126,6 @@ class Service:
                 self.metrics.publish(result)
                 for crossing in result.crossings:
                     self._announce(crossing)
-            # Let the handlers run between two bulk updates.
-            await asyncio.sleep(0)
 
     def _announce(self, crossing: monitoring.Crossing) -> None:
         raised = crossing.transition is alarms.Transition.RAISED

@@ -14,12 +14,12 @@ histograms over the reference's bins:
   10 quantile bins, 0.1 of reference mass). It is exact at every edge, and a shift large
   enough to matter moves mass across edges. Missing values are placed below every value,
   so a jump in the missing rate moves the CDF like any other shift.
-- **ChiSquare**: Cohen's effect size ``w = sqrt(chi2 / n)`` of the goodness-of-fit
-  chi-square (``scipy.stats.chisquare``) of the window's counts against the reference
+- **ChiSquare**: Cohen's effect size ``w = sqrt(chi2 / n)`` of Pearson's goodness-of-fit
+  chi-square (as ``scipy.stats.chisquare``) of the window's counts against the reference
   proportions. Dividing by ``n`` makes a threshold independent of the window size
   (0.1 small, 0.3 medium, 0.5 large effect); the raw statistic grows with ``n``.
-- **JensenShannon**: the Jensen-Shannon distance in bits (``scipy.spatial.distance``),
-  between 0 and 1.
+- **JensenShannon**: the Jensen-Shannon distance in bits (as
+  ``scipy.spatial.distance.jensenshannon``), between 0 and 1.
 - **Wasserstein** (numeric only): the earth mover's distance between the two histograms,
   each bin's mass placed at the bin centre (out-of-range mass at the reference min/max),
   divided by the reference standard deviation. Missing values are left out.
@@ -27,6 +27,10 @@ histograms over the reference's bins:
 Missing values are a bin of their own for PSI, chi-square and Jensen-Shannon, and
 categories outside the profile fall in ``other``; so a rise in missing values or a new
 category moves every statistic, not only the rates.
+
+Only ``scipy.special`` is imported: ``scipy.stats`` and ``scipy.spatial`` add about 45 MiB
+of resident memory and a millisecond of argument checking per call, for formulas of one
+line each (the tests check every one against scipy's own function).
 """
 
 from __future__ import annotations
@@ -35,8 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import special, stats
-from scipy.spatial import distance
+from scipy import special
 
 from modelshield.api.v1alpha1 import policies
 from modelshield.drift import layouts
@@ -64,11 +67,13 @@ def psi(reference: FloatArray, live: FloatArray) -> FloatArray:
 
 
 def jensen_shannon(reference: FloatArray, live: FloatArray) -> FloatArray:
-    """Jensen-Shannon distance (base 2, in [0, 1]) row by row."""
-    result: FloatArray = distance.jensenshannon(
-        proportions(reference), proportions(live), base=2, axis=1
-    )
-    return np.nan_to_num(result, nan=0.0)
+    """Jensen-Shannon distance (base 2, in [0, 1]) row by row, as scipy.spatial.distance has it."""
+    p = proportions(reference)
+    q = proportions(live)
+    m = (p + q) / 2
+    divergence = (special.rel_entr(p, m).sum(axis=1) + special.rel_entr(q, m).sum(axis=1)) / 2
+    result: FloatArray = np.sqrt(np.maximum(divergence, 0.0) / np.log(2))
+    return result
 
 
 def chi_square_effect(reference: FloatArray, live: FloatArray) -> FloatArray:
@@ -77,8 +82,8 @@ def chi_square_effect(reference: FloatArray, live: FloatArray) -> FloatArray:
     # Half a row at least: a few values in a bin the reference never saw must not dominate.
     expected = np.maximum(proportions(reference), 0.5 / np.maximum(totals, 1.0))
     expected /= expected.sum(axis=1, keepdims=True)
-    result = stats.chisquare(live, expected * totals, axis=1)
-    statistic: FloatArray = np.asarray(result.statistic, dtype=np.float64)
+    expected *= totals
+    statistic: FloatArray = (np.square(live - expected) / expected).sum(axis=1)
     effect: FloatArray = np.sqrt(statistic / np.maximum(totals[:, 0], 1.0))
     return effect
 
