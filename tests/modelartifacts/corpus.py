@@ -17,7 +17,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import joblib
+import joblib  # type: ignore[import-untyped]
 import numpy
 
 from modelshield.api.v1alpha1.common import Severity
@@ -43,7 +43,10 @@ class Case:
 
 
 def _write(data: bytes) -> Callable[[pathlib.Path], None]:
-    return lambda path: path.write_bytes(data)
+    def write(path: pathlib.Path) -> None:
+        path.write_bytes(data)
+
+    return write
 
 
 def _getattr_chain(path: pathlib.Path) -> None:
@@ -53,10 +56,17 @@ def _getattr_chain(path: pathlib.Path) -> None:
         + op.global_("builtins", "getattr")
         + op.MARK
         + op.global_("builtins", "__import__")
-        + op.MARK + op.string("os") + op.TUPLE + op.REDUCE
+        + op.MARK
+        + op.string("os")
+        + op.TUPLE
+        + op.REDUCE
         + op.string("system")
-        + op.TUPLE + op.REDUCE
-        + op.MARK + op.string("true") + op.TUPLE + op.REDUCE
+        + op.TUPLE
+        + op.REDUCE
+        + op.MARK
+        + op.string("true")
+        + op.TUPLE
+        + op.REDUCE
         + op.STOP
     )
 
@@ -65,10 +75,17 @@ def _computed_stack_global(path: pathlib.Path) -> None:
     # The module name is the result of a call, so no scanner can read it as a string.
     path.write_bytes(
         op.PROTO4
-        + op.global_("builtins", "str") + op.MARK + op.string("os") + op.TUPLE + op.REDUCE
+        + op.global_("builtins", "str")
+        + op.MARK
+        + op.string("os")
+        + op.TUPLE
+        + op.REDUCE
         + op.short_string("system")
         + op.STACK_GLOBAL
-        + op.MARK + op.string("true") + op.TUPLE + op.REDUCE
+        + op.MARK
+        + op.string("true")
+        + op.TUPLE
+        + op.REDUCE
         + op.STOP
     )
 
@@ -81,8 +98,13 @@ def _memoized_stack_global(path: pathlib.Path) -> None:
 def _nested_bytes(path: pathlib.Path) -> None:
     inner = op.call("os", "system", "true")
     path.write_bytes(
-        op.PROTO2 + op.global_("_pickle", "loads") + op.MARK + op.binbytes(inner) + op.TUPLE
-        + op.REDUCE + op.STOP
+        op.PROTO2
+        + op.global_("_pickle", "loads")
+        + op.MARK
+        + op.binbytes(inner)
+        + op.TUPLE
+        + op.REDUCE
+        + op.STOP
     )
 
 
@@ -126,10 +148,12 @@ def _npy_objects(path: pathlib.Path) -> None:
 def _keras_lambda(path: pathlib.Path) -> None:
     config = {
         "class_name": "Sequential",
-        "config": {"layers": [
-            {"class_name": "InputLayer", "config": {"name": "input"}},
-            {"class_name": "Lambda", "config": {"name": "evil", "function": {"code": "..."}}},
-        ]},
+        "config": {
+            "layers": [
+                {"class_name": "InputLayer", "config": {"name": "input"}},
+                {"class_name": "Lambda", "config": {"name": "evil", "function": {"code": "..."}}},
+            ]
+        },
     }
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("metadata.json", json.dumps({"keras_version": "3.6.0"}))
@@ -139,8 +163,10 @@ def _keras_lambda(path: pathlib.Path) -> None:
 
 def _hdf5_lambda(path: pathlib.Path) -> None:
     # The layout of a real HDF5 file is not needed: the scanner searches the stored config.
-    config = {"class_name": "Functional", "config": {"layers": [
-        {"class_name": "Lambda", "config": {"name": "evil"}}]}}
+    config = {
+        "class_name": "Functional",
+        "config": {"layers": [{"class_name": "Lambda", "config": {"name": "evil"}}]},
+    }
     path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(512) + json.dumps(config).encode() + bytes(64))
 
 
@@ -167,7 +193,12 @@ CASES: tuple[Case, ...] = (
     Case("memoized.pkl", Severity.CRITICAL, "posix.system", _memoized_stack_global),
     Case("getattr_chain.pkl", Severity.CRITICAL, "builtins.getattr", _getattr_chain),
     Case("computed_global.pkl", Severity.HIGH, "not a literal string", _computed_stack_global),
-    Case("runpy.pkl", Severity.CRITICAL, "runpy._run_code", _write(op.call("runpy", "_run_code", "x"))),
+    Case(
+        "runpy.pkl",
+        Severity.CRITICAL,
+        "runpy._run_code",
+        _write(op.call("runpy", "_run_code", "x")),
+    ),
     Case("pip.pkl", Severity.CRITICAL, "pip.main", _write(op.call("pip", "main", "install"))),
     Case(
         "collect_env.pt",

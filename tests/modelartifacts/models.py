@@ -7,9 +7,9 @@ import pathlib
 import struct
 import zipfile
 
-import joblib
+import joblib  # type: ignore[import-untyped]
 import numpy
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
 from tests.modelartifacts import picklecode as op
 
@@ -105,13 +105,19 @@ def _varint(value: int) -> bytes:
 def onnx_file(path: pathlib.Path, external_location: str | None = None) -> None:
     """An ONNX ModelProto (Identity graph) encoded by hand; optionally external data."""
     node = _field(1, b"x") + _field(2, b"y") + _field(4, b"Identity")
-    graph = _field(1, node) + _field(2, b"g") + _field(11, _field(1, b"x")) + _field(12, _field(1, b"y"))
+    graph = (
+        _field(1, node)
+        + _field(2, b"g")
+        + _field(11, _field(1, b"x"))
+        + _field(12, _field(1, b"y"))
+    )
     if external_location is not None:
         entry = _field(1, b"location") + _field(2, external_location.encode())
         tensor = _field(8, b"w") + _field(13, entry)  # TensorProto.name, external_data
         graph += _field(5, tensor)  # GraphProto.initializer
     model = (
-        _varint(1 << 3) + _varint(8)
+        _varint(1 << 3)
+        + _varint(8)
         + _field(2, b"modelshield-tests")
         + _field(7, graph)
         + _field(8, _varint(2 << 3) + _varint(13))
@@ -121,6 +127,7 @@ def onnx_file(path: pathlib.Path, external_location: str | None = None) -> None:
 
 def gguf_file(path: pathlib.Path, chat_template: str) -> None:
     """A GGUF v3 file with metadata only (no tensors)."""
+
     def string(text: str) -> bytes:
         raw = text.encode()
         return struct.pack("<Q", len(raw)) + raw

@@ -1,0 +1,257 @@
+"""Fetching a ModelArtifact's files from its URI into a local directory, streaming.
+
+Schemes: ``file://`` and ``pvc://`` (a mounted path, used in place, never copied),
+``http(s)://`` (one file, an archive to unpack, or a directory whose signed manifest
+lists the files), ``s3://`` (every object under a prefix) and ``oci://`` (a model pushed
+as an OCI artifact). Downloads stream in chunks with a byte limit; archives are unpacked
+without links or paths that leave the directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import ssl
+import tarfile
+import urllib.parse
+import urllib.request
+import zipfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from modelshield.modelartifacts import hashing
+
+CHUNK = 1 << 20
+
+# Reasons, as the conditions spell them.
+FETCH_FAILED = "FetchFailed"
+UNSUPPORTED_URI = "UnsupportedUri"
+TOO_LARGE = "TooLarge"
+
+_ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+
+
+@dataclass
+class FetchError(Exception):
+    """The model could not be fetched; ``reason`` is a CamelCase code."""
+
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where and how to fetch: mount roots, credentials, limits, TLS."""
+
+    pvc_root: pathlib.Path = pathlib.Path("/mnt/models")
+    max_bytes: int = 1 << 40
+    timeout_seconds: float = 60.0
+    ca_file: pathlib.Path | None = None
+    s3_endpoint: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_session_token: str | None = None
+    insecure_registries: frozenset[str] = frozenset()
+    registry_credentials: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Settings from the usual AWS_* variables and MODELSHIELD_* ones."""
+        return cls(
+            pvc_root=pathlib.Path(environ.get("MODELSHIELD_PVC_ROOT", "/mnt/models")),
+            s3_endpoint=environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL"),
+            s3_region=environ.get("AWS_REGION", environ.get("AWS_DEFAULT_REGION", "us-east-1")),
+            s3_access_key=environ.get("AWS_ACCESS_KEY_ID"),
+            s3_secret_key=environ.get("AWS_SECRET_ACCESS_KEY"),
+            s3_session_token=environ.get("AWS_SESSION_TOKEN"),
+            insecure_registries=frozenset(
+                host
+                for host in environ.get("MODELSHIELD_INSECURE_REGISTRIES", "").split(",")
+                if host
+            ),
+        )
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context for https downloads."""
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    """The local directory holding the model, and whether it is a copy to clean up."""
+
+    directory: pathlib.Path
+    copied: bool
+    bytes: int
+
+
+class Budget:
+    """Counts bytes across a whole fetch and stops it at the limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, amount: int) -> None:
+        """Account for bytes received; raise when over the limit."""
+        self.used += amount
+        if self.used > self.limit:
+            raise FetchError(TOO_LARGE, f"the model is larger than the limit of {self.limit} bytes")
+
+
+def safe_relative(name: str) -> pathlib.PurePosixPath:
+    """A relative path that stays inside the destination, or FetchError."""
+    path = pathlib.PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        raise FetchError(FETCH_FAILED, f"refusing path {name!r}: it leaves the model directory")
+    return path
+
+
+def write_stream(
+    chunks: Iterator[bytes],
+    target: pathlib.Path,
+    budget: Budget,
+    expected_sha256: str | None = None,
+) -> int:
+    """Write chunks to target, counting bytes and checking a sha256 when one is expected."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    written = 0
+    with target.open("wb") as handle:
+        for chunk in chunks:
+            budget.take(len(chunk))
+            digest.update(chunk)
+            handle.write(chunk)
+            written += len(chunk)
+    if expected_sha256 is not None and digest.hexdigest() != expected_sha256:
+        raise FetchError(FETCH_FAILED, f"{target.name}: content does not match its digest")
+    return written
+
+
+def read_chunks(response: BinaryIO) -> Iterator[bytes]:
+    """Chunks of a response body."""
+    while chunk := response.read(CHUNK):
+        yield chunk
+
+
+def unpack(archive: pathlib.Path, destination: pathlib.Path, budget: Budget) -> None:
+    """Unpack a tar or zip archive: regular files only, every path inside destination."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as bundle:
+            for info in bundle.infolist():
+                if info.is_dir():
+                    continue
+                target = destination / safe_relative(info.filename)
+                with bundle.open(info) as member:
+                    write_stream(read_chunks(member), target, budget)  # type: ignore[arg-type]
+        return
+    with tarfile.open(archive) as bundle:
+        for member_info in bundle:
+            if member_info.isdir():
+                continue
+            if not member_info.isfile():
+                raise FetchError(
+                    FETCH_FAILED, f"archive member {member_info.name} is a link or device"
+                )
+            target = destination / safe_relative(member_info.name)
+            extracted = bundle.extractfile(member_info)
+            if extracted is not None:
+                write_stream(read_chunks(extracted), target, budget)  # type: ignore[arg-type]
+
+
+def _local(uri: urllib.parse.SplitResult, settings: Settings) -> FetchedModel:
+    if uri.scheme == "file":
+        path = pathlib.Path(urllib.parse.unquote(uri.netloc + uri.path))
+    else:
+        path = settings.pvc_root / uri.netloc / urllib.parse.unquote(uri.path).lstrip("/")
+    if not path.is_dir():
+        raise FetchError(FETCH_FAILED, f"{path} is not a directory")
+    size = hashing.model_size(path)
+    return FetchedModel(path, copied=False, bytes=size)
+
+
+def _http_get(url: str, settings: Settings, headers: Mapping[str, str] | None = None) -> BinaryIO:
+    request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - http(s) only
+    try:
+        response: BinaryIO = urllib.request.urlopen(  # noqa: S310 - scheme checked by caller
+            request, timeout=settings.timeout_seconds, context=settings.ssl_context()
+        )
+    except OSError as error:
+        raise FetchError(FETCH_FAILED, f"GET {url}: {error}") from error
+    return response
+
+
+def _http(uri: str, destination: pathlib.Path, settings: Settings, budget: Budget) -> None:
+    name = urllib.parse.urlsplit(uri).path.rstrip("/").rsplit("/", 1)[-1]
+    if uri.endswith("/"):
+        # A directory: its signed manifest says which files make up the model.
+        signature = destination / hashing.DEFAULT_SIGNATURE_NAME
+        with _http_get(uri + hashing.DEFAULT_SIGNATURE_NAME, settings) as response:
+            write_stream(read_chunks(response), signature, budget)
+        for resource in _signed_resources(signature):
+            target = destination / safe_relative(resource)
+            with _http_get(uri + urllib.parse.quote(resource), settings) as response:
+                write_stream(read_chunks(response), target, budget)
+        return
+    if not name:
+        raise FetchError(
+            UNSUPPORTED_URI, f"{uri} names neither a file nor a directory (end it with /)"
+        )
+    with _http_get(uri, settings) as response:
+        if name.endswith(_ARCHIVE_SUFFIXES):
+            archive = destination.parent / f".{destination.name}-{name}"
+            try:
+                write_stream(read_chunks(response), archive, budget)
+                unpack(archive, destination, budget)
+            finally:
+                archive.unlink(missing_ok=True)
+        else:
+            write_stream(read_chunks(response), destination / safe_relative(name), budget)
+
+
+def _signed_resources(signature: pathlib.Path) -> list[str]:
+    import base64
+
+    try:
+        bundle = json.loads(signature.read_bytes())
+        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+        resources = [str(item["name"]) for item in statement["predicate"]["resources"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise FetchError(FETCH_FAILED, f"the signature lists no files: {error}") from error
+    # Shard names are "path:start:end"; fetch each file once.
+    return sorted({resource.split(":")[0] for resource in resources})
+
+
+def fetch(uri: str, destination: pathlib.Path, settings: Settings | None = None) -> FetchedModel:
+    """Fetch the model at uri; local schemes are used in place, others go to destination."""
+    from modelshield.modelartifacts import buckets, registries
+
+    settings = settings or Settings()
+    split = urllib.parse.urlsplit(uri)
+    if split.scheme in ("file", "pvc"):
+        return _local(split, settings)
+    budget = Budget(settings.max_bytes)
+    destination.mkdir(parents=True, exist_ok=True)
+    try:
+        if split.scheme in ("http", "https"):
+            _http(uri, destination, settings, budget)
+        elif split.scheme == "s3":
+            buckets.fetch_prefix(
+                split.netloc, split.path.lstrip("/"), destination, settings, budget
+            )
+        elif split.scheme == "oci":
+            registries.fetch_artifact(uri[len("oci://") :], destination, settings, budget)
+        else:
+            raise FetchError(UNSUPPORTED_URI, f"scheme {split.scheme}:// is not supported")
+    except BaseException:
+        shutil.rmtree(destination, ignore_errors=True)
+        raise
+    return FetchedModel(destination, copied=True, bytes=budget.used)

@@ -1,0 +1,210 @@
+"""Real local servers for the fetch tests: HTTP(S) over a directory, moto's S3 server, OCI pushes."""
+
+# Every URL opened here is a loopback server that the test itself started.
+# ruff: noqa: S310
+
+from __future__ import annotations
+
+import datetime
+import functools
+import hashlib
+import http.server
+import ipaddress
+import json
+import os
+import pathlib
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.supplychain import localtools
+
+MOTO_VENV = pathlib.Path.home() / ".cache" / "modelshield" / "moto-venv"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _self_signed(directory: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    certificate_path = directory / "server.pem"
+    key_path = directory / "server.key"
+    certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return certificate_path, key_path
+
+
+@contextmanager
+def file_server(
+    root: pathlib.Path, tls_dir: pathlib.Path | None = None
+) -> Iterator[tuple[str, pathlib.Path | None]]:
+    """Serve root over HTTP (or HTTPS with a fresh certificate); yields (base URL, CA file)."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    ca_file = None
+    scheme = "http"
+    if tls_dir is not None:
+        ca_file, key_file = _self_signed(tls_dir)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(ca_file, key_file)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"{scheme}://127.0.0.1:{server.server_address[1]}", ca_file
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def moto_server_binary() -> pathlib.Path:
+    """moto's S3-compatible server, from its own venv (it pins python-dateutil < 3)."""
+    configured = os.environ.get("MODELSHIELD_MOTO_SERVER")
+    path = pathlib.Path(configured) if configured else MOTO_VENV / "bin" / "moto_server"
+    if not path.exists():
+        raise AssertionError(
+            f"moto_server not found at {path}: create it with "
+            f"`python3 -m venv {MOTO_VENV} && {MOTO_VENV}/bin/pip install 'moto[server]>=5,<6'` "
+            "(or set MODELSHIELD_MOTO_SERVER)"
+        )
+    return path
+
+
+@contextmanager
+def moto_server(log_dir: pathlib.Path) -> Iterator[str]:
+    """A moto server on a free loopback port; yields its endpoint URL."""
+    port = localtools.free_port()
+    log = (log_dir / "moto.log").open("ab")
+    process = subprocess.Popen(
+        [str(moto_server_binary()), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    endpoint = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"moto_server exited: {(log_dir / 'moto.log').read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                    break
+            except (urllib.error.URLError, OSError):
+                if time.monotonic() > deadline:
+                    raise AssertionError("moto_server did not start") from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def s3_put(endpoint: str, path: str, data: bytes = b"") -> None:
+    """PUT a bucket or an object (moto accepts unsigned writes by default)."""
+    # Without a content type, the server would parse the body as a form and store nothing.
+    request = urllib.request.Request(
+        f"{endpoint}/{path}",
+        data=data,
+        method="PUT",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200, response.status
+
+
+def oci_push_directory(host: str, repository: str, tag: str, model: pathlib.Path) -> str:
+    """Push every file of model as one layer each (ORAS layout); returns the manifest digest."""
+    base = f"http://{host}/v2/{repository}"
+
+    def upload(data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        start = urllib.request.Request(f"{base}/blobs/uploads/", data=b"", method="POST")
+        with urllib.request.urlopen(start, timeout=10) as response:
+            location = response.headers["Location"]
+        if location.startswith("/"):
+            location = f"http://{host}{location}"
+        separator = "&" if "?" in location else "?"
+        put = urllib.request.Request(
+            f"{location}{separator}digest={digest}", data=data, method="PUT"
+        )
+        with urllib.request.urlopen(put, timeout=30):
+            pass
+        return digest
+
+    layers = []
+    for path in sorted(p for p in model.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        layers.append(
+            {
+                "mediaType": "application/octet-stream",
+                "digest": upload(data),
+                "size": len(data),
+                "annotations": {
+                    "org.opencontainers.image.title": path.relative_to(model).as_posix()
+                },
+            }
+        )
+    config = b"{}"
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.modelshield.model.v1",
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": upload(config),
+                "size": len(config),
+            },
+            "layers": layers,
+        }
+    ).encode()
+    request = urllib.request.Request(
+        f"{base}/manifests/{tag}",
+        data=manifest,
+        method="PUT",
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()

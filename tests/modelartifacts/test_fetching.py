@@ -1,0 +1,210 @@
+"""Fetching from real local sources: a directory, HTTP(S), moto's S3 server, an OCI registry."""
+
+from __future__ import annotations
+
+import datetime
+import io
+import pathlib
+import tarfile
+from collections.abc import Iterator
+
+import pytest
+
+from modelshield.modelartifacts import buckets, fetching, registries, signing, verifying
+from tests.modelartifacts import keys, models, servers
+from tests.supplychain import localtools
+
+
+def _files(directory: pathlib.Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(directory).as_posix(): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def model(tmp_path: pathlib.Path) -> pathlib.Path:
+    directory = models.benign_model(tmp_path / "source" / "model")
+    (directory / "nested").mkdir()
+    (directory / "nested" / "notes.txt").write_text("nested file\n")
+    return directory
+
+
+def test_file_uri_is_used_in_place(model: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    fetched = fetching.fetch(f"file://{model}", tmp_path / "unused")
+
+    assert fetched.directory == model
+    assert not fetched.copied
+    assert not (tmp_path / "unused").exists()
+
+
+def test_pvc_uri_resolves_under_the_mount_root(model: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    settings = fetching.Settings(pvc_root=model.parent.parent)
+
+    fetched = fetching.fetch("pvc://source/model", tmp_path / "unused", settings)
+
+    assert fetched.directory == model
+
+
+def test_missing_local_directory(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(fetching.FetchError, match="not a directory"):
+        fetching.fetch(f"file://{tmp_path}/nothing", tmp_path / "d")
+
+
+@pytest.mark.integration
+def test_http_directory_listed_by_its_signed_manifest(
+    model: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    pair = keys.key_pair(tmp_path / "keys", "k")
+    signing.sign_with_key(model, pair.private_path)
+    (model / "unsigned-extra.bin").write_bytes(b"not part of the model")
+
+    with servers.file_server(model.parent) as (base, _):
+        fetched = fetching.fetch(f"{base}/model/", tmp_path / "fetched")
+
+    expected = _files(model)
+    del expected["unsigned-extra.bin"]
+    assert _files(fetched.directory) == expected
+    assert verifying.verify(fetched.directory, [verifying.KeySigner("k", pair.public_pem)])
+
+
+@pytest.mark.integration
+def test_https_archive_is_unpacked(model: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    archive_dir = tmp_path / "served"
+    archive_dir.mkdir()
+    with tarfile.open(archive_dir / "model.tar.gz", "w:gz") as archive:
+        for path in sorted(model.rglob("*")):
+            if path.is_file():
+                archive.add(path, arcname=path.relative_to(model).as_posix())
+
+    with servers.file_server(archive_dir, tls_dir=tmp_path) as (base, ca_file):
+        settings = fetching.Settings(ca_file=ca_file)
+        fetched = fetching.fetch(f"{base}/model.tar.gz", tmp_path / "fetched", settings)
+
+    assert _files(fetched.directory) == _files(model)
+
+
+@pytest.mark.integration
+def test_https_with_an_untrusted_certificate_fails(
+    model: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    with (
+        servers.file_server(model, tls_dir=tmp_path) as (base, _),
+        pytest.raises(fetching.FetchError, match="CERTIFICATE_VERIFY_FAILED"),
+    ):
+        fetching.fetch(f"{base}/vocab.txt", tmp_path / "fetched")
+    assert not (tmp_path / "fetched").exists()
+
+
+@pytest.mark.integration
+def test_archive_with_traversal_is_refused(tmp_path: pathlib.Path) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "evil.tar", "w") as archive:
+        info = tarfile.TarInfo("../escape.txt")
+        info.size = 3
+        archive.addfile(info, io.BytesIO(b"bad"))
+
+    with (
+        servers.file_server(served) as (base, _),
+        pytest.raises(fetching.FetchError, match="leaves"),
+    ):
+        fetching.fetch(f"{base}/evil.tar", tmp_path / "out" / "fetched")
+    assert not (tmp_path / "out" / "escape.txt").exists()
+
+
+@pytest.mark.integration
+def test_size_limit_stops_the_download(model: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    with (
+        servers.file_server(model) as (base, _),
+        pytest.raises(fetching.FetchError) as caught,
+    ):
+        fetching.fetch(f"{base}/model.joblib", tmp_path / "f", fetching.Settings(max_bytes=100))
+    assert caught.value.reason == fetching.TOO_LARGE
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with servers.moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
+        yield endpoint
+
+
+@pytest.mark.integration
+def test_s3_prefix_is_fetched_from_a_real_s3_server(
+    s3_endpoint: str, model: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    servers.s3_put(s3_endpoint, "models")
+    for name, data in _files(model).items():
+        servers.s3_put(s3_endpoint, f"models/fraud/v1/{name}", data)
+    servers.s3_put(s3_endpoint, "models/fraud/v10/other.txt", b"another version")
+    settings = fetching.Settings(
+        s3_endpoint=s3_endpoint, s3_access_key="testing", s3_secret_key="testing"
+    )
+
+    fetched = fetching.fetch("s3://models/fraud/v1", tmp_path / "fetched", settings)
+
+    assert _files(fetched.directory) == _files(model)
+
+
+@pytest.mark.integration
+def test_s3_missing_prefix(s3_endpoint: str, tmp_path: pathlib.Path) -> None:
+    servers.s3_put(s3_endpoint, "empty")
+    settings = fetching.Settings(s3_endpoint=s3_endpoint)
+
+    with pytest.raises(fetching.FetchError, match="no objects"):
+        fetching.fetch("s3://empty/nothing", tmp_path / "f", settings)
+
+
+def test_sigv4_matches_the_published_list_objects_example() -> None:
+    # The "GET Bucket (List Objects)" example of the Signature Version 4 documentation.
+    headers = buckets.sign_request(
+        "GET",
+        "https://examplebucket.s3.amazonaws.com/?max-keys=2&prefix=J",
+        region="us-east-1",
+        access_key="AKIAIOSFODNN7EXAMPLE",
+        secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        now=datetime.datetime(2013, 5, 24, tzinfo=datetime.UTC),
+    )
+
+    assert headers["authorization"].endswith(
+        "Signature=34b48302e7b5fa45bde8084f4b7868a86f0a534bc59db6670ed5711ef69dc6f7"
+    )
+
+
+@pytest.fixture(scope="module")
+def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[localtools.LocalRegistry]:
+    binary = localtools.require_tool("MODELSHIELD_REGISTRY")
+    started = localtools.LocalRegistry(binary, tmp_path_factory.mktemp("registry")).start()
+    yield started
+    started.stop()
+
+
+@pytest.mark.integration
+def test_oci_artifact_by_tag_and_digest(
+    oci_registry: localtools.LocalRegistry, model: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    digest = servers.oci_push_directory(oci_registry.host, "models/fraud", "v1", model)
+    settings = fetching.Settings(insecure_registries=frozenset({oci_registry.host}))
+
+    by_tag = fetching.fetch(f"oci://{oci_registry.host}/models/fraud:v1", tmp_path / "t", settings)
+    by_digest = fetching.fetch(
+        f"oci://{oci_registry.host}/models/fraud@{digest}", tmp_path / "d", settings
+    )
+
+    assert _files(by_tag.directory) == _files(model) == _files(by_digest.directory)
+
+
+@pytest.mark.integration
+def test_oci_unknown_tag(oci_registry: localtools.LocalRegistry, tmp_path: pathlib.Path) -> None:
+    settings = fetching.Settings(insecure_registries=frozenset({oci_registry.host}))
+
+    with pytest.raises(fetching.FetchError, match="HTTP 404"):
+        fetching.fetch(f"oci://{oci_registry.host}/models/none:v9", tmp_path / "f", settings)
+
+
+def test_oci_reference_parsing() -> None:
+    assert registries.parse_reference("r.example:5000/a/b:v1") == ("r.example:5000", "a/b", "v1")
+    assert registries.parse_reference("r.example/a")[2] == "latest"
+    with pytest.raises(fetching.FetchError):
+        registries.parse_reference("no-repository")

@@ -1,0 +1,119 @@
+"""The scanner against real benign models and a corpus of malicious files (never loaded)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import pickle
+import zipfile
+
+import pytest
+
+from modelshield.api.v1alpha1.common import Severity
+from modelshield.modelartifacts.scanning import findings, pickles, scanners
+from tests.modelartifacts import corpus, models
+from tests.modelartifacts import picklecode as op
+
+
+@pytest.fixture(scope="module")
+def malicious(tmp_path_factory: pytest.TempPathFactory) -> findings.ScanReport:
+    return scanners.scan_directory(corpus.build(tmp_path_factory.mktemp("corpus")))
+
+
+def test_benign_models_have_no_blocking_finding(tmp_path: pathlib.Path) -> None:
+    report = scanners.scan_directory(models.benign_model(tmp_path / "model"))
+
+    assert [f for f in report.findings if f.severity.rank >= Severity.MEDIUM.rank] == []
+    formats = {record.path: record.format for record in report.files}
+    assert formats == {
+        "config.json": "json",
+        "embeddings.npy": "npy",
+        "model.gguf": "gguf",
+        "model.joblib": "pickle",
+        "model.onnx": "onnx",
+        "model.safetensors": "safetensors",
+        "pytorch_model.bin": "zip",
+        "tokenizer.json": "json",
+        "vocab.txt": "text",
+    }
+    assert report.bytes_scanned == sum(p.stat().st_size for p in (tmp_path / "model").iterdir())
+
+
+def test_sklearn_estimator_is_reported_low_as_a_library_import(tmp_path: pathlib.Path) -> None:
+    report = scanners.scan_directory(models.sklearn_model(tmp_path / "sk"))
+
+    assert {f.severity for f in report.findings} == {Severity.LOW}
+    assert any("LogisticRegression" in f.location for f in report.findings)
+
+
+@pytest.mark.parametrize("case", corpus.CASES, ids=lambda case: case.name)
+def test_malicious_file_is_found(malicious: findings.ScanReport, case: corpus.Case) -> None:
+    found = [f for f in malicious.findings if f.file.split("!")[0] == case.name]
+
+    assert found, f"nothing found in {case.name}"
+    assert found[0].severity.rank >= case.severity.rank
+    assert any(case.needle in f"{f.location} {f.reason}" for f in found), found
+
+
+def test_every_file_of_the_corpus_has_a_record(malicious: findings.ScanReport) -> None:
+    assert sorted(r.path for r in malicious.files) == sorted(c.name for c in corpus.CASES)
+
+
+def test_findings_are_most_severe_first(malicious: findings.ScanReport) -> None:
+    ranks = [f.severity.rank for f in malicious.findings]
+
+    assert ranks == sorted(ranks, reverse=True)
+
+
+def test_api_findings_are_bounded(malicious: findings.ScanReport) -> None:
+    listed, truncated = findings.to_api(malicious.findings, limit=5)
+
+    assert len(listed) == 5
+    assert truncated
+    assert listed[0].severity == Severity.CRITICAL
+
+
+def test_symlink_is_a_finding_not_followed(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "weights.pkl").symlink_to("/etc/passwd")
+
+    report = scanners.scan_directory(tmp_path / "m")
+
+    assert report.findings[0].severity == Severity.HIGH
+    assert "symbolic link" in report.findings[0].reason
+
+
+def test_pickle_inside_tensor_data_is_found() -> None:
+    # A benign stream, then random-looking bytes with a PROTO lookalike, then a payload.
+    data = (
+        pickle.dumps([1, 2, 3], protocol=2)
+        + b"\x80\x02\xff\xfe" * 100
+        + op.call("os", "system", "x")
+    )
+
+    found = pickles.walk_buffer(data, "f.bin")
+
+    assert [f.location for f in found] == [
+        f"offset {len(data) - len(op.call('os', 'system', 'x')) + 2}: GLOBAL os.system"
+    ]
+
+
+def test_random_bytes_with_proto_lookalikes_give_no_findings() -> None:
+    noise = bytes((i * 7919 + 13) % 256 for i in range(200_000)).replace(b"\n", b"\x80\x02")
+
+    assert pickles.walk_buffer(noise, "noise.bin", leading=False) == []
+
+
+def test_zip_member_path_traversal(tmp_path: pathlib.Path) -> None:
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as archive:
+        archive.writestr("../../outside.json", json.dumps({}))
+
+    report = scanners.scan_directory(tmp_path / "evil.zip")
+
+    assert "escapes" in report.findings[0].reason
+
+
+def test_parse_severity() -> None:
+    assert findings.parse_severity("high") == Severity.HIGH
+    with pytest.raises(ValueError, match="not one of"):
+        findings.parse_severity("severe")
