@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from modelshield import __version__
-from modelshield.cli import crds, docs, drift, model, policytest, verifyimage, webhook
+from modelshield.cli import crds, docs, drift, model, operator, policytest, verifyimage, webhook
 
 # Each subcommand module exposes register(subparsers); its parser sets `handler`,
 # a function taking the parsed arguments and returning the exit code.
-SUBCOMMANDS = (crds, policytest, drift, webhook, docs, verifyimage, model)
+SUBCOMMANDS = (crds, policytest, drift, webhook, docs, operator, verifyimage, model)
 
 
 def build_parser() -> argparse.ArgumentParser:

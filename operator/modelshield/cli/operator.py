@@ -1,0 +1,224 @@
+"""``modelshield operator`` runs the reconcile loops; ``modelshield rbac`` prints their RBAC."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+import kopf
+import yaml
+from kubernetes import client, config
+
+from modelshield import __version__
+from modelshield.api.v1alpha1 import policies as api_policies
+from modelshield.controllers import caches, planning, policies, rbac, reconciling, settings, writing
+from modelshield.controllers.builders import driftmonitors, networkpolicies
+
+LOGGER = logging.getLogger("modelshield.operator")
+IMAGE_ENV = "MODELSHIELD_IMAGE"
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected key=value")
+    return key, value
+
+
+def _scraper_peers(arguments: argparse.Namespace) -> tuple[networkpolicies.Peer, ...]:
+    pod_selector = (
+        {"matchLabels": dict(arguments.scraper_pod_label)} if arguments.scraper_pod_label else None
+    )
+    return tuple(
+        networkpolicies.from_api_peer(
+            api_policies.Peer.model_validate(
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {networkpolicies.NAMESPACE_NAME_LABEL: namespace}
+                    },
+                    **({"podSelector": pod_selector} if pod_selector else {}),
+                }
+            )
+        )
+        for namespace in arguments.scraper_namespace
+    )
+
+
+def _api_client(kubeconfig: str | None, pool_size: int) -> client.ApiClient:
+    """Load credentials (in-cluster, else kubeconfig) into the default client configuration."""
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    else:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config()  # type: ignore[no-untyped-call]
+    configuration = client.Configuration.get_default_copy()
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
+
+
+def _connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials from the client configuration loaded by ``_api_client``."""
+    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
+        "authorization"
+    )
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def _register_optional(registry: kopf.OperatorRegistry, module_name: str, **context: Any) -> None:
+    """Register the handlers of a controller module written separately, when it exists."""
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as missing:
+        if missing.name != module_name:
+            raise
+        LOGGER.info("%s is not part of this build", module_name)
+        return
+    register = getattr(module, "register", None)
+    if callable(register):
+        register(registry, **context)
+
+
+def build(arguments: argparse.Namespace, api_client: client.ApiClient) -> tuple[
+    kopf.OperatorRegistry, reconciling.Controller, writing.Kube
+]:
+    """The registry with every handler, and the reconciler behind them."""
+    registry = kopf.OperatorRegistry()
+    kube = writing.Kube(api_client, max_workers=arguments.workers * 2)
+    monitor = driftmonitors.MonitorSettings(
+        image=arguments.image, service_account=arguments.drift_monitor_service_account
+    )
+    controller = reconciling.Controller(
+        caches.World(),
+        kube,
+        planning.Settings(monitor=monitor, scraper_peers=_scraper_peers(arguments)),
+        workers=arguments.workers,
+    )
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return _connection_info(api_client.configuration)
+
+    policies.register(registry, controller)
+    _register_optional(registry, "modelshield.controllers.auditing", controller=controller, arguments=arguments)
+    _register_optional(registry, "modelshield.controllers.certificates", kube=kube, arguments=arguments)
+    _register_optional(registry, "modelshield.controllers.artifacts")
+    return registry, controller, kube
+
+
+def _run_operator(arguments: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, arguments.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # One line per watch event at INFO would drown everything else.
+    logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
+    api_client = _api_client(arguments.kubeconfig, arguments.workers * 2)
+    registry, _, kube = build(arguments, api_client)
+    operator_settings = kopf.OperatorSettings()
+    settings.configure(
+        operator_settings, standalone=arguments.standalone, priority=arguments.priority
+    )
+    try:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                settings=operator_settings,
+                standalone=arguments.standalone,
+                priority=arguments.priority,
+                clusterwide=not arguments.namespace,
+                namespaces=arguments.namespace,
+                liveness_endpoint=arguments.liveness or None,
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        kube.close()
+    return 0
+
+
+def _run_rbac(arguments: argparse.Namespace) -> int:
+    documents = rbac.manifests(
+        name=arguments.name,
+        namespace=arguments.namespace,
+        service_account=arguments.service_account,
+        webhook_configurations=arguments.webhook_configuration or rbac.DEFAULT_WEBHOOK_CONFIGURATIONS,
+    )
+    sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``operator`` and ``rbac`` commands."""
+    parser = subparsers.add_parser("operator", help="run the operator (kopf reconcile loops)")
+    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    parser.add_argument(
+        "--namespace", action="append", default=[], help="watch only this namespace (repeatable)"
+    )
+    parser.add_argument("--standalone", action="store_true", help="no peering: run even if another instance is active")
+    parser.add_argument("--priority", type=int, default=0, help="peering priority; the highest is active")
+    parser.add_argument(
+        "--image",
+        default=os.environ.get(IMAGE_ENV, f"modelshield:{__version__}"),
+        help=f"image of drift monitors (default: ${IMAGE_ENV})",
+    )
+    parser.add_argument(
+        "--drift-monitor-service-account",
+        default="",
+        help="ServiceAccount of drift monitors (needs create on events); default: none, no token",
+    )
+    parser.add_argument(
+        "--scraper-namespace",
+        action="append",
+        default=[],
+        help="namespace of the metrics scraper allowed into governed pods (repeatable)",
+    )
+    parser.add_argument(
+        "--scraper-pod-label", action="append", default=[], type=_label, help="key=value of scraper pods"
+    )
+    parser.add_argument("--workers", type=int, default=8, help="concurrent reconciles")
+    parser.add_argument("--audit-interval", type=float, default=300.0, help="seconds between audits; 0 disables")
+    parser.add_argument("--audit-max-results", type=int, default=200, help="results kept per PolicyReport")
+    parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port; 0 disables")
+    parser.add_argument("--liveness", default="", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    parser.add_argument(
+        "--manage-certificates",
+        action="store_true",
+        help="create and rotate the webhook certificate (when cert-manager is absent)",
+    )
+    parser.add_argument("--webhook-namespace", default="modelshield-system", help="namespace of the webhook Service and Secret")
+    parser.add_argument("--webhook-service", default="modelshield-webhook", help="name of the webhook Service")
+    parser.add_argument("--webhook-secret", default=rbac.DEFAULT_CERTIFICATE_SECRET, help="Secret for the webhook certificate")
+    parser.add_argument(
+        "--webhook-configuration",
+        action="append",
+        default=[],
+        help="webhook configuration whose caBundle is kept in sync (repeatable; default: modelshield)",
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.set_defaults(handler=_run_operator)
+
+    rbac_parser = subparsers.add_parser("rbac", help="print the operator's RBAC (ClusterRole, Role, bindings)")
+    rbac_parser.add_argument("--name", default="modelshield-operator", help="name of the roles and bindings")
+    rbac_parser.add_argument("--namespace", default="modelshield-system", help="the operator's namespace")
+    rbac_parser.add_argument("--service-account", default="modelshield-operator", help="the operator's ServiceAccount")
+    rbac_parser.add_argument(
+        "--webhook-configuration", action="append", default=[], help="webhook configuration names (repeatable)"
+    )
+    rbac_parser.set_defaults(handler=_run_rbac)

@@ -1,0 +1,331 @@
+"""The policy reconciler: a work queue of workloads, and of policies whose status is due.
+
+Watch events only put keys in the queue (deduplicated); workers take a workload, plan what
+should exist next to it (``planning``), compare with what exists (``ownership.drift``) and
+write only the difference, so a second pass changes nothing. Whatever the order in which
+events arrive (or a restart in the middle), each pass moves the cluster to the same state.
+Policy status is written after the workloads settle, at most once per ``status_delay``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from modelshield.controllers import caches, planning, statuses, writing
+from modelshield.controllers.builders import ownership
+from modelshield.engine import compiling, evaluating, workloads
+
+LOGGER = logging.getLogger("modelshield.reconciler")
+RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What the last pass over a workload found, per policy."""
+
+    governing: tuple[ownership.ObjectRef, ...] = ()
+    problems: dict[ownership.ObjectRef, list[planning.Problem]] = dataclasses.field(
+        default_factory=dict
+    )
+    failures: list[str] = dataclasses.field(default_factory=list)
+
+
+class Controller:
+    """The reconciler's queues, workers and status writer."""
+
+    def __init__(
+        self,
+        world: caches.World,
+        kube: writing.Kube,
+        settings: planning.Settings,
+        *,
+        image_lookup: caches.ImageLookup | None = None,
+        workers: int = 8,
+        status_delay: float = 1.0,
+    ) -> None:
+        self.world = world
+        self.kube = kube
+        self.settings = settings
+        self.facts = caches.WorldFacts(world, image_lookup)
+        self.workers = workers
+        self.status_delay = status_delay
+        self.outcomes: dict[caches.Key, Outcome] = {}
+        self._queue: asyncio.Queue[caches.Key] = asyncio.Queue()
+        self._pending: set[caches.Key] = set()
+        self._busy: set[caches.Key] = set()
+        self._again: set[caches.Key] = set()
+        self._attempts: dict[caches.Key, int] = {}
+        self._made: set[caches.Key] = set()
+        self._status_due: set[caches.Key] = set()
+        self._status_wakeup = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.writes = 0
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers and the status writer on the running loop."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._work()) for _ in range(self.workers)]
+        self._tasks.append(loop.create_task(self._write_statuses()))
+
+    async def stop(self) -> None:
+        """Stop every task."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def settled(self) -> None:
+        """Wait until the queue is empty and no worker is busy (tests, benchmarks)."""
+        while self._pending or self._busy or self._status_due:
+            await asyncio.sleep(0.05)
+
+    # --- queueing -------------------------------------------------------------
+
+    def enqueue(self, key: caches.Key) -> None:
+        """Reconcile a workload soon; a key already waiting is not queued twice."""
+        if key in self._busy:
+            self._again.add(key)
+        elif key not in self._pending:
+            self._pending.add(key)
+            self._queue.put_nowait(key)
+
+    def enqueue_many(self, keys: Iterable[caches.Key]) -> None:
+        """Reconcile several workloads soon."""
+        for key in keys:
+            self.enqueue(key)
+
+    def enqueue_scope(self, policy_key: caches.Key) -> None:
+        """Reconcile every workload a policy could govern or governed."""
+        kind, namespace, _ = policy_key
+        scope = None if kind == "ClusterModelSecurityPolicy" else namespace
+        self.enqueue_many(self.world.workloads_in(scope))
+        self.enqueue_many(
+            key
+            for key, outcome in self.outcomes.items()
+            if any((ref.kind, ref.namespace, ref.name) == policy_key for ref in outcome.governing)
+        )
+        self.status_due([policy_key])
+
+    def status_due(self, policy_keys: Iterable[caches.Key]) -> None:
+        """Recompute these policies' status after the current burst of work."""
+        self._status_due.update(policy_keys)
+        self._status_wakeup.set()
+
+    def status_due_in(self, namespace: str) -> None:
+        """Recompute the status of every policy that governs a workload in the namespace."""
+        self.status_due(
+            (ref.kind, ref.namespace, ref.name)
+            for key, outcome in self.outcomes.items()
+            if key[1] == namespace
+            for ref in outcome.governing
+        )
+
+    async def _retry_later(self, key: caches.Key) -> None:
+        attempt = self._attempts.get(key, 0)
+        self._attempts[key] = attempt + 1
+        await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
+        self.enqueue(key)
+
+    async def _work(self) -> None:
+        while True:
+            key = await self._queue.get()
+            self._pending.discard(key)
+            self._busy.add(key)
+            try:
+                failed = await self.reconcile(key)
+            except Exception:
+                LOGGER.exception("reconciling %s failed", "/".join(key))
+                failed = True
+            finally:
+                self._busy.discard(key)
+            if failed:
+                asyncio.get_running_loop().create_task(self._retry_later(key))
+            else:
+                self._attempts.pop(key, None)
+            if key in self._again:
+                self._again.discard(key)
+                self.enqueue(key)
+
+    # --- one workload ---------------------------------------------------------
+
+    async def reconcile(self, key: caches.Key) -> bool:
+        """Move what exists next to one workload to what should; True when a write failed."""
+        profile = None
+        source = planning.drift_source(self.world, key)
+        if source is not None:
+            reference = source[1].reference_profile
+            profile = await self.kube.config_map_key(key[1], reference.name, reference.key)
+        plan = planning.plan(self.world, key, self.settings, profile)
+        workload = self.world.workloads.get(key)
+        failures: list[str] = []
+        for child_key, desired in plan.desired.items():
+            try:
+                await self._converge(child_key, desired, workload)
+            except writing.ApiException as error:
+                failures.append(f"{child_key[0]} {child_key[1]}/{child_key[2]}: {error.status} {error.reason}")
+        for child_key, live in self.world.children_of(key).items():
+            if child_key in plan.desired:
+                continue
+            try:
+                await self.kube.delete(*child_key, uid=str(live["metadata"].get("uid", "")))
+            except writing.ApiException as error:
+                failures.append(f"deleting {child_key[0]} {child_key[2]}: {error.status} {error.reason}")
+                continue
+            self.world.remove_child(child_key)
+            self._made.discard(child_key)
+            self.writes += 1
+        if plan.logger_patch is not None and workload is not None:
+            try:
+                await self.kube.patch("InferenceService", key[1], key[2], plan.logger_patch)
+                self.writes += 1
+                await self.kube.event(
+                    workload, "Normal", "PayloadLoggerSet", "payload logger pointed at the drift monitor"
+                )
+            except writing.ApiException as error:
+                failures.append(f"InferenceService logger: {error.status} {error.reason}")
+        self._record(key, plan, failures)
+        return bool(failures)
+
+    async def _converge(
+        self, key: caches.Key, desired: dict[str, Any], workload: dict[str, Any] | None
+    ) -> None:
+        live = self.world.children.get(key)
+        if live is None:
+            try:
+                written = await self.kube.create(desired)
+                reason, message = (
+                    ("Restored", f"{key[0]} {key[2]} was deleted; recreated it")
+                    if key in self._made
+                    else ("Created", f"created {key[0]} {key[2]}")
+                )
+            except writing.ApiException as error:
+                if error.status != 409:
+                    raise
+                # It exists but no watch event told us yet: compare with it instead.
+                found = await self.kube.get(*key)
+                if found is None:
+                    raise
+                live = found
+        if live is not None:
+            difference = ownership.drift(live, desired)
+            if difference is None:
+                self.world.put_child(live)
+                self._made.add(key)
+                return
+            written = await self._replace(key, desired, live)
+            reason, message = "Reverted", f"{key[0]} {key[2]} differed ({difference}); restored it"
+        self.world.put_child(written)
+        self._made.add(key)
+        self.writes += 1
+        if workload is not None:
+            await self.kube.event(workload, "Normal", reason, message)
+
+    async def _replace(
+        self, key: caches.Key, desired: dict[str, Any], live: dict[str, Any]
+    ) -> dict[str, Any]:
+        try:
+            return await self.kube.replace(desired, str(live["metadata"].get("resourceVersion", "")))
+        except writing.ApiException as error:
+            if error.status not in (404, 409):
+                raise
+        # Our copy was stale (edited or deleted since): go by what is stored now.
+        found = await self.kube.get(*key)
+        if found is None:
+            return await self.kube.create(desired)
+        if ownership.drift(found, desired) is None:
+            return found
+        return await self.kube.replace(desired, str(found["metadata"].get("resourceVersion", "")))
+
+    def _record(self, key: caches.Key, plan: planning.Plan, failures: list[str]) -> None:
+        previous = self.outcomes.get(key)
+        if self.world.workloads.get(key) is None:
+            self.outcomes.pop(key, None)
+        else:
+            self.outcomes[key] = Outcome(plan.governing, plan.problems, failures)
+        refs = set(plan.governing) | set(previous.governing if previous else ())
+        self.status_due((ref.kind, ref.namespace, ref.name) for ref in refs)
+
+    # --- status ---------------------------------------------------------------
+
+    async def _write_statuses(self) -> None:
+        while True:
+            await self._status_wakeup.wait()
+            self._status_wakeup.clear()
+            await asyncio.sleep(self.status_delay)
+            while self._pending or self._busy:
+                # Counts written mid-burst would be wrong a moment later.
+                await asyncio.sleep(self.status_delay)
+            due, self._status_due = self._status_due, set()
+            for policy_key in sorted(due):
+                try:
+                    await self.write_status(policy_key)
+                except writing.ApiException as error:
+                    if error.status != 404:
+                        LOGGER.warning("status of %s: %s %s", "/".join(policy_key), error.status, error.reason)
+                        self.status_due([policy_key])
+                except Exception:
+                    LOGGER.exception("status of %s failed", "/".join(policy_key))
+
+    def observe(self, policy_key: caches.Key, now: datetime.datetime) -> statuses.Observation:
+        """What the outcomes and the engine say about one policy."""
+        entry = self.world.policies.get(policy_key)
+        if entry is None:
+            return statuses.Observation()
+        if entry.model is None:
+            return statuses.Observation(invalid=entry.error)
+        compiled = compiling.compile_policies([entry.model])
+        governed = 0
+        violating: list[str] = []
+        problems: list[tuple[str, str]] = []
+        failures: list[str] = []
+        for key, outcome in sorted(self.outcomes.items()):
+            ref = next(
+                (r for r in outcome.governing if (r.kind, r.namespace, r.name) == policy_key), None
+            )
+            body = self.world.workloads.get(key)
+            if ref is None or body is None:
+                continue
+            governed += 1
+            parsed = workloads.parse(body)
+            decision = evaluating.evaluate_workload(
+                parsed, compiled, self.world.namespaces.get(key[1], {}), self.facts, now
+            )
+            if decision.violations or decision.warnings:
+                violating.append(parsed.identity)
+            problems.extend((p.reason, p.message) for p in outcome.problems.get(ref, []))
+            failures.extend(outcome.failures)
+        return statuses.Observation(
+            governed=governed, violators=violating, problems=problems, failures=failures
+        )
+
+    async def write_status(self, policy_key: caches.Key) -> None:
+        """Write one policy's status if it changed."""
+        entry = self.world.policies.get(policy_key)
+        if entry is None:
+            return
+        now = datetime.datetime.now(datetime.UTC)
+        previous = entry.body.get("status")
+        generation = int((entry.body.get("metadata") or {}).get("generation") or 0)
+        status = statuses.build(self.observe(policy_key, now), previous, generation, now)
+        if statuses.same(previous, status):
+            return
+        await self.kube.patch_policy_status(entry.body, status)
+        entry.body["status"] = status
+        self.writes += 1
+        before = {c["type"]: c for c in (previous or {}).get("conditions") or []}
+        for condition in status["conditions"]:
+            earlier = before.get(condition["type"])
+            if condition["type"] == statuses.DEGRADED and condition["status"] == "True" and (
+                earlier is None or earlier.get("reason") != condition["reason"]
+            ):
+                await self.kube.event(entry.body, "Warning", condition["reason"], condition["message"])
