@@ -111,8 +111,11 @@ def _is_json(content_type: str) -> bool:
 
 
 def unwrap(headers: Mapping[str, str], body: bytes) -> Event:
-    """Take the CloudEvent envelope off (if any): which stream, which payload."""
-    content_type = headers.get("Content-Type", headers.get("content-type", ""))
+    """Take the CloudEvent envelope off (if any): which stream, which payload.
+
+    headers must look names up case-insensitively (aiohttp's are; tests use CIMultiDict).
+    """
+    content_type = headers.get("content-type", "")
     media = content_type.split(";", 1)[0].strip().lower()
     if media == BATCH_CONTENT_TYPE:
         raise PayloadError(
@@ -148,13 +151,13 @@ def unwrap(headers: Mapping[str, str], body: bytes) -> Event:
         if isinstance(data, str):
             data = _loads(data, "the event's data")
         return Event(stream, data)
-    specversion = headers.get("ce-specversion", headers.get("Ce-Specversion"))
+    specversion = headers.get("ce-specversion")
     if specversion is not None:
         if specversion != SPEC_VERSION:
             raise PayloadError(
                 "invalid-cloudevent", f"ce-specversion {specversion!r} is not {SPEC_VERSION!r}"
             )
-        stream = _stream_of(headers.get("ce-type", headers.get("Ce-Type")))
+        stream = _stream_of(headers.get("ce-type"))
         return Event(stream, _loads(body, "the event's data"))
     return Event("request", _loads(body, "the body"))
 

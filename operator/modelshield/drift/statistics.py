@@ -79,11 +79,16 @@ def jensen_shannon(reference: FloatArray, live: FloatArray) -> FloatArray:
 def chi_square_effect(reference: FloatArray, live: FloatArray) -> FloatArray:
     """Cohen's w = sqrt(chi2 / n) of the live counts against the reference proportions."""
     totals = live.sum(axis=1, keepdims=True)
-    # Half a row at least: a few values in a bin the reference never saw must not dominate.
-    expected = np.maximum(proportions(reference), 0.5 / np.maximum(totals, 1.0))
-    expected /= expected.sum(axis=1, keepdims=True)
-    expected *= totals
-    statistic: FloatArray = (np.square(live - expected) / expected).sum(axis=1)
+    reference_share = proportions(reference)
+    # Half a row at least where the window has values the reference never had, so that a
+    # few of them do not dominate; bins empty on both sides carry nothing and stay out.
+    floor = np.where(live > 0, 0.5 / np.maximum(totals, 1.0), 0.0)
+    expected = np.where(reference_share > 0, reference_share, floor)
+    expected = expected / expected.sum(axis=1, keepdims=True) * totals
+    terms = np.divide(
+        np.square(live - expected), expected, out=np.zeros_like(expected), where=expected > 0
+    )
+    statistic: FloatArray = terms.sum(axis=1)
     effect: FloatArray = np.sqrt(statistic / np.maximum(totals[:, 0], 1.0))
     return effect
 

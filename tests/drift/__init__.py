@@ -1,0 +1,1 @@
+"""Tests of the drift monitor (modelshield.drift and the drift CLI)."""
