@@ -27,9 +27,11 @@ class Progress:
     """A one-line progress bar on stderr, redrawn at most ten times a second."""
 
     def __init__(
-        self, label: str, stream: TextIO = sys.stderr, enabled: bool | None = None
+        self, label: str, stream: TextIO | None = None, enabled: bool | None = None
     ) -> None:
         self._label = label
+        # Looked up now, not at import, so that redirections made later are honoured.
+        stream = stream if stream is not None else sys.stderr
         self._stream = stream
         self._enabled = stream.isatty() if enabled is None else enabled
         self._last = 0.0
