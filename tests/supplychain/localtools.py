@@ -18,7 +18,7 @@ import urllib.request
 from typing import Any
 
 from e2e.toolcache import BUILD_SCRIPT, tool_path
-from modelshield.supplychain.images import pushing, registries
+from modelshield.supplychain.images import bundles, pushing, registries
 
 COSIGN_TIMEOUT_SECONDS = 60
 
@@ -249,3 +249,54 @@ def vuln_predicate(severities: list[str], finished: str) -> dict[str, Any]:
         },
         "metadata": {"scanStartedOn": finished, "scanFinishedOn": finished},
     }
+
+
+async def attach_bundle(
+    client: registries.RegistryClient, host: str, repository: str, subject: str, bundle: bytes
+) -> str:
+    """Attach a sigstore bundle to an image as cosign does: a referrer manifest and the
+    tag-schema index (the test registry has no Referrers API). Returns the manifest digest."""
+    empty = b"{}"
+    config_digest = await pushing.put_blob(client, host, repository, empty)
+    layer_digest = await pushing.put_blob(client, host, repository, bundle)
+    subject_manifest = await client.get_manifest(host, repository, subject)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": registries.OCI_MANIFEST,
+            "artifactType": bundles.BUNDLE_V03,
+            "config": {
+                "mediaType": bundles.EMPTY_CONFIG,
+                "digest": config_digest,
+                "size": len(empty),
+            },
+            "layers": [
+                {"mediaType": bundles.BUNDLE_V03, "digest": layer_digest, "size": len(bundle)}
+            ],
+            "subject": {
+                "mediaType": subject_manifest.media_type,
+                "digest": subject,
+                "size": len(subject_manifest.raw),
+            },
+        }
+    ).encode()
+    digest = registries.digest_of(manifest)
+    await pushing.put_manifest(client, host, repository, digest, manifest, registries.OCI_MANIFEST)
+    tag = "sha256-" + subject.removeprefix("sha256:")
+    try:
+        index = dict((await client.get_manifest(host, repository, tag)).document)
+    except registries.NotFoundError:
+        index = {"schemaVersion": 2, "mediaType": registries.OCI_INDEX, "manifests": []}
+    index["manifests"] = [
+        *index["manifests"],
+        {
+            "mediaType": registries.OCI_MANIFEST,
+            "digest": digest,
+            "size": len(manifest),
+            "artifactType": bundles.BUNDLE_V03,
+        },
+    ]
+    await pushing.put_manifest(
+        client, host, repository, tag, json.dumps(index).encode(), registries.OCI_INDEX
+    )
+    return digest
