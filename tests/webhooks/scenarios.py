@@ -221,11 +221,13 @@ def review(
     namespace: str | None = None,
     uid: str | None = None,
     dry_run: bool = False,
+    copy_objects: bool = True,
 ) -> dict[str, Any]:
-    """An AdmissionReview request as kube-apiserver sends it."""
+    """An AdmissionReview request as kube-apiserver sends it (objects copied unless told)."""
     gvk = {"group": info.group, "version": info.version, "kind": info.kind}
     gvr = {"group": info.group, "version": info.version, "resource": info.resource}
-    metadata = (obj or old or {}).get("metadata", {})
+    metadata = (obj or old or {}).get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
     request: dict[str, Any] = {
         "uid": uid or str(uuid.uuid4()),
         "kind": gvk,
@@ -244,8 +246,8 @@ def review(
                 "system:authenticated",
             ],
         },
-        "object": copy.deepcopy(obj) if obj is not None else None,
-        "oldObject": copy.deepcopy(old) if old is not None else None,
+        "object": copy.deepcopy(obj) if obj is not None and copy_objects else obj,
+        "oldObject": copy.deepcopy(old) if old is not None and copy_objects else old,
         "dryRun": dry_run,
         "options": {
             "apiVersion": "meta.k8s.io/v1",

@@ -132,7 +132,14 @@ def decode(body: bytes) -> Request:
     except (ValueError, RecursionError) as error:
         # UnicodeDecodeError is a ValueError; RecursionError guards deeply nested arrays.
         raise MalformedReviewError(f"the body is not JSON: {type(error).__name__}") from error
-    return parse(document)
+    try:
+        return parse(document)
+    except MalformedReviewError:
+        raise
+    except Exception as error:
+        # parse() checks every field it reads; should one slip through, it is still a
+        # malformed review (a denial), never a crash.
+        raise MalformedReviewError(f"unreadable review ({type(error).__name__})") from error
 
 
 def parse(document: Any) -> Request:
@@ -150,7 +157,7 @@ def parse(document: Any) -> Request:
     if not uid:
         raise MalformedReviewError("request.uid is missing")
     operation = request.get("operation")
-    if operation not in OPERATIONS:
+    if not isinstance(operation, str) or operation not in OPERATIONS:
         raise MalformedReviewError(
             f"request.operation {operation!r} is not one of {sorted(OPERATIONS)}", uid
         )
