@@ -16,7 +16,17 @@ from kubernetes import client, config
 
 from modelshield import __version__
 from modelshield.api.v1alpha1 import policies as api_policies
-from modelshield.controllers import caches, planning, policies, rbac, reconciling, settings, writing
+from modelshield.controllers import (
+    auditing,
+    caches,
+    certificates,
+    planning,
+    policies,
+    rbac,
+    reconciling,
+    settings,
+    writing,
+)
 from modelshield.controllers.builders import driftmonitors, networkpolicies
 
 LOGGER = logging.getLogger("modelshield.operator")
@@ -80,6 +90,17 @@ def _connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo
     )
 
 
+def _image_verifier(arguments: argparse.Namespace) -> auditing.Verifier | None:
+    """The image verifier (issue 4) when this build has it; its cache feeds status and audit."""
+    try:
+        verifying = importlib.import_module("modelshield.supplychain.images.verifying")
+    except ModuleNotFoundError:
+        LOGGER.warning("no image verifier in this build: images count as unverified")
+        return None
+    verifier: auditing.Verifier = verifying.ImageVerifier(trust_root=arguments.trusted_root)
+    return verifier
+
+
 def _register_optional(registry: kopf.OperatorRegistry, module_name: str, **context: Any) -> None:
     """Register the handlers of a controller module written separately, when it exists."""
     try:
@@ -100,6 +121,7 @@ def build(arguments: argparse.Namespace, api_client: client.ApiClient) -> tuple[
     """The registry with every handler, and the reconciler behind them."""
     registry = kopf.OperatorRegistry()
     kube = writing.Kube(api_client, max_workers=arguments.workers * 2)
+    verifier = _image_verifier(arguments)
     monitor = driftmonitors.MonitorSettings(
         image=arguments.image, service_account=arguments.drift_monitor_service_account
     )
@@ -107,6 +129,7 @@ def build(arguments: argparse.Namespace, api_client: client.ApiClient) -> tuple[
         caches.World(),
         kube,
         planning.Settings(monitor=monitor, scraper_peers=_scraper_peers(arguments)),
+        image_lookup=verifier.cached if verifier is not None else None,
         workers=arguments.workers,
     )
 
@@ -115,8 +138,8 @@ def build(arguments: argparse.Namespace, api_client: client.ApiClient) -> tuple[
         return _connection_info(api_client.configuration)
 
     policies.register(registry, controller)
-    _register_optional(registry, "modelshield.controllers.auditing", controller=controller, arguments=arguments)
-    _register_optional(registry, "modelshield.controllers.certificates", kube=kube, arguments=arguments)
+    auditing.register(registry, controller=controller, arguments=arguments, verifier=verifier)
+    certificates.register(registry, kube=kube, arguments=arguments)
     _register_optional(registry, "modelshield.controllers.artifacts")
     return registry, controller, kube
 
@@ -191,6 +214,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--scraper-pod-label", action="append", default=[], type=_label, help="key=value of scraper pods"
+    )
+    parser.add_argument(
+        "--trusted-root", default=None, help="sigstore trusted_root.json for keyless signers"
     )
     parser.add_argument("--workers", type=int, default=8, help="concurrent reconciles")
     parser.add_argument("--audit-interval", type=float, default=300.0, help="seconds between audits; 0 disables")

@@ -1,0 +1,239 @@
+"""The background audit: every running workload, evaluated again with the same engine.
+
+Admission saw a workload once; keys rotate and signatures get removed afterwards. Every
+``--audit-interval`` seconds the audit evaluates each governed workload against the
+current policies, the ModelArtifacts' facts and the image verifier (its cache, refreshed
+through ``verify`` once an entry's TTL has run out), then writes one PolicyReport per
+namespace and updates the metrics: violations by policy and reason, last audit time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import logging
+import time
+from collections import Counter
+from typing import Any, Protocol
+
+import kopf
+import prometheus_client
+from aiohttp import web
+
+from modelshield.controllers import caches, reconciling, writing
+from modelshield.controllers.builders import ownership, policyreports
+from modelshield.engine import compiling, evaluating, facts, workloads
+
+LOGGER = logging.getLogger("modelshield.audit")
+VERIFY_DEADLINE_SECONDS = 20.0
+
+
+class Verifier(Protocol):
+    """What the audit needs of the image verifier."""
+
+    def cached(self, reference: str, requirement_key: str) -> facts.ImageFacts | None:
+        """A cached verdict, without I/O."""
+        ...
+
+    async def verify(
+        self,
+        reference: str,
+        requirement: Any,
+        requirement_key: str,
+        *,
+        deadline_seconds: float,
+        namespace: str = "",
+    ) -> facts.ImageFacts:
+        """Verify (or return the fresh cached verdict)."""
+        ...
+
+
+class Metrics:
+    """The audit's Prometheus metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = prometheus_client.CollectorRegistry()
+        self.violations = prometheus_client.Gauge(
+            "modelshield_audit_violations",
+            "Violations found by the last background audit, by policy and reason.",
+            ["policy", "reason"],
+            registry=self.registry,
+        )
+        self.last_audit = prometheus_client.Gauge(
+            "modelshield_audit_last_run_timestamp_seconds",
+            "When the last background audit finished (Unix time).",
+            registry=self.registry,
+        )
+        self.duration = prometheus_client.Gauge(
+            "modelshield_audit_duration_seconds",
+            "How long the last background audit took.",
+            registry=self.registry,
+        )
+        self.audited = prometheus_client.Gauge(
+            "modelshield_audit_workloads",
+            "Governed workloads evaluated by the last background audit.",
+            registry=self.registry,
+        )
+
+    def record(self, counts: Counter[tuple[str, str]], audited: int, seconds: float) -> None:
+        """Publish one audit's figures (series that went to zero are dropped)."""
+        self.violations.clear()
+        for (policy, reason), count in counts.items():
+            self.violations.labels(policy=policy, reason=reason).set(count)
+        self.audited.set(audited)
+        self.duration.set(seconds)
+        self.last_audit.set(time.time())
+
+
+class Auditor:
+    """Runs audits over the reconciler's World and writes PolicyReports."""
+
+    def __init__(
+        self,
+        controller: reconciling.Controller,
+        *,
+        verifier: Verifier | None = None,
+        max_results: int = policyreports.DEFAULT_MAX_RESULTS,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.world = controller.world
+        self.kube: writing.Kube = controller.kube
+        self.verifier = verifier
+        self.max_results = max_results
+        self.metrics = metrics or Metrics()
+        self.facts = caches.WorldFacts(controller.world, verifier.cached if verifier else None)
+
+    async def _refresh_images(self, parsed: workloads.Workload, governing: tuple[compiling.CompiledPolicy, ...]) -> None:
+        if self.verifier is None:
+            return
+        for image, requirement in evaluating.image_requests(parsed, governing):
+            await self.verifier.verify(
+                image,
+                requirement.source,
+                requirement.key,
+                deadline_seconds=VERIFY_DEADLINE_SECONDS,
+                namespace=parsed.namespace,
+            )
+
+    async def evaluate(self, now: datetime.datetime) -> dict[str, list[policyreports.Audited]]:
+        """Every governed workload's decision, by namespace."""
+        policy_set = self.world.policy_set()
+        found: dict[str, list[policyreports.Audited]] = {}
+        for key in sorted(self.world.workloads):
+            body = self.world.workloads.get(key)
+            if body is None:
+                continue
+            parsed = workloads.parse(body)
+            namespace_labels = self.world.namespaces.get(parsed.namespace, {})
+            governing = evaluating.governing_policies(parsed, policy_set, namespace_labels)
+            if not governing:
+                continue
+            await self._refresh_images(parsed, governing)
+            decision = evaluating.evaluate_workload(parsed, policy_set, namespace_labels, self.facts, now)
+            ref = ownership.ObjectRef.of(body)
+            found.setdefault(parsed.namespace, []).append(
+                policyreports.Audited(ref.api_version, ref.kind, ref.namespace, ref.name, ref.uid, decision)
+            )
+        return found
+
+    async def run_once(self) -> dict[str, dict[str, Any]]:
+        """One audit: evaluate, write the reports, publish metrics. Returns the reports."""
+        started = time.monotonic()
+        now = datetime.datetime.now(datetime.UTC)
+        by_namespace = await self.evaluate(now)
+        labels = {ownership.MANAGED_BY_LABEL: ownership.MANAGED_BY}
+        reports = {
+            namespace: policyreports.build(namespace, audited, now, max_results=self.max_results, labels=labels)
+            for namespace, audited in by_namespace.items()
+        }
+        for namespace, report in reports.items():
+            await self._write(namespace, report)
+        await self._remove_stale(set(reports))
+        counts: Counter[tuple[str, str]] = Counter()
+        for audited in by_namespace.values():
+            for item in audited:
+                for violation in (*item.decision.violations, *item.decision.warnings):
+                    counts[(str(violation.policy), violation.code.value)] += 1
+        self.metrics.record(counts, sum(len(a) for a in by_namespace.values()), time.monotonic() - started)
+        return reports
+
+    async def _write(self, namespace: str, report: dict[str, Any]) -> None:
+        live = await self.kube.get(policyreports.KIND, namespace, policyreports.NAME)
+        if live is None:
+            await self.kube.create(report)
+        elif not policyreports.same_content(live, report):
+            await self.kube.replace(report, str(live["metadata"].get("resourceVersion", "")))
+
+    async def _remove_stale(self, keep: set[str]) -> None:
+        live = await self.kube.list_all(
+            "/apis/wgpolicyk8s.io/v1alpha2/policyreports", ownership.MANAGED_SELECTOR
+        )
+        for report in live:
+            metadata = report.get("metadata") or {}
+            if metadata.get("name") == policyreports.NAME and metadata.get("namespace") not in keep:
+                await self.kube.delete(
+                    policyreports.KIND, str(metadata["namespace"]), policyreports.NAME, str(metadata.get("uid", ""))
+                )
+
+    async def run_forever(self, interval: float) -> None:
+        """Audit every interval seconds (the first one after a full interval, once settled)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.run_once()
+            except writing.ApiException as error:
+                LOGGER.warning("audit: %s %s", error.status, error.reason)
+            except Exception:
+                LOGGER.exception("audit failed")
+
+
+async def serve_metrics(registry: prometheus_client.CollectorRegistry, port: int) -> web.AppRunner:
+    """Serve /metrics on the port."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=prometheus_client.generate_latest(registry),
+            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "0.0.0.0", port).start()  # noqa: S104 - a pod's own network
+    return runner
+
+
+def register(
+    registry: kopf.OperatorRegistry,
+    *,
+    controller: reconciling.Controller,
+    arguments: argparse.Namespace,
+    verifier: Verifier | None = None,
+) -> Auditor:
+    """Start the audit loop and the metrics server with the operator."""
+    auditor = Auditor(controller, verifier=verifier, max_results=arguments.audit_max_results)
+    state: dict[str, Any] = {}
+
+    @kopf.on.startup(registry=registry)
+    async def start_audit(**_: Any) -> None:
+        loop = asyncio.get_running_loop()
+        if arguments.audit_interval > 0:
+            state["task"] = loop.create_task(auditor.run_forever(arguments.audit_interval))
+        if arguments.metrics_port:
+            state["runner"] = await serve_metrics(auditor.metrics.registry, arguments.metrics_port)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_audit(**_: Any) -> None:
+        task = state.pop("task", None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        runner = state.pop("runner", None)
+        if runner is not None:
+            await runner.cleanup()
+
+    return auditor
