@@ -10,6 +10,7 @@ and every body fetched by digest is checked against that digest.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
@@ -116,6 +117,7 @@ class RegistryClient:
     def __init__(self, options: RegistryOptions | None = None) -> None:
         self.options = options or RegistryOptions()
         self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         # (host, scope, username) -> (Authorization header value, monotonic expiry)
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
 
@@ -127,12 +129,15 @@ class RegistryClient:
 
     async def close(self) -> None:
         """Close the HTTP session; the client may be used again afterwards."""
-        if self._session is not None:
+        if self._session is not None and self._loop is asyncio.get_running_loop():
             await self._session.close()
-            self._session = None
+        self._session = None
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
+        # A session belongs to the event loop that made it; a client reused from another
+        # loop (a CLI run, a test) gets a new one rather than a session that cannot work.
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
             timeout = aiohttp.ClientTimeout(
                 total=self.options.request_timeout, sock_connect=self.options.connect_timeout
             )
@@ -142,6 +147,7 @@ class RegistryClient:
             self._session = aiohttp.ClientSession(
                 timeout=timeout, connector=connector, auto_decompress=False
             )
+            self._loop = loop
         return self._session
 
     def url(self, host: str, path: str) -> str:
