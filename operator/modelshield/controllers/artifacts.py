@@ -1,0 +1,286 @@
+"""kopf handlers of the ModelArtifact reconciler: fetch, verify and scan off the event loop.
+
+On create, spec update and resume (and from a timer once ``spec.recheckInterval`` has
+passed since ``status.lastChecked``) the artifact is checked in a process pool with
+bounded concurrency: a worker process fetches the files (streaming, into a scratch
+directory removed afterwards), verifies them against the signers of the policies in the
+artifact's namespace (and the cluster policies that select it), scans them, and returns
+the new status (``modelartifacts.reconciling``). The handler patches the status through
+kopf and posts an Event per condition transition. Nothing here unpickles a model.
+
+Policies and Namespaces are read from kopf indices fed by their watch streams; the PEM
+keys of ``secretRef`` signers are read from their Secrets when a Kubernetes client is
+available.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import dataclasses
+import datetime
+import logging
+import multiprocessing
+import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import kopf
+
+from modelshield.api.v1alpha1 import artifacts, common, policies
+from modelshield.api.v1alpha1.common import Severity
+from modelshield.engine import selectors
+from modelshield.modelartifacts import fetching, reconciling, verifying
+
+LOGGER = logging.getLogger("modelshield.artifacts")
+GROUP, VERSION, PLURAL = "modelshield.dev", "v1alpha1", "modelartifacts"
+#: How often the timer looks whether an artifact's recheckInterval has passed.
+TIMER_SECONDS = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How the reconciler fetches and how many checks run at once."""
+
+    fetch: fetching.Settings = dataclasses.field(default_factory=fetching.Settings)
+    work_dir: pathlib.Path = pathlib.Path(tempfile.gettempdir()) / "modelshield-artifacts"
+    max_concurrent: int = 2
+    trust_config: pathlib.Path | None = None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Settings from MODELSHIELD_* (and the AWS_* variables fetching reads)."""
+        trust = environ.get("MODELSHIELD_MODEL_TRUST_CONFIG")
+        return cls(
+            fetch=fetching.Settings.from_environment(environ),
+            work_dir=pathlib.Path(environ.get("MODELSHIELD_ARTIFACT_WORK_DIR", str(cls.work_dir))),
+            max_concurrent=int(environ.get("MODELSHIELD_ARTIFACT_CONCURRENCY", "2")),
+            trust_config=pathlib.Path(trust) if trust else None,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """Everything a worker process needs; picklable (our own data, never model files)."""
+
+    uid: str
+    spec: artifacts.ModelArtifactSpec
+    generation: int
+    previous: artifacts.ModelArtifactStatus | None
+    signers: tuple[verifying.TrustedSigner, ...]
+    threshold: Severity
+    settings: Settings
+
+
+def run_job(job: Job) -> reconciling.Verdict:
+    """Fetch, verify and scan one artifact (runs in a worker process)."""
+    scratch = job.settings.work_dir / f"{job.uid}-{os.getpid()}"
+    fetched: fetching.FetchedModel | None = None
+    error: str | None = None
+    try:
+        try:
+            fetched = fetching.fetch(job.spec.uri, scratch, job.settings.fetch)
+        except fetching.FetchError as failure:
+            error = f"{failure.reason}: {failure.message}"
+        signature = None
+        if job.spec.signature.uri and job.spec.signature.uri.startswith("file://"):
+            signature = pathlib.Path(job.spec.signature.uri[len("file://") :])
+        return reconciling.reconcile(
+            job.spec,
+            job.generation,
+            fetched.directory if fetched else None,
+            job.signers,
+            job.previous,
+            now=datetime.datetime.now(datetime.UTC),
+            block_at_or_above=job.threshold,
+            fetch_error=error,
+            signature_path=signature,
+        )
+    finally:
+        if fetched is None or fetched.copied:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def governing_requirements(
+    namespace: str,
+    namespace_labels: Mapping[str, str],
+    namespaced: Iterable[Mapping[str, Any]],
+    cluster: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]],
+) -> list[policies.ModelRequirements]:
+    """The models blocks of the namespace's policies and of cluster policies selecting it."""
+    requirements = [policies.ModelRequirements.model_validate(models) for models in namespaced]
+    for namespace_selector, models in cluster:
+        selector = selectors.compile_selector(
+            common.LabelSelector.model_validate(namespace_selector or {})
+        )
+        if selector.matches(namespace_labels):
+            requirements.append(policies.ModelRequirements.model_validate(models))
+    return requirements
+
+
+def is_due(status: Mapping[str, Any], spec: Mapping[str, Any], now: datetime.datetime) -> bool:
+    """Whether recheckInterval has passed since status.lastChecked."""
+    checked = status.get("lastChecked")
+    if not checked:
+        return True
+    interval = common.parse_duration(str(spec.get("recheckInterval", "24h")))
+    last = datetime.datetime.fromisoformat(str(checked).replace("Z", "+00:00"))
+    return now - last >= interval
+
+
+class Reconciler:
+    """Runs checks in a process pool, at most ``max_concurrent`` at a time."""
+
+    def __init__(self, settings: Settings, kube: Any = None) -> None:
+        self.settings = settings
+        self.kube = kube
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._slots = asyncio.Semaphore(settings.max_concurrent)
+
+    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
+        if self._pool is None:
+            # spawn: never fork an event loop with its threads and sockets.
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.settings.max_concurrent,
+                mp_context=multiprocessing.get_context("spawn"),
+            )
+        return self._pool
+
+    def shutdown(self) -> None:
+        """Stop the worker processes."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    async def secret_keys(
+        self, namespace: str, requirements: Iterable[policies.ModelRequirements]
+    ) -> dict[tuple[str, str], bytes]:
+        """The PEM keys that secretRef signers name (missing ones are left out)."""
+        found: dict[tuple[str, str], bytes] = {}
+        for requirement in requirements:
+            for signer in requirement.signers:
+                reference = signer.secret_ref
+                if reference is None or self.kube is None:
+                    continue
+                secret = await self.kube.get("Secret", namespace, reference.name)
+                value = ((secret or {}).get("data") or {}).get(reference.key)
+                if isinstance(value, str):
+                    found[(reference.name, reference.key)] = base64.b64decode(value)
+        return found
+
+    async def check(self, job: Job) -> reconciling.Verdict:
+        """Run one job in the pool; the event loop only awaits it."""
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor(), run_job, job)
+
+
+def _previous(status: Mapping[str, Any]) -> artifacts.ModelArtifactStatus | None:
+    try:
+        return artifacts.ModelArtifactStatus.model_validate(dict(status)) if status else None
+    except ValueError:
+        return None
+
+
+def status_patch(status: artifacts.ModelArtifactStatus) -> dict[str, Any]:
+    """The status as a merge patch: cleared fields become nulls so they are removed."""
+    return status.model_dump(by_alias=True, mode="json")
+
+
+def register(
+    registry: kopf.OperatorRegistry,
+    *,
+    settings: Settings | None = None,
+    kube: Any = None,
+    **_: Any,
+) -> Reconciler:
+    """Attach the ModelArtifact handlers (and the indices they read) to a registry."""
+    reconciler = Reconciler(settings or Settings.from_environment(), kube)
+
+    @kopf.index(GROUP, VERSION, "modelsecuritypolicies", registry=registry)
+    def model_policies(**kwargs: Any) -> Any:
+        models = kwargs["spec"].get("models")
+        return {kwargs["namespace"]: dict(models)} if models else None
+
+    @kopf.index(GROUP, VERSION, "clustermodelsecuritypolicies", registry=registry)
+    def cluster_model_policies(**kwargs: Any) -> Any:
+        spec = kwargs["spec"]
+        models = spec.get("models")
+        selector = dict(spec.get("namespaceSelector") or {})
+        return {None: (selector, dict(models))} if models else None
+
+    @kopf.index("", "v1", "namespaces", registry=registry)
+    def namespace_labels(**kwargs: Any) -> Any:
+        return {kwargs["name"]: dict(kwargs["labels"])}
+
+    async def reconcile_artifact(
+        body: kopf.Body,
+        namespace: str,
+        patch: kopf.Patch,
+        model_policies: kopf.Index[str, Any],
+        cluster_model_policies: kopf.Index[None, Any],
+        namespace_labels: kopf.Index[str, Any],
+    ) -> None:
+        spec = artifacts.ModelArtifactSpec.model_validate(dict(body.get("spec") or {}))
+        labels: Mapping[str, str] = next(iter(namespace_labels.get(namespace, [])), {})
+        requirements = governing_requirements(
+            namespace,
+            labels,
+            model_policies.get(namespace, []),
+            cluster_model_policies.get(None, []),
+        )
+        keys = await reconciler.secret_keys(namespace, requirements)
+        signers = reconciling.trusted_signers(requirements, keys, reconciler.settings.trust_config)
+        job = Job(
+            uid=str(body.metadata.uid),
+            spec=spec,
+            generation=int(body.metadata.get("generation") or 0),
+            previous=_previous(body.get("status") or {}),
+            signers=tuple(signers),
+            threshold=reconciling.blocking_threshold(requirements),
+            settings=reconciler.settings,
+        )
+        verdict = await reconciler.check(job)
+        patch.status.update(status_patch(verdict.status))
+        for condition in verdict.transitions:
+            healthy = condition.status is common.ConditionStatus.TRUE
+            kopf.event(
+                body,
+                type="Normal" if healthy else "Warning",
+                reason=condition.reason,
+                message=f"{condition.type}={condition.status.value}: {condition.message}"[:1024],
+            )
+
+    async def _from_kwargs(kwargs: Mapping[str, Any]) -> None:
+        await reconcile_artifact(
+            kwargs["body"],
+            str(kwargs["namespace"]),
+            kwargs["patch"],
+            kwargs["model_policies"],
+            kwargs["cluster_model_policies"],
+            kwargs["namespace_labels"],
+        )
+
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    async def artifact_changed(**kwargs: Any) -> None:
+        await _from_kwargs(kwargs)
+
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_SECONDS, registry=registry)
+    async def artifact_recheck(**kwargs: Any) -> None:
+        body = kwargs["body"]
+        now = datetime.datetime.now(datetime.UTC)
+        if is_due(body.get("status") or {}, body.get("spec") or {}, now):
+            await _from_kwargs(kwargs)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_artifact_workers(**_: Any) -> None:
+        reconciler.shutdown()
+
+    return reconciler
