@@ -1,0 +1,83 @@
+"""The ModelArtifact controller's pieces without a cluster: jobs, the process pool, due times."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import pathlib
+
+from modelshield.api.v1alpha1 import artifacts
+from modelshield.api.v1alpha1.common import ConditionStatus, Severity
+from modelshield.controllers import artifacts as controller
+from modelshield.modelartifacts import fetching, signing, verifying
+from tests.modelartifacts import keys, models
+
+
+def _job(
+    tmp_path: pathlib.Path, uri: str, signers: tuple[verifying.TrustedSigner, ...]
+) -> controller.Job:
+    return controller.Job(
+        uid="0000-1111",
+        spec=artifacts.ModelArtifactSpec(uri=uri),
+        generation=2,
+        previous=None,
+        signers=signers,
+        threshold=Severity.HIGH,
+        settings=controller.Settings(work_dir=tmp_path / "work", max_concurrent=1),
+    )
+
+
+def test_job_in_a_worker_process_verifies_and_scans(tmp_path: pathlib.Path) -> None:
+    pair = keys.key_pair(tmp_path / "keys", "release")
+    model = models.benign_model(tmp_path / "model")
+    signing.sign_with_key(model, pair.private_path)
+    job = _job(tmp_path, f"file://{model}", (verifying.KeySigner("release", pair.public_pem),))
+    reconciler = controller.Reconciler(job.settings)
+
+    try:
+        verdict = asyncio.run(reconciler.check(job))
+    finally:
+        reconciler.shutdown()
+
+    ready = next(c for c in verdict.status.conditions if c.type == "Ready")
+    assert (ready.status, verdict.status.signer) == (ConditionStatus.TRUE, "release")
+    assert verdict.status.observed_generation == 2
+
+
+def test_job_with_unreachable_source_reports_fetch_failure(tmp_path: pathlib.Path) -> None:
+    job = _job(tmp_path, "http://127.0.0.1:9/model.joblib", ())
+
+    verdict = controller.run_job(job)
+
+    verified = next(c for c in verdict.status.conditions if c.type == "Verified")
+    assert verified.reason == "FetchFailed"
+    assert fetching.FETCH_FAILED in verified.message
+    assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
+
+
+def test_governing_requirements_select_cluster_policies_by_namespace_labels() -> None:
+    namespaced = [{"signers": [], "blockFindingsAtOrAbove": "Medium"}]
+    cluster = [
+        ({"matchLabels": {"team": "fraud"}}, {"blockFindingsAtOrAbove": "Low"}),
+        ({"matchLabels": {"team": "search"}}, {"blockFindingsAtOrAbove": "Critical"}),
+    ]
+
+    found = controller.governing_requirements("ml", {"team": "fraud"}, namespaced, cluster)
+
+    assert [r.block_findings_at_or_above for r in found] == [Severity.MEDIUM, Severity.LOW]
+
+
+def test_is_due() -> None:
+    now = datetime.datetime(2026, 11, 26, 12, tzinfo=datetime.UTC)
+    status = {"lastChecked": "2026-11-26T11:00:00Z"}
+
+    assert controller.is_due({}, {}, now)
+    assert not controller.is_due(status, {"recheckInterval": "2h"}, now)
+    assert controller.is_due(status, {"recheckInterval": "30m"}, now)
+
+
+def test_status_patch_clears_fields_with_nulls() -> None:
+    patch = controller.status_patch(artifacts.ModelArtifactStatus())
+
+    assert patch["verifiedDigest"] is None
+    assert patch["signer"] is None
