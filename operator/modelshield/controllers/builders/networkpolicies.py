@@ -94,9 +94,11 @@ def from_api_peer(peer: policies.Peer) -> Peer:
     """A policy's peer in NetworkPolicy terms."""
     return Peer(
         namespace_selector=(
-            selector_manifest(peer.namespace_selector) if peer.namespace_selector else None
+            selector_manifest(peer.namespace_selector)
+            if peer.namespace_selector is not None
+            else None
         ),
-        pod_selector=selector_manifest(peer.pod_selector) if peer.pod_selector else None,
+        pod_selector=selector_manifest(peer.pod_selector) if peer.pod_selector is not None else None,
         cidr=peer.cidr,
     )
 
@@ -149,8 +151,8 @@ def intersect_peers(first: Peer, second: Peer, namespace: str) -> Peer | None:
         namespaces = None
     else:
         namespaces = merge_selectors(
-            first.namespace_selector or _own_namespace(namespace),
-            second.namespace_selector or _own_namespace(namespace),
+            _own_namespace(namespace) if first.namespace_selector is None else first.namespace_selector,
+            _own_namespace(namespace) if second.namespace_selector is None else second.namespace_selector,
         )
     pods = merge_selectors(first.pod_selector, second.pod_selector)
     if (namespaces or {}).get("impossible") or (pods or {}).get("impossible"):

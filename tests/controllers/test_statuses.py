@@ -1,0 +1,60 @@
+"""Policy status: conditions, counts, violators, stable transition times."""
+
+from __future__ import annotations
+
+import datetime
+
+from modelshield.controllers import statuses
+
+NOW = datetime.datetime(2026, 11, 26, 1, 0, tzinfo=datetime.UTC)
+LATER = NOW + datetime.timedelta(minutes=5)
+
+
+def _conditions(status: dict[str, object]) -> dict[str, dict[str, object]]:
+    conditions = status["conditions"]
+    assert isinstance(conditions, list)
+    return {c["type"]: c for c in conditions}
+
+
+def test_counts_and_first_violators() -> None:
+    violators = [f"Deployment/ml/d{i:02}" for i in range(8)]
+    status = statuses.build(statuses.Observation(governed=10, violators=violators), None, 3, NOW)
+    assert status["governed"] == 10
+    assert status["violating"] == 8
+    assert status["compliant"] == 2
+    assert status["violators"] == violators[: statuses.VIOLATORS_LISTED]
+    assert status["observedGeneration"] == 3
+    conditions = _conditions(status)
+    assert conditions["Ready"]["status"] == "True"
+    assert conditions["Degraded"]["status"] == "False"
+    assert conditions["Ready"]["observedGeneration"] == 3
+
+
+def test_problems_degrade_with_their_reason() -> None:
+    status = statuses.build(
+        statuses.Observation(governed=1, problems=[("ReferenceProfileMissing", "ConfigMap ref has no key")]),
+        None,
+        1,
+        NOW,
+    )
+    degraded = _conditions(status)["Degraded"]
+    assert (degraded["status"], degraded["reason"]) == ("True", "ReferenceProfileMissing")
+    assert "ConfigMap ref" in str(degraded["message"])
+    assert _conditions(status)["Ready"]["status"] == "True"
+
+
+def test_failures_and_invalid_spec_are_not_ready() -> None:
+    failed = _conditions(statuses.build(statuses.Observation(failures=["NetworkPolicy x: 403"]), None, 1, NOW))
+    assert (failed["Ready"]["status"], failed["Ready"]["reason"]) == ("False", statuses.RECONCILE_FAILED)
+    invalid = _conditions(statuses.build(statuses.Observation(invalid="bad selector"), None, 1, NOW))
+    assert (invalid["Ready"]["reason"], invalid["Degraded"]["reason"]) == (statuses.INVALID_SPEC,) * 2
+
+
+def test_transition_time_kept_while_status_holds() -> None:
+    first = statuses.build(statuses.Observation(governed=1), None, 1, NOW)
+    again = statuses.build(statuses.Observation(governed=1), first, 1, LATER)
+    assert statuses.same(first, again)
+    flipped = statuses.build(statuses.Observation(failures=["x"]), first, 1, LATER)
+    assert _conditions(flipped)["Ready"]["lastTransitionTime"] == "2026-11-26T01:05:00Z"
+    assert _conditions(flipped)["Degraded"]["lastTransitionTime"] == "2026-11-26T01:05:00Z"
+    assert not statuses.same(first, flipped)
