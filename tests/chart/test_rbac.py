@@ -1,0 +1,115 @@
+"""Least privilege: no wildcards, Secrets only by name, and the operator's rules are exactly
+those of modelshield.controllers.rbac (what the code was tested to need)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelshield.controllers import rbac
+from modelshield_webhooks import caches
+from tests.chart import rendering
+
+ROLE_KINDS = ("ClusterRole", "Role")
+#: Verbs that let a subject grant itself more than it was given.
+ESCALATING_VERBS = {"escalate", "bind", "impersonate", "*"}
+
+
+def _rules(manifests: list[rendering.Manifest]) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (f"{role['kind']}/{role['metadata']['name']}", rule)
+        for kind in ROLE_KINDS
+        for role in rendering.of_kind(manifests, kind)
+        for rule in role.get("rules", [])
+    ]
+
+
+def _normalised(rules: list[dict[str, Any]]) -> list[tuple[tuple[str, ...], ...]]:
+    return sorted(
+        (
+            tuple(sorted(rule.get("apiGroups", []))),
+            tuple(sorted(rule.get("resources", []))),
+            tuple(sorted(rule.get("verbs", []))),
+            tuple(sorted(rule.get("resourceNames", []))),
+        )
+        for rule in rules
+    )
+
+
+@pytest.mark.parametrize("name", sorted(rendering.COMBINATIONS))
+def test_no_wildcards_and_no_escalation(name: str) -> None:
+    rules = _rules(rendering.rendered(name))
+    assert rules
+    for role, rule in rules:
+        assert "nonResourceURLs" not in rule, role
+        for field in ("apiGroups", "resources", "verbs", "resourceNames"):
+            for value in rule.get(field, []):
+                assert "*" not in value, f"{role}: wildcard in {field}: {rule}"
+        assert not ESCALATING_VERBS & set(rule["verbs"]), f"{role}: {rule}"
+
+
+@pytest.mark.parametrize("name", sorted(rendering.COMBINATIONS))
+def test_secrets_are_reachable_only_by_name_in_the_release_namespace(name: str) -> None:
+    manifests = rendering.rendered(name)
+    for role, rule in _rules(manifests):
+        if "secrets" not in rule["resources"]:
+            continue
+        assert role.startswith("Role/"), f"{role} grants Secrets cluster-wide: {rule}"
+        # create cannot be limited by name; everything else must be.
+        if set(rule["verbs"]) != {"create"}:
+            assert rule.get("resourceNames") == [f"{rendering.RELEASE}-webhook-tls"], (
+                f"{role}: {rule}"
+            )
+
+
+def test_operator_rules_are_the_ones_the_code_declares() -> None:
+    manifests = rendering.rendered("default")
+    cluster_role = rendering.one(manifests, "ClusterRole", f"{rendering.RELEASE}-operator")
+    expected = [rule.manifest() for rule in rbac.cluster_rules((rendering.RELEASE,))]
+    assert _normalised(cluster_role["rules"]) == _normalised(expected)
+    role = rendering.one(manifests, "Role", f"{rendering.RELEASE}-operator")
+    expected = [
+        rule.manifest() for rule in rbac.namespace_rules(f"{rendering.RELEASE}-webhook-tls")
+    ]
+    assert _normalised(role["rules"]) == _normalised(expected)
+
+
+def test_with_cert_manager_the_operator_gets_no_secret_rights() -> None:
+    manifests = rendering.rendered("cert-manager")
+    assert not rendering.of_kind(manifests, "Role")
+    assert all("secrets" not in rule["resources"] for _, rule in _rules(manifests))
+
+
+def test_webhook_only_reads_what_its_caches_watch() -> None:
+    role = rendering.one(
+        rendering.rendered("default"), "ClusterRole", f"{rendering.RELEASE}-webhook"
+    )
+    for rule in role["rules"]:
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
+    granted = {resource for rule in role["rules"] for resource in rule["resources"]}
+    assert granted == set(caches.KINDS)
+
+
+@pytest.mark.parametrize("name", sorted(rendering.COMBINATIONS))
+def test_every_binding_binds_a_rendered_role_to_a_rendered_service_account(name: str) -> None:
+    manifests = rendering.rendered(name)
+    roles = {
+        (m["kind"], m["metadata"]["name"])
+        for k in ROLE_KINDS
+        for m in rendering.of_kind(manifests, k)
+    }
+    accounts = {m["metadata"]["name"] for m in rendering.of_kind(manifests, "ServiceAccount")}
+    bindings = rendering.of_kind(manifests, "ClusterRoleBinding") + rendering.of_kind(
+        manifests, "RoleBinding"
+    )
+    assert bindings
+    for binding in bindings:
+        assert (binding["roleRef"]["kind"], binding["roleRef"]["name"]) in roles, binding
+        for subject in binding["subjects"]:
+            assert subject["kind"] == "ServiceAccount"
+            assert subject["name"] in accounts
+            assert subject["namespace"] == rendering.NAMESPACE
+    for _, spec in rendering.pod_specs(manifests):
+        if spec.get("automountServiceAccountToken", True):
+            assert spec["serviceAccountName"] in accounts
