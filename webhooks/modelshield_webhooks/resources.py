@@ -3,8 +3,9 @@
 The CRD schema already rejects most mistakes; this adds what a schema cannot say: that
 signer and attestation names are unique (reports and attestation requirements refer to
 signers by name), that an empty allowed-registry prefix would allow every registry,
-that a cluster policy has no namespace to take a Secret from, and that mutations and
-startup re-verification need a signer to verify against.
+that a cluster policy has no namespace to take a Secret from, that digest pinning needs
+a signer (it pins to the digest whose signature verified) and that every attestation
+has someone allowed to sign it.
 """
 
 from __future__ import annotations
@@ -100,13 +101,6 @@ def semantic_problems(policy: policies.PolicyRequirements, *, cluster: bool) -> 
     models = policy.models
     if models is not None:
         found.extend(_signer_problems(models.signers, "spec.models.signers", cluster=cluster))
-        if models.verify_at_startup and not models.signers:
-            found.append(
-                (
-                    "spec.models.verifyAtStartup",
-                    "re-verifies the model signature at pod start, so it needs spec.models.signers",
-                )
-            )
     return found
 
 

@@ -1,0 +1,95 @@
+"""The webhook configurations, and the CLI command that prints them."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import pathlib
+
+import yaml
+
+from modelshield.cli import main
+from modelshield_webhooks import configurations
+
+
+def _endpoint() -> configurations.Endpoint:
+    return configurations.Endpoint(ca_bundle=b"PEM", url="https://127.0.0.1:8443/")
+
+
+def test_validating_configuration_fails_closed_but_spares_system_namespaces() -> None:
+    config = configurations.validating_configuration(_endpoint(), own_namespace="modelshield")
+    workloads, own_resources = config["webhooks"]
+    assert workloads["failurePolicy"] == "Fail"
+    assert workloads["sideEffects"] == "None"
+    assert workloads["admissionReviewVersions"] == ["v1"]
+    assert workloads["timeoutSeconds"] == 10
+    assert workloads["clientConfig"] == {
+        "caBundle": base64.b64encode(b"PEM").decode(),
+        "url": "https://127.0.0.1:8443/validate",
+    }
+    assert workloads["namespaceSelector"] == {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": ["kube-system", "modelshield"],
+            },
+            {"key": "modelshield.dev/ignore", "operator": "NotIn", "values": ["true"]},
+        ]
+    }
+    resources = {
+        (group, resource)
+        for rule in workloads["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert resources == {
+        ("", "pods"),
+        ("", "pods/ephemeralcontainers"),
+        ("", "replicationcontrollers"),
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("apps", "replicasets"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+        ("serving.kserve.io", "inferenceservices"),
+    }
+    assert all(rule["operations"] == ["CREATE", "UPDATE"] for rule in workloads["rules"])
+    assert own_resources["clientConfig"]["url"].endswith("/validate-resources")
+    assert "namespaceSelector" not in own_resources
+
+
+def test_service_client_config() -> None:
+    endpoint = configurations.Endpoint(
+        ca_bundle=b"PEM", service_namespace="ms", service_name="hook", service_port=8443
+    )
+    config = configurations.mutating_configuration(endpoint)
+    (webhook,) = config["webhooks"]
+    assert webhook["clientConfig"]["service"] == {
+        "namespace": "ms",
+        "name": "hook",
+        "path": "/mutate",
+        "port": 8443,
+    }
+    assert webhook["reinvocationPolicy"] == "Never"
+
+
+def test_cli_prints_both_configurations(tmp_path: pathlib.Path) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        code = main.main(
+            ["webhook", "configuration", "--url", "https://127.0.0.1:9443", "--ca-bundle", str(ca)]
+        )
+    assert code == 0
+    mutating, validating = yaml.safe_load_all(output.getvalue())
+    assert mutating["kind"] == "MutatingWebhookConfiguration"
+    assert validating["kind"] == "ValidatingWebhookConfiguration"
+    assert validating["webhooks"][0]["clientConfig"]["url"] == "https://127.0.0.1:9443/validate"
+
+
+def test_cli_serve_needs_certificate_files(tmp_path: pathlib.Path) -> None:
+    assert main.main(["webhook", "--cert", str(tmp_path / "x"), "--key", str(tmp_path / "y")]) == 2

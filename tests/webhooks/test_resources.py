@@ -1,0 +1,100 @@
+"""Validation of modelshield's own resources: the schema's rules and the semantic ones."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from modelshield_webhooks import resources
+from tests.conftest import FIXTURES
+from tests.webhooks import scenarios
+
+
+def _cluster_policy() -> dict[str, Any]:
+    policy = scenarios.policy("", name="baseline")
+    policy["kind"] = "ClusterModelSecurityPolicy"
+    del policy["metadata"]["namespace"]
+    return policy
+
+
+def test_valid_policies_and_artifacts_pass() -> None:
+    assert resources.problems_of(scenarios.policy(scenarios.ENFORCED)) == []
+    assert resources.problems_of(_cluster_policy()) == []
+    assert resources.problems_of(scenarios.model_artifact(scenarios.ENFORCED)) == []
+
+
+def test_the_repository_fixtures_agree_with_the_crd_models() -> None:
+    import yaml
+
+    for path in sorted((FIXTURES / "policies" / "valid").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                assert resources.problems_of(document) == [], path
+    for path in sorted((FIXTURES / "policies" / "invalid").glob("*.yaml")):
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        assert any(resources.problems_of(d) for d in documents), path
+
+
+def _mutated(policy: dict[str, Any], path: list[Any], value: Any) -> dict[str, Any]:
+    changed = copy.deepcopy(policy)
+    node = changed
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return changed
+
+
+SIGNER = {"name": "release-2026", "publicKey": scenarios.PUBLIC_KEY}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "field", "words"),
+    [
+        (
+            ["spec", "images", "allowedRegistries"],
+            ["registry.example.com/", " "],
+            "spec.images.allowedRegistries[1]",
+            "allows every registry",
+        ),
+        (["spec", "images", "signers"], [SIGNER, SIGNER], "spec.images.signers", "used twice"),
+        (
+            ["spec", "images", "signers"],
+            [],
+            "spec.images.mutateToDigest",
+            "needs spec.images.signers",
+        ),
+        (
+            ["spec", "images", "attestations"],
+            [{"name": "scan", "predicateType": "x"}, {"name": "scan", "predicateType": "y"}],
+            "spec.images.attestations",
+            "used twice",
+        ),
+        (["spec", "enforcement"], "Sometimes", "spec.enforcement", "Enforce"),
+    ],
+)
+def test_semantic_problems_name_the_field(
+    path: list[Any], value: Any, field: str, words: str
+) -> None:
+    policy = scenarios.policy(scenarios.ENFORCED, mutate_to_digest=True, verify_at_startup=True)
+    found = resources.problems_of(_mutated(policy, path, value))
+    assert any(where == field and words in problem for where, problem in found), found
+
+
+def test_a_cluster_policy_cannot_read_a_secret() -> None:
+    policy = _cluster_policy()
+    policy["spec"]["images"]["signers"] = [
+        {"name": "from-secret", "secretRef": {"name": "keys", "key": "cosign.pub"}}
+    ]
+    found = resources.problems_of(policy)
+    assert [where for where, _ in found] == ["spec.images.signers[0].secretRef"]
+    namespaced = scenarios.policy(scenarios.ENFORCED)
+    namespaced["spec"]["images"]["signers"] = policy["spec"]["images"]["signers"]
+    assert resources.problems_of(namespaced) == []
+
+
+def test_status_is_not_judged_by_the_admission_of_the_main_resource() -> None:
+    artifact = scenarios.model_artifact(scenarios.ENFORCED)
+    artifact["status"]["unexpected"] = True
+    assert resources.problems_of(artifact) == []
