@@ -26,6 +26,8 @@ from modelshield.drift import alarms, config, monitoring
 log = logging.getLogger(__name__)
 
 SERVICE_ACCOUNT_DIR = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount")
+SERVICE_ACCOUNT_DIR_ENV = "MODELSHIELD_DRIFT_SERVICE_ACCOUNT_DIR"
+"""Where the token, ca.crt and namespace are, when not in the standard place (outside a pod)."""
 COMPONENT = "modelshield-drift-monitor"
 REQUEST_TIMEOUT_SECONDS = 10
 
@@ -83,10 +85,12 @@ class EventSink:
         cls,
         workload: config.WorkloadReference | None,
         environ: Mapping[str, str] | None = None,
-        account_dir: pathlib.Path = SERVICE_ACCOUNT_DIR,
+        account_dir: pathlib.Path | None = None,
     ) -> EventSink | None:
         """The sink of the pod's service account, or None outside a cluster / without a workload."""
         environ = os.environ if environ is None else environ
+        if account_dir is None:
+            account_dir = pathlib.Path(environ.get(SERVICE_ACCOUNT_DIR_ENV) or SERVICE_ACCOUNT_DIR)
         host = environ.get("KUBERNETES_SERVICE_HOST")
         port = environ.get("KUBERNETES_SERVICE_PORT", "443")
         token = account_dir / "token"
