@@ -202,19 +202,26 @@ def register(
     """Attach the ModelArtifact handlers (and the indices they read) to a registry."""
     reconciler = Reconciler(settings or Settings.from_environment(), kube)
 
-    @kopf.index(GROUP, VERSION, "modelsecuritypolicies", registry=registry)
+    # Explicit ids: kopf passes each index to handlers as a keyword of that name.
+    @kopf.index(GROUP, VERSION, "modelsecuritypolicies", id="model_policies", registry=registry)
     def model_policies(**kwargs: Any) -> Any:
         models = kwargs["spec"].get("models")
         return {kwargs["namespace"]: dict(models)} if models else None
 
-    @kopf.index(GROUP, VERSION, "clustermodelsecuritypolicies", registry=registry)
+    @kopf.index(
+        GROUP,
+        VERSION,
+        "clustermodelsecuritypolicies",
+        id="cluster_model_policies",
+        registry=registry,
+    )
     def cluster_model_policies(**kwargs: Any) -> Any:
         spec = kwargs["spec"]
         models = spec.get("models")
         selector = dict(spec.get("namespaceSelector") or {})
         return {None: (selector, dict(models))} if models else None
 
-    @kopf.index("", "v1", "namespaces", registry=registry)
+    @kopf.index("", "v1", "namespaces", id="namespace_labels", registry=registry)
     def namespace_labels(**kwargs: Any) -> Any:
         return {kwargs["name"]: dict(kwargs["labels"])}
 

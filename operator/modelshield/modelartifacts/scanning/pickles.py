@@ -330,7 +330,13 @@ class PickleScanner:
     def scan(self, data: mmap.mmap | bytes, name: str, context: object) -> list[findings.Finding]:
         """Walk every pickle in the buffer; add picklescan's opinion on small ones."""
         found = walk_buffer(data, name)
-        found.extend(_picklescan_opinion(data, name))
+        # picklescan's list is a second opinion: keep only what the walker did not flag.
+        flagged = " ".join(finding.location for finding in found)
+        found.extend(
+            opinion
+            for opinion in _picklescan_opinion(data, name)
+            if opinion.location.removeprefix("global ") not in flagged
+        )
         return found
 
 

@@ -1,0 +1,232 @@
+"""The ModelArtifact reconciler against a real API server: the status and Events it writes.
+
+kopf runs in a thread of the test process with only the artifact handlers registered
+(``modelshield.controllers.artifacts.register``), logged in with the cluster's kubeconfig
+and configured with modelshield's kopf settings. Models are local ``file://`` directories
+signed with the real model_signing library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import kopf
+import pytest
+from kubernetes import client
+
+from e2e.clients import Cluster
+from modelshield.controllers import artifacts as artifact_handlers
+from modelshield.controllers import settings as operator_settings
+from modelshield.modelartifacts import signing
+from tests.modelartifacts import keys, models
+from tests.modelartifacts import picklecode as op
+
+GROUP, VERSION = "modelshield.dev", "v1alpha1"
+WAIT_SECONDS = 90.0
+
+
+def _connection(api_client: client.ApiClient) -> kopf.ConnectionInfo:
+    configuration = api_client.configuration
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Cluster,
+    modelshield_crds: list[dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    registry = kopf.OperatorRegistry()
+    settings = artifact_handlers.Settings(
+        work_dir=tmp_path_factory.mktemp("artifact-work"), max_concurrent=2
+    )
+    reconciler = artifact_handlers.register(registry, settings=settings)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return _connection(cluster.api_client)
+
+    kopf_settings = kopf.OperatorSettings()
+    operator_settings.configure(kopf_settings, standalone=True)
+    stop = threading.Event()
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                settings=kopf_settings,
+                standalone=True,
+                clusterwide=True,
+                stop_flag=stop,
+                ready_flag=ready,
+            )
+        )
+
+    thread = threading.Thread(target=run, name="kopf", daemon=True)
+    thread.start()
+    assert ready.wait(30), "kopf did not start"
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+        reconciler.shutdown()
+
+
+def _api(cluster: Cluster) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(cluster.api_client)
+
+
+def _policy(cluster: Cluster, namespace: str, public_pem: bytes) -> None:
+    _api(cluster).create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "modelsecuritypolicies",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelSecurityPolicy",
+            "metadata": {"name": "models"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "fraud"}},
+                "models": {"signers": [{"name": "release", "publicKey": public_pem.decode()}]},
+            },
+        },
+    )
+
+
+def _artifact(cluster: Cluster, namespace: str, name: str, uri: str, **spec: Any) -> None:
+    _api(cluster).create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "modelartifacts",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelArtifact",
+            "metadata": {"name": name},
+            "spec": {"uri": uri, **spec},
+        },
+    )
+
+
+def _ready(status: dict[str, Any]) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+
+
+def _wait_status(
+    cluster: Cluster, namespace: str, name: str, reason: str, generation: int = 1
+) -> dict[str, Any]:
+    deadline = time.monotonic() + WAIT_SECONDS
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        body = _api(cluster).get_namespaced_custom_object(
+            GROUP, VERSION, namespace, "modelartifacts", name
+        )
+        assert isinstance(body, dict)
+        status = body.get("status") or {}
+        ready = _ready(status)
+        if (
+            ready is not None
+            and ready["reason"] == reason
+            and status.get("observedGeneration") == generation
+        ):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"{name} never reached Ready reason {reason}: {status}")
+
+
+def _events(cluster: Cluster, namespace: str, name: str) -> list[str]:
+    found = client.CoreV1Api(cluster.api_client).list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name}"
+    )
+    return [str(event.reason) for event in found.items]
+
+
+@pytest.mark.usefixtures("operator")
+def test_signed_model_becomes_ready_then_tampering_is_caught(
+    cluster: Cluster, namespace: str, tmp_path: pathlib.Path
+) -> None:
+    pair = keys.key_pair(tmp_path / "keys", "release")
+    model = models.benign_model(tmp_path / "model")
+    signed = signing.sign_with_key(model, pair.private_path)
+    _policy(cluster, namespace, pair.public_pem)
+    _artifact(cluster, namespace, "fraud-v1", f"file://{model}")
+
+    status = _wait_status(cluster, namespace, "fraud-v1", "Ready")
+
+    assert status["verifiedDigest"] == signed.digest
+    assert status["signer"] == "release"
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Verified": "True",
+        "Scanned": "True",
+        "Ready": "True",
+    }
+    assert status["lastChecked"]
+
+    (model / "vocab.txt").write_text("swapped after signing\n")
+    _api(cluster).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelartifacts", "fraud-v1", {"spec": {"recheckInterval": "1h"}}
+    )
+
+    status = _wait_status(cluster, namespace, "fraud-v1", "NotVerified", generation=2)
+
+    verified = next(c for c in status["conditions"] if c["type"] == "Verified")
+    assert verified["reason"] == "ContentMismatch"
+    assert "vocab.txt" in verified["message"]
+    assert "verifiedDigest" not in status or status["verifiedDigest"] is None
+    deadline = time.monotonic() + 20
+    while "ContentMismatch" not in _events(cluster, namespace, "fraud-v1"):
+        assert time.monotonic() < deadline, _events(cluster, namespace, "fraud-v1")
+        time.sleep(0.5)
+    assert "SignatureVerified" in _events(cluster, namespace, "fraud-v1")
+
+
+@pytest.mark.usefixtures("operator")
+def test_malicious_model_is_not_ready_with_findings(
+    cluster: Cluster, namespace: str, tmp_path: pathlib.Path
+) -> None:
+    pair = keys.key_pair(tmp_path / "keys", "release")
+    model = models.benign_model(tmp_path / "model")
+    (model / "payload.pkl").write_bytes(op.call("os", "system", "true"))
+    signing.sign_with_key(model, pair.private_path)
+    _policy(cluster, namespace, pair.public_pem)
+    _artifact(cluster, namespace, "evil", f"file://{model}")
+
+    status = _wait_status(cluster, namespace, "evil", "BlockingFindings")
+
+    assert status["findings"][0] == {
+        "severity": "Critical",
+        "file": "payload.pkl",
+        "location": "offset 2: GLOBAL os.system",
+        "reason": "imports os.system from a module that can run code",
+    }
+    assert next(c for c in status["conditions"] if c["type"] == "Verified")["status"] == "True"
+
+
+@pytest.mark.usefixtures("operator")
+def test_unreachable_source_is_a_fetch_failure(cluster: Cluster, namespace: str) -> None:
+    _artifact(cluster, namespace, "gone", "http://127.0.0.1:9/model.joblib")
+
+    status = _wait_status(cluster, namespace, "gone", "NotVerified")
+
+    verified = next(c for c in status["conditions"] if c["type"] == "Verified")
+    assert verified["reason"] == "FetchFailed"
