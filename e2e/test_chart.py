@@ -1,0 +1,301 @@
+"""The Helm chart against a real API server: every object accepted, the webhook
+configurations live and fail-closed where they should be, and nothing left behind.
+
+Pods cannot run on the local control plane (no kubelet), so this tests objects, not
+pods: server-side dry-run of every documented combination, then a real `helm install`
+(CRDs off: the session's `modelshield_crds` fixture already owns them), `helm upgrade`
+(the generated CA survives), the pre-delete hook's script run against the cluster the
+way its Job would, and `helm uninstall`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+
+from e2e.clients import Cluster, Kubectl
+from tests.chart import rendering
+
+# Kinds whose CRDs a bare control plane does not have (cert-manager, Prometheus
+# Operator): checked structurally by tests/chart, not sent to the server here.
+THIRD_PARTY_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
+CONFIGURATION_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+IGNORE_LABEL = "modelshield.dev/ignore"
+
+
+class Helm:
+    """helm against the test cluster, with its own cache and config directories."""
+
+    def __init__(self, cluster: Cluster, home: pathlib.Path) -> None:
+        self.kubeconfig = cluster.kubeconfig_path
+        self.environment = {
+            **os.environ,
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        }
+        self.environment.pop("KUBECONFIG", None)
+
+    def __call__(self, *arguments: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        command = [str(rendering.helm_path()), "--kubeconfig", str(self.kubeconfig), *arguments]
+        completed = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=rendering.HELM_TIMEOUT_SECONDS,
+            env=self.environment,
+            check=False,
+        )
+        if check and completed.returncode != 0:
+            pytest.fail(
+                f"`helm {' '.join(arguments)}` exited with {completed.returncode}:\n"
+                f"{completed.stderr}{completed.stdout}",
+                pytrace=False,
+            )
+        return completed
+
+
+@pytest.fixture
+def helm(cluster: Cluster, tmp_path: pathlib.Path) -> Helm:
+    return Helm(cluster, tmp_path / "helm")
+
+
+@pytest.fixture
+def other_namespace(kubectl: Kubectl) -> Iterator[str]:
+    """A second namespace, where the release's webhooks do apply."""
+    created = kubectl(
+        "create",
+        "--output=jsonpath={.metadata.name}",
+        "--filename=-",
+        input_text=yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"generateName": "e2e-workloads-"},
+            }
+        ),
+    )
+    name = created.stdout.strip()
+    try:
+        yield name
+    finally:
+        kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def _release_name(namespace: str) -> str:
+    # Cluster-scoped names (roles, webhook configurations) derive from the release:
+    # one per test namespace, so runs never collide.
+    return "modelshield-" + namespace.removeprefix("e2e-")
+
+
+def _deployment(name: str) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "server", "image": "registry.invalid/m:1"}]},
+            },
+        },
+    }
+
+
+def _create_deployment(kubectl: Kubectl, namespace: str, name: str) -> str | None:
+    """Create a Deployment (server-side dry run, so admission runs and nothing is
+    stored); the API server's refusal, or None when it was admitted."""
+    completed = kubectl(
+        "create",
+        "--dry-run=server",
+        "--namespace",
+        namespace,
+        "--filename=-",
+        input_text=yaml.safe_dump(_deployment(name)),
+        check=False,
+    )
+    return None if completed.returncode == 0 else completed.stderr
+
+
+def _get(kubectl: Kubectl, *arguments: str) -> dict[str, Any]:
+    document = json.loads(kubectl("get", "--output=json", *arguments).stdout)
+    assert isinstance(document, dict)
+    return document
+
+
+@pytest.mark.parametrize("combination", sorted(rendering.COMBINATIONS))
+def test_every_rendered_object_is_accepted_by_the_api_server(
+    combination: str, namespace: str, kubectl: Kubectl
+) -> None:
+    manifests = rendering.parse(
+        rendering.render_text(
+            rendering.COMBINATIONS[combination],
+            release=_release_name(namespace),
+            namespace=namespace,
+        )
+    )
+    sent = [
+        manifest
+        for manifest in manifests
+        if not manifest["apiVersion"].startswith(THIRD_PARTY_GROUPS)
+    ]
+    skipped = {manifest["kind"] for manifest in manifests} - {m["kind"] for m in sent}
+    assert skipped <= {"Certificate", "Issuer", "ServiceMonitor"}, skipped
+    # Server-side apply: the CRDs outgrow client-side apply's annotation.
+    applied = kubectl(
+        "apply",
+        "--server-side",
+        "--dry-run=server",
+        "--force-conflicts",
+        "--field-manager=modelshield-e2e-chart",
+        "--namespace",
+        namespace,
+        "--filename=-",
+        input_text=yaml.safe_dump_all(sent),
+    )
+    lines = [line for line in applied.stdout.splitlines() if line.strip()]
+    assert len(lines) == len(sent), applied.stdout
+
+
+def test_install_upgrade_uninstall_leaves_nothing_fail_closed(
+    cluster: Cluster,
+    helm: Helm,
+    namespace: str,
+    other_namespace: str,
+    kubectl: Kubectl,
+    modelshield_crds: list[dict[str, Any]],
+) -> None:
+    release = _release_name(namespace)
+    secret_name = f"{release}-webhook-tls"
+    # The chart's CRDs are already installed (and owned) by the session fixture.
+    install = ("--namespace", namespace, "--set", "crds.install=false")
+    helm("install", release, str(rendering.CHART), *install)
+    try:
+        _check_installed(helm, kubectl, release, namespace, other_namespace)
+        before = _get(kubectl, "secret", secret_name, "--namespace", namespace)["data"]
+        helm("upgrade", release, str(rendering.CHART), *install, "--set", "webhook.logLevel=debug")
+        after = _get(kubectl, "secret", secret_name, "--namespace", namespace)["data"]
+        # An upgrade keeps the CA and certificate the pods and the caBundle already use.
+        assert after == before
+        validating = _get(kubectl, "validatingwebhookconfiguration", release)
+        assert validating["webhooks"][0]["clientConfig"]["caBundle"] == before["ca.crt"]
+
+        _run_pre_delete_hook_script(cluster, helm, release, namespace)
+        for kind in CONFIGURATION_KINDS:
+            assert kubectl("get", kind.lower(), release, check=False).returncode != 0, kind
+        # Even before the rest of the release goes, workloads are admitted again.
+        assert _create_deployment(kubectl, other_namespace, "after-hook") is None
+    finally:
+        # --no-hooks: the hook's Job would wait forever for a kubelet; its script ran above.
+        helm("uninstall", release, "--namespace", namespace, "--no-hooks", check=False)
+
+    assert helm("status", release, "--namespace", namespace, check=False).returncode != 0
+    leftovers = kubectl(
+        "get",
+        "clusterroles,clusterrolebindings,validatingwebhookconfigurations,"
+        "mutatingwebhookconfigurations",
+        "--selector",
+        f"app.kubernetes.io/instance={release}",
+        "--output=name",
+    )
+    assert leftovers.stdout.strip() == ""
+    assert _create_deployment(kubectl, other_namespace, "after-uninstall") is None
+    # The CRDs (and with them every policy) stay.
+    for crd in modelshield_crds:
+        kubectl("get", "customresourcedefinition", crd["metadata"]["name"])
+
+
+def _check_installed(
+    helm: Helm, kubectl: Kubectl, release: str, namespace: str, other_namespace: str
+) -> None:
+    objects = rendering.parse(helm("get", "manifest", release, "--namespace", namespace).stdout)
+    assert len(objects) > 10
+    for obj in objects:
+        group = obj["apiVersion"].rpartition("/")[0]
+        resource = f"{obj['kind']}.{group}" if group else obj["kind"]
+        where = ["--namespace", namespace] if obj["metadata"].get("namespace") else []
+        kubectl("get", resource, obj["metadata"]["name"], *where)
+
+    service = _get(kubectl, "service", f"{release}-webhook", "--namespace", namespace)
+    secret = _get(kubectl, "secret", f"{release}-webhook-tls", "--namespace", namespace)
+    ca = x509.load_pem_x509_certificate(base64.b64decode(secret["data"]["ca.crt"]))
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    for kind in CONFIGURATION_KINDS:
+        for webhook in _get(kubectl, kind.lower(), release)["webhooks"]:
+            target = webhook["clientConfig"]["service"]
+            assert (target["namespace"], target["name"]) == (namespace, service["metadata"]["name"])
+            assert target["port"] in {port["port"] for port in service["spec"]["ports"]}
+            assert webhook["clientConfig"]["caBundle"] == secret["data"]["ca.crt"]
+            assert webhook["failurePolicy"] == "Fail"
+
+    # Fail closed, for real: no webhook pod can answer here, so a workload in a governed
+    # namespace is refused ...
+    refused = _eventually_refused(kubectl, other_namespace)
+    assert "failed calling webhook" in refused, refused
+    # ... but the release namespace and kube-system are never intercepted ...
+    assert _create_deployment(kubectl, namespace, "in-release-namespace") is None
+    assert _create_deployment(kubectl, "kube-system", "in-kube-system") is None
+    # ... and a namespace can opt out.
+    kubectl("label", "namespace", other_namespace, f"{IGNORE_LABEL}=true")
+    try:
+        _eventually_admitted(kubectl, other_namespace)
+    finally:
+        kubectl("label", "namespace", other_namespace, f"{IGNORE_LABEL}-")
+    _eventually_refused(kubectl, other_namespace)
+
+
+def _eventually_refused(kubectl: Kubectl, namespace: str) -> str:
+    # The API server picks up new webhook configurations and namespace labels within
+    # a moment (informers), not synchronously.
+    deadline = time.monotonic() + 30
+    while (error := _create_deployment(kubectl, namespace, "governed")) is None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"a Deployment in {namespace} is still admitted with no webhook running")
+        time.sleep(0.5)
+    return error
+
+
+def _eventually_admitted(kubectl: Kubectl, namespace: str) -> None:
+    deadline = time.monotonic() + 30
+    while (error := _create_deployment(kubectl, namespace, "opted-out")) is not None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"opt-out label ignored: {error}")
+        time.sleep(0.5)
+
+
+def _run_pre_delete_hook_script(cluster: Cluster, helm: Helm, release: str, namespace: str) -> None:
+    """Run the pre-delete Job's own command and environment, here instead of in a pod."""
+    hooks = rendering.parse(helm("get", "hooks", release, "--namespace", namespace).stdout)
+    job = rendering.one(hooks, "Job")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    environment = {variable["name"]: variable["value"] for variable in container["env"]}
+    python = pathlib.Path(sys.executable)
+    completed = subprocess.run(
+        [str(python), *container["command"][1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "KUBECONFIG": str(cluster.kubeconfig_path),
+            **environment,
+        },
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert f"deleted ValidatingWebhookConfiguration {release}" in completed.stdout
+    assert f"deleted MutatingWebhookConfiguration {release}" in completed.stdout
