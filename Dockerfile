@@ -1,0 +1,60 @@
+# syntax=docker/dockerfile:1.7
+# One image for every modelshield process: `modelshield webhook`, `modelshield operator`,
+# `modelshield drift-monitor` and the CLI (`modelshield test`, `modelshield crds`, ...).
+#
+#   docker build -t modelshield:dev .
+#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) -t ... .
+#
+# Stage 1 builds the modelshield wheel and collects the wheels of its dependencies, pinned
+# by constraints.txt; stage 2 installs those wheels, offline, into a fresh slim Python and
+# nothing else: no compiler, no source tree, no pip cache.
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+WORKDIR /src
+COPY pyproject.toml README.md constraints.txt ./
+COPY operator/ operator/
+COPY webhooks/ webhooks/
+RUN python -m pip wheel --wheel-dir /wheels --constraint constraints.txt .
+
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="modelshield" \
+      org.opencontainers.image.description="Kubernetes admission webhook, operator and drift monitor enforcing MLSecOps controls on model deployments" \
+      org.opencontainers.image.source="https://github.com/modelshield/modelshield" \
+      org.opencontainers.image.url="https://github.com/modelshield/modelshield" \
+      org.opencontainers.image.documentation="https://github.com/modelshield/modelshield/tree/main/docs" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.vendor="modelshield"
+
+ENV PATH=/opt/modelshield/bin:${PATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    # The root filesystem is read-only in the chart; caches (sigstore's trust material)
+    # go to the /tmp volume.
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache
+
+# The chart runs everything as 65532:65532; the image says so too, so that a pod spec
+# without a securityContext still does not run as root.
+RUN groupadd --system --gid 65532 modelshield \
+ && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+      --shell /usr/sbin/nologin modelshield
+
+# The wheels are bind-mounted, not copied: they never become a layer of this image.
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m venv /opt/modelshield \
+ && /opt/modelshield/bin/pip install --no-index --find-links /wheels --no-cache-dir modelshield \
+ && /opt/modelshield/bin/pip uninstall --yes pip \
+ && modelshield --version
+
+USER 65532:65532
+WORKDIR /tmp
+ENTRYPOINT ["modelshield"]
+CMD ["--help"]
