@@ -28,10 +28,8 @@ class Connection:
         configuration = self.configuration
         if configuration is None:
             return headers
-        hook = getattr(configuration, "refresh_api_key_hook", None)
-        if hook is not None:
-            hook(configuration)
-        token = configuration.get_api_key_with_prefix("authorization")
+        # Refreshes expiring tokens (the configuration's refresh hook) and adds the prefix.
+        token = configuration.get_api_key_with_prefix("BearerToken", alias="authorization")
         if token:
             headers["Authorization"] = token
         return headers

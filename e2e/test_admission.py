@@ -1,0 +1,536 @@
+"""The admission webhook registered with a real API server.
+
+``modelshield webhook`` runs as a local process over HTTPS (a CA and serving certificate
+made here), registered by URL + caBundle with the configurations that ``modelshield
+webhook configuration`` prints. Images live in a real OCI registry and are signed by the
+real cosign; the webhook verifies them with the real image verifier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from e2e.clients import Cluster, Kubectl
+from modelshield.supplychain.images import registries
+from tests.supplychain import localtools
+from tests.webhooks import pki
+
+WAIT_SECONDS = 60.0
+OWN_NAMESPACE = "modelshield-e2e-system"
+CONFIGURATION_NAME = "modelshield-admission-e2e-" + uuid.uuid4().hex[:6]
+DENIED = 'admission webhook "workloads.validate.modelshield.dev" denied the request'
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
+    """Poll until probe returns something truthy; fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout:.0f} s: {what}")
+        time.sleep(0.2)
+
+
+@dataclass
+class Images:
+    """A signed and an unsigned image in the registry, and the key that signed."""
+
+    registry: str
+    signed: str
+    unsigned: str
+    public_key: str
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
+    """A real registry with two pushed images; cosign signs one of them."""
+    registry = localtools.LocalRegistry(
+        localtools.require_tool("MODELSHIELD_REGISTRY"), tmp_path_factory.mktemp("registry")
+    ).start()
+    cosign = localtools.Cosign(
+        localtools.require_tool("MODELSHIELD_COSIGN"), tmp_path_factory.mktemp("cosign")
+    )
+    key, public_key = cosign.generate_key_pair("release")
+
+    async def push() -> tuple[str, str]:
+        client = registries.RegistryClient(registry.options())
+        try:
+            signed = await localtools.push_image(
+                client, registry.host, "ml/fraud-server", "v7", "fraud v7"
+            )
+            unsigned = await localtools.push_image(
+                client, registry.host, "ml/fraud-server", "unsigned", "tampered"
+            )
+            return signed, unsigned
+        finally:
+            await client.close()
+
+    signed_digest, _unsigned_digest = asyncio.run(push())
+    signed = f"{registry.host}/ml/fraud-server@{signed_digest}"
+    cosign.sign(signed, key)
+    try:
+        yield Images(registry.host, signed, f"{registry.host}/ml/fraud-server:unsigned", public_key)
+    finally:
+        registry.stop()
+
+
+class WebhookProcess:
+    """``modelshield webhook`` as a child process, stoppable and restartable."""
+
+    def __init__(self, command: list[str], log_path: Path, port: int, ca_file: Path) -> None:
+        self.command = command
+        self.log_path = log_path
+        self.port = port
+        self.context = ssl.create_default_context(cafile=str(ca_file))
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        wait_for(f"the webhook to be ready (log: {self.log_path})", self._ready)
+
+    def _ready(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"the webhook exited: {self.log_path.read_text()[-3000:]}")
+        try:
+            url = f"https://127.0.0.1:{self.port}/readyz"
+            with urllib.request.urlopen(url, timeout=2, context=self.context) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def metrics(self) -> str:
+        url = f"https://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5, context=self.context) as answer:
+            return str(answer.read().decode())
+
+
+@pytest.fixture(scope="module")
+def webhook(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    modelshield_crds: list[dict[str, Any]],
+    images: Images,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[WebhookProcess]:
+    """The server running and registered; unregistered and stopped afterwards."""
+    directory = tmp_path_factory.mktemp("webhook")
+    authority = pki.Authority.create("modelshield-e2e-webhook-ca")
+    ca_file = directory / "ca.crt"
+    ca_file.write_bytes(authority.pem)
+    cert_file, key_file = pki.write_serving_pair(authority, directory, "modelshield-webhook")
+    port = localtools.free_port()
+    modelshield = [sys.executable, "-m", "modelshield.cli.main", "webhook"]
+    process = WebhookProcess(
+        [
+            *modelshield,
+            f"--cert={cert_file}",
+            f"--key={key_file}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--kubeconfig={cluster.kubeconfig_path}",
+            f"--insecure-registry={images.registry}",
+            "--log-level=debug",
+        ],
+        directory / "webhook.log",
+        port,
+        ca_file,
+    )
+    try:
+        process.start()
+    except BaseException:
+        process.stop()
+        raise
+    configuration = subprocess.run(
+        [
+            *modelshield,
+            "configuration",
+            f"--url=https://127.0.0.1:{port}",
+            f"--ca-bundle={ca_file}",
+            f"--name={CONFIGURATION_NAME}",
+            f"--namespace={OWN_NAMESPACE}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kubectl("apply", "-f", "-", input_text=configuration)
+    try:
+        yield process
+    finally:
+        kubectl(
+            "delete",
+            "--ignore-not-found",
+            f"mutatingwebhookconfiguration/{CONFIGURATION_NAME}",
+            f"validatingwebhookconfiguration/{CONFIGURATION_NAME}",
+        )
+        process.stop()
+
+
+def policy(
+    namespace: str, images: Images, enforcement: str = "Enforce", name: str = "fraud-model"
+) -> str:
+    """A policy: images from the test registry signed by the release key, hardened runtime."""
+    return yaml.safe_dump(
+        {
+            "apiVersion": "modelshield.dev/v1alpha1",
+            "kind": "ModelSecurityPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {
+                "enforcement": enforcement,
+                "selector": {"matchLabels": {"app": "fraud-detector"}},
+                "images": {
+                    "allowedRegistries": [f"{images.registry}/"],
+                    "signers": [{"name": "release", "publicKey": images.public_key}],
+                },
+                "runtime": {},
+            },
+        }
+    )
+
+
+def container(image: str) -> dict[str, Any]:
+    """A hardened container."""
+    return {
+        "name": "server",
+        "image": image,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+        },
+        "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+    }
+
+
+def workload(kind: str, name: str, image: str, replicas: int = 1) -> str:
+    """A Deployment or ReplicaSet (apps/v1) or Pod running the image, labelled for the policy."""
+    labels = {"app": "fraud-detector", "instance": name}
+    if kind == "Pod":
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"containers": [container(image)]},
+        }
+    else:
+        body = {
+            "apiVersion": "apps/v1",
+            "kind": kind,
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {"containers": [container(image)]},
+                },
+            },
+        }
+    return yaml.safe_dump(body)
+
+
+def apply_policy(
+    kubectl: Kubectl, namespace: str, images: Images, enforcement: str = "Enforce"
+) -> None:
+    """Create the policy and wait until the webhook's cache has it (a dry run is judged by it)."""
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=policy(namespace, images, enforcement))
+    probe = workload("Pod", "probe", images.unsigned)
+
+    def judged() -> bool:
+        result = kubectl(
+            "create", "--dry-run=server", "-n", namespace, "-f", "-", input_text=probe, check=False
+        )
+        return "modelshield" in result.stderr
+
+    wait_for("the webhook to see the new policy", judged)
+
+
+def test_compliant_deployment_is_admitted_and_its_replicaset_creates_pods(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    apply_policy(kubectl, namespace, images)
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=workload("Deployment", "good", images.signed, 2),
+    )
+
+    def pods() -> list[str]:
+        listed = kubectl("get", "pods", "-n", namespace, "-l", "instance=good", "-o", "name").stdout
+        names = listed.split()
+        return names if len(names) == 2 else []
+
+    wait_for("the Deployment's ReplicaSet to create 2 pods through the webhook", pods)
+
+
+def test_noncompliant_deployment_is_denied_with_the_message(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    apply_policy(kubectl, namespace, images)
+    for dry_run in (["--dry-run=server"], []):
+        result = kubectl(
+            "apply",
+            *dry_run,
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            input_text=workload("Deployment", "bad", images.unsigned),
+            check=False,
+        )
+        assert result.returncode != 0
+        assert DENIED in result.stderr
+        assert f"ModelSecurityPolicy {namespace}/fraud-model" in result.stderr
+        assert f"container 'server' image '{images.unsigned}' has no signature" in result.stderr
+        assert "sign it with the key of one of: release" in result.stderr
+    assert "bad" not in kubectl("get", "deployments", "-n", namespace, "-o", "name").stdout
+
+
+def test_audit_admits_and_kubectl_shows_the_warning(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    apply_policy(kubectl, namespace, images, "Audit")
+    result = kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=workload("Deployment", "audited", images.unsigned),
+    )
+    assert (
+        f"Warning: modelshield (Audit) [ModelSecurityPolicy {namespace}/fraud-model]"
+        in result.stderr
+    )
+    assert "has no signature" in result.stderr
+    kubectl("get", "deployment/audited", "-n", namespace)
+
+
+def test_replicaset_whose_pods_violate_shows_it_in_its_conditions(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    # Made before the policy existed, with no replicas; scaled once the policy applies.
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=workload("ReplicaSet", "legacy", images.unsigned, 0),
+    )
+    apply_policy(kubectl, namespace, images)
+    kubectl("scale", "-n", namespace, "replicaset/legacy", "--replicas=1")
+
+    def failure() -> str:
+        conditions = kubectl(
+            "get",
+            "-n",
+            namespace,
+            "replicaset/legacy",
+            "-o",
+            'jsonpath={.status.conditions[?(@.type=="ReplicaFailure")].message}',
+        ).stdout
+        return conditions
+
+    message = wait_for("the ReplicaSet to report ReplicaFailure", failure)
+    assert DENIED in message
+    assert "has no signature" in message
+    assert kubectl("get", "pods", "-n", namespace, "-o", "name").stdout.strip() == ""
+
+
+def test_update_to_an_unsigned_image_is_denied(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    apply_policy(kubectl, namespace, images)
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=workload("Deployment", "rolling", images.signed),
+    )
+    result = kubectl(
+        "set",
+        "image",
+        "-n",
+        namespace,
+        "deployment/rolling",
+        f"server={images.unsigned}",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert DENIED in result.stderr
+    assert "has no signature" in result.stderr
+    image = kubectl(
+        "get",
+        "-n",
+        namespace,
+        "deployment/rolling",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ).stdout
+    assert image == images.signed
+
+
+def test_ephemeral_container_with_an_unsigned_image_is_denied(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    apply_policy(kubectl, namespace, images)
+    kubectl(
+        "apply", "-n", namespace, "-f", "-", input_text=workload("Pod", "serving", images.signed)
+    )
+    result = kubectl(
+        "debug",
+        "-n",
+        namespace,
+        "pod/serving",
+        f"--image={images.unsigned}",
+        "--container=debugger",
+        "--attach=false",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert DENIED in result.stderr
+    assert f"container 'debugger' image '{images.unsigned}' has no signature" in result.stderr
+    assert (
+        "debugger"
+        not in kubectl(
+            "get",
+            "-n",
+            namespace,
+            "pod/serving",
+            "-o",
+            "jsonpath={.spec.ephemeralContainers[*].name}",
+        ).stdout
+    )
+
+
+def test_namespaces_outside_the_selector_are_untouched(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    kubectl("label", "namespace", namespace, "modelshield.dev/ignore=true")
+    # The policy is there, but the API server never asks the webhook about this namespace.
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=policy(namespace, images))
+    before = deployment_reviews(webhook.metrics())
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=workload("Deployment", "ignored", images.unsigned),
+    )
+    kubectl("get", "deployment/ignored", "-n", namespace)
+    assert deployment_reviews(webhook.metrics()) == before
+
+
+def deployment_reviews(metrics: str) -> float:
+    """How many Deployment reviews the webhook has answered, from its /metrics."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("modelshield_admission_requests_total{") and 'kind="Deployment"' in line
+    )
+
+
+def test_killed_server_fails_closed_and_ignored_namespaces_keep_working(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images, cluster: Cluster
+) -> None:
+    from kubernetes import client
+
+    core = client.CoreV1Api(cluster.api_client)
+    created = core.create_namespace(
+        client.V1Namespace(
+            metadata=client.V1ObjectMeta(
+                generate_name="e2e-ignored-", labels={"modelshield.dev/ignore": "true"}
+            )
+        )
+    )
+    assert created.metadata is not None
+    ignored = str(created.metadata.name)
+    try:
+        wait_for(
+            "the ignored namespace's default ServiceAccount",
+            lambda: (
+                core.list_namespaced_service_account(
+                    ignored, field_selector="metadata.name=default"
+                ).items
+            ),
+        )
+        webhook.kill()
+        try:
+            result = kubectl(
+                "apply",
+                "-n",
+                namespace,
+                "-f",
+                "-",
+                input_text=workload("Pod", "governed", images.signed),
+                check=False,
+            )
+            assert result.returncode != 0
+            assert "failed calling webhook" in result.stderr
+            kubectl(
+                "apply",
+                "-n",
+                ignored,
+                "-f",
+                "-",
+                input_text=workload("Pod", "free", images.unsigned),
+            )
+            kubectl("get", "pod/free", "-n", ignored)
+        finally:
+            webhook.start()
+        kubectl(
+            "apply",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            input_text=workload("Pod", "governed", images.signed),
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            core.delete_namespace(ignored)
