@@ -148,6 +148,15 @@ class ImageVerifier:
             result = self._failed(
                 reference, digest, outcome_of(error), str(error), wants_attestations
             )
+        except Exception as error:  # fail closed with a reason; never crash admission
+            _logger.exception("resolving %s failed unexpectedly", reference)
+            result = self._failed(
+                reference,
+                digest,
+                facts.Outcome.ERROR,
+                f"internal error: {error}",
+                wants_attestations,
+            )
         self.cache.store(reference, requirement_key, result, pinned=parsed.digest is not None)
         return result
 
