@@ -10,7 +10,9 @@ way its Job would, and `helm uninstall`.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import datetime
 import json
 import os
 import pathlib
@@ -25,6 +27,7 @@ import yaml
 from cryptography import x509
 
 from e2e.clients import Cluster, Kubectl
+from modelshield.controllers import certificates, writing
 from tests.chart import rendering
 
 # Kinds whose CRDs a bare control plane does not have (cert-manager, Prometheus
@@ -299,3 +302,46 @@ def _run_pre_delete_hook_script(cluster: Cluster, helm: Helm, release: str, name
     assert completed.returncode == 0, completed.stderr
     assert f"deleted ValidatingWebhookConfiguration {release}" in completed.stdout
     assert f"deleted MutatingWebhookConfiguration {release}" in completed.stdout
+
+
+def test_operator_rotation_keeps_the_release_upgradable(
+    cluster: Cluster,
+    helm: Helm,
+    namespace: str,
+    kubectl: Kubectl,
+    modelshield_crds: list[dict[str, Any]],
+) -> None:
+    """The chart makes the first certificate, the operator renews it later, and the next
+    `helm upgrade` must neither fail nor put the old CA back."""
+    release = _release_name(namespace)
+    secret_name = f"{release}-webhook-tls"
+    install = ("--namespace", namespace, "--set", "crds.install=false")
+    helm("install", release, str(rendering.CHART), *install)
+    try:
+        chart_made = _get(kubectl, "secret", secret_name, "--namespace", namespace)["data"]
+        manager = certificates.CertificateManager(
+            writing.Kube(cluster.api_client),
+            certificates.Target(
+                namespace=namespace,
+                service=f"{release}-webhook",
+                secret=secret_name,
+                webhook_configurations=(release,),
+            ),
+        )
+        # The operator accepts the chart's certificate as it is ...
+        asyncio.run(manager.ensure())
+        assert _get(kubectl, "secret", secret_name, "--namespace", namespace)["data"] == chart_made
+        # ... and renews it when it nears expiry, then syncs both caBundles.
+        later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=364)
+        asyncio.run(manager.ensure(now=later))
+        rotated = _get(kubectl, "secret", secret_name, "--namespace", namespace)["data"]
+        assert rotated["tls.crt"] != chart_made["tls.crt"]
+
+        helm("upgrade", release, str(rendering.CHART), *install)
+        after_upgrade = _get(kubectl, "secret", secret_name, "--namespace", namespace)["data"]
+        assert after_upgrade == rotated
+        for kind in CONFIGURATION_KINDS:
+            for webhook in _get(kubectl, kind.lower(), release)["webhooks"]:
+                assert webhook["clientConfig"]["caBundle"] == rotated["ca.crt"], kind
+    finally:
+        helm("uninstall", release, "--namespace", namespace, "--no-hooks", check=False)

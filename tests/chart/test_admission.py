@@ -12,6 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from modelshield.controllers.builders import webhookcerts
 from modelshield_webhooks import configurations
 from tests.chart import rendering
 
@@ -217,3 +218,16 @@ def test_helm_test_checks_the_webhook_over_tls() -> None:
     )
     assert pod["spec"]["volumes"][0]["secret"]["secretName"] == f"{rendering.RELEASE}-webhook-tls"
     assert pod["spec"]["automountServiceAccountToken"] is False
+
+
+def test_operator_accepts_the_chart_made_certificate_until_renewal_is_due() -> None:
+    # The operator (--manage-certificates) renews what the chart made; it must not treat
+    # the first certificate as wrong (other names, unknown issuer) and replace it at once.
+    secret = rendering.one(
+        rendering.rendered("default"), "Secret", f"{rendering.RELEASE}-webhook-tls"
+    )
+    bundle = webhookcerts.from_secret(secret)
+    now = datetime.datetime.now(datetime.UTC)
+    assert webhookcerts.rotation_due(bundle, WEBHOOK_SERVICE, rendering.NAMESPACE, now) is None
+    later = now + datetime.timedelta(days=300)
+    assert webhookcerts.rotation_due(bundle, WEBHOOK_SERVICE, rendering.NAMESPACE, later)
