@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import importlib
 import json
 import os
 import pathlib
@@ -150,26 +151,26 @@ def loadgen_main(arguments: argparse.Namespace) -> int:
 def calibration(
     samples: Sequence[bytes], edges: Sequence[np.ndarray[Any, Any]], loads: Callable[[bytes], Any]
 ) -> tuple[float, int]:
-    """The issue's calibration loop: parse, then one searchsorted per feature. (seconds, rows)."""
+    """The issue's calibration loop: parse, then one searchsorted per feature. (CPU seconds, rows)."""
     counts = [np.zeros(len(e) + 1, dtype=np.int64) for e in edges]
     rows = 0
-    started = time.perf_counter()
+    started = time.process_time()
     for body in samples:
         instances = loads(body)["instances"]
         rows += len(instances)
         for j, feature_edges in enumerate(edges):
             column = np.array([row[j] for row in instances])
             counts[j] += np.bincount(np.searchsorted(feature_edges, column), minlength=len(feature_edges) + 1)
-    return time.perf_counter() - started, rows
+    return time.process_time() - started, rows
 
 
 def in_process(samples: Sequence[bytes], monitor: monitoring.Monitor, drain: int) -> tuple[float, int]:
-    """The monitor's own parse and count path, without HTTP. (seconds, rows)."""
+    """The monitor's own parse and count path, without HTTP. (CPU seconds, rows)."""
     headers = {"ce-specversion": "1.0", "ce-type": "org.kubeflow.serving.inference.request"}
     layouts = monitor.layouts_by_stream
     rows = 0
     pending: list[payloads.Batch] = []
-    started = time.perf_counter()
+    started = time.process_time()
     for body in samples:
         batch = payloads.parse(headers, body, layouts)
         assert batch is not None
@@ -179,10 +180,16 @@ def in_process(samples: Sequence[bytes], monitor: monitoring.Monitor, drain: int
             monitor.add(pending)
             pending = []
     monitor.add(pending)
-    return time.perf_counter() - started, rows
+    return time.process_time() - started, rows
 
 
 # --- the run --------------------------------------------------------------------------------
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _rss_mib(pid: int) -> float:
@@ -204,6 +211,7 @@ def _load(arguments: argparse.Namespace, port: int, mode: str, requests: int) ->
         "--connections", str(arguments.connections), "--depth", str(arguments.depth),
         "--loadgen-cpu", str(arguments.loadgen_cpu),
     ]
+    cpu_before = _cpu_seconds(arguments.server_pid)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     samples: list[tuple[float, float]] = []
     started = time.perf_counter()
@@ -215,59 +223,75 @@ def _load(arguments: argparse.Namespace, port: int, mode: str, requests: int) ->
         raise RuntimeError(f"load generator failed ({process.returncode})")
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     result["rss"] = samples
+    result["server_cpu"] = _cpu_seconds(arguments.server_pid) - cpu_before
     return result
+
+
+def measure_baselines(
+    profile: profiles.Profile, settings: config.MonitorConfig
+) -> dict[str, float]:
+    """Rows per CPU second of each loop without HTTP, for single rows and 100-row batches."""
+    edges = [np.array(f.edges) for f in profile.features if isinstance(f, profiles.NumericFeature)]
+    orjson_loads = importlib.import_module("orjson").loads
+    rates: dict[str, float] = {}
+    for label, samples in (("single", bodies(1, 2000, seed=3) * 10), ("batch", bodies(BATCH_ROWS, 200, seed=4) * 10)):
+        for name, loads in (("json", json.loads), ("orjson", orjson_loads)):
+            seconds, rows = calibration(samples, edges, loads)
+            rates[f"{label}/calibration, {name}.loads"] = rows / seconds
+        seconds, rows = in_process(samples, monitoring.Monitor(settings, profile), 256)
+        rates[f"{label}/monitor parse+count"] = rows / seconds
+    return rates
+
+
+def _start_server(root: pathlib.Path, arguments: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "modelshield.cli.main", "drift-monitor", "--config",
+         str(root / "monitor.yaml"), "--port", str(port), "--host", "127.0.0.1",
+         "--log-level", "warning"],
+        cwd=REPOSITORY,
+    )
+    os.sched_setaffinity(server.pid, {arguments.server_cpu})
+    for _ in range(300):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+                return server, port
+        except OSError:
+            time.sleep(0.1)
+    server.terminate()
+    raise RuntimeError("the monitor did not become ready")
+
+
+def _print_phase(label: str, count: float, unit: str, goal: str, result: dict[str, Any], baseline: float) -> None:
+    wall = count / result["seconds"]
+    cpu = count / result["server_cpu"] if result["server_cpu"] > 0 else float("nan")
+    print(f"  {label}: {wall:10,.0f} {unit}/s wall clock; {cpu:10,.0f} {unit} per server CPU-second "
+          f"(goal {goal} per core); statuses {result['statuses']}")
+    print(f"    per CPU-second vs the calibration loop without HTTP (json.loads): {cpu / baseline:.2f}x")
 
 
 def run(arguments: argparse.Namespace) -> int:
     """Set up, measure, print."""
     os.sched_setaffinity(0, {arguments.server_cpu})
     rng = np.random.default_rng(1)
-    columns = {f"f{i}": list(rng.normal(0, 1, 20_000)) for i in range(FEATURES)}
-    profile = profiles.build(columns)
-    edges = [np.array(f.edges) for f in profile.features if isinstance(f, profiles.NumericFeature)]
+    profile = profiles.build({f"f{i}": list(rng.normal(0, 1, 20_000)) for i in range(FEATURES)})
     settings = config.MonitorConfig(profile="profile.json", window=arguments.window)
-    single, batched = bodies(1, 2000, seed=3), bodies(BATCH_ROWS, 200, seed=4)
-    print(f"machine: {os.cpu_count()} cores; server on core {arguments.server_cpu}, "
-          f"load generator on core {arguments.loadgen_cpu}; window {arguments.window} rows")
-    baselines: dict[str, tuple[float, float]] = {}
-    orjson_loads = __import__("orjson").loads
-    for label, samples, repeat in (("single", single, 10), ("batch", batched, 10)):
-        for name, loads in (("json", json.loads), ("orjson", orjson_loads)):
-            seconds, rows = calibration(list(samples) * repeat, edges, loads)
-            baselines[f"{label}/{name}"] = (rows / seconds, len(samples) * repeat / seconds)
-        seconds, rows = in_process(list(samples) * repeat, monitoring.Monitor(settings, profile), 256)
-        baselines[f"{label}/monitor"] = (rows / seconds, len(samples) * repeat / seconds)
-    print("\nwithout HTTP, on one core (rows/s, requests/s):")
-    for key, (rows_per_second, requests_per_second) in baselines.items():
-        print(f"  {key:16s} {rows_per_second:12,.0f} rows/s {requests_per_second:10,.0f} req/s")
+    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; server on core "
+          f"{arguments.server_cpu}, load generator on core {arguments.loadgen_cpu}; "
+          f"window {arguments.window} rows; {FEATURES} numeric features")
+    before = measure_baselines(profile, settings)
 
     with tempfile.TemporaryDirectory() as directory:
         root = pathlib.Path(directory)
         datasets.write_profile(profile, root / "profile.json")
         (root / "monitor.yaml").write_text(json.dumps({"profile": "profile.json", "window": arguments.window}))
-        port = _free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "modelshield.cli.main", "drift-monitor", "--config",
-             str(root / "monitor.yaml"), "--port", str(port), "--host", "127.0.0.1",
-             "--log-level", "warning"],
-            cwd=REPOSITORY,
-        )
+        server, port = _start_server(root, arguments)
         try:
-            os.sched_setaffinity(server.pid, {arguments.server_cpu})
             os.sched_setaffinity(0, {arguments.loadgen_cpu})
             arguments.server_pid = server.pid
-            for _ in range(100):
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
-                        break
-                except OSError:
-                    time.sleep(0.1)
             rss_start = _rss_mib(server.pid)
             events = _load(arguments, port, "single", arguments.events)
-            event_rate = arguments.events / events["seconds"]
-            batches = arguments.rows // BATCH_ROWS
-            load = _load(arguments, port, "batch", batches)
-            row_rate = batches * BATCH_ROWS / load["seconds"]
+            load = _load(arguments, port, "batch", arguments.rows // BATCH_ROWS)
             time.sleep(1)
             counted = _metric(port, "modelshield_drift_rows_total")
             dropped = _metric(port, "modelshield_drift_dropped_total")
@@ -276,20 +300,22 @@ def run(arguments: argparse.Namespace) -> int:
         finally:
             server.terminate()
             server.wait(10)
+    os.sched_setaffinity(0, {arguments.server_cpu})
+    after = measure_baselines(profile, settings)
+    rates = {key: (before[key] + after[key]) / 2 for key in before}
 
-    single_base = baselines["single/json"][1]
-    batch_base = baselines["batch/json"][0]
-    print("\nover HTTP (loopback, pipelined keep-alive connections):")
-    print(f"  single-row CloudEvents: {event_rate:10,.0f} events/s  (goal >= 5,000)  "
-          f"statuses {events['statuses']}")
-    print(f"    vs calibration loop without HTTP (json.loads): {event_rate / single_base:.2f}x")
-    print(f"  100-row batches x {FEATURES} features: {row_rate:10,.0f} rows/s  (goal >= 200,000)  "
-          f"statuses {load['statuses']}")
-    print(f"    vs calibration loop without HTTP (json.loads): {row_rate / batch_base:.2f}x")
+    print("\nwithout HTTP, rows per CPU-second on one core (mean of before and after the HTTP runs):")
+    for key, rate in rates.items():
+        print(f"  {key:34s} {rate:12,.0f}   (before {before[key]:,.0f}, after {after[key]:,.0f})")
+    print("\nover HTTP (loopback, pipelined keep-alive connections, server pinned to one core):")
+    _print_phase("single-row CloudEvents", arguments.events, "events", ">= 5,000", events,
+                 rates["single/calibration, json.loads"])
+    _print_phase(f"100-row batches x {FEATURES} features", arguments.rows // BATCH_ROWS * BATCH_ROWS,
+                 "rows", ">= 200,000", load, rates["batch/calibration, json.loads"])
     print(f"  rows counted by the monitor: {counted:,.0f}; dropped events: {dropped:,.0f}")
     quarter = max(1, len(rss) // 4)
-    print(f"  RSS: {rss_start:.1f} MiB idle; during {arguments.rows:,} rows: first quarter max "
-          f"{max(rss[:quarter], default=rss_start):.1f}, last quarter max "
+    print(f"  RSS: {rss_start:.1f} MiB idle; while {arguments.rows:,} rows went through: first quarter "
+          f"max {max(rss[:quarter], default=rss_start):.1f}, last quarter max "
           f"{max(rss[-quarter:], default=rss_start):.1f}, overall max {max(rss, default=rss_start):.1f}; "
           f"after {rss_end:.1f} MiB  (goal <= 150 MB and flat)")
     return 0

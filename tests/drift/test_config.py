@@ -73,3 +73,9 @@ def test_bad_configurations_are_explained(
 def test_no_configuration_at_all() -> None:
     with pytest.raises(config.ConfigError, match="pass --config or set MODELSHIELD_DRIFT_CONFIG"):
         config.load(None, {})
+
+
+def test_the_command_names_the_same_environment_variable() -> None:
+    from modelshield.cli import drift as drift_command
+
+    assert drift_command.CONFIG_ENV == config.CONFIG_ENV

@@ -6,12 +6,13 @@ import argparse
 import logging
 import pathlib
 import sys
-
-from aiohttp import web
-
-from modelshield.drift import config, datasets, monitoring, notifying, profiles, server
+from typing import Any
 
 log = logging.getLogger("modelshield.drift")
+
+# The drift modules (numpy, scipy, aiohttp) are imported by the handlers, not here: every
+# other `modelshield` command would otherwise pay for them at start-up.
+CONFIG_ENV = "MODELSHIELD_DRIFT_CONFIG"
 
 
 def _names(text: str | None) -> list[str]:
@@ -19,16 +20,22 @@ def _names(text: str | None) -> list[str]:
 
 
 def _run_profile(arguments: argparse.Namespace) -> int:
+    from modelshield.drift import datasets, profiles
+
     data = pathlib.Path(arguments.data)
+    limits: dict[str, Any] = {}
+    if arguments.bins is not None:
+        limits["bins"] = arguments.bins
+    if arguments.max_categories is not None:
+        limits["max_categories"] = arguments.max_categories
     try:
         columns = datasets.read(data)
         profile = profiles.build(
             columns,
             _names(arguments.features),
             categorical=_names(arguments.categorical),
-            bins=arguments.bins,
-            max_categories=arguments.max_categories,
             source=data.name,
+            **limits,
         )
     except (datasets.DatasetError, profiles.ProfileError) as error:
         print(f"modelshield drift profile: {error}", file=sys.stderr)
@@ -44,6 +51,10 @@ def _run_profile(arguments: argparse.Namespace) -> int:
 
 
 def _run_monitor(arguments: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from modelshield.drift import config, datasets, monitoring, notifying, profiles, server
+
     logging.basicConfig(
         level=getattr(logging, arguments.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -94,12 +105,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     profile.add_argument(
         "--categorical", help="comma-separated columns to treat as categorical even if numeric"
     )
-    profile.add_argument("--bins", type=int, default=profiles.DEFAULT_BINS, help="quantile bins")
+    profile.add_argument("--bins", type=int, help="quantile bins per numeric feature (default 10)")
     profile.add_argument(
         "--max-categories",
         type=int,
-        default=profiles.DEFAULT_MAX_CATEGORIES,
-        help="categories kept per feature; the rest count as 'other'",
+        help="categories kept per feature, the rest count as 'other' (default 50)",
     )
     profile.add_argument("--out", required=True, help="where to write the profile JSON")
     profile.set_defaults(handler=_run_profile)
@@ -108,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "drift-monitor", help="run a drift monitor (KServe CloudEvents in, Prometheus metrics out)"
     )
     monitor.add_argument(
-        "--config", help=f"monitor configuration file (default: ${config.CONFIG_ENV})"
+        "--config", help=f"monitor configuration file (default: ${CONFIG_ENV})"
     )
     monitor.add_argument("--port", type=int, help="port to serve on (overrides the file)")
     monitor.add_argument("--host", help="address to serve on (overrides the file)")
