@@ -228,10 +228,14 @@ class Judge:
         compile_signers: Compiler,
     ) -> tuple[facts.AttestationFact, ...]:
         """Every attestation verified by the signers of some attestation requirement."""
-        keyed = list(material.envelopes) + [
-            b.envelope for b in material.bundles if b.envelope is not None and not b.has_certificate
+        # Signature bundles are not attestations: skip them before any costly check.
+        attested = [
+            b for b in material.bundles if b.envelope is not None and not is_signature_bundle(b)
         ]
-        certified = [b for b in material.bundles if b.envelope is not None and b.has_certificate]
+        keyed = list(material.envelopes) + [
+            b.envelope for b in attested if b.envelope is not None and not b.has_certificate
+        ]
+        certified = [b for b in attested if b.has_certificate]
         found: dict[tuple[Any, ...], facts.AttestationFact] = {}
         for wanted in requirement.attestations:
             trusted = compile_signers(wanted.signers)[0] if wanted.signers else list(image_signers)
