@@ -17,7 +17,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from modelshield.supplychain.images import credentials, registries
+from modelshield.api.v1alpha1 import policies
+from modelshield.engine import facts
+from modelshield.supplychain.images import credentials, registries, verifying
 from tests.supplychain import localtools
 
 pytestmark = pytest.mark.integration
@@ -266,3 +268,34 @@ async def test_missing_manifest_and_unreachable_registry(
     async with registries.RegistryClient(options) as client:
         with pytest.raises(registries.RegistryUnreachableError):
             await client.get_manifest(closed, "ml/server", "v1")
+
+
+async def test_verifier_uses_the_pods_pull_secrets(
+    bearer_proxy: AuthProxy,
+    registry: localtools.LocalRegistry,
+    cosign: localtools.Cosign,
+    release_key: tuple[Any, str],
+) -> None:
+    async with registries.RegistryClient(registry.options()) as client:
+        digest = await localtools.push_image(
+            client, registry.host, "ml/private", "v3", "behind auth"
+        )
+    cosign.sign(f"{registry.host}/ml/private@{digest}", release_key[0])
+    wanted = policies.ImageRequirements.model_validate(
+        {"signers": [{"name": "release", "publicKey": release_key[1]}]}
+    )
+    verifier = verifying.ImageVerifier(
+        registry_options=registries.RegistryOptions(insecure_hosts=frozenset({bearer_proxy.host}))
+    )
+    image = f"{bearer_proxy.host}/ml/private:v3"
+    try:
+        refused = await verifier.verify(image, wanted, "k", deadline_seconds=5)
+        assert refused.signature.outcome is facts.Outcome.ERROR
+        assert "token endpoint" in refused.signature.detail
+        found = await verifier.verify(
+            image, wanted, "k2", deadline_seconds=5, pull_secrets=[_pull_secret(bearer_proxy.host)]
+        )
+        assert found.signature.outcome is facts.Outcome.VERIFIED, found.signature
+        assert found.digest == digest
+    finally:
+        await verifier.close()
