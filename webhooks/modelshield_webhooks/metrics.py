@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import prometheus_client
 
 from modelshield.engine import facts
@@ -78,11 +80,33 @@ class Metrics:
             registry=self.registry,
         )
 
+        # labels() validates and locks on every call; on the request path the children
+        # are looked up in a plain dict instead (a measurable share of a review's cost).
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric._name, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def review(
+        self, kind: str, operation: str, decision: str, enforcement: str, seconds: float, endpoint: str
+    ) -> None:
+        """Count one answered workload review and its duration."""
+        self._child(self.requests, kind, operation, decision, enforcement).inc()
+        self._child(self.duration, endpoint).observe(seconds)
+
+    def observe_duration(self, endpoint: str, seconds: float) -> None:
+        """The duration of one review at an endpoint."""
+        self._child(self.duration, endpoint).observe(seconds)
+
     def verification(self, found: facts.ImageFacts, *, cached: bool) -> None:
         """Count one lookup on the request path and, when it failed, its reason."""
-        self.verification_cache.labels("hit" if cached else "miss").inc()
+        self._child(self.verification_cache, "hit" if cached else "miss").inc()
         if found.signature.outcome is not facts.Outcome.VERIFIED:
-            self.verification_failures.labels(found.signature.outcome.value).inc()
+            self._child(self.verification_failures, found.signature.outcome.value).inc()
 
     def render(self) -> bytes:
         """The text exposition format."""

@@ -101,7 +101,6 @@ def _startup_patches(
 async def _digest_patches(
     subject: validating.Subject,
     policies: tuple[compiling.CompiledPolicy, ...],
-    labels: Mapping[str, str],
     context: contexts.AdmissionContext,
 ) -> list[dict[str, Any]]:
     pinning = tuple(
@@ -117,12 +116,8 @@ async def _digest_patches(
         namespace=workload.namespace,
         counters=context.metrics,
     )
-    decision = evaluating.evaluate_workload(
-        workload,
-        context.state.policy_set,
-        labels,
-        facts.ReviewFacts(images, context.state),
-        context.clock(),
+    decision = evaluating.decide(
+        workload, policies, facts.ReviewFacts(images, context.state), context.clock()
     )
     return list(decision.patches)
 
@@ -131,10 +126,10 @@ async def patches_for(
     subject: validating.Subject, context: contexts.AdmissionContext
 ) -> list[dict[str, Any]]:
     """The JSONPatch operations the governing policies ask for (empty when none)."""
-    policies, labels = await validating.governing(subject, context)
+    policies = await validating.governing(subject, context)
     if not policies:
         return []
-    digest = await _digest_patches(subject, policies, labels, context)
+    digest = await _digest_patches(subject, policies, context)
     return digest + _startup_patches(subject, policies, context)
 
 
@@ -168,5 +163,5 @@ async def review(body: bytes, context: contexts.AdmissionContext) -> responses.R
             counters.failures.labels("InternalError").inc()
             response = responses.internal_error(request.uid, "an internal error while mutating")
     counters.mutations.labels(kind, patched).inc()
-    counters.duration.labels(ENDPOINT).observe(time.perf_counter() - started)
+    counters.observe_duration(ENDPOINT, time.perf_counter() - started)
     return response

@@ -159,5 +159,5 @@ async def review(body: bytes, context: contexts.AdmissionContext) -> responses.R
         response = responses.internal_error(uid, "an internal error while validating")
     decision = "allowed" if response["response"]["allowed"] else "denied"
     context.metrics.resource_reviews.labels(kind, decision).inc()
-    context.metrics.duration.labels(ENDPOINT).observe(time.perf_counter() - started)
+    context.metrics.observe_duration(ENDPOINT, time.perf_counter() - started)
     return response

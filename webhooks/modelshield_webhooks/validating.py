@@ -52,8 +52,8 @@ def _parse(obj: Mapping[str, Any], request: reviews.Request) -> workloads.Worklo
         if request.kind not in workloads.SUPPORTED_KINDS:
             return None
         obj = {**obj, "kind": request.kind}
-    workload = workloads.parse(obj)
-    return dataclasses.replace(workload, namespace=request.namespace or workload.namespace)
+    header = workloads.read_header(obj)
+    return workloads.complete(header, namespace=request.namespace or header.namespace)
 
 
 def subject_of(request: reviews.Request) -> Subject | None:
@@ -100,8 +100,8 @@ def without_startup_container(
 
 async def governing(
     subject: Subject, context: contexts.AdmissionContext
-) -> tuple[tuple[compiling.CompiledPolicy, ...], Mapping[str, str]]:
-    """The policies that govern the workload and its namespace's labels; or UndecidableError."""
+) -> tuple[compiling.CompiledPolicy, ...]:
+    """The policies that govern the workload; or UndecidableError."""
     state = context.state
     if not state.synced:
         raise UndecidableError(
@@ -115,7 +115,7 @@ async def governing(
         raise UndecidableError("BrokenPolicy", "; ".join(b.describe() for b in broken))
     policy_set = state.policy_set
     if not policy_set.could_govern(namespace):
-        return (), {}
+        return ()
     labels: Mapping[str, str] = {}
     if policy_set.cluster:
         found = await state.namespace_labels(namespace, context.namespace_wait_seconds)
@@ -126,12 +126,12 @@ async def governing(
                 "cluster policies that apply there cannot be told; retry in a few seconds",
             )
         labels = found
-    return evaluating.governing_policies(subject.workload, policy_set, labels), labels
+    return evaluating.governing_policies(subject.workload, policy_set, labels)
 
 
 async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisions.Decision:
     """Gather the facts the governing policies need and ask the engine."""
-    policies, labels = await governing(subject, context)
+    policies = await governing(subject, context)
     if not policies:
         return decisions.ALLOWED_UNGOVERNED
     workload = without_startup_container(subject.workload, context)
@@ -143,9 +143,7 @@ async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisi
         counters=context.metrics,
     )
     source = facts.ReviewFacts(images, context.state)
-    return evaluating.evaluate_workload(
-        workload, context.state.policy_set, labels, source, context.clock()
-    )
+    return evaluating.decide(workload, policies, source, context.clock())
 
 
 def _enforcement(decision: decisions.Decision) -> str:
@@ -182,8 +180,14 @@ async def review(body: bytes, context: contexts.AdmissionContext) -> responses.R
         response = responses.internal_error(request.uid, "an internal error")
         enforcement = "error"
     decision = "allowed" if response["response"]["allowed"] else "denied"
-    counters.requests.labels(request.kind, request.operation, decision, enforcement).inc()
-    counters.duration.labels(ENDPOINT).observe(time.perf_counter() - started)
+    counters.review(
+        request.kind,
+        request.operation,
+        decision,
+        enforcement,
+        time.perf_counter() - started,
+        ENDPOINT,
+    )
     return response
 
 

@@ -1,0 +1,450 @@
+"""Admission benchmarks: (a) the server alone over HTTPS, (b) pod creates through kube-apiserver.
+
+(a) ``server``: the admission server in its own process pinned to CPU 0, a lean
+keep-alive HTTPS load generator pinned to CPU 1. Realistic Pod and Deployment reviews
+(several KB, three containers each) in a namespace governed by real policies (a
+namespaced Enforce policy with image signers, model and runtime requirements, and a
+cluster baseline), warm caches (the real ImageVerifier's cache holds the verdicts).
+Prints reviews/s at saturation and p50/p99 at half that rate, next to the same figures
+for a minimal aiohttp HTTPS webhook (parse the review, allow it) measured in the same
+run. Goal (issue 6): >= 5,000 reviews/s on one core; p99 <= 2 ms at half that load.
+
+(b) ``apiserver``: a local control plane (e2e harness), a real registry and cosign, the
+webhook registered by URL. Sequential pod creates: without the webhook, with it, and
+without it again (to see drift), in the same run. Goal: <= 1.5 ms added at p50,
+<= 2 ms at p99.
+
+    python -m bench.bench_admission [server|apiserver|all] [--seconds 10] [--creates 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import json
+import multiprocessing
+import os
+import pathlib
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from aiohttp import web
+
+from modelshield.supplychain.images import verifying
+from modelshield_webhooks import certificates, contexts, server
+from tests.webhooks import pki, scenarios
+
+CONNECTIONS = 8
+SERVER_CPU, CLIENT_CPU = 0, 1
+
+
+def _pin(cpu: int) -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setaffinity(0, {cpu % (os.cpu_count() or 1)})
+
+
+# --- (a) the server alone -------------------------------------------------------------
+
+
+def _cluster_baseline() -> dict[str, Any]:
+    baseline = scenarios.policy("", name="platform-baseline")
+    baseline["kind"] = "ClusterModelSecurityPolicy"
+    baseline["spec"] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": scenarios.ENFORCED}},
+        "selector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]},
+        "runtime": {},
+    }
+    return baseline
+
+
+def _warm_context() -> contexts.AdmissionContext:
+    state = scenarios.synced_state(
+        [
+            scenarios.policy(scenarios.ENFORCED),
+            scenarios.policy(scenarios.AUDITED, "Audit"),
+            _cluster_baseline(),
+        ],
+        [scenarios.model_artifact(scenarios.ENFORCED), scenarios.model_artifact(scenarios.AUDITED)],
+    )
+    verifier = verifying.ImageVerifier()
+    images = state.policy_set.namespaced[scenarios.ENFORCED][0].images
+    assert images is not None
+    key = images.key
+    verifier.cache.store(
+        scenarios.SIGNED, key, scenarios.image_facts(scenarios.SIGNED), pinned=True
+    )
+    assert verifier.cached(scenarios.SIGNED, key) is not None
+    return contexts.AdmissionContext(state=state, verifier=verifier)
+
+
+async def _minimal_review(request: web.Request) -> web.Response:
+    review = json.loads(await request.read())
+    answer = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": review["request"]["uid"], "allowed": True},
+    }
+    return web.json_response(answer)
+
+
+def _serve(kind: str, cert: str, key: str, ports: Any) -> None:
+    """Child process: the server (or the minimal baseline) on CPU 0 until terminated."""
+    _pin(SERVER_CPU)
+
+    async def main() -> None:
+        certificate = certificates.ReloadingCertificate(pathlib.Path(cert), pathlib.Path(key))
+        if kind == "modelshield":
+            running = await server.start(_warm_context(), certificate, host="127.0.0.1", port=0)
+            port = running.port
+        else:
+            app = web.Application()
+            app.router.add_post("/validate", _minimal_review)
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=certificate.context)
+            await site.start()
+            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        ports.put(port)
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+def realistic_reviews() -> list[bytes]:
+    """Pod and Deployment CREATE reviews, three containers each, governed and compliant."""
+    bodies = []
+    for label in ("Pod", "Deployment"):
+        info = scenarios.BY_LABEL[label]
+        obj = scenarios.workload(info, [scenarios.SIGNED] * 3)
+        body = json.dumps(scenarios.review(info, "CREATE", obj)).encode()
+        bodies.append(
+            b"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+    return bodies
+
+
+async def _connection(
+    port: int,
+    context: ssl.SSLContext,
+    requests: list[bytes],
+    stop_at: float,
+    interval: float | None,
+    latencies: list[float],
+    answers: dict[str, int],
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    loop = asyncio.get_running_loop()
+    scheduled = loop.time()
+    index = 0
+    while loop.time() < stop_at:
+        if interval is not None:
+            scheduled += interval
+            delay = scheduled - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        started = loop.time() if interval is None else scheduled
+        writer.write(requests[index % len(requests)])
+        index += 1
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        body = await reader.readexactly(length)
+        # Latency from when the request was due: queueing counts (no coordinated omission).
+        latencies.append(loop.time() - started)
+        allowed = b'"allowed":true' in body or b'"allowed": true' in body
+        answers["allowed" if allowed else "other"] += 1
+    writer.close()
+
+
+async def _load(
+    port: int, ca: bytes, seconds: float, rate: float | None
+) -> tuple[float, list[float], dict[str, int]]:
+    context = ssl.create_default_context(cadata=ca.decode())
+    requests = realistic_reviews()
+    latencies: list[float] = []
+    answers = {"allowed": 0, "other": 0}
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    interval = CONNECTIONS / rate if rate else None
+    await asyncio.gather(
+        *(
+            _connection(port, context, requests, started + seconds, interval, latencies, answers)
+            for _ in range(CONNECTIONS)
+        )
+    )
+    return len(latencies) / (loop.time() - started), latencies, answers
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def bench_server(seconds: float) -> None:
+    """Part (a)."""
+    _pin(CLIENT_CPU)
+    authority = pki.Authority.create()
+    directory = pathlib.Path(tempfile.mkdtemp(prefix="bench-admission-"))
+    cert, key = pki.write_serving_pair(authority, directory, "bench")
+    spawn = multiprocessing.get_context("spawn")
+    print(f"(a) server alone: {CONNECTIONS} keep-alive HTTPS connections, {seconds:g} s per run")
+    sizes = [len(r) for r in realistic_reviews()]
+    print(f"    reviews: Pod {sizes[0]} B, Deployment {sizes[1]} B, 3 containers each, governed")
+    results: dict[str, tuple[float, float, float]] = {}
+    for kind in ("minimal", "modelshield"):
+        ports = spawn.Queue()
+        process = spawn.Process(target=_serve, args=(kind, str(cert), str(key), ports), daemon=True)
+        process.start()
+        try:
+            port = ports.get(timeout=30)
+            asyncio.run(_load(port, authority.pem, 1.0, None))  # warm-up
+            throughput, _, answers = asyncio.run(_load(port, authority.pem, seconds, None))
+            assert answers["other"] == 0, answers
+            _, latencies, _ = asyncio.run(_load(port, authority.pem, seconds, throughput / 2))
+            p50, p99 = _percentile(latencies, 0.5), _percentile(latencies, 0.99)
+            results[kind] = (throughput, p50, p99)
+            print(
+                f"    {kind:12s} {throughput:8.0f} reviews/s at saturation; at {throughput / 2:.0f}/s: "
+                f"p50 {p50 * 1000:.2f} ms, p99 {p99 * 1000:.2f} ms"
+            )
+        finally:
+            process.terminate()
+            process.join(10)
+    ours, base = results["modelshield"], results["minimal"]
+    print(
+        f"    ratio modelshield/minimal: throughput {ours[0] / base[0]:.2f}, "
+        f"p99 at half load {ours[2] / base[2]:.2f}"
+    )
+
+
+# --- (b) through the API server ---------------------------------------------------------
+
+
+def _pod(name: str, image: str) -> bytes:
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": dict(scenarios.LABELS)},
+            "spec": {
+                "containers": [
+                    {
+                        "name": "server",
+                        "image": image,
+                        "securityContext": {
+                            "runAsNonRoot": True,
+                            "runAsUser": 1000,
+                            "readOnlyRootFilesystem": True,
+                            "allowPrivilegeEscalation": False,
+                        },
+                        "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
+                    }
+                ]
+            },
+        }
+    ).encode()
+
+
+class ApiClient:
+    """One keep-alive HTTPS connection to the API server, as a lean client would hold."""
+
+    def __init__(self, url: str, token: str, ca_file: pathlib.Path) -> None:
+        host, port = url.removeprefix("https://").split(":")
+        context = ssl.create_default_context(cafile=str(ca_file))
+        self.connection = http.client.HTTPSConnection(host, int(port), context=context)
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+
+    def create_pod(self, namespace: str, body: bytes) -> tuple[int, bytes]:
+        self.connection.request("POST", f"/api/v1/namespaces/{namespace}/pods", body, self.headers)
+        response = self.connection.getresponse()
+        return response.status, response.read()
+
+
+def _creates(client: ApiClient, namespace: str, prefix: str, image: str, count: int) -> list[float]:
+    latencies = []
+    for index in range(count):
+        started = time.perf_counter()
+        status, body = client.create_pod(namespace, _pod(f"{prefix}-{index}", image))
+        latencies.append(time.perf_counter() - started)
+        if status != 201:
+            raise RuntimeError(f"pod create answered {status}: {body[:500]!r}")
+    return latencies
+
+
+@contextlib.contextmanager
+def _webhook_process(arguments: list[str], log: pathlib.Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("ab") as output:
+        process = subprocess.Popen(arguments, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        yield process
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def bench_apiserver(count: int) -> None:
+    """Part (b)."""
+    from e2e.cluster import LocalControlPlane
+    from e2e.toolcache import ControlPlaneBinaries
+    from modelshield.supplychain.images import registries
+    from tests.supplychain import localtools
+
+    binaries = ControlPlaneBinaries.locate()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-admission-apiserver-"))
+    registry = localtools.LocalRegistry(
+        localtools.require_tool("MODELSHIELD_REGISTRY"), work
+    ).start()
+    cosign = localtools.Cosign(localtools.require_tool("MODELSHIELD_COSIGN"), work / "cosign")
+    signing_key, public_key = cosign.generate_key_pair("release")
+
+    async def push() -> str:
+        client = registries.RegistryClient(registry.options())
+        try:
+            return await localtools.push_image(client, registry.host, "ml/server", "v1", "bench")
+        finally:
+            await client.close()
+
+    image = f"{registry.host}/ml/server@{asyncio.run(push())}"
+    cosign.sign(image, signing_key)
+    control_plane = LocalControlPlane(binaries)
+    control_plane.start()
+    kubectl = [str(binaries.kubectl), f"--kubeconfig={control_plane.kubeconfig_path}"]
+
+    def run(*arguments: str, stdin: str | None = None) -> str:
+        return subprocess.run(
+            [*kubectl, *arguments], input=stdin, capture_output=True, text=True, check=True
+        ).stdout
+
+    try:
+        root = pathlib.Path(__file__).resolve().parent.parent
+        run(
+            "apply",
+            "--server-side",
+            *(f"--filename={f}" for f in sorted((root / "crds").glob("*.yaml"))),
+        )
+        run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        namespace = "bench"
+        run("create", "namespace", namespace)
+        policy = scenarios.policy(namespace)
+        policy["spec"]["images"] = {
+            "allowedRegistries": [f"{registry.host}/"],
+            "signers": [{"name": "release", "publicKey": public_key}],
+        }
+        del policy["spec"]["models"]
+        run("apply", "-f", "-", stdin=json.dumps(policy))
+        ca_file = control_plane.certificates_dir / "ca.crt"
+        client = ApiClient(control_plane.api_server_url, control_plane.admin_token, ca_file)
+        for _ in range(100):
+            try:
+                _creates(client, namespace, f"sa-probe-{time.monotonic_ns()}", image, 1)
+                break
+            except RuntimeError:  # the namespace's default ServiceAccount is not there yet
+                time.sleep(0.1)
+
+        authority = pki.Authority.create()
+        cert, key = pki.write_serving_pair(authority, work, "bench-webhook")
+        (work / "webhook-ca.crt").write_bytes(authority.pem)
+        port = localtools.free_port()
+        modelshield = [sys.executable, "-m", "modelshield.cli.main", "webhook"]
+        webhook = [
+            *modelshield,
+            f"--cert={cert}",
+            f"--key={key}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--kubeconfig={control_plane.kubeconfig_path}",
+            f"--insecure-registry={registry.host}",
+            "--log-level=warning",
+        ]
+        configuration = subprocess.run(
+            [
+                *modelshield,
+                "configuration",
+                f"--url=https://127.0.0.1:{port}",
+                f"--ca-bundle={work / 'webhook-ca.crt'}",
+                "--name=bench",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+        figures: dict[str, list[float]] = {}
+        _creates(client, namespace, "warm-a", image, 50)
+        figures["without (before)"] = _creates(client, namespace, "without-a", image, count)
+        with _webhook_process(webhook, work / "webhook.log"):
+            context = ssl.create_default_context(cafile=str(work / "webhook-ca.crt"))
+            for _ in range(300):
+                with contextlib.suppress(OSError):
+                    connection = http.client.HTTPSConnection(
+                        "127.0.0.1", port, context=context, timeout=2
+                    )
+                    connection.request("GET", "/readyz")
+                    if connection.getresponse().status == 200:
+                        break
+                time.sleep(0.1)
+            run("apply", "-f", "-", stdin=configuration)
+            unsigned = _pod("probe-unsigned", f"{registry.host}/ml/server:missing")
+            for _ in range(300):  # registered once the API server asks it
+                status, _ = client.create_pod(namespace, unsigned)
+                if status == 403:
+                    break
+                time.sleep(0.1)
+            _creates(client, namespace, "warm-b", image, 50)
+            figures["with webhook"] = _creates(client, namespace, "with", image, count)
+            run(
+                "delete",
+                "mutatingwebhookconfiguration/bench",
+                "validatingwebhookconfiguration/bench",
+            )
+        time.sleep(1)
+        figures["without (after)"] = _creates(client, namespace, "without-b", image, count)
+    finally:
+        control_plane.stop()
+        control_plane.remove_work_dir()
+        registry.stop()
+
+    print(
+        f"(b) through kube-apiserver: {count} sequential pod creates per phase, keep-alive client"
+    )
+    for phase, latencies in figures.items():
+        print(
+            f"    {phase:18s} p50 {statistics.median(latencies) * 1000:6.2f} ms   "
+            f"p99 {_percentile(latencies, 0.99) * 1000:6.2f} ms"
+        )
+    without = figures["without (before)"] + figures["without (after)"]
+    added_p50 = statistics.median(figures["with webhook"]) - statistics.median(without)
+    added_p99 = _percentile(figures["with webhook"], 0.99) - _percentile(without, 0.99)
+    print(
+        f"    added by the webhook: p50 {added_p50 * 1000:+.2f} ms, p99 {added_p99 * 1000:+.2f} ms"
+    )
+
+
+def main() -> None:
+    """Run the chosen benchmarks."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("which", nargs="?", default="all", choices=["server", "apiserver", "all"])
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="duration of each load run in (a)"
+    )
+    parser.add_argument("--creates", type=int, default=400, help="pod creates per phase in (b)")
+    arguments = parser.parse_args()
+    if arguments.which in ("server", "all"):
+        bench_server(arguments.seconds)
+    if arguments.which in ("apiserver", "all"):
+        bench_apiserver(arguments.creates)
+
+
+if __name__ == "__main__":
+    main()
