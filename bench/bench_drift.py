@@ -321,6 +321,43 @@ def run(arguments: argparse.Namespace) -> int:
     return 0
 
 
+FALSE_ALARM_SETTINGS = (
+    ("PSI", 0.2), ("KolmogorovSmirnov", 0.1), ("ChiSquare", 0.3), ("JensenShannon", 0.1), ("Wasserstein", 0.3)
+)
+
+
+def false_alarms(window_sizes: Sequence[int], count: int) -> int:
+    """Share of feature-windows over the threshold on unshifted traffic, per statistic and window."""
+    rng = np.random.default_rng(11)
+    categories, weights = ["red", "green", "blue", "amber"], [0.4, 0.3, 0.2, 0.1]
+    columns: dict[str, list[Any]] = {f"x{i}": rng.normal(0, 1, 20_000).tolist() for i in range(6)}
+    columns["colour"] = [str(c) for c in rng.choice(categories, 20_000, p=weights)]
+    profile = profiles.build(columns)
+    print(f"unshifted traffic, {count:,} windows per cell, 6 numeric features (10 bins) and one "
+          "4-valued category: share of feature-windows over the threshold (alarms raised)")
+    print("window  " + "  ".join(f"{name} {threshold}".rjust(22) for name, threshold in FALSE_ALARM_SETTINGS))
+    for size in window_sizes:
+        cells = []
+        for name, threshold in FALSE_ALARM_SETTINGS:
+            settings = config.MonitorConfig(
+                profile="-", statistic=name, threshold=threshold, window=size
+            )
+            monitor = monitoring.Monitor(settings, profile)
+            layout = monitor.layouts_by_stream["request"]
+            codes = np.array([layout.codes[0][c] for c in categories])
+            over = raised = total = 0
+            for _ in range(count // 100):
+                numeric = rng.normal(0, 1, (size * 100, 6))
+                categorical = rng.choice(codes, (size * 100, 1), p=weights)
+                for result in monitor.add([payloads.Batch("request", numeric, categorical)]):
+                    over += int(np.sum(result.alarm_scores > np.array(result.thresholds)))
+                    raised += sum(c.transition.value == "Raised" for c in result.crossings)
+                    total += len(result.alarm_scores)
+            cells.append(f"{over / total:8.3%} ({raised:5d})")
+        print(f"{size:6d}  " + "  ".join(cell.rjust(22) for cell in cells))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options; run the benchmark or, with --loadgen, the load generator."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -331,12 +368,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--depth", type=int, default=32, help="pipelined requests per connection")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--loadgen-cpu", type=int, default=1)
+    parser.add_argument(
+        "--false-alarms",
+        action="store_true",
+        help="instead: measure false-alarm rates on unshifted traffic (no HTTP)",
+    )
     parser.add_argument("--loadgen", choices=["single", "batch"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
     if arguments.loadgen:
         return loadgen_main(arguments)
+    if arguments.false_alarms:
+        return false_alarms((100, 250, 500, 1000), 3000)
     return run(arguments)
 
 
