@@ -70,6 +70,23 @@ async def test_a_full_queue_answers_429_and_counts_the_drops(
     assert (await client.get("/healthz")).status == 200
 
 
+async def test_the_queue_is_bounded_in_values_too() -> None:
+    service = _service(queue_size=100, max_queued_values=100)
+    client = await _client(service, start_worker=False)
+    rng = np.random.default_rng(3)
+    try:
+        statuses = []
+        for rows in (20, 10, 1):  # 7 features: 140 values alone pass, then 70 more do not
+            response = await client.post("/", data=synthetic.body(synthetic.rows(rows, rng)))
+            statuses.append(response.status)
+        assert statuses == [202, 429, 429]
+        assert service.queued_values == 140
+        text = await (await client.get("/metrics")).text()
+        assert metric(text, "modelshield_drift_dropped_total") == 2
+    finally:
+        await client.close()
+
+
 async def test_malformed_payloads_get_a_reason_and_are_counted() -> None:
     service = _service(max_body_bytes=4096)
     client = await _client(service, start_worker=True)

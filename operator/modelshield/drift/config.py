@@ -16,7 +16,8 @@ carry the values of the policy's ``monitoring.drift`` block unchanged::
     clearRatio: 0.8                # hysteresis: clear below threshold * clearRatio
     raiseAfter: 1                  # consecutive windows over the threshold to raise
     clearAfter: 1                  # consecutive windows under the clear level to clear
-    queueSize: 1024                # parsed requests waiting; beyond it: HTTP 429
+    queueSize: 1024                # parsed events waiting; beyond it: HTTP 429
+    maxQueuedValues: 2000000       # values (rows x features) waiting; beyond it: HTTP 429
     maxBodyBytes: 8388608
     port: 8080
     workload:                      # where Kubernetes Events go (optional)
@@ -79,6 +80,7 @@ class MonitorConfig(common.ApiModel):
     raise_after: int = pydantic.Field(default=1, ge=1)
     clear_after: int = pydantic.Field(default=1, ge=1)
     queue_size: int = pydantic.Field(default=1024, ge=1)
+    max_queued_values: int = pydantic.Field(default=2_000_000, ge=1)
     max_body_bytes: int = pydantic.Field(default=8 * 1024 * 1024, ge=1024)
     port: int = pydantic.Field(default=8080, ge=0, le=65535)
     host: str = "0.0.0.0"  # noqa: S104 -- a pod serves on its own network namespace

@@ -76,6 +76,11 @@ class Batch:
         """Number of rows."""
         return int(self.numeric.shape[0])
 
+    @property
+    def values(self) -> int:
+        """Number of values (rows x watched features): what the batch weighs in a queue."""
+        return int(self.numeric.size + self.categorical.size)
+
 
 @dataclass(frozen=True)
 class Event:

@@ -50,6 +50,9 @@ class Service:
         self.sink = sink
         self.layouts = monitor.layouts_by_stream
         self.queue: asyncio.Queue[payloads.Batch] = asyncio.Queue(maxsize=settings.queue_size)
+        # Events vary from one row to a whole body of them: the queue is bounded in values
+        # too, so that its memory is bounded whatever the mix.
+        self.queued_values = 0
         self.worker: asyncio.Task[None] | None = None
         self._posting: set[asyncio.Task[bool]] = set()
         self._warned: set[tuple[str, str]] = set()
@@ -73,7 +76,11 @@ class Service:
             return web.Response(status=202)
         if batch.mismatches:
             self._mismatched(batch.mismatches)
+        values = batch.values
         try:
+            # An event larger than the bound alone still goes through an empty queue.
+            if self.queued_values and self.queued_values + values > self.settings.max_queued_values:
+                raise asyncio.QueueFull
             self.queue.put_nowait(batch)
         except asyncio.QueueFull:
             self.metrics.dropped.inc()
@@ -82,6 +89,7 @@ class Service:
                 status=429,
                 headers={"Retry-After": "1"},
             )
+        self.queued_values += values
         self.metrics.event_counters[batch.stream].inc()
         return web.Response(status=202)
 
@@ -112,6 +120,7 @@ class Service:
                     batches.append(self.queue.get_nowait())
                 except asyncio.QueueEmpty:
                     break
+            self.queued_values -= sum(batch.values for batch in batches)
             self.metrics.queue_depth.set(self.queue.qsize())
             try:
                 results = self.monitor.add(batches)
@@ -153,7 +162,7 @@ class Service:
         """Ready while the worker runs and the queue has room."""
         if self.worker is None or self.worker.done():
             return web.Response(status=503, text="window worker is not running\n")
-        if self.queue.full():
+        if self.queue.full() or self.queued_values >= self.settings.max_queued_values:
             return web.Response(status=503, text="queue full\n")
         return web.Response(text="ok\n")
 
