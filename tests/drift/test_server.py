@@ -160,3 +160,20 @@ async def _drained(service: server.Service) -> None:
         await asyncio.sleep(0.01)
     raise AssertionError("the worker did not drain the queue")
 
+
+
+async def test_client_chosen_feature_names_cannot_grow_the_metrics_without_bound() -> None:
+    service = _service()
+    client = await _client(service, start_worker=True)
+    base = {"x0": 1.0, "x1": 1.0, "x2": 1.0, "x3": 1.0, "x4": 1.0, "x5": 1.0, "colour": "red"}
+    try:
+        for i in range(server.MISMATCH_LABELS + 50):
+            response = await client.post("/", data=json.dumps([{**base, f"junk{i}": 1}]))
+            assert response.status == 202
+        text = await (await client.get("/metrics")).text()
+    finally:
+        await client.close()
+    labelled = [line for line in text.splitlines() if line.startswith("modelshield_drift_schema_mismatch_total{")]
+    assert len(labelled) == server.MISMATCH_LABELS + 1
+    other = f'modelshield_drift_schema_mismatch_total{{feature="{server.OTHER_FEATURES}",problem="extra"}}'
+    assert metric(text, other) == 50

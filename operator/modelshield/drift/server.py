@@ -33,6 +33,11 @@ GATHER_SECONDS = 0.01
 sub-millisecond latency, and one vectorised update per 10 ms costs far less than one per
 event."""
 
+MISMATCH_LABELS = 100
+"""Distinct (feature, problem) pairs logged and labelled; the rest count under OTHER_FEATURES."""
+OTHER_FEATURES = "(other)"
+
+
 class Service:
     """The queue, the worker and the handlers of one monitor."""
 
@@ -99,8 +104,11 @@ class Service:
 
     def _mismatched(self, mismatches: tuple[tuple[str, str], ...]) -> None:
         for feature, problem in mismatches:
-            self.metrics.mismatches.labels(feature, problem).inc()
             if (feature, problem) not in self._warned:
+                # Extra names come from clients: their number (labels, memory) is capped.
+                if len(self._warned) >= MISMATCH_LABELS:
+                    self.metrics.mismatches.labels(OTHER_FEATURES, problem).inc()
+                    continue
                 self._warned.add((feature, problem))
                 log.warning(
                     "payload does not match the profile: feature %r is %s (%s)",
@@ -108,6 +116,7 @@ class Service:
                     problem,
                     "counted as missing" if problem == "missing" else "not in the profile; ignored",
                 )
+            self.metrics.mismatches.labels(feature, problem).inc()
 
     async def run_worker(self) -> None:
         """Drain the queue forever, counting rows and scoring full windows."""
