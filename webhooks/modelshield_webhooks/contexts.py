@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 from collections.abc import Callable
 
+from modelshield.modelartifacts import startup
 from modelshield_webhooks import caches, metrics, verifiers
 
 #: Default ``timeoutSeconds`` of the webhook configurations.
@@ -14,7 +15,7 @@ WEBHOOK_TIMEOUT_SECONDS = 10
 #: that the answer (a precise "timed out" denial) still reaches it.
 VERIFY_MARGIN_SECONDS = 3.0
 #: Name of the init container that re-verifies the model files at pod start.
-STARTUP_CONTAINER_NAME = "modelshield-verify-model"
+STARTUP_CONTAINER_NAME = startup.CONTAINER_NAME
 
 
 def utc_now() -> datetime.datetime:

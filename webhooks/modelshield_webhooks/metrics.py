@@ -92,7 +92,13 @@ class Metrics:
         return child
 
     def review(
-        self, kind: str, operation: str, decision: str, enforcement: str, seconds: float, endpoint: str
+        self,
+        kind: str,
+        operation: str,
+        decision: str,
+        enforcement: str,
+        seconds: float,
+        endpoint: str,
     ) -> None:
         """Count one answered workload review and its duration."""
         self._child(self.requests, kind, operation, decision, enforcement).inc()

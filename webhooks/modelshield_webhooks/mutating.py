@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelshield.engine import compiling, evaluating, modelchecks
-from modelshield.engine import facts as engine_facts
+from modelshield.modelartifacts import startup
 from modelshield_webhooks import contexts, facts, responses, reviews, validating
 
 _logger = logging.getLogger(__name__)
@@ -21,46 +21,27 @@ _logger = logging.getLogger(__name__)
 ENDPOINT = "mutate"
 
 
-def startup_container(
-    artifact: engine_facts.ArtifactFacts,
-    image: str,
-    volume_mounts: list[Any],
-) -> dict[str, Any]:
-    """The init container that re-verifies the model files before the server starts.
+#: The ConfigMap (in the workload's namespace) and pod volume holding ``<signer>.pub``
+#: public keys that the startup init container trusts.
+MODEL_KEYS = "modelshield-model-keys"
 
-    Built here until ``modelshield.modelartifacts.startup`` provides the canonical one.
-    It sees the same volumes as the first container, read-only, and is hardened so that
-    runtime requirements hold for it too.
-    """
-    arguments = ["model", "verify", "--uri", artifact.uri]
-    if artifact.expected_digest:
-        arguments += ["--digest", artifact.expected_digest]
-    mounts = [
-        {**mount, "readOnly": True}
-        for mount in volume_mounts
-        if isinstance(mount, Mapping) and isinstance(mount.get("name"), str)
+
+def _model_mount(pod_spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The first container's mount that holds the model: one named like it, else the first."""
+    containers = pod_spec.get("containers")
+    first = containers[0] if isinstance(containers, list) and containers else None
+    mounts = first.get("volumeMounts") if isinstance(first, dict) else None
+    usable = [
+        m
+        for m in mounts or []
+        if isinstance(m, dict)
+        and isinstance(m.get("name"), str)
+        and isinstance(m.get("mountPath"), str)
     ]
-    return {
-        "name": contexts.STARTUP_CONTAINER_NAME,
-        "image": image,
-        "command": ["modelshield"],
-        "args": arguments,
-        "env": [
-            {"name": "MODELSHIELD_MODEL_ARTIFACT", "value": f"{artifact.namespace}/{artifact.name}"}
-        ],
-        "volumeMounts": mounts,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "privileged": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "resources": {
-            "requests": {"cpu": "100m", "memory": "128Mi"},
-            "limits": {"cpu": "1", "memory": "512Mi"},
-        },
-    }
+    named = [m for m in usable if "model" in m["name"].lower()]
+    if named:
+        return named[0]
+    return usable[0] if usable else None
 
 
 def _startup_patches(
@@ -75,27 +56,46 @@ def _startup_patches(
         return []
     if not any(p.models is not None and p.models.verify_at_startup for p in policies):
         return []
-    if any(c.name == contexts.STARTUP_CONTAINER_NAME for c in workload.containers):
+    if any(c.name == startup.CONTAINER_NAME for c in workload.containers):
         return []
-    artifact = None
     source = facts.ReviewFacts({}, context.state)
-    for reference in workload.models:
-        artifact = modelchecks.find_artifact(workload, reference, source)
-        if artifact is not None:
-            break
-    if artifact is None:
-        return []  # nothing to re-verify; validation reports the missing model
+    artifacts = (modelchecks.find_artifact(workload, r, source) for r in workload.models)
+    artifact = next((a for a in artifacts if a is not None), None)
+    digest = artifact.verified_digest or artifact.expected_digest if artifact else None
+    if artifact is None or digest is None or artifact.signer is None:
+        # Nothing verified to re-verify against; validation denies such a model.
+        return []
     spec = subject.request.object.get("spec") if subject.request.object else None
-    pod_spec: Mapping[str, Any] = spec if isinstance(spec, Mapping) else {}
-    containers = pod_spec.get("containers")
-    first = containers[0] if isinstance(containers, list) and containers else {}
-    mounts = first.get("volumeMounts") if isinstance(first, Mapping) else None
-    container = startup_container(
-        artifact, context.startup_image, mounts if isinstance(mounts, list) else []
+    pod_spec: Mapping[str, Any] = spec if isinstance(spec, dict) else {}
+    mount = _model_mount(pod_spec)
+    if mount is None:
+        raise validating.UndecidableError(
+            "NoModelVolume",
+            f"{subject.describe()}: a policy asks to re-verify the model at start "
+            "(models.verifyAtStartup), but the first container mounts no volume; mount the "
+            "model from a volume (its name containing 'model')",
+        )
+    container = startup.build_init_container(
+        image=context.startup_image,
+        model_volume=mount["name"],
+        model_mount_path=mount["mountPath"],
+        model_sub_path=str(mount.get("subPath") or ""),
+        digest=digest,
+        signer=artifact.signer,
+        keys_volume=MODEL_KEYS,
     )
+    patches: list[dict[str, Any]] = []
     if isinstance(pod_spec.get("initContainers"), list):
-        return [{"op": "add", "path": "/spec/initContainers/0", "value": container}]
-    return [{"op": "add", "path": "/spec/initContainers", "value": [container]}]
+        patches.append({"op": "add", "path": "/spec/initContainers/0", "value": container})
+    else:
+        patches.append({"op": "add", "path": "/spec/initContainers", "value": [container]})
+    volume = {"name": MODEL_KEYS, "configMap": {"name": MODEL_KEYS}}
+    volumes = pod_spec.get("volumes")
+    if not isinstance(volumes, list):
+        patches.append({"op": "add", "path": "/spec/volumes", "value": [volume]})
+    elif not any(isinstance(v, dict) and v.get("name") == MODEL_KEYS for v in volumes):
+        patches.append({"op": "add", "path": "/spec/volumes/-", "value": volume})
+    return patches
 
 
 async def _digest_patches(
