@@ -52,6 +52,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
             "replicas": 3,
             "podAntiAffinity": "hard",
             "namespaceSelector": {"excludeNamespaces": ["monitoring"], "requireOptIn": True},
+            "trustRootConfigMap": "sigstore-trust-root",
         },
         "operator": {"scraperNamespaces": ["monitoring"], "scraperPodLabels": {"app": "prom"}},
     },

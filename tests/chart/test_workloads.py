@@ -121,6 +121,13 @@ def test_command_lines_are_accepted_by_the_real_parser(name: str) -> None:
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     assert arguments.metrics_port == ports["metrics"]
     assert arguments.liveness == f"http://0.0.0.0:{ports['health']}/healthz"
+    mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
+    if name == "everything":
+        # The operator's audit verifies keyless signatures against the same trust root.
+        assert arguments.trusted_root == "/etc/modelshield/trust-root/trusted_root.json"
+        assert "/etc/modelshield/trust-root" in mounts
+    else:
+        assert arguments.trusted_root is None
 
 
 def test_image_digest_wins_over_tag() -> None:
