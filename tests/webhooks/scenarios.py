@@ -268,12 +268,17 @@ def policy(
     name: str = "fraud-model",
     mutate_to_digest: bool = False,
     verify_at_startup: bool = False,
+    generation: int = 1,
 ) -> dict[str, Any]:
-    """A ModelSecurityPolicy: signed images, signed and scanned model, hardened runtime."""
+    """A ModelSecurityPolicy: signed images, signed and scanned model, hardened runtime.
+
+    The API server bumps metadata.generation on every spec change; pass a new one when
+    a test changes a policy the cache already holds.
+    """
     return {
         "apiVersion": "modelshield.dev/v1alpha1",
         "kind": "ModelSecurityPolicy",
-        "metadata": {"name": name, "namespace": namespace, "generation": 1},
+        "metadata": {"name": name, "namespace": namespace, "generation": generation},
         "spec": {
             "enforcement": enforcement,
             "selector": {"matchLabels": dict(LABELS)},

@@ -48,7 +48,7 @@ def test_an_invalid_policy_is_kept_as_broken_until_fixed() -> None:
     (found,) = state.broken_for(scenarios.ENFORCED)
     assert "ModelSecurityPolicy ml/fraud-model is invalid" in found.describe()
     assert state.broken_for(scenarios.UNGOVERNED) == []
-    state.apply(caches.POLICIES, "MODIFIED", scenarios.policy(scenarios.ENFORCED))
+    state.apply(caches.POLICIES, "MODIFIED", scenarios.policy(scenarios.ENFORCED, generation=2))
     assert state.broken_for(scenarios.ENFORCED) == []
     assert state.policy_set.could_govern(scenarios.ENFORCED)
 
@@ -102,3 +102,25 @@ async def test_a_new_namespace_is_waited_for_briefly() -> None:
     labels = await state.namespace_labels("late", 5.0)
     await arriving
     assert labels == {"kubernetes.io/metadata.name": "late", "team": "ml"}
+
+
+def test_status_updates_do_not_recompile() -> None:
+    state = scenarios.synced_state([scenarios.policy(scenarios.ENFORCED)])
+    compiled = state.policy_set
+    version = state.version
+    with_status = scenarios.policy(scenarios.ENFORCED)
+    with_status["status"] = {"governed": 3}
+    state.apply(caches.POLICIES, "MODIFIED", with_status)
+    assert state.policy_set is compiled
+    assert state.version == version
+    state.apply(caches.POLICIES, "MODIFIED", scenarios.policy(scenarios.AUDITED, generation=2))
+    assert state.policy_set is not compiled
+
+
+def test_equal_requirement_blocks_are_shared_between_policies() -> None:
+    # The engine memoizes checks by block identity.
+    state = scenarios.standard_state()
+    (enforced,) = state.policy_set.namespaced[scenarios.ENFORCED]
+    (audited,) = state.policy_set.namespaced[scenarios.AUDITED]
+    assert enforced.runtime is audited.runtime
+    assert enforced.images is audited.images

@@ -240,7 +240,7 @@ async def test_real_verifier_with_an_unreachable_registry_denies_with_the_reason
         context.verifier = real
         info = scenarios.BY_LABEL["Pod"]
         obj = scenarios.workload(info, ["127.0.0.1:9/ml/fraud-server:v7"])
-        policy = scenarios.policy(scenarios.ENFORCED)
+        policy = scenarios.policy(scenarios.ENFORCED, generation=2)
         policy["spec"]["images"]["allowedRegistries"] = []
         context.state.apply(caches.POLICIES, "MODIFIED", policy)
         answer = await client.review("/validate", scenarios.review(info, "CREATE", obj))
@@ -301,7 +301,9 @@ async def test_mutate_pins_tags_to_the_verified_digest(
     client: HttpsClient, context: contexts.AdmissionContext
 ) -> None:
     context.state.apply(
-        caches.POLICIES, "MODIFIED", scenarios.policy(scenarios.ENFORCED, mutate_to_digest=True)
+        caches.POLICIES,
+        "MODIFIED",
+        scenarios.policy(scenarios.ENFORCED, mutate_to_digest=True, generation=2),
     )
     info = scenarios.BY_LABEL["Deployment"]
     obj = scenarios.workload(info, [scenarios.SIGNED_BY_TAG, scenarios.UNSIGNED])
@@ -322,7 +324,9 @@ async def test_mutate_injects_the_startup_verification_into_pods(
     client: HttpsClient, context: contexts.AdmissionContext
 ) -> None:
     context.state.apply(
-        caches.POLICIES, "MODIFIED", scenarios.policy(scenarios.ENFORCED, verify_at_startup=True)
+        caches.POLICIES,
+        "MODIFIED",
+        scenarios.policy(scenarios.ENFORCED, verify_at_startup=True, generation=2),
     )
     info = scenarios.BY_LABEL["Pod"]
     answer = await client.review(
@@ -363,7 +367,9 @@ async def test_startup_verification_without_a_model_volume_is_refused(
     client: HttpsClient, context: contexts.AdmissionContext
 ) -> None:
     context.state.apply(
-        caches.POLICIES, "MODIFIED", scenarios.policy(scenarios.ENFORCED, verify_at_startup=True)
+        caches.POLICIES,
+        "MODIFIED",
+        scenarios.policy(scenarios.ENFORCED, verify_at_startup=True, generation=2),
     )
     info = scenarios.BY_LABEL["Pod"]
     pod = scenarios.workload(info, realistic=False)

@@ -64,6 +64,17 @@ def _key(resource: str, obj: Mapping[str, Any]) -> Key:
     return (resource, str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
 
 
+def _interned(
+    compiled: compiling.CompiledPolicy, seen: dict[object, object]
+) -> compiling.CompiledPolicy:
+    return dataclasses.replace(
+        compiled,
+        images=seen.setdefault(compiled.images, compiled.images),  # type: ignore[arg-type]
+        models=seen.setdefault(compiled.models, compiled.models),  # type: ignore[arg-type]
+        runtime=seen.setdefault(compiled.runtime, compiled.runtime),  # type: ignore[arg-type]
+    )
+
+
 def _without_status(obj: Mapping[str, Any]) -> dict[str, Any]:
     # Admission depends on the spec only; the operator's status must never break a policy.
     return {k: v for k, v in obj.items() if k != "status"}
@@ -75,6 +86,7 @@ class ClusterState:
     def __init__(self) -> None:
         self._compiled: dict[Key, compiling.CompiledPolicy] = {}
         self._broken: dict[Key, BrokenPolicy] = {}
+        self._generations: dict[Key, object] = {}
         self.policy_set: compiling.PolicySet = compiling.EMPTY
         self._artifacts: dict[tuple[str, str], facts.ArtifactFacts] = {}
         self._artifacts_by_uri: dict[tuple[str, str], dict[str, facts.ArtifactFacts]] = {}
@@ -103,6 +115,7 @@ class ClusterState:
             for key in [k for k in (*self._compiled, *self._broken) if k[0] == resource]:
                 self._compiled.pop(key, None)
                 self._broken.pop(key, None)
+                self._generations.pop(key, None)
             for obj in objects:
                 self._put_policy(resource, obj)
             self._rebuild()
@@ -123,8 +136,12 @@ class ClusterState:
         deleted = event_type == "DELETED"
         if resource in _MODELS:
             key = _key(resource, obj)
+            generation = _metadata(obj).get("generation")
+            if not deleted and generation and self._generations.get(key) == generation:
+                return  # a status or metadata update: what admission compiled is unchanged
             self._compiled.pop(key, None)
             self._broken.pop(key, None)
+            self._generations.pop(key, None)
             if not deleted:
                 self._put_policy(resource, obj)
             self._rebuild()
@@ -142,6 +159,7 @@ class ClusterState:
 
     def _put_policy(self, resource: str, obj: Mapping[str, Any]) -> None:
         key = _key(resource, obj)
+        self._generations[key] = _metadata(obj).get("generation")
         try:
             policy = _MODELS[resource].model_validate(_without_status(obj))
             self._compiled[key] = compiling.compile_policy(policy)
@@ -154,8 +172,11 @@ class ClusterState:
     def _rebuild(self) -> None:
         namespaced: dict[str, list[compiling.CompiledPolicy]] = {}
         cluster: list[compiling.CompiledPolicy] = []
+        # Equal requirement blocks of different policies become one object: the engine
+        # memoizes checks by block identity (as compiling.compile_policies does).
+        seen: dict[object, object] = {}
         for key in sorted(self._compiled):
-            compiled = self._compiled[key]
+            compiled = _interned(self._compiled[key], seen)
             if key[0] == CLUSTER_POLICIES:
                 cluster.append(compiled)
             else:
