@@ -1,18 +1,12 @@
-"""Inference payloads to arrays: KServe payload-logger CloudEvents and plain JSON batches.
+"""Inference payloads to arrays: v1 and v2 (Open Inference Protocol) bodies, plain batches.
 
-Accepted, on one endpoint:
+The envelope (CloudEvents binary or structured mode, or none) comes off in ``envelopes``;
+this module turns what it carried into rows over the layout's watched features:
 
-- CloudEvents in **binary** content mode (``ce-specversion``, ``ce-type``… headers, the
-  inference payload as the body; what the KServe payload logger sends) and in
-  **structured** mode (``Content-Type: application/cloudevents+json``, the payload under
-  ``data`` or base64 under ``data_base64``). ``type`` ending in ``.request``
-  (``org.kubeflow.serving.inference.request``) feeds the input windows, ``.response``
-  the prediction windows.
-- Request bodies of the v1 protocol (``{"instances": [...]}``, ``{"inputs": [...]}``) and of
+- request bodies of the v1 protocol (``{"instances": [...]}``, ``{"inputs": [...]}``) and of
   the v2 / Open Inference Protocol (``{"inputs": [{"name", "shape", "datatype", "data"}]}``);
-  response bodies ``{"predictions": [...]}`` and ``{"outputs": [tensors]}``.
-- Without CloudEvent headers, a plain JSON batch: ``{"instances": [...]}`` or a list of
-  records, treated as a request.
+  response bodies ``{"predictions": [...]}`` and ``{"outputs": [tensors]}``; a bare list
+  of records.
 
 Rows are lists (columns in the layout's column order), records (objects keyed by feature
 name) or, for single-column layouts, scalars. A v2 tensor of shape ``[N, C]`` holds the C
@@ -22,41 +16,20 @@ Everything that is wrong raises PayloadError with a short machine reason and a m
 
 from __future__ import annotations
 
-import base64
-import binascii
-import importlib
 import itertools
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from modelshield.drift import layouts, profiles
+from modelshield.drift import envelopes, layouts, profiles
 
-Stream = Literal["request", "response"]
-
-# orjson parses inference payloads (mostly floats) about ten times faster than the standard
-# library, which is most of the monitor's cost per row; the standard library still works.
-try:
-    _json_loads: Callable[[bytes | str], Any] = importlib.import_module("orjson").loads
-except ImportError:  # pragma: no cover - depends on the installation
-    _json_loads = json.loads
-STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
-BATCH_CONTENT_TYPE = "application/cloudevents-batch+json"
-SPEC_VERSION = "1.0"
-
-
-class PayloadError(ValueError):
-    """A payload the monitor cannot use: reason is a short label for metrics, status an HTTP code."""
-
-    def __init__(self, reason: str, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.status = status
+# Re-exported: callers of this module need not know where the envelope is handled.
+Stream = envelopes.Stream
+Event = envelopes.Event
+PayloadError = envelopes.PayloadError
 
 
 @dataclass(frozen=True)
@@ -80,91 +53,6 @@ class Batch:
     def values(self) -> int:
         """Number of values (rows x watched features): what the batch weighs in a queue."""
         return int(self.numeric.size + self.categorical.size)
-
-
-@dataclass(frozen=True)
-class Event:
-    """What the envelope said: the stream and the inference payload."""
-
-    stream: Stream
-    data: Any
-
-
-def _loads(body: bytes | str, what: str) -> Any:
-    try:
-        return _json_loads(body)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise PayloadError("invalid-json", f"{what} is not JSON: {error}") from None
-
-
-def _stream_of(event_type: object) -> Stream:
-    if isinstance(event_type, str):
-        if event_type.endswith(".request"):
-            return "request"
-        if event_type.endswith(".response"):
-            return "response"
-    raise PayloadError(
-        "unknown-event-type",
-        f"CloudEvent type {event_type!r} is neither an inference request nor a response "
-        "(expected a type ending in .request or .response)",
-    )
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    return media in ("", "application/json", "text/json") or media.endswith("+json")
-
-
-def unwrap(headers: Mapping[str, str], body: bytes) -> Event:
-    """Take the CloudEvent envelope off (if any): which stream, which payload.
-
-    headers must look names up case-insensitively (aiohttp's are; tests use CIMultiDict).
-    """
-    content_type = headers.get("content-type", "")
-    media = content_type.split(";", 1)[0].strip().lower()
-    if media == BATCH_CONTENT_TYPE:
-        raise PayloadError(
-            "unsupported-content-mode",
-            "batched CloudEvents are not accepted; send binary or structured mode",
-            415,
-        )
-    if media == STRUCTURED_CONTENT_TYPE:
-        document = _loads(body, "the structured CloudEvent")
-        if not isinstance(document, dict):
-            raise PayloadError("invalid-cloudevent", "a structured CloudEvent is a JSON object")
-        if document.get("specversion") != SPEC_VERSION:
-            raise PayloadError(
-                "invalid-cloudevent",
-                f"specversion {document.get('specversion')!r} is not {SPEC_VERSION!r}",
-            )
-        stream = _stream_of(document.get("type"))
-        if not _is_json(str(document.get("datacontenttype", "application/json"))):
-            raise PayloadError(
-                "unsupported-media-type",
-                f"datacontenttype {document.get('datacontenttype')!r} is not JSON",
-                415,
-            )
-        if "data_base64" in document:
-            try:
-                raw = base64.b64decode(str(document["data_base64"]), validate=True)
-            except (binascii.Error, ValueError):
-                raise PayloadError("invalid-cloudevent", "data_base64 is not base64") from None
-            return Event(stream, _loads(raw, "the event's data"))
-        if "data" not in document:
-            raise PayloadError("invalid-cloudevent", "the CloudEvent carries no data")
-        data = document["data"]
-        if isinstance(data, str):
-            data = _loads(data, "the event's data")
-        return Event(stream, data)
-    specversion = headers.get("ce-specversion")
-    if specversion is not None:
-        if specversion != SPEC_VERSION:
-            raise PayloadError(
-                "invalid-cloudevent", f"ce-specversion {specversion!r} is not {SPEC_VERSION!r}"
-            )
-        stream = _stream_of(headers.get("ce-type"))
-        return Event(stream, _loads(body, "the event's data"))
-    return Event("request", _loads(body, "the body"))
 
 
 def _is_v2_tensor(item: object) -> bool:
@@ -399,7 +287,7 @@ def parse(
     headers: Mapping[str, str], body: bytes, layouts_by_stream: Mapping[Stream, layouts.Layout]
 ) -> Batch | None:
     """Parse one HTTP request; None when it is for a stream that is not watched."""
-    event = unwrap(headers, body)
+    event = envelopes.unwrap(headers, body)
     layout = layouts_by_stream.get(event.stream)
     if layout is None:
         return None
