@@ -345,3 +345,133 @@ def test_operator_rotation_keeps_the_release_upgradable(
                 assert webhook["clientConfig"]["caBundle"] == rotated["ca.crt"], kind
     finally:
         helm("uninstall", release, "--namespace", namespace, "--no-hooks", check=False)
+
+
+def test_uninstall_runs_the_pre_delete_hook_before_anything_else(
+    cluster: Cluster,
+    helm: Helm,
+    namespace: str,
+    kubectl: Kubectl,
+    modelshield_crds: list[dict[str, Any]],
+) -> None:
+    """`helm uninstall` with hooks. No kubelet runs the hook's pod here, so the test plays
+    the kubelet: it runs the pod's command against the cluster, then reports the pod
+    Succeeded; the Job controller completes the Job and helm carries on."""
+    release = _release_name(namespace)
+    helm(
+        "install",
+        release,
+        str(rendering.CHART),
+        "--namespace",
+        namespace,
+        "--set",
+        "crds.install=false",
+    )
+    job_name = f"{release}-cleanup"
+    uninstall = subprocess.Popen(
+        [
+            str(rendering.helm_path()),
+            "--kubeconfig",
+            str(cluster.kubeconfig_path),
+            "uninstall",
+            release,
+            "--namespace",
+            namespace,
+            "--timeout=120s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=helm.environment,
+    )
+    try:
+        pod = _wait_for_hook_pod(kubectl, namespace, job_name)
+        # While the hook runs, nothing of the release has been deleted yet.
+        kubectl("get", "deployment", f"{release}-webhook", "--namespace", namespace)
+        spec = pod["spec"]
+        assert spec["serviceAccountName"] == job_name
+        _run_container_locally(cluster, spec["containers"][0], release)
+        kubectl(
+            "patch",
+            "pod",
+            pod["metadata"]["name"],
+            "--namespace",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "--patch",
+            json.dumps(_succeeded_status(spec["containers"][0]["name"])),
+        )
+        output, _ = uninstall.communicate(timeout=150)
+        assert uninstall.returncode == 0, output
+    finally:
+        if uninstall.poll() is None:
+            uninstall.kill()
+            uninstall.wait()
+        helm("uninstall", release, "--namespace", namespace, "--no-hooks", check=False)
+    for kind in CONFIGURATION_KINDS:
+        assert kubectl("get", kind.lower(), release, check=False).returncode != 0, kind
+    # hook-succeeded: the hook's own Job, ServiceAccount and RBAC are gone too.
+    for resource in ("clusterrole", "clusterrolebinding"):
+        assert kubectl("get", resource, job_name, check=False).returncode != 0, resource
+    assert (
+        kubectl("get", "serviceaccount", job_name, "--namespace", namespace, check=False).returncode
+        != 0
+    )
+
+
+def _wait_for_hook_pod(kubectl: Kubectl, namespace: str, job_name: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pods = _get(kubectl, "pods", "--namespace", namespace, f"--selector=job-name={job_name}")
+        if pods["items"]:
+            pod: dict[str, Any] = pods["items"][0]
+            return pod
+        time.sleep(0.5)
+    pytest.fail(f"helm uninstall created no pod for the pre-delete Job {job_name} within 60 s")
+
+
+def _run_container_locally(cluster: Cluster, container: dict[str, Any], release: str) -> None:
+    environment = {variable["name"]: variable["value"] for variable in container["env"]}
+    assert container["command"][0] == "python"
+    completed = subprocess.run(
+        [sys.executable, *container["command"][1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "KUBECONFIG": str(cluster.kubeconfig_path),
+            **environment,
+        },
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert f"deleted ValidatingWebhookConfiguration {release}" in completed.stdout
+
+
+def _succeeded_status(container_name: str) -> dict[str, Any]:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "status": {
+            "phase": "Succeeded",
+            "containerStatuses": [
+                {
+                    "name": container_name,
+                    "image": "modelshield",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "started": False,
+                    "state": {
+                        "terminated": {
+                            "exitCode": 0,
+                            "reason": "Completed",
+                            "startedAt": now,
+                            "finishedAt": now,
+                        }
+                    },
+                }
+            ],
+        }
+    }
