@@ -7,6 +7,8 @@ import pathlib
 import pickle
 import zipfile
 
+import joblib  # type: ignore[import-untyped]
+import numpy
 import pytest
 
 from modelshield.api.v1alpha1.common import Severity
@@ -117,3 +119,22 @@ def test_parse_severity() -> None:
     assert findings.parse_severity("high") == Severity.HIGH
     with pytest.raises(ValueError, match="not one of"):
         findings.parse_severity("severe")
+
+
+def test_random_tensor_bytes_in_a_checkpoint_give_no_findings(tmp_path: pathlib.Path) -> None:
+    noise = numpy.random.default_rng(3).standard_normal(8 << 20, dtype=numpy.float32).tobytes()
+    models.torch_style_zip(tmp_path / "model.pt")
+    with zipfile.ZipFile(tmp_path / "model.pt", "a") as archive:
+        archive.writestr("archive/data/1", noise)
+
+    assert scanners.scan_directory(tmp_path / "model.pt").findings == []
+
+
+def test_pickle_hidden_in_joblib_array_bytes_is_found(tmp_path: pathlib.Path) -> None:
+    payload = numpy.frombuffer(op.call("os", "system", "true"), dtype=numpy.uint8)
+    joblib.dump({"weights": numpy.zeros(1000), "blob": payload}, tmp_path / "m.joblib")
+
+    found = scanners.scan_directory(tmp_path / "m.joblib").findings
+
+    assert [f.severity for f in found] == [Severity.CRITICAL]
+    assert "os.system" in found[0].location

@@ -12,13 +12,17 @@ import pathlib
 import re
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from modelshield import __version__
-from modelshield.api.v1alpha1 import policies
-from modelshield.cli import manifests
-from modelshield.modelartifacts import hashing, reconciling, signing, verifying
 from modelshield.modelartifacts.scanning import findings, scanners
+
+if TYPE_CHECKING:
+    from modelshield.modelartifacts import verifying
+
+# Signing and verification modules load model_signing and sigstore (most of a second):
+# they are imported by the commands that use them, so `scan` starts fast.
+DEFAULT_SIGNATURE_NAME = "model.sig"
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -58,6 +62,8 @@ def _bad_input(message: str) -> int:
 
 
 def _run_sign(arguments: argparse.Namespace) -> int:
+    from modelshield.modelartifacts import signing
+
     model = pathlib.Path(arguments.directory)
     if not model.is_dir():
         return _bad_input(f"{model} is not a directory")
@@ -90,6 +96,10 @@ def _run_sign(arguments: argparse.Namespace) -> int:
 def _policy_signers(
     path: pathlib.Path, trust_config: pathlib.Path | None
 ) -> list[verifying.TrustedSigner]:
+    from modelshield.api.v1alpha1 import policies
+    from modelshield.cli import manifests
+    from modelshield.modelartifacts import reconciling
+
     requirements: list[policies.ModelRequirements] = []
     for document in manifests.read_documents([path]):
         if not manifests.is_modelshield_kind(document):
@@ -110,6 +120,9 @@ def _policy_signers(
 
 
 def _run_verify(arguments: argparse.Namespace) -> int:
+    from modelshield.cli import manifests
+    from modelshield.modelartifacts import verifying
+
     model = pathlib.Path(arguments.directory)
     if not model.is_dir():
         return _bad_input(f"{model} is not a directory")
@@ -260,9 +273,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sign.add_argument(
         "--chain", action="append", default=[], help="issuer certificates (PEM); repeatable"
     )
-    sign.add_argument(
-        "--signature", help=f"bundle path (default: DIR/{hashing.DEFAULT_SIGNATURE_NAME})"
-    )
+    sign.add_argument("--signature", help=f"bundle path (default: DIR/{DEFAULT_SIGNATURE_NAME})")
     sign.add_argument(
         "--shard-size", type=int, default=None, help="hash in shards of this many bytes"
     )
@@ -278,9 +289,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--certificate-chain", action="append", help="root/intermediate certificates (PEM)"
     )
     verify.add_argument("--digest", help="the manifest digest the model must have (sha256:...)")
-    verify.add_argument(
-        "--signature", help=f"bundle path (default: DIR/{hashing.DEFAULT_SIGNATURE_NAME})"
-    )
+    verify.add_argument("--signature", help=f"bundle path (default: DIR/{DEFAULT_SIGNATURE_NAME})")
     verify.add_argument("--trust-config", help="sigstore client trust config for keyless signers")
     verify.add_argument("--progress", action="store_true", default=None, help="show a progress bar")
     verify.set_defaults(handler=_run_verify)
@@ -293,3 +302,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     scan.add_argument("--jobs", type=int, default=1, help="files scanned in parallel")
     scan.set_defaults(handler=_run_scan)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m modelshield.cli.model``: the model commands alone, for a fast start."""
+    parser = argparse.ArgumentParser(prog="modelshield")
+    register(parser.add_subparsers(dest="command", required=True))
+    arguments = parser.parse_args(["model", *(sys.argv[1:] if argv is None else argv)])
+    exit_code: int = arguments.handler(arguments)
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

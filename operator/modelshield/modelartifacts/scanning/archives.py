@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import mmap
 import re
+import struct
 import tarfile
 import tempfile
 import zipfile
@@ -44,6 +45,19 @@ def _member_buffer(reader: _Readable, size: int) -> Iterator[scanners.Buffer]:
         spool.flush()
         with mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
             yield mapped
+
+
+def _stored_region(data: scanners.Buffer, info: zipfile.ZipInfo) -> tuple[int, int] | None:
+    """Where an uncompressed member's bytes are in the archive, or None."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None
+    header = bytes(data[info.header_offset : info.header_offset + 30])
+    if len(header) < 30 or header[:4] != b"PK\x03\x04":
+        return None
+    name_length, extra_length = struct.unpack("<HH", header[26:30])
+    start = info.header_offset + 30 + name_length + extra_length
+    end = start + info.file_size
+    return (start, end) if end <= len(data) else None
 
 
 def _is_torch_archive(names: list[str]) -> bool:
@@ -89,6 +103,15 @@ class ZipScanner:
                             findings.HIGH, member, "", "member path escapes the archive"
                         )
                     )
+                region = _stored_region(data, info)
+                if torch and region is not None and _TORCH_DATA.search(info.filename):
+                    # Tensor bytes stored uncompressed: searched in place, never copied.
+                    found.extend(
+                        pickles.walk_buffer(
+                            data, member, leading=False, start=region[0], end=region[1]
+                        )
+                    )
+                    continue
                 with archive.open(info) as reader:
                     for buffer in _member_buffer(reader, info.file_size):
                         if torch and _TORCH_DATA.search(info.filename):

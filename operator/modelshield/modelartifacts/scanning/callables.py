@@ -9,6 +9,9 @@ operator helpers, functools.partial and nested unpickling.
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 from modelshield.api.v1alpha1.common import Severity
 
 #: (module, name) pairs that ordinary model files import and that cannot run code.
@@ -205,8 +208,37 @@ _DANGEROUS_NAMES = frozenset(
 )
 
 
+@functools.cache
+def _picklescan_denylist() -> dict[str, Any]:
+    """picklescan's maintained table of dangerous globals (module -> "*" or names)."""
+    try:
+        from picklescan import scanner  # type: ignore[import-untyped]
+    except ImportError:
+        return {}
+    table = getattr(scanner, "_unsafe_globals", {})
+    return dict(table) if isinstance(table, dict) else {}
+
+
+def _picklescan_flags(module: str, name: str) -> bool:
+    listed = _picklescan_denylist().get(module)
+    if listed is None:
+        return False
+    if listed == "*":
+        return True
+    names = {listed} if isinstance(listed, str) else set(listed)
+    return name in names or name.split(".")[0] in names
+
+
 def classify(module: str, name: str) -> tuple[Severity | None, str]:
     """The severity of importing module.name in a pickle (None: known safe), and why."""
+    severity, reason = _classify(module, name)
+    if severity is not Severity.CRITICAL and _picklescan_flags(module, name):
+        # picklescan's list is maintained against new advisories: it can only raise.
+        return Severity.CRITICAL, f"imports {module}.{name}, on picklescan's dangerous list"
+    return severity, reason
+
+
+def _classify(module: str, name: str) -> tuple[Severity | None, str]:
     if (module, name) in SAFE:
         return None, ""
     for prefix, suffix in SAFE_PREFIXES:

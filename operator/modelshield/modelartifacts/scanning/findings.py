@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import Severity
+
+if TYPE_CHECKING:
+    from modelshield.api.v1alpha1 import artifacts
 
 LOW = Severity.LOW
 MEDIUM = Severity.MEDIUM
@@ -80,6 +83,9 @@ def to_api(
     findings: Iterable[Finding], limit: int = 100
 ) -> tuple[list[artifacts.ScanFinding], bool]:
     """The first ``limit`` findings, most severe first, as API objects; and whether cut."""
+    # Imported here: the API models cost a few hundred ms that `model scan` does not need.
+    from modelshield.api.v1alpha1 import artifacts
+
     ordered = most_severe_first(findings)
     listed = [
         artifacts.ScanFinding(

@@ -8,6 +8,7 @@ Imports become ``Symbol``s and calls ``Call``s; they are recorded, never perform
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,103 +102,186 @@ class Machine:
     def _top(self) -> Any:
         return self.stack[-1] if self.stack else Opaque("empty")
 
+    def __post_init__(self) -> None:
+        # One bound method per opcode name: the walker calls step once per opcode.
+        self._dispatch: dict[str, Callable[[Any], Any]] = {
+            "MARK": self._mark,
+            "EMPTY_TUPLE": self._empty_tuple,
+            "EMPTY_LIST": self._empty_list,
+            "EMPTY_SET": self._empty_list,
+            "EMPTY_DICT": self._empty_dict,
+            "TUPLE": self._tuple,
+            "FROZENSET": self._tuple,
+            "TUPLE1": self._tuple_n,
+            "TUPLE2": self._tuple_n,
+            "TUPLE3": self._tuple_n,
+            "LIST": self._list,
+            "APPEND": self._append,
+            "APPENDS": self._appends,
+            "ADDITEMS": self._appends,
+            "DICT": self._dict,
+            "SETITEM": self._setitem,
+            "SETITEMS": self._setitems,
+            "PUT": self._put,
+            "BINPUT": self._put,
+            "LONG_BINPUT": self._put,
+            "MEMOIZE": self._memoize,
+            "GET": self._get,
+            "BINGET": self._get,
+            "LONG_BINGET": self._get,
+            "GLOBAL": self._global,
+            "INST": self._inst,
+            "STACK_GLOBAL": self._stack_global,
+            "REDUCE": self._reduce,
+            "NEWOBJ": self._reduce,
+            "NEWOBJ_EX": self._newobj_ex,
+            "OBJ": self._obj,
+            "BUILD": self._build,
+            "POP": self._pop_discard,
+            "POP_MARK": self._pop_mark_discard,
+            "DUP": self._dup,
+            "PERSID": self._persid,
+            "BINPERSID": self._binpersid,
+            "EXT1": self._extension,
+            "EXT2": self._extension,
+            "EXT4": self._extension,
+            "NEXT_BUFFER": self._buffer,
+        }
+        self._arity = 0
+
     def step(self, name: str, argument: Any) -> Any:
         """Apply one opcode; return the imported Symbol or completed Call when relevant."""
-        stack = self.stack
         if name in _LITERALS:
-            stack.append(_CONSTANTS.get(name, argument) if name in _CONSTANTS else argument)
-        elif name == "MARK":
-            stack.append(MARK)
-        elif name == "EMPTY_TUPLE":
-            stack.append(())
-        elif name in ("EMPTY_LIST", "EMPTY_SET"):
-            stack.append([])
-        elif name == "EMPTY_DICT":
-            stack.append({})
-        elif name in ("TUPLE", "FROZENSET"):
-            stack.append(tuple(self._pop_mark()))
-        elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            count = int(name[-1])
-            items = [self._pop() for _ in range(count)]
-            stack.append(tuple(reversed(items)))
-        elif name == "LIST":
-            stack.append(self._pop_mark())
-        elif name == "APPEND":
-            value = self._pop()
-            if isinstance(self._top(), list):
-                self._top().append(value)
-        elif name in ("APPENDS", "ADDITEMS"):
-            values = self._pop_mark()
-            if isinstance(self._top(), list):
-                self._top().extend(values)
-        elif name == "DICT":
-            items = self._pop_mark()
-            stack.append(_pairs(items))
-        elif name == "SETITEM":
-            value, key = self._pop(), self._pop()
-            if isinstance(self._top(), dict) and _hashable(key):
-                self._top()[key] = value
-        elif name == "SETITEMS":
-            items = self._pop_mark()
-            if isinstance(self._top(), dict):
-                self._top().update(_pairs(items))
-        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            self.memo[int(argument)] = self._top()
-        elif name == "MEMOIZE":
-            self.memo[len(self.memo)] = self._top()
-        elif name in ("GET", "BINGET", "LONG_BINGET"):
-            stack.append(self.memo.get(int(argument), Opaque("memo")))
-        elif name in ("GLOBAL", "INST"):
-            module, _, attribute = str(argument).partition(" ")
-            symbol = Symbol(module, attribute)
-            if name == "INST":
-                stack.append(Call(symbol, tuple(self._pop_mark())))
-            else:
-                stack.append(symbol)
-            return symbol
-        elif name == "STACK_GLOBAL":
-            attribute, module = self._pop(), self._pop()
-            if isinstance(module, str) and isinstance(attribute, str):
-                symbol = Symbol(module, attribute)
-                stack.append(symbol)
-                return symbol
-            stack.append(Opaque("computed global"))
+            self.stack.append(_CONSTANTS.get(name, argument))
             return None
-        elif name == "REDUCE":
-            arguments, function = self._pop(), self._pop()
-            stack.append(Call(function, arguments))
-        elif name == "NEWOBJ":
-            arguments, cls = self._pop(), self._pop()
-            stack.append(Call(cls, arguments))
-        elif name == "NEWOBJ_EX":
-            keywords, arguments, cls = self._pop(), self._pop(), self._pop()
-            stack.append(Call(cls, (arguments, keywords)))
-        elif name == "OBJ":
-            items = self._pop_mark()
-            stack.append(Call(items[0] if items else Opaque("none"), tuple(items[1:])))
-        elif name == "BUILD":
-            state = self._pop()
-            target = self._top()
-            if isinstance(target, Call):
-                target.state = state
-                return target
-        elif name == "POP":
-            self._pop()
-        elif name == "POP_MARK":
-            self._pop_mark()
-        elif name == "DUP":
-            stack.append(self._top())
-        elif name == "PERSID":
-            stack.append(Opaque("persistent id"))
-        elif name == "BINPERSID":
-            self._pop()
-            stack.append(Opaque("persistent id"))
-        elif name in ("EXT1", "EXT2", "EXT4"):
-            stack.append(Opaque(f"extension {argument}"))
-        elif name in ("NEXT_BUFFER",):
-            stack.append(Opaque("buffer"))
-        # PROTO, FRAME, STOP, READONLY_BUFFER: no stack effect that matters here.
+        handler = self._dispatch.get(name)
+        if handler is None:
+            # PROTO, FRAME, STOP, READONLY_BUFFER: no stack effect that matters here.
+            return None
+        if name.startswith("TUPLE") and name != "TUPLE":
+            self._arity = int(name[-1])
+        return handler(argument)
+
+    def _mark(self, _: Any) -> None:
+        self.stack.append(MARK)
+
+    def _empty_tuple(self, _: Any) -> None:
+        self.stack.append(())
+
+    def _empty_list(self, _: Any) -> None:
+        self.stack.append([])
+
+    def _empty_dict(self, _: Any) -> None:
+        self.stack.append({})
+
+    def _tuple(self, _: Any) -> None:
+        self.stack.append(tuple(self._pop_mark()))
+
+    def _tuple_n(self, _: Any) -> None:
+        items = [self._pop() for _ in range(self._arity)]
+        self.stack.append(tuple(reversed(items)))
+
+    def _list(self, _: Any) -> None:
+        self.stack.append(self._pop_mark())
+
+    def _append(self, _: Any) -> None:
+        value = self._pop()
+        top = self._top()
+        if isinstance(top, list):
+            top.append(value)
+
+    def _appends(self, _: Any) -> None:
+        values = self._pop_mark()
+        top = self._top()
+        if isinstance(top, list):
+            top.extend(values)
+
+    def _dict(self, _: Any) -> None:
+        self.stack.append(_pairs(self._pop_mark()))
+
+    def _setitem(self, _: Any) -> None:
+        value, key = self._pop(), self._pop()
+        top = self._top()
+        if isinstance(top, dict) and _hashable(key):
+            top[key] = value
+
+    def _setitems(self, _: Any) -> None:
+        items = self._pop_mark()
+        top = self._top()
+        if isinstance(top, dict):
+            top.update(_pairs(items))
+
+    def _put(self, argument: Any) -> None:
+        self.memo[int(argument)] = self._top()
+
+    def _memoize(self, _: Any) -> None:
+        self.memo[len(self.memo)] = self._top()
+
+    def _get(self, argument: Any) -> None:
+        self.stack.append(self.memo.get(int(argument), Opaque("memo")))
+
+    def _global(self, argument: Any) -> Symbol:
+        module, _, attribute = str(argument).partition(" ")
+        symbol = Symbol(module, attribute)
+        self.stack.append(symbol)
+        return symbol
+
+    def _inst(self, argument: Any) -> Symbol:
+        module, _, attribute = str(argument).partition(" ")
+        symbol = Symbol(module, attribute)
+        self.stack.append(Call(symbol, tuple(self._pop_mark())))
+        return symbol
+
+    def _stack_global(self, _: Any) -> Symbol | None:
+        attribute, module = self._pop(), self._pop()
+        if isinstance(module, str) and isinstance(attribute, str):
+            symbol = Symbol(module, attribute)
+            self.stack.append(symbol)
+            return symbol
+        self.stack.append(Opaque("computed global"))
         return None
+
+    def _reduce(self, _: Any) -> None:
+        arguments, function = self._pop(), self._pop()
+        self.stack.append(Call(function, arguments))
+
+    def _newobj_ex(self, _: Any) -> None:
+        keywords, arguments, cls = self._pop(), self._pop(), self._pop()
+        self.stack.append(Call(cls, (arguments, keywords)))
+
+    def _obj(self, _: Any) -> None:
+        items = self._pop_mark()
+        self.stack.append(Call(items[0] if items else Opaque("none"), tuple(items[1:])))
+
+    def _build(self, _: Any) -> Call | None:
+        state = self._pop()
+        target = self._top()
+        if isinstance(target, Call):
+            target.state = state
+            return target
+        return None
+
+    def _pop_discard(self, _: Any) -> None:
+        self._pop()
+
+    def _pop_mark_discard(self, _: Any) -> None:
+        self._pop_mark()
+
+    def _dup(self, _: Any) -> None:
+        self.stack.append(self._top())
+
+    def _persid(self, _: Any) -> None:
+        self.stack.append(Opaque("persistent id"))
+
+    def _binpersid(self, _: Any) -> None:
+        self._pop()
+        self.stack.append(Opaque("persistent id"))
+
+    def _extension(self, argument: Any) -> None:
+        self.stack.append(Opaque(f"extension {argument}"))
+
+    def _buffer(self, _: Any) -> None:
+        self.stack.append(Opaque("buffer"))
 
     def replace_top(self, value: Any) -> None:
         """Put a value in place of the top (joblib replaces the wrapper by the array)."""

@@ -16,7 +16,7 @@ import pickletools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import numpy
 
@@ -33,6 +33,10 @@ _PROTO = b"\x80"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _BYTES_OPS = {"BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8"}
 _EXTENSION_OPS = {"EXT1", "EXT2", "EXT4"}
+#: Opcodes the walker looks at itself; every other one only feeds the stack model.
+_SPECIAL = (
+    {"GLOBAL", "INST", "STACK_GLOBAL", "PROTO", "BUILD", "STOP"} | _BYTES_OPS | _EXTENSION_OPS
+)
 
 
 @dataclass
@@ -46,6 +50,8 @@ class _Stream:
     opcodes: int = 0
     found: list[findings.Finding] = field(default_factory=list)
     plausible: bool = True
+    #: Raw array bytes inside the stream (joblib), as (start, end) positions in the buffer.
+    data_regions: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _looks_like_name(text: str) -> bool:
@@ -79,67 +85,108 @@ def _walk_until_array(
     candidate: bool,
 ) -> opcodes.Call | None:
     """Walk opcodes to STOP (returns None) or to a joblib array wrapper's BUILD."""
-    for opcode, argument, position in pickletools.genops(stream):
-        result.opcodes += 1
-        where = base + (position if position is not None else 0)
-        name = opcode.name
-        if result.opcodes > MAX_OPCODES:
-            raise ValueError(f"more than {MAX_OPCODES} opcodes")
-        if name in _BYTES_OPS and isinstance(argument, bytes | bytearray) and depth < MAX_NESTING:
-            nested = bytes(argument[:2])
-            if nested[:1] == _PROTO and nested[1:2] in b"\x02\x03\x04\x05":
-                for inner in walk_buffer(bytes(argument), file, base=where, depth=depth + 1):
-                    result.found.append(
-                        findings.Finding(
-                            inner.severity,
-                            file,
-                            inner.location,
-                            f"nested pickle inside a byte string: {inner.reason}",
-                        )
-                    )
-        if isinstance(argument, bytes | bytearray | str) and len(argument) > _LARGE_LITERAL:
+    step = machine.step
+    count = result.opcodes
+    try:
+        for count, (opcode, argument, position) in enumerate(
+            pickletools.genops(stream), result.opcodes + 1
+        ):
+            name = opcode.name
+            if name not in _SPECIAL:
+                # Most opcodes only feed the stack model (kept lean: it runs per opcode).
+                step(name, argument)
+                continue
+            if count > MAX_OPCODES:
+                raise ValueError(f"more than {MAX_OPCODES} opcodes")
+            outcome = _special(
+                name, argument, base + (position or 0), file, depth, machine, result, candidate
+            )
+            if outcome is not None:
+                return outcome
+    finally:
+        result.opcodes = count
+    return None
+
+
+def _special(
+    name: str,
+    argument: Any,
+    where: int,
+    file: str,
+    depth: int,
+    machine: opcodes.Machine,
+    result: _Stream,
+    candidate: bool,
+) -> opcodes.Call | None:
+    """Handle one import, BUILD, PROTO, STOP or byte string; a joblib wrapper's BUILD returns."""
+    if name in _BYTES_OPS:
+        _nested(argument, file, where, depth, result)
+        if len(argument) > _LARGE_LITERAL:
             # Tensor bytes pickled inline: the model keeps only that they were there.
-            machine.step(name, b"" if not isinstance(argument, str) else "")
-            continue
-        outcome = machine.step(name, argument)
-        if name in ("GLOBAL", "INST", "STACK_GLOBAL"):
-            if isinstance(outcome, opcodes.Symbol):
-                if candidate and not (
-                    _looks_like_name(outcome.module) and _looks_like_name(outcome.name)
-                ):
-                    result.plausible = False
-                    raise ValueError("not a pickle: a global that is not a name")
-                _record_global(result, file, where, name, outcome.module, outcome.name)
-            else:
-                result.found.append(
-                    findings.Finding(
-                        findings.HIGH,
-                        file,
-                        f"offset {where}: STACK_GLOBAL",
-                        "imports a callable whose module or name is not a literal string "
-                        "(a known scanner bypass)",
-                    )
-                )
-        elif name in _EXTENSION_OPS:
+            machine.step(name, b"")
+            return None
+    outcome = machine.step(name, argument)
+    if name in ("GLOBAL", "INST", "STACK_GLOBAL"):
+        if isinstance(outcome, opcodes.Symbol):
+            if candidate and not (
+                _looks_like_name(outcome.module) and _looks_like_name(outcome.name)
+            ):
+                result.plausible = False
+                raise ValueError("not a pickle: a global that is not a name")
+            _record_global(result, file, where, name, outcome.module, outcome.name)
+        elif candidate:
+            # Inside tensor bytes only literal imports count: noise computes nothing.
+            result.plausible = False
+            raise ValueError("not a pickle: a computed global")
+        else:
             result.found.append(
                 findings.Finding(
                     findings.HIGH,
                     file,
-                    f"offset {where}: {name}",
-                    "imports a callable through the copyreg extension registry",
+                    f"offset {where}: STACK_GLOBAL",
+                    "imports a callable whose module or name is not a literal string "
+                    "(a known scanner bypass)",
                 )
             )
-        elif name == "PROTO" and isinstance(argument, int) and argument > 5:
+    elif name in _EXTENSION_OPS:
+        if candidate:
+            result.plausible = False
+            raise ValueError("not a pickle: an extension code")
+        result.found.append(
+            findings.Finding(
+                findings.HIGH,
+                file,
+                f"offset {where}: {name}",
+                "imports a callable through the copyreg extension registry",
+            )
+        )
+    elif name == "PROTO" and isinstance(argument, int) and argument > 5 and not candidate:
+        result.found.append(
+            findings.Finding(
+                findings.MEDIUM, file, f"offset {where}", f"unknown pickle protocol {argument}"
+            )
+        )
+    elif name == "BUILD" and isinstance(outcome, opcodes.Call) and outcome.callable == _JOBLIB:
+        return outcome
+    elif name == "STOP":
+        result.complete = True
+    return None
+
+
+def _nested(argument: Any, file: str, where: int, depth: int, result: _Stream) -> None:
+    """Walk a byte string that is itself a pickle (loaded by a nested pickle.loads)."""
+    if depth >= MAX_NESTING or not isinstance(argument, bytes | bytearray):
+        return
+    if argument[:1] == _PROTO and argument[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        for inner in walk_buffer(bytes(argument), file, base=where, depth=depth + 1):
             result.found.append(
                 findings.Finding(
-                    findings.MEDIUM, file, f"offset {where}", f"unknown pickle protocol {argument}"
+                    inner.severity,
+                    file,
+                    inner.location,
+                    f"nested pickle inside a byte string: {inner.reason}",
                 )
             )
-        elif name == "BUILD" and isinstance(outcome, opcodes.Call) and outcome.callable == _JOBLIB:
-            return outcome
-        elif name == "STOP":
-            result.complete = True
-    return None
 
 
 _JOBLIB = opcodes.Symbol("joblib.numpy_pickle", "NumpyArrayWrapper")
@@ -183,6 +230,7 @@ def _skip_joblib_array(
     stream.seek(size, io.SEEK_CUR)
     if stream.tell() != position + size:
         raise ValueError("joblib array runs past the end of the file")
+    result.data_regions.append((position, position + size))
 
 
 def _record_global(
@@ -197,13 +245,15 @@ def _record_global(
         )
 
 
-def _candidates(data: mmap.mmap | bytes, start: int) -> Iterator[int]:
-    position = data.find(_PROTO, start)
-    while position != -1:
-        version = data[position + 1 : position + 2]
-        if version and version[0] in (2, 3, 4, 5):
-            yield position
-        position = data.find(_PROTO, position + 1)
+# Where a pickle written by a Pickler can start: PROTO 2 or 3 followed by an opcode that
+# opens a pickle's body, or PROTO 4/5 followed by FRAME. Tensor bytes match this about
+# once per 2 MB (a bare PROTO byte pair would match every 16 kB).
+_START = re.compile(rb"\x80[\x02\x03][c}\](Xq)N\x8c\x95BJK]|\x80[\x04\x05][\x95\x8c}\](c]")
+
+
+def _candidates(data: mmap.mmap | bytes, start: int, end: int) -> Iterator[int]:
+    for match in _START.finditer(data, start, end):
+        yield match.start()
 
 
 def walk(stream: BinaryIO, file: str, *, base: int = 0, depth: int = 0) -> list[findings.Finding]:
@@ -213,54 +263,70 @@ def walk(stream: BinaryIO, file: str, *, base: int = 0, depth: int = 0) -> list[
 
 
 def walk_buffer(
-    data: mmap.mmap | bytes, file: str, *, base: int = 0, depth: int = 0, leading: bool = True
+    data: mmap.mmap | bytes,
+    file: str,
+    *,
+    base: int = 0,
+    depth: int = 0,
+    leading: bool = True,
+    start: int = 0,
+    end: int | None = None,
 ) -> list[findings.Finding]:
     """Findings for a buffer (a file's mmap, or bytes) holding pickles and raw data.
 
-    With ``leading`` the buffer must start with a pickle: one that does not parse is a
-    finding. Every later pickle start in the buffer is tried as well.
+    Only ``data[start:end]`` is read (an archive member stored in place); offsets are
+    reported from ``start``, plus ``base``. With ``leading`` the region must start with a
+    pickle: one that does not parse is a finding. Every later pickle start is tried too.
     """
     found: list[findings.Finding] = []
-    size = len(data)
-    position = 0
+    end = len(data) if end is None else end
+    origin = base - start
+    position = start
     if leading:
-        first = _walk_one(_reader(data, 0, size), file, base, depth, candidate=False)
+        first = _walk_one(_reader(data, start, end), file, origin, depth, candidate=False)
         found.extend(first.found)
         if not first.complete:
             found.append(
                 findings.Finding(
                     findings.HIGH if first.opcodes <= 1 else findings.MEDIUM,
                     file,
-                    f"offset {base + first.end}",
+                    f"offset {first.end}",
                     f"pickle stream does not parse ({first.error}); the rest was searched for pickles",
                 )
             )
-        position = max(first.end - base, 1)
-    for candidate in _candidates(data, position):
+        position = max(first.end - origin, start + 1)
+        # Array bytes that joblib reads raw are still searched for hidden pickles.
+        for region_start, region_end in first.data_regions:
+            found.extend(_search(data, file, origin, depth, region_start, region_end))
+    found.extend(_search(data, file, origin, depth, position, end))
+    return found
+
+
+def _search(
+    data: mmap.mmap | bytes, file: str, origin: int, depth: int, position: int, end: int
+) -> list[findings.Finding]:
+    """Findings of the pickles that start somewhere in data[position:end]."""
+    found: list[findings.Finding] = []
+    for candidate in _candidates(data, position, end):
         if candidate < position:
             continue
-        window = _walk_one(
-            io.BytesIO(bytes(data[candidate : candidate + CANDIDATE_WINDOW])),
-            file,
-            base + candidate,
-            depth,
-            candidate=True,
-        )
+        limit = min(end, candidate + CANDIDATE_WINDOW)
+        window = _walk_one(_reader(data, candidate, limit), file, origin, depth, candidate=True)
         if not window.plausible:
             continue
         if window.complete:
             found.extend(window.found)
-            position = window.end - base
+            position = window.end - origin
             continue
-        if window.opcodes > 8 and window.end - base - candidate >= CANDIDATE_WINDOW - 16:
+        if window.opcodes > 8 and limit < end and window.end - origin >= limit - 16:
             # Still parsing at the window's end: a real, large pickle. Parse it whole.
-            whole = _walk_one(_reader(data, candidate, size), file, base, depth, candidate=True)
+            whole = _walk_one(_reader(data, candidate, end), file, origin, depth, candidate=True)
             if whole.plausible:
                 found.extend(whole.found)
                 if whole.complete:
-                    position = whole.end - base
+                    position = whole.end - origin
                 continue
-        if window.found and window.plausible:
+        if window.found:
             # Broken after importing something: pickle.load would already have run it.
             found.extend(window.found)
     return found
@@ -303,6 +369,13 @@ class _Window(io.RawIOBase):
 
 
 def _reader(data: mmap.mmap | bytes, start: int, end: int) -> BinaryIO:
+    # Whole buffers are read through C-implemented files (per-opcode reads dominate the
+    # walker's time); a region of a buffer through the Python window.
+    if start == 0 and end == len(data):
+        if isinstance(data, bytes):
+            return io.BytesIO(data)
+        data.seek(0)
+        return data  # type: ignore[return-value]
     return _Window(data, start, end)  # type: ignore[return-value]
 
 
@@ -328,40 +401,5 @@ class PickleScanner:
         return looks_like_pickle(head) or name.lower().endswith(PICKLE_SUFFIXES)
 
     def scan(self, data: mmap.mmap | bytes, name: str, context: object) -> list[findings.Finding]:
-        """Walk every pickle in the buffer; add picklescan's opinion on small ones."""
-        found = walk_buffer(data, name)
-        # picklescan's list is a second opinion: keep only what the walker did not flag.
-        flagged = " ".join(finding.location for finding in found)
-        found.extend(
-            opinion
-            for opinion in _picklescan_opinion(data, name)
-            if opinion.location.removeprefix("global ") not in flagged
-        )
-        return found
-
-
-#: picklescan keeps every opcode of a stream in memory; ask it only about small ones.
-PICKLESCAN_LIMIT = 64 << 20
-
-
-def _picklescan_opinion(data: mmap.mmap | bytes, name: str) -> list[findings.Finding]:
-    if len(data) > PICKLESCAN_LIMIT:
-        return []
-    try:
-        from picklescan import scanner as picklescan  # type: ignore[import-untyped]
-    except ImportError:
-        return []
-    result = picklescan.scan_pickle_bytes(io.BytesIO(bytes(data)), name)
-    opinion = []
-    for item in result.globals:
-        if item.safety.name == "Dangerous":
-            opinion.append(
-                findings.Finding(
-                    findings.CRITICAL,
-                    name,
-                    f"global {item.module}.{item.name}",
-                    "dangerous import",
-                    scanner="picklescan",
-                )
-            )
-    return opinion
+        """Walk every pickle in the buffer."""
+        return walk_buffer(data, name)
