@@ -32,12 +32,12 @@ LABEL org.opencontainers.image.title="modelshield" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.vendor="modelshield"
 
+# The root filesystem is read-only in the chart; caches (sigstore's trust material) go to
+# the /tmp volume.
 ENV PATH=/opt/modelshield/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    # The root filesystem is read-only in the chart; caches (sigstore's trust material)
-    # go to the /tmp volume.
     HOME=/tmp \
     XDG_CACHE_HOME=/tmp/.cache
 
