@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import importlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypedDict
 
 from modelshield.engine import decisions
@@ -50,6 +51,24 @@ class ReviewResponse(TypedDict):
     response: ResponseBody
 
 
+def _optional_dumps() -> Callable[[Any], bytes] | None:
+    try:
+        dumps: Callable[[Any], bytes] = importlib.import_module("orjson").dumps
+    except ImportError:
+        return None
+    return dumps
+
+
+_FAST_DUMPS = _optional_dumps()
+
+
+def encode(document: Any) -> bytes:
+    """Compact JSON bytes (orjson when installed)."""
+    if _FAST_DUMPS is not None:
+        return _FAST_DUMPS(document)
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
 def _review(response: ResponseBody) -> ReviewResponse:
     return {"apiVersion": reviews.API_VERSION, "kind": reviews.KIND, "response": response}
 
@@ -79,9 +98,7 @@ def allow(
         response["warnings"] = bounded_warnings(warnings)
     if patches:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(
-            json.dumps(list(patches), separators=(",", ":")).encode()
-        ).decode()
+        response["patch"] = base64.b64encode(encode(list(patches))).decode()
     return _review(response)
 
 

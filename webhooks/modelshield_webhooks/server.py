@@ -7,7 +7,6 @@ cache answer), and a body limit: what matters for latency is that nothing waits.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -35,9 +34,7 @@ CONTEXT_KEY = web.AppKey("context", contexts.AdmissionContext)
 
 
 def _json_response(document: object, status: int = 200) -> web.Response:
-    return web.Response(
-        body=json.dumps(document, separators=(",", ":")).encode(), status=status, content_type=JSON
-    )
+    return web.Response(body=responses.encode(document), status=status, content_type=JSON)
 
 
 def _review_handler(reviewer: Reviewer) -> Callable[[web.Request], Awaitable[web.Response]]:
