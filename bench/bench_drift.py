@@ -78,6 +78,15 @@ def bodies(rows_per_body: int, count: int, seed: int) -> list[bytes]:
 # --- the load generator (runs in its own process) -----------------------------------------
 
 
+def _content_length(head: bytes) -> int:
+    """Content-Length of a response head (lower-cased), 0 when absent."""
+    start = head.find(b"content-length:")
+    if start < 0:
+        return 0
+    end = head.find(b"\r\n", start)
+    return int(head[start + 15 : end if end > 0 else None])
+
+
 async def _connection(
     port: int,
     requests: list[bytes],
@@ -107,8 +116,7 @@ async def _connection(
             if end < 0:
                 break
             head = bytes(buffer[:end]).lower()
-            start = head.find(b"content-length:")
-            length = int(head[start + 15 : head.find(b"\r\n", start) if head.find(b"\r\n", start) > 0 else None]) if start >= 0 else 0
+            length = _content_length(head)
             if len(buffer) < end + 4 + length:
                 break
             statuses[int(head[9:12])] += 1
@@ -117,9 +125,13 @@ async def _connection(
     writer.close()
 
 
-async def _generate(port: int, requests: list[bytes], total: int, connections: int, depth: int) -> dict[str, Any]:
+async def _generate(
+    port: int, requests: list[bytes], total: int, connections: int, depth: int
+) -> dict[str, Any]:
     statuses: collections.Counter[int] = collections.Counter()
-    share = [total // connections + (1 if i < total % connections else 0) for i in range(connections)]
+    share = [
+        total // connections + (1 if i < total % connections else 0) for i in range(connections)
+    ]
     started = time.perf_counter()
     # Each connection starts elsewhere in the pool, so that a window never holds copies.
     stride = len(requests) // connections
@@ -137,9 +149,13 @@ def loadgen_main(arguments: argparse.Namespace) -> int:
     """Entry of the load generator process: prints one JSON line of results."""
     os.sched_setaffinity(0, {arguments.loadgen_cpu})
     rows = 1 if arguments.loadgen == "single" else BATCH_ROWS
-    requests = [_request(body, arguments.port) for body in bodies(rows, 4000 if rows == 1 else 500, seed=7)]
+    requests = [
+        _request(body, arguments.port) for body in bodies(rows, 4000 if rows == 1 else 500, seed=7)
+    ]
     result = asyncio.run(
-        _generate(arguments.port, requests, arguments.requests, arguments.connections, arguments.depth)
+        _generate(
+            arguments.port, requests, arguments.requests, arguments.connections, arguments.depth
+        )
     )
     print(json.dumps(result))
     return 0
@@ -160,11 +176,15 @@ def calibration(
         rows += len(instances)
         for j, feature_edges in enumerate(edges):
             column = np.array([row[j] for row in instances])
-            counts[j] += np.bincount(np.searchsorted(feature_edges, column), minlength=len(feature_edges) + 1)
+            counts[j] += np.bincount(
+                np.searchsorted(feature_edges, column), minlength=len(feature_edges) + 1
+            )
     return time.process_time() - started, rows
 
 
-def in_process(samples: Sequence[bytes], monitor: monitoring.Monitor, drain: int) -> tuple[float, int]:
+def in_process(
+    samples: Sequence[bytes], monitor: monitoring.Monitor, drain: int
+) -> tuple[float, int]:
     """The monitor's own parse and count path, without HTTP. (CPU seconds, rows)."""
     headers = {"ce-specversion": "1.0", "ce-type": "org.kubeflow.serving.inference.request"}
     layouts = monitor.layouts_by_stream
@@ -207,9 +227,20 @@ def _metric(port: int, name: str) -> float:
 
 def _load(arguments: argparse.Namespace, port: int, mode: str, requests: int) -> dict[str, Any]:
     command = [
-        sys.executable, __file__, "--loadgen", mode, "--port", str(port), "--requests", str(requests),
-        "--connections", str(arguments.connections), "--depth", str(arguments.depth),
-        "--loadgen-cpu", str(arguments.loadgen_cpu),
+        sys.executable,
+        __file__,
+        "--loadgen",
+        mode,
+        "--port",
+        str(port),
+        "--requests",
+        str(requests),
+        "--connections",
+        str(arguments.connections),
+        "--depth",
+        str(arguments.depth),
+        "--loadgen-cpu",
+        str(arguments.loadgen_cpu),
     ]
     cpu_before = _cpu_seconds(arguments.server_pid)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -234,7 +265,10 @@ def measure_baselines(
     edges = [np.array(f.edges) for f in profile.features if isinstance(f, profiles.NumericFeature)]
     orjson_loads = importlib.import_module("orjson").loads
     rates: dict[str, float] = {}
-    for label, samples in (("single", bodies(1, 2000, seed=3) * 10), ("batch", bodies(BATCH_ROWS, 200, seed=4) * 10)):
+    for label, samples in (
+        ("single", bodies(1, 2000, seed=3) * 10),
+        ("batch", bodies(BATCH_ROWS, 200, seed=4) * 10),
+    ):
         for name, loads in (("json", json.loads), ("orjson", orjson_loads)):
             seconds, rows = calibration(samples, edges, loads)
             rates[f"{label}/calibration, {name}.loads"] = rows / seconds
@@ -243,12 +277,25 @@ def measure_baselines(
     return rates
 
 
-def _start_server(root: pathlib.Path, arguments: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
+def _start_server(
+    root: pathlib.Path, arguments: argparse.Namespace
+) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "modelshield.cli.main", "drift-monitor", "--config",
-         str(root / "monitor.yaml"), "--port", str(port), "--host", "127.0.0.1",
-         "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "modelshield.cli.main",
+            "drift-monitor",
+            "--config",
+            str(root / "monitor.yaml"),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--log-level",
+            "warning",
+        ],
         cwd=REPOSITORY,
     )
     os.sched_setaffinity(server.pid, {arguments.server_cpu})
@@ -262,12 +309,18 @@ def _start_server(root: pathlib.Path, arguments: argparse.Namespace) -> tuple[su
     raise RuntimeError("the monitor did not become ready")
 
 
-def _print_phase(label: str, count: float, unit: str, goal: str, result: dict[str, Any], baseline: float) -> None:
+def _print_phase(
+    label: str, count: float, unit: str, goal: str, result: dict[str, Any], baseline: float
+) -> None:
     wall = count / result["seconds"]
     cpu = count / result["server_cpu"] if result["server_cpu"] > 0 else float("nan")
-    print(f"  {label}: {wall:10,.0f} {unit}/s wall clock; {cpu:10,.0f} {unit} per server CPU-second "
-          f"(goal {goal} per core); statuses {result['statuses']}")
-    print(f"    per CPU-second vs the calibration loop without HTTP (json.loads): {cpu / baseline:.2f}x")
+    print(
+        f"  {label}: {wall:10,.0f} {unit}/s wall clock; {cpu:10,.0f} {unit} per server CPU-second "
+        f"(goal {goal} per core); statuses {result['statuses']}"
+    )
+    print(
+        f"    per CPU-second vs the calibration loop without HTTP (json.loads): {cpu / baseline:.2f}x"
+    )
 
 
 def run(arguments: argparse.Namespace) -> int:
@@ -276,15 +329,19 @@ def run(arguments: argparse.Namespace) -> int:
     rng = np.random.default_rng(1)
     profile = profiles.build({f"f{i}": list(rng.normal(0, 1, 20_000)) for i in range(FEATURES)})
     settings = config.MonitorConfig(profile="profile.json", window=arguments.window)
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; server on core "
-          f"{arguments.server_cpu}, load generator on core {arguments.loadgen_cpu}; "
-          f"window {arguments.window} rows; {FEATURES} numeric features")
+    print(
+        f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; server on core "
+        f"{arguments.server_cpu}, load generator on core {arguments.loadgen_cpu}; "
+        f"window {arguments.window} rows; {FEATURES} numeric features"
+    )
     before = measure_baselines(profile, settings)
 
     with tempfile.TemporaryDirectory() as directory:
         root = pathlib.Path(directory)
         datasets.write_profile(profile, root / "profile.json")
-        (root / "monitor.yaml").write_text(json.dumps({"profile": "profile.json", "window": arguments.window}))
+        (root / "monitor.yaml").write_text(
+            json.dumps({"profile": "profile.json", "window": arguments.window})
+        )
         server, port = _start_server(root, arguments)
         try:
             os.sched_setaffinity(0, {arguments.loadgen_cpu})
@@ -304,25 +361,45 @@ def run(arguments: argparse.Namespace) -> int:
     after = measure_baselines(profile, settings)
     rates = {key: (before[key] + after[key]) / 2 for key in before}
 
-    print("\nwithout HTTP, rows per CPU-second on one core (mean of before and after the HTTP runs):")
+    print(
+        "\nwithout HTTP, rows per CPU-second on one core (mean of before and after the HTTP runs):"
+    )
     for key, rate in rates.items():
         print(f"  {key:34s} {rate:12,.0f}   (before {before[key]:,.0f}, after {after[key]:,.0f})")
     print("\nover HTTP (loopback, pipelined keep-alive connections, server pinned to one core):")
-    _print_phase("single-row CloudEvents", arguments.events, "events", ">= 5,000", events,
-                 rates["single/calibration, json.loads"])
-    _print_phase(f"100-row batches x {FEATURES} features", arguments.rows // BATCH_ROWS * BATCH_ROWS,
-                 "rows", ">= 200,000", load, rates["batch/calibration, json.loads"])
+    _print_phase(
+        "single-row CloudEvents",
+        arguments.events,
+        "events",
+        ">= 5,000",
+        events,
+        rates["single/calibration, json.loads"],
+    )
+    _print_phase(
+        f"100-row batches x {FEATURES} features",
+        arguments.rows // BATCH_ROWS * BATCH_ROWS,
+        "rows",
+        ">= 200,000",
+        load,
+        rates["batch/calibration, json.loads"],
+    )
     print(f"  rows counted by the monitor: {counted:,.0f}; dropped events: {dropped:,.0f}")
     quarter = max(1, len(rss) // 4)
-    print(f"  RSS: {rss_start:.1f} MiB idle; while {arguments.rows:,} rows went through: first quarter "
-          f"max {max(rss[:quarter], default=rss_start):.1f}, last quarter max "
-          f"{max(rss[-quarter:], default=rss_start):.1f}, overall max {max(rss, default=rss_start):.1f}; "
-          f"after {rss_end:.1f} MiB  (goal <= 150 MB and flat)")
+    print(
+        f"  RSS: {rss_start:.1f} MiB idle; while {arguments.rows:,} rows went through: first quarter "
+        f"max {max(rss[:quarter], default=rss_start):.1f}, last quarter max "
+        f"{max(rss[-quarter:], default=rss_start):.1f}, overall max {max(rss, default=rss_start):.1f}; "
+        f"after {rss_end:.1f} MiB  (goal <= 150 MB and flat)"
+    )
     return 0
 
 
 FALSE_ALARM_SETTINGS = (
-    ("PSI", 0.2), ("KolmogorovSmirnov", 0.1), ("ChiSquare", 0.3), ("JensenShannon", 0.1), ("Wasserstein", 0.3)
+    ("PSI", 0.2),
+    ("KolmogorovSmirnov", 0.1),
+    ("ChiSquare", 0.3),
+    ("JensenShannon", 0.1),
+    ("Wasserstein", 0.3),
 )
 
 
@@ -333,9 +410,14 @@ def false_alarms(window_sizes: Sequence[int], count: int) -> int:
     columns: dict[str, list[Any]] = {f"x{i}": rng.normal(0, 1, 20_000).tolist() for i in range(6)}
     columns["colour"] = [str(c) for c in rng.choice(categories, 20_000, p=weights)]
     profile = profiles.build(columns)
-    print(f"unshifted traffic, {count:,} windows per cell, 6 numeric features (10 bins) and one "
-          "4-valued category: share of feature-windows over the threshold (alarms raised)")
-    print("window  " + "  ".join(f"{name} {threshold}".rjust(22) for name, threshold in FALSE_ALARM_SETTINGS))
+    print(
+        f"unshifted traffic, {count:,} windows per cell, 6 numeric features (10 bins) and one "
+        "4-valued category: share of feature-windows over the threshold (alarms raised)"
+    )
+    print(
+        "window  "
+        + "  ".join(f"{name} {threshold}".rjust(22) for name, threshold in FALSE_ALARM_SETTINGS)
+    )
     for size in window_sizes:
         cells = []
         for name, threshold in FALSE_ALARM_SETTINGS:

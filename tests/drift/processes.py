@@ -38,9 +38,12 @@ class MonitorProcess:
         """Base URL."""
         return f"http://127.0.0.1:{self.port}"
 
-    def post(self, body: bytes, headers: Mapping[str, str] | None = None, path: str = "/") -> tuple[int, bytes]:
+    def post(
+        self, body: bytes, headers: Mapping[str, str] | None = None, path: str = "/"
+    ) -> tuple[int, bytes]:
         """POST and return (status, body), whatever the status."""
-        request = urllib.request.Request(self.url + path, data=body, headers=dict(headers or {}), method="POST")  # noqa: S310 -- http on loopback
+        url = self.url + path  # always http on loopback
+        request = urllib.request.Request(url, data=body, headers=dict(headers or {}), method="POST")  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
                 return response.status, response.read()
@@ -70,7 +73,9 @@ class MonitorProcess:
             if self.metric(name) == value:
                 return
             time.sleep(0.05)
-        raise AssertionError(f"{name} is {self.metric(name)}, not {value}; log:\n{self.log.read_text()}")
+        raise AssertionError(
+            f"{name} is {self.metric(name)}, not {value}; log:\n{self.log.read_text()}"
+        )
 
     def stop(self) -> int:
         """SIGTERM, wait, return the exit code."""
@@ -84,7 +89,9 @@ class MonitorProcess:
         return int(self.process.returncode)
 
 
-def modelshield(*arguments: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def modelshield(
+    *arguments: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the modelshield command to completion."""
     return subprocess.run(
         [sys.executable, "-m", "modelshield.cli.main", *arguments],
@@ -97,13 +104,25 @@ def modelshield(*arguments: str, env: Mapping[str, str] | None = None) -> subpro
     )
 
 
-def start(config_file: pathlib.Path, log: pathlib.Path, env: Mapping[str, str] | None = None) -> MonitorProcess:
+def start(
+    config_file: pathlib.Path, log: pathlib.Path, env: Mapping[str, str] | None = None
+) -> MonitorProcess:
     """Start a monitor and wait until /readyz answers 200."""
     port = free_port()
     with log.open("ab") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "modelshield.cli.main", "drift-monitor", "--config", str(config_file),
-             "--port", str(port), "--host", "127.0.0.1"],
+            [
+                sys.executable,
+                "-m",
+                "modelshield.cli.main",
+                "drift-monitor",
+                "--config",
+                str(config_file),
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+            ],
             stdout=sink,
             stderr=subprocess.STDOUT,
             cwd=REPOSITORY,
@@ -113,7 +132,9 @@ def start(config_file: pathlib.Path, log: pathlib.Path, env: Mapping[str, str] |
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"the monitor exited with {process.returncode}:\n{log.read_text()}")
+            raise AssertionError(
+                f"the monitor exited with {process.returncode}:\n{log.read_text()}"
+            )
         try:
             if monitor.get("/readyz")[0] == 200:
                 return monitor

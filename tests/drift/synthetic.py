@@ -99,7 +99,9 @@ IRIS_RESPONSE_V2 = {
 }
 
 
-def binary_headers(kind: str, event_id: str = "0009174a-24a8-4603-b098-09c8799950e9") -> dict[str, str]:
+def binary_headers(
+    kind: str, event_id: str = "0009174a-24a8-4603-b098-09c8799950e9"
+) -> dict[str, str]:
     """The headers of a binary-mode CloudEvent from the KServe logger (kind: request|response)."""
     return {
         "Ce-Id": event_id,

@@ -10,7 +10,9 @@ from modelshield.api.v1alpha1 import policies
 from modelshield.drift import config
 
 
-def test_policy_fields_carry_over_and_profile_paths_are_relative_to_the_file(tmp_path: pathlib.Path) -> None:
+def test_policy_fields_carry_over_and_profile_paths_are_relative_to_the_file(
+    tmp_path: pathlib.Path,
+) -> None:
     path = tmp_path / "monitor.yaml"
     path.write_text(
         "profile: profile.json\nfeatures: [a, b]\nstatistic: KolmogorovSmirnov\nthreshold: 0.15\n"
@@ -28,7 +30,11 @@ def test_policy_fields_carry_over_and_profile_paths_are_relative_to_the_file(tmp
 def test_the_policy_block_validates_as_a_config() -> None:
     # The operator copies the policy's fields; their wire names are the config's.
     block = policies.DriftMonitoring.model_validate(
-        {"referenceProfile": {"name": "p", "key": "profile.json"}, "features": ["a"], "statistic": "ChiSquare"}
+        {
+            "referenceProfile": {"name": "p", "key": "profile.json"},
+            "features": ["a"],
+            "statistic": "ChiSquare",
+        }
     )
     wire = block.model_dump(by_alias=True, mode="json", exclude={"reference_profile"})
     settings = config.parse({"profile": "/etc/profile.json", **wire}, pathlib.Path("/"), {})
@@ -46,7 +52,10 @@ def test_workload_and_file_from_the_environment(tmp_path: pathlib.Path) -> None:
     }
     settings = config.load(None, environ)
     assert settings.workload == config.WorkloadReference(
-        api_version="serving.kserve.io/v1beta1", kind="InferenceService", name="iris", namespace="models"
+        api_version="serving.kserve.io/v1beta1",
+        kind="InferenceService",
+        name="iris",
+        namespace="models",
     )
 
 
@@ -55,7 +64,11 @@ def test_workload_and_file_from_the_environment(tmp_path: pathlib.Path) -> None:
     [
         ("profile: p.json\nthreshold: -1\n", {}, "threshold: Input should be greater than 0"),
         ("profile: p.json\nwindowSize: 10\n", {}, "windowSize: Extra inputs are not permitted"),
-        ("profile: p.json\ncategoricalStatistic: Wasserstein\n", {}, "does not apply to categorical"),
+        (
+            "profile: p.json\ncategoricalStatistic: Wasserstein\n",
+            {},
+            "does not apply to categorical",
+        ),
         ("[1, 2]\n", {}, "a mapping of keys to values"),
         ("profile: [unclosed\n", {}, "is not YAML or JSON"),
         ("profile: p.json\n", {config.WORKLOAD_ENV: "iris"}, "expected <apiVersion>/<kind>/<name>"),

@@ -14,7 +14,9 @@ CLEAN_WINDOWS = 5
 WINDOW = 1000
 
 
-def _first_crossings(monitor: monitoring.Monitor, shifted: dict[str, Any], seed: int = 0) -> list[monitoring.Crossing]:
+def _first_crossings(
+    monitor: monitoring.Monitor, shifted: dict[str, Any], seed: int = 0
+) -> list[monitoring.Crossing]:
     """Feed clean windows, then shifted ones; return the crossings of the first shifted one."""
     rng = np.random.default_rng(seed)
     layout = monitor.layouts_by_stream["request"]
@@ -34,12 +36,21 @@ def _first_crossings(monitor: monitoring.Monitor, shifted: dict[str, Any], seed:
 SHIFTS: dict[str, tuple[dict[str, Any], str]] = {
     "mean shift": ({"shift": {"x2": 1.0}}, "x2"),
     "variance change": ({"scale": {"x3": 2.0}}, "x3"),
-    "new category": ({"categories": ("red", "green", "violet"), "weights": (0.4, 0.3, 0.3)}, "colour"),
+    "new category": (
+        {"categories": ("red", "green", "violet"), "weights": (0.4, 0.3, 0.3)},
+        "colour",
+    ),
     "missing values": ({"missing": {"x4": 0.2}}, "x4"),
 }
 
 
-STATISTICS = [("PSI", 0.2), ("KolmogorovSmirnov", 0.1), ("ChiSquare", 0.3), ("JensenShannon", 0.1), ("Wasserstein", 0.3)]
+STATISTICS = [
+    ("PSI", 0.2),
+    ("KolmogorovSmirnov", 0.1),
+    ("ChiSquare", 0.3),
+    ("JensenShannon", 0.1),
+    ("Wasserstein", 0.3),
+]
 
 
 @pytest.mark.parametrize(
@@ -66,15 +77,21 @@ def test_missing_values_show_in_the_missing_rate_whatever_the_statistic() -> Non
     monitor = synthetic.monitor(statistic="Wasserstein", threshold=0.3, window=WINDOW)
     layout = monitor.layouts_by_stream["request"]
     rng = np.random.default_rng(3)
-    (result,) = monitor.add([synthetic.batch(synthetic.rows(WINDOW, rng, missing={"x4": 0.2}), layout)])
+    (result,) = monitor.add(
+        [synthetic.batch(synthetic.rows(WINDOW, rng, missing={"x4": 0.2}), layout)]
+    )
     rates = dict(zip(result.scores.names, result.scores.missing_rate.tolist(), strict=True))
     assert rates["x4"] == pytest.approx(0.2, abs=0.04)
     assert max(rate for name, rate in rates.items() if name != "x4") == 0.0
 
 
 def test_categorical_features_fall_back_when_the_statistic_is_numeric_only() -> None:
-    monitor = synthetic.monitor(statistic="KolmogorovSmirnov", threshold=0.1, categorical_threshold=0.1)
-    thresholds = {name: (statistic.value, value) for name, statistic, value in monitor.thresholds("request")}
+    monitor = synthetic.monitor(
+        statistic="KolmogorovSmirnov", threshold=0.1, categorical_threshold=0.1
+    )
+    thresholds = {
+        name: (statistic.value, value) for name, statistic, value in monitor.thresholds("request")
+    }
     assert thresholds["colour"] == ("JensenShannon", 0.1)
     assert thresholds["x0"] == ("KolmogorovSmirnov", 0.1)
 
@@ -106,7 +123,9 @@ def test_prediction_drift_on_response_events() -> None:
 
 def test_outputs_and_features_must_be_in_the_profile() -> None:
     with pytest.raises(profiles.ProfileError, match="'score' is not in the profile"):
-        monitoring.Monitor(config.MonitorConfig(profile="x", outputs=["score"]), synthetic.iris_profile())
+        monitoring.Monitor(
+            config.MonitorConfig(profile="x", outputs=["score"]), synthetic.iris_profile()
+        )
 
 
 # Measured false-alarm rates (see docs/drift-monitoring.md): windows of 1000 rows of
@@ -129,7 +148,9 @@ def test_no_shift_raises_no_alarm_over_many_windows(statistic: str, threshold: f
         for result in monitor.add([payloads.Batch("request", numeric, categorical)]):
             raised += sum(c.transition is alarms.Transition.RAISED for c in result.crossings)
             top = max(top, float(np.nanmax(result.alarm_scores / np.array(result.thresholds))))
-    assert raised == 0, f"{raised} false alarms in {NO_SHIFT_WINDOWS * len(layout.names)} feature-windows"
+    assert raised == 0, (
+        f"{raised} false alarms in {NO_SHIFT_WINDOWS * len(layout.names)} feature-windows"
+    )
     # The highest score stays well under its threshold: a margin, not luck.
     assert top < 0.8
 

@@ -39,7 +39,11 @@ def cluster() -> Iterator[tuple[LocalControlPlane, client.ApiClient]]:
     control_plane.start()
     api = new_api_client(control_plane.kubeconfig_path)
     try:
-        core, apps, rbac = client.CoreV1Api(api), client.AppsV1Api(api), client.RbacAuthorizationV1Api(api)
+        core, apps, rbac = (
+            client.CoreV1Api(api),
+            client.AppsV1Api(api),
+            client.RbacAuthorizationV1Api(api),
+        )
         core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
         labels = {"app": "iris"}
         apps.create_namespaced_deployment(
@@ -50,26 +54,38 @@ def cluster() -> Iterator[tuple[LocalControlPlane, client.ApiClient]]:
                     selector=client.V1LabelSelector(match_labels=labels),
                     template=client.V1PodTemplateSpec(
                         metadata=client.V1ObjectMeta(labels=labels),
-                        spec=client.V1PodSpec(containers=[client.V1Container(name="model", image="model:1")]),
+                        spec=client.V1PodSpec(
+                            containers=[client.V1Container(name="model", image="model:1")]
+                        ),
                     ),
                 ),
             ),
         )
         for name in ("drift-monitor", "no-events"):
-            core.create_namespaced_service_account(NAMESPACE, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name)))
+            core.create_namespaced_service_account(
+                NAMESPACE, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=name))
+            )
         rbac.create_namespaced_role(
             NAMESPACE,
             client.V1Role(
                 metadata=client.V1ObjectMeta(name="drift-events"),
-                rules=[client.V1PolicyRule(api_groups=[""], resources=["events"], verbs=["create"])],
+                rules=[
+                    client.V1PolicyRule(api_groups=[""], resources=["events"], verbs=["create"])
+                ],
             ),
         )
         rbac.create_namespaced_role_binding(
             NAMESPACE,
             client.V1RoleBinding(
                 metadata=client.V1ObjectMeta(name="drift-events"),
-                role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name="drift-events"),
-                subjects=[client.RbacV1Subject(kind="ServiceAccount", name="drift-monitor", namespace=NAMESPACE)],
+                role_ref=client.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="Role", name="drift-events"
+                ),
+                subjects=[
+                    client.RbacV1Subject(
+                        kind="ServiceAccount", name="drift-monitor", namespace=NAMESPACE
+                    )
+                ],
             ),
         )
         yield control_plane, api
@@ -84,9 +100,13 @@ def _account_dir(
 ) -> dict[str, str]:
     """A service-account directory like a pod's, and the environment that goes with it."""
     request = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=["https://kubernetes.default.svc.cluster.local"], expiration_seconds=3600)
+        spec=client.V1TokenRequestSpec(
+            audiences=["https://kubernetes.default.svc.cluster.local"], expiration_seconds=3600
+        )
     )
-    token = client.CoreV1Api(api).create_namespaced_service_account_token(account, NAMESPACE, request)
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(
+        account, NAMESPACE, request
+    )
     directory.mkdir()
     assert token.status is not None
     (directory / "token").write_text(str(token.status.token))
@@ -109,7 +129,9 @@ def _profile_dir(directory: pathlib.Path) -> pathlib.Path:
 
 def _send(monitor: processes.MonitorProcess, rng: np.random.Generator, **shift: Any) -> None:
     for _ in range(WINDOW // 100):
-        status, _ = monitor.post(synthetic.body(synthetic.rows(100, rng, **shift)), synthetic.binary_headers("request"))
+        status, _ = monitor.post(
+            synthetic.body(synthetic.rows(100, rng, **shift)), synthetic.binary_headers("request")
+        )
         assert status == 202
 
 
@@ -118,7 +140,9 @@ def _events(api: client.ApiClient, reason: str, timeout: float = 20.0) -> list[A
     while True:
         found = [
             event
-            for event in client.CoreV1Api(api).list_namespaced_event(NAMESPACE, field_selector="involvedObject.name=iris").items
+            for event in client.CoreV1Api(api)
+            .list_namespaced_event(NAMESPACE, field_selector="involvedObject.name=iris")
+            .items
             if event.reason == reason
         ]
         if found or time.monotonic() > deadline:
@@ -131,7 +155,9 @@ def test_drift_raised_and_cleared_become_events_on_the_workload(
 ) -> None:
     control_plane, api = cluster
     environment = _account_dir(control_plane, api, "drift-monitor", tmp_path / "account")
-    monitor = processes.start(_profile_dir(tmp_path / "monitor"), tmp_path / "monitor.log", environment)
+    monitor = processes.start(
+        _profile_dir(tmp_path / "monitor"), tmp_path / "monitor.log", environment
+    )
     rng = np.random.default_rng(0)
     try:
         _send(monitor, rng)
@@ -143,7 +169,10 @@ def test_drift_raised_and_cleared_become_events_on_the_workload(
         assert monitor.stop() == 0
     assert "kubernetes events: on Deployment/iris" in monitor.log.read_text()
     assert detected.type == "Warning"
-    assert (detected.involved_object.kind, detected.involved_object.api_version) == ("Deployment", "apps/v1")
+    assert (detected.involved_object.kind, detected.involved_object.api_version) == (
+        "Deployment",
+        "apps/v1",
+    )
     assert "request feature 'x3': PSI" in detected.message
     assert "(window 2)" in detected.message
     assert detected.source.component == notifying.COMPONENT
@@ -156,7 +185,9 @@ def test_without_permission_the_alarm_still_reaches_log_and_metrics(
     control_plane, api = cluster
     environment = _account_dir(control_plane, api, "no-events", tmp_path / "account")
     environment["MODELSHIELD_DRIFT_WORKLOAD"] = "apps/v1/Deployment/other"
-    monitor = processes.start(_profile_dir(tmp_path / "monitor"), tmp_path / "monitor.log", environment)
+    monitor = processes.start(
+        _profile_dir(tmp_path / "monitor"), tmp_path / "monitor.log", environment
+    )
     rng = np.random.default_rng(1)
     try:
         _send(monitor, rng, shift={"x1": 2.0})

@@ -9,7 +9,10 @@ import pathlib
 from modelshield.drift import alarms, config, monitoring, notifying, statistics
 
 WORKLOAD = config.WorkloadReference(
-    api_version="serving.kserve.io/v1beta1", kind="InferenceService", name="iris", namespace="models"
+    api_version="serving.kserve.io/v1beta1",
+    kind="InferenceService",
+    name="iris",
+    namespace="models",
 )
 
 
@@ -27,7 +30,9 @@ def _crossing(transition: alarms.Transition, score: float = 0.31) -> monitoring.
 
 def test_a_raised_alarm_is_a_warning_on_the_workload() -> None:
     now = datetime.datetime(2026, 11, 26, 1, 2, 3, tzinfo=datetime.UTC)
-    body = notifying.event_body(WORKLOAD, "models", _crossing(alarms.Transition.RAISED), now, "monitor-0")
+    body = notifying.event_body(
+        WORKLOAD, "models", _crossing(alarms.Transition.RAISED), now, "monitor-0"
+    )
     assert body["involvedObject"] == {
         "apiVersion": "serving.kserve.io/v1beta1",
         "kind": "InferenceService",
@@ -44,10 +49,14 @@ def test_a_raised_alarm_is_a_warning_on_the_workload() -> None:
 
 def test_a_cleared_alarm_is_normal() -> None:
     now = datetime.datetime.now(datetime.UTC)
-    body = notifying.event_body(WORKLOAD, "models", _crossing(alarms.Transition.CLEARED, 0.1), now, "m")
+    body = notifying.event_body(
+        WORKLOAD, "models", _crossing(alarms.Transition.CLEARED, 0.1), now, "m"
+    )
     assert (body["type"], body["reason"]) == ("Normal", "DriftCleared")
     assert "0.1 < threshold 0.2" in body["message"]
-    nan_body = notifying.event_body(WORKLOAD, "models", _crossing(alarms.Transition.CLEARED, math.nan), now, "m")
+    nan_body = notifying.event_body(
+        WORKLOAD, "models", _crossing(alarms.Transition.CLEARED, math.nan), now, "m"
+    )
     assert "nan" in nan_body["message"]
 
 
@@ -62,9 +71,15 @@ def test_events_only_in_a_cluster_with_a_workload(tmp_path: pathlib.Path) -> Non
     assert notifying.EventSink.in_cluster(None, environ, account) is None
     assert notifying.EventSink.in_cluster(WORKLOAD, {}, account) is None
     workload = WORKLOAD.model_copy(update={"namespace": None})
-    sink = notifying.EventSink.in_cluster(workload, {**environ, notifying.SERVICE_ACCOUNT_DIR_ENV: str(account)})
+    sink = notifying.EventSink.in_cluster(
+        workload, {**environ, notifying.SERVICE_ACCOUNT_DIR_ENV: str(account)}
+    )
     assert sink is not None
-    assert (sink.server, sink.namespace, sink.ca_file) == ("https://10.0.0.1:443", "inference", None)
+    assert (sink.server, sink.namespace, sink.ca_file) == (
+        "https://10.0.0.1:443",
+        "inference",
+        None,
+    )
     sink = notifying.EventSink.in_cluster(WORKLOAD, {"KUBERNETES_SERVICE_HOST": "fd00::1"}, account)
     assert sink is not None
     assert (sink.server, sink.namespace) == ("https://[fd00::1]:443", "models")

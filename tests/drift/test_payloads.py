@@ -56,7 +56,9 @@ def test_binary_mode_response(body: dict[str, Any]) -> None:
     ],
 )
 def test_structured_mode(kind: str, data: dict[str, Any]) -> None:
-    batch = _parse({"Content-Type": "application/cloudevents+json"}, synthetic.structured(kind, data))
+    batch = _parse(
+        {"Content-Type": "application/cloudevents+json"}, synthetic.structured(kind, data)
+    )
     assert batch.stream == kind
     assert batch.rows == 2
 
@@ -64,7 +66,9 @@ def test_structured_mode(kind: str, data: dict[str, Any]) -> None:
 def test_structured_mode_with_base64_data() -> None:
     document = json.loads(synthetic.structured("request", None))
     del document["data"]
-    document["data_base64"] = base64.b64encode(json.dumps(synthetic.IRIS_REQUEST_V1).encode()).decode()
+    document["data_base64"] = base64.b64encode(
+        json.dumps(synthetic.IRIS_REQUEST_V1).encode()
+    ).decode()
     batch = _parse({"Content-Type": "application/cloudevents+json; charset=utf-8"}, document)
     np.testing.assert_allclose(batch.numeric, EXPECTED_ROWS)
 
@@ -113,7 +117,10 @@ def test_lists_with_categories() -> None:
 def test_response_events_are_ignored_without_outputs() -> None:
     only_requests: dict[payloads.Stream, layouts.Layout] = {"request": REQUEST}
     headers = CIMultiDict(synthetic.binary_headers("response"))
-    assert payloads.parse(headers, json.dumps(synthetic.IRIS_RESPONSE_V1).encode(), only_requests) is None
+    assert (
+        payloads.parse(headers, json.dumps(synthetic.IRIS_RESPONSE_V1).encode(), only_requests)
+        is None
+    )
 
 
 @pytest.mark.parametrize(
@@ -121,12 +128,42 @@ def test_response_events_are_ignored_without_outputs() -> None:
     [
         ({}, b"{not json", "invalid-json", 400),
         (synthetic.binary_headers("request"), b"\xff\xfe", "invalid-json", 400),
-        ({**synthetic.binary_headers("request"), "Ce-Type": "com.example.other"}, synthetic.IRIS_REQUEST_V1, "unknown-event-type", 400),
-        ({**synthetic.binary_headers("request"), "Ce-Specversion": "0.3"}, synthetic.IRIS_REQUEST_V1, "invalid-cloudevent", 400),
-        ({"Content-Type": "application/cloudevents+json"}, {"specversion": "1.0", "type": "x.request"}, "invalid-cloudevent", 400),
+        (
+            {**synthetic.binary_headers("request"), "Ce-Type": "com.example.other"},
+            synthetic.IRIS_REQUEST_V1,
+            "unknown-event-type",
+            400,
+        ),
+        (
+            {**synthetic.binary_headers("request"), "Ce-Specversion": "0.3"},
+            synthetic.IRIS_REQUEST_V1,
+            "invalid-cloudevent",
+            400,
+        ),
+        (
+            {"Content-Type": "application/cloudevents+json"},
+            {"specversion": "1.0", "type": "x.request"},
+            "invalid-cloudevent",
+            400,
+        ),
         ({"Content-Type": "application/cloudevents+json"}, [1, 2], "invalid-cloudevent", 400),
-        ({"Content-Type": "application/cloudevents+json"}, {"specversion": "1.0", "type": "x.request", "datacontenttype": "text/csv", "data": "1,2"}, "unsupported-media-type", 415),
-        ({"Content-Type": "application/cloudevents-batch+json"}, [], "unsupported-content-mode", 415),
+        (
+            {"Content-Type": "application/cloudevents+json"},
+            {
+                "specversion": "1.0",
+                "type": "x.request",
+                "datacontenttype": "text/csv",
+                "data": "1,2",
+            },
+            "unsupported-media-type",
+            415,
+        ),
+        (
+            {"Content-Type": "application/cloudevents-batch+json"},
+            [],
+            "unsupported-content-mode",
+            415,
+        ),
         ({}, {"instances": [[1.0, 2.0]]}, "width-mismatch", 400),
         ({}, {"instances": [[1.0, 2.0, 3.0, 4.0], [1.0, 2.0]]}, "width-mismatch", 400),
         ({}, {"instances": [[1.0, "abc", 3.0, 4.0]]}, "wrong-type", 400),
@@ -134,12 +171,32 @@ def test_response_events_are_ignored_without_outputs() -> None:
         ({}, {"instances": "all of them"}, "unrecognised-shape", 400),
         ({}, {"rows": []}, "unrecognised-shape", 400),
         ({}, {"instances": [[1.0, 2.0, 3.0, 4.0], {"sepal_length": 1}]}, "width-mismatch", 400),
-        ({}, {"inputs": [{"name": "input-0", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3]}]}, "bad-tensor", 400),
-        ({}, {"inputs": [{"name": "nothing-known", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}, "unrecognised-shape", 400),
+        (
+            {},
+            {
+                "inputs": [
+                    {"name": "input-0", "shape": [2, 4], "datatype": "FP32", "data": [1, 2, 3]}
+                ]
+            },
+            "bad-tensor",
+            400,
+        ),
+        (
+            {},
+            {
+                "inputs": [
+                    {"name": "nothing-known", "shape": [2], "datatype": "FP32", "data": [1, 2]}
+                ]
+            },
+            "unrecognised-shape",
+            400,
+        ),
         ({}, 42, "unrecognised-shape", 400),
     ],
 )
-def test_malformed_payloads_have_a_reason(headers: dict[str, str], body: Any, reason: str, status: int) -> None:
+def test_malformed_payloads_have_a_reason(
+    headers: dict[str, str], body: Any, reason: str, status: int
+) -> None:
     with pytest.raises(payloads.PayloadError) as caught:
         _parse(headers, body)
     assert (caught.value.reason, caught.value.status) == (reason, status)

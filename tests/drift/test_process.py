@@ -39,7 +39,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
 @pytest.fixture
 def monitor(workdir: pathlib.Path, tmp_path: pathlib.Path) -> Iterator[processes.MonitorProcess]:
     """A monitor process with windows of 500 rows."""
-    running = processes.start(processes.write_config(workdir, window=WINDOW), tmp_path / "monitor.log")
+    running = processes.start(
+        processes.write_config(workdir, window=WINDOW), tmp_path / "monitor.log"
+    )
     yield running
     assert running.stop() == 0
 
@@ -56,7 +58,9 @@ def _send_windows(
                 {"Content-Type": "application/cloudevents+json"},
             )
         else:
-            status, body = monitor.post(synthetic.body(row_list), synthetic.binary_headers("request"))
+            status, body = monitor.post(
+                synthetic.body(row_list), synthetic.binary_headers("request")
+            )
         assert status == 202, body
 
 
@@ -75,7 +79,9 @@ def test_kserve_events_in_both_modes_raise_and_log_drift(monitor: processes.Moni
     assert "window=3" in log
 
 
-def test_malformed_events_are_refused_with_a_reason_and_counted(monitor: processes.MonitorProcess) -> None:
+def test_malformed_events_are_refused_with_a_reason_and_counted(
+    monitor: processes.MonitorProcess,
+) -> None:
     status, body = monitor.post(b'{"instances": [[1, 2, 3]]}', synthetic.binary_headers("request"))
     assert status == 400
     reason = json.loads(body)
@@ -113,7 +119,9 @@ def test_a_restart_rebuilds_from_the_next_full_window_without_false_alarms(
         assert second.metric('modelshield_drift_windows_total{stream="request"}') == 0
         _send_windows(second, 4, rng)
         second.wait_for('modelshield_drift_windows_total{stream="request"}', 4)
-        assert second.metric('modelshield_drift_alarms_total{feature="x0",transition="Raised"}') == 0
+        assert (
+            second.metric('modelshield_drift_alarms_total{feature="x0",transition="Raised"}') == 0
+        )
         assert "drift detected" not in second.log.read_text()
     finally:
         assert second.stop() == 0
@@ -151,13 +159,22 @@ def test_a_full_queue_sheds_load_with_429_and_counts_every_drop(
         assert monitor.stop() == 0
 
 
-def test_a_profile_that_does_not_fit_the_config_is_reported(workdir: pathlib.Path, tmp_path: pathlib.Path) -> None:
+def test_a_profile_that_does_not_fit_the_config_is_reported(
+    workdir: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
     config_file = tmp_path / "monitor.yaml"
-    config_file.write_text(json.dumps({"profile": str(workdir / "profile.json"), "features": ["x0", "age"]}))
+    config_file.write_text(
+        json.dumps({"profile": str(workdir / "profile.json"), "features": ["x0", "age"]})
+    )
     done = processes.modelshield("drift-monitor", "--config", str(config_file))
     assert done.returncode == 2
-    assert "feature 'age' is not in the profile (it has: x0, x1, x2, x3, x4, x5, colour)" in done.stderr
-    config_file.write_text(json.dumps({"profile": str(workdir / "profile.json"), "statistic": "Median"}))
+    assert (
+        "feature 'age' is not in the profile (it has: x0, x1, x2, x3, x4, x5, colour)"
+        in done.stderr
+    )
+    config_file.write_text(
+        json.dumps({"profile": str(workdir / "profile.json"), "statistic": "Median"})
+    )
     done = processes.modelshield("drift-monitor", "--config", str(config_file))
     assert done.returncode == 2
     assert "statistic: Input should be 'PSI'" in done.stderr

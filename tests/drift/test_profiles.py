@@ -38,7 +38,11 @@ def test_a_constant_feature_gets_one_bin() -> None:
 
 
 def test_kinds_are_inferred_and_can_be_forced() -> None:
-    columns: dict[str, list[object]] = {"n": ["1", "2.5", ""], "c": ["a", "b", "a"], "code": [1, 2, 1]}
+    columns: dict[str, list[object]] = {
+        "n": ["1", "2.5", ""],
+        "c": ["a", "b", "a"],
+        "code": [1, 2, 1],
+    }
     profile = profiles.build(columns, categorical=["code"])
     kinds = {f.name: type(f).__name__ for f in profile.features}
     assert kinds == {"n": "NumericFeature", "c": "CategoricalFeature", "code": "CategoricalFeature"}
@@ -64,7 +68,9 @@ def test_category_keys_agree_between_csv_and_json() -> None:
 
 
 def test_document_round_trip() -> None:
-    profile = profiles.build({"x": [0.5, 1.5, 2.5, None], "c": ["a", "b", "a", "a"]}, source="t.csv")
+    profile = profiles.build(
+        {"x": [0.5, 1.5, 2.5, None], "c": ["a", "b", "a", "a"]}, source="t.csv"
+    )
     document = json.loads(json.dumps(profiles.to_document(profile)))
     assert document["version"] == profiles.PROFILE_VERSION
     assert profiles.from_document(document) == profile
@@ -74,8 +80,14 @@ def test_document_round_trip() -> None:
     ("mutate", "message"),
     [
         (lambda d: d.update(version=2), "version: this monitor reads profile version 1"),
-        (lambda d: d["features"][0].update(counts=[1]), r"features\[0\]: 'edges' must have one more"),
-        (lambda d: d["features"][0].update(edges=[3.0, 2.0, 1.0]), r"features\[0\].edges: must not"),
+        (
+            lambda d: d["features"][0].update(counts=[1]),
+            r"features\[0\]: 'edges' must have one more",
+        ),
+        (
+            lambda d: d["features"][0].update(edges=[3.0, 2.0, 1.0]),
+            r"features\[0\].edges: must not",
+        ),
         (lambda d: d["features"][1].update(type="text"), r"features\[1\].type: expected"),
         (lambda d: d["features"].append(d["features"][0]), "duplicate names x"),
         (lambda d: d["features"][1]["categories"].update(a=-1), r"features\[1\].categories.a"),
@@ -103,7 +115,9 @@ def test_csv_and_jsonl_give_the_same_profile(tmp_path: pathlib.Path) -> None:
     csv_path = tmp_path / "train.csv"
     csv_path.write_text("x,c\n" + "".join(f"{x!r},{c}\n" for x, c in zip(xs, cs, strict=True)))
     jsonl_path = tmp_path / "train.jsonl"
-    jsonl_path.write_text("".join(json.dumps({"x": x, "c": c}) + "\n" for x, c in zip(xs, cs, strict=True)))
+    jsonl_path.write_text(
+        "".join(json.dumps({"x": x, "c": c}) + "\n" for x, c in zip(xs, cs, strict=True))
+    )
     from_csv = profiles.build(datasets.read(csv_path))
     from_jsonl = profiles.build(datasets.read(jsonl_path))
     assert from_csv.features == from_jsonl.features
@@ -135,9 +149,24 @@ def test_unreadable_data_is_reported(tmp_path: pathlib.Path) -> None:
 
 def test_profile_command(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "train.csv"
-    data.write_text("age,country,income\n" + "".join(f"{20 + i % 50},{'DE' if i % 3 else 'FR'},{i}\n" for i in range(300)))
+    data.write_text(
+        "age,country,income\n"
+        + "".join(f"{20 + i % 50},{'DE' if i % 3 else 'FR'},{i}\n" for i in range(300))
+    )
     out = tmp_path / "profile.json"
-    code = cli.main(["drift", "profile", str(data), "--features", "age,country", "--bins", "5", "--out", str(out)])
+    code = cli.main(
+        [
+            "drift",
+            "profile",
+            str(data),
+            "--features",
+            "age,country",
+            "--bins",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert "age (numeric), country (categorical)" in capsys.readouterr().out
     profile = datasets.read_profile(out)
@@ -147,9 +176,13 @@ def test_profile_command(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[s
     assert len(age.counts) == 5
 
 
-def test_profile_command_names_missing_columns(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_profile_command_names_missing_columns(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "train.csv"
     data.write_text("a,b\n1,2\n")
-    code = cli.main(["drift", "profile", str(data), "--features", "a,zzz", "--out", str(tmp_path / "p.json")])
+    code = cli.main(
+        ["drift", "profile", str(data), "--features", "a,zzz", "--out", str(tmp_path / "p.json")]
+    )
     assert code == 2
     assert "features not in the data: zzz (columns: a, b)" in capsys.readouterr().err

@@ -22,9 +22,13 @@ def _service(**settings: Any) -> server.Service:
     return server.Service(monitor_config, monitoring.Monitor(monitor_config, synthetic.profile()))
 
 
-async def _client(service: server.Service, *, start_worker: bool) -> test_utils.TestClient[Any, Any]:
+async def _client(
+    service: server.Service, *, start_worker: bool
+) -> test_utils.TestClient[Any, Any]:
     client: test_utils.TestClient[Any, Any] = test_utils.TestClient(
-        test_utils.TestServer(server.build_app(service, start_worker=start_worker), host="127.0.0.1")
+        test_utils.TestServer(
+            server.build_app(service, start_worker=start_worker), host="127.0.0.1"
+        )
     )
     await client.start_server()
     return client
@@ -55,7 +59,9 @@ async def test_a_full_queue_answers_429_and_counts_the_drops(
     statuses = []
     for _ in range(5):
         response = await client.post(
-            "/", data=synthetic.body(synthetic.rows(2, rng)), headers=synthetic.binary_headers("request")
+            "/",
+            data=synthetic.body(synthetic.rows(2, rng)),
+            headers=synthetic.binary_headers("request"),
         )
         statuses.append(response.status)
         if response.status == 429:
@@ -94,7 +100,12 @@ async def test_malformed_payloads_get_a_reason_and_are_counted() -> None:
         cases = [
             (b"{oops", {}, 400, "invalid-json"),
             (b'{"instances": [[1, 2]]}', {}, 400, "width-mismatch"),
-            (b'{"instances": [[1, 2]]}', {**synthetic.binary_headers("request"), "Ce-Type": "x"}, 400, "unknown-event-type"),
+            (
+                b'{"instances": [[1, 2]]}',
+                {**synthetic.binary_headers("request"), "Ce-Type": "x"},
+                400,
+                "unknown-event-type",
+            ),
             (b"[" + b"1.0," * 2000 + b"1.0]", {}, 413, "too-large"),
         ]
         for body, headers, status, reason in cases:
@@ -136,7 +147,9 @@ async def test_windows_scores_and_detection_reach_the_metrics() -> None:
 async def test_schema_mismatches_are_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
     service = _service()
     client = await _client(service, start_worker=True)
-    records = [{"x0": 1.0, "x1": 1.0, "x2": 1.0, "x3": 1.0, "x4": 1.0, "colour": "red", "shoe_size": 44}]
+    records = [
+        {"x0": 1.0, "x1": 1.0, "x2": 1.0, "x3": 1.0, "x4": 1.0, "colour": "red", "shoe_size": 44}
+    ]
     try:
         for _ in range(2):
             response = await client.post("/", data=json.dumps(records))
@@ -144,9 +157,16 @@ async def test_schema_mismatches_are_counted_and_logged(caplog: pytest.LogCaptur
         text = await (await client.get("/metrics")).text()
     finally:
         await client.close()
-    assert metric(text, 'modelshield_drift_schema_mismatch_total{feature="x5",problem="missing"}') == 2
-    assert metric(text, 'modelshield_drift_schema_mismatch_total{feature="shoe_size",problem="extra"}') == 2
-    warnings = [r.getMessage() for r in caplog.records if "does not match the profile" in r.getMessage()]
+    assert (
+        metric(text, 'modelshield_drift_schema_mismatch_total{feature="x5",problem="missing"}') == 2
+    )
+    assert (
+        metric(text, 'modelshield_drift_schema_mismatch_total{feature="shoe_size",problem="extra"}')
+        == 2
+    )
+    warnings = [
+        r.getMessage() for r in caplog.records if "does not match the profile" in r.getMessage()
+    ]
     assert len(warnings) == 2
 
 
@@ -161,7 +181,6 @@ async def _drained(service: server.Service) -> None:
     raise AssertionError("the worker did not drain the queue")
 
 
-
 async def test_client_chosen_feature_names_cannot_grow_the_metrics_without_bound() -> None:
     service = _service()
     client = await _client(service, start_worker=True)
@@ -173,7 +192,11 @@ async def test_client_chosen_feature_names_cannot_grow_the_metrics_without_bound
         text = await (await client.get("/metrics")).text()
     finally:
         await client.close()
-    labelled = [line for line in text.splitlines() if line.startswith("modelshield_drift_schema_mismatch_total{")]
+    labelled = [
+        line
+        for line in text.splitlines()
+        if line.startswith("modelshield_drift_schema_mismatch_total{")
+    ]
     assert len(labelled) == server.MISMATCH_LABELS + 1
     other = f'modelshield_drift_schema_mismatch_total{{feature="{server.OTHER_FEATURES}",problem="extra"}}'
     assert metric(text, other) == 50

@@ -16,7 +16,9 @@ def test_encoding_matches_a_value_by_value_reading_of_the_profile() -> None:
     layout = _layout()
     profile = synthetic.profile()
     rng = np.random.default_rng(0)
-    row_list = synthetic.rows(200, rng, missing={"x1": 0.1}, categories=("red", "violet"), weights=(0.5, 0.5))
+    row_list = synthetic.rows(
+        200, rng, missing={"x1": 0.1}, categories=("red", "violet"), weights=(0.5, 0.5)
+    )
     row_list[0][0] = 99.0
     row_list[1][0] = -99.0
     batch = synthetic.batch(row_list, layout)
@@ -36,7 +38,9 @@ def test_encoding_matches_a_value_by_value_reading_of_the_profile() -> None:
                     expected = 2 + sum(1 for edge in feature.edges[1:-1] if value >= edge)
             else:
                 categories = feature.categories
-                expected = 2 + categories.index(value) if value in categories else layouts.OTHER_SLOT
+                expected = (
+                    2 + categories.index(value) if value in categories else layouts.OTHER_SLOT
+                )
             assert slots[f, r] == layout.offsets[f] + expected, (name, value)
 
 
@@ -51,7 +55,9 @@ def test_batches_are_split_at_window_boundaries() -> None:
     assert window.rows == 800 - 750
     assert window.completed == 3
     for counts in completed:
-        for offset, size in zip(layout.offsets, np.diff([*layout.offsets, layout.total_slots]), strict=True):
+        for offset, size in zip(
+            layout.offsets, np.diff([*layout.offsets, layout.total_slots]), strict=True
+        ):
             assert counts[offset : offset + size].sum() == 250
 
 

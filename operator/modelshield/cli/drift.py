@@ -74,11 +74,15 @@ def _run_monitor(arguments: argparse.Namespace) -> int:
     for stream, layout in monitor.layouts_by_stream.items():
         log.info(
             "watching %s features %s with %s over windows of %d rows",
-            stream, ", ".join(layout.names), settings.statistic.value, settings.window,
+            stream,
+            ", ".join(layout.names),
+            settings.statistic.value,
+            settings.window,
         )
     log.info(
         "kubernetes events: %s",
-        f"on {settings.workload.kind}/{settings.workload.name}" if sink and settings.workload
+        f"on {settings.workload.kind}/{settings.workload.name}"
+        if sink and settings.workload
         else "off (not in a cluster, or no workload configured)",
     )
     service = server.Service(settings, monitor, sink)
@@ -117,10 +121,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     monitor = subparsers.add_parser(
         "drift-monitor", help="run a drift monitor (KServe CloudEvents in, Prometheus metrics out)"
     )
-    monitor.add_argument(
-        "--config", help=f"monitor configuration file (default: ${CONFIG_ENV})"
-    )
+    monitor.add_argument("--config", help=f"monitor configuration file (default: ${CONFIG_ENV})")
     monitor.add_argument("--port", type=int, help="port to serve on (overrides the file)")
     monitor.add_argument("--host", help="address to serve on (overrides the file)")
-    monitor.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    monitor.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     monitor.set_defaults(handler=_run_monitor)

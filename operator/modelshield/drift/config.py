@@ -89,7 +89,10 @@ class MonitorConfig(common.ApiModel):
     @pydantic.field_validator("categorical_statistic")
     @classmethod
     def _applies_to_categories(cls, value: policies.DriftStatistic) -> policies.DriftStatistic:
-        if value in (policies.DriftStatistic.KOLMOGOROV_SMIRNOV, policies.DriftStatistic.WASSERSTEIN):
+        if value in (
+            policies.DriftStatistic.KOLMOGOROV_SMIRNOV,
+            policies.DriftStatistic.WASSERSTEIN,
+        ):
             raise ValueError(f"{value} does not apply to categorical features")
         return value
 
@@ -118,7 +121,8 @@ def parse(document: object, base: pathlib.Path, environ: Mapping[str, str]) -> M
         config = MonitorConfig.model_validate(document)
     except pydantic.ValidationError as error:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}" for item in error.errors()
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in error.errors()
         )
         raise ConfigError(problems) from None
     profile = pathlib.Path(config.profile)

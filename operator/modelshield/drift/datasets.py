@@ -34,7 +34,9 @@ def read_csv(path: pathlib.Path) -> Columns:
             if not row:
                 continue
             if len(row) != len(header):
-                raise DatasetError(f"{path}:{number}: {len(row)} cells, the header has {len(header)}")
+                raise DatasetError(
+                    f"{path}:{number}: {len(row)} cells, the header has {len(header)}"
+                )
             for name, cell in zip(header, row, strict=True):
                 columns[name].append(cell)
     return columns

@@ -92,9 +92,7 @@ def _positions(feature: profiles.NumericFeature) -> list[float]:
     return [edges[0], *centres, edges[-1]]
 
 
-def build(
-    profile: profiles.Profile, columns: Sequence[str], watched: Sequence[str] = ()
-) -> Layout:
+def build(profile: profiles.Profile, columns: Sequence[str], watched: Sequence[str] = ()) -> Layout:
     """The layout of the watched features (default: every column) of a profile."""
     watched = list(watched) or list(columns)
     for name in [*columns, *watched]:
@@ -124,8 +122,10 @@ def build(
                 [_positions(f) for f in numeric_members if isinstance(f, profiles.NumericFeature)]
             )
             scales = np.array(
-                [f.std if isinstance(f, profiles.NumericFeature) and f.std > 0 else 1.0
-                 for f in numeric_members]
+                [
+                    f.std if isinstance(f, profiles.NumericFeature) and f.std > 0 else 1.0
+                    for f in numeric_members
+                ]
             )
         else:
             positions = np.empty((len(members), 0))

@@ -34,25 +34,34 @@ class Metrics:
         self.registry = prometheus_client.CollectorRegistry()
         r = self.registry
         self.score = prometheus_client.Gauge(
-            "modelshield_drift_score", "Drift score of the last full window.",
-            ["feature", "statistic"], registry=r,
+            "modelshield_drift_score",
+            "Drift score of the last full window.",
+            ["feature", "statistic"],
+            registry=r,
         )
         self.threshold = prometheus_client.Gauge(
-            "modelshield_drift_threshold", "Threshold of the feature's drift alarm.",
-            ["feature", "statistic"], registry=r,
+            "modelshield_drift_threshold",
+            "Threshold of the feature's drift alarm.",
+            ["feature", "statistic"],
+            registry=r,
         )
         self.detected = prometheus_client.Gauge(
-            "modelshield_drift_detected", "1 while drift is detected on the feature.",
-            ["feature"], registry=r,
+            "modelshield_drift_detected",
+            "1 while drift is detected on the feature.",
+            ["feature"],
+            registry=r,
         )
         self.missing_rate = prometheus_client.Gauge(
-            "modelshield_drift_missing_rate", "Share of missing values in the last full window.",
-            ["feature"], registry=r,
+            "modelshield_drift_missing_rate",
+            "Share of missing values in the last full window.",
+            ["feature"],
+            registry=r,
         )
         self.out_of_range_rate = prometheus_client.Gauge(
             "modelshield_drift_out_of_range_rate",
             "Share of values outside the reference range or categories in the last full window.",
-            ["feature"], registry=r,
+            ["feature"],
+            registry=r,
         )
         self.events = prometheus_client.Counter(
             "modelshield_drift_events", "Events accepted.", ["stream"], registry=r
@@ -64,8 +73,10 @@ class Metrics:
             "modelshield_drift_windows", "Windows completed and scored.", ["stream"], registry=r
         )
         self.window_fill = prometheus_client.Gauge(
-            "modelshield_drift_window_fill_ratio", "How full the current window is.",
-            ["stream"], registry=r,
+            "modelshield_drift_window_fill_ratio",
+            "How full the current window is.",
+            ["stream"],
+            registry=r,
         )
         self.dropped = prometheus_client.Counter(
             "modelshield_drift_dropped", "Events refused because the queue was full.", registry=r
@@ -76,13 +87,15 @@ class Metrics:
         self.mismatches = prometheus_client.Counter(
             "modelshield_drift_schema_mismatch",
             "Named inputs missing a watched feature or carrying an unknown one.",
-            ["feature", "problem"], registry=r,
+            ["feature", "problem"],
+            registry=r,
         )
         self.alarms = prometheus_client.Counter(
             "modelshield_drift_alarms", "Alarm transitions.", ["feature", "transition"], registry=r
         )
         self.queue_depth = prometheus_client.Gauge(
-            "modelshield_drift_queue_depth", "Parsed events waiting for the window worker.",
+            "modelshield_drift_queue_depth",
+            "Parsed events waiting for the window worker.",
             registry=r,
         )
         self.event_counters = {

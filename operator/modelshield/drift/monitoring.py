@@ -60,7 +60,9 @@ class _Watch:
 
 def request_columns(settings: config.MonitorConfig, profile: profiles.Profile) -> list[str]:
     """The columns of a request row: configured, or every profile feature but the outputs."""
-    return list(settings.columns) or [name for name in profile.names if name not in settings.outputs]
+    return list(settings.columns) or [
+        name for name in profile.names if name not in settings.outputs
+    ]
 
 
 class Monitor:
@@ -74,7 +76,9 @@ class Monitor:
         columns = request_columns(settings, profile)
         overlap = set(settings.features) & set(settings.outputs)
         if overlap:
-            raise profiles.ProfileError(f"features and outputs overlap: {', '.join(sorted(overlap))}")
+            raise profiles.ProfileError(
+                f"features and outputs overlap: {', '.join(sorted(overlap))}"
+            )
         self._watches["request"] = self._watch(layouts.build(profile, columns, settings.features))
         if settings.outputs:
             self._watches["response"] = self._watch(layouts.build(profile, settings.outputs))
@@ -90,7 +94,9 @@ class Monitor:
             chosen.append(settings.categorical_statistic if use_fallback else settings.statistic)
             rules.append(
                 alarms.Rule(
-                    threshold=settings.categorical_threshold if use_fallback else settings.threshold,
+                    threshold=settings.categorical_threshold
+                    if use_fallback
+                    else settings.threshold,
                     clear_ratio=settings.clear_ratio,
                     raise_after=settings.raise_after,
                     clear_after=settings.clear_after,

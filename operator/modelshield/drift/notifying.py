@@ -47,7 +47,11 @@ def event_body(
         f"{crossing.statistic.value} {crossing.score:.4g} "
         f"{'>' if raised else '<'} threshold {crossing.threshold:.4g} (window {crossing.window})"
     )
-    involved: dict[str, Any] = {"kind": workload.kind, "name": workload.name, "namespace": namespace}
+    involved: dict[str, Any] = {
+        "kind": workload.kind,
+        "name": workload.name,
+        "namespace": namespace,
+    }
     if workload.api_version:
         involved["apiVersion"] = workload.api_version
     if workload.uid:
@@ -103,7 +107,9 @@ class EventSink:
         if ":" in host:
             host = f"[{host}]"
         ca = account_dir / "ca.crt"
-        return cls(f"https://{host}:{port}", token, ca if ca.is_file() else None, namespace, workload)
+        return cls(
+            f"https://{host}:{port}", token, ca if ca.is_file() else None, namespace, workload
+        )
 
     def _ssl(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
@@ -127,7 +133,9 @@ class EventSink:
             ):
                 if response.status >= 300:
                     text = await response.text()
-                    log.warning("could not write the drift Event: HTTP %d: %.300s", response.status, text)
+                    log.warning(
+                        "could not write the drift Event: HTTP %d: %.300s", response.status, text
+                    )
                     return False
         except (OSError, aiohttp.ClientError, TimeoutError) as error:
             log.warning("could not write the drift Event: %s", error)

@@ -89,7 +89,9 @@ def _numeric(values: Any, name: str) -> NDArray[np.float64]:
     try:
         return np.array(values, dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise PayloadError("wrong-type", f"feature {name!r} is numeric in the profile: {error}") from None
+        raise PayloadError(
+            "wrong-type", f"feature {name!r} is numeric in the profile: {error}"
+        ) from None
 
 
 def _codes(values: Sequence[object], codes: dict[str, int]) -> list[int]:
@@ -188,7 +190,9 @@ def _from_columns(
     return Batch(stream, numeric, categorical, mismatches)
 
 
-def _named_mismatches(present: Sequence[str], layout: layouts.Layout) -> tuple[tuple[str, str], ...]:
+def _named_mismatches(
+    present: Sequence[str], layout: layouts.Layout
+) -> tuple[tuple[str, str], ...]:
     known = set(layout.columns)
     seen = set(present)
     return tuple(
@@ -226,7 +230,11 @@ def _from_tensors(stream: Stream, tensors: dict[str, Any], layout: layouts.Layou
     if len(tensors) == 1:
         name, tensor = next(iter(tensors.items()))
         array = _tensor_array(tensor, name)
-        if array.ndim == 2 and array.shape[1] == width and (width > 1 or name not in layout.columns):
+        if (
+            array.ndim == 2
+            and array.shape[1] == width
+            and (width > 1 or name not in layout.columns)
+        ):
             return _from_columns(
                 stream,
                 {column: array[:, i] for i, column in enumerate(layout.columns)},

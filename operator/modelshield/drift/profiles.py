@@ -100,7 +100,9 @@ class Profile:
         for feature in self.features:
             if feature.name == name:
                 return feature
-        raise ProfileError(f"feature {name!r} is not in the profile (it has: {', '.join(self.names)})")
+        raise ProfileError(
+            f"feature {name!r} is not in the profile (it has: {', '.join(self.names)})"
+        )
 
 
 def upper_edges(edges: Sequence[float] | FloatArray) -> FloatArray:
@@ -203,7 +205,9 @@ def numeric_column(values: Sequence[object]) -> FloatArray | None:
         numbers = [_as_number(value) for value in values]
     except ValueError:
         return None
-    return np.array([math.nan if number is None else number for number in numbers], dtype=np.float64)
+    return np.array(
+        [math.nan if number is None else number for number in numbers], dtype=np.float64
+    )
 
 
 def build(
@@ -230,7 +234,9 @@ def build(
     forced = set(categorical)
     unknown = forced - set(names)
     if unknown:
-        raise ProfileError(f"--categorical names features not profiled: {', '.join(sorted(unknown))}")
+        raise ProfileError(
+            f"--categorical names features not profiled: {', '.join(sorted(unknown))}"
+        )
     if bins < 1 or max_categories < 1:
         raise ProfileError("bins and max_categories must be at least 1")
     lengths = {len(columns[name]) for name in names}

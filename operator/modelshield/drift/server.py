@@ -100,7 +100,9 @@ class Service:
 
     def _reject(self, error: payloads.PayloadError) -> web.Response:
         self.metrics.rejected.labels(error.reason).inc()
-        return web.json_response({"reason": error.reason, "message": error.message}, status=error.status)
+        return web.json_response(
+            {"reason": error.reason, "message": error.message}, status=error.status
+        )
 
     def _mismatched(self, mismatches: tuple[tuple[str, str], ...]) -> None:
         for feature, problem in mismatches:
