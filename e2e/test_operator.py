@@ -319,7 +319,7 @@ def test_labels_change_delete_edit_and_policy_deletion(
     )
     events = get_json(kubectl, governed, "events", "--field-selector=involvedObject.name=fraud")
     reasons = {event["reason"] for event in events.get("items", [])}
-    assert {"Created", "Restored", "Reverted"} <= reasons
+    assert {"Restored", "Reverted"} <= reasons
 
     # No longer selected by its labels → its objects go.
     kubectl("-n", governed, "patch", "deployment", "fraud", "--type=merge", "-p", '{"spec":{"template":{"metadata":{"labels":{"governed":"no"}}}}}')

@@ -7,8 +7,10 @@ import asyncio
 import importlib
 import logging
 import os
+import secrets
+import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import yaml
@@ -20,6 +22,7 @@ from modelshield.controllers import (
     auditing,
     caches,
     certificates,
+    leadership,
     planning,
     policies,
     rbac,
@@ -137,8 +140,19 @@ def build(arguments: argparse.Namespace, api_client: client.ApiClient) -> tuple[
     def login(**_: Any) -> kopf.ConnectionInfo:
         return _connection_info(api_client.configuration)
 
-    policies.register(registry, controller)
-    auditing.register(registry, controller=controller, arguments=arguments, verifier=verifier)
+    leader = leadership.Leadership(
+        kube,
+        identity=arguments.identity,
+        priority=arguments.priority,
+        peering_name=settings.PEERING_NAME,
+        standalone=arguments.standalone,
+    )
+    policies.register(
+        registry, controller, leadership=leader, resync_interval=arguments.resync_interval
+    )
+    auditing.register(
+        registry, controller=controller, arguments=arguments, verifier=verifier, leader=leader
+    )
     certificates.register(registry, kube=kube, arguments=arguments)
     _register_optional(registry, "modelshield.controllers.artifacts")
     return registry, controller, kube
@@ -152,6 +166,9 @@ def _run_operator(arguments: argparse.Namespace) -> int:
     # One line per watch event at INFO would drown everything else.
     logging.getLogger("kopf.objects").setLevel(max(logging.WARNING, logging.getLogger().level))
     api_client = _api_client(arguments.kubeconfig, arguments.workers * 2)
+    if arguments.priority is None:
+        # Replicas with equal priorities would all pause (kopf's rule): draw one.
+        arguments.priority = secrets.randbelow(1_000_000) + 1
     registry, _, kube = build(arguments, api_client)
     operator_settings = kopf.OperatorSettings()
     settings.configure(
@@ -164,6 +181,7 @@ def _run_operator(arguments: argparse.Namespace) -> int:
                 settings=operator_settings,
                 standalone=arguments.standalone,
                 priority=arguments.priority,
+                identity=cast(Any, arguments.identity),
                 clusterwide=not arguments.namespace,
                 namespaces=arguments.namespace,
                 liveness_endpoint=arguments.liveness or None,
@@ -195,7 +213,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--namespace", action="append", default=[], help="watch only this namespace (repeatable)"
     )
     parser.add_argument("--standalone", action="store_true", help="no peering: run even if another instance is active")
-    parser.add_argument("--priority", type=int, default=0, help="peering priority; the highest is active")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority; the highest is active (default: drawn at random per instance)",
+    )
+    parser.add_argument(
+        "--identity",
+        default=os.environ.get("POD_ID") or f"modelshield-{socket.gethostname()}-{os.getpid()}",
+        help="this instance's peering identity (default: $POD_ID, else host and pid)",
+    )
+    parser.add_argument(
+        "--resync-interval", type=float, default=600.0, help="seconds between full re-reads; 0 disables"
+    )
     parser.add_argument(
         "--image",
         default=os.environ.get(IMAGE_ENV, f"modelshield:{__version__}"),

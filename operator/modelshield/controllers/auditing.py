@@ -22,7 +22,7 @@ import kopf
 import prometheus_client
 from aiohttp import web
 
-from modelshield.controllers import caches, reconciling, writing
+from modelshield.controllers import caches, leadership, reconciling, writing
 from modelshield.controllers.builders import ownership, policyreports
 from modelshield.engine import compiling, evaluating, facts, workloads
 
@@ -97,13 +97,25 @@ class Auditor:
         verifier: Verifier | None = None,
         max_results: int = policyreports.DEFAULT_MAX_RESULTS,
         metrics: Metrics | None = None,
+        leader: leadership.Leadership | None = None,
     ) -> None:
-        self.world = controller.world
+        self.controller = controller
+        self.leader = leader
         self.kube: writing.Kube = controller.kube
         self.verifier = verifier
         self.max_results = max_results
         self.metrics = metrics or Metrics()
-        self.facts = caches.WorldFacts(controller.world, verifier.cached if verifier else None)
+        self.image_lookup = verifier.cached if verifier else None
+
+    @property
+    def world(self) -> caches.World:
+        """The reconciler's World (replaced wholesale by a resync)."""
+        return self.controller.world
+
+    @property
+    def facts(self) -> caches.WorldFacts:
+        """Facts over the current World and the verifier's cache."""
+        return caches.WorldFacts(self.world, self.image_lookup)
 
     async def _refresh_images(self, parsed: workloads.Workload, governing: tuple[compiling.CompiledPolicy, ...]) -> None:
         if self.verifier is None:
@@ -181,6 +193,8 @@ class Auditor:
         """Audit every interval seconds (the first one after a full interval, once settled)."""
         while True:
             await asyncio.sleep(interval)
+            if self.leader is not None and not await self.leader.active():
+                continue  # a standby instance's view is stale: the active one reports
             try:
                 await self.run_once()
             except writing.ApiException as error:
@@ -212,9 +226,12 @@ def register(
     controller: reconciling.Controller,
     arguments: argparse.Namespace,
     verifier: Verifier | None = None,
+    leader: leadership.Leadership | None = None,
 ) -> Auditor:
     """Start the audit loop and the metrics server with the operator."""
-    auditor = Auditor(controller, verifier=verifier, max_results=arguments.audit_max_results)
+    auditor = Auditor(
+        controller, verifier=verifier, max_results=arguments.audit_max_results, leader=leader
+    )
     state: dict[str, Any] = {}
 
     @kopf.on.startup(registry=registry)

@@ -66,6 +66,16 @@ class World:
     _children_by_owner: dict[Key, set[Key]] = dataclasses.field(default_factory=dict)
     _policy_set: compiling.PolicySet | None = None
 
+    def replace_with(self, other: World) -> None:
+        """Take everything from a fresh snapshot (a resync)."""
+        self.policies = other.policies
+        self.namespaces = other.namespaces
+        self.workloads = other.workloads
+        self.children = other.children
+        self.artifacts = other.artifacts
+        self._children_by_owner = other._children_by_owner
+        self._policy_set = None
+
     # --- policies -------------------------------------------------------------
 
     def put_policy(self, body: Mapping[str, Any]) -> bool:

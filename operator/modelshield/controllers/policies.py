@@ -14,15 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
-from modelshield.controllers import caches, reconciling
+from modelshield.controllers import caches, reconciling, writing
+from modelshield.controllers import leadership as leadership_
 from modelshield.controllers.builders import ownership
 
 LOGGER = logging.getLogger("modelshield.policies")
+DEFAULT_RESYNC_SECONDS = 600.0
+RESYNC_CHECK_SECONDS = 30.0
 GROUP = "modelshield.dev"
 VERSION = "v1alpha1"
 
@@ -161,12 +165,50 @@ def handle_artifact(controller: reconciling.Controller, event: Mapping[str, Any]
 
 async def prime(controller: reconciling.Controller) -> None:
     """Read every kind once, so the first reconciles see the whole cluster."""
+    world = await snapshot(controller)
+    controller.world.replace_with(world)
+    LOGGER.info(
+        "primed: %d policies, %d namespaces, %d workloads, %d owned objects",
+        len(world.policies),
+        len(world.namespaces),
+        len(world.workloads),
+        len(world.children),
+    )
+
+
+async def resync(controller: reconciling.Controller) -> None:
+    """Read everything again (missed or paused watches), then reconcile everything."""
+    controller.world.replace_with(await snapshot(controller))
+    controller.enqueue_many(controller.world.workloads_in(None))
+    controller.status_due(list(controller.world.policies))
+
+
+async def resync_forever(
+    controller: reconciling.Controller, leadership: leadership_.Leadership, interval: float
+) -> None:
+    """Resync every interval while active, and at once when this instance becomes active."""
+    was_active = True
+    while True:
+        await asyncio.sleep(min(interval, RESYNC_CHECK_SECONDS))
+        active = await leadership.active()
+        due = time.monotonic() - controller.last_resync >= interval
+        if active and (due or not was_active):
+            try:
+                await resync(controller)
+            except writing.ApiException as error:
+                LOGGER.warning("resync: %s %s", error.status, error.reason)
+            controller.last_resync = time.monotonic()
+        was_active = active
+
+
+async def snapshot(controller: reconciling.Controller) -> caches.World:
+    """A World read from lists of every watched kind."""
     kube = controller.kube
     lists = await asyncio.gather(
         *(kube.list_all(path) for path in PRIME_PATHS),
         *(kube.list_all(path, ownership.MANAGED_SELECTOR) for path in OWNED_PRIME_PATHS),
     )
-    world = controller.world
+    world = caches.World()
     for items in lists:
         for body in items:
             kind = body.get("kind")
@@ -180,25 +222,32 @@ async def prime(controller: reconciling.Controller) -> None:
                 world.put_child(body)
             elif kind in caches.WORKLOAD_KINDS:
                 world.put_workload(body)
-    LOGGER.info(
-        "primed: %d policies, %d namespaces, %d workloads, %d owned objects",
-        len(world.policies),
-        len(world.namespaces),
-        len(world.workloads),
-        len(world.children),
-    )
+    return world
 
 
-def register(registry: kopf.OperatorRegistry, controller: reconciling.Controller) -> None:
+def register(
+    registry: kopf.OperatorRegistry,
+    controller: reconciling.Controller,
+    *,
+    leadership: leadership_.Leadership | None = None,
+    resync_interval: float = DEFAULT_RESYNC_SECONDS,
+) -> None:
     """Attach the policy reconciler's handlers to a registry."""
+    tasks: list[asyncio.Task[None]] = []
 
     @kopf.on.startup(registry=registry)
     async def start_reconciler(**_: Any) -> None:
         await prime(controller)
+        controller.last_resync = time.monotonic()
         controller.start()
+        if leadership is not None and resync_interval > 0:
+            loop = asyncio.get_running_loop()
+            tasks.append(loop.create_task(resync_forever(controller, leadership, resync_interval)))
 
     @kopf.on.cleanup(registry=registry)
     async def stop_reconciler(**_: Any) -> None:
+        for task in tasks:
+            task.cancel()
         await controller.stop()
 
     for plural in ("modelsecuritypolicies", "clustermodelsecuritypolicies"):

@@ -52,7 +52,7 @@ class Controller:
         self.world = world
         self.kube = kube
         self.settings = settings
-        self.facts = caches.WorldFacts(world, image_lookup)
+        self.image_lookup = image_lookup
         self.workers = workers
         self.status_delay = status_delay
         self.outcomes: dict[caches.Key, Outcome] = {}
@@ -65,7 +65,10 @@ class Controller:
         self._status_due: set[caches.Key] = set()
         self._status_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._events: set[asyncio.Task[None]] = set()
         self.writes = 0
+        #: time.monotonic() of the last full read of the cluster.
+        self.last_resync = 0.0
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -188,13 +191,19 @@ class Controller:
             try:
                 await self.kube.patch("InferenceService", key[1], key[2], plan.logger_patch)
                 self.writes += 1
-                await self.kube.event(
+                self._post_event(
                     workload, "Normal", "PayloadLoggerSet", "payload logger pointed at the drift monitor"
                 )
             except writing.ApiException as error:
                 failures.append(f"InferenceService logger: {error.status} {error.reason}")
         self._record(key, plan, failures)
         return bool(failures)
+
+    def _post_event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """Post an Event without holding up the worker (Events are best effort)."""
+        task = asyncio.get_running_loop().create_task(self.kube.event(involved, kind, reason, message))
+        self._events.add(task)
+        task.add_done_callback(self._events.discard)
 
     async def _converge(
         self, key: caches.Key, desired: dict[str, Any], workload: dict[str, Any] | None
@@ -227,8 +236,10 @@ class Controller:
         self.world.put_child(written)
         self._made.add(key)
         self.writes += 1
-        if workload is not None:
-            await self.kube.event(workload, "Normal", reason, message)
+        # A first creation is summed up on the policy (one Event, not one per object);
+        # a restoration is news about this workload.
+        if workload is not None and reason != "Created":
+            self._post_event(workload, "Normal", reason, message)
 
     async def _replace(
         self, key: caches.Key, desired: dict[str, Any], live: dict[str, Any]
@@ -284,6 +295,7 @@ class Controller:
         if entry.model is None:
             return statuses.Observation(invalid=entry.error)
         compiled = compiling.compile_policies([entry.model])
+        facts_source = caches.WorldFacts(self.world, self.image_lookup)
         governed = 0
         violating: list[str] = []
         problems: list[tuple[str, str]] = []
@@ -298,7 +310,7 @@ class Controller:
             governed += 1
             parsed = workloads.parse(body)
             decision = evaluating.evaluate_workload(
-                parsed, compiled, self.world.namespaces.get(key[1], {}), self.facts, now
+                parsed, compiled, self.world.namespaces.get(key[1], {}), facts_source, now
             )
             if decision.violations or decision.warnings:
                 violating.append(parsed.identity)
@@ -328,4 +340,12 @@ class Controller:
             if condition["type"] == statuses.DEGRADED and condition["status"] == "True" and (
                 earlier is None or earlier.get("reason") != condition["reason"]
             ):
-                await self.kube.event(entry.body, "Warning", condition["reason"], condition["message"])
+                self._post_event(entry.body, "Warning", condition["reason"], condition["message"])
+        if status["governed"] != (previous or {}).get("governed"):
+            self._post_event(
+                entry.body,
+                "Normal",
+                "Governing",
+                f"governs {status['governed']} workload(s): {status['compliant']} compliant, "
+                f"{status['violating']} violating",
+            )

@@ -39,6 +39,7 @@ _COLLECTIONS: Mapping[str, str] = {
     "InferenceService": "/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices",
     "ValidatingWebhookConfiguration": "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
     "MutatingWebhookConfiguration": "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+    "ClusterKopfPeering": "/apis/kopf.dev/v1/clusterkopfpeerings",
 }
 
 
