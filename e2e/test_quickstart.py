@@ -149,6 +149,9 @@ class Installation:
     namespace: str
     webhook: Process
     operator: Process
+    webhook_url: str
+    ca_file: pathlib.Path
+    manifests: list[dict[str, Any]]
 
 
 def _service_account_kubeconfig(
@@ -285,7 +288,9 @@ def installation(
             directory / "operator.log",
         )
         processes.append(operator)
-        yield Installation(release, namespace, webhook, operator)
+        yield Installation(
+            release, namespace, webhook, operator, f"https://127.0.0.1:{port}", ca_file, manifests
+        )
     finally:
         for obj in reversed(applied):
             if obj["kind"] != "ServiceAccount":
@@ -503,3 +508,27 @@ def test_policy_status_is_ready_and_counts_the_workload(walk: Walk) -> None:
 )
 def test_policy_status_counts_no_violation_for_the_signed_server(walk: Walk) -> None:
     assert walk.policy["status"]["violating"] == 0, walk.policy["status"]
+
+
+def test_helm_test_pod_passes_against_the_running_webhook(
+    installation: Installation, walk: Walk
+) -> None:
+    """The `helm test` pod's own command, run here against the local webhook (its URL and
+    CA file swapped for the local ones), after the quickstart put a policy in place."""
+    pod = next(m for m in installation.manifests if rendering.hook_of(m) == "test")
+    container = pod["spec"]["containers"][0]
+    environment = {variable["name"]: variable["value"] for variable in container["env"]}
+    environment["MODELSHIELD_WEBHOOK_URL"] = installation.webhook_url
+    environment["MODELSHIELD_CA_FILE"] = str(installation.ca_file)
+    environment["MODELSHIELD_TEST_NAMESPACE"] = walk.namespace
+    completed = subprocess.run(
+        [sys.executable, *container["command"][1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), **environment},
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "/readyz: 200" in completed.stdout
+    assert "/validate answered: allowed=" in completed.stdout
