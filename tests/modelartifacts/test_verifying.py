@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import pathlib
 import shutil
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from modelshield.modelartifacts import signing, verifying
 from tests.modelartifacts import keys, models
@@ -205,3 +211,64 @@ def test_keyless_without_trust_root_is_refused(signed_model: pathlib.Path) -> No
 
 def test_no_signers(signed_model: pathlib.Path) -> None:
     assert _failure(signed_model, []).reason == verifying.NO_SIGNERS
+
+
+def _keyless_bundle(model: pathlib.Path, identity: str) -> None:
+    """A bundle that carries a certificate for identity (the signature itself is not real)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sigstore-intermediate")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(minutes=10))
+        .add_extension(x509.SubjectAlternativeName([x509.RFC822Name(identity)]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    statement = {"subject": [{"digest": {"sha256": "0" * 64}}], "predicate": {}}
+    bundle = {
+        "verificationMaterial": {
+            "certificate": {
+                "rawBytes": base64.b64encode(certificate.public_bytes(Encoding.DER)).decode()
+            }
+        },
+        "dsseEnvelope": {"payload": base64.b64encode(json.dumps(statement).encode()).decode()},
+    }
+    (model / "model.sig").write_text(json.dumps(bundle))
+
+
+def test_keyless_subject_regexp_must_match_the_certificate_identity(tmp_path: pathlib.Path) -> None:
+    model = models.benign_model(tmp_path / "model")
+    _keyless_bundle(model, "mallory@evil.example")
+    signer = verifying.KeylessSigner(
+        "ci",
+        issuer="https://issuer.example",
+        trust_config=tmp_path / "trust.json",
+        subject_regexp=r".*@release\.example",
+    )
+
+    error = _failure(model, [signer])
+
+    assert "mallory@evil.example" in str(error)
+    assert "do not match" in str(error)
+
+
+def test_keyless_matching_identity_still_needs_a_valid_signature(tmp_path: pathlib.Path) -> None:
+    model = models.benign_model(tmp_path / "model")
+    _keyless_bundle(model, "ci@release.example")
+    (tmp_path / "trust.json").write_text("{}")
+    signer = verifying.KeylessSigner(
+        "ci",
+        issuer="https://issuer.example",
+        trust_config=tmp_path / "trust.json",
+        subject_regexp=r".*@release\.example",
+    )
+
+    error = _failure(model, [signer])
+
+    assert error.reason == verifying.SIGNATURE_INVALID
+    assert "do not match" not in str(error)
