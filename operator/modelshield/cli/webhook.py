@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import pathlib
 import signal
+import ssl
 import sys
 
 import yaml
@@ -32,10 +34,22 @@ _logger = logging.getLogger("modelshield.webhook")
 
 def _verifier(arguments: argparse.Namespace) -> verifiers.ImageVerifier:
     try:
-        from modelshield.supplychain.images import registries, verifying
+        from modelshield.supplychain.images import credentials, registries, verifying
     except ImportError as error:  # the verifier is optional at import time; fail closed
         return verifiers.UnavailableVerifier(f"the image verifier cannot be loaded: {error}")
-    options = registries.RegistryOptions(insecure_hosts=frozenset(arguments.insecure_registry))
+    found: dict[str, credentials.Credential] = {}
+    if arguments.docker_config:
+        found = credentials.from_docker_config(
+            json.loads(pathlib.Path(arguments.docker_config).read_text())
+        )
+    context = None
+    if arguments.registry_ca:
+        context = ssl.create_default_context(cafile=arguments.registry_ca)
+    options = registries.RegistryOptions(
+        insecure_hosts=frozenset(arguments.insecure_registry),
+        credentials=found,
+        ssl_context=context,
+    )
     verifier: verifiers.ImageVerifier = verifying.ImageVerifier(
         registry_options=options, trust_root=arguments.trust_root
     )
@@ -150,6 +164,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="registry spoken to over plain HTTP (tests only); repeatable",
     )
     parser.add_argument("--trust-root", help="sigstore trusted_root.json for keyless signers")
+    parser.add_argument(
+        "--docker-config",
+        help='docker config JSON ({"auths": ...}) with registry credentials for verification',
+    )
+    parser.add_argument(
+        "--registry-ca", help="PEM CA bundle for registries (replaces the system store)"
+    )
     parser.add_argument(
         "--startup-image",
         default=contexts.AdmissionContext.startup_image,
