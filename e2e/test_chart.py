@@ -186,8 +186,12 @@ def test_install_upgrade_uninstall_leaves_nothing_fail_closed(
     secret_name = f"{release}-webhook-tls"
     # The chart's CRDs are already installed (and owned) by the session fixture.
     install = ("--namespace", namespace, "--set", "crds.install=false")
-    helm("install", release, str(rendering.CHART), *install)
+    notes = helm("install", release, str(rendering.CHART), *install).stdout
     try:
+        # NOTES.txt tells the user it fails closed and how to break glass, with real names.
+        assert "FAIL-CLOSED" in notes
+        assert f"mutatingwebhookconfiguration {release}" in notes, notes
+        assert f"rollout status deployment/{release}-webhook" in notes, notes
         _check_installed(helm, kubectl, release, namespace, other_namespace)
         before = _get(kubectl, "secret", secret_name, "--namespace", namespace)["data"]
         helm("upgrade", release, str(rendering.CHART), *install, "--set", "webhook.logLevel=debug")
