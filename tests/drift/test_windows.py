@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hypothesis
 import numpy as np
+from hypothesis import strategies as st
 
 from modelshield.drift import layouts, payloads, profiles, windows
 from tests.drift import synthetic
@@ -72,3 +74,34 @@ def test_memory_does_not_grow_with_traffic() -> None:
     assert window.completed == 1000
     assert window._counts.shape == (layout.total_slots,)
     assert window._counts.nbytes == 8 * layout.total_slots
+
+
+@hypothesis.settings(max_examples=60, deadline=None)
+@hypothesis.given(
+    sizes=st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=12),
+    window_size=st.integers(min_value=1, max_value=700),
+)
+def test_how_rows_are_split_into_batches_never_changes_the_windows(
+    sizes: list[int], window_size: int
+) -> None:
+    layout = _layout()
+    total = sum(sizes)
+    rng = np.random.default_rng(total)
+    numeric = rng.normal(0, 1.5, (total, len(layout.numeric_columns)))
+    numeric[rng.random(numeric.shape) < 0.05] = np.nan
+    categorical = rng.integers(0, 6, (total, 1))
+    whole = windows.TumblingWindow(layout, window_size)
+    expected = whole.add(payloads.Batch("request", numeric, categorical))
+    pieces = windows.TumblingWindow(layout, window_size)
+    got = []
+    start = 0
+    for size in sizes:
+        batch = payloads.Batch(
+            "request", numeric[start : start + size], categorical[start : start + size]
+        )
+        got += pieces.add(batch)
+        start += size
+    assert len(got) == len(expected) == total // window_size
+    for mine, theirs in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    assert pieces.rows == whole.rows == total % window_size
