@@ -534,3 +534,42 @@ def test_killed_server_fails_closed_and_ignored_namespaces_keep_working(
     finally:
         with contextlib.suppress(Exception):
             core.delete_namespace(ignored)
+
+
+def test_inference_service_with_an_unsigned_predictor_is_denied(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    crd = Path(__file__).resolve().parent / "fixtures" / "inferenceservice-crd.yaml"
+    kubectl("apply", "--server-side", "--field-manager=modelshield-e2e", f"--filename={crd}")
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/inferenceservices.serving.kserve.io",
+    )
+    apply_policy(kubectl, namespace, images)
+
+    def service(name: str, image: str) -> str:
+        return yaml.safe_dump(
+            {
+                "apiVersion": "serving.kserve.io/v1beta1",
+                "kind": "InferenceService",
+                "metadata": {"name": name, "labels": {"app": "fraud-detector"}},
+                "spec": {"predictor": {"containers": [container(image)]}},
+            }
+        )
+
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=service("signed", images.signed))
+    result = kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=service("unsigned", images.unsigned),
+        check=False,
+    )
+    assert result.returncode != 0
+    assert DENIED in result.stderr
+    assert "spec.predictor.containers[0].image" in result.stderr
+    assert f"InferenceService {namespace}/unsigned" in result.stderr
