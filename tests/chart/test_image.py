@@ -1,0 +1,88 @@
+"""The Dockerfile the chart's image is built from (Docker cannot run here, so its text is
+checked): two stages, a non-root user that matches the chart's, no build tools in the
+final stage, OCI labels, the `modelshield` entrypoint, and a build context with what the
+wheel needs."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import tomllib
+
+import yaml
+
+from tests.chart import rendering
+
+DOCKERFILE = rendering.REPOSITORY / "Dockerfile"
+DOCKERIGNORE = rendering.REPOSITORY / ".dockerignore"
+
+
+def _stages() -> list[list[str]]:
+    """The instructions of each stage, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    stages: list[list[str]] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.upper().startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(stripped)
+    return stages
+
+
+def test_multi_stage_with_a_slim_python_final_stage() -> None:
+    stages = _stages()
+    assert len(stages) == 2
+    assert "AS build" in stages[0][0]
+    assert stages[1][0] == "FROM ${PYTHON_IMAGE}"
+    assert "ARG PYTHON_IMAGE=python:3.11-slim" in DOCKERFILE.read_text()
+
+
+def test_final_stage_installs_only_wheels_offline_and_no_build_tools() -> None:
+    final = " ".join(_stages()[1])
+    assert "--no-index" in final
+    assert "COPY operator" not in final
+    assert "COPY webhooks" not in final
+    for tool in ("apt-get install", "gcc", "build-essential", "pip wheel", "hatch"):
+        assert tool not in final, tool
+    # Wheels are bind-mounted for the install, never copied into a layer.
+    assert "--mount=type=bind,from=build,source=/wheels" in final
+
+
+def test_runs_as_the_chart_s_non_root_user_with_the_modelshield_entrypoint() -> None:
+    final = _stages()[1]
+    users = [line.split()[1] for line in final if line.startswith("USER ")]
+    assert users[-1] == "65532:65532"
+    values = yaml.safe_load((rendering.CHART / "values.yaml").read_text())
+    assert values["podSecurityContext"]["runAsUser"] == 65532
+    assert values["podSecurityContext"]["runAsGroup"] == 65532
+    assert 'ENTRYPOINT ["modelshield"]' in final
+
+
+def test_oci_labels() -> None:
+    text = DOCKERFILE.read_text()
+    for label in ("source", "version", "licenses", "revision", "title"):
+        assert f"org.opencontainers.image.{label}=" in text, label
+    project = tomllib.loads((rendering.REPOSITORY / "pyproject.toml").read_text())["project"]
+    assert f'org.opencontainers.image.licenses="{project["license"]}"' in text
+    assert f"ARG VERSION={project['version']}" in text
+
+
+def test_build_context_holds_what_the_wheel_needs_and_nothing_else() -> None:
+    patterns = [
+        line.strip()
+        for line in DOCKERIGNORE.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "*"
+    allowed = {pattern[1:].rstrip("/") for pattern in patterns if pattern.startswith("!")}
+    project = tomllib.loads((rendering.REPOSITORY / "pyproject.toml").read_text())
+    packages = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    needed = {"pyproject.toml", project["project"]["readme"], "constraints.txt"}
+    needed |= {package.split("/")[0] for package in packages}
+    assert needed <= allowed, needed - allowed
+    for copied in re.findall(r"^COPY (?!--)(\S+(?: \S+)*) \S+$", DOCKERFILE.read_text(), re.M):
+        for source in copied.split():
+            assert any(fnmatch.fnmatch(source.rstrip("/"), entry) for entry in allowed), source
