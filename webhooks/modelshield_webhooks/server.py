@@ -26,6 +26,10 @@ _logger = logging.getLogger(__name__)
 
 #: The API server sends at most ~3 MiB objects, twice (object and oldObject) on UPDATE.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Longer than the API server's idle-connection timeout (Go's 90 s): the client, not the
+#: server, closes an idle keep-alive connection, so a request is never sent on one that
+#: the server is closing (a failed call, which failurePolicy: Fail turns into a denial).
+KEEPALIVE_SECONDS = 120.0
 JSON = "application/json"
 
 Reviewer = Callable[[bytes, contexts.AdmissionContext], Awaitable[responses.ReviewResponse]]
@@ -123,6 +127,7 @@ async def start(
         access_log=None,
         handle_signals=False,
         shutdown_timeout=5.0,
+        keepalive_timeout=KEEPALIVE_SECONDS,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=certificate.context, backlog=1024)
