@@ -22,25 +22,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import http.client
 import json
 import multiprocessing
 import os
 import pathlib
 import ssl
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 
+from bench import apiserver_creates
 from modelshield.supplychain.images import verifying
 from modelshield_webhooks import certificates, contexts, server
-from tests.webhooks import pki, scenarios
+from tests.webhooks import pki, scenarios, verdicts
 
 CONNECTIONS = 8
 SERVER_CPU, CLIENT_CPU = 0, 1
@@ -78,9 +73,7 @@ def _warm_context() -> contexts.AdmissionContext:
     images = state.policy_set.namespaced[scenarios.ENFORCED][0].images
     assert images is not None
     key = images.key
-    verifier.cache.store(
-        scenarios.SIGNED, key, scenarios.image_facts(scenarios.SIGNED), pinned=True
-    )
+    verifier.cache.store(scenarios.SIGNED, key, verdicts.image_facts(scenarios.SIGNED), pinned=True)
     assert verifier.cached(scenarios.SIGNED, key) is not None
     return contexts.AdmissionContext(state=state, verifier=verifier)
 
@@ -240,218 +233,6 @@ def bench_server(seconds: float) -> None:
     )
 
 
-# --- (b) through the API server ---------------------------------------------------------
-
-
-def _pod(name: str, image: str) -> bytes:
-    return json.dumps(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "labels": dict(scenarios.LABELS)},
-            "spec": {
-                "containers": [
-                    {
-                        "name": "server",
-                        "image": image,
-                        "securityContext": {
-                            "runAsNonRoot": True,
-                            "runAsUser": 1000,
-                            "readOnlyRootFilesystem": True,
-                            "allowPrivilegeEscalation": False,
-                        },
-                        "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
-                    }
-                ]
-            },
-        }
-    ).encode()
-
-
-class ApiClient:
-    """One keep-alive HTTPS connection to the API server, as a lean client would hold."""
-
-    def __init__(self, url: str, token: str, ca_file: pathlib.Path) -> None:
-        host, port = url.removeprefix("https://").split(":")
-        context = ssl.create_default_context(cafile=str(ca_file))
-        self.connection = http.client.HTTPSConnection(host, int(port), context=context)
-        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-
-    def create_pod(self, namespace: str, body: bytes) -> tuple[int, bytes]:
-        self.connection.request("POST", f"/api/v1/namespaces/{namespace}/pods", body, self.headers)
-        response = self.connection.getresponse()
-        return response.status, response.read()
-
-
-def _creates(client: ApiClient, namespace: str, prefix: str, image: str, count: int) -> list[float]:
-    latencies = []
-    for index in range(count):
-        started = time.perf_counter()
-        status, body = client.create_pod(namespace, _pod(f"{prefix}-{index}", image))
-        latencies.append(time.perf_counter() - started)
-        if status != 201:
-            raise RuntimeError(f"pod create answered {status}: {body[:500]!r}")
-    return latencies
-
-
-@contextlib.contextmanager
-def _webhook_process(arguments: list[str], log: pathlib.Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("ab") as output:
-        process = subprocess.Popen(arguments, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        yield process
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def bench_apiserver(count: int) -> None:
-    """Part (b)."""
-    from e2e.cluster import LocalControlPlane
-    from e2e.toolcache import ControlPlaneBinaries
-    from modelshield.supplychain.images import registries
-    from tests.supplychain import localtools
-
-    binaries = ControlPlaneBinaries.locate()
-    work = pathlib.Path(tempfile.mkdtemp(prefix="bench-admission-apiserver-"))
-    registry = localtools.LocalRegistry(
-        localtools.require_tool("MODELSHIELD_REGISTRY"), work
-    ).start()
-    cosign = localtools.Cosign(localtools.require_tool("MODELSHIELD_COSIGN"), work / "cosign")
-    signing_key, public_key = cosign.generate_key_pair("release")
-
-    async def push() -> str:
-        client = registries.RegistryClient(registry.options())
-        try:
-            return await localtools.push_image(client, registry.host, "ml/server", "v1", "bench")
-        finally:
-            await client.close()
-
-    image = f"{registry.host}/ml/server@{asyncio.run(push())}"
-    cosign.sign(image, signing_key)
-    control_plane = LocalControlPlane(binaries)
-    control_plane.start()
-    kubectl = [str(binaries.kubectl), f"--kubeconfig={control_plane.kubeconfig_path}"]
-
-    def run(*arguments: str, stdin: str | None = None) -> str:
-        return subprocess.run(
-            [*kubectl, *arguments], input=stdin, capture_output=True, text=True, check=True
-        ).stdout
-
-    try:
-        root = pathlib.Path(__file__).resolve().parent.parent
-        run(
-            "apply",
-            "--server-side",
-            *(f"--filename={f}" for f in sorted((root / "crds").glob("*.yaml"))),
-        )
-        run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-        namespace = "bench"
-        run("create", "namespace", namespace)
-        policy = scenarios.policy(namespace)
-        policy["spec"]["images"] = {
-            "allowedRegistries": [f"{registry.host}/"],
-            "signers": [{"name": "release", "publicKey": public_key}],
-        }
-        del policy["spec"]["models"]
-        run("apply", "-f", "-", stdin=json.dumps(policy))
-        ca_file = control_plane.certificates_dir / "ca.crt"
-        client = ApiClient(control_plane.api_server_url, control_plane.admin_token, ca_file)
-        for _ in range(100):
-            try:
-                _creates(client, namespace, f"sa-probe-{time.monotonic_ns()}", image, 1)
-                break
-            except RuntimeError:  # the namespace's default ServiceAccount is not there yet
-                time.sleep(0.1)
-
-        authority = pki.Authority.create()
-        cert, key = pki.write_serving_pair(authority, work, "bench-webhook")
-        (work / "webhook-ca.crt").write_bytes(authority.pem)
-        port = localtools.free_port()
-        modelshield = [sys.executable, "-m", "modelshield.cli.main", "webhook"]
-        webhook = [
-            *modelshield,
-            f"--cert={cert}",
-            f"--key={key}",
-            "--host=127.0.0.1",
-            f"--port={port}",
-            f"--kubeconfig={control_plane.kubeconfig_path}",
-            f"--insecure-registry={registry.host}",
-            "--log-level=warning",
-        ]
-        configuration = subprocess.run(
-            [
-                *modelshield,
-                "configuration",
-                f"--url=https://127.0.0.1:{port}",
-                f"--ca-bundle={work / 'webhook-ca.crt'}",
-                "--name=bench",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-
-        figures: dict[str, list[float]] = {}
-        _creates(client, namespace, "warm-a", image, 50)
-        figures["without (before)"] = _creates(client, namespace, "without-a", image, count)
-        with _webhook_process(webhook, work / "webhook.log"):
-            context = ssl.create_default_context(cafile=str(work / "webhook-ca.crt"))
-            for _ in range(300):
-                with contextlib.suppress(OSError):
-                    connection = http.client.HTTPSConnection(
-                        "127.0.0.1", port, context=context, timeout=2
-                    )
-                    connection.request("GET", "/readyz")
-                    if connection.getresponse().status == 200:
-                        break
-                time.sleep(0.1)
-            mutating_yaml, validating_yaml = configuration.split("\n---\n")
-            # The validating webhook alone first, then both: the mutating one is a second
-            # HTTPS round trip per create.
-            run("apply", "-f", "-", stdin=validating_yaml)
-            unsigned = _pod("probe-unsigned", f"{registry.host}/ml/server:missing")
-            for _ in range(300):  # registered once the API server asks it
-                status, _ = client.create_pod(namespace, unsigned)
-                if status == 403:
-                    break
-                time.sleep(0.1)
-            _creates(client, namespace, "warm-b", image, 50)
-            figures["validating only"] = _creates(client, namespace, "validating", image, count)
-            run("apply", "-f", "-", stdin=mutating_yaml)
-            time.sleep(1)
-            _creates(client, namespace, "warm-c", image, 50)
-            figures["both webhooks"] = _creates(client, namespace, "both", image, count)
-            run(
-                "delete",
-                "mutatingwebhookconfiguration/bench",
-                "validatingwebhookconfiguration/bench",
-            )
-        time.sleep(1)
-        figures["without (after)"] = _creates(client, namespace, "without-b", image, count)
-    finally:
-        control_plane.stop()
-        control_plane.remove_work_dir()
-        registry.stop()
-
-    print(
-        f"(b) through kube-apiserver: {count} sequential pod creates per phase, keep-alive client"
-    )
-    print(f"    load average after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    for phase, latencies in figures.items():
-        print(
-            f"    {phase:18s} p50 {statistics.median(latencies) * 1000:6.2f} ms   "
-            f"p99 {_percentile(latencies, 0.99) * 1000:6.2f} ms"
-        )
-    without = figures["without (before)"] + figures["without (after)"]
-    for phase in ("validating only", "both webhooks"):
-        added_p50 = statistics.median(figures[phase]) - statistics.median(without)
-        added_p99 = _percentile(figures[phase], 0.99) - _percentile(without, 0.99)
-        print(
-            f"    added ({phase}): p50 {added_p50 * 1000:+.2f} ms, p99 {added_p99 * 1000:+.2f} ms"
-        )
-
-
 def main() -> None:
     """Run the chosen benchmarks."""
     parser = argparse.ArgumentParser(
@@ -466,7 +247,7 @@ def main() -> None:
     if arguments.which in ("server", "all"):
         bench_server(arguments.seconds)
     if arguments.which in ("apiserver", "all"):
-        bench_apiserver(arguments.creates)
+        apiserver_creates.bench_apiserver(arguments.creates)
 
 
 if __name__ == "__main__":

@@ -10,55 +10,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import ssl
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yaml
 
 from e2e.clients import Cluster, Kubectl
+from e2e.webhooks import (
+    Images,
+    WebhookProcess,
+    apply_policy,
+    container,
+    deployment_reviews,
+    policy,
+    wait_for,
+    workload,
+)
 from modelshield.supplychain.images import registries
 from tests.supplychain import localtools
 from tests.webhooks import pki
 
-WAIT_SECONDS = 60.0
 OWN_NAMESPACE = "modelshield-e2e-system"
 CONFIGURATION_NAME = "modelshield-admission-e2e-" + uuid.uuid4().hex[:6]
 DENIED = 'admission webhook "workloads.validate.modelshield.dev" denied the request'
-T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
-    """Poll until probe returns something truthy; fail naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout:.0f} s: {what}")
-        time.sleep(0.2)
-
-
-@dataclass
-class Images:
-    """A signed and an unsigned image in the registry, and the key that signed."""
-
-    registry: str
-    signed: str
-    unsigned: str
-    public_key: str
 
 
 @pytest.fixture(scope="module")
@@ -92,53 +71,6 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
         yield Images(registry.host, signed, f"{registry.host}/ml/fraud-server:unsigned", public_key)
     finally:
         registry.stop()
-
-
-class WebhookProcess:
-    """``modelshield webhook`` as a child process, stoppable and restartable."""
-
-    def __init__(self, command: list[str], log_path: Path, port: int, ca_file: Path) -> None:
-        self.command = command
-        self.log_path = log_path
-        self.port = port
-        self.context = ssl.create_default_context(cafile=str(ca_file))
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        wait_for(f"the webhook to be ready (log: {self.log_path})", self._ready)
-
-    def _ready(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            pytest.fail(f"the webhook exited: {self.log_path.read_text()[-3000:]}")
-        try:
-            url = f"https://127.0.0.1:{self.port}/readyz"
-            with urllib.request.urlopen(url, timeout=2, context=self.context) as answer:
-                return bool(answer.status == 200)
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def metrics(self) -> str:
-        url = f"https://127.0.0.1:{self.port}/metrics"
-        with urllib.request.urlopen(url, timeout=5, context=self.context) as answer:
-            return str(answer.read().decode())
 
 
 @pytest.fixture(scope="module")
@@ -201,86 +133,6 @@ def webhook(
             f"validatingwebhookconfiguration/{CONFIGURATION_NAME}",
         )
         process.stop()
-
-
-def policy(
-    namespace: str, images: Images, enforcement: str = "Enforce", name: str = "fraud-model"
-) -> str:
-    """A policy: images from the test registry signed by the release key, hardened runtime."""
-    return yaml.safe_dump(
-        {
-            "apiVersion": "modelshield.dev/v1alpha1",
-            "kind": "ModelSecurityPolicy",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "enforcement": enforcement,
-                "selector": {"matchLabels": {"app": "fraud-detector"}},
-                "images": {
-                    "allowedRegistries": [f"{images.registry}/"],
-                    "signers": [{"name": "release", "publicKey": images.public_key}],
-                },
-                "runtime": {},
-            },
-        }
-    )
-
-
-def container(image: str) -> dict[str, Any]:
-    """A hardened container."""
-    return {
-        "name": "server",
-        "image": image,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 1000,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-        },
-        "resources": {"limits": {"cpu": "100m", "memory": "64Mi"}},
-    }
-
-
-def workload(kind: str, name: str, image: str, replicas: int = 1) -> str:
-    """A Deployment or ReplicaSet (apps/v1) or Pod running the image, labelled for the policy."""
-    labels = {"app": "fraud-detector", "instance": name}
-    if kind == "Pod":
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": name, "labels": labels},
-            "spec": {"containers": [container(image)]},
-        }
-    else:
-        body = {
-            "apiVersion": "apps/v1",
-            "kind": kind,
-            "metadata": {"name": name},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": labels},
-                "template": {
-                    "metadata": {"labels": labels},
-                    "spec": {"containers": [container(image)]},
-                },
-            },
-        }
-    return yaml.safe_dump(body)
-
-
-def apply_policy(
-    kubectl: Kubectl, namespace: str, images: Images, enforcement: str = "Enforce"
-) -> None:
-    """Create the policy and wait until the webhook's cache has it (a dry run is judged by it)."""
-    kubectl("apply", "-n", namespace, "-f", "-", input_text=policy(namespace, images, enforcement))
-    probe = workload("Pod", "probe", images.unsigned)
-
-    def judged() -> bool:
-        result = kubectl(
-            "create", "--dry-run=server", "-n", namespace, "-f", "-", input_text=probe, check=False
-        )
-        return "modelshield" in result.stderr
-
-    wait_for("the webhook to see the new policy", judged)
 
 
 def test_compliant_deployment_is_admitted_and_its_replicaset_creates_pods(
@@ -464,15 +316,6 @@ def test_namespaces_outside_the_selector_are_untouched(
     )
     kubectl("get", "deployment/ignored", "-n", namespace)
     assert deployment_reviews(webhook.metrics()) == before
-
-
-def deployment_reviews(metrics: str) -> float:
-    """How many Deployment reviews the webhook has answered, from its /metrics."""
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("modelshield_admission_requests_total{") and 'kind="Deployment"' in line
-    )
 
 
 def test_killed_server_fails_closed_and_ignored_namespaces_keep_working(

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from modelshield_webhooks import certificates, contexts, server
-from tests.webhooks import pki, scenarios
+from tests.webhooks import pki, scenarios, verdicts
 
 
 @pytest.fixture(scope="session")
@@ -31,13 +31,13 @@ def serving_files(
 
 
 @pytest.fixture
-def verifier() -> scenarios.FixedVerdictVerifierForTests:
+def verifier() -> verdicts.FixedVerdictVerifierForTests:
     """A verifier with the fixed verdicts of the scenarios."""
-    return scenarios.FixedVerdictVerifierForTests()
+    return verdicts.FixedVerdictVerifierForTests()
 
 
 @pytest.fixture
-def context(verifier: scenarios.FixedVerdictVerifierForTests) -> contexts.AdmissionContext:
+def context(verifier: verdicts.FixedVerdictVerifierForTests) -> contexts.AdmissionContext:
     """The standard state (Enforce in ml, Audit in ml-audit), at a fixed time."""
     return contexts.AdmissionContext(
         state=scenarios.standard_state(),

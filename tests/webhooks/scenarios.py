@@ -7,7 +7,6 @@ carry the defaults the API server fills in, so that they are several KB like rea
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import dataclasses
 import datetime
@@ -15,8 +14,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modelshield.api.v1alpha1 import policies
-from modelshield.engine import facts
 from modelshield_webhooks import caches
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
@@ -367,67 +364,3 @@ def standard_state(**policy_options: Any) -> caches.ClusterState:
         [policy(ENFORCED, "Enforce", **policy_options), policy(AUDITED, "Audit", **policy_options)],
         [model_artifact(ENFORCED), model_artifact(AUDITED)],
     )
-
-
-def image_facts(reference: str) -> facts.ImageFacts:
-    """What a real verifier establishes for the test images."""
-    if reference in (SIGNED, SIGNED_BY_TAG) or reference.startswith(f"{SIGNED_BY_TAG}@"):
-        return facts.ImageFacts(
-            reference=reference,
-            digest=DIGEST,
-            signature=facts.SignatureFact(outcome=facts.Outcome.VERIFIED, signer=SIGNER),
-        )
-    return facts.ImageFacts(
-        reference=reference,
-        digest="sha256:" + "c" * 64,
-        signature=facts.SignatureFact(
-            outcome=facts.Outcome.NO_SIGNATURE, detail="no signature at the .sig tag"
-        ),
-    )
-
-
-class FixedVerdictVerifierForTests:
-    """A verifier that answers from ``image_facts`` instead of a registry, after a delay.
-
-    Used where a test needs a verdict, not a registry: the signed/unsigned answer is
-    fixed, the caching and deadline behaviour match the real verifier's contract.
-    ``honours_deadline=False`` makes it ignore the deadline (a hung verifier).
-    """
-
-    def __init__(self, *, delay: float = 0.0, honours_deadline: bool = True) -> None:
-        self.delay = delay
-        self.honours_deadline = honours_deadline
-        self.cache: dict[tuple[str, str], facts.ImageFacts] = {}
-        self.verifications = 0
-
-    def cached(self, reference: str, requirement_key: str) -> facts.ImageFacts | None:
-        """The cached verdict."""
-        return self.cache.get((reference, requirement_key))
-
-    async def verify(
-        self,
-        reference: str,
-        requirement: policies.ImageRequirements,
-        requirement_key: str,
-        *,
-        deadline_seconds: float,
-        pull_secrets: Sequence[Mapping[str, Any]] = (),
-        namespace: str = "",
-    ) -> facts.ImageFacts:
-        """The fixed verdict; TimedOut when the delay passes an honoured deadline."""
-        self.verifications += 1
-        if self.honours_deadline and self.delay > deadline_seconds:
-            await asyncio.sleep(deadline_seconds)
-            return facts.ImageFacts(
-                reference=reference,
-                digest=None,
-                signature=facts.SignatureFact(
-                    outcome=facts.Outcome.TIMED_OUT,
-                    detail=f"verification did not finish within {deadline_seconds:g}s",
-                ),
-            )
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        found = image_facts(reference)
-        self.cache[(reference, requirement_key)] = found
-        return found

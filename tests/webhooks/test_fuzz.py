@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 from modelshield.engine import workloads
 from modelshield_webhooks import contexts, mutating, resources, validating
-from tests.webhooks import scenarios
+from tests.webhooks import scenarios, verdicts
 
 EXAMPLES = int(os.environ.get("MODELSHIELD_FUZZ_EXAMPLES", "100000"))
 SMALL = max(1, EXAMPLES // 20)
@@ -259,7 +259,7 @@ seeded_reviews = st.integers(0, 2**64 - 1).map(lambda seed: admission_review(Ran
 def _loop_and_context() -> tuple[asyncio.AbstractEventLoop, contexts.AdmissionContext]:
     context = contexts.AdmissionContext(
         state=scenarios.standard_state(verify_at_startup=True, mutate_to_digest=True),
-        verifier=scenarios.FixedVerdictVerifierForTests(),
+        verifier=verdicts.FixedVerdictVerifierForTests(),
         verify_deadline_seconds=1.0,
         namespace_wait_seconds=0.0,
         clock=lambda: scenarios.NOW,
