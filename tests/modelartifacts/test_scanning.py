@@ -138,3 +138,20 @@ def test_pickle_hidden_in_joblib_array_bytes_is_found(tmp_path: pathlib.Path) ->
 
     assert [f.severity for f in found] == [Severity.CRITICAL]
     assert "os.system" in found[0].location
+
+
+def test_savedmodel_variables_are_tensor_data(tmp_path: pathlib.Path) -> None:
+    model = tmp_path / "saved"
+    (model / "variables").mkdir(parents=True)
+    (model / "saved_model.pb").write_bytes(b"\x08\x01\x0a\x04node\x12\x05MatMul")
+    (model / "variables" / "variables.index").write_bytes(bytes(range(256)) * 8)
+    (model / "variables" / "variables.data-00000-of-00001").write_bytes(
+        bytes(1024) + op.call("os", "system", "x")
+    )
+
+    report = scanners.scan_directory(model)
+
+    assert {r.path: r.format for r in report.files}["variables/variables.index"] == (
+        "tensorflow-variables"
+    )
+    assert [f.file for f in report.findings] == ["variables/variables.data-00000-of-00001"]

@@ -26,6 +26,7 @@ def default_scanners() -> list[scanners.Scanner]:
         headers.SafetensorsScanner(),
         headers.OnnxScanner(),
         keras_models.SavedModelScanner(),
+        keras_models.TensorflowVariablesScanner(),
         pickles.PickleScanner(),
         documents.SignatureBundleScanner(),
         documents.PythonSourceScanner(),

@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from modelshield.modelartifacts.scanning import findings, scanners
+from modelshield.modelartifacts.scanning import findings, pickles, scanners
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _LAMBDA = re.compile(rb'"class_name"\s*:\s*"(Lambda|TFOpLambda)"')
@@ -136,3 +136,22 @@ class SavedModelScanner:
 def parse_json(data: scanners.Buffer) -> Any:
     """Parse a JSON document (no code can run)."""
     return json.loads(bytes(data))
+
+
+_VARIABLES = re.compile(r"(^|/|!)[^/!]*\.(data-[0-9]{5}-of-[0-9]{5}|index)$")
+
+
+class TensorflowVariablesScanner:
+    """TensorFlow checkpoint shards (``variables.data-00000-of-00001``, ``.index``): raw tensors."""
+
+    name = "tensorflow-variables"
+
+    def matches(self, name: str, head: bytes) -> bool:
+        """Checkpoint shard and index names."""
+        return bool(_VARIABLES.search(name))
+
+    def scan(
+        self, data: scanners.Buffer, name: str, context: scanners.Context
+    ) -> list[findings.Finding]:
+        """Tensor bytes hold no code; they are still searched for hidden pickles."""
+        return pickles.walk_buffer(data, name, leading=False)
