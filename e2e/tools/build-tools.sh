@@ -233,6 +233,7 @@ tools_path="$(IFS=:; printf '%s' "${tool_dirs[*]}")"
   printf 'export MODELSHIELD_HELM=%q\n' "$CACHE/helm-${HELM_VERSION}/helm"
   printf 'export MODELSHIELD_COSIGN=%q\n' "$CACHE/cosign-${COSIGN_VERSION}/cosign"
   printf 'export MODELSHIELD_REGISTRY=%q\n' "$CACHE/registry-${GGCR_VERSION}/registry"
+  # shellcheck disable=SC2016 # $PATH must expand when env.sh is sourced, not now
   printf 'export PATH=%q:"$PATH"\n' "$tools_path"
 } > "$CACHE/env.sh.partial"
 mv "$CACHE/env.sh.partial" "$CACHE/env.sh"
