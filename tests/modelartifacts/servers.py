@@ -13,20 +13,25 @@ import ipaddress
 import json
 import os
 import pathlib
+import re
+import socket
 import ssl
 import subprocess
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from modelshield.modelartifacts import buckets
 from tests.supplychain import localtools
 
 MOTO_VENV = pathlib.Path.home() / ".cache" / "modelshield" / "moto-venv"
@@ -105,15 +110,40 @@ def moto_server_binary() -> pathlib.Path:
     return path
 
 
+@dataclass(frozen=True)
+class S3Server:
+    """A moto server that checks Signature Version 4, and the keys of a user it knows."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+
+
+#: Requests moto serves before it starts checking signatures: the three IAM calls below.
+_UNAUTHENTICATED_SETUP_CALLS = 3
+
+
+def _iam(endpoint: str, **parameters: str) -> str:
+    query = urllib.parse.urlencode({**parameters, "Version": "2010-05-08"})
+    url = f"{endpoint}/?{query}"
+    headers = buckets.sign_request(
+        "GET", url, region="us-east-1", access_key="AKIDSETUP", secret_key="setup", service="iam"
+    )
+    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as answer:
+        return str(answer.read().decode())
+
+
 @contextmanager
-def moto_server(log_dir: pathlib.Path) -> Iterator[str]:
-    """A moto server on a free loopback port; yields its endpoint URL."""
+def moto_server(log_dir: pathlib.Path) -> Iterator[S3Server]:
+    """A moto server on a free loopback port that verifies every request's signature."""
     port = localtools.free_port()
     log = (log_dir / "moto.log").open("ab")
+    environment = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(_UNAUTHENTICATED_SETUP_CALLS))
     process = subprocess.Popen(
         [str(moto_server_binary()), "-H", "127.0.0.1", "-p", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env=environment,
     )
     log.close()
     endpoint = f"http://127.0.0.1:{port}"
@@ -125,13 +155,31 @@ def moto_server(log_dir: pathlib.Path) -> Iterator[str]:
                     f"moto_server exited: {(log_dir / 'moto.log').read_text()[-2000:]}"
                 )
             try:
-                with urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1):
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
                     break
-            except (urllib.error.URLError, OSError):
+            except OSError:
                 if time.monotonic() > deadline:
                     raise AssertionError("moto_server did not start") from None
                 time.sleep(0.1)
-        yield endpoint
+        policy = json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}],
+            }
+        )
+        _iam(endpoint, Action="CreateUser", UserName="model-puller")
+        _iam(
+            endpoint,
+            Action="PutUserPolicy",
+            UserName="model-puller",
+            PolicyName="s3",
+            PolicyDocument=policy,
+        )
+        created = _iam(endpoint, Action="CreateAccessKey", UserName="model-puller")
+        access_key = re.search(r"<AccessKeyId>([^<]+)</AccessKeyId>", created)
+        secret_key = re.search(r"<SecretAccessKey>([^<]+)</SecretAccessKey>", created)
+        assert access_key and secret_key, created
+        yield S3Server(endpoint, access_key.group(1), secret_key.group(1))
     finally:
         process.terminate()
         try:
@@ -140,15 +188,20 @@ def moto_server(log_dir: pathlib.Path) -> Iterator[str]:
             process.kill()
 
 
-def s3_put(endpoint: str, path: str, data: bytes = b"") -> None:
-    """PUT a bucket or an object (moto accepts unsigned writes by default)."""
-    # Without a content type, the server would parse the body as a form and store nothing.
-    request = urllib.request.Request(
-        f"{endpoint}/{path}",
-        data=data,
-        method="PUT",
-        headers={"Content-Type": "application/octet-stream"},
+def s3_put(server: S3Server, path: str, data: bytes = b"") -> None:
+    """PUT a bucket or an object, signed (moto checks signatures after the setup calls)."""
+    url = f"{server.endpoint}/{path}"
+    headers = buckets.sign_request(
+        "PUT",
+        url,
+        region="us-east-1",
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        payload_hash="UNSIGNED-PAYLOAD",
     )
+    # Without a content type, the server would parse the body as a form and store nothing.
+    headers["Content-Type"] = "application/octet-stream"
+    request = urllib.request.Request(url, data=data, method="PUT", headers=headers)
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.status == 200, response.status
 

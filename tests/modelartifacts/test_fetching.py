@@ -125,35 +125,49 @@ def test_size_limit_stops_the_download(model: pathlib.Path, tmp_path: pathlib.Pa
 
 
 @pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with servers.moto_server(tmp_path_factory.mktemp("moto")) as endpoint:
-        yield endpoint
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.S3Server]:
+    with servers.moto_server(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+def _s3_settings(server: servers.S3Server, secret: str | None = None) -> fetching.Settings:
+    return fetching.Settings(
+        s3_endpoint=server.endpoint,
+        s3_access_key=server.access_key,
+        s3_secret_key=secret or server.secret_key,
+    )
 
 
 @pytest.mark.integration
 def test_s3_prefix_is_fetched_from_a_real_s3_server(
-    s3_endpoint: str, model: pathlib.Path, tmp_path: pathlib.Path
+    s3: servers.S3Server, model: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
-    servers.s3_put(s3_endpoint, "models")
+    servers.s3_put(s3, "models")
     for name, data in _files(model).items():
-        servers.s3_put(s3_endpoint, f"models/fraud/v1/{name}", data)
-    servers.s3_put(s3_endpoint, "models/fraud/v10/other.txt", b"another version")
-    settings = fetching.Settings(
-        s3_endpoint=s3_endpoint, s3_access_key="testing", s3_secret_key="testing"
-    )
+        servers.s3_put(s3, f"models/fraud/v1/{name}", data)
+    servers.s3_put(s3, "models/fraud/v10/other.txt", b"another version")
 
-    fetched = fetching.fetch("s3://models/fraud/v1", tmp_path / "fetched", settings)
+    fetched = fetching.fetch("s3://models/fraud/v1", tmp_path / "fetched", _s3_settings(s3))
 
     assert _files(fetched.directory) == _files(model)
 
 
 @pytest.mark.integration
-def test_s3_missing_prefix(s3_endpoint: str, tmp_path: pathlib.Path) -> None:
-    servers.s3_put(s3_endpoint, "empty")
-    settings = fetching.Settings(s3_endpoint=s3_endpoint)
+def test_s3_server_refuses_a_wrong_signature(s3: servers.S3Server, tmp_path: pathlib.Path) -> None:
+    servers.s3_put(s3, "private")
+    servers.s3_put(s3, "private/m/weights.bin", b"secret weights")
+    settings = _s3_settings(s3, secret="not-the-secret")
+
+    with pytest.raises(fetching.FetchError, match="SignatureDoesNotMatch"):
+        fetching.fetch("s3://private/m", tmp_path / "f", settings)
+
+
+@pytest.mark.integration
+def test_s3_missing_prefix(s3: servers.S3Server, tmp_path: pathlib.Path) -> None:
+    servers.s3_put(s3, "empty")
 
     with pytest.raises(fetching.FetchError, match="no objects"):
-        fetching.fetch("s3://empty/nothing", tmp_path / "f", settings)
+        fetching.fetch("s3://empty/nothing", tmp_path / "f", _s3_settings(s3))
 
 
 def test_sigv4_matches_the_published_list_objects_example() -> None:

@@ -38,15 +38,20 @@ def sign_request(
     session_token: str | None = None,
     now: datetime.datetime | None = None,
     service: str = "s3",
+    payload_hash: str = _EMPTY_SHA256,
 ) -> dict[str, str]:
-    """The headers that authenticate a body-less request with Signature Version 4."""
+    """The headers that authenticate a request with Signature Version 4.
+
+    The default payload hash is that of an empty body (the GETs this client makes);
+    ``UNSIGNED-PAYLOAD`` or a body's sha256 hex can be given for other requests.
+    """
     moment = now or datetime.datetime.now(datetime.UTC)
     amz_date = moment.strftime("%Y%m%dT%H%M%SZ")
     day = moment.strftime("%Y%m%d")
     split = urllib.parse.urlsplit(url)
     headers = {
         "host": split.netloc,
-        "x-amz-content-sha256": _EMPTY_SHA256,
+        "x-amz-content-sha256": payload_hash,
         "x-amz-date": amz_date,
     }
     if session_token:
@@ -57,7 +62,7 @@ def sign_request(
     canonical_headers = "".join(f"{name}:{headers[name].strip()}\n" for name in sorted(headers))
     canonical_path = _quote(urllib.parse.unquote(split.path) or "/", safe="/-_.~")
     canonical_request = "\n".join(
-        [method, canonical_path, canonical_query, canonical_headers, signed_headers, _EMPTY_SHA256]
+        [method, canonical_path, canonical_query, canonical_headers, signed_headers, payload_hash]
     )
     scope = f"{day}/{region}/{service}/aws4_request"
     string_to_sign = "\n".join(
