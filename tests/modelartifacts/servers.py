@@ -178,7 +178,8 @@ def moto_server(log_dir: pathlib.Path) -> Iterator[S3Server]:
         created = _iam(endpoint, Action="CreateAccessKey", UserName="model-puller")
         access_key = re.search(r"<AccessKeyId>([^<]+)</AccessKeyId>", created)
         secret_key = re.search(r"<SecretAccessKey>([^<]+)</SecretAccessKey>", created)
-        assert access_key and secret_key, created
+        assert access_key is not None, created
+        assert secret_key is not None, created
         yield S3Server(endpoint, access_key.group(1), secret_key.group(1))
     finally:
         process.terminate()
