@@ -90,6 +90,20 @@ def timed(command: list[str], runs: int) -> tuple[float, float, subprocess.Compl
     return wall, cpu, result
 
 
+_MEASURE_RSS = (
+    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def peak_rss_mib(command: list[str]) -> float:
+    """Peak resident memory of one run of command, through a fresh parent process."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE_RSS, *command], capture_output=True, text=True, check=True
+    )
+    return int(result.stdout.strip()) / 1024
+
+
 def _size_read(model: pathlib.Path, scanned: list[str]) -> int:
     """Bytes of the files (or zip members) ModelScan lists as scanned."""
     total = 0
@@ -110,11 +124,13 @@ def compare(name: str, model: pathlib.Path, modelscan: str, runs: int, work: pat
     subprocess.run(ours, capture_output=True, check=False)  # warm the page cache
     our_wall, our_cpu, our_result = timed(ours, runs)
     our_read = json.loads(our_result.stdout)["bytesScanned"]
+    our_rss = peak_rss_mib(ours)
     load = os.getloadavg()[0]
     print(f"{name}: {size / MIB:.0f} MiB (load average {load:.1f} on {os.cpu_count()} CPUs)")
     print(
         f"  modelshield  wall {our_wall:6.2f} s {size / our_wall / 1e6:7.0f} MB/s  "
         f"cpu {our_cpu:6.2f} s  read {our_read / MIB:6.0f} MiB  exit {our_result.returncode}"
+        f"  peak RSS {our_rss:.0f} MiB"
     )
     if not pathlib.Path(modelscan).exists():
         print(f"  ModelScan not found at {modelscan}: see this module's docstring")
