@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import pathlib
+
+import pytest
 
 from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
 from modelshield.controllers import artifacts as controller
 from modelshield.modelartifacts import fetching, signing, verifying
-from tests.modelartifacts import keys, models
+from tests.modelartifacts import keys, models, servers
 
 
 def _job(
@@ -81,3 +84,25 @@ def test_status_patch_clears_fields_with_nulls() -> None:
 
     assert patch["verifiedDigest"] is None
     assert patch["signer"] is None
+
+
+@pytest.mark.integration
+def test_signature_kept_apart_from_the_model_is_fetched(tmp_path: pathlib.Path) -> None:
+    pair = keys.key_pair(tmp_path / "keys", "release")
+    model = models.benign_model(tmp_path / "model")
+    (tmp_path / "bundles").mkdir()
+    signing.sign_with_key(model, pair.private_path, signature=tmp_path / "bundles" / "fraud.sig")
+    signers = (verifying.KeySigner("release", pair.public_pem),)
+
+    with servers.file_server(tmp_path / "bundles") as (base, _):
+        job = dataclasses.replace(
+            _job(tmp_path, f"file://{model}", signers),
+            spec=artifacts.ModelArtifactSpec(
+                uri=f"file://{model}", signature={"uri": f"{base}/fraud.sig"}
+            ),
+        )
+        verdict = controller.run_job(job)
+
+    ready = next(c for c in verdict.status.conditions if c.type == "Ready")
+    assert ready.status == ConditionStatus.TRUE, verdict.status.conditions
+    assert not list((tmp_path / "work").glob("*.sig"))

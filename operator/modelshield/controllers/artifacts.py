@@ -87,8 +87,15 @@ def run_job(job: Job) -> reconciling.Verdict:
         except fetching.FetchError as failure:
             error = f"{failure.reason}: {failure.message}"
         signature = None
-        if job.spec.signature.uri and job.spec.signature.uri.startswith("file://"):
-            signature = pathlib.Path(job.spec.signature.uri[len("file://") :])
+        if job.spec.signature.uri and fetched is not None:
+            signature = scratch.with_name(scratch.name + ".sig")
+            try:
+                signature = fetching.fetch_file(
+                    job.spec.signature.uri, signature, job.settings.fetch
+                )
+            except fetching.FetchError as failure:
+                # Verification then reports the bundle as missing, with this in the log.
+                LOGGER.warning("signature %s: %s", job.spec.signature.uri, failure)
         return reconciling.reconcile(
             job.spec,
             job.generation,
@@ -103,6 +110,7 @@ def run_job(job: Job) -> reconciling.Verdict:
     finally:
         if fetched is None or fetched.copied:
             shutil.rmtree(scratch, ignore_errors=True)
+        scratch.with_name(scratch.name + ".sig").unlink(missing_ok=True)
 
 
 def governing_requirements(

@@ -255,3 +255,26 @@ def fetch(uri: str, destination: pathlib.Path, settings: Settings | None = None)
         shutil.rmtree(destination, ignore_errors=True)
         raise
     return FetchedModel(destination, copied=True, bytes=budget.used)
+
+
+def fetch_file(uri: str, target: pathlib.Path, settings: Settings | None = None) -> pathlib.Path:
+    """Fetch one file (a signature bundle kept apart from the model); local files in place."""
+    from modelshield.modelartifacts import buckets
+
+    settings = settings or Settings()
+    split = urllib.parse.urlsplit(uri)
+    if split.scheme == "file":
+        return pathlib.Path(urllib.parse.unquote(split.netloc + split.path))
+    if split.scheme == "pvc":
+        return settings.pvc_root / split.netloc / urllib.parse.unquote(split.path).lstrip("/")
+    budget = Budget(min(settings.max_bytes, 64 << 20))
+    if split.scheme in ("http", "https"):
+        with _http_get(uri, settings) as response:
+            write_stream(read_chunks(response), target, budget)
+    elif split.scheme == "s3":
+        client = buckets.Client(settings)
+        with client.get(client.object_url(split.netloc, split.path.lstrip("/"))) as response:
+            write_stream(read_chunks(response), target, budget)
+    else:
+        raise FetchError(UNSUPPORTED_URI, f"a signature cannot be fetched from {split.scheme}://")
+    return target
