@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import pickle
 import zipfile
@@ -155,3 +156,12 @@ def test_savedmodel_variables_are_tensor_data(tmp_path: pathlib.Path) -> None:
         "tensorflow-variables"
     )
     assert [f.file for f in report.findings] == ["variables/variables.data-00000-of-00001"]
+
+
+def test_fifo_is_a_finding_and_never_opened(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "m").mkdir()
+    os.mkfifo(tmp_path / "m" / "weights.bin")
+
+    report = scanners.scan_directory(tmp_path / "m")
+
+    assert [(f.file, f.severity) for f in report.findings] == [("weights.bin", Severity.HIGH)]

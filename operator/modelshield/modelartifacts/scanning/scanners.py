@@ -146,6 +146,14 @@ def scan_file(
                 )
             ],
         )
+    if not path.is_file():
+        # A FIFO, socket or device: opening it could block or never end.
+        return findings.FileRecord(
+            relative,
+            "special",
+            0,
+            [findings.Finding(findings.HIGH, relative, "", "not a regular file: not read")],
+        )
     try:
         size = path.stat().st_size
         with _mapped(path) as data:
@@ -168,7 +176,7 @@ def model_files(model_dir: pathlib.Path) -> list[tuple[pathlib.Path, str]]:
         relative = path.relative_to(model_dir).as_posix()
         if relative.split("/")[0] == ".git":
             continue
-        if path.is_file() or path.is_symlink():
+        if not path.is_dir() or path.is_symlink():
             files.append((path, relative))
     return files
 
