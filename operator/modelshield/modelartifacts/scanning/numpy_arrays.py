@@ -7,8 +7,6 @@ import math
 import struct
 from typing import Any
 
-import numpy
-
 from modelshield.modelartifacts.scanning import findings, pickles, scanners
 
 _MAGIC = b"\x93NUMPY"
@@ -63,6 +61,9 @@ class NpyScanner:
             ]
             found.extend(pickles.walk_buffer(data[offset:], name, base=offset))
             return found
+        # Imported here: numpy only sizes dtypes, and `model scan` should start fast.
+        import numpy
+
         expected = math.prod(header["shape"]) * numpy.dtype(header["descr"]).itemsize
         if len(data) - offset != expected:
             return [

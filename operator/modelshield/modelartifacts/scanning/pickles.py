@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-import numpy
-
 from modelshield.modelartifacts.scanning import callables, findings, opcodes
 
 #: The walker gives up on pickles after this many opcodes (a finding, not a silent pass).
@@ -216,6 +214,9 @@ def _skip_joblib_array(
         if not nested.complete:
             raise ValueError(f"object array pickle does not parse: {nested.error}")
         return
+    # Imported here: numpy only sizes dtypes, and `model scan` should start fast.
+    import numpy
+
     itemsize = numpy.dtype(descr).itemsize
     dtype_state = dtype.state if isinstance(dtype, opcodes.Call) else None
     if isinstance(dtype_state, tuple) and len(dtype_state) > 5 and isinstance(dtype_state[5], int):

@@ -196,8 +196,13 @@ def scan_directory(
         return findings.ScanReport([scan_file(model_dir, model_dir.name, chosen)])
     files = model_files(model_dir)
     report = findings.ScanReport()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool:
-        for record in pool.map(lambda item: scan_file(item[0], item[1], chosen), files):
+    with contextlib.ExitStack() as stack:
+        mapper: Callable[..., Iterator[findings.FileRecord]] = map
+        if max_workers > 1:
+            mapper = stack.enter_context(
+                concurrent.futures.ThreadPoolExecutor(max_workers=max_workers)
+            ).map
+        for record in mapper(lambda item: scan_file(item[0], item[1], chosen), files):
             if progress is not None:
                 progress(record.path)
             report.files.append(record)
