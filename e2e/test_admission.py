@@ -68,7 +68,13 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
     signed = f"{registry.host}/ml/fraud-server@{signed_digest}"
     cosign.sign(signed, key)
     try:
-        yield Images(registry.host, signed, f"{registry.host}/ml/fraud-server:unsigned", public_key)
+        yield Images(
+            registry.host,
+            signed,
+            f"{registry.host}/ml/fraud-server:v7",
+            f"{registry.host}/ml/fraud-server:unsigned",
+            public_key,
+        )
     finally:
         registry.stop()
 
@@ -416,3 +422,41 @@ def test_inference_service_with_an_unsigned_predictor_is_denied(
     assert DENIED in result.stderr
     assert "spec.predictor.containers[0].image" in result.stderr
     assert f"InferenceService {namespace}/unsigned" in result.stderr
+
+
+def test_mutating_webhook_pins_verified_tags_to_their_digest(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    apply_policy(kubectl, namespace, images, mutate_to_digest=True)
+    digest = images.signed.split("@", 1)[1]
+    pinned = f"{images.signed_tag}@{digest}"
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=workload("Deployment", "tagged", images.signed_tag),
+    )
+    template_image = kubectl(
+        "get",
+        "-n",
+        namespace,
+        "deployment/tagged",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ).stdout
+    assert template_image == pinned, webhook.log_path.read_text()[-3000:]
+    # A pod made with the tag directly is pinned too (the pod matchCondition lets it through).
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=workload("Pod", "tagged-pod", images.signed_tag),
+    )
+    pod_image = kubectl(
+        "get", "-n", namespace, "pod/tagged-pod", "-o", "jsonpath={.spec.containers[0].image}"
+    ).stdout
+    assert pod_image == pinned

@@ -44,7 +44,9 @@ class Images:
     """A signed and an unsigned image in the registry, and the key that signed."""
 
     registry: str
+    #: The signed image by digest, and the tag that points at it.
     signed: str
+    signed_tag: str
     unsigned: str
     public_key: str
 
@@ -97,7 +99,12 @@ class WebhookProcess:
 
 
 def policy(
-    namespace: str, images: Images, enforcement: str = "Enforce", name: str = "fraud-model"
+    namespace: str,
+    images: Images,
+    enforcement: str = "Enforce",
+    name: str = "fraud-model",
+    *,
+    mutate_to_digest: bool = False,
 ) -> str:
     """A policy: images from the test registry signed by the release key, hardened runtime."""
     return yaml.safe_dump(
@@ -111,6 +118,7 @@ def policy(
                 "images": {
                     "allowedRegistries": [f"{images.registry}/"],
                     "signers": [{"name": "release", "publicKey": images.public_key}],
+                    "mutateToDigest": mutate_to_digest,
                 },
                 "runtime": {},
             },
@@ -161,17 +169,23 @@ def workload(kind: str, name: str, image: str, replicas: int = 1) -> str:
 
 
 def apply_policy(
-    kubectl: Kubectl, namespace: str, images: Images, enforcement: str = "Enforce"
+    kubectl: Kubectl,
+    namespace: str,
+    images: Images,
+    enforcement: str = "Enforce",
+    *,
+    mutate_to_digest: bool = False,
 ) -> None:
     """Create the policy and wait until the webhook's cache has it (a dry run is judged by it)."""
-    kubectl("apply", "-n", namespace, "-f", "-", input_text=policy(namespace, images, enforcement))
+    text = policy(namespace, images, enforcement, mutate_to_digest=mutate_to_digest)
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=text)
     probe = workload("Pod", "probe", images.unsigned)
 
     def judged() -> bool:
         result = kubectl(
             "create", "--dry-run=server", "-n", namespace, "-f", "-", input_text=probe, check=False
         )
-        return "modelshield" in result.stderr
+        return f"ModelSecurityPolicy {namespace}/fraud-model" in result.stderr
 
     wait_for("the webhook to see the new policy", judged)
 

@@ -124,3 +124,19 @@ def test_equal_requirement_blocks_are_shared_between_policies() -> None:
     (audited,) = state.policy_set.namespaced[scenarios.AUDITED]
     assert enforced.runtime is audited.runtime
     assert enforced.images is audited.images
+
+
+def test_blocks_that_differ_only_in_mutate_to_digest_are_not_shared() -> None:
+    # CompiledImages compares without its source; sharing would lose mutateToDigest.
+    state = scenarios.synced_state(
+        [
+            scenarios.policy(scenarios.ENFORCED),
+            scenarios.policy(scenarios.AUDITED, mutate_to_digest=True),
+        ]
+    )
+    (enforced,) = state.policy_set.namespaced[scenarios.ENFORCED]
+    (audited,) = state.policy_set.namespaced[scenarios.AUDITED]
+    assert enforced.images is not None
+    assert audited.images is not None
+    assert not enforced.images.source.mutate_to_digest
+    assert audited.images.source.mutate_to_digest

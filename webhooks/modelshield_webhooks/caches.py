@@ -67,11 +67,17 @@ def _key(resource: str, obj: Mapping[str, Any]) -> Key:
 def _interned(
     compiled: compiling.CompiledPolicy, seen: dict[object, object]
 ) -> compiling.CompiledPolicy:
+    images = compiled.images
+    if images is not None:
+        # CompiledImages compares without its source, but the source still decides
+        # (mutateToDigest): only blocks with equal sources may be shared.
+        shared = ("images", images, images.source.model_dump_json())
+        images = seen.setdefault(shared, images)  # type: ignore[assignment]
     return dataclasses.replace(
         compiled,
-        images=seen.setdefault(compiled.images, compiled.images),  # type: ignore[arg-type]
-        models=seen.setdefault(compiled.models, compiled.models),  # type: ignore[arg-type]
-        runtime=seen.setdefault(compiled.runtime, compiled.runtime),  # type: ignore[arg-type]
+        images=images,
+        models=seen.setdefault(("models", compiled.models), compiled.models),  # type: ignore[arg-type]
+        runtime=seen.setdefault(("runtime", compiled.runtime), compiled.runtime),  # type: ignore[arg-type]
     )
 
 

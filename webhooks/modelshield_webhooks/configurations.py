@@ -38,6 +38,28 @@ RESOURCE_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
 )
 
 
+def _unpinned(containers: str) -> str:
+    return f"(has({containers}) && {containers}.exists(c, !has(c.image) || !c.image.contains('@')))"
+
+
+#: The mutating webhook is a second HTTPS round trip on every create. Pods are most of
+#: them (every replica), and a pod needs a patch only when an image is not pinned by
+#: digest or it names a model (the startup re-verification): the API server skips the
+#: call for the rest. Every field is guarded with has(): an evaluation error would fail
+#: the request (failurePolicy: Fail). Other kinds are always sent.
+POD_MAY_NEED_A_PATCH = " || ".join(
+    (
+        "object.kind != 'Pod'",
+        "!has(object.spec)",
+        "(has(object.metadata.annotations) && "
+        "'modelshield.dev/model-artifact' in object.metadata.annotations)",
+        _unpinned("object.spec.containers"),
+        _unpinned("object.spec.initContainers"),
+        _unpinned("object.spec.ephemeralContainers"),
+    )
+)
+
+
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
     """How the API server reaches the server: a URL, or a Service (namespace/name/port)."""
@@ -155,8 +177,12 @@ def mutating_configuration(
     name: str = DEFAULT_NAME,
     own_namespace: str = DEFAULT_NAMESPACE,
     timeout_seconds: int = contexts.WEBHOOK_TIMEOUT_SECONDS,
+    pods_by_condition: bool = True,
 ) -> dict[str, Any]:
-    """The MutatingWebhookConfiguration: digest pinning and the startup init container."""
+    """The MutatingWebhookConfiguration: digest pinning and the startup init container.
+
+    pods_by_condition adds the matchCondition that spares pods with nothing to patch.
+    """
     webhook = _webhook(
         "workloads.mutate.modelshield.dev",
         endpoint,
@@ -166,6 +192,10 @@ def mutating_configuration(
         namespace_selector(own_namespace),
     )
     webhook["reinvocationPolicy"] = "Never"
+    if pods_by_condition:
+        webhook["matchConditions"] = [
+            {"name": "pod-may-need-a-patch", "expression": POD_MAY_NEED_A_PATCH}
+        ]
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
