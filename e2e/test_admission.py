@@ -460,3 +460,27 @@ def test_mutating_webhook_pins_verified_tags_to_their_digest(
         "get", "-n", namespace, "pod/tagged-pod", "-o", "jsonpath={.spec.containers[0].image}"
     ).stdout
     assert pod_image == pinned
+
+
+def test_pinned_pods_without_a_model_are_not_sent_to_the_mutating_webhook(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    apply_policy(kubectl, namespace, images, mutate_to_digest=True)
+    before = pod_mutations(webhook.metrics())
+    kubectl(
+        "apply", "-n", namespace, "-f", "-", input_text=workload("Pod", "pinned", images.signed)
+    )
+    assert pod_mutations(webhook.metrics()) == before
+    kubectl(
+        "apply", "-n", namespace, "-f", "-", input_text=workload("Pod", "by-tag", images.signed_tag)
+    )
+    assert pod_mutations(webhook.metrics()) == before + 1
+
+
+def pod_mutations(metrics: str) -> float:
+    """How many mutating reviews of Pods the webhook has answered."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("modelshield_admission_mutations_total{") and 'kind="Pod"' in line
+    )
