@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import pathlib
 import pickle
@@ -165,3 +166,18 @@ def test_fifo_is_a_finding_and_never_opened(tmp_path: pathlib.Path) -> None:
     report = scanners.scan_directory(tmp_path / "m")
 
     assert [(f.file, f.severity) for f in report.findings] == [("weights.bin", Severity.HIGH)]
+
+
+@pytest.mark.parametrize("offset", [4096 - 2, 4096 - 1, 4096, 3 * 4096 - 1])
+def test_pickle_start_straddling_search_chunks_is_found(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, offset: int
+) -> None:
+    monkeypatch.setattr(pickles, "SEARCH_CHUNK", 4096)
+    payload = op.call("os", "system", "x")
+    path = tmp_path / "tensors.bin"
+    path.write_bytes(bytes(offset) + payload + bytes(5000))
+
+    with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        found = pickles.walk_buffer(data, "tensors.bin", leading=False)
+
+    assert [f.location for f in found] == [f"offset {offset + 2}: GLOBAL os.system"]

@@ -43,6 +43,10 @@ class _Mark:
 
 MARK = _Mark()
 
+#: Containers keep at most this many items: the walker needs small ones only (a joblib
+#: wrapper's state, a dtype's arguments), and a model's big dicts would cost memory.
+MAX_ITEMS = 256
+
 _LITERALS = {
     "INT",
     "BININT",
@@ -187,14 +191,14 @@ class Machine:
     def _append(self, _: Any) -> None:
         value = self._pop()
         top = self._top()
-        if isinstance(top, list):
+        if isinstance(top, list) and len(top) < MAX_ITEMS:
             top.append(value)
 
     def _appends(self, _: Any) -> None:
         values = self._pop_mark()
         top = self._top()
-        if isinstance(top, list):
-            top.extend(values)
+        if isinstance(top, list) and len(top) < MAX_ITEMS:
+            top.extend(values[: MAX_ITEMS - len(top)])
 
     def _dict(self, _: Any) -> None:
         self.stack.append(_pairs(self._pop_mark()))
@@ -202,20 +206,20 @@ class Machine:
     def _setitem(self, _: Any) -> None:
         value, key = self._pop(), self._pop()
         top = self._top()
-        if isinstance(top, dict) and _hashable(key):
+        if isinstance(top, dict) and len(top) < MAX_ITEMS and _hashable(key):
             top[key] = value
 
     def _setitems(self, _: Any) -> None:
         items = self._pop_mark()
         top = self._top()
-        if isinstance(top, dict):
-            top.update(_pairs(items))
+        if isinstance(top, dict) and len(top) < MAX_ITEMS:
+            top.update(_pairs(items[: 2 * (MAX_ITEMS - len(top))]))
 
     def _put(self, argument: Any) -> None:
-        self.memo[int(argument)] = self._top()
+        self.memo[int(argument)] = _memorable(self._top())
 
     def _memoize(self, _: Any) -> None:
-        self.memo[len(self.memo)] = self._top()
+        self.memo[len(self.memo)] = _memorable(self._top())
 
     def _get(self, argument: Any) -> None:
         self.stack.append(self.memo.get(int(argument), Opaque("memo")))
@@ -287,6 +291,14 @@ class Machine:
         """Put a value in place of the top (joblib replaces the wrapper by the array)."""
         if self.stack:
             self.stack[-1] = value
+
+
+_CONTAINER = Opaque("container")
+
+
+def _memorable(value: Any) -> Any:
+    """What the memo keeps: lists and dicts are not kept (a model has millions of them)."""
+    return _CONTAINER if isinstance(value, list | dict) else value
 
 
 def _hashable(value: Any) -> bool:
