@@ -424,11 +424,15 @@ def test_killed_mid_reconcile_then_restarted_converges(
     kubectl("-n", namespace, "patch", "deployment", "model-005", "--type=merge", "-p", '{"spec":{"template":{"metadata":{"labels":{"governed":"no"}}}}}')
     expected = {f"ms-netpol-deploy-model-{i:03}" for i in range(6, count)}
     second = start_operator()
-    wait_for(
-        f"exactly the NetworkPolicies of governed workloads; log:\n{second.tail()}",
-        lambda: owned_names(kubectl, namespace, "networkpolicy") == expected,
-        timeout=120,
-    )
+    # Generous: the machine may be shared with other suites.
+    deadline = time.monotonic() + 240
+    while (found := owned_names(kubectl, namespace, "networkpolicy")) != expected:
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"NetworkPolicies missing: {sorted(expected - found)}; extra: {sorted(found - expected)}; "
+                f"log:\n{second.tail()}"
+            )
+        time.sleep(0.2)
     items = owned(kubectl, namespace, "networkpolicy")
     assert len(items) == len(expected), "duplicates"
     workloads = {item["metadata"]["name"] for item in get_json(kubectl, namespace, "deployments").get("items", [])}

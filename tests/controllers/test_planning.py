@@ -124,3 +124,18 @@ def test_children_are_indexed_by_their_workload() -> None:
     assert list(world.children_of(("Deployment", "ml", "fraud"))) == [("ConfigMap", "ml", "c")]
     world.remove_child(("ConfigMap", "ml", "c"))
     assert world.children_of(("Deployment", "ml", "fraud")) == {}
+
+
+def test_children_stay_indexed_when_the_gc_strips_the_workload_reference() -> None:
+    world = caches.World()
+    child = ownership.stamp(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ml"}},
+        ownership.Governance(
+            ownership.ObjectRef("apps/v1", "Deployment", "fraud", "u", "ml"),
+            (ownership.ObjectRef("modelshield.dev/v1alpha1", "ModelSecurityPolicy", "p", "up", "ml"),),
+            "x",
+        ),
+    )
+    child["metadata"]["ownerReferences"] = child["metadata"]["ownerReferences"][1:]
+    world.put_child(child)
+    assert list(world.children_of(("Deployment", "ml", "fraud"))) == [("ConfigMap", "ml", "c")]

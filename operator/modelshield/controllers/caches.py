@@ -37,8 +37,17 @@ def is_managed(body: Mapping[str, Any]) -> bool:
 
 
 def owner_workload(body: Mapping[str, Any]) -> Key | None:
-    """The workload an owned object was made for: its controller owner reference."""
+    """The workload an owned object was made for.
+
+    The annotation comes first: once the workload is deleted, the garbage collector strips
+    its (dangling) owner reference from objects that still have another owner, a policy.
+    """
     metadata = body.get("metadata") or {}
+    named = str((metadata.get("annotations") or {}).get(ownership.WORKLOAD_ANNOTATION, ""))
+    kind, _, rest = named.partition("/")
+    namespace, _, name = rest.partition("/")
+    if kind in WORKLOAD_KINDS and namespace == metadata.get("namespace") and name:
+        return (kind, namespace, name)
     for ref in metadata.get("ownerReferences") or []:
         if ref.get("controller") and ref.get("kind") in WORKLOAD_KINDS:
             return (str(ref["kind"]), str(metadata.get("namespace") or ""), str(ref.get("name", "")))
