@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import tempfile
 
 import pytest
 import yaml
@@ -120,3 +121,19 @@ def test_scan_missing_input_exits_2(tmp_path: pathlib.Path) -> None:
 
 def test_scan_bad_threshold_exits_2(model: pathlib.Path) -> None:
     assert main.main(["model", "scan", str(model), "--fail-on", "severe"]) == 2
+
+
+def test_verify_writes_no_temporary_file(
+    model: pathlib.Path, pair: keys.KeyPair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The startup init container has a read-only root file system.
+    main.main(["model", "sign", str(model), "--key", str(pair.private_path)])
+
+    def refuse(*_: object, **__: object) -> None:
+        raise AssertionError("verification tried to create a temporary directory")
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", refuse)
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+
+    assert main.main(["model", "verify", str(model), "--key", _pub(pair)]) == 0

@@ -135,10 +135,19 @@ def _run_verify(arguments: argparse.Namespace) -> int:
             chain = b"".join(
                 pathlib.Path(path).read_bytes() for path in arguments.certificate_chain
             )
-            signers = [verifying.CertificateSigner("certificate-chain", chain)]
+            single = (
+                arguments.certificate_chain[0] if len(arguments.certificate_chain) == 1 else None
+            )
+            signers = [
+                verifying.CertificateSigner(
+                    "certificate-chain", chain, pathlib.Path(single) if single else None
+                )
+            ]
         else:
             signers = [
-                verifying.KeySigner(pathlib.Path(path).stem, pathlib.Path(path).read_bytes())
+                verifying.KeySigner(
+                    pathlib.Path(path).stem, pathlib.Path(path).read_bytes(), pathlib.Path(path)
+                )
                 for path in arguments.key
             ]
     except (OSError, manifests.ManifestError) as error:

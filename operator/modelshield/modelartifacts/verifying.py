@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import datetime
 import json
 import pathlib
@@ -35,10 +36,11 @@ NO_SIGNERS = "NoSigners"
 
 @dataclass(frozen=True)
 class KeySigner:
-    """A signer known by its public key (PEM)."""
+    """A signer known by its public key (PEM); ``path`` when the PEM is already a file."""
 
     name: str
     public_key_pem: bytes
+    path: pathlib.Path | None = None
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class CertificateSigner:
 
     name: str
     chain_pem: bytes
+    path: pathlib.Path | None = None
 
 
 @dataclass(frozen=True)
@@ -202,20 +205,34 @@ def _check_leaf_validity(bundle: dict[str, Any], now: datetime.datetime) -> None
         )
 
 
+def _as_file(
+    existing: pathlib.Path | None, content: bytes, scratch: contextlib.ExitStack, name: str
+) -> pathlib.Path:
+    """model_signing reads keys from files: the given one, else a temporary copy.
+
+    Made only when needed: the startup init container runs on a read-only root file
+    system, with its keys mounted as files.
+    """
+    if existing is not None:
+        return existing
+    directory = pathlib.Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="ms-")))
+    path = directory / name
+    path.write_bytes(content)
+    return path
+
+
 def _configure(
-    config: _Config, signer: TrustedSigner, bundle: dict[str, Any], scratch: pathlib.Path
+    config: _Config, signer: TrustedSigner, bundle: dict[str, Any], scratch: contextlib.ExitStack
 ) -> None:
     if isinstance(signer, KeySigner):
-        key_path = scratch / f"{signer.name}.pub"
-        key_path.write_bytes(signer.public_key_pem)
+        key_path = _as_file(signer.path, signer.public_key_pem, scratch, "key.pub")
         config.use_elliptic_key_verifier(public_key=key_path)
     elif isinstance(signer, CertificateSigner):
         if not signer.chain_pem.strip():
             # An empty chain makes model_signing trust every public web CA.
             raise VerificationError(SIGNATURE_INVALID, "certificate signer has an empty chain")
         _check_leaf_validity(bundle, datetime.datetime.now(datetime.UTC))
-        chain_path = scratch / f"{signer.name}-chain.pem"
-        chain_path.write_bytes(signer.chain_pem)
+        chain_path = _as_file(signer.path, signer.chain_pem, scratch, "chain.pem")
         config.use_certificate_verifier(certificate_chain=[chain_path])
     else:
         if signer.trust_config is None:
@@ -272,11 +289,11 @@ def verify(
     statement = signed_statement(bundle)
     serialization = statement.get("predicate", {}).get("serialization", {})
     attempts: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="modelshield-verify-") as scratch:
+    with contextlib.ExitStack() as scratch:
         for signer in signers:
             config = _Config()
             try:
-                _configure(config, signer, bundle, pathlib.Path(scratch))
+                _configure(config, signer, bundle, scratch)
                 hashing_config = hashing.from_serialization(serialization, progress)
                 hashing_config.set_total(
                     hashing.model_size(model_dir, serialization.get("ignore_paths", []))
