@@ -45,11 +45,13 @@ def build_init_container(
     keys_volume: str,
     model_sub_path: str = "",
     resources: dict[str, Any] | None = None,
+    signature_path: str | None = None,
 ) -> dict[str, Any]:
     """The init container spec: read-only mounts, non-root, no privileges, bounded resources.
 
     ``keys_volume`` holds one PEM public key per signer, named ``<signer>.pub``; only the
-    signer the ModelArtifact's status recorded is trusted at start.
+    signer the ModelArtifact's status recorded is trusted at start. The signature bundle is
+    ``model.sig`` in the mounted model unless ``signature_path`` names another mounted file.
     """
     model_path = model_mount_path.rstrip("/") + (
         "/" + model_sub_path.strip("/") if model_sub_path else ""
@@ -58,7 +60,12 @@ def build_init_container(
         "name": CONTAINER_NAME,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": verify_command(model_path, digest, key_path=f"{KEYS_MOUNT}/{signer}.pub"),
+        "command": verify_command(
+            model_path,
+            digest,
+            key_path=f"{KEYS_MOUNT}/{signer}.pub",
+            signature_path=signature_path,
+        ),
         "env": [{"name": "MODELSHIELD_EXPECTED_SIGNER", "value": signer}],
         "volumeMounts": [
             {"name": model_volume, "mountPath": model_mount_path, "readOnly": True},
