@@ -14,7 +14,7 @@ import numpy
 import pytest
 
 from modelshield.api.v1alpha1.common import Severity
-from modelshield.modelartifacts.scanning import findings, pickles, scanners
+from modelshield.modelartifacts.scanning import callables, findings, pickles, scanners
 from tests.modelartifacts import corpus, models
 from tests.modelartifacts import picklecode as op
 
@@ -181,3 +181,12 @@ def test_pickle_start_straddling_search_chunks_is_found(
         found = pickles.walk_buffer(data, "tensors.bin", leading=False)
 
     assert [f.location for f in found] == [f"offset {offset + 2}: GLOBAL os.system"]
+
+
+def test_picklescan_denylist_raises_what_the_own_lists_miss() -> None:
+    # Not in modelshield's own lists (Medium: unknown), on picklescan's maintained one.
+    severity, reason = callables.classify("torch.utils.bottleneck.__main__", "run_cprofile")
+
+    assert severity == Severity.CRITICAL
+    assert "picklescan" in reason
+    assert callables.classify("collections", "OrderedDict") == (None, "")
