@@ -139,3 +139,14 @@ def test_children_stay_indexed_when_the_gc_strips_the_workload_reference() -> No
     child["metadata"]["ownerReferences"] = child["metadata"]["ownerReferences"][1:]
     world.put_child(child)
     assert list(world.children_of(("Deployment", "ml", "fraud"))) == [("ConfigMap", "ml", "c")]
+
+
+def test_a_label_alone_does_not_make_a_workload_ours() -> None:
+    body = _deployment("sneaky", {"app": "fraud"})
+    body["metadata"]["labels"] = {ownership.MANAGED_BY_LABEL: ownership.MANAGED_BY}
+    assert not caches.is_managed(body)
+    stamped = ownership.stamp(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ml"}},
+        ownership.Governance(ownership.ObjectRef("apps/v1", "Deployment", "fraud", "u", "ml"), (), "x"),
+    )
+    assert caches.is_managed(stamped)

@@ -31,9 +31,20 @@ def key_of(body: Mapping[str, Any]) -> Key:
 
 
 def is_managed(body: Mapping[str, Any]) -> bool:
-    """Whether modelshield made this object."""
-    labels = (body.get("metadata") or {}).get("labels") or {}
-    return bool(labels.get(ownership.MANAGED_BY_LABEL) == ownership.MANAGED_BY)
+    """Whether modelshield made this object: its label *and* its ownership annotations.
+
+    A label alone must not turn a user's Deployment into "one of ours" (and so take it out
+    of governance); an object carrying all of them is treated as ours: made to match what
+    should exist, or deleted.
+    """
+    metadata = body.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    return bool(
+        labels.get(ownership.MANAGED_BY_LABEL) == ownership.MANAGED_BY
+        and ownership.HASH_ANNOTATION in annotations
+        and ownership.WORKLOAD_ANNOTATION in annotations
+    )
 
 
 def owner_workload(body: Mapping[str, Any]) -> Key | None:
@@ -135,8 +146,9 @@ class World:
     # --- workloads and owned objects ------------------------------------------
 
     def put_workload(self, body: Mapping[str, Any]) -> None:
-        """Record a workload as last seen."""
-        self.workloads[key_of(body)] = copy.deepcopy(dict(body))
+        """Record a workload as last seen. The World keeps the dict: callers hand over a
+        fresh one (a watch event's, a response's) and never change it afterwards."""
+        self.workloads[key_of(body)] = dict(body)
 
     def remove_workload(self, key: Key) -> None:
         """Forget a deleted workload."""
@@ -146,7 +158,7 @@ class World:
         """Record an owned object as last seen (or as just written)."""
         key = key_of(body)
         self.remove_child(key)
-        self.children[key] = copy.deepcopy(dict(body))
+        self.children[key] = dict(body)  # handed over, as in put_workload
         owner = owner_workload(body)
         if owner is not None:
             self._children_by_owner.setdefault(owner, set()).add(key)

@@ -189,8 +189,9 @@ def labels(governance: Governance) -> dict[str, str]:
 
 def stamp(obj: Mapping[str, Any], governance: Governance) -> dict[str, Any]:
     """The object with ownership metadata and its content hash added (a new dict)."""
-    stamped = copy.deepcopy(dict(obj))
-    metadata = stamped.setdefault("metadata", {})
+    # Only metadata is changed: a shallow copy of the rest shares the (fresh) content.
+    stamped = dict(obj)
+    metadata = stamped["metadata"] = copy.deepcopy(dict(obj.get("metadata") or {}))
     metadata["labels"] = {**metadata.get("labels", {}), **labels(governance)}
     metadata["annotations"] = {
         **metadata.get("annotations", {}),
