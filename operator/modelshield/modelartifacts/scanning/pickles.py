@@ -309,6 +309,9 @@ def walk_buffer(
                 )
             )
         position = max(first.end - origin, start + 1)
+        if isinstance(data, mmap.mmap) and start == 0:
+            # The walked pages are page cache: drop them from this process's resident set.
+            data.madvise(mmap.MADV_DONTNEED, 0, min(position, len(data)))
         # Array bytes that joblib reads raw are still searched for hidden pickles.
         for region_start, region_end in first.data_regions:
             found.extend(_search(data, file, origin, depth, region_start, region_end))
