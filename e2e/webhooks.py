@@ -1,19 +1,24 @@
-"""Helpers of the admission e2e tests: the webhook as a local process, and the objects.
+"""Fixtures and helpers of the admission e2e tests (test_admission*.py import them).
 
-``WebhookProcess`` runs ``modelshield webhook`` as a child process (stoppable, killable,
-restartable); the builders make the policies and workloads the tests apply with kubectl.
+``images``: a real registry with a signed and an unsigned image (real cosign). ``webhook``:
+``modelshield webhook`` as a child process (stoppable, killable, restartable), registered
+with the API server by URL + caBundle. The builders make the policies and workloads the
+tests apply with kubectl.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import ssl
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,7 +26,10 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from e2e.clients import Kubectl
+from e2e.clients import Cluster, Kubectl
+from modelshield.supplychain.images import registries
+from tests.supplychain import localtools
+from tests.webhooks import pki
 
 WAIT_SECONDS = 60.0
 T = TypeVar("T")
@@ -197,3 +205,109 @@ def deployment_reviews(metrics: str) -> float:
         for line in metrics.splitlines()
         if line.startswith("modelshield_admission_requests_total{") and 'kind="Deployment"' in line
     )
+
+
+OWN_NAMESPACE = "modelshield-e2e-system"
+CONFIGURATION_NAME = "modelshield-admission-e2e-" + uuid.uuid4().hex[:6]
+DENIED = 'admission webhook "workloads.validate.modelshield.dev" denied the request'
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
+    """A real registry with two pushed images; cosign signs one of them."""
+    registry = localtools.LocalRegistry(
+        localtools.require_tool("MODELSHIELD_REGISTRY"), tmp_path_factory.mktemp("registry")
+    ).start()
+    cosign = localtools.Cosign(
+        localtools.require_tool("MODELSHIELD_COSIGN"), tmp_path_factory.mktemp("cosign")
+    )
+    key, public_key = cosign.generate_key_pair("release")
+
+    async def push() -> tuple[str, str]:
+        client = registries.RegistryClient(registry.options())
+        try:
+            signed = await localtools.push_image(
+                client, registry.host, "ml/fraud-server", "v7", "fraud v7"
+            )
+            unsigned = await localtools.push_image(
+                client, registry.host, "ml/fraud-server", "unsigned", "tampered"
+            )
+            return signed, unsigned
+        finally:
+            await client.close()
+
+    signed_digest, _unsigned_digest = asyncio.run(push())
+    signed = f"{registry.host}/ml/fraud-server@{signed_digest}"
+    cosign.sign(signed, key)
+    try:
+        yield Images(
+            registry.host,
+            signed,
+            f"{registry.host}/ml/fraud-server:v7",
+            f"{registry.host}/ml/fraud-server:unsigned",
+            public_key,
+        )
+    finally:
+        registry.stop()
+
+
+@pytest.fixture(scope="module")
+def webhook(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    modelshield_crds: list[dict[str, Any]],
+    images: Images,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[WebhookProcess]:
+    """The server running and registered; unregistered and stopped afterwards."""
+    directory = tmp_path_factory.mktemp("webhook")
+    authority = pki.Authority.create("modelshield-e2e-webhook-ca")
+    ca_file = directory / "ca.crt"
+    ca_file.write_bytes(authority.pem)
+    cert_file, key_file = pki.write_serving_pair(authority, directory, "modelshield-webhook")
+    port = localtools.free_port()
+    modelshield = [sys.executable, "-m", "modelshield.cli.main", "webhook"]
+    process = WebhookProcess(
+        [
+            *modelshield,
+            f"--cert={cert_file}",
+            f"--key={key_file}",
+            "--host=127.0.0.1",
+            f"--port={port}",
+            f"--kubeconfig={cluster.kubeconfig_path}",
+            f"--insecure-registry={images.registry}",
+            "--log-level=debug",
+        ],
+        directory / "webhook.log",
+        port,
+        ca_file,
+    )
+    try:
+        process.start()
+    except BaseException:
+        process.stop()
+        raise
+    configuration = subprocess.run(
+        [
+            *modelshield,
+            "configuration",
+            f"--url=https://127.0.0.1:{port}",
+            f"--ca-bundle={ca_file}",
+            f"--name={CONFIGURATION_NAME}",
+            f"--namespace={OWN_NAMESPACE}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kubectl("apply", "-f", "-", input_text=configuration)
+    try:
+        yield process
+    finally:
+        kubectl(
+            "delete",
+            "--ignore-not-found",
+            f"mutatingwebhookconfiguration/{CONFIGURATION_NAME}",
+            f"validatingwebhookconfiguration/{CONFIGURATION_NAME}",
+        )
+        process.stop()
