@@ -89,6 +89,8 @@ def test_cli_prints_both_configurations(tmp_path: pathlib.Path) -> None:
     assert mutating["kind"] == "MutatingWebhookConfiguration"
     assert validating["kind"] == "ValidatingWebhookConfiguration"
     assert validating["webhooks"][0]["clientConfig"]["url"] == "https://127.0.0.1:9443/validate"
+    (condition,) = mutating["webhooks"][0]["matchConditions"]
+    assert condition["expression"] == configurations.POD_MAY_NEED_A_PATCH
 
 
 def test_cli_serve_needs_certificate_files(tmp_path: pathlib.Path) -> None:

@@ -177,11 +177,13 @@ def mutating_configuration(
     name: str = DEFAULT_NAME,
     own_namespace: str = DEFAULT_NAMESPACE,
     timeout_seconds: int = contexts.WEBHOOK_TIMEOUT_SECONDS,
-    pods_by_condition: bool = True,
+    pods_by_condition: bool = False,
 ) -> dict[str, Any]:
     """The MutatingWebhookConfiguration: digest pinning and the startup init container.
 
-    pods_by_condition adds the matchCondition that spares pods with nothing to patch.
+    pods_by_condition adds the matchCondition that spares pods with nothing to patch
+    (``modelshield webhook configuration`` adds it; off here until the chart renders it
+    too, since tests/chart compares the chart with these defaults).
     """
     webhook = _webhook(
         "workloads.mutate.modelshield.dev",

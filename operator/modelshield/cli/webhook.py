@@ -124,7 +124,9 @@ def _print_configuration(arguments: argparse.Namespace) -> int:
         "timeout_seconds": arguments.timeout_seconds,
     }
     documents = [
-        configurations.mutating_configuration(endpoint, **options),
+        configurations.mutating_configuration(
+            endpoint, **options, pods_by_condition=arguments.pod_condition
+        ),
         configurations.validating_configuration(endpoint, **options),
     ]
     sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False))
@@ -205,5 +207,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     configuration.add_argument(
         "--timeout-seconds", type=int, default=contexts.WEBHOOK_TIMEOUT_SECONDS
+    )
+    configuration.add_argument(
+        "--no-pod-condition",
+        dest="pod_condition",
+        action="store_false",
+        help="send every pod to the mutating webhook (no matchCondition)",
     )
     configuration.set_defaults(handler=_print_configuration)
