@@ -22,6 +22,7 @@ from kubernetes import client
 from e2e.clients import Cluster
 from modelshield.controllers import artifacts as artifact_handlers
 from modelshield.controllers import settings as operator_settings
+from modelshield.controllers import writing
 from modelshield.modelartifacts import signing
 from tests.modelartifacts import keys, models
 from tests.modelartifacts import picklecode as op
@@ -55,9 +56,10 @@ def operator(
 ) -> Iterator[None]:
     registry = kopf.OperatorRegistry()
     settings = artifact_handlers.Settings(
-        work_dir=tmp_path_factory.mktemp("artifact-work"), max_concurrent=2
+        work_dir=tmp_path_factory.mktemp("artifact-work"), max_concurrent=2, timer_seconds=2.0
     )
-    reconciler = artifact_handlers.register(registry, settings=settings)
+    kube = writing.Kube(cluster.api_client, max_workers=2)
+    reconciler = artifact_handlers.register(registry, settings=settings, kube=kube)
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -89,6 +91,7 @@ def operator(
         stop.set()
         thread.join(30)
         reconciler.shutdown()
+        kube.close()
 
 
 def _api(cluster: Cluster) -> client.CustomObjectsApi:
@@ -230,3 +233,61 @@ def test_unreachable_source_is_a_fetch_failure(cluster: Cluster, namespace: str)
 
     verified = next(c for c in status["conditions"] if c["type"] == "Verified")
     assert verified["reason"] == "FetchFailed"
+
+
+@pytest.mark.usefixtures("operator")
+def test_signer_key_from_a_secret(cluster: Cluster, namespace: str, tmp_path: pathlib.Path) -> None:
+    pair = keys.key_pair(tmp_path / "keys", "release")
+    model = models.benign_model(tmp_path / "model")
+    signing.sign_with_key(model, pair.private_path)
+    client.CoreV1Api(cluster.api_client).create_namespaced_secret(
+        namespace,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="model-keys"),
+            string_data={"release.pub": pair.public_pem.decode()},
+        ),
+    )
+    _api(cluster).create_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        "modelsecuritypolicies",
+        {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "ModelSecurityPolicy",
+            "metadata": {"name": "models"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "fraud"}},
+                "models": {
+                    "signers": [
+                        {
+                            "name": "from-secret",
+                            "secretRef": {"name": "model-keys", "key": "release.pub"},
+                        }
+                    ]
+                },
+            },
+        },
+    )
+    _artifact(cluster, namespace, "fraud-v2", f"file://{model}")
+
+    status = _wait_status(cluster, namespace, "fraud-v2", "Ready")
+
+    assert status["signer"] == "from-secret"
+
+
+@pytest.mark.usefixtures("operator")
+def test_a_new_policy_signer_triggers_a_recheck(
+    cluster: Cluster, namespace: str, tmp_path: pathlib.Path
+) -> None:
+    pair = keys.key_pair(tmp_path / "keys", "release")
+    model = models.benign_model(tmp_path / "model")
+    signing.sign_with_key(model, pair.private_path)
+    _artifact(cluster, namespace, "before-policy", f"file://{model}")
+    first = _wait_status(cluster, namespace, "before-policy", "ReadyWithoutSignature")
+    assert next(c for c in first["conditions"] if c["type"] == "Verified")["reason"] == "NoSigners"
+
+    _policy(cluster, namespace, pair.public_pem)
+
+    status = _wait_status(cluster, namespace, "before-policy", "Ready")
+    assert status["signer"] == "release"

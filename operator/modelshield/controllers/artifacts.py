@@ -20,6 +20,7 @@ import base64
 import concurrent.futures
 import dataclasses
 import datetime
+import json
 import logging
 import multiprocessing
 import os
@@ -50,6 +51,8 @@ class Settings:
     work_dir: pathlib.Path = pathlib.Path(tempfile.gettempdir()) / "modelshield-artifacts"
     max_concurrent: int = 2
     trust_config: pathlib.Path | None = None
+    #: How often each artifact's timer looks whether a re-check is due.
+    timer_seconds: float = TIMER_SECONDS
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -146,6 +149,9 @@ class Reconciler:
     def __init__(self, settings: Settings, kube: Any = None) -> None:
         self.settings = settings
         self.kube = kube
+        self._no_client = False
+        #: uid -> fingerprint of the policies an artifact was last checked against.
+        self.checked_against: dict[str, str] = {}
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._slots = asyncio.Semaphore(settings.max_concurrent)
 
@@ -172,13 +178,28 @@ class Reconciler:
         for requirement in requirements:
             for signer in requirement.signers:
                 reference = signer.secret_ref
-                if reference is None or self.kube is None:
+                if reference is None or self._client() is None:
                     continue
                 secret = await self.kube.get("Secret", namespace, reference.name)
                 value = ((secret or {}).get("data") or {}).get(reference.key)
                 if isinstance(value, str):
                     found[(reference.name, reference.key)] = base64.b64decode(value)
         return found
+
+    def _client(self) -> Any:
+        """The Kubernetes client for Secrets: the operator's, else an in-cluster one."""
+        if self.kube is None and not self._no_client:
+            try:
+                from kubernetes import client, config
+
+                from modelshield.controllers import writing
+
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+                self.kube = writing.Kube(client.ApiClient(), max_workers=2)
+            except Exception as error:  # noqa: BLE001 - any failure: secretRef signers skipped
+                LOGGER.warning("no Kubernetes client for secretRef signers: %s", error)
+                self._no_client = True
+        return self.kube
 
     async def check(self, job: Job) -> reconciling.Verdict:
         """Run one job in the pool; the event loop only awaits it."""
@@ -193,6 +214,11 @@ def _previous(status: Mapping[str, Any]) -> artifacts.ModelArtifactStatus | None
         return artifacts.ModelArtifactStatus.model_validate(dict(status)) if status else None
     except ValueError:
         return None
+
+
+def fingerprint(requirements: Iterable[policies.ModelRequirements]) -> str:
+    """What the governing policies require of models, as a comparable string."""
+    return json.dumps([r.model_dump(mode="json", by_alias=True) for r in requirements])
 
 
 def status_patch(status: artifacts.ModelArtifactStatus) -> dict[str, Any]:
@@ -233,22 +259,21 @@ def register(
     def namespace_labels(**kwargs: Any) -> Any:
         return {kwargs["name"]: dict(kwargs["labels"])}
 
-    async def reconcile_artifact(
-        body: kopf.Body,
-        namespace: str,
-        patch: kopf.Patch,
-        model_policies: kopf.Index[str, Any],
-        cluster_model_policies: kopf.Index[None, Any],
-        namespace_labels: kopf.Index[str, Any],
-    ) -> None:
-        spec = artifacts.ModelArtifactSpec.model_validate(dict(body.get("spec") or {}))
-        labels: Mapping[str, str] = next(iter(namespace_labels.get(namespace, [])), {})
-        requirements = governing_requirements(
+    def requirements_of(kwargs: Mapping[str, Any]) -> list[policies.ModelRequirements]:
+        namespace = str(kwargs["namespace"])
+        labels: Mapping[str, str] = next(iter(kwargs["namespace_labels"].get(namespace, [])), {})
+        return governing_requirements(
             namespace,
             labels,
-            model_policies.get(namespace, []),
-            cluster_model_policies.get(None, []),
+            kwargs["model_policies"].get(namespace, []),
+            kwargs["cluster_model_policies"].get(None, []),
         )
+
+    async def reconcile_artifact(kwargs: Mapping[str, Any]) -> None:
+        body: kopf.Body = kwargs["body"]
+        namespace = str(kwargs["namespace"])
+        spec = artifacts.ModelArtifactSpec.model_validate(dict(body.get("spec") or {}))
+        requirements = requirements_of(kwargs)
         keys = await reconciler.secret_keys(namespace, requirements)
         signers = reconciling.trusted_signers(requirements, keys, reconciler.settings.trust_config)
         job = Job(
@@ -261,7 +286,8 @@ def register(
             settings=reconciler.settings,
         )
         verdict = await reconciler.check(job)
-        patch.status.update(status_patch(verdict.status))
+        reconciler.checked_against[job.uid] = fingerprint(requirements)
+        kwargs["patch"].status.update(status_patch(verdict.status))
         for condition in verdict.transitions:
             healthy = condition.status is common.ConditionStatus.TRUE
             kopf.event(
@@ -271,28 +297,24 @@ def register(
                 message=f"{condition.type}={condition.status.value}: {condition.message}"[:1024],
             )
 
-    async def _from_kwargs(kwargs: Mapping[str, Any]) -> None:
-        await reconcile_artifact(
-            kwargs["body"],
-            str(kwargs["namespace"]),
-            kwargs["patch"],
-            kwargs["model_policies"],
-            kwargs["cluster_model_policies"],
-            kwargs["namespace_labels"],
-        )
-
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     async def artifact_changed(**kwargs: Any) -> None:
-        await _from_kwargs(kwargs)
+        await reconcile_artifact(kwargs)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=TIMER_SECONDS, registry=registry)
+    @kopf.timer(
+        GROUP, VERSION, PLURAL, interval=reconciler.settings.timer_seconds, registry=registry
+    )
     async def artifact_recheck(**kwargs: Any) -> None:
         body = kwargs["body"]
         now = datetime.datetime.now(datetime.UTC)
-        if is_due(body.get("status") or {}, body.get("spec") or {}, now):
-            await _from_kwargs(kwargs)
+        checked = reconciler.checked_against.get(str(body.metadata.uid))
+        # Due by recheckInterval, or the governing policies' models blocks changed (a
+        # signer added or rotated, a stricter threshold) since the last check.
+        policies_changed = checked is not None and checked != fingerprint(requirements_of(kwargs))
+        if policies_changed or is_due(body.get("status") or {}, body.get("spec") or {}, now):
+            await reconcile_artifact(kwargs)
 
     @kopf.on.cleanup(registry=registry)
     async def stop_artifact_workers(**_: Any) -> None:
