@@ -176,6 +176,13 @@ def _saved_model(path: pathlib.Path) -> None:
     path.write_bytes(b"\x08\x01" + node)
 
 
+def _deflated_torch(path: pathlib.Path) -> None:
+    # The payload pickle compressed inside the checkpoint: not readable in place.
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data.pkl", op.call("os", "system", "true"))
+        archive.writestr("archive/data/0", bytes(4096))
+
+
 def _legacy_tar(path: pathlib.Path) -> None:
     with tarfile.open(path, "w") as archive:
         for name, data in (
@@ -217,6 +224,18 @@ CASES: tuple[Case, ...] = (
     Case("lambda.h5", Severity.CRITICAL, "Lambda", _hdf5_lambda),
     Case("savedmodel/saved_model.pb", Severity.CRITICAL, "PyFunc", _saved_model),
     Case("legacy.tar", Severity.CRITICAL, "subprocess.check_output", _legacy_tar),
+    Case(
+        "protocol0_inst.pkl",
+        Severity.CRITICAL,
+        "INST os.system",
+        _write(b"(S'true'\nios\nsystem\n."),
+    ),
+    Case(
+        "deflated.pt",
+        Severity.CRITICAL,
+        "os.system",
+        _deflated_torch,
+    ),
     Case(
         "extension.pkl",
         Severity.HIGH,
