@@ -294,6 +294,13 @@ def test_children_appear_with_the_right_selectors_and_rules(
     assert isvc["spec"]["predictor"]["logger"]["url"].startswith("http://ms-drift-isvc-iris.")
     assert "ms-netpol-deploy-free" not in owned_names(kubectl, governed, "networkpolicy")
 
+    statefulset = deployment("ledger", {"governed": "yes"})
+    statefulset["kind"] = "StatefulSet"
+    apply(kubectl, governed, statefulset)
+    wait_for("the StatefulSet's NetworkPolicy", lambda: "ms-netpol-sts-ledger" in owned_names(kubectl, governed, "networkpolicy"))
+    sts_netpol = get_json(kubectl, governed, "networkpolicy", "ms-netpol-sts-ledger")
+    assert sts_netpol["spec"]["podSelector"] == {"matchLabels": {"app": "ledger"}}
+
 
 def test_labels_change_delete_edit_and_policy_deletion(
     kubectl: Kubectl, cluster: Cluster, governed: str, start_operator: Callable[..., OperatorProcess]
