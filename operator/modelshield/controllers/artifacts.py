@@ -180,7 +180,11 @@ class Reconciler:
                 reference = signer.secret_ref
                 if reference is None or self._client() is None:
                     continue
-                secret = await self.kube.get("Secret", namespace, reference.name)
+                try:
+                    secret = await self.kube.get("Secret", namespace, reference.name)
+                except Exception as error:  # noqa: BLE001 - e.g. forbidden: that signer is skipped
+                    LOGGER.warning("Secret %s/%s: %s", namespace, reference.name, error)
+                    continue
                 value = ((secret or {}).get("data") or {}).get(reference.key)
                 if isinstance(value, str):
                     found[(reference.name, reference.key)] = base64.b64decode(value)
