@@ -164,6 +164,7 @@ def bench_apiserver(count: int) -> None:
             f"--kubeconfig={control_plane.kubeconfig_path}",
             f"--insecure-registry={registry.host}",
             "--log-level=warning",
+            "--shutdown-delay=0",
         ]
         configuration = subprocess.run(
             [

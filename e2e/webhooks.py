@@ -277,6 +277,7 @@ def webhook(
             f"--kubeconfig={cluster.kubeconfig_path}",
             f"--insecure-registry={images.registry}",
             "--log-level=debug",
+            "--shutdown-delay=0.5",
         ],
         directory / "webhook.log",
         port,

@@ -10,7 +10,7 @@ import ssl
 import aiohttp
 import pytest
 
-from modelshield_webhooks import server
+from modelshield_webhooks import contexts, server
 from tests.webhooks import pki, scenarios
 from tests.webhooks.conftest import HttpsClient, client_ssl_context
 
@@ -99,6 +99,20 @@ async def test_resources_endpoint_validates_policies(client: HttpsClient) -> Non
     assert answer["allowed"] is False
     assert answer["status"]["code"] == 422
     assert "spec.enforcement" in answer["status"]["message"]
+
+
+async def test_draining_fails_readiness_but_keeps_answering(
+    client: HttpsClient, context: contexts.AdmissionContext
+) -> None:
+    context.draining = True
+    status, text = await client.get("/readyz")
+    assert status == 503
+    assert json.loads(text)["draining"] is True
+    info = scenarios.BY_LABEL["Pod"]
+    answer = await client.review(
+        "/validate", scenarios.review(info, "CREATE", scenarios.workload(info))
+    )
+    assert answer["allowed"] is True
 
 
 async def test_health_ready_and_metrics(client: HttpsClient) -> None:

@@ -38,3 +38,6 @@ class AdmissionContext:
     #: exempts exactly this image in exactly that container from image requirements.
     startup_image: str = "ghcr.io/modelshield/modelshield:latest"
     clock: Callable[[], datetime.datetime] = utc_now
+    #: Set on SIGTERM: /readyz fails so that the Service stops sending reviews here,
+    #: while the server keeps answering those already on their way.
+    draining: bool = False

@@ -60,7 +60,10 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    state = request.app[CONTEXT_KEY].state
+    context = request.app[CONTEXT_KEY]
+    state = context.state
+    if context.draining:
+        return _json_response({"ready": False, "draining": True}, 503)
     if state.synced:
         return _json_response({"ready": True, "cached": state.counts()})
     return _json_response({"ready": False, "notSynced": state.unsynced()}, 503)

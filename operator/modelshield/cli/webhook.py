@@ -79,7 +79,11 @@ async def _serve(arguments: argparse.Namespace) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    _logger.info("stopping")
+    # Fail readiness first and keep serving a while: the API server still sends reviews
+    # to this pod until its endpoint is gone, and a refused call would be a denial.
+    context.draining = True
+    _logger.info("draining for %.1fs, then stopping", arguments.shutdown_delay)
+    await asyncio.sleep(arguments.shutdown_delay)
     await running.stop()
     for task in informers:
         task.cancel()
@@ -183,6 +187,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=float,
         default=watching.DEFAULT_RESYNC_SECONDS,
         help="how often every cache is listed again from scratch",
+    )
+    parser.add_argument(
+        "--shutdown-delay",
+        type=float,
+        default=5.0,
+        help="seconds to keep serving, not ready, after SIGTERM (endpoints catch up)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
     parser.set_defaults(handler=_run)
