@@ -7,11 +7,14 @@ plane's kube-controller-manager does real garbage collection by ownerReferences.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +26,8 @@ from kubernetes import client
 
 from e2e.clients import REPOSITORY_ROOT, Cluster, Kubectl
 from modelshield.controllers import rbac
+from modelshield.supplychain.images import registries
+from tests.supplychain import localtools
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 WAIT_SECONDS = 60.0
@@ -533,3 +538,79 @@ def test_rbac_has_no_wildcards_on_the_server(kubectl: Kubectl, operator_kubeconf
     denied = kubectl(f"--kubeconfig={operator_kubeconfig}", "auth", "can-i", "get", "secrets", "-n", "default", check=False)
     assert denied.stdout.strip() == "no"
 
+
+
+def test_audit_sees_a_key_rotated_and_a_signature_removed_after_admission(
+    kubectl: Kubectl, namespace: str, start_operator: Callable[..., OperatorProcess], tmp_path: Path
+) -> None:
+    registry = localtools.LocalRegistry(
+        localtools.require_tool("MODELSHIELD_REGISTRY"), tmp_path
+    ).start()
+    try:
+        cosign = localtools.Cosign(localtools.require_tool("MODELSHIELD_COSIGN"), tmp_path / "cosign")
+        first_key, first_public = cosign.generate_key_pair("release-1")
+        _, second_public = cosign.generate_key_pair("release-2")
+
+        async def push() -> str:
+            async with registries.RegistryClient(registry.options()) as registry_client:
+                return await localtools.push_image(registry_client, registry.host, "ml/model", "v1", "weights")
+
+        digest = asyncio.run(push())
+        image = f"{registry.host}/ml/model@{digest}"
+        cosign.sign(image, first_key)
+        signed = deployment("signed", {"team": "s"})
+        signed["spec"]["template"]["spec"]["containers"][0]["image"] = image
+        signers = [{"name": "release-1", "publicKey": first_public}]
+        apply(
+            kubectl,
+            namespace,
+            policy("signed-images", {"enforcement": "Audit", "selector": {"matchLabels": {"team": "s"}}, "images": {"signers": signers}}),
+            signed,
+        )
+        start_operator("--audit-interval=1", f"--insecure-registry={registry.host}", "--image-cache-ttl=2")
+
+        def report_results() -> list[dict[str, Any]]:
+            results: list[dict[str, Any]] = get_json(kubectl, namespace, "policyreport", "modelshield").get("results") or []
+            return results
+
+        wait_for("the audit passes the signed image", lambda: [r["result"] for r in report_results()] == ["pass"])
+        status = wait_for(
+            "status counts the verified workload compliant",
+            lambda: (s := policy_status(kubectl, namespace, "signed-images")).get("compliant") == 1 and s,
+        )
+        assert status["violating"] == 0
+
+        # The key is rotated after admission: only release-2 is trusted now.
+        rotated = {"spec": {"images": {"signers": [{"name": "release-2", "publicKey": second_public}]}}}
+        kubectl("-n", namespace, "patch", "modelsecuritypolicy", "signed-images", "--type=merge", "-p", json.dumps(rotated))
+        failures = wait_for(
+            "the audit reports the image signed by a key no longer trusted",
+            lambda: [r for r in report_results() if r["result"] == "warn"],
+        )
+        assert failures[0]["rule"].startswith("Image")
+        assert failures[0]["resources"][0]["name"] == "signed"
+        wait_for(
+            "status counts the workload violating",
+            lambda: policy_status(kubectl, namespace, "signed-images").get("violating") == 1,
+        )
+
+        # Trusted again, then the signature is removed from the registry.
+        kubectl("-n", namespace, "patch", "modelsecuritypolicy", "signed-images", "--type=merge", "-p", json.dumps({"spec": {"images": {"signers": signers}}}))
+        wait_for("the audit passes again", lambda: [r["result"] for r in report_results()] == ["pass"])
+        signature_tag = digest.replace(":", "-") + ".sig"
+        manifests = f"http://{registry.host}/v2/ml/model/manifests"
+        accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+        lookup = urllib.request.Request(f"{manifests}/{signature_tag}", headers=accept)  # noqa: S310 - our loopback registry
+        with urllib.request.urlopen(lookup, timeout=5) as answer:  # noqa: S310
+            signature_digest = answer.headers["Docker-Content-Digest"]
+        # This registry keeps tags and digests apart: remove both.
+        for reference in (signature_tag, signature_digest):
+            removal = urllib.request.Request(f"{manifests}/{reference}", method="DELETE")  # noqa: S310
+            urllib.request.urlopen(removal, timeout=5).close()  # noqa: S310
+        removed = wait_for(
+            "the audit reports the removed signature once the cache entry expired",
+            lambda: [r for r in report_results() if r["result"] == "warn"],
+        )
+        assert removed[0]["rule"] == "ImageUnsigned", removed
+    finally:
+        registry.stop()

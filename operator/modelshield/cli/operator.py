@@ -100,7 +100,15 @@ def _image_verifier(arguments: argparse.Namespace) -> auditing.Verifier | None:
     except ModuleNotFoundError:
         LOGGER.warning("no image verifier in this build: images count as unverified")
         return None
-    verifier: auditing.Verifier = verifying.ImageVerifier(trust_root=arguments.trusted_root)
+    registries = importlib.import_module("modelshield.supplychain.images.registries")
+    caching = importlib.import_module("modelshield.supplychain.images.caching")
+    verifier: auditing.Verifier = verifying.ImageVerifier(
+        trust_root=arguments.trusted_root,
+        registry_options=registries.RegistryOptions(insecure_hosts=frozenset(arguments.insecure_registry)),
+        cache=caching.VerificationCache(
+            caching.CacheSettings(positive_ttl=arguments.image_cache_ttl)
+        ),
+    )
     return verifier
 
 
@@ -248,6 +256,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--trusted-root", default=None, help="sigstore trusted_root.json for keyless signers"
+    )
+    parser.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        help="registry host:port spoken to over plain HTTP (repeatable; tests and labs only)",
+    )
+    parser.add_argument(
+        "--image-cache-ttl",
+        type=float,
+        default=600.0,
+        help="seconds a verified image stays trusted before the audit verifies it again",
     )
     parser.add_argument("--workers", type=int, default=8, help="concurrent reconciles")
     parser.add_argument("--audit-interval", type=float, default=300.0, help="seconds between audits; 0 disables")

@@ -28,6 +28,7 @@ from modelshield.engine import compiling, evaluating, facts, workloads
 
 LOGGER = logging.getLogger("modelshield.audit")
 VERIFY_DEADLINE_SECONDS = 20.0
+VERIFY_CONCURRENCY = 8
 
 
 class Verifier(Protocol):
@@ -117,22 +118,34 @@ class Auditor:
         """Facts over the current World and the verifier's cache."""
         return caches.WorldFacts(self.world, self.image_lookup)
 
-    async def _refresh_images(self, parsed: workloads.Workload, governing: tuple[compiling.CompiledPolicy, ...]) -> None:
-        if self.verifier is None:
+    async def _refresh_images(
+        self, requests: dict[tuple[str, str], tuple[compiling.CompiledImages, str]]
+    ) -> None:
+        """Verify every (image, requirement) once, a few at a time; fresh cache hits are free."""
+        if self.verifier is None or not requests:
             return
-        for image, requirement in evaluating.image_requests(parsed, governing):
-            await self.verifier.verify(
-                image,
-                requirement.source,
-                requirement.key,
-                deadline_seconds=VERIFY_DEADLINE_SECONDS,
-                namespace=parsed.namespace,
-            )
+        verifier = self.verifier
+        limit = asyncio.Semaphore(VERIFY_CONCURRENCY)
+
+        async def one(image: str, requirement: compiling.CompiledImages, namespace: str) -> None:
+            async with limit:
+                await verifier.verify(
+                    image,
+                    requirement.source,
+                    requirement.key,
+                    deadline_seconds=VERIFY_DEADLINE_SECONDS,
+                    namespace=namespace,
+                )
+
+        await asyncio.gather(
+            *(one(image, requirement, namespace) for (image, _), (requirement, namespace) in requests.items())
+        )
 
     async def evaluate(self, now: datetime.datetime) -> dict[str, list[policyreports.Audited]]:
         """Every governed workload's decision, by namespace."""
         policy_set = self.world.policy_set()
-        found: dict[str, list[policyreports.Audited]] = {}
+        governed = []
+        requests: dict[tuple[str, str], tuple[compiling.CompiledImages, str]] = {}
         for key in sorted(self.world.workloads):
             body = self.world.workloads.get(key)
             if body is None:
@@ -142,7 +155,12 @@ class Auditor:
             governing = evaluating.governing_policies(parsed, policy_set, namespace_labels)
             if not governing:
                 continue
-            await self._refresh_images(parsed, governing)
+            governed.append((body, parsed, namespace_labels))
+            for image, requirement in evaluating.image_requests(parsed, governing):
+                requests.setdefault((image, requirement.key), (requirement, parsed.namespace))
+        await self._refresh_images(requests)
+        found: dict[str, list[policyreports.Audited]] = {}
+        for body, parsed, namespace_labels in governed:
             decision = evaluating.evaluate_workload(parsed, policy_set, namespace_labels, self.facts, now)
             ref = ownership.ObjectRef.of(body)
             found.setdefault(parsed.namespace, []).append(
@@ -169,6 +187,8 @@ class Auditor:
                 for violation in (*item.decision.violations, *item.decision.warnings):
                     counts[(str(violation.policy), violation.code.value)] += 1
         self.metrics.record(counts, sum(len(a) for a in by_namespace.values()), time.monotonic() - started)
+        # The audit refreshed the verifier's cache: policy status may read it differently now.
+        self.controller.status_due(list(self.world.policies))
         return reports
 
     async def _write(self, namespace: str, report: dict[str, Any]) -> None:
