@@ -1,8 +1,9 @@
 """Benchmark (b) of bench_admission: sequential pod creates through a real kube-apiserver.
 
 Runs a local control plane (the e2e harness), a real registry and cosign; measures pod
-creates without the webhook, with the validating webhook, with both webhooks, and without
-again, in one run. Run it through ``python -m bench.bench_admission apiserver``.
+creates without any webhook, with a minimal webhook (parse the review, allow it: the
+calibration), with modelshield's validating webhook, with both of its webhooks, and
+without again, in one run. Run it through ``python -m bench.bench_admission apiserver``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import multiprocessing
 import os
 import pathlib
 import ssl
@@ -21,7 +23,51 @@ import tempfile
 import time
 from collections.abc import Iterator
 
+from aiohttp import web
+
+from modelshield_webhooks import configurations
 from tests.webhooks import pki, scenarios
+
+
+async def _minimal_review(request: web.Request) -> web.Response:
+    review = json.loads(await request.read())
+    answer = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": review["request"]["uid"], "allowed": True},
+    }
+    return web.json_response(answer)
+
+
+def _serve_minimal(cert: str, key: str, port: int) -> None:
+    """Child process: the calibration webhook (parse the review, allow it) over HTTPS."""
+
+    async def main() -> None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        app = web.Application()
+        app.router.add_post("/validate", _minimal_review)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=120)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+ROUNDS = 8
+
+
+def _wait_ready(port: int, ca_file: pathlib.Path) -> None:
+    context = ssl.create_default_context(cafile=str(ca_file))
+    for _ in range(300):
+        with contextlib.suppress(OSError):
+            connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=2)
+            connection.request("GET", "/readyz")
+            if connection.getresponse().status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError("the webhook did not become ready")
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -179,43 +225,49 @@ def bench_apiserver(count: int) -> None:
             check=True,
         ).stdout
 
-        figures: dict[str, list[float]] = {}
-        _creates(client, namespace, "warm-a", image, 50)
-        figures["without (before)"] = _creates(client, namespace, "without-a", image, count)
-        with _webhook_process(webhook, work / "webhook.log"):
-            context = ssl.create_default_context(cafile=str(work / "webhook-ca.crt"))
-            for _ in range(300):
-                with contextlib.suppress(OSError):
-                    connection = http.client.HTTPSConnection(
-                        "127.0.0.1", port, context=context, timeout=2
-                    )
-                    connection.request("GET", "/readyz")
-                    if connection.getresponse().status == 200:
-                        break
-                time.sleep(0.1)
-            mutating_yaml, validating_yaml = configuration.split("\n---\n")
-            # The validating webhook alone first, then both: the mutating one is a second
-            # HTTPS round trip per create.
-            run("apply", "-f", "-", stdin=validating_yaml)
-            unsigned = _pod("probe-unsigned", f"{registry.host}/ml/server:missing")
-            for _ in range(300):  # registered once the API server asks it
-                status, _ = client.create_pod(namespace, unsigned)
-                if status == 403:
-                    break
-                time.sleep(0.1)
-            _creates(client, namespace, "warm-b", image, 50)
-            figures["validating only"] = _creates(client, namespace, "validating", image, count)
-            run("apply", "-f", "-", stdin=mutating_yaml)
-            time.sleep(1)
-            _creates(client, namespace, "warm-c", image, 50)
-            figures["both webhooks"] = _creates(client, namespace, "both", image, count)
-            run(
-                "delete",
-                "mutatingwebhookconfiguration/bench",
-                "validatingwebhookconfiguration/bench",
-            )
-        time.sleep(1)
-        figures["without (after)"] = _creates(client, namespace, "without-b", image, count)
+        mutating_yaml, validating_yaml = configuration.split("\n---\n")
+        minimal_port = localtools.free_port()
+        endpoint = configurations.Endpoint(
+            ca_bundle=authority.pem, url=f"https://127.0.0.1:{minimal_port}"
+        )
+        calibration = configurations.validating_configuration(endpoint, name="bench-minimal")
+        calibration["webhooks"] = calibration["webhooks"][:1]  # workloads only
+        # Phases are interleaved in rounds, so that drift of a shared machine hits all alike.
+        phases = {
+            "without webhooks": [],
+            "minimal webhook": [json.dumps(calibration)],
+            "validating only": [validating_yaml],
+            "both webhooks": [validating_yaml, mutating_yaml],
+        }
+        figures: dict[str, list[float]] = {phase: [] for phase in phases}
+        spawn = multiprocessing.get_context("spawn")
+        minimal = spawn.Process(
+            target=_serve_minimal, args=(str(cert), str(key), minimal_port), daemon=True
+        )
+        minimal.start()
+        try:
+            with _webhook_process(webhook, work / "webhook.log"):
+                _wait_ready(port, work / "webhook-ca.crt")
+                for round_ in range(ROUNDS):
+                    for phase, documents in phases.items():
+                        run(
+                            "delete",
+                            "--ignore-not-found",
+                            "validatingwebhookconfiguration/bench",
+                            "mutatingwebhookconfiguration/bench",
+                            "validatingwebhookconfiguration/bench-minimal",
+                        )
+                        for document in documents:
+                            run("apply", "-f", "-", stdin=document)
+                        time.sleep(1)  # the API server's webhook informer catches up
+                        prefix = f"{phase.split()[0]}-{round_}"
+                        _creates(client, namespace, f"warm-{prefix}", image, 10)
+                        figures[phase] += _creates(
+                            client, namespace, prefix, image, max(1, count // ROUNDS)
+                        )
+        finally:
+            minimal.terminate()
+            minimal.join(10)
     finally:
         control_plane.stop()
         control_plane.remove_work_dir()
@@ -230,8 +282,8 @@ def bench_apiserver(count: int) -> None:
             f"    {phase:18s} p50 {statistics.median(latencies) * 1000:6.2f} ms   "
             f"p99 {_percentile(latencies, 0.99) * 1000:6.2f} ms"
         )
-    without = figures["without (before)"] + figures["without (after)"]
-    for phase in ("validating only", "both webhooks"):
+    without = figures["without webhooks"]
+    for phase in ("minimal webhook", "validating only", "both webhooks"):
         added_p50 = statistics.median(figures[phase]) - statistics.median(without)
         added_p99 = _percentile(figures[phase], 0.99) - _percentile(without, 0.99)
         print(
