@@ -23,6 +23,7 @@ from modelshield.engine import compiling, evaluating, workloads
 
 LOGGER = logging.getLogger("modelshield.reconciler")
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+STATUS_MAX_WAITS = 30
 
 
 @dataclasses.dataclass
@@ -152,7 +153,9 @@ class Controller:
             finally:
                 self._busy.discard(key)
             if failed:
-                asyncio.get_running_loop().create_task(self._retry_later(key))
+                retry = asyncio.get_running_loop().create_task(self._retry_later(key))
+                self._events.add(retry)  # keep a reference until it is done
+                retry.add_done_callback(self._events.discard)
             else:
                 self._attempts.pop(key, None)
             if key in self._again:
@@ -273,9 +276,12 @@ class Controller:
             await self._status_wakeup.wait()
             self._status_wakeup.clear()
             await asyncio.sleep(self.status_delay)
-            while self._pending or self._busy:
-                # Counts written mid-burst would be wrong a moment later.
+            waited = 0
+            while (self._pending or self._busy) and waited < STATUS_MAX_WAITS:
+                # Counts written mid-burst would be wrong a moment later; but under endless
+                # churn, a status a little behind beats none.
                 await asyncio.sleep(self.status_delay)
+                waited += 1
             due, self._status_due = self._status_due, set()
             for policy_key in sorted(due):
                 try:
