@@ -7,6 +7,7 @@ cache answer), and a body limit: what matters for latency is that nothing waits.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -136,5 +137,9 @@ async def start(
     site = web.TCPSite(runner, host, port, ssl_context=certificate.context, backlog=1024)
     await site.start()
     watcher = asyncio.create_task(certificate.watch(certificate_poll_seconds))
+    # What exists now (imported libraries, compiled models, the app) is never garbage:
+    # freezing it keeps full collections from walking it, a pause of ~10 ms that would
+    # otherwise land in the tail latency of whichever reviews are in flight.
+    gc.freeze()
     _logger.info("modelshield webhook listening on https://%s:%d", host, port)
     return RunningServer(runner, site, [watcher])
