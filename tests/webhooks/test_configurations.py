@@ -7,10 +7,12 @@ import contextlib
 import io
 import pathlib
 
+import pytest
 import yaml
 
 from modelshield.cli import main
 from modelshield_webhooks import configurations
+from tests.webhooks import pki
 
 
 def _endpoint() -> configurations.Endpoint:
@@ -95,3 +97,14 @@ def test_cli_prints_both_configurations(tmp_path: pathlib.Path) -> None:
 
 def test_cli_serve_needs_certificate_files(tmp_path: pathlib.Path) -> None:
     assert main.main(["webhook", "--cert", str(tmp_path / "x"), "--key", str(tmp_path / "y")]) == 2
+
+
+def test_cli_serve_without_a_cluster_says_so(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    authority = pki.Authority.create()
+    cert, key = pki.write_serving_pair(authority, tmp_path, "cli")
+    missing = tmp_path / "no-kubeconfig"
+    code = main.main(["webhook", f"--cert={cert}", f"--key={key}", f"--kubeconfig={missing}"])
+    assert code == 2
+    assert "cannot reach the Kubernetes API" in capsys.readouterr().err

@@ -14,6 +14,10 @@ from typing import Any
 from kubernetes import client, config
 
 
+class ConfigurationError(Exception):
+    """No usable kubeconfig or in-cluster service account."""
+
+
 @dataclasses.dataclass
 class Connection:
     """Where the API server is and how to authenticate to it."""
@@ -50,15 +54,18 @@ def _ssl_context(configuration: Any) -> ssl.SSLContext:
 def connect(kubeconfig: str | None) -> Connection:
     """From a kubeconfig file, else the in-cluster service account, else ~/.kube/config."""
     configuration = client.Configuration()
-    if kubeconfig:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, client_configuration=configuration
-        )
-    else:
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    try:
+        if kubeconfig:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, client_configuration=configuration
+            )
+        else:
+            try:
+                config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except (config.ConfigException, OSError, TypeError, ValueError) as error:
+        raise ConfigurationError(str(error) or type(error).__name__) from error
     return Connection(
         base_url=str(configuration.host).rstrip("/"),
         ssl_context=_ssl_context(configuration),

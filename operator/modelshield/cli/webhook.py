@@ -107,7 +107,15 @@ def _run(arguments: argparse.Namespace) -> int:
         level=arguments.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return asyncio.run(_serve(arguments))
+    try:
+        return asyncio.run(_serve(arguments))
+    except connections.ConfigurationError as error:
+        print(f"error: cannot reach the Kubernetes API: {error}", file=sys.stderr)
+        return 2
+    except (OSError, ssl.SSLError) as error:
+        # A certificate and key that do not match, or a port already taken.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 def _print_configuration(arguments: argparse.Namespace) -> int:
