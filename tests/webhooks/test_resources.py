@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import json
 from typing import Any
 
 import pytest
 
-from modelshield_webhooks import resources
+from modelshield_webhooks import contexts, resources
 from tests.conftest import FIXTURES
-from tests.webhooks import scenarios
+from tests.webhooks import scenarios, verdicts
 
 
 def _cluster_policy() -> dict[str, Any]:
@@ -98,3 +100,28 @@ def test_status_is_not_judged_by_the_admission_of_the_main_resource() -> None:
     artifact = scenarios.model_artifact(scenarios.ENFORCED)
     artifact["status"]["unexpected"] = True
     assert resources.problems_of(artifact) == []
+
+
+def test_metadata_only_updates_of_an_old_invalid_policy_are_allowed() -> None:
+    # The operator's finalizers and annotations must not be blocked by a newer rule.
+    info = scenarios.KindInfo(
+        "ModelSecurityPolicy", "modelshield.dev", "v1alpha1", "modelsecuritypolicies"
+    )
+    old = scenarios.policy(scenarios.ENFORCED)
+    old["spec"]["images"]["allowedRegistries"] = [""]
+    new = copy.deepcopy(old)
+    new["metadata"]["finalizers"] = ["kopf.zalando.org/KopfFinalizerMarker"]
+    body = json.dumps(scenarios.review(info, "UPDATE", new, old)).encode()
+    answer = asyncio.run(resources.review(body, _context()))
+    assert answer["response"]["allowed"] is True
+    new["spec"]["enforcement"] = "Audit"
+    body = json.dumps(scenarios.review(info, "UPDATE", new, old)).encode()
+    answer = asyncio.run(resources.review(body, _context()))
+    assert answer["response"]["allowed"] is False
+    assert "allows every registry" in answer["response"]["status"]["message"]
+
+
+def _context() -> contexts.AdmissionContext:
+    return contexts.AdmissionContext(
+        state=scenarios.standard_state(), verifier=verdicts.FixedVerdictVerifierForTests()
+    )
