@@ -6,7 +6,7 @@ from typing import Any
 
 import prometheus_client
 
-from modelshield.engine import facts
+from modelshield.engine import facts, workloads
 
 #: Up to the longest webhook timeout Kubernetes allows (30 s); the default is 10 s.
 DURATION_BUCKETS = (
@@ -101,6 +101,10 @@ class Metrics:
         endpoint: str,
     ) -> None:
         """Count one answered workload review and its duration."""
+        # Label values come from the request: bounded, so that whoever can reach the port
+        # cannot grow the metrics without limit.
+        if kind not in workloads.SUPPORTED_KINDS:
+            kind = "other"
         self._child(self.requests, kind, operation, decision, enforcement).inc()
         self._child(self.duration, endpoint).observe(seconds)
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from modelshield.engine import compiling, evaluating, modelchecks
+from modelshield.engine import compiling, evaluating, modelchecks, workloads
 from modelshield.modelartifacts import startup
 from modelshield_webhooks import contexts, facts, responses, reviews, validating
 
@@ -162,6 +162,8 @@ async def review(body: bytes, context: contexts.AdmissionContext) -> responses.R
             _logger.exception("%s: error while mutating", request.describe)
             counters.failures.labels("InternalError").inc()
             response = responses.internal_error(request.uid, "an internal error while mutating")
+    if kind not in workloads.SUPPORTED_KINDS:
+        kind = "other"  # bounded label values, whatever the request says
     counters.mutations.labels(kind, patched).inc()
     counters.observe_duration(ENDPOINT, time.perf_counter() - started)
     return response

@@ -167,6 +167,6 @@ async def review(body: bytes, context: contexts.AdmissionContext) -> responses.R
         context.metrics.failures.labels("InternalError").inc()
         response = responses.internal_error(uid, "an internal error while validating")
     decision = "allowed" if response["response"]["allowed"] else "denied"
-    context.metrics.resource_reviews.labels(kind, decision).inc()
+    context.metrics.resource_reviews.labels(kind if kind in _MODELS else "other", decision).inc()
     context.metrics.observe_duration(ENDPOINT, time.perf_counter() - started)
     return response

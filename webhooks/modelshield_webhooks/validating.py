@@ -48,7 +48,7 @@ class Subject:
 
 def _parse(obj: Mapping[str, Any], request: reviews.Request) -> workloads.Workload | None:
     kind = obj.get("kind")
-    if kind not in workloads.SUPPORTED_KINDS:
+    if not isinstance(kind, str) or kind not in workloads.SUPPORTED_KINDS:
         if request.kind not in workloads.SUPPORTED_KINDS:
             return None
         obj = {**obj, "kind": request.kind}
