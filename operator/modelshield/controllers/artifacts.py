@@ -152,6 +152,8 @@ class Reconciler:
         self._no_client = False
         #: uid -> fingerprint of the policies an artifact was last checked against.
         self.checked_against: dict[str, str] = {}
+        #: (uid, generation) of the checks running now.
+        self.in_flight: set[tuple[str, Any]] = set()
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._slots = asyncio.Semaphore(settings.max_concurrent)
 
@@ -289,7 +291,12 @@ def register(
             threshold=reconciling.blocking_threshold(requirements),
             settings=reconciler.settings,
         )
-        verdict = await reconciler.check(job)
+        key = (job.uid, job.generation)
+        reconciler.in_flight.add(key)
+        try:
+            verdict = await reconciler.check(job)
+        finally:
+            reconciler.in_flight.discard(key)
         reconciler.checked_against[job.uid] = fingerprint(requirements)
         kwargs["patch"].status.update(status_patch(verdict.status))
         for condition in verdict.transitions:
@@ -312,12 +319,17 @@ def register(
     )
     async def artifact_recheck(**kwargs: Any) -> None:
         body = kwargs["body"]
+        if (str(body.metadata.uid), body.metadata.get("generation")) in reconciler.in_flight:
+            return  # the change handler is checking this very generation
         now = datetime.datetime.now(datetime.UTC)
         checked = reconciler.checked_against.get(str(body.metadata.uid))
         # Due by recheckInterval, or the governing policies' models blocks changed (a
         # signer added or rotated, a stricter threshold) since the last check.
         policies_changed = checked is not None and checked != fingerprint(requirements_of(kwargs))
-        if policies_changed or is_due(body.get("status") or {}, body.get("spec") or {}, now):
+        status = body.get("status") or {}
+        # A spec change whose update handler has not run (or whose status patch was lost).
+        stale = status.get("observedGeneration") != body.metadata.get("generation")
+        if policies_changed or stale or is_due(status, body.get("spec") or {}, now):
             await reconcile_artifact(kwargs)
 
     @kopf.on.cleanup(registry=registry)
