@@ -248,6 +248,9 @@ CHILDREN = {
     "deployment": {"ms-drift-deploy-fraud", "ms-drift-isvc-iris"},
     "service": {"ms-drift-deploy-fraud", "ms-drift-isvc-iris"},
     "configmap": {"ms-drift-deploy-fraud", "ms-drift-isvc-iris"},
+    "serviceaccount": {"ms-drift-deploy-fraud", "ms-drift-isvc-iris"},
+    "role": {"ms-drift-deploy-fraud", "ms-drift-isvc-iris"},
+    "rolebinding": {"ms-drift-deploy-fraud", "ms-drift-isvc-iris"},
 }
 
 
@@ -292,12 +295,29 @@ def test_children_appear_with_the_right_selectors_and_rules(
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["runAsNonRoot"] is True
     assert container["resources"]["limits"]
+    account = f"--as=system:serviceaccount:{governed}:ms-drift-deploy-fraud"
+    assert kubectl("auth", "can-i", "create", "events", "-n", governed, account, check=False).stdout.strip() == "yes"
+    assert kubectl("auth", "can-i", "get", "configmaps", "-n", governed, account, check=False).stdout.strip() == "no"
     config = yaml.safe_load(get_json(kubectl, governed, "configmap", "ms-drift-deploy-fraud")["data"]["config.yaml"])
     assert config["threshold"] == 0.25
     assert config["workload"]["name"] == "fraud"
     isvc = get_json(kubectl, governed, "inferenceservice", "iris")
     assert isvc["spec"]["predictor"]["logger"]["url"].startswith("http://ms-drift-isvc-iris.")
     assert "ms-netpol-deploy-free" not in owned_names(kubectl, governed, "networkpolicy")
+
+    # Nothing is rewritten once converged (Deployments: their spec generation; their status
+    # is the controller manager's).
+    def versions() -> dict[tuple[str, str], str]:
+        found = {}
+        for kind in CHILDREN:
+            for item in owned(kubectl, governed, kind):
+                field = "generation" if kind == "deployment" else "resourceVersion"
+                found[(kind, item["metadata"]["name"])] = str(item["metadata"][field])
+        return found
+
+    before = versions()
+    time.sleep(4)
+    assert versions() == before
 
     statefulset = deployment("ledger", {"governed": "yes"})
     statefulset["kind"] = "StatefulSet"

@@ -47,7 +47,7 @@ def test_deployment_is_hardened_and_runs_the_monitor() -> None:
     assert context["allowPrivilegeEscalation"] is False
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert set(container["resources"]["limits"]) == {"cpu", "memory"}
-    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "m"
     assert deployment["spec"]["selector"]["matchLabels"] == deployment["spec"]["template"]["metadata"]["labels"]
 
 
@@ -89,3 +89,12 @@ def test_logger_set_only_when_absent() -> None:
     assert conflict is not None
     assert "http://other/" in conflict
     assert "fan out" in conflict
+
+
+def test_own_account_may_only_create_events() -> None:
+    role = dm.build_role(name="m", namespace="ml")
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    binding = dm.build_role_binding(name="m", namespace="ml")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "m"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "m", "namespace": "ml"}]
+    assert dm.build_service_account(name="m", namespace="ml")["metadata"] == {"name": "m", "namespace": "ml"}

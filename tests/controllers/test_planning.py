@@ -77,7 +77,15 @@ def test_drift_monitor_objects_and_missing_profile() -> None:
     )
     key = ("Deployment", "ml", "fraud")
     plan = planning.plan(world, key, SETTINGS, '{"rows": 1}')
-    assert sorted(k[0] for k in plan.desired) == ["ConfigMap", "Deployment", "Service"]
+    assert sorted(k[0] for k in plan.desired) == [
+        "ConfigMap", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount",
+    ]
+    with_account = planning.Settings(
+        monitor=driftmonitors.MonitorSettings(image="modelshield:test", service_account="drift")
+    )
+    assert sorted(k[0] for k in planning.plan(world, key, with_account, "{}").desired) == [
+        "ConfigMap", "Deployment", "Service",
+    ]
     missing = planning.plan(world, key, SETTINGS, None)
     assert missing.desired == {}
     [problems] = missing.problems.values()

@@ -151,13 +151,20 @@ def _plan_monitor(
     config_map = driftmonitors.build_config_map(
         name=monitor_name, namespace=namespace, drift=drift, target=target, profile=profile
     )
-    for manifest in (
+    manifests = [
         config_map,
         driftmonitors.build_deployment(
             name=monitor_name, namespace=namespace, config_map=config_map, settings=settings.monitor
         ),
         driftmonitors.build_service(name=monitor_name, namespace=namespace),
-    ):
+    ]
+    if not settings.monitor.service_account:
+        manifests += [
+            driftmonitors.build_service_account(name=monitor_name, namespace=namespace),
+            driftmonitors.build_role(name=monitor_name, namespace=namespace),
+            driftmonitors.build_role_binding(name=monitor_name, namespace=namespace),
+        ]
+    for manifest in manifests:
         stamped = ownership.stamp(manifest, governance)
         result.desired[caches.key_of(stamped)] = stamped
     if kind == "InferenceService":

@@ -6,8 +6,8 @@ object, so users' Deployments and InferenceServices are never annotated by kopf.
 
 Watched: both policy kinds, Namespaces (labels, for cluster policies), Deployments,
 StatefulSets and InferenceServices (workloads; Deployments labelled as ours are drift
-monitors, i.e. owned objects), the owned NetworkPolicies, Services and ConfigMaps (deleted
-or edited → restored), and ModelArtifacts (their facts change compliance).
+monitors, i.e. owned objects), the owned NetworkPolicies, Services, ConfigMaps,
+ServiceAccounts, Roles and RoleBindings (deleted or edited → restored), and ModelArtifacts (their facts change compliance).
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ OWNED_RESOURCES = (
     ("networking.k8s.io", "v1", "networkpolicies"),
     ("", "v1", "services"),
     ("", "v1", "configmaps"),
+    ("", "v1", "serviceaccounts"),
+    ("rbac.authorization.k8s.io", "v1", "roles"),
+    ("rbac.authorization.k8s.io", "v1", "rolebindings"),
 )
 #: List paths read once at startup, before any watch event is handled.
 PRIME_PATHS = (
@@ -56,6 +59,9 @@ OWNED_PRIME_PATHS = (
     "/apis/networking.k8s.io/v1/networkpolicies",
     "/api/v1/services",
     "/api/v1/configmaps",
+    "/api/v1/serviceaccounts",
+    "/apis/rbac.authorization.k8s.io/v1/roles",
+    "/apis/rbac.authorization.k8s.io/v1/rolebindings",
 )
 
 

@@ -99,6 +99,19 @@ def cluster_rules(
             OWN,
             "drift monitor ConfigMaps; get also reads the reference profile a policy names",
         ),
+        Rule(
+            ("",),
+            ("serviceaccounts",),
+            OWN,
+            "each drift monitor's own ServiceAccount",
+        ),
+        Rule(
+            ("rbac.authorization.k8s.io",),
+            ("roles", "rolebindings"),
+            OWN,
+            "each drift monitor's Role (create events, nothing else) and its binding; the API "
+            "server lets the operator grant only what it holds itself",
+        ),
         Rule(("",), ("events",), ("create",), "Events on policies, workloads and artifacts"),
         Rule(
             ("wgpolicyk8s.io",),

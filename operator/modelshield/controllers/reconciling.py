@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,7 +24,13 @@ from modelshield.engine import compiling, evaluating, workloads
 
 LOGGER = logging.getLogger("modelshield.reconciler")
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+MAX_REVERTS_IN_WINDOW = 5
+REVERT_WINDOW_SECONDS = 60.0
 STATUS_MAX_WAITS = 30
+
+
+class RevertLoopError(Exception):
+    """An owned object was reverted too often in a short time."""
 
 
 @dataclasses.dataclass
@@ -67,6 +74,7 @@ class Controller:
         self._status_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._events: set[asyncio.Task[None]] = set()
+        self._reverts: dict[caches.Key, list[float]] = {}
         self.writes = 0
         #: time.monotonic() of the last full read of the cluster.
         self.last_resync = 0.0
@@ -179,6 +187,8 @@ class Controller:
                 await self._converge(child_key, desired, workload)
             except writing.ApiException as error:
                 failures.append(f"{child_key[0]} {child_key[1]}/{child_key[2]}: {error.status} {error.reason}")
+            except RevertLoopError as error:
+                failures.append(str(error))
         for child_key, live in self.world.children_of(key).items():
             if child_key in plan.desired:
                 continue
@@ -234,6 +244,10 @@ class Controller:
                 self.world.put_child(live)
                 self._made.add(key)
                 return
+            if self._reverting_too_often(key):
+                # Someone (or some controller or a newer API server's default) keeps changing
+                # it back: fighting would loop forever. Say so on the policy instead.
+                raise RevertLoopError(f"{key[0]} {key[2]} keeps changing ({difference})")
             written = await self._replace(key, desired, live)
             reason, message = "Reverted", f"{key[0]} {key[2]} differed ({difference}); restored it"
         self.world.put_child(written)
@@ -243,6 +257,13 @@ class Controller:
         # a restoration is news about this workload.
         if workload is not None and reason != "Created":
             self._post_event(workload, "Normal", reason, message)
+
+    def _reverting_too_often(self, key: caches.Key) -> bool:
+        now = time.monotonic()
+        recent = [t for t in self._reverts.get(key, []) if now - t < REVERT_WINDOW_SECONDS]
+        recent.append(now)
+        self._reverts[key] = recent
+        return len(recent) > MAX_REVERTS_IN_WINDOW
 
     async def _replace(
         self, key: caches.Key, desired: dict[str, Any], live: dict[str, Any]

@@ -1,5 +1,8 @@
 """The drift monitor next to a governed workload: a ConfigMap, a Deployment and a Service.
 
+Unless the operator is told to use an existing ServiceAccount, each monitor also gets its own
+ServiceAccount, bound by a Role to exactly one permission: creating Events in its namespace.
+
 The ConfigMap holds the reference profile (copied from the ConfigMap key the policy names)
 and the monitor's configuration (``modelshield.drift.config``: the policy's features,
 statistic, threshold and window, and the workload that Events are attached to). The
@@ -38,7 +41,8 @@ class MonitorSettings:
 
     image: str
     image_pull_policy: str = "IfNotPresent"
-    #: A ServiceAccount allowed to create Events in the namespace; empty mounts no token.
+    #: An existing ServiceAccount for every monitor; empty: each monitor gets its own, allowed
+    #: only to create Events in its namespace (ServiceAccount, Role and RoleBinding).
     service_account: str = ""
     cpu_request: str = "50m"
     cpu_limit: str = "500m"
@@ -121,7 +125,9 @@ def build_deployment(
         "seccompProfile": {"type": "RuntimeDefault"},
     }
     pod_spec: dict[str, Any] = {
-        "automountServiceAccountToken": bool(settings.service_account),
+        "serviceAccountName": settings.service_account or name,
+        # The token is needed for one thing: posting drift Events (see build_role).
+        "automountServiceAccountToken": True,
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": settings.run_as_user,
@@ -153,8 +159,6 @@ def build_deployment(
             {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         ],
     }
-    if settings.service_account:
-        pod_spec["serviceAccountName"] = settings.service_account
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -170,6 +174,32 @@ def build_deployment(
                 "spec": pod_spec,
             },
         },
+    }
+
+
+def build_service_account(*, name: str, namespace: str) -> dict[str, Any]:
+    """The monitor's own identity."""
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
+
+
+def build_role(*, name: str, namespace: str) -> dict[str, Any]:
+    """All the monitor may do: create Events in its namespace (drift raised and cleared)."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name, "namespace": namespace},
+        "rules": [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}],
+    }
+
+
+def build_role_binding(*, name: str, namespace: str) -> dict[str, Any]:
+    """The monitor's ServiceAccount bound to its Role."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
     }
 
 

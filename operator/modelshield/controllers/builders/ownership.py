@@ -46,6 +46,9 @@ _INVALID_LABEL_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]")
 SERVER_DEFAULTS: Mapping[str, frozenset[str]] = {
     "NetworkPolicy": frozenset(),
     "ConfigMap": frozenset(),
+    "ServiceAccount": frozenset(),
+    "Role": frozenset(),
+    "RoleBinding": frozenset(),
     "Service": frozenset(
         {
             "spec.clusterIP",
@@ -68,6 +71,8 @@ SERVER_DEFAULTS: Mapping[str, frozenset[str]] = {
             "spec.template.spec.terminationGracePeriodSeconds",
             "spec.template.spec.dnsPolicy",
             "spec.template.spec.schedulerName",
+            # The deprecated alias of serviceAccountName, filled in from it.
+            "spec.template.spec.serviceAccount",
             "spec.template.spec.containers[*].terminationMessagePath",
             "spec.template.spec.containers[*].terminationMessagePolicy",
             "spec.template.spec.containers[*].imagePullPolicy",
@@ -91,6 +96,9 @@ SERVER_DEFAULTS: Mapping[str, frozenset[str]] = {
 CONTENT_FIELDS: Mapping[str, tuple[str, ...]] = {
     "NetworkPolicy": ("spec",),
     "ConfigMap": ("data", "binaryData"),
+    "ServiceAccount": ("automountServiceAccountToken", "imagePullSecrets", "secrets"),
+    "Role": ("rules",),
+    "RoleBinding": ("roleRef", "subjects"),
     "Service": ("spec",),
     "Deployment": ("spec",),
 }
