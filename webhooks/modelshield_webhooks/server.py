@@ -114,6 +114,7 @@ class RunningServer:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.runner.cleanup()
+        gc.unfreeze()  # what start() froze may be garbage now (in tests, many servers)
 
 
 async def start(
