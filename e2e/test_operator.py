@@ -555,8 +555,9 @@ def test_rbac_has_no_wildcards_on_the_server(kubectl: Kubectl, operator_kubeconf
     role = get_json(kubectl, "default", "clusterrole", "modelshield-operator")
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
-    denied = kubectl(f"--kubeconfig={operator_kubeconfig}", "auth", "can-i", "get", "secrets", "-n", "default", check=False)
-    assert denied.stdout.strip() == "no"
+    for verb in ("list", "watch", "delete"):
+        denied = kubectl(f"--kubeconfig={operator_kubeconfig}", "auth", "can-i", verb, "secrets", "-n", "default", check=False)
+        assert denied.stdout.strip() == "no", verb
 
 
 

@@ -162,7 +162,7 @@ def build(arguments: argparse.Namespace, api_client: client.ApiClient) -> tuple[
         registry, controller=controller, arguments=arguments, verifier=verifier, leader=leader
     )
     certificates.register(registry, kube=kube, arguments=arguments)
-    _register_optional(registry, "modelshield.controllers.artifacts")
+    _register_optional(registry, "modelshield.controllers.artifacts", kube=kube)
     return registry, controller, kube
 
 

@@ -114,6 +114,13 @@ def cluster_rules(
         ),
         Rule(("",), ("events",), ("create",), "Events on policies, workloads and artifacts"),
         Rule(
+            ("",),
+            ("secrets",),
+            ("get",),
+            "the public keys of secretRef model signers, read when a ModelArtifact is verified "
+            "(get only: never list or watch Secrets)",
+        ),
+        Rule(
             ("wgpolicyk8s.io",),
             ("policyreports",),
             ("get", "list", "create", "update", "delete"),
