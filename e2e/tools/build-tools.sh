@@ -17,6 +17,9 @@ readonly KUBERNETES_VERSION=v1.36.3
 readonly HELM_VERSION=v3.22.0
 readonly COSIGN_VERSION=v2.6.5
 readonly GGCR_VERSION=v0.22.1
+# moto's S3-compatible server for the model-fetching tests, in a venv of its own: botocore
+# pins python-dateutil < 3, which the kubernetes client of the project venv does not accept.
+readonly MOTO_VERSION=5.2.5
 
 readonly CACHE="${MODELSHIELD_TOOLS_CACHE:-$HOME/.cache/modelshield/tools}"
 # Two cores on CI: more parallel compile jobs only add memory pressure.
@@ -212,6 +215,21 @@ go_install cosign github.com/sigstore/cosign/v2/cmd/cosign "$COSIGN_VERSION" \
   "-X sigs.k8s.io/release-utils/version.gitVersion=${COSIGN_VERSION}"
 go_install registry github.com/google/go-containerregistry/cmd/registry "$GGCR_VERSION"
 
+# --- moto: an S3-compatible server, from PyPI, in its own virtual environment -----
+install_moto() {
+  local dir="$CACHE/moto-$MOTO_VERSION" started=$SECONDS
+  if is_cached "$dir/bin" moto_server; then
+    log "moto $MOTO_VERSION: cached in $dir"
+    return
+  fi
+  rm -rf "$dir"
+  python3 -m venv "$dir"
+  run_logged "$dir/install.log" "$dir/bin/pip" install --quiet "moto[server]==$MOTO_VERSION" \
+    || die "installing moto $MOTO_VERSION failed (log above)"
+  log "moto $MOTO_VERSION: installed in $((SECONDS - started)) s"
+}
+install_moto
+
 # --- env.sh -----------------------------------------------------------------
 tool_dirs=(
   "$(dirname "$ETCD_BINARY")"
@@ -233,6 +251,7 @@ tools_path="$(IFS=:; printf '%s' "${tool_dirs[*]}")"
   printf 'export MODELSHIELD_HELM=%q\n' "$CACHE/helm-${HELM_VERSION}/helm"
   printf 'export MODELSHIELD_COSIGN=%q\n' "$CACHE/cosign-${COSIGN_VERSION}/cosign"
   printf 'export MODELSHIELD_REGISTRY=%q\n' "$CACHE/registry-${GGCR_VERSION}/registry"
+  printf 'export MODELSHIELD_MOTO_SERVER=%q\n' "$CACHE/moto-${MOTO_VERSION}/bin/moto_server"
   # shellcheck disable=SC2016 # $PATH must expand when env.sh is sourced, not now
   printf 'export PATH=%q:"$PATH"\n' "$tools_path"
 } > "$CACHE/env.sh.partial"

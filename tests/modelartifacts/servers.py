@@ -31,10 +31,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from e2e import toolcache
 from modelshield.modelartifacts import buckets
 from tests.supplychain import localtools
-
-MOTO_VENV = pathlib.Path.home() / ".cache" / "modelshield" / "moto-venv"
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -99,13 +98,11 @@ def file_server(
 
 def moto_server_binary() -> pathlib.Path:
     """moto's S3-compatible server, from its own venv (it pins python-dateutil < 3)."""
-    configured = os.environ.get("MODELSHIELD_MOTO_SERVER")
-    path = pathlib.Path(configured) if configured else MOTO_VENV / "bin" / "moto_server"
-    if not path.exists():
+    path = toolcache.tool_path("MODELSHIELD_MOTO_SERVER")
+    if path is None:
         raise AssertionError(
-            f"moto_server not found at {path}: create it with "
-            f"`python3 -m venv {MOTO_VENV} && {MOTO_VENV}/bin/pip install 'moto[server]>=5,<6'` "
-            "(or set MODELSHIELD_MOTO_SERVER)"
+            "moto_server is not installed: run e2e/tools/build-tools.sh, which installs it in a "
+            "venv of its own (or set MODELSHIELD_MOTO_SERVER)"
         )
     return path
 
