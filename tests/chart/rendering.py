@@ -38,6 +38,8 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     },
     "no-crds": {"crds": {"install": False}},
     "crds-not-kept": {"crds": {"keep": False}},
+    "policy-reports-elsewhere": {"policyReports": {"installCRD": False}},
+    "no-signer-secrets": {"operator": {"readSignerSecrets": False}},
     "service-monitor": {"serviceMonitor": {"enabled": True}},
     "network-policy": {"networkPolicy": {"enabled": True}},
     "grafana-dashboard": {"grafanaDashboard": {"enabled": True}},

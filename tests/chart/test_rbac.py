@@ -49,13 +49,20 @@ def test_no_wildcards_and_no_escalation(name: str) -> None:
         assert not ESCALATING_VERBS & set(rule["verbs"]), f"{role}: {rule}"
 
 
+#: The one cluster-wide Secret grant: get (never list/watch), for secretRef signers' keys.
+SIGNER_SECRETS_RULE = ((("",), ("secrets",), ("get",), ()))
+
+
 @pytest.mark.parametrize("name", sorted(rendering.COMBINATIONS))
-def test_secrets_are_reachable_only_by_name_in_the_release_namespace(name: str) -> None:
+def test_secrets_are_reachable_only_by_name_in_the_release_namespace_or_by_get(name: str) -> None:
     manifests = rendering.rendered(name)
     for role, rule in _rules(manifests):
         if "secrets" not in rule["resources"]:
             continue
-        assert role.startswith("Role/"), f"{role} grants Secrets cluster-wide: {rule}"
+        if role.startswith("ClusterRole/"):
+            assert role == f"ClusterRole/{rendering.RELEASE}-operator", rule
+            assert _normalised([rule]) == [SIGNER_SECRETS_RULE], f"{role}: {rule}"
+            continue
         # create cannot be limited by name; everything else must be.
         if set(rule["verbs"]) != {"create"}:
             assert rule.get("resourceNames") == [f"{rendering.RELEASE}-webhook-tls"], (
@@ -63,11 +70,16 @@ def test_secrets_are_reachable_only_by_name_in_the_release_namespace(name: str) 
             )
 
 
+def _operator_cluster_rules(name: str) -> list[tuple[tuple[str, ...], ...]]:
+    manifests = rendering.rendered(name)
+    cluster_role = rendering.one(manifests, "ClusterRole", f"{rendering.RELEASE}-operator")
+    return _normalised(cluster_role["rules"])
+
+
 def test_operator_rules_are_the_ones_the_code_declares() -> None:
     manifests = rendering.rendered("default")
-    cluster_role = rendering.one(manifests, "ClusterRole", f"{rendering.RELEASE}-operator")
     expected = [rule.manifest() for rule in rbac.cluster_rules((rendering.RELEASE,))]
-    assert _normalised(cluster_role["rules"]) == _normalised(expected)
+    assert _operator_cluster_rules("default") == _normalised(expected)
     role = rendering.one(manifests, "Role", f"{rendering.RELEASE}-operator")
     expected = [
         rule.manifest() for rule in rbac.namespace_rules(f"{rendering.RELEASE}-webhook-tls")
@@ -75,10 +87,18 @@ def test_operator_rules_are_the_ones_the_code_declares() -> None:
     assert _normalised(role["rules"]) == _normalised(expected)
 
 
-def test_with_cert_manager_the_operator_gets_no_secret_rights() -> None:
+def test_read_signer_secrets_false_drops_only_the_cluster_wide_secret_get() -> None:
+    declared = _normalised([rule.manifest() for rule in rbac.cluster_rules((rendering.RELEASE,))])
+    assert SIGNER_SECRETS_RULE in declared
+    dropped = [rule for rule in declared if rule != SIGNER_SECRETS_RULE]
+    assert _operator_cluster_rules("no-signer-secrets") == dropped
+
+
+def test_with_cert_manager_the_operator_gets_only_the_signer_secrets_get() -> None:
     manifests = rendering.rendered("cert-manager")
     assert not rendering.of_kind(manifests, "Role")
-    assert all("secrets" not in rule["resources"] for _, rule in _rules(manifests))
+    secret_rules = [rule for _, rule in _rules(manifests) if "secrets" in rule["resources"]]
+    assert _normalised(secret_rules) == [SIGNER_SECRETS_RULE]
 
 
 def test_webhook_only_reads_what_its_caches_watch() -> None:

@@ -6,6 +6,7 @@ import pathlib
 
 import pytest
 
+from modelshield.controllers import leadership, settings
 from tests.chart import rendering
 
 
@@ -42,6 +43,7 @@ def test_namespaced_objects_are_in_the_release_namespace(name: str) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "CustomResourceDefinition",
+        "ClusterKopfPeering",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
     }
@@ -97,7 +99,7 @@ def test_kubernetes_older_than_the_crds_need_is_refused() -> None:
         ),
         ("cert-manager", {"Certificate", "Issuer"}, {"Secret"}),
         ("cert-manager-issuer", {"Certificate"}, {"Issuer", "Secret"}),
-        ("no-crds", set(), {"CustomResourceDefinition"}),
+        ("no-crds", set(), {"CustomResourceDefinition", "ClusterKopfPeering"}),
         ("service-monitor", {"ServiceMonitor"}, set()),
         ("network-policy", {"NetworkPolicy"}, set()),
         ("grafana-dashboard", {"ConfigMap"}, set()),
@@ -113,7 +115,7 @@ def test_combinations_switch_their_objects(
 
 def test_crds_are_kept_on_uninstall_unless_asked() -> None:
     kept = rendering.of_kind(rendering.rendered("default"), "CustomResourceDefinition")
-    assert len(kept) == 3
+    assert len(kept) == 5
     for crd in kept:
         assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
     for crd in rendering.of_kind(rendering.rendered("crds-not-kept"), "CustomResourceDefinition"):
@@ -129,5 +131,40 @@ def test_chart_crds_are_the_generated_ones() -> None:
     rendered = {
         crd["metadata"]["name"]: crd["spec"]
         for crd in rendering.of_kind(rendering.rendered("default"), "CustomResourceDefinition")
+        if crd["spec"]["group"] == "modelshield.dev"
     }
     assert rendered == committed
+
+
+def _crd(name: str, manifests: list[rendering.Manifest]) -> rendering.Manifest:
+    return rendering.one(manifests, "CustomResourceDefinition", name)
+
+
+def test_policy_report_crd_is_the_audit_one_and_can_be_left_out() -> None:
+    fixture = rendering.parse(
+        (rendering.REPOSITORY / "e2e" / "fixtures" / "policyreport-crd.yaml").read_text()
+    )
+    (expected,) = fixture
+    crd = _crd("policyreports.wgpolicyk8s.io", rendering.rendered("default"))
+    assert crd["spec"] == expected["spec"]
+    for name in ("policy-reports-elsewhere", "no-crds"):
+        names = {
+            manifest["metadata"]["name"]
+            for manifest in rendering.of_kind(rendering.rendered(name), "CustomResourceDefinition")
+        }
+        assert "policyreports.wgpolicyk8s.io" not in names, name
+    # Leaving out the Policy Reports CRD leaves out nothing else.
+    others = rendering.of_kind(rendering.rendered("policy-reports-elsewhere"), "CustomResourceDefinition")
+    assert len(others) == 4
+
+
+def test_kopf_peering_crd_and_object_make_one_operator_active() -> None:
+    manifests = rendering.rendered("default")
+    crd = _crd("clusterkopfpeerings.kopf.dev", manifests)
+    assert crd["spec"]["scope"] == "Cluster"
+    assert crd["spec"]["names"]["kind"] == leadership.PEERING_KIND
+    assert [version["name"] for version in crd["spec"]["versions"]] == ["v1"]
+    peering = rendering.one(manifests, leadership.PEERING_KIND, settings.PEERING_NAME)
+    assert peering["apiVersion"] == "kopf.dev/v1"
+    # Created after the CRD exists, and again on upgrades.
+    assert rendering.hook_of(peering) == "post-install,post-upgrade"

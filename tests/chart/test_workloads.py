@@ -80,6 +80,18 @@ def test_operator_is_one_replica_recreated() -> None:
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
 
 
+def test_operator_peers_under_its_pod_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    deployment = rendering.one(rendering.rendered("default"), "Deployment", OPERATOR)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # The real parser takes its peering identity from POD_ID, and peering is not turned off.
+    monkeypatch.setenv("POD_ID", "modelshield-operator-7d9f-abcde")
+    arguments = _parsed(container["args"])
+    assert arguments.identity == "modelshield-operator-7d9f-abcde"
+    assert arguments.standalone is False
+
+
 def test_one_replica_webhook_gets_no_budget_that_would_block_drains() -> None:
     manifests = rendering.parse(rendering.render_text({"webhook": {"replicas": 1}}))
     assert not rendering.of_kind(manifests, "PodDisruptionBudget")
@@ -124,10 +136,10 @@ def test_command_lines_are_accepted_by_the_real_parser(name: str) -> None:
     mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
     if name == "everything":
         # The operator's audit verifies keyless signatures against the same trust root.
-        assert arguments.trusted_root == "/etc/modelshield/trust-root/trusted_root.json"
+        assert arguments.trust_root == "/etc/modelshield/trust-root/trusted_root.json"
         assert "/etc/modelshield/trust-root" in mounts
     else:
-        assert arguments.trusted_root is None
+        assert arguments.trust_root is None
 
 
 def test_image_digest_wins_over_tag() -> None:

@@ -103,7 +103,7 @@ def _image_verifier(arguments: argparse.Namespace) -> auditing.Verifier | None:
     registries = importlib.import_module("modelshield.supplychain.images.registries")
     caching = importlib.import_module("modelshield.supplychain.images.caching")
     verifier: auditing.Verifier = verifying.ImageVerifier(
-        trust_root=arguments.trusted_root,
+        trust_root=arguments.trust_root,
         registry_options=registries.RegistryOptions(insecure_hosts=frozenset(arguments.insecure_registry)),
         cache=caching.VerificationCache(
             caching.CacheSettings(positive_ttl=arguments.image_cache_ttl)
@@ -255,7 +255,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--scraper-pod-label", action="append", default=[], type=_label, help="key=value of scraper pods"
     )
     parser.add_argument(
-        "--trusted-root", default=None, help="sigstore trusted_root.json for keyless signers"
+        "--trust-root", default=None, help="sigstore trusted_root.json for keyless signers"
     )
     parser.add_argument(
         "--insecure-registry",
