@@ -27,7 +27,7 @@ import yaml
 from cryptography import x509
 
 from e2e.clients import Cluster, Kubectl
-from modelshield.controllers import certificates, writing
+from modelshield.controllers import certificates, settings, writing
 from tests.chart import rendering
 
 # Kinds whose CRDs a bare control plane does not have (cert-manager, Prometheus
@@ -35,6 +35,7 @@ from tests.chart import rendering
 THIRD_PARTY_GROUPS = ("cert-manager.io/", "monitoring.coreos.com/")
 CONFIGURATION_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 IGNORE_LABEL = "modelshield.dev/ignore"
+PEERING_CRD = "clusterkopfpeerings.kopf.dev"
 
 
 class Helm:
@@ -72,6 +73,27 @@ class Helm:
 @pytest.fixture
 def helm(cluster: Cluster, tmp_path: pathlib.Path) -> Helm:
     return Helm(cluster, tmp_path / "helm")
+
+
+@pytest.fixture(scope="module")
+def kopf_peering_crd(kubectl: Kubectl) -> dict[str, Any]:
+    """The chart's kopf peering CRD, installed for real and left installed (like the
+    modelshield CRDs): a dry run cannot check a ClusterKopfPeering against a CRD that is
+    itself only dry-run, and `helm install` creates the peering object only when the API
+    server serves the kind. The e2e operators run --standalone, so it changes nothing else."""
+    crd = rendering.one(
+        rendering.rendered("default"), "CustomResourceDefinition", PEERING_CRD
+    )
+    kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=modelshield-e2e",
+        "--filename=-",
+        input_text=yaml.safe_dump(crd),
+    )
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{PEERING_CRD}")
+    return crd
 
 
 @pytest.fixture
@@ -142,7 +164,7 @@ def _get(kubectl: Kubectl, *arguments: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("combination", sorted(rendering.COMBINATIONS))
 def test_every_rendered_object_is_accepted_by_the_api_server(
-    combination: str, namespace: str, kubectl: Kubectl
+    combination: str, namespace: str, kubectl: Kubectl, kopf_peering_crd: dict[str, Any]
 ) -> None:
     manifests = rendering.parse(
         rendering.render_text(
@@ -181,13 +203,19 @@ def test_install_upgrade_uninstall_leaves_nothing_fail_closed(
     other_namespace: str,
     kubectl: Kubectl,
     modelshield_crds: list[dict[str, Any]],
+    kopf_peering_crd: dict[str, Any],
 ) -> None:
     release = _release_name(namespace)
     secret_name = f"{release}-webhook-tls"
     # The chart's CRDs are already installed (and owned) by the session fixture.
     install = ("--namespace", namespace, "--set", "crds.install=false")
+    kubectl("delete", "clusterkopfpeering", settings.PEERING_NAME, "--ignore-not-found")
     notes = helm("install", release, str(rendering.CHART), *install).stdout
     try:
+        # The post-install hook made the peering object the operator's instances share
+        # (the kind is served: kopf_peering_crd), under the name the operator uses.
+        peering = _get(kubectl, "clusterkopfpeering", settings.PEERING_NAME)
+        assert peering["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
         # NOTES.txt tells the user it fails closed and how to break glass, with real names.
         assert "FAIL-CLOSED" in notes
         assert f"mutatingwebhookconfiguration {release}" in notes, notes
@@ -195,6 +223,8 @@ def test_install_upgrade_uninstall_leaves_nothing_fail_closed(
         _check_installed(helm, kubectl, release, namespace, other_namespace)
         before = _get(kubectl, "secret", secret_name, "--namespace", namespace)["data"]
         helm("upgrade", release, str(rendering.CHART), *install, "--set", "webhook.logLevel=debug")
+        # Replaced by the post-upgrade hook, not lost.
+        _get(kubectl, "clusterkopfpeering", settings.PEERING_NAME)
         after = _get(kubectl, "secret", secret_name, "--namespace", namespace)["data"]
         # An upgrade keeps the CA and certificate the pods and the caBundle already use.
         assert after == before
@@ -221,9 +251,10 @@ def test_install_upgrade_uninstall_leaves_nothing_fail_closed(
     )
     assert leftovers.stdout.strip() == ""
     assert _create_deployment(kubectl, other_namespace, "after-uninstall") is None
-    # The CRDs (and with them every policy) stay.
+    # The CRDs (and with them every policy) stay, and so does the peering object.
     for crd in modelshield_crds:
         kubectl("get", "customresourcedefinition", crd["metadata"]["name"])
+    kubectl("get", "clusterkopfpeering", settings.PEERING_NAME)
 
 
 def _check_installed(
