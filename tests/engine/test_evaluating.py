@@ -389,3 +389,17 @@ def test_malformed_governed_workload_is_denied_with_the_path() -> None:
     assert not decision.allowed
     assert decision.violations[0].code == Code.WORKLOAD_MALFORMED
     assert decision.violations[0].path == "spec.template.spec.containers"
+
+
+def test_policies_differing_only_in_mutate_to_digest_keep_their_own_setting() -> None:
+    pinning = b.policy(images={"signers": b.SIGNERS, "mutateToDigest": True})
+    plain = b.policy(images={"signers": b.SIGNERS})
+    plain = plain.model_copy(update={"metadata": plain.metadata.model_copy(update={"name": "q"})})
+    for order in ([pinning, plain], [plain, pinning]):
+        policy_set = compiling.compile_policies(order)
+        settings = {
+            p.ref.name: p.images.mutate_to_digest
+            for p in policy_set.namespaced[b.NAMESPACE]
+            if p.images
+        }
+        assert settings == {"p": True, "q": False}

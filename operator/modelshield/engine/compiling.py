@@ -36,11 +36,14 @@ class CompiledImages:
 
     allowed_registries: tuple[str, ...]
     require_digest: bool
+    mutate_to_digest: bool
     signer_names: frozenset[str]
     attestations: tuple[CompiledAttestation, ...]
     #: Identifies what must be verified (signers and attestations): equal requirements share
     #: verification results, different ones never do.
     key: str
+    #: Every field above is compared, so equal blocks mean equal requirements and blocks
+    #: can be shared between policies; the source is kept for the verifier only.
     source: policies.ImageRequirements = dataclasses.field(compare=False)
 
     @property
@@ -94,6 +97,7 @@ def _compile_images(requirement: policies.ImageRequirements) -> CompiledImages:
     return CompiledImages(
         allowed_registries=tuple(requirement.allowed_registries),
         require_digest=requirement.require_digest,
+        mutate_to_digest=requirement.mutate_to_digest,
         signer_names=image_signers,
         attestations=tuple(
             CompiledAttestation(

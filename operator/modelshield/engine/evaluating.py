@@ -96,7 +96,7 @@ def _patches(
 ) -> tuple[dict[str, Any], ...]:
     patches: dict[str, dict[str, Any]] = {}
     for policy in governing:
-        if policy.images is None or not policy.images.source.mutate_to_digest:
+        if policy.images is None or not policy.images.mutate_to_digest:
             continue
         for container in workload.containers:
             patch = imagechecks.digest_patch(
