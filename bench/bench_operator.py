@@ -93,7 +93,9 @@ def _count(api_client: client.ApiClient) -> int:
         method="GET",
         resource_path="/apis/networking.k8s.io/v1/networkpolicies",
         query_params=[("labelSelector", ownership.MANAGED_SELECTOR), ("resourceVersion", "0")],
-        header_params={"Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"},
+        header_params={
+            "Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+        },
         auth_settings=["BearerToken"],
     )
     response = api_client.call_api(*serialized)

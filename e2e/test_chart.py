@@ -81,9 +81,7 @@ def kopf_peering_crd(kubectl: Kubectl) -> dict[str, Any]:
     modelshield CRDs): a dry run cannot check a ClusterKopfPeering against a CRD that is
     itself only dry-run, and `helm install` creates the peering object only when the API
     server serves the kind. The e2e operators run --standalone, so it changes nothing else."""
-    crd = rendering.one(
-        rendering.rendered("default"), "CustomResourceDefinition", PEERING_CRD
-    )
+    crd = rendering.one(rendering.rendered("default"), "CustomResourceDefinition", PEERING_CRD)
     kubectl(
         "apply",
         "--server-side",

@@ -51,20 +51,30 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_SEC
 
 @pytest.fixture(scope="module")
 def operator_kubeconfig(
-    cluster: Cluster, kubectl: Kubectl, modelshield_crds: list[dict[str, Any]], tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster,
+    kubectl: Kubectl,
+    modelshield_crds: list[dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Path:
     """CRDs installed, and a kubeconfig for a ServiceAccount with exactly the operator's RBAC."""
     kubectl(
-        "apply", "--server-side", "--field-manager=modelshield-e2e",
+        "apply",
+        "--server-side",
+        "--field-manager=modelshield-e2e",
         f"--filename={FIXTURES / 'inferenceservice-crd.yaml'}",
         f"--filename={FIXTURES / 'policyreport-crd.yaml'}",
     )
     kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/inferenceservices.serving.kserve.io", "crd/policyreports.wgpolicyk8s.io",
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/inferenceservices.serving.kserve.io",
+        "crd/policyreports.wgpolicyk8s.io",
     )
     kubectl("create", "namespace", OPERATOR_NAMESPACE, check=False)
-    kubectl("-n", OPERATOR_NAMESPACE, "create", "serviceaccount", "modelshield-operator", check=False)
+    kubectl(
+        "-n", OPERATOR_NAMESPACE, "create", "serviceaccount", "modelshield-operator", check=False
+    )
     documents = rbac.manifests(
         namespace=OPERATOR_NAMESPACE, webhook_configurations=(WEBHOOK_CONFIGURATION,)
     )
@@ -83,7 +93,12 @@ def operator_kubeconfig(
                 "kind": "Config",
                 "clusters": [cluster_entry],
                 "users": [{"name": "operator", "user": {"token": token}}],
-                "contexts": [{"name": "operator", "context": {"cluster": cluster_entry["name"], "user": "operator"}}],
+                "contexts": [
+                    {
+                        "name": "operator",
+                        "context": {"cluster": cluster_entry["name"], "user": "operator"},
+                    }
+                ],
                 "current-context": "operator",
             }
         )
@@ -97,20 +112,35 @@ class OperatorProcess:
 
     def __init__(self, kubeconfig: Path, log: Path, *extra: str) -> None:
         self.command = [
-            sys.executable, "-m", "modelshield.cli.main", "operator",
-            f"--kubeconfig={kubeconfig}", "--standalone", "--metrics-port=0", "--workers=4",
-            f"--webhook-configuration={WEBHOOK_CONFIGURATION}", "--image=modelshield:e2e", *extra,
+            sys.executable,
+            "-m",
+            "modelshield.cli.main",
+            "operator",
+            f"--kubeconfig={kubeconfig}",
+            "--standalone",
+            "--metrics-port=0",
+            "--workers=4",
+            f"--webhook-configuration={WEBHOOK_CONFIGURATION}",
+            "--image=modelshield:e2e",
+            *extra,
         ]
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            str(REPOSITORY_ROOT / part) for part in ("operator", "webhooks", ".")
-        )}
+        environment = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                str(REPOSITORY_ROOT / part) for part in ("operator", "webhooks", ".")
+            ),
+        }
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=REPOSITORY_ROOT
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                cwd=REPOSITORY_ROOT,
             )
         return self
 
@@ -129,11 +159,15 @@ class OperatorProcess:
 
 
 @pytest.fixture
-def start_operator(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+def start_operator(
+    operator_kubeconfig: Path, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
     def start(*extra: str) -> OperatorProcess:
-        process = OperatorProcess(operator_kubeconfig, tmp_path / f"operator-{len(started)}.log", *extra).start()
+        process = OperatorProcess(
+            operator_kubeconfig, tmp_path / f"operator-{len(started)}.log", *extra
+        ).start()
         started.append(process)
         return process
 
@@ -148,19 +182,28 @@ def start_operator(operator_kubeconfig: Path, tmp_path: Path) -> Iterator[Callab
 
 
 def policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelSecurityPolicy", "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelSecurityPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 NETWORK = {
     "ingress": [
         {
-            "peers": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}],
+            "peers": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+            ],
             "ports": [{"port": 8080}],
         }
     ],
     "egress": [{"peers": [{"cidr": "10.0.0.0/8"}], "ports": [{"port": 443}]}],
 }
-DRIFT = {"drift": {"referenceProfile": {"name": "reference", "key": "profile.json"}, "threshold": 0.25}}
+DRIFT = {
+    "drift": {"referenceProfile": {"name": "reference", "key": "profile.json"}, "threshold": 0.25}
+}
 HARDENED = {
     "runAsNonRoot": True,
     "readOnlyRootFilesystem": True,
@@ -180,12 +223,17 @@ def deployment(name: str, labels: dict[str, str], *, hardened: bool = True) -> d
         "spec": {
             "replicas": 0,
             "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name, **labels}}, "spec": {"containers": [container]}},
+            "template": {
+                "metadata": {"labels": {"app": name, **labels}},
+                "spec": {"containers": [container]},
+            },
         },
     }
 
 
-def inference_service(name: str, labels: dict[str, str], logger: str | None = None) -> dict[str, Any]:
+def inference_service(
+    name: str, labels: dict[str, str], logger: str | None = None
+) -> dict[str, Any]:
     predictor: dict[str, Any] = {"sklearn": {"storageUri": "s3://models/iris"}}
     if logger:
         predictor["logger"] = {"mode": "all", "url": logger}
@@ -219,7 +267,9 @@ def owned_names(kubectl: Kubectl, namespace: str, kind: str) -> set[str]:
 
 
 def policy_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
-    status: dict[str, Any] = get_json(kubectl, namespace, "modelsecuritypolicy", name).get("status") or {}
+    status: dict[str, Any] = (
+        get_json(kubectl, namespace, "modelsecuritypolicy", name).get("status") or {}
+    )
     return status
 
 
@@ -235,7 +285,14 @@ def governed(kubectl: Kubectl, namespace: str) -> str:
     apply(
         kubectl,
         namespace,
-        policy("isolate", {"selector": {"matchLabels": {"governed": "yes"}}, "network": NETWORK, "monitoring": DRIFT}),
+        policy(
+            "isolate",
+            {
+                "selector": {"matchLabels": {"governed": "yes"}},
+                "network": NETWORK,
+                "monitoring": DRIFT,
+            },
+        ),
         deployment("fraud", {"governed": "yes"}),
         deployment("free", {}),
         inference_service("iris", {"governed": "yes"}),
@@ -254,7 +311,9 @@ CHILDREN = {
 }
 
 
-def wait_children(kubectl: Kubectl, namespace: str, expected: dict[str, set[str]], operator: OperatorProcess) -> None:
+def wait_children(
+    kubectl: Kubectl, namespace: str, expected: dict[str, set[str]], operator: OperatorProcess
+) -> None:
     for kind, names in expected.items():
         wait_for(
             f"{kind} {sorted(names)} in {namespace}; operator log:\n{operator.tail()}",
@@ -273,21 +332,43 @@ def test_children_appear_with_the_right_selectors_and_rules(
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     assert spec["ingress"] == [
         {
-            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}, "podSelector": {}}],
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "gateway"}
+                    },
+                    "podSelector": {},
+                }
+            ],
             "ports": [{"port": 8080, "protocol": "TCP"}],
         }
     ]
     egress_peers = [rule["to"][0] for rule in spec["egress"]]
     assert {"ipBlock": {"cidr": "10.0.0.0/8"}} in egress_peers
-    assert any(peer.get("podSelector", {}).get("matchLabels", {}).get("k8s-app") == "kube-dns" for peer in egress_peers)
-    assert {"podSelector": {"matchLabels": {"modelshield.dev/drift-monitor": "ms-drift-deploy-fraud", "app.kubernetes.io/name": "modelshield-drift-monitor"}}} in egress_peers
-    owners = {(o["kind"], o["name"], o.get("controller", False)) for o in netpol["metadata"]["ownerReferences"]}
+    assert any(
+        peer.get("podSelector", {}).get("matchLabels", {}).get("k8s-app") == "kube-dns"
+        for peer in egress_peers
+    )
+    assert {
+        "podSelector": {
+            "matchLabels": {
+                "modelshield.dev/drift-monitor": "ms-drift-deploy-fraud",
+                "app.kubernetes.io/name": "modelshield-drift-monitor",
+            }
+        }
+    } in egress_peers
+    owners = {
+        (o["kind"], o["name"], o.get("controller", False))
+        for o in netpol["metadata"]["ownerReferences"]
+    }
     assert owners == {("Deployment", "fraud", True), ("ModelSecurityPolicy", "isolate", False)}
     labels = netpol["metadata"]["labels"]
     assert labels["modelshield.dev/policy"] == "isolate"
     assert labels["modelshield.dev/workload"] == "fraud"
     isvc_netpol = get_json(kubectl, governed, "networkpolicy", "ms-netpol-isvc-iris")
-    assert isvc_netpol["spec"]["podSelector"] == {"matchLabels": {"serving.kserve.io/inferenceservice": "iris"}}
+    assert isvc_netpol["spec"]["podSelector"] == {
+        "matchLabels": {"serving.kserve.io/inferenceservice": "iris"}
+    }
 
     monitor = get_json(kubectl, governed, "deployment", "ms-drift-deploy-fraud")
     container = monitor["spec"]["template"]["spec"]["containers"][0]
@@ -296,9 +377,21 @@ def test_children_appear_with_the_right_selectors_and_rules(
     assert container["securityContext"]["runAsNonRoot"] is True
     assert container["resources"]["limits"]
     account = f"--as=system:serviceaccount:{governed}:ms-drift-deploy-fraud"
-    assert kubectl("auth", "can-i", "create", "events", "-n", governed, account, check=False).stdout.strip() == "yes"
-    assert kubectl("auth", "can-i", "get", "configmaps", "-n", governed, account, check=False).stdout.strip() == "no"
-    config = yaml.safe_load(get_json(kubectl, governed, "configmap", "ms-drift-deploy-fraud")["data"]["config.yaml"])
+    assert (
+        kubectl(
+            "auth", "can-i", "create", "events", "-n", governed, account, check=False
+        ).stdout.strip()
+        == "yes"
+    )
+    assert (
+        kubectl(
+            "auth", "can-i", "get", "configmaps", "-n", governed, account, check=False
+        ).stdout.strip()
+        == "no"
+    )
+    config = yaml.safe_load(
+        get_json(kubectl, governed, "configmap", "ms-drift-deploy-fraud")["data"]["config.yaml"]
+    )
     assert config["threshold"] == 0.25
     assert config["workload"]["name"] == "fraud"
     isvc = get_json(kubectl, governed, "inferenceservice", "iris")
@@ -322,42 +415,89 @@ def test_children_appear_with_the_right_selectors_and_rules(
     statefulset = deployment("ledger", {"governed": "yes"})
     statefulset["kind"] = "StatefulSet"
     apply(kubectl, governed, statefulset)
-    wait_for("the StatefulSet's NetworkPolicy", lambda: "ms-netpol-sts-ledger" in owned_names(kubectl, governed, "networkpolicy"))
+    wait_for(
+        "the StatefulSet's NetworkPolicy",
+        lambda: "ms-netpol-sts-ledger" in owned_names(kubectl, governed, "networkpolicy"),
+    )
     sts_netpol = get_json(kubectl, governed, "networkpolicy", "ms-netpol-sts-ledger")
     assert sts_netpol["spec"]["podSelector"] == {"matchLabels": {"app": "ledger"}}
 
 
 def test_labels_change_delete_edit_and_policy_deletion(
-    kubectl: Kubectl, cluster: Cluster, governed: str, start_operator: Callable[..., OperatorProcess]
+    kubectl: Kubectl,
+    cluster: Cluster,
+    governed: str,
+    start_operator: Callable[..., OperatorProcess],
 ) -> None:
     operator = start_operator()
     wait_children(kubectl, governed, CHILDREN, operator)
 
     # A deleted child comes back; an edited one is reverted.
     kubectl("-n", governed, "delete", "networkpolicy", "ms-netpol-deploy-fraud", "--wait=true")
-    wait_for("the deleted NetworkPolicy restored", lambda: "ms-netpol-deploy-fraud" in owned_names(kubectl, governed, "networkpolicy"))
+    wait_for(
+        "the deleted NetworkPolicy restored",
+        lambda: "ms-netpol-deploy-fraud" in owned_names(kubectl, governed, "networkpolicy"),
+    )
     kubectl(
-        "-n", governed, "patch", "networkpolicy", "ms-netpol-deploy-fraud", "--type=merge",
-        "-p", '{"spec":{"ingress":[{}]}}',
+        "-n",
+        governed,
+        "patch",
+        "networkpolicy",
+        "ms-netpol-deploy-fraud",
+        "--type=merge",
+        "-p",
+        '{"spec":{"ingress":[{}]}}',
     )
     wait_for(
         "the edited NetworkPolicy reverted",
-        lambda: get_json(kubectl, governed, "networkpolicy", "ms-netpol-deploy-fraud")["spec"].get("ingress", [{}])[0] != {},
+        lambda: (
+            get_json(kubectl, governed, "networkpolicy", "ms-netpol-deploy-fraud")["spec"].get(
+                "ingress", [{}]
+            )[0]
+            != {}
+        ),
     )
-    kubectl("-n", governed, "patch", "configmap", "ms-drift-deploy-fraud", "--type=merge", "-p", '{"data":{"threshold":"99"}}')
+    kubectl(
+        "-n",
+        governed,
+        "patch",
+        "configmap",
+        "ms-drift-deploy-fraud",
+        "--type=merge",
+        "-p",
+        '{"data":{"threshold":"99"}}',
+    )
     wait_for(
         "the edited ConfigMap reverted",
-        lambda: "threshold" not in get_json(kubectl, governed, "configmap", "ms-drift-deploy-fraud")["data"],
+        lambda: (
+            "threshold"
+            not in get_json(kubectl, governed, "configmap", "ms-drift-deploy-fraud")["data"]
+        ),
     )
     events = get_json(kubectl, governed, "events", "--field-selector=involvedObject.name=fraud")
     reasons = {event["reason"] for event in events.get("items", [])}
     assert {"Restored", "Reverted"} <= reasons
 
     # No longer selected by its labels → its objects go.
-    kubectl("-n", governed, "patch", "deployment", "fraud", "--type=merge", "-p", '{"spec":{"template":{"metadata":{"labels":{"governed":"no"}}}}}')
+    kubectl(
+        "-n",
+        governed,
+        "patch",
+        "deployment",
+        "fraud",
+        "--type=merge",
+        "-p",
+        '{"spec":{"template":{"metadata":{"labels":{"governed":"no"}}}}}',
+    )
     wait_for(
         "the ungoverned Deployment's objects removed",
-        lambda: not any("deploy-fraud" in n for kind in CHILDREN for n in owned_names(kubectl, governed, kind)),
+        lambda: (
+            not any(
+                "deploy-fraud" in n
+                for kind in CHILDREN
+                for n in owned_names(kubectl, governed, kind)
+            )
+        ),
     )
     assert "ms-netpol-isvc-iris" in owned_names(kubectl, governed, "networkpolicy")
 
@@ -381,7 +521,13 @@ def test_deleting_the_workload_garbage_collects_without_the_operator(
     kubectl("-n", governed, "delete", "modelsecuritypolicy", "isolate")
     wait_for(
         "the garbage collector removed the deleted workload's objects",
-        lambda: not any("deploy-fraud" in n for kind in CHILDREN for n in owned_names(kubectl, governed, kind)),
+        lambda: (
+            not any(
+                "deploy-fraud" in n
+                for kind in CHILDREN
+                for n in owned_names(kubectl, governed, kind)
+            )
+        ),
     )
 
 
@@ -391,7 +537,10 @@ def test_status_counts_conditions_and_degraded_reason(
     apply(
         kubectl,
         namespace,
-        policy("hardening", {"enforcement": "Audit", "selector": {"matchLabels": {"team": "a"}}, "runtime": {}}),
+        policy(
+            "hardening",
+            {"enforcement": "Audit", "selector": {"matchLabels": {"team": "a"}}, "runtime": {}},
+        ),
         deployment("good", {"team": "a"}),
         deployment("bad", {"team": "a"}, hardened=False),
         policy("watch", {"selector": {"matchLabels": {"team": "b"}}, "monitoring": DRIFT}),
@@ -411,7 +560,11 @@ def test_status_counts_conditions_and_degraded_reason(
 
     watch = wait_for(
         "policy watch degraded",
-        lambda: (s := policy_status(kubectl, namespace, "watch")) and conditions(s).get("Degraded", {}).get("status") == "True" and s,
+        lambda: (
+            (s := policy_status(kubectl, namespace, "watch"))
+            and conditions(s).get("Degraded", {}).get("status") == "True"
+            and s
+        ),
     )
     degraded = conditions(watch)["Degraded"]
     assert degraded["reason"] == "ReferenceProfileMissing"
@@ -420,10 +573,23 @@ def test_status_counts_conditions_and_degraded_reason(
     # With the profile present, the other problem remains: the logger is someone else's.
     kubectl("-n", namespace, "create", "configmap", "reference", "--from-literal=profile.json={}")
     kubectl("-n", namespace, "annotate", "deployment", "watched", "touch=1")
-    kubectl("-n", namespace, "patch", "modelsecuritypolicy", "watch", "--type=merge", "-p", '{"spec":{"monitoring":{"drift":{"threshold":0.3}}}}')
+    kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "modelsecuritypolicy",
+        "watch",
+        "--type=merge",
+        "-p",
+        '{"spec":{"monitoring":{"drift":{"threshold":0.3}}}}',
+    )
     watch = wait_for(
         "policy watch degraded by the existing payload logger",
-        lambda: (s := policy_status(kubectl, namespace, "watch")) and conditions(s)["Degraded"]["reason"] == "PayloadLoggerInUse" and s,
+        lambda: (
+            (s := policy_status(kubectl, namespace, "watch"))
+            and conditions(s)["Degraded"]["reason"] == "PayloadLoggerInUse"
+            and s
+        ),
     )
     assert watch["observedGeneration"] == 2
     assert "someone-else" in conditions(watch)["Degraded"]["message"]
@@ -434,13 +600,24 @@ def test_status_counts_conditions_and_degraded_reason(
 
 
 def test_killed_mid_reconcile_then_restarted_converges(
-    kubectl: Kubectl, cluster: Cluster, namespace: str, start_operator: Callable[..., OperatorProcess]
+    kubectl: Kubectl,
+    cluster: Cluster,
+    namespace: str,
+    start_operator: Callable[..., OperatorProcess],
 ) -> None:
     count = 200
-    apply(kubectl, namespace, *(deployment(f"model-{i:03}", {"governed": "yes"}) for i in range(count)))
+    apply(
+        kubectl,
+        namespace,
+        *(deployment(f"model-{i:03}", {"governed": "yes"}) for i in range(count)),
+    )
     first = start_operator()
     wait_for("the operator started", lambda: "primed" in first.log.read_text())
-    apply(kubectl, namespace, policy("isolate", {"selector": {"matchLabels": {"governed": "yes"}}, "network": NETWORK}))
+    apply(
+        kubectl,
+        namespace,
+        policy("isolate", {"selector": {"matchLabels": {"governed": "yes"}}, "network": NETWORK}),
+    )
     networking = client.NetworkingV1Api(cluster.api_client)
 
     def made() -> int:
@@ -453,7 +630,16 @@ def test_killed_mid_reconcile_then_restarted_converges(
     # While it is down: some workloads go, and one is no longer governed.
     for i in range(5):
         kubectl("-n", namespace, "delete", "deployment", f"model-{i:03}")
-    kubectl("-n", namespace, "patch", "deployment", "model-005", "--type=merge", "-p", '{"spec":{"template":{"metadata":{"labels":{"governed":"no"}}}}}')
+    kubectl(
+        "-n",
+        namespace,
+        "patch",
+        "deployment",
+        "model-005",
+        "--type=merge",
+        "-p",
+        '{"spec":{"template":{"metadata":{"labels":{"governed":"no"}}}}}',
+    )
     expected = {f"ms-netpol-deploy-model-{i:03}" for i in range(6, count)}
     second = start_operator()
     # Generous: the machine may be shared with other suites.
@@ -467,7 +653,10 @@ def test_killed_mid_reconcile_then_restarted_converges(
         time.sleep(0.2)
     items = owned(kubectl, namespace, "networkpolicy")
     assert len(items) == len(expected), "duplicates"
-    workloads = {item["metadata"]["name"] for item in get_json(kubectl, namespace, "deployments").get("items", [])}
+    workloads = {
+        item["metadata"]["name"]
+        for item in get_json(kubectl, namespace, "deployments").get("items", [])
+    }
     for item in items:
         controller = next(o for o in item["metadata"]["ownerReferences"] if o.get("controller"))
         assert controller["name"] in workloads, f"orphan {item['metadata']['name']}"
@@ -478,7 +667,10 @@ def test_killed_mid_reconcile_then_restarted_converges(
     time.sleep(5)
     assert third.process is not None
     assert third.process.poll() is None, third.tail()
-    after = {i["metadata"]["name"]: i["metadata"]["resourceVersion"] for i in owned(kubectl, namespace, "networkpolicy")}
+    after = {
+        i["metadata"]["name"]: i["metadata"]["resourceVersion"]
+        for i in owned(kubectl, namespace, "networkpolicy")
+    }
     assert after == versions
 
 
@@ -496,12 +688,19 @@ def test_policy_report_for_a_violating_workload(
     start_operator("--audit-interval=1")
     report = wait_for(
         "a PolicyReport with the violating workload",
-        lambda: (r := get_json(kubectl, namespace, "policyreport", "modelshield")) and r.get("summary", {}).get("fail") and r,
+        lambda: (
+            (r := get_json(kubectl, namespace, "policyreport", "modelshield"))
+            and r.get("summary", {}).get("fail")
+            and r
+        ),
     )
     assert report["scope"] == {"apiVersion": "v1", "kind": "Namespace", "name": namespace}
     failures = [r for r in report["results"] if r["result"] == "fail"]
     assert {r["rule"] for r in failures} == {
-        "RuntimeRunAsRoot", "RuntimeWritableRootFilesystem", "RuntimePrivilegeEscalation", "RuntimeNoResourceLimits",
+        "RuntimeRunAsRoot",
+        "RuntimeWritableRootFilesystem",
+        "RuntimePrivilegeEscalation",
+        "RuntimeNoResourceLimits",
     }
     assert all(r["resources"][0]["name"] == "bad" for r in failures)
     assert all(r["policy"] == f"ModelSecurityPolicy {namespace}/hardening" for r in failures)
@@ -525,8 +724,21 @@ def test_webhook_certificate_and_ca_bundle(
                 "admissionReviewVersions": ["v1"],
                 "sideEffects": "None",
                 "failurePolicy": "Ignore",
-                "clientConfig": {"service": {"name": "modelshield-webhook", "namespace": OPERATOR_NAMESPACE, "path": "/validate"}},
-                "rules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["deployments"]}],
+                "clientConfig": {
+                    "service": {
+                        "name": "modelshield-webhook",
+                        "namespace": OPERATOR_NAMESPACE,
+                        "path": "/validate",
+                    }
+                },
+                "rules": [
+                    {
+                        "apiGroups": ["apps"],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["deployments"],
+                    }
+                ],
                 "namespaceSelector": {"matchLabels": {"modelshield-e2e-never": "true"}},
             }
         ],
@@ -536,13 +748,21 @@ def test_webhook_certificate_and_ca_bundle(
         start_operator("--manage-certificates", f"--webhook-namespace={OPERATOR_NAMESPACE}")
         secret = wait_for(
             "the webhook certificate Secret",
-            lambda: get_json(kubectl, OPERATOR_NAMESPACE, "secret", rbac.DEFAULT_CERTIFICATE_SECRET).get("data"),
+            lambda: get_json(
+                kubectl, OPERATOR_NAMESPACE, "secret", rbac.DEFAULT_CERTIFICATE_SECRET
+            ).get("data"),
         )
         bundle = wait_for(
             "the caBundle in sync with the Secret",
             lambda: (
-                b := get_json(kubectl, "default", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION)["webhooks"][0]["clientConfig"].get("caBundle")
-            ) == secret["ca.crt"] and b,
+                (
+                    b := get_json(
+                        kubectl, "default", "validatingwebhookconfiguration", WEBHOOK_CONFIGURATION
+                    )["webhooks"][0]["clientConfig"].get("caBundle")
+                )
+                == secret["ca.crt"]
+                and b
+            ),
         )
         assert bundle == secret["ca.crt"]
         assert secret["tls.crt"]
@@ -556,9 +776,17 @@ def test_rbac_has_no_wildcards_on_the_server(kubectl: Kubectl, operator_kubeconf
     for rule in role["rules"]:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"]
     for verb in ("list", "watch", "delete"):
-        denied = kubectl(f"--kubeconfig={operator_kubeconfig}", "auth", "can-i", verb, "secrets", "-n", "default", check=False)
+        denied = kubectl(
+            f"--kubeconfig={operator_kubeconfig}",
+            "auth",
+            "can-i",
+            verb,
+            "secrets",
+            "-n",
+            "default",
+            check=False,
+        )
         assert denied.stdout.strip() == "no", verb
-
 
 
 def test_audit_sees_a_key_rotated_and_a_signature_removed_after_admission(
@@ -568,13 +796,17 @@ def test_audit_sees_a_key_rotated_and_a_signature_removed_after_admission(
         localtools.require_tool("MODELSHIELD_REGISTRY"), tmp_path
     ).start()
     try:
-        cosign = localtools.Cosign(localtools.require_tool("MODELSHIELD_COSIGN"), tmp_path / "cosign")
+        cosign = localtools.Cosign(
+            localtools.require_tool("MODELSHIELD_COSIGN"), tmp_path / "cosign"
+        )
         first_key, first_public = cosign.generate_key_pair("release-1")
         _, second_public = cosign.generate_key_pair("release-2")
 
         async def push() -> str:
             async with registries.RegistryClient(registry.options()) as registry_client:
-                return await localtools.push_image(registry_client, registry.host, "ml/model", "v1", "weights")
+                return await localtools.push_image(
+                    registry_client, registry.host, "ml/model", "v1", "weights"
+                )
 
         digest = asyncio.run(push())
         image = f"{registry.host}/ml/model@{digest}"
@@ -585,25 +817,53 @@ def test_audit_sees_a_key_rotated_and_a_signature_removed_after_admission(
         apply(
             kubectl,
             namespace,
-            policy("signed-images", {"enforcement": "Audit", "selector": {"matchLabels": {"team": "s"}}, "images": {"signers": signers}}),
+            policy(
+                "signed-images",
+                {
+                    "enforcement": "Audit",
+                    "selector": {"matchLabels": {"team": "s"}},
+                    "images": {"signers": signers},
+                },
+            ),
             signed,
         )
-        start_operator("--audit-interval=1", f"--insecure-registry={registry.host}", "--image-cache-ttl=2")
+        start_operator(
+            "--audit-interval=1", f"--insecure-registry={registry.host}", "--image-cache-ttl=2"
+        )
 
         def report_results() -> list[dict[str, Any]]:
-            results: list[dict[str, Any]] = get_json(kubectl, namespace, "policyreport", "modelshield").get("results") or []
+            results: list[dict[str, Any]] = (
+                get_json(kubectl, namespace, "policyreport", "modelshield").get("results") or []
+            )
             return results
 
-        wait_for("the audit passes the signed image", lambda: [r["result"] for r in report_results()] == ["pass"])
+        wait_for(
+            "the audit passes the signed image",
+            lambda: [r["result"] for r in report_results()] == ["pass"],
+        )
         status = wait_for(
             "status counts the verified workload compliant",
-            lambda: (s := policy_status(kubectl, namespace, "signed-images")).get("compliant") == 1 and s,
+            lambda: (
+                (s := policy_status(kubectl, namespace, "signed-images")).get("compliant") == 1
+                and s
+            ),
         )
         assert status["violating"] == 0
 
         # The key is rotated after admission: only release-2 is trusted now.
-        rotated = {"spec": {"images": {"signers": [{"name": "release-2", "publicKey": second_public}]}}}
-        kubectl("-n", namespace, "patch", "modelsecuritypolicy", "signed-images", "--type=merge", "-p", json.dumps(rotated))
+        rotated = {
+            "spec": {"images": {"signers": [{"name": "release-2", "publicKey": second_public}]}}
+        }
+        kubectl(
+            "-n",
+            namespace,
+            "patch",
+            "modelsecuritypolicy",
+            "signed-images",
+            "--type=merge",
+            "-p",
+            json.dumps(rotated),
+        )
         failures = wait_for(
             "the audit reports the image signed by a key no longer trusted",
             lambda: [r for r in report_results() if r["result"] == "warn"],
@@ -616,8 +876,19 @@ def test_audit_sees_a_key_rotated_and_a_signature_removed_after_admission(
         )
 
         # Trusted again, then the signature is removed from the registry.
-        kubectl("-n", namespace, "patch", "modelsecuritypolicy", "signed-images", "--type=merge", "-p", json.dumps({"spec": {"images": {"signers": signers}}}))
-        wait_for("the audit passes again", lambda: [r["result"] for r in report_results()] == ["pass"])
+        kubectl(
+            "-n",
+            namespace,
+            "patch",
+            "modelsecuritypolicy",
+            "signed-images",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"images": {"signers": signers}}}),
+        )
+        wait_for(
+            "the audit passes again", lambda: [r["result"] for r in report_results()] == ["pass"]
+        )
         signature_tag = digest.replace(":", "-") + ".sig"
         manifests = f"http://{registry.host}/v2/ml/model/manifests"
         accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}

@@ -9,14 +9,21 @@ from modelshield.controllers.builders import driftmonitors as dm
 from modelshield.drift import config as drift_config
 
 DRIFT = policies.DriftMonitoring.model_validate(
-    {"referenceProfile": {"name": "ref", "key": "p.json"}, "features": ["age"], "threshold": 0.3, "window": 500}
+    {
+        "referenceProfile": {"name": "ref", "key": "p.json"},
+        "features": ["age"],
+        "threshold": 0.3,
+        "window": 500,
+    }
 )
 TARGET = dm.Target("apps/v1", "Deployment", "fraud", "ml", "uid-1")
 SETTINGS = dm.MonitorSettings(image="modelshield:test")
 
 
 def _config_map() -> dict[str, object]:
-    return dm.build_config_map(name="m", namespace="ml", drift=DRIFT, target=TARGET, profile='{"x": 1}')
+    return dm.build_config_map(
+        name="m", namespace="ml", drift=DRIFT, target=TARGET, profile='{"x": 1}'
+    )
 
 
 def test_config_map_holds_profile_and_a_valid_monitor_config(tmp_path: object) -> None:
@@ -31,11 +38,17 @@ def test_config_map_holds_profile_and_a_valid_monitor_config(tmp_path: object) -
     assert parsed.features == ["age"]
     assert parsed.profile == "/etc/modelshield/drift/profile.json"
     assert parsed.workload is not None
-    assert (parsed.workload.kind, parsed.workload.name, parsed.workload.uid) == ("Deployment", "fraud", "uid-1")
+    assert (parsed.workload.kind, parsed.workload.name, parsed.workload.uid) == (
+        "Deployment",
+        "fraud",
+        "uid-1",
+    )
 
 
 def test_deployment_is_hardened_and_runs_the_monitor() -> None:
-    deployment = dm.build_deployment(name="m", namespace="ml", config_map=_config_map(), settings=SETTINGS)
+    deployment = dm.build_deployment(
+        name="m", namespace="ml", config_map=_config_map(), settings=SETTINGS
+    )
     pod = deployment["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["image"] == "modelshield:test"
@@ -48,11 +61,16 @@ def test_deployment_is_hardened_and_runs_the_monitor() -> None:
     assert context["capabilities"] == {"drop": ["ALL"]}
     assert set(container["resources"]["limits"]) == {"cpu", "memory"}
     assert pod["serviceAccountName"] == "m"
-    assert deployment["spec"]["selector"]["matchLabels"] == deployment["spec"]["template"]["metadata"]["labels"]
+    assert (
+        deployment["spec"]["selector"]["matchLabels"]
+        == deployment["spec"]["template"]["metadata"]["labels"]
+    )
 
 
 def test_config_change_rolls_the_pods() -> None:
-    first = dm.build_deployment(name="m", namespace="ml", config_map=_config_map(), settings=SETTINGS)
+    first = dm.build_deployment(
+        name="m", namespace="ml", config_map=_config_map(), settings=SETTINGS
+    )
     other = dm.build_config_map(name="m", namespace="ml", drift=DRIFT, target=TARGET, profile="{}")
     second = dm.build_deployment(name="m", namespace="ml", config_map=other, settings=SETTINGS)
     annotation = dm.CONFIG_HASH_ANNOTATION
@@ -64,9 +82,9 @@ def test_config_change_rolls_the_pods() -> None:
 
 def test_service_account_mounts_a_token() -> None:
     settings = dm.MonitorSettings(image="i", service_account="drift")
-    pod = dm.build_deployment(name="m", namespace="ml", config_map=_config_map(), settings=settings)["spec"][
-        "template"
-    ]["spec"]
+    pod = dm.build_deployment(
+        name="m", namespace="ml", config_map=_config_map(), settings=settings
+    )["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "drift"
     assert pod["automountServiceAccountToken"] is True
 
@@ -84,7 +102,9 @@ def test_logger_set_only_when_absent() -> None:
     assert conflict is None
     patch, conflict = dm.logger_patch({"spec": {"predictor": {"logger": {"url": url}}}}, url)
     assert (patch, conflict) == (None, None)
-    patch, conflict = dm.logger_patch({"spec": {"predictor": {"logger": {"url": "http://other/"}}}}, url)
+    patch, conflict = dm.logger_patch(
+        {"spec": {"predictor": {"logger": {"url": "http://other/"}}}}, url
+    )
     assert patch is None
     assert conflict is not None
     assert "http://other/" in conflict
@@ -95,6 +115,13 @@ def test_own_account_may_only_create_events() -> None:
     role = dm.build_role(name="m", namespace="ml")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
     binding = dm.build_role_binding(name="m", namespace="ml")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "m"}
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "m",
+    }
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "m", "namespace": "ml"}]
-    assert dm.build_service_account(name="m", namespace="ml")["metadata"] == {"name": "m", "namespace": "ml"}
+    assert dm.build_service_account(name="m", namespace="ml")["metadata"] == {
+        "name": "m",
+        "namespace": "ml",
+    }

@@ -37,7 +37,9 @@ def test_status_only_updates_of_a_workload_are_ignored(controller: reconciling.C
     policies.handle_workload(controller, {"type": "ADDED", "object": body})
     assert _queued(controller) == {("Deployment", "ml", "d")}
     controller._pending.clear()
-    policies.handle_workload(controller, {"type": "MODIFIED", "object": {**body, "status": {"replicas": 1}}})
+    policies.handle_workload(
+        controller, {"type": "MODIFIED", "object": {**body, "status": {"replicas": 1}}}
+    )
     assert _queued(controller) == set()
     changed = _deployment("d", {"app": "y"}, generation=2)
     policies.handle_workload(controller, {"type": "MODIFIED", "object": changed})
@@ -61,14 +63,23 @@ def test_deleted_workload_is_forgotten_and_reconciled(controller: reconciling.Co
 
 def _owned(resource_version: str) -> dict[str, Any]:
     stamped = ownership.stamp(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ml"}, "data": {}},
-        ownership.Governance(ownership.ObjectRef("apps/v1", "Deployment", "d", "u-d", "ml"), (), "x"),
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "ml"},
+            "data": {},
+        },
+        ownership.Governance(
+            ownership.ObjectRef("apps/v1", "Deployment", "d", "u-d", "ml"), (), "x"
+        ),
     )
     stamped["metadata"].update({"resourceVersion": resource_version, "uid": "u-c"})
     return stamped
 
 
-def test_echo_of_our_own_write_is_dropped_but_an_edit_is_not(controller: reconciling.Controller) -> None:
+def test_echo_of_our_own_write_is_dropped_but_an_edit_is_not(
+    controller: reconciling.Controller,
+) -> None:
     controller.world.put_child(_owned("5"))
     policies.handle_owned(controller, {"type": "MODIFIED", "object": _owned("5")})
     assert _queued(controller) == set()
@@ -98,11 +109,15 @@ def test_policy_change_reconciles_its_scope(controller: reconciling.Controller) 
     policies.handle_policy(controller, {"type": "ADDED", "object": policy})
     assert _queued(controller) == {("Deployment", "ml", "a")}
     controller._pending.clear()
-    policies.handle_policy(controller, {"type": "MODIFIED", "object": {**policy, "status": {"conditions": [{}]}}})
+    policies.handle_policy(
+        controller, {"type": "MODIFIED", "object": {**policy, "status": {"conditions": [{}]}}}
+    )
     assert _queued(controller) == set()
 
 
-def test_namespace_labels_matter_only_with_cluster_policies(controller: reconciling.Controller) -> None:
+def test_namespace_labels_matter_only_with_cluster_policies(
+    controller: reconciling.Controller,
+) -> None:
     controller.world.put_workload(_deployment("a", {}))
     namespace = {"metadata": {"name": "ml", "labels": {"tier": "prod"}}}
     policies.handle_namespace(controller, {"type": "ADDED", "object": namespace})
@@ -115,5 +130,7 @@ def test_namespace_labels_matter_only_with_cluster_policies(controller: reconcil
             "spec": {"selector": {}},
         }
     )
-    policies.handle_namespace(controller, {"type": "MODIFIED", "object": {"metadata": {"name": "ml", "labels": {}}}})
+    policies.handle_namespace(
+        controller, {"type": "MODIFIED", "object": {"metadata": {"name": "ml", "labels": {}}}}
+    )
     assert _queued(controller) == {("Deployment", "ml", "a")}

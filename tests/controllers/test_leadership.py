@@ -27,7 +27,9 @@ def test_a_live_higher_or_equal_peer_pauses() -> None:
 
 def test_dead_peers_do_not_count() -> None:
     assert leadership.is_active({"status": {"other": _peer(9, 120)}}, "me", 5, NOW)
-    assert leadership.is_active({"status": {"other": {"priority": 9, "lastseen": "garbage"}}}, "me", 5, NOW)
+    assert leadership.is_active(
+        {"status": {"other": {"priority": 9, "lastseen": "garbage"}}}, "me", 5, NOW
+    )
 
 
 def test_a_peer_without_lastseen_counts_as_alive_as_in_kopf() -> None:

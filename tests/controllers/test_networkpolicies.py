@@ -51,7 +51,10 @@ def test_single_policy_rules_are_translated() -> None:
         }
     ]
     egress = manifest["spec"]["egress"]
-    assert egress[0] == {"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}], "ports": [{"port": 443, "protocol": "TCP"}]}
+    assert egress[0] == {
+        "to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+        "ports": [{"port": 443, "protocol": "TCP"}],
+    }
     assert egress[1]["to"] == [np.DNS_PEER]
     assert egress[1]["ports"] == [{"port": 53, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]
 
@@ -63,9 +66,17 @@ def test_dns_only_when_every_policy_allows_it() -> None:
 
 def test_two_policies_intersect_never_widen() -> None:
     manifest = _build(
-        {"ingress": [{"peers": [GATEWAY], "ports": [{"port": 8080}, {"port": 9090}]}], "allowDNS": False},
         {
-            "ingress": [{"peers": [{"podSelector": {"matchLabels": {"role": "client"}}}], "ports": [{"port": 8080}]}],
+            "ingress": [{"peers": [GATEWAY], "ports": [{"port": 8080}, {"port": 9090}]}],
+            "allowDNS": False,
+        },
+        {
+            "ingress": [
+                {
+                    "peers": [{"podSelector": {"matchLabels": {"role": "client"}}}],
+                    "ports": [{"port": 8080}],
+                }
+            ],
             "allowDNS": False,
         },
     )
@@ -79,7 +90,12 @@ def test_intersection_merges_selectors() -> None:
         {
             "ingress": [
                 {
-                    "peers": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"role": "client"}}}],
+                    "peers": [
+                        {
+                            "namespaceSelector": {},
+                            "podSelector": {"matchLabels": {"role": "client"}},
+                        }
+                    ],
                     "ports": [{"port": 8080}],
                 }
             ],
@@ -130,7 +146,9 @@ def test_conflicting_match_labels_allow_nothing() -> None:
 
 
 def test_scraper_and_monitor_are_added() -> None:
-    scraper = np.Peer(namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}})
+    scraper = np.Peer(
+        namespace_selector={"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    )
     manifest = _build(
         {"allowDNS": False},
         scraper_peers=[scraper],
@@ -138,7 +156,10 @@ def test_scraper_and_monitor_are_added() -> None:
     )
     assert manifest["spec"]["ingress"] == [{"from": [scraper.manifest()]}]
     assert manifest["spec"]["egress"] == [
-        {"to": [{"podSelector": {"matchLabels": {"m": "x"}}}], "ports": [{"port": 8080, "protocol": "TCP"}]}
+        {
+            "to": [{"podSelector": {"matchLabels": {"m": "x"}}}],
+            "ports": [{"port": 8080, "protocol": "TCP"}],
+        }
     ]
 
 
@@ -146,7 +167,12 @@ def test_workload_pod_selectors() -> None:
     deployment = {
         "kind": "Deployment",
         "metadata": {"name": "d"},
-        "spec": {"selector": {"matchLabels": {"app": "x"}, "matchExpressions": [{"key": "k", "operator": "Exists"}]}},
+        "spec": {
+            "selector": {
+                "matchLabels": {"app": "x"},
+                "matchExpressions": [{"key": "k", "operator": "Exists"}],
+            }
+        },
     }
     assert np.workload_pod_selector(deployment) == {
         "matchLabels": {"app": "x"},

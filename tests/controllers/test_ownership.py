@@ -126,7 +126,12 @@ def test_foreign_labels_and_annotations_are_tolerated() -> None:
 
 def test_config_map_data_compared_exactly() -> None:
     desired = ownership.stamp(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ml"}, "data": {"a": "1"}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "c", "namespace": "ml"},
+            "data": {"a": "1"},
+        },
         GOVERNANCE,
     )
     live = _as_stored(desired)
@@ -139,7 +144,9 @@ def test_names_and_label_values_fit_kubernetes_limits() -> None:
     long_name = "x" * 250
     assert len(ownership.child_name("netpol", "Deployment", long_name)) <= 63
     assert ownership.child_name("netpol", "Deployment", "a") == "ms-netpol-deploy-a"
-    assert ownership.child_name("netpol", "StatefulSet", "a") != ownership.child_name("netpol", "Deployment", "a")
+    assert ownership.child_name("netpol", "StatefulSet", "a") != ownership.child_name(
+        "netpol", "Deployment", "a"
+    )
     value = ownership.label_value(long_name)
     assert len(value) <= 63
     assert ownership.label_value(long_name + "y") != value

@@ -10,11 +10,18 @@ from modelshield.controllers.builders import driftmonitors, ownership
 SETTINGS = planning.Settings(monitor=driftmonitors.MonitorSettings(image="modelshield:test"))
 
 
-def _policy(name: str, spec: dict[str, Any], namespace: str = "ml", kind: str = "ModelSecurityPolicy") -> dict[str, Any]:
+def _policy(
+    name: str, spec: dict[str, Any], namespace: str = "ml", kind: str = "ModelSecurityPolicy"
+) -> dict[str, Any]:
     metadata = {"name": name, "uid": f"uid-{name}", "generation": 1}
     if kind == "ModelSecurityPolicy":
         metadata["namespace"] = namespace
-    return {"apiVersion": "modelshield.dev/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec}
+    return {
+        "apiVersion": "modelshield.dev/v1alpha1",
+        "kind": kind,
+        "metadata": metadata,
+        "spec": spec,
+    }
 
 
 def _deployment(name: str, labels: dict[str, str]) -> dict[str, Any]:
@@ -24,7 +31,10 @@ def _deployment(name: str, labels: dict[str, str]) -> dict[str, Any]:
         "metadata": {"name": name, "namespace": "ml", "uid": f"uid-{name}"},
         "spec": {
             "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "m", "image": "i"}]}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "m", "image": "i"}]},
+            },
         },
     }
 
@@ -78,13 +88,20 @@ def test_drift_monitor_objects_and_missing_profile() -> None:
     key = ("Deployment", "ml", "fraud")
     plan = planning.plan(world, key, SETTINGS, '{"rows": 1}')
     assert sorted(k[0] for k in plan.desired) == [
-        "ConfigMap", "Deployment", "Role", "RoleBinding", "Service", "ServiceAccount",
+        "ConfigMap",
+        "Deployment",
+        "Role",
+        "RoleBinding",
+        "Service",
+        "ServiceAccount",
     ]
     with_account = planning.Settings(
         monitor=driftmonitors.MonitorSettings(image="modelshield:test", service_account="drift")
     )
     assert sorted(k[0] for k in planning.plan(world, key, with_account, "{}").desired) == [
-        "ConfigMap", "Deployment", "Service",
+        "ConfigMap",
+        "Deployment",
+        "Service",
     ]
     missing = planning.plan(world, key, SETTINGS, None)
     assert missing.desired == {}
@@ -99,7 +116,9 @@ def test_inference_service_logger_conflict_is_reported() -> None:
         "metadata": {"name": "iris", "namespace": "ml", "uid": "u", "labels": {"app": "iris"}},
         "spec": {"predictor": {"logger": {"url": "http://elsewhere/"}}},
     }
-    world = _world(_policy("p", {"selector": {"matchLabels": {"app": "iris"}}, "monitoring": DRIFT}), isvc)
+    world = _world(
+        _policy("p", {"selector": {"matchLabels": {"app": "iris"}}, "monitoring": DRIFT}), isvc
+    )
     plan = planning.plan(world, ("InferenceService", "ml", "iris"), SETTINGS, "{}")
     assert plan.logger_patch is None
     [problems] = plan.problems.values()
@@ -115,7 +134,9 @@ def test_status_only_changes_do_not_count_as_policy_changes() -> None:
 
 
 def test_invalid_policy_governs_nothing() -> None:
-    world = _world(_policy("bad", {"selector": {"matchExpressions": [{"key": "a", "operator": "In"}]}}))
+    world = _world(
+        _policy("bad", {"selector": {"matchExpressions": [{"key": "a", "operator": "In"}]}})
+    )
     entry = world.policies[("ModelSecurityPolicy", "ml", "bad")]
     assert entry.model is None
     assert entry.error
@@ -126,7 +147,9 @@ def test_children_are_indexed_by_their_workload() -> None:
     world = caches.World()
     child = ownership.stamp(
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ml"}},
-        ownership.Governance(ownership.ObjectRef("apps/v1", "Deployment", "fraud", "u", "ml"), (), "x"),
+        ownership.Governance(
+            ownership.ObjectRef("apps/v1", "Deployment", "fraud", "u", "ml"), (), "x"
+        ),
     )
     world.put_child(child)
     assert list(world.children_of(("Deployment", "ml", "fraud"))) == [("ConfigMap", "ml", "c")]
@@ -140,7 +163,11 @@ def test_children_stay_indexed_when_the_gc_strips_the_workload_reference() -> No
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ml"}},
         ownership.Governance(
             ownership.ObjectRef("apps/v1", "Deployment", "fraud", "u", "ml"),
-            (ownership.ObjectRef("modelshield.dev/v1alpha1", "ModelSecurityPolicy", "p", "up", "ml"),),
+            (
+                ownership.ObjectRef(
+                    "modelshield.dev/v1alpha1", "ModelSecurityPolicy", "p", "up", "ml"
+                ),
+            ),
             "x",
         ),
     )
@@ -155,6 +182,8 @@ def test_a_label_alone_does_not_make_a_workload_ours() -> None:
     assert not caches.is_managed(body)
     stamped = ownership.stamp(
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "ml"}},
-        ownership.Governance(ownership.ObjectRef("apps/v1", "Deployment", "fraud", "u", "ml"), (), "x"),
+        ownership.Governance(
+            ownership.ObjectRef("apps/v1", "Deployment", "fraud", "u", "ml"), (), "x"
+        ),
     )
     assert caches.is_managed(stamped)

@@ -13,14 +13,24 @@ POLICY = decisions.PolicyRef("ModelSecurityPolicy", "ml", "p")
 AUDIT_POLICY = decisions.PolicyRef("ClusterModelSecurityPolicy", "", "base")
 
 
-def _violation(code: decisions.Code, policy: decisions.PolicyRef, enforcement: Enforcement) -> decisions.Violation:
-    return decisions.Violation(code=code, path="spec.x", message="fix it", policy=policy, enforcement=enforcement)
+def _violation(
+    code: decisions.Code, policy: decisions.PolicyRef, enforcement: Enforcement
+) -> decisions.Violation:
+    return decisions.Violation(
+        code=code, path="spec.x", message="fix it", policy=policy, enforcement=enforcement
+    )
 
 
-def _audited(name: str, *violations: decisions.Violation, governed_by: tuple[decisions.PolicyRef, ...] = (POLICY,)) -> pr.Audited:
+def _audited(
+    name: str,
+    *violations: decisions.Violation,
+    governed_by: tuple[decisions.PolicyRef, ...] = (POLICY,),
+) -> pr.Audited:
     enforce = tuple(v for v in violations if v.enforcement is Enforcement.ENFORCE)
     audit = tuple(v for v in violations if v.enforcement is Enforcement.AUDIT)
-    decision = decisions.Decision(allowed=not enforce, violations=enforce, warnings=audit, governed_by=governed_by)
+    decision = decisions.Decision(
+        allowed=not enforce, violations=enforce, warnings=audit, governed_by=governed_by
+    )
     return pr.Audited("apps/v1", "Deployment", "ml", name, f"uid-{name}", decision)
 
 
@@ -47,14 +57,22 @@ def test_results_and_summary() -> None:
     assert first["category"] == "images"
     assert first["policy"] == "ModelSecurityPolicy ml/p"
     assert first["resources"] == [
-        {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "ml", "name": "bad", "uid": "uid-bad"}
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "namespace": "ml",
+            "name": "bad",
+            "uid": "uid-bad",
+        }
     ]
     assert [r["result"] for r in report["results"]] == ["fail", "warn", "pass"]
 
 
 def test_bounded_size_keeps_failures() -> None:
     audited = [_audited(f"ok-{i}") for i in range(500)] + [
-        _audited(f"bad-{i}", _violation(decisions.Code.MODEL_NOT_SCANNED, POLICY, Enforcement.ENFORCE))
+        _audited(
+            f"bad-{i}", _violation(decisions.Code.MODEL_NOT_SCANNED, POLICY, Enforcement.ENFORCE)
+        )
         for i in range(10)
     ]
     report = pr.build("ml", audited, NOW, max_results=50)
@@ -66,7 +84,9 @@ def test_bounded_size_keeps_failures() -> None:
 
 
 def test_same_content_ignores_timestamps() -> None:
-    audited = [_audited("bad", _violation(decisions.Code.IMAGE_UNSIGNED, POLICY, Enforcement.ENFORCE))]
+    audited = [
+        _audited("bad", _violation(decisions.Code.IMAGE_UNSIGNED, POLICY, Enforcement.ENFORCE))
+    ]
     first = pr.build("ml", audited, NOW)
     later = pr.build("ml", audited, NOW + datetime.timedelta(hours=1))
     assert pr.same_content(first, later)

@@ -25,7 +25,8 @@ def test_every_written_kind_has_a_rule() -> None:
         for verb in rule.verbs
     }
     needed = {
-        ("networking.k8s.io", "networkpolicies", verb) for verb in ("create", "update", "delete", "get")
+        ("networking.k8s.io", "networkpolicies", verb)
+        for verb in ("create", "update", "delete", "get")
     } | {
         ("", "configmaps", "create"),
         ("", "services", "update"),
@@ -45,6 +46,11 @@ def test_rbac_command_prints_the_roles(capsys: object) -> None:
     assert main.main(["rbac", "--namespace", "ops"]) == 0
     out = capsys.readouterr().out  # type: ignore[attr-defined]
     documents = list(yaml.safe_load_all(out))
-    assert [d["kind"] for d in documents] == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+    assert [d["kind"] for d in documents] == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+    ]
     assert documents[2]["metadata"]["namespace"] == "ops"
     assert documents[1]["subjects"][0]["namespace"] == "ops"

@@ -32,7 +32,9 @@ def test_counts_and_first_violators() -> None:
 
 def test_problems_degrade_with_their_reason() -> None:
     status = statuses.build(
-        statuses.Observation(governed=1, problems=[("ReferenceProfileMissing", "ConfigMap ref has no key")]),
+        statuses.Observation(
+            governed=1, problems=[("ReferenceProfileMissing", "ConfigMap ref has no key")]
+        ),
         None,
         1,
         NOW,
@@ -44,10 +46,19 @@ def test_problems_degrade_with_their_reason() -> None:
 
 
 def test_failures_and_invalid_spec_are_not_ready() -> None:
-    failed = _conditions(statuses.build(statuses.Observation(failures=["NetworkPolicy x: 403"]), None, 1, NOW))
-    assert (failed["Ready"]["status"], failed["Ready"]["reason"]) == ("False", statuses.RECONCILE_FAILED)
-    invalid = _conditions(statuses.build(statuses.Observation(invalid="bad selector"), None, 1, NOW))
-    assert (invalid["Ready"]["reason"], invalid["Degraded"]["reason"]) == (statuses.INVALID_SPEC,) * 2
+    failed = _conditions(
+        statuses.build(statuses.Observation(failures=["NetworkPolicy x: 403"]), None, 1, NOW)
+    )
+    assert (failed["Ready"]["status"], failed["Ready"]["reason"]) == (
+        "False",
+        statuses.RECONCILE_FAILED,
+    )
+    invalid = _conditions(
+        statuses.build(statuses.Observation(invalid="bad selector"), None, 1, NOW)
+    )
+    assert (invalid["Ready"]["reason"], invalid["Degraded"]["reason"]) == (
+        statuses.INVALID_SPEC,
+    ) * 2
 
 
 def test_transition_time_kept_while_status_holds() -> None:

@@ -13,7 +13,9 @@ NOW = datetime.datetime(2026, 11, 26, tzinfo=datetime.UTC)
 
 
 def _issue(now: datetime.datetime = NOW, previous_ca: str = "") -> wc.Bundle:
-    return wc.issue("hook", "sys", now, validity=datetime.timedelta(days=90), previous_ca=previous_ca)
+    return wc.issue(
+        "hook", "sys", now, validity=datetime.timedelta(days=90), previous_ca=previous_ca
+    )
 
 
 def test_issued_certificate_is_signed_by_the_ca_and_names_the_service() -> None:
@@ -38,7 +40,9 @@ def test_secret_round_trip() -> None:
 def test_rotation_due_in_the_last_third_and_for_another_service() -> None:
     bundle = _issue()
     assert wc.rotation_due(bundle, "hook", "sys", NOW + datetime.timedelta(days=59)) is None
-    assert "expires" in (wc.rotation_due(bundle, "hook", "sys", NOW + datetime.timedelta(days=61)) or "")
+    assert "expires" in (
+        wc.rotation_due(bundle, "hook", "sys", NOW + datetime.timedelta(days=61)) or ""
+    )
     assert wc.rotation_due(bundle, "other", "sys", NOW) == "the certificate names another Service"
     assert wc.rotation_due(None, "hook", "sys", NOW) == "no certificate yet"
 

@@ -78,9 +78,9 @@ def _api_client(kubeconfig: str | None, pool_size: int) -> client.ApiClient:
 
 def _connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
     """kopf's credentials from the client configuration loaded by ``_api_client``."""
-    header = configuration.get_api_key_with_prefix("BearerToken") or configuration.get_api_key_with_prefix(
-        "authorization"
-    )
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
     scheme, _, token = (header or "").rpartition(" ")
     return kopf.ConnectionInfo(
         server=configuration.host,
@@ -104,7 +104,9 @@ def _image_verifier(arguments: argparse.Namespace) -> auditing.Verifier | None:
     caching = importlib.import_module("modelshield.supplychain.images.caching")
     verifier: auditing.Verifier = verifying.ImageVerifier(
         trust_root=arguments.trust_root,
-        registry_options=registries.RegistryOptions(insecure_hosts=frozenset(arguments.insecure_registry)),
+        registry_options=registries.RegistryOptions(
+            insecure_hosts=frozenset(arguments.insecure_registry)
+        ),
         cache=caching.VerificationCache(
             caching.CacheSettings(positive_ttl=arguments.image_cache_ttl)
         ),
@@ -126,9 +128,9 @@ def _register_optional(registry: kopf.OperatorRegistry, module_name: str, **cont
         register(registry, **context)
 
 
-def build(arguments: argparse.Namespace, api_client: client.ApiClient) -> tuple[
-    kopf.OperatorRegistry, reconciling.Controller, writing.Kube
-]:
+def build(
+    arguments: argparse.Namespace, api_client: client.ApiClient
+) -> tuple[kopf.OperatorRegistry, reconciling.Controller, writing.Kube]:
     """The registry with every handler, and the reconciler behind them."""
     registry = kopf.OperatorRegistry()
     kube = writing.Kube(api_client, max_workers=arguments.workers * 2)
@@ -207,7 +209,8 @@ def _run_rbac(arguments: argparse.Namespace) -> int:
         name=arguments.name,
         namespace=arguments.namespace,
         service_account=arguments.service_account,
-        webhook_configurations=arguments.webhook_configuration or rbac.DEFAULT_WEBHOOK_CONFIGURATIONS,
+        webhook_configurations=arguments.webhook_configuration
+        or rbac.DEFAULT_WEBHOOK_CONFIGURATIONS,
     )
     sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False))
     return 0
@@ -216,11 +219,17 @@ def _run_rbac(arguments: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``operator`` and ``rbac`` commands."""
     parser = subparsers.add_parser("operator", help="run the operator (kopf reconcile loops)")
-    parser.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube/config)"
+    )
     parser.add_argument(
         "--namespace", action="append", default=[], help="watch only this namespace (repeatable)"
     )
-    parser.add_argument("--standalone", action="store_true", help="no peering: run even if another instance is active")
+    parser.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no peering: run even if another instance is active",
+    )
     parser.add_argument(
         "--priority",
         type=int,
@@ -233,7 +242,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="this instance's peering identity (default: $POD_ID, else host and pid)",
     )
     parser.add_argument(
-        "--resync-interval", type=float, default=600.0, help="seconds between full re-reads; 0 disables"
+        "--resync-interval",
+        type=float,
+        default=600.0,
+        help="seconds between full re-reads; 0 disables",
     )
     parser.add_argument(
         "--image",
@@ -252,7 +264,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="namespace of the metrics scraper allowed into governed pods (repeatable)",
     )
     parser.add_argument(
-        "--scraper-pod-label", action="append", default=[], type=_label, help="key=value of scraper pods"
+        "--scraper-pod-label",
+        action="append",
+        default=[],
+        type=_label,
+        help="key=value of scraper pods",
     )
     parser.add_argument(
         "--trust-root", default=None, help="sigstore trusted_root.json for keyless signers"
@@ -270,32 +286,63 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds a verified image stays trusted before the audit verifies it again",
     )
     parser.add_argument("--workers", type=int, default=8, help="concurrent reconciles")
-    parser.add_argument("--audit-interval", type=float, default=300.0, help="seconds between audits; 0 disables")
-    parser.add_argument("--audit-max-results", type=int, default=200, help="results kept per PolicyReport")
-    parser.add_argument("--metrics-port", type=int, default=8080, help="Prometheus metrics port; 0 disables")
-    parser.add_argument("--liveness", default="", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    parser.add_argument(
+        "--audit-interval", type=float, default=300.0, help="seconds between audits; 0 disables"
+    )
+    parser.add_argument(
+        "--audit-max-results", type=int, default=200, help="results kept per PolicyReport"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=8080, help="Prometheus metrics port; 0 disables"
+    )
+    parser.add_argument(
+        "--liveness", default="", help="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
+    )
     parser.add_argument(
         "--manage-certificates",
         action="store_true",
         help="create and rotate the webhook certificate (when cert-manager is absent)",
     )
-    parser.add_argument("--webhook-namespace", default="modelshield-system", help="namespace of the webhook Service and Secret")
-    parser.add_argument("--webhook-service", default="modelshield-webhook", help="name of the webhook Service")
-    parser.add_argument("--webhook-secret", default=rbac.DEFAULT_CERTIFICATE_SECRET, help="Secret for the webhook certificate")
+    parser.add_argument(
+        "--webhook-namespace",
+        default="modelshield-system",
+        help="namespace of the webhook Service and Secret",
+    )
+    parser.add_argument(
+        "--webhook-service", default="modelshield-webhook", help="name of the webhook Service"
+    )
+    parser.add_argument(
+        "--webhook-secret",
+        default=rbac.DEFAULT_CERTIFICATE_SECRET,
+        help="Secret for the webhook certificate",
+    )
     parser.add_argument(
         "--webhook-configuration",
         action="append",
         default=[],
         help="webhook configuration whose caBundle is kept in sync (repeatable; default: modelshield)",
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     parser.set_defaults(handler=_run_operator)
 
-    rbac_parser = subparsers.add_parser("rbac", help="print the operator's RBAC (ClusterRole, Role, bindings)")
-    rbac_parser.add_argument("--name", default="modelshield-operator", help="name of the roles and bindings")
-    rbac_parser.add_argument("--namespace", default="modelshield-system", help="the operator's namespace")
-    rbac_parser.add_argument("--service-account", default="modelshield-operator", help="the operator's ServiceAccount")
+    rbac_parser = subparsers.add_parser(
+        "rbac", help="print the operator's RBAC (ClusterRole, Role, bindings)"
+    )
     rbac_parser.add_argument(
-        "--webhook-configuration", action="append", default=[], help="webhook configuration names (repeatable)"
+        "--name", default="modelshield-operator", help="name of the roles and bindings"
+    )
+    rbac_parser.add_argument(
+        "--namespace", default="modelshield-system", help="the operator's namespace"
+    )
+    rbac_parser.add_argument(
+        "--service-account", default="modelshield-operator", help="the operator's ServiceAccount"
+    )
+    rbac_parser.add_argument(
+        "--webhook-configuration",
+        action="append",
+        default=[],
+        help="webhook configuration names (repeatable)",
     )
     rbac_parser.set_defaults(handler=_run_rbac)

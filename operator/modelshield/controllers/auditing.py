@@ -138,7 +138,10 @@ class Auditor:
                 )
 
         await asyncio.gather(
-            *(one(image, requirement, namespace) for (image, _), (requirement, namespace) in requests.items())
+            *(
+                one(image, requirement, namespace)
+                for (image, _), (requirement, namespace) in requests.items()
+            )
         )
 
     async def evaluate(self, now: datetime.datetime) -> dict[str, list[policyreports.Audited]]:
@@ -161,10 +164,14 @@ class Auditor:
         await self._refresh_images(requests)
         found: dict[str, list[policyreports.Audited]] = {}
         for body, parsed, namespace_labels in governed:
-            decision = evaluating.evaluate_workload(parsed, policy_set, namespace_labels, self.facts, now)
+            decision = evaluating.evaluate_workload(
+                parsed, policy_set, namespace_labels, self.facts, now
+            )
             ref = ownership.ObjectRef.of(body)
             found.setdefault(parsed.namespace, []).append(
-                policyreports.Audited(ref.api_version, ref.kind, ref.namespace, ref.name, ref.uid, decision)
+                policyreports.Audited(
+                    ref.api_version, ref.kind, ref.namespace, ref.name, ref.uid, decision
+                )
             )
         return found
 
@@ -175,7 +182,9 @@ class Auditor:
         by_namespace = await self.evaluate(now)
         labels = {ownership.MANAGED_BY_LABEL: ownership.MANAGED_BY}
         reports = {
-            namespace: policyreports.build(namespace, audited, now, max_results=self.max_results, labels=labels)
+            namespace: policyreports.build(
+                namespace, audited, now, max_results=self.max_results, labels=labels
+            )
             for namespace, audited in by_namespace.items()
         }
         for namespace, report in reports.items():
@@ -186,7 +195,9 @@ class Auditor:
             for item in audited:
                 for violation in (*item.decision.violations, *item.decision.warnings):
                     counts[(str(violation.policy), violation.code.value)] += 1
-        self.metrics.record(counts, sum(len(a) for a in by_namespace.values()), time.monotonic() - started)
+        self.metrics.record(
+            counts, sum(len(a) for a in by_namespace.values()), time.monotonic() - started
+        )
         # The audit refreshed the verifier's cache: policy status may read it differently now.
         self.controller.status_due(list(self.world.policies))
         return reports
@@ -206,7 +217,10 @@ class Auditor:
             metadata = report.get("metadata") or {}
             if metadata.get("name") == policyreports.NAME and metadata.get("namespace") not in keep:
                 await self.kube.delete(
-                    policyreports.KIND, str(metadata["namespace"]), policyreports.NAME, str(metadata.get("uid", ""))
+                    policyreports.KIND,
+                    str(metadata["namespace"]),
+                    policyreports.NAME,
+                    str(metadata.get("uid", "")),
                 )
 
     async def run_forever(self, interval: float) -> None:

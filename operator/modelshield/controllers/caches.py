@@ -27,7 +27,11 @@ WORKLOAD_KINDS = ("Deployment", "StatefulSet", "InferenceService")
 def key_of(body: Mapping[str, Any]) -> Key:
     """The (kind, namespace, name) of an object given as a dict."""
     metadata = body.get("metadata") or {}
-    return (str(body.get("kind", "")), str(metadata.get("namespace") or ""), str(metadata.get("name", "")))
+    return (
+        str(body.get("kind", "")),
+        str(metadata.get("namespace") or ""),
+        str(metadata.get("name", "")),
+    )
 
 
 def is_managed(body: Mapping[str, Any]) -> bool:
@@ -61,7 +65,11 @@ def owner_workload(body: Mapping[str, Any]) -> Key | None:
         return (kind, namespace, name)
     for ref in metadata.get("ownerReferences") or []:
         if ref.get("controller") and ref.get("kind") in WORKLOAD_KINDS:
-            return (str(ref["kind"]), str(metadata.get("namespace") or ""), str(ref.get("name", "")))
+            return (
+                str(ref["kind"]),
+                str(metadata.get("namespace") or ""),
+                str(ref.get("name", "")),
+            )
     return None
 
 

@@ -70,7 +70,9 @@ class CertificateManager:
             if secret is None:
                 await self.kube.create(manifest)
             else:
-                await self.kube.replace(manifest, str(secret["metadata"].get("resourceVersion", "")))
+                await self.kube.replace(
+                    manifest, str(secret["metadata"].get("resourceVersion", ""))
+                )
         assert bundle is not None
         await self.sync_ca_bundles(bundle.ca_bundle)
         return bundle
@@ -82,7 +84,9 @@ class CertificateManager:
                 configuration = await self.kube.get(kind, "", name)
                 if configuration is None:
                     continue
-                webhooks = webhookcerts.with_ca_bundle(configuration.get("webhooks") or [], ca_bundle)
+                webhooks = webhookcerts.with_ca_bundle(
+                    configuration.get("webhooks") or [], ca_bundle
+                )
                 if webhooks is None:
                     continue
                 # The resourceVersion makes the patch fail rather than undo a concurrent edit.
@@ -91,7 +95,9 @@ class CertificateManager:
                     "",
                     name,
                     {
-                        "metadata": {"resourceVersion": configuration["metadata"]["resourceVersion"]},
+                        "metadata": {
+                            "resourceVersion": configuration["metadata"]["resourceVersion"]
+                        },
                         "webhooks": webhooks,
                     },
                 )

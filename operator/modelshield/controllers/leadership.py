@@ -50,7 +50,13 @@ class Leadership:
     """Asks the API server (one GET) whether this instance is active."""
 
     def __init__(
-        self, kube: writing.Kube, *, identity: str, priority: int, peering_name: str, standalone: bool
+        self,
+        kube: writing.Kube,
+        *,
+        identity: str,
+        priority: int,
+        peering_name: str,
+        standalone: bool,
     ) -> None:
         self.kube = kube
         self.identity = identity

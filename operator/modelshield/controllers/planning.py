@@ -77,9 +77,7 @@ def drift_source(
     return None
 
 
-def plan(
-    world: caches.World, key: caches.Key, settings: Settings, profile: str | None
-) -> Plan:
+def plan(world: caches.World, key: caches.Key, settings: Settings, profile: str | None) -> Plan:
     """The desired state for a workload; ``profile`` is the reference profile's text, if read."""
     result = Plan(workload=key)
     body = world.workloads.get(key)

@@ -171,7 +171,10 @@ def namespace_rules(secret_name: str = DEFAULT_CERTIFICATE_SECRET) -> tuple[Rule
 def _metadata(name: str, namespace: str | None = None) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "name": name,
-        "labels": {"app.kubernetes.io/name": "modelshield", "app.kubernetes.io/component": "operator"},
+        "labels": {
+            "app.kubernetes.io/name": "modelshield",
+            "app.kubernetes.io/component": "operator",
+        },
     }
     if namespace is not None:
         metadata["namespace"] = namespace
@@ -199,7 +202,11 @@ def manifests(
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": _metadata(name),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
             "subjects": [subject],
         },
         {

@@ -186,7 +186,9 @@ class Controller:
             try:
                 await self._converge(child_key, desired, workload)
             except writing.ApiException as error:
-                failures.append(f"{child_key[0]} {child_key[1]}/{child_key[2]}: {error.status} {error.reason}")
+                failures.append(
+                    f"{child_key[0]} {child_key[1]}/{child_key[2]}: {error.status} {error.reason}"
+                )
             except RevertLoopError as error:
                 failures.append(str(error))
         for child_key, live in self.world.children_of(key).items():
@@ -195,7 +197,9 @@ class Controller:
             try:
                 await self.kube.delete(*child_key, uid=str(live["metadata"].get("uid", "")))
             except writing.ApiException as error:
-                failures.append(f"deleting {child_key[0]} {child_key[2]}: {error.status} {error.reason}")
+                failures.append(
+                    f"deleting {child_key[0]} {child_key[2]}: {error.status} {error.reason}"
+                )
                 continue
             self.world.remove_child(child_key)
             self._made.discard(child_key)
@@ -205,7 +209,10 @@ class Controller:
                 await self.kube.patch("InferenceService", key[1], key[2], plan.logger_patch)
                 self.writes += 1
                 self._post_event(
-                    workload, "Normal", "PayloadLoggerSet", "payload logger pointed at the drift monitor"
+                    workload,
+                    "Normal",
+                    "PayloadLoggerSet",
+                    "payload logger pointed at the drift monitor",
                 )
             except writing.ApiException as error:
                 failures.append(f"InferenceService logger: {error.status} {error.reason}")
@@ -214,7 +221,9 @@ class Controller:
 
     def _post_event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """Post an Event without holding up the worker (Events are best effort)."""
-        task = asyncio.get_running_loop().create_task(self.kube.event(involved, kind, reason, message))
+        task = asyncio.get_running_loop().create_task(
+            self.kube.event(involved, kind, reason, message)
+        )
         self._events.add(task)
         task.add_done_callback(self._events.discard)
 
@@ -269,7 +278,9 @@ class Controller:
         self, key: caches.Key, desired: dict[str, Any], live: dict[str, Any]
     ) -> dict[str, Any]:
         try:
-            return await self.kube.replace(desired, str(live["metadata"].get("resourceVersion", "")))
+            return await self.kube.replace(
+                desired, str(live["metadata"].get("resourceVersion", ""))
+            )
         except writing.ApiException as error:
             if error.status not in (404, 409):
                 raise
@@ -309,7 +320,9 @@ class Controller:
                     await self.write_status(policy_key)
                 except writing.ApiException as error:
                     if error.status != 404:
-                        LOGGER.warning("status of %s: %s %s", "/".join(policy_key), error.status, error.reason)
+                        LOGGER.warning(
+                            "status of %s: %s %s", "/".join(policy_key), error.status, error.reason
+                        )
                         self.status_due([policy_key])
                 except Exception:
                     LOGGER.exception("status of %s failed", "/".join(policy_key))
@@ -364,8 +377,10 @@ class Controller:
         before = {c["type"]: c for c in (previous or {}).get("conditions") or []}
         for condition in status["conditions"]:
             earlier = before.get(condition["type"])
-            if condition["type"] == statuses.DEGRADED and condition["status"] == "True" and (
-                earlier is None or earlier.get("reason") != condition["reason"]
+            if (
+                condition["type"] == statuses.DEGRADED
+                and condition["status"] == "True"
+                and (earlier is None or earlier.get("reason") != condition["reason"])
             ):
                 self._post_event(entry.body, "Warning", condition["reason"], condition["message"])
         if status["governed"] != (previous or {}).get("governed"):

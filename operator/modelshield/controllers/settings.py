@@ -19,7 +19,14 @@ from modelshield.controllers.builders import ownership
 ANNOTATION_PREFIX = "modelshield.dev"
 PEERING_NAME = "modelshield"
 #: Owned kinds watched with a label selector (Deployments are watched whole: workloads).
-OWNED_FILTERED = ("networkpolicies", "services", "configmaps", "serviceaccounts", "roles", "rolebindings")
+OWNED_FILTERED = (
+    "networkpolicies",
+    "services",
+    "configmaps",
+    "serviceaccounts",
+    "roles",
+    "rolebindings",
+)
 
 
 def configure(

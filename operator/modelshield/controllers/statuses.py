@@ -53,7 +53,9 @@ def _condition(
     before = previous.get(kind)
     transition = (
         before["lastTransitionTime"]
-        if before is not None and before.get("status") == status_text and before.get("lastTransitionTime")
+        if before is not None
+        and before.get("status") == status_text
+        and before.get("lastTransitionTime")
         else now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     )
     return {
@@ -80,7 +82,9 @@ def build(
 ) -> dict[str, Any]:
     """The status document (wire form) for a policy."""
     earlier = {
-        str(c.get("type")): c for c in ((previous or {}).get("conditions") or []) if isinstance(c, Mapping)
+        str(c.get("type")): c
+        for c in ((previous or {}).get("conditions") or [])
+        if isinstance(c, Mapping)
     }
     if observation.invalid:
         ready = (False, INVALID_SPEC, observation.invalid)
@@ -90,7 +94,11 @@ def build(
         ready = (False, RECONCILE_FAILED, message)
         degraded = (True, RECONCILE_FAILED, message)
     else:
-        ready = (True, RECONCILED, f"controls in place for {observation.governed} governed workload(s)")
+        ready = (
+            True,
+            RECONCILED,
+            f"controls in place for {observation.governed} governed workload(s)",
+        )
         if observation.problems:
             reason = observation.problems[0][0]
             degraded = (True, reason, _summarise([message for _, message in observation.problems]))

@@ -138,7 +138,9 @@ class Kube:
                 return None
             raise
 
-    async def patch(self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+    async def patch(
+        self, kind: str, namespace: str, name: str, patch: Mapping[str, Any]
+    ) -> dict[str, Any]:
         """Merge-patch an object."""
         return await self.request(
             "PATCH",
@@ -157,7 +159,9 @@ class Kube:
     async def patch_policy_status(self, body: Mapping[str, Any], status: Mapping[str, Any]) -> None:
         """Merge-patch a policy's status subresource (only modelshield writes it)."""
         metadata = body["metadata"]
-        path = object_path(str(body["kind"]), str(metadata.get("namespace") or ""), metadata["name"])
+        path = object_path(
+            str(body["kind"]), str(metadata.get("namespace") or ""), metadata["name"]
+        )
         await self.request(
             "PATCH",
             f"{path}/status",
@@ -174,7 +178,10 @@ class Kube:
         namespace = metadata.get("namespace") or "default"
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {
-            "metadata": {"generateName": f"{metadata.get('name', 'modelshield')}.", "namespace": namespace},
+            "metadata": {
+                "generateName": f"{metadata.get('name', 'modelshield')}.",
+                "namespace": namespace,
+            },
             "involvedObject": {
                 "apiVersion": involved.get("apiVersion"),
                 "kind": involved.get("kind"),

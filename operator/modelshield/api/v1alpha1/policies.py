@@ -273,7 +273,8 @@ class NetworkRequirements(ApiModel):
     )
     allow_dns: bool = pydantic.Field(
         alias="allowDNS",
-        default=True, description="Allow DNS lookups (UDP and TCP 53) to kube-dns."
+        default=True,
+        description="Allow DNS lookups (UDP and TCP 53) to kube-dns.",
     )
 
 

@@ -179,7 +179,11 @@ def build_deployment(
 
 def build_service_account(*, name: str, namespace: str) -> dict[str, Any]:
     """The monitor's own identity."""
-    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": namespace},
+    }
 
 
 def build_role(*, name: str, namespace: str) -> dict[str, Any]:

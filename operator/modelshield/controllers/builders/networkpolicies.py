@@ -98,7 +98,9 @@ def from_api_peer(peer: policies.Peer) -> Peer:
             if peer.namespace_selector is not None
             else None
         ),
-        pod_selector=selector_manifest(peer.pod_selector) if peer.pod_selector is not None else None,
+        pod_selector=selector_manifest(peer.pod_selector)
+        if peer.pod_selector is not None
+        else None,
         cidr=peer.cidr,
     )
 
@@ -138,7 +140,10 @@ def intersect_peers(first: Peer, second: Peer, namespace: str) -> Peer | None:
     if first.cidr is not None or second.cidr is not None:
         if first.cidr is None or second.cidr is None:
             return None
-        a, b = ipaddress.ip_network(first.cidr, strict=False), ipaddress.ip_network(second.cidr, strict=False)
+        a, b = (
+            ipaddress.ip_network(first.cidr, strict=False),
+            ipaddress.ip_network(second.cidr, strict=False),
+        )
         if a.version != b.version:
             return None
         if a.subnet_of(b):  # type: ignore[arg-type]  # same version checked above
@@ -151,8 +156,12 @@ def intersect_peers(first: Peer, second: Peer, namespace: str) -> Peer | None:
         namespaces = None
     else:
         namespaces = merge_selectors(
-            _own_namespace(namespace) if first.namespace_selector is None else first.namespace_selector,
-            _own_namespace(namespace) if second.namespace_selector is None else second.namespace_selector,
+            _own_namespace(namespace)
+            if first.namespace_selector is None
+            else first.namespace_selector,
+            _own_namespace(namespace)
+            if second.namespace_selector is None
+            else second.namespace_selector,
         )
     pods = merge_selectors(first.pod_selector, second.pod_selector)
     if (namespaces or {}).get("impossible") or (pods or {}).get("impossible"):

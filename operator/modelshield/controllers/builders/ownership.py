@@ -214,7 +214,9 @@ def stamp(obj: Mapping[str, Any], governance: Governance) -> dict[str, Any]:
 def content_hash(obj: Mapping[str, Any]) -> str:
     """A digest of what the operator writes: content fields, labels and annotations."""
     metadata = obj.get("metadata") or {}
-    annotations = {k: v for k, v in (metadata.get("annotations") or {}).items() if k != HASH_ANNOTATION}
+    annotations = {
+        k: v for k, v in (metadata.get("annotations") or {}).items() if k != HASH_ANNOTATION
+    }
     kind = str(obj.get("kind", ""))
     hashed = {
         "kind": kind,

@@ -40,7 +40,12 @@ class Bundle:
 
 def dns_names(service: str, namespace: str) -> list[str]:
     """The names the API server uses to reach the webhook Service."""
-    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
+    return [
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.cluster.local",
+    ]
 
 
 def _name(common_name: str) -> x509.Name:
@@ -77,13 +82,21 @@ def issue(
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     key = ec.generate_private_key(ec.SECP256R1())
@@ -96,7 +109,9 @@ def issue(
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
@@ -129,10 +144,14 @@ def from_secret(secret: Mapping[str, Any] | None) -> Bundle | None:
     """The bundle a Secret holds, or None when it holds none that can be read."""
     data = (secret or {}).get("data") or {}
     try:
-        texts = {key: base64.b64decode(data[key]).decode() for key in (CERT_KEY, PRIVATE_KEY, CA_KEY)}
+        texts = {
+            key: base64.b64decode(data[key]).decode() for key in (CERT_KEY, PRIVATE_KEY, CA_KEY)
+        }
     except (KeyError, ValueError):
         return None
-    return Bundle(certificate=texts[CERT_KEY], private_key=texts[PRIVATE_KEY], ca_bundle=texts[CA_KEY])
+    return Bundle(
+        certificate=texts[CERT_KEY], private_key=texts[PRIVATE_KEY], ca_bundle=texts[CA_KEY]
+    )
 
 
 def rotation_due(
@@ -160,7 +179,9 @@ def rotation_due(
     return None
 
 
-def secret_manifest(name: str, namespace: str, bundle: Bundle, labels: Mapping[str, str]) -> dict[str, Any]:
+def secret_manifest(
+    name: str, namespace: str, bundle: Bundle, labels: Mapping[str, str]
+) -> dict[str, Any]:
     """The kubernetes.io/tls Secret the webhook pods mount."""
 
     def encoded(text: str) -> str:
@@ -179,11 +200,14 @@ def secret_manifest(name: str, namespace: str, bundle: Bundle, labels: Mapping[s
     }
 
 
-def with_ca_bundle(webhooks: Sequence[Mapping[str, Any]], ca_bundle: str) -> list[dict[str, Any]] | None:
+def with_ca_bundle(
+    webhooks: Sequence[Mapping[str, Any]], ca_bundle: str
+) -> list[dict[str, Any]] | None:
     """The webhook entries with clientConfig.caBundle set, or None when all already have it."""
     wanted = base64.b64encode(ca_bundle.encode()).decode()
     if all((w.get("clientConfig") or {}).get("caBundle") == wanted for w in webhooks):
         return None
     return [
-        {**w, "clientConfig": {**(w.get("clientConfig") or {}), "caBundle": wanted}} for w in webhooks
+        {**w, "clientConfig": {**(w.get("clientConfig") or {}), "caBundle": wanted}}
+        for w in webhooks
     ]
