@@ -278,7 +278,12 @@ def installation(
                     a
                     for a in operator_args
                     if not a.startswith(
-                        ("--metrics-port", "--liveness", "--manage-certificates", "--audit-interval")
+                        (
+                            "--metrics-port",
+                            "--liveness",
+                            "--manage-certificates",
+                            "--audit-interval",
+                        )
                     )
                 ],
                 f"--metrics-port={localtools.free_port()}",
@@ -517,7 +522,9 @@ def test_policy_status_counts_no_violation_for_the_signed_server(
     def settled() -> dict[str, Any] | None:
         installation.operator.alive()
         policy: dict[str, Any] = yaml.safe_load(
-            kubectl("get", "msp", "demo-model", "--namespace", walk.namespace, "--output=yaml").stdout
+            kubectl(
+                "get", "msp", "demo-model", "--namespace", walk.namespace, "--output=yaml"
+            ).stdout
         )
         status = policy.get("status") or {}
         return status if status.get("violating") == 0 else None
