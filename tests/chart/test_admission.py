@@ -40,7 +40,7 @@ def test_fail_closed_and_scoped(name: str) -> None:
     for kind, webhook in webhooks:
         assert webhook["failurePolicy"] == "Fail", (kind, webhook["name"])
         assert webhook["sideEffects"] == "None"
-        assert 1 <= webhook["timeoutSeconds"] <= 30
+        assert webhook["timeoutSeconds"] in range(1, 31)
         groups = {group for rule in webhook["rules"] for group in rule["apiGroups"]}
         if webhook["name"].startswith("resources."):
             # Only modelshield's own kinds, so no namespace needs excluding.

@@ -50,7 +50,7 @@ def test_no_wildcards_and_no_escalation(name: str) -> None:
 
 
 #: The one cluster-wide Secret grant: get (never list/watch), for secretRef signers' keys.
-SIGNER_SECRETS_RULE = ((("",), ("secrets",), ("get",), ()))
+SIGNER_SECRETS_RULE = (("",), ("secrets",), ("get",), ())
 
 
 @pytest.mark.parametrize("name", sorted(rendering.COMBINATIONS))

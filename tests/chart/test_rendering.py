@@ -154,7 +154,9 @@ def test_policy_report_crd_is_the_audit_one_and_can_be_left_out() -> None:
         }
         assert "policyreports.wgpolicyk8s.io" not in names, name
     # Leaving out the Policy Reports CRD leaves out nothing else.
-    others = rendering.of_kind(rendering.rendered("policy-reports-elsewhere"), "CustomResourceDefinition")
+    others = rendering.of_kind(
+        rendering.rendered("policy-reports-elsewhere"), "CustomResourceDefinition"
+    )
     assert len(others) == 4
 
 
