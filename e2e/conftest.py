@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from e2e import operators
 from e2e.clients import (
     REPOSITORY_ROOT,
     Cluster,
@@ -28,6 +30,7 @@ from e2e.clients import (
 )
 from e2e.cluster import LocalControlPlane
 from e2e.toolcache import BUILD_SCRIPT, ControlPlaneBinaries, MissingToolsError, tool_path
+from modelshield.controllers import rbac
 
 E2E_DIR = Path(__file__).resolve().parent
 CRDS_DIR = REPOSITORY_ROOT / "crds"
@@ -210,3 +213,118 @@ def modelshield_crds(kubectl: Kubectl) -> list[dict[str, Any]]:
         *(f"customresourcedefinition/{manifest['metadata']['name']}" for manifest in manifests),
     )
     return manifests
+
+
+# --- the operator e2e tests (e2e/test_operator*.py) ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def operator_kubeconfig(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    modelshield_crds: list[dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """CRDs installed, and a kubeconfig for a ServiceAccount with exactly the operator's RBAC."""
+    kubectl(
+        "apply",
+        "--server-side",
+        "--field-manager=modelshield-e2e",
+        f"--filename={operators.FIXTURES / 'inferenceservice-crd.yaml'}",
+        f"--filename={operators.FIXTURES / 'policyreport-crd.yaml'}",
+    )
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/inferenceservices.serving.kserve.io",
+        "crd/policyreports.wgpolicyk8s.io",
+    )
+    kubectl("create", "namespace", operators.OPERATOR_NAMESPACE, check=False)
+    kubectl(
+        "-n",
+        operators.OPERATOR_NAMESPACE,
+        "create",
+        "serviceaccount",
+        "modelshield-operator",
+        check=False,
+    )
+    documents = rbac.manifests(
+        namespace=operators.OPERATOR_NAMESPACE,
+        webhook_configurations=(operators.WEBHOOK_CONFIGURATION,),
+    )
+    kubectl("apply", "-f", "-", input_text=yaml.safe_dump_all(documents))
+    token = kubectl(
+        "-n",
+        operators.OPERATOR_NAMESPACE,
+        "create",
+        "token",
+        "modelshield-operator",
+        "--duration=2h",
+    ).stdout.strip()
+    admin = yaml.safe_load(cluster.kubeconfig_path.read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
+    cluster_entry = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
+    path = tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [cluster_entry],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [
+                    {
+                        "name": "operator",
+                        "context": {"cluster": cluster_entry["name"], "user": "operator"},
+                    }
+                ],
+                "current-context": "operator",
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def start_operator(
+    operator_kubeconfig: Path, tmp_path: Path
+) -> Iterator[Callable[..., operators.OperatorProcess]]:
+    started: list[operators.OperatorProcess] = []
+
+    def start(*extra: str) -> operators.OperatorProcess:
+        process = operators.OperatorProcess(
+            operator_kubeconfig, tmp_path / f"operator-{len(started)}.log", *extra
+        ).start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+    for process in started:
+        sys.stderr.write(f"--- {process.log} ---\n{process.tail()}\n")
+
+
+@pytest.fixture
+def governed(kubectl: Kubectl, namespace: str) -> str:
+    """A namespace with a policy (network + drift), its reference profile, a governed
+    Deployment, an ungoverned one and a governed InferenceService."""
+    kubectl("-n", namespace, "create", "configmap", "reference", "--from-literal=profile.json={}")
+    operators.apply(
+        kubectl,
+        namespace,
+        operators.policy(
+            "isolate",
+            {
+                "selector": {"matchLabels": {"governed": "yes"}},
+                "network": operators.NETWORK,
+                "monitoring": operators.DRIFT,
+            },
+        ),
+        operators.deployment("fraud", {"governed": "yes"}),
+        operators.deployment("free", {}),
+        operators.inference_service("iris", {"governed": "yes"}),
+    )
+    return namespace

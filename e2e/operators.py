@@ -1,0 +1,212 @@
+"""Shared pieces of the operator e2e tests: the operator process, its RBAC, manifests, waits.
+
+``modelshield operator`` runs as a local subprocess, logged in as a ServiceAccount bound to
+exactly the rules of ``modelshield rbac`` (so a missing rule fails the tests).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from e2e.clients import REPOSITORY_ROOT, Kubectl
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+WAIT_SECONDS = 60.0
+OPERATOR_NAMESPACE = "modelshield-e2e-operator"
+WEBHOOK_CONFIGURATION = "modelshield-e2e-" + uuid.uuid4().hex[:8]
+GROUP, VERSION = "modelshield.dev", "v1alpha1"
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
+    """Poll until probe returns something truthy; fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout:.0f} s: {what}")
+        time.sleep(0.2)
+
+
+class OperatorProcess:
+    """``modelshield operator`` as a child process, with its log kept for failures."""
+
+    def __init__(self, kubeconfig: Path, log: Path, *extra: str) -> None:
+        self.command = [
+            sys.executable,
+            "-m",
+            "modelshield.cli.main",
+            "operator",
+            f"--kubeconfig={kubeconfig}",
+            "--standalone",
+            "--metrics-port=0",
+            "--workers=4",
+            f"--webhook-configuration={WEBHOOK_CONFIGURATION}",
+            "--image=modelshield:e2e",
+            *extra,
+        ]
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        environment = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(
+                str(REPOSITORY_ROOT / part) for part in ("operator", "webhooks", ".")
+            ),
+        }
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                cwd=REPOSITORY_ROOT,
+            )
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(sig)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+# --- objects -----------------------------------------------------------------------
+
+
+def policy(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelSecurityPolicy",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+NETWORK = {
+    "ingress": [
+        {
+            "peers": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateway"}}}
+            ],
+            "ports": [{"port": 8080}],
+        }
+    ],
+    "egress": [{"peers": [{"cidr": "10.0.0.0/8"}], "ports": [{"port": 443}]}],
+}
+DRIFT = {
+    "drift": {"referenceProfile": {"name": "reference", "key": "profile.json"}, "threshold": 0.25}
+}
+HARDENED = {
+    "runAsNonRoot": True,
+    "readOnlyRootFilesystem": True,
+    "allowPrivilegeEscalation": False,
+}
+
+
+def deployment(name: str, labels: dict[str, str], *, hardened: bool = True) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "model", "image": "registry.example/model:1"}
+    if hardened:
+        container["securityContext"] = HARDENED
+        container["resources"] = {"limits": {"cpu": "1", "memory": "1Gi"}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 0,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name, **labels}},
+                "spec": {"containers": [container]},
+            },
+        },
+    }
+
+
+def inference_service(
+    name: str, labels: dict[str, str], logger: str | None = None
+) -> dict[str, Any]:
+    predictor: dict[str, Any] = {"sklearn": {"storageUri": "s3://models/iris"}}
+    if logger:
+        predictor["logger"] = {"mode": "all", "url": logger}
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"predictor": predictor},
+    }
+
+
+def apply(kubectl: Kubectl, namespace: str, *documents: dict[str, Any]) -> None:
+    kubectl("-n", namespace, "apply", "-f", "-", input_text=yaml.safe_dump_all(documents))
+
+
+def get_json(kubectl: Kubectl, namespace: str, *what: str) -> dict[str, Any]:
+    found = kubectl("-n", namespace, "get", *what, "-o", "json", check=False)
+    document: dict[str, Any] = yaml.safe_load(found.stdout) if found.returncode == 0 else {}
+    return document
+
+
+def owned(kubectl: Kubectl, namespace: str, kind: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = get_json(
+        kubectl, namespace, kind, "-l", "app.kubernetes.io/managed-by=modelshield"
+    ).get("items", [])
+    return items
+
+
+def owned_names(kubectl: Kubectl, namespace: str, kind: str) -> set[str]:
+    return {item["metadata"]["name"] for item in owned(kubectl, namespace, kind)}
+
+
+def policy_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
+    status: dict[str, Any] = (
+        get_json(kubectl, namespace, "modelsecuritypolicy", name).get("status") or {}
+    )
+    return status
+
+
+def conditions(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status.get("conditions") or []}
+
+
+CHILDREN = {
+    "networkpolicy": {"ms-netpol-deploy-fraud", "ms-netpol-isvc-iris"},
+    "deployment": {"ms-drift-deploy-fraud", "ms-drift-isvc-iris"},
+    "service": {"ms-drift-deploy-fraud", "ms-drift-isvc-iris"},
+    "configmap": {"ms-drift-deploy-fraud", "ms-drift-isvc-iris"},
+    "serviceaccount": {"ms-drift-deploy-fraud", "ms-drift-isvc-iris"},
+    "role": {"ms-drift-deploy-fraud", "ms-drift-isvc-iris"},
+    "rolebinding": {"ms-drift-deploy-fraud", "ms-drift-isvc-iris"},
+}
+
+
+def wait_children(
+    kubectl: Kubectl, namespace: str, expected: dict[str, set[str]], operator: OperatorProcess
+) -> None:
+    for kind, names in expected.items():
+        wait_for(
+            f"{kind} {sorted(names)} in {namespace}; operator log:\n{operator.tail()}",
+            lambda kind=kind, names=names: owned_names(kubectl, namespace, kind) == names,  # type: ignore[misc]
+        )
