@@ -40,6 +40,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "crds-not-kept": {"crds": {"keep": False}},
     "policy-reports-elsewhere": {"policyReports": {"installCRD": False}},
     "no-signer-secrets": {"operator": {"readSignerSecrets": False}},
+    "webhook-secrets": {"webhook": {"readSignerSecrets": True, "readPullSecrets": True}},
     "service-monitor": {"serviceMonitor": {"enabled": True}},
     "network-policy": {"networkPolicy": {"enabled": True}},
     "grafana-dashboard": {"grafanaDashboard": {"enabled": True}},

@@ -60,7 +60,10 @@ def test_secrets_are_reachable_only_by_name_in_the_release_namespace_or_by_get(n
         if "secrets" not in rule["resources"]:
             continue
         if role.startswith("ClusterRole/"):
-            assert role == f"ClusterRole/{rendering.RELEASE}-operator", rule
+            assert role in (
+                f"ClusterRole/{rendering.RELEASE}-operator",
+                f"ClusterRole/{rendering.RELEASE}-webhook",
+            ), rule
             assert _normalised([rule]) == [SIGNER_SECRETS_RULE], f"{role}: {rule}"
             continue
         # create cannot be limited by name; everything else must be.
@@ -109,6 +112,40 @@ def test_webhook_only_reads_what_its_caches_watch() -> None:
         assert set(rule["verbs"]) <= {"get", "list", "watch"}, rule
     granted = {resource for rule in role["rules"] for resource in rule["resources"]}
     assert granted == set(caches.KINDS)
+
+
+def _webhook_rules(values: dict[str, Any]) -> list[tuple[tuple[str, ...], ...]]:
+    manifests = rendering.parse(rendering.render_text(values))
+    role = rendering.one(manifests, "ClusterRole", f"{rendering.RELEASE}-webhook")
+    return _normalised(role["rules"])
+
+
+def _webhook_args(values: dict[str, Any]) -> list[str]:
+    manifests = rendering.parse(rendering.render_text(values))
+    deployment = rendering.one(manifests, "Deployment", f"{rendering.RELEASE}-webhook")
+    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
+@pytest.mark.parametrize(
+    ("values", "flags"),
+    [
+        ({"readSignerSecrets": True}, ["--read-signer-secrets"]),
+        ({"readPullSecrets": True}, ["--read-pull-secrets"]),
+        (
+            {"readSignerSecrets": True, "readPullSecrets": True},
+            ["--read-signer-secrets", "--read-pull-secrets"],
+        ),
+    ],
+)
+def test_webhook_secret_reads_add_one_get_rule_and_their_flags(
+    values: dict[str, Any], flags: list[str]
+) -> None:
+    baseline = _webhook_rules({})
+    assert SIGNER_SECRETS_RULE not in baseline
+    assert not [a for a in _webhook_args({}) if a.startswith("--read-")]
+    assert _webhook_rules({"webhook": values}) == sorted([*baseline, SIGNER_SECRETS_RULE])
+    assert [a for a in _webhook_args({"webhook": values}) if a.startswith("--read-")] == flags
 
 
 @pytest.mark.parametrize("name", sorted(rendering.COMBINATIONS))

@@ -18,6 +18,7 @@ import pydantic
 
 from modelshield.api.v1alpha1 import artifacts, policies
 from modelshield.engine import compiling, facts
+from modelshield_webhooks import signerkeys
 
 _logger = logging.getLogger(__name__)
 
@@ -168,6 +169,14 @@ class ClusterState:
         self._generations[key] = _metadata(obj).get("generation")
         try:
             policy = _MODELS[resource].model_validate(_without_status(obj))
+            images = policy.spec.images
+            if resource == CLUSTER_POLICIES and images and signerkeys.secret_refs(images):
+                # The resource webhook refuses these; one created while it was down must not
+                # make the webhook read a Secret in the namespace of the workload's author.
+                raise ValueError(
+                    "a secretRef image signer: a ClusterModelSecurityPolicy has no namespace "
+                    "to read a Secret from; use publicKey or keyless"
+                )
             self._compiled[key] = compiling.compile_policy(policy)
         except (pydantic.ValidationError, ValueError) as error:
             problem = str(error).replace("\n", " ")[:500]

@@ -7,7 +7,7 @@ import datetime
 from collections.abc import Callable
 
 from modelshield.modelartifacts import startup
-from modelshield_webhooks import caches, metrics, verifiers
+from modelshield_webhooks import caches, facts, metrics, verifiers
 
 #: Default ``timeoutSeconds`` of the webhook configurations.
 WEBHOOK_TIMEOUT_SECONDS = 10
@@ -38,6 +38,9 @@ class AdmissionContext:
     #: exempts exactly this image in exactly that container from image requirements.
     startup_image: str = "ghcr.io/modelshield/modelshield:latest"
     clock: Callable[[], datetime.datetime] = utc_now
+    #: Which Secrets cold verifications may read (``secretRef`` signer keys, pull
+    #: secrets); none unless ``--read-signer-secrets`` / ``--read-pull-secrets``.
+    secrets: facts.SecretAccess = facts.NO_SECRETS
     #: Set on SIGTERM: /readyz fails so that the Service stops sending reviews here,
     #: while the server keeps answering those already on their way.
     draining: bool = False

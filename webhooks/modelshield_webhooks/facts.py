@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from modelshield.engine import compiling
+from modelshield.engine import compiling, workloads
 from modelshield.engine import facts as engine_facts
-from modelshield_webhooks import caches, metrics, verifiers
+from modelshield_webhooks import caches, metrics, secretreading, signerkeys, verifiers
 
 _logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ async def _verify(
     requirement: compiling.CompiledImages,
     deadline_seconds: float,
     namespace: str,
+    pull_secrets: Sequence[Mapping[str, Any]] = (),
 ) -> engine_facts.ImageFacts:
     try:
         return await asyncio.wait_for(
@@ -69,6 +71,7 @@ async def _verify(
                 requirement.source,
                 requirement.key,
                 deadline_seconds=deadline_seconds,
+                pull_secrets=pull_secrets,
                 namespace=namespace,
             ),
             deadline_seconds + HARD_STOP_GRACE_SECONDS,
@@ -90,6 +93,63 @@ async def _verify(
         )
 
 
+def pull_secret_names(containers: Sequence[workloads.Container]) -> tuple[str, ...]:
+    """The ``imagePullSecrets`` names of the pod specs the containers sit in, in order."""
+    names: list[str] = []
+    for container in containers:
+        entries = container.pod.spec.get("imagePullSecrets")
+        if not isinstance(entries, list):
+            continue
+        for entry in entries:
+            name = entry.get("name") if isinstance(entry, dict) else None
+            if isinstance(name, str) and name and name not in names:
+                names.append(name)
+    return tuple(names)
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretAccess:
+    """What the verification may read from Secrets (each None: nothing, as by default)."""
+
+    signer_keys: signerkeys.SignerKeys | None = None
+    pull_secrets: secretreading.CachedSecrets | None = None
+
+
+NO_SECRETS = SecretAccess()
+
+
+async def _prepare(
+    pending: list[tuple[ImageKey, compiling.CompiledImages | None, compiling.CompiledImages]],
+    access: SecretAccess,
+    namespace: str,
+    pull_secret_names: Sequence[str],
+) -> tuple[list[compiling.CompiledImages], list[Mapping[str, Any]]]:
+    signer_keys = access.signer_keys
+
+    async def requirement_for(
+        resolved: compiling.CompiledImages | None, original: compiling.CompiledImages
+    ) -> compiling.CompiledImages:
+        if resolved is not None:
+            return resolved
+        if signer_keys is None:
+            return original
+        return await signer_keys.resolve(original, namespace)
+
+    async def pull() -> list[Mapping[str, Any]]:
+        if access.pull_secrets is None or not pull_secret_names:
+            return []
+        found = await asyncio.gather(
+            *(access.pull_secrets.get(namespace, name) for name in pull_secret_names)
+        )
+        return [{"data": data} for data in found if data]
+
+    requirements, pull_secrets = await asyncio.gather(
+        asyncio.gather(*(requirement_for(resolved, original) for _, resolved, original in pending)),
+        pull(),
+    )
+    return list(requirements), pull_secrets
+
+
 async def gather_images(
     requests: Sequence[tuple[str, compiling.CompiledImages]],
     verifier: verifiers.ImageVerifier,
@@ -97,26 +157,52 @@ async def gather_images(
     deadline_seconds: float,
     namespace: str,
     counters: metrics.Metrics,
+    access: SecretAccess = NO_SECRETS,
+    pull_secret_names: Sequence[str] = (),
 ) -> dict[ImageKey, engine_facts.ImageFacts]:
-    """Facts for every (image, requirement): cached ones at once, the rest verified concurrently."""
+    """Facts for every (image, requirement): cached ones at once, the rest verified concurrently.
+
+    Facts are keyed by the requirement the engine knows; with ``secretRef`` signers the
+    verifier sees (and caches under) the requirement with the Secrets' keys inline.
+    """
     found: dict[ImageKey, engine_facts.ImageFacts] = {}
-    pending: list[tuple[ImageKey, compiling.CompiledImages]] = []
+    #: (key, resolved requirement or None when Secrets must be read, original)
+    pending: list[tuple[ImageKey, compiling.CompiledImages | None, compiling.CompiledImages]] = []
+    signer_keys = access.signer_keys
     for reference, requirement in requests:
         key = (reference, requirement.key)
-        cached = verifier.cached(reference, requirement.key)
+        effective: compiling.CompiledImages | None = requirement
+        if signer_keys is not None:
+            effective = signer_keys.resolved_now(requirement, namespace)
+        cached = verifier.cached(reference, effective.key) if effective is not None else None
         if cached is not None:
             found[key] = cached
             counters.verification(cached, cached=True)
         else:
-            pending.append((key, requirement))
+            pending.append((key, effective, requirement))
     if pending:
+        requirements = [resolved or original for _, resolved, original in pending]
+        pull_secrets: list[Mapping[str, Any]] = []
+        remaining = deadline_seconds
+        reads_pull_secrets = access.pull_secrets is not None and bool(pull_secret_names)
+        if reads_pull_secrets or any(resolved is None for _, resolved, _ in pending):
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            try:
+                requirements, pull_secrets = await asyncio.wait_for(
+                    _prepare(pending, access, namespace, pull_secret_names), deadline_seconds
+                )
+            except TimeoutError:
+                pass  # unresolved signers then fail to verify: denied, naming the Secret
+            # Secret reads count against the same deadline (rounded for readable messages).
+            remaining = max(0.0, round(deadline_seconds - (loop.time() - started), 2))
         results = await asyncio.gather(
             *(
-                _verify(verifier, key[0], requirement, deadline_seconds, namespace)
-                for key, requirement in pending
+                _verify(verifier, key[0], requirement, remaining, namespace, pull_secrets)
+                for (key, _, _), requirement in zip(pending, requirements, strict=True)
             )
         )
-        for (key, _), result in zip(pending, results, strict=True):
+        for (key, _, _), result in zip(pending, results, strict=True):
             found[key] = result
             counters.verification(result, cached=False)
     return found

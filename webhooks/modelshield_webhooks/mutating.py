@@ -115,6 +115,8 @@ async def _digest_patches(
         deadline_seconds=context.verify_deadline_seconds,
         namespace=workload.namespace,
         counters=context.metrics,
+        access=context.secrets,
+        pull_secret_names=facts.pull_secret_names(workload.containers),
     )
     decision = evaluating.decide(
         workload, policies, facts.ReviewFacts(images, context.state), context.clock()

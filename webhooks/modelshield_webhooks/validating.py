@@ -141,6 +141,8 @@ async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisi
         deadline_seconds=context.verify_deadline_seconds,
         namespace=workload.namespace,
         counters=context.metrics,
+        access=context.secrets,
+        pull_secret_names=facts.pull_secret_names(workload.containers),
     )
     source = facts.ReviewFacts(images, context.state)
     return evaluating.decide(workload, policies, source, context.clock())

@@ -3,6 +3,11 @@
 The server reads policies, ModelArtifacts and namespaces through list+watch (it needs
 get/list/watch on them), verifies images with the image verifier and answers over HTTPS
 with the certificate and key given, reloading them when they change.
+
+With ``--read-signer-secrets`` it resolves ``secretRef`` image and attestation signers
+from the policy's namespace, and with ``--read-pull-secrets`` it uses the pod's
+``imagePullSecrets`` for registry auth on cold verifications: both read Secrets with a
+``get`` by name (RBAC: ``get`` on ``secrets``), cached for ``--secret-ttl-seconds``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from modelshield_webhooks import (
     configurations,
     connections,
     contexts,
+    facts,
+    secretreading,
     server,
+    signerkeys,
     verifiers,
     watching,
 )
@@ -72,6 +80,16 @@ async def _serve(arguments: argparse.Namespace) -> int:
     session, informers = watching.start(
         connection, context.state, resync_seconds=arguments.resync_seconds
     )
+    if arguments.read_signer_secrets or arguments.read_pull_secrets:
+        cached = secretreading.CachedSecrets(
+            secretreading.KubernetesSecrets(connection, session),
+            ttl_seconds=arguments.secret_ttl_seconds,
+        )
+        context.secrets = facts.SecretAccess(
+            signer_keys=signerkeys.SignerKeys(cached) if arguments.read_signer_secrets else None,
+            pull_secrets=cached if arguments.read_pull_secrets else None,
+        )
+        informers.append(asyncio.create_task(cached.keep_fresh(), name="secret-refresh"))
     running = await server.start(context, certificate, host=arguments.host, port=arguments.port)
     print(f"modelshield webhook listening on https://{arguments.host}:{running.port}", flush=True)
     stop = asyncio.Event()
@@ -184,6 +202,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--registry-ca", help="PEM CA bundle for registries (replaces the system store)"
+    )
+    parser.add_argument(
+        "--read-signer-secrets",
+        action="store_true",
+        help="resolve secretRef image/attestation signers by reading the Secret (get) in the "
+        "policy's namespace; off: such signers fail to verify",
+    )
+    parser.add_argument(
+        "--read-pull-secrets",
+        action="store_true",
+        help="read the pod's imagePullSecrets (get) for registry auth on cold verifications",
+    )
+    parser.add_argument(
+        "--secret-ttl-seconds",
+        type=float,
+        default=secretreading.DEFAULT_TTL_SECONDS,
+        help="how long a Secret read is cached (refreshed in the background before then)",
     )
     parser.add_argument(
         "--startup-image",
