@@ -9,6 +9,7 @@ tests apply with kubectl.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import ssl
@@ -64,6 +65,8 @@ class WebhookProcess:
 
     def __init__(self, command: list[str], log_path: Path, port: int, ca_file: Path) -> None:
         self.command = command
+        #: The command the process was first made with; ``restart`` adds to it.
+        self.base_command = list(command)
         self.log_path = log_path
         self.port = port
         self.context = ssl.create_default_context(cafile=str(ca_file))
@@ -86,6 +89,12 @@ class WebhookProcess:
                 return bool(answer.status == 200)
         except (urllib.error.URLError, OSError):
             return False
+
+    def restart(self, *extra: str) -> None:
+        """Stop, then start again with the base command plus these arguments (same port)."""
+        self.stop()
+        self.command = [*self.base_command, *extra]
+        self.start()
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -251,15 +260,15 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Images]:
         registry.stop()
 
 
-@pytest.fixture(scope="module")
-def webhook(
+@contextlib.contextmanager
+def running_webhook(
     cluster: Cluster,
     kubectl: Kubectl,
-    modelshield_crds: list[dict[str, Any]],
     images: Images,
     tmp_path_factory: pytest.TempPathFactory,
+    *extra: str,
 ) -> Iterator[WebhookProcess]:
-    """The server running and registered; unregistered and stopped afterwards."""
+    """The server running with extra arguments and registered; unregistered and stopped after."""
     if not cluster.started_locally:
         # Registering a URL on this machine would make a remote API server fail closed
         # for every governed create; the chart's own webhook serves such a cluster.
@@ -286,6 +295,7 @@ def webhook(
             f"--insecure-registry={images.registry}",
             "--log-level=debug",
             "--shutdown-delay=0.5",
+            *extra,
         ],
         directory / "webhook.log",
         port,
@@ -320,3 +330,16 @@ def webhook(
             f"validatingwebhookconfiguration/{CONFIGURATION_NAME}",
         )
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def webhook(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    modelshield_crds: list[dict[str, Any]],
+    images: Images,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[WebhookProcess]:
+    """The server running and registered; unregistered and stopped afterwards."""
+    with running_webhook(cluster, kubectl, images, tmp_path_factory) as process:
+        yield process
