@@ -7,9 +7,11 @@ real Secrets). Resolved keys are loaded by the real signer loader.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -42,9 +44,12 @@ class InMemorySecretsForTests:
         }
         self.reads: list[tuple[str, str]] = []
         self.failing = False
+        self.delay = 0.0
 
     async def read(self, namespace: str, name: str) -> secretreading.SecretData | None:
         self.reads.append((namespace, name))
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if self.failing:
             raise secretreading.SecretReadError(f"get Secret {namespace}/{name}: HTTP 503")
         return self.secrets.get((namespace, name))
@@ -383,3 +388,35 @@ def test_an_undecodable_value_is_not_a_key(value: str) -> None:
     requirement = _requirement()
     resolved = signerkeys.inlined(requirement, {"cosign": {"cosign.pub": value}})
     assert resolved.source.signers[0].secret_ref is not None
+
+
+async def test_concurrent_reviews_share_one_read_that_outlives_a_deadline() -> None:
+    source = InMemorySecretsForTests({("ml", "cosign"): {"cosign.pub": scenarios.PUBLIC_KEY}})
+    source.delay = 0.3
+    cache = _cache(source, Clock())
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(cache.get("ml", "cosign"), 0.05)
+    found = await asyncio.gather(*(cache.get("ml", "cosign") for _ in range(5)))
+    assert all(f == {"cosign.pub": _b64(scenarios.PUBLIC_KEY)} for f in found)
+    assert len(source.reads) == 1  # the timed-out review did not cancel the shared read
+
+
+async def test_a_slow_secret_read_ends_within_the_deadline_unresolved() -> None:
+    source = InMemorySecretsForTests({("ml", "cosign"): {"cosign.pub": scenarios.PUBLIC_KEY}})
+    source.delay = 5.0
+    access = webhook_facts.SecretAccess(signer_keys=signerkeys.SignerKeys(_cache(source, Clock())))
+    verifier = RecordingVerifierForTests()
+    requirement = _requirement()
+    started = time.monotonic()
+    await webhook_facts.gather_images(
+        [(scenarios.SIGNED, requirement)],
+        verifier,
+        deadline_seconds=0.2,
+        namespace="ml",
+        counters=metrics.Metrics(),
+        access=access,
+    )
+    assert time.monotonic() - started < 1.0
+    [call] = verifier.calls
+    assert call["key"] == requirement.key
+    assert call["requirement"].signers[0].secret_ref is not None  # fails closed, named

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
@@ -188,12 +189,11 @@ async def gather_images(
         if reads_pull_secrets or any(resolved is None for _, resolved, _ in pending):
             loop = asyncio.get_running_loop()
             started = loop.time()
-            try:
+            # On timeout the signers stay unresolved and fail to verify: denied, not hung.
+            with contextlib.suppress(TimeoutError):
                 requirements, pull_secrets = await asyncio.wait_for(
                     _prepare(pending, access, namespace, pull_secret_names), deadline_seconds
                 )
-            except TimeoutError:
-                pass  # unresolved signers then fail to verify: denied, naming the Secret
             # Secret reads count against the same deadline (rounded for readable messages).
             remaining = max(0.0, round(deadline_seconds - (loop.time() - started), 2))
         results = await asyncio.gather(

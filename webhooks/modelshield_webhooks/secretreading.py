@@ -138,19 +138,14 @@ class CachedSecrets:
 
     async def _read(self, namespace: str, name: str) -> _Entry:
         key = (namespace, name)
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[_Entry] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            entry = await self._fetch(namespace, name)
-            future.set_result(entry)
-            return entry
-        finally:
-            if not future.done():
-                future.cancel()
-            self._inflight.pop(key, None)
+        task = self._inflight.get(key)
+        if task is None:
+            # Its own task: a review that stops waiting (its deadline) does not cancel a
+            # read that other reviews wait for, and the answer still fills the cache.
+            task = asyncio.ensure_future(self._fetch(namespace, name))
+            self._inflight[key] = task
+            task.add_done_callback(lambda _: self._inflight.pop(key, None))
+        return await asyncio.shield(task)
 
     async def _fetch(self, namespace: str, name: str) -> _Entry:
         self.reads += 1
