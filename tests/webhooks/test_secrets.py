@@ -11,6 +11,7 @@ import asyncio
 import base64
 import copy
 import json
+import pathlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from modelshield.api.v1alpha1 import policies
+from modelshield.cli import main as cli_main
 from modelshield.engine import compiling, facts, workloads
 from modelshield.supplychain.images import credentials, signers
 from modelshield_webhooks import facts as webhook_facts
@@ -420,3 +422,25 @@ async def test_a_slow_secret_read_ends_within_the_deadline_unresolved() -> None:
     [call] = verifier.calls
     assert call["key"] == requirement.key
     assert call["requirement"].signers[0].secret_ref is not None  # fails closed, named
+
+
+# --- the command line -----------------------------------------------------------------
+
+
+def test_the_flags_are_off_by_default_and_a_zero_ttl_is_refused(
+    serving_files: tuple[pathlib.Path, pathlib.Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    cert, key = serving_files
+    parser = cli_main.build_parser()
+    defaults = parser.parse_args(["webhook", f"--cert={cert}", f"--key={key}"])
+    assert (defaults.read_signer_secrets, defaults.read_pull_secrets) == (False, False)
+    assert defaults.secret_ttl_seconds == secretreading.DEFAULT_TTL_SECONDS
+    arguments = parser.parse_args(
+        ["webhook", f"--cert={cert}", f"--key={key}", "--read-signer-secrets"]
+    )
+    assert arguments.read_signer_secrets
+    assert not arguments.read_pull_secrets
+    assert (
+        cli_main.main(["webhook", f"--cert={cert}", f"--key={key}", "--secret-ttl-seconds=0"]) == 2
+    )
+    assert "--secret-ttl-seconds must be positive" in capsys.readouterr().err

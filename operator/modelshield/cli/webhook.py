@@ -117,6 +117,9 @@ def _run(arguments: argparse.Namespace) -> int:
     if not arguments.cert or not arguments.key:
         print("error: --cert and --key are required to serve", file=sys.stderr)
         return 2
+    if arguments.secret_ttl_seconds <= 0:
+        print("error: --secret-ttl-seconds must be positive", file=sys.stderr)
+        return 2
     for path in (arguments.cert, arguments.key):
         if not certificates.exists(path):
             print(f"error: {path}: no such file", file=sys.stderr)
