@@ -5,8 +5,11 @@ can import them for annotations)."""
 from __future__ import annotations
 
 import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from kubernetes import client
@@ -76,3 +79,20 @@ class Kubectl:
                 f"{completed.stderr}{completed.stdout}"
             )
         return completed
+
+
+T = TypeVar("T")
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2
+) -> T:
+    """Poll until probe returns something truthy; fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = probe()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout:.0f} s: {what}")
+        time.sleep(interval)

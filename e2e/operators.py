@@ -10,15 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
 import yaml
 
+from e2e import clients
 from e2e.clients import REPOSITORY_ROOT, Kubectl
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -31,14 +30,7 @@ T = TypeVar("T")
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
     """Poll until probe returns something truthy; fail naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout:.0f} s: {what}")
-        time.sleep(0.2)
+    return clients.wait_for(what, probe, timeout)
 
 
 class OperatorProcess:

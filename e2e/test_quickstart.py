@@ -24,7 +24,6 @@ import re
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -35,6 +34,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from e2e import clients
 from e2e.clients import REPOSITORY_ROOT, Cluster, Kubectl
 from modelshield.supplychain.images import registries
 from tests.chart import rendering
@@ -57,15 +57,8 @@ def quickstart_blocks() -> dict[str, str]:
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
-    """Poll until probe returns something truthy; fail naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout:.0f} s: {what}")
-        time.sleep(0.5)
+    """Poll every half second: the quickstart waits on slower things (audit, rollouts)."""
+    return clients.wait_for(what, probe, timeout, interval=0.5)
 
 
 def test_the_quickstart_has_every_step() -> None:

@@ -15,7 +15,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -27,6 +26,7 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
+from e2e import clients
 from e2e.clients import Cluster, Kubectl
 from modelshield.supplychain.images import registries
 from tests.supplychain import localtools
@@ -38,14 +38,7 @@ T = TypeVar("T")
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
     """Poll until probe returns something truthy; fail naming what never happened."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"after {timeout:.0f} s: {what}")
-        time.sleep(0.2)
+    return clients.wait_for(what, probe, timeout)
 
 
 @dataclass
