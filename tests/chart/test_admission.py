@@ -9,6 +9,7 @@ import datetime
 from typing import Any
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
@@ -93,6 +94,40 @@ def test_same_webhooks_as_the_admission_servers_builder() -> None:
         chart = rendering.one(manifests, kind)
         assert chart["metadata"]["name"] == expected["metadata"]["name"]
         assert chart["webhooks"] == expected["webhooks"], kind
+
+
+@pytest.mark.parametrize("name", sorted(rendering.COMBINATIONS))
+def test_mutating_webhook_spares_pods_under_the_builders_condition(name: str) -> None:
+    # One source of truth: the template spells the CEL out, this keeps it equal to the
+    # builder's (the API server's check of the expression itself is e2e's).
+    for kind, webhook in _webhooks(rendering.rendered(name)):
+        if kind == "MutatingWebhookConfiguration":
+            assert webhook["matchConditions"] == [
+                {
+                    "name": configurations.POD_CONDITION_NAME,
+                    "expression": configurations.POD_MAY_NEED_A_PATCH,
+                }
+            ]
+        else:
+            # A validating webhook must see every pod.
+            assert "matchConditions" not in webhook, webhook["name"]
+
+
+def test_chart_states_the_kubernetes_version_its_match_conditions_need() -> None:
+    # matchConditions: beta and on by default in 1.29, GA in 1.30; older API servers
+    # reject the chart (kubeVersion) rather than install a webhook they may not scope.
+    chart = yaml.safe_load((rendering.CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == ">=1.29.0-0"
+    refused = rendering.helm(
+        "template",
+        rendering.RELEASE,
+        str(rendering.CHART),
+        "--kube-version",
+        "v1.28.9",
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert "requires kubeVersion" in refused.stderr
 
 
 @pytest.mark.parametrize("name", sorted(rendering.COMBINATIONS))

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from modelshield.cli import main
+from modelshield.engine import workloads
 from modelshield_webhooks import configurations
 from tests.webhooks import pki
 
@@ -76,6 +77,24 @@ def test_service_client_config() -> None:
         "port": 8443,
     }
     assert webhook["reinvocationPolicy"] == "Never"
+
+
+def test_only_the_mutating_webhook_spares_pods_by_condition() -> None:
+    (mutating,) = configurations.mutating_configuration(_endpoint())["webhooks"]
+    assert mutating["matchConditions"] == [
+        {"name": "pod-may-need-a-patch", "expression": configurations.POD_MAY_NEED_A_PATCH}
+    ]
+    # The validating webhooks judge every object; a condition there would be a bypass.
+    for webhook in configurations.validating_configuration(_endpoint())["webhooks"]:
+        assert "matchConditions" not in webhook, webhook["name"]
+
+
+def test_pod_condition_names_the_engines_model_annotation() -> None:
+    # A model annotation the condition did not know would skip the startup check.
+    expression = configurations.POD_MAY_NEED_A_PATCH
+    assert f"'{workloads.MODEL_ANNOTATION}' in object.metadata.annotations" in expression
+    for field in ("containers", "initContainers", "ephemeralContainers"):
+        assert f"has(object.spec.{field}) && object.spec.{field}.exists(" in expression
 
 
 def test_cli_prints_both_configurations(tmp_path: pathlib.Path) -> None:

@@ -3,7 +3,8 @@
 Pure builders. Decisions that keep a fail-closed webhook from wedging a cluster:
 ``failurePolicy: Fail`` but never for kube-system, modelshield's own namespace or a
 namespace labelled ``modelshield.dev/ignore=true``; a timeout; ``sideEffects: None`` so
-that dry-run requests are sent too.
+that dry-run requests are sent too; a matchCondition that spares the mutating webhook
+the pods it could not patch. The chart renders the same objects (tests/chart compares).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 import dataclasses
 from typing import Any
 
+from modelshield.engine import workloads
 from modelshield_webhooks import contexts
 
 IGNORE_LABEL = "modelshield.dev/ignore"
@@ -46,18 +48,22 @@ def _unpinned(containers: str) -> str:
 #: them (every replica), and a pod needs a patch only when an image is not pinned by
 #: digest or it names a model (the startup re-verification): the API server skips the
 #: call for the rest. Every field is guarded with has(): an evaluation error would fail
-#: the request (failurePolicy: Fail). Other kinds are always sent.
+#: the request (failurePolicy: Fail). Other kinds are always sent: there are few of them
+#: (one per rollout, not one per replica). The chart's webhook-configurations.yaml spells out the
+#: same string; tests/chart fails when the two differ.
 POD_MAY_NEED_A_PATCH = " || ".join(
     (
         "object.kind != 'Pod'",
         "!has(object.spec)",
         "(has(object.metadata.annotations) && "
-        "'modelshield.dev/model-artifact' in object.metadata.annotations)",
+        f"'{workloads.MODEL_ANNOTATION}' in object.metadata.annotations)",
         _unpinned("object.spec.containers"),
         _unpinned("object.spec.initContainers"),
         _unpinned("object.spec.ephemeralContainers"),
     )
 )
+
+POD_CONDITION_NAME = "pod-may-need-a-patch"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,13 +183,12 @@ def mutating_configuration(
     name: str = DEFAULT_NAME,
     own_namespace: str = DEFAULT_NAMESPACE,
     timeout_seconds: int = contexts.WEBHOOK_TIMEOUT_SECONDS,
-    pods_by_condition: bool = False,
 ) -> dict[str, Any]:
     """The MutatingWebhookConfiguration: digest pinning and the startup init container.
 
-    pods_by_condition adds the matchCondition that spares pods with nothing to patch
-    (``modelshield webhook configuration`` adds it; off here until the chart renders it
-    too, since tests/chart compares the chart with these defaults).
+    Pods reach it only under POD_MAY_NEED_A_PATCH (matchConditions: GA in Kubernetes
+    1.30, beta and on by default in 1.28 and 1.29; with that feature gate turned off
+    every pod is sent: slower, not less safe).
     """
     webhook = _webhook(
         "workloads.mutate.modelshield.dev",
@@ -194,10 +199,7 @@ def mutating_configuration(
         namespace_selector(own_namespace),
     )
     webhook["reinvocationPolicy"] = "Never"
-    if pods_by_condition:
-        webhook["matchConditions"] = [
-            {"name": "pod-may-need-a-patch", "expression": POD_MAY_NEED_A_PATCH}
-        ]
+    webhook["matchConditions"] = [{"name": POD_CONDITION_NAME, "expression": POD_MAY_NEED_A_PATCH}]
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",

@@ -157,9 +157,7 @@ def _print_configuration(arguments: argparse.Namespace) -> int:
         "timeout_seconds": arguments.timeout_seconds,
     }
     documents = [
-        configurations.mutating_configuration(
-            endpoint, **options, pods_by_condition=arguments.pod_condition
-        ),
+        configurations.mutating_configuration(endpoint, **options),
         configurations.validating_configuration(endpoint, **options),
     ]
     sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False))
