@@ -9,6 +9,8 @@ verifiers), ``judging`` (which signature and attestations hold, from fetched mat
 and ``caching`` (the verification cache with single-flight).
 
 I/O: ``registries`` (the OCI distribution client), ``pushing`` (uploads, for tests and
-tooling) and ``verifying`` (``ImageVerifier``, the entry point the webhook, the
+tooling), ``secretreading`` (the Secret cache over a reader the caller supplies),
+``signerkeys`` (``secretRef`` signers given their Secret's key inline, through that cache)
+and ``verifying`` (``ImageVerifier``, the entry point the webhook, the
 operator and the CLI use).
 """
