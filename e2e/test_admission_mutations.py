@@ -1,14 +1,18 @@
 """The admission webhook registered with a real API server: mutations and model facts.
 
-Digest pinning of verified tags, the mutating webhook's matchCondition for pods, and
+Digest pinning of verified tags, the mutating webhook's matchCondition for pods (which
+creates and updates the API server's CEL sends, counted on the webhook's /metrics), and
 ModelArtifact facts (status written here as the operator would) with the startup
 re-verification init container.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from typing import Any
 
+import pytest
 import yaml
 
 from e2e.clients import Kubectl
@@ -23,6 +27,7 @@ from e2e.webhooks import (
     webhook,
     workload,
 )
+from modelshield.engine import workloads
 
 __all__ = ["images", "webhook"]  # module-scoped fixtures, shared by name
 
@@ -82,11 +87,121 @@ def test_pinned_pods_without_a_model_are_not_sent_to_the_mutating_webhook(
 
 def pod_mutations(metrics: str) -> float:
     """How many mutating reviews of Pods the webhook has answered."""
+    return mutations(metrics, "Pod")
+
+
+def mutations(metrics: str, kind: str) -> float:
+    """How many mutating reviews of this kind the webhook has answered."""
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
-        if line.startswith("modelshield_admission_mutations_total{") and 'kind="Pod"' in line
+        if line.startswith("modelshield_admission_mutations_total{") and f'kind="{kind}"' in line
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """An object no policy governs (no labels a policy selects), created as a server-side
+    dry run: the API server evaluates the matchCondition all the same, and an evaluation
+    error would deny the create (failurePolicy: Fail)."""
+
+    sent: bool
+    kind: str = "Pod"
+    #: The image of the one container: "pinned" (by digest), "tagged", or None (no field).
+    image: str | None = "pinned"
+    init_image: str | None = None
+    annotations: dict[str, str] | None = None
+
+
+PROBES = {
+    # No labels, annotations or initContainers: the optional fields the CEL guards.
+    "bare-pinned-pod": Probe(sent=False),
+    "tagged-pod": Probe(sent=True, image="tagged"),
+    "pinned-pod-other-annotation": Probe(sent=False, annotations={"example.org/team": "fraud"}),
+    "pinned-pod-naming-a-model": Probe(
+        sent=True, annotations={workloads.MODEL_ANNOTATION: "fraud-v7"}
+    ),
+    "pinned-pod-pinned-init-container": Probe(sent=False, init_image="pinned"),
+    "pinned-pod-tagged-init-container": Probe(sent=True, init_image="tagged"),
+    # Schema validation (after mutating admission) refuses it; the CEL must not error first.
+    "pod-without-an-image": Probe(sent=True, image=None),
+    # Other kinds are always sent: a template is patched once, not once per replica.
+    "pinned-deployment": Probe(sent=True, kind="Deployment"),
+}
+
+
+def _probe_body(name: str, probe: Probe, images: Images) -> dict[str, Any]:
+    by_role = {"pinned": images.signed, "tagged": images.signed_tag}
+    container: dict[str, Any] = {"name": "server"}
+    if probe.image is not None:
+        container["image"] = by_role[probe.image]
+    spec: dict[str, Any] = {"containers": [container]}
+    if probe.init_image is not None:
+        spec["initContainers"] = [{"name": "fetch", "image": by_role[probe.init_image]}]
+    metadata: dict[str, Any] = {"name": name}
+    if probe.annotations is not None:
+        metadata["annotations"] = probe.annotations
+    if probe.kind == "Pod":
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+    labels = {"app": "condition-probe"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": probe.kind,
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {**metadata, "labels": labels}, "spec": spec},
+        },
+    }
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_api_server_sends_pods_to_the_mutating_webhook_only_when_they_may_need_a_patch(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images, name: str
+) -> None:
+    probe = PROBES[name]
+    before = mutations(webhook.metrics(), probe.kind)
+    result = kubectl(
+        "create",
+        "--dry-run=server",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=yaml.safe_dump(_probe_body(name, probe, images)),
+        check=False,
+    )
+    if probe.image is None:
+        assert result.returncode != 0
+        assert "spec.containers[0].image: Required value" in result.stderr, result.stderr
+    else:
+        assert result.returncode == 0, result.stderr
+    after = mutations(webhook.metrics(), probe.kind)
+    assert after - before == (1 if probe.sent else 0), webhook.log_path.read_text()[-3000:]
+
+
+def test_ephemeral_containers_are_sent_only_when_not_pinned(
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    # kubectl debug writes the pods/ephemeralcontainers subresource (an UPDATE of the Pod).
+    body = _probe_body("debugged", Probe(sent=False), images)
+    before = pod_mutations(webhook.metrics())
+    kubectl("create", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(body))
+    assert pod_mutations(webhook.metrics()) == before
+
+    def debug(container: str, image: str) -> None:
+        kubectl(
+            "debug", "-n", namespace, "pod/debugged", f"--image={image}", f"--container={container}"
+        )
+
+    debug("pinned-shell", images.signed)
+    assert pod_mutations(webhook.metrics()) == before
+    debug("tagged-shell", images.signed_tag)
+    assert pod_mutations(webhook.metrics()) == before + 1
+    names = kubectl(
+        "get", "-n", namespace, "pod/debugged", "-o", "jsonpath={.spec.ephemeralContainers[*].name}"
+    ).stdout.split()
+    assert names == ["pinned-shell", "tagged-shell"]
 
 
 def _model_artifact(kubectl: Kubectl, namespace: str, name: str, *, verified: bool) -> None:
