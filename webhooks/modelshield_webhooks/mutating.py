@@ -21,9 +21,9 @@ _logger = logging.getLogger(__name__)
 ENDPOINT = "mutate"
 
 
-#: The ConfigMap (in the workload's namespace) and pod volume holding ``<signer>.pub``
-#: public keys that the startup init container trusts.
-MODEL_KEYS = "modelshield-model-keys"
+#: The ConfigMap (in the workload's namespace, written by the operator) and pod volume
+#: holding ``<artifact>.<signer>.pub`` public keys that the startup init container trusts.
+MODEL_KEYS = startup.KEYS_CONFIG_MAP
 
 
 def _model_mount(pod_spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -81,6 +81,7 @@ def _startup_patches(
         model_mount_path=mount["mountPath"],
         model_sub_path=str(mount.get("subPath") or ""),
         digest=digest,
+        artifact=artifact.name,
         signer=artifact.signer,
         keys_volume=MODEL_KEYS,
     )

@@ -336,4 +336,9 @@ def register(
     async def stop_artifact_workers(**_: Any) -> None:
         reconciler.shutdown()
 
+    # The public keys of verified artifacts, for the startup re-verification (imported
+    # here: modelkeys reads this module's governing_requirements).
+    from modelshield.controllers import modelkeys
+
+    modelkeys.register(registry, kube_source=reconciler._client)
     return reconciler

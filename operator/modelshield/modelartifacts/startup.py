@@ -8,13 +8,35 @@ the pod instead of being served. Pure builder: returns the container as a dict.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 CONTAINER_NAME = "modelshield-verify-model"
-#: Where the init container mounts the signers' public keys (a projected ConfigMap/Secret).
+#: The ConfigMap (one per namespace, written by the operator) and pod volume holding the
+#: public keys the init container trusts: one file per ModelArtifact and signer.
+KEYS_CONFIG_MAP = "modelshield-model-keys"
+#: Where the init container mounts that ConfigMap.
 KEYS_MOUNT = "/etc/modelshield/model-keys"
+#: A ConfigMap key is at most 253 characters of ``[-._a-zA-Z0-9]``.
+_MAX_KEY_LENGTH = 253
+_KEY_SUFFIX = ".pub"
 #: Where the keyless trust root is mounted, when keyless signers are used.
 TRUST_ROOT_MOUNT = "/etc/modelshield/trust"
+
+
+def key_file_name(artifact: str, signer: str) -> str:
+    """The ConfigMap key (and file name under ``KEYS_MOUNT``) of one artifact's signer key.
+
+    ``<artifact>.<signer>.pub``: per artifact, so that two artifacts whose signers share a
+    name never share a file, and unambiguous because signer names (DNS labels) hold no dot.
+    An artifact name too long for a ConfigMap key is shortened and suffixed with its hash.
+    """
+    name = f"{artifact}.{signer}{_KEY_SUFFIX}"
+    if len(name) <= _MAX_KEY_LENGTH:
+        return name
+    digest = hashlib.sha256(artifact.encode()).hexdigest()[:16]
+    room = _MAX_KEY_LENGTH - len(f"-{digest}.{signer}{_KEY_SUFFIX}")
+    return f"{artifact[:room].rstrip('.-')}-{digest}.{signer}{_KEY_SUFFIX}"
 
 
 def verify_command(
@@ -41,6 +63,7 @@ def build_init_container(
     model_volume: str,
     model_mount_path: str,
     digest: str,
+    artifact: str,
     signer: str,
     keys_volume: str,
     model_sub_path: str = "",
@@ -49,8 +72,9 @@ def build_init_container(
 ) -> dict[str, Any]:
     """The init container spec: read-only mounts, non-root, no privileges, bounded resources.
 
-    ``keys_volume`` holds one PEM public key per signer, named ``<signer>.pub``; only the
-    signer the ModelArtifact's status recorded is trusted at start. The signature bundle is
+    ``keys_volume`` holds the PEM public keys the operator publishes, one per artifact and
+    signer (``key_file_name``); only the key of the signer the ModelArtifact's status
+    recorded is trusted at start. The signature bundle is
     ``model.sig`` in the mounted model unless ``signature_path`` names another mounted file.
     """
     model_path = model_mount_path.rstrip("/") + (
@@ -63,7 +87,7 @@ def build_init_container(
         "command": verify_command(
             model_path,
             digest,
-            key_path=f"{KEYS_MOUNT}/{signer}.pub",
+            key_path=f"{KEYS_MOUNT}/{key_file_name(artifact, signer)}",
             signature_path=signature_path,
         ),
         "env": [{"name": "MODELSHIELD_EXPECTED_SIGNER", "value": signer}],
