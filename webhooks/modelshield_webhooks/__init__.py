@@ -10,5 +10,6 @@ under a deadline), ``validating`` and ``mutating`` (the handlers), ``metrics``.
 
 I/O: ``connections`` (reaching the API server), ``watching`` (list+watch with resync),
 ``caches`` (the watch-backed state the handlers read, so that no request calls the API)
-and ``server`` (the aiohttp HTTPS application, certificate reloading).
+``server`` (the aiohttp HTTPS application, certificate reloading) and ``eventloops``
+(uvloop or the standard loop under it).
 """

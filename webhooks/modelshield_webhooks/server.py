@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -104,8 +105,11 @@ class RunningServer:
     def port(self) -> int:
         """The bound port (useful when 0 was asked for)."""
         server = self.site._server  # aiohttp exposes no public accessor for it
-        assert isinstance(server, asyncio.base_events.Server)
-        port: int = server.sockets[0].getsockname()[1]
+        # asyncio's Server or uvloop's: both have sockets, neither subclasses the other.
+        sockets: list[socket.socket] = list(getattr(server, "sockets", None) or ())
+        if not sockets:
+            raise RuntimeError("the server is not listening")
+        port: int = sockets[0].getsockname()[1]
         return port
 
     async def stop(self) -> None:

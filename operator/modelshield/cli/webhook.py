@@ -29,6 +29,7 @@ from modelshield_webhooks import (
     configurations,
     connections,
     contexts,
+    eventloops,
     facts,
     secretreading,
     server,
@@ -129,7 +130,10 @@ def _run(arguments: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return asyncio.run(_serve(arguments))
+        return eventloops.run(_serve(arguments), arguments.event_loop)
+    except eventloops.UnavailableLoopError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except connections.ConfigurationError as error:
         print(f"error: cannot reach the Kubernetes API: {error}", file=sys.stderr)
         return 2
@@ -239,6 +243,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds to keep serving, not ready, after SIGTERM (endpoints catch up)",
     )
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--event-loop",
+        default=eventloops.UVLOOP,
+        choices=eventloops.CHOICES,
+        help="asyncio event loop implementation (uvloop: faster; asyncio: the standard one)",
+    )
     parser.set_defaults(handler=_run)
 
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
