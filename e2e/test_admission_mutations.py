@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from e2e.clients import Kubectl
+from e2e import modelkeys
+from e2e.clients import Cluster, Kubectl
 from e2e.webhooks import (
     DENIED,
     Images,
@@ -27,7 +28,9 @@ from e2e.webhooks import (
     webhook,
     workload,
 )
+from modelshield.controllers.builders import modelkeys as modelkeys_builders
 from modelshield.engine import workloads
+from modelshield.modelartifacts import startup
 
 __all__ = ["images", "webhook"]  # module-scoped fixtures, shared by name
 
@@ -250,7 +253,7 @@ def _model_artifact(kubectl: Kubectl, namespace: str, name: str, *, verified: bo
 
 
 def test_model_facts_come_from_model_artifacts_and_pods_get_the_startup_check(
-    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images
+    webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images, cluster: Cluster
 ) -> None:
     document = yaml.safe_load(policy(namespace, images))
     document["spec"]["models"] = {
@@ -302,3 +305,28 @@ def test_model_facts_come_from_model_artifacts_and_pods_get_the_startup_check(
     assert result.returncode != 0
     assert DENIED in result.stderr
     assert "model 'tampered' (s3://models/tampered) has no verified signature" in result.stderr
+
+    # The ConfigMap the pod mounts, as the operator publishes it, holds the key the init
+    # container reads: the policy's public key for the signer fraud-v7's status records.
+    key_path = init["command"][init["command"].index("--key") + 1]
+    file_name = key_path.removeprefix(startup.KEYS_MOUNT + "/")
+    assert file_name == startup.key_file_name("fraud-v7", "model-release")
+    mounted = json.loads(
+        kubectl(
+            "get",
+            "-n",
+            namespace,
+            "pod/served",
+            "-o",
+            f"jsonpath={{.spec.volumes[?(@.name=='{modelkeys.NAME}')]}}",
+        ).stdout
+    )
+    assert mounted["configMap"]["name"] == modelkeys.NAME
+    with modelkeys.publishing_model_keys(cluster):
+        published = wait_for(
+            f"{modelkeys.NAME} in {namespace} with {file_name}",
+            lambda: (modelkeys.data(cluster, namespace) or {}).get(file_name),
+        )
+    assert published == modelkeys_builders.canonical_public_key(images.public_key.encode())
+    # The unverified artifact contributes nothing.
+    assert set(modelkeys.data(cluster, namespace) or {}) == {file_name}

@@ -47,7 +47,7 @@ def test_unverified_artifacts_get_no_file(pems: dict[str, str]) -> None:
 
 
 def test_artifact_of_reads_the_signer_only_when_verified() -> None:
-    body = {
+    body: dict[str, Any] = {
         "metadata": {"name": "m", "uid": "u"},
         "status": {
             "signer": "release",
