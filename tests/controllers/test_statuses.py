@@ -69,3 +69,46 @@ def test_transition_time_kept_while_status_holds() -> None:
     assert _conditions(flipped)["Ready"]["lastTransitionTime"] == "2026-11-26T01:05:00Z"
     assert _conditions(flipped)["Degraded"]["lastTransitionTime"] == "2026-11-26T01:05:00Z"
     assert not statuses.same(first, flipped)
+
+
+def test_pending_workloads_are_neither_compliant_nor_violating() -> None:
+    status = statuses.build(
+        statuses.Observation(governed=3, pending=["Deployment/ml/new"]), None, 1, NOW
+    )
+    assert (status["compliant"], status["violating"], status["pending"]) == (2, 0, 1)
+    compliant = _conditions(status)["Compliant"]
+    assert (compliant["status"], compliant["reason"]) == ("Unknown", "VerificationPending")
+    assert "Deployment/ml/new" in str(compliant["message"])
+
+
+def test_compliant_condition_names_the_first_violations() -> None:
+    findings = [
+        f"Deployment/ml/d{i}: ImageUnsigned: container 'm' has no signature" for i in range(3)
+    ]
+    status = statuses.build(
+        statuses.Observation(
+            governed=6,
+            violators=[f"Deployment/ml/d{i}" for i in range(5)],
+            findings=findings,
+            pending=["Deployment/ml/new"],
+        ),
+        None,
+        1,
+        NOW,
+    )
+    compliant = _conditions(status)["Compliant"]
+    assert (compliant["status"], compliant["reason"]) == ("False", "Violations")
+    message = str(compliant["message"])
+    assert message.startswith("5 of 6 governed workload(s) violate the policy: ")
+    assert findings[0] in message
+    assert "and 2 more" in message
+    assert "image verification in progress for 1 workload(s)" in message
+    assert (status["compliant"], status["violating"], status["pending"]) == (0, 5, 1)
+
+
+def test_all_compliant() -> None:
+    compliant = _conditions(statuses.build(statuses.Observation(governed=2), None, 1, NOW))
+    assert (compliant["Compliant"]["status"], compliant["Compliant"]["reason"]) == (
+        "True",
+        "AllCompliant",
+    )

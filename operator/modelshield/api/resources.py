@@ -63,6 +63,9 @@ _POLICY_COLUMNS = (
     _ready_column(),
     PrinterColumn("Governed", ".status.governed", "integer", "Workloads governed."),
     PrinterColumn("Violating", ".status.violating", "integer", "Workloads violating."),
+    PrinterColumn(
+        "Pending", ".status.pending", "integer", "Workloads awaiting image verification."
+    ),
     PrinterColumn("Age", ".metadata.creationTimestamp", "date"),
 )
 

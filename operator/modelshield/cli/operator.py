@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import logging
 import os
+import pathlib
 import secrets
 import socket
 import sys
@@ -28,9 +30,11 @@ from modelshield.controllers import (
     rbac,
     reconciling,
     settings,
+    verifying,
     writing,
 )
 from modelshield.controllers.builders import driftmonitors, networkpolicies
+from modelshield.supplychain.images import secretreading, signerkeys
 
 LOGGER = logging.getLogger("modelshield.operator")
 IMAGE_ENV = "MODELSHIELD_IMAGE"
@@ -93,25 +97,47 @@ def _connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo
     )
 
 
-def _image_verifier(arguments: argparse.Namespace) -> auditing.Verifier | None:
-    """The image verifier (issue 4) when this build has it; its cache feeds status and audit."""
+def _image_verifier(arguments: argparse.Namespace) -> verifying.Verifier | None:
+    """The image verifier when this build has it; its cache feeds status and audit."""
     try:
-        verifying = importlib.import_module("modelshield.supplychain.images.verifying")
+        images_verifying = importlib.import_module("modelshield.supplychain.images.verifying")
     except ModuleNotFoundError:
         LOGGER.warning("no image verifier in this build: images count as unverified")
         return None
     registries = importlib.import_module("modelshield.supplychain.images.registries")
     caching = importlib.import_module("modelshield.supplychain.images.caching")
-    verifier: auditing.Verifier = verifying.ImageVerifier(
+    credentials = importlib.import_module("modelshield.supplychain.images.credentials")
+    found = {}
+    if arguments.docker_config:
+        found = credentials.from_docker_config(
+            json.loads(pathlib.Path(arguments.docker_config).read_text())
+        )
+    verifier: verifying.Verifier = images_verifying.ImageVerifier(
         trust_root=arguments.trust_root,
         registry_options=registries.RegistryOptions(
-            insecure_hosts=frozenset(arguments.insecure_registry)
+            insecure_hosts=frozenset(arguments.insecure_registry), credentials=found
         ),
         cache=caching.VerificationCache(
             caching.CacheSettings(positive_ttl=arguments.image_cache_ttl)
         ),
     )
     return verifier
+
+
+def verifications(arguments: argparse.Namespace, kube: writing.Kube) -> verifying.Verifications:
+    """Image verdicts for status and audit, with the Secret reads the flags allow."""
+    cached = None
+    if arguments.read_signer_secrets or arguments.read_pull_secrets:
+        cached = secretreading.CachedSecrets(
+            verifying.KubeSecrets(kube), ttl_seconds=arguments.secret_ttl_seconds
+        )
+    return verifying.Verifications(
+        _image_verifier(arguments),
+        signer_keys=signerkeys.SignerKeys(cached)
+        if cached is not None and arguments.read_signer_secrets
+        else None,
+        pull_secrets=cached if arguments.read_pull_secrets else None,
+    )
 
 
 def _register_optional(registry: kopf.OperatorRegistry, module_name: str, **context: Any) -> None:
@@ -134,7 +160,6 @@ def build(
     """The registry with every handler, and the reconciler behind them."""
     registry = kopf.OperatorRegistry()
     kube = writing.Kube(api_client, max_workers=arguments.workers * 2)
-    verifier = _image_verifier(arguments)
     monitor = driftmonitors.MonitorSettings(
         image=arguments.image, service_account=arguments.drift_monitor_service_account
     )
@@ -142,7 +167,7 @@ def build(
         caches.World(),
         kube,
         planning.Settings(monitor=monitor, scraper_peers=_scraper_peers(arguments)),
-        image_lookup=verifier.cached if verifier is not None else None,
+        verifications=verifications(arguments, kube),
         workers=arguments.workers,
     )
 
@@ -160,15 +185,16 @@ def build(
     policies.register(
         registry, controller, leadership=leader, resync_interval=arguments.resync_interval
     )
-    auditing.register(
-        registry, controller=controller, arguments=arguments, verifier=verifier, leader=leader
-    )
+    auditing.register(registry, controller=controller, arguments=arguments, leader=leader)
     certificates.register(registry, kube=kube, arguments=arguments)
     _register_optional(registry, "modelshield.controllers.artifacts", kube=kube)
     return registry, controller, kube
 
 
 def _run_operator(arguments: argparse.Namespace) -> int:
+    if arguments.secret_ttl_seconds <= 0:
+        print("error: --secret-ttl-seconds must be positive", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=getattr(logging, arguments.log_level.upper()),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -284,6 +310,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=float,
         default=600.0,
         help="seconds a verified image stays trusted before the audit verifies it again",
+    )
+    parser.add_argument(
+        "--docker-config",
+        help='docker config JSON ({"auths": ...}) with registry credentials for verification',
+    )
+    parser.add_argument(
+        "--read-signer-secrets",
+        action="store_true",
+        help="resolve secretRef image/attestation signers by reading the Secret (get) in the "
+        "workload's namespace; off: such signers fail to verify (the workload violates)",
+    )
+    parser.add_argument(
+        "--read-pull-secrets",
+        action="store_true",
+        help="read the pod template's imagePullSecrets (get) for registry auth when verifying",
+    )
+    parser.add_argument(
+        "--secret-ttl-seconds",
+        type=float,
+        default=secretreading.DEFAULT_TTL_SECONDS,
+        help="how long a Secret read is cached (refreshed in the background before then)",
     )
     parser.add_argument("--workers", type=int, default=8, help="concurrent reconciles")
     parser.add_argument(

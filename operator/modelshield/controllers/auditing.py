@@ -2,9 +2,10 @@
 
 Admission saw a workload once; keys rotate and signatures get removed afterwards. Every
 ``--audit-interval`` seconds the audit evaluates each governed workload against the
-current policies, the ModelArtifacts' facts and the image verifier (its cache, refreshed
-through ``verify`` once an entry's TTL has run out), then writes one PolicyReport per
-namespace and updates the metrics: violations by policy and reason, last audit time.
+current policies, the ModelArtifacts' facts and the image verdicts of ``verifying`` (each
+image verified again once its cache entry's TTL has run out, with the Secrets the
+operator may read), then writes one PolicyReport per namespace and updates the metrics:
+violations by policy and reason, last audit time.
 """
 
 from __future__ import annotations
@@ -16,39 +17,17 @@ import datetime
 import logging
 import time
 from collections import Counter
-from typing import Any, Protocol
+from typing import Any
 
 import kopf
 import prometheus_client
 from aiohttp import web
 
-from modelshield.controllers import caches, leadership, reconciling, writing
+from modelshield.controllers import caches, leadership, reconciling, verifying, writing
 from modelshield.controllers.builders import ownership, policyreports
-from modelshield.engine import compiling, evaluating, facts, workloads
+from modelshield.engine import evaluating, workloads
 
 LOGGER = logging.getLogger("modelshield.audit")
-VERIFY_DEADLINE_SECONDS = 20.0
-VERIFY_CONCURRENCY = 8
-
-
-class Verifier(Protocol):
-    """What the audit needs of the image verifier."""
-
-    def cached(self, reference: str, requirement_key: str) -> facts.ImageFacts | None:
-        """A cached verdict, without I/O."""
-        ...
-
-    async def verify(
-        self,
-        reference: str,
-        requirement: Any,
-        requirement_key: str,
-        *,
-        deadline_seconds: float,
-        namespace: str = "",
-    ) -> facts.ImageFacts:
-        """Verify (or return the fresh cached verdict)."""
-        ...
 
 
 class Metrics:
@@ -95,7 +74,6 @@ class Auditor:
         self,
         controller: reconciling.Controller,
         *,
-        verifier: Verifier | None = None,
         max_results: int = policyreports.DEFAULT_MAX_RESULTS,
         metrics: Metrics | None = None,
         leader: leadership.Leadership | None = None,
@@ -103,10 +81,8 @@ class Auditor:
         self.controller = controller
         self.leader = leader
         self.kube: writing.Kube = controller.kube
-        self.verifier = verifier
         self.max_results = max_results
         self.metrics = metrics or Metrics()
-        self.image_lookup = verifier.cached if verifier else None
 
     @property
     def world(self) -> caches.World:
@@ -114,41 +90,14 @@ class Auditor:
         return self.controller.world
 
     @property
-    def facts(self) -> caches.WorldFacts:
-        """Facts over the current World and the verifier's cache."""
-        return caches.WorldFacts(self.world, self.image_lookup)
-
-    async def _refresh_images(
-        self, requests: dict[tuple[str, str], tuple[compiling.CompiledImages, str]]
-    ) -> None:
-        """Verify every (image, requirement) once, a few at a time; fresh cache hits are free."""
-        if self.verifier is None or not requests:
-            return
-        verifier = self.verifier
-        limit = asyncio.Semaphore(VERIFY_CONCURRENCY)
-
-        async def one(image: str, requirement: compiling.CompiledImages, namespace: str) -> None:
-            async with limit:
-                await verifier.verify(
-                    image,
-                    requirement.source,
-                    requirement.key,
-                    deadline_seconds=VERIFY_DEADLINE_SECONDS,
-                    namespace=namespace,
-                )
-
-        await asyncio.gather(
-            *(
-                one(image, requirement, namespace)
-                for (image, _), (requirement, namespace) in requests.items()
-            )
-        )
+    def verifications(self) -> verifying.Verifications:
+        """The reconciler's image verdicts (one cache for status and audit)."""
+        return self.controller.verifications
 
     async def evaluate(self, now: datetime.datetime) -> dict[str, list[policyreports.Audited]]:
         """Every governed workload's decision, by namespace."""
         policy_set = self.world.policy_set()
         governed = []
-        requests: dict[tuple[str, str], tuple[compiling.CompiledImages, str]] = {}
         for key in sorted(self.world.workloads):
             body = self.world.workloads.get(key)
             if body is None:
@@ -156,17 +105,18 @@ class Auditor:
             parsed = workloads.parse(body)
             namespace_labels = self.world.namespaces.get(parsed.namespace, {})
             governing = evaluating.governing_policies(parsed, policy_set, namespace_labels)
-            if not governing:
-                continue
-            governed.append((body, parsed, namespace_labels))
-            for image, requirement in evaluating.image_requests(parsed, governing):
-                requests.setdefault((image, requirement.key), (requirement, parsed.namespace))
-        await self._refresh_images(requests)
-        found: dict[str, list[policyreports.Audited]] = {}
-        for body, parsed, namespace_labels in governed:
-            decision = evaluating.evaluate_workload(
-                parsed, policy_set, namespace_labels, self.facts, now
+            if governing:
+                governed.append((key, body, parsed, governing))
+        verifications = self.verifications
+        await verifications.verify_all(
+            verifications.audit_requests(
+                (parsed, governing) for _, _, parsed, governing in governed
             )
+        )
+        found: dict[str, list[policyreports.Audited]] = {}
+        for key, body, parsed, governing in governed:
+            looked = verifications.look_up(key, parsed, governing, request=False)
+            decision = evaluating.decide(parsed, governing, looked.source(self.world), now)
             ref = ownership.ObjectRef.of(body)
             found.setdefault(parsed.namespace, []).append(
                 policyreports.Audited(
@@ -259,13 +209,10 @@ def register(
     *,
     controller: reconciling.Controller,
     arguments: argparse.Namespace,
-    verifier: Verifier | None = None,
     leader: leadership.Leadership | None = None,
 ) -> Auditor:
     """Start the audit loop and the metrics server with the operator."""
-    auditor = Auditor(
-        controller, verifier=verifier, max_results=arguments.audit_max_results, leader=leader
-    )
+    auditor = Auditor(controller, max_results=arguments.audit_max_results, leader=leader)
     state: dict[str, Any] = {}
 
     @kopf.on.startup(registry=registry)

@@ -4,7 +4,9 @@ Watch events only put keys in the queue (deduplicated); workers take a workload,
 should exist next to it (``planning``), compare with what exists (``ownership.drift``) and
 write only the difference, so a second pass changes nothing. Whatever the order in which
 events arrive (or a restart in the middle), each pass moves the cluster to the same state.
-Policy status is written after the workloads settle, at most once per ``status_delay``.
+Policy status is written after the workloads settle, at most once per ``status_delay``;
+a workload whose images have no verdict yet is verified at once in the background
+(``verifying``) and counted as pending, not violating, until the verdict arrives.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from modelshield.controllers import caches, planning, statuses, writing
+from modelshield.controllers import caches, planning, statuses, verdicts, verifying, writing
 from modelshield.controllers.builders import ownership
 from modelshield.engine import compiling, evaluating, workloads
 
@@ -53,14 +55,15 @@ class Controller:
         kube: writing.Kube,
         settings: planning.Settings,
         *,
-        image_lookup: caches.ImageLookup | None = None,
+        verifications: verifying.Verifications | None = None,
         workers: int = 8,
         status_delay: float = 1.0,
     ) -> None:
         self.world = world
         self.kube = kube
         self.settings = settings
-        self.image_lookup = image_lookup
+        self.verifications = verifications or verifying.Verifications(None)
+        self.verifications.on_verdict = self._verdicts_arrived
         self.workers = workers
         self.status_delay = status_delay
         self.outcomes: dict[caches.Key, Outcome] = {}
@@ -86,9 +89,11 @@ class Controller:
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._work()) for _ in range(self.workers)]
         self._tasks.append(loop.create_task(self._write_statuses()))
+        self.verifications.start()
 
     async def stop(self) -> None:
         """Stop every task."""
+        await self.verifications.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -132,6 +137,14 @@ class Controller:
         """Recompute these policies' status after the current burst of work."""
         self._status_due.update(policy_keys)
         self._status_wakeup.set()
+
+    def _verdicts_arrived(self, keys: set[caches.Key]) -> None:
+        """Image verdicts some workloads waited for: their policies' status may change."""
+        self.status_due(
+            (ref.kind, ref.namespace, ref.name)
+            for key in keys
+            for ref in (self.outcomes[key].governing if key in self.outcomes else ())
+        )
 
     def status_due_in(self, namespace: str) -> None:
         """Recompute the status of every policy that governs a workload in the namespace."""
@@ -217,7 +230,20 @@ class Controller:
             except writing.ApiException as error:
                 failures.append(f"InferenceService logger: {error.status} {error.reason}")
         self._record(key, plan, failures)
+        self._verify_images(key)
         return bool(failures)
+
+    def _verify_images(self, key: caches.Key) -> None:
+        """Start verifying the images of a new or changed workload now, not at status time."""
+        body = self.world.workloads.get(key)
+        if body is None or not self.verifications.verifying:
+            return
+        parsed = workloads.parse(body)
+        governing = evaluating.governing_policies(
+            parsed, self.world.policy_set(), self.world.namespaces.get(parsed.namespace, {})
+        )
+        if governing:
+            self.verifications.look_up(key, parsed, governing)
 
     def _post_event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """Post an Event without holding up the worker (Events are best effort)."""
@@ -335,9 +361,10 @@ class Controller:
         if entry.model is None:
             return statuses.Observation(invalid=entry.error)
         compiled = compiling.compile_policies([entry.model])
-        facts_source = caches.WorldFacts(self.world, self.image_lookup)
         governed = 0
         violating: list[str] = []
+        pending: list[str] = []
+        findings: list[str] = []
         problems: list[tuple[str, str]] = []
         failures: list[str] = []
         for key, outcome in sorted(self.outcomes.items()):
@@ -349,15 +376,31 @@ class Controller:
                 continue
             governed += 1
             parsed = workloads.parse(body)
-            decision = evaluating.evaluate_workload(
-                parsed, compiled, self.world.namespaces.get(key[1], {}), facts_source, now
+            governing = evaluating.governing_policies(
+                parsed, compiled, self.world.namespaces.get(key[1], {})
             )
-            if decision.violations or decision.warnings:
+            # Missing verdicts are requested here too: a cache entry may have expired.
+            looked = self.verifications.look_up(key, parsed, governing)
+            decision = evaluating.decide(parsed, governing, looked.source(self.world), now)
+            judged = verdicts.judge(
+                decision, parsed, looked.missing, verifying=self.verifications.verifying
+            )
+            if judged is verdicts.Judgement.VIOLATING:
                 violating.append(parsed.identity)
+                if len(findings) < statuses.FINDINGS_LISTED:
+                    found = verdicts.established(decision, parsed, looked.missing)
+                    findings.append(verdicts.finding(parsed.identity, found))
+            elif judged is verdicts.Judgement.PENDING:
+                pending.append(parsed.identity)
             problems.extend((p.reason, p.message) for p in outcome.problems.get(ref, []))
             failures.extend(outcome.failures)
         return statuses.Observation(
-            governed=governed, violators=violating, problems=problems, failures=failures
+            governed=governed,
+            violators=violating,
+            pending=pending,
+            findings=findings,
+            problems=problems,
+            failures=failures,
         )
 
     async def write_status(self, policy_key: caches.Key) -> None:
@@ -389,5 +432,5 @@ class Controller:
                 "Normal",
                 "Governing",
                 f"governs {status['governed']} workload(s): {status['compliant']} compliant, "
-                f"{status['violating']} violating",
+                f"{status['violating']} violating, {status['pending']} pending image verification",
             )

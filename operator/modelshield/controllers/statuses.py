@@ -1,9 +1,12 @@
 """A policy's status from what the reconciler and the engine found. Pure.
 
-Conditions follow Kubernetes API conventions: ``Ready`` (every owned object in place) and
-``Degraded`` (something keeps the policy from being fully in force, with the reason), each
-keeping its ``lastTransitionTime`` while its status does not change, so that writing the
-same observation twice changes nothing.
+Conditions follow Kubernetes API conventions: ``Ready`` (every owned object in place),
+``Degraded`` (something keeps the policy from being fully in force, with the reason) and
+``Compliant`` (whether the governed workloads pass: ``Unknown`` while image verifications
+are still running, ``False`` naming the first violations), each keeping its
+``lastTransitionTime`` while its status does not change, so that writing the same
+observation twice changes nothing. A workload awaiting its image verdicts counts as
+``pending``: neither compliant nor violating.
 """
 
 from __future__ import annotations
@@ -15,14 +18,20 @@ from typing import Any
 
 READY = "Ready"
 DEGRADED = "Degraded"
+COMPLIANT = "Compliant"
 MAX_VIOLATORS = 10
 VIOLATORS_LISTED = 5
 MAX_MESSAGE = 2000
+#: Violating workloads whose first violation the Compliant condition names.
+FINDINGS_LISTED = 3
 
 INVALID_SPEC = "InvalidSpec"
 RECONCILE_FAILED = "ReconcileFailed"
 RECONCILED = "Reconciled"
 AS_EXPECTED = "AsExpected"
+ALL_COMPLIANT = "AllCompliant"
+VIOLATIONS = "Violations"
+VERIFICATION_PENDING = "VerificationPending"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +41,10 @@ class Observation:
     governed: int = 0
     #: Identities (kind/namespace/name) of the governed workloads that violate it.
     violators: Sequence[str] = ()
+    #: Identities of the governed workloads whose image verdicts are still being reached.
+    pending: Sequence[str] = ()
+    #: One line per listed violator: its identity and first violation.
+    findings: Sequence[str] = ()
     #: (reason, message) of problems that keep it from being fully in force.
     problems: Sequence[tuple[str, str]] = ()
     #: Messages of writes that failed.
@@ -42,14 +55,14 @@ class Observation:
 
 def _condition(
     kind: str,
-    status: bool,
+    status: bool | None,
     reason: str,
     message: str,
     generation: int,
     previous: Mapping[str, Mapping[str, Any]],
     now: datetime.datetime,
 ) -> dict[str, Any]:
-    status_text = "True" if status else "False"
+    status_text = "Unknown" if status is None else "True" if status else "False"
     before = previous.get(kind)
     transition = (
         before["lastTransitionTime"]
@@ -105,17 +118,45 @@ def build(
         else:
             degraded = (False, AS_EXPECTED, "")
     violators = sorted(observation.violators)
+    pending = sorted(observation.pending)
+    compliant = _compliance(observation, violators, pending)
     return {
         "observedGeneration": generation,
         "conditions": [
             _condition(READY, *ready, generation, earlier, now),
             _condition(DEGRADED, *degraded, generation, earlier, now),
+            _condition(COMPLIANT, *compliant, generation, earlier, now),
         ],
         "governed": observation.governed,
-        "compliant": observation.governed - len(violators),
+        "compliant": max(0, observation.governed - len(violators) - len(pending)),
         "violating": len(violators),
+        "pending": len(pending),
         "violators": violators[:VIOLATORS_LISTED],
     }
+
+
+def _compliance(
+    observation: Observation, violators: Sequence[str], pending: Sequence[str]
+) -> tuple[bool | None, str, str]:
+    """The Compliant condition: (status, reason, message)."""
+    if observation.invalid:
+        return None, INVALID_SPEC, "the spec cannot be read; nothing is judged"
+    waiting = (
+        f"image verification in progress for {len(pending)} workload(s): {_summarise(pending)}"
+        if pending
+        else ""
+    )
+    if violators:
+        shown = list(observation.findings[:FINDINGS_LISTED]) or list(violators[:FINDINGS_LISTED])
+        more = len(violators) - len(shown)
+        message = (
+            f"{len(violators)} of {observation.governed} governed workload(s) violate the "
+            f"policy: {'; '.join(shown)}" + (f"; and {more} more" if more > 0 else "")
+        )
+        return False, VIOLATIONS, f"{message}; {waiting}" if waiting else message
+    if pending:
+        return None, VERIFICATION_PENDING, waiting
+    return True, ALL_COMPLIANT, f"all {observation.governed} governed workload(s) comply"
 
 
 def same(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:

@@ -389,11 +389,19 @@ class PolicyStatus(ApiModel):
         default=0, ge=0, description="The .metadata.generation this status describes."
     )
     conditions: list[common.Condition] = pydantic.Field(
-        default_factory=list, description="Ready and Degraded.", max_length=16
+        default_factory=list,
+        description="Ready, Degraded and Compliant (Unknown while image verifications run).",
+        max_length=16,
     )
     governed: int = pydantic.Field(default=0, ge=0, description="Workloads the policy governs.")
     compliant: int = pydantic.Field(default=0, ge=0, description="Governed workloads that comply.")
     violating: int = pydantic.Field(default=0, ge=0, description="Governed workloads that violate.")
+    pending: int = pydantic.Field(
+        default=0,
+        ge=0,
+        description="Governed workloads whose image verification has not finished yet: "
+        "counted neither compliant nor violating until it does.",
+    )
     violators: list[str] = pydantic.Field(
         default_factory=list,
         description="The first few violating workloads, as kind/namespace/name.",
