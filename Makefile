@@ -6,7 +6,7 @@ SOURCES := operator webhooks tests e2e bench
 TOOLS_ENV := $(HOME)/.cache/modelshield/tools/env.sh
 
 .DEFAULT_GOAL := help
-.PHONY: help setup tools demo lint format typecheck test test-unit e2e e2e-kind crds crds-check chart-lint bench clean
+.PHONY: help setup tools demo lint format typecheck test test-unit e2e e2e-kind crds crds-check chart-lint bench bench-admission clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 setup: $(VENV)/.installed ## create .venv with modelshield and its dev tools (pinned by constraints.txt)
 
-tools: ## build the control plane, kubectl, helm, cosign and registry into ~/.cache/modelshield/tools
+tools: ## build the control plane, kubectl, helm, cosign, registry and vegeta into ~/.cache/modelshield/tools
 	e2e/tools/build-tools.sh
 
 demo: setup ## run `modelshield test` on examples/: the compliant workload passes, the other is denied
@@ -66,6 +66,9 @@ chart-lint: setup tools ## helm lint and render the chart
 
 bench: setup ## run the benchmarks that need no cluster and print their figures
 	$(PYTHON) -m bench.bench_engine
+
+bench-admission: setup tools ## admission server alone (vegeta) and pod creates through kube-apiserver
+	$(PYTHON) -m bench.bench_admission all
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real tools the e2e suite needs (Kubernetes control plane, kubectl,
-# helm, cosign, an OCI registry with the Referrers API) from the Go module
-# registry into a version-keyed cache outside the repository, and installs etcd
-# from Debian. Idempotent: a tool whose binary is already cached is reused.
+# helm, cosign, an OCI registry with the Referrers API) and the benchmarks' load
+# generator (vegeta) from the Go module registry into a version-keyed cache
+# outside the repository, and installs etcd from Debian. Idempotent: a tool
+# whose binary is already cached is reused.
 #
 # Usage: e2e/tools/build-tools.sh            # build what is missing
 #        MODELSHIELD_TOOLS_CACHE=/some/dir e2e/tools/build-tools.sh
@@ -17,6 +18,9 @@ readonly KUBERNETES_VERSION=v1.36.3
 readonly HELM_VERSION=v3.22.0
 readonly COSIGN_VERSION=v2.6.5
 readonly GGCR_VERSION=v0.22.1
+# vegeta: the admission benchmark's HTTPS load generator (Go, so that the client's own
+# cost does not show up as the server's latency).
+readonly VEGETA_VERSION=v12.13.0
 # moto's S3-compatible server for the model-fetching tests, in a venv of its own: botocore
 # pins python-dateutil < 3, which the kubernetes client of the project venv does not accept.
 readonly MOTO_VERSION=5.2.5
@@ -161,8 +165,9 @@ go_install() {
   begin_build "$dir"
   GOBIN="$dir.partial" run_logged "$dir.partial/build.log" go install -p "$BUILD_JOBS" -trimpath \
     -ldflags "-s -w $ldflags" "${package}@${version}" || die "building $name $version failed (log above)"
-  # The binary is named after the package's last path element.
-  [[ "$(basename "$package")" == "$name" ]] || mv "$dir.partial/$(basename "$package")" "$dir.partial/$name"
+  # The binary is named after the package's last path element, a major-version suffix
+  # (/v12) excepted.
+  [[ -e "$dir.partial/$name" ]] || mv "$dir.partial/$(basename "$package")" "$dir.partial/$name"
   finish_build "$dir"
   log "$name $version: built in $((SECONDS - started)) s"
 }
@@ -214,6 +219,7 @@ go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
 go_install cosign github.com/sigstore/cosign/v2/cmd/cosign "$COSIGN_VERSION" \
   "-X sigs.k8s.io/release-utils/version.gitVersion=${COSIGN_VERSION}"
 go_install registry github.com/google/go-containerregistry/cmd/registry "$GGCR_VERSION"
+go_install vegeta github.com/tsenart/vegeta/v12 "$VEGETA_VERSION"
 
 # --- moto: an S3-compatible server, from PyPI, in its own virtual environment -----
 install_moto() {
@@ -251,6 +257,7 @@ tools_path="$(IFS=:; printf '%s' "${tool_dirs[*]}")"
   printf 'export MODELSHIELD_HELM=%q\n' "$CACHE/helm-${HELM_VERSION}/helm"
   printf 'export MODELSHIELD_COSIGN=%q\n' "$CACHE/cosign-${COSIGN_VERSION}/cosign"
   printf 'export MODELSHIELD_REGISTRY=%q\n' "$CACHE/registry-${GGCR_VERSION}/registry"
+  printf 'export MODELSHIELD_VEGETA=%q\n' "$CACHE/vegeta-${VEGETA_VERSION}/vegeta"
   printf 'export MODELSHIELD_MOTO_SERVER=%q\n' "$CACHE/moto-${MOTO_VERSION}/bin/moto_server"
   # shellcheck disable=SC2016 # $PATH must expand when env.sh is sourced, not now
   printf 'export PATH=%q:"$PATH"\n' "$tools_path"

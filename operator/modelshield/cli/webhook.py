@@ -272,10 +272,4 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     configuration.add_argument(
         "--timeout-seconds", type=int, default=contexts.WEBHOOK_TIMEOUT_SECONDS
     )
-    configuration.add_argument(
-        "--no-pod-condition",
-        dest="pod_condition",
-        action="store_false",
-        help="send every pod to the mutating webhook (no matchCondition)",
-    )
     configuration.set_defaults(handler=_print_configuration)
