@@ -157,6 +157,11 @@ def test_config_map_follows_verified_artifacts_key_rotation_and_deletion(
     assert metadata["labels"][ownership.MANAGED_BY_LABEL] == ownership.MANAGED_BY
     assert {o["name"] for o in metadata["ownerReferences"]} == {"fraud-v1", "fraud-v2"}
     assert not any("PRIVATE" in value for value in published["data"].values())
+    # A hand edit of the managed ConfigMap is undone.
+    client.CoreV1Api(cluster.api_client).patch_namespaced_config_map(
+        modelkeys.NAME, namespace, {"data": {"fraud-v1.release.pub": "edited by hand"}}
+    )
+    _wait_data(cluster, namespace, published["data"], operator)
     # The init container's command verifies the model with the published key...
     checked = modelkeys.run_startup_check(
         published["data"],
