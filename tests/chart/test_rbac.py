@@ -170,3 +170,34 @@ def test_every_binding_binds_a_rendered_role_to_a_rendered_service_account(name:
     for _, spec in rendering.pod_specs(manifests):
         if spec.get("automountServiceAccountToken", True):
             assert spec["serviceAccountName"] in accounts
+
+
+def _operator_args(values: dict[str, Any]) -> list[str]:
+    manifests = rendering.parse(rendering.render_text(values))
+    deployment = rendering.one(manifests, "Deployment", f"{rendering.RELEASE}-operator")
+    args: list[str] = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return [a for a in args if a.startswith("--read-")]
+
+
+def _operator_rules(values: dict[str, Any]) -> list[tuple[tuple[str, ...], ...]]:
+    manifests = rendering.parse(rendering.render_text(values))
+    role = rendering.one(manifests, "ClusterRole", f"{rendering.RELEASE}-operator")
+    return _normalised(role["rules"])
+
+
+@pytest.mark.parametrize(
+    ("values", "flags", "granted"),
+    [
+        ({}, ["--read-signer-secrets"], True),
+        ({"readSignerSecrets": False}, [], False),
+        ({"readSignerSecrets": False, "readPullSecrets": True}, ["--read-pull-secrets"], True),
+        ({"readPullSecrets": True}, ["--read-signer-secrets", "--read-pull-secrets"], True),
+    ],
+)
+def test_operator_secret_reads_pass_their_flags_under_the_one_get_rule(
+    values: dict[str, Any], flags: list[str], granted: bool
+) -> None:
+    assert _operator_args({"operator": values}) == flags
+    rules = _operator_rules({"operator": values})
+    assert (SIGNER_SECRETS_RULE in rules) is granted
+    assert [r for r in rules if "secrets" in r[1]] == ([SIGNER_SECRETS_RULE] if granted else [])

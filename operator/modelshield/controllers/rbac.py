@@ -117,8 +117,9 @@ def cluster_rules(
             ("",),
             ("secrets",),
             ("get",),
-            "the public keys of secretRef model signers, read when a ModelArtifact is verified "
-            "(get only: never list or watch Secrets)",
+            "the public keys of secretRef signers (model signers when a ModelArtifact is "
+            "verified; image and attestation signers with --read-signer-secrets) and pod "
+            "imagePullSecrets (--read-pull-secrets), by name: get only, never list or watch",
         ),
         Rule(
             ("wgpolicyk8s.io",),

@@ -165,13 +165,16 @@ class Verifications:
             self._queue.put_nowait(key)
 
     async def stop(self) -> None:
-        """Stop every task."""
+        """Stop every task and release the verifier's connections."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        close = getattr(self.verifier, "close", None)
+        if close is not None:
+            await close()
 
     def _secret_caches(self) -> list[secretreading.CachedSecrets]:
         found = [self.pull_secrets] if self.pull_secrets is not None else []
