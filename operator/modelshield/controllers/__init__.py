@@ -3,9 +3,13 @@
 ``builders/`` holds pure functions that turn policies and workloads into the objects the
 operator owns (NetworkPolicies, drift monitors, PolicyReports); they do no I/O and are
 tested on their own. The other modules do I/O: ``policies`` (the policy reconciler and its
-kopf handlers), ``auditing`` (the periodic background audit), ``certificates`` (webhook
+kopf handlers), ``verifying`` (image verdicts: looked up without I/O, verified promptly in
+the background, with the Secrets the flags allow), ``auditing`` (the periodic background
+audit), ``certificates`` (webhook
 certificates when cert-manager is absent), ``artifacts`` (the ModelArtifact reconciler),
 ``settings`` (kopf settings) and ``rbac`` (the exact RBAC rules all of this needs, as data).
+``verdicts`` (compliant, violating or pending from a decision) and ``observing`` (a
+policy's observation for its status) are pure but for the verdict requests they queue.
 
 Every handler module exposes ``register(registry, ...)``, which attaches its handlers to a
 dedicated ``kopf.OperatorRegistry``; importing a module registers nothing.

@@ -20,9 +20,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from modelshield.controllers import caches, planning, statuses, verdicts, verifying, writing
+from modelshield.controllers import caches, observing, planning, statuses, verifying, writing
 from modelshield.controllers.builders import ownership
-from modelshield.engine import compiling, evaluating, workloads
+from modelshield.engine import evaluating, workloads
 
 LOGGER = logging.getLogger("modelshield.reconciler")
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -355,53 +355,7 @@ class Controller:
 
     def observe(self, policy_key: caches.Key, now: datetime.datetime) -> statuses.Observation:
         """What the outcomes and the engine say about one policy."""
-        entry = self.world.policies.get(policy_key)
-        if entry is None:
-            return statuses.Observation()
-        if entry.model is None:
-            return statuses.Observation(invalid=entry.error)
-        compiled = compiling.compile_policies([entry.model])
-        governed = 0
-        violating: list[str] = []
-        pending: list[str] = []
-        findings: list[str] = []
-        problems: list[tuple[str, str]] = []
-        failures: list[str] = []
-        for key, outcome in sorted(self.outcomes.items()):
-            ref = next(
-                (r for r in outcome.governing if (r.kind, r.namespace, r.name) == policy_key), None
-            )
-            body = self.world.workloads.get(key)
-            if ref is None or body is None:
-                continue
-            governed += 1
-            parsed = workloads.parse(body)
-            governing = evaluating.governing_policies(
-                parsed, compiled, self.world.namespaces.get(key[1], {})
-            )
-            # Missing verdicts are requested here too: a cache entry may have expired.
-            looked = self.verifications.look_up(key, parsed, governing)
-            decision = evaluating.decide(parsed, governing, looked.source(self.world), now)
-            judged = verdicts.judge(
-                decision, parsed, looked.missing, verifying=self.verifications.verifying
-            )
-            if judged is verdicts.Judgement.VIOLATING:
-                violating.append(parsed.identity)
-                if len(findings) < statuses.FINDINGS_LISTED:
-                    found = verdicts.established(decision, parsed, looked.missing)
-                    findings.append(verdicts.finding(parsed.identity, found))
-            elif judged is verdicts.Judgement.PENDING:
-                pending.append(parsed.identity)
-            problems.extend((p.reason, p.message) for p in outcome.problems.get(ref, []))
-            failures.extend(outcome.failures)
-        return statuses.Observation(
-            governed=governed,
-            violators=violating,
-            pending=pending,
-            findings=findings,
-            problems=problems,
-            failures=failures,
-        )
+        return observing.observe(policy_key, self.world, self.outcomes, self.verifications, now)
 
     async def write_status(self, policy_key: caches.Key) -> None:
         """Write one policy's status if it changed."""

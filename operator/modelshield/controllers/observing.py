@@ -1,0 +1,72 @@
+"""A policy's observation for its status: the reconciler's outcomes judged by the engine.
+
+Each governed workload is evaluated against the one policy with the image verdicts of
+``verifying`` (asking for any that are missing or stale: a cache entry may have expired)
+and judged compliant, violating, or pending while its verdicts are on their way.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from modelshield.controllers import caches, statuses, verdicts, verifying
+from modelshield.engine import compiling, evaluating, workloads
+
+if TYPE_CHECKING:
+    from modelshield.controllers import reconciling
+
+
+def observe(
+    policy_key: caches.Key,
+    world: caches.World,
+    outcomes: Mapping[caches.Key, reconciling.Outcome],
+    verifications: verifying.Verifications,
+    now: datetime.datetime,
+) -> statuses.Observation:
+    """What the outcomes and the engine say about one policy."""
+    entry = world.policies.get(policy_key)
+    if entry is None:
+        return statuses.Observation()
+    if entry.model is None:
+        return statuses.Observation(invalid=entry.error)
+    compiled = compiling.compile_policies([entry.model])
+    governed = 0
+    violating: list[str] = []
+    pending: list[str] = []
+    findings: list[str] = []
+    problems: list[tuple[str, str]] = []
+    failures: list[str] = []
+    for key, outcome in sorted(outcomes.items()):
+        ref = next(
+            (r for r in outcome.governing if (r.kind, r.namespace, r.name) == policy_key), None
+        )
+        body = world.workloads.get(key)
+        if ref is None or body is None:
+            continue
+        governed += 1
+        parsed = workloads.parse(body)
+        governing = evaluating.governing_policies(
+            parsed, compiled, world.namespaces.get(key[1], {})
+        )
+        looked = verifications.look_up(key, parsed, governing)
+        decision = evaluating.decide(parsed, governing, looked.source(world), now)
+        judged = verdicts.judge(decision, parsed, looked.missing, verifying=verifications.verifying)
+        if judged is verdicts.Judgement.VIOLATING:
+            violating.append(parsed.identity)
+            if len(findings) < statuses.FINDINGS_LISTED:
+                found = verdicts.established(decision, parsed, looked.missing)
+                findings.append(verdicts.finding(parsed.identity, found))
+        elif judged is verdicts.Judgement.PENDING:
+            pending.append(parsed.identity)
+        problems.extend((p.reason, p.message) for p in outcome.problems.get(ref, []))
+        failures.extend(outcome.failures)
+    return statuses.Observation(
+        governed=governed,
+        violators=violating,
+        pending=pending,
+        findings=findings,
+        problems=problems,
+        failures=failures,
+    )
