@@ -8,8 +8,8 @@ the background, with the Secrets the flags allow), ``auditing`` (the periodic ba
 audit), ``certificates`` (webhook
 certificates when cert-manager is absent), ``artifacts`` (the ModelArtifact reconciler),
 ``settings`` (kopf settings) and ``rbac`` (the exact RBAC rules all of this needs, as data).
-``verdicts`` (compliant, violating or pending from a decision) and ``observing`` (a
-policy's observation for its status) are pure but for the verdict requests they queue.
+``verdicts`` is pure (compliant, violating or pending, from a decision); ``observing``
+makes a policy's observation for its status, asking ``verifying`` for missing verdicts.
 
 Every handler module exposes ``register(registry, ...)``, which attaches its handlers to a
 dedicated ``kopf.OperatorRegistry``; importing a module registers nothing.
