@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import pathlib
 import ssl
 
@@ -15,6 +16,8 @@ from tests.webhooks import pki, scenarios
 from tests.webhooks.conftest import HttpsClient, client_ssl_context
 
 pytestmark = pytest.mark.integration
+
+ENDPOINTS = ("/validate", "/mutate", "/validate-resources")
 
 
 @pytest.mark.parametrize(
@@ -61,12 +64,102 @@ async def test_malformed_review_gets_a_well_formed_denial(client: HttpsClient, b
     assert (await client.get("/healthz"))[0] == 200
 
 
-async def test_huge_body_is_refused_and_the_server_keeps_serving(client: HttpsClient) -> None:
+async def test_malformed_review_is_logged_and_counted(
+    client: HttpsClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="modelshield_webhooks")
+    for endpoint in ENDPOINTS:
+        status, _ = await client.post(endpoint, b'{"apiVersion": "v0", "request": {"uid": "u-9"}}')
+        assert status == 200
+    lines = [
+        r.getMessage() for r in caplog.records if "malformed AdmissionReview" in r.getMessage()
+    ]
+    assert len(lines) == len(ENDPOINTS), caplog.text
+    assert all("'u-9'" in line for line in lines)
+    _, text = await client.get("/metrics")
+    for endpoint in (path.lstrip("/") for path in ENDPOINTS):
+        # A bounded label value, and its time in the histogram like any other review.
+        assert (
+            f'modelshield_admission_requests_total{{decision="denied",endpoint="{endpoint}",'
+            'enforcement="error",kind="unknown",operation="unknown"} 1.0' in text
+        )
+        assert f'modelshield_admission_duration_seconds_count{{endpoint="{endpoint}"}} 1.0' in text
+    assert 'modelshield_admission_failures_total{reason="MalformedReview"} 3.0' in text
+
+
+LONE_SURROGATE_UID = json.dumps(
+    {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"uid": "\ud800"}}
+).encode()
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+async def test_lone_surrogate_uid_gets_a_denial_without_the_uid(
+    client: HttpsClient, endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Even for a workload no policy governs: the body is not UTF-8 JSON at all.
+    caplog.set_level(logging.WARNING, logger="modelshield_webhooks")
+    info = scenarios.BY_LABEL["Pod"]
+    document = scenarios.review(
+        info, "CREATE", scenarios.workload(info, namespace=scenarios.UNGOVERNED)
+    )
+    document["request"]["uid"] = "\udc00-uid"
+    for body in (json.dumps(document).encode(), LONE_SURROGATE_UID):
+        status, raw = await client.post(endpoint, body)
+        assert status == 200, raw
+        raw.decode("utf-8")  # strictly UTF-8, as the API server reads it
+        response = json.loads(raw)["response"]
+        assert response["allowed"] is False
+        assert response["uid"] == ""
+        assert response["status"]["code"] == 400
+        assert "not UTF-8 JSON" in response["status"]["message"]
+    assert any("lone UTF-16 surrogate" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("escaped", [True, False], ids=["escaped", "raw-bytes"])
+async def test_lone_surrogate_elsewhere_gets_a_denial_with_the_uid(
+    client: HttpsClient, endpoint: str, escaped: bool
+) -> None:
+    info = scenarios.BY_LABEL["Pod"]
+    document = scenarios.review(
+        info, "CREATE", scenarios.workload(info, namespace=scenarios.UNGOVERNED)
+    )
+    document["request"]["object"]["metadata"]["annotations"]["note"] = "SURROGATE"
+    body = json.dumps(document).encode()
+    # Escaped (\ud800) or as the raw bytes ED A0 80 (json.loads reads them as U+D800 too).
+    body = body.replace(b"SURROGATE", b"\\ud800" if escaped else b"\xed\xa0\x80")
+    status, raw = await client.post(endpoint, body)
+    assert status == 200, raw
+    response = json.loads(raw.decode("utf-8"))["response"]
+    assert response["allowed"] is False
+    assert response["uid"] == document["request"]["uid"]
+    assert response["status"]["code"] == 400
+
+
+async def test_surrogate_pairs_are_text_not_malformed(client: HttpsClient) -> None:
+    # A pair (an emoji, escaped the way Go escapes nothing but json.dumps does) is valid.
+    info = scenarios.BY_LABEL["Pod"]
+    document = scenarios.review(
+        info, "CREATE", scenarios.workload(info, namespace=scenarios.UNGOVERNED)
+    )
+    document["request"]["object"]["metadata"]["annotations"]["note"] = "\U0001f600"
+    answer = await client.review("/validate", document)
+    assert answer["allowed"] is True
+
+
+async def test_huge_body_is_refused_and_the_server_keeps_serving(
+    client: HttpsClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="modelshield_webhooks")
     info = scenarios.BY_LABEL["Pod"]
     document = scenarios.review(info, "CREATE", scenarios.workload(info))
     document["request"]["object"]["metadata"]["annotations"]["padding"] = "x" * (2 * 1024 * 1024)
     status, _ = await client.post("/validate", json.dumps(document).encode())
     assert status == 413
+    refused = [r for r in caplog.records if "HTTP 413" in r.getMessage()]
+    assert len(refused) == 1, caplog.text
+    assert "/validate" in refused[0].getMessage()
+    assert "xxxx" not in caplog.text  # one line about it, never the body
     answer = await client.review(
         "/validate", scenarios.review(info, "CREATE", scenarios.workload(info))
     )
@@ -76,12 +169,19 @@ async def test_huge_body_is_refused_and_the_server_keeps_serving(client: HttpsCl
 @pytest.mark.parametrize(
     "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/yaml"]
 )
-async def test_wrong_content_type_is_refused(client: HttpsClient, content_type: str) -> None:
+async def test_wrong_content_type_is_refused(
+    client: HttpsClient, content_type: str, caplog: pytest.LogCaptureFixture
+) -> None:
     info = scenarios.BY_LABEL["Pod"]
     body = json.dumps(scenarios.review(info, "CREATE", scenarios.workload(info))).encode()
+    caplog.set_level(logging.WARNING, logger="modelshield_webhooks")
     status, raw = await client.post("/validate", body, content_type)
     assert status == 415
     assert b"Content-Type must be application/json" in raw
+    refused = [r.getMessage() for r in caplog.records if "HTTP 415" in r.getMessage()]
+    assert len(refused) == 1, caplog.text
+    assert content_type in refused[0]
+    assert "fraud" not in caplog.text  # nothing of the body
 
 
 async def test_resources_endpoint_validates_policies(client: HttpsClient) -> None:
@@ -130,11 +230,15 @@ async def test_health_ready_and_metrics(client: HttpsClient) -> None:
     status, text = await client.get("/metrics")
     assert status == 200
     assert (
-        'modelshield_admission_requests_total{decision="denied",enforcement="Enforce",kind="Deployment",operation="CREATE"} 1.0'
-        in text
+        'modelshield_admission_requests_total{decision="denied",endpoint="validate",'
+        'enforcement="Enforce",kind="Deployment",operation="CREATE"} 1.0' in text
     )
-    assert 'modelshield_admission_verification_cache_total{result="miss"}' in text
-    assert 'modelshield_admission_verification_cache_total{result="hit"}' in text
+    assert (
+        'modelshield_admission_verification_cache_total{endpoint="validate",result="miss"}' in text
+    )
+    assert (
+        'modelshield_admission_verification_cache_total{endpoint="validate",result="hit"}' in text
+    )
     assert 'modelshield_admission_verification_failures_total{reason="NoSignature"} 1.0' in text
     assert (
         'modelshield_admission_duration_seconds_bucket{endpoint="validate",le="10.0"} 3.0' in text

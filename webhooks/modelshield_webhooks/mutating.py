@@ -115,7 +115,7 @@ async def _digest_patches(
         context.verifier,
         deadline_seconds=context.verify_deadline_seconds,
         namespace=workload.namespace,
-        counters=context.metrics,
+        counters=context.metrics.at(ENDPOINT),
         access=context.secrets,
         pull_secret_names=facts.pull_secret_names(workload.containers),
     )
@@ -140,7 +140,7 @@ async def review(body: bytes, context: contexts.AdmissionContext) -> responses.R
     """Answer one mutating AdmissionReview; never raises, never admits on error."""
     started = time.perf_counter()
     counters = context.metrics
-    kind = ""
+    kind = operation = ""
     patched = "error"
     try:
         request = reviews.decode(body)
@@ -149,7 +149,7 @@ async def review(body: bytes, context: contexts.AdmissionContext) -> responses.R
         counters.failures.labels("MalformedReview").inc()
         response = responses.malformed(error)
     else:
-        kind = request.kind
+        kind, operation = request.kind, request.operation
         try:
             subject = validating.subject_of(request)
             patches: list[dict[str, Any]] = []
@@ -165,8 +165,17 @@ async def review(body: bytes, context: contexts.AdmissionContext) -> responses.R
             _logger.exception("%s: error while mutating", request.describe)
             counters.failures.labels("InternalError").inc()
             response = responses.internal_error(request.uid, "an internal error while mutating")
+    allowed = response["response"]["allowed"]
+    # The mutating webhook enforces nothing: it denies only when it cannot decide.
+    counters.review(
+        kind,
+        operation,
+        "allowed" if allowed else "denied",
+        "none" if allowed else "error",
+        time.perf_counter() - started,
+        ENDPOINT,
+    )
     if kind not in workloads.SUPPORTED_KINDS:
         kind = "other"  # bounded label values, whatever the request says
     counters.mutations.labels(kind, patched).inc()
-    counters.observe_duration(ENDPOINT, time.perf_counter() - started)
     return response

@@ -153,11 +153,13 @@ def _answer(request: reviews.Request) -> responses.ReviewResponse:
 async def review(body: bytes, context: contexts.AdmissionContext) -> responses.ReviewResponse:
     """Answer one AdmissionReview of a modelshield custom resource; never raises."""
     started = time.perf_counter()
-    kind = uid = ""
+    kind = uid = operation = ""
+    enforcement = "error"
     try:
         request = reviews.decode(body)
-        kind, uid = request.kind, request.uid
+        kind, uid, operation = request.kind, request.uid, request.operation
         response = _answer(request)
+        enforcement = "none" if response["response"]["allowed"] else "invalid"
     except reviews.MalformedReviewError as error:
         _logger.warning("malformed AdmissionReview (uid %r): %s", error.uid, error.problem)
         context.metrics.failures.labels("MalformedReview").inc()
@@ -168,5 +170,7 @@ async def review(body: bytes, context: contexts.AdmissionContext) -> responses.R
         response = responses.internal_error(uid, "an internal error while validating")
     decision = "allowed" if response["response"]["allowed"] else "denied"
     context.metrics.resource_reviews.labels(kind if kind in _MODELS else "other", decision).inc()
-    context.metrics.observe_duration(ENDPOINT, time.perf_counter() - started)
+    context.metrics.review(
+        kind, operation, decision, enforcement, time.perf_counter() - started, ENDPOINT
+    )
     return response

@@ -62,11 +62,34 @@ def _optional_dumps() -> Callable[[Any], bytes] | None:
 _FAST_DUMPS = _optional_dumps()
 
 
+def _valid_text(text: str) -> str:
+    # Lone surrogates become U+FFFD (as Go's decoder in the API server would read them);
+    # a pair that Python holds as two code points becomes the one character it encodes.
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
 def encode(document: Any) -> bytes:
-    """Compact JSON bytes (orjson when installed)."""
+    """Compact UTF-8 JSON bytes (orjson when installed); never raises.
+
+    orjson refuses what json accepts (lone surrogates, integers past 64 bits), and an
+    answer that cannot be written is an HTTP 500 where a well-formed denial belongs.
+    """
     if _FAST_DUMPS is not None:
-        return _FAST_DUMPS(document)
-    return json.dumps(document, separators=(",", ":")).encode()
+        try:
+            return _FAST_DUMPS(document)
+        except TypeError:  # orjson.JSONEncodeError is a TypeError
+            pass
+    text = json.dumps(
+        document,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        default=repr,  # a value no JSON type fits is shown, not fatal
+        skipkeys=True,
+    )
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _valid_text(text).encode()
 
 
 def _review(response: ResponseBody) -> ReviewResponse:

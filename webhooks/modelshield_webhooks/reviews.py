@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypedDict, cast
 
@@ -141,8 +142,45 @@ def _optional_loads() -> Callable[[bytes], Any] | None:
 _FAST_LOADS = _optional_loads()
 
 
+#: A lone surrogate can only come from a \uD800-\uDFFF escape or from raw bytes
+#: ED A0-BF (which json.loads decodes with surrogatepass); a body without either has none,
+#: so the exact check runs only when this matches.
+_MAYBE_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]|\xed[\xa0-\xbf]")
+
+
+def _utf8_encodable(value: Any) -> bool:
+    # A stack, not recursion: json.loads accepts nesting deeper than a recursive walk could.
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return False
+        elif isinstance(node, dict):
+            stack.extend(node)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return True
+
+
+class NotUtf8Error(ValueError):
+    """The JSON holds a lone surrogate: no UTF-8 text, so nothing a review can carry."""
+
+    def __init__(self, document: Any) -> None:
+        super().__init__("a string holds a lone UTF-16 surrogate (not encodable as UTF-8)")
+        #: What was decoded, so that a uid that is itself valid can still be echoed.
+        self.document = document
+
+
 def loads(body: bytes) -> Any:
-    """Decode JSON; ValueError or RecursionError when it is not JSON."""
+    """Decode JSON; ValueError or RecursionError when it is not JSON of UTF-8 text.
+
+    ``NotUtf8Error`` (a ValueError) when a string holds a lone surrogate: orjson refuses
+    those, json accepts them, and no answer quoting one could be encoded.
+    """
     if _FAST_LOADS is not None:
         try:
             return _FAST_LOADS(body)
@@ -150,13 +188,27 @@ def loads(body: bytes) -> Any:
             # orjson is stricter (integers past 64 bits, nesting depth): let json decide,
             # so that what is malformed does not depend on which parser is installed.
             pass
-    return json.loads(body)
+    document = json.loads(body)
+    if _MAYBE_SURROGATE.search(body) and not _utf8_encodable(document):
+        raise NotUtf8Error(document)
+    return document
+
+
+def _readable_uid(document: Any) -> str:
+    """The request uid when it is a string that an answer can carry, else ''."""
+    request = document.get("request") if isinstance(document, dict) else None
+    uid = request.get("uid") if isinstance(request, dict) else None
+    return uid if isinstance(uid, str) and _utf8_encodable(uid) else ""
 
 
 def decode(body: bytes) -> Request:
     """Parse the raw body of a POST into a Request; MalformedReviewError if it is not one."""
     try:
         document = loads(body)
+    except NotUtf8Error as error:
+        raise MalformedReviewError(
+            f"the body is not UTF-8 JSON: {error}", _readable_uid(error.document)
+        ) from error
     except (ValueError, RecursionError) as error:
         # UnicodeDecodeError is a ValueError; RecursionError guards deeply nested arrays.
         raise MalformedReviewError(f"the body is not JSON: {type(error).__name__}") from error

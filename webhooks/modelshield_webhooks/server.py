@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -43,16 +44,52 @@ def _json_response(document: object, status: int = 200) -> web.Response:
     return web.Response(body=responses.encode(document), status=status, content_type=JSON)
 
 
+#: Answered when even the fallback encoder failed: valid, but without the uid the API
+#: server matches, so it counts as a failed call (a denial under failurePolicy: Fail).
+_UNENCODABLE = json.dumps(
+    responses.internal_error("", "an answer that could not be encoded"), separators=(",", ":")
+).encode()
+
+
+def _refused(request: web.Request, status: int, why: str) -> None:
+    # The access log is off (a line per review costs latency); what never reaches a
+    # handler would otherwise leave no trace. The peer and the sizes only, never the body.
+    _logger.warning(
+        "refused %s %s from %s with HTTP %d: %s",
+        request.method,
+        request.path,
+        request.remote,
+        status,
+        why,
+    )
+
+
 def _review_handler(reviewer: Reviewer) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handle(request: web.Request) -> web.Response:
         if request.content_type != JSON:
+            _refused(request, 415, f"Content-Type {request.content_type[:100]!r}")
             return _json_response(
                 {"error": f"Content-Type must be {JSON}, not {request.content_type!r}"}, 415
             )
-        # Raises 413 past client_max_size; aiohttp answers it and keeps serving.
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            # aiohttp answers it and keeps serving.
+            _refused(
+                request,
+                413,
+                f"body past the limit of {request.client_max_size} bytes "
+                f"(Content-Length: {request.content_length})",
+            )
+            raise
         context = request.app[CONTEXT_KEY]
-        return _json_response(await reviewer(body, context))
+        answer = await reviewer(body, context)
+        try:
+            encoded = responses.encode(answer)
+        except Exception:  # encode() falls back to json: this is the last line of defence
+            _logger.exception("%s: the answer could not be encoded", request.path)
+            encoded = _UNENCODABLE
+        return web.Response(body=encoded, content_type=JSON)
 
     return handle
 

@@ -140,7 +140,7 @@ async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisi
         context.verifier,
         deadline_seconds=context.verify_deadline_seconds,
         namespace=workload.namespace,
-        counters=context.metrics,
+        counters=context.metrics.at(ENDPOINT),
         access=context.secrets,
         pull_secret_names=facts.pull_secret_names(workload.containers),
     )
@@ -167,7 +167,7 @@ async def review(body: bytes, context: contexts.AdmissionContext) -> responses.R
     except reviews.MalformedReviewError as error:
         _logger.warning("malformed AdmissionReview (uid %r): %s", error.uid, error.problem)
         counters.failures.labels("MalformedReview").inc()
-        counters.requests.labels("", "", "denied", "error").inc()
+        counters.review("", "", "denied", "error", time.perf_counter() - started, ENDPOINT)
         return responses.malformed(error)
     try:
         response, enforcement = await _answer(request, context)
