@@ -22,6 +22,7 @@ SecretData = shared.SecretData
 SecretReadError = shared.SecretReadError
 SecretSource = shared.SecretSource
 CachedSecrets = shared.CachedSecrets
+pull_secret_names = shared.pull_secret_names
 
 
 class KubernetesSecrets:
