@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,8 +17,16 @@ from modelshield_webhooks import caches, metrics, secretreading, signerkeys, ver
 _logger = logging.getLogger(__name__)
 
 #: Beyond the verifier's own deadline, how long the handler waits before it stops
-#: trusting the verifier to return and answers "timed out" itself.
+#: trusting the verifier to return and answers "timed out" itself: a quarter of the
+#: deadline, at most HARD_STOP_GRACE_SECONDS (the request budget counts it).
 HARD_STOP_GRACE_SECONDS = 0.25
+HARD_STOP_SHARE = 0.25
+
+
+def hard_stop_seconds(deadline_seconds: float) -> float:
+    """The grace after a verification deadline before the handler stops waiting."""
+    return min(HARD_STOP_GRACE_SECONDS, HARD_STOP_SHARE * max(0.0, deadline_seconds))
+
 
 ImageKey = tuple[str, str]
 
@@ -62,6 +71,7 @@ async def _verify(
     reference: str,
     requirement: compiling.CompiledImages,
     deadline_seconds: float,
+    hard_stop: float,
     namespace: str,
     pull_secrets: Sequence[Mapping[str, Any]] = (),
 ) -> engine_facts.ImageFacts:
@@ -75,7 +85,7 @@ async def _verify(
                 pull_secrets=pull_secrets,
                 namespace=namespace,
             ),
-            deadline_seconds + HARD_STOP_GRACE_SECONDS,
+            deadline_seconds + hard_stop,
         )
     except TimeoutError:
         return _failed(
@@ -163,7 +173,8 @@ async def gather_images(
 ) -> dict[ImageKey, engine_facts.ImageFacts]:
     """Facts for every (image, requirement): cached ones at once, the rest verified concurrently.
 
-    Facts are keyed by the requirement the engine knows; with ``secretRef`` signers the
+    Waits at most ``deadline_seconds`` plus ``hard_stop_seconds(deadline_seconds)``, Secret
+    reads included. Facts are keyed by the requirement the engine knows; with ``secretRef`` signers the
     verifier sees (and caches under) the requirement with the Secrets' keys inline.
     """
     found: dict[ImageKey, engine_facts.ImageFacts] = {}
@@ -194,11 +205,17 @@ async def gather_images(
                 requirements, pull_secrets = await asyncio.wait_for(
                     _prepare(pending, access, namespace, pull_secret_names), deadline_seconds
                 )
-            # Secret reads count against the same deadline (rounded for readable messages).
-            remaining = max(0.0, round(deadline_seconds - (loop.time() - started), 2))
+            # Secret reads count against the same deadline (rounded down for readable
+            # messages, never beyond the deadline).
+            left = deadline_seconds - (loop.time() - started)
+            remaining = max(0.0, math.floor(left * 100) / 100)
+        # The grace of the whole deadline, not of what is left: the budget counted it so.
+        hard_stop = hard_stop_seconds(deadline_seconds)
         results = await asyncio.gather(
             *(
-                _verify(verifier, key[0], requirement, remaining, namespace, pull_secrets)
+                _verify(
+                    verifier, key[0], requirement, remaining, hard_stop, namespace, pull_secrets
+                )
                 for (key, _, _), requirement in zip(pending, requirements, strict=True)
             )
         )

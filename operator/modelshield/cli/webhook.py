@@ -66,12 +66,13 @@ def _verifier(arguments: argparse.Namespace) -> verifiers.ImageVerifier:
 
 
 async def _serve(arguments: argparse.Namespace) -> int:
-    timeout = arguments.timeout_seconds
-    deadline = arguments.verify_deadline or max(1.0, timeout - contexts.VERIFY_MARGIN_SECONDS)
+    # Checked by _run; every wait on the request path comes from this one budget.
+    budget = contexts.request_budget(arguments.timeout_seconds, arguments.verify_deadline)
     context = contexts.AdmissionContext(
         state=caches.ClusterState(),
         verifier=_verifier(arguments),
-        verify_deadline_seconds=deadline,
+        verify_deadline_seconds=budget.verify_deadline_seconds,
+        namespace_wait_seconds=budget.namespace_wait_seconds,
         startup_image=arguments.startup_image,
     )
     certificate = certificates.ReloadingCertificate(
@@ -120,6 +121,11 @@ def _run(arguments: argparse.Namespace) -> int:
         return 2
     if arguments.secret_ttl_seconds <= 0:
         print("error: --secret-ttl-seconds must be positive", file=sys.stderr)
+        return 2
+    try:
+        contexts.request_budget(arguments.timeout_seconds, arguments.verify_deadline)
+    except contexts.BudgetError as error:
+        print(f"error: --timeout-seconds/--verify-deadline: {error}", file=sys.stderr)
         return 2
     for path in (arguments.cert, arguments.key):
         if not certificates.exists(path):
@@ -191,7 +197,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--verify-deadline",
         type=float,
         default=None,
-        help="deadline of a cold image verification in seconds (default: timeout - 3)",
+        help="deadline of a cold image verification in seconds (default and maximum: what "
+        "the timeout leaves after the namespace wait, the hard stop and a margin of "
+        "max(0.5, 0.3 x timeout) for the answer)",
     )
     parser.add_argument(
         "--insecure-registry",

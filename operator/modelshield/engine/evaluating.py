@@ -35,17 +35,26 @@ def governing_policies(
 def image_requests(
     workload: workloads.Workload, governing: tuple[compiling.CompiledPolicy, ...]
 ) -> list[tuple[str, compiling.CompiledImages]]:
-    """The (image, requirement) pairs whose facts the evaluation will look up, deduplicated."""
+    """The (image, requirement) pairs whose facts the evaluation will look up, deduplicated.
+
+    A requirement whose ``allowedRegistries`` refuse the image asks nothing: it fails on
+    the registry whatever a verification would find, and the webhook must not fetch from
+    whichever host a workload names. An image is thus fetched only for the requirements
+    (of Enforce and Audit policies alike) that would allow it; one refused by every
+    requirement that verifies it is never fetched at all.
+    """
     seen: set[tuple[str, str]] = set()
     requests = []
     for policy in governing:
-        if policy.images is None or not policy.images.needs_verification:
+        images = policy.images
+        if images is None or not images.needs_verification:
             continue
         for container in workload.containers:
-            key = (container.image, policy.images.key)
-            if container.image and key not in seen:
+            image = container.image
+            key = (image, images.key)
+            if image and key not in seen and imagechecks.allows_registry(images, image):
                 seen.add(key)
-                requests.append((container.image, policy.images))
+                requests.append((image, images))
     return requests
 
 

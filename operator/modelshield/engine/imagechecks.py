@@ -12,28 +12,82 @@ from modelshield.engine.decisions import Code
 #: A violation without its policy: (code, path, message). The evaluator adds the policy.
 Finding = tuple[Code, str, str]
 
+_SIGN = "sign it with the key of one of: {signers} (cosign sign --key ...)"
+_ONLY_TRUSTED = (
+    "only signatures by one of: {signers} are accepted; sign it with one of their keys "
+    "(cosign sign --key ...)"
+)
+#: The image was not checked at all: say so, so that nobody re-signs a good image.
+_NOT_CHECKED = (
+    "this is not a verdict on the image: retry, and if it persists check the modelshield "
+    "webhook's network access to the registry"
+)
+_READ_PULL_SECRETS = (
+    "a registry that needs credentials is read with the pod's imagePullSecrets only when the "
+    "webhook runs with --read-pull-secrets (chart: webhook.readPullSecrets)"
+)
+
+#: How each failed verification is reported: (code, problem, remedy). The remedy may name
+#: the trusted signers as ``{signers}``. Every Outcome but VERIFIED has an entry.
 _FAILED_OUTCOMES = {
-    facts.Outcome.NO_SIGNATURE: (Code.IMAGE_UNSIGNED, "has no signature"),
+    facts.Outcome.NO_SIGNATURE: (Code.IMAGE_UNSIGNED, "has no signature", _SIGN),
     facts.Outcome.SIGNATURE_MISMATCH: (
         Code.IMAGE_SIGNATURE_INVALID,
         "has a signature that does not verify",
+        "it is signed, but not verifiably by a trusted signer: sign it with the key of one of: "
+        "{signers} (cosign sign --key ...), or check that the policy holds their current keys",
     ),
     facts.Outcome.DIGEST_MISMATCH: (
         Code.IMAGE_SIGNATURE_INVALID,
         "has a signature made for another image digest",
+        "the signature is for another digest: sign the digest you deploy with the key of one "
+        "of: {signers} (cosign sign --key ... NAME@sha256:DIGEST), or deploy the signed digest",
     ),
     facts.Outcome.SIGNER_UNTRUSTED: (
         Code.IMAGE_SIGNER_UNTRUSTED,
         "is signed, but by no trusted signer",
+        _ONLY_TRUSTED,
     ),
-    facts.Outcome.TIMED_OUT: (Code.IMAGE_VERIFICATION_FAILED, "could not be verified in time"),
+    facts.Outcome.TIMED_OUT: (
+        Code.IMAGE_VERIFICATION_FAILED,
+        "could not be verified in time",
+        _NOT_CHECKED,
+    ),
     facts.Outcome.REGISTRY_UNREACHABLE: (
         Code.IMAGE_VERIFICATION_FAILED,
         "could not be verified: the registry is unreachable",
+        _NOT_CHECKED,
     ),
-    facts.Outcome.NOT_FOUND: (Code.IMAGE_VERIFICATION_FAILED, "was not found in its registry"),
-    facts.Outcome.ERROR: (Code.IMAGE_VERIFICATION_FAILED, "could not be verified"),
+    facts.Outcome.NOT_FOUND: (
+        Code.IMAGE_VERIFICATION_FAILED,
+        "was not found in its registry",
+        f"check the image reference (registry, repository, tag or digest); {_READ_PULL_SECRETS}",
+    ),
+    facts.Outcome.ERROR: (
+        Code.IMAGE_VERIFICATION_FAILED,
+        "could not be verified",
+        f"the image was not checked: fix what the reason names and retry; {_READ_PULL_SECRETS}",
+    ),
 }
+#: Outcomes that say nothing about the image itself, only that it could not be looked at.
+UNCHECKED_OUTCOMES = frozenset(
+    {
+        facts.Outcome.TIMED_OUT,
+        facts.Outcome.REGISTRY_UNREACHABLE,
+        facts.Outcome.NOT_FOUND,
+        facts.Outcome.ERROR,
+    }
+)
+
+
+def remedy(outcome: facts.Outcome, trusted: frozenset[str]) -> str:
+    """What to do about an image whose verification ended with outcome, as denials say it.
+
+    A VERIFIED outcome reaches a denial only when its signer is not trusted.
+    """
+    verified = outcome is facts.Outcome.VERIFIED
+    template = _ONLY_TRUSTED if verified else _FAILED_OUTCOMES[outcome][2]
+    return template.format(signers=_signers(trusted))
 
 
 def normalized(reference: str) -> str:
@@ -44,6 +98,12 @@ def normalized(reference: str) -> str:
     if "." in first or ":" in first or first == "localhost":
         return reference
     return f"docker.io/{reference}"
+
+
+def allows_registry(requirement: compiling.CompiledImages, image: str) -> bool:
+    """Whether the requirement's ``allowedRegistries`` (none: any) admit the image."""
+    prefixes = requirement.allowed_registries
+    return not prefixes or image.startswith(prefixes) or normalized(image).startswith(prefixes)
 
 
 def _signers(names: frozenset[str]) -> str:
@@ -64,7 +124,8 @@ def check_container(
     image = container.image
     path = f"{container.path}.image"
     prefixes = requirement.allowed_registries
-    if prefixes and not image.startswith(prefixes) and not normalized(image).startswith(prefixes):
+    registry_allowed = allows_registry(requirement, image)
+    if not registry_allowed:
         yield (
             Code.IMAGE_REGISTRY_NOT_ALLOWED,
             path,
@@ -79,6 +140,10 @@ def check_container(
     if not requirement.needs_verification:
         return
     found = source.image(image, requirement.key)
+    if found is None and not registry_allowed:
+        # Not verified on purpose (see evaluating.image_requests): the registry finding
+        # above already fails the requirement, and nothing was fetched from that host.
+        return
     if found is None:
         yield (
             Code.IMAGE_NOT_VERIFIED,
@@ -107,13 +172,12 @@ def _check_signature(
             f"is signed by {signature.signer!r}, not a trusted signer",
         )
     else:
-        code, problem = _FAILED_OUTCOMES[signature.outcome]
+        code, problem, _ = _FAILED_OUTCOMES[signature.outcome]
     detail = f" ({signature.detail})" if signature.detail else ""
     yield (
         code,
         path,
-        f"{_what(container)} {problem}{detail}; sign it with the key of one of: {_signers(trusted)} "
-        "(cosign sign --key ...)",
+        f"{_what(container)} {problem}{detail}; {remedy(signature.outcome, trusted)}",
     )
 
 
@@ -131,15 +195,19 @@ def _check_attestation(
     ]
     if not candidates:
         reason = ""
+        action = "attach one with cosign attest"
         if found.attestation_failure is not None:
             failure = found.attestation_failure
             reason = f" ({failure.outcome.value}{': ' + failure.detail if failure.detail else ''})"
+            if failure.outcome in UNCHECKED_OUTCOMES:
+                # The attestations could not be looked at: attaching another would not help.
+                action = remedy(failure.outcome, requirement.signer_names)
         yield (
             Code.ATTESTATION_MISSING,
             path,
             f"{_what(container)} has no {requirement.name!r} attestation of type "
             f"{requirement.predicate_type} signed by one of: {_signers(requirement.signer_names)}{reason}; "
-            "attach one with cosign attest",
+            f"{action}",
         )
         return
     newest = max(candidates, key=_issued_at)
