@@ -210,6 +210,12 @@ def test_config_map_follows_verified_artifacts_key_rotation_and_deletion(
     _delete_artifact(cluster, namespace, "fraud-v2")
     _wait_data(cluster, namespace, {"fraud-v1.release.pub": new.public_pem.decode()}, operator)
 
+    # The policy stops naming the signer: its key is no longer trusted at start.
+    _custom(cluster).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelsecuritypolicies", "models", {"spec": {"models": None}}
+    )
+    _wait_data(cluster, namespace, {}, operator)
+
     _delete_artifact(cluster, namespace, "fraud-v1")
     _wait_data(cluster, namespace, None, operator)
 

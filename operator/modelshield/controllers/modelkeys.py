@@ -217,29 +217,42 @@ def register(
     tasks: list[asyncio.Task[None]] = []
 
     # Own index ids: these handlers also run on their own (without the artifact reconciler).
-    @kopf.index(GROUP, VERSION, "modelartifacts", id="modelkeys_artifacts", registry=registry)
+    # Filters, not None results, drop an object from an index: kopf keeps the previous
+    # value of an indexer that returns None.
+    @kopf.index(
+        GROUP,
+        VERSION,
+        "modelartifacts",
+        id="modelkeys_artifacts",
+        # An artifact being deleted has its key withdrawn at once.
+        when=lambda meta, **_: not meta.get("deletionTimestamp"),
+        registry=registry,
+    )
     def modelkeys_artifacts(**kwargs: Any) -> Any:
-        if kwargs["meta"].get("deletionTimestamp"):
-            return None  # being deleted: its key is withdrawn now
         return {kwargs["namespace"]: modelkeys.artifact_of(kwargs["body"])}
 
-    @kopf.index(GROUP, VERSION, "modelsecuritypolicies", id="modelkeys_policies", registry=registry)
+    @kopf.index(
+        GROUP,
+        VERSION,
+        "modelsecuritypolicies",
+        id="modelkeys_policies",
+        when=lambda spec, **_: bool(spec.get("models")),
+        registry=registry,
+    )
     def modelkeys_policies(**kwargs: Any) -> Any:
-        models = kwargs["spec"].get("models")
-        return {kwargs["namespace"]: dict(models)} if models else None
+        return {kwargs["namespace"]: dict(kwargs["spec"]["models"])}
 
     @kopf.index(
         GROUP,
         VERSION,
         "clustermodelsecuritypolicies",
         id="modelkeys_cluster_policies",
+        when=lambda spec, **_: bool(spec.get("models")),
         registry=registry,
     )
     def modelkeys_cluster_policies(**kwargs: Any) -> Any:
         spec = kwargs["spec"]
-        models = spec.get("models")
-        selector = dict(spec.get("namespaceSelector") or {})
-        return {None: (selector, dict(models))} if models else None
+        return {None: (dict(spec.get("namespaceSelector") or {}), dict(spec["models"]))}
 
     @kopf.index("", "v1", "namespaces", id="modelkeys_namespace_labels", registry=registry)
     def modelkeys_namespace_labels(**kwargs: Any) -> Any:
