@@ -287,7 +287,6 @@ class Verifications:
                 LOGGER.exception("verifying %s failed", request.image)
             finally:
                 self._requests.pop(key, None)
-                self._attempted[key] = self._clock()
                 self.finished += 1
             if self.on_verdict is not None and request.waiting:
                 self.on_verdict(set(request.waiting))
@@ -300,9 +299,13 @@ class Verifications:
         requirement = request.requirement
         pull: list[Mapping[str, Any]] = []
         # On timeout the signers stay unresolved and fail to verify: a verdict, not a hang.
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(self.deadline_seconds):
                 requirement, pull = await self._prepare(request)
+        except TimeoutError:
+            pass
+        except Exception:  # still reach a verdict (unresolved signers fail), never loop
+            LOGGER.exception("preparing the verification of %s failed", request.image)
         remaining = max(0.0, round(self.deadline_seconds - (loop.time() - started), 2))
         try:
             verdict = await asyncio.wait_for(
@@ -333,6 +336,7 @@ class Verifications:
             )
         key = self._key(request.image, request.requirement, request.namespace)
         self._keep(key, requirement.key, verdict)
+        self._attempted[key] = self._clock()
         return verdict
 
     async def _prepare(
