@@ -29,7 +29,7 @@ import pytest
 from hypothesis import strategies as st
 
 from modelshield.engine import workloads
-from modelshield_webhooks import contexts, mutating, resources, validating
+from modelshield_webhooks import contexts, mutating, resources, responses, validating
 from tests.webhooks import scenarios, verdicts
 
 EXAMPLES = int(os.environ.get("MODELSHIELD_FUZZ_EXAMPLES", "100000"))
@@ -47,6 +47,9 @@ JUNK: list[Any] = [
     "",
     "x",
     "\u0000",
+    "\ud800",
+    "x\udfff",
+    "\ud83d\ude00",
     "é" * 3,
     [],
     [None],
@@ -105,8 +108,12 @@ class DrawChooser:
         return self.draw(st.integers(0, bound - 1))
 
     def text(self, max_size: int) -> str:
-        """Drawn."""
-        return self.draw(st.text(max_size=max_size))
+        """Drawn, lone surrogates included (st.text() leaves them out)."""
+        text = self.draw(st.text(st.characters(exclude_categories=()), max_size=max_size))
+        if self.draw(st.integers(0, 7)) == 0:
+            at = self.draw(st.integers(0, len(text)))
+            text = text[:at] + self.draw(st.characters(categories=["Cs"])) + text[at:]
+        return text
 
 
 class RandomChooser:
@@ -124,16 +131,20 @@ class RandomChooser:
         return self.random.randrange(bound)
 
     def text(self, max_size: int) -> str:
-        """Printable, control and non-BMP characters alike."""
+        """Printable, control, non-BMP characters and lone surrogates alike."""
         length = self.random.randrange(max_size + 1)
         return "".join(
             chr(
                 self.random.choice(
-                    (self.random.randrange(32, 127), self.random.randrange(0x110000))
+                    (
+                        self.random.randrange(32, 127),
+                        self.random.randrange(32, 127),
+                        self.random.randrange(0x110000),
+                        # What JSON can carry but UTF-8 cannot: json accepts it, orjson not.
+                        self.random.randrange(0xD800, 0xE000),
+                    )
                 )
             )
-            .encode("utf-8", "replace")
-            .decode("utf-8", "replace")
             for _ in range(length)
         )
 
@@ -191,14 +202,16 @@ def workload_object(choose: Chooser) -> tuple[scenarios.KindInfo, Any]:
     labels = _rarely(
         choose, lambda: choose.pick(LABEL_SETS), lambda: {choose.text(6): choose.text(6)}
     )
+    namespace = _namespace(choose)
     obj: Any = scenarios.workload(
         info,
         [scenarios.SIGNED],
-        namespace=_namespace(choose),
+        namespace="placeholder",  # the builder derives a uid from it, which needs UTF-8
         labels=labels,
         model=choose.pick(MODELS),
         realistic=False,
     )
+    obj["metadata"]["namespace"] = namespace
     spec = _pod_spec(info.kind, obj)
     spec["containers"] = _containers(choose)
     if choose.below(4) == 0:
@@ -308,18 +321,49 @@ def _missing_required_fact(document: Mapping[str, Any]) -> bool:
     return unverified or no_model or bool(workload.problems)
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _sent(body: bytes) -> tuple[Any, bool]:
+    """The document as the server reads the body, and whether all of it is UTF-8 text.
+
+    json reads the body as the handlers' fallback does: a surrogate pair escaped in JSON is
+    one valid character, a lone one (escaped, or raw bytes ED A0-BF) is not.
+    """
+    document = json.loads(body)
+    return document, _utf8(json.dumps(document, ensure_ascii=False))
+
+
 def _check_answer(answer: Mapping[str, Any], document: Mapping[str, Any]) -> bool:
+    """``document`` as the server read it (see ``_sent``)."""
+    # What the server writes (responses.encode), read back as the API server would: UTF-8.
+    written = json.loads(responses.encode(answer).decode("utf-8"))
+    assert written == answer, "the answer does not survive encoding"
     assert answer["apiVersion"] == "admission.k8s.io/v1"
     assert answer["kind"] == "AdmissionReview"
     response = answer["response"]
     assert isinstance(response["allowed"], bool)
     uid = _request_uid(document)
-    if uid:
+    if uid and _utf8(uid):
         assert response["uid"] == uid
+    elif uid:
+        assert response["uid"] == ""  # a uid no answer can carry is not echoed
+        assert not response["allowed"]
     if not response["allowed"]:
         assert response["status"]["message"]
-    json.dumps(answer)  # serialisable as is
     return bool(response["allowed"])
+
+
+def _body(document: Any, seed: int) -> bytes:
+    """As json would send it: surrogates escaped, or (one time in four) as raw bytes."""
+    if seed % 4:
+        return json.dumps(document).encode()
+    return json.dumps(document, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 @pytest.fixture(autouse=True)
@@ -346,14 +390,18 @@ def _property(
     )
     @hypothesis.given(strategy)
     def check(document: dict[str, Any]) -> None:
-        body = json.dumps(document).encode()
+        body = _body(document, len(seen))
         answer = loop.run_until_complete(validating.review(body, context))
+        document, utf8 = _sent(body)
         allowed = _check_answer(answer, document)
         if _missing_required_fact(document):
             assert not allowed, f"admitted without a required fact: {body[:2000]!r}"
             seen["denied for a missing fact"] += 1
         else:
             seen["allowed" if allowed else "denied"] += 1
+        if not utf8:
+            assert not allowed, f"admitted a review that is not UTF-8: {body[:2000]!r}"
+            seen["not UTF-8"] += 1
 
     try:
         check()
@@ -363,6 +411,7 @@ def _property(
     assert seen["denied for a missing fact"] >= max(1, examples // governed_share), seen
     assert seen["allowed"] > examples // 20, seen
     assert seen["denied"] > 0, seen
+    assert seen["not UTF-8"] > 0, seen
 
 
 def test_seeded_reviews_never_crash_nor_admit_without_the_facts() -> None:
@@ -389,8 +438,11 @@ def test_other_endpoints_never_crash(endpoint: str) -> None:
     )
     @hypothesis.given(seeded_reviews | st.binary(max_size=64).map(lambda b: {"raw": b.hex()}))
     def check(document: dict[str, Any]) -> None:
-        answer = loop.run_until_complete(reviewer(json.dumps(document).encode(), context))
-        _check_answer(answer, document)
+        body = _body(document, len(repr(document)))
+        answer = loop.run_until_complete(reviewer(body, context))
+        document, utf8 = _sent(body)
+        allowed = _check_answer(answer, document)
+        assert utf8 or not allowed, f"admitted a review that is not UTF-8: {body[:2000]!r}"
 
     try:
         check()
@@ -406,6 +458,7 @@ def test_raw_bytes_never_crash() -> None:
     def check(body: bytes) -> None:
         answer = loop.run_until_complete(validating.review(body, context))
         assert answer["response"]["allowed"] is False
+        json.loads(responses.encode(answer).decode("utf-8"))
 
     try:
         check()
