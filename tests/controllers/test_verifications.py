@@ -379,3 +379,39 @@ async def test_secret_read_errors_name_the_secret_and_nothing_else(
     with caplog.at_level(logging.DEBUG):
         assert await cache.get("ml", "cosign") is None
     assert "c2VjcmV0" not in caplog.text
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def _kube() -> writing.Kube:
+    return writing.Kube(client.ApiClient(client.Configuration()), max_workers=1)
+
+
+def test_secret_reads_are_off_by_default_and_each_flag_turns_on_its_own() -> None:
+    from modelshield.cli import main, operator
+
+    parser = main.build_parser("operator")
+    plain = operator.verifications(parser.parse_args(["operator"]), _kube())
+    assert (plain.verifying, plain.signer_keys, plain.pull_secrets) == (True, None, None)
+    signers = operator.verifications(
+        parser.parse_args(["operator", "--read-signer-secrets"]), _kube()
+    )
+    assert signers.signer_keys is not None
+    assert signers.pull_secrets is None
+    both = operator.verifications(
+        parser.parse_args(
+            ["operator", "--read-signer-secrets", "--read-pull-secrets", "--secret-ttl-seconds=9"]
+        ),
+        _kube(),
+    )
+    assert both.signer_keys is not None
+    assert both.pull_secrets is both.signer_keys.secrets  # one cache, one read per Secret
+    assert both.pull_secrets.ttl_seconds == 9
+
+
+def test_a_non_positive_secret_ttl_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from modelshield.cli import main
+
+    assert main.main(["operator", "--secret-ttl-seconds=0"]) == 2
+    assert "--secret-ttl-seconds must be positive" in capsys.readouterr().err
