@@ -151,8 +151,13 @@ async def test_slow_verifier_hits_the_deadline_and_denies_with_the_reason(
     )
     elapsed = loop.time() - started
     assert answer["allowed"] is False
-    assert "could not be verified in time" in answer["status"]["message"]
-    assert "0.3s" in answer["status"]["message"]
+    message = answer["status"]["message"]
+    assert "could not be verified in time" in message
+    assert "0.3s" in message
+    # The image was not looked at: the remedy is to retry, not to sign it.
+    assert "this is not a verdict on the image: retry" in message
+    assert "network access to the registry" in message
+    assert "sign it" not in message
     assert elapsed < 5
 
 
@@ -178,7 +183,83 @@ async def test_real_verifier_with_an_unreachable_registry_denies_with_the_reason
     assert answer["allowed"] is False
     message = answer["status"]["message"]
     assert "127.0.0.1:9/ml/fraud-server:v7" in message
-    assert "could not be verified" in message
+    assert "could not be verified: the registry is unreachable" in message
+    assert "this is not a verdict on the image: retry" in message
+    assert "sign it" not in message
+
+
+class ConnectionCounter:
+    """A TCP listener on loopback that counts the connections made to it, then closes them."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        """Listen; return host:port."""
+        self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"127.0.0.1:{port}"
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        writer.close()
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["refused", "allowed"])
+async def test_real_verifier_never_contacts_a_registry_the_policy_refuses(
+    client: HttpsClient, context: contexts.AdmissionContext, allowed: bool
+) -> None:
+    # A workload naming an arbitrary host must not make the webhook connect to it.
+    listener = ConnectionCounter()
+    host = await listener.start()
+    real = verifying.ImageVerifier(
+        registry_options=registries.RegistryOptions(
+            insecure_hosts=frozenset({host}), connect_timeout=0.5, request_timeout=0.5
+        )
+    )
+    image = f"{host}/ml/fraud-server:v7"
+    try:
+        context.verifier = real
+        if allowed:  # the control: the same image under a policy that allows its registry
+            policy = scenarios.policy(scenarios.ENFORCED, generation=2)
+            policy["spec"]["images"]["allowedRegistries"] = [f"{host}/"]
+            context.state.apply(caches.POLICIES, "MODIFIED", policy)
+        info = scenarios.BY_LABEL["Pod"]
+        obj = scenarios.workload(info, [image])
+        answer = await client.review("/validate", scenarios.review(info, "CREATE", obj))
+    finally:
+        await real.close()
+        await listener.stop()
+    assert answer["allowed"] is False
+    message = answer["status"]["message"]
+    if allowed:
+        assert listener.connections >= 1
+        assert "is not from an allowed registry" not in message
+    else:
+        assert listener.connections == 0
+        assert f"image {image!r} is not from an allowed registry" in message
+        assert "could not be verified" not in message
+        assert "has not been verified" not in message
+
+
+async def test_a_refused_registry_is_not_verified_even_under_audit(
+    client: HttpsClient, verifier: verdicts.FixedVerdictVerifierForTests
+) -> None:
+    info = scenarios.BY_LABEL["Deployment"]
+    elsewhere = "ghcr.io/someone/fraud-server:v7"
+    obj = scenarios.workload(info, [scenarios.SIGNED, elsewhere], namespace=scenarios.AUDITED)
+    answer = await client.review("/validate", scenarios.review(info, "CREATE", obj))
+    assert answer["allowed"] is True
+    (warning,) = answer["warnings"]
+    assert f"image {elsewhere!r} is not from an allowed registry" in warning
+    assert verifier.verifications == 1  # the allowed image only
 
 
 async def test_not_synced_denies_and_readyz_says_so(
