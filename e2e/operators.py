@@ -6,12 +6,15 @@ exactly the rules of ``modelshield rbac`` (so a missing rule fails the tests).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +22,7 @@ import yaml
 
 from e2e import clients
 from e2e.clients import REPOSITORY_ROOT, Kubectl
+from tests.supplychain.authproxy import AuthProxy
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 WAIT_SECONDS = 60.0
@@ -202,3 +206,20 @@ def wait_children(
             f"{kind} {sorted(names)} in {namespace}; operator log:\n{operator.tail()}",
             lambda kind=kind, names=names: owned_names(kubectl, namespace, kind) == names,  # type: ignore[misc]
         )
+
+
+@contextlib.contextmanager
+def basic_auth_registry(upstream: str) -> Iterator[str]:
+    """host:port of ``AuthProxy`` (Basic credentials demanded) in front of the test registry,
+    on an event loop of its own so that these synchronous tests can use it."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    proxy = asyncio.run_coroutine_threadsafe(AuthProxy(upstream, "basic").start(), loop).result(30)
+    try:
+        yield proxy.host
+    finally:
+        asyncio.run_coroutine_threadsafe(proxy.stop(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()

@@ -1,6 +1,7 @@
 """Policy status judges a freshly applied workload's images at once, with the Secrets it may read.
 
-Against a real API server, a real registry and real cosign signatures. The audit interval
+Against a real API server, a real registry and real cosign signatures (behind
+``AuthProxy``, a Basic-auth front end, for the pull-secret test). The audit interval
 is an hour, so every verdict seen here came from the operator's prompt verification of
 new workloads, never from the background audit (no PolicyReport is written either).
 """
@@ -15,6 +16,7 @@ from e2e.clients import Kubectl
 from e2e.operators import (
     OperatorProcess,
     apply,
+    basic_auth_registry,
     conditions,
     deployment,
     get_json,
@@ -23,6 +25,7 @@ from e2e.operators import (
     wait_for,
 )
 from e2e.webhooks import Images, images
+from tests.supplychain.authproxy import PASSWORD, USER
 
 __all__ = ["images"]  # the module-scoped fixture, shared by name
 
@@ -53,10 +56,15 @@ def _signed_images_policy(name: str, registry: str, signer: dict[str, Any]) -> d
 def _judged(kubectl: Kubectl, namespace: str, name: str, governed: int) -> dict[str, Any] | None:
     """The status once every governed workload is judged (none pending)."""
     status = policy_status(kubectl, namespace, name)
-    if status.get("governed") == governed and status.get("pending") == 0:
-        if conditions(status).get("Compliant", {}).get("status") in ("True", "False"):
-            return status
-    return None
+    counted = status.get("governed") == governed and status.get("pending") == 0
+    verdict = conditions(status).get("Compliant", {}).get("status") in ("True", "False")
+    return status if counted and verdict else None
+
+
+def _violating(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any] | None:
+    """The status once it counts one violating workload."""
+    status = policy_status(kubectl, namespace, name)
+    return status if status.get("violating") == 1 else None
 
 
 def test_a_new_workload_is_judged_within_seconds_not_at_the_next_audit(
@@ -140,12 +148,51 @@ def test_secret_ref_signer_with_and_without_read_signer_secrets(
     blind = start_operator(NO_AUDIT, f"--insecure-registry={images.registry}")
     status = wait_for(
         f"status counts the workload violating without the Secret; log:\n{blind.tail()}",
-        lambda: (
-            (s := policy_status(kubectl, namespace, "signed-by-secret")).get("violating") == 1
-            and s
-        ),
+        lambda: _violating(kubectl, namespace, "signed-by-secret"),
         timeout=PROMPT_SECONDS + 15,
     )
     message = conditions(status)["Compliant"]["message"]
     assert f"Deployment/{namespace}/signed: Image" in message, message
     assert f"Secret {namespace}/cosign-key key cosign.pub not found" in message, message
+
+
+def test_pull_secrets_with_and_without_read_pull_secrets(
+    kubectl: Kubectl,
+    namespace: str,
+    images: Images,
+    start_operator: Callable[..., OperatorProcess],
+) -> None:
+    with basic_auth_registry(images.registry) as private:
+        kubectl(
+            "create",
+            "secret",
+            "docker-registry",
+            "registry-auth",
+            "-n",
+            namespace,
+            f"--docker-server={private}",
+            f"--docker-username={USER}",
+            f"--docker-password={PASSWORD}",
+        )
+        signed = _workload("signed", f"{private}/ml/fraud-server@{images.signed.partition('@')[2]}")
+        signed["spec"]["template"]["spec"]["imagePullSecrets"] = [{"name": "registry-auth"}]
+        signer = {"name": "release", "publicKey": images.public_key}
+        apply(kubectl, namespace, _signed_images_policy("private-images", private, signer), signed)
+        reading = start_operator(NO_AUDIT, f"--insecure-registry={private}", "--read-pull-secrets")
+        status = wait_for(
+            f"status judged with the pull secret; log:\n{reading.tail()}",
+            lambda: _judged(kubectl, namespace, "private-images", 1),
+            timeout=PROMPT_SECONDS + 15,
+        )
+        assert (status["compliant"], status["violating"]) == (1, 0), status
+        assert PASSWORD not in reading.log.read_text()
+        reading.stop()
+
+        blind = start_operator(NO_AUDIT, f"--insecure-registry={private}")
+        status = wait_for(
+            f"status counts the workload violating without the pull secret; log:\n{blind.tail()}",
+            lambda: _violating(kubectl, namespace, "private-images"),
+            timeout=PROMPT_SECONDS + 15,
+        )
+        message = conditions(status)["Compliant"]["message"]
+        assert "HTTP 401" in message, message
