@@ -336,7 +336,12 @@ class Verifications:
             )
         key = self._key(request.image, request.requirement, request.namespace)
         self._keep(key, requirement.key, verdict)
-        self._attempted[key] = self._clock()
+        now = self._clock()
+        self._attempted[key] = now
+        if len(self._attempted) > MAX_KEPT:  # only recent attempts hold a refresh back
+            self._attempted = {
+                k: t for k, t in self._attempted.items() if now - t < self.refresh_seconds
+            }
         return verdict
 
     async def _prepare(
