@@ -11,7 +11,7 @@ import ssl
 import aiohttp
 import pytest
 
-from modelshield_webhooks import contexts, server
+from modelshield_webhooks import caches, contexts, server, watching
 from tests.webhooks import pki, scenarios
 from tests.webhooks.conftest import HttpsClient, client_ssl_context
 
@@ -301,3 +301,18 @@ async def test_certificate_is_reloaded_without_dropping_requests(
         fresh.get(f"https://127.0.0.1:{running.port}/healthz") as response,
     ):
         assert response.status == 200
+
+
+async def test_metrics_show_how_stale_each_cache_is(
+    client: HttpsClient, context: contexts.AdmissionContext
+) -> None:
+    freshness = watching.freshness_of(context.state)
+    freshness.heard(caches.NAMESPACES)
+    _, text = await client.get("/metrics")
+    ages = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("modelshield_admission_cache_age_seconds{")
+    }
+    assert set(ages) == {caches.NAMESPACES}
+    assert 0.0 <= ages[caches.NAMESPACES] < 60.0

@@ -23,6 +23,7 @@ from modelshield_webhooks import (
     resources,
     responses,
     validating,
+    watching,
 )
 
 _logger = logging.getLogger(__name__)
@@ -119,6 +120,8 @@ def application(
     """The web application; TLS and the listening socket are the runner's business."""
     app = web.Application(client_max_size=max_body_bytes)
     app[CONTEXT_KEY] = context
+    # Read at scrape time, from whichever state the context holds then.
+    context.metrics.track_caches(lambda: watching.freshness_of(context.state).snapshot())
     app.router.add_post(configurations.VALIDATE_PATH, _review_handler(validating.review))
     app.router.add_post(configurations.MUTATE_PATH, _review_handler(mutating.review))
     app.router.add_post(configurations.VALIDATE_RESOURCES_PATH, _review_handler(resources.review))

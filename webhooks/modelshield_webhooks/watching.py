@@ -2,7 +2,11 @@
 
 For each kind: list (paginated) and replace the cache, then watch from the list's
 resourceVersion, applying events as they come; a 410 Gone (history compacted) or the
-resync period starts over with a fresh list; any error backs off and starts over.
+resync period starts over with a fresh list. Whatever ends a watch without progress (an
+error, a 410, a watch that closes at once) waits a jittered, doubling, bounded backoff
+first, reset by the next event or bookmark: a misbehaving API server or proxy never gets
+a tight loop of requests. When each kind last heard from the API server is kept
+(``Freshness``) for the cache-age gauge.
 """
 
 from __future__ import annotations
@@ -10,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+import random
+import time
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -29,22 +36,91 @@ DEFAULT_RESYNC_SECONDS = 600.0
 #: Server-side timeout of one watch call; the watch is then resumed from its last version.
 WATCH_SECONDS = 290
 PAGE_SIZE = 500
+INITIAL_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
+#: A watch that lasted this long was healthy even without events (a quiet kind).
+HEALTHY_WATCH_SECONDS = 10.0
 
 
 class GoneError(Exception):
-    """The resourceVersion is too old: list again."""
+    """The resourceVersion (or a list's continue token) is too old: list again."""
 
 
 class ApiError(Exception):
     """The API server answered with an error status."""
 
 
+class Backoff:
+    """Doubling delays up to a bound, each drawn in [half, all] of the current step.
+
+    The jitter spreads the replicas' retries after an API server restart; the lower half
+    is kept so that a retry is never immediate.
+    """
+
+    def __init__(
+        self,
+        initial: float = INITIAL_BACKOFF_SECONDS,
+        maximum: float = MAX_BACKOFF_SECONDS,
+        *,
+        uniform: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.step = initial
+        self._uniform = uniform
+
+    def next_delay(self) -> float:
+        """The delay before the next attempt; the one after is longer, up to the bound."""
+        delay = self._uniform(self.step / 2, self.step)
+        self.step = min(self.step * 2, self.maximum)
+        return delay
+
+    def reset(self) -> None:
+        """Progress was made: the next failure waits the initial delay again."""
+        self.step = self.initial
+
+
+class Freshness:
+    """When each kind last heard from the API server, in ``time.monotonic()`` seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._last: dict[str, float] = {}
+        self._clock = clock
+
+    def started(self, resource: str) -> None:
+        """An informer began: until it hears anything, its age counts from now."""
+        self._last.setdefault(resource, self._clock())
+
+    def heard(self, resource: str) -> None:
+        """A list, a watch event or a bookmark arrived."""
+        self._last[resource] = self._clock()
+
+    def snapshot(self) -> Mapping[str, float]:
+        """The instants by kind."""
+        return dict(self._last)
+
+
+# Keyed by the state it describes, so that the server (which has the state, not the
+# informers) finds it without any wiring through the command line.
+_FRESHNESS: weakref.WeakKeyDictionary[caches.ClusterState, Freshness] = weakref.WeakKeyDictionary()
+
+
+def freshness_of(state: caches.ClusterState) -> Freshness:
+    """The Freshness of the informers feeding this state (created on first use)."""
+    found = _FRESHNESS.get(state)
+    if found is None:
+        found = _FRESHNESS[state] = Freshness()
+    return found
+
+
 async def _list(
-    session: aiohttp.ClientSession, connection: connections.Connection, path: str
+    session: aiohttp.ClientSession,
+    connection: connections.Connection,
+    path: str,
+    page_size: int = PAGE_SIZE,
 ) -> tuple[list[dict[str, Any]], str]:
     items: list[dict[str, Any]] = []
-    params = {"limit": str(PAGE_SIZE)}
+    params = {"limit": str(page_size)}
     while True:
         async with session.get(
             connection.base_url + path,
@@ -52,6 +128,8 @@ async def _list(
             headers=connection.headers(),
             ssl=connection.ssl_context,
         ) as response:
+            if response.status == 410:
+                raise GoneError  # the continue token expired mid-list: start over
             if response.status != 200:
                 raise ApiError(
                     f"list {path}: HTTP {response.status}: {(await response.text())[:300]}"
@@ -61,7 +139,7 @@ async def _list(
         metadata = page.get("metadata") or {}
         if not metadata.get("continue"):
             return items, str(metadata.get("resourceVersion", ""))
-        params = {"limit": str(PAGE_SIZE), "continue": str(metadata["continue"])}
+        params = {"limit": str(page_size), "continue": str(metadata["continue"])}
 
 
 async def _lines(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
@@ -85,8 +163,12 @@ async def _watch(
     resource_version: str,
     state: caches.ClusterState,
     seconds: int,
+    on_progress: Callable[[], None],
 ) -> str:
-    """Apply events until the server ends the watch; returns the last resourceVersion."""
+    """Apply events until the server ends the watch; returns the last resourceVersion.
+
+    ``on_progress`` is called for every event, bookmarks included.
+    """
     params = {
         "watch": "1",
         "allowWatchBookmarks": "true",
@@ -114,6 +196,7 @@ async def _watch(
                 if obj.get("code") == 410:
                     raise GoneError
                 raise ApiError(f"watch {resource}: {obj.get('message')}")
+            on_progress()
             version = (obj.get("metadata") or {}).get("resourceVersion")
             if version:
                 resource_version = str(version)
@@ -129,18 +212,34 @@ async def informer(
     state: caches.ClusterState,
     *,
     resync_seconds: float = DEFAULT_RESYNC_SECONDS,
+    page_size: int = PAGE_SIZE,
+    backoff: Backoff | None = None,
+    freshness: Freshness | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Keep one kind of the state current, until cancelled."""
     loop = asyncio.get_running_loop()
-    backoff = 0.5
+    retry = backoff if backoff is not None else Backoff()
+    fresh = freshness if freshness is not None else freshness_of(state)
+    fresh.started(resource)
+    progressed = False
+
+    def progress() -> None:
+        nonlocal progressed
+        progressed = True
+        fresh.heard(resource)
+
     while True:
+        why = ""
         try:
-            items, version = await _list(session, connection, PATHS[resource])
+            items, version = await _list(session, connection, PATHS[resource], page_size)
             state.replace(resource, items)
+            fresh.heard(resource)
             _logger.info("listed %d %s", len(items), resource)
-            backoff = 0.5
             relist_at = loop.time() + resync_seconds
             while (remaining := relist_at - loop.time()) > 0:
+                progressed = False
+                began = loop.time()
                 version = await _watch(
                     session,
                     connection,
@@ -148,21 +247,31 @@ async def informer(
                     version,
                     state,
                     max(1, int(min(remaining, WATCH_SECONDS))),
+                    progress,
                 )
+                if progressed or loop.time() - began >= HEALTHY_WATCH_SECONDS:
+                    retry.reset()
+                    continue
+                delay = retry.next_delay()
+                _logger.warning(
+                    "%s: the watch ended at once without an event; watching again in %.1fs",
+                    resource,
+                    delay,
+                )
+                await sleep(delay)
+            continue  # the resync period is over: list again at once
         except asyncio.CancelledError:
             raise
         except GoneError:
-            _logger.info("%s: resourceVersion too old, listing again", resource)
+            why = "resourceVersion too old, listing again"
         except Exception as error:  # noqa: BLE001 - any failure: back off, list again; the cache stays
-            _logger.warning(
-                "%s: list/watch failed (%s: %s); retrying in %.1fs",
-                resource,
-                type(error).__name__,
-                error,
-                backoff,
-            )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+            why = f"list/watch failed ({type(error).__name__}: {error})"
+        if progressed:
+            retry.reset()  # events came before the failure: the API server is not stuck
+        progressed = False
+        delay = retry.next_delay()
+        _logger.warning("%s: %s; retrying in %.1fs", resource, why, delay)
+        await sleep(delay)
 
 
 def start(
