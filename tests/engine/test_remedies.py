@@ -23,8 +23,8 @@ class Expected:
 
 SIGN = "sign it with the key of one of: release (cosign sign --key ...)"
 NOT_CHECKED = (
-    "this is not a verdict on the image: retry, and if it persists check the modelshield "
-    "webhook's network access to the registry"
+    "this is not a verdict on the image: retry, and if it persists check the network "
+    "access of the modelshield webhook (or operator) to the registry"
 )
 PULL_SECRETS = "--read-pull-secrets (chart: webhook.readPullSecrets)"
 

@@ -156,7 +156,7 @@ async def test_slow_verifier_hits_the_deadline_and_denies_with_the_reason(
     assert "0.3s" in message
     # The image was not looked at: the remedy is to retry, not to sign it.
     assert "this is not a verdict on the image: retry" in message
-    assert "network access to the registry" in message
+    assert "to the registry" in message
     assert "sign it" not in message
     assert elapsed < 5
 

@@ -19,12 +19,12 @@ _ONLY_TRUSTED = (
 )
 #: The image was not checked at all: say so, so that nobody re-signs a good image.
 _NOT_CHECKED = (
-    "this is not a verdict on the image: retry, and if it persists check the modelshield "
-    "webhook's network access to the registry"
+    "this is not a verdict on the image: retry, and if it persists check the network "
+    "access of the modelshield webhook (or operator) to the registry"
 )
 _READ_PULL_SECRETS = (
-    "a registry that needs credentials is read with the pod's imagePullSecrets only when the "
-    "webhook runs with --read-pull-secrets (chart: webhook.readPullSecrets)"
+    "a private registry needs the pod's imagePullSecrets and the webhook's "
+    "--read-pull-secrets (chart: webhook.readPullSecrets)"
 )
 
 #: How each failed verification is reported: (code, problem, remedy). The remedy may name
