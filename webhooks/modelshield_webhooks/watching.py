@@ -230,7 +230,7 @@ async def informer(
         fresh.heard(resource)
 
     while True:
-        why = ""
+        level, why = logging.WARNING, ""
         try:
             items, version = await _list(session, connection, PATHS[resource], page_size)
             state.replace(resource, items)
@@ -263,14 +263,15 @@ async def informer(
         except asyncio.CancelledError:
             raise
         except GoneError:
-            why = "resourceVersion too old, listing again"
+            # Routine: the API server compacted the history this watch would resume from.
+            level, why = logging.INFO, "resourceVersion too old, listing again"
         except Exception as error:  # noqa: BLE001 - any failure: back off, list again; the cache stays
             why = f"list/watch failed ({type(error).__name__}: {error})"
         if progressed:
             retry.reset()  # events came before the failure: the API server is not stuck
         progressed = False
         delay = retry.next_delay()
-        _logger.warning("%s: %s; retrying in %.1fs", resource, why, delay)
+        _logger.log(level, "%s: %s; retrying in %.1fs", resource, why, delay)
         await sleep(delay)
 
 
