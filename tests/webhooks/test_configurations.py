@@ -114,6 +114,26 @@ def test_cli_prints_both_configurations(tmp_path: pathlib.Path) -> None:
     assert condition["expression"] == configurations.POD_MAY_NEED_A_PATCH
 
 
+@pytest.mark.parametrize(
+    ("timeout", "accepted"), [("0", False), ("1", True), ("30", True), ("31", False)]
+)
+def test_cli_configuration_takes_only_timeouts_the_api_server_accepts(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str], timeout: str, accepted: bool
+) -> None:
+    ca = tmp_path / "ca.crt"
+    ca.write_bytes(b"-----BEGIN CERTIFICATE-----\n")
+    arguments = ["webhook", "configuration", "--url=https://127.0.0.1:9443", f"--ca-bundle={ca}"]
+    if accepted:
+        assert main.main([*arguments, f"--timeout-seconds={timeout}"]) == 0
+        for configuration in yaml.safe_load_all(capsys.readouterr().out):
+            assert {w["timeoutSeconds"] for w in configuration["webhooks"]} == {int(timeout)}
+    else:
+        with pytest.raises(SystemExit) as exited:
+            main.main([*arguments, f"--timeout-seconds={timeout}"])
+        assert exited.value.code == 2
+        assert "must be 1 to 30" in capsys.readouterr().err
+
+
 def test_cli_serve_needs_certificate_files(tmp_path: pathlib.Path) -> None:
     assert main.main(["webhook", "--cert", str(tmp_path / "x"), "--key", str(tmp_path / "y")]) == 2
 

@@ -115,6 +115,14 @@ async def _serve(arguments: argparse.Namespace) -> int:
     return 0
 
 
+def _webhook_timeout(text: str) -> int:
+    """A webhook configuration's timeoutSeconds: the API server accepts 1 to 30."""
+    seconds = int(text)
+    if not 1 <= seconds <= 30:
+        raise argparse.ArgumentTypeError(f"must be 1 to 30 (the API server's bounds), not {text}")
+    return seconds
+
+
 def _run(arguments: argparse.Namespace) -> int:
     if not arguments.cert or not arguments.key:
         print("error: --cert and --key are required to serve", file=sys.stderr)
@@ -278,6 +286,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="modelshield's own namespace, never intercepted",
     )
     configuration.add_argument(
-        "--timeout-seconds", type=int, default=contexts.WEBHOOK_TIMEOUT_SECONDS
+        "--timeout-seconds",
+        type=_webhook_timeout,
+        default=contexts.WEBHOOK_TIMEOUT_SECONDS,
+        help="seconds the API server waits for an answer (the API server accepts 1-30)",
     )
     configuration.set_defaults(handler=_print_configuration)
