@@ -26,24 +26,6 @@ ENDPOINT = "mutate"
 MODEL_KEYS = startup.KEYS_CONFIG_MAP
 
 
-def _model_mount(pod_spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The first container's mount that holds the model: one named like it, else the first."""
-    containers = pod_spec.get("containers")
-    first = containers[0] if isinstance(containers, list) and containers else None
-    mounts = first.get("volumeMounts") if isinstance(first, dict) else None
-    usable = [
-        m
-        for m in mounts or []
-        if isinstance(m, dict)
-        and isinstance(m.get("name"), str)
-        and isinstance(m.get("mountPath"), str)
-    ]
-    named = [m for m in usable if "model" in m["name"].lower()]
-    if named:
-        return named[0]
-    return usable[0] if usable else None
-
-
 def _startup_patches(
     subject: validating.Subject,
     policies: tuple[compiling.CompiledPolicy, ...],
@@ -56,41 +38,33 @@ def _startup_patches(
         return []
     if not any(p.models is not None and p.models.verify_at_startup for p in policies):
         return []
+    # Two containers cannot share a name: the validating webhook denies the pod unless
+    # the one it has is exactly the container built here.
     if any(c.name == startup.CONTAINER_NAME for c in workload.containers):
         return []
-    source = facts.ReviewFacts({}, context.state)
-    artifacts = (modelchecks.find_artifact(workload, r, source) for r in workload.models)
-    artifact = next((a for a in artifacts if a is not None), None)
-    digest = artifact.verified_digest or artifact.expected_digest if artifact else None
-    if artifact is None or digest is None or artifact.signer is None:
+    target = modelchecks.startup_target(workload, facts.ReviewFacts({}, context.state))
+    if target is None:
         # Nothing verified to re-verify against; validation denies such a model.
         return []
+    artifact, digest, signer = target
     spec = subject.request.object.get("spec") if subject.request.object else None
     pod_spec: Mapping[str, Any] = spec if isinstance(spec, dict) else {}
-    mount = _model_mount(pod_spec)
-    if mount is None:
+    container = startup.for_pod(
+        pod_spec, image=context.startup_image, digest=digest, artifact=artifact.name, signer=signer
+    )
+    if container is None:
         raise validating.UndecidableError(
             "NoModelVolume",
             f"{subject.describe()}: a policy asks to re-verify the model at start "
             "(models.verifyAtStartup), but the first container mounts no volume; mount the "
             "model from a volume (its name containing 'model')",
         )
-    container = startup.build_init_container(
-        image=context.startup_image,
-        model_volume=mount["name"],
-        model_mount_path=mount["mountPath"],
-        model_sub_path=str(mount.get("subPath") or ""),
-        digest=digest,
-        artifact=artifact.name,
-        signer=artifact.signer,
-        keys_volume=MODEL_KEYS,
-    )
     patches: list[dict[str, Any]] = []
     if isinstance(pod_spec.get("initContainers"), list):
         patches.append({"op": "add", "path": "/spec/initContainers/0", "value": container})
     else:
         patches.append({"op": "add", "path": "/spec/initContainers", "value": [container]})
-    volume = {"name": MODEL_KEYS, "configMap": {"name": MODEL_KEYS}}
+    volume = startup.keys_volume()
     volumes = pod_spec.get("volumes")
     if not isinstance(volumes, list):
         patches.append({"op": "add", "path": "/spec/volumes", "value": [volume]})
@@ -110,6 +84,11 @@ async def _digest_patches(
     if not pinning:
         return []
     workload = subject.workload
+    genuine = modelchecks.startup_containers(
+        workload, facts.ReviewFacts({}, context.state), validating.startup_check(subject, context)
+    )
+    # The injected container keeps its image: pinning it would make it another container.
+    workload = validating.without_startup_container(workload, genuine)
     images = await facts.gather_images(
         evaluating.image_requests(workload, pinning),
         context.verifier,

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelshield.api.v1alpha1.policies import Enforcement
-from modelshield.engine import compiling, decisions, evaluating, workloads
+from modelshield.engine import compiling, decisions, evaluating, modelchecks, workloads
 from modelshield_webhooks import contexts, facts, responses, reviews
 
 _logger = logging.getLogger(__name__)
@@ -80,21 +80,32 @@ def unchanged(subject: Subject) -> bool:
     return dataclasses.replace(old, name=subject.workload.name) == subject.workload
 
 
-def without_startup_container(
-    workload: workloads.Workload, context: contexts.AdmissionContext
-) -> workloads.Workload:
-    """The workload minus the init container modelshield injected (exact name and image)."""
-    kept = tuple(
-        c
-        for c in workload.containers
-        if not (
-            c.field == "initContainers"
-            and c.name == contexts.STARTUP_CONTAINER_NAME
-            and c.image == context.startup_image
+def startup_check(subject: Subject, context: contexts.AdmissionContext) -> modelchecks.StartupCheck:
+    """How this review judges the init container of ``models.verifyAtStartup``."""
+    request = subject.request
+    previous: tuple[Mapping[str, Any], ...] = ()
+    if request.operation == "UPDATE" and request.old_object is not None:
+        old = _parse(request.old_object, request)
+        previous = tuple(
+            c.spec
+            for c in (old.containers if old is not None else ())
+            if c.field == "initContainers" and c.name == contexts.STARTUP_CONTAINER_NAME
         )
-    )
-    if len(kept) == len(workload.containers):
+    return modelchecks.StartupCheck(image=context.startup_image, previous=previous)
+
+
+def without_startup_container(
+    workload: workloads.Workload, genuine: frozenset[str]
+) -> workloads.Workload:
+    """The workload minus the init containers exactly as modelshield injects them.
+
+    Its image is the administrator's ``--startup-image``, not the author's, so it is not
+    verified against the workload's image requirements. Any other container, whatever
+    its name, is.
+    """
+    if not genuine:
         return workload
+    kept = tuple(c for c in workload.containers if c.path not in genuine)
     return dataclasses.replace(workload, containers=kept)
 
 
@@ -134,9 +145,11 @@ async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisi
     policies = await governing(subject, context)
     if not policies:
         return decisions.ALLOWED_UNGOVERNED
-    workload = without_startup_container(subject.workload, context)
+    workload = subject.workload
+    check = startup_check(subject, context)
+    genuine = modelchecks.startup_containers(workload, facts.ReviewFacts({}, context.state), check)
     images = await facts.gather_images(
-        evaluating.image_requests(workload, policies),
+        evaluating.image_requests(without_startup_container(workload, genuine), policies),
         context.verifier,
         deadline_seconds=context.verify_deadline_seconds,
         namespace=workload.namespace,
@@ -145,7 +158,7 @@ async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisi
         pull_secret_names=facts.pull_secret_names(workload.containers),
     )
     source = facts.ReviewFacts(images, context.state)
-    return evaluating.decide(workload, policies, source, context.clock())
+    return evaluating.decide(workload, policies, source, context.clock(), startup=check)
 
 
 def _enforcement(decision: decisions.Decision) -> str:

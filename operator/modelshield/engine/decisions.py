@@ -30,6 +30,7 @@ class Code(StrEnum):
     MODEL_DIGEST_MISMATCH = "ModelDigestMismatch"
     MODEL_NOT_SCANNED = "ModelNotScanned"
     MODEL_SCAN_FINDINGS = "ModelScanFindings"
+    MODEL_STARTUP_VERIFICATION_MISSING = "ModelStartupVerificationMissing"
     RUNTIME_RUN_AS_ROOT = "RuntimeRunAsRoot"
     RUNTIME_WRITABLE_ROOT_FILESYSTEM = "RuntimeWritableRootFilesystem"
     RUNTIME_PRIVILEGE_ESCALATION = "RuntimePrivilegeEscalation"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping
 from typing import Any
@@ -58,12 +59,22 @@ def image_requests(
     return requests
 
 
+@dataclasses.dataclass(frozen=True)
+class _Startup:
+    """The startup re-verification as this evaluation sees it."""
+
+    check: modelchecks.StartupCheck | None
+    #: Paths of the init containers exactly as modelshield injects them.
+    genuine: frozenset[str]
+
+
 def _policy_findings(
     workload: workloads.Workload,
     policy: compiling.CompiledPolicy,
     source: facts.FactSource,
     now: datetime.datetime,
     memo: dict[int, list[imagechecks.Finding]],
+    at_start: _Startup,
 ) -> list[imagechecks.Finding]:
     found: list[imagechecks.Finding] = [
         (Code.WORKLOAD_MALFORMED, path, f"{problem}; the workload cannot be checked")
@@ -77,7 +88,9 @@ def _policy_findings(
             memo[id(images)] = [
                 finding
                 for container in workload.containers
-                if container.image
+                # The injected init container runs the administrator's image, not the
+                # author's: exempt from image requirements (runtime ones still apply).
+                if container.image and container.path not in at_start.genuine
                 for finding in imagechecks.check_container(container, images, source, now)
             ]
         found.extend(memo[id(images)])
@@ -95,6 +108,14 @@ def _policy_findings(
         if id(models) not in memo:
             memo[id(models)] = list(modelchecks.check_workload(workload, models, source))
         found.extend(memo[id(models)])
+        # Asked only of a model that passes otherwise: its own findings say what to fix.
+        if models.verify_at_startup and at_start.check is not None and not memo[id(models)]:
+            key = id(modelchecks.check_startup)
+            if key not in memo:
+                memo[key] = list(
+                    modelchecks.check_startup(workload, source, at_start.check, at_start.genuine)
+                )
+            found.extend(memo[key])
     return found
 
 
@@ -133,16 +154,25 @@ def decide(
     governing: tuple[compiling.CompiledPolicy, ...],
     source: facts.FactSource,
     now: datetime.datetime,
+    *,
+    startup: modelchecks.StartupCheck | None = None,
 ) -> decisions.Decision:
-    """Decide on a parsed workload given the policies that govern it."""
+    """Decide on a parsed workload given the policies that govern it.
+
+    ``startup`` says how the init container of ``models.verifyAtStartup`` is judged
+    (``modelchecks.StartupCheck``); without it (the operator's audit of what runs) that
+    container is a container like any other and no Pod is asked to carry it.
+    """
     if not governing:
         return decisions.ALLOWED_UNGOVERNED
     violations: list[decisions.Violation] = []
     warnings: list[decisions.Violation] = []
     memo: dict[int, list[imagechecks.Finding]] = {}
+    at_start = _Startup(startup, modelchecks.startup_containers(workload, source, startup))
     for policy in governing:
         bucket = violations if policy.enforcement is Enforcement.ENFORCE else warnings
-        for code, path, message in _policy_findings(workload, policy, source, now, memo):
+        findings = _policy_findings(workload, policy, source, now, memo, at_start)
+        for code, path, message in findings:
             bucket.append(
                 decisions.Violation(
                     code=code,
@@ -169,11 +199,13 @@ def evaluate(
     now: datetime.datetime,
     *,
     namespace: str | None = None,
+    startup: modelchecks.StartupCheck | None = modelchecks.BEFORE_ADMISSION,
 ) -> decisions.Decision:
     """Decide on one Kubernetes object given as a dict; never raises on malformed input.
 
     ``namespace`` overrides the object's own (an AdmissionReview names it in the request
-    when the object leaves it empty).
+    when the object leaves it empty). ``startup``: by default the object is a manifest as
+    written, before the mutating webhook (what ``modelshield test`` checks).
     """
     header = workloads.read_header(obj)
     effective_namespace = header.namespace if namespace is None else namespace
@@ -186,4 +218,5 @@ def evaluate(
     governing = policy_set.governing(effective_namespace, header.labels, namespace_labels)
     if not governing:
         return decisions.ALLOWED_UNGOVERNED
-    return decide(workloads.complete(header, effective_namespace), governing, source, now)
+    workload = workloads.complete(header, effective_namespace)
+    return decide(workload, governing, source, now, startup=startup)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from modelshield.engine import compiling, facts, workloads
 from modelshield.engine.decisions import Code
 from modelshield.engine.imagechecks import Finding
+from modelshield.modelartifacts import startup
 
 _HOW_TO_DECLARE = (
     f"annotate the pod template with {workloads.MODEL_ANNOTATION}: <ModelArtifact name>, "
@@ -23,6 +26,139 @@ def find_artifact(
     if reference.storage_uri is not None:
         return source.artifact_by_uri(workload.namespace, reference.storage_uri)
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class StartupCheck:
+    """How the init container of ``models.verifyAtStartup`` is judged.
+
+    Admission knows the image its mutating webhook injects (``--startup-image``): an init
+    container exactly as ``startup.build_init_container`` makes it for the workload is
+    exempt from image requirements (never from runtime ones), and a Pod governed by a
+    policy that asks for it must carry it. The offline CLI judges manifests as written,
+    before that webhook, and knows no image (``image=None``): nothing is exempt, a Pod
+    is expected to receive the container at admission, so only a Pod that cannot (no
+    model volume) or that carries its own container of that name is reported.
+    """
+
+    image: str | None
+    #: On an UPDATE: the startup containers the object already had. Init containers
+    #: cannot change after creation, so one built for this model with an earlier verified
+    #: digest or signer is still the one that ran at the pod's start.
+    previous: tuple[Mapping[str, Any], ...] = ()
+
+
+#: Manifests as written, before the mutating webhook (``modelshield test``).
+BEFORE_ADMISSION = StartupCheck(image=None)
+
+
+def startup_target(
+    workload: workloads.Workload, source: facts.FactSource
+) -> tuple[facts.ArtifactFacts, str, str] | None:
+    """The model the init container re-verifies: (artifact, digest, signer), when verified."""
+    found = (find_artifact(workload, r, source) for r in workload.models)
+    artifact = next((a for a in found if a is not None), None)
+    if artifact is None or not (artifact.current and artifact.verified):
+        return None
+    digest = artifact.verified_digest or artifact.expected_digest
+    if digest is None or artifact.signer is None:
+        return None
+    return artifact, digest, artifact.signer
+
+
+def _built_for(
+    container: workloads.Container, target: tuple[facts.ArtifactFacts, str, str], image: str
+) -> bool:
+    artifact, digest, signer = target
+    pod = container.pod.spec
+    if not startup.keys_volume_intact(pod):
+        return False
+    expected = startup.for_pod(
+        pod, image=image, digest=digest, artifact=artifact.name, signer=signer
+    )
+    return expected is not None and startup.is_built(container.spec, expected)
+
+
+def startup_containers(
+    workload: workloads.Workload, source: facts.FactSource, check: StartupCheck | None
+) -> frozenset[str]:
+    """Paths of the init containers that are exactly the one modelshield injects."""
+    if check is None or check.image is None:
+        return frozenset()
+    image = check.image
+    named = [
+        c
+        for c in workload.containers
+        if c.field == "initContainers" and c.name == startup.CONTAINER_NAME
+    ]
+    target = startup_target(workload, source) if named else None
+    if target is None:
+        return frozenset()
+    genuine = set()
+    for container in named:
+        if _built_for(container, target, image):
+            genuine.add(container.path)
+            continue
+        was = startup.built_with(container.spec) if container.spec in check.previous else None
+        if was is not None and _built_for(container, (target[0], *was), image):
+            genuine.add(container.path)
+    return frozenset(genuine)
+
+
+def check_startup(
+    workload: workloads.Workload,
+    source: facts.FactSource,
+    check: StartupCheck,
+    genuine: frozenset[str],
+) -> Iterator[Finding]:
+    """A Pod without the init container that re-verifies its model at start, and why."""
+    if workload.kind != "Pod" or genuine:
+        return
+    named = [c for c in workload.containers if c.name == startup.CONTAINER_NAME]
+    pod_spec = named[0].pod.spec if named else next((c.pod.spec for c in workload.containers), {})
+    path = named[0].path if named else "spec.initContainers"
+    asked = "a policy asks to re-verify the model when the pod starts (models.verifyAtStartup)"
+    target = startup_target(workload, source)
+    if target is None:
+        found = (find_artifact(workload, r, source) for r in workload.models)
+        artifact = next((a for a in found if a is not None), None)
+        named_model = f"model {artifact.name!r}" if artifact else "the model"
+        yield (
+            Code.MODEL_STARTUP_VERIFICATION_MISSING,
+            path,
+            f"{asked}, but {named_model} has no verified digest and signer to re-verify "
+            "against; sign it with `modelshield model sign` and wait until "
+            "`kubectl get modelartifact` shows it Ready",
+        )
+        return
+    if startup.model_mount(pod_spec) is None:
+        yield (
+            Code.MODEL_STARTUP_VERIFICATION_MISSING,
+            "spec.containers[0].volumeMounts",
+            f"{asked}, but the first container mounts no volume; mount the model from a "
+            "volume (its name containing 'model')",
+        )
+        return
+    if named:
+        what = "this admission" if check.image is not None else "admission"
+        yield (
+            Code.MODEL_STARTUP_VERIFICATION_MISSING,
+            path,
+            f"{asked}, and container {startup.CONTAINER_NAME!r} is not the one modelshield "
+            f"injects (`modelshield model verify` of {target[0].name!r} at {target[1]} with "
+            f"the configured startup image, hardened, and the {startup.KEYS_CONFIG_MAP!r} "
+            f"ConfigMap volume); {what} accepts only that exact container: remove yours "
+            "from the pod spec and let the mutating webhook inject it",
+        )
+    elif check.image is not None:
+        yield (
+            Code.MODEL_STARTUP_VERIFICATION_MISSING,
+            path,
+            f"{asked}, but the pod has no init container {startup.CONTAINER_NAME!r} "
+            f"re-verifying model {target[0].name!r}; the mutating webhook injects it into "
+            "pods it sees created: make sure it is enabled (chart value webhook.mutating) "
+            "and reaches this pod, then create the pod again",
+        )
 
 
 def check_workload(

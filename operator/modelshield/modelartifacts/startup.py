@@ -9,6 +9,7 @@ the pod instead of being served. Pure builder: returns the container as a dict.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 CONTAINER_NAME = "modelshield-verify-model"
@@ -22,6 +23,10 @@ _MAX_KEY_LENGTH = 253
 _KEY_SUFFIX = ".pub"
 #: Where the keyless trust root is mounted, when keyless signers are used.
 TRUST_ROOT_MOUNT = "/etc/modelshield/trust"
+#: Fields the API server fills into a stored container that the builder leaves out, with
+#: the only value each may have (what the injected container looks like once created).
+_SERVER_DEFAULTS: Mapping[str, Any] = {"terminationMessagePath": "/dev/termination-log"}
+_ABSENT = object()
 
 
 def key_file_name(artifact: str, signer: str) -> str:
@@ -110,4 +115,102 @@ def build_init_container(
             "limits": {"cpu": "2", "memory": "512Mi"},
         },
         "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def keys_volume() -> dict[str, Any]:
+    """The pod volume of the ``KEYS_CONFIG_MAP`` ConfigMap that the init container mounts."""
+    return {"name": KEYS_CONFIG_MAP, "configMap": {"name": KEYS_CONFIG_MAP}}
+
+
+def model_mount(pod_spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The first container's mount that holds the model: one named like it, else the first."""
+    containers = pod_spec.get("containers")
+    first = containers[0] if isinstance(containers, list) and containers else None
+    mounts = first.get("volumeMounts") if isinstance(first, dict) else None
+    usable = [
+        m
+        for m in (mounts if isinstance(mounts, list) else [])
+        if isinstance(m, dict)
+        and isinstance(m.get("name"), str)
+        and isinstance(m.get("mountPath"), str)
+    ]
+    named = [m for m in usable if "model" in m["name"].lower()]
+    if named:
+        return named[0]
+    return usable[0] if usable else None
+
+
+def for_pod(
+    pod_spec: Mapping[str, Any], *, image: str, digest: str, artifact: str, signer: str
+) -> dict[str, Any] | None:
+    """The init container for this pod spec (its model mount); None when it mounts none."""
+    mount = model_mount(pod_spec)
+    if mount is None:
+        return None
+    return build_init_container(
+        image=image,
+        model_volume=mount["name"],
+        model_mount_path=mount["mountPath"],
+        model_sub_path=str(mount.get("subPath") or ""),
+        digest=digest,
+        artifact=artifact,
+        signer=signer,
+        keys_volume=KEYS_CONFIG_MAP,
+    )
+
+
+def is_built(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
+    """Whether ``actual`` is exactly ``expected`` as the API server stores it.
+
+    Every field the builder sets must be equal (image, command, args, env, mounts,
+    securityContext, resources...); a field it does not set may only be one the API
+    server defaults, with its default value. Anything else (args, a privileged context,
+    ``restartPolicy: Always``...) makes it another container.
+    """
+    for key, value in actual.items():
+        if key not in expected and _SERVER_DEFAULTS.get(key, _ABSENT) != value:
+            return False
+    return all(actual.get(key, _ABSENT) == value for key, value in expected.items())
+
+
+def built_with(actual: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The (digest, signer) a container of ours was built with, read back from it."""
+    command = actual.get("command")
+    env = actual.get("env")
+    if not isinstance(command, list) or not isinstance(env, list) or "--digest" not in command:
+        return None
+    at = command.index("--digest") + 1
+    signers = [
+        e.get("value")
+        for e in env
+        if isinstance(e, dict) and e.get("name") == "MODELSHIELD_EXPECTED_SIGNER"
+    ]
+    if at >= len(command) or len(signers) != 1:
+        return None
+    digest, signer = command[at], signers[0]
+    if not isinstance(digest, str) or not isinstance(signer, str):
+        return None
+    return digest, signer
+
+
+def keys_volume_intact(pod_spec: Mapping[str, Any]) -> bool:
+    """Whether the pod's volume of that name is the ConfigMap the operator writes.
+
+    Otherwise another volume (an emptyDir, someone else's ConfigMap) could stand in for
+    the keys the init container trusts. ``defaultMode: 420`` is the API server's default.
+    """
+    volumes = pod_spec.get("volumes")
+    named = [
+        v
+        for v in (volumes if isinstance(volumes, list) else [])
+        if isinstance(v, dict) and v.get("name") == KEYS_CONFIG_MAP
+    ]
+    if len(named) != 1:
+        return False
+    source = named[0].get("configMap")
+    if set(named[0]) != {"name", "configMap"} or not isinstance(source, dict):
+        return False
+    return {k: v for k, v in source.items() if (k, v) != ("defaultMode", 420)} == {
+        "name": KEYS_CONFIG_MAP
     }
