@@ -4,6 +4,8 @@ Filled by list+watch (``watching``), read by the handlers without any API call. 
 one event loop: updates and reads never interleave inside a method, so no locks.
 A policy that does not validate is kept as *broken*: workloads it could govern are
 denied until it is fixed, because dropping it would admit what it was meant to stop.
+When its selectors still read, only the workloads they pick are denied, so that one
+broken cluster policy is not an outage everywhere.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import Any
 
 import pydantic
 
-from modelshield.api.v1alpha1 import artifacts, policies
-from modelshield.engine import compiling, facts
+from modelshield.api.v1alpha1 import artifacts, common, policies
+from modelshield.engine import compiling, facts, selectors
 from modelshield_webhooks import signerkeys
 
 _logger = logging.getLogger(__name__)
@@ -38,6 +40,15 @@ Key = tuple[str, str, str]
 
 
 @dataclasses.dataclass(frozen=True)
+class Scope:
+    """The selectors of a broken policy, when they still read as selectors."""
+
+    selector: selectors.Selector
+    #: A cluster policy's namespaceSelector; None for a namespaced policy.
+    namespace_selector: selectors.Selector | None
+
+
+@dataclasses.dataclass(frozen=True)
 class BrokenPolicy:
     """A policy in the cluster that the API models reject."""
 
@@ -45,14 +56,59 @@ class BrokenPolicy:
     namespace: str
     name: str
     problem: str
+    #: Where it would apply; None when its selectors are unusable too, and it then
+    #: applies to everything in its namespace (every namespace for a cluster policy).
+    scope: Scope | None = dataclasses.field(default=None, compare=False)
+
+    def could_govern(
+        self, labels: Mapping[str, str], namespace_labels: Mapping[str, str] | None
+    ) -> bool:
+        """Whether it could govern a workload with these labels (fails closed).
+
+        ``namespace_labels`` None: the namespace is not known, so a namespaceSelector
+        cannot tell and the workload counts as governed.
+        """
+        scope = self.scope
+        if scope is None:
+            return True
+        if scope.namespace_selector is not None:
+            if namespace_labels is None:
+                return True
+            if not scope.namespace_selector.matches(namespace_labels):
+                return False
+        return scope.selector.matches(labels)
 
     def describe(self) -> str:
         """What is broken and what to do."""
         where = f"{self.namespace}/" if self.namespace else ""
+        scope = (
+            "the workloads its selectors pick"
+            if self.scope is not None
+            else "every workload it could govern (its selectors cannot be read either)"
+        )
         return (
             f"{self.kind} {where}{self.name} is invalid ({self.problem}); fix or delete it: "
-            "until then modelshield denies the workloads it could govern"
+            f"until then modelshield denies {scope}"
         )
+
+
+def _scope(resource: str, obj: Mapping[str, Any]) -> Scope | None:
+    """A broken policy's selectors, read on their own; None when they are unusable."""
+    spec = obj.get("spec")
+    if not isinstance(spec, Mapping):
+        return None
+    try:
+        selector = selectors.compile_selector(common.LabelSelector.model_validate(spec["selector"]))
+        namespace_selector = (
+            selectors.compile_selector(
+                common.LabelSelector.model_validate(spec["namespaceSelector"])
+            )
+            if resource == CLUSTER_POLICIES
+            else None
+        )
+    except (KeyError, pydantic.ValidationError):
+        return None
+    return Scope(selector, namespace_selector)
 
 
 def _metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -182,7 +238,9 @@ class ClusterState:
             problem = str(error).replace("\n", " ")[:500]
             _logger.warning("policy %s/%s/%s is invalid: %s", *key, problem)
             kind = "ModelSecurityPolicy" if resource == POLICIES else "ClusterModelSecurityPolicy"
-            self._broken[key] = BrokenPolicy(kind, key[1], key[2], problem)
+            self._broken[key] = BrokenPolicy(
+                kind, key[1], key[2], problem, _scope(resource, _without_status(obj))
+            )
 
     def _rebuild(self) -> None:
         namespaced: dict[str, list[compiling.CompiledPolicy]] = {}
@@ -240,7 +298,11 @@ class ClusterState:
     # --- reads -----------------------------------------------------------------------
 
     def broken_for(self, namespace: str) -> list[BrokenPolicy]:
-        """Invalid policies that could govern workloads in the namespace."""
+        """Invalid policies that could govern workloads in the namespace.
+
+        A cluster policy is listed for every namespace: ``BrokenPolicy.could_govern``
+        tells from its selectors (when they still read) which workloads it would pick.
+        """
         return [
             broken
             for key, broken in self._broken.items()

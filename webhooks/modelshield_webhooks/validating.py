@@ -123,7 +123,16 @@ async def governing(
     namespace = subject.workload.namespace
     broken = state.broken_for(namespace)
     if broken:
-        raise UndecidableError("BrokenPolicy", "; ".join(b.describe() for b in broken))
+        namespace_labels: Mapping[str, str] | None = None
+        if any(b.scope is not None and b.scope.namespace_selector is not None for b in broken):
+            # Unknown after the wait: could_govern fails closed.
+            namespace_labels = await state.namespace_labels(
+                namespace, context.namespace_wait_seconds
+            )
+        picked = subject.workload.labels
+        broken = [b for b in broken if b.could_govern(picked, namespace_labels)]
+        if broken:
+            raise UndecidableError("BrokenPolicy", "; ".join(b.describe() for b in broken))
     policy_set = state.policy_set
     if not policy_set.could_govern(namespace):
         return ()
