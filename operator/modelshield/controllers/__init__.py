@@ -7,7 +7,9 @@ kopf handlers), ``verifying`` (image verdicts: looked up without I/O, verified p
 the background, with the Secrets the flags allow), ``auditing`` (the periodic background
 audit), ``certificates`` (webhook
 certificates when cert-manager is absent), ``artifacts`` (the ModelArtifact reconciler),
-``settings`` (kopf settings) and ``rbac`` (the exact RBAC rules all of this needs, as data).
+``modelkeys`` (the ``modelshield-model-keys`` ConfigMap of verified artifacts' signer keys,
+read by the startup re-verification), ``settings`` (kopf settings) and ``rbac`` (the exact
+RBAC rules all of this needs, as data).
 ``verdicts`` is pure (compliant, violating or pending, from a decision); ``observing``
 makes a policy's observation for its status, asking ``verifying`` for missing verdicts.
 

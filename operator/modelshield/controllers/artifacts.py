@@ -243,23 +243,31 @@ def register(
     reconciler = Reconciler(settings or Settings.from_environment(), kube)
 
     # Explicit ids: kopf passes each index to handlers as a keyword of that name.
-    @kopf.index(GROUP, VERSION, "modelsecuritypolicies", id="model_policies", registry=registry)
+    # Filters, not None results, drop a policy without a models block: kopf keeps the
+    # previous value of an indexer that returns None, so a removed block would still count.
+    @kopf.index(
+        GROUP,
+        VERSION,
+        "modelsecuritypolicies",
+        id="model_policies",
+        when=lambda spec, **_: bool(spec.get("models")),
+        registry=registry,
+    )
     def model_policies(**kwargs: Any) -> Any:
-        models = kwargs["spec"].get("models")
-        return {kwargs["namespace"]: dict(models)} if models else None
+        return {kwargs["namespace"]: dict(kwargs["spec"]["models"])}
 
     @kopf.index(
         GROUP,
         VERSION,
         "clustermodelsecuritypolicies",
         id="cluster_model_policies",
+        when=lambda spec, **_: bool(spec.get("models")),
         registry=registry,
     )
     def cluster_model_policies(**kwargs: Any) -> Any:
         spec = kwargs["spec"]
-        models = spec.get("models")
         selector = dict(spec.get("namespaceSelector") or {})
-        return {None: (selector, dict(models))} if models else None
+        return {None: (selector, dict(spec["models"]))}
 
     @kopf.index("", "v1", "namespaces", id="namespace_labels", registry=registry)
     def namespace_labels(**kwargs: Any) -> Any:

@@ -97,7 +97,8 @@ def cluster_rules(
             ("",),
             ("configmaps",),
             OWN,
-            "drift monitor ConfigMaps; get also reads the reference profile a policy names",
+            "drift monitor ConfigMaps and the modelshield-model-keys ConfigMap; "
+            "get also reads the reference profile a policy names",
         ),
         Rule(
             ("",),
