@@ -57,6 +57,13 @@ def test_fail_closed_and_scoped(name: str) -> None:
             "operator": "NotIn",
             "values": ["true"],
         }
+        # Namespaces the operator judged ungoverned (no policy could govern them) are not
+        # sent: a dead webhook then blocks only governed namespaces.
+        assert by_key["modelshield.dev/ungoverned"] == {
+            "key": "modelshield.dev/ungoverned",
+            "operator": "NotIn",
+            "values": ["true"],
+        }
 
 
 def test_opt_in_adds_the_enforce_label() -> None:

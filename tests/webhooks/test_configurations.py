@@ -39,6 +39,7 @@ def test_validating_configuration_fails_closed_but_spares_system_namespaces() ->
                 "values": ["kube-system", "modelshield"],
             },
             {"key": "modelshield.dev/ignore", "operator": "NotIn", "values": ["true"]},
+            {"key": "modelshield.dev/ungoverned", "operator": "NotIn", "values": ["true"]},
         ]
     }
     resources = {

@@ -1,8 +1,9 @@
 """The Validating- and MutatingWebhookConfiguration objects that register the server.
 
 Pure builders. Decisions that keep a fail-closed webhook from wedging a cluster:
-``failurePolicy: Fail`` but never for kube-system, modelshield's own namespace or a
-namespace labelled ``modelshield.dev/ignore=true``; a timeout; ``sideEffects: None`` so
+``failurePolicy: Fail`` but never for kube-system, modelshield's own namespace, a
+namespace labelled ``modelshield.dev/ignore=true`` or one the operator labelled
+``modelshield.dev/ungoverned=true`` (no policy could govern it); a timeout; ``sideEffects: None`` so
 that dry-run requests are sent too; a matchCondition that spares the mutating webhook
 the pods it could not patch. The chart renders the same objects (tests/chart compares).
 """
@@ -17,6 +18,7 @@ from modelshield.engine import workloads
 from modelshield_webhooks import contexts
 
 IGNORE_LABEL = "modelshield.dev/ignore"
+UNGOVERNED_LABEL = "modelshield.dev/ungoverned"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 DEFAULT_NAME = "modelshield"
 DEFAULT_NAMESPACE = "modelshield-system"
@@ -107,7 +109,8 @@ def _rules(
 
 
 def namespace_selector(own_namespace: str) -> dict[str, Any]:
-    """Every namespace but kube-system, modelshield's own and those that opt out."""
+    """Every namespace but kube-system, modelshield's own, those that opt out and those
+    the operator labelled ungoverned (no policy could govern them)."""
     return {
         "matchExpressions": [
             {
@@ -116,6 +119,9 @@ def namespace_selector(own_namespace: str) -> dict[str, Any]:
                 "values": sorted({"kube-system", own_namespace}),
             },
             {"key": IGNORE_LABEL, "operator": "NotIn", "values": ["true"]},
+            # Set by the operator on namespaces no policy could govern; absent (and so
+            # selected) until the operator has judged a namespace: fail closed.
+            {"key": UNGOVERNED_LABEL, "operator": "NotIn", "values": ["true"]},
         ]
     }
 

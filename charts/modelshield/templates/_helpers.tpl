@@ -99,6 +99,9 @@ matchExpressions:
   - key: modelshield.dev/ignore
     operator: NotIn
     values: ["true"]
+  - key: modelshield.dev/ungoverned
+    operator: NotIn
+    values: ["true"]
 {{- if .Values.webhook.namespaceSelector.requireOptIn }}
   - key: modelshield.dev/enforce
     operator: In

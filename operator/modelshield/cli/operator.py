@@ -30,6 +30,7 @@ from modelshield.controllers import (
     rbac,
     reconciling,
     settings,
+    ungoverned,
     verifying,
     writing,
 )
@@ -182,6 +183,14 @@ def build(
         peering_name=settings.PEERING_NAME,
         standalone=arguments.standalone,
     )
+    if arguments.label_ungoverned_namespaces and not arguments.namespace:
+        # Before the policy reconciler: a policy's label removal is the first thing done.
+        ungoverned.register(
+            registry, kube=kube, excluded=(arguments.webhook_namespace,), leadership=leader
+        )
+    elif arguments.label_ungoverned_namespaces:
+        # Policies outside the watched namespaces are invisible: no namespace may be judged.
+        LOGGER.warning("--namespace given: namespaces are not labelled modelshield.dev/ungoverned")
     policies.register(
         registry, controller, leadership=leader, resync_interval=arguments.resync_interval
     )
@@ -368,6 +377,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         default=[],
         help="webhook configuration whose caBundle is kept in sync (repeatable; default: modelshield)",
+    )
+    parser.add_argument(
+        "--label-ungoverned-namespaces",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="label namespaces no policy could govern modelshield.dev/ungoverned=true, so the "
+        "webhooks skip them and a dead admission server blocks only governed namespaces "
+        "(needs patch on namespaces; ignored with --namespace)",
     )
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]

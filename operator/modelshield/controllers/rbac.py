@@ -73,6 +73,14 @@ def cluster_rules(
         ),
         Rule(("",), ("namespaces",), ("list", "watch"), "namespace labels select cluster policies"),
         Rule(
+            ("",),
+            ("namespaces",),
+            ("patch",),
+            "the modelshield.dev/ungoverned label on namespaces no policy governs "
+            "(--label-ungoverned-namespaces); the chart's ValidatingAdmissionPolicy lets only "
+            "the operator change it",
+        ),
+        Rule(
             ("apps",),
             ("deployments",),
             OWN,
