@@ -29,6 +29,7 @@ import pytest
 from hypothesis import strategies as st
 
 from modelshield.engine import workloads
+from modelshield.modelartifacts import startup
 from modelshield_webhooks import contexts, mutating, resources, responses, validating
 from tests.webhooks import scenarios, verdicts
 
@@ -69,7 +70,8 @@ IMAGES = [
     "registry.example.com/ml/other:1",
     "docker.io/library/busybox",
 ]
-NAMES = ["server", "sidecar", "init", ""]
+# The startup container's name too: only the exact injected container may use it.
+NAMES = ["server", "sidecar", "init", "", startup.CONTAINER_NAME]
 NAMESPACES = [scenarios.ENFORCED, scenarios.ENFORCED, scenarios.AUDITED, scenarios.UNGOVERNED, ""]
 LABEL_SETS: list[dict[str, str]] = [scenarios.LABELS, scenarios.LABELS, {"app": "web"}, {}]
 MODELS = [scenarios.ARTIFACT, scenarios.ARTIFACT, None, "unknown-model", ""]
@@ -180,6 +182,26 @@ def _containers(choose: Chooser) -> list[Any]:
     return [_container(choose) for _ in range(choose.below(4))]
 
 
+def _startup_container(pod_spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The init container the mutating webhook injects into this pod spec, if it can."""
+    return startup.for_pod(
+        pod_spec,
+        image=contexts.AdmissionContext.startup_image,
+        digest="sha256:" + "b" * 64,  # what scenarios.model_artifact verified
+        artifact=scenarios.ARTIFACT,
+        signer=scenarios.MODEL_SIGNER,
+    )
+
+
+def _with_startup_container(spec: dict[str, Any]) -> None:
+    """The pod as the mutating webhook leaves it: model volume, keys volume, init container."""
+    first = spec["containers"][0] if spec["containers"] else None
+    if isinstance(first, dict):
+        first["volumeMounts"] = [{"name": "model", "mountPath": "/models", "readOnly": True}]
+        spec["volumes"] = [{"name": "model", "emptyDir": {}}, startup.keys_volume()]
+        spec["initContainers"] = [_startup_container(spec), *spec.get("initContainers", [])]
+
+
 def _namespace(choose: Chooser) -> str:
     return str(_rarely(choose, lambda: choose.pick(NAMESPACES), lambda: choose.text(8)))
 
@@ -217,6 +239,12 @@ def workload_object(choose: Chooser) -> tuple[scenarios.KindInfo, Any]:
     if choose.below(4) == 0:
         field = choose.pick(["initContainers", "ephemeralContainers"])
         spec[field] = _containers(choose) if choose.below(2) else _junk(choose)
+    if (
+        info.kind == "Pod"
+        and choose.below(4) == 0
+        and isinstance(spec.get("initContainers", []), list)
+    ):
+        _with_startup_container(spec)
     if choose.below(10) == 0:
         spec["containers"] = _junk(choose)
     if choose.below(10) == 0:
@@ -316,9 +344,24 @@ def _missing_required_fact(document: Mapping[str, Any]) -> bool:
             workload.problems,
         ):
             return False  # the deliberate exception: nothing policies look at changed
-    unverified = any(c.image not in VERIFIED for c in workload.containers)
+    startup_missing = workload.kind == "Pod" and not _carries_startup_container(workload)
+    # The exact injected container runs the administrator's image: not a missing fact.
+    unverified = any(
+        c.image not in VERIFIED and c.spec != _startup_container(c.pod.spec)
+        for c in workload.containers
+    )
     no_model = [m.artifact_name for m in workload.models] != [scenarios.ARTIFACT]
-    return unverified or no_model or bool(workload.problems)
+    return unverified or no_model or startup_missing or bool(workload.problems)
+
+
+def _carries_startup_container(workload: workloads.Workload) -> bool:
+    """Whether the Pod has the exact container the policy's verifyAtStartup asks for."""
+    return any(
+        c.field == "initContainers"
+        and c.spec == _startup_container(c.pod.spec)
+        and startup.keys_volume() in (c.pod.spec.get("volumes") or [])
+        for c in workload.containers
+    )
 
 
 def _utf8(text: str) -> bool:
