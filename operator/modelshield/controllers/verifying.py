@@ -144,8 +144,6 @@ class Verifications:
         self._attempted: dict[RequestKey, float] = {}
         self._queue: asyncio.Queue[RequestKey] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        #: Verifications finished in the background (tests, logs).
-        self.finished = 0
 
     @property
     def verifying(self) -> bool:
@@ -287,7 +285,6 @@ class Verifications:
                 LOGGER.exception("verifying %s failed", request.image)
             finally:
                 self._requests.pop(key, None)
-                self.finished += 1
             if self.on_verdict is not None and request.waiting:
                 self.on_verdict(set(request.waiting))
 
