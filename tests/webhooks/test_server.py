@@ -11,7 +11,7 @@ import ssl
 import aiohttp
 import pytest
 
-from modelshield_webhooks import caches, contexts, server, watching
+from modelshield_webhooks import caches, contexts, responses, server, watching
 from tests.webhooks import pki, scenarios
 from tests.webhooks.conftest import HttpsClient, client_ssl_context
 
@@ -49,8 +49,14 @@ ENDPOINTS = ("/validate", "/mutate", "/validate-resources")
         "deep",
     ],
 )
-async def test_malformed_review_gets_a_well_formed_denial(client: HttpsClient, body: bytes) -> None:
+async def test_malformed_review_gets_a_well_formed_denial(
+    client: HttpsClient, body: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="modelshield_webhooks")
     status, raw = await client.post("/validate", body)
+    logged = [r for r in caplog.records if "malformed AdmissionReview" in r.getMessage()]
+    assert len(logged) == 1, caplog.text
+    assert logged[0].levelno == logging.WARNING
     assert status == 200
     answer = json.loads(raw)
     assert answer["kind"] == "AdmissionReview"
@@ -316,3 +322,23 @@ async def test_metrics_show_how_stale_each_cache_is(
     }
     assert set(ages) == {caches.NAMESPACES}
     assert 0.0 <= ages[caches.NAMESPACES] < 60.0
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"uid": "\ud800", "allowed": False},
+        {"count": 2**70},
+        {"pair": "\ud83d\ude00"},
+        {"odd": {1, 2}},
+    ],
+    ids=["lone-surrogate", "big-int", "split-pair", "not-json"],
+)
+def test_encode_never_raises_and_writes_utf8(document: dict[str, object]) -> None:
+    # orjson refuses each of these; the fallback writes UTF-8 JSON all the same.
+    written = json.loads(responses.encode(document).decode("utf-8"))
+    assert set(written) == set(document)
+    if "uid" in document:
+        assert written["uid"] == "\ufffd"
+    if "pair" in document:
+        assert written["pair"] == "\U0001f600"
