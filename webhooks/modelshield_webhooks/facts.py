@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modelshield.engine import compiling, workloads
+from modelshield.engine import compiling
 from modelshield.engine import facts as engine_facts
 from modelshield_webhooks import caches, metrics, secretreading, signerkeys, verifiers
 
@@ -104,18 +104,8 @@ async def _verify(
         )
 
 
-def pull_secret_names(containers: Sequence[workloads.Container]) -> tuple[str, ...]:
-    """The ``imagePullSecrets`` names of the pod specs the containers sit in, in order."""
-    names: list[str] = []
-    for container in containers:
-        entries = container.pod.spec.get("imagePullSecrets")
-        if not isinstance(entries, list):
-            continue
-        for entry in entries:
-            name = entry.get("name") if isinstance(entry, dict) else None
-            if isinstance(name, str) and name and name not in names:
-                names.append(name)
-    return tuple(names)
+#: The pods' ``imagePullSecrets`` names, in order: the operator reads them the same way.
+pull_secret_names = secretreading.pull_secret_names
 
 
 @dataclasses.dataclass(frozen=True)
