@@ -215,29 +215,35 @@ def test_namespaces_outside_the_selector_are_untouched(
     assert deployment_reviews(webhook.metrics()) == before
 
 
-def test_killed_server_fails_closed_and_ignored_namespaces_keep_working(
+def test_killed_server_fails_closed_and_unselected_namespaces_keep_working(
     webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images, cluster: Cluster
 ) -> None:
-
+    # Two ways out of the workload webhooks' namespaceSelector: the opt-out label, and the
+    # label the operator keeps on namespaces no policy could govern (set by hand here; the
+    # operator setting it is e2e/test_ungoverned_namespaces.py).
     core = client.CoreV1Api(cluster.api_client)
-    created = core.create_namespace(
-        client.V1Namespace(
-            metadata=client.V1ObjectMeta(
-                generate_name="e2e-ignored-", labels={"modelshield.dev/ignore": "true"}
-            )
-        )
-    )
-    assert created.metadata is not None
-    ignored = str(created.metadata.name)
+    unselected: list[str] = []
     try:
-        wait_for(
-            "the ignored namespace's default ServiceAccount",
-            lambda: (
-                core.list_namespaced_service_account(
-                    ignored, field_selector="metadata.name=default"
-                ).items
-            ),
-        )
+        for prefix, label in (
+            ("e2e-ignored-", "modelshield.dev/ignore"),
+            ("e2e-ungoverned-", "modelshield.dev/ungoverned"),
+        ):
+            created = core.create_namespace(
+                client.V1Namespace(
+                    metadata=client.V1ObjectMeta(generate_name=prefix, labels={label: "true"})
+                )
+            )
+            assert created.metadata is not None
+            name = str(created.metadata.name)
+            unselected.append(name)
+            wait_for(
+                f"{name}'s default ServiceAccount",
+                lambda name=name: (  # type: ignore[misc]
+                    core.list_namespaced_service_account(
+                        name, field_selector="metadata.name=default"
+                    ).items
+                ),
+            )
         webhook.kill()
         try:
             result = kubectl(
@@ -251,15 +257,16 @@ def test_killed_server_fails_closed_and_ignored_namespaces_keep_working(
             )
             assert result.returncode != 0
             assert "failed calling webhook" in result.stderr
-            kubectl(
-                "apply",
-                "-n",
-                ignored,
-                "-f",
-                "-",
-                input_text=workload("Pod", "free", images.unsigned),
-            )
-            kubectl("get", "pod/free", "-n", ignored)
+            for name in unselected:
+                kubectl(
+                    "apply",
+                    "-n",
+                    name,
+                    "-f",
+                    "-",
+                    input_text=workload("Pod", "free", images.unsigned),
+                )
+                kubectl("get", "pod/free", "-n", name)
         finally:
             webhook.start()
         kubectl(
@@ -271,8 +278,9 @@ def test_killed_server_fails_closed_and_ignored_namespaces_keep_working(
             input_text=workload("Pod", "governed", images.signed),
         )
     finally:
-        with contextlib.suppress(Exception):
-            core.delete_namespace(ignored)
+        for name in unselected:
+            with contextlib.suppress(Exception):
+                core.delete_namespace(name)
 
 
 def test_inference_service_with_an_unsigned_predictor_is_denied(
