@@ -330,3 +330,33 @@ def test_model_facts_come_from_model_artifacts_and_pods_get_the_startup_check(
     assert published == modelkeys_builders.canonical_public_key(images.public_key.encode())
     # The unverified artifact contributes nothing.
     assert set(modelkeys.data(cluster, namespace) or {}) == {file_name}
+
+    # The injected container, as the API server stored it (its defaults filled in), stays
+    # accepted when the pod is updated.
+    kubectl("label", "-n", namespace, "pod/served", "tier=gold")
+
+    # A pod bringing its own container under that name (hardened, the startup image, but
+    # `true`) gets no injection and is denied: verifyAtStartup is enforced by validation.
+    fake = yaml.safe_load(pod("fake", "fraud-v7"))
+    fake["spec"]["initContainers"] = [
+        {
+            "name": startup.CONTAINER_NAME,
+            "image": init["image"],
+            "command": ["true"],
+            "securityContext": init["securityContext"],
+            "resources": init["resources"],
+        }
+    ]
+    result = kubectl(
+        "apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(fake), check=False
+    )
+    assert result.returncode != 0, "a pod with a fake startup container was admitted"
+    assert DENIED in result.stderr
+    assert "is not the one modelshield injects" in result.stderr
+    # And a privileged one is judged like any container, runtime checks included.
+    fake["spec"]["initContainers"][0]["securityContext"] = {"privileged": True, "runAsUser": 0}
+    result = kubectl(
+        "apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(fake), check=False
+    )
+    assert result.returncode != 0
+    assert "is privileged" in result.stderr

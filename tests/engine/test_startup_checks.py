@@ -292,3 +292,55 @@ def test_offline_a_manifest_carrying_its_own_startup_container_is_reported() -> 
     codes = _codes(decision)
     assert "ModelStartupVerificationMissing" in codes
     assert "ImageRegistryNotAllowed" in codes
+
+
+TOKEN_VOLUME = {
+    "name": "kube-api-access-x1",
+    "projected": {
+        "sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+            {
+                "configMap": {
+                    "name": "kube-root-ca.crt",
+                    "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                }
+            },
+        ],
+        "defaultMode": 420,
+    },
+}
+TOKEN_MOUNT = {
+    "name": "kube-api-access-x1",
+    "readOnly": True,
+    "mountPath": startup.SERVICE_ACCOUNT_MOUNT,
+}
+
+
+def _with_token(mount: dict[str, Any], volume: dict[str, Any]) -> dict[str, Any]:
+    # As the API server's ServiceAccount admission leaves a pod (seen on a real one).
+    obj = _with_init("Pod")
+    obj["spec"]["volumes"].append(volume)
+    init = obj["spec"]["initContainers"][0]
+    init["volumeMounts"] = [*init["volumeMounts"], mount]
+    return obj
+
+
+def test_the_service_account_token_mount_the_api_server_adds_is_accepted() -> None:
+    assert _decide(_with_token(TOKEN_MOUNT, TOKEN_VOLUME)).allowed
+
+
+@pytest.mark.parametrize(
+    ("mount", "volume"),
+    [
+        ({**TOKEN_MOUNT, "mountPath": "/usr/lib/python3"}, TOKEN_VOLUME),
+        ({**TOKEN_MOUNT, "readOnly": False}, TOKEN_VOLUME),
+        (TOKEN_MOUNT, {"name": "kube-api-access-x1", "emptyDir": {}}),
+        (TOKEN_MOUNT, {**TOKEN_VOLUME, "projected": {"sources": [{"configMap": {"name": "x"}}]}}),
+    ],
+    ids=["elsewhere", "writable", "not-projected", "no-token"],
+)
+def test_any_other_extra_mount_makes_it_another_container(
+    mount: dict[str, Any], volume: dict[str, Any]
+) -> None:
+    decision = _decide(_with_token(mount, volume))
+    assert "ModelStartupVerificationMissing" in _codes(decision)

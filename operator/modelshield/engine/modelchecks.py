@@ -76,7 +76,7 @@ def _built_for(
     expected = startup.for_pod(
         pod, image=image, digest=digest, artifact=artifact.name, signer=signer
     )
-    return expected is not None and startup.is_built(container.spec, expected)
+    return expected is not None and startup.is_built(container.spec, expected, pod)
 
 
 def startup_containers(

@@ -27,6 +27,9 @@ TRUST_ROOT_MOUNT = "/etc/modelshield/trust"
 #: the only value each may have (what the injected container looks like once created).
 _SERVER_DEFAULTS: Mapping[str, Any] = {"terminationMessagePath": "/dev/termination-log"}
 _ABSENT = object()
+#: Where the API server's ServiceAccount admission mounts the pod's token into every
+#: container, the injected one included (it runs again after the mutating webhooks).
+SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 def key_file_name(artifact: str, signer: str) -> str:
@@ -160,14 +163,48 @@ def for_pod(
     )
 
 
-def is_built(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
-    """Whether ``actual`` is exactly ``expected`` as the API server stores it.
+def _without_token_mount(
+    actual: Mapping[str, Any], pod_spec: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """``actual`` without the service account token mount the API server appends, if any."""
+    mounts = actual.get("volumeMounts")
+    last = mounts[-1] if isinstance(mounts, list) and mounts else None
+    if not isinstance(last, dict) or last.get("mountPath") != SERVICE_ACCOUNT_MOUNT:
+        return actual
+    if set(last) != {"name", "mountPath", "readOnly"} or last["readOnly"] is not True:
+        return actual
+    volumes = pod_spec.get("volumes")
+    volume = next(
+        (
+            v
+            for v in (volumes if isinstance(volumes, list) else [])
+            if isinstance(v, dict) and v.get("name") == last["name"]
+        ),
+        None,
+    )
+    projected = volume.get("projected") if isinstance(volume, dict) else None
+    sources = projected.get("sources") if isinstance(projected, dict) else None
+    if set(volume or {}) != {"name", "projected"} or not isinstance(sources, list):
+        return actual
+    if not any(isinstance(source, dict) and "serviceAccountToken" in source for source in sources):
+        return actual
+    return {**actual, "volumeMounts": mounts[:-1]}  # type: ignore[index]
+
+
+def is_built(
+    actual: Mapping[str, Any], expected: Mapping[str, Any], pod_spec: Mapping[str, Any]
+) -> bool:
+    """Whether ``actual`` is exactly ``expected`` as the API server stores it in the pod.
 
     Every field the builder sets must be equal (image, command, args, env, mounts,
     securityContext, resources...); a field it does not set may only be one the API
     server defaults, with its default value. Anything else (args, a privileged context,
-    ``restartPolicy: Always``...) makes it another container.
+    ``restartPolicy: Always``...) makes it another container. The one mount allowed in
+    addition is the pod's service account token, read-only at its standard path, that
+    the API server's ServiceAccount admission adds to every container: the command,
+    fixed above, does not read it.
     """
+    actual = _without_token_mount(actual, pod_spec)
     for key, value in actual.items():
         if key not in expected and _SERVER_DEFAULTS.get(key, _ABSENT) != value:
             return False
