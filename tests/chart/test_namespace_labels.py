@@ -61,14 +61,15 @@ def test_the_policy_guards_namespace_writes_and_is_bound_to_deny() -> None:
     assert "oldObject != null" in variables["ungovernedBefore"]
 
 
-def test_only_the_operators_service_account_may_change_the_ungoverned_label() -> None:
+def test_only_the_operators_service_account_may_set_the_ungoverned_label() -> None:
     manifests = rendering.rendered("default")
     deployment = rendering.one(manifests, "Deployment", f"{rendering.RELEASE}-operator")
     service_account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     assert OPERATOR_SUBJECT.endswith(f":{service_account}")
     ungoverned_rule, ignore_rule = _validations(manifests)
+    # Only the direction that takes a namespace out of the webhooks is the operator's alone.
     assert ungoverned_rule["expression"] == (
-        "variables.ungovernedBefore == variables.ungovernedAfter || "
+        "variables.ungovernedAfter != 'set:true' || variables.ungovernedBefore == 'set:true' || "
         f"request.userInfo.username == {json.dumps(OPERATOR_SUBJECT)}"
     )
     # By default only system:masters may touch the opt-out label; the operator never does.
