@@ -179,3 +179,11 @@ def test_the_labeller_swallows_a_namespace_that_is_gone() -> None:
     labeller = labelling.Labeller(GoneKubeForTests())  # type: ignore[arg-type]
     asyncio.run(labeller.judge(_view({"x": {}}, {}, [])))
     assert labeller.writes == 0
+
+
+def test_a_namespace_event_judges_that_namespace_only() -> None:
+    kube = RecordingKubeForTests()
+    labeller = labelling.Labeller(kube)  # type: ignore[arg-type]
+    view = _view({"a": {}, "b": {}, "gone-soon": {}}, {}, [])
+    asyncio.run(labeller.judge(view, ["b", "never-seen"]))
+    assert kube.patches == [("b", "true")]

@@ -50,9 +50,14 @@ class View:
             kwargs["ungoverned_cluster_policies"],
         )
 
-    def labels(self) -> dict[str, Mapping[str, str]]:
-        """Each live namespace's labels."""
-        return {name: next(iter(found), {}) for name, found in self.namespaces.items()}
+    def labels(self, only: Iterable[str] | None = None) -> dict[str, Mapping[str, str]]:
+        """The labels of each live namespace (of those named, when ``only`` is given)."""
+        names = self.namespaces if only is None else only
+        return {
+            name: next(iter(found), {})
+            for name in names
+            if (found := self.namespaces.get(name)) is not None
+        }
 
     def policies(self) -> ungoverned.Policies:
         """The policies, as the builder reads them."""
@@ -82,7 +87,7 @@ class Labeller:
         self._lock = asyncio.Lock()
 
     def _current(self, view: View, namespace: str) -> ungoverned.Change | None:
-        labels = view.labels().get(namespace)
+        labels = view.labels([namespace]).get(namespace)
         if labels is None:
             return None  # deleted or terminating meanwhile
         return ungoverned.change(namespace, labels, view.policies(), self.excluded)
@@ -91,7 +96,9 @@ class Labeller:
         """Bring the label of these namespaces (``only``, else all) in line with the view."""
         self.view = view
         async with self._lock:
-            planned = ungoverned.plan(view.labels(), view.policies(), self.excluded, only)
+            # One namespace per namespace event: never walk all of them for it.
+            names = None if only is None else list(only)
+            planned = ungoverned.plan(view.labels(names), view.policies(), self.excluded, names)
             removals = [change for change in planned if not change.add]
             # Removals at once, side by side: each is a create that would escape the webhook.
             await asyncio.gather(*(self._write(change) for change in removals))
