@@ -31,6 +31,8 @@ class ScriptedWatch:
     events: Sequence[Mapping[str, Any]] = ()
     status: Status = 200
     hold: bool = False
+    #: With ``hold``: end after this long instead of the watch's timeout.
+    hold_seconds: float | None = None
 
 
 @dataclasses.dataclass
@@ -154,7 +156,7 @@ class FakeApiServerForTests:
             for event in scripted.events:
                 await response.write(json.dumps(event).encode() + b"\n")
             if scripted.hold:
-                timeout = float(params.get("timeoutSeconds") or 60)
+                timeout = scripted.hold_seconds or float(params.get("timeoutSeconds") or 60)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), timeout)
             await response.write_eof()

@@ -255,8 +255,9 @@ async def test_events_are_applied_and_bookmarks_move_the_version_only(
         "777",
     ]
     assert state.version == 3  # the list and two events; the bookmark changed nothing
-    # started, list, two events, one bookmark: each one heard from the API server.
-    assert heard == [4.0]
+    # Started (0), the list, two events, the end of a watch that made progress, the
+    # bookmark, the end of its watch (6): each one heard from the API server.
+    assert heard == [6.0]
     # Watches that ended after an event or a bookmark are progress: no backoff at all.
     assert sleeps.delays == []
 
@@ -325,3 +326,34 @@ async def test_failing_lists_back_off_too(
     for delay, step in zip(sleeps.delays, [0.1, 0.2, 0.4, 0.4, 0.4, 0.4], strict=True):
         assert step / 2 <= delay <= step
     assert state.unsynced() == [k for k in caches.KINDS if k != caches.NAMESPACES]
+
+
+async def test_a_quiet_watch_that_ends_cleanly_keeps_the_cache_fresh(
+    apiserver: apiservers.FakeApiServerForTests,
+    session: aiohttp.ClientSession,
+    connection: connections.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A kind nobody changes may get no bookmark: a watch that stayed open without events
+    # shows the cache was current. One that closes at once shows nothing.
+    monkeypatch.setattr(watching, "HEALTHY_WATCH_SECONDS", 0.2)
+    apiserver.add(NAMESPACES, _namespace("kept"))
+    apiserver.default_hold = False
+    apiserver.script(NAMESPACES, ScriptedWatch(hold=True, hold_seconds=0.3))
+    ticks = itertools.count()
+    freshness = watching.Freshness(clock=lambda: float(next(ticks)))
+    sleeps = Sleeps(limit=1)
+    state = caches.ClusterState()
+    task = _running(
+        watching.informer(
+            session, connection, caches.NAMESPACES, state, freshness=freshness, sleep=sleeps
+        )
+    )
+    try:
+        await asyncio.wait_for(sleeps.full.wait(), PATIENCE_SECONDS)
+    finally:
+        await _stop(task)
+    # started (0), listed (1), the quiet watch ended cleanly (2); then a watch closed at
+    # once (backed off, nothing heard).
+    assert freshness.snapshot()[caches.NAMESPACES] == 2.0
+    assert len(apiserver.watches) == 2

@@ -189,7 +189,8 @@ class _CacheAges(registry.Collector):
         family = core.GaugeMetricFamily(
             self.NAME,
             "Seconds since the webhook's cache of each kind last heard from the API server "
-            "(a list, a watch event or a bookmark); since the start when never.",
+            "(a list, a watch event, a bookmark or a quiet watch that ended cleanly); since "
+            "the start when never.",
             labels=("kind",),
         )
         now = time.monotonic()

@@ -6,7 +6,8 @@ resync period starts over with a fresh list. Whatever ends a watch without progr
 error, a 410, a watch that closes at once) waits a jittered, doubling, bounded backoff
 first, reset by the next event or bookmark: a misbehaving API server or proxy never gets
 a tight loop of requests. When each kind last heard from the API server is kept
-(``Freshness``) for the cache-age gauge.
+(``Freshness``: a list, an event, a bookmark, or a long watch that ended without one)
+for the cache-age gauge.
 """
 
 from __future__ import annotations
@@ -250,6 +251,10 @@ async def informer(
                     progress,
                 )
                 if progressed or loop.time() - began >= HEALTHY_WATCH_SECONDS:
+                    # Pending events are sent as soon as a watch starts: one that stayed
+                    # open this long without any had nothing to deliver, so the cache was
+                    # current when it ended (a quiet kind may get no bookmarks at all).
+                    fresh.heard(resource)
                     retry.reset()
                     continue
                 delay = retry.next_delay()
