@@ -84,7 +84,8 @@ def startup_check(subject: Subject, context: contexts.AdmissionContext) -> model
     """How this review judges the init container of ``models.verifyAtStartup``."""
     request = subject.request
     previous: tuple[Mapping[str, Any], ...] = ()
-    if request.operation == "UPDATE" and request.old_object is not None:
+    named = any(c.name == contexts.STARTUP_CONTAINER_NAME for c in subject.workload.containers)
+    if named and request.operation == "UPDATE" and request.old_object is not None:
         old = _parse(request.old_object, request)
         previous = tuple(
             c.spec
