@@ -46,6 +46,8 @@ def test_namespaced_objects_are_in_the_release_namespace(name: str) -> None:
         "ClusterKopfPeering",
         "ValidatingWebhookConfiguration",
         "MutatingWebhookConfiguration",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     }
     for manifest in rendering.rendered(name):
         namespace = manifest["metadata"].get("namespace")
