@@ -78,7 +78,7 @@ def cluster_rules(
             ("patch",),
             "the modelshield.dev/ungoverned label on namespaces no policy governs "
             "(--label-ungoverned-namespaces); the chart's ValidatingAdmissionPolicy lets only "
-            "the operator change it",
+            "the operator set it to true",
         ),
         Rule(
             ("apps",),
