@@ -37,6 +37,30 @@ async def test_mutate_pins_tags_to_the_verified_digest(
     ]
 
 
+async def test_an_update_pins_only_the_images_it_sets(
+    client: HttpsClient, context: contexts.AdmissionContext
+) -> None:
+    # Pinning the untouched first container would restart it (Pod) or roll out (template)
+    # because of an edit that did not concern it.
+    context.state.apply(
+        caches.POLICIES,
+        "MODIFIED",
+        scenarios.policy(scenarios.ENFORCED, mutate_to_digest=True, generation=2),
+    )
+    info = scenarios.BY_LABEL["Deployment"]
+    old = scenarios.workload(info, [scenarios.SIGNED_BY_TAG, scenarios.UNSIGNED])
+    new = scenarios.workload(info, [scenarios.SIGNED_BY_TAG, scenarios.SIGNED_BY_TAG])
+    answer = await client.review("/mutate", scenarios.review(info, "UPDATE", new, old))
+    assert answer["allowed"] is True
+    assert json.loads(base64.b64decode(answer["patch"])) == [
+        {
+            "op": "replace",
+            "path": "/spec/template/spec/containers/1/image",
+            "value": f"{scenarios.SIGNED_BY_TAG}@{scenarios.DIGEST}",
+        }
+    ]
+
+
 async def test_mutate_injects_the_startup_verification_into_pods(
     client: HttpsClient, context: contexts.AdmissionContext
 ) -> None:

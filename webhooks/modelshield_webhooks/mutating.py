@@ -101,7 +101,34 @@ async def _digest_patches(
     decision = evaluating.decide(
         workload, policies, facts.ReviewFacts(images, context.state), context.clock()
     )
-    return list(decision.patches)
+    return [p for p in decision.patches if _image_changes(p, subject.request)]
+
+
+def _pointed_at(document: object, pointer: str) -> object:
+    """The value at a JSON pointer (RFC 6901), or None when there is none."""
+    for token in pointer.split("/")[1:]:
+        token = token.replace("~1", "/").replace("~0", "~")
+        if isinstance(document, dict):
+            document = document.get(token)
+        elif isinstance(document, list) and token.isdigit() and int(token) < len(document):
+            document = document[int(token)]
+        else:
+            return None
+    return document
+
+
+def _image_changes(patch: Mapping[str, Any], request: reviews.Request) -> bool:
+    """Whether a pin belongs in this request: on UPDATE only for an image the update sets.
+
+    Pinning an image the update leaves alone would change a running Pod's container (the
+    kubelet restarts it) or roll a Deployment out, because of an unrelated edit such as a
+    label that brings the workload under a policy. Those pins wait for the next change of
+    the image; the background audit reports the tag meanwhile.
+    """
+    if request.operation != "UPDATE" or request.old_object is None:
+        return True
+    path = str(patch.get("path", ""))
+    return _pointed_at(request.old_object, path) != _pointed_at(request.object, path)
 
 
 async def patches_for(
