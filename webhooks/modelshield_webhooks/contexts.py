@@ -134,7 +134,7 @@ class AdmissionContext:
     namespace_wait_seconds: float = DEFAULT_BUDGET.namespace_wait_seconds
     #: The modelshield image the startup init container runs; the validating webhook
     #: exempts exactly this image in exactly that container from image requirements.
-    startup_image: str = "ghcr.io/modelshield/modelshield:latest"
+    startup_image: str = startup.DEFAULT_IMAGE
     clock: Callable[[], datetime.datetime] = utc_now
     #: Which Secrets cold verifications may read (``secretRef`` signer keys, pull
     #: secrets); none unless ``--read-signer-secrets`` / ``--read-pull-secrets``.

@@ -95,19 +95,8 @@ def startup_check(subject: Subject, context: contexts.AdmissionContext) -> model
     return modelchecks.StartupCheck(image=context.startup_image, previous=previous)
 
 
-def without_startup_container(
-    workload: workloads.Workload, genuine: frozenset[str]
-) -> workloads.Workload:
-    """The workload minus the init containers exactly as modelshield injects them.
-
-    Its image is the administrator's ``--startup-image``, not the author's, so it is not
-    verified against the workload's image requirements. Any other container, whatever
-    its name, is.
-    """
-    if not genuine:
-        return workload
-    kept = tuple(c for c in workload.containers if c.path not in genuine)
-    return dataclasses.replace(workload, containers=kept)
+# Moved to the engine (the operator applies it too); mutating still names it here.
+without_startup_container = modelchecks.without_startup_container
 
 
 async def governing(

@@ -35,6 +35,8 @@ from modelshield.controllers import (
     writing,
 )
 from modelshield.controllers.builders import driftmonitors, networkpolicies
+from modelshield.engine import modelchecks
+from modelshield.modelartifacts import startup
 from modelshield.supplychain.images import secretreading, signerkeys
 
 LOGGER = logging.getLogger("modelshield.operator")
@@ -169,6 +171,7 @@ def build(
         kube,
         planning.Settings(monitor=monitor, scraper_peers=_scraper_peers(arguments)),
         verifications=verifications(arguments, kube),
+        startup=modelchecks.StartupCheck(image=arguments.startup_image),
         workers=arguments.workers,
     )
 
@@ -286,6 +289,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--image",
         default=os.environ.get(IMAGE_ENV, f"modelshield:{__version__}"),
         help=f"image of drift monitors (default: ${IMAGE_ENV})",
+    )
+    parser.add_argument(
+        "--startup-image",
+        default=startup.DEFAULT_IMAGE,
+        help="image of the model re-verification init container the mutating webhook injects "
+        "(the webhook's --startup-image): status and audit exempt exactly that container from "
+        "image requirements, as admission does",
     )
     parser.add_argument(
         "--drift-monitor-service-account",

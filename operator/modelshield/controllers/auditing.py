@@ -97,6 +97,8 @@ class Auditor:
     async def evaluate(self, now: datetime.datetime) -> dict[str, list[policyreports.Audited]]:
         """Every governed workload's decision, by namespace."""
         policy_set = self.world.policy_set()
+        # modelshield's own startup init container, judged as admission judges it.
+        startup = self.controller.startup
         governed = []
         for key in sorted(self.world.workloads):
             body = self.world.workloads.get(key)
@@ -106,17 +108,19 @@ class Auditor:
             namespace_labels = self.world.namespaces.get(parsed.namespace, {})
             governing = evaluating.governing_policies(parsed, policy_set, namespace_labels)
             if governing:
-                governed.append((key, body, parsed, governing))
+                subject = verifying.image_subject(parsed, self.world, startup)
+                governed.append((key, body, parsed, subject, governing))
         verifications = self.verifications
         await verifications.verify_all(
             verifications.audit_requests(
-                (parsed, governing) for _, _, parsed, governing in governed
+                (subject, governing) for _, _, _, subject, governing in governed
             )
         )
         found: dict[str, list[policyreports.Audited]] = {}
-        for key, body, parsed, governing in governed:
-            looked = verifications.look_up(key, parsed, governing, request=False)
-            decision = evaluating.decide(parsed, governing, looked.source(self.world), now)
+        for key, body, parsed, subject, governing in governed:
+            looked = verifications.look_up(key, subject, governing, request=False)
+            source = looked.source(self.world)
+            decision = evaluating.decide(parsed, governing, source, now, startup=startup)
             ref = ownership.ObjectRef.of(body)
             found.setdefault(parsed.namespace, []).append(
                 policyreports.Audited(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from modelshield.controllers import caches, statuses, verdicts, verifying
-from modelshield.engine import compiling, evaluating, workloads
+from modelshield.engine import compiling, evaluating, modelchecks, workloads
 
 if TYPE_CHECKING:
     from modelshield.controllers import reconciling
@@ -24,8 +24,14 @@ def observe(
     outcomes: Mapping[caches.Key, reconciling.Outcome],
     verifications: verifying.Verifications,
     now: datetime.datetime,
+    *,
+    startup: modelchecks.StartupCheck | None = None,
 ) -> statuses.Observation:
-    """What the outcomes and the engine say about one policy."""
+    """What the outcomes and the engine say about one policy.
+
+    ``startup``: modelshield's own startup init container is judged as admission judges
+    it (``verifying.image_subject``).
+    """
     entry = world.policies.get(policy_key)
     if entry is None:
         return statuses.Observation()
@@ -50,8 +56,9 @@ def observe(
         governing = evaluating.governing_policies(
             parsed, compiled, world.namespaces.get(key[1], {})
         )
-        looked = verifications.look_up(key, parsed, governing)
-        decision = evaluating.decide(parsed, governing, looked.source(world), now)
+        subject = verifying.image_subject(parsed, world, startup)
+        looked = verifications.look_up(key, subject, governing)
+        decision = evaluating.decide(parsed, governing, looked.source(world), now, startup=startup)
         judged = verdicts.judge(decision, parsed, looked.missing, verifying=verifications.verifying)
         if judged is verdicts.Judgement.VIOLATING:
             violating.append(parsed.identity)

@@ -22,7 +22,7 @@ from typing import Any
 
 from modelshield.controllers import caches, observing, planning, statuses, verifying, writing
 from modelshield.controllers.builders import ownership
-from modelshield.engine import evaluating, workloads
+from modelshield.engine import evaluating, modelchecks, workloads
 
 LOGGER = logging.getLogger("modelshield.reconciler")
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -56,6 +56,7 @@ class Controller:
         settings: planning.Settings,
         *,
         verifications: verifying.Verifications | None = None,
+        startup: modelchecks.StartupCheck | None = None,
         workers: int = 8,
         status_delay: float = 1.0,
     ) -> None:
@@ -64,6 +65,9 @@ class Controller:
         self.settings = settings
         self.verifications = verifications or verifying.Verifications(None)
         self.verifications.on_verdict = self._verdicts_arrived
+        #: How status and audit judge the init container of ``models.verifyAtStartup``:
+        #: as admission does, knowing the ``--startup-image`` it runs (None: like any other).
+        self.startup = startup
         self.workers = workers
         self.status_delay = status_delay
         self.outcomes: dict[caches.Key, Outcome] = {}
@@ -243,7 +247,8 @@ class Controller:
             parsed, self.world.policy_set(), self.world.namespaces.get(parsed.namespace, {})
         )
         if governing:
-            self.verifications.look_up(key, parsed, governing)
+            subject = verifying.image_subject(parsed, self.world, self.startup)
+            self.verifications.look_up(key, subject, governing)
 
     def _post_event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
         """Post an Event without holding up the worker (Events are best effort)."""
@@ -355,7 +360,9 @@ class Controller:
 
     def observe(self, policy_key: caches.Key, now: datetime.datetime) -> statuses.Observation:
         """What the outcomes and the engine say about one policy."""
-        return observing.observe(policy_key, self.world, self.outcomes, self.verifications, now)
+        return observing.observe(
+            policy_key, self.world, self.outcomes, self.verifications, now, startup=self.startup
+        )
 
     async def write_status(self, policy_key: caches.Key) -> None:
         """Write one policy's status if it changed."""

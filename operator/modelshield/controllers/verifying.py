@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from modelshield.controllers import caches, writing
-from modelshield.engine import compiling, evaluating, facts, workloads
+from modelshield.engine import compiling, evaluating, facts, modelchecks, workloads
 from modelshield.supplychain.images import secretreading, signerkeys
 
 LOGGER = logging.getLogger("modelshield.verifying")
@@ -389,6 +389,20 @@ class Verifications:
                 elif names and not request.pull_secret_names:
                     request.pull_secret_names = names
         return list(found.values())
+
+
+def image_subject(
+    workload: workloads.Workload,
+    world: caches.World,
+    startup: modelchecks.StartupCheck | None,
+) -> workloads.Workload:
+    """The workload whose images are verified: without modelshield's own startup container.
+
+    The validating webhook's exemption, by the same engine functions (``evaluating.decide``
+    given the same ``startup`` leaves that container out of image checks too).
+    """
+    genuine = modelchecks.startup_containers(workload, caches.WorldFacts(world), startup)
+    return modelchecks.without_startup_container(workload, genuine)
 
 
 def _failed(

@@ -105,6 +105,21 @@ def startup_containers(
     return frozenset(genuine)
 
 
+def without_startup_container(
+    workload: workloads.Workload, genuine: frozenset[str]
+) -> workloads.Workload:
+    """The workload minus the init containers exactly as modelshield injects them.
+
+    Its image is the administrator's ``--startup-image``, not the author's, so it is not
+    verified against the workload's image requirements (the webhook's admission and the
+    operator's status and audit alike). Any other container, whatever its name, is.
+    """
+    if not genuine:
+        return workload
+    kept = tuple(c for c in workload.containers if c.path not in genuine)
+    return dataclasses.replace(workload, containers=kept)
+
+
 def check_startup(
     workload: workloads.Workload,
     source: facts.FactSource,

@@ -13,6 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 CONTAINER_NAME = "modelshield-verify-model"
+#: The image it runs unless the administrator names one (``--startup-image`` of the
+#: webhook, which injects it, and of the operator, which must recognise it).
+DEFAULT_IMAGE = "ghcr.io/modelshield/modelshield:latest"
 #: The ConfigMap (one per namespace, written by the operator) and pod volume holding the
 #: public keys the init container trusts: one file per ModelArtifact and signer.
 KEYS_CONFIG_MAP = "modelshield-model-keys"
