@@ -215,6 +215,17 @@ def test_namespaces_outside_the_selector_are_untouched(
     assert deployment_reviews(webhook.metrics()) == before
 
 
+_MODEL_ARTIFACT = """
+apiVersion: modelshield.dev/v1alpha1
+kind: ModelArtifact
+metadata: {name: fraud-v7}
+spec:
+  uri: oci://registry.example.com/ml/models/fraud:v7
+  digest: sha256:5f0c3a0c2f0d6e8b9a1c2d3e4f5061728394a5b6c7d8e9f00112233445566778
+  recheckInterval: 12h
+"""
+
+
 def test_killed_server_fails_closed_and_unselected_namespaces_keep_working(
     webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images, cluster: Cluster
 ) -> None:
@@ -244,6 +255,16 @@ def test_killed_server_fails_closed_and_unselected_namespaces_keep_working(
                     ).items
                 ),
             )
+        kubectl("apply", "-n", namespace, "-f", "-", input_text=_MODEL_ARTIFACT)
+        kubectl(
+            "patch",
+            "modelartifact/fraud-v7",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":["e2e.modelshield.dev/held"]}}',
+        )
         webhook.kill()
         try:
             result = kubectl(
@@ -257,6 +278,30 @@ def test_killed_server_fails_closed_and_unselected_namespaces_keep_working(
             )
             assert result.returncode != 0
             assert "failed calling webhook" in result.stderr
+            # modelshield's own resources: a spec change fails closed, while a finalizer
+            # or label update (what a deletion needs) does not wait on the webhook.
+            spec_change = kubectl(
+                "patch",
+                "modelartifact/fraud-v7",
+                "-n",
+                namespace,
+                "--type=merge",
+                "-p",
+                '{"spec":{"recheckInterval":"6h"}}',
+                check=False,
+            )
+            assert spec_change.returncode != 0
+            assert "failed calling webhook" in spec_change.stderr
+            kubectl(
+                "patch",
+                "modelartifact/fraud-v7",
+                "-n",
+                namespace,
+                "--type=merge",
+                "-p",
+                '{"metadata":{"labels":{"e2e":"relabelled"},"finalizers":null}}',
+            )
+            kubectl("delete", "modelartifact/fraud-v7", "-n", namespace, "--timeout=30s")
             for name in unselected:
                 kubectl(
                     "apply",

@@ -115,8 +115,15 @@ def test_mutating_webhook_spares_pods_under_the_builders_condition(name: str) ->
                     "expression": configurations.POD_MAY_NEED_A_PATCH,
                 }
             ]
+        elif webhook["name"] == "resources.validate.modelshield.dev":
+            assert webhook["matchConditions"] == [
+                {
+                    "name": configurations.SPEC_CONDITION_NAME,
+                    "expression": configurations.SPEC_CHANGES,
+                }
+            ]
         else:
-            # A validating webhook must see every pod.
+            # The workload validating webhook must see every pod.
             assert "matchConditions" not in webhook, webhook["name"]
 
 

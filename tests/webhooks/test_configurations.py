@@ -85,9 +85,16 @@ def test_only_the_mutating_webhook_spares_pods_by_condition() -> None:
     assert mutating["matchConditions"] == [
         {"name": "pod-may-need-a-patch", "expression": configurations.POD_MAY_NEED_A_PATCH}
     ]
-    # The validating webhooks judge every object; a condition there would be a bypass.
-    for webhook in configurations.validating_configuration(_endpoint())["webhooks"]:
-        assert "matchConditions" not in webhook, webhook["name"]
+    # The workload validating webhook judges every object; a condition there would be a
+    # bypass. The resource webhook skips only updates that leave the spec alone, which
+    # the server admits anyway.
+    workloads_webhook, resources_webhook = configurations.validating_configuration(_endpoint())[
+        "webhooks"
+    ]
+    assert "matchConditions" not in workloads_webhook
+    assert resources_webhook["matchConditions"] == [
+        {"name": "spec-changes", "expression": configurations.SPEC_CHANGES}
+    ]
 
 
 def test_pod_condition_names_the_engines_model_annotation() -> None:

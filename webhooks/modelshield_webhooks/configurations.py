@@ -68,6 +68,17 @@ POD_MAY_NEED_A_PATCH = " || ".join(
 POD_CONDITION_NAME = "pod-may-need-a-patch"
 
 
+#: modelshield's own resources are judged again only when their spec changes (the server
+#: admits any other UPDATE anyway): label, annotation and finalizer updates, which a
+#: deletion needs, do not wait on the webhook, so deleting a ModelArtifact does not hang
+#: while the server is down. On CREATE oldObject is null; `||` absorbs that error.
+SPEC_CHANGES = (
+    "request.operation != 'UPDATE' || !has(object.spec) || !has(oldObject.spec) "
+    "|| object.spec != oldObject.spec"
+)
+SPEC_CONDITION_NAME = "spec-changes"
+
+
 @dataclasses.dataclass(frozen=True)
 class Endpoint:
     """How the API server reaches the server: a URL, or a Service (namespace/name/port)."""
@@ -171,14 +182,17 @@ def validating_configuration(
                 namespace_selector(own_namespace),
             ),
             # Policies are cluster-wide facts: no namespace opts out of their validation.
-            _webhook(
-                "resources.validate.modelshield.dev",
-                endpoint,
-                VALIDATE_RESOURCES_PATH,
-                _rules(RESOURCE_RULES, "*"),
-                timeout_seconds,
-                None,
-            ),
+            {
+                **_webhook(
+                    "resources.validate.modelshield.dev",
+                    endpoint,
+                    VALIDATE_RESOURCES_PATH,
+                    _rules(RESOURCE_RULES, "*"),
+                    timeout_seconds,
+                    None,
+                ),
+                "matchConditions": [{"name": SPEC_CONDITION_NAME, "expression": SPEC_CHANGES}],
+            },
         ],
     }
 
