@@ -199,7 +199,13 @@ class ModelRequirements(ApiModel):
     )
     verify_at_startup: bool = pydantic.Field(
         default=False,
-        description="Inject an init container that re-verifies the model files when the pod starts.",
+        description=(
+            "Re-verify the model files when each Pod starts: Pods this policy governs must "
+            "carry modelshield's init container modelshield-verify-model, which the mutating "
+            "webhook injects when they are created (templates are left unchanged); a Pod "
+            "without exactly that container is denied (ModelStartupVerificationMissing; a "
+            "warning under Audit). That container is exempt from images requirements, not runtime ones."
+        ),
     )
 
 
