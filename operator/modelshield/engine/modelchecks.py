@@ -32,10 +32,11 @@ def find_artifact(
 class StartupCheck:
     """How the init container of ``models.verifyAtStartup`` is judged.
 
-    Admission knows the image its mutating webhook injects (``--startup-image``): an init
-    container exactly as ``startup.build_init_container`` makes it for the workload is
-    exempt from image requirements (never from runtime ones), and a Pod governed by a
-    policy that asks for it must carry it. The offline CLI judges manifests as written,
+    Admission knows the image its mutating webhook injects (``--startup-image``), and so
+    do the operator's status and audit (given the same flag): an init container exactly as
+    ``startup.build_init_container`` makes it for the workload is exempt from image
+    requirements (never from runtime ones), and a Pod governed by a policy that asks for it
+    must carry it. The offline CLI judges manifests as written,
     before that webhook, and knows no image (``image=None``): nothing is exempt, a Pod
     is expected to receive the container at admission, so only a Pod that cannot (no
     model volume) or that carries its own container of that name is reported.
