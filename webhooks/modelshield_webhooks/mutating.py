@@ -88,7 +88,7 @@ async def _digest_patches(
         workload, facts.ReviewFacts({}, context.state), validating.startup_check(subject, context)
     )
     # The injected container keeps its image: pinning it would make it another container.
-    workload = validating.without_startup_container(workload, genuine)
+    workload = modelchecks.without_startup_container(workload, genuine)
     images = await facts.gather_images(
         evaluating.image_requests(workload, pinning),
         context.verifier,

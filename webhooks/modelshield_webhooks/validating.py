@@ -95,10 +95,6 @@ def startup_check(subject: Subject, context: contexts.AdmissionContext) -> model
     return modelchecks.StartupCheck(image=context.startup_image, previous=previous)
 
 
-# Moved to the engine (the operator applies it too); mutating still names it here.
-without_startup_container = modelchecks.without_startup_container
-
-
 async def governing(
     subject: Subject, context: contexts.AdmissionContext
 ) -> tuple[compiling.CompiledPolicy, ...]:
@@ -148,7 +144,9 @@ async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisi
     check = startup_check(subject, context)
     genuine = modelchecks.startup_containers(workload, facts.ReviewFacts({}, context.state), check)
     images = await facts.gather_images(
-        evaluating.image_requests(without_startup_container(workload, genuine), policies),
+        evaluating.image_requests(
+            modelchecks.without_startup_container(workload, genuine), policies
+        ),
         context.verifier,
         deadline_seconds=context.verify_deadline_seconds,
         namespace=workload.namespace,

@@ -160,8 +160,9 @@ def decide(
     """Decide on a parsed workload given the policies that govern it.
 
     ``startup`` says how the init container of ``models.verifyAtStartup`` is judged
-    (``modelchecks.StartupCheck``); without it (the operator's audit of what runs) that
-    container is a container like any other and no Pod is asked to carry it.
+    (``modelchecks.StartupCheck``; the webhook and the operator pass one); without it
+    (``modelshield test``, judging manifests before injection) that container is a
+    container like any other and no Pod is asked to carry it.
     """
     if not governing:
         return decisions.ALLOWED_UNGOVERNED
