@@ -1,9 +1,11 @@
 """Benchmark (b) of bench_admission: sequential pod creates through a real kube-apiserver.
 
-Runs a local control plane (the e2e harness), a real registry and cosign; measures pod
-creates without any webhook, with a minimal webhook (parse the review, allow it: the
-calibration), with modelshield's validating webhook, with both of its webhooks, and
-without again, in one run. Run it through ``python -m bench.bench_admission apiserver``.
+Runs a local control plane (the e2e harness; etcd on tmpfs when there is one), a real
+registry and cosign; measures pod creates in four namespaces, one per phase: no webhook,
+a minimal webhook (parse the review, allow it: the calibration), modelshield's validating
+webhook, and both of its webhooks. The webhooks select namespaces by a phase label, so
+the phases alternate create by create in one run. Run it through
+``python -m bench.bench_admission apiserver``.
 """
 
 from __future__ import annotations
@@ -22,31 +24,33 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from typing import Any
 
+import yaml
 from aiohttp import web
 
 from modelshield_webhooks import configurations
 from tests.webhooks import pki, scenarios
 
 
-async def _minimal_review(request: web.Request) -> web.Response:
-    review = json.loads(await request.read())
-    answer = {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "response": {"uid": review["request"]["uid"], "allowed": True},
-    }
-    return web.json_response(answer)
-
-
-def _serve_minimal(cert: str, key: str, port: int) -> None:
+def _serve_minimal(cert: str, key: str, port: int, answered: Any) -> None:
     """Child process: the calibration webhook (parse the review, allow it) over HTTPS."""
+
+    async def review(request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        answered.value += 1
+        answer = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "response": {"uid": body["request"]["uid"], "allowed": True},
+        }
+        return web.json_response(answer)
 
     async def main() -> None:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         app = web.Application()
-        app.router.add_post("/validate", _minimal_review)
+        app.router.add_post("/validate", review)
         runner = web.AppRunner(app, access_log=None, keepalive_timeout=120)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
@@ -55,7 +59,46 @@ def _serve_minimal(cert: str, key: str, port: int) -> None:
     asyncio.run(main())
 
 
-ROUNDS = 10
+#: Phase name → the value of PHASE_LABEL on its namespace, which the webhooks select.
+PHASES = {
+    "without webhooks": "none",
+    "minimal webhook": "minimal",
+    "validating only": "validating",
+    "both webhooks": "both",
+}
+PHASE_LABEL = "bench.modelshield.dev/phase"
+DELETE_EVERY = 1000
+
+
+def _select_phases(webhook: dict[str, Any], phases: list[str]) -> None:
+    """Narrow a webhook's namespaceSelector (kept as shipped) to the phases' namespaces."""
+    selector = webhook.setdefault("namespaceSelector", {})
+    expressions = selector.setdefault("matchExpressions", [])
+    expressions.append({"key": PHASE_LABEL, "operator": "In", "values": phases})
+
+
+def _check_phases(
+    client: ApiClient, namespaces: dict[str, str], signed: str, unsigned: str, answered: Any
+) -> None:
+    """Each phase calls what it says: modelshield denies an unsigned image where it is
+    registered, nothing does elsewhere, and the minimal webhook answers its phase only."""
+    for _ in range(100):  # the API server's webhook informer catches up
+        status, _ = client.create_pod(
+            namespaces["both webhooks"], _pod(f"probe-{time.monotonic_ns()}", unsigned)
+        )
+        if status != 201:
+            break
+        time.sleep(0.1)
+    time.sleep(1)
+    for phase, namespace in namespaces.items():
+        before = answered.value
+        status, body = client.create_pod(namespace, _pod(f"check-{phase[:4]}", unsigned))
+        denies = phase in ("validating only", "both webhooks")
+        if (status != 201) != denies:
+            raise RuntimeError(f"{phase}: an unsigned pod answered {status}: {body[:300]!r}")
+        if (answered.value > before) != (phase == "minimal webhook"):
+            raise RuntimeError(f"{phase}: the minimal webhook was called {answered.value - before}")
+        _creates(client, namespace, f"warm-{phase[:4]}", signed, 20)
 
 
 def _wait_ready(port: int, ca_file: pathlib.Path) -> None:
@@ -161,7 +204,25 @@ def bench_apiserver(count: int) -> None:
 
     image = f"{registry.host}/ml/server@{asyncio.run(push())}"
     cosign.sign(image, signing_key)
-    control_plane = LocalControlPlane(binaries)
+
+    async def push_unsigned() -> str:
+        client = registries.RegistryClient(registry.options())
+        try:
+            return await localtools.push_image(client, registry.host, "ml/other", "v1", "other")
+        finally:
+            await client.close()
+
+    unsigned_image = f"{registry.host}/ml/other@{asyncio.run(push_unsigned())}"
+    # etcd on tmpfs when there is one: its fsyncs on a shared disk swing the p99 of a
+    # create by several ms, more than the webhook adds, in every phase alike.
+    shm = pathlib.Path("/dev/shm")  # noqa: S108 - mkdtemp makes a private directory there
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        control_plane = LocalControlPlane(
+            binaries, work_dir=pathlib.Path(tempfile.mkdtemp(prefix="bench-etcd-", dir=shm))
+        )
+    else:
+        control_plane = LocalControlPlane(binaries)
+    print(f"    control plane (etcd data) in {control_plane.work_dir}")
     control_plane.start()
     kubectl = [str(binaries.kubectl), f"--kubeconfig={control_plane.kubeconfig_path}"]
 
@@ -178,23 +239,28 @@ def bench_apiserver(count: int) -> None:
             *(f"--filename={f}" for f in sorted((root / "crds").glob("*.yaml"))),
         )
         run("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
-        namespace = "bench"
-        run("create", "namespace", namespace)
-        policy = scenarios.policy(namespace)
-        policy["spec"]["images"] = {
-            "allowedRegistries": [f"{registry.host}/"],
-            "signers": [{"name": "release", "publicKey": public_key}],
-        }
-        del policy["spec"]["models"]
-        run("apply", "-f", "-", stdin=json.dumps(policy))
         ca_file = control_plane.certificates_dir / "ca.crt"
         client = ApiClient(control_plane.api_server_url, control_plane.admin_token, ca_file)
-        for _ in range(100):
-            try:
-                _creates(client, namespace, f"sa-probe-{time.monotonic_ns()}", image, 1)
-                break
-            except RuntimeError:  # the namespace's default ServiceAccount is not there yet
-                time.sleep(0.1)
+        # One namespace per phase, each governed by the same policy; the webhooks select
+        # namespaces by a phase label, so phases alternate create by create and whatever
+        # the shared machine does meanwhile hits every phase alike.
+        namespaces = {phase: f"bench-{slug}" for phase, slug in PHASES.items()}
+        for phase, namespace in namespaces.items():
+            run("create", "namespace", namespace)
+            run("label", "namespace", namespace, f"{PHASE_LABEL}={PHASES[phase]}")
+            policy = scenarios.policy(namespace)
+            policy["spec"]["images"] = {
+                "allowedRegistries": [f"{registry.host}/"],
+                "signers": [{"name": "release", "publicKey": public_key}],
+            }
+            del policy["spec"]["models"]
+            run("apply", "-f", "-", stdin=json.dumps(policy))
+            for _ in range(100):
+                try:
+                    _creates(client, namespace, f"sa-probe-{time.monotonic_ns()}", image, 1)
+                    break
+                except RuntimeError:  # the namespace's default ServiceAccount is not there yet
+                    time.sleep(0.1)
 
         authority = pki.Authority.create()
         cert, key = pki.write_serving_pair(authority, work, "bench-webhook")
@@ -224,48 +290,44 @@ def bench_apiserver(count: int) -> None:
             text=True,
             check=True,
         ).stdout
-
-        mutating_yaml, validating_yaml = configuration.split("\n---\n")
+        mutating, validating = (yaml.safe_load(d) for d in configuration.split("\n---\n"))
+        _select_phases(validating["webhooks"][0], ["validating", "both"])
+        _select_phases(mutating["webhooks"][0], ["both"])
         minimal_port = localtools.free_port()
         endpoint = configurations.Endpoint(
             ca_bundle=authority.pem, url=f"https://127.0.0.1:{minimal_port}"
         )
         calibration = configurations.validating_configuration(endpoint, name="bench-minimal")
         calibration["webhooks"] = calibration["webhooks"][:1]  # workloads only
-        # Phases are interleaved in rounds, so that drift of a shared machine hits all alike.
-        phases = {
-            "without webhooks": [],
-            "minimal webhook": [json.dumps(calibration)],
-            "validating only": [validating_yaml],
-            "both webhooks": [validating_yaml, mutating_yaml],
-        }
-        figures: dict[str, list[float]] = {phase: [] for phase in phases}
+        _select_phases(calibration["webhooks"][0], ["minimal"])
+
+        figures: dict[str, list[float]] = {phase: [] for phase in PHASES}
         spawn = multiprocessing.get_context("spawn")
+        answered = spawn.Value("i", 0)
         minimal = spawn.Process(
-            target=_serve_minimal, args=(str(cert), str(key), minimal_port), daemon=True
+            target=_serve_minimal,
+            args=(str(cert), str(key), minimal_port, answered),
+            daemon=True,
         )
         minimal.start()
         try:
             with _webhook_process(webhook, work / "webhook.log"):
                 _wait_ready(port, work / "webhook-ca.crt")
-                for round_ in range(ROUNDS):
-                    # Unscheduled pods go at once; etcd stays the same size round to round.
-                    run("delete", "pods", "--all", f"--namespace={namespace}", "--wait=false")
-                    for phase, documents in phases.items():
-                        run(
-                            "delete",
-                            "--ignore-not-found",
-                            "validatingwebhookconfiguration/bench",
-                            "mutatingwebhookconfiguration/bench",
-                            "validatingwebhookconfiguration/bench-minimal",
-                        )
-                        for document in documents:
-                            run("apply", "-f", "-", stdin=document)
-                        time.sleep(1)  # the API server's webhook informer catches up
-                        prefix = f"{phase.split()[0]}-{round_}"
-                        _creates(client, namespace, f"warm-{prefix}", image, 10)
+                for document in (validating, mutating, calibration):
+                    run("apply", "-f", "-", stdin=json.dumps(document))
+                _check_phases(client, namespaces, image, unsigned_image, answered)
+                for index in range(count):
+                    if index % DELETE_EVERY == 0:
+                        # Unscheduled pods go at once: etcd does not grow run after run.
+                        for namespace in namespaces.values():
+                            run("delete", "pods", "--all", f"-n={namespace}", "--wait=false")
+                        for namespace in namespaces.values():  # warm up again after it
+                            _creates(client, namespace, f"warm-{index}", image, 5)
+                    order = list(PHASES)
+                    shift = index % len(order)  # no phase always follows the same one
+                    for phase in order[shift:] + order[:shift]:
                         figures[phase] += _creates(
-                            client, namespace, prefix, image, max(1, count // ROUNDS)
+                            client, namespaces[phase], f"pod-{index}", image, 1
                         )
         finally:
             minimal.terminate()
@@ -276,7 +338,8 @@ def bench_apiserver(count: int) -> None:
         registry.stop()
 
     print(
-        f"(b) through kube-apiserver: {count} sequential pod creates per phase, keep-alive client"
+        f"(b) through kube-apiserver: {count} sequential pod creates per phase, keep-alive "
+        "client, phases alternating create by create"
     )
     print(f"    load average after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for phase, latencies in figures.items():
