@@ -50,4 +50,3 @@ def test_webhook_and_operator_get_the_same_startup_image(
     images = _startup_images(_render(values))
     assert images["webhook"] == images["operator"], images
     assert images["operator"].startswith(expected)
-

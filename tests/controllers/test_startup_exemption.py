@@ -178,9 +178,7 @@ async def test_audit_judges_a_container_that_only_borrows_the_name() -> None:
     shell = copy.deepcopy(built)
     shell["command"] = ["sh", "-c", "sleep infinity"]
     verifier = ScriptedVerifierForTests()
-    controller = _controller(
-        verifier, _deployment(shell), ["registry.example/ml/"], STARTUP_IMAGE
-    )
+    controller = _controller(verifier, _deployment(shell), ["registry.example/ml/"], STARTUP_IMAGE)
     assert await _audit(controller) == [("ImageRegistryNotAllowed", INIT_IMAGE_PATH)]
 
 
@@ -194,9 +192,7 @@ async def test_the_startup_image_is_not_verified_for_the_audit_or_the_status() -
     assert {call["reference"] for call in verifier.calls} == {IMAGE}
 
 
-@pytest.mark.parametrize(
-    ("startup_image", "violating"), [(STARTUP_IMAGE, False), (None, True)]
-)
+@pytest.mark.parametrize(("startup_image", "violating"), [(STARTUP_IMAGE, False), (None, True)])
 async def test_policy_status_agrees_with_admission(
     startup_image: str | None, violating: bool
 ) -> None:
