@@ -385,6 +385,9 @@ def _etcd_is_healthy(client_url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{client_url}/health", timeout=2) as response:  # noqa: S310 - our own loopback URL
             body: dict[str, Any] = json.load(response)
+    except urllib.error.HTTPError as error:  # unhealthy; the error holds the socket
+        error.close()
+        return False
     except (OSError, ValueError):
         return False
     return body.get("health") == "true"
@@ -397,6 +400,9 @@ def _https_get_ok(url: str, context: ssl.SSLContext, token: str | None) -> bool:
     try:
         with urllib.request.urlopen(request, timeout=2, context=context) as response:  # noqa: S310
             return bool(response.status == 200)
+    except urllib.error.HTTPError as error:  # not ready yet; the error holds the socket
+        error.close()
+        return False
     except (urllib.error.URLError, OSError):
         return False
 

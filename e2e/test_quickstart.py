@@ -321,6 +321,9 @@ def _ready(port: int, ca_file: pathlib.Path) -> bool:
             f"https://127.0.0.1:{port}/readyz", timeout=2, context=context
         ) as answer:
             return bool(answer.status == 200)
+    except urllib.error.HTTPError as error:  # 503 until synced; it holds the socket
+        error.close()
+        return False
     except (urllib.error.URLError, OSError):
         return False
 

@@ -80,6 +80,9 @@ class WebhookProcess:
             url = f"https://127.0.0.1:{self.port}/readyz"
             with urllib.request.urlopen(url, timeout=2, context=self.context) as answer:
                 return bool(answer.status == 200)
+        except urllib.error.HTTPError as error:  # 503 until synced; it holds the socket
+            error.close()
+            return False
         except (urllib.error.URLError, OSError):
             return False
 

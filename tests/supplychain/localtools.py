@@ -66,6 +66,9 @@ class LocalRegistry:
                 with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1) as answer:
                     if answer.status == 200:
                         return self
+            except urllib.error.HTTPError as error:  # not serving yet; it holds the socket
+                error.close()
+                time.sleep(0.05)
             except (urllib.error.URLError, OSError):
                 time.sleep(0.05)
         raise AssertionError(f"registry on {self.host} did not start: {self.log_path.read_text()}")
