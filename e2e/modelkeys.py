@@ -8,22 +8,20 @@ would overwrite it); the full operator registers them with the artifact reconcil
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import pathlib
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import kopf
 from kubernetes import client
 
+from e2e import operators
 from e2e.clients import REPOSITORY_ROOT, Cluster
 from modelshield.controllers import modelkeys as modelkeys_handlers
-from modelshield.controllers import settings as operator_settings
 from modelshield.controllers import writing
 from modelshield.modelartifacts import startup
 
@@ -98,57 +96,14 @@ def run_startup_check(
     )
 
 
-def _connection(api_client: client.ApiClient) -> kopf.ConnectionInfo:
-    configuration = api_client.configuration
-    header = configuration.get_api_key_with_prefix(
-        "BearerToken"
-    ) or configuration.get_api_key_with_prefix("authorization")
-    scheme, _, token = (header or "").rpartition(" ")
-    return kopf.ConnectionInfo(
-        server=configuration.host,
-        ca_path=configuration.ssl_ca_cert,
-        insecure=not configuration.verify_ssl,
-        scheme=scheme or None,
-        token=token or None,
-        certificate_path=configuration.cert_file,
-        private_key_path=configuration.key_file,
-    )
-
-
 @contextlib.contextmanager
 def publishing_model_keys(cluster: Cluster, resync_seconds: float = 2.0) -> Iterator[None]:
     """The model-keys handlers alone, in a kopf thread, for the duration of the block."""
     registry = kopf.OperatorRegistry()
     kube = writing.Kube(cluster.api_client, max_workers=2)
     modelkeys_handlers.register(registry, kube_source=lambda: kube, resync_seconds=resync_seconds)
-
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return _connection(cluster.api_client)
-
-    settings = kopf.OperatorSettings()
-    operator_settings.configure(settings, standalone=True)
-    stop = threading.Event()
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.run(
-            kopf.operator(
-                registry=registry,
-                settings=settings,
-                standalone=True,
-                clusterwide=True,
-                stop_flag=stop,
-                ready_flag=ready,
-            )
-        )
-
-    thread = threading.Thread(target=run, name="kopf-model-keys", daemon=True)
-    thread.start()
-    assert ready.wait(30), "kopf did not start"
     try:
-        yield
+        with operators.kopf_in_thread(registry, cluster.api_client, "kopf-model-keys"):
+            yield
     finally:
-        stop.set()
-        thread.join(30)
         kube.close()

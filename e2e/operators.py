@@ -18,10 +18,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import kopf
 import yaml
+from kubernetes import client
 
 from e2e import clients
 from e2e.clients import REPOSITORY_ROOT, Kubectl
+from modelshield.cli import operator as operator_cli
+from modelshield.controllers import settings as operator_settings
 from tests.supplychain.authproxy import AuthProxy
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -223,3 +227,41 @@ def basic_auth_registry(upstream: str) -> Iterator[str]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         loop.close()
+
+
+@contextlib.contextmanager
+def kopf_in_thread(
+    registry: kopf.OperatorRegistry, api_client: client.ApiClient, name: str
+) -> Iterator[None]:
+    """Run the handlers of ``registry`` in a kopf operator on a thread for the block,
+    logged in as ``api_client`` is (the in-process counterpart of ``modelshield operator``)."""
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return operator_cli.connection_info(api_client.configuration)
+
+    settings = kopf.OperatorSettings()
+    operator_settings.configure(settings, standalone=True)
+    stop = threading.Event()
+    ready = threading.Event()
+
+    def run() -> None:
+        asyncio.run(
+            kopf.operator(
+                registry=registry,
+                settings=settings,
+                standalone=True,
+                clusterwide=True,
+                stop_flag=stop,
+                ready_flag=ready,
+            )
+        )
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    assert ready.wait(30), "kopf did not start"
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(30)

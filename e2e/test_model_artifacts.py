@@ -8,9 +8,7 @@ signed with the real model_signing library.
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,9 +17,9 @@ import kopf
 import pytest
 from kubernetes import client
 
+from e2e import operators
 from e2e.clients import Cluster
 from modelshield.controllers import artifacts as artifact_handlers
-from modelshield.controllers import settings as operator_settings
 from modelshield.controllers import writing
 from modelshield.modelartifacts import signing
 from tests.modelartifacts import keys, models
@@ -29,23 +27,6 @@ from tests.modelartifacts import picklecode as op
 
 GROUP, VERSION = "modelshield.dev", "v1alpha1"
 WAIT_SECONDS = 90.0
-
-
-def _connection(api_client: client.ApiClient) -> kopf.ConnectionInfo:
-    configuration = api_client.configuration
-    header = configuration.get_api_key_with_prefix(
-        "BearerToken"
-    ) or configuration.get_api_key_with_prefix("authorization")
-    scheme, _, token = (header or "").rpartition(" ")
-    return kopf.ConnectionInfo(
-        server=configuration.host,
-        ca_path=configuration.ssl_ca_cert,
-        insecure=not configuration.verify_ssl,
-        scheme=scheme or None,
-        token=token or None,
-        certificate_path=configuration.cert_file,
-        private_key_path=configuration.key_file,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -60,36 +41,10 @@ def operator(
     )
     kube = writing.Kube(cluster.api_client, max_workers=2)
     reconciler = artifact_handlers.register(registry, settings=settings, kube=kube)
-
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return _connection(cluster.api_client)
-
-    kopf_settings = kopf.OperatorSettings()
-    operator_settings.configure(kopf_settings, standalone=True)
-    stop = threading.Event()
-    ready = threading.Event()
-
-    def run() -> None:
-        asyncio.run(
-            kopf.operator(
-                registry=registry,
-                settings=kopf_settings,
-                standalone=True,
-                clusterwide=True,
-                stop_flag=stop,
-                ready_flag=ready,
-            )
-        )
-
-    thread = threading.Thread(target=run, name="kopf", daemon=True)
-    thread.start()
-    assert ready.wait(30), "kopf did not start"
     try:
-        yield
+        with operators.kopf_in_thread(registry, cluster.api_client, "kopf"):
+            yield
     finally:
-        stop.set()
-        thread.join(30)
         reconciler.shutdown()
         kube.close()
 

@@ -83,7 +83,7 @@ def _api_client(kubeconfig: str | None, pool_size: int) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
-def _connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
     """kopf's credentials from the client configuration loaded by ``_api_client``."""
     header = configuration.get_api_key_with_prefix(
         "BearerToken"
@@ -177,7 +177,7 @@ def build(
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
-        return _connection_info(api_client.configuration)
+        return connection_info(api_client.configuration)
 
     leader = leadership.Leadership(
         kube,
