@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Iterator
 
 from modelshield.api.v1alpha1.common import Severity
-from modelshield.engine import compiling, facts, workloads
+from modelshield.engine import compiling, facts, references, workloads
 from modelshield.engine.decisions import Code
 
 #: A violation without its policy: (code, path, message). The evaluator adds the policy.
@@ -91,13 +91,10 @@ def remedy(outcome: facts.Outcome, trusted: frozenset[str]) -> str:
 
 
 def normalized(reference: str) -> str:
-    """The fully qualified form of an image reference (docker.io/library/ for bare names)."""
-    first, _, rest = reference.partition("/")
-    if not rest:
-        return f"docker.io/library/{reference}"
-    if "." in first or ":" in first or first == "localhost":
-        return reference
-    return f"docker.io/{reference}"
+    """The reference the container runtime pulls (``references.parse``: distribution's
+    grammar, so ``Evil/server`` is the host ``Evil``); as written when the runtime would
+    refuse it (it never runs)."""
+    return references.normalized(reference) or reference
 
 
 def allows_registry(requirement: compiling.CompiledImages, image: str) -> bool:

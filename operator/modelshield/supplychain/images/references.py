@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from modelshield.engine import references as engine_references
+
 DOCKER_HUB = "docker.io"
 #: The host that serves Docker Hub's distribution API.
 DOCKER_HUB_API = "registry-1.docker.io"
@@ -83,14 +85,12 @@ def parse(text: str) -> Reference:
         remainder, tag = remainder[:colon], remainder[colon + 1 :]
         if not _TAG_PATTERN.match(tag):
             raise InvalidReferenceError(f"{text!r}: {tag!r} is not a valid tag")
-    first, _, rest = remainder.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-        registry, repository = first, rest
-        if not _DOMAIN_PATTERN.match(registry):
-            raise InvalidReferenceError(f"{text!r}: {registry!r} is not a registry host")
-    else:
-        registry, repository = DOCKER_HUB, remainder
-    if registry in ("index.docker.io", DOCKER_HUB_API):
+    # Where the registry ends is the runtime's rule (an upper-case first component is a
+    # host), shared with the engine's allow-list so both mean the image that runs.
+    registry, repository = engine_references.split_domain(remainder)
+    if registry != DOCKER_HUB and not _DOMAIN_PATTERN.match(registry):
+        raise InvalidReferenceError(f"{text!r}: {registry!r} is not a registry host")
+    if registry == DOCKER_HUB_API:
         registry = DOCKER_HUB
     if registry == DOCKER_HUB and "/" not in repository:
         repository = f"library/{repository}"
