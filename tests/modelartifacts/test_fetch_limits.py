@@ -1,0 +1,224 @@
+"""Fetch limits and confinement (issue 21): file count, deadline, file:// and pvc:// roots.
+
+Every test here failed before: there was no file-count limit, no overall deadline (a server
+trickling a byte at a time held a worker for as long as it liked), file:// read anything
+the operator could, and pvc:// resolved ``..`` and claims of other namespaces.
+"""
+
+from __future__ import annotations
+
+import io
+import pathlib
+import socket
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from modelshield.modelartifacts import fetching
+from tests.modelartifacts import models, servers
+
+
+def _tar(path: pathlib.Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+@pytest.mark.integration
+def test_archive_with_more_files_than_the_limit_is_refused(tmp_path: pathlib.Path) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    _tar(served / "many.tar", {f"f{i}.txt": b"x" for i in range(50)})
+    settings = fetching.Settings(max_files=20)
+
+    with servers.file_server(served) as (base, _), pytest.raises(fetching.FetchError) as caught:
+        fetching.fetch(f"{base}/many.tar", tmp_path / "out" / "fetched", settings)
+
+    assert caught.value.reason == fetching.TOO_MANY_FILES
+    assert not (tmp_path / "out" / "fetched").exists()
+
+
+@pytest.mark.integration
+def test_archive_with_x_and_x_slash_y_is_a_fetch_error(tmp_path: pathlib.Path) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    _tar(served / "clash.tar", {"x": b"a file", "x/y": b"under the file"})
+
+    with servers.file_server(served) as (base, _), pytest.raises(fetching.FetchError) as caught:
+        fetching.fetch(f"{base}/clash.tar", tmp_path / "out" / "fetched")
+
+    assert caught.value.reason == fetching.FETCH_FAILED
+
+
+@pytest.mark.integration
+def test_archive_naming_one_file_twice_is_refused(tmp_path: pathlib.Path) -> None:
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "twice.tar", "w") as archive:
+        for data in (b"checked first", b"served later"):
+            info = tarfile.TarInfo("weights.bin")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+    with servers.file_server(served) as (base, _), pytest.raises(fetching.FetchError):
+        fetching.fetch(f"{base}/twice.tar", tmp_path / "out" / "fetched")
+
+
+@pytest.fixture
+def trickling_server() -> Iterator[str]:
+    """A loopback HTTP server that sends a header, then one byte every 0.2 s, for 30 s."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(65536)
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+                ends = time.monotonic() + 30
+                while not stop.is_set() and time.monotonic() < ends:
+                    try:
+                        connection.sendall(b"x")
+                    except OSError:
+                        break
+                    time.sleep(0.2)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+@pytest.mark.integration
+def test_a_trickling_server_is_stopped_at_the_overall_deadline(
+    trickling_server: str, tmp_path: pathlib.Path
+) -> None:
+    # Each read gets a byte within the 3 s timeout: only an overall deadline ends this.
+    settings = fetching.Settings(timeout_seconds=3.0, deadline_seconds=2.0)
+    started = time.monotonic()
+
+    with pytest.raises(fetching.FetchError) as caught:
+        fetching.fetch(f"{trickling_server}/model.bin", tmp_path / "fetched", settings)
+
+    assert caught.value.reason == fetching.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 6.0
+
+
+def test_settings_from_the_environment() -> None:
+    settings = fetching.Settings.from_environment(
+        {
+            "MODELSHIELD_ARTIFACT_MAX_BYTES": "1000",
+            "MODELSHIELD_ARTIFACT_MAX_FILES": "7",
+            "MODELSHIELD_ARTIFACT_DEADLINE_SECONDS": "12.5",
+            "MODELSHIELD_FILE_ROOTS": "/models:/data/models",
+        }
+    )
+
+    assert (settings.max_bytes, settings.max_files, settings.deadline_seconds) == (1000, 7, 12.5)
+    assert settings.file_roots == (pathlib.Path("/models"), pathlib.Path("/data/models"))
+
+
+def test_defaults_are_sized_for_real_models() -> None:
+    settings = fetching.Settings()
+
+    assert settings.max_bytes == 256 << 30  # a 70B model in 16-bit weights is ~140 GB
+    assert settings.max_files == 10_000
+    assert settings.deadline_seconds == 3600.0
+    assert settings.file_roots == ()
+
+
+def test_file_uri_is_refused_without_configured_roots(tmp_path: pathlib.Path) -> None:
+    model = models.benign_model(tmp_path / "model")
+
+    with pytest.raises(fetching.FetchError) as caught:
+        fetching.fetch(f"file://{model}", tmp_path / "unused")
+
+    assert caught.value.reason == fetching.NOT_ALLOWED
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "file:///etc",
+        "file:///proc/self/",
+        "file://{root}/../elsewhere",
+        "file://{root}/models/%2e%2e/%2e%2e/elsewhere",
+        "file://{root}/escape-link",
+        "file://otherhost{root}/models/model",
+    ],
+)
+def test_file_uri_outside_the_roots_is_refused(uri: str, tmp_path: pathlib.Path) -> None:
+    root = tmp_path / "root"
+    models.benign_model(root / "models" / "model")
+    (tmp_path / "elsewhere").mkdir()
+    (root / "escape-link").symlink_to(tmp_path / "elsewhere")
+    settings = fetching.Settings(file_roots=(root,))
+
+    with pytest.raises(fetching.FetchError) as caught:
+        fetching.fetch(uri.format(root=root), tmp_path / "unused", settings)
+
+    assert caught.value.reason == fetching.NOT_ALLOWED
+
+
+def test_file_uri_under_a_root_is_allowed(tmp_path: pathlib.Path) -> None:
+    model = models.benign_model(tmp_path / "root" / "models" / "model")
+    settings = fetching.Settings(file_roots=(tmp_path / "root",))
+
+    assert fetching.fetch(f"file://{model}", tmp_path / "unused", settings).directory == model
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "pvc://../other-tenant/claim/model",
+        "pvc://claim/../../other-tenant/claim/model",
+        "pvc://claim/%2e%2e/%2e%2e/other-tenant/claim/model",
+        "pvc://Claim_With_Bad_Name/model",
+        "pvc://claim/link-out",
+    ],
+)
+def test_pvc_uri_is_confined_to_the_artifacts_namespace(uri: str, tmp_path: pathlib.Path) -> None:
+    models.benign_model(tmp_path / "ml-team" / "claim" / "model")
+    models.benign_model(tmp_path / "other-tenant" / "claim" / "model")
+    (tmp_path / "ml-team" / "claim" / "link-out").symlink_to(tmp_path / "other-tenant" / "claim")
+    settings = fetching.Settings(pvc_root=tmp_path)
+
+    with pytest.raises(fetching.FetchError) as caught:
+        fetching.fetch(uri, tmp_path / "unused", settings, "ml-team")
+
+    assert caught.value.reason == fetching.NOT_ALLOWED
+
+
+def test_pvc_uri_reads_the_claim_in_the_artifacts_namespace(tmp_path: pathlib.Path) -> None:
+    mine = models.benign_model(tmp_path / "ml-team" / "claim" / "model")
+    models.benign_model(tmp_path / "other-tenant" / "claim" / "model")
+    settings = fetching.Settings(pvc_root=tmp_path)
+
+    fetched = fetching.fetch("pvc://claim/model", tmp_path / "unused", settings, "ml-team")
+
+    assert fetched.directory == mine
+    with pytest.raises(fetching.FetchError):
+        fetching.fetch("pvc://claim/model", tmp_path / "unused", settings, "")
+
+
+def test_signature_uri_is_confined_like_the_model(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "secret.key").write_text("not a signature")
+    settings = fetching.Settings(file_roots=(tmp_path / "models",), pvc_root=tmp_path / "pvc")
+
+    for uri in (f"file://{tmp_path}/secret.key", "pvc://../secret.key"):
+        with pytest.raises(fetching.FetchError):
+            fetching.fetch_file(uri, tmp_path / "sig", settings, "ml-team")
