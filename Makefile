@@ -4,6 +4,9 @@ PYTHON := $(VENV)/bin/python
 BIN := $(VENV)/bin
 SOURCES := operator webhooks tests e2e bench
 TOOLS_ENV := $(HOME)/.cache/modelshield/tools/env.sh
+# The moment the example facts describe (examples/README.md): the demo judges attestation
+# ages as of then, so it gives the same verdicts on any day.
+DEMO_NOW := 2026-11-25T12:00:00Z
 
 .DEFAULT_GOAL := help
 .PHONY: help setup tools demo lint format typecheck test test-unit e2e e2e-kind crds crds-check chart-lint bench bench-admission clean
@@ -24,10 +27,10 @@ tools: ## build the control plane, kubectl, helm, cosign, registry and vegeta in
 
 demo: setup ## run `modelshield test` on examples/: the compliant workload passes, the other is denied
 	@echo "== compliant workload (expect exit 0)"
-	$(BIN)/modelshield test examples/policies --facts examples/facts.yaml --resources \
+	$(BIN)/modelshield test examples/policies --facts examples/facts.yaml --now $(DEMO_NOW) --resources \
 	  examples/workloads/namespace.yaml examples/workloads/model-artifacts.yaml examples/workloads/compliant.yaml
 	@echo "== non-compliant workload (expect exit 1 and the violations)"
-	$(BIN)/modelshield test examples/policies --facts examples/facts.yaml --resources \
+	$(BIN)/modelshield test examples/policies --facts examples/facts.yaml --now $(DEMO_NOW) --resources \
 	  examples/workloads/namespace.yaml examples/workloads/model-artifacts.yaml examples/workloads/noncompliant.yaml; \
 	  test $$? -eq 1
 

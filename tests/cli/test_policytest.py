@@ -141,3 +141,26 @@ def test_the_installed_console_script_runs() -> None:
     )
     assert result.returncode == 1, result.stderr
     assert "ImageUnsigned" in result.stdout
+
+
+def test_a_manifest_without_a_namespace_is_named_with_the_namespace_assumed(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    compliant = (EXAMPLES / "workloads" / "compliant.yaml").read_text()
+    unnamespaced = tmp_path / "deploy.yaml"
+    unnamespaced.write_text(compliant.replace("  namespace: ml-prod\n", "", 1))
+    assert "namespace: ml-prod" not in unnamespaced.read_text().split("spec:")[0]
+    arguments = _examples("compliant.yaml", "--namespace", "ml-prod", "--output", "json")
+    arguments[arguments.index(str(EXAMPLES / "workloads" / "compliant.yaml"))] = str(unnamespaced)
+    assert _run(*arguments) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # the notice stays off stdout, which remains machine-readable
+    assert f"note: {unnamespaced}: document 1 (Deployment fraud-detector)" in captured.err
+    assert "evaluated in namespace 'ml-prod'" in captured.err
+
+
+def test_manifests_that_name_their_namespace_get_no_notice(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert _run(*_examples("compliant.yaml")) == 0
+    assert "note:" not in capsys.readouterr().err

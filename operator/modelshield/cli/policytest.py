@@ -25,9 +25,16 @@ def run(
     facts_path: pathlib.Path | None,
     default_namespace: str,
     now: datetime.datetime,
+    defaulted: list[manifests.Document] | None = None,
 ) -> list[reports.Result]:
-    """Evaluate every workload found under resource_paths; ManifestError on bad input."""
+    """Evaluate every workload found under resource_paths; ManifestError on bad input.
+
+    Namespaced documents that name no namespace are read into default_namespace and, when
+    given, appended to defaulted: GitOps manifests often leave the namespace to the
+    deploying tool, and the reviewer must see which namespace was assumed.
+    """
     policy_list: list[compiling.AnyPolicy] = []
+    assumed = defaulted if defaulted is not None else []
     artifact_facts: dict[tuple[str, str], facts.ArtifactFacts] = {}
     namespace_labels: dict[str, dict[str, str]] = {}
     workload_documents: list[manifests.Document] = []
@@ -37,8 +44,12 @@ def run(
             if isinstance(parsed, policies.ClusterModelSecurityPolicy):
                 policy_list.append(parsed)
             elif isinstance(parsed, policies.ModelSecurityPolicy):
+                if not parsed.metadata.namespace:
+                    assumed.append(document)
                 policy_list.append(_in_namespace(parsed, default_namespace))
             elif isinstance(parsed, artifacts.ModelArtifact):
+                if not parsed.metadata.namespace:
+                    assumed.append(document)
                 artifact = _in_namespace(parsed, default_namespace)
                 artifact_facts[(artifact.metadata.namespace, artifact.metadata.name)] = (
                     facts.from_model_artifact(artifact)
@@ -58,6 +69,8 @@ def run(
     results = []
     for document in workload_documents:
         workload = workloads.parse(document.body)
+        if not workload.namespace:
+            assumed.append(document)
         namespace = workload.namespace or default_namespace
         decision = evaluating.evaluate(
             document.body,
@@ -83,6 +96,7 @@ def _in_namespace(resource: _Namespaced, default_namespace: str) -> _Namespaced:
 
 def _handle(arguments: argparse.Namespace) -> int:
     now = arguments.now or datetime.datetime.now(datetime.UTC)
+    defaulted: list[manifests.Document] = []
     try:
         results = run(
             [pathlib.Path(p) for p in arguments.policies],
@@ -90,10 +104,18 @@ def _handle(arguments: argparse.Namespace) -> int:
             pathlib.Path(arguments.facts) if arguments.facts else None,
             arguments.namespace,
             now,
+            defaulted,
         )
     except manifests.ManifestError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    # On stderr, so that json, junit and sarif output on stdout stay machine-readable.
+    for document in defaulted:
+        print(
+            f"note: {document.where} names no metadata.namespace; evaluated in namespace "
+            f"{arguments.namespace!r} (set it in the manifest, or pass --namespace)",
+            file=sys.stderr,
+        )
     sys.stdout.write(reports.RENDERERS[arguments.output](results))
     return EXIT_DENIED if any(r.verdict == "FAIL" for r in results) else EXIT_PASS
 

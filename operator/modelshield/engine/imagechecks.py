@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Iterator
 
 from modelshield.api.v1alpha1.common import Severity
@@ -97,10 +98,37 @@ def normalized(reference: str) -> str:
     return references.normalized(reference) or reference
 
 
+#: A reference pinned the way the container runtime accepts it: distribution's
+#: ``name@algorithm:encoded`` with a digest algorithm the runtime knows and its full length
+#: (containerd refuses ``@sha256:abc`` when it pulls, so it must not count as pinned here).
+_PINNED = re.compile(r"[^@]+@(?:sha256:[a-f0-9]{64}|sha384:[a-f0-9]{96}|sha512:[a-f0-9]{128})")
+
+
+def is_pinned(image: str) -> bool:
+    """Whether the image reference names a complete, well-formed digest."""
+    return _PINNED.fullmatch(image) is not None
+
+
+def _under(image: str, entry: str) -> bool:
+    # An entry is a path prefix, never a string prefix: registry.example.com/ml admits
+    # registry.example.com/ml/x and the repository itself (with a tag or digest), never
+    # registry.example.com/ml-evil/x. A bare host admits only paths below it, so
+    # registry.example.com never admits registry.example.com:5000 (another registry).
+    if entry.endswith("/"):
+        return image.startswith(entry)
+    if not image.startswith(entry):
+        return False
+    rest = image[len(entry) :]
+    return rest == "" or rest[0] == "/" or ("/" in entry and rest[0] in ":@")
+
+
 def allows_registry(requirement: compiling.CompiledImages, image: str) -> bool:
     """Whether the requirement's ``allowedRegistries`` (none: any) admit the image."""
-    prefixes = requirement.allowed_registries
-    return not prefixes or image.startswith(prefixes) or normalized(image).startswith(prefixes)
+    entries = requirement.allowed_registries
+    if not entries:
+        return True
+    full = normalized(image)
+    return any(_under(image, entry) or _under(full, entry) for entry in entries)
 
 
 def _signers(names: frozenset[str]) -> str:
@@ -128,7 +156,7 @@ def check_container(
             path,
             f"{_what(container)} is not from an allowed registry; use one of: {', '.join(prefixes)}",
         )
-    if requirement.require_digest and "@sha256:" not in image:
+    if requirement.require_digest and not is_pinned(image):
         yield (
             Code.IMAGE_NOT_PINNED,
             path,

@@ -182,11 +182,7 @@ def check_workload(
 ) -> Iterator[Finding]:
     """Every way the workload's model fails the requirement."""
     if not workload.models:
-        path = (
-            "metadata.annotations"
-            if workload.kind in ("Pod", "InferenceService")
-            else ("spec.template.metadata.annotations")
-        )
+        path = f"{workloads.template_metadata_path(workload.kind)}.annotations"
         yield (Code.MODEL_NOT_DECLARED, path, f"the workload names no model; {_HOW_TO_DECLARE}")
         return
     for reference in workload.models:

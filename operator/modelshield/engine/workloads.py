@@ -184,6 +184,13 @@ class Header:
     template_metadata_path: str
 
 
+def template_metadata_path(kind: str) -> str:
+    """The JSON path of the metadata whose annotations name a workload's model."""
+    if kind == INFERENCE_SERVICE:
+        return "metadata"
+    return ".".join(_TEMPLATE_PATHS.get(kind, _TEMPLATE_PATHS["Pod"])[0])
+
+
 def read_header(obj: Any) -> Header:
     """Kind, namespace, name and selection labels; never raises."""
     root = _mapping(obj)

@@ -32,10 +32,14 @@ class ModelArtifactSpec(ApiModel):
     """One model version: where it lives and what it must hash to."""
 
     uri: str = pydantic.Field(
-        description="Where the model files are: file://, pvc://, http(s)://, s3:// or oci:// URI.",
+        description=(
+            "Where the model files are: a file://, pvc://, http(s)://, s3:// or oci:// URI "
+            "(the schemes the operator can fetch; gs:// is not one: serve Google Cloud "
+            "Storage through its S3-compatible endpoint as s3://)."
+        ),
         min_length=1,
         max_length=2048,
-        pattern=r"^(file|pvc|https?|s3|gs|oci)://",
+        pattern=r"^(file|pvc|https?|s3|oci)://",
     )
     digest: str | None = pydantic.Field(
         default=None,

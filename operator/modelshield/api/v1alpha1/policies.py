@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
+from typing import Annotated
 
 import pydantic
 
@@ -147,14 +148,29 @@ class AttestationRequirement(ApiModel):
     )
 
 
+RegistryPrefix = Annotated[
+    str,
+    pydantic.Field(
+        min_length=1,
+        max_length=512,
+        # host[:port] then path: no scheme, space, tag or digest, which could never match.
+        pattern=r"^[a-zA-Z0-9][-a-zA-Z0-9._]*(:[0-9]+)?(/[^\s@:/][^\s@:]*)?/?$",
+    ),
+]
+
+
 class ImageRequirements(ApiModel):
     """Requirements on every container image of a governed workload."""
 
-    allowed_registries: list[str] = pydantic.Field(
+    allowed_registries: list[RegistryPrefix] = pydantic.Field(
         default_factory=list,
         description=(
-            "Image reference prefixes that are allowed, e.g. registry.example.com/ml/. "
-            "Empty allows any registry."
+            "Where images may come from, as path prefixes of the image reference: "
+            "registry.example.com/ml/ (or registry.example.com/ml) admits every image "
+            "under registry.example.com/ml/ and, without the slash, that repository "
+            "itself; it never admits registry.example.com/ml-evil/. A bare host admits "
+            "only images on that host and port. Docker Hub images are matched in their "
+            "full form (docker.io/library/nginx). Empty allows any registry."
         ),
         max_length=64,
     )
