@@ -8,7 +8,9 @@ signed with the real model_signing library.
 
 from __future__ import annotations
 
+import io
 import pathlib
+import tarfile
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,8 +23,8 @@ from e2e import operators
 from e2e.clients import Cluster
 from modelshield.controllers import artifacts as artifact_handlers
 from modelshield.controllers import writing
-from modelshield.modelartifacts import signing
-from tests.modelartifacts import keys, models
+from modelshield.modelartifacts import fetching, signing
+from tests.modelartifacts import keys, models, servers
 from tests.modelartifacts import picklecode as op
 
 GROUP, VERSION = "modelshield.dev", "v1alpha1"
@@ -34,16 +36,20 @@ def operator(
     cluster: Cluster,
     modelshield_crds: list[dict[str, Any]],
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[None]:
+) -> Iterator[artifact_handlers.Reconciler]:
     registry = kopf.OperatorRegistry()
     settings = artifact_handlers.Settings(
-        work_dir=tmp_path_factory.mktemp("artifact-work"), max_concurrent=2, timer_seconds=2.0
+        # file:// models live under pytest's temporary directories, and only there.
+        fetch=fetching.Settings(file_roots=(tmp_path_factory.getbasetemp(),)),
+        work_dir=tmp_path_factory.mktemp("artifact-work"),
+        max_concurrent=2,
+        timer_seconds=2.0,
     )
     kube = writing.Kube(cluster.api_client, max_workers=2)
     reconciler = artifact_handlers.register(registry, settings=settings, kube=kube)
     try:
         with operators.kopf_in_thread(registry, cluster.api_client, "kopf"):
-            yield
+            yield reconciler
     finally:
         reconciler.shutdown()
         kube.close()
@@ -246,3 +252,84 @@ def test_a_new_policy_signer_triggers_a_recheck(
 
     status = _wait_status(cluster, namespace, "before-policy", "Ready")
     assert status["signer"] == "release"
+
+
+def _tar_of(model: pathlib.Path, target: pathlib.Path, extra: dict[str, bytes]) -> None:
+    with tarfile.open(target, "w") as archive:
+        for path in sorted(model.rglob("*")):
+            if path.is_file():
+                archive.add(path, arcname=path.relative_to(model).as_posix())
+        for name, data in extra.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def test_a_model_swapped_with_an_archive_that_breaks_the_fetch_is_not_kept_ready(
+    cluster: Cluster,
+    namespace: str,
+    tmp_path: pathlib.Path,
+    operator: artifact_handlers.Reconciler,
+) -> None:
+    # Issue 21: the swapped archive has both `x` and `x/y`; unpacking it raised an OSError
+    # that the handler did not catch, kopf retried every minute and the status (Ready, the
+    # old digest, the old lastChecked) stayed for good. The timer re-check (no spec
+    # change) must now turn the artifact NotVerified, with an Event and a metric.
+    pair = keys.key_pair(tmp_path / "keys", "release")
+    model = models.benign_model(tmp_path / "model")
+    signing.sign_with_key(model, pair.private_path)
+    served = tmp_path / "served"
+    served.mkdir()
+    _tar_of(model, served / "model.tar", {})
+    _policy(cluster, namespace, pair.public_pem)
+
+    with servers.file_server(served) as (base, _):
+        _artifact(cluster, namespace, "swapped", f"{base}/model.tar", recheckInterval="1s")
+        ready = _wait_status(cluster, namespace, "swapped", "Ready")
+        assert ready["verifiedDigest"]
+
+        (model / "vocab.txt").write_text("swapped after signing\n")
+        _tar_of(model, served / "swapped.tar", {"x": b"a file", "x/y": b"below a file"})
+        (served / "swapped.tar").replace(served / "model.tar")
+
+        status = _wait_status(cluster, namespace, "swapped", "NotVerified")
+
+    by_type = {c["type"]: c for c in status["conditions"]}
+    assert (by_type["Verified"]["status"], by_type["Verified"]["reason"]) == (
+        "False",
+        "FetchFailed",
+    )
+    assert by_type["Ready"]["status"] == "False"
+    assert status.get("verifiedDigest") is None
+    assert status["lastChecked"] > ready["lastChecked"]
+    deadline = time.monotonic() + 20
+    while "FetchFailed" not in _events(cluster, namespace, "swapped"):
+        assert time.monotonic() < deadline, _events(cluster, namespace, "swapped")
+        time.sleep(0.5)
+    failures = operator.metrics.registry.get_sample_value(
+        "modelshield_model_artifact_check_failures_total",
+        {"namespace": namespace, "reason": "FetchFailed"},
+    )
+    assert failures is not None
+    assert failures >= 1
+
+
+def test_a_uri_with_credentials_is_not_echoed_in_status_or_events(
+    cluster: Cluster, namespace: str, operator: artifact_handlers.Reconciler
+) -> None:
+    secret = "s3cr3t-t0ken"
+    _artifact(
+        cluster,
+        namespace,
+        "with-credentials",
+        f"http://user:{secret}@127.0.0.1:9/model.joblib?X-Amz-Signature={secret}",
+    )
+
+    status = _wait_status(cluster, namespace, "with-credentials", "NotVerified")
+
+    assert secret not in str(status)
+    found = client.CoreV1Api(cluster.api_client).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=with-credentials"
+    )
+    assert found.items
+    assert all(secret not in str(event.message) for event in found.items)

@@ -138,7 +138,7 @@ def test_config_map_follows_verified_artifacts_key_rotation_and_deletion(
     )
     _artifact(cluster, namespace, "fraud-v1", first)
     _artifact(cluster, namespace, "fraud-v2", second)
-    operator = start_operator()
+    operator = start_operator(f"--file-root={tmp_path}")
 
     _ready(cluster, namespace, "fraud-v1")
     _ready(cluster, namespace, "fraud-v2")
@@ -243,7 +243,7 @@ def test_a_config_map_modelshield_does_not_manage_is_left_alone_and_reported(
     signing.sign_with_key(model, pair.private_path)
     _policy(cluster, namespace, {"name": "release", "publicKey": pair.public_pem.decode()})
     _artifact(cluster, namespace, "fraud-v1", model)
-    operator = start_operator()
+    operator = start_operator(f"--file-root={tmp_path}")
 
     _ready(cluster, namespace, "fraud-v1")
 

@@ -32,7 +32,9 @@ def model(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 def test_file_uri_is_used_in_place(model: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    fetched = fetching.fetch(f"file://{model}", tmp_path / "unused")
+    settings = fetching.Settings(file_roots=(tmp_path / "source",))
+
+    fetched = fetching.fetch(f"file://{model}", tmp_path / "unused", settings)
 
     assert fetched.directory == model
     assert not fetched.copied
@@ -40,16 +42,19 @@ def test_file_uri_is_used_in_place(model: pathlib.Path, tmp_path: pathlib.Path) 
 
 
 def test_pvc_uri_resolves_under_the_mount_root(model: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    settings = fetching.Settings(pvc_root=model.parent.parent)
+    # Claims are mounted at PVC_ROOT/<namespace>/<claim>: the artifact's namespace only.
+    settings = fetching.Settings(pvc_root=tmp_path.parent)
 
-    fetched = fetching.fetch("pvc://source/model", tmp_path / "unused", settings)
+    fetched = fetching.fetch("pvc://source/model", tmp_path / "unused", settings, tmp_path.name)
 
     assert fetched.directory == model
 
 
 def test_missing_local_directory(tmp_path: pathlib.Path) -> None:
     with pytest.raises(fetching.FetchError, match="not a directory"):
-        fetching.fetch(f"file://{tmp_path}/nothing", tmp_path / "d")
+        fetching.fetch(
+            f"file://{tmp_path}/nothing", tmp_path / "d", fetching.Settings(file_roots=(tmp_path,))
+        )
 
 
 @pytest.mark.integration

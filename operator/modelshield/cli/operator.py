@@ -197,9 +197,15 @@ def build(
     policies.register(
         registry, controller, leadership=leader, resync_interval=arguments.resync_interval
     )
-    auditing.register(registry, controller=controller, arguments=arguments, leader=leader)
+    auditor = auditing.register(registry, controller=controller, arguments=arguments, leader=leader)
     certificates.register(registry, kube=kube, arguments=arguments)
-    _register_optional(registry, "modelshield.controllers.artifacts", kube=kube)
+    _register_optional(
+        registry,
+        "modelshield.controllers.artifacts",
+        kube=kube,
+        arguments=arguments,
+        metrics=auditor.metrics.registry,
+    )
     return registry, controller, kube
 
 
@@ -252,6 +258,36 @@ def _run_rbac(arguments: argparse.Namespace) -> int:
     )
     sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False))
     return 0
+
+
+def _add_artifact_arguments(parser: argparse.ArgumentParser) -> None:
+    """Limits and confinement of the ModelArtifact checks (defaults from MODELSHIELD_*)."""
+    parser.add_argument(
+        "--file-root",
+        action="append",
+        default=None,
+        help="a directory under which ModelArtifact file:// URIs may point (repeatable; "
+        "default MODELSHIELD_FILE_ROOTS, else none: file:// is refused)",
+    )
+    parser.add_argument(
+        "--artifact-max-bytes",
+        type=int,
+        default=None,
+        help="bytes one model may have (default MODELSHIELD_ARTIFACT_MAX_BYTES, else 256 GiB)",
+    )
+    parser.add_argument(
+        "--artifact-max-files",
+        type=int,
+        default=None,
+        help="files one model may have (default MODELSHIELD_ARTIFACT_MAX_FILES, else 10000)",
+    )
+    parser.add_argument(
+        "--artifact-deadline-seconds",
+        type=float,
+        default=None,
+        help="seconds one model's fetch may take; the whole check is stopped at twice this "
+        "(default MODELSHIELD_ARTIFACT_DEADLINE_SECONDS, else 3600)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -399,6 +435,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
+    _add_artifact_arguments(parser)
     parser.set_defaults(handler=_run_operator)
 
     rbac_parser = subparsers.add_parser(

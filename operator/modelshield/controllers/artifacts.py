@@ -31,11 +31,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import kopf
+import prometheus_client
 
 from modelshield.api.v1alpha1 import artifacts, common, policies
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.engine import selectors
-from modelshield.modelartifacts import fetching, reconciling, verifying
+from modelshield.modelartifacts import fetching, reconciling, redacting, verifying
 
 LOGGER = logging.getLogger("modelshield.artifacts")
 GROUP, VERSION, PLURAL = "modelshield.dev", "v1alpha1", "modelartifacts"
@@ -55,11 +56,27 @@ class Settings:
     timer_seconds: float = TIMER_SECONDS
 
     @classmethod
-    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Settings:
-        """Settings from MODELSHIELD_* (and the AWS_* variables fetching reads)."""
+    def from_environment(
+        cls, environ: Mapping[str, str] = os.environ, arguments: Any = None
+    ) -> Settings:
+        """Settings from MODELSHIELD_* (and the AWS_* variables fetching reads).
+
+        The operator's flags (``--file-root``, ``--artifact-max-bytes``,
+        ``--artifact-max-files``, ``--artifact-deadline-seconds``), when given, win.
+        """
         trust = environ.get("MODELSHIELD_MODEL_TRUST_CONFIG")
+        fetch = fetching.Settings.from_environment(environ)
+        flags = {
+            "file_roots": getattr(arguments, "file_root", None),
+            "max_bytes": getattr(arguments, "artifact_max_bytes", None),
+            "max_files": getattr(arguments, "artifact_max_files", None),
+            "deadline_seconds": getattr(arguments, "artifact_deadline_seconds", None),
+        }
+        if flags["file_roots"] is not None:
+            flags["file_roots"] = tuple(pathlib.Path(root) for root in flags["file_roots"])
+        fetch = dataclasses.replace(fetch, **{k: v for k, v in flags.items() if v is not None})
         return cls(
-            fetch=fetching.Settings.from_environment(environ),
+            fetch=fetch,
             work_dir=pathlib.Path(environ.get("MODELSHIELD_ARTIFACT_WORK_DIR", str(cls.work_dir))),
             max_concurrent=int(environ.get("MODELSHIELD_ARTIFACT_CONCURRENCY", "2")),
             trust_config=pathlib.Path(trust) if trust else None,
@@ -77,16 +94,49 @@ class Job:
     signers: tuple[verifying.TrustedSigner, ...]
     threshold: Severity
     settings: Settings
+    #: The artifact's namespace: a pvc:// claim is looked for there only.
+    namespace: str = ""
 
 
 def run_job(job: Job) -> reconciling.Verdict:
-    """Fetch, verify and scan one artifact (runs in a worker process)."""
+    """Fetch, verify and scan one artifact (runs in a worker process).
+
+    Any error is a verdict, never an exception: an exception would leave the old status
+    (perhaps Ready) in place while kopf retries, so a model swapped together with
+    something that makes the check crash would stay Ready for good.
+    """
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        return _checked(job, now)
+    except fetching.FetchError as failure:
+        message = redacting.redact(f"{failure.reason}: {failure.message}")
+        reason = reconciling.FETCH_FAILED
+    except Exception as error:
+        LOGGER.warning("artifact %s: check failed", job.uid, exc_info=True)
+        message = redacting.redact(f"the check failed: {type(error).__name__}: {error}")
+        reason = reconciling.CHECK_FAILED
+    return reconciling.failed(job.generation, job.previous, now=now, reason=reason, message=message)
+
+
+def failed_verdict(job: Job, error: BaseException) -> reconciling.Verdict:
+    """The verdict of a check whose worker could not answer (crashed, timed out)."""
+    message = redacting.redact(f"the check failed: {type(error).__name__}: {error}")
+    return reconciling.failed(
+        job.generation,
+        job.previous,
+        now=datetime.datetime.now(datetime.UTC),
+        reason=reconciling.CHECK_FAILED,
+        message=message,
+    )
+
+
+def _checked(job: Job, now: datetime.datetime) -> reconciling.Verdict:
     scratch = job.settings.work_dir / f"{job.uid}-{os.getpid()}"
     fetched: fetching.FetchedModel | None = None
     error: str | None = None
     try:
         try:
-            fetched = fetching.fetch(job.spec.uri, scratch, job.settings.fetch)
+            fetched = fetching.fetch(job.spec.uri, scratch, job.settings.fetch, job.namespace)
         except fetching.FetchError as failure:
             error = f"{failure.reason}: {failure.message}"
         signature = None
@@ -94,20 +144,24 @@ def run_job(job: Job) -> reconciling.Verdict:
             signature = scratch.with_name(scratch.name + ".sig")
             try:
                 signature = fetching.fetch_file(
-                    job.spec.signature.uri, signature, job.settings.fetch
+                    job.spec.signature.uri, signature, job.settings.fetch, job.namespace
                 )
             except fetching.FetchError as failure:
                 # Verification then reports the bundle as missing, with this in the log.
-                LOGGER.warning("signature %s: %s", job.spec.signature.uri, failure)
+                LOGGER.warning(
+                    "signature %s: %s",
+                    redacting.redact(job.spec.signature.uri),
+                    redacting.redact(str(failure)),
+                )
         return reconciling.reconcile(
             job.spec,
             job.generation,
             fetched.directory if fetched else None,
             job.signers,
             job.previous,
-            now=datetime.datetime.now(datetime.UTC),
+            now=now,
             block_at_or_above=job.threshold,
-            fetch_error=error,
+            fetch_error=redacting.redact(error) if error else None,
             signature_path=signature,
         )
     finally:
@@ -146,8 +200,11 @@ def is_due(status: Mapping[str, Any], spec: Mapping[str, Any], now: datetime.dat
 class Reconciler:
     """Runs checks in a process pool, at most ``max_concurrent`` at a time."""
 
-    def __init__(self, settings: Settings, kube: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, kube: Any = None, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
+        self.metrics = metrics or Metrics()
         self.kube = kube
         self._no_client = False
         #: uid -> fingerprint of the policies an artifact was last checked against.
@@ -208,11 +265,37 @@ class Reconciler:
         return self.kube
 
     async def check(self, job: Job) -> reconciling.Verdict:
-        """Run one job in the pool; the event loop only awaits it."""
-        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        """Run one job in the pool; the event loop only awaits it.
+
+        Whatever goes wrong (the work directory cannot be made, a worker dies, the check
+        outlives its deadline) is a failed verdict, never an exception that would leave
+        the previous status in place.
+        """
         async with self._slots:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._executor(), run_job, job)
+            try:
+                self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+                running = loop.run_in_executor(self._executor(), run_job, job)
+                return await asyncio.wait_for(running, self.settings.fetch.deadline_seconds * 2)
+            except TimeoutError:
+                # The worker ignored its own deadline (a read stuck in a C call): stop it.
+                self._terminate_workers()
+                waited = self.settings.fetch.deadline_seconds * 2
+                return failed_verdict(job, TimeoutError(f"no verdict within {waited:.0f} s"))
+            except concurrent.futures.process.BrokenProcessPool as error:
+                self._pool = None  # the next check starts a fresh pool
+                return failed_verdict(job, error)
+            except Exception as error:  # noqa: BLE001 - fail closed, whatever the error
+                return failed_verdict(job, error)
+
+    def _terminate_workers(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        # The pool's own API cannot stop a running task: end its processes (our children).
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _previous(status: Mapping[str, Any]) -> artifacts.ModelArtifactStatus | None:
@@ -220,6 +303,42 @@ def _previous(status: Mapping[str, Any]) -> artifacts.ModelArtifactStatus | None
         return artifacts.ModelArtifactStatus.model_validate(dict(status)) if status else None
     except ValueError:
         return None
+
+
+class Metrics:
+    """The reconciler's Prometheus metrics (in the operator's metrics registry when given)."""
+
+    def __init__(self, registry: prometheus_client.CollectorRegistry | None = None) -> None:
+        self.registry = registry or prometheus_client.CollectorRegistry()
+        self.checks = prometheus_client.Counter(
+            "modelshield_model_artifact_checks",
+            "ModelArtifact checks (fetch, verify, scan) finished, by namespace and result.",
+            ["namespace", "result"],
+            registry=self.registry,
+        )
+        self.failures = prometheus_client.Counter(
+            "modelshield_model_artifact_check_failures",
+            "ModelArtifact checks that left the artifact not Ready, by namespace and reason "
+            "(FetchFailed, CheckFailed, ContentMismatch, BlockingFindings...).",
+            ["namespace", "reason"],
+            registry=self.registry,
+        )
+
+
+def failure_reason(status: artifacts.ModelArtifactStatus) -> str | None:
+    """Why a check left the artifact not Ready (the most specific reason), or None."""
+    by_type = {c.type: c for c in status.conditions}
+    ready = by_type.get(artifacts.READY)
+    if ready is None:
+        return reconciling.CHECK_FAILED
+    if ready.status is common.ConditionStatus.TRUE:
+        return None
+    causes = {
+        reconciling.NOT_VERIFIED: artifacts.VERIFIED,
+        reconciling.NOT_SCANNED: artifacts.SCANNED,
+    }
+    cause = by_type.get(causes.get(ready.reason, artifacts.READY))
+    return (cause or ready).reason
 
 
 def fingerprint(requirements: Iterable[policies.ModelRequirements]) -> str:
@@ -237,10 +356,14 @@ def register(
     *,
     settings: Settings | None = None,
     kube: Any = None,
+    metrics: prometheus_client.CollectorRegistry | None = None,
+    arguments: Any = None,
     **_: Any,
 ) -> Reconciler:
     """Attach the ModelArtifact handlers (and the indices they read) to a registry."""
-    reconciler = Reconciler(settings or Settings.from_environment(), kube)
+    reconciler = Reconciler(
+        settings or Settings.from_environment(os.environ, arguments), kube, Metrics(metrics)
+    )
 
     # Explicit ids: kopf passes each index to handlers as a keyword of that name.
     # Filters, not None results, drop a policy without a models block: kopf keeps the
@@ -286,26 +409,44 @@ def register(
     async def reconcile_artifact(kwargs: Mapping[str, Any]) -> None:
         body: kopf.Body = kwargs["body"]
         namespace = str(kwargs["namespace"])
-        spec = artifacts.ModelArtifactSpec.model_validate(dict(body.get("spec") or {}))
-        requirements = requirements_of(kwargs)
-        keys = await reconciler.secret_keys(namespace, requirements)
-        signers = reconciling.trusted_signers(requirements, keys, reconciler.settings.trust_config)
-        job = Job(
-            uid=str(body.metadata.uid),
-            spec=spec,
-            generation=int(body.metadata.get("generation") or 0),
-            previous=_previous(body.get("status") or {}),
-            signers=tuple(signers),
-            threshold=reconciling.blocking_threshold(requirements),
-            settings=reconciler.settings,
-        )
-        key = (job.uid, job.generation)
-        reconciler.in_flight.add(key)
+        generation = int(body.metadata.get("generation") or 0)
+        previous = _previous(body.get("status") or {})
+        requirements: list[policies.ModelRequirements] | None = None
         try:
-            verdict = await reconciler.check(job)
-        finally:
-            reconciler.in_flight.discard(key)
-        reconciler.checked_against[job.uid] = fingerprint(requirements)
+            spec = artifacts.ModelArtifactSpec.model_validate(dict(body.get("spec") or {}))
+            requirements = requirements_of(kwargs)
+            keys = await reconciler.secret_keys(namespace, requirements)
+            signers = reconciling.trusted_signers(
+                requirements, keys, reconciler.settings.trust_config
+            )
+            job = Job(
+                uid=str(body.metadata.uid),
+                spec=spec,
+                generation=generation,
+                previous=previous,
+                signers=tuple(signers),
+                threshold=reconciling.blocking_threshold(requirements),
+                settings=reconciler.settings,
+                namespace=namespace,
+            )
+        except Exception as error:  # noqa: BLE001 - a check that cannot start fails closed
+            LOGGER.warning("artifact %s/%s: cannot check", namespace, body.metadata.name)
+            verdict = reconciling.failed(
+                generation,
+                previous,
+                now=datetime.datetime.now(datetime.UTC),
+                reason=reconciling.CHECK_FAILED,
+                message=redacting.redact(f"the check failed: {type(error).__name__}: {error}"),
+            )
+        else:
+            key = (job.uid, job.generation)
+            reconciler.in_flight.add(key)
+            try:
+                verdict = await reconciler.check(job)
+            finally:
+                reconciler.in_flight.discard(key)
+        if requirements is not None:
+            reconciler.checked_against[str(body.metadata.uid)] = fingerprint(requirements)
         kwargs["patch"].status.update(status_patch(verdict.status))
         for condition in verdict.transitions:
             healthy = condition.status is common.ConditionStatus.TRUE
@@ -315,6 +456,21 @@ def register(
                 reason=condition.reason,
                 message=f"{condition.type}={condition.status.value}: {condition.message}"[:1024],
             )
+        reason = failure_reason(verdict.status)
+        reconciler.metrics.checks.labels(
+            namespace=namespace, result="Ready" if reason is None else "NotReady"
+        ).inc()
+        if reason is not None:
+            reconciler.metrics.failures.labels(namespace=namespace, reason=reason).inc()
+            if not verdict.transitions:
+                # Still failing: say so on every check, not only when it started failing.
+                ready = next(c for c in verdict.status.conditions if c.type == artifacts.READY)
+                kopf.event(
+                    body,
+                    type="Warning",
+                    reason=reason,
+                    message=f"check failed again: {ready.message}"[:1024],
+                )
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)

@@ -13,9 +13,11 @@ import hashlib
 import json
 import os
 import pathlib
+import re
 import shutil
 import ssl
 import tarfile
+import time
 import urllib.parse
 import urllib.request
 import zipfile
@@ -31,6 +33,16 @@ CHUNK = 1 << 20
 FETCH_FAILED = "FetchFailed"
 UNSUPPORTED_URI = "UnsupportedUri"
 TOO_LARGE = "TooLarge"
+TOO_MANY_FILES = "TooManyFiles"
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+NOT_ALLOWED = "NotAllowed"
+
+#: Defaults sized for real models (docs/model-artifacts.md, "Limits"): a 70B-parameter
+#: model in 16-bit weights is ~140 GB in a few dozen shards; a repository with tokenizer,
+#: configs and shards has tens to hundreds of files.
+DEFAULT_MAX_BYTES = 256 << 30
+DEFAULT_MAX_FILES = 10_000
+DEFAULT_DEADLINE_SECONDS = 3600.0
 
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 
@@ -51,7 +63,12 @@ class Settings:
     """Where and how to fetch: mount roots, credentials, limits, TLS."""
 
     pvc_root: pathlib.Path = pathlib.Path("/mnt/models")
-    max_bytes: int = 1 << 40
+    #: Directories under which file:// URIs may point; none: file:// is refused.
+    file_roots: tuple[pathlib.Path, ...] = ()
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_files: int = DEFAULT_MAX_FILES
+    #: One check's whole fetch (every request, every byte) must finish within this.
+    deadline_seconds: float = DEFAULT_DEADLINE_SECONDS
     timeout_seconds: float = 60.0
     ca_file: pathlib.Path | None = None
     s3_endpoint: str | None = None
@@ -65,8 +82,16 @@ class Settings:
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Settings from the usual AWS_* variables and MODELSHIELD_* ones."""
+        roots = environ.get("MODELSHIELD_FILE_ROOTS", "")
         return cls(
             pvc_root=pathlib.Path(environ.get("MODELSHIELD_PVC_ROOT", "/mnt/models")),
+            file_roots=tuple(pathlib.Path(r) for r in roots.split(os.pathsep) if r),
+            max_bytes=int(environ.get("MODELSHIELD_ARTIFACT_MAX_BYTES", DEFAULT_MAX_BYTES)),
+            max_files=int(environ.get("MODELSHIELD_ARTIFACT_MAX_FILES", DEFAULT_MAX_FILES)),
+            deadline_seconds=float(
+                environ.get("MODELSHIELD_ARTIFACT_DEADLINE_SECONDS", DEFAULT_DEADLINE_SECONDS)
+            ),
+            timeout_seconds=float(environ.get("MODELSHIELD_ARTIFACT_TIMEOUT_SECONDS", 60.0)),
             s3_endpoint=environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL"),
             s3_region=environ.get("AWS_REGION", environ.get("AWS_DEFAULT_REGION", "us-east-1")),
             s3_access_key=environ.get("AWS_ACCESS_KEY_ID"),
@@ -94,17 +119,56 @@ class FetchedModel:
 
 
 class Budget:
-    """Counts bytes across a whole fetch and stops it at the limit."""
+    """Counts bytes and files across a whole fetch and stops it at a limit or its deadline."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self,
+        limit: int,
+        max_files: int = DEFAULT_MAX_FILES,
+        deadline_seconds: float | None = None,
+    ) -> None:
         self.limit = limit
         self.used = 0
+        self.max_files = max_files
+        self.files = 0
+        self.deadline_seconds = deadline_seconds
+        self._ends = None if deadline_seconds is None else time.monotonic() + deadline_seconds
+
+    @classmethod
+    def of(cls, settings: Settings) -> Budget:
+        """The budget of one check under these settings."""
+        return cls(settings.max_bytes, settings.max_files, settings.deadline_seconds)
 
     def take(self, amount: int) -> None:
-        """Account for bytes received; raise when over the limit."""
+        """Account for bytes received; raise when over the limit or past the deadline."""
         self.used += amount
         if self.used > self.limit:
             raise FetchError(TOO_LARGE, f"the model is larger than the limit of {self.limit} bytes")
+        self.check_deadline()
+
+    def add_file(self) -> None:
+        """Account for one more file; raise past the file-count limit."""
+        self.files += 1
+        if self.files > self.max_files:
+            raise FetchError(
+                TOO_MANY_FILES, f"the model has more than the limit of {self.max_files} files"
+            )
+        self.check_deadline()
+
+    def check_deadline(self) -> None:
+        """Raise when the fetch has run past its deadline."""
+        if self._ends is not None and time.monotonic() > self._ends:
+            raise FetchError(
+                DEADLINE_EXCEEDED,
+                f"the fetch did not finish within its deadline of {self.deadline_seconds:.0f} s",
+            )
+
+    def remaining(self, timeout: float) -> float:
+        """A per-request timeout that does not outlast the deadline."""
+        self.check_deadline()
+        if self._ends is None:
+            return timeout
+        return max(0.001, min(timeout, self._ends - time.monotonic()))
 
 
 def safe_relative(name: str) -> pathlib.PurePosixPath:
@@ -122,10 +186,19 @@ def write_stream(
     expected_sha256: str | None = None,
 ) -> int:
     """Write chunks to target, counting bytes and checking a sha256 when one is expected."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    budget.add_file()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # "x" mode: a name given twice (an archive with two members of one name) is an
+        # error, never a silent overwrite of what was counted and checked first.
+        handle = target.open("xb")
+    except OSError as error:  # x and x/y both in one archive, a name given twice...
+        raise FetchError(
+            FETCH_FAILED, f"cannot write {target.name}: {error.strerror or error}"
+        ) from error
     digest = hashlib.sha256()
     written = 0
-    with target.open("wb") as handle:
+    with handle:
         for chunk in chunks:
             budget.take(len(chunk))
             digest.update(chunk)
@@ -137,8 +210,14 @@ def write_stream(
 
 
 def read_chunks(response: BinaryIO) -> Iterator[bytes]:
-    """Chunks of a response body."""
-    while chunk := response.read(CHUNK):
+    """Chunks of a response body, each as soon as it arrives.
+
+    ``read1`` returns what is there instead of waiting for a full chunk, so a server that
+    trickles a byte at a time cannot hold one read (and the deadline check after it) for
+    longer than the socket timeout.
+    """
+    read = getattr(response, "read1", None) or response.read
+    while chunk := read(CHUNK):
         yield chunk
 
 
@@ -167,13 +246,49 @@ def unpack(archive: pathlib.Path, destination: pathlib.Path, budget: Budget) -> 
                 write_stream(read_chunks(extracted), target, budget)  # type: ignore[arg-type]
 
 
-def _local(uri: urllib.parse.SplitResult, settings: Settings) -> FetchedModel:
-    if uri.scheme == "file":
-        path = pathlib.Path(urllib.parse.unquote(uri.netloc + uri.path))
+_CLAIM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def local_path(uri: str, settings: Settings, namespace: str) -> pathlib.Path:
+    """The confined local path of a file:// or pvc:// URI, or FetchError.
+
+    ``pvc://CLAIM/PATH`` is the claim of that name in the artifact's own namespace, mounted
+    at ``pvc_root/NAMESPACE/CLAIM``; ``file://PATH`` must lie under one of the configured
+    ``file_roots`` (none by default: file:// is refused). No ``..``, and the real path
+    (symlinks resolved) must stay under its root, so an artifact can read neither another
+    tenant's claim nor the operator's own files.
+    """
+    split = urllib.parse.urlsplit(uri)
+    relative = urllib.parse.unquote(split.path)
+    if ".." in pathlib.PurePosixPath(relative).parts:
+        raise FetchError(NOT_ALLOWED, f"refusing {uri}: '..' is not allowed in a model path")
+    if split.scheme == "pvc":
+        claim = urllib.parse.unquote(split.netloc)
+        if not namespace or not _CLAIM_NAME.match(claim):
+            raise FetchError(NOT_ALLOWED, f"refusing {uri}: {claim!r} is not a claim name")
+        roots: tuple[pathlib.Path, ...] = (settings.pvc_root / namespace / claim,)
+        path = roots[0] / relative.lstrip("/")
     else:
-        path = settings.pvc_root / uri.netloc / urllib.parse.unquote(uri.path).lstrip("/")
+        if split.netloc not in ("", "localhost"):
+            raise FetchError(NOT_ALLOWED, f"refusing {uri}: file:// names no remote host")
+        roots = settings.file_roots
+        path = pathlib.Path(relative)
+        if not roots:
+            raise FetchError(
+                NOT_ALLOWED,
+                f"refusing {uri}: file:// is allowed only under the operator's file roots, "
+                "and none are configured (--file-root, MODELSHIELD_FILE_ROOTS)",
+            )
+    resolved = path.resolve()
+    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
+        raise FetchError(NOT_ALLOWED, f"refusing {uri}: it leaves the directories allowed to it")
+    return resolved
+
+
+def _local(uri: str, settings: Settings, namespace: str) -> FetchedModel:
+    path = local_path(uri, settings, namespace)
     if not path.is_dir():
-        raise FetchError(FETCH_FAILED, f"{path} is not a directory")
+        raise FetchError(FETCH_FAILED, f"{uri} is not a directory")
     size = hashing.model_size(path)
     return FetchedModel(path, copied=False, bytes=size)
 
@@ -230,15 +345,20 @@ def _signed_resources(signature: pathlib.Path) -> list[str]:
     return sorted({resource.split(":")[0] for resource in resources})
 
 
-def fetch(uri: str, destination: pathlib.Path, settings: Settings | None = None) -> FetchedModel:
-    """Fetch the model at uri; local schemes are used in place, others go to destination."""
+def fetch(
+    uri: str, destination: pathlib.Path, settings: Settings | None = None, namespace: str = ""
+) -> FetchedModel:
+    """Fetch the model at uri; local schemes are used in place, others go to destination.
+
+    ``namespace`` is the artifact's: a ``pvc://`` claim is looked for there only.
+    """
     from modelshield.modelartifacts import buckets, registries
 
     settings = settings or Settings()
     split = urllib.parse.urlsplit(uri)
     if split.scheme in ("file", "pvc"):
-        return _local(split, settings)
-    budget = Budget(settings.max_bytes)
+        return _local(uri, settings, namespace)
+    budget = Budget.of(settings)
     destination.mkdir(parents=True, exist_ok=True)
     try:
         if split.scheme in ("http", "https"):
@@ -257,17 +377,17 @@ def fetch(uri: str, destination: pathlib.Path, settings: Settings | None = None)
     return FetchedModel(destination, copied=True, bytes=budget.used)
 
 
-def fetch_file(uri: str, target: pathlib.Path, settings: Settings | None = None) -> pathlib.Path:
+def fetch_file(
+    uri: str, target: pathlib.Path, settings: Settings | None = None, namespace: str = ""
+) -> pathlib.Path:
     """Fetch one file (a signature bundle kept apart from the model); local files in place."""
     from modelshield.modelartifacts import buckets
 
     settings = settings or Settings()
     split = urllib.parse.urlsplit(uri)
-    if split.scheme == "file":
-        return pathlib.Path(urllib.parse.unquote(split.netloc + split.path))
-    if split.scheme == "pvc":
-        return settings.pvc_root / split.netloc / urllib.parse.unquote(split.path).lstrip("/")
-    budget = Budget(min(settings.max_bytes, 64 << 20))
+    if split.scheme in ("file", "pvc"):
+        return local_path(uri, settings, namespace)
+    budget = Budget(min(settings.max_bytes, 64 << 20), 1, settings.deadline_seconds)
     if split.scheme in ("http", "https"):
         with _http_get(uri, settings) as response:
             write_stream(read_chunks(response), target, budget)

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 
 from modelshield.api.v1alpha1 import artifacts, common, policies
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
-from modelshield.modelartifacts import hashing, verifying
+from modelshield.modelartifacts import hashing, redacting, verifying
 from modelshield.modelartifacts.scanning import findings, scanners
 
 # Reasons written to the conditions (CamelCase, stable: admission messages and alerts use them).
 SIGNATURE_VERIFIED = "SignatureVerified"
 CONTENT_CHANGED = "ContentChanged"
 FETCH_FAILED = "FetchFailed"
+#: An error the check did not expect (a crashed worker, a full disk, a bug): fail closed.
+CHECK_FAILED = "CheckFailed"
 SCAN_COMPLETE = "ScanComplete"
 SCAN_FAILED = "ScanFailed"
 BLOCKING_FINDINGS = "BlockingFindings"
@@ -97,7 +99,7 @@ def _condition(
         type=kind,
         status=status,
         reason=reason,
-        message=message[:32768],
+        message=redacting.redact(message)[:32768],
         last_transition_time=now if moved or old is None else old.last_transition_time,
         observed_generation=generation,
     )
@@ -176,23 +178,20 @@ def reconcile(
     verified: tuple[ConditionStatus, str, str, str | None, str | None]
     if model_dir is None:
         message = fetch_error or "the model could not be fetched"
-        verified = (ConditionStatus.FALSE, FETCH_FAILED, message, None, None)
-        scan_state = (ConditionStatus.FALSE, FETCH_FAILED, message)
+        return failed(generation, previous, now=now, reason=FETCH_FAILED, message=message)
+    verified = _verify(spec, generation, model_dir, signers, previous, signature_path)
+    try:
+        report = scan(model_dir)
+        worst = report.worst()
+        scan_state = (
+            ConditionStatus.TRUE,
+            SCAN_COMPLETE,
+            f"{len(report.files)} file(s), {report.bytes_scanned} bytes scanned; "
+            + (f"worst finding {worst.value}" if worst else "no findings"),
+        )
+    except Exception as error:  # noqa: BLE001 - any scanner crash is a failed scan
         report = findings.ScanReport()
-    else:
-        verified = _verify(spec, generation, model_dir, signers, previous, signature_path)
-        try:
-            report = scan(model_dir)
-            worst = report.worst()
-            scan_state = (
-                ConditionStatus.TRUE,
-                SCAN_COMPLETE,
-                f"{len(report.files)} file(s), {report.bytes_scanned} bytes scanned; "
-                + (f"worst finding {worst.value}" if worst else "no findings"),
-            )
-        except Exception as error:  # noqa: BLE001 - any scanner crash is a failed scan
-            report = findings.ScanReport()
-            scan_state = (ConditionStatus.FALSE, SCAN_FAILED, f"scan failed: {error}")
+        scan_state = (ConditionStatus.FALSE, SCAN_FAILED, f"scan failed: {error}")
     verified_status, verified_reason, verified_message, digest, signer = verified
     blocking = [f for f in report.findings if f.severity.rank >= block_at_or_above.rank]
     if verified_status is not ConditionStatus.TRUE and verified_reason != verifying.NO_SIGNERS:
@@ -233,6 +232,40 @@ def reconcile(
         findings=listed,
         findings_truncated=truncated,
         last_checked=now,
+    )
+    return Verdict(status, tuple(_transitions(previous, conditions)))
+
+
+def failed(
+    generation: int,
+    previous: artifacts.ModelArtifactStatus | None,
+    *,
+    now: datetime.datetime,
+    reason: str,
+    message: str,
+) -> Verdict:
+    """The status of a check that could not finish: nothing verified, scanned or Ready.
+
+    Never the previous verdict: a model that cannot be fetched or checked any more may have
+    been swapped, so an error is as bad as a failed verification (fail closed).
+    """
+    conditions = [
+        _condition(kind, ConditionStatus.FALSE, reason, message, generation, previous, now)
+        for kind in (artifacts.VERIFIED, artifacts.SCANNED)
+    ]
+    conditions.append(
+        _condition(
+            artifacts.READY,
+            ConditionStatus.FALSE,
+            NOT_VERIFIED,
+            message,
+            generation,
+            previous,
+            now,
+        )
+    )
+    status = artifacts.ModelArtifactStatus(
+        observed_generation=generation, conditions=conditions, last_checked=now
     )
     return Verdict(status, tuple(_transitions(previous, conditions)))
 
