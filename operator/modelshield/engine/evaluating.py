@@ -106,7 +106,7 @@ def _policy_findings(
     if policy.models is not None:
         models = policy.models
         if id(models) not in memo:
-            memo[id(models)] = list(modelchecks.check_workload(workload, models, source))
+            memo[id(models)] = list(modelchecks.check_workload(workload, models, source, now))
         found.extend(memo[id(models)])
         # Asked only of a model that passes otherwise: its own findings say what to fix.
         if models.verify_at_startup and at_start.check is not None and not memo[id(models)]:

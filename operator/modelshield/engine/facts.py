@@ -89,6 +89,11 @@ class ArtifactFacts:
     scanned: bool
     findings: tuple[ScanFindingFact, ...] = ()
     verification_message: str = ""
+    #: When the operator last fetched, verified and scanned the model (status.lastChecked);
+    #: None when the status does not say (hand-written facts).
+    last_checked: datetime.datetime | None = None
+    #: spec.recheckInterval: how often the verdict is renewed.
+    recheck_interval: datetime.timedelta = datetime.timedelta(hours=24)
 
 
 class FactSource(Protocol):
@@ -154,4 +159,6 @@ def from_model_artifact(artifact: artifacts.ModelArtifact) -> ArtifactFacts:
             for f in status.findings
         ),
         verification_message=verified.message if verified is not None else "",
+        last_checked=status.last_checked,
+        recheck_interval=common.parse_duration(artifact.spec.recheck_interval),
     )

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from modelshield.engine import compiling, facts, workloads
 from modelshield.engine.decisions import Code
 from modelshield.engine.imagechecks import Finding
-from modelshield.modelartifacts import startup
+from modelshield.modelartifacts import redacting, startup
+
+#: How much older than its recheckInterval a ModelArtifact's verdict may be: the timer's
+#: period, a queue of due checks and one check's hard stop (twice the default fetch
+#: deadline of an hour) fit in it. Older, the operator is not renewing it: refused.
+VERDICT_GRACE = datetime.timedelta(hours=2, minutes=15)
 
 _HOW_TO_DECLARE = (
     f"annotate the pod template with {workloads.MODEL_ANNOTATION}: <ModelArtifact name>, "
@@ -178,7 +184,10 @@ def check_startup(
 
 
 def check_workload(
-    workload: workloads.Workload, requirement: compiling.CompiledModels, source: facts.FactSource
+    workload: workloads.Workload,
+    requirement: compiling.CompiledModels,
+    source: facts.FactSource,
+    now: datetime.datetime,
 ) -> Iterator[Finding]:
     """Every way the workload's model fails the requirement."""
     if not workload.models:
@@ -196,19 +205,33 @@ def check_workload(
                 "create one (kind: ModelArtifact) with that name or spec.uri",
             )
             continue
-        yield from _check_artifact(reference.path, artifact, requirement)
+        yield from _check_artifact(reference.path, artifact, requirement, now)
 
 
 def _check_artifact(
-    path: str, artifact: facts.ArtifactFacts, requirement: compiling.CompiledModels
+    path: str,
+    artifact: facts.ArtifactFacts,
+    requirement: compiling.CompiledModels,
+    now: datetime.datetime,
 ) -> Iterator[Finding]:
-    what = f"model {artifact.name!r} ({artifact.uri})"
+    what = f"model {artifact.name!r} ({redacting.redact(artifact.uri)})"
     if not artifact.current:
         yield (
             Code.MODEL_NOT_VERIFIED,
             path,
             f"{what} has not been checked since its spec changed; wait until "
             f"`kubectl get modelartifact {artifact.name}` shows Ready",
+        )
+        return
+    if artifact.last_checked is not None and (
+        now - artifact.last_checked > artifact.recheck_interval + VERDICT_GRACE
+    ):
+        yield (
+            Code.MODEL_VERDICT_STALE,
+            path,
+            f"{what} was last checked at {artifact.last_checked.isoformat()}, longer ago than "
+            f"its recheckInterval plus {VERDICT_GRACE} of grace: the files may have changed "
+            "since; make sure the modelshield operator runs and can fetch the model",
         )
         return
     if requirement.signer_names:

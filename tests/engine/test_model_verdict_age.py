@@ -1,0 +1,89 @@
+"""Admission refuses a ModelArtifact verdict older than its recheckInterval plus a grace.
+
+Issue 21: a check that kept failing with an uncaught error left ``Ready`` and the old
+``lastChecked`` in place for good, and admission never looked at how old the verdict was.
+The engine is pure: the evaluation time comes in as ``now``, as for attestation maxAge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+
+import pytest
+
+from modelshield.api.v1alpha1 import artifacts
+from modelshield.engine import compiling, evaluating, facts, modelchecks
+from modelshield.engine.decisions import Code
+from tests.engine import builders as b
+
+DAY = datetime.timedelta(hours=24)
+
+
+def _decide(artifact: facts.ArtifactFacts, now: datetime.datetime = b.NOW) -> list[Code]:
+    body = b.workload("Deployment", b.pod_spec(b.hardened_container()))
+    source = facts.StaticFacts(artifacts={(b.NAMESPACE, b.MODEL): artifact})
+    policy_set = compiling.compile_policies([b.policy(models={"signers": b.SIGNERS})])
+    decision = evaluating.evaluate(body, policy_set, {}, source, now)
+    return [v.code for v in decision.violations]
+
+
+def _checked(ago: datetime.timedelta, interval: datetime.timedelta = DAY) -> facts.ArtifactFacts:
+    return dataclasses.replace(b.artifact(), last_checked=b.NOW - ago, recheck_interval=interval)
+
+
+def test_a_verdict_within_its_interval_and_grace_is_used() -> None:
+    assert _decide(_checked(DAY + modelchecks.VERDICT_GRACE)) == []
+    assert _decide(_checked(datetime.timedelta(minutes=5))) == []
+
+
+@pytest.mark.parametrize(
+    ("ago", "interval"),
+    [
+        (DAY + modelchecks.VERDICT_GRACE + datetime.timedelta(seconds=1), DAY),
+        (datetime.timedelta(days=30), DAY),
+        (datetime.timedelta(hours=3), datetime.timedelta(minutes=30)),
+    ],
+)
+def test_a_stale_ready_verdict_is_refused(
+    ago: datetime.timedelta, interval: datetime.timedelta
+) -> None:
+    assert _decide(_checked(ago, interval)) == [Code.MODEL_VERDICT_STALE]
+
+
+def test_the_age_is_judged_at_the_evaluation_time_handed_in() -> None:
+    artifact = _checked(datetime.timedelta(0))
+
+    assert _decide(artifact, b.NOW + DAY) == []
+    assert _decide(artifact, b.NOW + DAY + modelchecks.VERDICT_GRACE * 2) == [
+        Code.MODEL_VERDICT_STALE
+    ]
+
+
+def test_facts_carry_last_checked_and_the_recheck_interval() -> None:
+    checked = datetime.datetime(2026, 11, 25, 8, tzinfo=datetime.UTC)
+    artifact = artifacts.ModelArtifact.model_validate(
+        {
+            "metadata": {"name": b.MODEL, "namespace": b.NAMESPACE, "generation": 1},
+            "spec": {"uri": "s3://models/v1/", "recheckInterval": "6h"},
+            "status": {"observedGeneration": 1, "lastChecked": checked.isoformat()},
+        }
+    )
+
+    found = facts.from_model_artifact(artifact)
+
+    assert found.last_checked == checked
+    assert found.recheck_interval == datetime.timedelta(hours=6)
+
+
+def test_the_stale_message_hides_credentials_in_the_uri() -> None:
+    artifact = dataclasses.replace(
+        _checked(datetime.timedelta(days=30)), uri="https://user:hunter2@models.example/m.tar"
+    )
+    body = b.workload("Deployment", b.pod_spec(b.hardened_container()))
+    source = facts.StaticFacts(artifacts={(b.NAMESPACE, b.MODEL): artifact})
+    policy_set = compiling.compile_policies([b.policy(models={"signers": b.SIGNERS})])
+
+    decision = evaluating.evaluate(body, policy_set, {}, source, b.NOW)
+
+    assert "hunter2" not in decision.violations[0].message
