@@ -35,6 +35,7 @@ def _codes(policy_images: dict[str, Any], image: str, kind: str = "Deployment") 
         ("registry.example.com/ml", "registry.example.com/ml:1.0", True),
         ("registry.example.com/ml", "registry.example.com/ml@" + DIGEST, True),
         ("registry.example.com/ml", "registry.example.com/ml", True),
+        ("registry.example.com/ml", "registry.example.com/ml:evil/server:1.0", False),
         ("registry.example.com/ml/", "registry.example.com/ml-evil/server:1.0", False),
         ("registry.example.com/ml/", "registry.example.com/ml/server:1.0", True),
         # A bare host is a host: another port is another registry.

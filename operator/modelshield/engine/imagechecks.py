@@ -119,7 +119,10 @@ def _under(image: str, entry: str) -> bool:
     if not image.startswith(entry):
         return False
     rest = image[len(entry) :]
-    return rest == "" or rest[0] == "/" or ("/" in entry and rest[0] in ":@")
+    if rest == "" or rest[0] == "/":
+        return True
+    # A tag or digest of the repository itself, never a path disguised behind a colon.
+    return "/" in entry and rest[0] in ":@" and "/" not in rest
 
 
 def allows_registry(requirement: compiling.CompiledImages, image: str) -> bool:
