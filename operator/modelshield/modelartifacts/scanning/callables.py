@@ -140,6 +140,11 @@ _DANGEROUS_MODULES = (
     "numpy.testing",
     "numpy.distutils",
     "torch.hub",
+    "torch.utils.cpp_extension",  # load_inline compiles and imports C++ source
+    "torch.storage",  # _load_from_bytes is torch.load of a nested byte string
+    "pandas.io.pickle",  # read_pickle
+    "mlflow.projects",  # runs a project's entry point (a shell command)
+    "mlflow.utils.process",
     "torch.utils.collect_env",
     "torch.serialization",
     "torch.jit",
@@ -204,6 +209,11 @@ _DANGEROUS_NAMES = frozenset(
         ("torch", "load"),
         ("joblib", "load"),
         ("imaplib", "IMAP4_stream"),
+        ("pandas", "read_pickle"),
+        ("pandas.io.pickle", "read_pickle"),
+        ("torch.storage", "_load_from_bytes"),
+        ("torch.utils.cpp_extension", "load_inline"),
+        ("numpy.lib.format", "read_array"),
     }
 )
 
@@ -230,7 +240,39 @@ def _picklescan_flags(module: str, name: str) -> bool:
 
 
 def classify(module: str, name: str) -> tuple[Severity | None, str]:
-    """The severity of importing module.name in a pickle (None: known safe), and why."""
+    """The severity of importing module.name in a pickle (None: known safe), and why.
+
+    A dotted name (``STACK_GLOBAL 'logging' 'os.system'``, protocol 4) is resolved as the
+    unpickler resolves it: attribute by attribute from the module, so it reaches whatever
+    that module imported. Every way of reading the path as module + attribute is judged
+    (``logging.os`` + ``system``, and ``os`` + ``system`` because ``logging.os`` is the
+    module ``os``), and the worst one counts. Unknown callables are High: they block at the
+    default level (docs/model-artifacts.md, "Unknown callables").
+    """
+    if "." in name:
+        return _classify_dotted(module, name)
+    return _classify_listed(module, name)
+
+
+def _classify_dotted(module: str, name: str) -> tuple[Severity | None, str]:
+    parts = [*module.split("."), *name.split(".")]
+    worst: tuple[Severity | None, str] = (
+        Severity.HIGH,
+        f"imports {module}.{name} through an attribute path: it reaches whatever "
+        f"{module} holds, not a known-safe callable",
+    )
+    if (module, name) in SAFE:
+        return None, ""
+    for first in range(len(parts) - 1):
+        for split in range(first + 1, len(parts)):
+            candidate = (".".join(parts[first:split]), ".".join(parts[split:]))
+            severity, reason = _classify_listed(*candidate)
+            if severity is Severity.CRITICAL:
+                return severity, f"imports {module}.{name}, which resolves like {reason[8:]}"
+    return worst
+
+
+def _classify_listed(module: str, name: str) -> tuple[Severity | None, str]:
     severity, reason = _classify(module, name)
     if severity is not Severity.CRITICAL and _picklescan_flags(module, name):
         # picklescan's list is maintained against new advisories: it can only raise.
@@ -244,7 +286,7 @@ def _classify(module: str, name: str) -> tuple[Severity | None, str]:
     for prefix, suffix in SAFE_PREFIXES:
         if module == prefix and name.endswith(suffix) and "." not in name:
             return None, ""
-    if (module, name) in _DANGEROUS_NAMES or (module, name.split(".")[0]) in _DANGEROUS_NAMES:
+    if (module, name) in _DANGEROUS_NAMES:
         return Severity.CRITICAL, f"imports {module}.{name}, which can run arbitrary code"
     for dangerous in _DANGEROUS_MODULES:
         if module == dangerous or module.startswith(dangerous + "."):
@@ -254,6 +296,6 @@ def _classify(module: str, name: str) -> tuple[Severity | None, str]:
     if module.startswith(KNOWN_LIBRARIES):
         return Severity.LOW, f"imports {module}.{name} (needs that library to load)"
     return (
-        Severity.MEDIUM,
+        Severity.HIGH,
         f"imports {module}.{name}, which is not on the list of known-safe callables",
     )

@@ -61,12 +61,12 @@ class JsonScanner:
     def scan(
         self, data: scanners.Buffer, name: str, context: scanners.Context
     ) -> list[findings.Finding]:
-        """Parse, then look for Keras Lambda layers."""
+        """Parse, then look for Keras Lambda layers and references outside Keras."""
         try:
             document = json.loads(bytes(data))
         except ValueError as error:
             return [findings.Finding(findings.LOW, name, "", f"not valid JSON: {error}")]
-        return keras_models.lambda_findings(document, name)
+        return keras_models.config_findings(document, name)
 
 
 class TextScanner:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
 from typing import Any
 
-from modelshield.modelartifacts.scanning import findings, pickles, scanners
+from modelshield.api.v1alpha1.common import Severity
+from modelshield.modelartifacts.scanning import callables, findings, pickles, scanners
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-_LAMBDA = re.compile(rb'"class_name"\s*:\s*"(Lambda|TFOpLambda)"')
 _MARSHALLED_FUNCTION = re.compile(rb'"function"\s*:\s*\[?\s*"[A-Za-z0-9+/=\\n]{16,}')
 # Ops that read or write files or call back into Python (as ModelScan's list, plus PyFunc).
 RISKY_OPS = (
@@ -54,6 +55,95 @@ def lambda_findings(config: Any, name: str) -> list[findings.Finding]:
     ]
 
 
+#: Modules a Keras config may name (``{"module": ..., "class_name": ...}``): Keras'
+#: own. Keras before 3.9 imported any module a config named (CVE-2025-1550).
+_KERAS_MODULES = ("keras", "tf_keras")
+
+
+def _module_reference(config: dict[str, Any], path: str, name: str) -> findings.Finding | None:
+    module, class_name = config.get("module"), config.get("class_name")
+    if not isinstance(module, str):
+        return None
+    shown = f"{module}.{class_name}" if isinstance(class_name, str) else module
+    severity, why = callables.classify(module, str(class_name or ""))
+    if severity is Severity.CRITICAL:
+        return findings.Finding(
+            findings.CRITICAL,
+            name,
+            f"{shown} at {path or '$'}",
+            f"Keras config imports {shown} when loaded: {why}",
+        )
+    if module.split(".")[0] not in _KERAS_MODULES:
+        return findings.Finding(
+            findings.HIGH,
+            name,
+            f"{shown} at {path or '$'}",
+            "Keras config names a module outside Keras; loading it imports that module "
+            "and calls what it names (CVE-2025-1550)",
+        )
+    return None
+
+
+def reference_findings(config: Any, name: str, path: str = "") -> Iterator[findings.Finding]:
+    """Function and class references in a Keras config outside Keras itself."""
+    if isinstance(config, dict):
+        reference = _module_reference(config, path, name)
+        if reference is not None:
+            yield reference
+        if config.get("class_name") == "__lambda__":
+            yield findings.Finding(
+                findings.CRITICAL,
+                name,
+                f"__lambda__ at {path or '$'}",
+                "serialized Python function (bytecode) in a Keras config",
+            )
+        for key, value in config.items():
+            yield from reference_findings(value, name, f"{path}.{key}")
+    elif isinstance(config, list):
+        for index, value in enumerate(config):
+            yield from reference_findings(value, name, f"{path}[{index}]")
+
+
+def config_findings(config: Any, name: str) -> list[findings.Finding]:
+    """Lambda layers and outside references in a parsed Keras config (any JSON document)."""
+    return [*lambda_findings(config, name), *reference_findings(config, name)]
+
+
+#: Where a JSON object may start inside an HDF5 file (the model_config attribute).
+_OBJECT_START = re.compile(rb'\{\s*"')
+#: A config is parsed from a window this large first, larger ones up to the maximum.
+_FIRST_WINDOW = 4096
+_MAX_CONFIG = 64 << 20
+
+
+def embedded_json(data: scanners.Buffer) -> Iterator[tuple[int, Any]]:
+    """(offset, document) of every JSON object stored as text in a binary file.
+
+    Parsed with the JSON parser, so escapes (``"\\u004cambda"``) mean what they mean to
+    Keras; objects nested in a found one are not reported twice.
+    """
+    decoder = json.JSONDecoder()
+    covered = 0
+    for match in _OBJECT_START.finditer(data):
+        start = match.start()
+        if start < covered:
+            continue
+        window = _FIRST_WINDOW
+        while True:
+            text = bytes(data[start : start + window]).decode("utf-8", errors="replace")
+            try:
+                document, length = decoder.raw_decode(text)
+            except ValueError as error:
+                truncated = getattr(error, "pos", 0) >= len(text) - 1
+                if truncated and window < _MAX_CONFIG and start + window < len(data):
+                    window *= 8
+                    continue
+                break
+            covered = start + len(text[:length].encode("utf-8", errors="replace"))
+            yield start, document
+            break
+
+
 class Hdf5Scanner:
     """Keras HDF5 files: the model_config attribute is JSON stored in the file."""
 
@@ -66,17 +156,13 @@ class Hdf5Scanner:
     def scan(
         self, data: scanners.Buffer, name: str, context: scanners.Context
     ) -> list[findings.Finding]:
-        """Search the whole file for Lambda layer declarations and marshalled functions."""
+        """Parse every JSON object stored in the file; judge it as a Keras config."""
         found = []
-        for match in _LAMBDA.finditer(data):
-            found.append(
-                findings.Finding(
-                    findings.CRITICAL,
-                    name,
-                    f"offset {match.start()}",
-                    "Keras Lambda layer in the model config: its code runs when the model loads",
+        for offset, document in embedded_json(data):
+            for finding in config_findings(document, name):
+                found.append(
+                    dataclasses.replace(finding, location=f"offset {offset}: {finding.location}")
                 )
-            )
         for match in _MARSHALLED_FUNCTION.finditer(data):
             found.append(
                 findings.Finding(

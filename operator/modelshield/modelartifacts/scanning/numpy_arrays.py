@@ -13,11 +13,19 @@ _MAGIC = b"\x93NUMPY"
 
 
 def _has_objects(descr: Any) -> bool:
-    if isinstance(descr, str):
-        return descr.lstrip("<>|=").startswith("O")
-    if isinstance(descr, list | tuple):
-        return any(_has_objects(part) for part in descr)
-    return False
+    """Whether numpy.load reads this descriptor as holding Python objects (a pickle).
+
+    Judged by numpy's own reader of .npy descriptors (``descr_to_dtype``, which ``load``
+    uses), so every spelling counts: ``'O'``, ``'|O8'``, ``'object'``, ``'object_'``, a
+    field of a structured dtype. A descriptor numpy cannot read is treated as objects.
+    """
+    # Imported here: numpy only reads dtypes, and `model scan` should start fast.
+    from numpy.lib import format as npy_format
+
+    try:
+        return bool(npy_format.descr_to_dtype(descr).hasobject)
+    except Exception:  # noqa: BLE001 - unreadable: fail closed
+        return True
 
 
 class NpyScanner:

@@ -48,6 +48,8 @@ class _Stream:
     opcodes: int = 0
     found: list[findings.Finding] = field(default_factory=list)
     plausible: bool = True
+    #: Imports the walk met (literal names, computed ones, extension codes).
+    imports: int = 0
     #: Raw array bytes inside the stream (joblib), as (start, end) positions in the buffer.
     data_regions: list[tuple[int, int]] = field(default_factory=list)
 
@@ -124,6 +126,8 @@ def _special(
             machine.step(name, b"")
             return None
     outcome = machine.step(name, argument)
+    if name in ("GLOBAL", "INST", "STACK_GLOBAL") or name in _EXTENSION_OPS:
+        result.imports += 1
     if name in ("GLOBAL", "INST", "STACK_GLOBAL"):
         if isinstance(outcome, opcodes.Symbol):
             if candidate and not (
@@ -309,6 +313,11 @@ def walk_buffer(
                 )
             )
         position = max(first.end - origin, start + 1)
+        if first.complete:
+            # The loader reads pickle after pickle (legacy PyTorch writes five in a row;
+            # nothing stops an attacker from a sixth, of any protocol): walk each one that
+            # starts where the previous one stopped.
+            position = _walk_following(data, file, origin, depth, position, end, found)
         if isinstance(data, mmap.mmap) and start == 0:
             # The walked pages are page cache: drop them from this process's resident set.
             data.madvise(mmap.MADV_DONTNEED, 0, min(position, len(data)))
@@ -317,6 +326,56 @@ def walk_buffer(
             found.extend(_search(data, file, origin, depth, region_start, region_end))
     found.extend(_search(data, file, origin, depth, position, end))
     return found
+
+
+#: How many pickles in a row are walked after the first one (legacy PyTorch has five).
+MAX_FOLLOWING = 64
+
+
+def _walk_following(
+    data: mmap.mmap | bytes,
+    file: str,
+    origin: int,
+    depth: int,
+    position: int,
+    end: int,
+    found: list[findings.Finding],
+) -> int:
+    """Walk the pickles that follow one another from position; returns where they stop."""
+    for _ in range(MAX_FOLLOWING):
+        if position >= end:
+            break
+        following = _walk_one(_reader(data, position, end), file, origin, depth, candidate=False)
+        if following.complete:
+            found.extend(following.found)
+            position = max(following.end - origin, position + 1)
+            continue
+        if following.imports and following.opcodes > 2:
+            # Broken after importing something: pickle.load would already have run it.
+            found.extend(following.found)
+        break
+    return position
+
+
+def probe(data: mmap.mmap | bytes) -> bool:
+    """Whether the start of data is a pickle as the unpickler reads it (any protocol).
+
+    Not the first byte, not the file name: the walk itself. A stream that parses through
+    to STOP, or that reaches an import before it breaks (the unpickler would already have
+    imported and perhaps called it), is a pickle; text and other formats break within a
+    few bytes. Only literal imports with names a module can have count, so source code
+    that happens to start with an opcode letter (``import os``: INST "mport os") does not.
+    """
+    window = min(len(data), CANDIDATE_WINDOW)
+    walked = _walk_one(_reader(data, 0, window), "", 0, 0, candidate=True)
+    if not walked.plausible:
+        # A computed import or an extension code: the candidate rules reject those as
+        # noise inside tensor bytes, but at the very start of a file they are a pickle.
+        # A literal import of a name no module can have imports nothing: not a pickle.
+        return walked.opcodes > 1 and "global that is not a name" not in walked.error
+    if walked.complete:
+        return walked.opcodes > 1
+    return walked.imports > 0 or (window < len(data) and walked.end >= window - 16)
 
 
 def _search(
@@ -414,7 +473,7 @@ class PickleScanner:
     name = "pickle"
 
     def matches(self, name: str, head: bytes) -> bool:
-        """Pickle magic, or a pickle file name."""
+        """Pickle magic, or a pickle file name (``scanners.scan_buffer`` also probes)."""
         return looks_like_pickle(head) or name.lower().endswith(PICKLE_SUFFIXES)
 
     def scan(self, data: mmap.mmap | bytes, name: str, context: object) -> list[findings.Finding]:

@@ -23,6 +23,8 @@ Buffer = mmap.mmap | bytes
 
 #: How deep archives inside archives are opened.
 MAX_DEPTH = 4
+#: Formats recognised by name or by being text, not by a magic: probed for a pickle too.
+_PROBED = frozenset({"text", "json", "python", "tensorflow-variables", "tensorflow-graph"})
 
 
 class Scanner(Protocol):
@@ -71,6 +73,13 @@ def detect(name: str, head: bytes, scanners: Sequence[Scanner]) -> Scanner | Non
 def scan_buffer(data: Buffer, name: str, context: Context) -> tuple[str, list[findings.Finding]]:
     """Detect the format of one buffer and scan it; returns (format, findings)."""
     scanner = detect(name, bytes(data[:512]), context.scanners)
+    if scanner is None or scanner.name in _PROBED:
+        # A loader may unpickle any file it is handed (torch.load of pytorch_model.bin):
+        # what parses as a pickle is walked as one, whatever its name or first byte.
+        from modelshield.modelartifacts.scanning import pickles
+
+        if pickles.probe(data):
+            scanner = next((s for s in context.scanners if s.name == "pickle"), scanner)
     if scanner is None:
         return "unknown", [
             findings.Finding(
