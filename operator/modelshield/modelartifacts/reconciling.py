@@ -179,6 +179,12 @@ def reconcile(
     if model_dir is None:
         message = fetch_error or "the model could not be fetched"
         return failed(generation, previous, now=now, reason=FETCH_FAILED, message=message)
+    if not any(
+        relative != hashing.DEFAULT_SIGNATURE_NAME
+        for _, relative in scanners.model_files(model_dir)
+    ):
+        message = f"{spec.uri} holds no model files: an empty model is never Ready"
+        return failed(generation, previous, now=now, reason=verifying.EMPTY_MODEL, message=message)
     verified = _verify(spec, generation, model_dir, signers, previous, signature_path)
     try:
         report = scan(model_dir)

@@ -127,22 +127,40 @@ def _layers(manifest: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return layers
 
 
+_SHA256 = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
 def fetch_artifact(
     reference: str, destination: pathlib.Path, settings: fetching.Settings, budget: fetching.Budget
 ) -> None:
     """Pull every titled layer of the artifact into destination."""
     host, repository, version = parse_reference(reference)
     session = _Session(host, repository, settings)
+    if ":" in version and not _SHA256.match(version):
+        # A digest this client cannot check is refused, not trusted unchecked.
+        raise fetching.FetchError(
+            fetching.NOT_ALLOWED, f"{version}: only sha256 manifest digests can be verified"
+        )
     with session.open(f"manifests/{version}", accept=_MANIFEST_TYPES) as response:
         raw = response.read(4 << 20)
     if version.startswith("sha256:") and hashlib.sha256(raw).hexdigest() != version[7:]:
         raise fetching.FetchError(fetching.FETCH_FAILED, "manifest does not match its digest")
     layers = _layers(json.loads(raw))
-    for layer in layers:
+    for index, layer in enumerate(layers):
         digest = str(layer.get("digest", ""))
         title = (layer.get("annotations") or {}).get(TITLE)
-        if not title or not digest.startswith("sha256:"):
-            continue
+        # A layer a client may pull but this check would not read is refused: skipped, it
+        # would be neither verified nor scanned.
+        if not title:
+            raise fetching.FetchError(
+                fetching.NOT_ALLOWED,
+                f"layer {index} ({digest}) has no {TITLE} annotation: it cannot be verified",
+            )
+        if not _SHA256.match(digest):
+            raise fetching.FetchError(
+                fetching.NOT_ALLOWED,
+                f"layer {title!r} has digest {digest!r}: only sha256 digests can be verified",
+            )
         relative = fetching.safe_relative(title)
         unpack = (layer.get("annotations") or {}).get(UNPACK) == "true"
         target = destination / (f".{relative.name}.tar" if unpack else relative)

@@ -32,6 +32,12 @@ SIGNATURE_INVALID = "SignatureInvalid"
 CONTENT_MISMATCH = "ContentMismatch"
 DIGEST_MISMATCH = "DigestMismatch"
 NO_SIGNERS = "NoSigners"
+UNVERIFIED_PATHS = "UnverifiedPaths"
+EMPTY_MODEL = "EmptyModel"
+
+#: Paths model-signing leaves out of every manifest by default: a runtime given a subPath
+#: into one would read files nobody verified or scanned, so a model holding one is refused.
+GIT_PATHS = frozenset({".git", ".github", ".gitattributes", ".gitignore"})
 
 
 @dataclass(frozen=True)
@@ -269,6 +275,35 @@ def _mismatch_error(mismatch: _Mismatch) -> VerificationError:
     return VerificationError(CONTENT_MISMATCH, f"{name}: signed file is missing", name)
 
 
+def refuse_git_paths(model_dir: pathlib.Path) -> None:
+    """VerificationError when the model holds a path model-signing ignores by default."""
+    for path in sorted(model_dir.rglob("*")):
+        relative = path.relative_to(model_dir)
+        if GIT_PATHS.intersection(relative.parts):
+            raise VerificationError(
+                UNVERIFIED_PATHS,
+                f"{relative.as_posix()}: model-signing leaves .git, .github, .gitattributes "
+                "and .gitignore out of the manifest, so a runtime could read it unverified; "
+                "remove it from the model",
+                file=relative.as_posix(),
+            )
+
+
+def _refuse_ignored(
+    model_dir: pathlib.Path, signature_path: pathlib.Path, ignored: Sequence[str]
+) -> None:
+    """VerificationError when the manifest leaves out a file other than the signature."""
+    for name in ignored:
+        path = model_dir / str(name)
+        if path.exists() and path.resolve() != signature_path.resolve():
+            raise VerificationError(
+                UNVERIFIED_PATHS,
+                f"{name}: the signature leaves it out of the manifest (ignore_paths), so it "
+                "would be served unverified; sign the model with nothing ignored",
+                file=str(name),
+            )
+
+
 def verify(
     model_dir: pathlib.Path,
     signers: Sequence[TrustedSigner],
@@ -285,9 +320,11 @@ def verify(
     signature_path = signature or model_dir / hashing.DEFAULT_SIGNATURE_NAME
     if not signers:
         raise VerificationError(NO_SIGNERS, "no trusted signers to verify against")
+    refuse_git_paths(model_dir)
     bundle = read_bundle(signature_path)
     statement = signed_statement(bundle)
     serialization = statement.get("predicate", {}).get("serialization", {})
+    _refuse_ignored(model_dir, signature_path, serialization.get("ignore_paths", []))
     attempts: list[str] = []
     with contextlib.ExitStack() as scratch:
         for signer in signers:
@@ -315,6 +352,10 @@ def verify(
                     f"signed manifest digest {digest} is not the expected {expected_digest}",
                 )
             files = len(statement.get("predicate", {}).get("resources", []))
+            if files == 0:
+                raise VerificationError(
+                    EMPTY_MODEL, "the signed manifest lists no files: an empty model"
+                )
             return VerifiedModel(digest=digest, signer=signer.name, files=files)
     raise VerificationError(
         SIGNATURE_INVALID,
