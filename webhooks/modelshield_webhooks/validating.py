@@ -77,6 +77,12 @@ def unchanged(subject: Subject) -> bool:
     old = _parse(request.old_object, request)
     if old is None:
         return False
+    if subject.workload.kind in workloads.KSERVE_KINDS and (
+        request.old_object.get("spec") != (request.object or {}).get("spec")
+    ):
+        # KServe builds pods from fields no container shows (model.runtime picks the
+        # ServingRuntime's image, runtimeVersion its tag...): any spec change is judged.
+        return False
     return dataclasses.replace(old, name=subject.workload.name) == subject.workload
 
 
@@ -107,19 +113,28 @@ async def governing(
             f"{', '.join(state.unsynced())}); retry in a few seconds",
         )
     namespace = subject.workload.namespace
+    # A cluster-scoped object (ClusterServingRuntime) has no namespace to look up: it is
+    # judged by every cluster policy whose selector picks it (an unknown namespace).
+    cluster_scoped = subject.workload.kind in workloads.CLUSTER_SCOPED_KINDS
     broken = state.broken_for(namespace)
     if broken:
         namespace_labels: Mapping[str, str] | None = None
-        if any(b.scope is not None and b.scope.namespace_selector is not None for b in broken):
+        if not cluster_scoped and any(
+            b.scope is not None and b.scope.namespace_selector is not None for b in broken
+        ):
             # Unknown after the wait: could_govern fails closed.
             namespace_labels = await state.namespace_labels(
                 namespace, context.namespace_wait_seconds
             )
-        picked = subject.workload.labels
-        broken = [b for b in broken if b.could_govern(picked, namespace_labels)]
+        label_sets = subject.workload.label_sets or (subject.workload.labels,)
+        broken = [
+            b for b in broken if any(b.could_govern(ls, namespace_labels) for ls in label_sets)
+        ]
         if broken:
             raise UndecidableError("BrokenPolicy", "; ".join(b.describe() for b in broken))
     policy_set = state.policy_set
+    if cluster_scoped:
+        return evaluating.governing_policies(subject.workload, policy_set, {})
     if not policy_set.could_govern(namespace):
         return ()
     labels: Mapping[str, str] = {}

@@ -11,7 +11,7 @@ import datetime
 import hashlib
 import json
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from modelshield.api.v1alpha1 import common, policies
 from modelshield.engine import decisions, selectors
@@ -171,6 +171,33 @@ class PolicySet:
             ):
                 found.append(policy)
         return tuple(found)
+
+    def governing_any(
+        self,
+        namespace: str,
+        label_sets: Sequence[Mapping[str, str]],
+        namespace_labels: Mapping[str, str],
+    ) -> tuple[CompiledPolicy, ...]:
+        """The policies that pick any of the label sets (an InferenceService's components
+        run pods with different labels): each policy once, in the order first picked."""
+        if len(label_sets) == 1:
+            return self.governing(namespace, label_sets[0], namespace_labels)
+        found: dict[int, CompiledPolicy] = {}
+        for labels in label_sets:
+            for policy in self.governing(namespace, labels, namespace_labels):
+                found.setdefault(id(policy), policy)
+        return tuple(found.values())
+
+    def governing_cluster_wide(
+        self, label_sets: Sequence[Mapping[str, str]]
+    ) -> tuple[CompiledPolicy, ...]:
+        """The cluster policies that pick any label set whatever their namespaceSelector:
+        for cluster-scoped objects (a ClusterServingRuntime runs in every namespace)."""
+        return tuple(
+            policy
+            for policy in self.cluster
+            if any(policy.selector.matches(labels) for labels in label_sets)
+        )
 
     def could_govern(self, namespace: str) -> bool:
         """Cheap pre-check: whether any policy could apply in the namespace at all."""

@@ -28,9 +28,12 @@ def governing_policies(
     """The policies that govern the workload; none for kinds that run no pods."""
     if workload.kind not in workloads.SUPPORTED_KINDS:
         return ()
+    label_sets = workload.label_sets or (workload.labels,)
+    if workload.kind in workloads.CLUSTER_SCOPED_KINDS:
+        return policy_set.governing_cluster_wide(label_sets)
     if not policy_set.could_govern(workload.namespace):
         return ()
-    return policy_set.governing(workload.namespace, workload.labels, namespace_labels)
+    return policy_set.governing_any(workload.namespace, label_sets, namespace_labels)
 
 
 def image_requests(
@@ -212,11 +215,16 @@ def evaluate(
     effective_namespace = header.namespace if namespace is None else namespace
     # Most objects are governed by nothing: decide that from the header alone, before
     # reading containers, so that they are admitted at the cost of a few dict lookups.
-    if header.kind not in workloads.SUPPORTED_KINDS or not policy_set.could_govern(
-        effective_namespace
-    ):
+    if header.kind not in workloads.SUPPORTED_KINDS:
         return decisions.ALLOWED_UNGOVERNED
-    governing = policy_set.governing(effective_namespace, header.labels, namespace_labels)
+    if header.kind in workloads.CLUSTER_SCOPED_KINDS:
+        governing = policy_set.governing_cluster_wide(header.label_sets)
+    elif not policy_set.could_govern(effective_namespace):
+        return decisions.ALLOWED_UNGOVERNED
+    else:
+        governing = policy_set.governing_any(
+            effective_namespace, header.label_sets, namespace_labels
+        )
     if not governing:
         return decisions.ALLOWED_UNGOVERNED
     workload = workloads.complete(header, effective_namespace)

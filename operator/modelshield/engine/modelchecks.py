@@ -7,7 +7,7 @@ import datetime
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from modelshield.engine import compiling, facts, workloads
+from modelshield.engine import compiling, downloads, facts, workloads
 from modelshield.engine.decisions import Code
 from modelshield.engine.imagechecks import Finding
 from modelshield.modelartifacts import redacting, startup
@@ -190,11 +190,18 @@ def check_workload(
     now: datetime.datetime,
 ) -> Iterator[Finding]:
     """Every way the workload's model fails the requirement."""
+    if workload.kind in workloads.MODELLESS_KINDS and not workload.models:
+        # A ServingRuntime serves the models its InferenceServices name; they are checked.
+        return
     if not workload.models:
         path = f"{workloads.template_metadata_path(workload.kind)}.annotations"
         yield (Code.MODEL_NOT_DECLARED, path, f"the workload names no model; {_HOW_TO_DECLARE}")
         return
     for reference in workload.models:
+        unverifiable = _unverifiable(reference)
+        if unverifiable is not None:
+            yield (Code.MODEL_SOURCE_UNVERIFIABLE, reference.path, unverifiable)
+            continue
         artifact = find_artifact(workload, reference, source)
         if artifact is None:
             named = reference.artifact_name or reference.storage_uri
@@ -206,6 +213,20 @@ def check_workload(
             )
             continue
         yield from _check_artifact(reference.path, artifact, requirement, now)
+
+
+def _unverifiable(reference: workloads.ModelReference) -> str | None:
+    """Why a model source can never match a verified ModelArtifact, or None."""
+    if reference.unresolved:
+        return (
+            f"the model this loads cannot be told before it runs: {reference.unresolved}; "
+            "an annotation never stands in for it"
+        )
+    if reference.storage_uri is not None:
+        problem = downloads.download_boundary_problem(reference.storage_uri)
+        if problem is not None:
+            return f"model source {reference.storage_uri!r}: {problem}"
+    return None
 
 
 def _check_artifact(

@@ -10,6 +10,8 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from modelshield.engine import kserve
+
 #: Pod-template annotation that names the ModelArtifact a workload serves.
 MODEL_ANNOTATION = "modelshield.dev/model-artifact"
 
@@ -28,11 +30,22 @@ _TEMPLATE_PATHS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     ),
 }
 
-INFERENCE_SERVICE = "InferenceService"
-#: Components of an InferenceService that run containers.
-_ISVC_COMPONENTS = ("predictor", "transformer", "explainer")
+INFERENCE_SERVICE = kserve.INFERENCE_SERVICE
+#: KServe's kinds, read as KServe turns them into pods (``engine.kserve``).
+KSERVE_KINDS = frozenset(
+    {
+        kserve.INFERENCE_SERVICE,
+        kserve.LLM_INFERENCE_SERVICE,
+        kserve.SERVING_RUNTIME,
+        kserve.CLUSTER_SERVING_RUNTIME,
+    }
+)
+#: Kinds without a namespace: only cluster policies govern them, in every namespace.
+CLUSTER_SCOPED_KINDS = frozenset({kserve.CLUSTER_SERVING_RUNTIME})
+#: Kinds that name no model of their own (a runtime serves the models of others).
+MODELLESS_KINDS = frozenset({kserve.SERVING_RUNTIME, kserve.CLUSTER_SERVING_RUNTIME})
 CONTAINER_FIELDS = ("initContainers", "containers", "ephemeralContainers")
-SUPPORTED_KINDS = frozenset(_TEMPLATE_PATHS) | {INFERENCE_SERVICE}
+SUPPORTED_KINDS = frozenset(_TEMPLATE_PATHS) | KSERVE_KINDS
 
 _EMPTY: Mapping[str, Any] = {}
 
@@ -59,11 +72,16 @@ class PodSpec:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class ModelReference:
-    """How the workload names its model: a ModelArtifact name or a storage URI."""
+    """How the workload names its model: a ModelArtifact name or a storage URI.
+
+    Neither, with ``unresolved`` saying why: a source that cannot be told offline (a
+    storage Secret's bucket, an environment variable from a ConfigMap...), never a pass.
+    """
 
     path: str
     artifact_name: str | None = None
     storage_uri: str | None = None
+    unresolved: str = ""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -79,6 +97,9 @@ class Workload:
     models: tuple[ModelReference, ...]
     #: What could not be read; a governed workload with problems is denied.
     problems: tuple[tuple[str, str], ...] = ()
+    #: Every label set its pods will carry (KServe: the object's merged with each
+    #: component's); a policy that selects any of them governs the workload.
+    label_sets: tuple[Mapping[str, str], ...] = ()
 
     @property
     def identity(self) -> str:
@@ -143,30 +164,54 @@ def _containers_of(pod: PodSpec, problems: list[tuple[str, str]]) -> list[Contai
     return found
 
 
-def _isvc_parts(
-    spec: Mapping[str, Any], problems: list[tuple[str, str]]
+_KSERVE_READERS = {
+    kserve.INFERENCE_SERVICE: kserve.read_inference_service,
+    kserve.LLM_INFERENCE_SERVICE: kserve.read_llm_inference_service,
+    kserve.SERVING_RUNTIME: kserve.read_serving_runtime,
+    kserve.CLUSTER_SERVING_RUNTIME: kserve.read_serving_runtime,
+}
+
+
+def _reference(source: kserve.Source) -> ModelReference:
+    if source.uri is None:
+        return ModelReference(path=source.path, unresolved=source.why or "it cannot be read")
+    return ModelReference(path=source.path, storage_uri=source.uri)
+
+
+def _kserve_parts(
+    reading: kserve.Reading, problems: list[tuple[str, str]]
 ) -> tuple[list[Container], list[ModelReference]]:
     containers: list[Container] = []
-    models: list[ModelReference] = []
-    for component in _ISVC_COMPONENTS:
-        part = spec.get(component)
-        if part is None:
-            continue
-        if not isinstance(part, dict):
-            problems.append((f"spec.{component}", "is not an object"))
-            continue
-        # A component is itself a pod spec (containers, securityContext...) plus framework
-        # blocks such as `model`, `sklearn` or `pytorch` that carry a storageUri.
-        pod = PodSpec(path=f"spec.{component}", spec=part)
-        containers.extend(_containers_of(pod, problems))
-        for key, value in part.items():
-            if isinstance(value, dict) and isinstance(value.get("storageUri"), str):
-                models.append(
-                    ModelReference(
-                        path=f"spec.{component}.{key}.storageUri",
-                        storage_uri=value["storageUri"],
-                    )
+    for part in reading.pods:
+        containers.extend(_containers_of(PodSpec(path=part.path, spec=part.spec), problems))
+    for inline in reading.inline:
+        # A framework block (predictor.model, predictor.sklearn...) is KServe's serving
+        # container; its image replaces the ServingRuntime's.
+        image = inline.spec.get("image")
+        if not isinstance(image, str) or not image:
+            problems.append((f"{inline.path}.image", "is not an image reference"))
+            image = ""
+        containers.append(
+            Container(
+                path=inline.path,
+                field="containers",
+                name=kserve.SERVING_CONTAINER,
+                image=image,
+                spec=inline.spec,
+                pod=PodSpec(path=inline.pod.path, spec=inline.pod.spec),
+            )
+        )
+    models = [_reference(source) for source in reading.sources]
+    for meta in reading.metadata:
+        artifact_name = meta.annotations.get(MODEL_ANNOTATION)
+        if isinstance(artifact_name, str):
+            models.append(
+                ModelReference(
+                    path=f"{meta.annotations_path}['{MODEL_ANNOTATION}']",
+                    artifact_name=artifact_name,
                 )
+            )
+    problems.extend(reading.problems)
     return containers, models
 
 
@@ -182,6 +227,10 @@ class Header:
     #: The metadata that carries the pod labels and the model annotation, and its path.
     template_metadata: Mapping[str, Any]
     template_metadata_path: str
+    #: Every label set the pods will carry (one but for KServe's kinds).
+    label_sets: tuple[Mapping[str, str], ...] = ()
+    #: A KServe object as KServe will run it (``engine.kserve``); None for other kinds.
+    kserve_reading: kserve.Reading | None = None
 
 
 def template_metadata_path(kind: str) -> str:
@@ -196,19 +245,25 @@ def read_header(obj: Any) -> Header:
     root = _mapping(obj)
     kind = _string(root.get("kind"))
     metadata = _mapping(root.get("metadata"))
-    if kind == INFERENCE_SERVICE:
+    reader = _KSERVE_READERS.get(kind)
+    reading = reader(root) if reader is not None else None
+    if reading is not None:
         template_metadata, metadata_path = metadata, "metadata"
+        label_sets = tuple(_string_map(m.labels) for m in reading.metadata)
     else:
         path = _TEMPLATE_PATHS.get(kind, _TEMPLATE_PATHS["Pod"])[0]
         template_metadata, metadata_path = _mapping(_walk(root, path)), ".".join(path)
+        label_sets = (_string_map(template_metadata.get("labels")),)
     return Header(
         kind=kind,
         namespace=_string(metadata.get("namespace")),
         name=_string(metadata.get("name")) or _string(metadata.get("generateName")),
-        labels=_string_map(template_metadata.get("labels")),
+        labels=label_sets[0] if label_sets else _EMPTY,
         root=root,
         template_metadata=template_metadata,
         template_metadata_path=metadata_path,
+        label_sets=label_sets,
+        kserve_reading=reading,
     )
 
 
@@ -216,24 +271,36 @@ def complete(header: Header, namespace: str | None = None) -> Workload:
     """Read containers and model references, for a workload that some policy governs."""
     root = header.root
     problems: list[tuple[str, str]] = []
-    if header.kind == INFERENCE_SERVICE:
-        containers, models = _isvc_parts(_mapping(root.get("spec")), problems)
+    if header.kserve_reading is not None:
+        containers, models = _kserve_parts(header.kserve_reading, problems)
     else:
         spec_path = _TEMPLATE_PATHS.get(header.kind, _TEMPLATE_PATHS["Pod"])[1]
         pod_spec_value = _walk(root, spec_path)
         if pod_spec_value is not None and not isinstance(pod_spec_value, dict):
             problems.append((".".join(spec_path), "is not an object"))
         pod = PodSpec(path=".".join(spec_path), spec=_mapping(pod_spec_value))
-        containers, models = _containers_of(pod, problems), []
-    annotations = _mapping(header.template_metadata.get("annotations"))
-    artifact_name = annotations.get(MODEL_ANNOTATION)
-    if isinstance(artifact_name, str):
-        models.append(
-            ModelReference(
-                path=f"{header.template_metadata_path}.annotations['{MODEL_ANNOTATION}']",
-                artifact_name=artifact_name,
+        containers = _containers_of(pod, problems)
+        annotations = _mapping(header.template_metadata.get("annotations"))
+        annotations_path = f"{header.template_metadata_path}.annotations"
+        models = []
+        artifact_name = annotations.get(MODEL_ANNOTATION)
+        if isinstance(artifact_name, str):
+            models.append(
+                ModelReference(
+                    path=f"{annotations_path}['{MODEL_ANNOTATION}']",
+                    artifact_name=artifact_name,
+                )
             )
+        # What KServe's storage initializer will download into this pod, so that the pod
+        # stands on its own even if its InferenceService was never checked.
+        sources = kserve.read_pod(
+            pod.spec,
+            pod.path,
+            annotations,
+            _mapping(header.template_metadata.get("labels")),
+            annotations_path,
         )
+        models.extend(_reference(source) for source in sources)
     return Workload(
         kind=header.kind,
         namespace=header.namespace if namespace is None else namespace,
@@ -242,6 +309,7 @@ def complete(header: Header, namespace: str | None = None) -> Workload:
         containers=tuple(containers),
         models=tuple(models),
         problems=tuple(problems),
+        label_sets=header.label_sets,
     )
 
 

@@ -1,0 +1,402 @@
+"""What KServe turns its objects into: the containers, model sources and pod metadata.
+
+Written from KServe's own code, v0.15.2 and v0.17.0 (``pkg/apis/serving``,
+``pkg/controller/v1beta1/inferenceservice/components``,
+``pkg/webhook/admission/pod/storage_initializer_injector.go``, ``pkg/credentials`` and
+the ``kserve_storage`` Python package that the storage initializer runs):
+
+- a component (``predictor``, ``transformer``, ``explainer``) is a pod spec plus framework
+  blocks (``model``, ``sklearn``, ``art``...) that each inline a container and name a
+  model (``storageUri``, or ``storage: {key, path, parameters}`` whose type and bucket
+  come from the storage Secret unless ``parameters`` name them), ``storageUris`` lists
+  more models, ``workerSpec`` is another pod spec, and any container's ``STORAGE_URI``
+  environment variable is a model source (KServe reads it from a custom container);
+- the pods carry the object's labels and annotations merged with the component's;
+- at the pod, the model is what the ``storage-initializer`` init container downloads (its
+  arguments: source, destination, ...), or what KServe's pod mutator will inject it for
+  (the ``internal.serving.kserve.io/storage-initializer-sourceuri`` annotation).
+
+Pure and never raising: what cannot be read is returned as a problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+INFERENCE_SERVICE = "InferenceService"
+LLM_INFERENCE_SERVICE = "LLMInferenceService"
+SERVING_RUNTIME = "ServingRuntime"
+CLUSTER_SERVING_RUNTIME = "ClusterServingRuntime"
+
+_INTERNAL = "internal.serving.kserve.io"
+SOURCE_URI_ANNOTATION = f"{_INTERNAL}/storage-initializer-sourceuri"
+_STORAGE_SPEC_PARAMS_ANNOTATION = f"{_INTERNAL}/storage-spec-param"
+_LOCAL_MODEL_LABEL = f"{_INTERNAL}/localmodel"
+_LOCAL_MODEL_SOURCE_ANNOTATION = f"{_INTERNAL}/localmodel-sourceuri"
+_LOCAL_MODEL_PVC_ANNOTATION = f"{_INTERNAL}/localmodel-pvc-name"
+#: KServe's storage-spec path before the Secret supplies scheme and bucket.
+PLACEHOLDER_SCHEME = "<scheme-placeholder>://"
+STORAGE_INITIALIZER = "storage-initializer"
+STORAGE_URI_ENV = "STORAGE_URI"
+#: credentials.StorageBucketTypes: the storage types whose URI includes a bucket.
+_BUCKET_TYPES = frozenset({"s3"})
+
+COMPONENTS = ("predictor", "transformer", "explainer")
+#: Framework blocks of a component (predictor: v1beta1 PredictorSpec; explainer: art).
+FRAMEWORKS = (
+    "model",
+    "sklearn",
+    "xgboost",
+    "tensorflow",
+    "pytorch",
+    "triton",
+    "onnx",
+    "huggingface",
+    "pmml",
+    "lightgbm",
+    "paddle",
+    "art",
+)
+#: The container name KServe gives an inline framework container.
+SERVING_CONTAINER = "kserve-container"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PodPart:
+    """A pod spec (or a component, which inlines one) whose container lists KServe runs."""
+
+    path: str
+    spec: Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class InlineContainer:
+    """A framework block: a container KServe builds from the block's own fields."""
+
+    path: str
+    spec: Mapping[str, Any]
+    pod: PodPart
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Source:
+    """A model the pods will load; ``uri`` None when it cannot be told offline (why)."""
+
+    path: str
+    uri: str | None
+    why: str = ""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PodMetadata:
+    """Labels one kind of pod will carry, and annotations it gets from one place (path)."""
+
+    labels: Mapping[str, str]
+    annotations: Mapping[str, Any]
+    annotations_path: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """Everything KServe will run for one object."""
+
+    pods: list[PodPart] = dataclasses.field(default_factory=list)
+    inline: list[InlineContainer] = dataclasses.field(default_factory=list)
+    sources: list[Source] = dataclasses.field(default_factory=list)
+    metadata: list[PodMetadata] = dataclasses.field(default_factory=list)
+    problems: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+_EMPTY: Mapping[str, Any] = {}
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, dict) else _EMPTY
+
+
+def _merged(base: Mapping[str, Any], extra: Any) -> Mapping[str, Any]:
+    return {**base, **extra} if isinstance(extra, dict) and extra else base
+
+
+def _object(reading: Reading, parent: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any]:
+    value = parent.get(key)
+    if value is not None and not isinstance(value, dict):
+        reading.problems.append((path, "is not an object"))
+    return _mapping(value)
+
+
+def storage_spec_uri(path: str, parameters: Any) -> tuple[str | None, str]:
+    """The URI KServe builds for ``storage.path`` (credentials.CreateStorageSpecSecretEnvs).
+
+    ``parameters`` override the storage Secret's ``type`` and ``bucket``; without them the
+    Secret decides, which admission does not read: (None, why).
+    """
+    params = _mapping(parameters)
+    kind, bucket = params.get("type"), params.get("bucket")
+    relative = path.removeprefix("/")
+    if not isinstance(kind, str) or not kind:
+        return None, (
+            "its storage type and bucket come from the storage Secret, which admission does "
+            "not read; name them in storage.parameters (type, bucket)"
+        )
+    if kind not in _BUCKET_TYPES:
+        return f"{kind}://{relative}", ""
+    if not isinstance(bucket, str) or not bucket:
+        return None, (
+            "its bucket comes from the storage Secret, which admission does not read; name "
+            "it in storage.parameters.bucket"
+        )
+    return f"{kind}://{bucket}/{relative}", ""
+
+
+def _storage(reading: Reading, block: Mapping[str, Any], path: str) -> None:
+    storage = block.get("storage")
+    if storage is None:
+        return
+    if not isinstance(storage, dict):
+        reading.problems.append((f"{path}.storage", "is not an object"))
+        return
+    parameters = storage.get("parameters")
+    if isinstance(parameters, dict) and "endpoint_url" in parameters:
+        # STORAGE_OVERRIDE_CONFIG: the storage initializer then downloads the same URI
+        # from another server than the one the ModelArtifact was verified against.
+        reading.sources.append(
+            Source(
+                f"{path}.storage.parameters.endpoint_url",
+                None,
+                "it sends the storage initializer to another storage endpoint than the one "
+                "ModelArtifacts are verified against; remove endpoint_url",
+            )
+        )
+    where = storage.get("path")
+    if where is None:
+        return
+    if not isinstance(where, str):
+        reading.problems.append((f"{path}.storage.path", "is not a string"))
+        return
+    uri, why = storage_spec_uri(where, parameters)
+    reading.sources.append(Source(f"{path}.storage.path", uri, why))
+
+
+def _string_source(reading: Reading, value: Any, path: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        reading.problems.append((path, "is not a string"))
+    elif value:
+        reading.sources.append(Source(path, value))
+
+
+def _env_sources(reading: Reading, container: Mapping[str, Any], path: str) -> None:
+    env = container.get("env")
+    if not isinstance(env, list):
+        return
+    for index, entry in enumerate(env):
+        if not isinstance(entry, dict) or entry.get("name") != STORAGE_URI_ENV:
+            continue
+        where = f"{path}.env[{index}]"
+        if entry.get("valueFrom") is not None:
+            reading.sources.append(
+                Source(
+                    f"{where}.valueFrom",
+                    None,
+                    f"{STORAGE_URI_ENV} is set from a ConfigMap or Secret, which admission "
+                    "does not read; write the model's URI as its value",
+                )
+            )
+        value = entry.get("value")
+        # A local path is where a volume or the storage initializer put the files, not a
+        # download: KServe itself rewrites the serving container's value to /mnt/models.
+        if isinstance(value, str) and "://" in value:
+            reading.sources.append(Source(f"{where}.value", value))
+
+
+def _container_sources(reading: Reading, pod: PodPart) -> None:
+    for field in ("initContainers", "containers", "ephemeralContainers"):
+        entries = pod.spec.get(field)
+        if not isinstance(entries, list):
+            continue
+        for index, entry in enumerate(entries):
+            if isinstance(entry, dict):
+                path = f"{pod.path}.{field}[{index}]"
+                _env_sources(reading, entry, path)
+                if field == "initContainers" and entry.get("name") == STORAGE_INITIALIZER:
+                    _initializer_sources(reading, entry, path)
+
+
+def _initializer_sources(reading: Reading, container: Mapping[str, Any], path: str) -> None:
+    """initializer-entrypoint SRC_0 DEST_0 ... SRC_n DEST_n: every SRC is downloaded."""
+    args = container.get("args")
+    if not isinstance(args, list) or not args or len(args) % 2:
+        reading.problems.append(
+            (f"{path}.args", "is not the storage initializer's source/destination pairs")
+        )
+        return
+    for index in range(0, len(args), 2):
+        value = args[index]
+        if not isinstance(value, str):
+            reading.problems.append((f"{path}.args[{index}]", "is not a string"))
+        elif value.startswith(PLACEHOLDER_SCHEME):
+            reading.sources.append(
+                Source(f"{path}.args[{index}]", None, "its storage Secret was never applied")
+            )
+        else:
+            reading.sources.append(Source(f"{path}.args[{index}]", value))
+
+
+def _annotation_sources(
+    reading: Reading,
+    annotations: Mapping[str, Any],
+    labels: Mapping[str, Any],
+    path: str,
+) -> None:
+    """The source KServe's pod mutator injects the storage initializer for."""
+    value = annotations.get(SOURCE_URI_ANNOTATION)
+    if not isinstance(value, str):
+        return
+    where = f"{path}['{SOURCE_URI_ANNOTATION}']"
+    local_model = labels.get(_LOCAL_MODEL_LABEL)
+    if isinstance(local_model, str):
+        # InjectStorageInitializer: the LocalModel cache's PVC instead of a download.
+        pvc = annotations.get(_LOCAL_MODEL_PVC_ANNOTATION)
+        cached = annotations.get(_LOCAL_MODEL_SOURCE_ANNOTATION)
+        sub = value.removeprefix(cached) if isinstance(cached, str) else value
+        sub = sub if sub.startswith("/") else "/" + sub
+        uri = f"pvc://{pvc}/models/{local_model}{sub}" if isinstance(pvc, str) else None
+        reading.sources.append(Source(where, uri, "its local model PVC is not named"))
+        return
+    if value.startswith(PLACEHOLDER_SCHEME):
+        try:
+            params = json.loads(str(annotations.get(_STORAGE_SPEC_PARAMS_ANNOTATION, "{}")))
+        except ValueError:
+            params = {}
+        uri, why = storage_spec_uri(value.removeprefix(PLACEHOLDER_SCHEME), params)
+        reading.sources.append(Source(where, uri, why))
+        return
+    reading.sources.append(Source(where, value))
+
+
+def read_pod(
+    spec: Mapping[str, Any],
+    spec_path: str,
+    annotations: Mapping[str, Any],
+    labels: Mapping[str, Any],
+    annotations_path: str,
+) -> list[Source]:
+    """The models a pod (or pod template) loads through KServe's storage machinery."""
+    reading = Reading()
+    _annotation_sources(reading, annotations, labels, annotations_path)
+    _container_sources(reading, PodPart(spec_path, spec))
+    return reading.sources
+
+
+def _component(reading: Reading, part: Mapping[str, Any], path: str) -> None:
+    pod = PodPart(path, part)
+    reading.pods.append(pod)
+    _container_sources(reading, pod)
+    for name in FRAMEWORKS:
+        block = _object(reading, part, name, f"{path}.{name}")
+        if not block:
+            continue
+        block_path = f"{path}.{name}"
+        if "image" in block:
+            reading.inline.append(InlineContainer(block_path, block, pod))
+        _string_source(reading, block.get("storageUri"), f"{block_path}.storageUri")
+        _storage(reading, block, block_path)
+        _env_sources(reading, block, block_path)
+    _string_source(reading, part.get("storageUri"), f"{path}.storageUri")
+    uris = part.get("storageUris")
+    if uris is not None and not isinstance(uris, list):
+        reading.problems.append((f"{path}.storageUris", "is not a list"))
+    for index, entry in enumerate(uris if isinstance(uris, list) else ()):
+        where = f"{path}.storageUris[{index}]"
+        if not isinstance(entry, dict):
+            reading.problems.append((where, "is not an object"))
+            continue
+        if not isinstance(entry.get("uri"), str) or not entry["uri"]:
+            reading.problems.append((f"{where}.uri", "is missing"))
+            continue
+        reading.sources.append(Source(f"{where}.uri", entry["uri"]))
+    worker = _object(reading, part, "workerSpec", f"{path}.workerSpec")
+    if worker:
+        worker_pod = PodPart(f"{path}.workerSpec", worker)
+        reading.pods.append(worker_pod)
+        _container_sources(reading, worker_pod)
+
+
+def read_inference_service(root: Mapping[str, Any]) -> Reading:
+    """An InferenceService as KServe's controller builds its pods."""
+    reading = Reading()
+    metadata = _mapping(root.get("metadata"))
+    labels = _mapping(metadata.get("labels"))
+    annotations = _mapping(metadata.get("annotations"))
+    reading.metadata.append(PodMetadata(labels, annotations, "metadata.annotations"))
+    spec = _object(reading, root, "spec", "spec")
+    for name in COMPONENTS:
+        part = _object(reading, spec, name, f"spec.{name}")
+        if name not in spec or not part:
+            continue
+        path = f"spec.{name}"
+        _component(reading, part, path)
+        # The component's pods carry the object's labels and annotations and its own.
+        pod_labels = _merged(labels, part.get("labels"))
+        own = _object(reading, part, "annotations", f"{path}.annotations")
+        reading.metadata.append(PodMetadata(pod_labels, own, f"{path}.annotations"))
+    for meta in reading.metadata:
+        _annotation_sources(reading, meta.annotations, meta.labels, meta.annotations_path)
+    return reading
+
+
+def read_llm_inference_service(root: Mapping[str, Any]) -> Reading:
+    """An LLMInferenceService: ``spec.model.uri`` (and LoRA adapters) and its pod specs."""
+    reading = Reading()
+    metadata = _mapping(root.get("metadata"))
+    labels = _mapping(metadata.get("labels"))
+    annotations = _mapping(metadata.get("annotations"))
+    reading.metadata.append(PodMetadata(labels, annotations, "metadata.annotations"))
+    spec = _object(reading, root, "spec", "spec")
+    model = _object(reading, spec, "model", "spec.model")
+    _string_source(reading, model.get("uri"), "spec.model.uri")
+    lora = _object(reading, model, "lora", "spec.model.lora")
+    adapters = lora.get("adapters")
+    for index, adapter in enumerate(adapters if isinstance(adapters, list) else ()):
+        _string_source(
+            reading, _mapping(adapter).get("uri"), f"spec.model.lora.adapters[{index}].uri"
+        )
+    workloads = [("spec", spec)]
+    prefill = _object(reading, spec, "prefill", "spec.prefill")
+    if prefill:
+        workloads.append(("spec.prefill", prefill))
+    scheduler = _mapping(_mapping(spec.get("router")).get("scheduler"))
+    if scheduler:
+        workloads.append(("spec.router.scheduler", scheduler))
+    for path, part in workloads:
+        for key in ("template", "worker"):
+            pod = _object(reading, part, key, f"{path}.{key}")
+            if pod:
+                reading.pods.append(PodPart(f"{path}.{key}", pod))
+                _container_sources(reading, reading.pods[-1])
+        if isinstance(part.get("labels"), dict) and part["labels"]:
+            reading.metadata.append(
+                PodMetadata(_merged(labels, part["labels"]), annotations, "metadata.annotations")
+            )
+    return reading
+
+
+def read_serving_runtime(root: Mapping[str, Any]) -> Reading:
+    """A (Cluster)ServingRuntime: the containers every InferenceService using it runs."""
+    reading = Reading()
+    metadata = _mapping(root.get("metadata"))
+    spec = _object(reading, root, "spec", "spec")
+    labels = _merged(_mapping(metadata.get("labels")), spec.get("labels"))
+    reading.metadata.append(PodMetadata(labels, _EMPTY, "metadata.annotations"))
+    reading.pods.append(PodPart("spec", spec))
+    _container_sources(reading, reading.pods[-1])
+    worker = _object(reading, spec, "workerSpec", "spec.workerSpec")
+    if worker:
+        reading.pods.append(PodPart("spec.workerSpec", worker))
+        _container_sources(reading, reading.pods[-1])
+    return reading
