@@ -59,6 +59,9 @@ def test_validating_configuration_fails_closed_but_spares_system_namespaces() ->
         ("batch", "jobs"),
         ("batch", "cronjobs"),
         ("serving.kserve.io", "inferenceservices"),
+        ("serving.kserve.io", "llminferenceservices"),
+        ("serving.kserve.io", "servingruntimes"),
+        ("serving.kserve.io", "clusterservingruntimes"),
     }
     assert all(rule["operations"] == ["CREATE", "UPDATE"] for rule in workloads["rules"])
     assert own_resources["clientConfig"]["url"].endswith("/validate-resources")
@@ -155,3 +158,16 @@ def test_cli_serve_without_a_cluster_says_so(
     code = main.main(["webhook", f"--cert={cert}", f"--key={key}", f"--kubeconfig={missing}"])
     assert code == 2
     assert "cannot reach the Kubernetes API" in capsys.readouterr().err
+
+
+def test_cluster_serving_runtimes_are_matched_at_cluster_scope() -> None:
+    """A cluster-scoped kind under a Namespaced rule would never reach the webhook."""
+    endpoint = configurations.Endpoint(ca_bundle=b"ca", url="https://127.0.0.1:8443")
+    for configuration in (
+        configurations.validating_configuration(endpoint),
+        configurations.mutating_configuration(endpoint),
+    ):
+        rules = configuration["webhooks"][0]["rules"]
+        scopes = {r: rule["scope"] for rule in rules for r in rule["resources"]}
+        assert scopes["clusterservingruntimes"] == "Cluster"
+        assert scopes["servingruntimes"] == scopes["inferenceservices"] == "Namespaced"

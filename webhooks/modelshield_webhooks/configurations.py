@@ -32,7 +32,15 @@ WORKLOAD_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("",), ("pods", "pods/ephemeralcontainers", "replicationcontrollers")),
     (("apps",), ("deployments", "statefulsets", "daemonsets", "replicasets")),
     (("batch",), ("jobs", "cronjobs")),
-    (("serving.kserve.io",), ("inferenceservices",)),
+    # KServe (engine.kserve): the services, and the runtimes whose images they run.
+    (
+        ("serving.kserve.io",),
+        ("inferenceservices", "llminferenceservices", "servingruntimes"),
+    ),
+)
+#: Cluster-scoped kinds the engine reads: the namespaceSelector never skips them.
+CLUSTER_WORKLOAD_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("serving.kserve.io",), ("clusterservingruntimes",)),
 )
 RESOURCE_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (
@@ -177,7 +185,7 @@ def validating_configuration(
                 "workloads.validate.modelshield.dev",
                 endpoint,
                 VALIDATE_PATH,
-                _rules(WORKLOAD_RULES, "Namespaced"),
+                _rules(WORKLOAD_RULES, "Namespaced") + _rules(CLUSTER_WORKLOAD_RULES, "Cluster"),
                 timeout_seconds,
                 namespace_selector(own_namespace),
             ),
@@ -214,7 +222,7 @@ def mutating_configuration(
         "workloads.mutate.modelshield.dev",
         endpoint,
         MUTATE_PATH,
-        _rules(WORKLOAD_RULES, "Namespaced"),
+        _rules(WORKLOAD_RULES, "Namespaced") + _rules(CLUSTER_WORKLOAD_RULES, "Cluster"),
         timeout_seconds,
         namespace_selector(own_namespace),
     )

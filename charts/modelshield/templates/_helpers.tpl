@@ -130,6 +130,11 @@ matchExpressions:
 - apiGroups: ["serving.kserve.io"]
   apiVersions: ["*"]
   operations: ["CREATE", "UPDATE"]
-  resources: ["inferenceservices"]
+  resources: ["inferenceservices", "llminferenceservices", "servingruntimes"]
   scope: Namespaced
+- apiGroups: ["serving.kserve.io"]
+  apiVersions: ["*"]
+  operations: ["CREATE", "UPDATE"]
+  resources: ["clusterservingruntimes"]
+  scope: Cluster
 {{- end -}}

@@ -17,7 +17,7 @@ import pydantic
 
 from modelshield.api.v1alpha1 import artifacts, policies
 from modelshield.controllers.builders import ownership
-from modelshield.engine import compiling, facts, workloads
+from modelshield.engine import compiling, evaluating, facts, workloads
 
 #: (kind, namespace, name) of a workload or an owned object.
 Key = tuple[str, str, str]
@@ -212,8 +212,9 @@ class World:
         if body is None:
             return ()
         parsed = workloads.parse(body)
-        return self.policy_set().governing(
-            parsed.namespace, parsed.labels, self.namespaces.get(parsed.namespace, {})
+        # The engine's own rule (an InferenceService's components carry their own labels).
+        return evaluating.governing_policies(
+            parsed, self.policy_set(), self.namespaces.get(parsed.namespace, {})
         )
 
 
