@@ -82,13 +82,16 @@ async def test_the_queue_is_bounded_in_values_too() -> None:
     rng = np.random.default_rng(3)
     try:
         statuses = []
-        for rows in (20, 10, 1):  # 7 features: 140 values alone pass, then 70 more do not
+        # 7 features: 140 values are more than one event may carry (413, unqueued), 70 pass,
+        # then 35 more do not fit (429).
+        for rows in (20, 10, 5):
             response = await client.post("/", data=synthetic.body(synthetic.rows(rows, rng)))
             statuses.append(response.status)
-        assert statuses == [202, 429, 429]
-        assert service.queued_values == 140
+        assert statuses == [413, 202, 429]
+        assert service.queued_values == 70
         text = await (await client.get("/metrics")).text()
-        assert metric(text, "modelshield_drift_dropped_total") == 2
+        assert metric(text, "modelshield_drift_dropped_total") == 1
+        assert metric(text, 'modelshield_drift_rejected_total{reason="too-many-values"}') == 1
     finally:
         await client.close()
 

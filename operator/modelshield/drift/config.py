@@ -10,6 +10,7 @@ carry the values of the policy's ``monitoring.drift`` block unchanged::
     outputs: [prediction]          # profile features compared with response events
     statistic: PSI                 # PSI | KolmogorovSmirnov | ChiSquare | JensenShannon | Wasserstein
     threshold: 0.2
+    falseAlarmRate: 0.01           # optional: calibrated thresholds instead of `threshold`
     window: 1000                   # rows per tumbling window
     categoricalStatistic: JensenShannon  # for categorical features when `statistic`
     categoricalThreshold: 0.1            # is numeric-only (KolmogorovSmirnov, Wasserstein)
@@ -17,7 +18,8 @@ carry the values of the policy's ``monitoring.drift`` block unchanged::
     raiseAfter: 1                  # consecutive windows over the threshold to raise
     clearAfter: 1                  # consecutive windows under the clear level to clear
     queueSize: 1024                # parsed events waiting; beyond it: HTTP 429
-    maxQueuedValues: 2000000       # values (rows x features) waiting; beyond it: HTTP 429
+    maxQueuedValues: 1000000       # values (rows x features) waiting, and at most in one
+                                   # event; beyond it: HTTP 429 (413 for one event)
     maxBodyBytes: 8388608
     port: 8080
     workload:                      # where Kubernetes Events go (optional)
@@ -73,6 +75,10 @@ class MonitorConfig(common.ApiModel):
     outputs: list[str] = pydantic.Field(default_factory=list)
     statistic: policies.DriftStatistic = policies.DriftStatistic.PSI
     threshold: float = pydantic.Field(default=0.2, gt=0)
+    false_alarm_rate: float | None = pydantic.Field(default=None, gt=0, le=0.5)
+    """When set, per-feature thresholds are calibrated so that a clean window raises an alarm
+    on any feature with at most this probability (``threshold`` and
+    ``categoricalThreshold`` are then not used); see ``modelshield.drift.calibration``."""
     window: int = pydantic.Field(default=1000, ge=1, le=10_000_000)
     categorical_statistic: policies.DriftStatistic = policies.DriftStatistic.JENSEN_SHANNON
     categorical_threshold: float = pydantic.Field(default=0.1, gt=0)
@@ -80,7 +86,7 @@ class MonitorConfig(common.ApiModel):
     raise_after: int = pydantic.Field(default=1, ge=1)
     clear_after: int = pydantic.Field(default=1, ge=1)
     queue_size: int = pydantic.Field(default=1024, ge=1)
-    max_queued_values: int = pydantic.Field(default=2_000_000, ge=1)
+    max_queued_values: int = pydantic.Field(default=1_000_000, ge=1)
     max_body_bytes: int = pydantic.Field(default=8 * 1024 * 1024, ge=1024)
     port: int = pydantic.Field(default=8080, ge=0, le=65535)
     host: str = "0.0.0.0"  # noqa: S104 -- a pod serves on its own network namespace

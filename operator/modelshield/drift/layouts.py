@@ -12,7 +12,6 @@ group on a 2-D array (features x slots) rather than once per feature.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,9 +86,13 @@ def _slots_of(feature: profiles.Feature) -> list[int]:
 
 
 def _positions(feature: profiles.NumericFeature) -> list[float]:
-    edges = feature.edges
-    centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
-    return [edges[0], *centres, edges[-1]]
+    """Where the mass of each present-value slot sits: below, the bins, above.
+
+    A bin's mass sits at its reference mean (not its midpoint, which on a skewed feature is
+    far from where the values are); out-of-range mass at min and max until a window says
+    where its out-of-range values are (statistics.score puts it at their mean).
+    """
+    return [feature.minimum, *feature.positions, feature.maximum]
 
 
 def build(profile: profiles.Profile, columns: Sequence[str], watched: Sequence[str] = ()) -> Layout:

@@ -15,9 +15,21 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from modelshield.drift import alarms, config, layouts, payloads, profiles, statistics, windows
+from modelshield.drift import (
+    alarms,
+    calibration,
+    config,
+    layouts,
+    payloads,
+    profiles,
+    statistics,
+    windows,
+)
 
 Statistic = statistics.Statistic
+
+ENCODE_VALUES = 1 << 18
+"""Values (rows x features) encoded at a time."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,15 @@ class WindowResult:
     alarm_scores: NDArray[np.float64]
     active: tuple[bool, ...]
     crossings: tuple[Crossing, ...]
+    p_values: dict[Statistic, NDArray[np.float64]]
+    """Per statistic and feature: the score's upper-tail probability under the calibrated
+    null (NaN where the statistic does not apply)."""
+    alarm_p_values: NDArray[np.float64]
+    """The p-value of each feature's alarm statistic."""
+    dataset_p_value: float
+    """Bonferroni over every watched feature of the model: min(1, features x min p)."""
+    drifted: int
+    """Features whose alarm score is over its threshold in this window."""
 
 
 @dataclass
@@ -56,6 +77,7 @@ class _Watch:
     statistics: tuple[Statistic, ...]
     rules: tuple[alarms.Rule, ...]
     states: list[alarms.State]
+    nulls: dict[Statistic, calibration.NullFit]
 
 
 def request_columns(settings: config.MonitorConfig, profile: profiles.Profile) -> list[str]:
@@ -79,24 +101,38 @@ class Monitor:
             raise profiles.ProfileError(
                 f"features and outputs overlap: {', '.join(sorted(overlap))}"
             )
-        self._watches["request"] = self._watch(layouts.build(profile, columns, settings.features))
+        watched: dict[payloads.Stream, layouts.Layout] = {
+            "request": layouts.build(profile, columns, settings.features)
+        }
         if settings.outputs:
-            self._watches["response"] = self._watch(layouts.build(profile, settings.outputs))
+            watched["response"] = layouts.build(profile, settings.outputs)
+        # One family of tests for the whole model: every watched feature of both streams.
+        self.features_watched = sum(len(layout.names) for layout in watched.values())
+        for stream, layout in watched.items():
+            self._watches[stream] = self._watch(layout)
 
     def _watch(self, layout: layouts.Layout) -> _Watch:
         settings = self.settings
+        nulls = calibration.calibrate(layout, settings.window)
         numeric_only = settings.statistic in statistics.NUMERIC_ONLY
+        rate = settings.false_alarm_rate
+        tail = None if rate is None else rate / self.features_watched
         chosen: list[Statistic] = []
         rules: list[alarms.Rule] = []
         for position in range(len(layout.names)):
             categorical = position >= len(layout.numeric_columns)
             use_fallback = categorical and numeric_only
-            chosen.append(settings.categorical_statistic if use_fallback else settings.statistic)
+            statistic = settings.categorical_statistic if use_fallback else settings.statistic
+            chosen.append(statistic)
+            if tail is not None:
+                threshold = float(nulls[statistic].thresholds(tail)[position])
+            elif use_fallback:
+                threshold = settings.categorical_threshold
+            else:
+                threshold = settings.threshold
             rules.append(
                 alarms.Rule(
-                    threshold=settings.categorical_threshold
-                    if use_fallback
-                    else settings.threshold,
+                    threshold=threshold,
                     clear_ratio=settings.clear_ratio,
                     raise_after=settings.raise_after,
                     clear_after=settings.clear_after,
@@ -108,6 +144,7 @@ class Monitor:
             statistics=tuple(chosen),
             rules=tuple(rules),
             states=[alarms.State() for _ in layout.names],
+            nulls=nulls,
         )
 
     @property
@@ -133,27 +170,62 @@ class Monitor:
         """Count the batches (any streams, in order); score every window they complete."""
         results: list[WindowResult] = []
         for stream, watch in self._watches.items():
-            mine = [batch for batch in batches if batch.stream == stream and batch.rows]
-            if not mine:
-                continue
-            if len(mine) == 1:
-                numeric, categorical = mine[0].numeric, mine[0].categorical
-            else:
-                numeric = np.concatenate([batch.numeric for batch in mine])
-                categorical = np.concatenate([batch.categorical for batch in mine])
-            completed = watch.window.add_slots(windows.encode(watch.layout, numeric, categorical))
+            pending: list[payloads.Batch] = []
+            pending_values = 0
+            for batch in batches:
+                if batch.stream != stream or not batch.rows:
+                    continue
+                pending.append(batch)
+                pending_values += batch.values
+                # Small batches are counted together (one vectorised update for many events);
+                # a large one is never copied into a larger array.
+                if pending_values >= ENCODE_VALUES:
+                    results += self._count(stream, watch, pending)
+                    pending, pending_values = [], 0
+            if pending:
+                results += self._count(stream, watch, pending)
+        return results
+
+    def _count(
+        self, stream: payloads.Stream, watch: _Watch, batches: list[payloads.Batch]
+    ) -> list[WindowResult]:
+        if len(batches) == 1:
+            numeric, categorical = batches[0].numeric, batches[0].categorical
+        else:
+            numeric = np.concatenate([batch.numeric for batch in batches])
+            categorical = np.concatenate([batch.categorical for batch in batches])
+        results = []
+        # Encoded in slices: the slot indices of a whole large batch would double its memory.
+        step = max(1, ENCODE_VALUES // max(1, len(watch.layout.names)))
+        for start in range(0, numeric.shape[0], step):
+            rows = slice(start, start + step)
+            slots = windows.encode(watch.layout, numeric[rows], categorical[rows])
+            completed = watch.window.add_rows(slots, numeric[rows])
             first = watch.window.completed - len(completed) + 1
-            for offset, counts in enumerate(completed):
-                results.append(self._evaluate(stream, watch, first + offset, counts))
+            for offset, (counts, sums) in enumerate(completed):
+                results.append(self._evaluate(stream, watch, first + offset, counts, sums))
         return results
 
     def _evaluate(
-        self, stream: payloads.Stream, watch: _Watch, index: int, counts: layouts.CountArray
+        self,
+        stream: payloads.Stream,
+        watch: _Watch,
+        index: int,
+        counts: layouts.CountArray,
+        sums: NDArray[np.float64],
     ) -> WindowResult:
-        scores = statistics.score(watch.layout, counts)
+        scores = statistics.score(watch.layout, counts, sums)
         alarm_scores = np.array(
             [scores.scores[statistic][i] for i, statistic in enumerate(watch.statistics)]
         )
+        p_values = {
+            statistic: watch.nulls[statistic].p_values(values)
+            for statistic, values in scores.scores.items()
+        }
+        alarm_p_values = np.array(
+            [p_values[statistic][i] for i, statistic in enumerate(watch.statistics)]
+        )
+        thresholds = np.array([rule.threshold for rule in watch.rules])
         crossings = []
         for i, name in enumerate(watch.layout.names):
             value = float(alarm_scores[i])
@@ -180,4 +252,8 @@ class Monitor:
             alarm_scores=alarm_scores,
             active=tuple(state.active for state in watch.states),
             crossings=tuple(crossings),
+            p_values=p_values,
+            alarm_p_values=alarm_p_values,
+            dataset_p_value=calibration.dataset_p_value(alarm_p_values, self.features_watched),
+            drifted=int(np.sum(alarm_scores > thresholds)),
         )

@@ -85,18 +85,36 @@ def rows_of(event: Event) -> tuple[list[Any] | None, dict[str, Any] | None]:
     )
 
 
-def _numeric(values: Any, name: str) -> NDArray[np.float64]:
+def _numeric(values: Any, name: str, rows: int | None = None) -> NDArray[np.float64]:
+    """A column of numbers (null is NaN, true/false 1/0, numeric strings their number).
+
+    Anything else (a list or an object where a number belongs, a word) is a PayloadError,
+    never a numpy error out of the handler.
+    """
     try:
-        return np.array(values, dtype=np.float64)
-    except (TypeError, ValueError) as error:
+        array = np.array(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as error:
         raise PayloadError(
             "wrong-type", f"feature {name!r} is numeric in the profile: {error}"
         ) from None
+    if array.ndim != 1 or (rows is not None and array.shape[0] != rows):
+        raise PayloadError(
+            "wrong-type",
+            f"feature {name!r} is numeric in the profile: expected one number per row, "
+            f"got an array of shape {list(array.shape)}",
+        )
+    return array
 
 
-def _codes(values: Sequence[object], codes: dict[str, int]) -> list[int]:
+def _codes(values: Sequence[object], codes: dict[str, int], name: str) -> list[int]:
     out = []
     for value in values:
+        if isinstance(value, list | dict | tuple | np.ndarray):
+            raise PayloadError(
+                "wrong-type",
+                f"feature {name!r} is categorical: expected a string, number, boolean or "
+                f"null, got {type(value).__name__}",
+            )
         key = profiles.category_key(value)
         out.append(layouts.MISSING_SLOT if key is None else codes.get(key, layouts.OTHER_SLOT))
     return out
@@ -179,14 +197,18 @@ def _from_columns(
     numeric = np.empty((rows, len(layout.numeric_columns)))
     for j, name in enumerate(layout.numeric_names):
         column = columns.get(name)
-        numeric[:, j] = np.nan if column is None else _numeric(column, name)
+        numeric[:, j] = np.nan if column is None else _numeric(column, name, rows)
     categorical = np.empty((rows, len(layout.categorical_columns)), dtype=np.intp)
     for j, name in enumerate(layout.categorical_names):
         column = columns.get(name)
         if column is None:
             categorical[:, j] = layouts.MISSING_SLOT
         else:
-            categorical[:, j] = _codes(column, layout.codes[j])
+            if len(column) != rows:
+                raise PayloadError(
+                    "bad-tensor", f"feature {name!r} has {len(column)} values for {rows} rows"
+                )
+            categorical[:, j] = _codes(column, layout.codes[j], name)
     return Batch(stream, numeric, categorical, mismatches)
 
 

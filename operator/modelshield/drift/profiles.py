@@ -12,12 +12,14 @@ The JSON document (``version`` 1)::
      "features": [
        {"name": "age", "type": "numeric", "edges": [18.0, 25.0, ..., 90.0],
         "counts": [1000, ...], "missing": 3, "min": 18.0, "max": 90.0,
-        "mean": 41.2, "std": 12.9},
+        "mean": 41.2, "std": 12.9, "centres": [21.4, ...]},
        {"name": "country", "type": "categorical",
         "categories": {"DE": 5200, "FR": 3100}, "other": 1690, "missing": 10}]}
 
 ``edges`` has one more element than ``counts``; bin ``i`` is ``[edges[i], edges[i+1])`` and
-the last bin also holds ``edges[-1]`` (the maximum). The list order of ``features`` is the
+the last bin also holds ``edges[-1]`` (the maximum); ``centres`` (optional) is the mean
+reference value in each bin. A numeric column with at most ``bins`` distinct values has
+one bin per value. The list order of ``features`` is the
 column order of list-shaped inputs (``{"instances": [[...], ...]}``).
 """
 
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,6 +59,16 @@ class NumericFeature:
     missing: int
     mean: float
     std: float
+    centres: tuple[float, ...] = ()
+    """The mean reference value in each bin (where Wasserstein puts the bin's mass);
+    empty in profiles written before it existed: the bins' midpoints are used."""
+
+    @property
+    def positions(self) -> tuple[float, ...]:
+        """Where each bin's mass sits: its reference mean, or its midpoint if unknown."""
+        if len(self.centres) == len(self.counts):
+            return self.centres
+        return tuple((a + b) / 2 for a, b in itertools.pairwise(self.edges))
 
     @property
     def minimum(self) -> float:
@@ -121,16 +134,28 @@ def bin_numeric(upper: FloatArray, values: FloatArray) -> IndexArray:
     return np.searchsorted(upper, values, side="right")
 
 
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_BOOLEANS = {"true": True, "false": False}
+
+
+def _number_key(number: float) -> str:
+    if number.is_integer():
+        return str(int(number))
+    return repr(number)
+
+
 def category_key(value: object) -> str | None:
     """The category a JSON or CSV value stands for; None when the value is missing.
 
-    Integral floats and ints name the same category (``3``, ``3.0`` and ``"3"``), because
-    CSV gives strings and JSON gives numbers for the same column.
+    The profile builder and the live path both name categories through this function, so
+    one value spelled by CSV (always a string, ``2.0`` for a float column written by
+    pandas, ``True`` for a boolean) and by JSON (``2.0``, ``2``, ``true``) is one category:
+    numbers and plain decimal strings become the shortest spelling of their value (``2``,
+    ``2.5``), booleans and their spellings in any case ``true``/``false``; other strings
+    are kept as they are, and ``""`` (or only spaces) is missing.
     """
     if value is None:
         return None
-    if isinstance(value, str):
-        return str(value) if value != "" else None
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -138,18 +163,46 @@ def category_key(value: object) -> str | None:
     if isinstance(value, float):
         if math.isnan(value):
             return None
-        return str(int(value)) if value.is_integer() else repr(value)
+        return _number_key(value) if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "":
+            return None
+        if text.lower() in _BOOLEANS:
+            return text.lower()
+        if _DECIMAL.fullmatch(text):
+            number = float(text)
+            if math.isfinite(number):
+                return _number_key(number)
+        return value
     return str(value)
 
 
+def _bin_means(edges: FloatArray, finite: FloatArray, slots: IndexArray) -> FloatArray:
+    """The mean reference value in each bin (the midpoint for an empty bin)."""
+    bins = edges.size - 1
+    counts = np.bincount(slots, minlength=bins + 2)[1 : bins + 1]
+    sums = np.bincount(slots, weights=finite, minlength=bins + 2)[1 : bins + 1]
+    midpoints = (edges[:-1] + edges[1:]) / 2
+    means: FloatArray = np.where(counts > 0, sums / np.maximum(counts, 1), midpoints)
+    return np.clip(means, edges[:-1], edges[1:])
+
+
 def build_numeric(name: str, values: FloatArray, bins: int = DEFAULT_BINS) -> NumericFeature:
-    """Profile a numeric column (NaN and infinities count as missing)."""
+    """Profile a numeric column (NaN and infinities count as missing).
+
+    A column with at most ``bins`` distinct values gets one bin per value (edges at the
+    values, the last bin closed: ``[v1, v2), ..., [vk, vk]``), so that a 0/1 feature has
+    two bins; otherwise the bins are quantiles, duplicated quantiles collapsing.
+    """
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         raise ProfileError(f"numeric feature {name!r} has no finite values")
-    edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)))
-    if edges.size == 1:
-        edges = np.array([edges[0], edges[0]])
+    distinct = np.unique(finite)
+    if distinct.size <= bins:
+        edges = np.append(distinct, distinct[-1])
+    else:
+        edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)))
     slots = bin_numeric(upper_edges(edges), finite)
     counts = np.bincount(slots, minlength=edges.size + 1)[1 : edges.size]
     return NumericFeature(
@@ -159,6 +212,7 @@ def build_numeric(name: str, values: FloatArray, bins: int = DEFAULT_BINS) -> Nu
         missing=int(values.size - finite.size),
         mean=float(finite.mean()),
         std=float(finite.std()),
+        centres=tuple(float(centre) for centre in _bin_means(edges, finite, slots)),
     )
 
 
@@ -187,15 +241,20 @@ def build_categorical(
 
 
 def _as_number(value: object) -> float | None:
-    """The float a value stands for, None when missing; ValueError when it is not a number."""
+    """The float a value stands for, None when missing; ValueError when it is not a number.
+
+    Booleans are 0 and 1 (JSON ``true``, CSV ``True`` or ``true``), as the live path
+    counts them; numeric strings (CSV cells) are their number.
+    """
     if value is None or value == "":
         return None
     if isinstance(value, bool):
-        raise ValueError(value)
+        return float(value)
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
-        return float(value)
+        flag = _BOOLEANS.get(value.strip().lower())
+        return float(flag) if flag is not None else float(value)
     raise ValueError(value)
 
 
@@ -268,6 +327,7 @@ def to_document(profile: Profile) -> dict[str, Any]:
                     "max": feature.maximum,
                     "mean": feature.mean,
                     "std": feature.std,
+                    "centres": list(feature.positions),
                 }
             )
         else:
@@ -301,6 +361,20 @@ def _number(value: object, where: str) -> float:
     return float(value)
 
 
+def _centres(value: object, edges: list[float], where: str) -> tuple[float, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) != len(edges) - 1:
+        raise ProfileError(f"{where}: expected a list of one number per bin")
+    centres = tuple(_number(centre, f"{where}[{i}]") for i, centre in enumerate(value))
+    for i, centre in enumerate(centres):
+        if not edges[i] <= centre <= edges[i + 1]:
+            raise ProfileError(
+                f"{where}[{i}]: {centre} is outside its bin [{edges[i]}, {edges[i + 1]}]"
+            )
+    return centres
+
+
 def _feature_from(item: object, where: str) -> Feature:
     if not isinstance(item, dict):
         raise ProfileError(f"{where}: expected an object")
@@ -326,6 +400,7 @@ def _feature_from(item: object, where: str) -> Feature:
             missing=missing,
             mean=_number(item.get("mean", 0.0), f"{where}.mean"),
             std=_number(item.get("std", 0.0), f"{where}.std"),
+            centres=_centres(item.get("centres"), edge_values, f"{where}.centres"),
         )
     if kind == "categorical":
         categories = item.get("categories")

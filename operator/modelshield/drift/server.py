@@ -33,6 +33,11 @@ GATHER_SECONDS = 0.01
 sub-millisecond latency, and one vectorised update per 10 ms costs far less than one per
 event."""
 
+LARGE_BODY_BYTES = 1024 * 1024
+"""Bodies larger than this (or of unknown length) are read and parsed one at a time: the
+parsed form of a body takes several times its size, and bodies read at the same time
+would add up."""
+
 MISMATCH_LABELS = 100
 """Distinct (feature, problem) pairs logged and labelled; the rest count under OTHER_FEATURES."""
 OTHER_FEATURES = "(other)"
@@ -61,29 +66,64 @@ class Service:
         self.worker: asyncio.Task[None] | None = None
         self._posting: set[asyncio.Task[bool]] = set()
         self._warned: set[tuple[str, str]] = set()
+        self._large_body = asyncio.Lock()
 
     async def ingest(self, request: web.Request) -> web.StreamResponse:
         """Parse one event and queue it."""
+        length = request.content_length
+        if length is None or length > LARGE_BODY_BYTES:
+            async with self._large_body:
+                return await self._ingest(request)
+        return await self._ingest(request)
+
+    async def _ingest(self, request: web.Request) -> web.StreamResponse:
+        too_large = payloads.PayloadError(
+            "too-large", f"the body exceeds {self.settings.max_body_bytes} bytes", 413
+        )
+        if (request.content_length or 0) > self.settings.max_body_bytes:
+            return self._reject(too_large)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
+            return self._reject(too_large)
+        # Every value but the last is followed by a comma: a body with more commas than the
+        # queue holds values is refused before it is parsed (its parsed form would be the
+        # largest thing in memory), whatever its byte size.
+        if body.count(b",") >= self.settings.max_queued_values:
             return self._reject(
                 payloads.PayloadError(
-                    "too-large", f"the body exceeds {self.settings.max_body_bytes} bytes", 413
+                    "too-many-values",
+                    f"the body holds more than maxQueuedValues "
+                    f"({self.settings.max_queued_values}) values; send smaller batches",
+                    413,
                 )
             )
         try:
             batch = payloads.parse(request.headers, body, self.layouts)
         except payloads.PayloadError as error:
             return self._reject(error)
+        except Exception:  # a parser bug must be a 4xx for the client, and a log line for us
+            log.exception("could not parse a request of %d bytes", len(body))
+            return self._reject(
+                payloads.PayloadError("unprocessable", "the payload could not be read")
+            )
+        del body
         if batch is None:
             self.metrics.event_counters["ignored"].inc()
             return web.Response(status=202)
         if batch.mismatches:
             self._mismatched(batch.mismatches)
         values = batch.values
+        if values > self.settings.max_queued_values:
+            return self._reject(
+                payloads.PayloadError(
+                    "too-many-values",
+                    f"the event holds {values} values, more than maxQueuedValues "
+                    f"({self.settings.max_queued_values}); send smaller batches",
+                    413,
+                )
+            )
         try:
-            # An event larger than the bound alone still goes through an empty queue.
             if self.queued_values and self.queued_values + values > self.settings.max_queued_values:
                 raise asyncio.QueueFull
             self.queue.put_nowait(batch)

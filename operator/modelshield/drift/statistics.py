@@ -21,8 +21,9 @@ histograms over the reference's bins:
 - **JensenShannon**: the Jensen-Shannon distance in bits (as
   ``scipy.spatial.distance.jensenshannon``), between 0 and 1.
 - **Wasserstein** (numeric only): the earth mover's distance between the two histograms,
-  each bin's mass placed at the bin centre (out-of-range mass at the reference min/max),
-  divided by the reference standard deviation. Missing values are left out.
+  each bin's mass placed at the reference mean of that bin (out-of-range mass at the mean
+  of the window's out-of-range values), divided by the reference standard deviation.
+  Missing values are left out.
 
 Missing values are a bin of their own for PSI, chi-square and Jensen-Shannon, and
 categories outside the profile fall in ``other``; so a rise in missing values or a new
@@ -137,8 +138,61 @@ class WindowScores:
     numeric: NDArray[np.bool_]
 
 
-def score(layout: layouts.Layout, live_counts: layouts.CountArray) -> WindowScores:
-    """Every statistic for every watched feature of one window."""
+def score_group(
+    numeric: bool,
+    reference: FloatArray,
+    live: FloatArray,
+    positions: FloatArray,
+    scales: FloatArray,
+) -> dict[Statistic, FloatArray]:
+    """Every statistic that applies, row by row, for rows of one kind and slot count.
+
+    Rows are in the layout's slot order (numeric: missing, below, bins, above;
+    categorical: missing, other, categories); the monitor passes one row per feature, the
+    calibration one row per simulated window.
+    """
+    if numeric:
+        reference_distribution = _numeric_distribution(reference)
+        live_distribution = _numeric_distribution(live)
+    else:
+        reference_distribution = reference
+        live_distribution = live
+    scores = {
+        Statistic.PSI: psi(reference_distribution, live_distribution),
+        Statistic.JENSEN_SHANNON: jensen_shannon(reference_distribution, live_distribution),
+        Statistic.CHI_SQUARE: chi_square_effect(reference_distribution, live_distribution),
+    }
+    if numeric:
+        scores[Statistic.KOLMOGOROV_SMIRNOV] = kolmogorov_smirnov(reference, live)
+        scores[Statistic.WASSERSTEIN] = wasserstein(
+            reference[:, 1:], live[:, 1:], positions, scales
+        )
+    return scores
+
+
+def _live_positions(group: layouts.Group, live: FloatArray, sums: FloatArray | None) -> FloatArray:
+    """The group's positions with out-of-range mass at the mean of the window's such values."""
+    if sums is None:
+        return group.positions
+    positions = group.positions.copy()
+    for column, slot in ((0, layouts.BELOW_SLOT), (-1, live.shape[1] - 1)):
+        counts = live[:, slot]
+        totals = sums[group.slots[:, slot]]
+        outside = counts > 0
+        positions[outside, column] = totals[outside] / counts[outside]
+    return positions
+
+
+def score(
+    layout: layouts.Layout,
+    live_counts: layouts.CountArray,
+    out_of_range_sums: FloatArray | None = None,
+) -> WindowScores:
+    """Every statistic for every watched feature of one window.
+
+    out_of_range_sums (per slot, from the window) puts the out-of-range mass of Wasserstein
+    at the mean of the window's out-of-range values rather than at the reference min/max.
+    """
     count = len(layout.names)
     scores = {statistic: np.full(count, np.nan) for statistic in Statistic}
     missing = np.zeros(count)
@@ -157,21 +211,13 @@ def score(layout: layouts.Layout, live_counts: layouts.CountArray) -> WindowScor
         if group.numeric:
             numeric[members] = True
             out_of_range[members] = (live[:, layouts.BELOW_SLOT] + live[:, -1]) / totals
-            reference_distribution = _numeric_distribution(reference)
-            live_distribution = _numeric_distribution(live)
-            scores[Statistic.KOLMOGOROV_SMIRNOV][members] = kolmogorov_smirnov(reference, live)
-            scores[Statistic.WASSERSTEIN][members] = wasserstein(
-                reference[:, 1:], live[:, 1:], group.positions, group.scales
-            )
         else:
             out_of_range[members] = live[:, layouts.OTHER_SLOT] / totals
-            reference_distribution = reference
-            live_distribution = live
-        scores[Statistic.PSI][members] = psi(reference_distribution, live_distribution)
-        scores[Statistic.JENSEN_SHANNON][members] = jensen_shannon(
-            reference_distribution, live_distribution
+        positions = (
+            _live_positions(group, live, out_of_range_sums) if group.numeric else group.positions
         )
-        scores[Statistic.CHI_SQUARE][members] = chi_square_effect(
-            reference_distribution, live_distribution
-        )
+        for statistic, values in score_group(
+            group.numeric, reference, live, positions, group.scales
+        ).items():
+            scores[statistic][members] = values
     return WindowScores(layout.names, rows, scores, missing, out_of_range, numeric)

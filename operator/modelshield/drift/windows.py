@@ -24,9 +24,10 @@ def encode(
     for j, upper in enumerate(layout.uppers):
         slots[j] = profiles.bin_numeric(upper, columns[j])
     numeric_slots = slots[:numeric_count]
-    # Bins start after the missing slot; NaN went past the maximum and is moved back to 0.
+    # Bins start after the missing slot; NaN (and infinities, missing in the profile too)
+    # went past the ends and are moved back to 0.
     numeric_slots += 1
-    numeric_slots[np.isnan(columns)] = layouts.MISSING_SLOT
+    numeric_slots[~np.isfinite(columns)] = layouts.MISSING_SLOT
     slots[numeric_count:] = categorical.T
     slots += layout.offsets[:, None]
     return slots
@@ -44,6 +45,13 @@ class TumblingWindow:
         self.rows = 0
         self.completed = 0
         self._counts = np.zeros(layout.total_slots, dtype=np.int64)
+        self._sums = np.zeros(layout.total_slots, dtype=np.float64)
+        outside = np.zeros(layout.total_slots, dtype=np.bool_)
+        for group in layout.groups:
+            if group.numeric:
+                outside[group.slots[:, layouts.BELOW_SLOT]] = True
+                outside[group.slots[:, -1]] = True
+        self._outside = outside
 
     @property
     def fill(self) -> float:
@@ -57,18 +65,36 @@ class TumblingWindow:
 
     def add_slots(self, slots: NDArray[np.intp]) -> list[layouts.CountArray]:
         """Count encoded rows (features x rows); return the completed windows' counts."""
+        return [counts for counts, _ in self.add_rows(slots, None)]
+
+    def add_rows(
+        self, slots: NDArray[np.intp], numeric: NDArray[np.float64] | None
+    ) -> list[tuple[layouts.CountArray, NDArray[np.float64]]]:
+        """Count encoded rows; return (counts, out-of-range sums) of each completed window.
+
+        numeric (rows x numeric features, the values that were encoded) adds each
+        out-of-range value to its slot's sum, so that a window knows how far out they are.
+        """
         completed = []
         total = slots.shape[1]
+        numeric_count = 0 if numeric is None else numeric.shape[1]
         start = 0
         while start < total:
             take = min(self.size - self.rows, total - start)
             chunk = slots[:, start : start + take]
             self._counts += np.bincount(chunk.ravel(), minlength=self.layout.total_slots)
+            if numeric is not None and numeric_count:
+                numeric_slots = chunk[:numeric_count]
+                outside = self._outside[numeric_slots]
+                if outside.any():
+                    values = numeric[start : start + take].T
+                    np.add.at(self._sums, numeric_slots[outside], values[outside])
             self.rows += take
             start += take
             if self.rows == self.size:
-                completed.append(self._counts)
+                completed.append((self._counts, self._sums))
                 self._counts = np.zeros(self.layout.total_slots, dtype=np.int64)
+                self._sums = np.zeros(self.layout.total_slots, dtype=np.float64)
                 self.rows = 0
                 self.completed += 1
         return completed
