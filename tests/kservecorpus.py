@@ -30,7 +30,7 @@ PREFIX_URI = "s3://models/v1"
 AZURE_URI = "https://acct.blob.core.windows.net/models/v1"
 #: name -> URI of every verified ModelArtifact of the corpus.
 ARTIFACTS = {MODEL: VERIFIED_URI, "model-v1-prefix": PREFIX_URI, "model-v1-azure": AZURE_URI}
-SIGNED_IMAGE = "registry.example.com/ml/server@sha256:" + "a" * 64
+SIGNED_IMAGE = "registry.example.com/ml/fraud-server@sha256:" + "a" * 64
 UNSIGNED_IMAGE = "registry.example.com/ml/evil:latest"
 SOURCE_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
 
