@@ -10,7 +10,7 @@ from typing import Any
 import pydantic
 import yaml
 
-from modelshield.api.v1alpha1 import artifacts, policies
+from modelshield.api.v1alpha1 import artifacts, policies, validation
 
 _POLICY_MODELS: dict[str, type[pydantic.BaseModel]] = {
     "ModelSecurityPolicy": policies.ModelSecurityPolicy,
@@ -90,11 +90,17 @@ def describe_validation_error(error: pydantic.ValidationError) -> list[str]:
 
 
 def parse_custom_resource(document: Document) -> pydantic.BaseModel:
-    """Validate a modelshield document with the API models; ManifestError with field paths."""
+    """Validate a modelshield document with the rules admission applies
+    (``api.v1alpha1.validation``: the API models and what a schema cannot say);
+    ManifestError with field paths."""
+    found = validation.problems_of(document.body)
+    if found:
+        details = "; ".join(f"{path}: {problem}" for path, problem in found)
+        raise ManifestError(f"{document.where}: {details}")
     model = _POLICY_MODELS[str(document.body["kind"])]
     try:
         return model.model_validate(document.body)
-    except pydantic.ValidationError as error:
+    except pydantic.ValidationError as error:  # the status, which admission does not judge
         details = "; ".join(describe_validation_error(error))
         raise ManifestError(f"{document.where}: {details}") from error
 

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 import pydantic
 from pydantic.alias_generators import to_camel
 
+from modelshield.api.v1alpha1 import syntax
+
 
 class ApiModel(pydantic.BaseModel):
     """Base of every API object: camelCase on the wire, unknown fields refused."""
@@ -40,7 +42,7 @@ class Severity(StrEnum):
 _SEVERITY_RANK = {Severity.LOW: 1, Severity.MEDIUM: 2, Severity.HIGH: 3, Severity.CRITICAL: 4}
 
 
-LABEL_KEY_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+LABEL_KEY_PATTERN = syntax.LABEL_KEY_PATTERN
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DURATION_PATTERN = r"^([0-9]+(s|m|h|d))+$"
@@ -49,6 +51,39 @@ ObjectName = Annotated[
     str,
     pydantic.Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN),
 ]
+#: Label keys and values: checked by ``syntax`` (with its messages), shown to the API
+#: server as the same pattern. A map key gets no pattern in the schema (pydantic would
+#: turn it into patternProperties, which a structural schema cannot hold): the map's CEL
+#: rule checks its keys instead.
+LabelKey = Annotated[
+    str,
+    pydantic.AfterValidator(syntax.label_key),
+    pydantic.WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": syntax.LABEL_KEY_MAX_LENGTH,
+            "pattern": syntax.LABEL_KEY_PATTERN,
+        }
+    ),
+]
+LabelMapKey = Annotated[
+    str,
+    pydantic.AfterValidator(syntax.label_key),
+    pydantic.WithJsonSchema({"type": "string", "maxLength": syntax.LABEL_KEY_MAX_LENGTH}),
+]
+LabelValue = Annotated[
+    str,
+    pydantic.AfterValidator(syntax.label_value),
+    pydantic.WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": syntax.LABEL_VALUE_MAX_LENGTH,
+            "pattern": syntax.LABEL_VALUE_PATTERN,
+        }
+    ),
+]
+#: Labels per selector; bounded so that the API server can cost the CEL rule on keys.
+MAX_MATCH_LABELS = 64
 
 
 class LabelSelectorRequirement(ApiModel):
@@ -65,13 +100,11 @@ class LabelSelectorRequirement(ApiModel):
         }
     )
 
-    key: str = pydantic.Field(
-        description="The label key the expression applies to.", max_length=317
-    )
+    key: LabelKey = pydantic.Field(description="The label key the expression applies to.")
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = pydantic.Field(
         description="How the key relates to the values: In, NotIn, Exists or DoesNotExist."
     )
-    values: list[str] = pydantic.Field(
+    values: list[LabelValue] = pydantic.Field(
         default_factory=list,
         description="Values for In and NotIn (non-empty there); empty for Exists and DoesNotExist.",
         max_length=64,
@@ -88,9 +121,18 @@ class LabelSelectorRequirement(ApiModel):
 class LabelSelector(ApiModel):
     """A Kubernetes label selector; an empty selector matches everything."""
 
-    match_labels: dict[str, str] = pydantic.Field(
+    match_labels: dict[LabelMapKey, LabelValue] = pydantic.Field(
         default_factory=dict,
         description="Labels that must all be present with exactly these values.",
+        max_length=MAX_MATCH_LABELS,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.all(k, k.matches(r'{syntax.LABEL_KEY_PATTERN}'))",
+                    "message": f"every key {syntax.LABEL_KEY_MESSAGE}",
+                }
+            ]
+        },
     )
     match_expressions: list[LabelSelectorRequirement] = pydantic.Field(
         default_factory=list,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import pydantic
 
-from modelshield.api.v1alpha1 import common
+from modelshield.api.v1alpha1 import common, syntax
 from modelshield.api.v1alpha1.common import ApiModel, Duration, Severity
 
 _EXACTLY_ONE_SIGNER_SOURCE = (
@@ -234,6 +234,28 @@ class PortRule(ApiModel):
     )
 
 
+#: A network address in canonical CIDR notation: the API server checks the syntax and,
+#: for IPv4, that the host bits are zero; pydantic (and so the webhook and
+#: ``modelshield test``) checks both families completely.
+Cidr = Annotated[
+    str,
+    pydantic.AfterValidator(syntax.canonical_cidr),
+    pydantic.WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 64,
+            "pattern": syntax.CIDR_PATTERN,
+            "x-kubernetes-validations": [
+                {
+                    "rule": syntax.IPV4_HOST_BITS_ZERO_RULE,
+                    "message": syntax.IPV4_HOST_BITS_MESSAGE,
+                }
+            ],
+        }
+    ),
+]
+
+
 class Peer(ApiModel):
     """A network peer: pods, namespaces or an IP block."""
 
@@ -256,11 +278,12 @@ class Peer(ApiModel):
         default=None,
         description="Pods that are the peer (in the workload's namespace unless namespaceSelector is set).",
     )
-    cidr: str | None = pydantic.Field(
+    cidr: Cidr | None = pydantic.Field(
         default=None,
-        description="An IP block in CIDR notation, e.g. 10.0.0.0/8.",
-        pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$",
-        max_length=64,
+        description=(
+            "An IP block in canonical CIDR notation, host bits zero, e.g. 10.0.0.0/8 or "
+            "fd00::/8 (not 10.1.2.3/8)."
+        ),
     )
 
     @pydantic.model_validator(mode="after")
@@ -283,7 +306,15 @@ class TrafficRule(ApiModel):
 
 
 class NetworkRequirements(ApiModel):
-    """Network isolation: everything not allowed here is denied by an operator-owned NetworkPolicy."""
+    """Network isolation: everything not allowed here is denied by an operator-owned NetworkPolicy.
+
+    Only under Enforce; an Audit policy's network block restricts no traffic (its
+    NetworkEnforced condition and the namespace's PolicyReport say what Enforce would
+    narrow). Several Enforce policies: the intersection of what each allows. A NetworkPolicy
+    that cannot be built or written becomes deny-all (the policy turns Degraded,
+    NetworkPolicyFailedClosed). Namespaces outside modelshield's scope (kube-system,
+    kube-public, kube-node-lease, modelshield's own, opted out) are never touched.
+    """
 
     ingress: list[TrafficRule] = pydantic.Field(
         default_factory=list,
@@ -296,7 +327,11 @@ class NetworkRequirements(ApiModel):
     allow_dns: bool = pydantic.Field(
         alias="allowDNS",
         default=True,
-        description="Allow DNS lookups (UDP and TCP 53) to kube-dns.",
+        description=(
+            "Allow DNS lookups (UDP and TCP 53) to kube-dns. When several Enforce policies "
+            "govern a workload, DNS (like any traffic) is allowed only if each allows it, "
+            "here or through its own egress rules."
+        ),
     )
 
 
@@ -365,7 +400,10 @@ class PolicyRequirements(ApiModel):
 
     enforcement: Enforcement = pydantic.Field(
         default=Enforcement.ENFORCE,
-        description="Enforce denies violating workloads; Audit admits them with warnings and reports.",
+        description=(
+            "Enforce denies violating workloads; Audit admits them with warnings and reports, "
+            "and its network block restricts no traffic (it reports what Enforce would narrow)."
+        ),
     )
     images: ImageRequirements | None = pydantic.Field(
         default=None, description="Requirements on container images."
@@ -374,7 +412,11 @@ class PolicyRequirements(ApiModel):
         default=None, description="Requirements on the served model artifact."
     )
     network: NetworkRequirements | None = pydantic.Field(
-        default=None, description="Network isolation enforced by an operator-owned NetworkPolicy."
+        default=None,
+        description=(
+            "Network isolation enforced by an operator-owned NetworkPolicy (under Enforce "
+            "only; deny-all when it cannot be built or written)."
+        ),
     )
     monitoring: MonitoringRequirements | None = pydantic.Field(
         default=None, description="Monitoring deployed next to the model server."
@@ -412,7 +454,11 @@ class PolicyStatus(ApiModel):
     )
     conditions: list[common.Condition] = pydantic.Field(
         default_factory=list,
-        description="Ready, Degraded and Compliant (Unknown while image verifications run).",
+        description=(
+            "Ready, Degraded and Compliant (Unknown while image verifications run); "
+            "NetworkEnforced for a policy with a network block (False under Audit, saying "
+            "what Enforce would narrow)."
+        ),
         max_length=16,
     )
     governed: int = pydantic.Field(default=0, ge=0, description="Workloads the policy governs.")
