@@ -36,7 +36,7 @@ def test_validating_configuration_fails_closed_but_spares_system_namespaces() ->
             {
                 "key": "kubernetes.io/metadata.name",
                 "operator": "NotIn",
-                "values": ["kube-system", "modelshield"],
+                "values": ["kube-node-lease", "kube-public", "kube-system", "modelshield"],
             },
             {"key": "modelshield.dev/ignore", "operator": "NotIn", "values": ["true"]},
             {"key": "modelshield.dev/ungoverned", "operator": "NotIn", "values": ["true"]},

@@ -1,8 +1,10 @@
 """The Validating- and MutatingWebhookConfiguration objects that register the server.
 
 Pure builders. Decisions that keep a fail-closed webhook from wedging a cluster:
-``failurePolicy: Fail`` but never for kube-system, modelshield's own namespace, a
-namespace labelled ``modelshield.dev/ignore=true`` or one the operator labelled
+``failurePolicy: Fail`` but never for the namespaces outside modelshield's scope
+(``engine.scopes``, which the operator shares: kube-system, kube-public,
+kube-node-lease, modelshield's own namespace, a namespace labelled
+``modelshield.dev/ignore=true``) or one the operator labelled
 ``modelshield.dev/ungoverned=true`` (no policy could govern it); a timeout; ``sideEffects: None`` so
 that dry-run requests are sent too; a matchCondition that spares the mutating webhook
 the pods it could not patch. The chart renders the same objects (tests/chart compares).
@@ -14,14 +16,14 @@ import base64
 import dataclasses
 from typing import Any
 
-from modelshield.engine import workloads
+from modelshield.engine import scopes, workloads
 from modelshield_webhooks import contexts
 
-IGNORE_LABEL = "modelshield.dev/ignore"
+IGNORE_LABEL = scopes.IGNORE_LABEL
 UNGOVERNED_LABEL = "modelshield.dev/ungoverned"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 DEFAULT_NAME = "modelshield"
-DEFAULT_NAMESPACE = "modelshield-system"
+DEFAULT_NAMESPACE = scopes.DEFAULT_RELEASE_NAMESPACE
 
 VALIDATE_PATH = "/validate"
 MUTATE_PATH = "/mutate"
@@ -128,16 +130,17 @@ def _rules(
 
 
 def namespace_selector(own_namespace: str) -> dict[str, Any]:
-    """Every namespace but kube-system, modelshield's own, those that opt out and those
-    the operator labelled ungoverned (no policy could govern them)."""
+    """Every namespace in modelshield's scope (``scopes.Scope``: not the system namespaces,
+    not modelshield's own, not those that opt out), but those the operator labelled
+    ungoverned (no policy could govern them)."""
     return {
         "matchExpressions": [
             {
                 "key": NAMESPACE_NAME_LABEL,
                 "operator": "NotIn",
-                "values": sorted({"kube-system", own_namespace}),
+                "values": list(scopes.Scope.of(own_namespace).excluded_names),
             },
-            {"key": IGNORE_LABEL, "operator": "NotIn", "values": ["true"]},
+            {"key": IGNORE_LABEL, "operator": "NotIn", "values": [scopes.TRUE]},
             # Set by the operator on namespaces no policy could govern; absent (and so
             # selected) until the operator has judged a namespace: fail closed.
             {"key": UNGOVERNED_LABEL, "operator": "NotIn", "values": ["true"]},

@@ -85,9 +85,11 @@ imagePullSecrets:
 {{- end }}
 {{- end -}}
 
-{{/* Namespaces the workload webhooks never see: kube-system, the release namespace, and more. */}}
+{{/* Namespaces the workload webhooks never see and the operator never governs: the
+     system namespaces, the release namespace, and more (modelshield.engine.scopes;
+     tests/chart compares). */}}
 {{- define "modelshield.excludedNamespaces" -}}
-{{- $names := concat (list "kube-system" .Release.Namespace) .Values.webhook.namespaceSelector.excludeNamespaces | uniq | sortAlpha -}}
+{{- $names := concat (list "kube-node-lease" "kube-public" "kube-system" .Release.Namespace) .Values.webhook.namespaceSelector.excludeNamespaces | uniq | sortAlpha -}}
 {{- toJson $names -}}
 {{- end -}}
 

@@ -35,7 +35,7 @@ from modelshield.controllers import (
     writing,
 )
 from modelshield.controllers.builders import driftmonitors, networkpolicies
-from modelshield.engine import modelchecks
+from modelshield.engine import modelchecks, scopes
 from modelshield.modelartifacts import startup
 from modelshield.supplychain.images import secretreading, signerkeys
 
@@ -66,6 +66,15 @@ def _scraper_peers(arguments: argparse.Namespace) -> tuple[networkpolicies.Peer,
             )
         )
         for namespace in arguments.scraper_namespace
+    )
+
+
+def _scope(arguments: argparse.Namespace) -> scopes.Scope:
+    """The namespaces the operator may govern: the webhooks' scope (the same flags' values)."""
+    return scopes.Scope.of(
+        arguments.webhook_namespace,
+        arguments.exclude_namespace,
+        require_opt_in=arguments.require_opt_in,
     )
 
 
@@ -166,10 +175,15 @@ def build(
     monitor = driftmonitors.MonitorSettings(
         image=arguments.image, service_account=arguments.drift_monitor_service_account
     )
+    scope = _scope(arguments)
     controller = reconciling.Controller(
-        caches.World(),
+        caches.World(scope=scope),
         kube,
-        planning.Settings(monitor=monitor, scraper_peers=_scraper_peers(arguments)),
+        planning.Settings(
+            monitor=monitor,
+            scraper_peers=_scraper_peers(arguments),
+            scraper_ports=frozenset((port, "TCP") for port in arguments.scraper_port),
+        ),
         verifications=verifications(arguments, kube),
         startup=modelchecks.StartupCheck(image=arguments.startup_image),
         workers=arguments.workers,
@@ -188,9 +202,7 @@ def build(
     )
     if arguments.label_ungoverned_namespaces and not arguments.namespace:
         # Before the policy reconciler: a policy's label removal is the first thing done.
-        ungoverned.register(
-            registry, kube=kube, excluded=(arguments.webhook_namespace,), leadership=leader
-        )
+        ungoverned.register(registry, kube=kube, excluded=scope.excluded_names, leadership=leader)
     elif arguments.label_ungoverned_namespaces:
         # Policies outside the watched namespaces are invisible: no namespace may be judged.
         LOGGER.warning("--namespace given: namespaces are not labelled modelshield.dev/ungoverned")
@@ -352,6 +364,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="key=value of scraper pods",
     )
     parser.add_argument(
+        "--scraper-port",
+        action="append",
+        default=[],
+        type=int,
+        help="TCP port of governed pods the scraper may reach (repeatable), besides the ports "
+        "a workload declares (container ports named metrics or http-metrics, the "
+        "prometheus.io/port annotation); no port known: the scraper is not let in",
+    )
+    parser.add_argument(
         "--trust-root", default=None, help="sigstore trusted_root.json for keyless signers"
     )
     parser.add_argument(
@@ -409,6 +430,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--webhook-namespace",
         default="modelshield-system",
         help="namespace of the webhook Service and Secret",
+    )
+    parser.add_argument(
+        "--exclude-namespace",
+        action="append",
+        default=[],
+        help="namespace never governed, like kube-system, kube-public, kube-node-lease and "
+        "--webhook-namespace (repeatable; the webhooks' excluded namespaces)",
+    )
+    parser.add_argument(
+        "--require-opt-in",
+        action="store_true",
+        help="govern only namespaces labelled modelshield.dev/enforce=true (the webhooks' "
+        "opt-in mode)",
     )
     parser.add_argument(
         "--webhook-service", default="modelshield-webhook", help="name of the webhook Service"

@@ -5,7 +5,9 @@ Admission saw a workload once; keys rotate and signatures get removed afterwards
 current policies, the ModelArtifacts' facts and the image verdicts of ``verifying`` (each
 image verified again once its cache entry's TTL has run out, with the Secrets the
 operator may read), then writes one PolicyReport per namespace and updates the metrics:
-violations by policy and reason, last audit time.
+violations by policy and reason, last audit time, and the workloads whose NetworkPolicy
+failed closed (deny-all). An Audit policy's network block is reported as a ``warn``
+result saying what Enforce would narrow (the reconciler worked it out).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from aiohttp import web
 
 from modelshield.controllers import caches, leadership, reconciling, verifying, writing
 from modelshield.controllers.builders import ownership, policyreports
-from modelshield.engine import evaluating, workloads
+from modelshield.engine import decisions, evaluating, workloads
 
 LOGGER = logging.getLogger("modelshield.audit")
 
@@ -56,6 +58,16 @@ class Metrics:
             "Governed workloads evaluated by the last background audit.",
             registry=self.registry,
         )
+        self.failed_closed = prometheus_client.Gauge(
+            "modelshield_network_policies_failed_closed",
+            "Governed workloads whose NetworkPolicy denies all traffic because the one their "
+            "policies describe could not be built or was refused by the API server.",
+            registry=self.registry,
+        )
+
+    def watch(self, controller: reconciling.Controller) -> None:
+        """Read the reconciler's fail-closed count at every scrape."""
+        self.failed_closed.set_function(lambda: len(controller.failed_closed))
 
     def record(self, counts: Counter[tuple[str, str]], audited: int, seconds: float) -> None:
         """Publish one audit's figures (series that went to zero are dropped)."""
@@ -96,7 +108,6 @@ class Auditor:
 
     async def evaluate(self, now: datetime.datetime) -> dict[str, list[policyreports.Audited]]:
         """Every governed workload's decision, by namespace."""
-        policy_set = self.world.policy_set()
         # modelshield's own startup init container, judged as admission judges it.
         startup = self.controller.startup
         governed = []
@@ -105,8 +116,8 @@ class Auditor:
             if body is None:
                 continue
             parsed = workloads.parse(body)
-            namespace_labels = self.world.namespaces.get(parsed.namespace, {})
-            governing = evaluating.governing_policies(parsed, policy_set, namespace_labels)
+            # The World's answer: nothing outside modelshield's scope is governed.
+            governing = self.world.governing(key)
             if governing:
                 subject = verifying.image_subject(parsed, self.world, startup)
                 governed.append((key, body, parsed, subject, governing))
@@ -122,9 +133,17 @@ class Auditor:
             source = looked.source(self.world)
             decision = evaluating.decide(parsed, governing, source, now, startup=startup)
             ref = ownership.ObjectRef.of(body)
+            outcome = self.controller.outcomes.get(key)
+            notes = tuple(
+                (_policy_name(policy), note.message)
+                for policy, messages in sorted(
+                    (outcome.notes if outcome else {}).items(), key=lambda item: item[0].display
+                )
+                for note in messages
+            )
             found.setdefault(parsed.namespace, []).append(
                 policyreports.Audited(
-                    ref.api_version, ref.kind, ref.namespace, ref.name, ref.uid, decision
+                    ref.api_version, ref.kind, ref.namespace, ref.name, ref.uid, decision, notes
                 )
             )
         return found
@@ -191,6 +210,11 @@ class Auditor:
                 LOGGER.exception("audit failed")
 
 
+def _policy_name(policy: ownership.ObjectRef) -> str:
+    """A policy as the engine's violations name it (``decisions.PolicyRef``)."""
+    return str(decisions.PolicyRef(policy.kind, policy.namespace, policy.name))
+
+
 async def serve_metrics(registry: prometheus_client.CollectorRegistry, port: int) -> web.AppRunner:
     """Serve /metrics on the port."""
 
@@ -217,6 +241,7 @@ def register(
 ) -> Auditor:
     """Start the audit loop and the metrics server with the operator."""
     auditor = Auditor(controller, max_results=arguments.audit_max_results, leader=leader)
+    auditor.metrics.watch(controller)
     state: dict[str, Any] = {}
 
     @kopf.on.startup(registry=registry)

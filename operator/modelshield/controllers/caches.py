@@ -15,9 +15,9 @@ from typing import Any
 
 import pydantic
 
-from modelshield.api.v1alpha1 import artifacts, policies
+from modelshield.api.v1alpha1 import artifacts, common, policies
 from modelshield.controllers.builders import ownership
-from modelshield.engine import compiling, evaluating, facts, workloads
+from modelshield.engine import compiling, evaluating, facts, scopes, selectors, workloads
 
 #: (kind, namespace, name) of a workload or an owned object.
 Key = tuple[str, str, str]
@@ -91,6 +91,8 @@ class World:
     workloads: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
     children: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
     artifacts: dict[tuple[str, str], facts.ArtifactFacts] = dataclasses.field(default_factory=dict)
+    #: Where governing is allowed at all (admission's scope); kept across resyncs.
+    scope: scopes.Scope = dataclasses.field(default_factory=scopes.Scope)
     _children_by_owner: dict[Key, set[Key]] = dataclasses.field(default_factory=dict)
     _policy_set: compiling.PolicySet | None = None
 
@@ -206,16 +208,38 @@ class World:
             if namespace is None or key[1] == namespace:
                 yield key
 
+    def in_scope(self, namespace: str) -> bool:
+        """Whether workloads in the namespace may be governed at all (``scopes``)."""
+        return self.scope.governs(namespace, self.namespaces.get(namespace, {}))
+
     def governing(self, key: Key) -> tuple[compiling.CompiledPolicy, ...]:
-        """The policies that govern a workload now (none when it is gone)."""
+        """The policies that govern a workload now (none when it is gone, or out of scope:
+        kube-system, modelshield's own namespace, ... whatever the selectors say)."""
         body = self.workloads.get(key)
-        if body is None:
+        if body is None or not self.in_scope(key[1]):
             return ()
         parsed = workloads.parse(body)
         # The engine's own rule (an InferenceService's components carry their own labels).
         return evaluating.governing_policies(
             parsed, self.policy_set(), self.namespaces.get(parsed.namespace, {})
         )
+
+    def unreadable_network_policies(self, key: Key) -> list[PolicyEntry]:
+        """Policies that cannot be read (stored before a rule of today's schema existed)
+        but ask for network isolation and whose selectors pick this workload: their
+        ``network`` block cannot be honoured, so the workload must fail closed."""
+        body = self.workloads.get(key)
+        if body is None or not self.in_scope(key[1]):
+            return []
+        parsed = workloads.parse(body)
+        namespace_labels = self.namespaces.get(parsed.namespace, {})
+        return [
+            entry
+            for (kind, namespace, _), entry in sorted(self.policies.items())
+            if entry.model is None
+            and (kind == "ClusterModelSecurityPolicy" or namespace == parsed.namespace)
+            and _selects(entry.body, parsed.labels, namespace_labels)
+        ]
 
 
 def _without_server_fields(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,6 +272,27 @@ def _policy_entry(body: Mapping[str, Any]) -> PolicyEntry:
     except pydantic.ValidationError as error:
         return PolicyEntry(body=copy.deepcopy(dict(body)), model=None, error=str(error))
     return PolicyEntry(body=copy.deepcopy(dict(body)), model=model)
+
+
+def _selects(
+    body: Mapping[str, Any], labels: Mapping[str, str], namespace_labels: Mapping[str, str]
+) -> bool:
+    """Whether an unreadable policy with a ``network`` block picks these labels (False when
+    even its selectors cannot be read: then nothing says which workloads it meant)."""
+    spec = body.get("spec")
+    if not isinstance(spec, Mapping) or spec.get("network") is None:
+        return False
+    try:
+        selector = common.LabelSelector.model_validate(spec.get("selector"))
+        namespace_selector = common.LabelSelector.model_validate(
+            spec.get("namespaceSelector") or {}
+        )
+    except pydantic.ValidationError:
+        return False
+    namespaced = body.get("kind") != "ClusterModelSecurityPolicy"
+    return selectors.compile_selector(selector).matches(labels) and (
+        namespaced or selectors.compile_selector(namespace_selector).matches(namespace_labels)
+    )
 
 
 def _demands(body: Mapping[str, Any]) -> Any:

@@ -11,6 +11,7 @@ import datetime
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from modelshield.api.v1alpha1 import policies, validation
 from modelshield.controllers import caches, statuses, verdicts, verifying
 from modelshield.engine import compiling, evaluating, modelchecks, workloads
 
@@ -42,8 +43,16 @@ def observe(
     violating: list[str] = []
     pending: list[str] = []
     findings: list[str] = []
-    problems: list[tuple[str, str]] = []
+    # What admission refuses is reported here too (a policy stored before a rule existed).
+    problems: list[tuple[str, str]] = [
+        (statuses.INVALID_SPEC, f"{path}: {problem}")
+        for path, problem in validation.semantic_problems(
+            entry.model.spec,
+            cluster=isinstance(entry.model, policies.ClusterModelSecurityPolicy),
+        )
+    ]
     failures: list[str] = []
+    notes: list[str] = []
     for key, outcome in sorted(outcomes.items()):
         ref = next(
             (r for r in outcome.governing if (r.kind, r.namespace, r.name) == policy_key), None
@@ -68,7 +77,9 @@ def observe(
         elif judged is verdicts.Judgement.PENDING:
             pending.append(parsed.identity)
         problems.extend((p.reason, p.message) for p in outcome.problems.get(ref, []))
+        notes.extend(note.message for note in outcome.notes.get(ref, []))
         failures.extend(outcome.failures)
+    network = entry.model.spec.network is not None
     return statuses.Observation(
         governed=governed,
         violators=violating,
@@ -76,4 +87,6 @@ def observe(
         findings=findings,
         problems=problems,
         failures=failures,
+        network=entry.model.spec.enforcement.value if network else "",
+        notes=notes,
     )

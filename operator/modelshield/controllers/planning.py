@@ -3,12 +3,19 @@
 ``plan`` turns (world, workload, settings, the reference profile's text) into the stamped
 objects that must exist, the payload-logger patch of an InferenceService, and the problems
 to report on the policies' status. The reconciler then only compares and writes.
+
+The NetworkPolicy fails closed: only Enforce policies' ``network`` blocks restrict traffic
+(an Audit policy's is reported, never applied); when they cannot be built (a policy the
+API would refuse today, or one that cannot be read at all) the workload gets a deny-all
+NetworkPolicy, and ``Plan.fallbacks`` holds that deny-all for the reconciler to write when
+the API server refuses the one planned. A workload is never left without one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelshield.api.v1alpha1 import policies
@@ -19,6 +26,10 @@ from modelshield.engine import compiling
 #: Degraded reasons a plan can report.
 REFERENCE_PROFILE_MISSING = "ReferenceProfileMissing"
 PAYLOAD_LOGGER_IN_USE = "PayloadLoggerInUse"
+#: The workload got a deny-all NetworkPolicy instead of the one its policies describe.
+NETWORK_POLICY_FAILED_CLOSED = "NetworkPolicyFailedClosed"
+#: A note on an Audit policy: what its network block would change under Enforce.
+NETWORK_NOT_ENFORCED = "NetworkNotEnforced"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +38,8 @@ class Settings:
 
     monitor: driftmonitors.MonitorSettings
     scraper_peers: tuple[networkpolicies.Peer, ...] = ()
+    #: Ports the scraper may reach on every governed pod (with the workload's own metrics ports).
+    scraper_ports: frozenset[tuple[int, str]] = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +60,12 @@ class Plan:
     logger_patch: dict[str, Any] | None = None
     #: Problems, per policy that caused them.
     problems: dict[ownership.ObjectRef, list[Problem]] = dataclasses.field(default_factory=dict)
+    #: What to write instead of a desired object that the API server refuses (deny-all).
+    fallbacks: dict[caches.Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: The policies the NetworkPolicy is written for (they hear of a fallback).
+    network_policies: tuple[ownership.ObjectRef, ...] = ()
+    #: Audit policies' network blocks: what Enforce would write instead (not Degraded).
+    notes: dict[ownership.ObjectRef, list[Problem]] = dataclasses.field(default_factory=dict)
 
 
 def policy_ref(entry: caches.PolicyEntry) -> ownership.ObjectRef:
@@ -84,10 +103,10 @@ def plan(world: caches.World, key: caches.Key, settings: Settings, profile: str 
     if body is None:
         return result
     governing = _refs(world, world.governing(key))
-    result.governing = tuple(ref for ref, _ in governing)
-    if not governing:
+    unreadable = tuple(policy_ref(entry) for entry in world.unreadable_network_policies(key))
+    result.governing = tuple(ref for ref, _ in governing) + unreadable
+    if not result.governing:
         return result
-    kind, namespace, name = key
     workload_ref = ownership.ObjectRef.of(body)
 
     monitor: networkpolicies.MonitorEndpoint | None = None
@@ -95,24 +114,120 @@ def plan(world: caches.World, key: caches.Key, settings: Settings, profile: str 
     if source is not None:
         monitor = _plan_monitor(result, body, workload_ref, source, settings, profile)
 
-    network = [(ref, model.spec.network) for ref, model in governing if model.spec.network]
-    if network:
-        governance = ownership.Governance(
-            workload=workload_ref,
-            policies=tuple(ref for ref, _ in network),
-            component=networkpolicies.COMPONENT,
-        )
-        manifest = networkpolicies.build(
-            name=ownership.child_name("netpol", kind, name),
-            namespace=namespace,
-            pod_selector=networkpolicies.workload_pod_selector(body),
-            requirements=[requirement for _, requirement in network if requirement is not None],
-            scraper_peers=settings.scraper_peers,
-            monitor=monitor,
-        )
-        stamped = ownership.stamp(manifest, governance)
-        result.desired[caches.key_of(stamped)] = stamped
+    _plan_network(result, body, workload_ref, governing, unreadable, settings, monitor)
     return result
+
+
+def _plan_network(
+    result: Plan,
+    body: Mapping[str, Any],
+    workload_ref: ownership.ObjectRef,
+    governing: Sequence[tuple[ownership.ObjectRef, compiling.AnyPolicy]],
+    unreadable: tuple[ownership.ObjectRef, ...],
+    settings: Settings,
+    monitor: networkpolicies.MonitorEndpoint | None,
+) -> None:
+    kind, namespace, name = caches.key_of(body)
+    enforced = [
+        (ref, model.spec.network)
+        for ref, model in governing
+        if model.spec.network is not None and model.spec.enforcement is policies.Enforcement.ENFORCE
+    ]
+    audited = [
+        (ref, model.spec.network)
+        for ref, model in governing
+        if model.spec.network is not None and model.spec.enforcement is policies.Enforcement.AUDIT
+    ]
+    if not enforced and not unreadable:
+        _note_audited(result, workload_ref, audited, None, namespace, settings)
+        return
+    refs = tuple(ref for ref, _ in enforced) + unreadable
+    result.network_policies = refs
+    governance = ownership.Governance(
+        workload=workload_ref, policies=refs, component=networkpolicies.COMPONENT
+    )
+    policy_name = ownership.child_name("netpol", kind, name)
+    pod_selector = networkpolicies.workload_pod_selector(body)
+    deny_all = ownership.stamp(
+        networkpolicies.deny_all(name=policy_name, namespace=namespace, pod_selector=pod_selector),
+        governance,
+    )
+    key = caches.key_of(deny_all)
+    scraper_ports = settings.scraper_ports | networkpolicies.metrics_ports(body)
+    reason = ""
+    if unreadable:
+        reason = "a policy that asks for network isolation cannot be read (see its status)"
+        manifest = None
+    else:
+        try:
+            manifest = networkpolicies.build(
+                name=policy_name,
+                namespace=namespace,
+                pod_selector=pod_selector,
+                requirements=[requirement for _, requirement in enforced],
+                scraper_peers=settings.scraper_peers,
+                scraper_ports=scraper_ports,
+                monitor=monitor,
+            )
+        except networkpolicies.BuildError as error:
+            reason = str(error)
+            manifest = None
+    if manifest is None:
+        result.desired[key] = deny_all
+        for ref in refs:
+            result.problems.setdefault(ref, []).append(
+                Problem(
+                    NETWORK_POLICY_FAILED_CLOSED,
+                    f"{workload_ref.display}: NetworkPolicy {name} denies all traffic: {reason}",
+                )
+            )
+        return
+    result.desired[key] = ownership.stamp(manifest, governance)
+    result.fallbacks[key] = deny_all
+    _note_audited(result, workload_ref, audited, [r for _, r in enforced], namespace, settings)
+
+
+def _note_audited(
+    result: Plan,
+    workload_ref: ownership.ObjectRef,
+    audited: Sequence[tuple[ownership.ObjectRef, policies.NetworkRequirements]],
+    enforced: Sequence[policies.NetworkRequirements] | None,
+    namespace: str,
+    settings: Settings,
+) -> None:
+    """Tell each Audit policy what its network block would change under Enforce."""
+    for ref, requirement in audited:
+        try:
+            would = networkpolicies.build(
+                name="would",
+                namespace=namespace,
+                pod_selector={},
+                requirements=[*(enforced or ()), requirement],
+                scraper_peers=settings.scraper_peers,
+            )["spec"]
+        except networkpolicies.BuildError as error:
+            message = f"under Enforce it would deny all traffic: {error}"
+        else:
+            if enforced is not None:
+                now = networkpolicies.build(
+                    name="now",
+                    namespace=namespace,
+                    pod_selector={},
+                    requirements=enforced,
+                    scraper_peers=settings.scraper_peers,
+                )["spec"]
+                if now == would:
+                    continue  # the Enforce policies already allow no more than this one
+            rules = json.dumps(
+                {"ingress": would["ingress"], "egress": would["egress"]}, separators=(",", ":")
+            )
+            message = f"under Enforce only this traffic would be allowed, the rest denied: {rules}"
+        result.notes.setdefault(ref, []).append(
+            Problem(
+                NETWORK_NOT_ENFORCED,
+                f"{workload_ref.display}: network not enforced (Audit); {message}",
+            )
+        )
 
 
 def _plan_monitor(

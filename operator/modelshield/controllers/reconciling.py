@@ -7,6 +7,11 @@ events arrive (or a restart in the middle), each pass moves the cluster to the s
 Policy status is written after the workloads settle, at most once per ``status_delay``;
 a workload whose images have no verdict yet is verified at once in the background
 (``verifying``) and counted as pending, not violating, until the verdict arrives.
+
+NetworkPolicies fail closed: when the API server refuses the one planned, the plan's
+deny-all fallback is written in the same pass (a Warning Event on the workload, the
+policies Degraded, ``failed_closed`` counted in the metrics); only when that write fails
+too is the workload retried, with growing delays.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 from modelshield.controllers import caches, observing, planning, statuses, verifying, writing
 from modelshield.controllers.builders import ownership
-from modelshield.engine import evaluating, modelchecks, workloads
+from modelshield.engine import modelchecks, workloads
 
 LOGGER = logging.getLogger("modelshield.reconciler")
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -44,6 +49,10 @@ class Outcome:
         default_factory=dict
     )
     failures: list[str] = dataclasses.field(default_factory=list)
+    #: What Audit policies' network blocks would change under Enforce (reported, not applied).
+    notes: dict[ownership.ObjectRef, list[planning.Problem]] = dataclasses.field(
+        default_factory=dict
+    )
 
 
 class Controller:
@@ -83,6 +92,8 @@ class Controller:
         self._events: set[asyncio.Task[None]] = set()
         self._reverts: dict[caches.Key, list[float]] = {}
         self.writes = 0
+        #: Workloads whose NetworkPolicy is deny-all because theirs could not be built or written.
+        self.failed_closed: set[caches.Key] = set()
         #: time.monotonic() of the last full read of the cluster.
         self.last_resync = 0.0
 
@@ -203,11 +214,14 @@ class Controller:
             try:
                 await self._converge(child_key, desired, workload)
             except writing.ApiException as error:
-                failures.append(
+                refused = (
                     f"{child_key[0]} {child_key[1]}/{child_key[2]}: {error.status} {error.reason}"
                 )
+                if not await self._fail_closed(plan, child_key, refused, workload):
+                    failures.append(refused)
             except RevertLoopError as error:
                 failures.append(str(error))
+        self._track_fail_closed(key, plan, workload)
         for child_key, live in self.world.children_of(key).items():
             if child_key in plan.desired:
                 continue
@@ -237,15 +251,59 @@ class Controller:
         self._verify_images(key)
         return bool(failures)
 
+    async def _fail_closed(
+        self,
+        plan: planning.Plan,
+        key: caches.Key,
+        refused: str,
+        workload: dict[str, Any] | None,
+    ) -> bool:
+        """Write the deny-all fallback of an object the API server refused; True when written."""
+        fallback = plan.fallbacks.get(key)
+        if fallback is None:
+            return False
+        try:
+            await self._converge(key, fallback, workload)
+        except (writing.ApiException, RevertLoopError) as error:
+            LOGGER.warning("%s; its deny-all fallback failed too: %s", refused, error)
+            return False
+        message = (
+            f"{'/'.join(plan.workload)}: NetworkPolicy {key[2]} denies all traffic: the API "
+            f"server refused the one planned ({refused})"
+        )
+        for ref in plan.network_policies:
+            plan.problems.setdefault(ref, []).append(
+                planning.Problem(planning.NETWORK_POLICY_FAILED_CLOSED, message)
+            )
+        return True
+
+    def _track_fail_closed(
+        self, key: caches.Key, plan: planning.Plan, workload: dict[str, Any] | None
+    ) -> None:
+        """Count the workload as failed closed (an Event when it starts) or no longer."""
+        failed = next(
+            (
+                problem
+                for problems in plan.problems.values()
+                for problem in problems
+                if problem.reason == planning.NETWORK_POLICY_FAILED_CLOSED
+            ),
+            None,
+        )
+        if failed is None:
+            self.failed_closed.discard(key)
+            return
+        if key not in self.failed_closed and workload is not None:
+            self._post_event(workload, "Warning", failed.reason, failed.message)
+        self.failed_closed.add(key)
+
     def _verify_images(self, key: caches.Key) -> None:
         """Start verifying the images of a new or changed workload now, not at status time."""
         body = self.world.workloads.get(key)
         if body is None or not self.verifications.verifying:
             return
         parsed = workloads.parse(body)
-        governing = evaluating.governing_policies(
-            parsed, self.world.policy_set(), self.world.namespaces.get(parsed.namespace, {})
-        )
+        governing = self.world.governing(key)
         if governing:
             subject = verifying.image_subject(parsed, self.world, self.startup)
             self.verifications.look_up(key, subject, governing)
@@ -328,7 +386,7 @@ class Controller:
         if self.world.workloads.get(key) is None:
             self.outcomes.pop(key, None)
         else:
-            self.outcomes[key] = Outcome(plan.governing, plan.problems, failures)
+            self.outcomes[key] = Outcome(plan.governing, plan.problems, failures, plan.notes)
         refs = set(plan.governing) | set(previous.governing if previous else ())
         self.status_due((ref.kind, ref.namespace, ref.name) for ref in refs)
 

@@ -1,9 +1,11 @@
 """A policy's status from what the reconciler and the engine found. Pure.
 
 Conditions follow Kubernetes API conventions: ``Ready`` (every owned object in place),
-``Degraded`` (something keeps the policy from being fully in force, with the reason) and
+``Degraded`` (something keeps the policy from being fully in force, with the reason),
 ``Compliant`` (whether the governed workloads pass: ``Unknown`` while image verifications
-are still running, ``False`` naming the first violations), each keeping its
+are still running, ``False`` naming the first violations) and, for a policy with a
+``network`` block, ``NetworkEnforced`` (``False`` under Audit, saying what Enforce would
+narrow: an Audit policy never restricts traffic), each keeping its
 ``lastTransitionTime`` while its status does not change, so that writing the same
 observation twice changes nothing. A workload awaiting its image verdicts counts as
 ``pending``: neither compliant nor violating.
@@ -19,6 +21,7 @@ from typing import Any
 READY = "Ready"
 DEGRADED = "Degraded"
 COMPLIANT = "Compliant"
+NETWORK_ENFORCED = "NetworkEnforced"
 MAX_VIOLATORS = 10
 VIOLATORS_LISTED = 5
 MAX_MESSAGE = 2000
@@ -32,6 +35,8 @@ AS_EXPECTED = "AsExpected"
 ALL_COMPLIANT = "AllCompliant"
 VIOLATIONS = "Violations"
 VERIFICATION_PENDING = "VerificationPending"
+ENFORCED = "Enforced"
+AUDIT_ONLY = "AuditOnly"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +56,10 @@ class Observation:
     failures: Sequence[str] = ()
     #: The spec could not be read: the validation error.
     invalid: str = ""
+    #: The enforcement of the policy's ``network`` block; empty when it has none.
+    network: str = ""
+    #: Under Audit: per governed workload, what Enforce would narrow.
+    notes: Sequence[str] = ()
 
 
 def _condition(
@@ -120,19 +129,38 @@ def build(
     violators = sorted(observation.violators)
     pending = sorted(observation.pending)
     compliant = _compliance(observation, violators, pending)
+    conditions = [
+        _condition(READY, *ready, generation, earlier, now),
+        _condition(DEGRADED, *degraded, generation, earlier, now),
+        _condition(COMPLIANT, *compliant, generation, earlier, now),
+    ]
+    if observation.network:
+        conditions.append(
+            _condition(NETWORK_ENFORCED, *_network(observation), generation, earlier, now)
+        )
     return {
         "observedGeneration": generation,
-        "conditions": [
-            _condition(READY, *ready, generation, earlier, now),
-            _condition(DEGRADED, *degraded, generation, earlier, now),
-            _condition(COMPLIANT, *compliant, generation, earlier, now),
-        ],
+        "conditions": conditions,
         "governed": observation.governed,
         "compliant": max(0, observation.governed - len(violators) - len(pending)),
         "violating": len(violators),
         "pending": len(pending),
         "violators": violators[:VIOLATORS_LISTED],
     }
+
+
+def _network(observation: Observation) -> tuple[bool, str, str]:
+    """The NetworkEnforced condition: (status, reason, message)."""
+    if observation.network == "Enforce":
+        return True, ENFORCED, "the network block is enforced by operator-owned NetworkPolicies"
+    if observation.notes:
+        return False, AUDIT_ONLY, _summarise(observation.notes)
+    return (
+        False,
+        AUDIT_ONLY,
+        "Audit: the network block restricts no traffic; under Enforce it would narrow "
+        f"none of the {observation.governed} governed workload(s)",
+    )
 
 
 def _compliance(

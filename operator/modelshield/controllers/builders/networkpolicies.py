@@ -7,7 +7,13 @@ govern one workload, the operator writes one NetworkPolicy whose rules are the
 policy must never widen what the platform's cluster policy allows.
 
 Intersections the NetworkPolicy API cannot express (an IP block with a pod selector, two
-disjoint IP blocks) allow nothing: the safe side.
+disjoint IP blocks) allow nothing: the safe side. DNS is one more egress rule of each
+policy that allows it (``allowDNS``), intersected like the others: DNS is allowed when
+every policy allows it, by ``allowDNS`` or by its own egress rules.
+
+Only canonical forms are emitted: a CIDR or a label the API server would refuse raises
+``BuildError`` (the API refuses such policies, but one stored before that rule existed
+may still be read), and the planner writes ``deny_all`` instead: never no NetworkPolicy.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modelshield.api.v1alpha1 import common, policies
+from modelshield.api.v1alpha1 import common, policies, syntax
 
 COMPONENT = "network-policy"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -29,6 +35,13 @@ DNS_PEER: dict[str, Any] = {
 DNS_PORTS: tuple[tuple[int, str], ...] = ((53, "UDP"), (53, "TCP"))
 
 Selector = dict[str, Any]
+#: Names of container ports the metrics scraper may reach, besides ``--scraper-port``.
+METRICS_PORT_NAMES = frozenset({"metrics", "http-metrics"})
+PROMETHEUS_PORT_ANNOTATION = "prometheus.io/port"
+
+
+class BuildError(ValueError):
+    """A NetworkPolicy cannot be built from these requirements (the reason says why)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +103,30 @@ def workload_pod_selector(workload: Mapping[str, Any]) -> Selector:
     return found
 
 
-def from_api_peer(peer: policies.Peer) -> Peer:
-    """A policy's peer in NetworkPolicy terms."""
-    return Peer(
+def _check_selector(selector: Selector | None, where: str) -> None:
+    """BuildError unless every label key and value is one the API server accepts."""
+    if selector is None:
+        return
+    problems = [
+        problem
+        for key, value in (selector.get("matchLabels") or {}).items()
+        for problem in (syntax.label_key_problem(key), syntax.label_value_problem(value))
+    ]
+    for expression in selector.get("matchExpressions") or []:
+        problems.append(syntax.label_key_problem(str(expression.get("key", ""))))
+        problems.extend(syntax.label_value_problem(str(v)) for v in expression.get("values") or [])
+    found = [problem for problem in problems if problem is not None]
+    if found:
+        raise BuildError(f"{where}: {'; '.join(found)}")
+
+
+def from_api_peer(peer: policies.Peer, where: str = "peer") -> Peer:
+    """A policy's peer in NetworkPolicy terms; BuildError when it is not canonical."""
+    if peer.cidr is not None:
+        problem = syntax.cidr_problem(peer.cidr)
+        if problem is not None:
+            raise BuildError(f"{where}.cidr: {problem}")
+    found = Peer(
         namespace_selector=(
             selector_manifest(peer.namespace_selector)
             if peer.namespace_selector is not None
@@ -103,12 +137,20 @@ def from_api_peer(peer: policies.Peer) -> Peer:
         else None,
         cidr=peer.cidr,
     )
+    _check_selector(found.namespace_selector, f"{where}.namespaceSelector")
+    _check_selector(found.pod_selector, f"{where}.podSelector")
+    return found
 
 
-def from_api_rule(rule: policies.TrafficRule) -> Rule:
-    """A policy's traffic rule in NetworkPolicy terms."""
+def from_api_rule(rule: policies.TrafficRule, where: str = "rule") -> Rule:
+    """A policy's traffic rule in NetworkPolicy terms; BuildError when it is not canonical."""
     ports = frozenset((p.port, p.protocol) for p in rule.ports) if rule.ports else None
-    return Rule(peers=tuple(from_api_peer(peer) for peer in rule.peers), ports=ports)
+    return Rule(
+        peers=tuple(
+            from_api_peer(peer, f"{where}.peers[{index}]") for index, peer in enumerate(rule.peers)
+        ),
+        ports=ports,
+    )
 
 
 def merge_selectors(first: Selector | None, second: Selector | None) -> Selector | None:
@@ -140,10 +182,8 @@ def intersect_peers(first: Peer, second: Peer, namespace: str) -> Peer | None:
     if first.cidr is not None or second.cidr is not None:
         if first.cidr is None or second.cidr is None:
             return None
-        a, b = (
-            ipaddress.ip_network(first.cidr, strict=False),
-            ipaddress.ip_network(second.cidr, strict=False),
-        )
+        # Canonical (from_api_peer checked): strict parsing cannot fail.
+        a, b = ipaddress.ip_network(first.cidr), ipaddress.ip_network(second.cidr)
         if a.version != b.version:
             return None
         if a.subnet_of(b):  # type: ignore[arg-type]  # same version checked above
@@ -207,14 +247,54 @@ def intersect_rules(first: Sequence[Rule], second: Sequence[Rule], namespace: st
     return result
 
 
+DNS_RULE = Rule(
+    peers=(
+        Peer(
+            namespace_selector=DNS_PEER["namespaceSelector"], pod_selector=DNS_PEER["podSelector"]
+        ),
+    ),
+    ports=frozenset(DNS_PORTS),
+)
+
+
+def _rules_of(requirement: policies.NetworkRequirements, direction: str) -> list[Rule]:
+    rules = [
+        from_api_rule(rule, f"spec.network.{direction}[{index}]")
+        for index, rule in enumerate(getattr(requirement, direction))
+    ]
+    if direction == "egress" and requirement.allow_dns:
+        rules.append(DNS_RULE)
+    return rules
+
+
 def _combined(
     requirements: Sequence[policies.NetworkRequirements], direction: str, namespace: str
 ) -> list[Rule]:
     combined: list[Rule] | None = None
     for requirement in requirements:
-        rules = [from_api_rule(rule) for rule in getattr(requirement, direction)]
+        rules = _rules_of(requirement, direction)
         combined = rules if combined is None else intersect_rules(combined, rules, namespace)
     return combined or []
+
+
+def metrics_ports(workload: Mapping[str, Any]) -> frozenset[tuple[int, str]]:
+    """The ports a workload declares for metrics: container ports named ``metrics`` or
+    ``http-metrics``, and the pod template's ``prometheus.io/port`` annotation."""
+    template = (workload.get("spec") or {}).get("template") or {}
+    found: set[tuple[int, str]] = set()
+    annotation = str(
+        ((template.get("metadata") or {}).get("annotations") or {}).get(
+            PROMETHEUS_PORT_ANNOTATION, ""
+        )
+    )
+    if annotation.isdigit() and 1 <= int(annotation) <= 65535:
+        found.add((int(annotation), "TCP"))
+    for container in (template.get("spec") or {}).get("containers") or []:
+        for port in container.get("ports") or []:
+            number = port.get("containerPort")
+            if port.get("name") in METRICS_PORT_NAMES and isinstance(number, int):
+                found.add((number, str(port.get("protocol") or "TCP")))
+    return frozenset(found)
 
 
 def _rule_manifest(rule: Rule, peers_key: str) -> dict[str, Any]:
@@ -233,22 +313,23 @@ def build(
     pod_selector: Selector,
     requirements: Sequence[policies.NetworkRequirements],
     scraper_peers: Sequence[Peer] = (),
+    scraper_ports: frozenset[tuple[int, str]] = frozenset(),
     monitor: MonitorEndpoint | None = None,
 ) -> dict[str, Any]:
     """The NetworkPolicy for one workload, unstamped (see ``ownership.stamp``).
 
-    ``requirements`` are the ``network`` blocks of every policy that governs the workload
-    (at least one). ``scraper_peers`` (the metrics scraper, from the operator's settings)
-    may always connect in; the payload logger may always reach the ``monitor``.
+    ``requirements`` are the ``network`` blocks of every Enforce policy that governs the
+    workload (at least one). ``scraper_peers`` (the metrics scraper, from the operator's
+    settings) may connect in on ``scraper_ports`` only (no port known: not at all); the
+    payload logger may always reach the ``monitor``. BuildError when a requirement holds
+    a CIDR or a label the API server would refuse.
     """
     if not requirements:
         raise ValueError("a NetworkPolicy needs at least one network requirement")
     ingress = _combined(requirements, "ingress", namespace)
-    if scraper_peers:
-        ingress.append(Rule(peers=tuple(scraper_peers), ports=None))
+    if scraper_peers and scraper_ports:
+        ingress.append(Rule(peers=tuple(scraper_peers), ports=scraper_ports))
     egress = _combined(requirements, "egress", namespace)
-    if all(requirement.allow_dns for requirement in requirements):
-        egress.append(Rule(peers=(Peer(**_dns_peer()),), ports=frozenset(DNS_PORTS)))
     if monitor is not None:
         egress.append(
             Rule(
@@ -269,8 +350,17 @@ def build(
     }
 
 
-def _dns_peer() -> dict[str, Any]:
+def deny_all(*, name: str, namespace: str, pod_selector: Selector) -> dict[str, Any]:
+    """The NetworkPolicy that allows nothing in or out: what a workload gets when its own
+    cannot be built or written (stricter than any other, so never a gap)."""
     return {
-        "namespace_selector": DNS_PEER["namespaceSelector"],
-        "pod_selector": DNS_PEER["podSelector"],
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "podSelector": pod_selector,
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [],
+            "egress": [],
+        },
     }

@@ -22,6 +22,8 @@ NAME = "modelshield"
 SOURCE = "modelshield"
 TRUNCATED_ANNOTATION = "modelshield.dev/results-left-out"
 DEFAULT_MAX_RESULTS = 200
+#: The rule of a ``warn`` result: an Audit policy's network block, not applied.
+NETWORK_NOT_ENFORCED = "NetworkNotEnforced"
 _RANK = {"fail": 0, "error": 1, "warn": 2, "skip": 3, "pass": 4}
 _CATEGORIES = (
     ("Image", "images"),
@@ -42,6 +44,8 @@ class Audited:
     name: str
     uid: str
     decision: decisions.Decision
+    #: (policy, message): an Audit policy's network block and what Enforce would narrow.
+    network_notes: tuple[tuple[str, str], ...] = ()
 
 
 def category(code: decisions.Code) -> str:
@@ -60,11 +64,12 @@ def _resource(audited: Audited) -> dict[str, Any]:
 
 
 def results_of(audited: Audited, timestamp: Mapping[str, int]) -> list[dict[str, Any]]:
-    """One result per violation, and a ``pass`` per governing policy that found none."""
+    """One result per violation and per network note, and a ``pass`` per governing policy
+    that found neither."""
     found = []
-    failing_policies = set()
+    failing_policies: set[str] = set()
     for violation in (*audited.decision.violations, *audited.decision.warnings):
-        failing_policies.add(violation.policy)
+        failing_policies.add(str(violation.policy))
         found.append(
             {
                 "source": SOURCE,
@@ -80,8 +85,24 @@ def results_of(audited: Audited, timestamp: Mapping[str, int]) -> list[dict[str,
                 "resources": [_resource(audited)],
             }
         )
+    for policy_name, message in audited.network_notes:
+        failing_policies.add(policy_name)
+        found.append(
+            {
+                "source": SOURCE,
+                "policy": policy_name,
+                "rule": NETWORK_NOT_ENFORCED,
+                "category": "network",
+                "result": "warn",
+                "severity": "medium",
+                "scored": True,
+                "message": message,
+                "timestamp": dict(timestamp),
+                "resources": [_resource(audited)],
+            }
+        )
     for policy in audited.decision.governed_by:
-        if policy not in failing_policies:
+        if str(policy) not in failing_policies:
             found.append(
                 {
                     "source": SOURCE,

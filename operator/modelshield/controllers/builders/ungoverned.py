@@ -11,8 +11,8 @@ govern refuse pod creation. The judgement is deliberately coarse and errs toward
   a cluster policy whose selector cannot be read governs every namespace;
 - the label itself is left out when selectors are matched, so a selector that names it
   cannot make the judgement flip on every write of the operator;
-- excluded namespaces (kube-system, modelshield's own) are never touched: the
-  webhooks never see them anyway.
+- excluded namespaces (``engine.scopes``: the system namespaces, modelshield's own) are
+  never touched: the webhooks never see them anyway.
 
 Only a positive judgement adds the label; a namespace not judged yet carries none and stays
 selected (fail closed). Pure: plain data in, merge patches out.
@@ -27,11 +27,11 @@ from typing import Any
 import pydantic
 
 from modelshield.api.v1alpha1 import common
-from modelshield.engine import selectors
+from modelshield.engine import scopes, selectors
 
 LABEL = "modelshield.dev/ungoverned"
 VALUE = "true"
-ALWAYS_EXCLUDED = frozenset({"kube-system"})
+ALWAYS_EXCLUDED = scopes.SYSTEM_NAMESPACES
 
 
 @dataclasses.dataclass(frozen=True)
