@@ -9,6 +9,7 @@ from modelshield.modelartifacts.scanning import (
     headers,
     keras_models,
     numpy_arrays,
+    onnx_models,
     pickles,
     scanners,
 )
@@ -24,7 +25,7 @@ def default_scanners() -> list[scanners.Scanner]:
         headers.GgufScanner(),
         keras_models.Hdf5Scanner(),
         headers.SafetensorsScanner(),
-        headers.OnnxScanner(),
+        onnx_models.OnnxScanner(),
         keras_models.SavedModelScanner(),
         keras_models.TensorflowVariablesScanner(),
         pickles.PickleScanner(),

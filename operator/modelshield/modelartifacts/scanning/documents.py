@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from modelshield.modelartifacts.scanning import findings, keras_models, scanners
+from modelshield.modelartifacts.scanning import findings, keras_models, scanners, templates
 
 _TEXT_LIMIT = 64 << 10
 
@@ -66,7 +66,7 @@ class JsonScanner:
             document = json.loads(bytes(data))
         except ValueError as error:
             return [findings.Finding(findings.LOW, name, "", f"not valid JSON: {error}")]
-        return keras_models.config_findings(document, name)
+        return keras_models.config_findings(document, name) + _chat_templates(document, name)
 
 
 class TextScanner:
@@ -97,3 +97,22 @@ class TextScanner:
                     )
                 ]
         return []
+
+
+def _chat_templates(document: object, name: str) -> list[findings.Finding]:
+    """Findings of the chat templates of a tokenizer_config.json (one, or a named list)."""
+    if not isinstance(document, dict):
+        return []
+    value = document.get("chat_template")
+    named: list[tuple[str, object]] = [("chat_template", value)] if isinstance(value, str) else []
+    if isinstance(value, list):
+        named = [
+            (f"chat_template {entry.get('name', index)!r}", entry.get("template"))
+            for index, entry in enumerate(value)
+            if isinstance(entry, dict)
+        ]
+    found: list[findings.Finding] = []
+    for where, template in named:
+        if isinstance(template, str):
+            found.extend(templates.template_findings(template, name, where))
+    return found

@@ -1,17 +1,16 @@
-"""Formats that hold no code: safetensors, GGUF and ONNX. Their headers are checked.
+"""Formats that hold no code: safetensors and GGUF. Their headers are checked.
 
 These formats cannot run code by design; what can go wrong is a malformed header (a parser
-bug is an attack surface), external data paths that leave the model directory (ONNX), and
-a GGUF chat template that abuses the Jinja sandbox (CVE-2024-34359 style).
+bug is an attack surface) and a GGUF chat template that abuses the Jinja sandbox
+(CVE-2024-34359 style; judged by ``templates``). ONNX is in ``onnx_models``.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import struct
 
-from modelshield.modelartifacts.scanning import findings, scanners
+from modelshield.modelartifacts.scanning import findings, scanners, templates
 
 _SAFETENSORS_DTYPES = {
     "BOOL": 1,
@@ -116,11 +115,6 @@ _GGUF_SCALARS = {
     11: "<q",
     12: "<d",
 }
-# Template constructs that reach Python objects from inside the Jinja sandbox.
-_TEMPLATE_ESCAPES = re.compile(
-    r"__(class|globals|builtins|subclasses|mro|base|bases|init|import)__|\bos\.(system|popen)|"
-    r"\bsubprocess\b|\beval\(|\bexec\(|\bimport_module\b|\bcycler\b|\bjoiner\b|\blipsum\b",
-)
 
 
 class _Reader:
@@ -177,17 +171,8 @@ class GgufScanner:
             where = reader.position
             value = self._value(reader, kind)
             if "chat_template" in key and isinstance(value, str):
-                match = _TEMPLATE_ESCAPES.search(value)
-                if match:
-                    found.append(
-                        findings.Finding(
-                            findings.CRITICAL,
-                            name,
-                            f"metadata {key} at offset {where}",
-                            f"chat template reaches Python internals ({match.group(0)!r}): "
-                            "server-side template injection",
-                        )
-                    )
+                location = f"metadata {key} at offset {where}"
+                found.extend(templates.template_findings(value, name, location))
         return found
 
     def _value(self, reader: _Reader, kind: int) -> object:
@@ -205,68 +190,3 @@ class GgufScanner:
                     self._value(reader, inner)
             return None
         raise ValueError(f"unknown GGUF value type {kind} at offset {reader.position}")
-
-
-_ONNX_LOCATION = re.compile(rb"\x0a\x08location\x12(.)", re.DOTALL)
-
-
-def _varint(data: scanners.Buffer, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if position >= len(data) or shift > 63:
-            raise ValueError(f"bad varint at offset {position}")
-        byte = data[position]
-        position += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, position
-
-
-class OnnxScanner:
-    """ONNX ModelProto: the top-level protobuf fields, and external data locations."""
-
-    name = "onnx"
-
-    def matches(self, name: str, head: bytes) -> bool:
-        """The .onnx file name."""
-        return name.lower().endswith(".onnx")
-
-    def scan(
-        self, data: scanners.Buffer, name: str, context: scanners.Context
-    ) -> list[findings.Finding]:
-        """Walk the top-level fields; flag external data outside the model directory."""
-        position, fields = 0, set()
-        while position < len(data):
-            tag, position = _varint(data, position)
-            field, wire = tag >> 3, tag & 7
-            if wire == 0:
-                _, position = _varint(data, position)
-            elif wire == 1:
-                position += 8
-            elif wire == 5:
-                position += 4
-            elif wire == 2:
-                length, position = _varint(data, position)
-                position += length
-            else:
-                raise ValueError(f"wire type {wire} at offset {position}")
-            if position > len(data):
-                raise ValueError("a field runs past the end of the file")
-            fields.add(field)
-        found = []
-        if 7 not in fields:
-            found.append(findings.Finding(findings.MEDIUM, name, "", "ONNX model without a graph"))
-        for match in _ONNX_LOCATION.finditer(data):
-            length = match.group(1)[0]
-            location = bytes(data[match.end() : match.end() + length]).decode("utf-8", "replace")
-            if location.startswith("/") or ".." in location.split("/"):
-                found.append(
-                    findings.Finding(
-                        findings.HIGH,
-                        name,
-                        f"offset {match.start()}",
-                        f"external data location {location!r} leaves the model directory",
-                    )
-                )
-        return found
