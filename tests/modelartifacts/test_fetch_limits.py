@@ -7,17 +7,21 @@ the operator could, and pvc:// resolved ``..`` and claims of other namespaces.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import http.server
 import io
 import pathlib
 import socket
 import tarfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from modelshield.modelartifacts import fetching
+from modelshield.modelartifacts import buckets, fetching
 from tests.modelartifacts import models, servers
 
 
@@ -222,3 +226,71 @@ def test_signature_uri_is_confined_like_the_model(tmp_path: pathlib.Path) -> Non
     for uri in (f"file://{tmp_path}/secret.key", "pvc://../secret.key"):
         with pytest.raises(fetching.FetchError):
             fetching.fetch_file(uri, tmp_path / "sig", settings, "ml-team")
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every GET: a redirect (when the server has one) or the headers it received."""
+
+    redirect_to: str | None = None
+    received: list[dict[str, str]] = []
+
+    def do_GET(self) -> None:
+        self.received.append(dict(self.headers.items()))
+        if self.redirect_to is not None:
+            self.send_response(302)
+            self.send_header("Location", f"{self.redirect_to}{self.path}")
+            self.end_headers()
+            return
+        body = b"payload"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _server(redirect_to: str | None) -> Iterator[tuple[str, list[dict[str, str]]]]:
+    received: list[dict[str, str]] = []
+    handler = type("Handler", (_Recorder,), {"redirect_to": redirect_to, "received": received})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.integration
+def test_s3_credentials_never_follow_a_redirect_to_another_origin() -> None:
+    settings = fetching.Settings(
+        s3_access_key="AKIDEXAMPLE",
+        s3_secret_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        s3_session_token="session-token",
+    )
+    with _server(None) as (elsewhere, seen_elsewhere), _server(elsewhere) as (endpoint, seen):
+        settings = dataclasses.replace(settings, s3_endpoint=endpoint)
+        client = buckets.Client(settings)
+        with client.get(client.object_url("models", "fraud/model.bin")) as response:
+            assert response.read() == b"payload"
+
+    assert "Authorization" in seen[0]
+    assert seen_elsewhere, "the redirect was not followed"
+    lowered = {name.lower() for name in seen_elsewhere[0]}
+    assert not lowered & {"authorization", "x-amz-security-token"}, seen_elsewhere[0]
+
+
+@pytest.mark.integration
+def test_a_same_origin_redirect_keeps_the_credentials() -> None:
+    with _server(None) as (target, seen):
+        request = urllib.request.Request(  # noqa: S310 - loopback test server
+            f"{target}/x", headers={"Authorization": "Bearer t"}
+        )
+        with fetching.open_url(request, fetching.Settings()) as response:
+            assert response.read() == b"payload"
+
+    assert seen[0]["Authorization"] == "Bearer t"

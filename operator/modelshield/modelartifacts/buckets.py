@@ -111,11 +111,7 @@ class Client:
         """GET a signed URL."""
         request = urllib.request.Request(url, headers=dict(self._headers(url)))  # noqa: S310
         try:
-            response: BinaryIO = urllib.request.urlopen(  # noqa: S310 - http(s) endpoint
-                request,
-                timeout=self._settings.timeout_seconds,
-                context=self._settings.ssl_context() if url.startswith("https:") else None,
-            )
+            response = fetching.open_url(request, self._settings)
         except urllib.error.HTTPError as error:
             detail = error.read(2048).decode("utf-8", "replace")
             raise fetching.FetchError(

@@ -23,7 +23,7 @@ import urllib.request
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from modelshield.modelartifacts import hashing
 
@@ -293,15 +293,55 @@ def _local(uri: str, settings: Settings, namespace: str) -> FetchedModel:
     return FetchedModel(path, copied=False, bytes=size)
 
 
+#: Headers that carry credentials: never sent on to another origin by a redirect.
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "x-amz-security-token"}
+)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    split = urllib.parse.urlsplit(url)
+    return split.scheme.lower(), (split.hostname or "").lower(), split.port
+
+
+class _CredentialsStayHome(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, dropping credential headers when the origin changes.
+
+    urllib copies every header of the request onto the redirected one, so an S3
+    ``Authorization`` (or a registry's bearer token) went to whatever host a redirect named.
+    """
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        redirected = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if redirected is not None and _origin(req.full_url) != _origin(redirected.full_url):
+            for name in [n for n in redirected.headers if n.lower() in _CREDENTIAL_HEADERS]:
+                del redirected.headers[name]
+        return redirected
+
+
+def open_url(request: urllib.request.Request, settings: Settings) -> BinaryIO:
+    """Open a request with the settings' TLS context; credentials never cross origins."""
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=settings.ssl_context()), _CredentialsStayHome()
+    )
+    response: BinaryIO = opener.open(request, timeout=settings.timeout_seconds)
+    return response
+
+
 def _http_get(url: str, settings: Settings, headers: Mapping[str, str] | None = None) -> BinaryIO:
     request = urllib.request.Request(url, headers=dict(headers or {}))  # noqa: S310 - http(s) only
     try:
-        response: BinaryIO = urllib.request.urlopen(  # noqa: S310 - scheme checked by caller
-            request, timeout=settings.timeout_seconds, context=settings.ssl_context()
-        )
+        return open_url(request, settings)
     except OSError as error:
         raise FetchError(FETCH_FAILED, f"GET {url}: {error}") from error
-    return response
 
 
 def _http(uri: str, destination: pathlib.Path, settings: Settings, budget: Budget) -> None:

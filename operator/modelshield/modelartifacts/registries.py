@@ -65,11 +65,8 @@ class _Session:
                 headers["Authorization"] = self.authorization
             request = urllib.request.Request(url, headers=headers)  # noqa: S310 - http(s) only
             try:
-                response: BinaryIO = urllib.request.urlopen(  # noqa: S310
-                    request,
-                    timeout=self.settings.timeout_seconds,
-                    context=self.settings.ssl_context() if url.startswith("https:") else None,
-                )
+                # A blob redirect to storage elsewhere does not get the registry's token.
+                response = fetching.open_url(request, self.settings)
             except urllib.error.HTTPError as error:
                 challenge = error.headers.get("WWW-Authenticate", "")
                 if error.code == 401 and attempt == 0 and challenge:
@@ -105,11 +102,7 @@ class _Session:
         basic = self._basic()
         request = urllib.request.Request(url, headers={"Authorization": basic} if basic else {})  # noqa: S310
         try:
-            with urllib.request.urlopen(  # noqa: S310 - realm announced by the registry
-                request,
-                timeout=self.settings.timeout_seconds,
-                context=self.settings.ssl_context() if url.startswith("https:") else None,
-            ) as response:
+            with fetching.open_url(request, self.settings) as response:
                 document: dict[str, Any] = json.loads(response.read())
         except (OSError, ValueError) as error:
             raise fetching.FetchError(
