@@ -46,6 +46,8 @@ class CertificateMaterial:
     key_path: pathlib.Path
     certificate_path: pathlib.Path
     root_path: pathlib.Path
+    #: The intermediate CA between root and leaf, when one was asked for.
+    intermediate_path: pathlib.Path | None = None
 
 
 def _name(common_name: str) -> x509.Name:
@@ -53,9 +55,16 @@ def _name(common_name: str) -> x509.Name:
 
 
 def certificate_material(
-    directory: pathlib.Path, *, leaf_days: tuple[int, int] = (-1, 30)
+    directory: pathlib.Path,
+    *,
+    leaf_days: tuple[int, int] = (-1, 30),
+    intermediate_days: tuple[int, int] | None = None,
+    leaf_name: str = "model release signer",
 ) -> CertificateMaterial:
-    """A root CA and a code-signing leaf valid from now+leaf_days[0] to now+leaf_days[1]."""
+    """A root CA and a code-signing leaf valid from now+leaf_days[0] to now+leaf_days[1].
+
+    With ``intermediate_days`` an intermediate CA valid for those days issues the leaf.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     root_key = ec.generate_private_key(ec.SECP256R1())
@@ -74,11 +83,30 @@ def certificate_material(
         )
         .sign(root_key, hashes.SHA256())
     )
+    issuer, issuer_key, intermediate = root, root_key, None
+    if intermediate_days is not None:
+        issuer_key = ec.generate_private_key(ec.SECP256R1())
+        intermediate = (
+            x509.CertificateBuilder()
+            .subject_name(_name("modelshield test intermediate"))
+            .issuer_name(root.subject)
+            .public_key(issuer_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now + datetime.timedelta(days=intermediate_days[0]))
+            .not_valid_after(now + datetime.timedelta(days=intermediate_days[1]))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .sign(root_key, hashes.SHA256())
+        )
+        issuer = intermediate
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     leaf = (
         x509.CertificateBuilder()
-        .subject_name(_name("model release signer"))
-        .issuer_name(root.subject)
+        .subject_name(_name(leaf_name))
+        .issuer_name(issuer.subject)
         .public_key(leaf_key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now + datetime.timedelta(days=leaf_days[0]))
@@ -88,7 +116,7 @@ def certificate_material(
             x509.KeyUsage(True, False, False, False, False, False, False, False, False),
             critical=True,
         )
-        .sign(root_key, hashes.SHA256())
+        .sign(issuer_key, hashes.SHA256())
     )
     key_path = directory / "leaf.key"
     key_path.write_bytes(
@@ -102,4 +130,8 @@ def certificate_material(
     certificate_path.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
     root_path = directory / "root.pem"
     root_path.write_bytes(root.public_bytes(serialization.Encoding.PEM))
-    return CertificateMaterial(key_path, certificate_path, root_path)
+    intermediate_path = None
+    if intermediate is not None:
+        intermediate_path = directory / "intermediate.pem"
+        intermediate_path.write_bytes(intermediate.public_bytes(serialization.Encoding.PEM))
+    return CertificateMaterial(key_path, certificate_path, root_path, intermediate_path)

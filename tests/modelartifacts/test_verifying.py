@@ -272,3 +272,58 @@ def test_keyless_matching_identity_still_needs_a_valid_signature(tmp_path: pathl
 
     assert error.reason == verifying.SIGNATURE_INVALID
     assert "do not match" not in str(error)
+
+
+def test_an_expired_intermediate_certificate_is_refused(tmp_path: pathlib.Path) -> None:
+    # Issue 21: only the leaf's validity was checked; model_signing checks the chain at the
+    # leaf's start time, when this intermediate was still valid.
+    material = keys.certificate_material(
+        tmp_path / "pki", leaf_days=(-30, 30), intermediate_days=(-60, -5)
+    )
+    assert material.intermediate_path is not None
+    model = models.benign_model(tmp_path / "model")
+    signing.sign_with_certificate(
+        model,
+        material.key_path,
+        material.certificate_path,
+        [material.intermediate_path, material.root_path],
+    )
+    chain = material.intermediate_path.read_bytes() + material.root_path.read_bytes()
+
+    error = _failure(model, [verifying.CertificateSigner("pki", chain)])
+
+    assert "modelshield test intermediate" in str(error)
+    assert "not valid now" in str(error)
+
+
+def test_a_valid_intermediate_chain_verifies(tmp_path: pathlib.Path) -> None:
+    material = keys.certificate_material(tmp_path / "pki", intermediate_days=(-60, 60))
+    assert material.intermediate_path is not None
+    model = models.benign_model(tmp_path / "model")
+    signing.sign_with_certificate(
+        model,
+        material.key_path,
+        material.certificate_path,
+        [material.intermediate_path, material.root_path],
+    )
+    chain = material.intermediate_path.read_bytes() + material.root_path.read_bytes()
+
+    assert verifying.verify(model, [verifying.CertificateSigner("pki", chain)]).signer == "pki"
+
+
+def test_a_pinned_subject_refuses_another_leaf_of_the_same_ca(tmp_path: pathlib.Path) -> None:
+    # Issue 21: any code-signing leaf from that CA verified.
+    material = keys.certificate_material(tmp_path / "pki", leaf_name="intern test signer")
+    model = models.benign_model(tmp_path / "model")
+    signing.sign_with_certificate(
+        model, material.key_path, material.certificate_path, [material.root_path]
+    )
+    root = material.root_path.read_bytes()
+    pinned = verifying.CertificateSigner("pki", root, subject="CN=model release signer")
+
+    error = _failure(model, [pinned])
+
+    assert "not the pinned subject" in str(error)
+    assert verifying.verify(
+        model, [verifying.CertificateSigner("pki", root, subject="CN=intern test signer")]
+    )

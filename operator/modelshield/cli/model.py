@@ -140,7 +140,10 @@ def _run_verify(arguments: argparse.Namespace) -> int:
             )
             signers = [
                 verifying.CertificateSigner(
-                    "certificate-chain", chain, pathlib.Path(single) if single else None
+                    "certificate-chain",
+                    chain,
+                    pathlib.Path(single) if single else None,
+                    subject=arguments.certificate_subject,
                 )
             ]
         else:
@@ -296,6 +299,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     trust.add_argument("--policy", help="a policy YAML whose spec.models.signers are trusted")
     trust.add_argument(
         "--certificate-chain", action="append", help="root/intermediate certificates (PEM)"
+    )
+    verify.add_argument(
+        "--certificate-subject",
+        help="with --certificate-chain: the signing certificate must name this subject "
+        "(RFC 4514 DN or a subject alternative name), not just any certificate of that CA",
     )
     verify.add_argument("--digest", help="the manifest digest the model must have (sha256:...)")
     verify.add_argument("--signature", help=f"bundle path (default: DIR/{DEFAULT_SIGNATURE_NAME})")

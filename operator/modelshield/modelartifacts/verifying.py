@@ -56,6 +56,10 @@ class CertificateSigner:
     name: str
     chain_pem: bytes
     path: pathlib.Path | None = None
+    #: When set, the signing certificate must name exactly this subject (its RFC 4514
+    #: distinguished name, or one of its subject alternative names): a CA that issues
+    #: code-signing certificates to many teams otherwise vouches for all of them.
+    subject: str | None = None
 
 
 @dataclass(frozen=True)
@@ -198,16 +202,54 @@ def _keyless_identity(bundle: dict[str, Any], signer: KeylessSigner) -> str:
     )
 
 
-def _check_leaf_validity(bundle: dict[str, Any], now: datetime.datetime) -> None:
+def _check_chain_validity(
+    bundle: dict[str, Any], chain_pem: bytes, now: datetime.datetime
+) -> x509.Certificate:
+    """Every certificate of the bundle and of the trusted chain must be valid now.
+
+    model_signing checks the chain at the leaf's start time only, so an expired leaf or
+    intermediate (or root) would still verify. Returns the leaf.
+    """
     certificates = _certificates(bundle)
     if not certificates:
         raise VerificationError(SIGNATURE_INVALID, "bundle carries no signing certificate")
-    leaf = certificates[0]
-    if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
+    try:
+        anchors = x509.load_pem_x509_certificates(chain_pem)
+    except ValueError as error:
+        raise VerificationError(SIGNATURE_INVALID, f"certificate chain: {error}") from error
+    for index, certificate in enumerate([*certificates, *anchors]):
+        if not certificate.not_valid_before_utc <= now <= certificate.not_valid_after_utc:
+            role = "signing certificate" if index == 0 else "certificate in the chain"
+            raise VerificationError(
+                SIGNATURE_INVALID,
+                f"{role} {certificate.subject.rfc4514_string()} is not valid now (valid "
+                f"{certificate.not_valid_before_utc:%Y-%m-%d} to "
+                f"{certificate.not_valid_after_utc:%Y-%m-%d})",
+            )
+    return certificates[0]
+
+
+def _certificate_names(certificate: x509.Certificate) -> set[str]:
+    names = {certificate.subject.rfc4514_string()}
+    try:
+        alternative = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return names
+    for general in alternative.value:
+        value = getattr(general, "value", None)
+        if isinstance(value, str):
+            names.add(value)
+    return names
+
+
+def _check_subject(leaf: x509.Certificate, subject: str | None) -> None:
+    if subject is None:
+        return
+    names = _certificate_names(leaf)
+    if subject not in names:
         raise VerificationError(
             SIGNATURE_INVALID,
-            f"signing certificate {leaf.subject.rfc4514_string()} is not valid now "
-            f"(valid {leaf.not_valid_before_utc:%Y-%m-%d} to {leaf.not_valid_after_utc:%Y-%m-%d})",
+            f"signing certificate names {sorted(names)}, not the pinned subject {subject!r}",
         )
 
 
@@ -237,7 +279,8 @@ def _configure(
         if not signer.chain_pem.strip():
             # An empty chain makes model_signing trust every public web CA.
             raise VerificationError(SIGNATURE_INVALID, "certificate signer has an empty chain")
-        _check_leaf_validity(bundle, datetime.datetime.now(datetime.UTC))
+        leaf = _check_chain_validity(bundle, signer.chain_pem, datetime.datetime.now(datetime.UTC))
+        _check_subject(leaf, signer.subject)
         chain_path = _as_file(signer.path, signer.chain_pem, scratch, "chain.pem")
         config.use_certificate_verifier(certificate_chain=[chain_path])
     else:
