@@ -91,3 +91,19 @@ def test_same_content_ignores_timestamps() -> None:
     later = pr.build("ml", audited, NOW + datetime.timedelta(hours=1))
     assert pr.same_content(first, later)
     assert not pr.same_content(first, pr.build("ml", [_audited("good")], NOW))
+
+
+def test_an_audit_policys_network_block_is_a_warn_result_not_a_pass() -> None:
+    base = _audited("fraud", governed_by=(POLICY, AUDIT_POLICY))
+    noted = pr.Audited(
+        *(base.api_version, base.kind, base.namespace, base.name, base.uid, base.decision),
+        network_notes=((str(AUDIT_POLICY), "under Enforce only this traffic would be allowed"),),
+    )
+    report = pr.build("ml", [noted], NOW)
+    by_policy = {(r["policy"], r["rule"]): r for r in report["results"]}
+    warned = by_policy[(str(AUDIT_POLICY), pr.NETWORK_NOT_ENFORCED)]
+    assert warned["result"] == "warn"
+    assert warned["category"] == "network"
+    assert (str(AUDIT_POLICY), "Compliant") not in by_policy
+    assert by_policy[(str(POLICY), "Compliant")]["result"] == "pass"
+    assert report["summary"]["warn"] == 1

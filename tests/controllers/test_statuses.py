@@ -112,3 +112,29 @@ def test_all_compliant() -> None:
         "True",
         "AllCompliant",
     )
+
+
+def test_network_enforced_only_for_policies_with_a_network_block() -> None:
+    without = _conditions(statuses.build(statuses.Observation(governed=1), None, 1, NOW))
+    assert statuses.NETWORK_ENFORCED not in without
+    enforced = _conditions(
+        statuses.build(statuses.Observation(governed=1, network="Enforce"), None, 1, NOW)
+    )
+    assert enforced[statuses.NETWORK_ENFORCED]["status"] == "True"
+
+
+def test_an_audit_policy_says_what_enforce_would_narrow_without_degrading() -> None:
+    note = "Deployment/ml/fraud: network not enforced (Audit); under Enforce only ..."
+    conditions = _conditions(
+        statuses.build(
+            statuses.Observation(governed=1, network="Audit", notes=[note]), None, 1, NOW
+        )
+    )
+    assert conditions[statuses.NETWORK_ENFORCED]["status"] == "False"
+    assert conditions[statuses.NETWORK_ENFORCED]["reason"] == statuses.AUDIT_ONLY
+    assert note in str(conditions[statuses.NETWORK_ENFORCED]["message"])
+    assert conditions["Degraded"]["status"] == "False"
+    quiet = _conditions(
+        statuses.build(statuses.Observation(governed=2, network="Audit"), None, 1, NOW)
+    )
+    assert "narrow none of the 2" in str(quiet[statuses.NETWORK_ENFORCED]["message"])

@@ -214,9 +214,7 @@ class Controller:
             try:
                 await self._converge(child_key, desired, workload)
             except writing.ApiException as error:
-                refused = (
-                    f"{child_key[0]} {child_key[1]}/{child_key[2]}: {error.status} {error.reason}"
-                )
+                refused = f"{child_key[0]} {child_key[1]}/{child_key[2]}: {writing.describe(error)}"
                 if not await self._fail_closed(plan, child_key, refused, workload):
                     failures.append(refused)
             except RevertLoopError as error:

@@ -46,6 +46,17 @@ _COLLECTIONS: Mapping[str, str] = {
 }
 
 
+def describe(error: ApiException) -> str:
+    """An API error in a line: status, reason and the server's own message when it sent one
+    (a 422's field errors, an admission policy's denial)."""
+    text = f"{error.status} {error.reason}"
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except (ValueError, AttributeError, TypeError):
+        return text
+    return f"{text}: {message}" if isinstance(message, str) and message else text
+
+
 def object_path(kind: str, namespace: str, name: str = "") -> str:
     """The API path of a collection (name empty) or of one object."""
     path = _COLLECTIONS[kind].format(namespace=quote(namespace, safe=""))
