@@ -1,9 +1,16 @@
-# syntax=docker/dockerfile:1.7
 # One image for every modelshield process: `modelshield webhook`, `modelshield operator`,
 # `modelshield drift-monitor` and the CLI (`modelshield test`, `modelshield crds`, ...).
 #
 #   docker build -t modelshield:dev .
 #   docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) -t ... .
+#   make image        # the same with BuildKit, on a base made from Debian packages
+#
+# Needs BuildKit (RUN --mount), which Docker's built-in Dockerfile frontend provides: no
+# `# syntax=` line, so nothing is fetched from Docker Hub but the base image, and that one
+# can be any Python 3.11 on Debian (--build-arg PYTHON_IMAGE=...; images/base-image.sh makes
+# one from Debian's packages). Behind a TLS-inspecting proxy, hand pip the proxy's CA bundle
+# as a BuildKit secret: --secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt. A
+# secret is mounted for one RUN only and is never part of a layer.
 #
 # Stage 1 builds the modelshield wheel and collects the wheels of its dependencies, pinned
 # by constraints.txt; stage 2 installs those wheels, offline, into a fresh slim Python and
@@ -17,7 +24,9 @@ WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY operator/ operator/
 COPY webhooks/ webhooks/
-RUN python -m pip wheel --wheel-dir /wheels --constraint constraints.txt .
+RUN --mount=type=secret,id=ca-bundle,required=false \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+ && python -m pip wheel --wheel-dir /wheels --constraint constraints.txt .
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
@@ -48,10 +57,16 @@ RUN groupadd --system --gid 65532 modelshield \
       --shell /usr/sbin/nologin modelshield
 
 # The wheels are bind-mounted, not copied: they never become a layer of this image.
+# Removed after the install, because no modelshield process imports them: pip and
+# setuptools; the kubernetes client's asyncio copy (kubernetes/aio, 68 MB; kopf talks to the
+# API with aiohttp itself); numpy's and scipy's own test suites (49 MB).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/modelshield \
  && /opt/modelshield/bin/pip install --no-index --find-links /wheels --no-cache-dir modelshield \
- && /opt/modelshield/bin/pip uninstall --yes pip \
+ && /opt/modelshield/bin/pip uninstall --yes setuptools pip \
+ && site=$(/opt/modelshield/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \
+ && rm -rf "$site/kubernetes/aio" \
+ && find "$site/numpy" "$site/scipy" -depth -type d -name tests -exec rm -rf {} + \
  && modelshield --version
 
 USER 65532:65532

@@ -1,7 +1,7 @@
-"""The Dockerfile the chart's image is built from (Docker cannot run here, so its text is
-checked): two stages, a non-root user that matches the chart's, no build tools in the
-final stage, OCI labels, the `modelshield` entrypoint, and a build context with what the
-wheel needs."""
+"""The Dockerfile the chart's image is built from, by its text (`make image` builds it): two
+stages, a non-root user that matches the chart's, no build tools in the final stage, OCI
+labels, the `modelshield` entrypoint, a build context with what the wheel needs, nothing
+fetched from Docker Hub but the base, and the CA bundle only as a build secret."""
 
 from __future__ import annotations
 
@@ -86,3 +86,20 @@ def test_build_context_holds_what_the_wheel_needs_and_nothing_else() -> None:
     for copied in re.findall(r"^COPY (?!--)(\S+(?: \S+)*) \S+$", DOCKERFILE.read_text(), re.M):
         for source in copied.split():
             assert any(fnmatch.fnmatch(source.rstrip("/"), entry) for entry in allowed), source
+
+
+def test_builds_without_fetching_a_frontend_from_docker_hub() -> None:
+    # A `# syntax=` directive makes BuildKit pull that frontend image before anything else;
+    # Docker's built-in frontend knows RUN --mount, which is all this Dockerfile uses.
+    first_lines = DOCKERFILE.read_text().splitlines()
+    directives = [line for line in first_lines if re.match(r"#\s*syntax\s*=", line, re.I)]
+    assert directives == []
+
+
+def test_the_ca_bundle_is_a_build_secret_of_the_download_step_only() -> None:
+    build, final = (" ".join(stage) for stage in _stages())
+    assert "--mount=type=secret,id=ca-bundle,required=false" in build
+    assert "PIP_CERT=/run/secrets/ca-bundle" in build
+    # The final stage installs offline: no secret, and no certificate copied in.
+    assert "secret" not in final
+    assert not re.search(r"^(COPY|ADD) .*\.(pem|crt)\b", DOCKERFILE.read_text(), re.M | re.I)
