@@ -21,23 +21,25 @@ import contextlib
 import dataclasses
 import datetime
 import logging
-import time
 from collections.abc import Iterable
 from typing import Any
 
-from modelshield.controllers import caches, observing, planning, statuses, verifying, writing
+from modelshield.controllers import (
+    caches,
+    converging,
+    observing,
+    planning,
+    statuses,
+    verifying,
+    writing,
+)
 from modelshield.controllers.builders import ownership
 from modelshield.engine import modelchecks, workloads
 
 LOGGER = logging.getLogger("modelshield.reconciler")
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
-MAX_REVERTS_IN_WINDOW = 5
-REVERT_WINDOW_SECONDS = 60.0
 STATUS_MAX_WAITS = 30
-
-
-class RevertLoopError(Exception):
-    """An owned object was reverted too often in a short time."""
+RevertLoopError = converging.RevertLoopError
 
 
 @dataclasses.dataclass
@@ -85,12 +87,11 @@ class Controller:
         self._busy: set[caches.Key] = set()
         self._again: set[caches.Key] = set()
         self._attempts: dict[caches.Key, int] = {}
-        self._made: set[caches.Key] = set()
+        self.converger = converging.Converger(kube, world)
         self._status_due: set[caches.Key] = set()
         self._status_wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._events: set[asyncio.Task[None]] = set()
-        self._reverts: dict[caches.Key, list[float]] = {}
         self.writes = 0
         #: Workloads whose NetworkPolicy is deny-all because theirs could not be built or written.
         self.failed_closed: set[caches.Key] = set()
@@ -231,7 +232,7 @@ class Controller:
                 )
                 continue
             self.world.remove_child(child_key)
-            self._made.discard(child_key)
+            self.converger.made.discard(child_key)
             self.writes += 1
         if plan.logger_patch is not None and workload is not None:
             try:
@@ -317,67 +318,15 @@ class Controller:
     async def _converge(
         self, key: caches.Key, desired: dict[str, Any], workload: dict[str, Any] | None
     ) -> None:
-        live = self.world.children.get(key)
-        if live is None:
-            try:
-                written = await self.kube.create(desired)
-                reason, message = (
-                    ("Restored", f"{key[0]} {key[2]} was deleted; recreated it")
-                    if key in self._made
-                    else ("Created", f"created {key[0]} {key[2]}")
-                )
-            except writing.ApiException as error:
-                if error.status != 409:
-                    raise
-                # It exists but no watch event told us yet: compare with it instead.
-                found = await self.kube.get(*key)
-                if found is None:
-                    raise
-                live = found
-        if live is not None:
-            difference = ownership.drift(live, desired)
-            if difference is None:
-                self.world.put_child(live)
-                self._made.add(key)
-                return
-            if self._reverting_too_often(key):
-                # Someone (or some controller or a newer API server's default) keeps changing
-                # it back: fighting would loop forever. Say so on the policy instead.
-                raise RevertLoopError(f"{key[0]} {key[2]} keeps changing ({difference})")
-            written = await self._replace(key, desired, live)
-            reason, message = "Reverted", f"{key[0]} {key[2]} differed ({difference}); restored it"
-        self.world.put_child(written)
-        self._made.add(key)
+        written = await self.converger.converge(key, desired)
+        if written is None:
+            return
         self.writes += 1
+        reason, message = written
         # A first creation is summed up on the policy (one Event, not one per object);
         # a restoration is news about this workload.
         if workload is not None and reason != "Created":
             self._post_event(workload, "Normal", reason, message)
-
-    def _reverting_too_often(self, key: caches.Key) -> bool:
-        now = time.monotonic()
-        recent = [t for t in self._reverts.get(key, []) if now - t < REVERT_WINDOW_SECONDS]
-        recent.append(now)
-        self._reverts[key] = recent
-        return len(recent) > MAX_REVERTS_IN_WINDOW
-
-    async def _replace(
-        self, key: caches.Key, desired: dict[str, Any], live: dict[str, Any]
-    ) -> dict[str, Any]:
-        try:
-            return await self.kube.replace(
-                desired, str(live["metadata"].get("resourceVersion", ""))
-            )
-        except writing.ApiException as error:
-            if error.status not in (404, 409):
-                raise
-        # Our copy was stale (edited or deleted since): go by what is stored now.
-        found = await self.kube.get(*key)
-        if found is None:
-            return await self.kube.create(desired)
-        if ownership.drift(found, desired) is None:
-            return found
-        return await self.kube.replace(desired, str(found["metadata"].get("resourceVersion", "")))
 
     def _record(self, key: caches.Key, plan: planning.Plan, failures: list[str]) -> None:
         previous = self.outcomes.get(key)
