@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
 
-from modelshield.controllers import caches, planning
+from modelshield.controllers import caches, observing, planning, statuses, verifying
 from modelshield.controllers.builders import networkpolicies
 from modelshield.engine import scopes
 from tests.controllers.test_planning import SETTINGS, _deployment, _policy
@@ -215,3 +216,24 @@ def test_opt_in_mode_governs_only_opted_in_namespaces() -> None:
     assert world.governing(KEY) == ()
     world.put_namespace({"metadata": {"name": "ml", "labels": {scopes.OPT_IN_LABEL: "true"}}})
     assert world.governing(KEY) != ()
+
+
+def test_the_operator_reports_what_admission_refuses_on_the_policy_status() -> None:
+    # The same rules as the resource webhook and `modelshield test` (api/v1alpha1/validation.py):
+    # a policy stored while the webhook was down says so in its status.
+    key = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"
+    signer = {"name": "release", "publicKey": key}
+    world = _world(_policy("twice", {"selector": {}, "images": {"signers": [signer, signer]}}))
+    observation = observing.observe(
+        ("ModelSecurityPolicy", "ml", "twice"),
+        world,
+        {},
+        verifying.Verifications(None),
+        datetime.datetime(2026, 12, 3, tzinfo=datetime.UTC),
+    )
+    assert observation.problems == [
+        (
+            statuses.INVALID_SPEC,
+            "spec.images.signers: signer name 'release' is used twice; names must be unique",
+        )
+    ]
