@@ -20,6 +20,9 @@ _OFFICIAL_PREFIX = "library/"
 DEFAULT_TAG = "latest"
 #: distribution's RepositoryNameTotalLengthMax: the path after the registry.
 _MAX_PATH_LENGTH = 255
+#: Longer than any reference a registry serves (path 255, tag 128, digest 135, and a
+#: host); refused before the patterns run, so that no review pays for a huge string.
+_MAX_REFERENCE_LENGTH = 2048
 
 _PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -95,6 +98,8 @@ def parse(text: str) -> ImageReference:
     """``ParseDockerRef``: the reference the runtime pulls, or InvalidReferenceError."""
     if not text:
         raise InvalidReferenceError("an image reference must not be empty")
+    if len(text) > _MAX_REFERENCE_LENGTH:
+        raise InvalidReferenceError(f"an image reference of {len(text)} characters is too long")
     if _IDENTIFIER.fullmatch(text):
         raise InvalidReferenceError(
             f"{text!r}: a 64-character hexadecimal string is an image ID, not a name"
