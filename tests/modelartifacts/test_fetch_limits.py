@@ -294,3 +294,21 @@ def test_a_same_origin_redirect_keeps_the_credentials() -> None:
             assert response.read() == b"payload"
 
     assert seen[0]["Authorization"] == "Bearer t"
+
+
+@pytest.mark.integration
+def test_a_tar_ending_with_a_zip_member_is_unpacked_as_the_tar(tmp_path: pathlib.Path) -> None:
+    # zipfile.is_zipfile finds the end record of the last member (a PyTorch zip
+    # checkpoint), so the tar was unpacked as that zip's members, the rest silently lost.
+    model = models.benign_model(tmp_path / "model")
+    served = tmp_path / "served"
+    served.mkdir()
+    names = sorted(p.name for p in model.iterdir())
+    with tarfile.open(served / "model.tar", "w") as archive:
+        for name in [n for n in names if n != "pytorch_model.bin"] + ["pytorch_model.bin"]:
+            archive.add(model / name, arcname=name)
+
+    with servers.file_server(served) as (base, _):
+        fetched = fetching.fetch(f"{base}/model.tar", tmp_path / "out" / "fetched")
+
+    assert sorted(p.name for p in fetched.directory.iterdir()) == names

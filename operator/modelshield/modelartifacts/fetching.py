@@ -222,8 +222,15 @@ def read_chunks(response: BinaryIO) -> Iterator[bytes]:
 
 
 def unpack(archive: pathlib.Path, destination: pathlib.Path, budget: Budget) -> None:
-    """Unpack a tar or zip archive: regular files only, every path inside destination."""
-    if zipfile.is_zipfile(archive):
+    """Unpack a tar or zip archive: regular files only, every path inside destination.
+
+    A zip is told by its first bytes, not by ``zipfile.is_zipfile``: that finds the end
+    record of any zip near the end of a file, so a tar whose last member is a zip (a
+    PyTorch checkpoint) was unpacked as that zip's members.
+    """
+    with archive.open("rb") as handle:
+        is_zip = handle.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+    if is_zip:
         with zipfile.ZipFile(archive) as bundle:
             for info in bundle.infolist():
                 if info.is_dir():
