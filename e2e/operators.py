@@ -148,7 +148,7 @@ def deployment(name: str, labels: dict[str, str], *, hardened: bool = True) -> d
 def inference_service(
     name: str, labels: dict[str, str], logger: str | None = None
 ) -> dict[str, Any]:
-    predictor: dict[str, Any] = {"sklearn": {"storageUri": "s3://models/iris"}}
+    predictor: dict[str, Any] = {"sklearn": {"storageUri": "s3://models/iris/"}}
     if logger:
         predictor["logger"] = {"mode": "all", "url": logger}
     return {

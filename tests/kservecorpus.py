@@ -33,6 +33,8 @@ ARTIFACTS = {MODEL: VERIFIED_URI, "model-v1-prefix": PREFIX_URI, "model-v1-azure
 SIGNED_IMAGE = "registry.example.com/ml/fraud-server@sha256:" + "a" * 64
 UNSIGNED_IMAGE = "registry.example.com/ml/evil:latest"
 SOURCE_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
+#: The image of the storage initializer KServe injects (its ConfigMap's, not the user's).
+STORAGE_INITIALIZER_IMAGE = "kserve/storage-initializer:v0.17.0"
 
 #: The requirement blocks every case is judged under (wire names; signers filled in).
 MODELS = "models"
@@ -91,7 +93,7 @@ def pod(
         container["env"] = env
     spec: dict[str, Any] = {"containers": [container]}
     if init_args is not None:
-        initializer = hardened("kserve/storage-initializer:v0.17.0", "storage-initializer")
+        initializer = hardened(STORAGE_INITIALIZER_IMAGE, "storage-initializer")
         spec["initContainers"] = [{**initializer, "args": init_args}]
     return {
         "apiVersion": "v1",

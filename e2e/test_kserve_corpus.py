@@ -1,0 +1,131 @@
+"""The InferenceService bypass corpus (tests/kservecorpus.py) on a real API server.
+
+Each trick is created with kubectl through kube-apiserver, which calls the webhook:
+the InferenceServices and the Pods KServe makes of them are all refused, each with the
+JSON path of its trick in the message. The InferenceService CRD is KServe's own when
+e2e/kserve.py installed it, otherwise the minimal open one of e2e/fixtures (the corpus
+uses only fields of KServe's schema, so neither prunes a trick away).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.clients import Kubectl
+from e2e.webhooks import DENIED, Images, WebhookProcess, images, wait_for, webhook
+from tests import kservecorpus as corpus
+
+__all__ = ["images", "webhook"]  # module-scoped fixtures, shared by name
+
+POLICY = "kserve-corpus"
+CRD = "crd/inferenceservices.serving.kserve.io"
+CASES = corpus.INFERENCE_SERVICES + corpus.PODS
+
+
+def _policy(namespace: str, images: Images) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelshield.dev/v1alpha1",
+        "kind": "ModelSecurityPolicy",
+        "metadata": {"name": POLICY, "namespace": namespace},
+        "spec": {
+            "enforcement": "Enforce",
+            "selector": {"matchLabels": dict(corpus.LABELS)},
+            "images": {"signers": [{"name": "release", "publicKey": images.public_key}]},
+            "models": {"signers": [{"name": "model-release", "publicKey": images.public_key}]},
+        },
+    }
+
+
+def _artifact(kubectl: Kubectl, namespace: str, name: str, uri: str) -> None:
+    """A ModelArtifact with the status the operator writes once it verified the model."""
+    digest = "sha256:" + "c" * 64
+    manifest = {
+        "apiVersion": "modelshield.dev/v1alpha1",
+        "kind": "ModelArtifact",
+        "metadata": {"name": name},
+        "spec": {"uri": uri, "digest": digest},
+    }
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
+    when = "2026-12-03T08:00:00Z"
+    status = {
+        "observedGeneration": 1,
+        "verifiedDigest": digest,
+        "signer": "model-release",
+        "conditions": [
+            {"type": "Verified", "status": "True", "reason": "Signed", "lastTransitionTime": when},
+            {"type": "Scanned", "status": "True", "reason": "Clean", "lastTransitionTime": when},
+        ],
+    }
+    kubectl(
+        "patch",
+        "-n",
+        namespace,
+        f"modelartifact/{name}",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
+
+
+def _in(namespace: str, images: Images, body: dict[str, Any]) -> str:
+    """The corpus object in the test namespace, running the registry's real images."""
+    text = json.dumps({**body, "metadata": {**body["metadata"], "namespace": namespace}})
+    for written, real in (
+        (corpus.SIGNED_IMAGE, images.signed),
+        (corpus.UNSIGNED_IMAGE, images.unsigned),
+        (corpus.STORAGE_INITIALIZER_IMAGE, images.signed),
+    ):
+        text = text.replace(json.dumps(written)[1:-1], real)
+    return text
+
+
+@pytest.fixture
+def governed(webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: Images) -> str:
+    """The namespace with the policy and the corpus's verified ModelArtifacts, once the
+    webhook admits a compliant InferenceService (its caches follow by watch)."""
+    if kubectl("get", CRD, check=False).returncode != 0:
+        crd = Path(__file__).resolve().parent / "fixtures" / "inferenceservice-crd.yaml"
+        kubectl("apply", "--server-side", "--field-manager=modelshield-e2e", f"--filename={crd}")
+        kubectl("wait", "--for=condition=Established", "--timeout=60s", CRD)
+    kubectl(
+        "apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(_policy(namespace, images))
+    )
+    for name, uri in corpus.ARTIFACTS.items():
+        _artifact(kubectl, namespace, name, uri)
+    compliant = _in(namespace, images, corpus.COMPLIANT[0])
+    evil = _in(namespace, images, corpus.isvc(corpus.sklearn(storageUri=corpus.EVIL_URI)))
+
+    def ready() -> bool:
+        def created(text: str) -> bool:
+            result = kubectl("create", "--dry-run=server", "-f", "-", input_text=text, check=False)
+            return result.returncode == 0
+
+        return created(compliant) and not created(evil)
+
+    wait_for("the webhook to judge by the policy and see the ModelArtifacts", ready)
+    return namespace
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_each_trick_is_refused_by_the_api_server_with_its_path(
+    governed: str, kubectl: Kubectl, images: Images, case: corpus.Case
+) -> None:
+    result = kubectl("create", "-f", "-", input_text=_in(governed, images, case.body), check=False)
+    assert result.returncode != 0, f"{case.name} was admitted"
+    assert DENIED in result.stderr, result.stderr
+    assert f"ModelSecurityPolicy {governed}/{POLICY}" in result.stderr
+    assert f"] {case.path}: " in result.stderr, result.stderr
+
+
+def test_what_kserve_makes_of_a_compliant_service_is_created(
+    governed: str, kubectl: Kubectl, images: Images
+) -> None:
+    for index, body in enumerate(corpus.COMPLIANT):
+        named = {**body, "metadata": {**body["metadata"], "name": f"compliant-{index}"}}
+        kubectl("create", "-f", "-", input_text=_in(governed, images, named))
