@@ -41,7 +41,7 @@ def _policy(namespace: str, images: Images) -> dict[str, Any]:
     }
 
 
-def _artifact(kubectl: Kubectl, namespace: str, name: str, uri: str) -> None:
+def apply_verified_artifact(kubectl: Kubectl, namespace: str, name: str, uri: str) -> None:
     """A ModelArtifact with the status the operator writes once it verified the model."""
     digest = "sha256:" + "c" * 64
     manifest = {
@@ -73,7 +73,7 @@ def _artifact(kubectl: Kubectl, namespace: str, name: str, uri: str) -> None:
     )
 
 
-def _in(namespace: str, images: Images, body: dict[str, Any]) -> str:
+def in_namespace(namespace: str, images: Images, body: dict[str, Any]) -> str:
     """The corpus object in the test namespace, running the registry's real images."""
     text = json.dumps({**body, "metadata": {**body["metadata"], "namespace": namespace}})
     for written, real in (
@@ -97,9 +97,9 @@ def governed(webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: 
         "apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(_policy(namespace, images))
     )
     for name, uri in corpus.ARTIFACTS.items():
-        _artifact(kubectl, namespace, name, uri)
-    compliant = _in(namespace, images, corpus.COMPLIANT[0])
-    evil = _in(namespace, images, corpus.isvc(corpus.sklearn(storageUri=corpus.EVIL_URI)))
+        apply_verified_artifact(kubectl, namespace, name, uri)
+    compliant = in_namespace(namespace, images, corpus.COMPLIANT[0])
+    evil = in_namespace(namespace, images, corpus.isvc(corpus.sklearn(storageUri=corpus.EVIL_URI)))
 
     def ready() -> bool:
         def created(text: str) -> bool:
@@ -116,7 +116,9 @@ def governed(webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: 
 def test_each_trick_is_refused_by_the_api_server_with_its_path(
     governed: str, kubectl: Kubectl, images: Images, case: corpus.Case
 ) -> None:
-    result = kubectl("create", "-f", "-", input_text=_in(governed, images, case.body), check=False)
+    result = kubectl(
+        "create", "-f", "-", input_text=in_namespace(governed, images, case.body), check=False
+    )
     assert result.returncode != 0, f"{case.name} was admitted"
     assert DENIED in result.stderr, result.stderr
     assert f"ModelSecurityPolicy {governed}/{POLICY}" in result.stderr
@@ -128,4 +130,122 @@ def test_what_kserve_makes_of_a_compliant_service_is_created(
 ) -> None:
     for index, body in enumerate(corpus.COMPLIANT):
         named = {**body, "metadata": {**body["metadata"], "name": f"compliant-{index}"}}
-        kubectl("create", "-f", "-", input_text=_in(governed, images, named))
+        kubectl("create", "-f", "-", input_text=in_namespace(governed, images, named))
+
+
+KINDS_CRDS = (
+    "crd/llminferenceservices.serving.kserve.io",
+    "crd/servingruntimes.serving.kserve.io",
+    "crd/clusterservingruntimes.serving.kserve.io",
+)
+
+
+@pytest.fixture
+def kserve_kinds(governed: str, kubectl: Kubectl) -> str:
+    """The governed namespace, with CRDs for KServe's other kinds (minimal ones if absent)."""
+    if any(kubectl("get", crd, check=False).returncode != 0 for crd in KINDS_CRDS):
+        crds = Path(__file__).resolve().parent / "fixtures" / "kserve-kinds-crds.yaml"
+        kubectl("apply", "--server-side", "--field-manager=modelshield-e2e", f"--filename={crds}")
+        kubectl("wait", "--for=condition=Established", "--timeout=60s", *KINDS_CRDS)
+    return governed
+
+
+def _llm(namespace: str, name: str, uri: str, image: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "LLMInferenceService",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(corpus.LABELS)},
+        "spec": {"model": {"uri": uri}, "template": {"containers": [corpus.hardened(image)]}},
+    }
+
+
+def _runtime(kind: str, name: str, image: str, labels: dict[str, str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": kind,
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "supportedModelFormats": [{"name": "sklearn", "autoSelect": True}],
+            "containers": [corpus.hardened(image)],
+        },
+    }
+
+
+def _refused(kubectl: Kubectl, body: dict[str, Any], path: str, *namespace: str) -> str:
+    result = kubectl("create", *namespace, "-f", "-", input_text=yaml.safe_dump(body), check=False)
+    assert result.returncode != 0, f"{body['kind']} {body['metadata']['name']} was admitted"
+    assert DENIED in result.stderr, result.stderr
+    assert f"] {path}: " in result.stderr, result.stderr
+    return str(result.stderr)
+
+
+def test_an_llm_inference_service_is_judged_on_its_model_uri_and_pod_template(
+    kserve_kinds: str, kubectl: Kubectl, images: Images
+) -> None:
+    namespace = kserve_kinds
+    good = _llm(namespace, "llm", corpus.VERIFIED_URI, images.signed)
+    kubectl("create", "-f", "-", input_text=yaml.safe_dump(good))
+    _refused(
+        kubectl, _llm(namespace, "evil-model", corpus.EVIL_URI, images.signed), "spec.model.uri"
+    )
+    _refused(
+        kubectl,
+        _llm(namespace, "evil-image", corpus.VERIFIED_URI, images.unsigned),
+        "spec.template.containers[0].image",
+    )
+
+
+def test_a_serving_runtime_is_judged_on_its_images(
+    kserve_kinds: str, kubectl: Kubectl, images: Images
+) -> None:
+    namespace = kserve_kinds
+    labels = dict(corpus.LABELS)
+    signed = _runtime("ServingRuntime", "signed", images.signed, labels)
+    kubectl("create", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(signed))
+    unsigned = _runtime("ServingRuntime", "unsigned", images.unsigned, labels)
+    _refused(kubectl, unsigned, "spec.containers[0].image", "-n", namespace)
+
+
+def test_a_cluster_serving_runtime_reaches_the_webhook_and_cluster_policies_judge_it(
+    kserve_kinds: str, kubectl: Kubectl, images: Images
+) -> None:
+    """Cluster-scoped: only a rule with scope Cluster sends it, and a cluster policy that
+    picks its labels judges it whatever its namespaceSelector (it serves every namespace)."""
+    selected = {"modelshield-e2e-runtime": kserve_kinds}
+    cluster_policy = {
+        "apiVersion": "modelshield.dev/v1alpha1",
+        "kind": "ClusterModelSecurityPolicy",
+        "metadata": {"name": f"runtimes-{kserve_kinds}"},
+        "spec": {
+            "enforcement": "Enforce",
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": kserve_kinds}},
+            "selector": {"matchLabels": selected},
+            "images": {"signers": [{"name": "release", "publicKey": images.public_key}]},
+        },
+    }
+    kubectl("apply", "-f", "-", input_text=yaml.safe_dump(cluster_policy))
+    unsigned = _runtime(
+        "ClusterServingRuntime", f"unsigned-{kserve_kinds}", images.unsigned, selected
+    )
+    try:
+
+        def judged() -> bool:
+            result = kubectl(
+                "create",
+                "--dry-run=server",
+                "-f",
+                "-",
+                input_text=yaml.safe_dump(unsigned),
+                check=False,
+            )
+            return f"ClusterModelSecurityPolicy runtimes-{kserve_kinds}" in result.stderr
+
+        wait_for("the webhook to judge ClusterServingRuntimes by the cluster policy", judged)
+        _refused(kubectl, unsigned, "spec.containers[0].image")
+        signed = _runtime(
+            "ClusterServingRuntime", f"signed-{kserve_kinds}", images.signed, selected
+        )
+        kubectl("create", "-f", "-", input_text=yaml.safe_dump(signed))
+        kubectl("delete", f"clusterservingruntime/signed-{kserve_kinds}", "--wait=false")
+    finally:
+        kubectl("delete", f"clustermodelsecuritypolicy/runtimes-{kserve_kinds}", "--wait=false")
