@@ -86,6 +86,7 @@ def pod(
     init_args: list[str] | None = None,
     annotations: dict[str, str] | None = None,
     env: list[dict[str, Any]] | None = None,
+    init_command: list[str] | None = None,
 ) -> dict[str, Any]:
     """A predictor Pod as KServe creates it (annotation decoy included)."""
     container = hardened()
@@ -95,6 +96,8 @@ def pod(
     if init_args is not None:
         initializer = hardened(STORAGE_INITIALIZER_IMAGE, "storage-initializer")
         spec["initContainers"] = [{**initializer, "args": init_args}]
+        if init_command is not None:
+            spec["initContainers"][0]["command"] = init_command
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -298,6 +301,13 @@ PODS = [
         MODELS,
         Code.MODEL_ARTIFACT_NOT_FOUND,
         "spec.initContainers[0].args[2]",
+    ),
+    Case(
+        "pod-storage-initializer-own-command",
+        pod(init_args=[VERIFIED_URI, "/mnt/models"], init_command=["sh", "-c", "fetch-evil"]),
+        MODELS,
+        Code.MODEL_SOURCE_UNVERIFIABLE,
+        "spec.initContainers[0].command",
     ),
     Case(
         "pod-internal-source-annotation",

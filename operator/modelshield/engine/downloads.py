@@ -1,5 +1,5 @@
-"""What KServe's storage initializer downloads for a model URI, against what a
-ModelArtifact of that URI covers.
+"""What KServe's storage initializer downloads: the URI it builds for a ``storage`` spec,
+and for a model URI the set of files, against what a ModelArtifact of that URI covers.
 
 Read from the ``kserve_storage`` package (v0.15.2, v0.17.0) that the storage initializer
 runs, and from the operator's fetch (``modelartifacts.fetching``): where the two sets
@@ -9,6 +9,10 @@ differ, no verification covers what is served, so the URI is refused with what t
 from __future__ import annotations
 
 import re
+from typing import Any
+
+#: credentials.StorageBucketTypes: the storage types whose URI includes a bucket.
+_BUCKET_TYPES = frozenset({"s3"})
 
 #: Where the ``kserve_storage`` package downloads more than the URI's own directory.
 _PREFIX_LISTINGS = (
@@ -47,3 +51,27 @@ def download_boundary_problem(uri: str) -> str | None:
             "KServe's storage initializer clones a git repository, which no ModelArtifact verifies"
         )
     return None
+
+
+def storage_spec_uri(path: str, parameters: Any) -> tuple[str | None, str]:
+    """The URI KServe builds for ``storage.path`` (credentials.CreateStorageSpecSecretEnvs).
+
+    ``parameters`` override the storage Secret's ``type`` and ``bucket``; without them the
+    Secret decides, which admission does not read: (None, why).
+    """
+    params = parameters if isinstance(parameters, dict) else {}
+    kind, bucket = params.get("type"), params.get("bucket")
+    relative = path.removeprefix("/")
+    if not isinstance(kind, str) or not kind:
+        return None, (
+            "its storage type and bucket come from the storage Secret, which admission does "
+            "not read; name them in storage.parameters (type, bucket)"
+        )
+    if kind not in _BUCKET_TYPES:
+        return f"{kind}://{relative}", ""
+    if not isinstance(bucket, str) or not bucket:
+        return None, (
+            "its bucket comes from the storage Secret, which admission does not read; name "
+            "it in storage.parameters.bucket"
+        )
+    return f"{kind}://{bucket}/{relative}", ""

@@ -26,6 +26,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from modelshield.engine import downloads
+
 INFERENCE_SERVICE = "InferenceService"
 LLM_INFERENCE_SERVICE = "LLMInferenceService"
 SERVING_RUNTIME = "ServingRuntime"
@@ -41,8 +43,6 @@ _LOCAL_MODEL_PVC_ANNOTATION = f"{_INTERNAL}/localmodel-pvc-name"
 PLACEHOLDER_SCHEME = "<scheme-placeholder>://"
 STORAGE_INITIALIZER = "storage-initializer"
 STORAGE_URI_ENV = "STORAGE_URI"
-#: credentials.StorageBucketTypes: the storage types whose URI includes a bucket.
-_BUCKET_TYPES = frozenset({"s3"})
 
 COMPONENTS = ("predictor", "transformer", "explainer")
 #: Framework blocks of a component (predictor: v1beta1 PredictorSpec; explainer: art).
@@ -128,30 +128,6 @@ def _object(reading: Reading, parent: Mapping[str, Any], key: str, path: str) ->
     return _mapping(value)
 
 
-def storage_spec_uri(path: str, parameters: Any) -> tuple[str | None, str]:
-    """The URI KServe builds for ``storage.path`` (credentials.CreateStorageSpecSecretEnvs).
-
-    ``parameters`` override the storage Secret's ``type`` and ``bucket``; without them the
-    Secret decides, which admission does not read: (None, why).
-    """
-    params = _mapping(parameters)
-    kind, bucket = params.get("type"), params.get("bucket")
-    relative = path.removeprefix("/")
-    if not isinstance(kind, str) or not kind:
-        return None, (
-            "its storage type and bucket come from the storage Secret, which admission does "
-            "not read; name them in storage.parameters (type, bucket)"
-        )
-    if kind not in _BUCKET_TYPES:
-        return f"{kind}://{relative}", ""
-    if not isinstance(bucket, str) or not bucket:
-        return None, (
-            "its bucket comes from the storage Secret, which admission does not read; name "
-            "it in storage.parameters.bucket"
-        )
-    return f"{kind}://{bucket}/{relative}", ""
-
-
 def _storage(reading: Reading, block: Mapping[str, Any], path: str) -> None:
     storage = block.get("storage")
     if storage is None:
@@ -177,7 +153,7 @@ def _storage(reading: Reading, block: Mapping[str, Any], path: str) -> None:
     if not isinstance(where, str):
         reading.problems.append((f"{path}.storage.path", "is not a string"))
         return
-    uri, why = storage_spec_uri(where, parameters)
+    uri, why = downloads.storage_spec_uri(where, parameters)
     reading.sources.append(Source(f"{path}.storage.path", uri, why))
 
 
@@ -229,6 +205,17 @@ def _container_sources(reading: Reading, pod: PodPart) -> None:
 
 def _initializer_sources(reading: Reading, container: Mapping[str, Any], path: str) -> None:
     """initializer-entrypoint SRC_0 DEST_0 ... SRC_n DEST_n: every SRC is downloaded."""
+    if container.get("command"):
+        # KServe's container has none (utils.CreateInitContainerWithConfig): with another
+        # entrypoint the arguments no longer say what is downloaded.
+        reading.sources.append(
+            Source(
+                f"{path}.command",
+                None,
+                "the storage initializer runs its own command, so its arguments do not say "
+                "what it downloads; remove the command",
+            )
+        )
     args = container.get("args")
     if not isinstance(args, list) or not args or len(args) % 2:
         reading.problems.append(
@@ -273,7 +260,7 @@ def _annotation_sources(
             params = json.loads(str(annotations.get(_STORAGE_SPEC_PARAMS_ANNOTATION, "{}")))
         except ValueError:
             params = {}
-        uri, why = storage_spec_uri(value.removeprefix(PLACEHOLDER_SCHEME), params)
+        uri, why = downloads.storage_spec_uri(value.removeprefix(PLACEHOLDER_SCHEME), params)
         reading.sources.append(Source(where, uri, why))
         return
     reading.sources.append(Source(where, value))
