@@ -1,0 +1,90 @@
+"""`modelshield test` reads KServe objects as admission does (the same engine): a GitOps
+review of the KServe bypass corpus fails with each trick's path (issue 19)."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import pytest
+import yaml
+
+from modelshield.cli import main
+from tests import kservecorpus as corpus
+
+PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"
+WHEN = "2026-11-26T10:00:00Z"
+
+
+def _policy() -> dict[str, Any]:
+    return {
+        "apiVersion": "modelshield.dev/v1alpha1",
+        "kind": "ModelSecurityPolicy",
+        "metadata": {"name": "models", "namespace": corpus.NAMESPACE},
+        "spec": {
+            "enforcement": "Enforce",
+            "selector": {"matchLabels": dict(corpus.LABELS)},
+            "models": {"signers": [{"name": "model-release", "publicKey": PUBLIC_KEY}]},
+        },
+    }
+
+
+def _artifact(name: str, uri: str) -> dict[str, Any]:
+    condition = {"status": "True", "reason": "Verified", "lastTransitionTime": WHEN}
+    return {
+        "apiVersion": "modelshield.dev/v1alpha1",
+        "kind": "ModelArtifact",
+        "metadata": {"name": name, "namespace": corpus.NAMESPACE},
+        "spec": {"uri": uri},
+        "status": {
+            "conditions": [{"type": t, **condition} for t in ("Verified", "Scanned", "Ready")],
+            "verifiedDigest": "sha256:" + "b" * 64,
+            "signer": "model-release",
+        },
+    }
+
+
+def _named(case: corpus.Case) -> dict[str, Any]:
+    body = case.object()
+    body["metadata"]["name"] = case.name.lower().replace("_", "-")
+    return body
+
+
+MODEL_CASES = [c for c in corpus.INFERENCE_SERVICES + corpus.PODS if c.requirement == corpus.MODELS]
+
+
+def test_a_gitops_review_of_the_corpus_fails_each_trick_at_its_path(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policies = tmp_path / "policy.yaml"
+    policies.write_text(yaml.safe_dump(_policy()))
+    resources = tmp_path / "resources.yaml"
+    artifacts = [_artifact(name, uri) for name, uri in corpus.ARTIFACTS.items()]
+    workloads = [_named(case) for case in MODEL_CASES]
+    resources.write_text(yaml.safe_dump_all(artifacts + workloads))
+    code = main.main(
+        ["test", str(policies), "--resources", str(resources), "--now", "2026-11-26T11:00:00Z"]
+    )
+    out = capsys.readouterr().out
+    assert code == 1
+    for case in MODEL_CASES:
+        kind, name = case.body["kind"], _named(case)["metadata"]["name"]
+        assert f"FAIL  {kind} {corpus.NAMESPACE}/{name}" in out, out
+        assert (
+            f"{case.code.value}: [ModelSecurityPolicy {corpus.NAMESPACE}/models] {case.path}:"
+            in out
+        )
+
+
+def test_a_compliant_service_passes_the_review(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policies = tmp_path / "policy.yaml"
+    policies.write_text(yaml.safe_dump(_policy()))
+    resources = tmp_path / "resources.yaml"
+    artifact = _artifact(corpus.MODEL, corpus.VERIFIED_URI)
+    resources.write_text(yaml.safe_dump_all([artifact, *corpus.COMPLIANT]))
+    code = main.main(
+        ["test", str(policies), "--resources", str(resources), "--now", "2026-11-26T11:00:00Z"]
+    )
+    assert code == 0, capsys.readouterr().out
