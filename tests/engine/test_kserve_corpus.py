@@ -231,3 +231,44 @@ def test_a_cluster_serving_runtime_is_judged_by_cluster_policies_in_any_namespac
     assert [(v.code, v.path) for v in decision.violations] == [
         (Code.IMAGE_UNSIGNED, "spec.containers[0].image")
     ]
+
+
+def test_a_serving_runtime_that_hardcodes_a_model_source_is_judged_on_it() -> None:
+    runtime = _runtime("ServingRuntime", corpus.SIGNED_IMAGE)
+    runtime["spec"]["containers"][0]["env"] = [{"name": "STORAGE_URI", "value": corpus.EVIL_URI}]
+    decision = evaluate(runtime, _policy(corpus.MODELS))
+    assert [(v.code, v.path) for v in decision.violations] == [
+        (Code.MODEL_ARTIFACT_NOT_FOUND, "spec.containers[0].env[0].value")
+    ]
+
+
+def test_a_raw_deployment_template_is_judged_on_its_storage_initializer() -> None:
+    """KServe's controller puts the init container into the template for storageUris."""
+    pod = corpus.pod(init_args=[corpus.VERIFIED_URI, "/mnt/base", corpus.EVIL_URI, "/mnt/lora"])
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "iris-predictor", "namespace": corpus.NAMESPACE},
+        "spec": {
+            "selector": {"matchLabels": corpus.LABELS},
+            "template": {"metadata": pod["metadata"], "spec": pod["spec"]},
+        },
+    }
+    decision = evaluate(deployment, _policy(corpus.MODELS))
+    assert [(v.code, v.path) for v in decision.violations] == [
+        (Code.MODEL_ARTIFACT_NOT_FOUND, "spec.template.spec.initContainers[0].args[2]")
+    ]
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "S3://models/v1/",  # KServe does not recognise the scheme
+        "s3://models//v1/",  # the same keys to KServe, another string: never a match
+        "s3://models/v1/#x",
+    ],
+)
+def test_other_spellings_of_the_verified_uri_never_match_it(uri: str) -> None:
+    decision = evaluate(corpus.isvc(corpus.sklearn(storageUri=uri)), _policy(corpus.MODELS))
+    assert not decision.allowed
+    assert "spec.predictor.model.storageUri" in {v.path for v in decision.violations}
