@@ -297,7 +297,7 @@ def test_an_audit_policy_never_restricts_traffic(
         ),
         deployment("fraud", {"governed": "yes"}),
     )
-    operator = start_operator()
+    operator = start_operator("--audit-interval=1")
     netpol = wait_for(
         f"{NETPOL}; operator log:\n{operator.tail()}",
         lambda: get_json(kubectl, namespace, "networkpolicy", NETPOL),
@@ -317,3 +317,16 @@ def test_an_audit_policy_never_restricts_traffic(
     assert "would be allowed" in network["message"]
     enforced = conditions(policy_status(kubectl, namespace, "baseline"))["NetworkEnforced"]
     assert enforced["status"] == "True"
+    # The background audit reports it in the namespace's PolicyReport, never as a pass.
+    warned = wait_for(
+        f"a NetworkNotEnforced result in the PolicyReport; operator log:\n{operator.tail()}",
+        lambda: [
+            result
+            for result in get_json(kubectl, namespace, "policyreport", "modelshield").get("results")
+            or []
+            if result["rule"] == "NetworkNotEnforced"
+        ],
+    )
+    assert warned[0]["result"] == "warn"
+    assert warned[0]["policy"] == f"ModelSecurityPolicy {namespace}/trial"
+    assert warned[0]["resources"][0]["name"] == "fraud"
