@@ -272,3 +272,21 @@ def test_other_spellings_of_the_verified_uri_never_match_it(uri: str) -> None:
     decision = evaluate(corpus.isvc(corpus.sklearn(storageUri=uri)), _policy(corpus.MODELS))
     assert not decision.allowed
     assert "spec.predictor.model.storageUri" in {v.path for v in decision.violations}
+
+
+def test_an_inline_image_is_pinned_where_it_is_written() -> None:
+    """mutateToDigest patches predictor.model.image itself, a pointer that exists."""
+    tagged = "registry.example.com/ml/fraud-server:v7"
+    body = corpus.isvc(corpus.sklearn(storageUri=corpus.VERIFIED_URI, image=tagged))
+    policy = _policy(corpus.IMAGES, images={"signers": b.SIGNERS, "mutateToDigest": True})
+    source = facts.StaticFacts(images={tagged: b.verified_image(tagged)})
+    policy_set = compiling.compile_policies([policy])
+    decision = evaluating.evaluate(body, policy_set, {}, source, b.NOW)
+    assert decision.allowed, decision.message()
+    assert decision.patches == (
+        {
+            "op": "replace",
+            "path": "/spec/predictor/model/image",
+            "value": f"{tagged}@sha256:" + "a" * 64,
+        },
+    )
