@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Builds the real tools the e2e suite needs (Kubernetes control plane, kubectl,
-# helm, cosign, an OCI registry with the Referrers API) and the benchmarks' load
-# generator (vegeta) from the Go module registry into a version-keyed cache
-# outside the repository, and installs etcd from Debian. Idempotent: a tool
-# whose binary is already cached is reused.
+# helm, cosign, an OCI registry with the Referrers API, KServe's controller
+# manager) and the benchmarks' load generator (vegeta) from the Go module
+# registry into a version-keyed cache outside the repository, and installs etcd
+# from Debian. Idempotent: a tool whose binary is already cached is reused.
 #
 # Usage: e2e/tools/build-tools.sh            # build what is missing
 #        MODELSHIELD_TOOLS_CACHE=/some/dir e2e/tools/build-tools.sh
@@ -24,6 +24,11 @@ readonly VEGETA_VERSION=v12.13.0
 # moto's S3-compatible server for the model-fetching tests, in a venv of its own: botocore
 # pins python-dateutil < 3, which the kubernetes client of the project venv does not accept.
 readonly MOTO_VERSION=5.2.5
+# KServe's controller manager (cmd/manager: the InferenceService controller and KServe's
+# webhooks, among them the pod mutator that injects the storage initializer), with the
+# CRDs, ConfigMap, webhook configurations and RBAC of the same release. The module proxy
+# serves exact versions only (it refuses the version list), so this is never "latest".
+readonly KSERVE_VERSION=v0.17.0
 
 readonly CACHE="${MODELSHIELD_TOOLS_CACHE:-$HOME/.cache/modelshield/tools}"
 # Two cores on CI: more parallel compile jobs only add memory pressure.
@@ -172,6 +177,43 @@ go_install() {
   log "$name $version: built in $((SECONDS - started)) s"
 }
 
+# --- KServe: the controller manager, built as its own release builds it -------------
+# KServe's go.mod has replace directives, which `go install pkg@version` refuses; so the
+# module's go.mod, go.sum, cmd/ and pkg/ are copied out of the module cache and built as
+# the main module, with exactly the versions (and checksums) of that release. The
+# manifests the e2e harness installs are copied from the same module, never written by hand.
+build_kserve_manager() {
+  local name=kserve-manager dir="$CACHE/kserve-manager-${KSERVE_VERSION}" started=$SECONDS
+  local module_dir work manifest
+  if is_cached "$dir" "$name" && [[ -f "$dir/config/configmap/inferenceservice.yaml" ]]; then
+    log "$name ${KSERVE_VERSION}: cached in $dir"
+    return
+  fi
+  begin_build "$dir"
+  module_dir="$(go mod download -json "github.com/kserve/kserve@${KSERVE_VERSION}" 2>>"$dir.partial/build.log" \
+    | sed -n -E 's/^[[:space:]]*"Dir": "(.*)",?$/\1/p')"
+  if [[ ! -d "$module_dir" ]]; then
+    tail -n 20 "$dir.partial/build.log" >&2
+    die "could not download github.com/kserve/kserve@${KSERVE_VERSION}"
+  fi
+  new_work_dir work
+  cp -R "$module_dir/go.mod" "$module_dir/go.sum" "$module_dir/cmd" "$module_dir/pkg" "$work/"
+  chmod -R u+w "$work"
+  (
+    cd "$work"
+    run_logged "$dir.partial/build.log" go build -p "$BUILD_JOBS" -trimpath -ldflags "-s -w" \
+      -o "$dir.partial/$name" ./cmd/manager
+  ) || die "building $name ${KSERVE_VERSION} failed (log above)"
+  for manifest in config/crd/full config/configmap/inferenceservice.yaml \
+    config/webhook/manifests.yaml config/rbac/role.yaml; do
+    mkdir -p "$dir.partial/$(dirname "$manifest")"
+    cp -R "$module_dir/$manifest" "$dir.partial/$manifest"
+  done
+  chmod -R u+w "$dir.partial/config"
+  finish_build "$dir"
+  log "$name ${KSERVE_VERSION}: built in $((SECONDS - started)) s"
+}
+
 # --- etcd: Debian's etcd-server package ---------------------------------------
 ETCD_BINARY=""
 install_etcd() {
@@ -220,6 +262,7 @@ go_install cosign github.com/sigstore/cosign/v2/cmd/cosign "$COSIGN_VERSION" \
   "-X sigs.k8s.io/release-utils/version.gitVersion=${COSIGN_VERSION}"
 go_install registry github.com/google/go-containerregistry/cmd/registry "$GGCR_VERSION"
 go_install vegeta github.com/tsenart/vegeta/v12 "$VEGETA_VERSION"
+build_kserve_manager
 
 # --- moto: an S3-compatible server, from PyPI, in its own virtual environment -----
 install_moto() {
@@ -259,6 +302,9 @@ tools_path="$(IFS=:; printf '%s' "${tool_dirs[*]}")"
   printf 'export MODELSHIELD_REGISTRY=%q\n' "$CACHE/registry-${GGCR_VERSION}/registry"
   printf 'export MODELSHIELD_VEGETA=%q\n' "$CACHE/vegeta-${VEGETA_VERSION}/vegeta"
   printf 'export MODELSHIELD_MOTO_SERVER=%q\n' "$CACHE/moto-${MOTO_VERSION}/bin/moto_server"
+  printf 'export MODELSHIELD_KSERVE_VERSION=%q\n' "$KSERVE_VERSION"
+  # The manifests of the same release are in config/ next to the binary.
+  printf 'export MODELSHIELD_KSERVE_MANAGER=%q\n' "$CACHE/kserve-manager-${KSERVE_VERSION}/kserve-manager"
   # shellcheck disable=SC2016 # $PATH must expand when env.sh is sourced, not now
   printf 'export PATH=%q:"$PATH"\n' "$tools_path"
 } > "$CACHE/env.sh.partial"
