@@ -59,9 +59,23 @@ def _startup_patches(
             "(models.verifyAtStartup), but the first container mounts no volume; mount the "
             "model from a volume (its name containing 'model')",
         )
-    patches: list[dict[str, Any]] = []
+    # What cannot be made to match what the check verifies is denied here, with its path;
+    # a writable serving mount of the model volume is made read-only below.
+    unbound = [
+        f"{path}: {problem}"
+        for path, problem in startup.binding_problems(pod_spec)
+        if not path.endswith(".readOnly")
+    ]
+    if unbound:
+        raise validating.UndecidableError(
+            "ModelMountUnverifiable",
+            f"{subject.describe()}: a policy asks to re-verify the model at start "
+            f"(models.verifyAtStartup), but {'; '.join(unbound)}",
+        )
+    patches: list[dict[str, Any]] = startup.read_only_patches(pod_spec)
+    # Last: an init container after the check could rewrite the model once it passed.
     if isinstance(pod_spec.get("initContainers"), list):
-        patches.append({"op": "add", "path": "/spec/initContainers/0", "value": container})
+        patches.append({"op": "add", "path": "/spec/initContainers/-", "value": container})
     else:
         patches.append({"op": "add", "path": "/spec/initContainers", "value": [container]})
     volume = startup.keys_volume()

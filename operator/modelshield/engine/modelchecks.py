@@ -134,6 +134,8 @@ def check_startup(
     genuine: frozenset[str],
 ) -> Iterator[Finding]:
     """A Pod without the init container that re-verifies its model at start, and why."""
+    if workload.kind == "Pod" and genuine:
+        yield from _unbound(workload, check, genuine)
     if workload.kind != "Pod" or genuine:
         return
     named = [c for c in workload.containers if c.name == startup.CONTAINER_NAME]
@@ -180,6 +182,22 @@ def check_startup(
             f"re-verifying model {target[0].name!r}; the mutating webhook injects it into "
             "pods it sees created: make sure it is enabled (chart value webhook.mutating) "
             "and reaches this pod, then create the pod again",
+        )
+
+
+def _unbound(
+    workload: workloads.Workload, check: StartupCheck, genuine: frozenset[str]
+) -> Iterator[Finding]:
+    """Where the servers read something other than what the startup check verified."""
+    ours = [c for c in workload.containers if c.path in genuine]
+    if all(c.spec in check.previous for c in ours):
+        return  # an UPDATE of a Pod admitted before: its init containers cannot change
+    for path, problem in startup.binding_problems(ours[0].pod.spec):
+        yield (
+            Code.MODEL_STARTUP_VERIFICATION_MISSING,
+            path,
+            f"a policy asks to re-verify the model when the pod starts "
+            f"(models.verifyAtStartup), but {problem}",
         )
 
 

@@ -147,6 +147,106 @@ def model_mount(pod_spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return usable[0] if usable else None
 
 
+def _listed(pod_spec: Mapping[str, Any], field: str) -> list[Mapping[str, Any]]:
+    items = pod_spec.get(field)
+    return [c for c in (items if isinstance(items, list) else []) if isinstance(c, Mapping)]
+
+
+def serving_mounts(pod_spec: Mapping[str, Any]) -> list[tuple[str, int, int, Mapping[str, Any]]]:
+    """(field, container index, mount index, mount) of each serving mount of the model volume.
+
+    Serving: the pod's containers and its native sidecars (init containers with
+    ``restartPolicy: Always``), which keep running next to them.
+    """
+    mount = model_mount(pod_spec)
+    if mount is None:
+        return []
+    found = []
+    for field in ("containers", "initContainers"):
+        for index, container in enumerate(_listed(pod_spec, field)):
+            if field == "initContainers" and container.get("restartPolicy") != "Always":
+                continue
+            mounts = container.get("volumeMounts")
+            for at, candidate in enumerate(mounts if isinstance(mounts, list) else []):
+                if isinstance(candidate, Mapping) and candidate.get("name") == mount["name"]:
+                    found.append((field, index, at, candidate))
+    return found
+
+
+def _under(sub_path: str, verified: str) -> bool:
+    parts = [p for p in sub_path.split("/") if p not in ("", ".")]
+    root = [p for p in verified.split("/") if p not in ("", ".")]
+    return ".." not in parts and parts[: len(root)] == root
+
+
+def binding_problems(pod_spec: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(JSON path, problem) wherever what the servers read is not what the check verified.
+
+    The init container verifies the model volume at the model mount's subPath. That binds
+    the servers only when every serving mount of that volume is read-only (nothing of
+    theirs rewrites it after the check), reads inside the verified path (a ``subPath``
+    elsewhere, or a ``subPathExpr`` resolved at run time, reads unverified files), and no
+    init container runs after the check (it could rewrite the volume once it passed).
+    """
+    mount = model_mount(pod_spec)
+    if mount is None:
+        return []
+    verified = str(mount.get("subPath") or "")
+    problems = []
+    for field, index, at, serving in serving_mounts(pod_spec):
+        path = f"spec.{field}[{index}].volumeMounts[{at}]"
+        if serving.get("subPathExpr"):
+            problems.append(
+                (
+                    f"{path}.subPathExpr",
+                    f"the model volume {mount['name']!r} is mounted with a subPathExpr, "
+                    "resolved only when the container starts: the startup check cannot "
+                    "verify what it will read; use a fixed subPath",
+                )
+            )
+        elif not _under(str(serving.get("subPath") or ""), verified):
+            problems.append(
+                (
+                    f"{path}.subPath",
+                    f"the model volume {mount['name']!r} is mounted at subPath "
+                    f"{serving.get('subPath')!r}, outside the verified "
+                    f"{verified or '(the whole volume)'!r}: those files are not verified",
+                )
+            )
+        if serving.get("readOnly") is not True:
+            problems.append(
+                (
+                    f"{path}.readOnly",
+                    f"the model volume {mount['name']!r} is mounted writable: a serving "
+                    "container could change the model after the startup check; set "
+                    "readOnly: true",
+                )
+            )
+    inits = _listed(pod_spec, "initContainers")
+    ours = [i for i, c in enumerate(inits) if c.get("name") == CONTAINER_NAME]
+    if ours and ours[-1] != len(inits) - 1:
+        later = inits[ours[-1] + 1].get("name")
+        problems.append(
+            (
+                f"spec.initContainers[{ours[-1] + 1}]",
+                f"init container {later!r} runs after {CONTAINER_NAME!r} and could change "
+                "the model once it was verified; the startup check must be the last init "
+                "container",
+            )
+        )
+    return problems
+
+
+def read_only_patches(pod_spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """JSONPatch operations making every serving mount of the model volume read-only."""
+    patches = []
+    for field, index, at, serving in serving_mounts(pod_spec):
+        if serving.get("readOnly") is not True:
+            pointer = f"/spec/{field}/{index}/volumeMounts/{at}/readOnly"
+            patches.append({"op": "add", "path": pointer, "value": True})
+    return patches
+
+
 def for_pod(
     pod_spec: Mapping[str, Any], *, image: str, digest: str, artifact: str, signer: str
 ) -> dict[str, Any] | None:
