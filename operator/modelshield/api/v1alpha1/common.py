@@ -63,6 +63,9 @@ LabelKey = Annotated[
             "type": "string",
             "maxLength": syntax.LABEL_KEY_MAX_LENGTH,
             "pattern": syntax.LABEL_KEY_PATTERN,
+            "x-kubernetes-validations": [
+                {"rule": syntax.LABEL_PREFIX_LENGTH_RULE, "message": syntax.LABEL_KEY_MESSAGE}
+            ],
         }
     ),
 ]
@@ -128,7 +131,10 @@ class LabelSelector(ApiModel):
         json_schema_extra={
             "x-kubernetes-validations": [
                 {
-                    "rule": f"self.all(k, k.matches(r'{syntax.LABEL_KEY_PATTERN}'))",
+                    "rule": (
+                        f"self.all(k, k.matches(r'{syntax.LABEL_KEY_PATTERN}') && "
+                        f"k.{syntax.LABEL_PREFIX_LENGTH_RULE.removeprefix('self.')})"
+                    ),
                     "message": f"every key {syntax.LABEL_KEY_MESSAGE}",
                 }
             ]

@@ -42,6 +42,8 @@ LABEL_PREFIX_PATTERN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 LABEL_KEY_PATTERN = rf"^({LABEL_PREFIX_PATTERN}/)?{LABEL_NAME_PATTERN}$"
 LABEL_KEY_MAX_LENGTH = 253 + 1 + 63
 LABEL_PREFIX_MAX_LENGTH = 253
+#: CEL: the prefix before '/' (when there is one) is at most 253 characters long.
+LABEL_PREFIX_LENGTH_RULE = f"self.indexOf('/') <= {LABEL_PREFIX_MAX_LENGTH}"
 LABEL_VALUE_PATTERN = rf"^({LABEL_NAME_PATTERN})?$"
 LABEL_VALUE_MAX_LENGTH = 63
 LABEL_KEY_MESSAGE = (
