@@ -5,7 +5,7 @@ A value the API server would refuse in a NetworkPolicy must be refused where it 
 when the operator writes the NetworkPolicy: by then the workload's isolation is at stake.
 Each rule exists twice, in the same words: as a CRD pattern or CEL rule (what the API
 server enforces) and as a Python check (what pydantic and the NetworkPolicy builder
-enforce); tests/api compares them on the same inputs.
+enforce); e2e/test_network_syntax.py compares the two on the real API server.
 """
 
 from __future__ import annotations
