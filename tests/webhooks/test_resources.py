@@ -126,3 +126,36 @@ def _context() -> contexts.AdmissionContext:
     return contexts.AdmissionContext(
         state=scenarios.standard_state(), verifier=verdicts.FixedVerdictVerifierForTests()
     )
+
+
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE"])
+@pytest.mark.parametrize(
+    ("peer", "field", "words"),
+    [
+        ({"cidr": "10.1.2.3/8"}, "spec.network.egress[0].peers[0].cidr", "host bits set"),
+        ({"cidr": "fd00::1/8"}, "spec.network.egress[0].peers[0].cidr", "host bits set"),
+        ({"cidr": "10.0.0.0/99"}, "spec.network.egress[0].peers[0].cidr", "CIDR"),
+        (
+            {"podSelector": {"matchLabels": {"app": "x y"}}},
+            "spec.network.egress[0].peers[0].podSelector.matchLabels.app",
+            "label value",
+        ),
+    ],
+)
+def test_network_input_the_api_server_would_refuse_in_a_network_policy_is_denied(
+    operation: str, peer: dict[str, Any], field: str, words: str
+) -> None:
+    # Issue 22: such input left governed workloads without any NetworkPolicy.
+    info = scenarios.KindInfo(
+        "ModelSecurityPolicy", "modelshield.dev", "v1alpha1", "modelsecuritypolicies"
+    )
+    old = scenarios.policy(scenarios.ENFORCED)
+    old["spec"]["network"] = {"egress": [{"peers": [{"cidr": "10.0.0.0/8"}]}]}
+    new = copy.deepcopy(old)
+    new["spec"]["network"]["egress"][0]["peers"] = [peer]
+    review = scenarios.review(info, operation, new, old if operation == "UPDATE" else None)
+    answer = asyncio.run(resources.review(json.dumps(review).encode(), _context()))
+    assert answer["response"]["allowed"] is False
+    message = answer["response"]["status"]["message"]
+    assert f"{field}: " in message
+    assert words in message
