@@ -237,3 +237,20 @@ def test_the_operator_reports_what_admission_refuses_on_the_policy_status() -> N
             "spec.images.signers: signer name 'release' is used twice; names must be unique",
         )
     ]
+
+
+def test_a_bug_in_the_builder_fails_closed_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(**_: Any) -> dict[str, Any]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(networkpolicies, "build", broken)
+    world = _world(
+        _policy("baseline", _spec(**GATEWAY_ONLY)), _deployment("fraud", {"app": "fraud"})
+    )
+    plan = planning.plan(world, KEY, SETTINGS, None)
+    manifest = _network_policy(plan)
+    assert manifest["spec"]["ingress"] == []
+    assert manifest["spec"]["egress"] == []
+    (problem,) = [p for found in plan.problems.values() for p in found]
+    assert problem.reason == planning.NETWORK_POLICY_FAILED_CLOSED
+    assert "RuntimeError: a bug" in problem.message

@@ -172,6 +172,9 @@ def _plan_network(
         except networkpolicies.BuildError as error:
             reason = str(error)
             manifest = None
+        except Exception as error:  # noqa: BLE001 - a bug must not leave the workload open
+            reason = f"building it failed ({type(error).__name__}: {error})"
+            manifest = None
     if manifest is None:
         result.desired[key] = deny_all
         for ref in refs:
@@ -205,7 +208,7 @@ def _note_audited(
                 requirements=[*(enforced or ()), requirement],
                 scraper_peers=settings.scraper_peers,
             )["spec"]
-        except networkpolicies.BuildError as error:
+        except Exception as error:  # noqa: BLE001 - BuildError, or a bug: deny-all either way
             message = f"under Enforce it would deny all traffic: {error}"
         else:
             if enforced is not None:
