@@ -9,7 +9,7 @@ TOOLS_ENV := $(HOME)/.cache/modelshield/tools/env.sh
 DEMO_NOW := 2026-11-25T12:00:00Z
 
 .DEFAULT_GOAL := help
-.PHONY: help setup tools base-image image demo lint format typecheck test test-unit e2e e2e-kind crds crds-check chart-lint bench bench-admission clean
+.PHONY: help setup tools node-tools e2e-node base-image image demo lint format typecheck test test-unit e2e e2e-kind crds crds-check chart-lint bench bench-admission clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -54,6 +54,12 @@ test-unit: setup ## unit and integration tests only (no Kubernetes API server)
 
 e2e: setup tools ## e2e tests; KUBECONFIG_E2E=path runs them against that cluster instead
 	$(PYTHON) -m pytest e2e $(if $(KUBECONFIG_E2E),--kubeconfig $(KUBECONFIG_E2E))
+
+node-tools: ## build the e2e node's tools (kubelet, kube-scheduler, kube-proxy, kube-router) and install its Debian packages
+	e2e/tools/build-node-tools.sh
+
+e2e-node: setup tools node-tools image ## the tests only pods can show, on a local node (root; changes the host while it runs)
+	MODELSHIELD_E2E_NODE=1 $(PYTHON) -m pytest e2e/pods
 
 base-image: ## a Python 3.11 base image from Debian's packages (mmdebstrap; no Docker Hub needed)
 	images/base-image.sh

@@ -7,6 +7,7 @@ Pending, which is all an admission webhook and an operator need.
 
 For humans:
     python -m e2e.cluster up     # prints the KUBECONFIG path, runs until Ctrl-C
+    python -m e2e.cluster up --with-node   # and a node where pods run (e2e/node.py)
     python -m e2e.cluster down   # stops the control plane started by `up`
 """
 
@@ -138,6 +139,9 @@ class LocalControlPlane:
     components: list[Component] = field(default_factory=list)
     api_server_url: str = ""
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    # Appended to kube-apiserver's flags (the last of a repeated flag wins); a node adds
+    # what pods need (e2e/node.py).
+    api_server_extra_args: Sequence[str] = ()
 
     @property
     def logs_dir(self) -> Path:
@@ -264,6 +268,7 @@ class LocalControlPlane:
                 "--endpoint-reconciler-type=none",
                 "--allow-privileged=true",
                 "--profiling=false",
+                *self.api_server_extra_args,
             ],
         )
         ca_context = ssl.create_default_context(cafile=str(certificates.ca_certificate))
@@ -420,7 +425,7 @@ def _pid_is_alive(pid: int) -> bool:
     return True
 
 
-def _cluster_up(stdout: IO[str]) -> int:
+def _cluster_up(stdout: IO[str], with_node: bool = False) -> int:
     if STATE_FILE.exists():
         state = json.loads(STATE_FILE.read_text())
         if _pid_is_alive(int(state["pid"])):
@@ -431,7 +436,15 @@ def _cluster_up(stdout: IO[str]) -> int:
             )
             return 1
     started = time.monotonic()
-    control_plane = LocalControlPlane(ControlPlaneBinaries.locate())
+    node_stack = contextlib.ExitStack()
+    node_args: Sequence[str] = ()
+    if with_node:
+        from e2e import node  # imports this module; loaded only when a node is asked for
+
+        node_args = node.api_server_args_for_a_node()
+    control_plane = LocalControlPlane(
+        ControlPlaneBinaries.locate(), api_server_extra_args=node_args
+    )
     stop_requested = False
 
     def request_stop(signum: int, frame: object) -> None:
@@ -442,6 +455,8 @@ def _cluster_up(stdout: IO[str]) -> int:
     signal.signal(signal.SIGINT, request_stop)
     try:
         control_plane.start()
+        if with_node:
+            node_stack.enter_context(node.running_node(control_plane, stdout))
         STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
         STATE_FILE.write_text(
             json.dumps(
@@ -462,6 +477,7 @@ def _cluster_up(stdout: IO[str]) -> int:
                 component.ensure_running()
             time.sleep(0.5)
     finally:
+        node_stack.close()
         control_plane.stop()
         control_plane.remove_all_but_logs()
         STATE_FILE.unlink(missing_ok=True)
@@ -505,9 +521,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m e2e.cluster", description="A local Kubernetes control plane for e2e tests."
     )
     parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument(
+        "--with-node",
+        action="store_true",
+        help="also a node that runs pods (root; e2e/tools/build-node-tools.sh builds it)",
+    )
     arguments = parser.parse_args(argv)
     if arguments.command == "up":
-        return _cluster_up(sys.stdout)
+        return _cluster_up(sys.stdout, with_node=arguments.with_node)
     return _cluster_down(sys.stdout)
 
 

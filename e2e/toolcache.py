@@ -44,7 +44,13 @@ def _read_env_file(env_file: Path) -> dict[str, str]:
 def tool_path(variable: str) -> Path | None:
     """The path of a cached tool by its env.sh variable (e.g. MODELSHIELD_KUBECTL),
     or None when it is neither in the environment nor in the cache."""
-    value = os.environ.get(variable) or _read_env_file(tools_cache_dir() / "env.sh").get(variable)
+    cache = tools_cache_dir()
+    # node-env.sh: what e2e/tools/build-node-tools.sh built for the local node.
+    value = (
+        os.environ.get(variable)
+        or _read_env_file(cache / "env.sh").get(variable)
+        or _read_env_file(cache / "node-env.sh").get(variable)
+    )
     if value and os.access(value, os.X_OK):
         return Path(value)
     return None

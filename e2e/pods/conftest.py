@@ -1,0 +1,170 @@
+"""Fixtures for the tests only pods can show: a control plane of their own with a real node
+(e2e/node.py), a registry the node pulls from, and modelshield's image pushed to it.
+
+Opt-in (MODELSHIELD_E2E_NODE=1, which `make e2e-node` sets). Skipped, with the reason, when
+the node's tools are not built (e2e/tools/build-node-tools.sh), when not root, or when the
+suite runs against a given cluster (--kubeconfig): these tests start their own node.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e import node
+from e2e.clients import REPOSITORY_ROOT, Kubectl
+from e2e.cluster import LocalControlPlane
+from e2e.pods.harness import (
+    HELM_INSTALL_TIMEOUT,
+    RELEASE,
+    RELEASE_NAMESPACE,
+    NodeCluster,
+    Release,
+    helm,
+)
+from e2e.toolcache import ControlPlaneBinaries, MissingToolsError
+from tests.chart import rendering
+from tests.supplychain.localtools import LocalRegistry, require_tool
+
+PODS_DIR = Path(__file__).resolve().parent
+# Ignored by git, next to the other e2e logs.
+KEPT_LOGS_ROOT = PODS_DIR.parent / ".logs"
+IMAGES_DIR = REPOSITORY_ROOT / "images"
+LOCAL_IMAGE = "modelshield:dev"
+# Starting a node takes root and changes the host (links, iptables, cgroups): asked for only.
+OPT_IN = "MODELSHIELD_E2E_NODE"
+
+
+def _skip_reason(config: pytest.Config) -> str | None:
+    if os.environ.get(OPT_IN) != "1":
+        return (
+            f"node tests are opt-in: `make e2e-node` (or {OPT_IN}=1) builds the node's tools "
+            "and the image and runs them"
+        )
+    if config.getoption("--kubeconfig", None):
+        return "node tests start a local node of their own; not run against --kubeconfig"
+    try:
+        ControlPlaneBinaries.locate()
+    except MissingToolsError as missing:
+        return str(missing)
+    return node.node_tools_missing_reason()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    ours = [item for item in items if item.path.is_relative_to(PODS_DIR)]
+    if not ours:
+        return
+    reason = _skip_reason(config)
+    if reason is None:
+        return
+    for item in ours:
+        item.add_marker(pytest.mark.skip(reason=f"no local node: {reason}"))
+
+
+@pytest.fixture(scope="session")
+def node_cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeCluster]:
+    control_plane = LocalControlPlane(
+        ControlPlaneBinaries.locate(), api_server_extra_args=node.api_server_args_for_a_node()
+    )
+    registry = LocalRegistry(
+        require_tool("MODELSHIELD_REGISTRY"), tmp_path_factory.mktemp("node-registry")
+    ).start()
+    local_node = node.LocalNode(node.NodeBinaries.locate(), control_plane, registry.host)
+    try:
+        control_plane.start()
+        local_node.start()
+        kubectl = Kubectl(
+            control_plane.binaries.kubectl,
+            control_plane.kubeconfig_path,
+            tmp_path_factory.mktemp("node-kubectl-cache"),
+        )
+        yield NodeCluster(control_plane, local_node, registry.host, kubectl)
+    finally:
+        local_node.stop()
+        control_plane.stop()
+        registry.stop()
+        if request.session.testsfailed or sys.exc_info()[0] is not None:
+            kept = KEPT_LOGS_ROOT / control_plane.work_dir.name
+            shutil.copytree(control_plane.logs_dir, kept, dirs_exist_ok=True)
+            print(f"\nlogs of the local node and its control plane kept in {kept}")
+        control_plane.remove_work_dir()
+
+
+@pytest.fixture
+def pod_namespace(node_cluster: NodeCluster) -> Iterator[str]:
+    name = "e2e-pods-" + uuid.uuid4().hex[:8]
+    node_cluster.kubectl("create", "namespace", name)
+    yield name
+    node_cluster.kubectl("delete", "namespace", name, "--wait=false")
+
+
+def _docker() -> str:
+    """The docker client images/docker-engine.sh picks (it starts dockerd if needed)."""
+    completed = subprocess.run(
+        [str(IMAGES_DIR / "docker-engine.sh")], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        pytest.fail(f"no Docker engine: {completed.stderr}", pytrace=False)
+    return completed.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def modelshield_image(node_cluster: NodeCluster) -> str:
+    """modelshield's image, built from this tree (`make image`, cached layers make a rebuild
+    quick) and pushed to the node's registry; its reference there."""
+    build = subprocess.run(
+        [str(IMAGES_DIR / "build-image.sh"), LOCAL_IMAGE],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    if build.returncode != 0:
+        pytest.fail(f"make image failed:\n{build.stderr[-4000:]}", pytrace=False)
+    docker = _docker()
+    reference = f"{node_cluster.registry_host}/modelshield:dev"
+    for command in (["tag", LOCAL_IMAGE, reference], ["push", reference]):
+        completed = subprocess.run(
+            [docker, *command], capture_output=True, text=True, check=False, timeout=600
+        )
+        if completed.returncode != 0:
+            pytest.fail(f"docker {' '.join(command)}: {completed.stderr}", pytrace=False)
+    return reference
+
+
+@pytest.fixture(scope="session")
+def installed_chart(
+    node_cluster: NodeCluster, modelshield_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Release]:
+    """The chart installed with `helm install --wait`: its pods run the image built from
+    this tree, pulled by the node from the local registry."""
+    repository, _, tag = modelshield_image.rpartition(":")
+    home = tmp_path_factory.mktemp("helm")
+    helm(
+        node_cluster,
+        home,
+        "install",
+        RELEASE,
+        str(rendering.CHART),
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--create-namespace",
+        "--set",
+        f"image.repository={repository}",
+        "--set",
+        f"image.tag={tag}",
+        "--wait",
+        "--timeout",
+        HELM_INSTALL_TIMEOUT,
+    )
+    yield Release(RELEASE, RELEASE_NAMESPACE, modelshield_image)
+    helm(node_cluster, home, "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait")

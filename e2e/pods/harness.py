@@ -1,0 +1,60 @@
+"""What the node tests share: the node's cluster, the chart's release, helm against it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from e2e import node
+from e2e.clients import Kubectl
+from e2e.cluster import LocalControlPlane
+from tests.chart import rendering
+
+
+@dataclass(frozen=True)
+class NodeCluster:
+    control_plane: LocalControlPlane
+    node: node.LocalNode
+    registry_host: str
+    kubectl: Kubectl
+
+
+RELEASE = "modelshield"
+RELEASE_NAMESPACE = "modelshield-system"
+HELM_INSTALL_TIMEOUT = "300s"
+
+
+@dataclass(frozen=True)
+class Release:
+    name: str
+    namespace: str
+    image: str
+
+
+def helm(node_cluster: NodeCluster, home: Path, *arguments: str) -> str:
+    """helm against the node's cluster, with its own cache and config directories."""
+    completed = subprocess.run(
+        [str(rendering.helm_path()), f"--kubeconfig={node_cluster.control_plane.kubeconfig_path}",
+         *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "KUBECONFIG"},
+            "HELM_CACHE_HOME": str(home / "cache"),
+            "HELM_CONFIG_HOME": str(home / "config"),
+            "HELM_DATA_HOME": str(home / "data"),
+        },
+    )  # fmt: skip
+    if completed.returncode != 0:
+        pytest.fail(
+            f"`helm {' '.join(arguments)}` exited with {completed.returncode}:\n"
+            f"{completed.stderr}{completed.stdout}",
+            pytrace=False,
+        )
+    return completed.stdout
