@@ -329,3 +329,9 @@ def test_deny_all_allows_nothing_either_way() -> None:
         "ingress": [],
         "egress": [],
     }
+
+
+def test_dns_met_through_two_rules_appears_once() -> None:
+    everywhere = {"egress": [{"peers": [{"namespaceSelector": {}}]}], "allowDNS": True}
+    manifest = _build(everywhere, {"allowDNS": True})
+    assert manifest["spec"]["egress"] == [DNS_RULE]

@@ -242,8 +242,9 @@ def intersect_rules(first: Sequence[Rule], second: Sequence[Rule], namespace: st
                 for q in b.peers
                 if (peer := intersect_peers(p, q, namespace)) is not None
             ]
-            if peers:
-                result.append(Rule(peers=_unique(peers), ports=ports))
+            rule = Rule(peers=_unique(peers), ports=ports)
+            if peers and rule not in result:  # e.g. DNS met again through another rule
+                result.append(rule)
     return result
 
 
