@@ -224,3 +224,18 @@ def test_failure_reason_names_the_cause() -> None:
     assert controller.failure_reason(verdict.status) == "FetchFailed"
     assert controller.failure_reason(_ready_previous()) is None
     assert controller.failure_reason(artifacts.ModelArtifactStatus()) == "CheckFailed"
+
+
+def test_operator_flags_win_over_the_environment() -> None:
+    from modelshield.cli import main
+
+    arguments = main.build_parser("operator").parse_args(
+        ["operator", "--file-root=/models", "--file-root=/data", "--artifact-max-files=3"]
+    )
+    environment = {"MODELSHIELD_ARTIFACT_MAX_FILES": "99", "MODELSHIELD_FILE_ROOTS": "/elsewhere"}
+
+    fetch = controller.Settings.from_environment(environment, arguments).fetch
+
+    assert fetch.file_roots == (pathlib.Path("/models"), pathlib.Path("/data"))
+    assert fetch.max_files == 3
+    assert fetch.deadline_seconds == fetching.DEFAULT_DEADLINE_SECONDS
