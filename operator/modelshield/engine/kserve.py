@@ -266,6 +266,27 @@ def _annotation_sources(
     reading.sources.append(Source(where, value))
 
 
+def _names_a_source(spec: Mapping[str, Any], annotations: Mapping[str, Any]) -> bool:
+    """A cheap look first: most governed pods have nothing of KServe's (every review)."""
+    if SOURCE_URI_ANNOTATION in annotations:
+        return True
+    for field in ("initContainers", "containers", "ephemeralContainers"):
+        entries = spec.get(field)
+        if not isinstance(entries, list):
+            continue
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
+            if field == "initContainers" and entry.get("name") == STORAGE_INITIALIZER:
+                return True
+            env = entry.get("env")
+            if isinstance(env, list):
+                for variable in env:
+                    if isinstance(variable, dict) and variable.get("name") == STORAGE_URI_ENV:
+                        return True
+    return False
+
+
 def read_pod(
     spec: Mapping[str, Any],
     spec_path: str,
@@ -274,6 +295,8 @@ def read_pod(
     annotations_path: str,
 ) -> list[Source]:
     """The models a pod (or pod template) loads through KServe's storage machinery."""
+    if not _names_a_source(spec, annotations):
+        return []
     reading = Reading()
     _annotation_sources(reading, annotations, labels, annotations_path)
     _container_sources(reading, PodPart(spec_path, spec))

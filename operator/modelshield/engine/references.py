@@ -12,6 +12,7 @@ has an upper-case letter (``Evil/server`` is the host ``Evil``, not ``docker.io/
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 DOCKER_HUB = "docker.io"
@@ -126,6 +127,8 @@ def parse(text: str) -> ImageReference:
     return ImageReference(domain=parsed_domain, path=path, tag=tag, digest=digest)
 
 
+# Pure and asked for the same few images on every review: remembered, within a bound.
+@functools.lru_cache(maxsize=4096)
 def normalized(text: str) -> str | None:
     """The fully qualified reference the runtime pulls; None when it would refuse it."""
     try:
