@@ -128,3 +128,17 @@ def test_an_oci_layer_without_a_title_is_refused(
 
     assert caught.value.reason == fetching.NOT_ALLOWED
     assert "title" in caught.value.message
+
+
+def test_git_paths_are_refused_when_no_policy_names_signers(tmp_path: pathlib.Path) -> None:
+    # Without signers the model was ReadyWithoutSignature, and the scanner skips .git.
+    model = models.benign_model(tmp_path / "model")
+    (model / ".git").mkdir()
+    (model / ".git" / "payload.pkl").write_bytes(b"cos\nsystem\n(S'true'\ntR.")
+    spec = artifacts.ModelArtifactSpec(uri=f"file://{model}")
+
+    verdict = reconciling.reconcile(spec, 1, model, [], None, now=NOW)
+
+    by_type = {c.type: c for c in verdict.status.conditions}
+    assert by_type["Verified"].reason == verifying.UNVERIFIED_PATHS
+    assert by_type["Ready"].status is ConditionStatus.FALSE

@@ -114,6 +114,11 @@ def _verify(
     signature_path: pathlib.Path | None,
 ) -> tuple[ConditionStatus, str, str, str | None, str | None]:
     """(status, reason, message, digest, signer) of the Verified condition."""
+    try:
+        # Refused with or without signers: the scanner skips .git as model-signing does.
+        verifying.refuse_git_paths(model_dir)
+    except verifying.VerificationError as error:
+        return ConditionStatus.FALSE, error.reason, error.message, None, None
     if not signers:
         if spec.digest is not None:
             digest = hashing.root_digest(hashing.configure().hash(model_dir))
