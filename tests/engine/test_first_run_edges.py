@@ -47,6 +47,10 @@ def _codes(policy_images: dict[str, Any], image: str, kind: str = "Deployment") 
         # Docker Hub images are matched in their full form.
         ("docker.io/library/nginx", "nginx:1.27", True),
         ("docker.io/library/nginx", "nginx-evil:1.27", False),
+        # An entry without a dot is no host: the runtime pulls these from Docker Hub.
+        ("myregistry/", "myregistry/ml/server:1.0", False),
+        ("docker.io/myregistry/", "myregistry/ml/server:1.0", True),
+        ("localhost/", "localhost/server:1.0", True),
     ],
 )
 def test_allowed_registries_are_path_prefixes(entry: str, image: str, allowed: bool) -> None:

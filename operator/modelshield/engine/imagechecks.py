@@ -130,8 +130,10 @@ def allows_registry(requirement: compiling.CompiledImages, image: str) -> bool:
     entries = requirement.allowed_registries
     if not entries:
         return True
+    # Only the reference the runtime pulls counts: `myregistry/ml/server` as written starts
+    # with `myregistry/`, but the runtime pulls docker.io/myregistry/ml/server.
     full = normalized(image)
-    return any(_under(image, entry) or _under(full, entry) for entry in entries)
+    return any(_under(full, entry) for entry in entries)
 
 
 def _signers(names: frozenset[str]) -> str:
