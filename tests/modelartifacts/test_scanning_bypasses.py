@@ -242,3 +242,64 @@ def test_a_benign_keras_config_has_no_findings(tmp_path: pathlib.Path) -> None:
 
     assert _scan(tmp_path, "config.json", config.encode()).findings == []
     assert _scan(tmp_path / "h5", "model.h5", _hdf5_with(config)).findings == []
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_real_benign_pickles_stay_clean_now_that_unknown_callables_block(
+    tmp_path: pathlib.Path, protocol: int
+) -> None:
+    # Pickled here (never unpickled): what checkpoints carry besides tensors.
+    import argparse
+    import collections
+    import datetime
+    import pickle
+
+    import numpy
+
+    state = collections.OrderedDict(
+        weight=numpy.arange(12, dtype=numpy.float32).reshape(3, 4),
+        scale=numpy.float64(0.5),
+        rng=numpy.random.default_rng(7),
+        legacy_rng=numpy.random.RandomState(7),
+        args=argparse.Namespace(lr=0.1, layers=[4, 4]),
+        saved=datetime.datetime(2026, 12, 3, tzinfo=datetime.UTC),
+        dtype=numpy.dtype("float16"),
+    )
+
+    report = _scan(tmp_path, "checkpoint.pkl", pickle.dumps(state, protocol=protocol))
+
+    assert report.findings == []
+
+
+def test_real_scikit_learn_models_have_nothing_blocking(tmp_path: pathlib.Path) -> None:
+    import pickle
+
+    import joblib  # type: ignore[import-untyped]
+    import numpy
+    from sklearn.ensemble import (  # type: ignore[import-untyped]
+        GradientBoostingClassifier,
+        RandomForestClassifier,
+    )
+    from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+    from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped]
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler  # type: ignore[import-untyped]
+
+    features = numpy.random.default_rng(0).normal(size=(40, 3))
+    labels = (features[:, 0] > 0).astype(int)
+    forest = make_pipeline(
+        StandardScaler(),
+        RandomForestClassifier(n_estimators=3, random_state=numpy.random.RandomState(1)),
+    ).fit(features, labels)
+    encoded = make_pipeline(
+        OneHotEncoder(handle_unknown="ignore", dtype=numpy.float64), LogisticRegression()
+    ).fit(numpy.array([["a"], ["b"]] * 20), labels)
+    boosted = GradientBoostingClassifier(n_estimators=3).fit(features, labels)
+    model = tmp_path / "model"
+    model.mkdir()
+    joblib.dump(forest, model / "forest.joblib")
+    joblib.dump(boosted, model / "boosted.joblib", compress=3)
+    (model / "encoded.pkl").write_bytes(pickle.dumps(encoded, protocol=5))
+
+    report = scanners.scan_directory(model)
+
+    assert [f for f in report.findings if f.severity.rank >= Severity.HIGH.rank] == []

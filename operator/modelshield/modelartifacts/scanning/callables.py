@@ -60,6 +60,77 @@ SAFE: frozenset[tuple[str, str]] = frozenset(
         ("numpy.random._pickle", "__generator_ctor"),
         ("joblib.numpy_pickle", "NumpyArrayWrapper"),
         ("sklearn.utils._bunch", "Bunch"),
+        # pickle protocol 5 of a NumPy array: ndarray.__reduce_ex__(5) rebuilds it from
+        # its buffer (numpy/core/numeric.py; numpy/_core since NumPy 2).
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        # torch.save of tensors without storage (meta), from NumPy, of subclasses, nested
+        # tensors: the other rebuilders of torch/_utils.py that Tensor.__reduce_ex__ names.
+        ("torch._utils", "_rebuild_meta_tensor_no_storage"),
+        ("torch._utils", "_rebuild_device_tensor_from_numpy"),
+        ("torch._utils", "_rebuild_wrapper_subclass"),
+        ("torch._utils", "_rebuild_nested_tensor"),
+        ("torch._utils", "_rebuild_sparse_csr_tensor"),
+        # Tensor dtypes pickled by name (torch.dtype.__reduce__ returns the attribute name).
+        *(
+            ("torch", dtype)
+            for dtype in (
+                "float16",
+                "float32",
+                "float64",
+                "bfloat16",
+                "complex64",
+                "complex128",
+                "int8",
+                "uint8",
+                "int16",
+                "int32",
+                "int64",
+                "bool",
+            )
+        ),
+        # NumPy scalar types pickled by name: estimator parameters such as
+        # OneHotEncoder(dtype=numpy.float64) hold the type itself.
+        *(
+            ("numpy", scalar)
+            for scalar in (
+                "float16",
+                "float32",
+                "float64",
+                "longdouble",
+                "int8",
+                "int16",
+                "int32",
+                "int64",
+                "uint8",
+                "uint16",
+                "uint32",
+                "uint64",
+                "bool_",
+                "complex64",
+                "complex128",
+                "str_",
+                "bytes_",
+            )
+        ),
+        # NumPy random generators' state (sklearn random_state, training RNG state): the
+        # bit generators and the SeedSequence that Generator/RandomState pickles name;
+        # __pyx_unpickle_SeedSequence is Cython's checksummed state restorer.
+        ("numpy.random._mt19937", "MT19937"),
+        ("numpy.random._pcg64", "PCG64"),
+        ("numpy.random._pcg64", "PCG64DXSM"),
+        ("numpy.random._philox", "Philox"),
+        ("numpy.random._sfc64", "SFC64"),
+        ("numpy.random.bit_generator", "SeedSequence"),
+        ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
+        # Training arguments that fairseq and PyTorch Lightning checkpoints store
+        # (Namespace(**kwargs) only sets attributes).
+        ("argparse", "Namespace"),
+        # Timestamps in checkpoint metadata (plain value types).
+        ("datetime", "datetime"),
+        ("datetime", "date"),
+        ("datetime", "timedelta"),
+        ("datetime", "timezone"),
     }
 )
 
@@ -70,7 +141,15 @@ SAFE_PREFIXES: tuple[tuple[str, str], ...] = (
 )
 
 #: Module prefixes of estimators whose pickles carry only classes and parameters.
-KNOWN_LIBRARIES: tuple[str, ...] = ("sklearn.", "xgboost.", "lightgbm.", "scipy.sparse.")
+KNOWN_LIBRARIES: tuple[str, ...] = (
+    "sklearn.",
+    "xgboost.",
+    "lightgbm.",
+    "scipy.sparse.",
+    # Layer classes of whole-model pickles (torch.save(model)); only classes, rebuilt
+    # through copyreg._reconstructor and Module.__setstate__.
+    "torch.nn.modules.",
+)
 
 # Whole modules that give process, file, network or interpreter access.
 _DANGEROUS_MODULES = (
