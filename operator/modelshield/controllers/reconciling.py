@@ -10,8 +10,10 @@ a workload whose images have no verdict yet is verified at once in the backgroun
 
 NetworkPolicies fail closed: when the API server refuses the one planned, the plan's
 deny-all fallback is written in the same pass (a Warning Event on the workload, the
-policies Degraded, ``failed_closed`` counted in the metrics); only when that write fails
-too is the workload retried, with growing delays.
+policies Degraded, ``failed_closed`` counted in the metrics). Only when that write fails
+too is the workload retried soon (growing delays up to 30 s); a workload left under its
+deny-all is looked at again slowly (30 s growing to 5 minutes), so it gets its real
+NetworkPolicy back once the API server accepts it, without hammering it meanwhile.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ from modelshield.engine import modelchecks, workloads
 
 LOGGER = logging.getLogger("modelshield.reconciler")
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+#: A workload left under its deny-all fallback is looked at again, slowly: hammering the
+#: API server fixes nothing, but the cause may go away (an admission policy removed).
+FAILED_CLOSED_RETRY_DELAYS = (30.0, 60.0, 120.0, 300.0)
 STATUS_MAX_WAITS = 30
 RevertLoopError = converging.RevertLoopError
 
@@ -87,6 +92,8 @@ class Controller:
         self._busy: set[caches.Key] = set()
         self._again: set[caches.Key] = set()
         self._attempts: dict[caches.Key, int] = {}
+        #: Workloads with a retry waiting: one at a time each, however many passes fail.
+        self._retrying: set[caches.Key] = set()
         self.converger = converging.Converger(kube, world)
         self._status_due: set[caches.Key] = set()
         self._status_wakeup = asyncio.Event()
@@ -171,11 +178,21 @@ class Controller:
             for ref in outcome.governing
         )
 
-    async def _retry_later(self, key: caches.Key) -> None:
+    def _retry_later(self, key: caches.Key, delays: tuple[float, ...]) -> None:
+        if key in self._retrying:
+            return
+        self._retrying.add(key)
         attempt = self._attempts.get(key, 0)
         self._attempts[key] = attempt + 1
-        await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
-        self.enqueue(key)
+
+        async def retry() -> None:
+            await asyncio.sleep(delays[min(attempt, len(delays) - 1)])
+            self._retrying.discard(key)
+            self.enqueue(key)
+
+        task = asyncio.get_running_loop().create_task(retry())
+        self._events.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._events.discard)
 
     async def _work(self) -> None:
         while True:
@@ -190,9 +207,9 @@ class Controller:
             finally:
                 self._busy.discard(key)
             if failed:
-                retry = asyncio.get_running_loop().create_task(self._retry_later(key))
-                self._events.add(retry)  # keep a reference until it is done
-                retry.add_done_callback(self._events.discard)
+                self._retry_later(key, RETRY_DELAYS)
+            elif key in self.failed_closed:
+                self._retry_later(key, FAILED_CLOSED_RETRY_DELAYS)
             else:
                 self._attempts.pop(key, None)
             if key in self._again:
