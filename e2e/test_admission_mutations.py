@@ -298,6 +298,42 @@ def test_model_facts_come_from_model_artifacts_and_pods_get_the_startup_check(
         "get", "-n", namespace, "pod/served", "-o", "jsonpath={.spec.volumes[*].name}"
     ).stdout
     assert "modelshield-model-keys" in volumes.split()
+    # Bound to what runs (issue 21): the server's writable model mount was made read-only.
+    mount = json.loads(
+        kubectl(
+            "get",
+            "-n",
+            namespace,
+            "pod/served",
+            "-o",
+            "jsonpath={.spec.containers[0].volumeMounts[0]}",
+        ).stdout
+    )
+    assert (mount["name"], mount.get("readOnly")) == ("model", True)
+
+    # The check runs after the pod's own init containers, and a subPathExpr mount of the
+    # model volume cannot be verified: denied.
+    later = yaml.safe_load(pod("downloads-first", "fraud-v7"))
+    later["spec"]["initContainers"] = [
+        {**later["spec"]["containers"][0], "name": "download", "volumeMounts": []}
+    ]
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(later))
+    names = kubectl(
+        "get",
+        "-n",
+        namespace,
+        "pod/downloads-first",
+        "-o",
+        "jsonpath={.spec.initContainers[*].name}",
+    ).stdout.split()
+    assert names == ["download", "modelshield-verify-model"]
+    expression = yaml.safe_load(pod("expression", "fraud-v7"))
+    expression["spec"]["containers"][0]["volumeMounts"][0]["subPathExpr"] = "$(HOSTNAME)"
+    refused = kubectl(
+        "apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(expression), check=False
+    )
+    assert refused.returncode != 0
+    assert "subPathExpr" in refused.stderr
 
     result = kubectl(
         "apply", "-n", namespace, "-f", "-", input_text=pod("refused", "tampered"), check=False
