@@ -21,8 +21,8 @@ from kubernetes import client
 
 from e2e import operators
 from e2e.clients import Cluster
+from modelshield.controllers import artifactchecks, writing
 from modelshield.controllers import artifacts as artifact_handlers
-from modelshield.controllers import writing
 from modelshield.modelartifacts import fetching, signing
 from tests.modelartifacts import keys, models, servers
 from tests.modelartifacts import picklecode as op
@@ -38,7 +38,7 @@ def operator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[artifact_handlers.Reconciler]:
     registry = kopf.OperatorRegistry()
-    settings = artifact_handlers.Settings(
+    settings = artifactchecks.Settings(
         # file:// models live under pytest's temporary directories, and only there.
         fetch=fetching.Settings(file_roots=(tmp_path_factory.getbasetemp(),)),
         work_dir=tmp_path_factory.mktemp("artifact-work"),

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from modelshield.controllers import artifacts
+from modelshield.controllers import artifactchecks
 from tests.chart import rendering
 
 
-def _settings(values: dict[str, Any]) -> artifacts.Settings:
+def _settings(values: dict[str, Any]) -> artifactchecks.Settings:
     manifests = rendering.parse(rendering.render_text(values))
     deployment = rendering.one(manifests, "Deployment", f"{rendering.RELEASE}-operator")
     env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
     plain = {e["name"]: e["value"] for e in env if "value" in e}
-    return artifacts.Settings.from_environment(plain)
+    return artifactchecks.Settings.from_environment(plain)
 
 
 def test_defaults_are_the_operator_s_own() -> None:

@@ -16,7 +16,7 @@ from kopf._cogs.configs import configuration
 from kopf._cogs.structs import bodies, ephemera, references
 from kopf._core.engines import indexing
 
-from modelshield.controllers import artifacts
+from modelshield.controllers import artifactchecks, artifacts
 
 GROUP, VERSION = "modelshield.dev", "v1alpha1"
 POLICIES = references.Resource(
@@ -38,7 +38,7 @@ class Indices:
 
     def __init__(self) -> None:
         self.registry = kopf.OperatorRegistry()
-        artifacts.register(self.registry, settings=artifacts.Settings())
+        artifacts.register(self.registry, settings=artifactchecks.Settings())
         self.indexers = indexing.OperatorIndexers()
         self.indexers.ensure(self.registry._indexing.get_all_handlers())
         self.memories: dict[str, indexing.IndexingMemory] = {}

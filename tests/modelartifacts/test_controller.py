@@ -12,6 +12,7 @@ import pytest
 
 from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
+from modelshield.controllers import artifactchecks as checks
 from modelshield.controllers import artifacts as controller
 from modelshield.modelartifacts import fetching, reconciling, signing, verifying
 from tests.modelartifacts import keys, models, servers
@@ -19,15 +20,15 @@ from tests.modelartifacts import keys, models, servers
 
 def _job(
     tmp_path: pathlib.Path, uri: str, signers: tuple[verifying.TrustedSigner, ...]
-) -> controller.Job:
-    return controller.Job(
+) -> checks.Job:
+    return checks.Job(
         uid="0000-1111",
         spec=artifacts.ModelArtifactSpec(uri=uri),
         generation=2,
         previous=None,
         signers=signers,
         threshold=Severity.HIGH,
-        settings=controller.Settings(
+        settings=checks.Settings(
             fetch=fetching.Settings(file_roots=(tmp_path,)),
             work_dir=tmp_path / "work",
             max_concurrent=1,
@@ -55,7 +56,7 @@ def test_job_in_a_worker_process_verifies_and_scans(tmp_path: pathlib.Path) -> N
 def test_job_with_unreachable_source_reports_fetch_failure(tmp_path: pathlib.Path) -> None:
     job = _job(tmp_path, "http://127.0.0.1:9/model.joblib", ())
 
-    verdict = controller.run_job(job)
+    verdict = checks.run_job(job)
 
     verified = next(c for c in verdict.status.conditions if c.type == "Verified")
     assert verified.reason == "FetchFailed"
@@ -106,7 +107,7 @@ def test_signature_kept_apart_from_the_model_is_fetched(tmp_path: pathlib.Path) 
                 uri=f"file://{model}", signature={"uri": f"{base}/fraud.sig"}
             ),
         )
-        verdict = controller.run_job(job)
+        verdict = checks.run_job(job)
 
     ready = next(c for c in verdict.status.conditions if c.type == "Ready")
     assert ready.status == ConditionStatus.TRUE, verdict.status.conditions
@@ -155,7 +156,7 @@ def test_an_unexpected_error_while_fetching_fails_closed(tmp_path: pathlib.Path)
         job = dataclasses.replace(
             _job(tmp_path, f"{base}/model.tar", ()), previous=_ready_previous()
         )
-        verdict = controller.run_job(job)
+        verdict = checks.run_job(job)
 
     _assert_failed_closed(verdict, "CheckFailed")
     assert "ReadError" in verdict.status.conditions[0].message
@@ -234,7 +235,7 @@ def test_operator_flags_win_over_the_environment() -> None:
     )
     environment = {"MODELSHIELD_ARTIFACT_MAX_FILES": "99", "MODELSHIELD_FILE_ROOTS": "/elsewhere"}
 
-    fetch = controller.Settings.from_environment(environment, arguments).fetch
+    fetch = checks.Settings.from_environment(environment, arguments).fetch
 
     assert fetch.file_roots == (pathlib.Path("/models"), pathlib.Path("/data"))
     assert fetch.max_files == 3

@@ -18,15 +18,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
-import dataclasses
 import datetime
 import json
 import logging
 import multiprocessing
 import os
-import pathlib
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -34,140 +30,12 @@ import kopf
 import prometheus_client
 
 from modelshield.api.v1alpha1 import artifacts, common, policies
-from modelshield.api.v1alpha1.common import Severity
+from modelshield.controllers import artifactchecks
 from modelshield.engine import selectors
-from modelshield.modelartifacts import fetching, reconciling, redacting, verifying
+from modelshield.modelartifacts import reconciling, redacting
 
 LOGGER = logging.getLogger("modelshield.artifacts")
 GROUP, VERSION, PLURAL = "modelshield.dev", "v1alpha1", "modelartifacts"
-#: How often the timer looks whether an artifact's recheckInterval has passed.
-TIMER_SECONDS = 60.0
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    """How the reconciler fetches and how many checks run at once."""
-
-    fetch: fetching.Settings = dataclasses.field(default_factory=fetching.Settings)
-    work_dir: pathlib.Path = pathlib.Path(tempfile.gettempdir()) / "modelshield-artifacts"
-    max_concurrent: int = 2
-    trust_config: pathlib.Path | None = None
-    #: How often each artifact's timer looks whether a re-check is due.
-    timer_seconds: float = TIMER_SECONDS
-
-    @classmethod
-    def from_environment(
-        cls, environ: Mapping[str, str] = os.environ, arguments: Any = None
-    ) -> Settings:
-        """Settings from MODELSHIELD_* (and the AWS_* variables fetching reads).
-
-        The operator's flags (``--file-root``, ``--artifact-max-bytes``,
-        ``--artifact-max-files``, ``--artifact-deadline-seconds``), when given, win.
-        """
-        trust = environ.get("MODELSHIELD_MODEL_TRUST_CONFIG")
-        fetch = fetching.Settings.from_environment(environ)
-        flags = {
-            "file_roots": getattr(arguments, "file_root", None),
-            "max_bytes": getattr(arguments, "artifact_max_bytes", None),
-            "max_files": getattr(arguments, "artifact_max_files", None),
-            "deadline_seconds": getattr(arguments, "artifact_deadline_seconds", None),
-        }
-        if flags["file_roots"] is not None:
-            flags["file_roots"] = tuple(pathlib.Path(root) for root in flags["file_roots"])
-        fetch = dataclasses.replace(fetch, **{k: v for k, v in flags.items() if v is not None})
-        return cls(
-            fetch=fetch,
-            work_dir=pathlib.Path(environ.get("MODELSHIELD_ARTIFACT_WORK_DIR", str(cls.work_dir))),
-            max_concurrent=int(environ.get("MODELSHIELD_ARTIFACT_CONCURRENCY", "2")),
-            trust_config=pathlib.Path(trust) if trust else None,
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class Job:
-    """Everything a worker process needs; picklable (our own data, never model files)."""
-
-    uid: str
-    spec: artifacts.ModelArtifactSpec
-    generation: int
-    previous: artifacts.ModelArtifactStatus | None
-    signers: tuple[verifying.TrustedSigner, ...]
-    threshold: Severity
-    settings: Settings
-    #: The artifact's namespace: a pvc:// claim is looked for there only.
-    namespace: str = ""
-
-
-def run_job(job: Job) -> reconciling.Verdict:
-    """Fetch, verify and scan one artifact (runs in a worker process).
-
-    Any error is a verdict, never an exception: an exception would leave the old status
-    (perhaps Ready) in place while kopf retries, so a model swapped together with
-    something that makes the check crash would stay Ready for good.
-    """
-    now = datetime.datetime.now(datetime.UTC)
-    try:
-        return _checked(job, now)
-    except fetching.FetchError as failure:
-        message = redacting.redact(f"{failure.reason}: {failure.message}")
-        reason = reconciling.FETCH_FAILED
-    except Exception as error:
-        LOGGER.warning("artifact %s: check failed", job.uid, exc_info=True)
-        message = redacting.redact(f"the check failed: {type(error).__name__}: {error}")
-        reason = reconciling.CHECK_FAILED
-    return reconciling.failed(job.generation, job.previous, now=now, reason=reason, message=message)
-
-
-def failed_verdict(job: Job, error: BaseException) -> reconciling.Verdict:
-    """The verdict of a check whose worker could not answer (crashed, timed out)."""
-    message = redacting.redact(f"the check failed: {type(error).__name__}: {error}")
-    return reconciling.failed(
-        job.generation,
-        job.previous,
-        now=datetime.datetime.now(datetime.UTC),
-        reason=reconciling.CHECK_FAILED,
-        message=message,
-    )
-
-
-def _checked(job: Job, now: datetime.datetime) -> reconciling.Verdict:
-    scratch = job.settings.work_dir / f"{job.uid}-{os.getpid()}"
-    fetched: fetching.FetchedModel | None = None
-    error: str | None = None
-    try:
-        try:
-            fetched = fetching.fetch(job.spec.uri, scratch, job.settings.fetch, job.namespace)
-        except fetching.FetchError as failure:
-            error = f"{failure.reason}: {failure.message}"
-        signature = None
-        if job.spec.signature.uri and fetched is not None:
-            signature = scratch.with_name(scratch.name + ".sig")
-            try:
-                signature = fetching.fetch_file(
-                    job.spec.signature.uri, signature, job.settings.fetch, job.namespace
-                )
-            except fetching.FetchError as failure:
-                # Verification then reports the bundle as missing, with this in the log.
-                LOGGER.warning(
-                    "signature %s: %s",
-                    redacting.redact(job.spec.signature.uri),
-                    redacting.redact(str(failure)),
-                )
-        return reconciling.reconcile(
-            job.spec,
-            job.generation,
-            fetched.directory if fetched else None,
-            job.signers,
-            job.previous,
-            now=now,
-            block_at_or_above=job.threshold,
-            fetch_error=redacting.redact(error) if error else None,
-            signature_path=signature,
-        )
-    finally:
-        if fetched is None or fetched.copied:
-            shutil.rmtree(scratch, ignore_errors=True)
-        scratch.with_name(scratch.name + ".sig").unlink(missing_ok=True)
 
 
 def governing_requirements(
@@ -201,7 +69,7 @@ class Reconciler:
     """Runs checks in a process pool, at most ``max_concurrent`` at a time."""
 
     def __init__(
-        self, settings: Settings, kube: Any = None, metrics: Metrics | None = None
+        self, settings: artifactchecks.Settings, kube: Any = None, metrics: Metrics | None = None
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
@@ -264,7 +132,7 @@ class Reconciler:
                 self._no_client = True
         return self.kube
 
-    async def check(self, job: Job) -> reconciling.Verdict:
+    async def check(self, job: artifactchecks.Job) -> reconciling.Verdict:
         """Run one job in the pool; the event loop only awaits it.
 
         Whatever goes wrong (the work directory cannot be made, a worker dies, the check
@@ -275,18 +143,20 @@ class Reconciler:
             loop = asyncio.get_running_loop()
             try:
                 self.settings.work_dir.mkdir(parents=True, exist_ok=True)
-                running = loop.run_in_executor(self._executor(), run_job, job)
+                running = loop.run_in_executor(self._executor(), artifactchecks.run_job, job)
                 return await asyncio.wait_for(running, self.settings.fetch.deadline_seconds * 2)
             except TimeoutError:
                 # The worker ignored its own deadline (a read stuck in a C call): stop it.
                 self._terminate_workers()
                 waited = self.settings.fetch.deadline_seconds * 2
-                return failed_verdict(job, TimeoutError(f"no verdict within {waited:.0f} s"))
+                return artifactchecks.failed_verdict(
+                    job, TimeoutError(f"no verdict within {waited:.0f} s")
+                )
             except concurrent.futures.process.BrokenProcessPool as error:
                 self._pool = None  # the next check starts a fresh pool
-                return failed_verdict(job, error)
+                return artifactchecks.failed_verdict(job, error)
             except Exception as error:  # noqa: BLE001 - fail closed, whatever the error
-                return failed_verdict(job, error)
+                return artifactchecks.failed_verdict(job, error)
 
     def _terminate_workers(self) -> None:
         pool, self._pool = self._pool, None
@@ -354,7 +224,7 @@ def status_patch(status: artifacts.ModelArtifactStatus) -> dict[str, Any]:
 def register(
     registry: kopf.OperatorRegistry,
     *,
-    settings: Settings | None = None,
+    settings: artifactchecks.Settings | None = None,
     kube: Any = None,
     metrics: prometheus_client.CollectorRegistry | None = None,
     arguments: Any = None,
@@ -362,7 +232,9 @@ def register(
 ) -> Reconciler:
     """Attach the ModelArtifact handlers (and the indices they read) to a registry."""
     reconciler = Reconciler(
-        settings or Settings.from_environment(os.environ, arguments), kube, Metrics(metrics)
+        settings or artifactchecks.Settings.from_environment(os.environ, arguments),
+        kube,
+        Metrics(metrics),
     )
 
     # Explicit ids: kopf passes each index to handlers as a keyword of that name.
@@ -419,7 +291,7 @@ def register(
             signers = reconciling.trusted_signers(
                 requirements, keys, reconciler.settings.trust_config
             )
-            job = Job(
+            job = artifactchecks.Job(
                 uid=str(body.metadata.uid),
                 spec=spec,
                 generation=generation,
