@@ -1,10 +1,11 @@
 """Fetching a ModelArtifact's files from its URI into a local directory, streaming.
 
-Schemes: ``file://`` and ``pvc://`` (a mounted path, used in place, never copied),
-``http(s)://`` (one file, an archive to unpack, or a directory whose signed manifest
-lists the files), ``s3://`` (every object under a prefix) and ``oci://`` (a model pushed
-as an OCI artifact). Downloads stream in chunks with a byte limit; archives are unpacked
-without links or paths that leave the directory.
+Schemes: ``file://`` and ``pvc://`` (a mounted path, used in place, never copied, and
+confined by ``localpaths``), ``http(s)://`` (one file, an archive to unpack, or a
+directory whose signed manifest lists the files), ``s3://`` (every object under a prefix)
+and ``oci://`` (a model pushed as an OCI artifact). Downloads stream within a byte limit,
+a file-count limit and an overall deadline; archives are unpacked without links or paths
+that leave the directory; credentials never follow a redirect to another origin.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import hashlib
 import json
 import os
 import pathlib
-import re
 import shutil
 import ssl
 import tarfile
@@ -253,47 +253,10 @@ def unpack(archive: pathlib.Path, destination: pathlib.Path, budget: Budget) -> 
                 write_stream(read_chunks(extracted), target, budget)  # type: ignore[arg-type]
 
 
-_CLAIM_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-
-
-def local_path(uri: str, settings: Settings, namespace: str) -> pathlib.Path:
-    """The confined local path of a file:// or pvc:// URI, or FetchError.
-
-    ``pvc://CLAIM/PATH`` is the claim of that name in the artifact's own namespace, mounted
-    at ``pvc_root/NAMESPACE/CLAIM``; ``file://PATH`` must lie under one of the configured
-    ``file_roots`` (none by default: file:// is refused). No ``..``, and the real path
-    (symlinks resolved) must stay under its root, so an artifact can read neither another
-    tenant's claim nor the operator's own files.
-    """
-    split = urllib.parse.urlsplit(uri)
-    relative = urllib.parse.unquote(split.path)
-    if ".." in pathlib.PurePosixPath(relative).parts:
-        raise FetchError(NOT_ALLOWED, f"refusing {uri}: '..' is not allowed in a model path")
-    if split.scheme == "pvc":
-        claim = urllib.parse.unquote(split.netloc)
-        if not namespace or not _CLAIM_NAME.match(claim):
-            raise FetchError(NOT_ALLOWED, f"refusing {uri}: {claim!r} is not a claim name")
-        roots: tuple[pathlib.Path, ...] = (settings.pvc_root / namespace / claim,)
-        path = roots[0] / relative.lstrip("/")
-    else:
-        if split.netloc not in ("", "localhost"):
-            raise FetchError(NOT_ALLOWED, f"refusing {uri}: file:// names no remote host")
-        roots = settings.file_roots
-        path = pathlib.Path(relative)
-        if not roots:
-            raise FetchError(
-                NOT_ALLOWED,
-                f"refusing {uri}: file:// is allowed only under the operator's file roots, "
-                "and none are configured (--file-root, MODELSHIELD_FILE_ROOTS)",
-            )
-    resolved = path.resolve()
-    if not any(resolved.is_relative_to(root.resolve()) for root in roots):
-        raise FetchError(NOT_ALLOWED, f"refusing {uri}: it leaves the directories allowed to it")
-    return resolved
-
-
 def _local(uri: str, settings: Settings, namespace: str) -> FetchedModel:
-    path = local_path(uri, settings, namespace)
+    from modelshield.modelartifacts import localpaths
+
+    path = localpaths.local_path(uri, settings, namespace)
     if not path.is_dir():
         raise FetchError(FETCH_FAILED, f"{uri} is not a directory")
     size = hashing.model_size(path)
@@ -433,7 +396,9 @@ def fetch_file(
     settings = settings or Settings()
     split = urllib.parse.urlsplit(uri)
     if split.scheme in ("file", "pvc"):
-        return local_path(uri, settings, namespace)
+        from modelshield.modelartifacts import localpaths
+
+        return localpaths.local_path(uri, settings, namespace)
     budget = Budget(min(settings.max_bytes, 64 << 20), 1, settings.deadline_seconds)
     if split.scheme in ("http", "https"):
         with _http_get(uri, settings) as response:
