@@ -14,7 +14,13 @@ import numpy
 import pytest
 
 from modelshield.api.v1alpha1.common import Severity
-from modelshield.modelartifacts.scanning import callables, findings, pickles, scanners
+from modelshield.modelartifacts.scanning import (
+    callables,
+    findings,
+    pickleregions,
+    pickles,
+    scanners,
+)
 from tests.modelartifacts import corpus, models
 from tests.modelartifacts import picklecode as op
 
@@ -172,7 +178,7 @@ def test_fifo_is_a_finding_and_never_opened(tmp_path: pathlib.Path) -> None:
 def test_pickle_start_straddling_search_chunks_is_found(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, offset: int
 ) -> None:
-    monkeypatch.setattr(pickles, "SEARCH_CHUNK", 4096)
+    monkeypatch.setattr(pickleregions, "SEARCH_CHUNK", 4096)
     payload = op.call("os", "system", "x")
     path = tmp_path / "tensors.bin"
     path.write_bytes(bytes(offset) + payload + bytes(5000))

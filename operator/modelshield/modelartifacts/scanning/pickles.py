@@ -14,11 +14,10 @@ import math
 import mmap
 import pickletools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from modelshield.modelartifacts.scanning import callables, findings, opcodes
+from modelshield.modelartifacts.scanning import callables, findings, opcodes, pickleregions
 
 #: The walker gives up on pickles after this many opcodes (a finding, not a silent pass).
 MAX_OPCODES = 50_000_000
@@ -250,30 +249,6 @@ def _record_global(
         )
 
 
-# Where a pickle written by a Pickler can start: PROTO 2 or 3 followed by an opcode that
-# opens a pickle's body, or PROTO 4/5 followed by FRAME. Tensor bytes match this about
-# once per 2 MB (a bare PROTO byte pair would match every 16 kB).
-_START = re.compile(rb"\x80[\x02\x03][c}\](Xq)N\x8c\x95BJK]|\x80[\x04\x05][\x95\x8c}\](c]")
-
-
-#: Tensor bytes are searched in chunks; a chunk of a memory-mapped file is dropped from
-#: this process's resident set once searched, so a 100 GB checkpoint costs no more RSS.
-SEARCH_CHUNK = 64 << 20
-
-
-def _candidates(data: mmap.mmap | bytes, start: int, end: int) -> Iterator[int]:
-    chunk_start = start
-    while chunk_start < end:
-        chunk_end = min(end, (chunk_start // SEARCH_CHUNK + 1) * SEARCH_CHUNK)
-        # A match may straddle the chunk's end: let it finish (the pattern is 3 bytes).
-        for match in _START.finditer(data, chunk_start, min(end, chunk_end + 2)):
-            if match.start() < chunk_end:
-                yield match.start()
-        if isinstance(data, mmap.mmap) and chunk_end - chunk_start == SEARCH_CHUNK:
-            data.madvise(mmap.MADV_DONTNEED, chunk_start, SEARCH_CHUNK)
-        chunk_start = chunk_end
-
-
 def walk(stream: BinaryIO, file: str, *, base: int = 0, depth: int = 0) -> list[findings.Finding]:
     """Findings for a stream that starts with a pickle (and may hold more, and data)."""
     data = stream.read()
@@ -301,7 +276,9 @@ def walk_buffer(
     origin = base - start
     position = start
     if leading:
-        first = _walk_one(_reader(data, start, end), file, origin, depth, candidate=False)
+        first = _walk_one(
+            pickleregions.reader(data, start, end), file, origin, depth, candidate=False
+        )
         found.extend(first.found)
         if not first.complete:
             found.append(
@@ -345,7 +322,9 @@ def _walk_following(
     for _ in range(MAX_FOLLOWING):
         if position >= end:
             break
-        following = _walk_one(_reader(data, position, end), file, origin, depth, candidate=False)
+        following = _walk_one(
+            pickleregions.reader(data, position, end), file, origin, depth, candidate=False
+        )
         if following.complete:
             found.extend(following.found)
             position = max(following.end - origin, position + 1)
@@ -367,7 +346,7 @@ def probe(data: mmap.mmap | bytes) -> bool:
     that happens to start with an opcode letter (``import os``: INST "mport os") does not.
     """
     window = min(len(data), CANDIDATE_WINDOW)
-    walked = _walk_one(_reader(data, 0, window), "", 0, 0, candidate=True)
+    walked = _walk_one(pickleregions.reader(data, 0, window), "", 0, 0, candidate=True)
     if not walked.plausible:
         # A computed import or an extension code: the candidate rules reject those as
         # noise inside tensor bytes, but at the very start of a file they are a pickle.
@@ -383,11 +362,13 @@ def _search(
 ) -> list[findings.Finding]:
     """Findings of the pickles that start somewhere in data[position:end]."""
     found: list[findings.Finding] = []
-    for candidate in _candidates(data, position, end):
+    for candidate in pickleregions.candidates(data, position, end):
         if candidate < position:
             continue
         limit = min(end, candidate + CANDIDATE_WINDOW)
-        window = _walk_one(_reader(data, candidate, limit), file, origin, depth, candidate=True)
+        window = _walk_one(
+            pickleregions.reader(data, candidate, limit), file, origin, depth, candidate=True
+        )
         if not window.plausible:
             continue
         if window.complete:
@@ -396,7 +377,9 @@ def _search(
             continue
         if window.opcodes > 8 and limit < end and window.end - origin >= limit - 16:
             # Still parsing at the window's end: a real, large pickle. Parse it whole.
-            whole = _walk_one(_reader(data, candidate, end), file, origin, depth, candidate=True)
+            whole = _walk_one(
+                pickleregions.reader(data, candidate, end), file, origin, depth, candidate=True
+            )
             if whole.plausible:
                 found.extend(whole.found)
                 if whole.complete:
@@ -406,53 +389,6 @@ def _search(
             # Broken after importing something: pickle.load would already have run it.
             found.extend(window.found)
     return found
-
-
-class _Window(io.RawIOBase):
-    """A read-only view of buffer[start:end] with positions relative to the buffer."""
-
-    def __init__(self, data: mmap.mmap | bytes, start: int, end: int) -> None:
-        self._data = data
-        self._position = start
-        self._end = end
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        if size is None or size < 0:
-            size = self._end - self._position
-        chunk = bytes(self._data[self._position : min(self._position + size, self._end)])
-        self._position += len(chunk)
-        return chunk
-
-    def readline(self, size: int | None = -1) -> bytes:
-        limit = self._end if size is None or size < 0 else min(self._end, self._position + size)
-        newline = self._data.find(b"\n", self._position, limit)
-        stop = limit if newline == -1 else newline + 1
-        return self.read(stop - self._position)
-
-    def tell(self) -> int:
-        return self._position
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._end}[whence]
-        self._position = min(max(0, base + offset), self._end)
-        return self._position
-
-
-def _reader(data: mmap.mmap | bytes, start: int, end: int) -> BinaryIO:
-    # Whole buffers are read through C-implemented files (per-opcode reads dominate the
-    # walker's time); a region of a buffer through the Python window.
-    if start == 0 and end == len(data):
-        if isinstance(data, bytes):
-            return io.BytesIO(data)
-        data.seek(0)
-        return data  # type: ignore[return-value]
-    return _Window(data, start, end)  # type: ignore[return-value]
 
 
 def looks_like_pickle(head: bytes) -> bool:
