@@ -240,3 +240,10 @@ def test_operator_flags_win_over_the_environment() -> None:
     assert fetch.file_roots == (pathlib.Path("/models"), pathlib.Path("/data"))
     assert fetch.max_files == 3
     assert fetch.deadline_seconds == fetching.DEFAULT_DEADLINE_SECONDS
+
+
+def test_an_unreadable_last_checked_makes_the_check_due() -> None:
+    now = datetime.datetime(2026, 11, 26, 12, tzinfo=datetime.UTC)
+
+    assert controller.is_due({"lastChecked": "yesterday"}, {}, now)
+    assert controller.is_due({"lastChecked": "2026-11-26T11:00:00"}, {"recheckInterval": "1h"}, now)

@@ -60,9 +60,12 @@ def is_due(status: Mapping[str, Any], spec: Mapping[str, Any], now: datetime.dat
     checked = status.get("lastChecked")
     if not checked:
         return True
-    interval = common.parse_duration(str(spec.get("recheckInterval", "24h")))
-    last = datetime.datetime.fromisoformat(str(checked).replace("Z", "+00:00"))
-    return now - last >= interval
+    try:
+        interval = common.parse_duration(str(spec.get("recheckInterval", "24h")))
+        last = datetime.datetime.fromisoformat(str(checked).replace("Z", "+00:00"))
+        return now - last >= interval
+    except (TypeError, ValueError):
+        return True  # an unreadable status or interval: check now (it fails closed)
 
 
 class Reconciler:
@@ -361,7 +364,12 @@ def register(
         checked = reconciler.checked_against.get(str(body.metadata.uid))
         # Due by recheckInterval, or the governing policies' models blocks changed (a
         # signer added or rotated, a stricter threshold) since the last check.
-        policies_changed = checked is not None and checked != fingerprint(requirements_of(kwargs))
+        try:
+            policies_changed = checked is not None and checked != fingerprint(
+                requirements_of(kwargs)
+            )
+        except Exception:  # noqa: BLE001 - unreadable policies: check now, which fails closed
+            policies_changed = True
         status = body.get("status") or {}
         # A spec change whose update handler has not run (or whose status patch was lost).
         stale = status.get("observedGeneration") != body.metadata.get("generation")
