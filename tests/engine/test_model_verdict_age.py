@@ -87,3 +87,20 @@ def test_the_stale_message_hides_credentials_in_the_uri() -> None:
     decision = evaluating.evaluate(body, policy_set, {}, source, b.NOW)
 
     assert "hunter2" not in decision.violations[0].message
+
+
+def test_a_last_checked_without_a_zone_is_read_as_utc() -> None:
+    artifact = artifacts.ModelArtifact.model_validate(
+        {
+            "metadata": {"name": b.MODEL, "namespace": b.NAMESPACE, "generation": 1},
+            "spec": {"uri": "s3://models/v1/"},
+            "status": {"observedGeneration": 1, "lastChecked": "2026-10-01T00:00:00"},
+        }
+    )
+
+    found = facts.from_model_artifact(artifact)
+
+    assert found.last_checked == datetime.datetime(2026, 10, 1, tzinfo=datetime.UTC)
+    assert _decide(dataclasses.replace(b.artifact(), last_checked=found.last_checked)) == [
+        Code.MODEL_VERDICT_STALE
+    ]

@@ -159,6 +159,9 @@ def from_model_artifact(artifact: artifacts.ModelArtifact) -> ArtifactFacts:
             for f in status.findings
         ),
         verification_message=verified.message if verified is not None else "",
-        last_checked=status.last_checked,
+        # A timestamp without a zone (hand-written) is read as UTC, as the API server does.
+        last_checked=status.last_checked.replace(tzinfo=datetime.UTC)
+        if status.last_checked is not None and status.last_checked.tzinfo is None
+        else status.last_checked,
         recheck_interval=common.parse_duration(artifact.spec.recheck_interval),
     )
