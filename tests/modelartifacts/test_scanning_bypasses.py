@@ -303,3 +303,16 @@ def test_real_scikit_learn_models_have_nothing_blocking(tmp_path: pathlib.Path) 
     report = scanners.scan_directory(model)
 
     assert [f for f in report.findings if f.severity.rank >= Severity.HIGH.rank] == []
+
+
+def test_a_payload_after_many_benign_pickles_in_a_row_is_found(tmp_path: pathlib.Path) -> None:
+    from modelshield.modelartifacts.scanning import pickles
+
+    benign = op.PROTO2 + op.EMPTY_DICT + op.STOP
+    data = benign * 100 + _SYSTEM_P0
+
+    assert _worst(_scan(tmp_path, "model.pt", data)) is Severity.CRITICAL
+    endless = benign * (pickles.MAX_FOLLOWING + 5) + _SYSTEM_P0
+    worst = _worst(_scan(tmp_path / "endless", "model.pt", endless))
+    assert worst is not None
+    assert worst.rank >= Severity.HIGH.rank

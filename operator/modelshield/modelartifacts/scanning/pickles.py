@@ -305,8 +305,9 @@ def walk_buffer(
     return found
 
 
-#: How many pickles in a row are walked after the first one (legacy PyTorch has five).
-MAX_FOLLOWING = 64
+#: How many pickles in a row are walked after the first one (legacy PyTorch has five; a
+#: loader reading pickle after pickle may read more). More is a finding, not a pass.
+MAX_FOLLOWING = 10_000
 
 
 def _walk_following(
@@ -319,8 +320,18 @@ def _walk_following(
     found: list[findings.Finding],
 ) -> int:
     """Walk the pickles that follow one another from position; returns where they stop."""
-    for _ in range(MAX_FOLLOWING):
+    for walked in range(MAX_FOLLOWING + 1):
         if position >= end:
+            break
+        if walked == MAX_FOLLOWING:
+            found.append(
+                findings.Finding(
+                    findings.HIGH,
+                    file,
+                    f"offset {position + origin}",
+                    f"more than {MAX_FOLLOWING} pickles in a row: the rest was not walked",
+                )
+            )
             break
         following = _walk_one(
             pickleregions.reader(data, position, end), file, origin, depth, candidate=False
