@@ -79,6 +79,18 @@ class KServeRelease:
         )
         data: dict[str, str] = document["data"]
         data["deploy"] = json.dumps({"defaultDeploymentMode": DEPLOYMENT_MODE})
+        # Released defaults request 1 CPU and 2Gi per container, more than a container
+        # limited to 1Gi may ask for (the Deployment would be invalid) and than CI has.
+        data["inferenceService"] = json.dumps(
+            {
+                "resource": {
+                    "cpuLimit": "1",
+                    "memoryLimit": "1Gi",
+                    "cpuRequest": "100m",
+                    "memoryRequest": "64Mi",
+                }
+            }
+        )
         initializer = json.loads(data["storageInitializer"])
         initializer["image"] = storage_initializer_image
         data["storageInitializer"] = json.dumps(initializer, indent=2)
