@@ -18,7 +18,7 @@ import yaml
 from e2e.clients import Kubectl
 
 SERVER_PORT = 8080
-PROBE_TIMEOUT_SECONDS = 3
+PROBE_TIMEOUT_SECONDS = 2
 POD_TIMEOUT_SECONDS = 120.0
 HARDENED = {
     "runAsNonRoot": True,
@@ -26,15 +26,24 @@ HARDENED = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
 }
+# The probe keeps trying for PROBE_WINDOW_SECONDS: the policy implementation learns a new
+# pod's address from a watch, so a pod's first packets may precede the rules that let an
+# allowed peer in. "Blocked" thus means: no connection in the whole window.
+PROBE_WINDOW_SECONDS = 10
 PROBE_SCRIPT = """
-import socket, sys
-host, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-try:
-    socket.create_connection((host, port), timeout=timeout).close()
-except OSError as error:
-    print(f"blocked: {error!r}")
-    sys.exit(1)
-print("connected")
+import socket, sys, time
+host, port, timeout, window = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+deadline = time.monotonic() + window
+while True:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        print("connected")
+        sys.exit(0)
+    except OSError as error:
+        if time.monotonic() > deadline:
+            print(f"blocked: {error!r}")
+            sys.exit(1)
+        time.sleep(0.5)
 """
 
 
@@ -94,12 +103,21 @@ def ready_pod_ip(kubectl: Kubectl, namespace: str, app: str) -> str:
 
 
 def reaches(kubectl: Kubectl, namespace: str, image: str, address: str) -> bool:
-    """Whether a new pod in `namespace` can open a TCP connection to address:SERVER_PORT."""
+    """Whether a new pod in `namespace` opens a TCP connection to address:SERVER_PORT within
+    PROBE_WINDOW_SECONDS."""
     name = "probe-" + uuid.uuid4().hex[:8]
     container = _container(
         "probe",
         image,
-        ["python", "-c", PROBE_SCRIPT, address, str(SERVER_PORT), str(PROBE_TIMEOUT_SECONDS)],
+        [
+            "python",
+            "-c",
+            PROBE_SCRIPT,
+            address,
+            str(SERVER_PORT),
+            str(PROBE_TIMEOUT_SECONDS),
+            str(PROBE_WINDOW_SECONDS),
+        ],
     )
     pod = {
         "apiVersion": "v1",
