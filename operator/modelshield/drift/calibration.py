@@ -5,16 +5,18 @@ has drifted, both are samples of one distribution and the score is noise whose s
 depends on ``n``, ``N``, the number of bins and how the reference mass is spread over
 them; a fixed threshold is therefore too strict for one feature and too lax for another.
 
-For each watched feature this module simulates that noise: it draws ``samples`` pairs
-(reference of ``N`` rows, window of ``n`` rows) from the reference histogram, which is
-what resampling the reference's rows with replacement and binning them gives, and scores
-each pair with the monitor's own statistics. So the calibration includes the reference's
-own sampling noise (a 285-row reference is far noisier than a 20,000-row one), the
-floors of PSI and chi-square, sparse and empty bins, and the missing bin.
+For each watched feature this module simulates that noise: it draws ``samples``
+distributions the reference may have come from (the Dirichlet posterior of its counts),
+a window of ``n`` rows from each, and scores each window against the reference itself
+with the monitor's own statistics. So the calibration includes the reference's own
+sampling noise (a 285-row reference is far noisier than a 20,000-row one), the floors of
+PSI and chi-square, sparse and empty bins, the missing bin and values the reference never
+saw. (Resampling the reference instead, and drawing the window from the reference
+histogram, puts the noise on the wrong side: PSI's floored logarithms react to a window's
+empty bin, not to a reference's thin one, and false alarms doubled.)
 
-A simulated null distribution is summarised by a gamma distribution fitted by moments to
-the score (PSI) or to its square (the others: chi-square's w, the Jensen-Shannon distance,
-KS and Wasserstein behave like the root of a chi-square-like quantity); the gamma's upper
+A simulated null distribution is summarised by a gamma distribution with the simulated
+90th and 99th percentiles of a power of the score (``POWERS``); the gamma's upper
 tail gives a p-value for any score and the threshold for any tail probability, including
 the small ones that a correction for many features asks for (``alpha / features``), which
 a few thousand samples could not resolve empirically. A feature whose simulated scores are
@@ -43,13 +45,18 @@ FloatArray = NDArray[np.float64]
 DEFAULT_SAMPLES = 2000
 DEFAULT_SEED = 18
 POWERS = {
-    Statistic.PSI: 1.0,
+    Statistic.PSI: 0.5,
     Statistic.KOLMOGOROV_SMIRNOV: 2.0,
     Statistic.CHI_SQUARE: 2.0,
-    Statistic.JENSEN_SHANNON: 2.0,
+    Statistic.JENSEN_SHANNON: 1.0,
     Statistic.WASSERSTEIN: 2.0,
 }
-"""The score is raised to this power before the gamma fit."""
+"""The score is raised to this power before the gamma fit. Chi-square's w squared is a
+chi-square over n, KS and Wasserstein squared have near-exponential tails; PSI's log ratio
+gives it a heavier tail than a gamma of PSI itself (which, extrapolated from the 99th to
+the 99.98th percentile, put the threshold of a 10-bin feature 25 % low and doubled the
+false alarms), so PSI is fitted on its square root and the Jensen-Shannon distance (the
+root of a divergence) as it is."""
 
 
 @dataclass(frozen=True)
@@ -90,17 +97,90 @@ class NullFit:
         return result
 
 
+TAIL_MATCHED = (0.1, 0.01)
+"""The fit matches the simulated 90th and 99th percentiles (with 2,000 samples, 200 and 20
+lie beyond them): the tail's own decay, not the bulk, sets the shape, and the thresholds
+for small tail probabilities are extrapolated along it."""
+
+
 def _fit(scores: FloatArray, power: float) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Gamma shape and scale by moments of scores**power, per column (samples x features)."""
+    """Gamma shape and scale of scores**power per column (samples x features).
+
+    The gamma has the simulated 90th and 99th percentiles: its shape solves
+    ``Q(shape, 0.01) / Q(shape, 0.1) = q99 / q90`` (the ratio falls as the shape grows),
+    found by bisection on the log of the shape, all features at once.
+    """
     transformed = np.power(np.maximum(scores, 0.0), power)
-    mean = transformed.mean(axis=0)
-    variance = transformed.var(axis=0)
-    spread = variance > (mean * 1e-12) ** 2 + 1e-300
+    wide, narrow = TAIL_MATCHED
+    lower = np.quantile(transformed, 1.0 - wide, axis=0)
+    upper = np.quantile(transformed, 1.0 - narrow, axis=0)
+    spread = (lower > 0) & (upper > lower * (1 + 1e-9))
     with np.errstate(invalid="ignore", divide="ignore"):
-        shape = np.where(spread, mean**2 / variance, np.nan)
-        scale = np.where(spread, variance / mean, np.nan)
+        ratio = np.where(spread, upper / lower, np.nan)
+    low = np.full(upper.shape, np.log(1e-3))
+    high = np.full(upper.shape, np.log(1e5))
+    for _ in range(60):
+        middle = (low + high) / 2
+        shape = np.exp(middle)
+        too_wide = special.gammainccinv(shape, narrow) / special.gammainccinv(shape, wide) > ratio
+        low = np.where(too_wide, middle, low)
+        high = np.where(too_wide, high, middle)
+    shape = np.where(spread, np.exp((low + high) / 2), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scale = np.where(spread, upper / special.gammainccinv(shape, narrow), np.nan)
+        # Mostly zeros (a feature whose scores are 0 unless a rare value comes): the
+        # percentiles cannot tell the tail; the moments still can.
+        mean = transformed.mean(axis=0)
+        variance = transformed.var(axis=0)
+        moments = ~spread & (variance > (mean * 1e-12) ** 2 + 1e-300) & (mean > 0)
+        shape = np.where(moments, mean**2 / variance, shape)
+        scale = np.where(moments, variance / mean, scale)
     maximum = scores.max(axis=0)
     return shape, scale, maximum
+
+
+def _plausible_truths(
+    numeric: bool, reference: FloatArray, samples: int, rng: np.random.Generator
+) -> FloatArray:
+    """Distributions the reference may have been drawn from (samples x features x slots).
+
+    Drawn from the Dirichlet posterior of the reference counts (half a row added to every
+    present-value slot): the reference is one sample of N rows, and live rows come from
+    the distribution, not from the reference. This is where a finite reference's noise
+    enters: with 28 rows in a bin, its true share may well be 0.06 rather than 0.1, and a
+    window of 100 rows then leaves it empty one time in 500, which PSI (floored logs) takes
+    for a large drift.
+
+    Also what the reference never saw: each live row falls below its minimum with
+    probability 1 / (N + 1), above its maximum likewise (the rows are exchangeable), in a
+    category it never saw with about the share of categories it saw once (Good and
+    Turing), at least 1 / (N + 1). Leaving this out made a feature that is constant in the
+    reference alarm at the first unseen value. A reference without missing values gets
+    almost none (a missing value is then evidence of drift).
+    """
+    present = reference.sum(axis=1) - reference[:, layouts.MISSING_SLOT]
+    novel_rows = present / (present + 1.0)
+    alpha = reference + 0.5
+    alpha[:, layouts.MISSING_SLOT] = np.where(
+        reference[:, layouts.MISSING_SLOT] > 0, reference[:, layouts.MISSING_SLOT], 1e-3
+    )
+    if numeric:
+        alpha[:, layouts.BELOW_SLOT] = novel_rows
+        alpha[:, -1] = novel_rows
+    else:
+        seen_once = (reference[:, layouts.FIRST_CATEGORY_SLOT :] == 1).sum(axis=1)
+        alpha[:, layouts.OTHER_SLOT] = reference[:, layouts.OTHER_SLOT] + np.maximum(
+            novel_rows, seen_once
+        )
+        # Categories never seen in the reference (count 0 after a profile edit) stay rare.
+        alpha[:, layouts.FIRST_CATEGORY_SLOT :] = np.where(
+            reference[:, layouts.FIRST_CATEGORY_SLOT :] > 0,
+            alpha[:, layouts.FIRST_CATEGORY_SLOT :],
+            1e-3,
+        )
+    gammas = rng.standard_gamma(np.broadcast_to(alpha, (samples, *alpha.shape)))
+    truths: FloatArray = gammas / gammas.sum(axis=2, keepdims=True)
+    return truths
 
 
 def calibrate(
@@ -120,19 +200,25 @@ def calibrate(
     reference_all = layout.reference.astype(np.float64)
     for group in layout.groups:
         reference = reference_all[group.slots]
-        totals = reference.sum(axis=1)
         members = len(group.features)
-        shares = reference / np.maximum(totals, 1.0)[:, None]
-        resampled = rng.multinomial(totals.astype(np.int64), shares, size=(samples, members))
-        live = rng.multinomial(window, shares, size=(samples, members))
+        truths = _plausible_truths(group.numeric, reference, samples, rng)
+        live = rng.multinomial(window, truths)
         slots = reference.shape[1]
-        positions = np.broadcast_to(group.positions, (samples, *group.positions.shape)).reshape(
-            samples * members, -1
-        )
+        # Where the simulated unseen values sit (Wasserstein; the monitor puts them at their
+        # own mean): beyond the extremes by the gap between the extreme and the mean of its
+        # bin, the tail's own scale (a long tail has a wide last bin); by one standard
+        # deviation where that gap is nil (a constant feature).
+        beyond = group.positions.copy()
+        if group.numeric:
+            below = beyond[:, 1] - beyond[:, 0]
+            above = beyond[:, -1] - beyond[:, -2]
+            beyond[:, 0] -= np.where(below > 0, below, group.scales)
+            beyond[:, -1] += np.where(above > 0, above, group.scales)
+        positions = np.broadcast_to(beyond, (samples, *beyond.shape)).reshape(samples * members, -1)
         scales = np.broadcast_to(group.scales, (samples, members)).reshape(-1)
         scores = statistics.score_group(
             group.numeric,
-            resampled.reshape(-1, slots).astype(np.float64),
+            np.broadcast_to(reference, (samples, *reference.shape)).reshape(-1, slots),
             live.reshape(-1, slots).astype(np.float64),
             positions,
             scales,

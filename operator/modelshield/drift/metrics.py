@@ -4,7 +4,13 @@ Names and labels (what dashboards and alerts rely on):
 
 - ``modelshield_drift_score{feature,statistic}``: the last full window's score, every
   statistic that applies to the feature.
-- ``modelshield_drift_threshold{feature,statistic}``: the alarm's threshold.
+- ``modelshield_drift_threshold{feature,statistic}``: the alarm's threshold (calibrated when
+  ``falseAlarmRate`` is set).
+- ``modelshield_drift_p_value{feature,statistic}``: the score's upper-tail probability under
+  the calibrated null (``modelshield.drift.calibration``).
+- ``modelshield_drift_dataset_p_value{stream}``: Bonferroni's data-set p-value over every
+  watched feature of the model, ``min(1, features x min p)`` of the alarm statistics.
+- ``modelshield_drift_drifted_features{stream}``: features over their threshold.
 - ``modelshield_drift_detected{feature}``: 1 while the feature's alarm is raised.
 - ``modelshield_drift_missing_rate{feature}``, ``modelshield_drift_out_of_range_rate{feature}``.
 - ``modelshield_drift_events_total{stream}``: accepted events (``request``, ``response``,
@@ -43,6 +49,24 @@ class Metrics:
             "modelshield_drift_threshold",
             "Threshold of the feature's drift alarm.",
             ["feature", "statistic"],
+            registry=r,
+        )
+        self.p_value = prometheus_client.Gauge(
+            "modelshield_drift_p_value",
+            "Upper-tail probability of the last full window's score under the calibrated null.",
+            ["feature", "statistic"],
+            registry=r,
+        )
+        self.dataset_p_value = prometheus_client.Gauge(
+            "modelshield_drift_dataset_p_value",
+            "Bonferroni data-set p-value of the last full window: min(1, features x min p).",
+            ["stream"],
+            registry=r,
+        )
+        self.drifted_features = prometheus_client.Gauge(
+            "modelshield_drift_drifted_features",
+            "Features whose alarm score is over its threshold in the last full window.",
+            ["stream"],
             registry=r,
         )
         self.detected = prometheus_client.Gauge(
@@ -104,6 +128,7 @@ class Metrics:
         self.dropped.inc(0)
         # Bound children: labels() costs microseconds, and a window sets ~8 per feature.
         self._scores: dict[tuple[str, str], prometheus_client.Gauge] = {}
+        self._p_values: dict[tuple[str, str], prometheus_client.Gauge] = {}
         self._detected: dict[str, prometheus_client.Gauge] = {}
         self._missing: dict[str, prometheus_client.Gauge] = {}
         self._out_of_range: dict[str, prometheus_client.Gauge] = {}
@@ -130,6 +155,16 @@ class Metrics:
                     if child is None:
                         child = self._scores[key] = self.score.labels(*key)
                     child.set(value)
+        for statistic, values in result.p_values.items():
+            for feature, value in zip(scores.names, values.tolist(), strict=True):
+                if value == value:
+                    key = (feature, statistic.value)
+                    child = self._p_values.get(key)
+                    if child is None:
+                        child = self._p_values[key] = self.p_value.labels(*key)
+                    child.set(value)
+        self.dataset_p_value.labels(result.stream).set(result.dataset_p_value)
+        self.drifted_features.labels(result.stream).set(result.drifted)
         missing = scores.missing_rate.tolist()
         out_of_range = scores.out_of_range_rate.tolist()
         for i, feature in enumerate(scores.names):

@@ -360,7 +360,20 @@ class DriftMonitoring(ApiModel):
         default=DriftStatistic.PSI, description="The drift statistic."
     )
     threshold: float = pydantic.Field(
-        default=0.2, description="Drift is raised when the statistic exceeds this value.", gt=0
+        default=0.2,
+        description="Drift is raised when the statistic exceeds this value "
+        "(not used when falseAlarmRate is set).",
+        gt=0,
+    )
+    false_alarm_rate: float | None = pydantic.Field(
+        default=None,
+        description="Declared false-alarm rate per window for the whole model (e.g. 0.01): "
+        "each feature's threshold is calibrated on the reference profile, including its "
+        "sampling noise, so that a window of undrifted traffic raises an alarm on any "
+        "feature with at most this probability (Bonferroni over the watched features). "
+        "Recommended; unset, the fixed threshold applies to every feature.",
+        gt=0,
+        le=0.5,
     )
     window: int = pydantic.Field(
         default=1000, description="Number of rows in each comparison window.", ge=10, le=10_000_000

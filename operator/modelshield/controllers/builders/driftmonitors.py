@@ -68,8 +68,12 @@ def pod_labels(name: str) -> dict[str, str]:
 
 
 def monitor_config(drift: policies.DriftMonitoring, target: Target) -> dict[str, Any]:
-    """The monitor's configuration document (see ``modelshield.drift.config``)."""
-    return {
+    """The monitor's configuration document (see ``modelshield.drift.config``).
+
+    With ``falseAlarmRate`` the monitor calibrates its thresholds on the profile it is
+    given, at start-up, for its own window size and features (``modelshield.drift.calibration``).
+    """
+    document: dict[str, Any] = {
         "profile": PROFILE_KEY,
         "features": list(drift.features),
         "statistic": drift.statistic.value,
@@ -84,6 +88,9 @@ def monitor_config(drift: policies.DriftMonitoring, target: Target) -> dict[str,
             "uid": target.uid,
         },
     }
+    if drift.false_alarm_rate is not None:
+        document["falseAlarmRate"] = drift.false_alarm_rate
+    return document
 
 
 def build_config_map(
