@@ -529,7 +529,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = parser.parse_args(argv)
     if arguments.command == "up":
         return _cluster_up(sys.stdout, with_node=arguments.with_node)
-    return _cluster_down(sys.stdout)
+    stopped = _cluster_down(sys.stdout)
+    from e2e import node  # imports this module; a node's leftovers go after `up` stopped
+
+    node.remove_node_leftovers(sys.stdout)
+    return stopped
 
 
 if __name__ == "__main__":

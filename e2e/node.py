@@ -354,3 +354,17 @@ def running_node(control_plane: LocalControlPlane, stdout: IO[str]) -> Iterator[
     finally:
         node.stop()
         registry.stop()
+
+
+def remove_node_leftovers(stdout: IO[str]) -> None:
+    """For `python -m e2e.cluster down`: removes what a node whose run died left behind."""
+    leftovers = nodeteardown.node_leftovers()
+    if not leftovers:
+        return
+    print(f"removing a local node's leftovers: {', '.join(map(str, leftovers))}", file=stdout)
+    binaries = {name: tool_path(f"MODELSHIELD_{name}") for name in ("KUBE_PROXY", "KUBE_ROUTER")}
+    failures = nodeteardown.remove_leftovers(
+        binaries["KUBE_PROXY"] or Path("kube-proxy"), binaries["KUBE_ROUTER"] or Path("kube-router")
+    )
+    for failure in failures:
+        print(f"node teardown: {failure}", file=stdout)

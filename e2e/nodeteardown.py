@@ -211,3 +211,45 @@ def _output(*command: str) -> str:
 
 def _best_effort(*command: str) -> None:
     subprocess.run(command, capture_output=True, check=False, timeout=60)
+
+
+def node_leftovers() -> list[Path]:
+    """Work directories of local nodes on this machine, and their links and cgroups."""
+    found = sorted(Path("/tmp").glob("msnode-*"))
+    found += [
+        path
+        for path in (
+            Path("/sys/class/net") / nodeconfig.NODE_LINK,
+            Path("/sys/class/net") / nodeconfig.POD_BRIDGE,
+            *kubepods_cgroups(),
+        )
+        if path.exists()
+    ]
+    return found
+
+
+def remove_leftovers(kube_proxy: Path, kube_router: Path) -> list[str]:
+    """What a node whose run died before its teardown left (its kubelet, containerd and the
+    rest die with their parent; pods and shims do not): removed as stop() would. Kubelet's
+    fixed paths and every cni-* network namespace go too, since which of them that node
+    created is no longer known."""
+    work_dirs = sorted(Path("/tmp").glob("msnode-*")) or [Path("/tmp/msnode-none")]
+    failures: list[str] = []
+    for work_dir in work_dirs:
+        teardown = Teardown(
+            nodeconfig.NodePaths(work_dir), kube_proxy, kube_router, frozenset(), list(FIXED_PATHS)
+        )
+        teardown.kill_pod_processes()
+        _kill_processes_naming(str(work_dir))
+        failures += teardown.run()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    return failures
+
+
+def _kill_processes_naming(work_dir: str) -> None:
+    marker = work_dir.encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "cmdline").read_bytes():
+                    os.kill(int(entry.name), signal.SIGKILL)
