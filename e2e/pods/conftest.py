@@ -138,6 +138,9 @@ def modelshield_image(node_cluster: NodeCluster) -> str:
         )
         if completed.returncode != 0:
             pytest.fail(f"docker {' '.join(command)}: {completed.stderr}", pytrace=False)
+    # The tag names this run's registry port: dropped, or every run leaves one (and keeps an
+    # outdated image alive).
+    subprocess.run([docker, "rmi", reference], capture_output=True, check=False, timeout=120)
     return reference
 
 
