@@ -87,13 +87,18 @@ def test_an_unsigned_storage_initializer_is_denied_at_the_pod(
             "the ReplicaSet's pod create to be refused",
             lambda: failed_creates(kubectl, namespace, replica_set["metadata"]["name"]),
         )
+        assert pods_of(kubectl, namespace, "swapped-initializer") == []
     finally:
+        # The ReplicaSet retries: its next pod gets the signed image and is admitted.
         set_storage_initializer_image(kubectl, kserve.release, images.signed)
     assert DENIED in messages[0]
     assert f"ModelSecurityPolicy {namespace}/{POLICY}" in messages[0]
     assert "spec.initContainers[0].image" in messages[0]
     assert f"container '{STORAGE_INITIALIZER}' image '{images.unsigned}'" in messages[0]
-    assert pods_of(kubectl, namespace, "swapped-initializer") == []
+    wait_for(
+        "the ReplicaSet's next pod, with the signed storage initializer, to be admitted",
+        lambda: pods_of(kubectl, namespace, "swapped-initializer"),
+    )
 
 
 def test_an_unknown_or_unverified_model_source_is_denied_at_the_inference_service(
