@@ -10,6 +10,8 @@ fetching and verifying is e2e/test_model_artifacts.py).
 
 from __future__ import annotations
 
+import json
+
 from e2e.clients import Kubectl
 from e2e.kserve import KServe, kserve, set_storage_initializer_image, wait_for_owned
 from e2e.kserve_objects import (
@@ -164,3 +166,43 @@ def test_a_model_source_nobody_checked_is_denied_at_the_pod(
     assert f"'{unchecked}'" in at_the_initializer[0]
     remaining = [p["metadata"]["name"] for p in pods_of(kubectl, namespace, "before-policy")]
     assert remaining in ([], [first["metadata"]["name"]])  # the first may still be terminating
+
+
+def test_updates_that_change_what_kserve_runs_are_judged(
+    webhook: WebhookProcess, kserve: KServe, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    """An UPDATE is judged on everything KServe turns into the pod, not only on the fields
+    an older picture of KServe read (after KServe's own defaulting webhook ran)."""
+    apply_policy(kubectl, namespace, images)
+    uri = model_artifact(kubectl, namespace, "fraud-v7", verified=True)
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=serving_runtime(images))
+    service = inference_service("updated", uri, artifact="fraud-v7")
+    wait_until_admitted(kubectl, namespace, service)
+    apply(kubectl, namespace, service)
+    wait_for_owned(kubectl, namespace, "deployments", "InferenceService", "updated")
+
+    tricks = {
+        "spec.predictor.model.image": {"model": {"image": images.unsigned}},
+        "spec.predictor.model.storageUri": {"model": {"storageUri": "s3://models/other/"}},
+        # KServe refuses storageUri and storageUris together: the model moves over.
+        "spec.predictor.storageUris[0].uri": {
+            "model": {"storageUri": None},
+            "storageUris": [{"uri": "s3://models/other/", "mountPath": "/mnt/models"}],
+        },
+    }
+    for path, predictor in tricks.items():
+        result = kubectl(
+            "patch",
+            "-n",
+            namespace,
+            "inferenceservice/updated",
+            "--type=merge",
+            "-p",
+            json.dumps({"spec": {"predictor": predictor}}),
+            check=False,
+        )
+        assert result.returncode != 0, f"an update of {path} was admitted"
+        assert DENIED in result.stderr, result.stderr
+        assert f"] {path}: " in result.stderr, result.stderr
+    # What does not change the pod passes.
+    kubectl("label", "-n", namespace, "inferenceservice/updated", "tier=gold")
