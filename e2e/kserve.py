@@ -381,24 +381,3 @@ def kserve(
 ) -> Iterator[KServe]:
     with running_kserve(cluster, kubectl, images, tmp_path_factory.mktemp("kserve")) as running:
         yield running
-
-
-def wait_for_owned(
-    kubectl: Kubectl, namespace: str, kind: str, owner_kind: str, owner: str
-) -> dict[str, Any]:
-    """The first KIND in NAMESPACE whose controller owner is OWNER_KIND/OWNER."""
-
-    def owned() -> dict[str, Any] | None:
-        listed = json.loads(kubectl("get", kind, "-n", namespace, "-o", "json").stdout)
-        for item in listed["items"]:
-            for reference in item["metadata"].get("ownerReferences", []):
-                if (
-                    reference.get("controller")
-                    and reference["kind"] == owner_kind
-                    and reference["name"] == owner
-                ):
-                    found: dict[str, Any] = item
-                    return found
-        return None
-
-    return clients.wait_for(f"a {kind} owned by {owner_kind}/{owner} in {namespace}", owned)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 
 from e2e.clients import Kubectl
-from e2e.kserve import KServe, kserve, set_storage_initializer_image, wait_for_owned
+from e2e.kserve import KServe, kserve, set_storage_initializer_image
 from e2e.kserve_objects import (
     POLICY,
     SOURCE_ANNOTATION,
@@ -26,6 +26,7 @@ from e2e.kserve_objects import (
     pod_reviews,
     pods_of,
     serving_runtime,
+    wait_for_owned,
     wait_until_admitted,
 )
 from e2e.webhooks import DENIED, Images, WebhookProcess, images, wait_for, webhook

@@ -17,8 +17,15 @@ import pytest
 import yaml
 
 from e2e.clients import Kubectl
-from e2e.kserve import KServe, kserve, wait_for_owned
-from e2e.kserve_objects import POLICY, SELECTED, apply_policy, failed_creates, serving_runtime
+from e2e.kserve import KServe, kserve
+from e2e.kserve_objects import (
+    POLICY,
+    SELECTED,
+    apply_policy,
+    failed_creates,
+    serving_runtime,
+    wait_for_owned,
+)
 from e2e.test_kserve_corpus import apply_verified_artifact, in_namespace
 from e2e.webhooks import DENIED, Images, WebhookProcess, images, wait_for, webhook
 from tests import kservecorpus as corpus
