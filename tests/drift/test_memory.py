@@ -15,7 +15,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from modelshield.drift import datasets, profiles
+from modelshield.drift import config, datasets, profiles
 from tests.drift import processes
 
 pytestmark = pytest.mark.integration
@@ -38,13 +38,17 @@ def _body(limit: int, value: str) -> bytes:
     return ('{"instances":[' + ",".join([row] * rows) + "]}").encode()
 
 
+#: The largest body the monitor accepts by default.
+LARGEST = config.MonitorConfig.model_fields["max_body_bytes"].default
+
 BODIES = {
-    # 8 MiB of 2-byte values: about 4 M values, more than the queue holds; refused unparsed.
-    "densest": (_body(8 * 1024 * 1024, "0"), 413),
+    # The largest body of 2-byte values: about 2 M values, more than the queue holds;
+    # refused unparsed.
+    "densest": (_body(LARGEST, "0"), 413),
     # Just under maxQueuedValues (1 M) values, the most an event may carry: accepted.
     "most-values": (_body(1_000_000 * 2 - 1000, "0"), 202),
-    # 8 MiB of 17-digit floats (about 460,000 values): accepted.
-    "long-floats": (_body(8 * 1024 * 1024, "0.123456789012345"), 202),
+    # The largest accepted body of 17-digit floats (4 MiB: about 230,000 values).
+    "long-floats": (_body(LARGEST, "0.123456789012345"), 202),
 }
 
 
@@ -66,7 +70,7 @@ def test_the_largest_accepted_bodies_keep_the_monitor_under_150_mb(
 ) -> None:
     body, expected = BODIES[kind]
     try:
-        assert len(body) <= 8 * 1024 * 1024
+        assert len(body) <= LARGEST
         statuses = []
         # Four at once: bodies being read concurrently must not add up.
         with concurrent.futures.ThreadPoolExecutor(4) as pool:

@@ -20,7 +20,7 @@ carry the values of the policy's ``monitoring.drift`` block unchanged::
     queueSize: 1024                # parsed events waiting; beyond it: HTTP 429
     maxQueuedValues: 1000000       # values (rows x features) waiting, and at most in one
                                    # event; beyond it: HTTP 429 (413 for one event)
-    maxBodyBytes: 8388608
+    maxBodyBytes: 4194304
     port: 8080
     workload:                      # where Kubernetes Events go (optional)
       apiVersion: serving.kserve.io/v1beta1
@@ -87,7 +87,7 @@ class MonitorConfig(common.ApiModel):
     clear_after: int = pydantic.Field(default=1, ge=1)
     queue_size: int = pydantic.Field(default=1024, ge=1)
     max_queued_values: int = pydantic.Field(default=1_000_000, ge=1)
-    max_body_bytes: int = pydantic.Field(default=8 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = pydantic.Field(default=4 * 1024 * 1024, ge=1024)
     port: int = pydantic.Field(default=8080, ge=0, le=65535)
     host: str = "0.0.0.0"  # noqa: S104 -- a pod serves on its own network namespace
     workload: WorkloadReference | None = None
