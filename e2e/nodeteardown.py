@@ -87,7 +87,8 @@ class Teardown:
         """SIGKILL every process in the node's pod cgroups (before kubelet stops, which
         would otherwise leave them running under their shims)."""
         for cgroup in kubepods_cgroups():
-            for procs in cgroup.rglob("cgroup.procs"):
+            for directory in _subdirectories(cgroup):
+                procs = directory / "cgroup.procs"
                 with contextlib.suppress(OSError):
                     for pid in procs.read_text().split():
                         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -180,13 +181,17 @@ def _remove_ipsets() -> None:
             _best_effort("ipset", "destroy", name)
 
 
+def _subdirectories(top: Path) -> list[Path]:
+    """top and every directory below it; cgroups that vanish meanwhile (kubelet removes
+    them as pods go) are skipped, where Path.rglob raises FileNotFoundError."""
+    return [Path(root) for root, _, _ in os.walk(top, onerror=lambda error: None)]
+
+
 def _remove_kubepods_cgroups() -> None:
     # A cgroup is removed with rmdir once empty; give killed processes a moment to exit.
     deadline = time.monotonic() + 10
     for top in kubepods_cgroups():
-        for cgroup in sorted(
-            (p for p in top.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)
-        ):
+        for cgroup in sorted(_subdirectories(top), key=lambda p: -len(p.parts)):
             while time.monotonic() < deadline:
                 try:
                     cgroup.rmdir()
