@@ -67,6 +67,14 @@ def model_artifact(kubectl: Kubectl, namespace: str, name: str, *, verified: boo
     """A ModelArtifact for the directory s3://models/NAME/ (KServe's storage initializer
     downloads by key prefix) with the status the operator would write."""
     uri = f"s3://models/{name}/"
+    apply_artifact(kubectl, namespace, name, uri, verified=verified)
+    return uri
+
+
+def apply_artifact(
+    kubectl: Kubectl, namespace: str, name: str, uri: str, *, verified: bool = True
+) -> None:
+    """A ModelArtifact for uri with the status the operator writes once it checked the model."""
     digest = "sha256:" + "c" * 64
     manifest = {
         "apiVersion": "modelshield.dev/v1alpha1",
@@ -100,7 +108,6 @@ def model_artifact(kubectl: Kubectl, namespace: str, name: str, *, verified: boo
         "-p",
         json.dumps({"status": status}),
     )
-    return uri
 
 
 def serving_runtime(images: Images) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from e2e import kserve_objects
 from e2e.clients import Kubectl
 from e2e.webhooks import DENIED, Images, WebhookProcess, images, wait_for, webhook
 from tests import kservecorpus as corpus
@@ -39,38 +40,6 @@ def _policy(namespace: str, images: Images) -> dict[str, Any]:
             "models": {"signers": [{"name": "model-release", "publicKey": images.public_key}]},
         },
     }
-
-
-def apply_verified_artifact(kubectl: Kubectl, namespace: str, name: str, uri: str) -> None:
-    """A ModelArtifact with the status the operator writes once it verified the model."""
-    digest = "sha256:" + "c" * 64
-    manifest = {
-        "apiVersion": "modelshield.dev/v1alpha1",
-        "kind": "ModelArtifact",
-        "metadata": {"name": name},
-        "spec": {"uri": uri, "digest": digest},
-    }
-    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(manifest))
-    when = "2026-12-03T08:00:00Z"
-    status = {
-        "observedGeneration": 1,
-        "verifiedDigest": digest,
-        "signer": "model-release",
-        "conditions": [
-            {"type": "Verified", "status": "True", "reason": "Signed", "lastTransitionTime": when},
-            {"type": "Scanned", "status": "True", "reason": "Clean", "lastTransitionTime": when},
-        ],
-    }
-    kubectl(
-        "patch",
-        "-n",
-        namespace,
-        f"modelartifact/{name}",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
 
 
 def in_namespace(namespace: str, images: Images, body: dict[str, Any]) -> str:
@@ -97,7 +66,7 @@ def governed(webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: 
         "apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(_policy(namespace, images))
     )
     for name, uri in corpus.ARTIFACTS.items():
-        apply_verified_artifact(kubectl, namespace, name, uri)
+        kserve_objects.apply_artifact(kubectl, namespace, name, uri)
     compliant = in_namespace(namespace, images, corpus.COMPLIANT[0])
     evil = in_namespace(namespace, images, corpus.isvc(corpus.sklearn(storageUri=corpus.EVIL_URI)))
 

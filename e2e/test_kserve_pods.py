@@ -21,12 +21,13 @@ from e2e.kserve import KServe, kserve
 from e2e.kserve_objects import (
     POLICY,
     SELECTED,
+    apply_artifact,
     apply_policy,
     failed_creates,
     serving_runtime,
     wait_for_owned,
 )
-from e2e.test_kserve_corpus import apply_verified_artifact, in_namespace
+from e2e.test_kserve_corpus import in_namespace
 from e2e.webhooks import DENIED, Images, WebhookProcess, images, wait_for, webhook
 from tests import kservecorpus as corpus
 
@@ -101,7 +102,7 @@ def _component(case: corpus.Case) -> str:
 
 def _prepare(kubectl: Kubectl, namespace: str, images: Images) -> None:
     for name, uri in corpus.ARTIFACTS.items():
-        apply_verified_artifact(kubectl, namespace, name, uri)
+        apply_artifact(kubectl, namespace, name, uri)
     kubectl("apply", "-n", namespace, "-f", "-", input_text=serving_runtime(images))
     kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(STORAGE_SECRET))
 
