@@ -416,8 +416,12 @@ def _walk(
     def controls() -> str | None:
         installation.operator.alive()
         output = shell(blocks["controls"]).stdout
-        made = output.count("\n") >= 4  # two headers and at least one row each
-        return output if made else None
+        # Each of the block's commands must show its own rows: counting lines alone
+        # passed with the drift monitor's three kinds before the NetworkPolicy existed.
+        # (kubectl prints a table's header only when it has rows.)
+        network_policy_listed = "POD-SELECTOR" in output
+        drift_monitor_listed = "deployment.apps/" in output and "service/" in output
+        return output if network_policy_listed and drift_monitor_listed else None
 
     shown = wait_for(
         f"the NetworkPolicy and the drift monitor (log: {installation.operator.log_path})",
