@@ -8,7 +8,7 @@ from typing import Annotated
 
 import pydantic
 
-from modelshield.api.v1alpha1 import common, syntax
+from modelshield.api.v1alpha1 import apiprotection, common, syntax
 from modelshield.api.v1alpha1.common import ApiModel, Duration, Severity
 
 _EXACTLY_ONE_SIGNER_SOURCE = (
@@ -436,6 +436,15 @@ class PolicyRequirements(ApiModel):
     )
     runtime: RuntimeRequirements | None = pydantic.Field(
         default=None, description="Container hardening requirements."
+    )
+    api: apiprotection.ApiRequirements | None = pydantic.Field(
+        default=None,
+        description=(
+            "API protection enforced by modelshield's inference guard in front of the model "
+            "server: authentication, authorization, rate limits and request checks. Every "
+            "governing policy's block applies, so a namespaced policy can only tighten the "
+            "cluster baseline's."
+        ),
     )
 
 
