@@ -7,14 +7,22 @@ import datetime
 import pydantic
 
 from modelshield.api.v1alpha1 import common
+from modelshield.api.v1alpha1 import provenance as provenance_types
 from modelshield.api.v1alpha1.common import ApiModel, Severity
 from modelshield.api.v1alpha1.policies import ObjectMeta
+from modelshield.api.v1alpha1.provenance import (
+    ArtifactType,
+    ProvenanceReference,
+    ProvenanceStatus,
+)
 
 DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
 
 #: Condition types on a ModelArtifact's status.
 VERIFIED = "Verified"
 SCANNED = "Scanned"
+#: Written when a policy asks for training provenance.
+PROVENANCE = provenance_types.PROVENANCE
 READY = "Ready"
 
 
@@ -49,9 +57,21 @@ class ModelArtifactSpec(ApiModel):
     signature: SignatureReference = pydantic.Field(
         default_factory=SignatureReference, description="Where the model's signature is found."
     )
+    type: ArtifactType = pydantic.Field(
+        default=ArtifactType.MODEL,
+        description=(
+            "Model (served by workloads) or Dataset (a training dataset, fetched and verified "
+            "the same way against the policies' models.provenance.datasetSigners, never "
+            "served; a workload naming it is refused)."
+        ),
+    )
     recheck_interval: common.Duration = pydantic.Field(
         default="24h",
         description="How often the operator fetches, verifies and scans the model again.",
+    )
+    provenance: ProvenanceReference = pydantic.Field(
+        default_factory=ProvenanceReference,
+        description="Where the model's training provenance is found (read when a policy asks for it).",
     )
 
 
@@ -75,7 +95,9 @@ class ModelArtifactStatus(ApiModel):
         default=0, ge=0, description="The .metadata.generation this status describes."
     )
     conditions: list[common.Condition] = pydantic.Field(
-        default_factory=list, description="Verified, Scanned and Ready.", max_length=16
+        default_factory=list,
+        description="Verified, Scanned and Ready; Provenance when a policy asks for it.",
+        max_length=16,
     )
     verified_digest: str | None = pydantic.Field(
         default=None,
@@ -95,6 +117,13 @@ class ModelArtifactStatus(ApiModel):
     )
     last_checked: datetime.datetime | None = pydantic.Field(
         default=None, description="When the model was last fetched, verified and scanned."
+    )
+    provenance: ProvenanceStatus | None = pydantic.Field(
+        default=None,
+        description=(
+            "What the model's verified training provenance names: builder, code source and "
+            "commit, datasets (the Provenance condition says whether it verified)."
+        ),
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from typing import Annotated
 
@@ -10,10 +9,11 @@ import pydantic
 
 from modelshield.api.v1alpha1 import apiprotection, common, syntax
 from modelshield.api.v1alpha1.common import ApiModel, Duration, Severity
+from modelshield.api.v1alpha1.provenance import ProvenanceRequirements
 
-_EXACTLY_ONE_SIGNER_SOURCE = (
-    "[has(self.publicKey), has(self.secretRef), has(self.keyless)].filter(x, x).size() == 1"
-)
+# Re-exported: the signer types lived here first, and callers name them policies.Signer.
+from modelshield.api.v1alpha1.signers import KeylessIdentity as KeylessIdentity
+from modelshield.api.v1alpha1.signers import Signer as Signer
 
 
 class Enforcement(StrEnum):
@@ -21,91 +21,6 @@ class Enforcement(StrEnum):
 
     ENFORCE = "Enforce"
     AUDIT = "Audit"
-
-
-class KeylessIdentity(ApiModel):
-    """A sigstore keyless signer: a certificate issued for an OIDC identity."""
-
-    model_config = pydantic.ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.subject) != has(self.subjectRegExp)",
-                    "message": "set exactly one of subject and subjectRegExp",
-                }
-            ]
-        }
-    )
-
-    issuer: str = pydantic.Field(
-        description="OIDC issuer URL the certificate must carry, e.g. https://token.actions.githubusercontent.com.",
-        min_length=1,
-        max_length=1024,
-    )
-    subject: str | None = pydantic.Field(
-        default=None,
-        description="Exact identity (SAN) the certificate must carry, e.g. a workflow URL or e-mail.",
-        max_length=1024,
-    )
-    subject_reg_exp: str | None = pydantic.Field(
-        default=None,
-        description="Regular expression (RE2 subset) the whole identity must match; alternative to subject.",
-        max_length=1024,
-    )
-
-    @pydantic.model_validator(mode="after")
-    def _one_subject(self) -> KeylessIdentity:
-        if (self.subject is None) == (self.subject_reg_exp is None):
-            raise ValueError("set exactly one of subject and subjectRegExp")
-        if self.subject_reg_exp is not None:
-            try:
-                re.compile(self.subject_reg_exp)
-            except re.error as error:
-                raise ValueError(f"subjectRegExp does not compile: {error}") from error
-        return self
-
-
-class Signer(ApiModel):
-    """A trusted signer: a public key (inline or from a Secret) or a keyless identity."""
-
-    model_config = pydantic.ConfigDict(
-        json_schema_extra={
-            "x-kubernetes-validations": [
-                {
-                    "rule": _EXACTLY_ONE_SIGNER_SOURCE,
-                    "message": "set exactly one of publicKey, secretRef and keyless",
-                }
-            ]
-        }
-    )
-
-    name: str = pydantic.Field(
-        description="A name for this signer, reported when it matches (e.g. release-2026).",
-        min_length=1,
-        max_length=63,
-        pattern=common.DNS_LABEL_PATTERN,
-    )
-    public_key: str | None = pydantic.Field(
-        default=None,
-        description="PEM-encoded public key (ECDSA P-256/P-384, Ed25519 or RSA).",
-        max_length=16384,
-        pattern=r"^\s*-----BEGIN PUBLIC KEY-----",
-    )
-    secret_ref: common.KeyReference | None = pydantic.Field(
-        default=None,
-        description="A key of a Secret in the policy's namespace that holds the PEM public key.",
-    )
-    keyless: KeylessIdentity | None = pydantic.Field(
-        default=None,
-        description="A sigstore keyless identity, verified offline against the configured trust root.",
-    )
-
-    @pydantic.model_validator(mode="after")
-    def _one_source(self) -> Signer:
-        sources = [self.public_key, self.secret_ref, self.keyless]
-        if sum(source is not None for source in sources) != 1:
-            raise ValueError("set exactly one of publicKey, secretRef and keyless")
-        return self
 
 
 class VulnerabilityConditions(ApiModel):
@@ -221,6 +136,14 @@ class ModelRequirements(ApiModel):
             "webhook injects when they are created (templates are left unchanged); a Pod "
             "without exactly that container is denied (ModelStartupVerificationMissing; a "
             "warning under Audit). That container is exempt from images requirements, not runtime ones."
+        ),
+    )
+    provenance: ProvenanceRequirements | None = pydantic.Field(
+        default=None,
+        description=(
+            "Signed training provenance (in-toto statement with a SLSA provenance v1 "
+            "predicate, DSSE-signed) bound to the model's verified digest: trusted builders, "
+            "allowed dataset sources, signed datasets, maximum age."
         ),
     )
 

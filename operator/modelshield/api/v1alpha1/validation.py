@@ -98,6 +98,13 @@ def semantic_problems(policy: policies.PolicyRequirements, *, cluster: bool) -> 
     models = policy.models
     if models is not None:
         found.extend(_signer_problems(models.signers, "spec.models.signers", cluster=cluster))
+        if models.provenance is not None:
+            for field, signers in (
+                ("trustedBuilders", models.provenance.trusted_builders),
+                ("datasetSigners", models.provenance.dataset_signers),
+            ):
+                where = f"spec.models.provenance.{field}"
+                found.extend(_signer_problems(signers, where, cluster=cluster))
     authentication = policy.api.authentication if policy.api is not None else None
     if cluster and authentication is not None and authentication.api_keys is not None:
         found.append(
