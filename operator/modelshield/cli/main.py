@@ -21,6 +21,7 @@ COMMANDS = {
     "model": "modelshield.cli.model",
     "drift": "modelshield.cli.drift",
     "drift-monitor": "modelshield.cli.drift",
+    "guard": "modelshield.cli.guard",
     "webhook": "modelshield.cli.webhook",
     "operator": "modelshield.cli.operator",
     "rbac": "modelshield.cli.operator",

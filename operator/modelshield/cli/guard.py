@@ -1,0 +1,59 @@
+"""``modelshield guard``: run the inference guard in front of a model server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import pathlib
+from typing import Any
+
+from aiohttp import web
+
+from modelshield.guard import config, server
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``guard`` command."""
+    parser = subparsers.add_parser(
+        "guard",
+        help="run the inference guard (API protection) in front of a model server",
+        description=(
+            "Authenticate, authorize, rate-limit and check every request to a model "
+            "server, as the governing policies' api blocks say (docs/api-protection.md)."
+        ),
+    )
+    parser.add_argument(
+        "--config", type=pathlib.Path, required=True, help="the guard's configuration file"
+    )
+    parser.set_defaults(handler=run)
+
+
+async def serve(settings: config.GuardConfig) -> None:
+    """Serve the clients' port and the management port until cancelled."""
+    pipeline = server.pipeline_from_config(settings)
+    runners = [
+        web.AppRunner(server.build_app(pipeline), access_log=None),
+        web.AppRunner(server.build_management_app(pipeline), access_log=None),
+    ]
+    ports = [settings.port, settings.management_port]
+    for runner, port in zip(runners, ports, strict=True):
+        await runner.setup()
+        await web.TCPSite(runner, settings.host, port).start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+def run(arguments: argparse.Namespace) -> int:
+    """Run the guard; exit code 2 when the configuration cannot be used."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        settings = config.load(arguments.config)
+    except (OSError, ValueError) as error:
+        logging.getLogger(__name__).error("modelshield guard: %s", error)
+        return 2
+    asyncio.run(serve(settings))
+    return 0

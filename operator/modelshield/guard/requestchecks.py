@@ -1,0 +1,149 @@
+"""What a request body must look like before it reaches the model. Pure.
+
+Checks, cheapest first: the media type, the JSON syntax (no NaN or Infinity, no numbers
+Python refuses, no duplicate-free guarantees beyond that), the nesting depth, and the
+shape the protocol prescribes: KServe v1 ``{"instances": [...]}`` or ``{"inputs": [...]}``;
+Open Inference Protocol v2 ``{"inputs": [{"name", "shape", "datatype", "data"}, ...]}``
+with the rows (first dimension) bounded. A failed check is a 400/415 with the reason;
+the model server never sees the request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from modelshield.api.v1alpha1.apiprotection import Protocol, Verb
+
+#: Open Inference Protocol tensor data types.
+V2_DATATYPES = frozenset(
+    {
+        "BOOL",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "FP16",
+        "FP32",
+        "FP64",
+        "BYTES",
+    }
+)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BodyError:
+    """Why a body is refused: 400 (malformed), 415 (media type)."""
+
+    status: int
+    reason: str
+
+
+def media_type(content_type: str | None) -> str:
+    """The media type of a Content-Type header, lower case, without parameters."""
+    return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+def check_media_type(content_type: str | None, allowed: frozenset[str]) -> BodyError | None:
+    """415 unless the body's media type is allowed."""
+    found = media_type(content_type)
+    if found in allowed:
+        return None
+    shown = found or "none"
+    return BodyError(415, f"content type {shown!r} is not accepted ({', '.join(sorted(allowed))})")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(body: bytes) -> Any | BodyError:
+    """The parsed body, or why it is not JSON."""
+    try:
+        return json.loads(body, parse_constant=_refuse_constant)
+    except RecursionError:
+        return BodyError(400, "the JSON body is nested too deeply")
+    except (ValueError, UnicodeDecodeError) as error:
+        # json.JSONDecodeError is a ValueError; its message names line and column only.
+        return BodyError(400, f"the body is not valid JSON: {str(error)[:200]}")
+
+
+def depth(document: Any, limit: int) -> int:
+    """Nesting depth of arrays and objects, counted up to ``limit + 1`` (then it stops)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(document, 1)]
+    while stack:
+        node, level = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > limit:
+            return deepest
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def check_shape(
+    document: Any, protocol: Protocol, verb: Verb, *, max_depth: int, max_instances: int
+) -> BodyError | None:
+    """400 unless the document has the shape its protocol and verb prescribe."""
+    if depth(document, max_depth) > max_depth:
+        return BodyError(400, f"the JSON body is nested deeper than {max_depth}")
+    if not isinstance(document, dict):
+        return BodyError(400, "the body must be a JSON object")
+    if protocol is Protocol.KSERVE_V1 and verb in (Verb.PREDICT, Verb.EXPLAIN):
+        return _check_v1(document, max_instances)
+    if protocol is Protocol.OPEN_INFERENCE_V2 and verb is Verb.INFER:
+        return _check_v2(document, max_instances)
+    return None
+
+
+def _check_v1(document: dict[str, Any], max_instances: int) -> BodyError | None:
+    keys = [key for key in ("instances", "inputs") if key in document]
+    if len(keys) != 1:
+        return BodyError(400, "a KServe v1 request has exactly one of 'instances' and 'inputs'")
+    rows = document[keys[0]]
+    if not isinstance(rows, list) or not rows:
+        return BodyError(400, f"'{keys[0]}' must be a non-empty list")
+    if len(rows) > max_instances:
+        return BodyError(400, f"'{keys[0]}' has {len(rows)} rows; at most {max_instances}")
+    return None
+
+
+def _check_v2(document: dict[str, Any], max_instances: int) -> BodyError | None:
+    inputs = document.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        return BodyError(400, "an Open Inference request needs a non-empty 'inputs' list")
+    for index, tensor in enumerate(inputs):
+        where = f"inputs[{index}]"
+        if not isinstance(tensor, dict):
+            return BodyError(400, f"{where} must be an object")
+        name, shape = tensor.get("name"), tensor.get("shape")
+        if not isinstance(name, str) or not name:
+            return BodyError(400, f"{where}.name must be a non-empty string")
+        if tensor.get("datatype") not in V2_DATATYPES:
+            return BodyError(
+                400, f"{where}.datatype must be one of {', '.join(sorted(V2_DATATYPES))}"
+            )
+        if (
+            not isinstance(shape, list)
+            or not shape
+            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+        ):
+            return BodyError(
+                400, f"{where}.shape must be a non-empty list of non-negative integers"
+            )
+        if shape[0] > max_instances:
+            return BodyError(400, f"{where} has {shape[0]} rows; at most {max_instances}")
+        if "data" not in tensor:
+            return BodyError(400, f"{where}.data is missing")
+    return None

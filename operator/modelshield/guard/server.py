@@ -1,0 +1,361 @@
+"""The guard's HTTP server: judge each request, forward what passes, refuse the rest.
+
+A request goes through these stages (``Pipeline.handle``): route → credential →
+identity (TokenReview or API key) → ``judging.judge_head`` (authentication,
+authorization, rate limits) → body read with a ceiling → ``judging.judge_body`` →
+forward to the model server → relay its answer. A refusal ends the pipeline with its
+status, a JSON reason, a metric and an audit line; Audit policies' would-be refusals go
+into the ``X-Modelshield-Audit`` header, the metrics and the audit line, and the request
+continues. Credentials are stripped before forwarding and never logged.
+
+Health and metrics are served on a separate management port that clients' traffic never
+reaches (``build_management_app``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pathlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import prometheus_client
+from aiohttp import web
+
+from modelshield.engine.apiprotection import GuardRules
+from modelshield.guard import apikeys, config, credentials, judging, metrics, routes, tokenreviews
+
+AUDIT_LOGGER = logging.getLogger("modelshield.guard.audit")
+CLIENT_HEADER = "X-Modelshield-Client"
+AUDIT_HEADER = "X-Modelshield-Audit"
+#: Never forwarded: hop-by-hop headers (RFC 9110 7.6.1), credentials, our own.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+
+def _forwardable(name: str) -> bool:
+    lower = name.lower()
+    return not (
+        lower in _HOP_BY_HOP
+        or lower in credentials.CREDENTIAL_HEADERS
+        or lower.startswith("x-modelshield-")
+    )
+
+
+class Authenticator:
+    """Turns a credential into an identity, with the methods the policies configure."""
+
+    def __init__(
+        self, reviewer: tokenreviews.TokenReviewer | None, keys: apikeys.KeyStore | None
+    ) -> None:
+        self.reviewer = reviewer
+        self.keys = keys
+
+    async def identify(
+        self, credential: credentials.Credential | None
+    ) -> judging.Identity | judging.AuthenticationFailed:
+        """The caller's identity; raises ReviewUnavailableError when no verdict can be had."""
+        if credential is None:
+            return judging.ANONYMOUS
+        if credential.kind is credentials.Kind.SERVICE_ACCOUNT_TOKEN:
+            if self.reviewer is None:
+                return judging.AuthenticationFailed("ServiceAccount tokens are not accepted")
+            return await self.reviewer.review(credential)
+        match = self.keys.lookup(credential.digest) if self.keys is not None else None
+        if match is None:
+            return judging.AuthenticationFailed("the API key is not known")
+        return judging.Identity(
+            client=f"apikey:{match.client}",
+            method=credentials.Kind.API_KEY,
+            api_key_client=match.client,
+            api_key_secrets=match.secrets,
+        )
+
+
+@dataclasses.dataclass
+class _Outcome:
+    """What the audit line and the metrics say about one request."""
+
+    client: str = "anonymous"
+    route: routes.Route | None = None
+    verdict: judging.Verdict = dataclasses.field(default_factory=lambda: judging.Verdict(None))
+    status: int = 0
+    refused: bool = False
+    note: str = ""
+
+
+class Pipeline:
+    """One guard: rules, limits, identities, the model server's client."""
+
+    def __init__(
+        self,
+        rules: GuardRules,
+        upstream: str,
+        authenticator: Authenticator,
+        *,
+        upstream_timeout: float = 30.0,
+        guard_metrics: metrics.GuardMetrics | None = None,
+    ) -> None:
+        self.rules = rules
+        self.upstream = upstream.rstrip("/")
+        self.authenticator = authenticator
+        self.limiter = judging.Limiter(rules)
+        self.metrics = guard_metrics or metrics.GuardMetrics()
+        self.upstream_timeout = upstream_timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        """The model server's client session (one, pooled)."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256),
+                timeout=aiohttp.ClientTimeout(
+                    total=self.upstream_timeout, sock_connect=min(5.0, self.upstream_timeout)
+                ),
+                auto_decompress=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the sessions."""
+        if self._session is not None:
+            await self._session.close()
+        if self.authenticator.reviewer is not None:
+            await self.authenticator.reviewer.close()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """Judge, then forward or refuse, one request."""
+        started = time.perf_counter()
+        outcome = _Outcome()
+        try:
+            response = await self._handle(request, outcome)
+        finally:
+            self._record(request, outcome, time.perf_counter() - started)
+        return response
+
+    async def _handle(self, request: web.Request, outcome: _Outcome) -> web.StreamResponse:
+        route = routes.parse(request.method, request.raw_path)
+        if isinstance(route, routes.RouteError):
+            return self._refuse(
+                outcome, judging.Refusal(route.status, judging.Code.NO_ROUTE, route.reason, None)
+            )
+        outcome.route = route
+        credential = credentials.read(request.headers.items())
+        if isinstance(credential, credentials.CredentialError):
+            code = (
+                judging.Code.MALFORMED
+                if credential.status == 400
+                else judging.Code.INVALID_CREDENTIAL
+            )
+            return self._refuse(
+                outcome, judging.Refusal(credential.status, code, credential.reason, None)
+            )
+        try:
+            identity = await self.authenticator.identify(credential)
+        except tokenreviews.ReviewUnavailableError as error:
+            outcome.note = str(error)
+            return self._unavailable(outcome, 503, f"cannot check the token now ({error})")
+        outcome.client = identity.client if isinstance(identity, judging.Identity) else "invalid"
+        head = judging.judge_head(self.rules, route, identity, self.limiter, time.time())
+        outcome.verdict = head
+        if head.refusal is not None:
+            return self._refuse(outcome, head.refusal)
+        body = await self._read_body(request)
+        if isinstance(body, judging.Verdict):
+            outcome.verdict = judging.merge([head, body])
+            assert outcome.verdict.refusal is not None
+            return self._refuse(outcome, outcome.verdict.refusal)
+        checked, _document = judging.judge_body(
+            self.rules, route, request.headers.get("Content-Type"), body
+        )
+        outcome.verdict = judging.merge([head, checked])
+        if outcome.verdict.refusal is not None:
+            return self._refuse(outcome, outcome.verdict.refusal)
+        return await self._forward(request, outcome, body)
+
+    async def _read_body(self, request: web.Request) -> bytes | judging.Verdict:
+        limit = self.rules.read_limit
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            return judging.too_large(self.rules, declared)
+        body = bytearray()
+        async for chunk in request.content.iter_any():
+            body += chunk
+            if len(body) > limit:
+                return judging.too_large(self.rules, len(body))
+        return bytes(body)
+
+    def _refuse(self, outcome: _Outcome, refusal: judging.Refusal) -> web.Response:
+        outcome.status, outcome.refused = refusal.status, True
+        if outcome.verdict.refusal is None:
+            outcome.verdict = judging.Verdict(refusal, outcome.verdict.audited)
+        document: dict[str, Any] = {"error": refusal.reason, "reason": refusal.code.value}
+        if refusal.policy is not None:
+            document["policy"] = str(refusal.policy)
+        response = web.json_response(document, status=refusal.status)
+        if refusal.retry_after is not None:
+            response.headers["Retry-After"] = str(refusal.retry_after)
+        if refusal.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="modelshield"'
+        self._audit_headers(response, outcome.verdict)
+        # The body may be unread: never reuse the connection for a next request.
+        response.force_close()
+        return response
+
+    def _unavailable(self, outcome: _Outcome, status: int, reason: str) -> web.Response:
+        outcome.status, outcome.refused = status, True
+        response = web.json_response({"error": reason, "reason": "Unavailable"}, status=status)
+        response.force_close()
+        return response
+
+    @staticmethod
+    def _audit_headers(response: web.StreamResponse, verdict: judging.Verdict) -> None:
+        if verdict.audited:
+            response.headers[AUDIT_HEADER] = "; ".join(
+                f"{r.code.value} by {r.policy}: {r.reason}" for r in verdict.audited
+            )
+
+    async def _forward(
+        self, request: web.Request, outcome: _Outcome, body: bytes
+    ) -> web.StreamResponse:
+        headers = [(k, v) for k, v in request.headers.items() if _forwardable(k)]
+        headers.append((CLIENT_HEADER, outcome.client))
+        url = self.upstream + request.raw_path
+        try:
+            async with self.session().request(
+                request.method, url, data=body or None, headers=headers, allow_redirects=False
+            ) as upstream:
+                response = web.StreamResponse(status=upstream.status)
+                for name, value in upstream.headers.items():
+                    if name.lower() not in _HOP_BY_HOP:
+                        response.headers.add(name, value)
+                self._audit_headers(response, outcome.verdict)
+                content = await upstream.read()
+                response.content_length = len(content)
+                await response.prepare(request)
+                await response.write(content)
+                await response.write_eof()
+                outcome.status = upstream.status
+                return response
+        except TimeoutError:
+            self.metrics.upstream_errors.inc()
+            outcome.note = "model server timed out"
+            return self._unavailable(outcome, 504, "the model server did not answer in time")
+        except aiohttp.ClientError as error:
+            self.metrics.upstream_errors.inc()
+            outcome.note = f"model server unreachable: {type(error).__name__}"
+            return self._unavailable(
+                outcome, 502, f"the model server cannot be reached ({type(error).__name__})"
+            )
+
+    def _record(self, request: web.Request, outcome: _Outcome, seconds: float) -> None:
+        verdict = outcome.verdict
+        decision = "refused" if outcome.refused else ("audited" if verdict.audited else "allowed")
+        self.metrics.requests.labels(outcome.client, decision, str(outcome.status)).inc()
+        self.metrics.latency.labels(decision).observe(seconds)
+        refusals = [verdict.refusal] if verdict.refusal is not None else []
+        for refusal in [*refusals, *verdict.audited]:
+            self.metrics.refusals.labels(
+                refusal.code.value, str(refusal.policy or ""), str(refusal.enforced).lower()
+            ).inc()
+            if refusal.status == 429:
+                self.metrics.rate_limited.labels(outcome.client).inc()
+        route = outcome.route
+        AUDIT_LOGGER.info(
+            json.dumps(
+                {
+                    "client": outcome.client,
+                    "method": request.method,
+                    "model": route.model if route else None,
+                    "verb": route.verb.value if route else None,
+                    "decision": decision,
+                    "status": outcome.status,
+                    "reason": verdict.refusal.reason if verdict.refusal else (outcome.note or None),
+                    "policy": str(verdict.refusal.policy)
+                    if verdict.refusal and verdict.refusal.policy
+                    else None,
+                    "audited": [f"{r.code.value} by {r.policy}" for r in verdict.audited],
+                    "latencyMs": round(seconds * 1000, 3),
+                },
+                separators=(",", ":"),
+            )
+        )
+
+
+PIPELINE_KEY = web.AppKey("guard_pipeline", Pipeline)
+
+
+def build_app(pipeline: Pipeline) -> web.Application:
+    """The clients' application: every path goes through the pipeline."""
+    # The body is read by the pipeline with its own ceiling, not through client_max_size.
+    app = web.Application(client_max_size=pipeline.rules.read_limit)
+    app[PIPELINE_KEY] = pipeline
+    app.router.add_route("*", "/{tail:.*}", pipeline.handle)
+
+    async def close_sessions(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await app[PIPELINE_KEY].close()
+
+    app.cleanup_ctx.append(close_sessions)
+    return app
+
+
+def build_management_app(pipeline: Pipeline) -> web.Application:
+    """Health and metrics, on the port only the kubelet and the scraper reach."""
+    app = web.Application()
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def metrics_text(request: web.Request) -> web.Response:
+        return web.Response(
+            body=prometheus_client.generate_latest(pipeline.metrics.registry),
+            headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST},
+        )
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", healthz)
+    app.router.add_get("/metrics", metrics_text)
+    return app
+
+
+def pipeline_from_config(settings: config.GuardConfig) -> Pipeline:
+    """The pipeline a ``config.GuardConfig`` describes."""
+    rules = settings.rules()
+    reviewer = None
+    if rules.audiences:
+        server = tokenreviews.ApiServer(
+            url=settings.api_server.url,
+            ca_file=settings.api_server.ca_file,
+            token_file=settings.api_server.token_file,
+        )
+        cache = tokenreviews.VerdictCache(rules.token_cache_ttl.total_seconds())
+        reviewer = tokenreviews.TokenReviewer(server, rules.audiences, cache)
+    keys = (
+        apikeys.KeyStore(pathlib.Path(settings.api_keys_dir), rules.api_key_secrets)
+        if rules.api_key_secrets
+        else None
+    )
+    return Pipeline(
+        rules,
+        settings.upstream,
+        Authenticator(reviewer, keys),
+        upstream_timeout=settings.upstream_timeout_seconds,
+    )

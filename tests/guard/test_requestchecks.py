@@ -1,0 +1,106 @@
+"""Request bodies: media type, JSON syntax, depth and protocol shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from modelshield.api.v1alpha1.apiprotection import Protocol, Verb
+from modelshield.guard import requestchecks
+
+JSON = frozenset({"application/json"})
+
+
+@pytest.mark.parametrize("header", ["application/json", "Application/JSON; charset=utf-8"])
+def test_allowed_media_types(header: str) -> None:
+    assert requestchecks.check_media_type(header, JSON) is None
+
+
+@pytest.mark.parametrize(
+    "header", [None, "", "text/plain", "application/json-seq", "multipart/form-data"]
+)
+def test_other_media_types_are_415(header: str | None) -> None:
+    error = requestchecks.check_media_type(header, JSON)
+    assert error is not None
+    assert error.status == 415
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"",
+        b"[1,]",
+        b'{"instances": [NaN]}',
+        b'{"instances": [Infinity]}',
+        b"\xff\xfe",
+        b"1" * 5000,
+    ],
+)
+def test_malformed_json_is_400(body: bytes) -> None:
+    parsed = requestchecks.parse_json(body)
+    assert isinstance(parsed, requestchecks.BodyError)
+    assert parsed.status == 400
+
+
+def test_deep_nesting_is_refused_without_recursion() -> None:
+    body = b"[" * 100_000 + b"]" * 100_000
+    parsed = requestchecks.parse_json(body)
+    assert isinstance(parsed, requestchecks.BodyError)
+    nested = json.loads("[" * 20 + "]" * 20)
+    error = requestchecks.check_shape(
+        {"instances": nested}, Protocol.KSERVE_V1, Verb.PREDICT, max_depth=16, max_instances=10
+    )
+    assert error is not None
+    assert "nested deeper than 16" in error.reason
+
+
+def _v1(document: object, max_instances: int = 3) -> requestchecks.BodyError | None:
+    return requestchecks.check_shape(
+        document, Protocol.KSERVE_V1, Verb.PREDICT, max_depth=8, max_instances=max_instances
+    )
+
+
+def test_v1_shapes() -> None:
+    assert _v1({"instances": [[1, 2], [3, 4]]}) is None
+    assert _v1({"inputs": [[1, 2]]}) is None
+    bad: object
+    for bad in (
+        [],
+        {"instances": []},
+        {"instances": {"a": 1}},
+        {"instances": [[1]], "inputs": [[1]]},
+        {"rows": [[1]]},
+        {"instances": [[1]] * 4},
+    ):
+        error = _v1(bad)
+        assert error is not None, bad
+        assert error.status == 400
+
+
+def _v2(document: object) -> requestchecks.BodyError | None:
+    return requestchecks.check_shape(
+        document, Protocol.OPEN_INFERENCE_V2, Verb.INFER, max_depth=8, max_instances=3
+    )
+
+
+def test_v2_shapes() -> None:
+    good = {"inputs": [{"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+    assert _v2(good) is None
+    tensor = good["inputs"][0]
+    change: dict[str, Any]
+    for change in (
+        {"name": ""},
+        {"datatype": "FLOAT"},
+        {"shape": [-1, 2]},
+        {"shape": [True, 2]},
+        {"shape": []},
+        {"shape": [4, 2]},
+    ):
+        error = _v2({"inputs": [{**tensor, **change}]})
+        assert error is not None, change
+    assert _v2({"inputs": [{k: v for k, v in tensor.items() if k != "data"}]}) is not None
+    assert _v2({"inputs": []}) is not None
+    assert _v2({"instances": [[1]]}) is not None
