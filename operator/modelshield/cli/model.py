@@ -1,4 +1,4 @@
-"""``modelshield model sign|verify|scan``: the OpenSSF model-signing format and the static scanner.
+"""``modelshield model sign|verify|scan|attest``: the OpenSSF model-signing format and the static scanner.
 
 Exit codes: 0 success (verified; no finding at or above ``--fail-on``), 1 verification
 failed or a finding is at or above ``--fail-on``, 2 the input cannot be read at all.
@@ -275,7 +275,7 @@ def _run_scan(arguments: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``model`` command."""
-    parser = subparsers.add_parser("model", help="sign, verify and scan model artifacts")
+    parser = subparsers.add_parser("model", help="sign, verify, scan and attest model artifacts")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     sign = actions.add_parser("sign", help="sign a model directory (OpenSSF model-signing)")
@@ -319,6 +319,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     scan.add_argument("--jobs", type=int, default=1, help="files scanned in parallel")
     scan.set_defaults(handler=_run_scan)
+
+    # Training provenance (in-toto, SLSA provenance v1, DSSE): its own module.
+    from modelshield.cli import attest
+
+    attest.register(actions)
 
 
 def main(argv: list[str] | None = None) -> int:

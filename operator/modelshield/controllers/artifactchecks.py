@@ -20,6 +20,7 @@ from typing import Any
 from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.modelartifacts import fetching, reconciling, redacting, verifying
+from modelshield.provenance import checking
 
 LOGGER = logging.getLogger("modelshield.artifacts")
 #: How often the timer looks whether an artifact's recheckInterval has passed.
@@ -78,6 +79,8 @@ class Job:
     settings: Settings
     #: The artifact's namespace: a pvc:// claim is looked for there only.
     namespace: str = ""
+    #: Training provenance to check (models.provenance of a governing policy), or None.
+    provenance: checking.Request | None = None
 
 
 def run_job(job: Job) -> reconciling.Verdict:
@@ -135,7 +138,7 @@ def _checked(job: Job, now: datetime.datetime) -> reconciling.Verdict:
                     redacting.redact(job.spec.signature.uri),
                     redacting.redact(str(failure)),
                 )
-        return reconciling.reconcile(
+        verdict = reconciling.reconcile(
             job.spec,
             job.generation,
             fetched.directory if fetched else None,
@@ -145,6 +148,20 @@ def _checked(job: Job, now: datetime.datetime) -> reconciling.Verdict:
             block_at_or_above=job.threshold,
             fetch_error=redacting.redact(error) if error else None,
             signature_path=signature,
+        )
+        if job.provenance is None or fetched is None:
+            return verdict
+        # Issue 16: the training provenance, bound to the digest just verified.
+        result = checking.check(
+            job.provenance,
+            verdict,
+            fetched.directory,
+            scratch.with_name(scratch.name + ".provenance"),
+            job.settings.fetch,
+            job.namespace,
+        )
+        return checking.attach(
+            verdict, result, generation=job.generation, previous=job.previous, now=now
         )
     finally:
         if fetched is None or fetched.copied:

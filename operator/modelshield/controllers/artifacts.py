@@ -33,6 +33,7 @@ from modelshield.api.v1alpha1 import artifacts, common, policies
 from modelshield.controllers import artifactchecks
 from modelshield.engine import selectors
 from modelshield.modelartifacts import reconciling, redacting
+from modelshield.provenance import checking
 
 LOGGER = logging.getLogger("modelshield.artifacts")
 GROUP, VERSION, PLURAL = "modelshield.dev", "v1alpha1", "modelartifacts"
@@ -106,7 +107,8 @@ class Reconciler:
         """The PEM keys that secretRef signers name (missing ones are left out)."""
         found: dict[tuple[str, str], bytes] = {}
         for requirement in requirements:
-            for signer in requirement.signers:
+            builders = requirement.provenance.trusted_builders if requirement.provenance else []
+            for signer in [*requirement.signers, *builders]:
                 reference = signer.secret_ref
                 if reference is None or self._client() is None:
                     continue
@@ -290,19 +292,20 @@ def register(
         try:
             spec = artifacts.ModelArtifactSpec.model_validate(dict(body.get("spec") or {}))
             requirements = requirements_of(kwargs)
-            keys = await reconciler.secret_keys(namespace, requirements)
-            signers = reconciling.trusted_signers(
-                requirements, keys, reconciler.settings.trust_config
-            )
+            # A Dataset record is verified against datasetSigners (issue 16).
+            checked = checking.for_artifact(spec, requirements)
+            keys = await reconciler.secret_keys(namespace, checked)
+            signers = reconciling.trusted_signers(checked, keys, reconciler.settings.trust_config)
             job = artifactchecks.Job(
                 uid=str(body.metadata.uid),
                 spec=spec,
                 generation=generation,
                 previous=previous,
                 signers=tuple(signers),
-                threshold=reconciling.blocking_threshold(requirements),
+                threshold=reconciling.blocking_threshold(checked),
                 settings=reconciler.settings,
                 namespace=namespace,
+                provenance=checking.request(spec, checked, keys),
             )
         except Exception as error:  # noqa: BLE001 - a check that cannot start fails closed
             LOGGER.warning("artifact %s/%s: cannot check", namespace, body.metadata.name)
