@@ -14,7 +14,7 @@ import asyncio
 import copy
 import json
 import pathlib
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
@@ -52,8 +52,7 @@ def _webhook(document: dict[str, Any], operation: str) -> dict[str, Any]:
         state=scenarios.standard_state(), verifier=verdicts.FixedVerdictVerifierForTests()
     )
     answer = asyncio.run(resources.review(json.dumps(review).encode(), context))
-    response: dict[str, Any] = answer["response"]
-    return response
+    return cast(dict[str, Any], answer["response"])
 
 
 def _modelshield_test(path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
