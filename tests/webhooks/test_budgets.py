@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from modelshield.cli import main
-from modelshield_webhooks import caches, contexts, facts
+from modelshield_webhooks import caches, contexts, reviewfacts
 from tests.webhooks import scenarios, verdicts
 from tests.webhooks.conftest import HttpsClient
 
@@ -27,7 +27,7 @@ def test_every_accepted_timeout_leaves_the_margin(timeout: int) -> None:
     assert margin <= max(0.5, 0.3 * timeout) + 0.05
     assert 0 < budget.namespace_wait_seconds <= 1.0
     assert budget.verify_deadline_seconds > 0
-    assert budget.hard_stop_seconds == facts.hard_stop_seconds(budget.verify_deadline_seconds)
+    assert budget.hard_stop_seconds == reviewfacts.hard_stop_seconds(budget.verify_deadline_seconds)
     # The default deadline is the longest that fits.
     with pytest.raises(contexts.BudgetError):
         contexts.request_budget(timeout, budget.verify_deadline_seconds + 0.01)
@@ -87,7 +87,7 @@ def test_a_timeout_the_api_server_refuses_is_refused(timeout: float) -> None:
 def test_the_hard_stop_is_a_quarter_of_the_deadline_at_most_a_quarter_second(
     deadline: float, grace: float
 ) -> None:
-    assert facts.hard_stop_seconds(deadline) == pytest.approx(grace)
+    assert reviewfacts.hard_stop_seconds(deadline) == pytest.approx(grace)
 
 
 @pytest.mark.parametrize(

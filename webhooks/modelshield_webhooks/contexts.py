@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable
 
 from modelshield.modelartifacts import startup
-from modelshield_webhooks import caches, facts, metrics, verifiers
+from modelshield_webhooks import caches, metrics, reviewfacts, verifiers
 
 #: Default ``timeoutSeconds`` of the webhook configurations.
 WEBHOOK_TIMEOUT_SECONDS = 10
@@ -73,10 +73,10 @@ def required_margin_seconds(timeout_seconds: float) -> float:
 
 def _longest_deadline(seconds: float) -> float:
     """The longest verification deadline whose hard stop still ends within seconds."""
-    grace = facts.HARD_STOP_GRACE_SECONDS
-    if seconds >= grace / facts.HARD_STOP_SHARE + grace:
+    grace = reviewfacts.HARD_STOP_GRACE_SECONDS
+    if seconds >= grace / reviewfacts.HARD_STOP_SHARE + grace:
         return _floor(seconds - grace)
-    return _floor(seconds / (1 + facts.HARD_STOP_SHARE))
+    return _floor(seconds / (1 + reviewfacts.HARD_STOP_SHARE))
 
 
 def request_budget(
@@ -101,14 +101,14 @@ def request_budget(
         raise BudgetError(
             f"a verification deadline of {deadline:g}s does not fit a webhook timeout of "
             f"{timeout_seconds:g}s: at most {longest:g}s is left after the namespace wait "
-            f"({namespace_wait:g}s), the hard stop ({facts.hard_stop_seconds(longest):g}s) "
+            f"({namespace_wait:g}s), the hard stop ({reviewfacts.hard_stop_seconds(longest):g}s) "
             f"and the {margin:g}s kept for the answer"
         )
     return RequestBudget(
         timeout_seconds=timeout_seconds,
         namespace_wait_seconds=namespace_wait,
         verify_deadline_seconds=deadline,
-        hard_stop_seconds=facts.hard_stop_seconds(deadline),
+        hard_stop_seconds=reviewfacts.hard_stop_seconds(deadline),
     )
 
 
@@ -138,7 +138,7 @@ class AdmissionContext:
     clock: Callable[[], datetime.datetime] = utc_now
     #: Which Secrets cold verifications may read (``secretRef`` signer keys, pull
     #: secrets); none unless ``--read-signer-secrets`` / ``--read-pull-secrets``.
-    secrets: facts.SecretAccess = facts.NO_SECRETS
+    secrets: reviewfacts.SecretAccess = reviewfacts.NO_SECRETS
     #: Set on SIGTERM: /readyz fails so that the Service stops sending reviews here,
     #: while the server keeps answering those already on their way.
     draining: bool = False

@@ -14,7 +14,7 @@ from typing import Any
 
 from modelshield.engine import compiling, evaluating, modelchecks, workloads
 from modelshield.modelartifacts import startup
-from modelshield_webhooks import contexts, facts, responses, reviews, validating
+from modelshield_webhooks import contexts, responses, reviewfacts, reviews, validating
 
 _logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def _startup_patches(
     # the one it has is exactly the container built here.
     if any(c.name == startup.CONTAINER_NAME for c in workload.containers):
         return []
-    target = modelchecks.startup_target(workload, facts.ReviewFacts({}, context.state))
+    target = modelchecks.startup_target(workload, reviewfacts.ReviewFacts({}, context.state))
     if target is None:
         # Nothing verified to re-verify against; validation denies such a model.
         return []
@@ -99,21 +99,23 @@ async def _digest_patches(
         return []
     workload = subject.workload
     genuine = modelchecks.startup_containers(
-        workload, facts.ReviewFacts({}, context.state), validating.startup_check(subject, context)
+        workload,
+        reviewfacts.ReviewFacts({}, context.state),
+        validating.startup_check(subject, context),
     )
     # The injected container keeps its image: pinning it would make it another container.
     workload = modelchecks.without_startup_container(workload, genuine)
-    images = await facts.gather_images(
+    images = await reviewfacts.gather_images(
         evaluating.image_requests(workload, pinning),
         context.verifier,
         deadline_seconds=context.verify_deadline_seconds,
         namespace=workload.namespace,
         counters=context.metrics.at(ENDPOINT),
         access=context.secrets,
-        pull_secret_names=facts.pull_secret_names(workload.containers),
+        pull_secret_names=reviewfacts.pull_secret_names(workload.containers),
     )
     decision = evaluating.decide(
-        workload, policies, facts.ReviewFacts(images, context.state), context.clock()
+        workload, policies, reviewfacts.ReviewFacts(images, context.state), context.clock()
     )
     return [p for p in decision.patches if _image_changes(p, subject.request)]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from modelshield.api.v1alpha1.policies import Enforcement
 from modelshield.engine import compiling, decisions, evaluating, modelchecks, workloads
-from modelshield_webhooks import contexts, facts, responses, reviews
+from modelshield_webhooks import contexts, responses, reviewfacts, reviews
 
 _logger = logging.getLogger(__name__)
 
@@ -157,8 +157,10 @@ async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisi
         return decisions.ALLOWED_UNGOVERNED
     workload = subject.workload
     check = startup_check(subject, context)
-    genuine = modelchecks.startup_containers(workload, facts.ReviewFacts({}, context.state), check)
-    images = await facts.gather_images(
+    genuine = modelchecks.startup_containers(
+        workload, reviewfacts.ReviewFacts({}, context.state), check
+    )
+    images = await reviewfacts.gather_images(
         evaluating.image_requests(
             modelchecks.without_startup_container(workload, genuine), policies
         ),
@@ -167,9 +169,9 @@ async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisi
         namespace=workload.namespace,
         counters=context.metrics.at(ENDPOINT),
         access=context.secrets,
-        pull_secret_names=facts.pull_secret_names(workload.containers),
+        pull_secret_names=reviewfacts.pull_secret_names(workload.containers),
     )
-    source = facts.ReviewFacts(images, context.state)
+    source = reviewfacts.ReviewFacts(images, context.state)
     return evaluating.decide(workload, policies, source, context.clock(), startup=check)
 
 

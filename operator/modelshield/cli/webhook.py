@@ -30,7 +30,7 @@ from modelshield_webhooks import (
     connections,
     contexts,
     eventloops,
-    facts,
+    reviewfacts,
     secretreading,
     server,
     signerkeys,
@@ -87,7 +87,7 @@ async def _serve(arguments: argparse.Namespace) -> int:
             secretreading.KubernetesSecrets(connection, session),
             ttl_seconds=arguments.secret_ttl_seconds,
         )
-        context.secrets = facts.SecretAccess(
+        context.secrets = reviewfacts.SecretAccess(
             signer_keys=signerkeys.SignerKeys(cached) if arguments.read_signer_secrets else None,
             pull_secrets=cached if arguments.read_pull_secrets else None,
         )
