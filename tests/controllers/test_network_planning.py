@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from modelshield.controllers import caches, observing, planning, statuses, verifying
+from modelshield.controllers import caches, imageverdicts, observing, planning, statuses
 from modelshield.controllers.builders import networkpolicies
 from modelshield.engine import scopes
 from tests.controllers.test_planning import SETTINGS, _deployment, _policy
@@ -228,7 +228,7 @@ def test_the_operator_reports_what_admission_refuses_on_the_policy_status() -> N
         ("ModelSecurityPolicy", "ml", "twice"),
         world,
         {},
-        verifying.Verifications(None),
+        imageverdicts.Verifications(None),
         datetime.datetime(2026, 12, 3, tzinfo=datetime.UTC),
     )
     assert observation.problems == [

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from modelshield.controllers import auditing, caches, planning, reconciling, verifying, writing
+from modelshield.controllers import auditing, caches, imageverdicts, planning, reconciling, writing
 from modelshield.controllers.builders import driftmonitors
 from modelshield.engine import facts, modelchecks, workloads
 from modelshield.modelartifacts import startup
@@ -118,7 +118,7 @@ def _controller(
         caches.World(),
         kube,
         planning.Settings(monitor=driftmonitors.MonitorSettings(image="i")),
-        verifications=verifying.Verifications(verifier),
+        verifications=imageverdicts.Verifications(verifier),
         startup=check,
         status_delay=0.01,
     )

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
 
 from modelshield.api.v1alpha1 import policies
-from modelshield.controllers import caches, planning, reconciling, verdicts, verifying, writing
+from modelshield.controllers import caches, imageverdicts, planning, reconciling, verdicts, writing
 from modelshield.controllers.builders import driftmonitors
 from modelshield.engine import decisions, evaluating, facts, workloads
 from modelshield.supplychain.images import secretreading, signerkeys
@@ -150,7 +150,7 @@ FROM_SECRET = {"name": "release", "secretRef": {"name": "cosign", "key": "cosign
 
 
 def _controller(
-    verifications: verifying.Verifications, *bodies: dict[str, Any]
+    verifications: imageverdicts.Verifications, *bodies: dict[str, Any]
 ) -> reconciling.Controller:
     # An ApiClient that is never called: these policies own no objects.
     kube = writing.Kube(client.ApiClient(client.Configuration()), max_workers=1)
@@ -173,7 +173,7 @@ def _governing(
     return parsed, evaluating.governing_policies(parsed, controller.world.policy_set(), {})
 
 
-async def _settle(verifications: verifying.Verifications) -> None:
+async def _settle(verifications: imageverdicts.Verifications) -> None:
     for _ in range(500):
         if not verifications.in_progress:
             return
@@ -188,7 +188,7 @@ POLICY_KEY = ("ModelSecurityPolicy", "ml", "signed")
 
 
 def test_a_missing_verdict_is_pending_only_while_one_is_coming() -> None:
-    verifications = verifying.Verifications(None)
+    verifications = imageverdicts.Verifications(None)
     controller = _controller(verifications, _policy(INLINE_A), _deployment("d"))
     parsed, governing = _governing(controller, ("Deployment", "ml", "d"))
     decision = evaluating.decide(parsed, governing, caches.WorldFacts(controller.world), NOW)
@@ -203,7 +203,9 @@ def test_a_missing_verdict_is_pending_only_while_one_is_coming() -> None:
 def test_another_violation_is_established_whatever_the_images_say() -> None:
     body = _deployment("d")
     del body["spec"]["template"]["spec"]["containers"][0]["securityContext"]
-    controller = _controller(verifying.Verifications(None), _policy(INLINE_A, runtime=True), body)
+    controller = _controller(
+        imageverdicts.Verifications(None), _policy(INLINE_A, runtime=True), body
+    )
     parsed, governing = _governing(controller, ("Deployment", "ml", "d"))
     decision = evaluating.decide(parsed, governing, caches.WorldFacts(controller.world), NOW)
     assert verdicts.judge(decision, parsed, {IMAGE}, verifying=True) is verdicts.Judgement.VIOLATING
@@ -217,7 +219,7 @@ def test_another_violation_is_established_whatever_the_images_say() -> None:
 
 async def test_new_workloads_are_verified_once_and_status_turns_from_pending_to_compliant() -> None:
     verifier = ScriptedVerifierForTests(delay=0.05)
-    verifications = verifying.Verifications(verifier)
+    verifications = imageverdicts.Verifications(verifier)
     controller = _controller(
         verifications, _policy(INLINE_A), _deployment("one"), _deployment("two")
     )
@@ -243,7 +245,7 @@ async def test_new_workloads_are_verified_once_and_status_turns_from_pending_to_
 async def test_a_verdict_outlives_its_cache_entry_and_is_refreshed_at_most_so_often() -> None:
     now = [100.0]
     verifier = ScriptedVerifierForTests(trusted=KEY_B)  # KEY_A's signature does not verify
-    verifications = verifying.Verifications(verifier, clock=lambda: now[0], refresh_seconds=30)
+    verifications = imageverdicts.Verifications(verifier, clock=lambda: now[0], refresh_seconds=30)
     controller = _controller(verifications, _policy(INLINE_A), _deployment("d"))
     key = ("Deployment", "ml", "d")
     parsed, governing = _governing(controller, key)
@@ -270,7 +272,7 @@ async def test_a_verdict_outlives_its_cache_entry_and_is_refreshed_at_most_so_of
 
 async def test_concurrency_is_bounded_and_a_hung_verifier_times_out() -> None:
     verifier = ScriptedVerifierForTests(delay=0.2)
-    verifications = verifying.Verifications(verifier, concurrency=2)
+    verifications = imageverdicts.Verifications(verifier, concurrency=2)
     controller = _controller(verifications, _policy(INLINE_A))
     for i in range(6):
         body = _deployment(f"d{i}")
@@ -285,7 +287,7 @@ async def test_concurrency_is_bounded_and_a_hung_verifier_times_out() -> None:
         await verifications.stop()
     assert (len(verifier.calls), verifier.most_at_once) == (6, 2)
 
-    hung = verifying.Verifications(ScriptedVerifierForTests(delay=60), deadline_seconds=0.2)
+    hung = imageverdicts.Verifications(ScriptedVerifierForTests(delay=60), deadline_seconds=0.2)
     [request] = hung.audit_requests([_governing(controller, ("Deployment", "ml", "d0"))])
     verdict = await asyncio.wait_for(hung.verify(request), 5)
     assert verdict.signature.outcome is facts.Outcome.TIMED_OUT
@@ -299,7 +301,7 @@ async def test_secret_ref_signers_resolve_per_namespace_and_never_share_a_verdic
         {("ml", "cosign"): {"cosign.pub": KEY_A}, ("team-b", "cosign"): {"cosign.pub": KEY_B}}
     )
     verifier = ScriptedVerifierForTests(trusted=KEY_A)
-    verifications = verifying.Verifications(
+    verifications = imageverdicts.Verifications(
         verifier, signer_keys=signerkeys.SignerKeys(secretreading.CachedSecrets(source))
     )
     controller = _controller(
@@ -326,7 +328,7 @@ async def test_secret_ref_signers_resolve_per_namespace_and_never_share_a_verdic
 
 async def test_without_signer_secrets_the_signer_stays_unresolved() -> None:
     verifier = ScriptedVerifierForTests()
-    verifications = verifying.Verifications(verifier)
+    verifications = imageverdicts.Verifications(verifier)
     controller = _controller(verifications, _policy(FROM_SECRET), _deployment("d"))
     await controller.reconcile(("Deployment", "ml", "d"))
     verifications.start()
@@ -343,7 +345,7 @@ async def test_pull_secrets_reach_the_verifier_only_with_the_flag() -> None:
     config = '{"auths": {"registry.example": {"auth": "dTpw"}}}'
     source = InMemorySecretsForTests({("ml", "pull"): {".dockerconfigjson": config}})
     verifier = ScriptedVerifierForTests()
-    verifications = verifying.Verifications(
+    verifications = imageverdicts.Verifications(
         verifier, pull_secrets=secretreading.CachedSecrets(source)
     )
     controller = _controller(verifications, _policy(INLINE_A), _deployment("d", pull_secret="pull"))
@@ -371,7 +373,7 @@ class FailingKubeForTests:
 async def test_secret_read_errors_name_the_secret_and_nothing_else(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    reader = verifying.KubeSecrets(FailingKubeForTests())  # type: ignore[arg-type]
+    reader = imageverdicts.KubeSecrets(FailingKubeForTests())  # type: ignore[arg-type]
     with pytest.raises(secretreading.SecretReadError) as raised:
         await reader.read("ml", "cosign")
     assert str(raised.value) == "get Secret ml/cosign: HTTP 403"

@@ -24,6 +24,7 @@ from modelshield.controllers import (
     auditing,
     caches,
     certificates,
+    imageverdicts,
     leadership,
     planning,
     policies,
@@ -31,7 +32,6 @@ from modelshield.controllers import (
     reconciling,
     settings,
     ungoverned,
-    verifying,
     writing,
 )
 from modelshield.controllers.builders import driftmonitors, networkpolicies
@@ -109,7 +109,7 @@ def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
     )
 
 
-def _image_verifier(arguments: argparse.Namespace) -> verifying.Verifier | None:
+def _image_verifier(arguments: argparse.Namespace) -> imageverdicts.Verifier | None:
     """The image verifier when this build has it; its cache feeds status and audit."""
     try:
         images_verifying = importlib.import_module("modelshield.supplychain.images.verifying")
@@ -124,7 +124,7 @@ def _image_verifier(arguments: argparse.Namespace) -> verifying.Verifier | None:
         found = credentials.from_docker_config(
             json.loads(pathlib.Path(arguments.docker_config).read_text())
         )
-    verifier: verifying.Verifier = images_verifying.ImageVerifier(
+    verifier: imageverdicts.Verifier = images_verifying.ImageVerifier(
         trust_root=arguments.trust_root,
         registry_options=registries.RegistryOptions(
             insecure_hosts=frozenset(arguments.insecure_registry), credentials=found
@@ -136,14 +136,14 @@ def _image_verifier(arguments: argparse.Namespace) -> verifying.Verifier | None:
     return verifier
 
 
-def verifications(arguments: argparse.Namespace, kube: writing.Kube) -> verifying.Verifications:
+def verifications(arguments: argparse.Namespace, kube: writing.Kube) -> imageverdicts.Verifications:
     """Image verdicts for status and audit, with the Secret reads the flags allow."""
     cached = None
     if arguments.read_signer_secrets or arguments.read_pull_secrets:
         cached = secretreading.CachedSecrets(
-            verifying.KubeSecrets(kube), ttl_seconds=arguments.secret_ttl_seconds
+            imageverdicts.KubeSecrets(kube), ttl_seconds=arguments.secret_ttl_seconds
         )
-    return verifying.Verifications(
+    return imageverdicts.Verifications(
         _image_verifier(arguments),
         signer_keys=signerkeys.SignerKeys(cached)
         if cached is not None and arguments.read_signer_secrets

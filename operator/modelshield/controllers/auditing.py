@@ -2,7 +2,7 @@
 
 Admission saw a workload once; keys rotate and signatures get removed afterwards. Every
 ``--audit-interval`` seconds the audit evaluates each governed workload against the
-current policies, the ModelArtifacts' facts and the image verdicts of ``verifying`` (each
+current policies, the ModelArtifacts' facts and the image verdicts of ``imageverdicts`` (each
 image verified again once its cache entry's TTL has run out, with the Secrets the
 operator may read), then writes one PolicyReport per namespace and updates the metrics:
 violations by policy and reason, last audit time, and the workloads whose NetworkPolicy
@@ -25,7 +25,7 @@ import kopf
 import prometheus_client
 from aiohttp import web
 
-from modelshield.controllers import caches, leadership, reconciling, verifying, writing
+from modelshield.controllers import caches, imageverdicts, leadership, reconciling, writing
 from modelshield.controllers.builders import ownership, policyreports
 from modelshield.engine import decisions, evaluating, workloads
 
@@ -102,7 +102,7 @@ class Auditor:
         return self.controller.world
 
     @property
-    def verifications(self) -> verifying.Verifications:
+    def verifications(self) -> imageverdicts.Verifications:
         """The reconciler's image verdicts (one cache for status and audit)."""
         return self.controller.verifications
 
@@ -119,7 +119,7 @@ class Auditor:
             # The World's answer: nothing outside modelshield's scope is governed.
             governing = self.world.governing(key)
             if governing:
-                subject = verifying.image_subject(parsed, self.world, startup)
+                subject = imageverdicts.image_subject(parsed, self.world, startup)
                 governed.append((key, body, parsed, subject, governing))
         verifications = self.verifications
         await verifications.verify_all(

@@ -1,7 +1,7 @@
 """A policy's observation for its status: the reconciler's outcomes judged by the engine.
 
 Each governed workload is evaluated against the one policy with the image verdicts of
-``verifying`` (asking for any that are missing or stale: a cache entry may have expired)
+``imageverdicts`` (asking for any that are missing or stale: a cache entry may have expired)
 and judged compliant, violating, or pending while its verdicts are on their way.
 """
 
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from modelshield.api.v1alpha1 import policies, validation
-from modelshield.controllers import caches, statuses, verdicts, verifying
+from modelshield.controllers import caches, imageverdicts, statuses, verdicts
 from modelshield.engine import compiling, evaluating, modelchecks, workloads
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ def observe(
     policy_key: caches.Key,
     world: caches.World,
     outcomes: Mapping[caches.Key, reconciling.Outcome],
-    verifications: verifying.Verifications,
+    verifications: imageverdicts.Verifications,
     now: datetime.datetime,
     *,
     startup: modelchecks.StartupCheck | None = None,
@@ -31,7 +31,7 @@ def observe(
     """What the outcomes and the engine say about one policy.
 
     ``startup``: modelshield's own startup init container is judged as admission judges
-    it (``verifying.image_subject``).
+    it (``imageverdicts.image_subject``).
     """
     entry = world.policies.get(policy_key)
     if entry is None:
@@ -65,7 +65,7 @@ def observe(
         governing = evaluating.governing_policies(
             parsed, compiled, world.namespaces.get(key[1], {})
         )
-        subject = verifying.image_subject(parsed, world, startup)
+        subject = imageverdicts.image_subject(parsed, world, startup)
         looked = verifications.look_up(key, subject, governing)
         decision = evaluating.decide(parsed, governing, looked.source(world), now, startup=startup)
         judged = verdicts.judge(decision, parsed, looked.missing, verifying=verifications.verifying)

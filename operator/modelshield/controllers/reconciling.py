@@ -6,7 +6,7 @@ write only the difference, so a second pass changes nothing. Whatever the order 
 events arrive (or a restart in the middle), each pass moves the cluster to the same state.
 Policy status is written after the workloads settle, at most once per ``status_delay``;
 a workload whose images have no verdict yet is verified at once in the background
-(``verifying``) and counted as pending, not violating, until the verdict arrives.
+(``imageverdicts``) and counted as pending, not violating, until the verdict arrives.
 
 NetworkPolicies fail closed: when the API server refuses the one planned, the plan's
 deny-all fallback is written in the same pass (a Warning Event on the workload, the
@@ -29,10 +29,10 @@ from typing import Any
 from modelshield.controllers import (
     caches,
     converging,
+    imageverdicts,
     observing,
     planning,
     statuses,
-    verifying,
     writing,
 )
 from modelshield.controllers.builders import ownership
@@ -71,7 +71,7 @@ class Controller:
         kube: writing.Kube,
         settings: planning.Settings,
         *,
-        verifications: verifying.Verifications | None = None,
+        verifications: imageverdicts.Verifications | None = None,
         startup: modelchecks.StartupCheck | None = None,
         workers: int = 8,
         status_delay: float = 1.0,
@@ -79,7 +79,7 @@ class Controller:
         self.world = world
         self.kube = kube
         self.settings = settings
-        self.verifications = verifications or verifying.Verifications(None)
+        self.verifications = verifications or imageverdicts.Verifications(None)
         self.verifications.on_verdict = self._verdicts_arrived
         #: How status and audit judge the init container of ``models.verifyAtStartup``:
         #: as admission does, knowing the ``--startup-image`` it runs (None: like any other).
@@ -321,7 +321,7 @@ class Controller:
         parsed = workloads.parse(body)
         governing = self.world.governing(key)
         if governing:
-            subject = verifying.image_subject(parsed, self.world, self.startup)
+            subject = imageverdicts.image_subject(parsed, self.world, self.startup)
             self.verifications.look_up(key, subject, governing)
 
     def _post_event(self, involved: dict[str, Any], kind: str, reason: str, message: str) -> None:
