@@ -13,7 +13,7 @@ import json
 import typing
 from collections.abc import Iterable, Mapping, Sequence
 
-from modelshield.api.v1alpha1 import common, policies
+from modelshield.api.v1alpha1 import common, policies, provenance
 from modelshield.engine import decisions, selectors
 
 AnyPolicy = policies.ModelSecurityPolicy | policies.ClusterModelSecurityPolicy
@@ -60,6 +60,35 @@ class CompiledModels:
     require_scan: bool
     block_at_or_above: common.Severity
     verify_at_startup: bool
+    #: models.provenance, when the policy asks for training provenance.
+    provenance: CompiledProvenance | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CompiledProvenance:
+    """Training provenance requirements (hashable, so equal blocks are shared)."""
+
+    required: bool
+    builder_names: tuple[str, ...]
+    allowed_dataset_sources: tuple[str, ...]
+    require_signed_datasets: bool
+    dataset_signer_names: tuple[str, ...]
+    max_age: str | None
+
+
+def _compile_provenance(
+    block: provenance.ProvenanceRequirements | None,
+) -> CompiledProvenance | None:
+    if block is None:
+        return None
+    return CompiledProvenance(
+        required=block.required,
+        builder_names=tuple(sorted(s.name for s in block.trusted_builders)),
+        allowed_dataset_sources=tuple(block.allowed_dataset_sources),
+        require_signed_datasets=block.require_signed_datasets,
+        dataset_signer_names=tuple(sorted(s.name for s in block.dataset_signers)),
+        max_age=block.max_age,
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -143,6 +172,7 @@ def compile_policy(policy: AnyPolicy) -> CompiledPolicy:
                 require_scan=models.require_scan,
                 block_at_or_above=models.block_findings_at_or_above,
                 verify_at_startup=models.verify_at_startup,
+                provenance=_compile_provenance(models.provenance),
             )
             if models
             else None

@@ -74,6 +74,23 @@ class ScanFindingFact:
 
 
 @dataclasses.dataclass(frozen=True)
+class ProvenanceFacts:
+    """The Provenance condition of a ModelArtifact and what its verified statement names."""
+
+    verified: bool
+    #: The condition's reason (ProvenanceVerified, ProvenanceMissing, ...).
+    reason: str
+    message: str = ""
+    builder: str | None = None
+    source: str = ""
+    commit: str = ""
+    finished: datetime.datetime | None = None
+    #: (name, uri, digest) of each training input other than code.
+    datasets: tuple[tuple[str, str, str], ...] = ()
+    datasets_truncated: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class ArtifactFacts:
     """A ModelArtifact's spec and the facts its status records."""
 
@@ -90,10 +107,14 @@ class ArtifactFacts:
     findings: tuple[ScanFindingFact, ...] = ()
     verification_message: str = ""
     #: When the operator last fetched, verified and scanned the model (status.lastChecked);
-    #: None when the status does not say (hand-written facts).
+    #: None when the status does not say, which admission judges stale.
     last_checked: datetime.datetime | None = None
     #: spec.recheckInterval: how often the verdict is renewed.
     recheck_interval: datetime.timedelta = datetime.timedelta(hours=24)
+    #: spec.type: Model, or Dataset (a training dataset's record, never served).
+    artifact_type: str = "Model"
+    #: The Provenance condition and status.provenance; None when the status has none.
+    provenance: ProvenanceFacts | None = None
 
 
 class FactSource(Protocol):
@@ -164,4 +185,27 @@ def from_model_artifact(artifact: artifacts.ModelArtifact) -> ArtifactFacts:
         if status.last_checked is not None and status.last_checked.tzinfo is None
         else status.last_checked,
         recheck_interval=common.parse_duration(artifact.spec.recheck_interval),
+        artifact_type=artifact.spec.type.value,
+        provenance=_provenance(status),
+    )
+
+
+def _provenance(status: artifacts.ModelArtifactStatus) -> ProvenanceFacts | None:
+    condition = next((c for c in status.conditions if c.type == artifacts.PROVENANCE), None)
+    if condition is None:
+        return None
+    said = status.provenance
+    finished = said.finished if said is not None else None
+    if finished is not None and finished.tzinfo is None:
+        finished = finished.replace(tzinfo=datetime.UTC)
+    return ProvenanceFacts(
+        verified=condition.status is common.ConditionStatus.TRUE and said is not None,
+        reason=condition.reason,
+        message=condition.message,
+        builder=said.builder if said is not None else None,
+        source=said.source if said is not None else "",
+        commit=said.commit if said is not None else "",
+        finished=finished,
+        datasets=tuple((d.name, d.uri, d.digest) for d in said.datasets) if said else (),
+        datasets_truncated=said.datasets_truncated if said is not None else False,
     )

@@ -7,7 +7,7 @@ import datetime
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from modelshield.engine import compiling, downloads, facts, workloads
+from modelshield.engine import compiling, downloads, facts, provenancechecks, workloads
 from modelshield.engine.decisions import Code
 from modelshield.engine.imagechecks import Finding
 from modelshield.modelartifacts import redacting, startup
@@ -231,6 +231,9 @@ def check_workload(
             )
             continue
         yield from _check_artifact(reference.path, artifact, requirement, now)
+        yield from provenancechecks.check_artifact(
+            reference.path, artifact, requirement.provenance, source, workload.namespace, now
+        )
 
 
 def _unverifiable(reference: workloads.ModelReference) -> str | None:
