@@ -7,6 +7,7 @@ ServiceAccount tokens are reviewed by the real kube-apiserver in e2e/test_guard_
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -98,6 +99,7 @@ def keys_dir(tmp_path: pathlib.Path) -> pathlib.Path:
     return root
 
 
+@contextlib.asynccontextmanager
 async def _stack(
     trained: Any,
     keys_dir: pathlib.Path,
@@ -116,7 +118,7 @@ async def _stack(
 @pytest.fixture
 async def stack(trained: Any, keys_dir: pathlib.Path) -> AsyncIterator[Stack]:
     """The guard with API keys, authorization for model 'fraud' and request checks."""
-    async for running in _stack(trained, keys_dir, KEYS_POLICY):
+    async with _stack(trained, keys_dir, KEYS_POLICY) as running:
         yield running
 
 
@@ -365,7 +367,7 @@ async def test_audit_mode_forwards_everything_and_reports(
     trained: Any, keys_dir: pathlib.Path
 ) -> None:
     audit = {**KEYS_POLICY, "enforcement": "Audit"}
-    async for running in _stack(trained, keys_dir, audit):
+    async with _stack(trained, keys_dir, audit) as running:
         status, headers, body = await call(running.url, "/v1/models/other:predict", body=PREDICT)
         assert status == 200, body
         assert "Unauthenticated by ModelSecurityPolicy ml/p0" in headers[server.AUDIT_HEADER]
@@ -406,9 +408,9 @@ async def test_model_server_unreachable_is_502_with_a_reason(keys_dir: pathlib.P
 
 
 async def test_model_server_hanging_is_504_not_a_hang(trained: Any, keys_dir: pathlib.Path) -> None:
-    async for running in _stack(
+    async with _stack(
         trained, keys_dir, KEYS_POLICY, delay=1.5, upstreamTimeoutSeconds=0.3
-    ):
+    ) as running:
         status, _, body = await asyncio.wait_for(
             call(running.url, "/v1/models/fraud:predict", body=PREDICT, headers={"X-Api-Key": KEY}),
             4,
@@ -430,7 +432,7 @@ async def test_token_review_unreachable_is_503_and_not_cached(
         "caFile": None,
         "tokenFile": str(token_file),
     }
-    async for running in _stack(trained, keys_dir, tokens, apiServer=api_server):
+    async with _stack(trained, keys_dir, tokens, apiServer=api_server) as running:
         jwt = "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjk5OTk5OTk5OTl9.c2ln"
         status, _, body = await call(
             running.url,
