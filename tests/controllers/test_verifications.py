@@ -24,7 +24,7 @@ from modelshield.api.v1alpha1 import policies
 from modelshield.controllers import caches, imageverdicts, planning, reconciling, verdicts, writing
 from modelshield.controllers.builders import driftmonitors
 from modelshield.engine import decisions, evaluating, facts, workloads
-from modelshield.supplychain.images import secretreading, signerkeys
+from modelshield.supplychain.images import gathering, secretreading, signerkeys, verifiers
 
 NOW = datetime.datetime(2026, 11, 26, 3, 0, tzinfo=datetime.UTC)
 IMAGE = "registry.example/ml/model@sha256:" + "a" * 64
@@ -40,7 +40,7 @@ def _pem() -> str:
 KEY_A, KEY_B = _pem(), _pem()
 
 
-class ScriptedVerifierForTests:
+class ScriptedVerifierForTests(verifiers.Verifier):
     """Verified when the requirement's first signer carries ``trusted`` inline; counts calls."""
 
     def __init__(self, trusted: str = KEY_A, delay: float = 0.0) -> None:
@@ -302,7 +302,10 @@ async def test_secret_ref_signers_resolve_per_namespace_and_never_share_a_verdic
     )
     verifier = ScriptedVerifierForTests(trusted=KEY_A)
     verifications = imageverdicts.Verifications(
-        verifier, signer_keys=signerkeys.SignerKeys(secretreading.CachedSecrets(source))
+        verifier,
+        secrets=gathering.SecretAccess(
+            signer_keys=signerkeys.SignerKeys(secretreading.CachedSecrets(source))
+        ),
     )
     controller = _controller(
         verifications,
@@ -346,7 +349,7 @@ async def test_pull_secrets_reach_the_verifier_only_with_the_flag() -> None:
     source = InMemorySecretsForTests({("ml", "pull"): {".dockerconfigjson": config}})
     verifier = ScriptedVerifierForTests()
     verifications = imageverdicts.Verifications(
-        verifier, pull_secrets=secretreading.CachedSecrets(source)
+        verifier, secrets=gathering.SecretAccess(pull_secrets=secretreading.CachedSecrets(source))
     )
     controller = _controller(verifications, _policy(INLINE_A), _deployment("d", pull_secret="pull"))
     await controller.reconcile(("Deployment", "ml", "d"))
@@ -391,25 +394,24 @@ def _kube() -> writing.Kube:
 
 
 def test_secret_reads_are_off_by_default_and_each_flag_turns_on_its_own() -> None:
-    from modelshield.cli import main, operator
+    from modelshield.cli import main, operator, verifierflags
 
     parser = main.build_parser("operator")
-    plain = operator.verifications(parser.parse_args(["operator"]), _kube())
-    assert (plain.verifying, plain.signer_keys, plain.pull_secrets) == (True, None, None)
-    signers = operator.verifications(
-        parser.parse_args(["operator", "--read-signer-secrets"]), _kube()
-    )
+
+    def verifications(*flags: str) -> imageverdicts.Verifications:
+        arguments = parser.parse_args(["operator", *flags])
+        return operator.verifications(verifierflags.settings_from(arguments), _kube())
+
+    plain = verifications()
+    assert (plain.verifying, plain.secrets) == (True, gathering.NO_SECRETS)
+    signers = verifications("--read-signer-secrets").secrets
     assert signers.signer_keys is not None
     assert signers.pull_secrets is None
-    both = operator.verifications(
-        parser.parse_args(
-            ["operator", "--read-signer-secrets", "--read-pull-secrets", "--secret-ttl-seconds=9"]
-        ),
-        _kube(),
-    )
-    assert both.signer_keys is not None
-    assert both.pull_secrets is both.signer_keys.secrets  # one cache, one read per Secret
-    assert both.pull_secrets.ttl_seconds == 9
+    both = verifications("--read-signer-secrets", "--read-pull-secrets", "--secret-ttl-seconds=9")
+    assert both.secrets.signer_keys is not None
+    # One cache, one read per Secret.
+    assert both.secrets.pull_secrets is both.secrets.signer_keys.secrets
+    assert both.secrets.pull_secrets.ttl_seconds == 9
 
 
 def test_a_non_positive_secret_ttl_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,8 +21,14 @@ import pytest
 from modelshield.api.v1alpha1 import policies
 from modelshield.cli import main as cli_main
 from modelshield.engine import compiling, facts, workloads
-from modelshield.supplychain.images import credentials, signers
-from modelshield_webhooks import metrics, reviewfacts, secretreading, signerkeys
+from modelshield.supplychain.images import (
+    credentials,
+    gathering,
+    secretreading,
+    signerkeys,
+    signers,
+)
+from modelshield_webhooks import metrics, reviewfacts
 from tests.webhooks import scenarios, verdicts
 
 OTHER_KEY = (
@@ -286,7 +292,7 @@ async def test_a_rotated_key_is_seen_after_refresh() -> None:
 async def _gather(
     verifier: RecordingVerifierForTests,
     requirement: compiling.CompiledImages,
-    access: reviewfacts.SecretAccess,
+    access: gathering.SecretAccess,
     pull_secret_names: Sequence[str] = (),
     namespace: str = "ml",
 ) -> dict[reviewfacts.ImageKey, facts.ImageFacts]:
@@ -303,7 +309,7 @@ async def _gather(
 
 async def test_gathering_verifies_the_resolved_requirement_once_then_serves_the_cache() -> None:
     source = InMemorySecretsForTests({("ml", "cosign"): {"cosign.pub": scenarios.PUBLIC_KEY}})
-    access = reviewfacts.SecretAccess(signer_keys=signerkeys.SignerKeys(_cache(source, Clock())))
+    access = gathering.SecretAccess(signer_keys=signerkeys.SignerKeys(_cache(source, Clock())))
     verifier = RecordingVerifierForTests()
     requirement = _requirement()
     found = await _gather(verifier, requirement, access)
@@ -322,7 +328,7 @@ async def test_gathering_verifies_the_resolved_requirement_once_then_serves_the_
 async def test_without_the_flag_the_verifier_gets_the_unresolved_signer() -> None:
     verifier = RecordingVerifierForTests()
     requirement = _requirement()
-    await _gather(verifier, requirement, reviewfacts.NO_SECRETS, ["registry-auth"])
+    await _gather(verifier, requirement, gathering.NO_SECRETS, ["registry-auth"])
     [call] = verifier.calls
     assert call["key"] == requirement.key
     assert call["requirement"].signers[0].secret_ref is not None
@@ -339,7 +345,7 @@ async def test_pull_secrets_are_read_for_a_cold_verification_only() -> None:
         {("ml", "registry-auth"): {".dockerconfigjson": _docker_config("registry.example.com")}}
     )
     cache = _cache(source, Clock())
-    access = reviewfacts.SecretAccess(pull_secrets=cache)
+    access = gathering.SecretAccess(pull_secrets=cache)
     verifier = RecordingVerifierForTests()
     requirement = _requirement()
     await _gather(verifier, requirement, access, ["registry-auth", "absent"])
@@ -361,7 +367,7 @@ def test_pull_secret_names_come_from_the_pod_template_in_order() -> None:
         {},
     ]
     workload = workloads.parse(copy.deepcopy(obj))
-    assert reviewfacts.pull_secret_names(workload.containers) == ("first", "second")
+    assert secretreading.pull_secret_names(workload.containers) == ("first", "second")
 
 
 # --- cluster policies -----------------------------------------------------------------
@@ -405,7 +411,7 @@ async def test_concurrent_reviews_share_one_read_that_outlives_a_deadline() -> N
 async def test_a_slow_secret_read_ends_within_the_deadline_unresolved() -> None:
     source = InMemorySecretsForTests({("ml", "cosign"): {"cosign.pub": scenarios.PUBLIC_KEY}})
     source.delay = 5.0
-    access = reviewfacts.SecretAccess(signer_keys=signerkeys.SignerKeys(_cache(source, Clock())))
+    access = gathering.SecretAccess(signer_keys=signerkeys.SignerKeys(_cache(source, Clock())))
     verifier = RecordingVerifierForTests()
     requirement = _requirement()
     started = time.monotonic()

@@ -12,6 +12,7 @@ from typing import Any
 
 from modelshield.api.v1alpha1 import policies
 from modelshield.engine import facts
+from modelshield.supplychain.images import verifiers
 from tests.webhooks.scenarios import DIGEST, SIGNED, SIGNED_BY_TAG, SIGNER
 
 
@@ -32,7 +33,7 @@ def image_facts(reference: str) -> facts.ImageFacts:
     )
 
 
-class FixedVerdictVerifierForTests:
+class FixedVerdictVerifierForTests(verifiers.Verifier):
     """A verifier that answers from ``image_facts`` instead of a registry, after a delay.
 
     Used where a test needs a verdict, not a registry: the signed/unsigned answer is

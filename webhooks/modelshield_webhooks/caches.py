@@ -20,7 +20,7 @@ import pydantic
 
 from modelshield.api.v1alpha1 import artifacts, common, policies
 from modelshield.engine import compiling, facts, selectors
-from modelshield_webhooks import signerkeys
+from modelshield.supplychain.images import signerkeys
 
 _logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ import math
 from collections.abc import Callable
 
 from modelshield.modelartifacts import startup
-from modelshield_webhooks import caches, metrics, reviewfacts, verifiers
+from modelshield.supplychain.images import gathering, verifiers
+from modelshield_webhooks import caches, metrics, reviewfacts
 
 #: Default ``timeoutSeconds`` of the webhook configurations.
 WEBHOOK_TIMEOUT_SECONDS = 10
@@ -126,7 +127,7 @@ class AdmissionContext:
     """Everything the handlers read; one per server process."""
 
     state: caches.ClusterState
-    verifier: verifiers.ImageVerifier
+    verifier: verifiers.Verifier
     metrics: metrics.Metrics = dataclasses.field(default_factory=metrics.Metrics)
     #: Deadline of a cold verification on the request path (``RequestBudget``).
     verify_deadline_seconds: float = DEFAULT_BUDGET.verify_deadline_seconds
@@ -138,7 +139,7 @@ class AdmissionContext:
     clock: Callable[[], datetime.datetime] = utc_now
     #: Which Secrets cold verifications may read (``secretRef`` signer keys, pull
     #: secrets); none unless ``--read-signer-secrets`` / ``--read-pull-secrets``.
-    secrets: reviewfacts.SecretAccess = reviewfacts.NO_SECRETS
+    secrets: gathering.SecretAccess = gathering.NO_SECRETS
     #: Set on SIGTERM: /readyz fails so that the Service stops sending reviews here,
     #: while the server keeps answering those already on their way.
     draining: bool = False

@@ -14,6 +14,7 @@ from typing import Any
 
 from modelshield.engine import compiling, evaluating, modelchecks, workloads
 from modelshield.modelartifacts import startup
+from modelshield.supplychain.images import secretreading
 from modelshield_webhooks import contexts, responses, reviewfacts, reviews, validating
 
 _logger = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ async def _digest_patches(
         namespace=workload.namespace,
         counters=context.metrics.at(ENDPOINT),
         access=context.secrets,
-        pull_secret_names=reviewfacts.pull_secret_names(workload.containers),
+        pull_secret_names=secretreading.pull_secret_names(workload.containers),
     )
     decision = evaluating.decide(
         workload, policies, reviewfacts.ReviewFacts(images, context.state), context.clock()

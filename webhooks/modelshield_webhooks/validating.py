@@ -16,6 +16,7 @@ from typing import Any
 
 from modelshield.api.v1alpha1.policies import Enforcement
 from modelshield.engine import compiling, decisions, evaluating, modelchecks, workloads
+from modelshield.supplychain.images import secretreading
 from modelshield_webhooks import contexts, responses, reviewfacts, reviews
 
 _logger = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisi
         namespace=workload.namespace,
         counters=context.metrics.at(ENDPOINT),
         access=context.secrets,
-        pull_secret_names=reviewfacts.pull_secret_names(workload.containers),
+        pull_secret_names=secretreading.pull_secret_names(workload.containers),
     )
     source = reviewfacts.ReviewFacts(images, context.state)
     return evaluating.decide(workload, policies, source, context.clock(), startup=check)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
-import json
 import logging
 import os
-import pathlib
 import secrets
 import socket
 import sys
@@ -20,6 +18,7 @@ from kubernetes import client, config
 
 from modelshield import __version__
 from modelshield.api.v1alpha1 import policies as api_policies
+from modelshield.cli import verifierflags
 from modelshield.controllers import (
     auditing,
     caches,
@@ -37,7 +36,7 @@ from modelshield.controllers import (
 from modelshield.controllers.builders import driftmonitors, networkpolicies
 from modelshield.engine import modelchecks, scopes
 from modelshield.modelartifacts import startup
-from modelshield.supplychain.images import secretreading, signerkeys
+from modelshield.supplychain.images import verifiersettings
 
 LOGGER = logging.getLogger("modelshield.operator")
 IMAGE_ENV = "MODELSHIELD_IMAGE"
@@ -109,46 +108,13 @@ def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
     )
 
 
-def _image_verifier(arguments: argparse.Namespace) -> imageverdicts.Verifier | None:
-    """The image verifier when this build has it; its cache feeds status and audit."""
-    try:
-        images_verifying = importlib.import_module("modelshield.supplychain.images.verifying")
-    except ModuleNotFoundError:
-        LOGGER.warning("no image verifier in this build: images count as unverified")
-        return None
-    registries = importlib.import_module("modelshield.supplychain.images.registries")
-    caching = importlib.import_module("modelshield.supplychain.images.caching")
-    credentials = importlib.import_module("modelshield.supplychain.images.credentials")
-    found = {}
-    if arguments.docker_config:
-        found = credentials.from_docker_config(
-            json.loads(pathlib.Path(arguments.docker_config).read_text())
-        )
-    verifier: imageverdicts.Verifier = images_verifying.ImageVerifier(
-        trust_root=arguments.trust_root,
-        registry_options=registries.RegistryOptions(
-            insecure_hosts=frozenset(arguments.insecure_registry), credentials=found
-        ),
-        cache=caching.VerificationCache(
-            caching.CacheSettings(positive_ttl=arguments.image_cache_ttl)
-        ),
-    )
-    return verifier
-
-
-def verifications(arguments: argparse.Namespace, kube: writing.Kube) -> imageverdicts.Verifications:
-    """Image verdicts for status and audit, with the Secret reads the flags allow."""
-    cached = None
-    if arguments.read_signer_secrets or arguments.read_pull_secrets:
-        cached = secretreading.CachedSecrets(
-            imageverdicts.KubeSecrets(kube), ttl_seconds=arguments.secret_ttl_seconds
-        )
+def verifications(
+    settings: verifiersettings.VerifierSettings, kube: writing.Kube
+) -> imageverdicts.Verifications:
+    """Image verdicts for status and audit, verified as the webhook verifies (same settings)."""
     return imageverdicts.Verifications(
-        _image_verifier(arguments),
-        signer_keys=signerkeys.SignerKeys(cached)
-        if cached is not None and arguments.read_signer_secrets
-        else None,
-        pull_secrets=cached if arguments.read_pull_secrets else None,
+        verifiersettings.build_verifier(settings),
+        secrets=verifiersettings.secret_access(settings, imageverdicts.KubeSecrets(kube)),
     )
 
 
@@ -184,7 +150,7 @@ def build(
             scraper_peers=_scraper_peers(arguments),
             scraper_ports=frozenset((port, "TCP") for port in arguments.scraper_port),
         ),
-        verifications=verifications(arguments, kube),
+        verifications=verifications(verifierflags.settings_from(arguments), kube),
         startup=modelchecks.StartupCheck(image=arguments.startup_image),
         workers=arguments.workers,
     )
@@ -222,8 +188,8 @@ def build(
 
 
 def _run_operator(arguments: argparse.Namespace) -> int:
-    if arguments.secret_ttl_seconds <= 0:
-        print("error: --secret-ttl-seconds must be positive", file=sys.stderr)
+    for problem in verifierflags.settings_from(arguments).problems():
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=getattr(logging, arguments.log_level.upper()),
@@ -372,42 +338,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "a workload declares (container ports named metrics or http-metrics, the "
         "prometheus.io/port annotation); no port known: the scraper is not let in",
     )
-    parser.add_argument(
-        "--trust-root", default=None, help="sigstore trusted_root.json for keyless signers"
-    )
-    parser.add_argument(
-        "--insecure-registry",
-        action="append",
-        default=[],
-        help="registry host:port spoken to over plain HTTP (repeatable; tests and labs only)",
-    )
-    parser.add_argument(
-        "--image-cache-ttl",
-        type=float,
-        default=600.0,
-        help="seconds a verified image stays trusted before the audit verifies it again",
-    )
-    parser.add_argument(
-        "--docker-config",
-        help='docker config JSON ({"auths": ...}) with registry credentials for verification',
-    )
-    parser.add_argument(
-        "--read-signer-secrets",
-        action="store_true",
-        help="resolve secretRef image/attestation signers by reading the Secret (get) in the "
-        "workload's namespace; off: such signers fail to verify (the workload violates)",
-    )
-    parser.add_argument(
-        "--read-pull-secrets",
-        action="store_true",
-        help="read the pod template's imagePullSecrets (get) for registry auth when verifying",
-    )
-    parser.add_argument(
-        "--secret-ttl-seconds",
-        type=float,
-        default=secretreading.DEFAULT_TTL_SECONDS,
-        help="how long a Secret read is cached (refreshed in the background before then)",
-    )
+    verifierflags.add_arguments(parser)
     parser.add_argument("--workers", type=int, default=8, help="concurrent reconciles")
     parser.add_argument(
         "--audit-interval", type=float, default=300.0, help="seconds between audits; 0 disables"

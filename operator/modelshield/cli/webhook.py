@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import pathlib
 import signal
@@ -23,54 +22,31 @@ import sys
 
 import yaml
 
+from modelshield.cli import verifierflags
+from modelshield.supplychain.images import verifiersettings
 from modelshield_webhooks import (
+    apisecrets,
     caches,
     certificates,
     configurations,
     connections,
     contexts,
     eventloops,
-    reviewfacts,
-    secretreading,
     server,
-    signerkeys,
-    verifiers,
     watching,
 )
 
 _logger = logging.getLogger("modelshield.webhook")
 
 
-def _verifier(arguments: argparse.Namespace) -> verifiers.ImageVerifier:
-    try:
-        from modelshield.supplychain.images import credentials, registries, verifying
-    except ImportError as error:  # the verifier is optional at import time; fail closed
-        return verifiers.UnavailableVerifier(f"the image verifier cannot be loaded: {error}")
-    found: dict[str, credentials.Credential] = {}
-    if arguments.docker_config:
-        found = credentials.from_docker_config(
-            json.loads(pathlib.Path(arguments.docker_config).read_text())
-        )
-    context = None
-    if arguments.registry_ca:
-        context = ssl.create_default_context(cafile=arguments.registry_ca)
-    options = registries.RegistryOptions(
-        insecure_hosts=frozenset(arguments.insecure_registry),
-        credentials=found,
-        ssl_context=context,
-    )
-    verifier: verifiers.ImageVerifier = verifying.ImageVerifier(
-        registry_options=options, trust_root=arguments.trust_root
-    )
-    return verifier
-
-
 async def _serve(arguments: argparse.Namespace) -> int:
     # Checked by _run; every wait on the request path comes from this one budget.
     budget = contexts.request_budget(arguments.timeout_seconds, arguments.verify_deadline)
+    settings = verifierflags.settings_from(arguments)
+    verifier = verifiersettings.build_verifier(settings)
     context = contexts.AdmissionContext(
         state=caches.ClusterState(),
-        verifier=_verifier(arguments),
+        verifier=verifier,
         verify_deadline_seconds=budget.verify_deadline_seconds,
         namespace_wait_seconds=budget.namespace_wait_seconds,
         startup_image=arguments.startup_image,
@@ -82,16 +58,11 @@ async def _serve(arguments: argparse.Namespace) -> int:
     session, informers = watching.start(
         connection, context.state, resync_seconds=arguments.resync_seconds
     )
-    if arguments.read_signer_secrets or arguments.read_pull_secrets:
-        cached = secretreading.CachedSecrets(
-            secretreading.KubernetesSecrets(connection, session),
-            ttl_seconds=arguments.secret_ttl_seconds,
-        )
-        context.secrets = reviewfacts.SecretAccess(
-            signer_keys=signerkeys.SignerKeys(cached) if arguments.read_signer_secrets else None,
-            pull_secrets=cached if arguments.read_pull_secrets else None,
-        )
-        informers.append(asyncio.create_task(cached.keep_fresh(), name="secret-refresh"))
+    context.secrets = verifiersettings.secret_access(
+        settings, apisecrets.KubernetesSecrets(connection, session)
+    )
+    for cache in context.secrets.caches():
+        informers.append(asyncio.create_task(cache.keep_fresh(), name="secret-refresh"))
     running = await server.start(context, certificate, host=arguments.host, port=arguments.port)
     print(f"modelshield webhook listening on https://{arguments.host}:{running.port}", flush=True)
     stop = asyncio.Event()
@@ -109,9 +80,7 @@ async def _serve(arguments: argparse.Namespace) -> int:
         task.cancel()
     await asyncio.gather(*informers, return_exceptions=True)
     await session.close()
-    close = getattr(context.verifier, "close", None)
-    if close is not None:
-        await close()
+    await verifier.close()
     return 0
 
 
@@ -127,8 +96,8 @@ def _run(arguments: argparse.Namespace) -> int:
     if not arguments.cert or not arguments.key:
         print("error: --cert and --key are required to serve", file=sys.stderr)
         return 2
-    if arguments.secret_ttl_seconds <= 0:
-        print("error: --secret-ttl-seconds must be positive", file=sys.stderr)
+    for problem in verifierflags.settings_from(arguments).problems():
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
         contexts.request_budget(arguments.timeout_seconds, arguments.verify_deadline)
@@ -209,38 +178,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "the timeout leaves after the namespace wait, the hard stop and a margin of "
         "max(0.5, 0.3 x timeout) for the answer)",
     )
-    parser.add_argument(
-        "--insecure-registry",
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="registry spoken to over plain HTTP (tests only); repeatable",
-    )
-    parser.add_argument("--trust-root", help="sigstore trusted_root.json for keyless signers")
-    parser.add_argument(
-        "--docker-config",
-        help='docker config JSON ({"auths": ...}) with registry credentials for verification',
-    )
-    parser.add_argument(
-        "--registry-ca", help="PEM CA bundle for registries (replaces the system store)"
-    )
-    parser.add_argument(
-        "--read-signer-secrets",
-        action="store_true",
-        help="resolve secretRef image/attestation signers by reading the Secret (get) in the "
-        "policy's namespace; off: such signers fail to verify",
-    )
-    parser.add_argument(
-        "--read-pull-secrets",
-        action="store_true",
-        help="read the pod's imagePullSecrets (get) for registry auth on cold verifications",
-    )
-    parser.add_argument(
-        "--secret-ttl-seconds",
-        type=float,
-        default=secretreading.DEFAULT_TTL_SECONDS,
-        help="how long a Secret read is cached (refreshed in the background before then)",
-    )
+    verifierflags.add_arguments(parser)
     parser.add_argument(
         "--startup-image",
         default=contexts.AdmissionContext.startup_image,

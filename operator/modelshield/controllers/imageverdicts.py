@@ -9,10 +9,12 @@ new policy, a rotated key): deduplicated, ``concurrency`` at a time, each under
 ``deadline_seconds``, off the event handlers; when its verdict arrives, ``on_verdict``
 gets the workloads that waited, and the reconciler recomputes their policies' status.
 
-Opt-in Secret reads, as in the webhook: ``signer_keys`` resolves ``secretRef`` signers in
-the workload's namespace (the verdict is keyed by the resolved requirement, so namespaces
-whose Secrets hold different keys never share one), and ``pull_secrets`` supplies the
-pod template's ``imagePullSecrets`` to cold verifications. Secret values are never logged.
+Each verification is gathered by the facts layer the webhook uses too
+(``supplychain.images.gathering``), with the opt-in Secret reads of its ``SecretAccess``:
+``signer_keys`` resolves ``secretRef`` signers in the workload's namespace (the verdict is
+keyed by the resolved requirement, so namespaces whose Secrets hold different keys never
+share one), and ``pull_secrets`` supplies the pod template's ``imagePullSecrets`` to cold
+verifications. Secret values are never logged.
 """
 
 from __future__ import annotations
@@ -23,12 +25,11 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
 
 from modelshield.controllers import caches, writing
 from modelshield.engine import compiling, evaluating, facts, modelchecks, workloads
-from modelshield.supplychain.images import secretreading, signerkeys
+from modelshield.supplychain.images import gathering, secretreading, signerkeys, verifiers
 
 LOGGER = logging.getLogger("modelshield.verifying")
 DEADLINE_SECONDS = 20.0
@@ -43,28 +44,7 @@ GRACE_SECONDS = 0.5
 RequestKey = tuple[str, str, str]
 
 
-class Verifier(Protocol):
-    """What the operator needs of the image verifier (``ImageVerifier``)."""
-
-    def cached(self, reference: str, requirement_key: str) -> facts.ImageFacts | None:
-        """A cached verdict, without I/O."""
-        ...
-
-    async def verify(
-        self,
-        reference: str,
-        requirement: Any,
-        requirement_key: str,
-        *,
-        deadline_seconds: float,
-        pull_secrets: Sequence[Mapping[str, Any]] = (),
-        namespace: str = "",
-    ) -> facts.ImageFacts:
-        """Verify (or return the fresh cached verdict); never raises."""
-        ...
-
-
-class KubeSecrets:
+class KubeSecrets(secretreading.SecretSource):
     """A ``SecretSource`` over the operator's client: ``get`` by name, nothing else."""
 
     def __init__(self, kube: writing.Kube) -> None:
@@ -83,12 +63,7 @@ class KubeSecrets:
             raise secretreading.SecretReadError(
                 f"get Secret {namespace}/{name}: {type(error).__name__}"
             ) from None
-        if found is None:
-            return None
-        data = found.get("data")
-        if not isinstance(data, dict):
-            return {}
-        return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+        return None if found is None else secretreading.data_of(found)
 
 
 @dataclasses.dataclass
@@ -119,18 +94,16 @@ class Verifications:
 
     def __init__(
         self,
-        verifier: Verifier | None,
+        verifier: verifiers.Verifier | None,
         *,
-        signer_keys: signerkeys.SignerKeys | None = None,
-        pull_secrets: secretreading.CachedSecrets | None = None,
+        secrets: gathering.SecretAccess = gathering.NO_SECRETS,
         concurrency: int = CONCURRENCY,
         deadline_seconds: float = DEADLINE_SECONDS,
         refresh_seconds: float = REFRESH_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.verifier = verifier
-        self.signer_keys = signer_keys
-        self.pull_secrets = pull_secrets
+        self.secrets = secrets
         self.concurrency = concurrency
         self.deadline_seconds = deadline_seconds
         self.refresh_seconds = refresh_seconds
@@ -157,8 +130,7 @@ class Verifications:
         loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         self._tasks = [loop.create_task(self._work()) for _ in range(self.concurrency)]
-        caches_ = {id(c): c for c in self._secret_caches()}
-        self._tasks.extend(loop.create_task(c.keep_fresh()) for c in caches_.values())
+        self._tasks.extend(loop.create_task(c.keep_fresh()) for c in self.secrets.caches())
         for key in self._requests:  # asked for before the start
             self._queue.put_nowait(key)
 
@@ -174,12 +146,6 @@ class Verifications:
         if close is not None:
             await close()
 
-    def _secret_caches(self) -> list[secretreading.CachedSecrets]:
-        found = [self.pull_secrets] if self.pull_secrets is not None else []
-        if self.signer_keys is not None:
-            found.append(self.signer_keys.secrets)
-        return found
-
     @property
     def in_progress(self) -> int:
         """Requests queued or being verified."""
@@ -188,8 +154,9 @@ class Verifications:
     # --- lookups (no I/O) -----------------------------------------------------
 
     def _key(self, image: str, requirement: compiling.CompiledImages, namespace: str) -> RequestKey:
-        secrets_matter = self.pull_secrets is not None or (
-            self.signer_keys is not None and bool(signerkeys.secret_refs(requirement.source))
+        secrets_matter = self.secrets.pull_secrets is not None or (
+            self.secrets.signer_keys is not None
+            and bool(signerkeys.secret_refs(requirement.source))
         )
         return (image, requirement.key, namespace if secrets_matter else "")
 
@@ -199,9 +166,7 @@ class Verifications:
         """(verdict, fresh): the verifier's live entry, else the last verdict kept, else None."""
         if self.verifier is None:
             return None, False
-        effective: compiling.CompiledImages | None = requirement
-        if self.signer_keys is not None:
-            effective = self.signer_keys.resolved_now(requirement, namespace)
+        effective = self.secrets.resolved_now(requirement, namespace)
         key = self._key(image, requirement, namespace)
         kept = self._kept.get(key)
         if effective is not None:
@@ -291,48 +256,20 @@ class Verifications:
     async def verify(self, request: Request) -> facts.ImageFacts:
         """One verification, Secrets read first, all under the deadline; never raises."""
         assert self.verifier is not None
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         requirement = request.requirement
-        pull: list[Mapping[str, Any]] = []
-        # On timeout the signers stay unresolved and fail to verify: a verdict, not a hang.
-        try:
-            async with asyncio.timeout(self.deadline_seconds):
-                requirement, pull = await self._prepare(request)
-        except TimeoutError:
-            pass
-        except Exception:  # still reach a verdict (unresolved signers fail), never loop
-            LOGGER.exception("preparing the verification of %s failed", request.image)
-        remaining = max(0.0, round(self.deadline_seconds - (loop.time() - started), 2))
-        try:
-            verdict = await asyncio.wait_for(
-                self.verifier.verify(
-                    request.image,
-                    requirement.source,
-                    requirement.key,
-                    deadline_seconds=remaining,
-                    pull_secrets=pull,
-                    namespace=request.namespace,
-                ),
-                remaining + GRACE_SECONDS,
-            )
-        except TimeoutError:
-            verdict = _failed(
-                request.image,
-                requirement,
-                facts.Outcome.TIMED_OUT,
-                f"verification did not finish within {self.deadline_seconds:g}s",
-            )
-        except Exception as error:  # the verifier promises not to raise; fail closed if it does
-            LOGGER.exception("image verifier raised for %s", request.image)
-            verdict = _failed(
-                request.image,
-                requirement,
-                facts.Outcome.ERROR,
-                f"verifier error: {type(error).__name__}",
-            )
+        resolved = self.secrets.resolved_now(requirement, request.namespace)
+        (gathered,) = await gathering.gather(
+            self.verifier,
+            [gathering.Request(request.image, requirement, resolved)],
+            namespace=request.namespace,
+            deadline_seconds=self.deadline_seconds,
+            grace_seconds=GRACE_SECONDS,
+            access=self.secrets,
+            pull_secret_names=request.pull_secret_names,
+        )
+        verdict = gathered.image
         key = self._key(request.image, request.requirement, request.namespace)
-        self._keep(key, requirement.key, verdict)
+        self._keep(key, gathered.requirement.key, verdict)
         now = self._clock()
         self._attempted[key] = now
         if len(self._attempted) > MAX_KEPT:  # only recent attempts hold a refresh back
@@ -340,26 +277,6 @@ class Verifications:
                 k: t for k, t in self._attempted.items() if now - t < self.refresh_seconds
             }
         return verdict
-
-    async def _prepare(
-        self, request: Request
-    ) -> tuple[compiling.CompiledImages, list[Mapping[str, Any]]]:
-        async def requirement() -> compiling.CompiledImages:
-            if self.signer_keys is None:
-                return request.requirement
-            return await self.signer_keys.resolve(request.requirement, request.namespace)
-
-        async def pull() -> list[Mapping[str, Any]]:
-            if self.pull_secrets is None or not request.pull_secret_names:
-                return []
-            cache = self.pull_secrets
-            found = await asyncio.gather(
-                *(cache.get(request.namespace, name) for name in request.pull_secret_names)
-            )
-            return [{"data": data} for data in found if data]
-
-        resolved, secrets = await asyncio.gather(requirement(), pull())
-        return resolved, secrets
 
     async def verify_all(self, requests: Iterable[Request]) -> None:
         """Verify every request now, ``concurrency`` at a time (the audit; fresh hits are free)."""
@@ -403,15 +320,3 @@ def image_subject(
     """
     genuine = modelchecks.startup_containers(workload, caches.WorldFacts(world), startup)
     return modelchecks.without_startup_container(workload, genuine)
-
-
-def _failed(
-    image: str, requirement: compiling.CompiledImages, outcome: facts.Outcome, detail: str
-) -> facts.ImageFacts:
-    failure = facts.SignatureFact(outcome=outcome, detail=detail)
-    return facts.ImageFacts(
-        reference=image,
-        digest=None,
-        signature=failure,
-        attestation_failure=failure if requirement.attestations else None,
-    )

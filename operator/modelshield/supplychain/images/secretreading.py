@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from modelshield.engine import workloads
 
@@ -44,6 +44,14 @@ class SecretSource(Protocol):
     async def read(self, namespace: str, name: str) -> SecretData | None:
         """The Secret's data, or None when it does not exist; SecretReadError otherwise."""
         ...
+
+
+def data_of(secret: Mapping[str, Any]) -> SecretData:
+    """A Secret object's ``data`` as strings (what a ``SecretSource`` returns); {} without any."""
+    data = secret.get("data")
+    if not isinstance(data, Mapping):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
 
 
 @dataclasses.dataclass

@@ -28,6 +28,7 @@ from modelshield.supplychain.images import (
     references,
     registries,
     signers,
+    verifiers,
 )
 
 _logger = logging.getLogger(__name__)
@@ -62,7 +63,7 @@ def outcome_of(error: registries.RegistryError) -> facts.Outcome:
     return _KIND_OUTCOMES.get(error.kind, facts.Outcome.ERROR)
 
 
-class ImageVerifier:
+class ImageVerifier(verifiers.Verifier):
     """Verifies image signatures and attestations; share one per process (it owns the cache)."""
 
     def __init__(
