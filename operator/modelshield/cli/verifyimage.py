@@ -22,7 +22,7 @@ from typing import Any
 from modelshield.api.v1alpha1 import policies
 from modelshield.cli import manifests
 from modelshield.engine import compiling, facts, imagechecks, workloads
-from modelshield.supplychain.images import caching, registries, verifying
+from modelshield.supplychain.images import verifiersettings
 
 _DEFAULT_DEADLINE = 20.0
 
@@ -83,11 +83,12 @@ async def _verify_all(
     selected: list[policies.ModelSecurityPolicy | policies.ClusterModelSecurityPolicy],
     pull_secrets: list[dict[str, Any]],
 ) -> int:
-    options = registries.RegistryOptions(
-        insecure_hosts=frozenset(arguments.insecure_registry or ())
-    )
-    verifier = verifying.ImageVerifier(
-        cache=caching.VerificationCache(), trust_root=arguments.trust_root, registry_options=options
+    # Pull-secret credentials (--docker-config) are passed per verification, as a pod's are.
+    verifier = verifiersettings.build_verifier(
+        verifiersettings.VerifierSettings(
+            insecure_registries=frozenset(arguments.insecure_registry or ()),
+            trust_root=arguments.trust_root,
+        )
     )
     now = datetime.datetime.now(datetime.UTC)
     failed = False
