@@ -166,6 +166,9 @@ def test_a_dataset_outside_the_allowed_sources_is_refused(uri: str) -> None:
         ("https://Datasets.Example.com/public", "https://datasets.example.com/public/a.csv", True),
         ("https://datasets.example.com", "https://datasets.example.com:8443/a.csv", False),
         ("s3://data/fraud/", "s3://data/fraud/./x", False),
+        ("file:///data/fraud/", "file:///data/fraud/x", True),
+        ("file:///data/fraud", "file:///data/fraud-evil/x", False),
+        ("file:///data/fraud/", "file://host/data/fraud/x", False),
     ],
 )
 def test_source_prefixes_have_path_boundaries(prefix: str, uri: str, allowed: bool) -> None:

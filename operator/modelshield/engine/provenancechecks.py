@@ -37,7 +37,8 @@ def _split(uri: str) -> tuple[str, str] | None:
         parts = urllib.parse.urlsplit(uri)
     except ValueError:
         return None
-    if not parts.scheme or not parts.netloc or _UNSAFE.search(uri.split("://", 1)[-1]):
+    local = parts.scheme == "file" and uri.startswith("file:///")
+    if not parts.scheme or not (parts.netloc or local) or _UNSAFE.search(uri.split("://", 1)[-1]):
         return None
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}", parts.path
 
@@ -93,12 +94,14 @@ def check_artifact(
     found = artifact.provenance
     if found is None or (not found.verified and found.reason in _MISSING_REASONS):
         if requirement.required or (found is not None and found.reason != "ProvenanceMissing"):
-            detail = f": {found.message}" if found is not None and found.message else ""
+            if found is not None and found.message:
+                why = f": {found.message}; trusted builders here: "
+            else:
+                why = "; attest it with `modelshield model attest` signed by one of: "
             yield (
                 Code.PROVENANCE_MISSING,
                 path,
-                f"{what} has no verified training provenance{detail}; attest it with "
-                "`modelshield model attest` (or cosign attest-blob) signed by one of: "
+                f"{what} has no verified training provenance{why}"
                 f"{_names(requirement.builder_names)}",
             )
         return

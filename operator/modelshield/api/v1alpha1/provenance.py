@@ -29,14 +29,15 @@ PROVENANCE = "Provenance"
 #: Dependencies a statement may name before the list in status is cut (and says so).
 MAX_DATASETS = 32
 
-#: A dataset source prefix: scheme://authority/path, no whitespace, query, fragment or
-#: user information (a prefix with those could never match a dataset URI as intended).
+#: A dataset source prefix: scheme://authority/path (file:///path has no authority), no
+#: whitespace, query, fragment or user information (a prefix with those could never match
+#: a dataset URI as intended).
 DatasetSourcePrefix = Annotated[
     str,
     pydantic.Field(
         min_length=1,
         max_length=2048,
-        pattern=r"^[a-z][a-z0-9+.-]*://[^\s?#@/][^\s?#@]*$",
+        pattern=r"^(file:///[^\s?#@]*|[a-z][a-z0-9+.-]*://[^\s?#@/][^\s?#@]*)$",
     ),
 ]
 

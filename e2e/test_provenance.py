@@ -1,0 +1,252 @@
+"""Training provenance on a real API server: the operator verifies, admission refuses by code.
+
+The ModelArtifact reconciler runs in a kopf thread (as in test_model_artifacts) and the
+admission webhook as a local process (as in test_admission). Models and datasets are
+local ``file://`` directories signed with the real model_signing library; provenance is
+written and signed by ``modelshield model attest`` (the code under test). Each tampering
+case gets its own model and ModelArtifact, and a Deployment serving it is refused at
+admission with its stable code; the untampered model is admitted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import pathlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import kopf
+import pytest
+import yaml
+from kubernetes import client
+
+from e2e import operators
+from e2e.clients import Cluster, Kubectl
+from e2e.webhooks import DENIED, Images, WebhookProcess, container, images, wait_for, webhook
+from modelshield.controllers import artifactchecks, writing
+from modelshield.controllers import artifacts as artifact_handlers
+from modelshield.modelartifacts import fetching, signing
+from tests.modelartifacts import keys
+from tests.provenance import helpers
+
+__all__ = ["images", "webhook"]  # module-scoped fixtures, shared by name
+
+GROUP, VERSION = "modelshield.dev", "v1alpha1"
+WAIT_SECONDS = 90.0
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Cluster,
+    modelshield_crds: list[dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[artifact_handlers.Reconciler]:
+    registry = kopf.OperatorRegistry()
+    settings = artifactchecks.Settings(
+        fetch=fetching.Settings(file_roots=(tmp_path_factory.getbasetemp(),)),
+        work_dir=tmp_path_factory.mktemp("provenance-work"),
+        max_concurrent=2,
+        timer_seconds=2.0,
+    )
+    kube = writing.Kube(cluster.api_client, max_workers=2)
+    reconciler = artifact_handlers.register(registry, settings=settings, kube=kube)
+    try:
+        with operators.kopf_in_thread(registry, cluster.api_client, "kopf"):
+            yield reconciler
+    finally:
+        reconciler.shutdown()
+        kube.close()
+
+
+def _apply(kubectl: Kubectl, namespace: str, body: dict[str, Any]) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(body))
+
+
+def _artifact(name: str, uri: str, kind: str = "Model") -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelArtifact",
+        "metadata": {"name": name},
+        "spec": {"uri": uri, "type": kind},
+    }
+
+
+def _policy(
+    release: keys.KeyPair, pipeline: keys.KeyPair, data_team: keys.KeyPair, sources: str
+) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelSecurityPolicy",
+        "metadata": {"name": "provenance"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "fraud-detector"}},
+            "models": {
+                "signers": [{"name": "release", "publicKey": release.public_pem.decode()}],
+                "provenance": {
+                    "trustedBuilders": [
+                        {"name": "pipeline", "publicKey": pipeline.public_pem.decode()}
+                    ],
+                    "allowedDatasetSources": [sources],
+                    "requireSignedDatasets": True,
+                    "datasetSigners": [
+                        {"name": "data-team", "publicKey": data_team.public_pem.decode()}
+                    ],
+                    "maxAge": "30d",
+                },
+            },
+        },
+    }
+
+
+def _deployment(name: str, model: str, image: str) -> str:
+    labels = {"app": "fraud-detector", "instance": name}
+    return yaml.safe_dump(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {
+                        "labels": labels,
+                        "annotations": {"modelshield.dev/model-artifact": model},
+                    },
+                    "spec": {"containers": [container(image)]},
+                },
+            },
+        }
+    )
+
+
+def _conditions(cluster: Cluster, namespace: str, name: str) -> dict[str, dict[str, Any]]:
+    body = client.CustomObjectsApi(cluster.api_client).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, "modelartifacts", name
+    )
+    assert isinstance(body, dict)
+    status = body.get("status") or {}
+    if status.get("observedGeneration") != 1:
+        return {}
+    return {c["type"]: c for c in status.get("conditions", [])}
+
+
+def _checked(cluster: Cluster, namespace: str, name: str, condition: str) -> dict[str, Any]:
+    """Wait until the operator has written the condition for the artifact's first generation."""
+    return wait_for(
+        f"{name} to have its {condition} condition",
+        lambda: _conditions(cluster, namespace, name).get(condition),
+        WAIT_SECONDS,
+    )
+
+
+def _judged(kubectl: Kubectl, namespace: str, model: str, image: str, expected: str | None) -> str:
+    """Dry-run a Deployment serving the model until admission says what is expected."""
+    text = _deployment(f"serve-{model}", model, image)
+    last: list[str] = []
+
+    def probe() -> str | None:
+        result = kubectl(
+            "apply", "--dry-run=server", "-n", namespace, "-f", "-", input_text=text, check=False
+        )
+        last[:] = [result.stderr]
+        if expected is None:
+            return "admitted" if result.returncode == 0 else None
+        # The denial carries the messages, not the codes: each code's own wording.
+        if result.returncode != 0 and DENIED in result.stderr and expected in result.stderr:
+            return result.stderr
+        return None
+
+    try:
+        return wait_for(f"admission of a Deployment serving {model} to say {expected!r}", probe)
+    except BaseException:
+        print(f"last answer for {model}: {last}")
+        raise
+
+
+@pytest.mark.usefixtures("operator")
+def test_admission_judges_training_provenance_from_status(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    namespace: str,
+    webhook: WebhookProcess,
+    images: Images,
+    tmp_path: pathlib.Path,
+) -> None:
+    started = time.monotonic()
+    key_dir = tmp_path / "keys"
+    release, pipeline = keys.key_pair(key_dir, "release"), keys.key_pair(key_dir, "pipeline")
+    data_team, stranger = keys.key_pair(key_dir, "data-team"), keys.key_pair(key_dir, "stranger")
+    data_root = tmp_path / "data"
+    transactions = helpers.dataset(data_root / "transactions")
+    signing.sign_with_key(transactions, data_team.private_path)
+    data_uri = f"file://{transactions}"
+    # A dataset whose record verified, then one byte changed: its record fails to verify.
+    changed = helpers.dataset(data_root / "changed")
+    changed_digest = helpers.digest_of(changed)
+    signing.sign_with_key(changed, data_team.private_path)
+    (changed / "train.csv").write_text("amount,label\n12.5,1\n990.0,1\n")
+    outside = helpers.dataset(tmp_path / "elsewhere" / "scraped")
+    old = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=60)).isoformat()
+
+    _apply(kubectl, namespace, _policy(release, pipeline, data_team, f"file://{data_root}/"))
+    _apply(kubectl, namespace, _artifact("transactions", data_uri, "Dataset"))
+    _apply(kubectl, namespace, _artifact("changed", f"file://{changed}", "Dataset"))
+
+    models: dict[str, pathlib.Path] = {}
+
+    def model(name: str) -> pathlib.Path:
+        models[name] = helpers.signed_model(tmp_path / name, release, seed=name)
+        return models[name]
+
+    helpers.attest(model("good"), pipeline, {data_uri: transactions})
+    model("unattested")
+    helpers.attest(model("stranger"), stranger, {data_uri: transactions})
+    helpers.attest(model("outside"), pipeline, {f"file://{outside}": outside})
+    helpers.attest(model("changed-data"), pipeline, {f"file://{changed}": changed_digest})
+    helpers.attest(model("expired"), pipeline, {data_uri: transactions}, finished=old)
+    # Two versions' provenance swapped: v2 carries v1's genuine statement.
+    helpers.attest(model("swapped"), pipeline, {data_uri: transactions})
+    pathlib.Path(f"{models['swapped']}.intoto.jsonl").write_bytes(
+        pathlib.Path(f"{models['good']}.intoto.jsonl").read_bytes()
+    )
+    # Re-pointed to another model's digest without the builder's key.
+    path = helpers.attest(model("repointed"), pipeline, {data_uri: transactions})
+    statement = helpers.statement_of(pathlib.Path(f"{models['good']}.intoto.jsonl"))
+    statement["subject"][0]["digest"]["sha256"] = helpers.digest_of(models["repointed"])[7:]
+    helpers.rewrite_payload(path, statement)
+    for name, directory in models.items():
+        _apply(kubectl, namespace, _artifact(name, f"file://{directory}"))
+
+    good = _checked(cluster, namespace, "good", "Provenance")
+    assert (good["status"], good["reason"]) == ("True", "ProvenanceVerified")
+    untrusted = "carries a valid signature by a trusted builder (pipeline)"
+    expected = {  # name -> the wording of its code (tests/engine pins the codes themselves)
+        "good": None,
+        "unattested": "has no verified training provenance: no provenance at",  # Missing
+        "stranger": untrusted,  # ProvenanceUntrustedBuilder
+        "repointed": untrusted,  # ProvenanceUntrustedBuilder
+        "swapped": "not for this model's verified digest",  # ProvenanceSubjectMismatch
+        "outside": "outside allowedDatasetSources",  # DatasetSourceNotAllowed
+        "changed-data": "has a Dataset record without a verified signature",  # Unverified
+        "expired": "longer ago than maxAge 30d",  # ProvenanceExpired
+    }
+    for name in expected:
+        _checked(cluster, namespace, name, "Provenance")
+    changed_ready = _checked(cluster, namespace, "changed", "Verified")
+    assert changed_ready["status"] == "False"
+    verified_at = time.monotonic()
+    for name, code in expected.items():
+        _judged(kubectl, namespace, name, images.signed, code)
+
+    described = kubectl("get", "modelartifact", "good", "-n", namespace, "-o", "wide").stdout
+    assert "pipeline" in described
+    assert helpers.COMMIT in described
+    shown = kubectl("get", "modelartifact", "good", "-n", namespace, "-o", "yaml").stdout
+    assert helpers.SOURCE in shown
+    assert data_uri in shown
+    print(
+        f"\n{len(models) + 2} artifacts checked with provenance in {verified_at - started:.1f} s; "
+        f"{len(expected)} admission verdicts in {time.monotonic() - verified_at:.1f} s"
+    )
