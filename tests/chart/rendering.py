@@ -56,6 +56,8 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
             "podAntiAffinity": "hard",
             "namespaceSelector": {"excludeNamespaces": ["monitoring"], "requireOptIn": True},
             "trustRootConfigMap": "sigstore-trust-root",
+            "registryCAConfigMap": "registry-ca",
+            "insecureRegistries": ["registry.lab:5000"],
         },
         "operator": {"scraperNamespaces": ["monitoring"], "scraperPodLabels": {"app": "prom"}},
     },

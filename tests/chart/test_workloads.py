@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 
 import pytest
 
-from modelshield.cli import main
+from modelshield.cli import main, verifierflags
 from tests.chart import rendering
 
 WEBHOOK = f"{rendering.RELEASE}-webhook"
@@ -117,6 +118,7 @@ def test_command_lines_are_accepted_by_the_real_parser(name: str) -> None:
     assert arguments.port == webhook["containers"][0]["ports"][0]["containerPort"]
     mounts = {mount["mountPath"] for mount in webhook["containers"][0]["volumeMounts"]}
     assert "/etc/modelshield/tls" in mounts
+    webhook_verifier = verifierflags.settings_from(arguments)
 
     operator = rendering.one(manifests, "Deployment", OPERATOR)["spec"]["template"]["spec"]
     container = operator["containers"][0]
@@ -138,8 +140,20 @@ def test_command_lines_are_accepted_by_the_real_parser(name: str) -> None:
         # The operator's audit verifies keyless signatures against the same trust root.
         assert arguments.trust_root == "/etc/modelshield/trust-root/trusted_root.json"
         assert "/etc/modelshield/trust-root" in mounts
+        # ...and reaches the same registries the same way (issue 17).
+        assert arguments.registry_ca == "/etc/modelshield/registry-ca/ca.crt"
+        assert "/etc/modelshield/registry-ca" in mounts
+        assert arguments.insecure_registry == ["registry.lab:5000"]
     else:
         assert arguments.trust_root is None
+        assert arguments.registry_ca is None
+    # The image-verification settings differ only in the Secret reads, which the chart
+    # grants each process separately (webhook.readSignerSecrets, operator.readSignerSecrets).
+    operator_verifier = verifierflags.settings_from(arguments)
+    secret_reads = ("read_signer_secrets", "read_pull_secrets")
+    assert dataclasses.replace(
+        operator_verifier, **{field: False for field in secret_reads}
+    ) == dataclasses.replace(webhook_verifier, **{field: False for field in secret_reads})
 
 
 def test_image_digest_wins_over_tag() -> None:
