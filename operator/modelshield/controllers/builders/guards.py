@@ -1,0 +1,205 @@
+"""The inference guard next to a governed workload: ConfigMap, ServiceAccount, Deployment,
+Service, the guard's NetworkPolicy, and the requirement that closes the model's port. Pure.
+
+Why a Deployment the operator owns rather than a sidecar: the operator knows (and sets)
+how many guard replicas run, so it can give each replica its exact share of every rate
+limit; the guard's identity (the ServiceAccount allowed to create TokenReviews) is not
+handed to the model server's pod; and the model server's pods stay as their authors
+wrote them (no injection to verify at admission). The model server's port is closed to
+everyone but the guard's pods by ``model_ingress_requirement``, intersected with the
+policies' own ``network`` blocks like any other.
+
+Not wired yet (issue 14, see docs/api-protection.md): the planner does not call these
+builders, and the guard's ServiceAccount must be bound to the chart's
+``modelshield-guard-tokenreview`` ClusterRole by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from modelshield.api.v1alpha1 import policies
+from modelshield.controllers.builders import driftmonitors
+
+COMPONENT = "inference-guard"
+GUARD_LABEL = "modelshield.dev/inference-guard"
+CONFIG_KEY = "guard.yaml"
+MOUNT_PATH = "/etc/modelshield/guard"
+KEYS_PATH = "/etc/modelshield/api-keys"
+PORT = 8443
+MANAGEMENT_PORT = 9090
+SERVICE_PORT = 80
+#: Egress anywhere: what the guard's requirement leaves to the policies' network blocks.
+_ANYWHERE = [{"cidr": "0.0.0.0/0"}, {"cidr": "::/0"}, {"namespaceSelector": {}}]
+
+
+def pod_labels(name: str) -> dict[str, str]:
+    """The labels of the guard's pods (its Service's and NetworkPolicies' selector)."""
+    return {GUARD_LABEL: name, "app.kubernetes.io/name": "modelshield-inference-guard"}
+
+
+def guard_config(
+    *,
+    upstream: str,
+    replicas: int,
+    governing: Sequence[policies.ModelSecurityPolicy | policies.ClusterModelSecurityPolicy],
+) -> dict[str, Any]:
+    """The guard's configuration document (``modelshield.guard.config``)."""
+    return {
+        "upstream": upstream,
+        "port": PORT,
+        "managementPort": MANAGEMENT_PORT,
+        "replicas": replicas,
+        "apiKeysDir": KEYS_PATH,
+        "policies": [
+            {
+                "kind": policy.kind,
+                "namespace": (
+                    ""
+                    if isinstance(policy, policies.ClusterModelSecurityPolicy)
+                    else policy.metadata.namespace
+                ),
+                "name": policy.metadata.name,
+                "enforcement": policy.spec.enforcement.value,
+                "api": policy.spec.api.model_dump(by_alias=True, mode="json", exclude_none=True),
+            }
+            for policy in governing
+            if policy.spec.api is not None
+        ],
+    }
+
+
+def build_config_map(*, name: str, namespace: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """The ConfigMap holding the guard's configuration."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": {CONFIG_KEY: yaml.safe_dump(dict(config), sort_keys=True)},
+    }
+
+
+def build_service_account(*, name: str, namespace: str) -> dict[str, Any]:
+    """The guard's identity: the one allowed to create TokenReviews, nothing else."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": name, "namespace": namespace},
+    }
+
+
+def build_deployment(
+    *,
+    name: str,
+    namespace: str,
+    config_map: Mapping[str, Any],
+    replicas: int,
+    key_secrets: Sequence[str],
+    settings: driftmonitors.MonitorSettings,
+) -> dict[str, Any]:
+    """The guard's Deployment, hardened like the drift monitor's (same image and settings)."""
+    labels = pod_labels(name)
+    digest = hashlib.sha256(yaml.safe_dump(dict(config_map["data"]), sort_keys=True).encode())
+    mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": MOUNT_PATH, "readOnly": True}]
+    volumes: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": config_map["metadata"]["name"]}}
+    ]
+    for index, secret in enumerate(sorted(key_secrets)):
+        # Mounted, so the kubelet brings rotations in without a restart; optional: a
+        # missing Secret means no key is accepted, not a guard that cannot start.
+        volumes.append(
+            {"name": f"keys-{index}", "secret": {"secretName": secret, "optional": True}}
+        )
+        mounts.append(
+            {"name": f"keys-{index}", "mountPath": f"{KEYS_PATH}/{secret}", "readOnly": True}
+        )
+    container = {
+        "name": "guard",
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["modelshield"],
+        "args": ["guard", "--config", f"{MOUNT_PATH}/{CONFIG_KEY}"],
+        "ports": [
+            {"name": "http", "containerPort": PORT, "protocol": "TCP"},
+            {"name": "management", "containerPort": MANAGEMENT_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "management"}},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "management"}},
+        "resources": {
+            "requests": {"cpu": settings.cpu_request, "memory": settings.memory_request},
+            "limits": {"cpu": settings.cpu_limit, "memory": settings.memory_limit},
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": settings.run_as_user,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": mounts,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {driftmonitors.CONFIG_HASH_ANNOTATION: digest.hexdigest()[:16]},
+                },
+                "spec": {
+                    "serviceAccountName": name,
+                    # The token is what the guard authenticates its TokenReviews with.
+                    "automountServiceAccountToken": True,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": settings.run_as_user,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def build_service(*, name: str, namespace: str) -> dict[str, Any]:
+    """The Service clients call instead of the model server's."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "selector": pod_labels(name),
+            "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+
+
+def model_ingress_requirement(*, guard_name: str, model_port: int) -> policies.NetworkRequirements:
+    """What the ``api`` block asks of the model server's NetworkPolicy: ingress only from
+    the guard's pods, on the model port; egress left to the policies' network blocks."""
+    return policies.NetworkRequirements.model_validate(
+        {
+            "ingress": [
+                {
+                    "peers": [{"podSelector": {"matchLabels": pod_labels(guard_name)}}],
+                    "ports": [{"port": model_port}],
+                }
+            ],
+            "egress": [{"peers": _ANYWHERE}],
+            "allowDNS": True,
+        }
+    )
