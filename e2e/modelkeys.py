@@ -21,7 +21,7 @@ from kubernetes import client
 
 from e2e import operators
 from e2e.clients import REPOSITORY_ROOT, Cluster
-from modelshield.controllers import modelkeys as modelkeys_handlers
+from modelshield.controllers import modelkeypublishing as modelkeys_handlers
 from modelshield.controllers import writing
 from modelshield.modelartifacts import startup
 

@@ -21,7 +21,7 @@ from kubernetes import client
 from e2e import modelkeys, operators
 from e2e.clients import Cluster
 from e2e.operators import OperatorProcess, wait_for
-from modelshield.controllers import modelkeys as modelkeys_handlers
+from modelshield.controllers import modelkeypublishing as modelkeys_handlers
 from modelshield.controllers.builders import ownership
 from modelshield.modelartifacts import signing
 from tests.modelartifacts import keys, models

@@ -7,7 +7,7 @@ kopf handlers), ``imageverdicts`` (image verdicts: looked up without I/O, verifi
 the background, with the Secrets the flags allow), ``auditing`` (the periodic background
 audit), ``certificates`` (webhook
 certificates when cert-manager is absent), ``artifacts`` (the ModelArtifact reconciler),
-``modelkeys`` (the ``modelshield-model-keys`` ConfigMap of verified artifacts' signer keys,
+``modelkeypublishing`` (the ``modelshield-model-keys`` ConfigMap of verified artifacts' signer keys,
 read by the startup re-verification), ``ungoverned`` (the ``modelshield.dev/ungoverned``
 namespace label that keeps namespaces no policy governs out of the webhooks), ``settings`` (kopf settings) and ``rbac`` (the exact
 RBAC rules all of this needs, as data).

@@ -385,7 +385,7 @@ def register(
 
     # The public keys of verified artifacts, for the startup re-verification (imported
     # here: modelkeys reads this module's governing_requirements).
-    from modelshield.controllers import modelkeys
+    from modelshield.controllers import modelkeypublishing
 
-    modelkeys.register(registry, kube_source=reconciler._client)
+    modelkeypublishing.register(registry, kube_source=reconciler._client)
     return reconciler
