@@ -150,10 +150,9 @@ def test_command_lines_are_accepted_by_the_real_parser(name: str) -> None:
     # The image-verification settings differ only in the Secret reads, which the chart
     # grants each process separately (webhook.readSignerSecrets, operator.readSignerSecrets).
     operator_verifier = verifierflags.settings_from(arguments)
-    secret_reads = ("read_signer_secrets", "read_pull_secrets")
     assert dataclasses.replace(
-        operator_verifier, **{field: False for field in secret_reads}
-    ) == dataclasses.replace(webhook_verifier, **{field: False for field in secret_reads})
+        operator_verifier, read_signer_secrets=False, read_pull_secrets=False
+    ) == dataclasses.replace(webhook_verifier, read_signer_secrets=False, read_pull_secrets=False)
 
 
 def test_image_digest_wins_over_tag() -> None:

@@ -16,7 +16,7 @@ from kopf._cogs.configs import configuration
 from kopf._cogs.structs import bodies, ephemera, references
 from kopf._core.engines import indexing
 
-from modelshield.controllers import artifactchecks, artifacts
+from modelshield.controllers import artifactchecks, artifacts, modelkeypublishing, modelpolicies
 
 GROUP, VERSION = "modelshield.dev", "v1alpha1"
 POLICIES = references.Resource(
@@ -110,7 +110,23 @@ async def test_the_reconciler_stops_trusting_the_removed_signers() -> None:
     indices = Indices()
     await indices.event(POLICIES, "ADDED", _policy("ModelSecurityPolicy", MODELS))
     await indices.event(POLICIES, "MODIFIED", _policy("ModelSecurityPolicy", None))
-    requirements = artifacts.governing_requirements(
+    requirements = modelpolicies.governing_requirements(
         "ml", {}, indices["model_policies"].get("ml", []), []
     )
     assert requirements == []
+
+
+def test_policies_and_namespace_labels_are_indexed_once_for_both_artifact_controllers() -> None:
+    # Issue 17: the reconciler and the model-keys publisher each kept their own copy.
+    registry = kopf.OperatorRegistry()
+    artifacts.register(registry, settings=artifactchecks.Settings())
+    modelkeypublishing.register(registry, kube_source=lambda: None, resync_seconds=60)
+    ids = sorted(str(handler.id) for handler in registry._indexing.get_all_handlers())
+    assert ids == sorted(
+        [
+            modelpolicies.NAMESPACED,
+            modelpolicies.CLUSTER,
+            modelpolicies.NAMESPACE_LABELS,
+            "modelkeys_artifacts",
+        ]
+    )

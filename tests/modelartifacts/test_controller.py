@@ -14,6 +14,7 @@ from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
 from modelshield.controllers import artifactchecks as checks
 from modelshield.controllers import artifacts as controller
+from modelshield.controllers import modelpolicies
 from modelshield.modelartifacts import fetching, reconciling, signing, verifying
 from tests.modelartifacts import keys, models, servers
 
@@ -71,7 +72,7 @@ def test_governing_requirements_select_cluster_policies_by_namespace_labels() ->
         ({"matchLabels": {"team": "search"}}, {"blockFindingsAtOrAbove": "Critical"}),
     ]
 
-    found = controller.governing_requirements("ml", {"team": "fraud"}, namespaced, cluster)
+    found = modelpolicies.governing_requirements("ml", {"team": "fraud"}, namespaced, cluster)
 
     assert [r.block_findings_at_or_above for r in found] == [Severity.MEDIUM, Severity.LOW]
 

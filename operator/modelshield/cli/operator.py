@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import logging
 import os
 import secrets
@@ -20,11 +19,13 @@ from modelshield import __version__
 from modelshield.api.v1alpha1 import policies as api_policies
 from modelshield.cli import verifierflags
 from modelshield.controllers import (
+    artifacts,
     auditing,
     caches,
     certificates,
     imageverdicts,
     leadership,
+    modelkeypublishing,
     planning,
     policies,
     rbac,
@@ -118,20 +119,6 @@ def verifications(
     )
 
 
-def _register_optional(registry: kopf.OperatorRegistry, module_name: str, **context: Any) -> None:
-    """Register the handlers of a controller module written separately, when it exists."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as missing:
-        if missing.name != module_name:
-            raise
-        LOGGER.info("%s is not part of this build", module_name)
-        return
-    register = getattr(module, "register", None)
-    if callable(register):
-        register(registry, **context)
-
-
 def build(
     arguments: argparse.Namespace, api_client: client.ApiClient
 ) -> tuple[kopf.OperatorRegistry, reconciling.Controller, writing.Kube]:
@@ -177,13 +164,9 @@ def build(
     )
     auditor = auditing.register(registry, controller=controller, arguments=arguments, leader=leader)
     certificates.register(registry, kube=kube, arguments=arguments)
-    _register_optional(
-        registry,
-        "modelshield.controllers.artifacts",
-        kube=kube,
-        arguments=arguments,
-        metrics=auditor.metrics.registry,
-    )
+    artifacts.register(registry, kube=kube, arguments=arguments, metrics=auditor.metrics.registry)
+    # The public keys of verified artifacts, for the startup re-verification.
+    modelkeypublishing.register(registry, kube_source=lambda: kube)
     return registry, controller, kube
 
 

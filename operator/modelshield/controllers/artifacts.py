@@ -8,7 +8,7 @@ artifact's namespace (and the cluster policies that select it), scans them, and 
 the new status (``modelartifacts.reconciling``). The handler patches the status through
 kopf and posts an Event per condition transition. Nothing here unpickles a model.
 
-Policies and Namespaces are read from kopf indices fed by their watch streams; the PEM
+Policies and Namespaces are read from the kopf indices of ``modelpolicies``; the PEM
 keys of ``secretRef`` signers are read from their Secrets when a Kubernetes client is
 available.
 """
@@ -30,30 +30,12 @@ import kopf
 import prometheus_client
 
 from modelshield.api.v1alpha1 import artifacts, common, policies
-from modelshield.controllers import artifactchecks
-from modelshield.engine import selectors
+from modelshield.controllers import artifactchecks, modelpolicies
 from modelshield.modelartifacts import reconciling, redacting
 from modelshield.provenance import checking
 
 LOGGER = logging.getLogger("modelshield.artifacts")
 GROUP, VERSION, PLURAL = "modelshield.dev", "v1alpha1", "modelartifacts"
-
-
-def governing_requirements(
-    namespace: str,
-    namespace_labels: Mapping[str, str],
-    namespaced: Iterable[Mapping[str, Any]],
-    cluster: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]],
-) -> list[policies.ModelRequirements]:
-    """The models blocks of the namespace's policies and of cluster policies selecting it."""
-    requirements = [policies.ModelRequirements.model_validate(models) for models in namespaced]
-    for namespace_selector, models in cluster:
-        selector = selectors.compile_selector(
-            common.LabelSelector.model_validate(namespace_selector or {})
-        )
-        if selector.matches(namespace_labels):
-            requirements.append(policies.ModelRequirements.model_validate(models))
-    return requirements
 
 
 def is_due(status: Mapping[str, Any], spec: Mapping[str, Any], now: datetime.datetime) -> bool:
@@ -242,46 +224,10 @@ def register(
         Metrics(metrics),
     )
 
-    # Explicit ids: kopf passes each index to handlers as a keyword of that name.
-    # Filters, not None results, drop a policy without a models block: kopf keeps the
-    # previous value of an indexer that returns None, so a removed block would still count.
-    @kopf.index(
-        GROUP,
-        VERSION,
-        "modelsecuritypolicies",
-        id="model_policies",
-        when=lambda spec, **_: bool(spec.get("models")),
-        registry=registry,
-    )
-    def model_policies(**kwargs: Any) -> Any:
-        return {kwargs["namespace"]: dict(kwargs["spec"]["models"])}
-
-    @kopf.index(
-        GROUP,
-        VERSION,
-        "clustermodelsecuritypolicies",
-        id="cluster_model_policies",
-        when=lambda spec, **_: bool(spec.get("models")),
-        registry=registry,
-    )
-    def cluster_model_policies(**kwargs: Any) -> Any:
-        spec = kwargs["spec"]
-        selector = dict(spec.get("namespaceSelector") or {})
-        return {None: (selector, dict(spec["models"]))}
-
-    @kopf.index("", "v1", "namespaces", id="namespace_labels", registry=registry)
-    def namespace_labels(**kwargs: Any) -> Any:
-        return {kwargs["name"]: dict(kwargs["labels"])}
+    modelpolicies.register(registry)
 
     def requirements_of(kwargs: Mapping[str, Any]) -> list[policies.ModelRequirements]:
-        namespace = str(kwargs["namespace"])
-        labels: Mapping[str, str] = next(iter(kwargs["namespace_labels"].get(namespace, [])), {})
-        return governing_requirements(
-            namespace,
-            labels,
-            kwargs["model_policies"].get(namespace, []),
-            kwargs["cluster_model_policies"].get(None, []),
-        )
+        return modelpolicies.Indices.of(kwargs).requirements(str(kwargs["namespace"]))
 
     async def reconcile_artifact(kwargs: Mapping[str, Any]) -> None:
         body: kopf.Body = kwargs["body"]
@@ -383,9 +329,4 @@ def register(
     async def stop_artifact_workers(**_: Any) -> None:
         reconciler.shutdown()
 
-    # The public keys of verified artifacts, for the startup re-verification (imported
-    # here: modelkeys reads this module's governing_requirements).
-    from modelshield.controllers import modelkeypublishing
-
-    modelkeypublishing.register(registry, kube_source=reconciler._client)
     return reconciler

@@ -2,9 +2,9 @@
 
 The startup re-verification init container that the mutating webhook injects reads the
 public key of a ModelArtifact's signer from this ConfigMap. What it should hold is decided
-by ``builders.modelkeys`` (pure); this module gathers the inputs (kopf indices of the
-ModelArtifacts, the policies and the namespace labels; the ``secretRef`` Secrets, read by
-name) and makes the one write the plan calls for.
+by ``builders.modelkeys`` (pure); this module gathers the inputs (a kopf index of the
+ModelArtifacts here, the policies and the namespace labels from ``modelpolicies``; the
+``secretRef`` Secrets, read by name) and makes the one write the plan calls for.
 
 A pass over a namespace runs when one of its ModelArtifacts or policies changes, when a
 cluster policy or the namespace's labels change, when the ConfigMap itself is edited or
@@ -28,7 +28,7 @@ from typing import Any
 import kopf
 
 from modelshield.api.v1alpha1 import policies
-from modelshield.controllers import artifacts, writing
+from modelshield.controllers import modelpolicies, writing
 from modelshield.controllers.builders import modelkeys
 
 LOGGER = logging.getLogger("modelshield.modelkeys")
@@ -42,29 +42,16 @@ class View:
     """kopf's live indices (kopf updates them in place as watch events arrive)."""
 
     artifacts: Mapping[str, Iterable[modelkeys.Artifact]]
-    namespaced: Mapping[str, Iterable[Mapping[str, Any]]]
-    cluster_policies: Mapping[None, Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]]
-    namespace_labels: Mapping[str, Iterable[Mapping[str, str]]]
+    model_policies: modelpolicies.Indices
 
     @classmethod
     def of(cls, kwargs: Mapping[str, Any]) -> View:
         """The indices kopf hands a handler, by their ids."""
-        return cls(
-            kwargs["modelkeys_artifacts"],
-            kwargs["modelkeys_policies"],
-            kwargs["modelkeys_cluster_policies"],
-            kwargs["modelkeys_namespace_labels"],
-        )
+        return cls(kwargs["modelkeys_artifacts"], modelpolicies.Indices.of(kwargs))
 
     def requirements(self, namespace: str) -> list[policies.ModelRequirements]:
         """The models blocks that govern the namespace."""
-        labels = next(iter(self.namespace_labels.get(namespace, [])), {})
-        return artifacts.governing_requirements(
-            namespace,
-            labels,
-            self.namespaced.get(namespace, []),
-            self.cluster_policies.get(None, []),
-        )
+        return self.model_policies.requirements(namespace)
 
 
 def _involved(namespace: str, artifact: modelkeys.Artifact) -> dict[str, Any]:
@@ -216,9 +203,11 @@ def register(
     publisher = Publisher(kube_source, resync_seconds or resync_seconds_from())
     tasks: list[asyncio.Task[None]] = []
 
-    # Own index ids: these handlers also run on their own (without the artifact reconciler).
-    # Filters, not None results, drop an object from an index: kopf keeps the previous
-    # value of an indexer that returns None.
+    # The policies' models blocks and the namespace labels: the indices the artifact
+    # reconciler reads too (registered once). Filters, not None results, drop an object
+    # from an index: kopf keeps the previous value of an indexer that returns None.
+    modelpolicies.register(registry)
+
     @kopf.index(
         GROUP,
         VERSION,
@@ -230,33 +219,6 @@ def register(
     )
     def modelkeys_artifacts(**kwargs: Any) -> Any:
         return {kwargs["namespace"]: modelkeys.artifact_of(kwargs["body"])}
-
-    @kopf.index(
-        GROUP,
-        VERSION,
-        "modelsecuritypolicies",
-        id="modelkeys_policies",
-        when=lambda spec, **_: bool(spec.get("models")),
-        registry=registry,
-    )
-    def modelkeys_policies(**kwargs: Any) -> Any:
-        return {kwargs["namespace"]: dict(kwargs["spec"]["models"])}
-
-    @kopf.index(
-        GROUP,
-        VERSION,
-        "clustermodelsecuritypolicies",
-        id="modelkeys_cluster_policies",
-        when=lambda spec, **_: bool(spec.get("models")),
-        registry=registry,
-    )
-    def modelkeys_cluster_policies(**kwargs: Any) -> Any:
-        spec = kwargs["spec"]
-        return {None: (dict(spec.get("namespaceSelector") or {}), dict(spec["models"]))}
-
-    @kopf.index("", "v1", "namespaces", id="modelkeys_namespace_labels", registry=registry)
-    def modelkeys_namespace_labels(**kwargs: Any) -> Any:
-        return {kwargs["name"]: dict(kwargs["labels"])}
 
     @kopf.on.startup(registry=registry)
     async def start_model_keys_resync(**_: Any) -> None:
