@@ -11,7 +11,10 @@ admission with its stable code; the untampered model is admitted.
 from __future__ import annotations
 
 import datetime
+import json
 import pathlib
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +22,8 @@ from typing import Any
 import kopf
 import pytest
 import yaml
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
 from kubernetes import client
 
 from e2e import operators
@@ -250,3 +255,38 @@ def test_admission_judges_training_provenance_from_status(
         f"\n{len(models) + 2} artifacts checked with provenance in {verified_at - started:.1f} s; "
         f"{len(expected)} admission verdicts in {time.monotonic() - verified_at:.1f} s"
     )
+
+    # Lineage against the cluster, both directions, and the CycloneDX export.
+    kubectl(
+        "apply", "-n", namespace, "-f", "-", input_text=_deployment("fraud", "good", images.signed)
+    )
+    kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        input_text=_deployment("fraud-canary", "good", images.signed),
+    )
+
+    def lineage(*arguments: str) -> str:
+        command = [sys.executable, "-m", "modelshield.cli.main", "lineage"]
+        command += ["--kubeconfig", str(cluster.kubeconfig_path), "-n", namespace, *arguments]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    forward = lineage("--workload", "Deployment/fraud")
+    assert f"model    good {helpers.digest_of(models['good'])} signer=release Ready" in forward
+    assert f"code        {helpers.SOURCE}@{helpers.COMMIT}" in forward
+    assert (
+        f"dataset     {data_uri} {helpers.digest_of(transactions)} record transactions (verified"
+        in forward
+    )
+    for reverse in (lineage("--model", "good"), lineage("--dataset", data_uri)):
+        served = sorted(line for line in reverse.splitlines() if line.startswith("Deployment "))
+        assert served == [f"Deployment {namespace}/fraud", f"Deployment {namespace}/fraud-canary"]
+    document = lineage("--workload", "Deployment/fraud", "--output", "cyclonedx")
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(document) is None
+    kinds = sorted(c["type"] for c in json.loads(document)["components"])
+    assert kinds == ["container", "data", "machine-learning-model"]

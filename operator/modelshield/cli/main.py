@@ -25,6 +25,7 @@ COMMANDS = {
     "webhook": "modelshield.cli.webhook",
     "operator": "modelshield.cli.operator",
     "rbac": "modelshield.cli.operator",
+    "lineage": "modelshield.cli.lineage",
 }
 
 
