@@ -12,7 +12,7 @@ import asyncio
 import base64
 import datetime
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -24,7 +24,8 @@ from modelshield.api.v1alpha1 import policies
 from modelshield.controllers import caches, imageverdicts, planning, reconciling, verdicts, writing
 from modelshield.controllers.builders import driftmonitors
 from modelshield.engine import decisions, evaluating, facts, workloads
-from modelshield.supplychain.images import gathering, secretreading, signerkeys, verifiers
+from modelshield.supplychain.images import gathering, secretreading, signerkeys
+from tests import verifierfakes
 
 NOW = datetime.datetime(2026, 11, 26, 3, 0, tzinfo=datetime.UTC)
 IMAGE = "registry.example/ml/model@sha256:" + "a" * 64
@@ -40,34 +41,23 @@ def _pem() -> str:
 KEY_A, KEY_B = _pem(), _pem()
 
 
-class ScriptedVerifierForTests(verifiers.Verifier):
+class ScriptedVerifierForTests(verifierfakes.VerifierStandInForTests):
     """Verified when the requirement's first signer carries ``trusted`` inline; counts calls."""
 
     def __init__(self, trusted: str = KEY_A, delay: float = 0.0) -> None:
+        super().__init__()
         self.trusted = trusted
         self.delay = delay
-        self.cache: dict[tuple[str, str], facts.ImageFacts] = {}
-        self.calls: list[dict[str, Any]] = []
         self.running = 0
         self.most_at_once = 0
 
-    def cached(self, reference: str, requirement_key: str) -> facts.ImageFacts | None:
-        return self.cache.get((reference, requirement_key))
-
-    async def verify(
+    async def answer(
         self,
         reference: str,
         requirement: policies.ImageRequirements,
         requirement_key: str,
-        *,
         deadline_seconds: float,
-        pull_secrets: Sequence[Mapping[str, Any]] = (),
-        namespace: str = "",
     ) -> facts.ImageFacts:
-        self.calls.append(
-            {"reference": reference, "key": requirement_key, "requirement": requirement}
-            | {"pull_secrets": list(pull_secrets), "namespace": namespace}
-        )
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)
         try:

@@ -70,39 +70,8 @@ class Clock:
         return self.now
 
 
-class RecordingVerifierForTests(verdicts.FixedVerdictVerifierForTests):
-    """The fixed verdicts, recording what each verification was given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: list[dict[str, Any]] = []
-
-    async def verify(
-        self,
-        reference: str,
-        requirement: policies.ImageRequirements,
-        requirement_key: str,
-        *,
-        deadline_seconds: float,
-        pull_secrets: Sequence[Mapping[str, Any]] = (),
-        namespace: str = "",
-    ) -> facts.ImageFacts:
-        self.calls.append(
-            {
-                "requirement": requirement,
-                "key": requirement_key,
-                "pull_secrets": list(pull_secrets),
-                "namespace": namespace,
-            }
-        )
-        return await super().verify(
-            reference,
-            requirement,
-            requirement_key,
-            deadline_seconds=deadline_seconds,
-            pull_secrets=pull_secrets,
-            namespace=namespace,
-        )
+#: The fixed verdicts, recording what each verification was given (``calls``).
+RecordingVerifierForTests = verdicts.FixedVerdictVerifierForTests
 
 
 def _requirement(*, attestation_secret: bool = False) -> compiling.CompiledImages:

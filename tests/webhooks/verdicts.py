@@ -7,12 +7,10 @@ that need a registry use the real ``ImageVerifier`` (see test_validating.py and 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Any
 
 from modelshield.api.v1alpha1 import policies
 from modelshield.engine import facts
-from modelshield.supplychain.images import verifiers
+from tests import verifierfakes
 from tests.webhooks.scenarios import DIGEST, SIGNED, SIGNED_BY_TAG, SIGNER
 
 
@@ -33,7 +31,7 @@ def image_facts(reference: str) -> facts.ImageFacts:
     )
 
 
-class FixedVerdictVerifierForTests(verifiers.Verifier):
+class FixedVerdictVerifierForTests(verifierfakes.VerifierStandInForTests):
     """A verifier that answers from ``image_facts`` instead of a registry, after a delay.
 
     Used where a test needs a verdict, not a registry: the signed/unsigned answer is
@@ -42,27 +40,23 @@ class FixedVerdictVerifierForTests(verifiers.Verifier):
     """
 
     def __init__(self, *, delay: float = 0.0, honours_deadline: bool = True) -> None:
+        super().__init__()
         self.delay = delay
         self.honours_deadline = honours_deadline
-        self.cache: dict[tuple[str, str], facts.ImageFacts] = {}
-        self.verifications = 0
 
-    def cached(self, reference: str, requirement_key: str) -> facts.ImageFacts | None:
-        """The cached verdict."""
-        return self.cache.get((reference, requirement_key))
+    @property
+    def verifications(self) -> int:
+        """How many verifications were asked for."""
+        return len(self.calls)
 
-    async def verify(
+    async def answer(
         self,
         reference: str,
         requirement: policies.ImageRequirements,
         requirement_key: str,
-        *,
         deadline_seconds: float,
-        pull_secrets: Sequence[Mapping[str, Any]] = (),
-        namespace: str = "",
     ) -> facts.ImageFacts:
         """The fixed verdict; TimedOut when the delay passes an honoured deadline."""
-        self.verifications += 1
         if self.honours_deadline and self.delay > deadline_seconds:
             await asyncio.sleep(deadline_seconds)
             return facts.ImageFacts(
