@@ -37,18 +37,14 @@ class VerifierStandInForTests(verifiers.Verifier):
         namespace: str = "",
     ) -> facts.ImageFacts:
         """Record the call, then answer."""
-        self.calls.append(
-            {"reference": reference, "key": requirement_key, "requirement": requirement}
-            | {"pull_secrets": list(pull_secrets), "namespace": namespace}
-        )
-        return await self.answer(reference, requirement, requirement_key, deadline_seconds)
+        call = {"reference": reference, "key": requirement_key, "requirement": requirement} | {
+            "pull_secrets": list(pull_secrets),
+            "namespace": namespace,
+            "deadline_seconds": deadline_seconds,
+        }
+        self.calls.append(call)
+        return await self.answer(call)
 
-    async def answer(
-        self,
-        reference: str,
-        requirement: policies.ImageRequirements,
-        requirement_key: str,
-        deadline_seconds: float,
-    ) -> facts.ImageFacts:
-        """The verdict (a stand-in caches it in ``self.cache`` when the real one would)."""
+    async def answer(self, call: dict[str, Any]) -> facts.ImageFacts:
+        """The verdict for a recorded call (cached in ``self.cache`` when the real one would be)."""
         raise NotImplementedError

@@ -20,7 +20,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
 
-from modelshield.api.v1alpha1 import policies
 from modelshield.controllers import caches, imageverdicts, planning, reconciling, verdicts, writing
 from modelshield.controllers.builders import driftmonitors
 from modelshield.engine import decisions, evaluating, facts, workloads
@@ -51,31 +50,25 @@ class ScriptedVerifierForTests(verifierfakes.VerifierStandInForTests):
         self.running = 0
         self.most_at_once = 0
 
-    async def answer(
-        self,
-        reference: str,
-        requirement: policies.ImageRequirements,
-        requirement_key: str,
-        deadline_seconds: float,
-    ) -> facts.ImageFacts:
+    async def answer(self, call: dict[str, Any]) -> facts.ImageFacts:
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)
         try:
             await asyncio.sleep(self.delay)
         finally:
             self.running -= 1
-        signer = requirement.signers[0]
+        signer = call["requirement"].signers[0]
         outcome = (
             facts.Outcome.VERIFIED
             if signer.public_key == self.trusted
             else facts.Outcome.NO_SIGNATURE
         )
         verdict = facts.ImageFacts(
-            reference=reference,
+            reference=call["reference"],
             digest=IMAGE.partition("@")[2],
             signature=facts.SignatureFact(outcome=outcome, signer=signer.name),
         )
-        self.cache[(reference, requirement_key)] = verdict
+        self.cache[(call["reference"], call["key"])] = verdict
         return verdict
 
 

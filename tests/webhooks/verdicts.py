@@ -7,8 +7,8 @@ that need a registry use the real ``ImageVerifier`` (see test_validating.py and 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from modelshield.api.v1alpha1 import policies
 from modelshield.engine import facts
 from tests import verifierfakes
 from tests.webhooks.scenarios import DIGEST, SIGNED, SIGNED_BY_TAG, SIGNER
@@ -49,14 +49,9 @@ class FixedVerdictVerifierForTests(verifierfakes.VerifierStandInForTests):
         """How many verifications were asked for."""
         return len(self.calls)
 
-    async def answer(
-        self,
-        reference: str,
-        requirement: policies.ImageRequirements,
-        requirement_key: str,
-        deadline_seconds: float,
-    ) -> facts.ImageFacts:
+    async def answer(self, call: dict[str, Any]) -> facts.ImageFacts:
         """The fixed verdict; TimedOut when the delay passes an honoured deadline."""
+        reference, deadline_seconds = call["reference"], call["deadline_seconds"]
         if self.honours_deadline and self.delay > deadline_seconds:
             await asyncio.sleep(deadline_seconds)
             return facts.ImageFacts(
@@ -70,5 +65,5 @@ class FixedVerdictVerifierForTests(verifierfakes.VerifierStandInForTests):
         if self.delay:
             await asyncio.sleep(self.delay)
         found = image_facts(reference)
-        self.cache[(reference, requirement_key)] = found
+        self.cache[(reference, call["key"])] = found
         return found
