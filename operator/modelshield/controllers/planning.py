@@ -20,7 +20,7 @@ from typing import Any
 
 from modelshield.api.v1alpha1 import policies
 from modelshield.controllers import caches
-from modelshield.controllers.builders import driftmonitors, networkpolicies, ownership
+from modelshield.controllers.builders import driftmonitors, guards, networkpolicies, ownership
 from modelshield.engine import compiling
 
 #: Degraded reasons a plan can report.
@@ -30,6 +30,9 @@ PAYLOAD_LOGGER_IN_USE = "PayloadLoggerInUse"
 NETWORK_POLICY_FAILED_CLOSED = "NetworkPolicyFailedClosed"
 #: A note on an Audit policy: what its network block would change under Enforce.
 NETWORK_NOT_ENFORCED = "NetworkNotEnforced"
+#: The guard cannot reach the model server's pods (no port, or a selector a Service cannot
+#: hold): the model's port is closed to everyone, the guard included.
+GUARD_UPSTREAM_UNKNOWN = "GuardUpstreamUnknown"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +43,8 @@ class Settings:
     scraper_peers: tuple[networkpolicies.Peer, ...] = ()
     #: Ports the scraper may reach on every governed pod (with the workload's own metrics ports).
     scraper_ports: frozenset[tuple[int, str]] = frozenset()
+    #: Replicas of each inference guard; each enforces its share of every rate limit.
+    guard_replicas: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,8 +119,96 @@ def plan(world: caches.World, key: caches.Key, settings: Settings, profile: str 
     if source is not None:
         monitor = _plan_monitor(result, body, workload_ref, source, settings, profile)
 
-    _plan_network(result, body, workload_ref, governing, unreadable, settings, monitor)
+    guard = _plan_guard(result, body, workload_ref, governing, settings)
+    _plan_network(result, body, workload_ref, governing, unreadable, settings, monitor, guard)
     return result
+
+
+def _plan_guard(
+    result: Plan,
+    body: Mapping[str, Any],
+    workload_ref: ownership.ObjectRef,
+    governing: Sequence[tuple[ownership.ObjectRef, compiling.AnyPolicy]],
+    settings: Settings,
+) -> tuple[tuple[ownership.ObjectRef, ...], policies.NetworkRequirements] | None:
+    """The inference guard's objects; the Enforce api policies and what they ask of the
+    model's NetworkPolicy (None when no Enforce policy has an api block)."""
+    with_api = [(ref, model) for ref, model in governing if model.spec.api is not None]
+    if not with_api:
+        return None
+    kind, namespace, name = caches.key_of(body)
+    guard_name = ownership.child_name("guard", kind, name)
+    refs = tuple(ref for ref, _ in with_api)
+    port = guards.model_port(body)
+    upstream_name = ownership.child_name("guard-up", kind, name)
+    upstream_service = None
+    if port is not None and kind != "InferenceService":
+        upstream_service = guards.build_upstream_service(
+            name=upstream_name,
+            namespace=namespace,
+            pod_selector=networkpolicies.workload_pod_selector(body),
+            port=port,
+        )
+    reachable = port is not None and (kind == "InferenceService" or upstream_service is not None)
+    if not reachable:
+        for ref in refs:
+            result.problems.setdefault(ref, []).append(
+                Problem(
+                    GUARD_UPSTREAM_UNKNOWN,
+                    f"{workload_ref.display}: the guard cannot reach the model server (declare "
+                    "a container port named http, and select pods by matchLabels); its port "
+                    "is closed to everyone",
+                )
+            )
+    else:
+        assert port is not None
+        config_map = guards.build_config_map(
+            name=guard_name,
+            namespace=namespace,
+            config=guards.guard_config(
+                upstream=guards.upstream_url(body, upstream_name, port),
+                replicas=settings.guard_replicas,
+                governing=[model for _, model in with_api],
+            ),
+        )
+        secrets = sorted(
+            {
+                model.spec.api.authentication.api_keys.secret_ref.name
+                for _, model in with_api
+                if model.spec.api is not None
+                and model.spec.api.authentication is not None
+                and model.spec.api.authentication.api_keys is not None
+            }
+        )
+        manifests = [
+            config_map,
+            guards.build_service_account(name=guard_name, namespace=namespace),
+            guards.build_deployment(
+                name=guard_name,
+                namespace=namespace,
+                config_map=config_map,
+                replicas=settings.guard_replicas,
+                key_secrets=secrets,
+                settings=settings.monitor,
+            ),
+            guards.build_service(name=guard_name, namespace=namespace),
+        ]
+        if upstream_service is not None:
+            manifests.append(upstream_service)
+        governance = ownership.Governance(
+            workload=workload_ref, policies=refs, component=guards.COMPONENT
+        )
+        for manifest in manifests:
+            stamped = ownership.stamp(manifest, governance)
+            result.desired[caches.key_of(stamped)] = stamped
+    enforced = tuple(
+        ref for ref, model in with_api if model.spec.enforcement is policies.Enforcement.ENFORCE
+    )
+    if not enforced:
+        return None
+    return enforced, guards.model_ingress_requirement(
+        guard_name=guard_name, model_port=port if reachable else None
+    )
 
 
 def _plan_network(
@@ -126,6 +219,7 @@ def _plan_network(
     unreadable: tuple[ownership.ObjectRef, ...],
     settings: Settings,
     monitor: networkpolicies.MonitorEndpoint | None,
+    guard: tuple[tuple[ownership.ObjectRef, ...], policies.NetworkRequirements] | None = None,
 ) -> None:
     kind, namespace, name = caches.key_of(body)
     enforced = [
@@ -133,6 +227,15 @@ def _plan_network(
         for ref, model in governing
         if model.spec.network is not None and model.spec.enforcement is policies.Enforcement.ENFORCE
     ]
+    if guard is not None:
+        # With an api block clients reach the guard, never the model: the model's ingress is
+        # the guard's pods only, whatever the network blocks allowed (their egress stays).
+        api_refs, requirement = guard
+        enforced = [
+            (ref, network.model_copy(update={"ingress": requirement.ingress}))
+            for ref, network in enforced
+        ]
+        enforced += [(ref, requirement) for ref in api_refs]
     audited = [
         (ref, model.spec.network)
         for ref, model in governing
@@ -141,7 +244,7 @@ def _plan_network(
     if not enforced and not unreadable:
         _note_audited(result, workload_ref, audited, None, namespace, settings)
         return
-    refs = tuple(ref for ref, _ in enforced) + unreadable
+    refs = tuple(dict.fromkeys(ref for ref, _ in enforced)) + unreadable
     result.network_policies = refs
     governance = ownership.Governance(
         workload=workload_ref, policies=refs, component=networkpolicies.COMPONENT

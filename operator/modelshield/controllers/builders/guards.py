@@ -9,9 +9,9 @@ wrote them (no injection to verify at admission). The model server's port is clo
 everyone but the guard's pods by ``model_ingress_requirement``, intersected with the
 policies' own ``network`` blocks like any other.
 
-Not wired yet (issue 14, see docs/api-protection.md): the planner does not call these
-builders, and the guard's ServiceAccount must be bound to the chart's
-``modelshield-guard-tokenreview`` ClusterRole by hand.
+Not done yet (issue 14, see docs/api-protection.md): the guard's ServiceAccount must be
+bound to the chart's ``<release>-inference-guard`` ClusterRole by hand (a cluster-scoped
+binding cannot be owned by the namespaced workload).
 """
 
 from __future__ import annotations
@@ -188,18 +188,76 @@ def build_service(*, name: str, namespace: str) -> dict[str, Any]:
     }
 
 
-def model_ingress_requirement(*, guard_name: str, model_port: int) -> policies.NetworkRequirements:
+def model_ingress_requirement(
+    *, guard_name: str, model_port: int | None
+) -> policies.NetworkRequirements:
     """What the ``api`` block asks of the model server's NetworkPolicy: ingress only from
-    the guard's pods, on the model port; egress left to the policies' network blocks."""
+    the guard's pods, on the model port (no port known: no ingress at all, fail closed);
+    egress left to the policies' network blocks."""
+    ingress = (
+        []
+        if model_port is None
+        else [
+            {
+                "peers": [{"podSelector": {"matchLabels": pod_labels(guard_name)}}],
+                "ports": [{"port": model_port}],
+            }
+        ]
+    )
     return policies.NetworkRequirements.model_validate(
         {
-            "ingress": [
-                {
-                    "peers": [{"podSelector": {"matchLabels": pod_labels(guard_name)}}],
-                    "ports": [{"port": model_port}],
-                }
-            ],
+            "ingress": ingress,
             "egress": [{"peers": _ANYWHERE}],
             "allowDNS": True,
         }
     )
+
+
+#: The port KServe's predictor container listens on.
+KSERVE_MODEL_PORT = 8080
+
+
+def model_port(workload: Mapping[str, Any]) -> int | None:
+    """The model server's port: a container port named ``http``, else the first container's
+    first port; 8080 for an InferenceService. None when the workload declares none."""
+    if workload.get("kind") == "InferenceService":
+        return KSERVE_MODEL_PORT
+    template = (workload.get("spec") or {}).get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or []
+    declared = [
+        port
+        for container in containers
+        for port in container.get("ports") or []
+        if isinstance(port.get("containerPort"), int)
+    ]
+    named = [port for port in declared if port.get("name") == "http"]
+    chosen = (named or declared or [None])[0]
+    return None if chosen is None else int(chosen["containerPort"])
+
+
+def build_upstream_service(
+    *, name: str, namespace: str, pod_selector: Mapping[str, Any], port: int
+) -> dict[str, Any] | None:
+    """A Service the guard calls the model server's pods through (Deployments and
+    StatefulSets); None when their selector is not plain labels (a Service cannot hold it)."""
+    labels = pod_selector.get("matchLabels")
+    if not labels or pod_selector.get("matchExpressions"):
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "selector": dict(labels),
+            "ports": [{"name": "http", "port": port, "targetPort": port, "protocol": "TCP"}],
+        },
+    }
+
+
+def upstream_url(workload: Mapping[str, Any], service_name: str, port: int) -> str:
+    """Where the guard sends what it lets through."""
+    metadata = workload.get("metadata") or {}
+    namespace = metadata.get("namespace", "")
+    if workload.get("kind") == "InferenceService":
+        return f"http://{metadata.get('name', '')}-predictor.{namespace}.svc.cluster.local"
+    return f"http://{service_name}.{namespace}.svc.cluster.local:{port}"
