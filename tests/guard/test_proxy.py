@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import hashlib
 import json
 import logging
@@ -459,3 +460,26 @@ async def test_v2_inference_through_the_guard(stack: Stack) -> None:
     )
     assert status == 200, body
     assert json.loads(body)["outputs"][0]["shape"] == [2]
+
+
+async def test_content_encoded_bodies_are_refused(stack: Stack) -> None:
+    compressed = gzip.compress(PREDICT)
+    status, _, body = await call(
+        stack.url,
+        "/v1/models/fraud:predict",
+        body=compressed,
+        headers={"X-Api-Key": KEY, "Content-Encoding": "gzip"},
+    )
+    assert status == 415, body
+    assert stack.model.seen == []
+
+
+async def test_a_key_twice_in_the_body_never_reaches_the_model(stack: Stack) -> None:
+    # Python keeps the last duplicate, other parsers the first: 101 rows could hide there.
+    rows = json.dumps([[0.5] * 30] * 101)
+    body = f'{{"instances": {rows}, "instances": [[0.5]]}}'.encode()
+    status, _, answer = await call(
+        stack.url, "/v1/models/fraud:predict", body=body, headers={"X-Api-Key": KEY}
+    )
+    assert status == 400, answer
+    assert stack.model.seen == []

@@ -35,8 +35,11 @@ def test_other_media_types_are_415(header: str | None) -> None:
         b"[1,]",
         b'{"instances": [NaN]}',
         b'{"instances": [Infinity]}',
+        b'{"instances": [1e999]}',
         b"\xff\xfe",
         b"1" * 5000,
+        '{"instances": [[1]]}'.encode("utf-16"),
+        b"\xef\xbb\xbf" + b'{"instances": [[1]]}',
     ],
 )
 def test_malformed_json_is_400(body: bytes) -> None:
@@ -104,3 +107,12 @@ def test_v2_shapes() -> None:
     assert _v2({"inputs": [{k: v for k, v in tensor.items() if k != "data"}]}) is not None
     assert _v2({"inputs": []}) is not None
     assert _v2({"instances": [[1]]}) is not None
+
+
+def test_a_key_twice_is_refused() -> None:
+    # Parsers disagree on which duplicate wins: the model must read what the guard checked.
+    parsed = requestchecks.parse_json(b'{"instances": [[1]], "instances": [[1], [2], [3], [4]]}')
+    assert isinstance(parsed, requestchecks.BodyError)
+    assert "appears twice" in parsed.reason
+    nested = requestchecks.parse_json(b'{"a": {"x": 1}, "b": {"x": 2}}')
+    assert nested == {"a": {"x": 1}, "b": {"x": 2}}

@@ -1,7 +1,9 @@
 """What a request body must look like before it reaches the model. Pure.
 
-Checks, cheapest first: the media type, the JSON syntax (no NaN or Infinity, no numbers
-Python refuses, no duplicate-free guarantees beyond that), the nesting depth, and the
+Checks, cheapest first: the media type, the JSON syntax (UTF-8 only; no NaN, Infinity
+or number too large for a double; no key twice in one object, since parsers disagree on
+which duplicate wins and the model server's must read what the guard checked), the
+nesting depth, and the
 shape the protocol prescribes: KServe v1 ``{"instances": [...]}`` or ``{"inputs": [...]}``;
 Open Inference Protocol v2 ``{"inputs": [{"name", "shape", "datatype", "data"}, ...]}``
 with the rows (first dimension) bounded. A failed check is a 400/415 with the reason;
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from modelshield.api.v1alpha1.apiprotection import Protocol, Verb
@@ -62,10 +65,31 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text[:40]} is too large for a double")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))  # type: ignore[func-returns-value]
+        raise ValueError(f"key {twice[:40]!r} appears twice in one object")
+    return document
+
+
 def parse_json(body: bytes) -> Any | BodyError:
     """The parsed body, or why it is not JSON."""
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
+        return json.loads(
+            body.decode("utf-8"),
+            parse_constant=_refuse_constant,
+            parse_float=_finite,
+            object_pairs_hook=_unique_keys,
+        )
     except RecursionError:
         return BodyError(400, "the JSON body is nested too deeply")
     except (ValueError, UnicodeDecodeError) as error:

@@ -177,6 +177,14 @@ class Pipeline:
         outcome.verdict = head
         if head.refusal is not None:
             return self._refuse(outcome, head.refusal)
+        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding != "identity":
+            # The server side decodes bodies before the guard reads them: forwarding the
+            # decoded bytes under the client's encoding header would make the model read
+            # something other than what was checked. Refused for every policy.
+            reason = f"content encoding {encoding[:40]!r} is not accepted; send the body as is"
+            refusal = judging.Refusal(415, judging.Code.MEDIA_TYPE, reason, None)
+            return self._refuse(outcome, refusal)
         body = await self._read_body(request)
         if isinstance(body, judging.Verdict):
             outcome.verdict = judging.merge([head, body])
