@@ -221,7 +221,7 @@ def _model_artifact(kubectl: Kubectl, namespace: str, name: str, *, verified: bo
                 "apiVersion": "modelshield.dev/v1alpha1",
                 "kind": "ModelArtifact",
                 "metadata": {"name": name},
-                "spec": {"uri": f"s3://models/{name}", "digest": digest},
+                "spec": {"uri": f"s3://models/{name}/", "digest": digest},
             }
         ),
     )
@@ -340,7 +340,7 @@ def test_model_facts_come_from_model_artifacts_and_pods_get_the_startup_check(
     )
     assert result.returncode != 0
     assert DENIED in result.stderr
-    assert "model 'tampered' (s3://models/tampered) has no verified signature" in result.stderr
+    assert "model 'tampered' (s3://models/tampered/) has no verified signature" in result.stderr
 
     # The ConfigMap the pod mounts, as the operator publishes it, holds the key the init
     # container reads: the policy's public key for the signer fraud-v7's status records.

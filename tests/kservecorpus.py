@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 from typing import Any
 
 from modelshield.engine.decisions import Code
@@ -23,16 +24,23 @@ MODEL = "model-v1"
 #: The verified ModelArtifact's URI: what a compliant workload serves.
 VERIFIED_URI = "s3://models/v1/"
 EVIL_URI = "s3://models/evil/"
-#: ModelArtifacts the operator verified, under URIs KServe downloads more from: the
-#: operator fetched s3://models/v1 as the directory v1/ (KServe: every key starting with
-#: 'v1', so v1-evil/ too) and the Azure URL as one HTTPS file (KServe: a blob listing).
+#: URIs KServe downloads more from than a ModelArtifact covers: s3://models/v1 is every
+#: key starting with 'v1' (v1-evil/ too) where the operator verifies the directory v1/ (a
+#: ModelArtifact may no longer name it: its schema wants the '/'; one stored before may
+#: still be Ready), and an Azure URL is a blob listing where the operator fetched one
+#: HTTPS file (a verified ModelArtifact of it is in ARTIFACTS).
 PREFIX_URI = "s3://models/v1"
 AZURE_URI = "https://acct.blob.core.windows.net/models/v1"
 #: name -> URI of every verified ModelArtifact of the corpus.
-ARTIFACTS = {MODEL: VERIFIED_URI, "model-v1-prefix": PREFIX_URI, "model-v1-azure": AZURE_URI}
+ARTIFACTS = {MODEL: VERIFIED_URI, "model-v1-azure": AZURE_URI}
 SIGNED_IMAGE = "registry.example.com/ml/fraud-server@sha256:" + "a" * 64
 UNSIGNED_IMAGE = "registry.example.com/ml/evil:latest"
 SOURCE_URI = "internal.serving.kserve.io/storage-initializer-sourceuri"
+#: What KServe's controller writes on the pods of an InferenceService with a storage
+#: spec, and its pod mutator reads (storage Secret entry, STORAGE_OVERRIDE_CONFIG).
+STORAGE_SPEC = "internal.serving.kserve.io/storage-spec"
+STORAGE_SPEC_PARAM = "internal.serving.kserve.io/storage-spec-param"
+EVIL_ENDPOINT = "http://evil:9000"
 #: The image of the storage initializer KServe injects (its ConfigMap's, not the user's).
 STORAGE_INITIALIZER_IMAGE = "kserve/storage-initializer:v0.17.0"
 
@@ -87,6 +95,8 @@ def pod(
     annotations: dict[str, str] | None = None,
     env: list[dict[str, Any]] | None = None,
     init_command: list[str] | None = None,
+    init_env: list[dict[str, Any]] | None = None,
+    init_env_from: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A predictor Pod as KServe creates it (annotation decoy included)."""
     container = hardened()
@@ -98,6 +108,10 @@ def pod(
         spec["initContainers"] = [{**initializer, "args": init_args}]
         if init_command is not None:
             spec["initContainers"][0]["command"] = init_command
+        if init_env is not None:
+            spec["initContainers"][0]["env"] = init_env
+        if init_env_from is not None:
+            spec["initContainers"][0]["envFrom"] = init_env_from
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -169,6 +183,15 @@ INFERENCE_SERVICES = [
         MODELS,
         Code.MODEL_SOURCE_UNVERIFIABLE,
         "spec.predictor.model.storage.parameters.endpoint_url",
+    ),
+    Case(
+        "storage-spec-default-secret",
+        # No key: KServe hands over the default storage Secret's `default_s3` entry when
+        # it exists, endpoint_url included.
+        isvc(sklearn(storage={"path": "v1/", "parameters": {"type": "s3", "bucket": "models"}})),
+        MODELS,
+        Code.MODEL_SOURCE_UNVERIFIABLE,
+        "spec.predictor.model.storage",
     ),
     Case(
         "STORAGE_URI-env-custom-container",
@@ -287,6 +310,43 @@ INFERENCE_SERVICES = [
     ),
 ]
 
+
+def _literal(name: str, document: str) -> dict[str, Any]:
+    return {"name": name, "value": document}
+
+
+def _from_secret(name: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": "storage-config", "key": "k"}}}
+
+
+#: Every spelling, in the storage initializer's environment, of a server to download from.
+_ENDPOINT_CHOICES = {
+    "STORAGE_OVERRIDE_CONFIG-endpoint": _literal(
+        "STORAGE_OVERRIDE_CONFIG", json.dumps({"type": "s3", "endpoint_url": EVIL_ENDPOINT})
+    ),
+    # json.loads (kserve_storage's parser) decodes the escape: the key is endpoint_url.
+    "STORAGE_OVERRIDE_CONFIG-escaped-key": _literal(
+        "STORAGE_OVERRIDE_CONFIG", '{"type": "s3", "endpoint\\u005furl": "http://evil:9000"}'
+    ),
+    # The last of duplicate keys wins in json.loads: any endpoint_url is refused.
+    "STORAGE_OVERRIDE_CONFIG-duplicate-key": _literal(
+        "STORAGE_OVERRIDE_CONFIG",
+        '{"type": "s3", "endpoint_url": "http://a", "endpoint_url": "http://evil:9000"}',
+    ),
+    "STORAGE_OVERRIDE_CONFIG-not-json": _literal("STORAGE_OVERRIDE_CONFIG", "endpoint_url=x"),
+    "STORAGE_OVERRIDE_CONFIG-from-configmap": {
+        "name": "STORAGE_OVERRIDE_CONFIG",
+        "valueFrom": {"configMapKeyRef": {"name": "m", "key": "k"}},
+    },
+    "STORAGE_CONFIG-literal-endpoint": _literal(
+        "STORAGE_CONFIG", json.dumps({"type": "s3", "endpoint_url": EVIL_ENDPOINT})
+    ),
+    "STORAGE_CONFIG-from-secret": _from_secret("STORAGE_CONFIG"),
+    "AWS_ENDPOINT_URL": _literal("AWS_ENDPOINT_URL", EVIL_ENDPOINT),
+    "AWS_ENDPOINT_URL_S3": _literal("AWS_ENDPOINT_URL_S3", EVIL_ENDPOINT),
+    "AWS_ENDPOINT_URL-from-secret": _from_secret("AWS_ENDPOINT_URL"),
+}
+
 PODS = [
     Case(
         "pod-storage-initializer-args",
@@ -330,6 +390,46 @@ PODS = [
         Code.MODEL_ARTIFACT_NOT_FOUND,
         "spec.containers[0].env[0].value",
     ),
+    *[
+        Case(
+            f"pod-initializer-{name}",
+            pod(init_args=[VERIFIED_URI, "/mnt/models"], init_env=[variable]),
+            MODELS,
+            Code.MODEL_SOURCE_UNVERIFIABLE,
+            f"spec.initContainers[0].env[0].{'valueFrom' if 'valueFrom' in variable else 'value'}",
+        )
+        for name, variable in _ENDPOINT_CHOICES.items()
+    ],
+    Case(
+        "pod-initializer-envFrom",
+        pod(
+            init_args=[VERIFIED_URI, "/mnt/models"], init_env_from=[{"configMapRef": {"name": "e"}}]
+        ),
+        MODELS,
+        Code.MODEL_SOURCE_UNVERIFIABLE,
+        "spec.initContainers[0].envFrom",
+    ),
+    Case(
+        "pod-storage-spec-param-annotation",
+        # Before KServe's pod mutator: it will turn these into STORAGE_OVERRIDE_CONFIG.
+        pod(
+            annotations={
+                SOURCE_URI: VERIFIED_URI,
+                STORAGE_SPEC: "true",
+                STORAGE_SPEC_PARAM: json.dumps({"type": "s3", "endpoint_url": EVIL_ENDPOINT}),
+            }
+        ),
+        MODELS,
+        Code.MODEL_SOURCE_UNVERIFIABLE,
+        f"metadata.annotations['{STORAGE_SPEC_PARAM}']",
+    ),
+    Case(
+        "pod-storage-spec-annotation-secret-entry",
+        pod(annotations={SOURCE_URI: VERIFIED_URI, STORAGE_SPEC: "true"}),
+        MODELS,
+        Code.MODEL_SOURCE_UNVERIFIABLE,
+        f"metadata.annotations['{STORAGE_SPEC}']",
+    ),
     Case(
         "pod-s3-prefix-without-trailing-slash",
         pod(init_args=[PREFIX_URI, "/mnt/models"]),
@@ -348,5 +448,14 @@ COMPLIANT = [
         annotations={SOURCE_URI: VERIFIED_URI},
         # KServe rewrites the serving container's STORAGE_URI to the local mount.
         env=[{"name": "STORAGE_URI", "value": "/mnt/models"}],
+    ),
+    # Overrides that leave the server alone, and a region (the same bucket on AWS).
+    pod(
+        init_args=[VERIFIED_URI, "/mnt/models"],
+        init_env=[
+            _literal("STORAGE_OVERRIDE_CONFIG", json.dumps({"type": "s3", "bucket": "models"})),
+            _literal("AWS_DEFAULT_REGION", "eu-west-1"),
+            _literal("STORAGE_CONFIG", ""),
+        ],
     ),
 ]

@@ -97,13 +97,19 @@ def test_an_annotation_does_not_stand_in_for_the_source_it_does_not_match() -> N
 
 
 def test_storage_parameters_resolve_to_the_uri_kserve_builds() -> None:
-    """type and bucket in storage.parameters: s3://<bucket>/<path> (leading '/' dropped)."""
+    """type and bucket in storage.parameters: s3://<bucket>/<path> (leading '/' dropped)
+    matches the verified artifact; the storage Secret's entry (its endpoint_url) is what
+    still cannot be told, and it is the only violation."""
     body = corpus.isvc(
         corpus.sklearn(
             storage={"key": "k", "path": "/v1/", "parameters": {"type": "s3", "bucket": "models"}}
         )
     )
-    assert evaluate(body, _policy(corpus.MODELS)).allowed
+    decision = evaluate(body, _policy(corpus.MODELS))
+    assert [(v.code, v.path) for v in decision.violations] == [
+        (Code.MODEL_SOURCE_UNVERIFIABLE, "spec.predictor.model.storage.key")
+    ]
+    assert "storage Secret" in decision.violations[0].message
 
 
 def test_a_component_label_overriding_the_objects_is_what_selects() -> None:

@@ -30,7 +30,7 @@ def signed(tmp_path: pathlib.Path, pair: keys.KeyPair) -> pathlib.Path:
 
 
 def _spec(digest: str | None = None) -> artifacts.ModelArtifactSpec:
-    return artifacts.ModelArtifactSpec(uri="s3://models/fraud/v1", digest=digest)
+    return artifacts.ModelArtifactSpec(uri="s3://models/fraud/v1/", digest=digest)
 
 
 def _conditions(status: artifacts.ModelArtifactStatus) -> dict[str, tuple[ConditionStatus, str]]:

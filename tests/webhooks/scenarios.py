@@ -304,7 +304,7 @@ def model_artifact(
         "apiVersion": "modelshield.dev/v1alpha1",
         "kind": "ModelArtifact",
         "metadata": {"name": name, "namespace": namespace, "generation": 2},
-        "spec": {"uri": f"s3://models/{name}", "digest": "sha256:" + "b" * 64},
+        "spec": {"uri": f"s3://models/{name}/", "digest": "sha256:" + "b" * 64},
         "status": {
             "observedGeneration": 2,
             "verifiedDigest": "sha256:" + "b" * 64,

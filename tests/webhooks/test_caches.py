@@ -69,12 +69,12 @@ def test_artifacts_by_name_and_uri_follow_events() -> None:
     assert found is not None
     assert found.verified
     assert found.current
-    assert state.artifact_by_uri(scenarios.ENFORCED, "s3://models/fraud-v7") == found
+    assert state.artifact_by_uri(scenarios.ENFORCED, "s3://models/fraud-v7/") == found
     moved = scenarios.model_artifact(scenarios.ENFORCED)
-    moved["spec"]["uri"] = "s3://models/elsewhere"
+    moved["spec"]["uri"] = "s3://models/elsewhere/"
     state.apply(caches.ARTIFACTS, "MODIFIED", moved)
-    assert state.artifact_by_uri(scenarios.ENFORCED, "s3://models/fraud-v7") is None
-    assert state.artifact_by_uri(scenarios.ENFORCED, "s3://models/elsewhere") is not None
+    assert state.artifact_by_uri(scenarios.ENFORCED, "s3://models/fraud-v7/") is None
+    assert state.artifact_by_uri(scenarios.ENFORCED, "s3://models/elsewhere/") is not None
     state.apply(caches.ARTIFACTS, "DELETED", moved)
     assert state.artifact(scenarios.ENFORCED, scenarios.ARTIFACT) is None
 

@@ -120,3 +120,33 @@ async def test_an_update_of_nothing_kserve_reads_is_still_waved_through(
     new["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "2"
     admitted = await client.review("/validate", scenarios.review(SERVICES, "UPDATE", new, old))
     assert admitted["allowed"] is True
+
+
+def _point_storage_elsewhere(body: dict[str, Any]) -> None:
+    body["spec"]["predictor"]["model"]["storage"] = {
+        "parameters": {"type": "s3", "endpoint_url": corpus.EVIL_ENDPOINT}
+    }
+
+
+def _use_a_storage_key(body: dict[str, Any]) -> None:
+    body["spec"]["predictor"]["model"]["storage"] = {"key": "other-minio"}
+
+
+@pytest.mark.parametrize(
+    ("change", "path"),
+    [
+        (_point_storage_elsewhere, "spec.predictor.model.storage.parameters.endpoint_url"),
+        (_use_a_storage_key, "spec.predictor.model.storage.key"),
+    ],
+    ids=["endpoint_url", "storage-key"],
+)
+async def test_an_update_that_picks_another_storage_server_is_refused(
+    client: HttpsClient, change: Any, path: str
+) -> None:
+    """The model's URI stays the verified one; only the server it is read from changes."""
+    old = copy.deepcopy(corpus.COMPLIANT[0])
+    new = copy.deepcopy(old)
+    change(new)
+    denied = await client.review("/validate", scenarios.review(SERVICES, "UPDATE", new, old))
+    assert denied["allowed"] is False
+    assert f"] {path}: " in denied["status"]["message"], denied["status"]["message"]

@@ -1,15 +1,22 @@
 """What KServe's storage initializer downloads: the URI it builds for a ``storage`` spec,
-and for a model URI the set of files, against what a ModelArtifact of that URI covers.
+for a model URI the set of files, against what a ModelArtifact of that URI covers, and
+the server it downloads them from.
 
 Read from the ``kserve_storage`` package (v0.15.2, v0.17.0) that the storage initializer
 runs, and from the operator's fetch (``modelartifacts.fetching``): where the two sets
 differ, no verification covers what is served, so the URI is refused with what to write.
+The same URI on another S3 server is another model: whatever in the initializer's
+environment picks the server is refused too (``endpoint_choices``).
 """
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from typing import Any
+
+from modelshield.modelartifacts import redacting
 
 #: credentials.StorageBucketTypes: the storage types whose URI includes a bucket.
 _BUCKET_TYPES = frozenset({"s3"})
@@ -75,3 +82,130 @@ def storage_spec_uri(path: str, parameters: Any) -> tuple[str | None, str]:
             "it in storage.parameters.bucket"
         )
     return f"{kind}://{bucket}/{relative}", ""
+
+
+#: Read by boto3 (the explicit ``endpoint_url`` that ``_get_s3_client_kwargs`` passes,
+#: or botocore's service-specific variable when that is unset): the S3 server.
+_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+#: JSON objects ``Storage._update_with_storage_spec`` merges (override last) and whose
+#: ``endpoint_url`` it writes into AWS_ENDPOINT_URL before every download.
+_STORAGE_CONFIG = "STORAGE_CONFIG"
+_STORAGE_OVERRIDE_CONFIG = "STORAGE_OVERRIDE_CONFIG"
+_STORAGE_JSON_VARIABLES = (_STORAGE_CONFIG, _STORAGE_OVERRIDE_CONFIG)
+_NOT_THE_VERIFIED_SERVER = (
+    "admission cannot tell that it is the server the operator verified ModelArtifacts "
+    "from, and the same URI on another server is another model"
+)
+#: How KServe's credential builder (pkg/credentials) fills AWS_ENDPOINT_URL.
+_KSERVE_CREDENTIALS = (
+    "KServe sets it from the S3 credentials of the pod's ServiceAccount (a Secret's "
+    "serving.kserve.io/s3-endpoint annotation or S3_ENDPOINT entry, or its ConfigMap's "
+    "s3Endpoint)"
+)
+
+
+def _storage_json_choice(name: str, value: Any) -> str | None:
+    """Why a literal STORAGE_CONFIG/STORAGE_OVERRIDE_CONFIG picks the server, or None."""
+    try:
+        document = json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        return f"{name} is not a JSON object, so what it sets cannot be told"
+    if "endpoint_url" in document:
+        endpoint = redacting.redact(str(document["endpoint_url"]))
+        return (
+            f"{name} sends the storage initializer to endpoint_url {endpoint!r} "
+            f"(KServe copies storage.parameters there); {_NOT_THE_VERIFIED_SERVER}; remove "
+            "endpoint_url"
+        )
+    return None
+
+
+def _from_elsewhere(name: str, source: Any) -> str:
+    """Why a variable set from a ConfigMap or Secret (valueFrom) may pick the server."""
+    secret = source.get("secretKeyRef") if isinstance(source, dict) else None
+    if name == _STORAGE_CONFIG and isinstance(secret, dict):
+        # CreateStorageSpecSecretEnvs: KServe's own way of handing over `storage.key`.
+        return (
+            f"the storage initializer reads the entry {secret.get('key')!r} of storage "
+            f"Secret {secret.get('name')!r} ({name}), whose endpoint_url admission does "
+            f"not read; {_NOT_THE_VERIFIED_SERVER}; serve the model by storageUri instead "
+            "of a storage spec"
+        )
+    return (
+        f"{name} comes from a ConfigMap or Secret, which admission does not read, and it "
+        f"picks the S3 server the storage initializer downloads from; write its value"
+    )
+
+
+def endpoint_choices(container: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(field, why) for each thing in the storage initializer's environment that picks
+    the S3 server it downloads from (``field`` relative to the container).
+
+    The URIs are compared with ModelArtifacts, which the operator fetched from its own
+    endpoint: admission does not know that endpoint (it is the operator's setting), so
+    any server named here is refused rather than trusted.
+    """
+    found: list[tuple[str, str]] = []
+    if container.get("envFrom"):
+        found.append(
+            (
+                "envFrom",
+                "the storage initializer takes variables from a ConfigMap or Secret "
+                "(envFrom), which admission does not read; they may set AWS_ENDPOINT_URL "
+                f"or {_STORAGE_OVERRIDE_CONFIG} and pick another S3 server",
+            )
+        )
+    env = container.get("env")
+    for index, entry in enumerate(env if isinstance(env, list) else ()):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if name not in _ENDPOINT_VARIABLES and name not in _STORAGE_JSON_VARIABLES:
+            continue
+        assert isinstance(entry, dict)
+        where = f"env[{index}]"
+        if entry.get("valueFrom") is not None:
+            found.append((f"{where}.valueFrom", _from_elsewhere(str(name), entry["valueFrom"])))
+            continue
+        value = entry.get("value")
+        if name in _STORAGE_JSON_VARIABLES:
+            if value is None or value == "":
+                continue  # unset: kserve_storage reads "{}"
+            why = _storage_json_choice(str(name), value)
+            if why is not None:
+                found.append((f"{where}.value", why))
+        elif isinstance(value, str) and value:
+            endpoint = redacting.redact(value)
+            found.append(
+                (
+                    f"{where}.value",
+                    f"the storage initializer downloads s3:// models from {endpoint!r} "
+                    f"({name}; {_KSERVE_CREDENTIALS}); {_NOT_THE_VERIFIED_SERVER}",
+                )
+            )
+    return found
+
+
+def storage_spec_choice(
+    annotations: Mapping[str, Any], spec_key: str, params_key: str
+) -> list[tuple[str, str]]:
+    """(annotation, why) when KServe's pod mutator will hand the storage initializer a
+    storage spec (``storage-spec: "true"``): the storage Secret's entry, and the
+    ``storage-spec-param`` JSON as STORAGE_OVERRIDE_CONFIG."""
+    if annotations.get(spec_key) != "true":
+        return []
+    found = [
+        (
+            spec_key,
+            "KServe's pod mutator will hand the storage initializer the storage Secret's "
+            f"entry ({_STORAGE_CONFIG}), whose endpoint_url admission does not read; "
+            f"{_NOT_THE_VERIFIED_SERVER}; serve the model by storageUri instead of a "
+            "storage spec",
+        )
+    ]
+    params = annotations.get(params_key)
+    if params is not None:
+        why = _storage_json_choice(_STORAGE_OVERRIDE_CONFIG, params)
+        if why is not None:
+            found.append((params_key, why))
+    return found

@@ -35,6 +35,7 @@ CLUSTER_SERVING_RUNTIME = "ClusterServingRuntime"
 
 _INTERNAL = "internal.serving.kserve.io"
 SOURCE_URI_ANNOTATION = f"{_INTERNAL}/storage-initializer-sourceuri"
+_STORAGE_SPEC_ANNOTATION = f"{_INTERNAL}/storage-spec"
 _STORAGE_SPEC_PARAMS_ANNOTATION = f"{_INTERNAL}/storage-spec-param"
 _LOCAL_MODEL_LABEL = f"{_INTERNAL}/localmodel"
 _LOCAL_MODEL_SOURCE_ANNOTATION = f"{_INTERNAL}/localmodel-sourceuri"
@@ -147,6 +148,20 @@ def _storage(reading: Reading, block: Mapping[str, Any], path: str) -> None:
                 "ModelArtifacts are verified against; remove endpoint_url",
             )
         )
+    # CreateStorageSpecSecretEnvs: the storage Secret's entry (`key`, or the default
+    # Secret's `default`/`default_<type>` when it exists) reaches the initializer as
+    # STORAGE_CONFIG, endpoint_url included.
+    named = "key" in storage
+    reading.sources.append(
+        Source(
+            f"{path}.storage.key" if named else f"{path}.storage",
+            None,
+            "KServe hands the storage initializer the storage Secret's entry "
+            f"({'its key' if named else 'the default Secret, when it has one'}), whose "
+            "endpoint_url picks the S3 server and which admission does not read; serve the "
+            "model by storageUri instead of a storage spec",
+        )
+    )
     where = storage.get("path")
     if where is None:
         return
@@ -216,6 +231,8 @@ def _initializer_sources(reading: Reading, container: Mapping[str, Any], path: s
                 "what it downloads; remove the command",
             )
         )
+    for field, why in downloads.endpoint_choices(container):
+        reading.sources.append(Source(f"{path}.{field}", None, why))
     args = container.get("args")
     if not isinstance(args, list) or not args or len(args) % 2:
         reading.problems.append(
@@ -239,12 +256,20 @@ def _annotation_sources(
     annotations: Mapping[str, Any],
     labels: Mapping[str, Any],
     path: str,
+    *,
+    injected: bool = False,
 ) -> None:
-    """The source KServe's pod mutator injects the storage initializer for."""
+    """The source KServe's pod mutator injects the storage initializer for (``injected``:
+    the pod has one already, and the mutator then leaves it as it is)."""
     value = annotations.get(SOURCE_URI_ANNOTATION)
     if not isinstance(value, str):
         return
     where = f"{path}['{SOURCE_URI_ANNOTATION}']"
+    if not injected:
+        for key, why in downloads.storage_spec_choice(
+            annotations, _STORAGE_SPEC_ANNOTATION, _STORAGE_SPEC_PARAMS_ANNOTATION
+        ):
+            reading.sources.append(Source(f"{path}['{key}']", None, why))
     local_model = labels.get(_LOCAL_MODEL_LABEL)
     if isinstance(local_model, str):
         # InjectStorageInitializer: the LocalModel cache's PVC instead of a download.
@@ -298,7 +323,11 @@ def read_pod(
     if not _names_a_source(spec, annotations):
         return []
     reading = Reading()
-    _annotation_sources(reading, annotations, labels, annotations_path)
+    inits = spec.get("initContainers")
+    injected = isinstance(inits, list) and any(
+        isinstance(c, dict) and c.get("name") == STORAGE_INITIALIZER for c in inits
+    )
+    _annotation_sources(reading, annotations, labels, annotations_path, injected=injected)
     _container_sources(reading, PodPart(spec_path, spec))
     return reading.sources
 

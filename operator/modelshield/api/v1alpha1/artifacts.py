@@ -17,6 +17,13 @@ from modelshield.api.v1alpha1.provenance import (
 )
 
 DIGEST_PATTERN = r"^sha256:[a-f0-9]{64}$"
+#: KServe's storage initializer downloads every key that starts with an s3:// path
+#: (s3://b/fraud also serves fraud-evil/...), while the operator verifies the directory.
+S3_URI_MESSAGE = (
+    "an s3:// uri must end with '/': it names a directory, and KServe downloads every "
+    "object whose key starts with the path (s3://b/fraud would also serve s3://b/fraud-evil/); "
+    "add '/' at the end"
+)
 
 #: Condition types on a ModelArtifact's status.
 VERIFIED = "Verified"
@@ -43,11 +50,20 @@ class ModelArtifactSpec(ApiModel):
         description=(
             "Where the model files are: a file://, pvc://, http(s)://, s3:// or oci:// URI "
             "(the schemes the operator can fetch; gs:// is not one: serve Google Cloud "
-            "Storage through its S3-compatible endpoint as s3://)."
+            "Storage through its S3-compatible endpoint as s3://). An s3:// URI is a "
+            "directory and ends with '/' (s3://models/fraud/v7/)."
         ),
         min_length=1,
         max_length=2048,
         pattern=r"^(file|pvc|https?|s3|oci)://",
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!self.startsWith('s3://') || self.endsWith('/')",
+                    "message": S3_URI_MESSAGE,
+                }
+            ]
+        },
     )
     digest: str | None = pydantic.Field(
         default=None,
@@ -73,6 +89,13 @@ class ModelArtifactSpec(ApiModel):
         default_factory=ProvenanceReference,
         description="Where the model's training provenance is found (read when a policy asks for it).",
     )
+
+    @pydantic.field_validator("uri")
+    @classmethod
+    def _s3_uri_is_a_directory(cls, uri: str) -> str:
+        if uri.startswith("s3://") and not uri.endswith("/"):
+            raise ValueError(S3_URI_MESSAGE)
+        return uri
 
 
 class ScanFinding(ApiModel):
