@@ -66,14 +66,14 @@ RUN groupadd --system --gid 65532 modelshield \
 # The wheels are bind-mounted, not copied: they never become a layer of this image.
 # Removed after the install, because no modelshield process imports them: pip and
 # setuptools; the kubernetes client's asyncio copy (kubernetes/aio, 68 MB; kopf talks to the
-# API with aiohttp itself); numpy's and scipy's own test suites (49 MB).
+# API with aiohttp itself); numpy's, scipy's and h5py's own test suites (51 MB).
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m venv /opt/modelshield \
  && /opt/modelshield/bin/pip install --no-index --find-links /wheels --no-cache-dir modelshield \
  && /opt/modelshield/bin/pip uninstall --yes setuptools pip \
  && site=$(/opt/modelshield/bin/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))') \
  && rm -rf "$site/kubernetes/aio" \
- && find "$site/numpy" "$site/scipy" -depth -type d -name tests -exec rm -rf {} + \
+ && find "$site/numpy" "$site/scipy" "$site/h5py" -depth -type d -name tests -exec rm -rf {} + \
  && modelshield --version
 
 USER 65532:65532

@@ -8,6 +8,8 @@ ModelScan as its ``modelscan`` script. Two directories of real files made here:
    256 MiB NumPy array, a joblib file with a 256 MiB array, a small scikit-learn model.
 2. ``pickles`` (files both tools read whole): the 256 MiB array pickle and a state-dict-like
    pickle of many small objects (opcode-heavy: where a walker's per-opcode cost shows).
+3. ``keras`` (about 512 MiB): a Keras HDF5 model with 384 MiB of weights and a ``.keras``
+   file with 128 MiB (ModelScan reads HDF5 only with h5py in its venv: ``pip install h5py``).
 
 Figures: wall-clock and CPU seconds (best of three), directory bytes per second, and the
 bytes each tool read. modelshield reads every byte; ModelScan reads only the pickles it
@@ -60,6 +62,29 @@ def make_mixed(directory: pathlib.Path) -> None:
     (directory / "weights.pkl").write_bytes(pickle.dumps({"w": array}, protocol=4))
     joblib.dump({"embedding": array}, directory / "index.joblib")
     models.sklearn_model(directory / "classifier")
+
+
+def make_keras(directory: pathlib.Path) -> None:
+    """A Keras HDF5 model with 384 MiB of weights and a .keras file with 128 MiB."""
+    sys.path[:0] = [str(REPOSITORY), str(REPOSITORY / "operator")]
+    models = importlib.import_module("tests.modelartifacts.models")
+    h5py = importlib.import_module("h5py")
+    directory.mkdir(parents=True)
+    rng = numpy.random.default_rng(9)
+    models.keras_h5_file(directory / "model.h5")
+    with h5py.File(directory / "model.h5", "r+") as handle:
+        for index in range(3):
+            extra = rng.standard_normal(128 * MIB // 4, dtype=numpy.float32)
+            handle.create_dataset(f"model_weights/dense/dense/extra_{index}:0", data=extra)
+    weights_file = directory / "model.weights.h5"
+    with h5py.File(weights_file, "w") as handle:
+        extra = rng.standard_normal(128 * MIB // 4, dtype=numpy.float32)
+        handle.create_dataset("layers/dense/vars/0", data=extra)
+    with zipfile.ZipFile(directory / "model.keras", "w") as archive:
+        archive.writestr("metadata.json", json.dumps({"keras_version": "3.6.0"}))
+        archive.writestr("config.json", json.dumps(models.keras_config()))
+        archive.write(weights_file, "model.weights.h5")
+    weights_file.unlink()
 
 
 def make_pickles(directory: pathlib.Path) -> None:
@@ -170,6 +195,9 @@ def main() -> None:
         shutil.rmtree(work / "mixed")
         make_pickles(work / "pickles")
         compare("pickles", work / "pickles", arguments.modelscan, arguments.runs, work)
+        shutil.rmtree(work / "pickles")
+        make_keras(work / "keras")
+        compare("keras", work / "keras", arguments.modelscan, arguments.runs, work)
 
 
 if __name__ == "__main__":

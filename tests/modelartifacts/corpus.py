@@ -8,7 +8,6 @@ never unpickled anyway.
 from __future__ import annotations
 
 import io
-import json
 import os
 import pathlib
 import pickle
@@ -155,19 +154,15 @@ def _keras_lambda(path: pathlib.Path) -> None:
             ]
         },
     }
-    with zipfile.ZipFile(path, "w") as archive:
-        archive.writestr("metadata.json", json.dumps({"keras_version": "3.6.0"}))
-        archive.writestr("config.json", json.dumps(config))
-        archive.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n" + bytes(64))
+    models.keras_v3_file(path, config)
 
 
 def _hdf5_lambda(path: pathlib.Path) -> None:
-    # The layout of a real HDF5 file is not needed: the scanner searches the stored config.
     config = {
         "class_name": "Functional",
         "config": {"layers": [{"class_name": "Lambda", "config": {"name": "evil"}}]},
     }
-    path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(512) + json.dumps(config).encode() + bytes(64))
+    models.keras_h5_file(path, config)
 
 
 def _saved_model(path: pathlib.Path) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import pathlib
 import struct
 import zipfile
+from typing import Any
 
+import h5py  # type: ignore[import-untyped]
 import joblib  # type: ignore[import-untyped]
 import numpy
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
@@ -140,6 +143,104 @@ def gguf_file(path: pathlib.Path, chat_template: str) -> None:
     path.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, len(entries)) + b"".join(entries))
 
 
+def _keras_layer(module: str, class_name: str, config: dict[str, object]) -> dict[str, object]:
+    return {"module": module, "class_name": class_name, "config": config, "registered_name": None}
+
+
+def keras_config(units: int = 2) -> dict[str, object]:
+    """A Sequential model config as Keras 2.15 and 3 write it (Dense on a 4-wide input)."""
+    dense = {
+        "name": "dense",
+        "trainable": True,
+        "dtype": "float32",
+        "units": units,
+        "activation": "relu",
+        "use_bias": True,
+        "kernel_initializer": _keras_layer("keras.initializers", "GlorotUniform", {"seed": None}),
+        "bias_initializer": _keras_layer("keras.initializers", "Zeros", {}),
+        "kernel_regularizer": None,
+        "bias_regularizer": None,
+    }
+    return {
+        "class_name": "Sequential",
+        "config": {
+            "name": "sequential",
+            "layers": [
+                _keras_layer(
+                    "keras.layers",
+                    "InputLayer",
+                    {"batch_input_shape": [None, 4], "dtype": "float32", "name": "input"},
+                ),
+                _keras_layer("keras.layers", "Dense", dense),
+            ],
+        },
+        "keras_version": "2.15.0",
+        "backend": "tensorflow",
+    }
+
+
+#: A compile config as Keras 2.15 writes it to training_config.
+KERAS_TRAINING_CONFIG = {
+    "loss": "mse",
+    "metrics": None,
+    "loss_weights": None,
+    "optimizer_config": _keras_layer(
+        "keras.optimizers",
+        "Adam",
+        {"name": "Adam", "learning_rate": 0.001, "beta_1": 0.9, "beta_2": 0.999, "amsgrad": False},
+    ),
+}
+
+
+def keras_h5_file(
+    path: pathlib.Path,
+    model_config: object | None = None,
+    training_config: object = KERAS_TRAINING_CONFIG,
+    **options: Any,
+) -> None:
+    """A Keras HDF5 model (``model.save("x.h5")``'s layout), written with h5py.
+
+    ``model_config`` and ``training_config`` are stored as given when they are strings or
+    bytes (a test's exact spelling), else as their JSON; ``options`` go to ``h5py.File``.
+    """
+
+    def stored(value: object) -> object:
+        return value if isinstance(value, str | bytes | numpy.ndarray) else json.dumps(value)
+
+    with h5py.File(path, "w", **options) as handle:
+        handle.attrs["backend"] = "tensorflow"
+        handle.attrs["keras_version"] = "2.15.0"
+        handle.attrs["model_config"] = stored(
+            keras_config() if model_config is None else model_config
+        )
+        handle.attrs["training_config"] = stored(training_config)
+        weights = handle.create_group("model_weights")
+        weights.attrs["layer_names"] = numpy.array([b"dense"])
+        weights.attrs["backend"] = "tensorflow"
+        weights.attrs["keras_version"] = "2.15.0"
+        dense = weights.create_group("dense")
+        dense.attrs["weight_names"] = numpy.array([b"dense/kernel:0", b"dense/bias:0"])
+        rng = numpy.random.default_rng(3)
+        dense.create_dataset("dense/kernel:0", data=rng.standard_normal((4, 2), dtype="f4"))
+        dense.create_dataset("dense/bias:0", data=numpy.zeros(2, dtype="f4"))
+
+
+def keras_v3_file(path: pathlib.Path, config: object | None = None) -> None:
+    """A Keras 3 ``.keras`` file: a zip of config.json, metadata.json, model.weights.h5."""
+    weights = io.BytesIO()
+    with h5py.File(weights, "w") as handle:
+        variables = handle.create_group("layers/dense/vars")
+        rng = numpy.random.default_rng(4)
+        variables.create_dataset("0", data=rng.standard_normal((4, 2), dtype="f4"))
+        variables.create_dataset("1", data=numpy.zeros(2, dtype="f4"))
+        handle.create_group("optimizer/vars")
+    metadata = {"keras_version": "3.6.0", "date_saved": "2026-11-25@10:00:00"}
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("metadata.json", json.dumps(metadata))
+        archive.writestr("config.json", json.dumps(config or keras_config()))
+        archive.writestr("model.weights.h5", weights.getvalue())
+
+
 def benign_model(directory: pathlib.Path) -> pathlib.Path:
     """A model directory with one file of each benign format."""
     sklearn_model(directory)
@@ -150,4 +251,6 @@ def benign_model(directory: pathlib.Path) -> pathlib.Path:
     numpy.save(directory / "embeddings.npy", numpy.arange(12, dtype=numpy.float32).reshape(3, 4))
     (directory / "vocab.txt").write_text("hello\nworld\n")
     (directory / "tokenizer.json").write_text(json.dumps({"model": {"type": "BPE"}}))
+    keras_h5_file(directory / "model.h5")
+    keras_v3_file(directory / "model.keras")
     return directory

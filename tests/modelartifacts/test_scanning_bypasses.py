@@ -8,8 +8,10 @@ default blocking level); a dotted protocol-4 name was judged by its first compon
 
 from __future__ import annotations
 
+import io
 import pathlib
 
+import h5py  # type: ignore[import-untyped]
 import pytest
 
 from modelshield.api.v1alpha1.common import Severity
@@ -190,8 +192,11 @@ def test_npy_object_arrays_are_seen_whatever_the_spelling(
 
 
 def _hdf5_with(config_text: str) -> bytes:
-    # Only the stored attribute text matters to the scanner; the HDF5 layout does not.
-    return b"\x89HDF\r\n\x1a\n" + bytes(512) + config_text.encode() + bytes(64)
+    # A real HDF5 file (h5py), the config in the model_config attribute as Keras writes it.
+    stored = io.BytesIO()
+    with h5py.File(stored, "w") as handle:
+        handle.attrs["model_config"] = config_text
+    return stored.getvalue()
 
 
 @pytest.mark.parametrize(

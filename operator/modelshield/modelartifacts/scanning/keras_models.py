@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import base64
 import json
 import re
 from collections.abc import Iterator
@@ -11,8 +11,6 @@ from typing import Any
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.modelartifacts.scanning import callables, findings, pickles, scanners
 
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
-_MARSHALLED_FUNCTION = re.compile(rb'"function"\s*:\s*\[?\s*"[A-Za-z0-9+/=\\n]{16,}')
 # Ops that read or write files or call back into Python (as ModelScan's list, plus PyFunc).
 RISKY_OPS = (
     b"ReadFile",
@@ -104,75 +102,52 @@ def reference_findings(config: Any, name: str, path: str = "") -> Iterator[findi
             yield from reference_findings(value, name, f"{path}[{index}]")
 
 
-def config_findings(config: Any, name: str) -> list[findings.Finding]:
-    """Lambda layers and outside references in a parsed Keras config (any JSON document)."""
-    return [*lambda_findings(config, name), *reference_findings(config, name)]
+#: A function tf-keras serialized with ``func_dump``: base64 of marshalled bytecode.
+_MARSHALLED = re.compile(r"[A-Za-z0-9+/=\n]{16,}")
+#: The keys whose values tf-keras hands to ``func_load`` (Lambda's function, output
+#: shape and mask).
+_FUNCTION_KEYS = ("function", "output_shape", "mask")
 
 
-#: Where a JSON object may start inside an HDF5 file (the model_config attribute).
-_OBJECT_START = re.compile(rb'\{\s*"')
-#: A config is parsed from a window this large first, larger ones up to the maximum.
-_FIRST_WINDOW = 4096
-_MAX_CONFIG = 64 << 20
+def marshalled(value: Any) -> bool:
+    """Whether a config value is base64 of a marshalled code object (``func_dump``'s form)."""
+    if not isinstance(value, str) or _MARSHALLED.fullmatch(value) is None:
+        return False
+    try:
+        head = base64.b64decode(value[:4])[:1]  # four characters: the first three bytes
+    except ValueError:
+        return False
+    # marshal's code object type ("c"), with or without its reference flag.
+    return head in (b"c", b"\xe3")
 
 
-def embedded_json(data: scanners.Buffer) -> Iterator[tuple[int, Any]]:
-    """(offset, document) of every JSON object stored as text in a binary file.
-
-    Parsed with the JSON parser, so escapes (``"\\u004cambda"``) mean what they mean to
-    Keras; objects nested in a found one are not reported twice.
-    """
-    decoder = json.JSONDecoder()
-    covered = 0
-    for match in _OBJECT_START.finditer(data):
-        start = match.start()
-        if start < covered:
-            continue
-        window = _FIRST_WINDOW
-        while True:
-            text = bytes(data[start : start + window]).decode("utf-8", errors="replace")
-            try:
-                document, length = decoder.raw_decode(text)
-            except ValueError as error:
-                truncated = getattr(error, "pos", 0) >= len(text) - 1
-                if truncated and window < _MAX_CONFIG and start + window < len(data):
-                    window *= 8
-                    continue
-                break
-            covered = start + len(text[:length].encode("utf-8", errors="replace"))
-            yield start, document
-            break
-
-
-class Hdf5Scanner:
-    """Keras HDF5 files: the model_config attribute is JSON stored in the file."""
-
-    name = "hdf5"
-
-    def matches(self, name: str, head: bytes) -> bool:
-        """The HDF5 signature."""
-        return head.startswith(_HDF5_MAGIC)
-
-    def scan(
-        self, data: scanners.Buffer, name: str, context: scanners.Context
-    ) -> list[findings.Finding]:
-        """Parse every JSON object stored in the file; judge it as a Keras config."""
-        found = []
-        for offset, document in embedded_json(data):
-            for finding in config_findings(document, name):
-                found.append(
-                    dataclasses.replace(finding, location=f"offset {offset}: {finding.location}")
-                )
-        for match in _MARSHALLED_FUNCTION.finditer(data):
-            found.append(
-                findings.Finding(
+def marshalled_findings(config: Any, name: str, path: str = "") -> Iterator[findings.Finding]:
+    """Marshalled Python bytecode anywhere in a config, whatever class carries it."""
+    if isinstance(config, dict):
+        for key in _FUNCTION_KEYS:
+            value = config.get(key)
+            code = value[0] if isinstance(value, list) and value else value
+            if marshalled(code) or (key == "function" and config.get("function_type") == "lambda"):
+                yield findings.Finding(
                     findings.CRITICAL,
                     name,
-                    f"offset {match.start()}",
-                    "marshalled Python bytecode in a layer config",
+                    f"{key} at {path or '$'}",
+                    "marshalled Python bytecode in a layer config (runs when loaded)",
                 )
-            )
-        return found
+        for key, value in config.items():
+            yield from marshalled_findings(value, name, f"{path}.{key}")
+    elif isinstance(config, list):
+        for index, value in enumerate(config):
+            yield from marshalled_findings(value, name, f"{path}[{index}]")
+
+
+def config_findings(config: Any, name: str) -> list[findings.Finding]:
+    """Lambda layers, marshalled code and outside references in a parsed Keras config."""
+    return [
+        *lambda_findings(config, name),
+        *marshalled_findings(config, name),
+        *reference_findings(config, name),
+    ]
 
 
 class SavedModelScanner:

@@ -80,17 +80,35 @@ def scan_buffer(data: Buffer, name: str, context: Context) -> tuple[str, list[fi
 
         if pickles.probe(data):
             scanner = next((s for s in context.scanners if s.name == "pickle"), scanner)
+    # Formats a loader finds past the first bytes (an HDF5 superblock after a user block):
+    # the file is that format too, to that loader, and is scanned as each of them.
+    claimed = [other for other in context.scanners if other is not scanner and _claims(other, data)]
+    if scanner is None and claimed:
+        scanner = claimed.pop(0)
     if scanner is None:
         return "unknown", [
             findings.Finding(
                 findings.MEDIUM, name, "", "unrecognized binary format: it could not be scanned"
             )
         ]
+    found = _scan_as(scanner, data, name, context)
+    for other in claimed:
+        found.extend(_scan_as(other, data, name, context))
+    return scanner.name, found
+
+
+def _claims(scanner: Scanner, data: Buffer) -> bool:
+    """Whether a scanner claims a file by its content past the first bytes (optional)."""
+    claims: Callable[[Buffer], bool] | None = getattr(scanner, "claims_content", None)
+    return claims is not None and claims(data)
+
+
+def _scan_as(scanner: Scanner, data: Buffer, name: str, context: Context) -> list[findings.Finding]:
     context.formats.append(scanner.name)
     try:
-        return scanner.name, scanner.scan(data, name, context)
+        return scanner.scan(data, name, context)
     except Exception as error:  # noqa: BLE001 - a scanner crash must not pass the file
-        return scanner.name, [
+        return [
             findings.Finding(
                 findings.HIGH, name, "", f"could not be scanned as {scanner.name}: {error}"
             )

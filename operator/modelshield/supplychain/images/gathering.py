@@ -11,7 +11,6 @@ verify (a verdict, not a hang). Secret values are never logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import math
@@ -117,15 +116,14 @@ async def gather(
     if reads_pull_secrets or any(request.resolved is None for request in requests):
         loop = asyncio.get_running_loop()
         started = loop.time()
-        # On timeout the signers stay unresolved and fail to verify: denied, not hung.
-        with contextlib.suppress(TimeoutError):
-            try:
-                requirements, pull_secrets = await asyncio.wait_for(
-                    _read_secrets(requests, access, namespace, pull_secret_names),
-                    deadline_seconds,
-                )
-            except Exception:  # still reach a verdict (unresolved signers fail), never loop
-                _logger.exception("reading the Secrets of a verification in %s failed", namespace)
+        try:
+            requirements, pull_secrets = await asyncio.wait_for(
+                _read_secrets(requests, access, namespace, pull_secret_names), deadline_seconds
+            )
+        except TimeoutError:
+            pass  # the signers stay unresolved and fail to verify: denied, not hung
+        except Exception:  # still reach a verdict (unresolved signers fail), never loop
+            _logger.exception("reading the Secrets of a verification in %s failed", namespace)
         # Secret reads count against the same deadline (rounded down for readable
         # messages, never beyond the deadline).
         left = deadline_seconds - (loop.time() - started)
