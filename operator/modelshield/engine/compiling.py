@@ -73,7 +73,9 @@ class CompiledProvenance:
     allowed_dataset_sources: tuple[str, ...]
     require_signed_datasets: bool
     dataset_signer_names: tuple[str, ...]
+    #: maxAge as written (for messages) and parsed once here.
     max_age: str | None
+    max_age_delta: datetime.timedelta | None
 
 
 def _compile_provenance(
@@ -88,6 +90,7 @@ def _compile_provenance(
         require_signed_datasets=block.require_signed_datasets,
         dataset_signer_names=tuple(sorted(s.name for s in block.dataset_signers)),
         max_age=block.max_age,
+        max_age_delta=common.parse_duration(block.max_age) if block.max_age else None,
     )
 
 

@@ -10,11 +10,11 @@ never fetched.
 from __future__ import annotations
 
 import datetime
+import functools
 import re
 import urllib.parse
 from collections.abc import Iterator
 
-from modelshield.api.v1alpha1 import common
 from modelshield.engine import compiling, facts
 from modelshield.engine.decisions import Code
 from modelshield.engine.imagechecks import Finding
@@ -31,6 +31,17 @@ _CODE_OF_REASON = {
 _UNSAFE = re.compile(r"(^|/)\.{1,2}(/|$)|%|\\|\s|[?#@]")
 
 
+class _Described:
+    """The model as messages name it, formatted only when a message is made."""
+
+    def __init__(self, artifact: facts.ArtifactFacts) -> None:
+        self._artifact = artifact
+
+    def __format__(self, spec: str) -> str:
+        return f"model {self._artifact.name!r} ({redacting.redact(self._artifact.uri)})"
+
+
+@functools.lru_cache(maxsize=4096)
 def _split(uri: str) -> tuple[str, str] | None:
     """(scheme://authority lower-cased, path), or None for a URI no prefix may admit."""
     try:
@@ -80,7 +91,7 @@ def check_artifact(
     now: datetime.datetime,
 ) -> Iterator[Finding]:
     """Every way the served artifact fails the policy's provenance requirement."""
-    what = f"model {artifact.name!r} ({redacting.redact(artifact.uri)})"
+    what = _Described(artifact)
     if artifact.artifact_type != "Model":
         yield (
             Code.MODEL_IS_DATASET,
@@ -116,22 +127,21 @@ def check_artifact(
             f"{what}: its training provenance is signed by {found.builder!r}, not by one of: "
             f"{_names(requirement.builder_names)}",
         )
-    if requirement.max_age is not None:
-        limit = common.parse_duration(requirement.max_age)
-        if found.finished is None or now - found.finished > limit:
-            when = found.finished.isoformat() if found.finished else "at a time it does not state"
-            yield (
-                Code.PROVENANCE_EXPIRED,
-                path,
-                f"{what} was trained {when}, longer ago than maxAge {requirement.max_age}; "
-                "retrain it or raise maxAge",
-            )
+    limit = requirement.max_age_delta
+    if limit is not None and (found.finished is None or now - found.finished > limit):
+        when = found.finished.isoformat() if found.finished else "at a time it does not state"
+        yield (
+            Code.PROVENANCE_EXPIRED,
+            path,
+            f"{what} was trained {when}, longer ago than maxAge {requirement.max_age}; "
+            "retrain it or raise maxAge",
+        )
     yield from _datasets(path, what, found, requirement, source, namespace)
 
 
 def _datasets(
     path: str,
-    what: str,
+    what: _Described,
     found: facts.ProvenanceFacts,
     requirement: compiling.CompiledProvenance,
     source: facts.FactSource,
