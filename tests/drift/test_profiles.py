@@ -79,7 +79,7 @@ def test_document_round_trip() -> None:
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(version=2), "version: this monitor reads profile version 1"),
+        (lambda d: d.update(version=3), "version: this monitor reads profile versions 1, 2"),
         (
             lambda d: d["features"][0].update(counts=[1]),
             r"features\[0\]: 'edges' must have one more",

@@ -13,6 +13,8 @@ log = logging.getLogger("modelshield.drift")
 # The drift modules (numpy, scipy, aiohttp) are imported by the handlers, not here: every
 # other `modelshield` command would otherwise pay for them at start-up.
 CONFIG_ENV = "MODELSHIELD_DRIFT_CONFIG"
+DEFAULT_WINDOW = 1000
+"""The monitor's (and the policy's) default window."""
 
 
 def _names(text: str | None) -> list[str]:
@@ -20,7 +22,9 @@ def _names(text: str | None) -> list[str]:
 
 
 def _run_profile(arguments: argparse.Namespace) -> int:
-    from modelshield.drift import datasets, profiles
+    import dataclasses
+
+    from modelshield.drift import calibration, datasets, profiles
 
     data = pathlib.Path(arguments.data)
     limits: dict[str, Any] = {}
@@ -40,6 +44,20 @@ def _run_profile(arguments: argparse.Namespace) -> int:
     except (datasets.DatasetError, profiles.ProfileError) as error:
         print(f"modelshield drift profile: {error}", file=sys.stderr)
         return 2
+    rate = arguments.false_alarm_rate
+    if not 0 < rate < 0.5:
+        print("modelshield drift profile: --false-alarm-rate must be in (0, 0.5)", file=sys.stderr)
+        return 2
+    sizes = sorted(set(arguments.window or [DEFAULT_WINDOW]))
+    if any(size < 1 for size in sizes):
+        print("modelshield drift profile: --window must be at least 1", file=sys.stderr)
+        return 2
+    if not arguments.no_calibration:
+        # The smallest tail any monitor of this profile needs at this rate: every feature
+        # watched (requests and responses together).
+        tail = rate / len(profile.features)
+        stored = tuple(calibration.store(profile, size, tail) for size in sizes)
+        profile = dataclasses.replace(profile, calibrations=stored)
     out = pathlib.Path(arguments.out)
     datasets.write_profile(profile, out)
     kinds = ", ".join(
@@ -47,6 +65,11 @@ def _run_profile(arguments: argparse.Namespace) -> int:
         for feature in profile.features
     )
     print(f"wrote {out}: {profile.rows} rows, {len(profile.features)} features: {kinds}")
+    if profile.calibrations:
+        print(
+            f"calibrated for windows of {', '.join(map(str, sizes))} rows at false-alarm "
+            f"rates down to {rate:g} per window"
+        )
     return 0
 
 
@@ -73,11 +96,14 @@ def _run_monitor(arguments: argparse.Namespace) -> int:
     sink = notifying.EventSink.in_cluster(settings.workload)
     for stream, layout in monitor.layouts_by_stream.items():
         log.info(
-            "watching %s features %s with %s over windows of %d rows",
+            "watching %s features %s with %s over windows of %d rows (null tables %s)",
             stream,
             ", ".join(layout.names),
             settings.statistic.value,
             settings.window,
+            "simulated at start"
+            if monitor.calibrated_at_start[stream]
+            else "from the profile's calibration",
         )
     log.info(
         "kubernetes events: %s",
@@ -116,6 +142,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="categories kept per feature, the rest count as 'other' (default 50)",
     )
     profile.add_argument("--out", required=True, help="where to write the profile JSON")
+    profile.add_argument(
+        "--window",
+        type=int,
+        action="append",
+        help="window size (rows) to calibrate for, as the monitor's `window`; repeatable "
+        f"(default {DEFAULT_WINDOW})",
+    )
+    profile.add_argument(
+        "--false-alarm-rate",
+        type=float,
+        default=0.01,
+        help="smallest declared false-alarm rate to calibrate for (default 0.01)",
+    )
+    profile.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="store no calibration (monitors with falseAlarmRate then calibrate at start)",
+    )
     profile.set_defaults(handler=_run_profile)
 
     monitor = subparsers.add_parser(

@@ -15,35 +15,59 @@ saw. (Resampling the reference instead, and drawing the window from the referenc
 histogram, puts the noise on the wrong side: PSI's floored logarithms react to a window's
 empty bin, not to a reference's thin one, and false alarms doubled.)
 
-A simulated null distribution is summarised by a gamma distribution with the simulated
-90th and 99th percentiles of a power of the score (``POWERS``); the gamma's upper
-tail gives a p-value for any score and the threshold for any tail probability, including
-the small ones that a correction for many features asks for (``alpha / features``), which
-a few thousand samples could not resolve empirically. A feature whose simulated scores are
-all equal (a constant feature) has a degenerate null: any larger score has p-value 0.
+Each feature's simulated scores are kept as a table of upper quantiles (``NullTable``):
+the score its clean windows exceed with probability 0.5, 0.1, ..., down to the tail the
+declared rate asks for (``alpha / features``), read straight off the simulation; the
+number of simulated windows is set by that tail (5 of them beyond it: ``samples_for``).
+A gamma fitted to the simulated 90th and 99th percentiles and extrapolated to the
+99.97th, as this module did first, put PSI's thresholds too low at small windows (a
+window of 100 rows leaves a thin bin empty now and then, and PSI's floored logarithm
+jumps: a tail no smooth fit follows) and 3 % to 6 % of clean windows alarmed at a
+declared 1 % (issue 18). Only a tail smaller than the simulation resolves (more features
+watched than the profile's calibration was made for) is extrapolated, exponentially.
 
 The data-set decision is Bonferroni's: with ``F`` features watched and a declared
 false-alarm rate ``alpha`` per window for the whole model, each feature's threshold is its
 null's ``1 - alpha / F`` quantile, and the data-set p-value is ``min(1, F * min p)``. This
 holds whatever the correlation between features (it is conservative when they are
 correlated). ``bench/drift_evaluation.py`` measures the rates on real data.
+
+``modelshield drift profile`` runs this once and keeps the tables in the profile
+(``store``, ``modelshield.drift.storedcalibration``); the monitor uses them when they fit
+(``stored``) and simulates at start otherwise.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy import special
 
-from modelshield.drift import layouts, statistics
+from modelshield.drift import layouts, profiles, statistics, storedcalibration
 
 Statistic = statistics.Statistic
 FloatArray = NDArray[np.float64]
 
-DEFAULT_SAMPLES = 2000
 DEFAULT_SEED = 18
+RESOLVED = 5
+"""Simulated windows beyond the smallest tail probability read off the simulation. The
+k-th largest of S simulated scores is exceeded with probability k / (S + 1) on average,
+whatever k, so a small k leaves each feature's threshold noisy (about 1 / sqrt(k) of its
+tail) but the sum over features, the model's false-alarm rate, unbiased."""
+MIN_SAMPLES = 2000
+MAX_SAMPLES = 200_000
+DEFAULT_TAIL = 1e-3
+"""The smallest tail resolved when no false-alarm rate asks for less (p-values only)."""
+BULK = 0.02
+"""Tails at least this large are read from the first MIN_SAMPLES windows, smaller ones from
+the largest 1 % of the scores of all windows (kept as the simulation runs: for 300 features
+and 150,000 windows about 18 MiB rather than 1.8 GiB)."""
+GRID = (1.0, 0.9, 0.7, 0.5, 0.3, 0.2, 0.1, 0.05, 0.02, 0.01, 5e-3, 2e-3, 1e-3, 5e-4, 2e-4,
+        1e-4, 5e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6)  # fmt: skip
+CHUNK_ROWS = 32_768
+"""Simulated (window, feature) pairs scored at a time: about 3 MiB per array."""
 POWERS = {
     Statistic.PSI: 0.5,
     Statistic.KOLMOGOROV_SMIRNOV: 2.0,
@@ -51,92 +75,140 @@ POWERS = {
     Statistic.JENSEN_SHANNON: 1.0,
     Statistic.WASSERSTEIN: 2.0,
 }
-"""The score is raised to this power before the gamma fit. Chi-square's w squared is a
-chi-square over n, KS and Wasserstein squared have near-exponential tails; PSI's log ratio
-gives it a heavier tail than a gamma of PSI itself (which, extrapolated from the 99th to
-the 99.98th percentile, put the threshold of a 10-bin feature 25 % low and doubled the
-false alarms), so PSI is fitted on its square root and the Jensen-Shannon distance (the
-root of a divergence) as it is."""
+"""Beyond the smallest resolved tail (only when more features are watched than the
+calibration was made for) the tail of score**power is taken as exponential, continuing the
+slope of the last simulated decade: chi-square's w squared is a chi-square over n, KS and
+Wasserstein squared have near-exponential tails, PSI's log ratio a heavier one."""
+
+
+MINIMUM_THRESHOLD = 1e-12
+
+
+def samples_for(tail: float) -> int:
+    """Simulated windows needed to read the threshold of this tail off the simulation."""
+    return int(min(MAX_SAMPLES, max(MIN_SAMPLES, math.ceil(RESOLVED / tail))))
 
 
 @dataclass(frozen=True)
-class NullFit:
-    """The fitted null distribution of one statistic for each feature of a layout."""
+class NullTable:
+    """The simulated null distribution of one statistic for each feature: its upper quantiles.
+
+    ``quantiles[f, j]`` is the score that feature ``f``'s clean windows exceed with
+    probability ``tails[j]`` (``tails[0]`` = 1: the smallest simulated score). Between
+    grid points the log of the tail is linear in the score; beyond the last one the tail of
+    ``score**power`` is exponential with the slope of the last decade. A row of NaN: the
+    statistic does not apply (KS and Wasserstein on categorical features).
+    """
 
     power: float
-    shape: FloatArray
-    """Gamma shape; NaN where the null is degenerate or the statistic does not apply."""
-    scale: FloatArray
-    maximum: FloatArray
-    """The largest simulated score (the threshold of a degenerate null)."""
+    tails: FloatArray
+    quantiles: FloatArray
+    samples: int
 
-    def p_values(self, scores: FloatArray) -> FloatArray:
-        """Upper-tail probability of each feature's score under its null (NaN: not applicable)."""
-        transformed = np.power(np.maximum(scores, 0.0), self.power)
-        fitted = np.isfinite(self.shape)
-        result = np.full(scores.shape, np.nan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            result[fitted] = special.gammaincc(
-                self.shape[fitted], transformed[fitted] / self.scale[fitted]
-            )
-        degenerate = ~fitted & np.isfinite(self.maximum)
-        result[degenerate] = np.where(
-            scores[degenerate] > self.maximum[degenerate] * (1 + 1e-9) + 1e-12, 0.0, 1.0
-        )
-        result[~np.isfinite(scores)] = np.nan
-        return result
+    @property
+    def resolved(self) -> float:
+        """The smallest tail read off the simulation rather than extrapolated."""
+        return float(self.tails[-1])
+
+    def _slope(self) -> FloatArray:
+        """Per feature: the exponential tail's scale in score**power (0: nothing beyond)."""
+        last = self.tails.size - 1
+        anchor = int(np.searchsorted(-self.tails, -self.tails[-1] * 10.0, side="right")) - 1
+        anchor = min(max(anchor, 0), last - 1) if last > 0 else 0
+        top = np.power(np.maximum(self.quantiles[:, last], 0.0), self.power)
+        low = np.power(np.maximum(self.quantiles[:, anchor], 0.0), self.power)
+        span = math.log(self.tails[anchor] / self.tails[last]) if last > anchor else 1.0
+        slope: FloatArray = np.maximum(top - low, 0.0) / span
+        return slope
 
     def thresholds(self, tail: float) -> FloatArray:
-        """The score each feature exceeds with probability tail under its null."""
-        fitted = np.isfinite(self.shape)
-        result = np.full(self.shape.shape, np.nan)
-        quantile = self.scale[fitted] * special.gammainccinv(self.shape[fitted], tail)
-        result[fitted] = np.power(quantile, 1.0 / self.power)
-        degenerate = ~fitted & np.isfinite(self.maximum)
-        result[degenerate] = self.maximum[degenerate] * (1 + 1e-9) + 1e-12
+        """The score each feature's clean windows exceed with probability tail."""
+        log_tails = -np.log(self.tails)
+        wanted = -math.log(tail)
+        if wanted <= log_tails[-1]:
+            within = np.array([np.interp(wanted, log_tails, row) for row in self.quantiles])
+        else:
+            top = np.power(np.maximum(self.quantiles[:, -1], 0.0), self.power)
+            extended = top + self._slope() * (wanted - log_tails[-1])
+            within = np.power(extended, 1.0 / self.power)
+        # Positive (an alarm rule needs it): a null that is 0 up to this tail alarms on any
+        # positive score, which has p-value 0 under it.
+        result: FloatArray = np.where(
+            np.isfinite(self.quantiles[:, -1]), np.maximum(within, MINIMUM_THRESHOLD), np.nan
+        )
+        return result
+
+    def p_values(self, scores: FloatArray) -> FloatArray:
+        """Each score's upper-tail probability under its feature's null (NaN: not applicable).
+
+        The inverse of thresholds(): a score is over the threshold of a tail exactly when
+        its p-value is under that tail, so the data-set p-value and the alarms agree.
+        """
+        result = np.full(scores.shape, np.nan)
+        log_tails = np.log(self.tails)
+        quantiles = self.quantiles
+        last = self.tails.size - 1
+        valid = np.isfinite(scores) & np.isfinite(quantiles[:, 0])
+        score = np.where(valid, scores, 0.0)
+        # The first grid point at or over the score: on a flat run (a discrete statistic)
+        # the largest tail, as P(score >= that value) includes the whole run.
+        above = np.sum(quantiles < score[:, None], axis=1)
+        result[valid & (above == 0)] = 1.0
+        inside = valid & (above > 0) & (above <= last)
+        rows = np.flatnonzero(inside)
+        j = above[rows]
+        upper, lower = quantiles[rows, j], quantiles[rows, j - 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(upper > lower, (score[rows] - lower) / (upper - lower), 1.0)
+        result[rows] = np.exp(log_tails[j - 1] + share * (log_tails[j] - log_tails[j - 1]))
+        beyond = valid & (above > last)
+        if np.any(beyond):
+            slope = self._slope()[beyond]
+            top = np.power(np.maximum(quantiles[beyond, -1], 0.0), self.power)
+            excess = np.power(np.maximum(scores[beyond], 0.0), self.power) - top
+            with np.errstate(divide="ignore", invalid="ignore"):
+                decay = np.where(slope > 0, np.exp(-excess / slope), 0.0)
+            result[beyond] = self.tails[-1] * decay
         return result
 
 
-TAIL_MATCHED = (0.1, 0.01)
-"""The fit matches the simulated 90th and 99th percentiles (with 2,000 samples, 200 and 20
-lie beyond them): the tail's own decay, not the bulk, sets the shape, and the thresholds
-for small tail probabilities are extrapolated along it."""
+class _Collector:
+    """Upper quantiles of simulated scores without keeping them all (samples x features)."""
 
+    def __init__(self, samples: int, features: int) -> None:
+        self.samples = samples
+        self.bulk_rows = min(samples, MIN_SAMPLES)
+        self.keep = math.ceil(samples / 100) + 1
+        self.bulk: list[FloatArray] = []
+        self.bulk_seen = 0
+        self.top = np.empty((0, features))
 
-def _fit(scores: FloatArray, power: float) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Gamma shape and scale of scores**power per column (samples x features).
+    def add(self, scores: FloatArray) -> None:
+        if self.bulk_seen < self.bulk_rows:
+            taken = scores[: self.bulk_rows - self.bulk_seen]
+            self.bulk.append(taken)
+            self.bulk_seen += taken.shape[0]
+        merged = np.concatenate([self.top, scores])
+        if merged.shape[0] > self.keep:
+            merged = -np.partition(-merged, self.keep - 1, axis=0)[: self.keep]
+        self.top = merged
 
-    The gamma has the simulated 90th and 99th percentiles: its shape solves
-    ``Q(shape, 0.01) / Q(shape, 0.1) = q99 / q90`` (the ratio falls as the shape grows),
-    found by bisection on the log of the shape, all features at once.
-    """
-    transformed = np.power(np.maximum(scores, 0.0), power)
-    wide, narrow = TAIL_MATCHED
-    lower = np.quantile(transformed, 1.0 - wide, axis=0)
-    upper = np.quantile(transformed, 1.0 - narrow, axis=0)
-    spread = (lower > 0) & (upper > lower * (1 + 1e-9))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = np.where(spread, upper / lower, np.nan)
-    low = np.full(upper.shape, np.log(1e-3))
-    high = np.full(upper.shape, np.log(1e5))
-    for _ in range(60):
-        middle = (low + high) / 2
-        shape = np.exp(middle)
-        too_wide = special.gammainccinv(shape, narrow) / special.gammainccinv(shape, wide) > ratio
-        low = np.where(too_wide, middle, low)
-        high = np.where(too_wide, high, middle)
-    shape = np.where(spread, np.exp((low + high) / 2), np.nan)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.where(spread, upper / special.gammainccinv(shape, narrow), np.nan)
-        # Mostly zeros (a feature whose scores are 0 unless a rare value comes): the
-        # percentiles cannot tell the tail; the moments still can.
-        mean = transformed.mean(axis=0)
-        variance = transformed.var(axis=0)
-        moments = ~spread & (variance > (mean * 1e-12) ** 2 + 1e-300) & (mean > 0)
-        shape = np.where(moments, mean**2 / variance, shape)
-        scale = np.where(moments, variance / mean, scale)
-    maximum = scores.max(axis=0)
-    return shape, scale, maximum
+    def table(self, power: float) -> NullTable:
+        resolved = RESOLVED / self.samples
+        tails = np.array(sorted({*(t for t in GRID if t >= resolved), resolved}, reverse=True))
+        bulk = np.concatenate(self.bulk)
+        ordered = -np.sort(-self.top, axis=0)
+        quantiles = np.empty((self.top.shape[1], tails.size))
+        for j, tail in enumerate(tails):
+            if tail >= BULK:
+                quantiles[:, j] = np.quantile(bulk, 1.0 - tail, axis=0, method="higher")
+            else:
+                # The k-th largest of n is exceeded with probability about k / (n + 1).
+                rank = max(1, round(tail * (self.samples + 1)))
+                quantiles[:, j] = ordered[rank - 1]
+        # Quantiles never decrease towards the tail (the bulk comes from fewer windows).
+        quantiles = np.maximum.accumulate(quantiles, axis=1)
+        return NullTable(power, tails, quantiles, self.samples)
 
 
 def _plausible_truths(
@@ -183,55 +255,135 @@ def _plausible_truths(
     return truths
 
 
+def _simulate_group(
+    layout: layouts.Layout,
+    group: layouts.Group,
+    window: int,
+    samples: int,
+    rng: np.random.Generator,
+) -> dict[Statistic, FloatArray]:
+    """Simulated clean-window scores of the group's features (samples x members)."""
+    reference = layout.reference.astype(np.float64)[group.slots]
+    truths = _plausible_truths(group.numeric, reference, samples, rng)
+    live = rng.multinomial(window, truths).astype(np.float64)
+    # Where the simulated unseen values sit (Wasserstein; the monitor puts them at their
+    # own mean): beyond the extremes by the gap between the extreme and the mean of its
+    # bin, the tail's own scale (a long tail has a wide last bin); by one standard
+    # deviation where that gap is nil (a constant feature).
+    beyond = group.positions.copy()
+    if group.numeric:
+        below = beyond[:, 1] - beyond[:, 0]
+        above = beyond[:, -1] - beyond[:, -2]
+        beyond[:, 0] -= np.where(below > 0, below, group.scales)
+        beyond[:, -1] += np.where(above > 0, above, group.scales)
+    # The reference broadcasts against every simulated window (samples x members x slots).
+    return statistics.score_group(group.numeric, reference, live, beyond, group.scales)
+
+
+def simulate(
+    layout: layouts.Layout, window: int, samples: int, rng: np.random.Generator
+) -> dict[Statistic, FloatArray]:
+    """Simulated clean-window scores of every statistic (samples x features; NaN: n/a)."""
+    count = len(layout.names)
+    result = {statistic: np.full((samples, count), np.nan) for statistic in Statistic}
+    for group in layout.groups:
+        for statistic, values in _simulate_group(layout, group, window, samples, rng).items():
+            result[statistic][:, group.features] = values
+    return result
+
+
 def calibrate(
     layout: layouts.Layout,
     window: int,
     *,
-    samples: int = DEFAULT_SAMPLES,
+    tail: float = DEFAULT_TAIL,
     seed: int = DEFAULT_SEED,
-) -> dict[Statistic, NullFit]:
-    """The null fit of every statistic for every feature of the layout, at this window size."""
+) -> dict[Statistic, NullTable]:
+    """The null table of every statistic for every feature of the layout, at this window size.
+
+    ``tail`` is the smallest tail probability whose threshold is read off the simulation
+    (the declared rate over the number of features); it sets the number of simulated
+    windows (``samples_for``), simulated a chunk at a time.
+    """
     rng = np.random.default_rng(seed)
+    samples = samples_for(tail)
     count = len(layout.names)
-    fits = {
-        statistic: (np.full(count, np.nan), np.full(count, np.nan), np.full(count, np.nan))
-        for statistic in Statistic
+    collectors = {statistic: _Collector(samples, count) for statistic in Statistic}
+    chunk = max(1, CHUNK_ROWS // max(1, count))
+    for start in range(0, samples, chunk):
+        size = min(chunk, samples - start)
+        block = {statistic: np.full((size, count), np.nan) for statistic in Statistic}
+        for group in layout.groups:
+            for statistic, values in _simulate_group(layout, group, window, size, rng).items():
+                block[statistic][:, group.features] = values
+        for statistic, values in block.items():
+            collectors[statistic].add(values)
+    return {statistic: collectors[statistic].table(POWERS[statistic]) for statistic in Statistic}
+
+
+def store(
+    profile: profiles.Profile, window: int, tail: float, *, seed: int = DEFAULT_SEED
+) -> storedcalibration.StoredCalibration:
+    """The null tables of every feature of the profile, to keep in it (profile time)."""
+    layout = layouts.build(profile, profile.names)
+    tables = calibrate(layout, window, tail=tail, seed=seed)
+    any_table = tables[Statistic.PSI]
+    features = {
+        name: {
+            statistic.value: tuple(float(q) for q in table.quantiles[i])
+            for statistic, table in tables.items()
+            if np.all(np.isfinite(table.quantiles[i]))
+        }
+        for i, name in enumerate(layout.names)
     }
-    reference_all = layout.reference.astype(np.float64)
-    for group in layout.groups:
-        reference = reference_all[group.slots]
-        members = len(group.features)
-        truths = _plausible_truths(group.numeric, reference, samples, rng)
-        live = rng.multinomial(window, truths)
-        slots = reference.shape[1]
-        # Where the simulated unseen values sit (Wasserstein; the monitor puts them at their
-        # own mean): beyond the extremes by the gap between the extreme and the mean of its
-        # bin, the tail's own scale (a long tail has a wide last bin); by one standard
-        # deviation where that gap is nil (a constant feature).
-        beyond = group.positions.copy()
-        if group.numeric:
-            below = beyond[:, 1] - beyond[:, 0]
-            above = beyond[:, -1] - beyond[:, -2]
-            beyond[:, 0] -= np.where(below > 0, below, group.scales)
-            beyond[:, -1] += np.where(above > 0, above, group.scales)
-        positions = np.broadcast_to(beyond, (samples, *beyond.shape)).reshape(samples * members, -1)
-        scales = np.broadcast_to(group.scales, (samples, members)).reshape(-1)
-        scores = statistics.score_group(
-            group.numeric,
-            np.broadcast_to(reference, (samples, *reference.shape)).reshape(-1, slots),
-            live.reshape(-1, slots).astype(np.float64),
-            positions,
-            scales,
-        )
-        for statistic, values in scores.items():
-            shape, scale, maximum = _fit(values.reshape(samples, members), POWERS[statistic])
-            fits[statistic][0][group.features] = shape
-            fits[statistic][1][group.features] = scale
-            fits[statistic][2][group.features] = maximum
-    return {
-        statistic: NullFit(POWERS[statistic], shape, scale, maximum)
-        for statistic, (shape, scale, maximum) in fits.items()
-    }
+    return storedcalibration.StoredCalibration(
+        window=window,
+        samples=any_table.samples,
+        seed=seed,
+        fingerprint=profiles.fingerprint(profile),
+        tails=tuple(float(t) for t in any_table.tails),
+        features=features,
+    )
+
+
+def stored(
+    profile: profiles.Profile, layout: layouts.Layout, window: int, tail: float
+) -> dict[Statistic, NullTable] | None:
+    """The profile's stored tables for these features, if one calibration fits; else None.
+
+    It fits when it was made for this window, on these very histograms (fingerprint), for
+    every watched feature and statistic that applies, resolving tail without extrapolation.
+    """
+    if not profile.calibrations:
+        return None
+    current = profiles.fingerprint(profile)
+    numeric = set(layout.numeric_names)
+    for candidate in profile.calibrations:
+        if (
+            candidate.window != window
+            or candidate.fingerprint != current
+            or candidate.resolved > tail * (1 + 1e-6)
+        ):
+            continue
+        rows: dict[Statistic, FloatArray] = {
+            statistic: np.full((len(layout.names), len(candidate.tails)), np.nan)
+            for statistic in Statistic
+        }
+        complete = True
+        for i, name in enumerate(layout.names):
+            entry = candidate.features.get(name, {})
+            for statistic in Statistic:
+                if statistic.value in entry:
+                    rows[statistic][i] = entry[statistic.value]
+                elif name in numeric or statistic not in statistics.NUMERIC_ONLY:
+                    complete = False
+        if complete:
+            tails = np.array(candidate.tails)
+            return {
+                statistic: NullTable(POWERS[statistic], tails, values, candidate.samples)
+                for statistic, values in rows.items()
+            }
+    return None
 
 
 def dataset_p_value(p_values: FloatArray, features: int) -> float:

@@ -77,7 +77,7 @@ class _Watch:
     statistics: tuple[Statistic, ...]
     rules: tuple[alarms.Rule, ...]
     states: list[alarms.State]
-    nulls: dict[Statistic, calibration.NullFit]
+    nulls: dict[Statistic, calibration.NullTable]
 
 
 def request_columns(settings: config.MonitorConfig, profile: profiles.Profile) -> list[str]:
@@ -95,6 +95,9 @@ class Monitor:
         self.settings = settings
         self.profile = profile
         self._watches: dict[payloads.Stream, _Watch] = {}
+        self.calibrated_at_start: dict[payloads.Stream, bool] = {}
+        """Per stream: True when its null tables were simulated at start
+        rather than read from the profile's stored calibration."""
         columns = request_columns(settings, profile)
         overlap = set(settings.features) & set(settings.outputs)
         if overlap:
@@ -109,14 +112,18 @@ class Monitor:
         # One family of tests for the whole model: every watched feature of both streams.
         self.features_watched = sum(len(layout.names) for layout in watched.values())
         for stream, layout in watched.items():
-            self._watches[stream] = self._watch(layout)
+            self._watches[stream] = self._watch(stream, layout)
 
-    def _watch(self, layout: layouts.Layout) -> _Watch:
+    def _watch(self, stream: payloads.Stream, layout: layouts.Layout) -> _Watch:
         settings = self.settings
-        nulls = calibration.calibrate(layout, settings.window)
         numeric_only = settings.statistic in statistics.NUMERIC_ONLY
         rate = settings.false_alarm_rate
         tail = None if rate is None else rate / self.features_watched
+        wanted = calibration.DEFAULT_TAIL if tail is None else tail
+        nulls = calibration.stored(self.profile, layout, settings.window, wanted)
+        self.calibrated_at_start[stream] = nulls is None
+        if nulls is None:
+            nulls = calibration.calibrate(layout, settings.window, tail=wanted)
         chosen: list[Statistic] = []
         rules: list[alarms.Rule] = []
         for position in range(len(layout.names)):

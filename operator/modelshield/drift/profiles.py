@@ -6,7 +6,8 @@ reference bins are equally filled, which keeps PSI and chi-square well condition
 categorical features keep the most frequent categories with their counts and lump the long
 tail into ``other``. Both keep the number of missing values.
 
-The JSON document (``version`` 1)::
+The JSON document (``version`` 2; version 1, the same without ``calibrations``, is read
+too)::
 
     {"kind": "DriftProfile", "version": 1, "rows": 10000, "source": "train.csv",
      "features": [
@@ -14,18 +15,23 @@ The JSON document (``version`` 1)::
         "counts": [1000, ...], "missing": 3, "min": 18.0, "max": 90.0,
         "mean": 41.2, "std": 12.9, "centres": [21.4, ...]},
        {"name": "country", "type": "categorical",
-        "categories": {"DE": 5200, "FR": 3100}, "other": 1690, "missing": 10}]}
+        "categories": {"DE": 5200, "FR": 3100}, "other": 1690, "missing": 10}],
+     "calibrations": [...]}
 
 ``edges`` has one more element than ``counts``; bin ``i`` is ``[edges[i], edges[i+1])`` and
 the last bin also holds ``edges[-1]`` (the maximum); ``centres`` (optional) is the mean
 reference value in each bin. A numeric column with at most ``bins`` distinct values has
 one bin per value. The list order of ``features`` is the
-column order of list-shaped inputs (``{"instances": [[...], ...]}``).
+column order of list-shaped inputs (``{"instances": [[...], ...]}``). ``calibrations``
+(optional) holds the null tables of the features for declared false-alarm rates
+(``modelshield.drift.storedcalibration``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 import re
 from collections import Counter
@@ -36,8 +42,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from modelshield.drift import storedcalibration
+
 PROFILE_KIND = "DriftProfile"
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 DEFAULT_BINS = 10
 DEFAULT_MAX_CATEGORIES = 50
 
@@ -102,6 +111,8 @@ class Profile:
     features: tuple[Feature, ...]
     rows: int
     source: str = ""
+    calibrations: tuple[storedcalibration.StoredCalibration, ...] = ()
+    """Null tables computed when the profile was built, one per window size."""
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -340,13 +351,25 @@ def to_document(profile: Profile) -> dict[str, Any]:
                     "missing": feature.missing,
                 }
             )
-    return {
+    document: dict[str, Any] = {
         "kind": PROFILE_KIND,
         "version": PROFILE_VERSION,
         "rows": profile.rows,
         "source": profile.source,
         "features": features,
     }
+    if profile.calibrations:
+        document["calibrations"] = [
+            storedcalibration.to_document(stored) for stored in profile.calibrations
+        ]
+    return document
+
+
+def fingerprint(profile: Profile) -> str:
+    """A digest of what a calibration depends on: the rows and every feature's histogram."""
+    document = to_document(profile)
+    content = json.dumps([document["rows"], document["features"]], sort_keys=True)
+    return "sha256:" + hashlib.sha256(content.encode()).hexdigest()
 
 
 def _count(value: object, where: str) -> int:
@@ -423,9 +446,10 @@ def from_document(document: object) -> Profile:
     if document.get("kind", PROFILE_KIND) != PROFILE_KIND:
         raise ProfileError(f"kind: expected {PROFILE_KIND!r}, got {document.get('kind')!r}")
     version = document.get("version")
-    if version != PROFILE_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ProfileError(
-            f"version: this monitor reads profile version {PROFILE_VERSION}, got {version!r}"
+            f"version: this monitor reads profile versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}, got {version!r}"
         )
     items = document.get("features")
     if not isinstance(items, list) or not items:
@@ -437,4 +461,14 @@ def from_document(document: object) -> Profile:
         raise ProfileError(f"features: duplicate names {', '.join(duplicates)}")
     rows = _count(document.get("rows", 0), "rows")
     source = document.get("source", "")
-    return Profile(features=features, rows=rows, source=str(source))
+    items = document.get("calibrations", [])
+    if not isinstance(items, list):
+        raise ProfileError("calibrations: expected a list")
+    try:
+        calibrations = tuple(
+            storedcalibration.from_document(item, f"calibrations[{i}]")
+            for i, item in enumerate(items)
+        )
+    except storedcalibration.CalibrationDocumentError as error:
+        raise ProfileError(str(error)) from None
+    return Profile(features=features, rows=rows, source=str(source), calibrations=calibrations)

@@ -54,7 +54,7 @@ NUMERIC_ONLY = frozenset({Statistic.KOLMOGOROV_SMIRNOV, Statistic.WASSERSTEIN})
 
 def proportions(counts: FloatArray) -> FloatArray:
     """Each row divided by its total (rows that sum to zero stay zero)."""
-    totals = counts.sum(axis=1, keepdims=True)
+    totals = counts.sum(axis=-1, keepdims=True)
     result: FloatArray = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     return result
 
@@ -63,7 +63,7 @@ def psi(reference: FloatArray, live: FloatArray) -> FloatArray:
     """Population Stability Index of each row of live against the same row of reference."""
     p = np.maximum(proportions(live), FLOOR)
     q = np.maximum(proportions(reference), FLOOR)
-    result: FloatArray = (special.rel_entr(p, q) + special.rel_entr(q, p)).sum(axis=1)
+    result: FloatArray = (special.rel_entr(p, q) + special.rel_entr(q, p)).sum(axis=-1)
     return result
 
 
@@ -72,32 +72,32 @@ def jensen_shannon(reference: FloatArray, live: FloatArray) -> FloatArray:
     p = proportions(reference)
     q = proportions(live)
     m = (p + q) / 2
-    divergence = (special.rel_entr(p, m).sum(axis=1) + special.rel_entr(q, m).sum(axis=1)) / 2
+    divergence = (special.rel_entr(p, m).sum(axis=-1) + special.rel_entr(q, m).sum(axis=-1)) / 2
     result: FloatArray = np.sqrt(np.maximum(divergence, 0.0) / np.log(2))
     return result
 
 
 def chi_square_effect(reference: FloatArray, live: FloatArray) -> FloatArray:
     """Cohen's w = sqrt(chi2 / n) of the live counts against the reference proportions."""
-    totals = live.sum(axis=1, keepdims=True)
+    totals = live.sum(axis=-1, keepdims=True)
     reference_share = proportions(reference)
     # Half a row at least where the window has values the reference never had, so that a
     # few of them do not dominate; bins empty on both sides carry nothing and stay out.
     floor = np.where(live > 0, 0.5 / np.maximum(totals, 1.0), 0.0)
     expected = np.where(reference_share > 0, reference_share, floor)
-    expected = expected / expected.sum(axis=1, keepdims=True) * totals
+    expected = expected / expected.sum(axis=-1, keepdims=True) * totals
     terms = np.divide(
         np.square(live - expected), expected, out=np.zeros_like(expected), where=expected > 0
     )
-    statistic: FloatArray = terms.sum(axis=1)
-    effect: FloatArray = np.sqrt(statistic / np.maximum(totals[:, 0], 1.0))
+    statistic: FloatArray = terms.sum(axis=-1)
+    effect: FloatArray = np.sqrt(statistic / np.maximum(totals[..., 0], 1.0))
     return effect
 
 
 def kolmogorov_smirnov(reference: FloatArray, live: FloatArray) -> FloatArray:
     """Largest distance between the two binned CDFs, at the bin edges (a lower bound)."""
-    gap = np.cumsum(proportions(live), axis=1) - np.cumsum(proportions(reference), axis=1)
-    result: FloatArray = np.asarray(np.abs(gap).max(axis=1), dtype=np.float64)
+    gap = np.cumsum(proportions(live), axis=-1) - np.cumsum(proportions(reference), axis=-1)
+    result: FloatArray = np.asarray(np.abs(gap).max(axis=-1), dtype=np.float64)
     return result
 
 
@@ -110,17 +110,17 @@ def wasserstein(
     which is what scipy.stats.wasserstein_distance computes value by value; here it runs
     on a whole group at once.
     """
-    gap = np.cumsum(proportions(live), axis=1) - np.cumsum(proportions(reference), axis=1)
-    steps = np.diff(positions, axis=1)
-    result: FloatArray = (np.abs(gap[:, :-1]) * steps).sum(axis=1) / scales
+    gap = np.cumsum(proportions(live), axis=-1) - np.cumsum(proportions(reference), axis=-1)
+    steps = np.diff(positions, axis=-1)
+    result: FloatArray = (np.abs(gap[..., :-1]) * steps).sum(axis=-1) / scales
     return result
 
 
 def _numeric_distribution(counts: FloatArray) -> FloatArray:
     """[missing, below, bins..., above] -> [missing, below+bin0, ..., bin(k-1)+above]."""
-    merged = counts[:, [0, *range(2, counts.shape[1] - 1)]].copy()
-    merged[:, 1] += counts[:, 1]
-    merged[:, -1] += counts[:, -1]
+    merged = counts[..., [0, *range(2, counts.shape[-1] - 1)]]
+    merged[..., 1] += counts[..., 1]
+    merged[..., -1] += counts[..., -1]
     return merged
 
 
@@ -165,7 +165,7 @@ def score_group(
     if numeric:
         scores[Statistic.KOLMOGOROV_SMIRNOV] = kolmogorov_smirnov(reference, live)
         scores[Statistic.WASSERSTEIN] = wasserstein(
-            reference[:, 1:], live[:, 1:], positions, scales
+            reference[..., 1:], live[..., 1:], positions, scales
         )
     return scores
 
