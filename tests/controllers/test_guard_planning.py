@@ -110,3 +110,21 @@ def test_an_audit_api_block_deploys_the_guard_but_closes_nothing() -> None:
 def test_no_api_block_no_guard() -> None:
     plan = _plan(_policy("net", {"selector": SELECTOR, "network": {}}), _served())
     assert all(key[2] != GUARD for key in plan.desired)
+
+
+def test_the_guard_feeds_the_drift_monitor_of_a_plain_deployment() -> None:
+    drift = {"drift": {"referenceProfile": {"name": "ref", "key": "p.json"}}}
+    world = _world(
+        _policy("api", {"selector": SELECTOR, "api": API, "monitoring": drift}), _served()
+    )
+    plan = planning.plan(world, ("Deployment", "ml", "fraud"), SETTINGS, "{}")
+    config_map = plan.desired[("ConfigMap", "ml", GUARD)]
+    loaded = config.GuardConfig.model_validate(
+        yaml.safe_load(config_map["data"][guards.CONFIG_KEY])
+    )
+    assert loaded.drift_monitor == "http://ms-drift-deploy-fraud.ml.svc.cluster.local:8080/"
+    without = _plan(_policy("api", {"selector": SELECTOR, "api": API}), _served())
+    loaded = config.GuardConfig.model_validate(
+        yaml.safe_load(without.desired[("ConfigMap", "ml", GUARD)]["data"][guards.CONFIG_KEY])
+    )
+    assert loaded.drift_monitor is None

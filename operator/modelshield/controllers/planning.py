@@ -119,7 +119,14 @@ def plan(world: caches.World, key: caches.Key, settings: Settings, profile: str 
     if source is not None:
         monitor = _plan_monitor(result, body, workload_ref, source, settings, profile)
 
-    guard = _plan_guard(result, body, workload_ref, governing, settings)
+    # A plain Deployment has no payload logger: its guard feeds the monitor instead.
+    kind, namespace, name = caches.key_of(body)
+    drift_url = (
+        driftmonitors.service_url(ownership.child_name("drift", kind, name), namespace)
+        if monitor is not None and kind != "InferenceService"
+        else None
+    )
+    guard = _plan_guard(result, body, workload_ref, governing, settings, drift_url)
     _plan_network(result, body, workload_ref, governing, unreadable, settings, monitor, guard)
     return result
 
@@ -130,6 +137,7 @@ def _plan_guard(
     workload_ref: ownership.ObjectRef,
     governing: Sequence[tuple[ownership.ObjectRef, compiling.AnyPolicy]],
     settings: Settings,
+    drift_url: str | None = None,
 ) -> tuple[tuple[ownership.ObjectRef, ...], policies.NetworkRequirements] | None:
     """The inference guard's objects; the Enforce api policies and what they ask of the
     model's NetworkPolicy (None when no Enforce policy has an api block)."""
@@ -169,6 +177,7 @@ def _plan_guard(
                 upstream=guards.upstream_url(body, upstream_name, port),
                 replicas=settings.guard_replicas,
                 governing=[model for _, model in with_api],
+                drift_monitor=drift_url,
             ),
         )
         secrets = sorted(

@@ -9,6 +9,7 @@
     apiKeysDir: /etc/modelshield/api-keys   # one mounted Secret per directory
     apiServer: {url: https://kubernetes.default.svc, caFile: ..., tokenFile: ...}
     upstreamTimeoutSeconds: 30
+    driftMonitor: http://ms-drift-deploy-fraud.ml-prod.svc.cluster.local:8080/   # optional
     policies:                  # the api block of each governing policy
       - {kind: ModelSecurityPolicy, namespace: ml-prod, name: fraud-api,
          enforcement: Enforce, api: {...}}
@@ -71,6 +72,9 @@ class GuardConfig(ApiModel):
     )
     upstream_timeout_seconds: float = pydantic.Field(
         default=30.0, gt=0, le=600, description="Longest wait for the model server."
+    )
+    drift_monitor: str | None = pydantic.Field(
+        default=None, description="The drift monitor's URL: forwarded bodies are sent there too."
     )
     policies: list[GuardedPolicy] = pydantic.Field(
         min_length=1, description="The governing policies' api blocks."

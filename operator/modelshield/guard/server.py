@@ -27,7 +27,16 @@ import prometheus_client
 from aiohttp import web
 
 from modelshield.engine.apiprotection import GuardRules
-from modelshield.guard import apikeys, config, credentials, judging, metrics, routes, tokenreviews
+from modelshield.guard import (
+    apikeys,
+    config,
+    credentials,
+    feeding,
+    judging,
+    metrics,
+    routes,
+    tokenreviews,
+)
 
 AUDIT_LOGGER = logging.getLogger("modelshield.guard.audit")
 CLIENT_HEADER = "X-Modelshield-Client"
@@ -112,6 +121,7 @@ class Pipeline:
         *,
         upstream_timeout: float = 30.0,
         guard_metrics: metrics.GuardMetrics | None = None,
+        drift_monitor: str | None = None,
     ) -> None:
         self.rules = rules
         self.upstream = upstream.rstrip("/")
@@ -120,6 +130,9 @@ class Pipeline:
         self.metrics = guard_metrics or metrics.GuardMetrics()
         self.upstream_timeout = upstream_timeout
         self._session: aiohttp.ClientSession | None = None
+        self.feed = (
+            feeding.DriftFeed(drift_monitor, self.metrics.registry) if drift_monitor else None
+        )
 
     def session(self) -> aiohttp.ClientSession:
         """The model server's client session (one, pooled)."""
@@ -137,6 +150,8 @@ class Pipeline:
         """Close the sessions."""
         if self._session is not None:
             await self._session.close()
+        if self.feed is not None:
+            await self.feed.close()
         if self.authenticator.reviewer is not None:
             await self.authenticator.reviewer.close()
 
@@ -261,6 +276,10 @@ class Pipeline:
                 await response.write(content)
                 await response.write_eof()
                 outcome.status = upstream.status
+                # What the model answered is what the drift monitor should see.
+                answered = 200 <= upstream.status < 300 and bool(body)
+                if self.feed is not None and answered:
+                    self.feed.offer(body, request.headers.get("Content-Type", ""))
                 return response
         except TimeoutError:
             self.metrics.upstream_errors.inc()
@@ -366,4 +385,5 @@ def pipeline_from_config(settings: config.GuardConfig) -> Pipeline:
         settings.upstream,
         Authenticator(reviewer, keys),
         upstream_timeout=settings.upstream_timeout_seconds,
+        drift_monitor=settings.drift_monitor,
     )

@@ -47,9 +47,10 @@ def guard_config(
     upstream: str,
     replicas: int,
     governing: Sequence[policies.ModelSecurityPolicy | policies.ClusterModelSecurityPolicy],
+    drift_monitor: str | None = None,
 ) -> dict[str, Any]:
     """The guard's configuration document (``modelshield.guard.config``)."""
-    return {
+    document: dict[str, Any] = {
         "upstream": upstream,
         "port": PORT,
         "managementPort": MANAGEMENT_PORT,
@@ -71,6 +72,9 @@ def guard_config(
             if policy.spec.api is not None
         ],
     }
+    if drift_monitor is not None:
+        document["driftMonitor"] = drift_monitor
+    return document
 
 
 def build_config_map(*, name: str, namespace: str, config: Mapping[str, Any]) -> dict[str, Any]:
