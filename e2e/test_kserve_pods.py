@@ -33,23 +33,25 @@ from tests import kservecorpus as corpus
 
 __all__ = ["images", "kserve", "webhook"]  # module-scoped fixtures, shared by name
 
+#: An entry of KServe's storage Secret: the server it names is where the storage
+#: initializer downloads from, and admission never reads it.
+_MINIO_ENTRY = json.dumps(
+    {
+        "type": "s3",
+        "bucket": "models",
+        "endpoint_url": "http://127.0.0.1:9",
+        "access_key_id": "e2e",
+        "secret_access_key": "e2e",
+    }
+)
 #: The storage Secret KServe reads a `storage.key` from (its ConfigMap's
-#: storageSpecSecretName), with the bucket the storage-key trick leaves out.
+#: storageSpecSecretName), with the bucket the storage-key trick leaves out, and the
+#: `default_s3` entry KServe hands over for a storage spec that names no key.
 STORAGE_SECRET = {
     "apiVersion": "v1",
     "kind": "Secret",
     "metadata": {"name": "storage-config"},
-    "stringData": {
-        "localMinIO": json.dumps(
-            {
-                "type": "s3",
-                "bucket": "models",
-                "endpoint_url": "http://127.0.0.1:9",
-                "access_key_id": "e2e",
-                "secret_access_key": "e2e",
-            }
-        )
-    },
+    "stringData": {"localMinIO": _MINIO_ENTRY, "default_s3": _MINIO_ENTRY},
 }
 #: KServe's own validator refuses these tricks, so no pod is ever made of them.
 REFUSED_BY_KSERVE = {
@@ -63,23 +65,16 @@ IGNORED_BY_KSERVE = (
 )
 #: KServe's defaulting webhook runs first: it turns `sklearn: {image}` into `model: {image}`.
 PATH_AFTER_KSERVE_DEFAULTING = {"inline-sklearn-image": "spec.predictor.model.image"}
-#: Found here, not closed yet: the pod KServe makes of it is admitted.
-NOT_REFUSED_AT_THE_POD_YET = {
-    "storage-endpoint-override": (
-        "KServe hands storage.parameters to the storage initializer as its "
-        "STORAGE_OVERRIDE_CONFIG env (and the pod's internal.serving.kserve.io/"
-        "storage-spec-param annotation); the pod check does not read the endpoint_url "
-        "there, so a pod downloading from another endpoint is admitted"
-    ),
+#: What the pod's refusal says, where the pod shows the trick differently than the
+#: InferenceService: KServe's pod mutator turns the storage spec into environment.
+AT_THE_POD = {
+    "storage-endpoint-override": "STORAGE_OVERRIDE_CONFIG sends the storage initializer "
+    "to endpoint_url 'http://evil:9000'",
+    "storage-spec-default-secret": "of storage Secret 'storage-config' (STORAGE_CONFIG)",
+    "storage-key-path-bucket-from-secret": "of storage Secret 'storage-config' (STORAGE_CONFIG)",
 }
 CASES = [
-    pytest.param(
-        case,
-        id=case.name,
-        marks=[pytest.mark.xfail(strict=True, reason=NOT_REFUSED_AT_THE_POD_YET[case.name])]
-        if case.name in NOT_REFUSED_AT_THE_POD_YET
-        else [],
-    )
+    pytest.param(case, id=case.name)
     for case in corpus.INFERENCE_SERVICES
     if case.name not in REFUSED_BY_KSERVE and case.name not in IGNORED_BY_KSERVE
 ]
@@ -154,6 +149,7 @@ def test_the_pod_kserve_makes_of_each_trick_is_refused(
     )
     assert DENIED in messages[0]
     assert f"ModelSecurityPolicy {namespace}/{POLICY}" in messages[0]
+    assert AT_THE_POD.get(case.name, "") in messages[0], messages[0]
 
 
 @pytest.mark.parametrize("name", IGNORED_BY_KSERVE)
@@ -183,3 +179,52 @@ def test_kserve_itself_refuses_these_tricks(
     assert result.returncode != 0
     assert 'admission webhook "inferenceservice.kserve-webhook-server.validator"' in result.stderr
     assert REFUSED_BY_KSERVE[name] in result.stderr
+
+
+#: KServe's S3 credentials for a ServiceAccount (pkg/credentials/s3, BuildS3EnvVars): the
+#: Secret's annotation names the server, which KServe's pod mutator writes into the
+#: storage initializer's AWS_ENDPOINT_URL. Admission reads no Secret.
+ELSEWHERE = "evil.example:9000"
+S3_CREDENTIALS: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "Secret",
+    "metadata": {
+        "name": "s3-elsewhere",
+        "annotations": {
+            "serving.kserve.io/s3-endpoint": ELSEWHERE,
+            "serving.kserve.io/s3-usehttps": "0",
+        },
+    },
+    "stringData": {"AWS_ACCESS_KEY_ID": "e2e", "AWS_SECRET_ACCESS_KEY": "e2e"},
+}
+ACCOUNT: dict[str, Any] = {
+    "apiVersion": "v1",
+    "kind": "ServiceAccount",
+    "metadata": {"name": "models-elsewhere"},
+    "secrets": [{"name": "s3-elsewhere"}],
+}
+
+
+def test_a_server_named_by_the_service_accounts_s3_secret_is_refused_at_the_pod(
+    webhook: WebhookProcess, kserve: KServe, kubectl: Kubectl, namespace: str, images: Images
+) -> None:
+    """The InferenceService serves the verified URI and is admitted: the server comes
+    from a Secret, which admission does not read. The pod shows it, and is refused."""
+    _prepare(kubectl, namespace, images)
+    for body in (S3_CREDENTIALS, ACCOUNT):
+        kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(body))
+    apply_policy(kubectl, namespace, images)
+    service = json.loads(_as_kserve_labels_it(in_namespace(namespace, images, corpus.COMPLIANT[0])))
+    service["spec"]["predictor"]["serviceAccountName"] = ACCOUNT["metadata"]["name"]
+    kubectl("create", "-f", "-", input_text=json.dumps(service))
+
+    deployment = f"{service['metadata']['name']}-predictor"
+    replica_set = wait_for_owned(kubectl, namespace, "replicasets", "Deployment", deployment)
+    messages = wait_for(
+        "the pod reading the model from another S3 server to be refused",
+        lambda: failed_creates(kubectl, namespace, replica_set["metadata"]["name"]),
+    )
+    assert DENIED in messages[0]
+    assert "the model this loads cannot be told before it runs" in messages[0], messages[0]
+    assert f"downloads s3:// models from 'http://{ELSEWHERE}' (AWS_ENDPOINT_URL" in messages[0]
+    assert "] spec.initContainers[0].env[" in messages[0], messages[0]
