@@ -17,10 +17,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from e2e import node
 from e2e.clients import REPOSITORY_ROOT, Kubectl
 from e2e.cluster import LocalControlPlane
+from e2e.pods import modelstore
 from e2e.pods.harness import (
     HELM_INSTALL_TIMEOUT,
     RELEASE,
@@ -31,6 +33,7 @@ from e2e.pods.harness import (
 )
 from e2e.toolcache import ControlPlaneBinaries, MissingToolsError
 from tests.chart import rendering
+from tests.modelartifacts import servers
 from tests.supplychain.localtools import LocalRegistry, require_tool
 
 PODS_DIR = Path(__file__).resolve().parent
@@ -57,10 +60,22 @@ def _skip_reason(config: pytest.Config) -> str | None:
     return node.node_tools_missing_reason()
 
 
+#: Marks the tests that uninstall the session's release: they run last.
+ENDS_RELEASE = "ends_release"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{ENDS_RELEASE}: uninstalls the node tests' chart release (runs last)"
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     ours = [item for item in items if item.path.is_relative_to(PODS_DIR)]
     if not ours:
         return
+    # Stable sort: everything else keeps its order.
+    items.sort(key=lambda item: item.get_closest_marker(ENDS_RELEASE) is not None)
     reason = _skip_reason(config)
     if reason is None:
         return
@@ -97,6 +112,17 @@ def node_cluster(
             shutil.copytree(control_plane.logs_dir, kept, dirs_exist_ok=True)
             print(f"\nlogs of the local node and its control plane kept in {kept}")
         control_plane.remove_work_dir()
+
+
+@pytest.fixture(scope="session")
+def model_store(
+    node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[modelstore.ModelStore]:
+    """moto's S3 server on the node's address, with the models bucket."""
+    with servers.moto_server(tmp_path_factory.mktemp("model-store"), modelstore.HOST) as server:
+        store = modelstore.ModelStore(server)
+        servers.s3_put(server, modelstore.BUCKET)
+        yield store
 
 
 @pytest.fixture
@@ -146,12 +172,35 @@ def modelshield_image(node_cluster: NodeCluster) -> str:
 
 @pytest.fixture(scope="session")
 def installed_chart(
-    node_cluster: NodeCluster, modelshield_image: str, tmp_path_factory: pytest.TempPathFactory
+    node_cluster: NodeCluster,
+    modelshield_image: str,
+    model_store: modelstore.ModelStore,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Release]:
     """The chart installed with `helm install --wait`: its pods run the image built from
-    this tree, pulled by the node from the local registry."""
+    this tree, pulled by the node from the local registry; the operator fetches models from
+    the model store (its keys in a Secret of the release namespace)."""
     repository, _, tag = modelshield_image.rpartition(":")
     home = tmp_path_factory.mktemp("helm")
+    node_cluster.kubectl("create", "namespace", RELEASE_NAMESPACE)
+    node_cluster.kubectl(
+        "-n",
+        RELEASE_NAMESPACE,
+        "apply",
+        "-f",
+        "-",
+        input_text=yaml.safe_dump(model_store.credentials_secret()),
+    )
+    values = home / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "image": {"repository": repository, "tag": tag},
+                "operator": {"extraEnv": model_store.environment()},
+            }
+        )
+    )
+    release = Release(RELEASE, RELEASE_NAMESPACE, modelshield_image, home, values)
     helm(
         node_cluster,
         home,
@@ -160,14 +209,21 @@ def installed_chart(
         str(rendering.CHART),
         "--namespace",
         RELEASE_NAMESPACE,
-        "--create-namespace",
-        "--set",
-        f"image.repository={repository}",
-        "--set",
-        f"image.tag={tag}",
+        "--values",
+        str(values),
         "--wait",
         "--timeout",
         HELM_INSTALL_TIMEOUT,
     )
-    yield Release(RELEASE, RELEASE_NAMESPACE, modelshield_image)
-    helm(node_cluster, home, "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait")
+    yield release
+    # Tests marked ENDS_RELEASE uninstall it themselves.
+    helm(
+        node_cluster,
+        home,
+        "uninstall",
+        RELEASE,
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--wait",
+        "--ignore-not-found",
+    )

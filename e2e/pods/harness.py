@@ -33,11 +33,29 @@ class Release:
     name: str
     namespace: str
     image: str
+    #: helm's own directories for this release, and the values it was installed with.
+    helm_home: Path
+    values: Path
 
 
 def helm(node_cluster: NodeCluster, home: Path, *arguments: str) -> str:
-    """helm against the node's cluster, with its own cache and config directories."""
-    completed = subprocess.run(
+    """helm against the node's cluster, with its own cache and config directories; fails
+    the test when it fails."""
+    completed = helm_run(node_cluster, home, *arguments)
+    if completed.returncode != 0:
+        pytest.fail(
+            f"`helm {' '.join(arguments)}` exited with {completed.returncode}:\n"
+            f"{completed.stderr}{completed.stdout}",
+            pytrace=False,
+        )
+    return completed.stdout
+
+
+def helm_run(
+    node_cluster: NodeCluster, home: Path, *arguments: str
+) -> subprocess.CompletedProcess[str]:
+    """helm against the node's cluster, however it ends."""
+    return subprocess.run(
         [str(rendering.helm_path()), f"--kubeconfig={node_cluster.control_plane.kubeconfig_path}",
          *arguments],
         capture_output=True,
@@ -51,10 +69,3 @@ def helm(node_cluster: NodeCluster, home: Path, *arguments: str) -> str:
             "HELM_DATA_HOME": str(home / "data"),
         },
     )  # fmt: skip
-    if completed.returncode != 0:
-        pytest.fail(
-            f"`helm {' '.join(arguments)}` exited with {completed.returncode}:\n"
-            f"{completed.stderr}{completed.stdout}",
-            pytrace=False,
-        )
-    return completed.stdout

@@ -10,7 +10,7 @@ import time
 import yaml
 from cryptography import x509
 
-from e2e.pods.harness import NodeCluster, Release
+from e2e.pods.harness import NodeCluster, Release, helm
 from e2e.pods.workloads import get_json
 
 ADMITTED_WITHIN_SECONDS = 30.0
@@ -108,3 +108,24 @@ def test_the_webhook_service_answers_the_api_server_with_the_chart_s_certificate
         check=False,
     )
     assert "modelshield_admission_requests_total" in metrics.stdout, metrics.stderr
+
+
+def test_helm_test_reaches_the_webhook_through_its_service(
+    node_cluster: NodeCluster, installed_chart: Release
+) -> None:
+    """`helm test`'s pod reaches the webhook at its Service's cluster IP and verifies the
+    certificate for the Service's DNS name: the node runs no cluster DNS, so it passes only
+    through the address kubelet hands it (its output, kept when it fails, says which;
+    test_webhook_disruption reads it)."""
+    output = helm(
+        node_cluster,
+        installed_chart.helm_home,
+        "test",
+        installed_chart.name,
+        "--namespace",
+        installed_chart.namespace,
+        "--timeout",
+        "120s",
+    )
+    assert "TEST SUITE:     modelshield-test-webhook" in output, output
+    assert "Phase:          Succeeded" in output, output

@@ -131,19 +131,22 @@ def _iam(endpoint: str, **parameters: str) -> str:
 
 
 @contextmanager
-def moto_server(log_dir: pathlib.Path) -> Iterator[S3Server]:
-    """A moto server on a free loopback port that verifies every request's signature."""
+def moto_server(log_dir: pathlib.Path, host: str = "127.0.0.1") -> Iterator[S3Server]:
+    """A moto server on a free port that verifies every request's signature.
+
+    ``host``: the address it listens on (loopback; the node tests give the node's address,
+    which their pods reach)."""
     port = localtools.free_port()
     log = (log_dir / "moto.log").open("ab")
     environment = dict(os.environ, INITIAL_NO_AUTH_ACTION_COUNT=str(_UNAUTHENTICATED_SETUP_CALLS))
     process = subprocess.Popen(
-        [str(moto_server_binary()), "-H", "127.0.0.1", "-p", str(port)],
+        [str(moto_server_binary()), "-H", host, "-p", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
         env=environment,
     )
     log.close()
-    endpoint = f"http://127.0.0.1:{port}"
+    endpoint = f"http://{host}:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -152,7 +155,7 @@ def moto_server(log_dir: pathlib.Path) -> Iterator[S3Server]:
                     f"moto_server exited: {(log_dir / 'moto.log').read_text()[-2000:]}"
                 )
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                with socket.create_connection((host, port), timeout=1):
                     break
             except OSError:
                 if time.monotonic() > deadline:
