@@ -8,7 +8,8 @@ the background, with the Secrets the flags allow), ``auditing`` (the periodic ba
 audit), ``certificates`` (webhook
 certificates when cert-manager is absent), ``artifacts`` (the ModelArtifact reconciler),
 ``modelkeypublishing`` (the ``modelshield-model-keys`` ConfigMap of verified artifacts' signer keys,
-read by the startup re-verification), ``ungoverned`` (the ``modelshield.dev/ungoverned``
+read by the startup re-verification), ``modelpolicies`` (the kopf indices of the policies'
+models blocks and of namespace labels that both ModelArtifact controllers read), ``ungoverned`` (the ``modelshield.dev/ungoverned``
 namespace label that keeps namespaces no policy governs out of the webhooks), ``settings`` (kopf settings) and ``rbac`` (the exact
 RBAC rules all of this needs, as data).
 ``verdicts`` is pure (compliant, violating or pending, from a decision); ``observing``
