@@ -334,6 +334,11 @@ _ENDPOINT_CHOICES = {
         '{"type": "s3", "endpoint_url": "http://a", "endpoint_url": "http://evil:9000"}',
     ),
     "STORAGE_OVERRIDE_CONFIG-not-json": _literal("STORAGE_OVERRIDE_CONFIG", "endpoint_url=x"),
+    # The kubelet substitutes $(V) before the initializer parses it: with
+    # V = '", "endpoint_url": "http://evil:9000' the document names a server.
+    "STORAGE_OVERRIDE_CONFIG-variable-reference": _literal(
+        "STORAGE_OVERRIDE_CONFIG", json.dumps({"type": "s3", "x": "$(V)"})
+    ),
     "STORAGE_OVERRIDE_CONFIG-from-configmap": {
         "name": "STORAGE_OVERRIDE_CONFIG",
         "valueFrom": {"configMapKeyRef": {"name": "m", "key": "k"}},
@@ -400,6 +405,13 @@ PODS = [
         )
         for name, variable in _ENDPOINT_CHOICES.items()
     ],
+    Case(
+        "pod-storage-initializer-variable-reference",
+        pod(init_args=["s3://models/$(SUFFIX)/", "/mnt/models"]),
+        MODELS,
+        Code.MODEL_SOURCE_UNVERIFIABLE,
+        "spec.initContainers[0].args[0]",
+    ),
     Case(
         "pod-initializer-envFrom",
         pod(

@@ -89,6 +89,8 @@ def storage_spec_uri(path: str, parameters: Any) -> tuple[str | None, str]:
 _ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 #: JSON objects ``Storage._update_with_storage_spec`` merges (override last) and whose
 #: ``endpoint_url`` it writes into AWS_ENDPOINT_URL before every download.
+#: The kubelet substitutes $(NAME) in a container's env values, command and args.
+VARIABLE_REFERENCE = "$("
 _STORAGE_CONFIG = "STORAGE_CONFIG"
 _STORAGE_OVERRIDE_CONFIG = "STORAGE_OVERRIDE_CONFIG"
 _STORAGE_JSON_VARIABLES = (_STORAGE_CONFIG, _STORAGE_OVERRIDE_CONFIG)
@@ -106,6 +108,13 @@ _KSERVE_CREDENTIALS = (
 
 def _storage_json_choice(name: str, value: Any) -> str | None:
     """Why a literal STORAGE_CONFIG/STORAGE_OVERRIDE_CONFIG picks the server, or None."""
+    if isinstance(value, str) and VARIABLE_REFERENCE in value:
+        # {"x": "$(V)"} with V = '", "endpoint_url": "http://evil' is another document.
+        return (
+            f"{name} refers to another variable ($(...)), which the kubelet substitutes "
+            "before the storage initializer reads it, so what it sets cannot be told; "
+            "write it without $("
+        )
     try:
         document = json.loads(value) if isinstance(value, str) else None
     except ValueError:

@@ -247,6 +247,15 @@ def _initializer_sources(reading: Reading, container: Mapping[str, Any], path: s
             reading.sources.append(
                 Source(f"{path}.args[{index}]", None, "its storage Secret was never applied")
             )
+        elif downloads.VARIABLE_REFERENCE in value:
+            reading.sources.append(
+                Source(
+                    f"{path}.args[{index}]",
+                    None,
+                    "the kubelet substitutes $(...) in arguments, so the URI downloaded is "
+                    "not the one written; write the URI itself",
+                )
+            )
         else:
             reading.sources.append(Source(f"{path}.args[{index}]", value))
 
