@@ -128,3 +128,22 @@ def test_the_guard_feeds_the_drift_monitor_of_a_plain_deployment() -> None:
         yaml.safe_load(without.desired[("ConfigMap", "ml", GUARD)]["data"][guards.CONFIG_KEY])
     )
     assert loaded.drift_monitor is None
+
+
+def test_the_guard_gets_the_reference_profiles_features() -> None:
+    drift = {"drift": {"referenceProfile": {"name": "ref", "key": "p.json"}}}
+    api = {**API, "requests": {"matchReferenceProfile": True}}
+    world = _world(
+        _policy("api", {"selector": SELECTOR, "api": api, "monitoring": drift}), _served()
+    )
+    profile = '{"features": [{"name": "age", "type": "numeric"}, {"name": "country", "type": "categorical"}]}'
+    plan = planning.plan(world, ("Deployment", "ml", "fraud"), SETTINGS, profile)
+    loaded = config.GuardConfig.model_validate(
+        yaml.safe_load(plan.desired[("ConfigMap", "ml", GUARD)]["data"][guards.CONFIG_KEY])
+    )
+    assert loaded.reference_features is not None
+    assert [(f.name, f.type) for f in loaded.reference_features] == [
+        ("age", "numeric"),
+        ("country", "categorical"),
+    ]
+    assert guards.profile_features("not json") is None

@@ -6,7 +6,7 @@ import dataclasses
 
 from modelshield.api.v1alpha1.apiprotection import Protocol, Verb
 from modelshield.engine.apiprotection import GuardRules
-from modelshield.guard import credentials, judging
+from modelshield.guard import credentials, judging, requestchecks
 from modelshield.guard.routes import Route
 from tests.guard.policies import BOTH, KEYS, TOKENS, block, rules
 
@@ -241,3 +241,20 @@ def test_protocol_not_served_is_404() -> None:
     verdict = _head(guard, judging.ANONYMOUS, INFER)
     assert verdict.refusal is not None
     assert verdict.refusal.status == 404
+
+
+def test_rows_against_the_reference_profile_or_fail_closed() -> None:
+    guard = rules(block({"requests": {"matchReferenceProfile": True}}))
+    features = (requestchecks.Feature("a", numeric=True), requestchecks.Feature("b", numeric=True))
+    verdict, _ = judging.judge_body(
+        guard, PREDICT, "application/json", b'{"instances": [[1, 2]]}', features
+    )
+    assert verdict.refusal is None
+    verdict, _ = judging.judge_body(
+        guard, PREDICT, "application/json", b'{"instances": [[1]]}', features
+    )
+    assert verdict.refusal is not None
+    assert verdict.refusal.status == 400
+    verdict, _ = judging.judge_body(guard, PREDICT, "application/json", b'{"instances": [[1, 2]]}')
+    assert verdict.refusal is not None
+    assert verdict.refusal.status == 503  # no profile: nothing passes unchecked

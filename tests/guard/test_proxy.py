@@ -483,3 +483,27 @@ async def test_a_key_twice_in_the_body_never_reaches_the_model(stack: Stack) -> 
     )
     assert status == 400, answer
     assert stack.model.seen == []
+
+
+async def test_rows_not_matching_the_reference_profile_never_reach_the_model(
+    trained: Any, keys_dir: pathlib.Path
+) -> None:
+    checked = {"api": {**KEYS_POLICY["api"], "requests": {"matchReferenceProfile": True}}}
+    features = [{"name": f"f{i}", "type": "numeric"} for i in range(30)]
+    async with _stack(trained, keys_dir, checked, referenceFeatures=features) as running:
+        headers = {"X-Api-Key": KEY}
+        status, _, _ = await call(
+            running.url, "/v1/models/fraud:predict", body=PREDICT, headers=headers
+        )
+        assert status == 200
+        for rows in (
+            [ROWS[0][:29]],
+            [[*ROWS[0][:29], "x"]],
+            [dict(zip(["f0"], ROWS[0][:1], strict=True))],
+        ):
+            body = json.dumps({"instances": rows}).encode()
+            status, _, answer = await call(
+                running.url, "/v1/models/fraud:predict", body=body, headers=headers
+            )
+            assert status == 400, answer
+        assert len(running.model.seen) == 1

@@ -116,3 +116,52 @@ def test_a_key_twice_is_refused() -> None:
     assert "appears twice" in parsed.reason
     nested = requestchecks.parse_json(b'{"a": {"x": 1}, "b": {"x": 2}}')
     assert nested == {"a": {"x": 1}, "b": {"x": 2}}
+
+
+FEATURES = (
+    requestchecks.Feature("age", numeric=True),
+    requestchecks.Feature("country", numeric=False),
+)
+
+
+def _rows(document: object) -> requestchecks.BodyError | None:
+    return requestchecks.check_profile(document, Protocol.KSERVE_V1, Verb.PREDICT, FEATURES)
+
+
+def test_rows_that_match_the_reference_profile() -> None:
+    assert _rows({"instances": [[41, "DE"], [None, None], [3.5, "FR"]]}) is None
+    assert _rows({"inputs": [{"age": 1, "country": "DE"}]}) is None
+
+
+@pytest.mark.parametrize(
+    ("document", "reason"),
+    [
+        ({"instances": [[41]]}, "instances[0] has 1 values; the model takes 2"),
+        ({"instances": [[41, "DE", 3]]}, "has 3 values"),
+        ({"instances": [["41", "DE"]]}, "instances[0][0] (age) must be a number"),
+        ({"instances": [[True, "DE"]]}, "(age) must be a number"),
+        ({"instances": [[41, 7]]}, "(country) must be a string"),
+        ({"instances": [{"age": 1}]}, "missing ['country']"),
+        ({"instances": [{"age": 1, "country": "DE", "salary": 3}]}, "unknown features ['salary']"),
+        ({"instances": [[1, "DE"], "row"]}, "instances[1] must be a list"),
+    ],
+)
+def test_rows_that_do_not(document: object, reason: str) -> None:
+    error = _rows(document)
+    assert error is not None
+    assert reason in error.reason
+
+
+def test_open_inference_tensors_against_the_profile() -> None:
+    def infer(document: object) -> requestchecks.BodyError | None:
+        return requestchecks.check_profile(
+            document, Protocol.OPEN_INFERENCE_V2, Verb.INFER, FEATURES
+        )
+
+    one = {"name": "x", "shape": [3, 2], "datatype": "BYTES", "data": []}
+    assert infer({"inputs": [one]}) is None
+    assert infer({"inputs": [{**one, "shape": [3, 5]}]}) is not None
+    assert infer({"inputs": [{**one, "shape": [6]}]}) is not None
+    per_feature = [{**one, "name": "age", "shape": [3]}, {**one, "name": "country", "shape": [3]}]
+    assert infer({"inputs": per_feature}) is None
+    assert infer({"inputs": [per_feature[0], {**one, "name": "salary", "shape": [3]}]}) is not None

@@ -126,7 +126,9 @@ def plan(world: caches.World, key: caches.Key, settings: Settings, profile: str 
         if monitor is not None and kind != "InferenceService"
         else None
     )
-    guard = _plan_guard(result, body, workload_ref, governing, settings, drift_url)
+    guard = _plan_guard(
+        result, body, workload_ref, governing, settings, drift_url, guards.profile_features(profile)
+    )
     _plan_network(result, body, workload_ref, governing, unreadable, settings, monitor, guard)
     return result
 
@@ -138,6 +140,7 @@ def _plan_guard(
     governing: Sequence[tuple[ownership.ObjectRef, compiling.AnyPolicy]],
     settings: Settings,
     drift_url: str | None = None,
+    features: list[dict[str, str]] | None = None,
 ) -> tuple[tuple[ownership.ObjectRef, ...], policies.NetworkRequirements] | None:
     """The inference guard's objects; the Enforce api policies and what they ask of the
     model's NetworkPolicy (None when no Enforce policy has an api block)."""
@@ -178,6 +181,7 @@ def _plan_guard(
                 replicas=settings.guard_replicas,
                 governing=[model for _, model in with_api],
                 drift_monitor=drift_url,
+                reference_features=features,
             ),
         )
         secrets = sorted(

@@ -73,6 +73,8 @@ class PolicyApi:
     protocols: frozenset[Protocol]
     max_json_depth: int
     max_instances: int
+    #: Rows must match the workload's reference profile (features, names, types).
+    match_reference_profile: bool = False
 
     @property
     def enforced(self) -> bool:
@@ -154,6 +156,7 @@ def compile_api(
         protocols=frozenset(api.requests.protocols),
         max_json_depth=api.requests.max_json_depth,
         max_instances=api.requests.max_instances,
+        match_reference_profile=api.requests.match_reference_profile,
     )
 
 

@@ -41,6 +41,13 @@ class GuardedPolicy(ApiModel):
     api: apiprotection.ApiRequirements = pydantic.Field(description="The policy's api block.")
 
 
+class ReferenceFeature(ApiModel):
+    """One feature of the reference profile."""
+
+    name: str = pydantic.Field(description="The feature's name.")
+    type: str = pydantic.Field(description="numeric or categorical.")
+
+
 class ApiServerSettings(ApiModel):
     """Where TokenReviews go."""
 
@@ -72,6 +79,10 @@ class GuardConfig(ApiModel):
     )
     upstream_timeout_seconds: float = pydantic.Field(
         default=30.0, gt=0, le=600, description="Longest wait for the model server."
+    )
+    reference_features: list[ReferenceFeature] | None = pydantic.Field(
+        default=None,
+        description="The reference profile's features, in order (for matchReferenceProfile).",
     )
     drift_monitor: str | None = pydantic.Field(
         default=None, description="The drift monitor's URL: forwarded bodies are sent there too."

@@ -254,6 +254,7 @@ def judge_body(
     route: routes.Route,
     content_type: str | None,
     body: bytes,
+    features: tuple[requestchecks.Feature, ...] | None = None,
 ) -> tuple[Verdict, Any]:
     """Size, media type and shape of the body; the parsed document (None if not parsed)."""
     refusals: list[Refusal] = []
@@ -274,6 +275,14 @@ def judge_body(
                     max_depth=policy.max_json_depth,
                     max_instances=policy.max_instances,
                 )
+                if error is None and policy.match_reference_profile:
+                    error = (
+                        requestchecks.BodyError(503, "the reference profile is not available")
+                        if features is None
+                        else requestchecks.check_profile(
+                            document, route.protocol, route.verb, features
+                        )
+                    )
                 if error is not None:
                     refusal = _refusal(policy, error.status, Code.MALFORMED, error.reason)
         if refusal is not None:

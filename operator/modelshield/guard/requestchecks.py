@@ -171,3 +171,73 @@ def _check_v2(document: dict[str, Any], max_instances: int) -> BodyError | None:
         if "data" not in tensor:
             return BodyError(400, f"{where}.data is missing")
     return None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Feature:
+    """One feature of the reference profile: its name and whether it is numeric."""
+
+    name: str
+    numeric: bool
+
+
+def _value_error(value: Any, feature: Feature, where: str) -> BodyError | None:
+    if value is None:
+        return None
+    if feature.numeric:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return BodyError(400, f"{where} ({feature.name}) must be a number")
+    elif not isinstance(value, str):
+        return BodyError(400, f"{where} ({feature.name}) must be a string")
+    return None
+
+
+def _row_error(row: Any, features: tuple[Feature, ...], where: str) -> BodyError | None:
+    if isinstance(row, list):
+        if len(row) != len(features):
+            return BodyError(400, f"{where} has {len(row)} values; the model takes {len(features)}")
+        for index, (value, feature) in enumerate(zip(row, features, strict=True)):
+            if (error := _value_error(value, feature, f"{where}[{index}]")) is not None:
+                return error
+        return None
+    if isinstance(row, dict):
+        names = {feature.name for feature in features}
+        unknown = sorted(set(row) - names)[:3]
+        missing = sorted(names - set(row))[:3]
+        if unknown or missing:
+            return BodyError(400, f"{where}: unknown features {unknown}, missing {missing}")
+        for feature in features:
+            if (
+                error := _value_error(row[feature.name], feature, f"{where}.{feature.name}")
+            ) is not None:
+                return error
+        return None
+    return BodyError(400, f"{where} must be a list of values or an object of features")
+
+
+def check_profile(
+    document: Any, protocol: Protocol, verb: Verb, features: tuple[Feature, ...]
+) -> BodyError | None:
+    """400 unless every row matches the reference profile's features (after check_shape)."""
+    if protocol is Protocol.KSERVE_V1 and verb in (Verb.PREDICT, Verb.EXPLAIN):
+        key = "instances" if "instances" in document else "inputs"
+        for index, row in enumerate(document[key]):
+            if (error := _row_error(row, features, f"{key}[{index}]")) is not None:
+                return error
+        return None
+    if protocol is Protocol.OPEN_INFERENCE_V2 and verb is Verb.INFER:
+        inputs = document["inputs"]
+        if len(inputs) == 1:
+            shape = inputs[0]["shape"]
+            if len(shape) != 2 or shape[1] != len(features):
+                return BodyError(
+                    400, f"inputs[0].shape must be [rows, {len(features)}], not {shape}"
+                )
+            if inputs[0]["datatype"] == "BYTES" and all(f.numeric for f in features):
+                return BodyError(400, "inputs[0] must be numeric: every feature is")
+            return None
+        names = [tensor["name"] for tensor in inputs]
+        expected = [feature.name for feature in features]
+        if sorted(names) != sorted(expected):
+            return BodyError(400, "one input per feature, named as in the reference profile")
+    return None

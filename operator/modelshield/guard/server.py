@@ -34,6 +34,7 @@ from modelshield.guard import (
     feeding,
     judging,
     metrics,
+    requestchecks,
     routes,
     tokenreviews,
 )
@@ -122,6 +123,7 @@ class Pipeline:
         upstream_timeout: float = 30.0,
         guard_metrics: metrics.GuardMetrics | None = None,
         drift_monitor: str | None = None,
+        features: tuple[requestchecks.Feature, ...] | None = None,
     ) -> None:
         self.rules = rules
         self.upstream = upstream.rstrip("/")
@@ -129,6 +131,7 @@ class Pipeline:
         self.limiter = judging.Limiter(rules)
         self.metrics = guard_metrics or metrics.GuardMetrics()
         self.upstream_timeout = upstream_timeout
+        self.features = features
         self._session: aiohttp.ClientSession | None = None
         self.feed = (
             feeding.DriftFeed(drift_monitor, self.metrics.registry) if drift_monitor else None
@@ -206,7 +209,7 @@ class Pipeline:
             assert outcome.verdict.refusal is not None
             return self._refuse(outcome, outcome.verdict.refusal)
         checked, _document = judging.judge_body(
-            self.rules, route, request.headers.get("Content-Type"), body
+            self.rules, route, request.headers.get("Content-Type"), body, self.features
         )
         outcome.verdict = judging.merge([head, checked])
         if outcome.verdict.refusal is not None:
@@ -386,4 +389,12 @@ def pipeline_from_config(settings: config.GuardConfig) -> Pipeline:
         Authenticator(reviewer, keys),
         upstream_timeout=settings.upstream_timeout_seconds,
         drift_monitor=settings.drift_monitor,
+        features=(
+            tuple(
+                requestchecks.Feature(f.name, f.type == "numeric")
+                for f in settings.reference_features
+            )
+            if settings.reference_features is not None
+            else None
+        ),
     )

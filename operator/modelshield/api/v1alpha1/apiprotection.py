@@ -302,6 +302,17 @@ class RequestChecks(ApiModel):
         ge=1,
         le=10_000_000,
     )
+    match_reference_profile: bool = pydantic.Field(
+        default=False,
+        description=(
+            "Check every row against the reference profile of this policy's "
+            "monitoring.drift block: list rows need exactly its feature count, object rows "
+            "exactly its feature names, numeric features numbers and categorical features "
+            "strings (null allowed for either); Open Inference requests one FP/INT tensor "
+            "whose last dimension is the feature count, or one tensor per feature named as in "
+            "the profile. 400 otherwise."
+        ),
+    )
 
 
 class ApiRequirements(ApiModel):

@@ -105,6 +105,17 @@ def semantic_problems(policy: policies.PolicyRequirements, *, cluster: bool) -> 
             ):
                 where = f"spec.models.provenance.{field}"
                 found.extend(_signer_problems(signers, where, cluster=cluster))
+    if (
+        policy.api is not None
+        and policy.api.requests.match_reference_profile
+        and (policy.monitoring is None or policy.monitoring.drift is None)
+    ):
+        found.append(
+            (
+                "spec.api.requests.matchReferenceProfile",
+                "needs the reference profile of a monitoring.drift block in the same policy",
+            )
+        )
     authentication = policy.api.authentication if policy.api is not None else None
     if cluster and authentication is not None and authentication.api_keys is not None:
         found.append(

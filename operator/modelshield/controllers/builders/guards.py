@@ -17,6 +17,7 @@ binding cannot be owned by the namespaced workload).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,6 +49,7 @@ def guard_config(
     replicas: int,
     governing: Sequence[policies.ModelSecurityPolicy | policies.ClusterModelSecurityPolicy],
     drift_monitor: str | None = None,
+    reference_features: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The guard's configuration document (``modelshield.guard.config``)."""
     document: dict[str, Any] = {
@@ -74,7 +76,25 @@ def guard_config(
     }
     if drift_monitor is not None:
         document["driftMonitor"] = drift_monitor
+    if reference_features is not None:
+        document["referenceFeatures"] = reference_features
     return document
+
+
+def profile_features(profile: str | None) -> list[dict[str, str]] | None:
+    """The reference profile's features, names and types in order; None when it is not
+    there or cannot be read (then the guard refuses what must match it: fail closed)."""
+    if profile is None:
+        return None
+    try:
+        document = json.loads(profile)
+        found = [
+            {"name": str(feature["name"]), "type": str(feature["type"])}
+            for feature in document["features"]
+        ]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return found or None
 
 
 def build_config_map(*, name: str, namespace: str, config: Mapping[str, Any]) -> dict[str, Any]:
