@@ -350,6 +350,8 @@ _ENDPOINT_CHOICES = {
     "AWS_ENDPOINT_URL": _literal("AWS_ENDPOINT_URL", EVIL_ENDPOINT),
     "AWS_ENDPOINT_URL_S3": _literal("AWS_ENDPOINT_URL_S3", EVIL_ENDPOINT),
     "AWS_ENDPOINT_URL-from-secret": _from_secret("AWS_ENDPOINT_URL"),
+    "AWS_CONFIG_FILE": _literal("AWS_CONFIG_FILE", "/mnt/models/aws-config"),
+    "AWS_PROFILE": _literal("AWS_PROFILE", "elsewhere"),
 }
 
 PODS = [

@@ -87,6 +87,9 @@ def storage_spec_uri(path: str, parameters: Any) -> tuple[str | None, str]:
 #: Read by boto3 (the explicit ``endpoint_url`` that ``_get_s3_client_kwargs`` passes,
 #: or botocore's service-specific variable when that is unset): the S3 server.
 _ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+#: An AWS config file (or a profile of one) may name endpoint_url, which botocore reads
+#: when no endpoint variable is set. KServe sets neither on its storage initializer.
+_CONFIG_VARIABLES = ("AWS_CONFIG_FILE", "AWS_PROFILE")
 #: JSON objects ``Storage._update_with_storage_spec`` merges (override last) and whose
 #: ``endpoint_url`` it writes into AWS_ENDPOINT_URL before every download.
 #: The kubelet substitutes $(NAME) in a container's env values, command and args.
@@ -169,10 +172,22 @@ def endpoint_choices(container: Mapping[str, Any]) -> list[tuple[str, str]]:
     env = container.get("env")
     for index, entry in enumerate(env if isinstance(env, list) else ()):
         name = entry.get("name") if isinstance(entry, dict) else None
-        if name not in _ENDPOINT_VARIABLES and name not in _STORAGE_JSON_VARIABLES:
+        if name not in _ENDPOINT_VARIABLES + _CONFIG_VARIABLES + _STORAGE_JSON_VARIABLES:
             continue
         assert isinstance(entry, dict)
         where = f"env[{index}]"
+        if name in _CONFIG_VARIABLES:
+            found.append(
+                (
+                    f"{where}.valueFrom"
+                    if entry.get("valueFrom") is not None
+                    else f"{where}.value",
+                    f"{name} makes the storage initializer read an AWS config whose "
+                    f"endpoint_url picks the S3 server, which admission does not read; "
+                    "KServe never sets it: remove it",
+                )
+            )
+            continue
         if entry.get("valueFrom") is not None:
             found.append((f"{where}.valueFrom", _from_elsewhere(str(name), entry["valueFrom"])))
             continue
