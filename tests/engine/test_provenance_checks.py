@@ -7,11 +7,25 @@ import datetime
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelshield.engine import compiling, evaluating, facts, provenancechecks
 from modelshield.engine.decisions import Code
+from modelshield.provenance import keyids
 from tests.engine import builders as b
 
+
+def _public_pem() -> str:
+    private = ec.generate_private_key(ec.SECP256R1())
+    return (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+PIPELINE_PEM, IMPOSTOR_PEM = _public_pem(), _public_pem()
 DATA = "s3://data/fraud/transactions-2026-11/"
 DATA_DIGEST = "sha256:" + "d" * 64
 FINISHED = b.NOW - datetime.timedelta(days=10)
@@ -22,6 +36,7 @@ def _provenance(**overrides: Any) -> facts.ProvenanceFacts:
         "verified": True,
         "reason": "ProvenanceVerified",
         "builder": "pipeline",
+        "builder_key": keyids.fingerprint(PIPELINE_PEM.encode()),
         "source": "git+https://git.example.com/ml/fraud",
         "commit": "4f2d9c1e",
         "finished": FINISHED,
@@ -55,7 +70,7 @@ def _dataset(**overrides: Any) -> facts.ArtifactFacts:
 
 def _requirement(**overrides: Any) -> dict[str, Any]:
     block: dict[str, Any] = {
-        "trustedBuilders": [{"name": "pipeline", "publicKey": b.PUBLIC_KEY}],
+        "trustedBuilders": [{"name": "pipeline", "publicKey": PIPELINE_PEM}],
         "allowedDatasetSources": ["s3://data/fraud/"],
         "requireSignedDatasets": True,
         "datasetSigners": [{"name": "data-team", "publicKey": b.PUBLIC_KEY}],
@@ -123,6 +138,26 @@ def test_a_verified_true_condition_without_status_provenance_proves_nothing() ->
 def test_a_builder_another_policy_trusts_is_not_trusted_here() -> None:
     other = _provenance(builder="someone-else")
     assert _codes(_model(other), _dataset()) == [Code.PROVENANCE_UNTRUSTED_BUILDER]
+
+
+def test_a_builder_of_the_same_name_with_another_key_is_not_trusted() -> None:
+    # Another policy (a namespaced one next to the cluster baseline) names its own key
+    # "pipeline": the operator verified with that key, and this policy refuses it.
+    impostor = _provenance(builder_key=keyids.fingerprint(IMPOSTOR_PEM.encode()))
+    assert _codes(_model(impostor), _dataset()) == [Code.PROVENANCE_UNTRUSTED_BUILDER]
+    assert _codes(_model(_provenance(builder_key="")), _dataset()) == [
+        Code.PROVENANCE_UNTRUSTED_BUILDER
+    ]
+    # A builder whose key is in a Secret (namespaced policies only) is trusted by name.
+    from_secret = [{"name": "pipeline", "secretRef": {"name": "keys", "key": "pipeline.pub"}}]
+    assert _codes(_model(impostor), _dataset(), trustedBuilders=from_secret) == []
+
+
+def test_an_unreadable_inline_key_trusts_nothing() -> None:
+    builders = [{"name": "pipeline", "publicKey": b.PUBLIC_KEY}]  # a PEM header, no key
+    assert _codes(_model(_provenance()), _dataset(), trustedBuilders=builders) == [
+        Code.PROVENANCE_UNTRUSTED_BUILDER
+    ]
 
 
 def test_an_old_or_undated_training_run_expires() -> None:

@@ -12,7 +12,7 @@ from modelshield.api.v1alpha1 import artifacts, policies
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
 from modelshield.controllers import artifactchecks as checks
 from modelshield.modelartifacts import fetching, verifying
-from modelshield.provenance import checking, envelopes, statements
+from modelshield.provenance import checking, envelopes, keyids, statements
 from tests.modelartifacts import keys
 from tests.provenance import helpers
 from tests.supplychain import localtools
@@ -81,6 +81,7 @@ def test_attested_model_verifies_in_the_worker_and_status_names_its_lineage(
         helpers.SOURCE,
         helpers.COMMIT,
     )
+    assert facts.builder_key == keyids.fingerprint(builder.public_pem)
     assert [(d.uri, d.digest) for d in facts.datasets] == [(DATA_URI, helpers.digest_of(data))]
     assert verdict.status.verified_digest == helpers.digest_of(model)
     ready = next(c for c in verdict.status.conditions if c.type == artifacts.READY)

@@ -8,10 +8,13 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from modelshield.cli import main
+from modelshield.provenance import keyids
 
 NS = "ml-prod"
 DATA = "s3://data/fraud/transactions-2026-11/"
@@ -19,6 +22,12 @@ DATA_DIGEST = "sha256:" + "d" * 64
 V1_DIGEST = "sha256:" + "1" * 64
 IMAGE = "registry.example.com/ml/server@sha256:" + "a" * 64
 TIME = "2026-11-25T10:00:00Z"
+PIPELINE_PEM = (
+    ec.generate_private_key(ec.SECP256R1())
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 
 
 def _condition(kind: str, status: str = "True", reason: str = "Ok") -> dict[str, Any]:
@@ -39,6 +48,7 @@ def _artifact(
         status["conditions"].append(_condition("Provenance", reason="ProvenanceVerified"))
         status["provenance"] = {
             "builder": "pipeline",
+            "builderKey": keyids.fingerprint(PIPELINE_PEM.encode()),
             "builderId": "https://ci.example.com/pipelines/fraud",
             "source": "git+https://git.example.com/ml/fraud",
             "commit": "4f2d9c1e",
@@ -207,7 +217,7 @@ def test_modelshield_test_judges_provenance_facts_offline(
     resources: pathlib.Path, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     policy = tmp_path / "policy.yaml"
-    key = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"
+    key = PIPELINE_PEM
     policy.write_text(
         yaml.safe_dump(
             {

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 from modelshield.api.v1alpha1 import common, policies, provenance
 from modelshield.engine import decisions, selectors
+from modelshield.provenance import keyids
 
 AnyPolicy = policies.ModelSecurityPolicy | policies.ClusterModelSecurityPolicy
 
@@ -70,6 +71,9 @@ class CompiledProvenance:
 
     required: bool
     builder_names: tuple[str, ...]
+    #: name -> fingerprint of the builder's inline key; None for a key in a Secret
+    #: (only namespaced policies may name one; it is trusted by name).
+    builder_keys: tuple[tuple[str, str | None], ...]
     allowed_dataset_sources: tuple[str, ...]
     require_signed_datasets: bool
     dataset_signer_names: tuple[str, ...]
@@ -86,6 +90,10 @@ def _compile_provenance(
     return CompiledProvenance(
         required=block.required,
         builder_names=tuple(sorted(s.name for s in block.trusted_builders)),
+        builder_keys=tuple(
+            (s.name, keyids.fingerprint(s.public_key.encode()) if s.public_key else None)
+            for s in block.trusted_builders
+        ),
         allowed_dataset_sources=tuple(block.allowed_dataset_sources),
         require_signed_datasets=block.require_signed_datasets,
         dataset_signer_names=tuple(sorted(s.name for s in block.dataset_signers)),

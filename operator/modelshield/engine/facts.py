@@ -82,6 +82,8 @@ class ProvenanceFacts:
     reason: str
     message: str = ""
     builder: str | None = None
+    #: Fingerprint of the key that verified (keyids.fingerprint).
+    builder_key: str = ""
     source: str = ""
     commit: str = ""
     finished: datetime.datetime | None = None
@@ -203,6 +205,7 @@ def _provenance(status: artifacts.ModelArtifactStatus) -> ProvenanceFacts | None
         reason=condition.reason,
         message=condition.message,
         builder=said.builder if said is not None else None,
+        builder_key=said.builder_key if said is not None else "",
         source=said.source if said is not None else "",
         commit=said.commit if said is not None else "",
         finished=finished,

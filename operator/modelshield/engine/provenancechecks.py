@@ -120,7 +120,20 @@ def check_artifact(
         code = _CODE_OF_REASON.get(found.reason, Code.PROVENANCE_MISSING)
         yield (code, path, f"{what}: training provenance refused: {found.message}")
         return
-    if found.builder not in requirement.builder_names:
+    keys = {key for name, key in requirement.builder_keys if name == found.builder}
+    if (
+        found.builder in requirement.builder_names
+        and None not in keys
+        and found.builder_key not in keys
+    ):
+        # Same name, another key: a builder another policy trusts under this name.
+        yield (
+            Code.PROVENANCE_UNTRUSTED_BUILDER,
+            path,
+            f"{what}: its training provenance is signed with a key named {found.builder!r} "
+            f"that is not this policy's key of that name ({found.builder_key or 'unknown key'})",
+        )
+    elif found.builder not in requirement.builder_names:
         yield (
             Code.PROVENANCE_UNTRUSTED_BUILDER,
             path,

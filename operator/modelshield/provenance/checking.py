@@ -151,7 +151,7 @@ def judge(data: bytes, request: Request, model_digest: str | None) -> Result:
                 VERIFIED,
                 f"signed by {envelope.builder} for {model_digest}; trained from "
                 f"{said.source or '?'}@{said.commit or '?'} on {len(said.datasets)} dataset(s)",
-                _facts(envelope.builder, said),
+                _facts(envelope.builder, envelope.key, said),
             )
         mismatched.extend(digest for _, digest in said.subjects)
     return Result(
@@ -162,10 +162,11 @@ def judge(data: bytes, request: Request, model_digest: str | None) -> Result:
     )
 
 
-def _facts(builder: str, said: statements.Provenance) -> provenance.ProvenanceStatus:
+def _facts(builder: str, key: str, said: statements.Provenance) -> provenance.ProvenanceStatus:
     listed = said.datasets[: provenance.MAX_DATASETS]
     return provenance.ProvenanceStatus(
         builder=builder,
+        builder_key=key,
         builder_id=said.builder_id[:2048],
         source=said.source[:2048],
         commit=said.commit[:128],

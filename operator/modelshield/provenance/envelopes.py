@@ -19,7 +19,7 @@ from securesystemslib import dsse
 from securesystemslib.exceptions import UnverifiedSignatureError
 from securesystemslib.signer import CryptoSigner, Signature, SSlibKey
 
-from modelshield.provenance import statements
+from modelshield.provenance import keyids, statements
 
 #: A provenance file larger than this is refused before it is parsed.
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -43,6 +43,8 @@ class Verified:
 
     builder: str
     payload: bytes
+    #: keyids.fingerprint of the key that verified.
+    key: str = ""
 
 
 def sign(
@@ -80,11 +82,11 @@ def read(data: bytes) -> list[dsse.Envelope]:
     return envelopes
 
 
-def _keys(trusted: Sequence[TrustedKey]) -> Iterator[tuple[str, SSlibKey]]:
+def _keys(trusted: Sequence[TrustedKey]) -> Iterator[tuple[TrustedKey, SSlibKey]]:
     for key in trusted:
         try:
             public = serialization.load_pem_public_key(key.public_key_pem)
-            yield key.name, SSlibKey.from_crypto(public)
+            yield key, SSlibKey.from_crypto(public)
         except (ValueError, TypeError):
             continue  # an unreadable or unsupported key verifies nothing
 
@@ -99,15 +101,21 @@ def verify(envelopes: Sequence[dsse.Envelope], trusted: Sequence[TrustedKey]) ->
         signed = envelope.pae()
         builder = next(
             (
-                name
+                trusted_key
                 for signature in envelope.signatures.values()
-                for name, key in keys
+                for trusted_key, key in keys
                 if _verifies(key, signature, signed)
             ),
             None,
         )
         if builder is not None:
-            found.append(Verified(builder=builder, payload=envelope.payload))
+            found.append(
+                Verified(
+                    builder=builder.name,
+                    payload=envelope.payload,
+                    key=keyids.fingerprint(builder.public_key_pem),
+                )
+            )
     return found
 
 

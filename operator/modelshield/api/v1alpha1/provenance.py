@@ -153,6 +153,14 @@ class ProvenanceStatus(ApiModel):
         description="Name of the trusted builder whose signature verified.",
         max_length=253,
     )
+    builder_key: str = pydantic.Field(
+        default="",
+        description=(
+            "sha256 fingerprint of the public key (DER SubjectPublicKeyInfo) whose signature "
+            "verified: a policy accepts the statement only from its own builder's key."
+        ),
+        max_length=80,
+    )
     builder_id: str = pydantic.Field(
         default="", description="runDetails.builder.id of the statement.", max_length=2048
     )
