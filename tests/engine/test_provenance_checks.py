@@ -10,9 +10,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from modelshield.engine import compiling, evaluating, facts, provenancechecks
+from modelshield.engine import compiling, evaluating, facts, keyids, provenancechecks
 from modelshield.engine.decisions import Code
-from modelshield.provenance import keyids
 from tests.engine import builders as b
 
 

@@ -11,8 +11,9 @@ import pytest
 from modelshield.api.v1alpha1 import artifacts, policies
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
 from modelshield.controllers import artifactchecks as checks
+from modelshield.engine import keyids
 from modelshield.modelartifacts import fetching, verifying
-from modelshield.provenance import checking, envelopes, keyids, statements
+from modelshield.provenance import checking, envelopes, statements
 from tests.modelartifacts import keys
 from tests.provenance import helpers
 from tests.supplychain import localtools

@@ -14,7 +14,7 @@ from cyclonedx.schema import SchemaVersion
 from cyclonedx.validation.json import JsonStrictValidator
 
 from modelshield.cli import main
-from modelshield.provenance import keyids
+from modelshield.engine import keyids
 
 NS = "ml-prod"
 DATA = "s3://data/fraud/transactions-2026-11/"

@@ -14,8 +14,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 
 from modelshield.api.v1alpha1 import common, policies, provenance
-from modelshield.engine import decisions, selectors
-from modelshield.provenance import keyids
+from modelshield.engine import decisions, keyids, selectors
 
 AnyPolicy = policies.ModelSecurityPolicy | policies.ClusterModelSecurityPolicy
 

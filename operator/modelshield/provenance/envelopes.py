@@ -19,7 +19,8 @@ from securesystemslib import dsse
 from securesystemslib.exceptions import UnverifiedSignatureError
 from securesystemslib.signer import CryptoSigner, Signature, SSlibKey
 
-from modelshield.provenance import keyids, statements
+from modelshield.engine import keyids
+from modelshield.provenance import statements
 
 #: A provenance file larger than this is refused before it is parsed.
 MAX_FILE_BYTES = 4 * 1024 * 1024
