@@ -106,7 +106,16 @@ def make_facts(bodies: list[dict[str, Any]]) -> facts.StaticFacts:
         )
     artifacts = {
         (namespace, b.MODEL): facts.ArtifactFacts(
-            namespace, b.MODEL, "s3://m/", None, True, True, None, "release", True
+            namespace,
+            b.MODEL,
+            "s3://m/",
+            None,
+            True,
+            True,
+            None,
+            "release",
+            True,
+            last_checked=b.NOW,
         )
         for namespace in NAMESPACES
     }

@@ -4,6 +4,7 @@ reports when a pod create is refused."""
 
 from __future__ import annotations
 
+import datetime
 import json
 from typing import Any
 
@@ -86,6 +87,8 @@ def apply_artifact(
     when = "2026-12-03T08:00:00Z"
     status = {
         "observedGeneration": 1,
+        # The webhook judges the verdict's age on the wall clock: checked just now.
+        "lastChecked": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "verifiedDigest": digest,
         "signer": "model-release",
         "conditions": [

@@ -9,6 +9,7 @@ re-verification init container.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 from typing import Any
 
@@ -228,6 +229,8 @@ def _model_artifact(kubectl: Kubectl, namespace: str, name: str, *, verified: bo
     when = "2026-11-26T08:00:00Z"
     status = {
         "observedGeneration": 1,
+        # The webhook judges the verdict's age on the wall clock: checked just now.
+        "lastChecked": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "verifiedDigest": digest,
         "signer": "model-release",
         "conditions": [

@@ -40,6 +40,7 @@ def _artifact(name: str, uri: str) -> dict[str, Any]:
             "conditions": [{"type": t, **condition} for t in ("Verified", "Scanned", "Ready")],
             "verifiedDigest": "sha256:" + "b" * 64,
             "signer": "model-release",
+            "lastChecked": WHEN,
         },
     }
 

@@ -103,6 +103,7 @@ def _artifact() -> facts.ArtifactFacts:
         signer="release",
         scanned=True,
         findings=(),
+        last_checked=NOW,
     )
 
 

@@ -104,3 +104,46 @@ def test_a_last_checked_without_a_zone_is_read_as_utc() -> None:
     assert _decide(dataclasses.replace(b.artifact(), last_checked=found.last_checked)) == [
         Code.MODEL_VERDICT_STALE
     ]
+
+
+def test_a_verdict_that_does_not_say_when_it_was_made_is_refused() -> None:
+    # Before, a status without lastChecked was judged by its conditions alone, for good.
+    assert _decide(b.artifact(last_checked=None)) == [Code.MODEL_VERDICT_STALE]
+
+
+def test_a_hand_written_status_without_last_checked_is_stale_and_says_why() -> None:
+    written = {
+        "metadata": {"name": b.MODEL, "namespace": b.NAMESPACE, "generation": 1},
+        "spec": {"uri": "s3://models/v1/"},
+        "status": {
+            "observedGeneration": 1,
+            "verifiedDigest": "sha256:" + "b" * 64,
+            "signer": "release",
+            "conditions": [
+                {
+                    "type": kind,
+                    "status": "True",
+                    "reason": "Fine",
+                    "lastTransitionTime": "2026-11-25T00:00:00Z",
+                }
+                for kind in (artifacts.VERIFIED, artifacts.SCANNED, "Ready")
+            ],
+        },
+    }
+    found = facts.from_model_artifact(artifacts.ModelArtifact.model_validate(written))
+    body = b.workload("Deployment", b.pod_spec(b.hardened_container()))
+    source = facts.StaticFacts(artifacts={(b.NAMESPACE, b.MODEL): found})
+    policy_set = compiling.compile_policies([b.policy(models={"signers": b.SIGNERS})])
+
+    decision = evaluating.evaluate(body, policy_set, {}, source, b.NOW)
+
+    assert [v.code for v in decision.violations] == [Code.MODEL_VERDICT_STALE]
+    assert "no status.lastChecked" in decision.violations[0].message
+
+    written["status"]["lastChecked"] = "2026-11-25T23:00:00Z"  # type: ignore[index]
+    checked = facts.from_model_artifact(artifacts.ModelArtifact.model_validate(written))
+    assert _decide(checked) == []
+
+
+def test_a_spec_change_still_reads_as_not_checked_rather_than_stale() -> None:
+    assert _decide(b.artifact(current=False, last_checked=None)) == [Code.MODEL_NOT_VERIFIED]

@@ -307,6 +307,7 @@ def model_artifact(
         "spec": {"uri": f"s3://models/{name}/", "digest": "sha256:" + "b" * 64},
         "status": {
             "observedGeneration": 2,
+            "lastChecked": when,
             "verifiedDigest": "sha256:" + "b" * 64,
             "signer": MODEL_SIGNER,
             "conditions": [

@@ -265,9 +265,18 @@ def _check_artifact(
             f"`kubectl get modelartifact {artifact.name}` shows Ready",
         )
         return
-    if artifact.last_checked is not None and (
-        now - artifact.last_checked > artifact.recheck_interval + VERDICT_GRACE
-    ):
+    if artifact.last_checked is None:
+        # The operator stamps every verdict it writes; one without a time (hand-written,
+        # or written by something else) cannot be shown to be recent: fail closed.
+        yield (
+            Code.MODEL_VERDICT_STALE,
+            path,
+            f"{what} has a verdict with no status.lastChecked, so how old it is cannot be "
+            "told; let the modelshield operator check the model (it records the time), or "
+            "record lastChecked with hand-written facts",
+        )
+        return
+    if now - artifact.last_checked > artifact.recheck_interval + VERDICT_GRACE:
         yield (
             Code.MODEL_VERDICT_STALE,
             path,
