@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modelshield.engine import kserve
+from modelshield.engine import kserve, kservepods
 
 #: Pod-template annotation that names the ModelArtifact a workload serves.
 MODEL_ANNOTATION = "modelshield.dev/model-artifact"
@@ -172,7 +172,7 @@ _KSERVE_READERS = {
 }
 
 
-def _reference(source: kserve.Source) -> ModelReference:
+def _reference(source: kservepods.Source) -> ModelReference:
     if source.uri is None:
         return ModelReference(path=source.path, unresolved=source.why or "it cannot be read")
     return ModelReference(path=source.path, storage_uri=source.uri)
@@ -293,7 +293,7 @@ def complete(header: Header, namespace: str | None = None) -> Workload:
             )
         # What KServe's storage initializer will download into this pod, so that the pod
         # stands on its own even if its InferenceService was never checked.
-        sources = kserve.read_pod(
+        sources = kservepods.read_pod(
             pod.spec,
             pod.path,
             annotations,
