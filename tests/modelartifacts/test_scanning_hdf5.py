@@ -299,3 +299,27 @@ def test_benign_keras_files_have_no_findings(tmp_path: pathlib.Path) -> None:
         "weights.h5": "hdf5",
     }
     assert _blocking(report) == []
+
+
+def test_libhdf5_is_left_no_plugin_directory_to_load_filters_from(tmp_path: pathlib.Path) -> None:
+    h5py.h5pl.append(str(tmp_path).encode())  # as a plugin path set by the environment would
+    path = _model(tmp_path)
+    models.keras_h5_file(path)
+
+    assert _scan(path).findings == []
+    assert h5py.h5pl.size() == 0
+
+
+@pytest.mark.parametrize(
+    "dtype",
+    [h5py.string_dtype("ascii"), h5py.string_dtype("utf-8")],
+    ids=["vlen-ascii", "vlen-utf8"],
+)
+def test_variable_length_configs_of_either_character_set_are_judged(
+    tmp_path: pathlib.Path, dtype: Any
+) -> None:
+    path = _model(tmp_path)
+    with h5py.File(path, "w") as handle:
+        handle.attrs.create("model_config", json.dumps(_lambda_config()), dtype=dtype)
+
+    assert _scan(path).worst() is Severity.CRITICAL
