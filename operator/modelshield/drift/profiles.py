@@ -199,21 +199,49 @@ def _bin_means(edges: FloatArray, finite: FloatArray, slots: IndexArray) -> Floa
     return np.clip(means, edges[:-1], edges[1:])
 
 
+def _edges(finite: FloatArray, distinct: FloatArray, bins: int) -> FloatArray:
+    """Bin edges: one bin per value, or quantiles with every atom in a bin of its own.
+
+    Quantiles that repeat mark an atom (a value holding at least a bin's share, like the
+    zeros of a sparse feature); deduplicated, they used to merge it with its neighbours
+    (a pixel that is 0 nine times in ten got one bin for all its values, and no shift
+    could move mass between bins), so the atom's bin ends at the next distinct value.
+
+    Interior edges then sit halfway between the distinct reference values on either side:
+    which reference value falls in which bin does not change, but a live value that moved
+    by half a step now leaves its bin in either direction. With edges on the values
+    themselves (bins ``[v, w)``), integer data sat at the bottom of each bin: a shift of
+    0.5 downwards changed bins, 0.5 upwards never did.
+    """
+    lowest, highest = distinct[0], distinct[-1]
+    if distinct.size <= bins:
+        cuts = distinct[1:]
+    else:
+        quantiles = np.quantile(finite, np.linspace(0.0, 1.0, bins + 1))
+        values, repeats = np.unique(quantiles, return_counts=True)
+        atoms = values[repeats > 1]
+        after = distinct[np.searchsorted(distinct, atoms[atoms < highest], side="right")]
+        top = atoms[atoms == highest]  # an atom at the maximum: the last bin holds only it
+        cuts = np.concatenate([values[(values > lowest) & (values < highest)], after, top])
+    # A cut c separates the values below c from those at or above it: its edge is halfway.
+    position = np.searchsorted(distinct, cuts, side="left")
+    middles = np.unique((distinct[position - 1] + distinct[position]) / 2)
+    return np.concatenate([[lowest], middles, [highest]])
+
+
 def build_numeric(name: str, values: FloatArray, bins: int = DEFAULT_BINS) -> NumericFeature:
     """Profile a numeric column (NaN and infinities count as missing).
 
-    A column with at most ``bins`` distinct values gets one bin per value (edges at the
-    values, the last bin closed: ``[v1, v2), ..., [vk, vk]``), so that a 0/1 feature has
-    two bins; otherwise the bins are quantiles, duplicated quantiles collapsing.
+    A column with at most ``bins`` distinct values gets one bin per value (the last bin
+    closed: ``[v1, m12), [m12, m23), ..., [m(k-1)k, vk]`` with ``m`` halfway between
+    values), so that a 0/1 feature has two bins; otherwise the bins are quantiles, each
+    atom in a bin of its own (``_edges``).
     """
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         raise ProfileError(f"numeric feature {name!r} has no finite values")
     distinct = np.unique(finite)
-    if distinct.size <= bins:
-        edges = np.append(distinct, distinct[-1])
-    else:
-        edges = np.unique(np.quantile(finite, np.linspace(0.0, 1.0, bins + 1)))
+    edges = _edges(finite, distinct, bins)
     slots = bin_numeric(upper_edges(edges), finite)
     counts = np.bincount(slots, minlength=edges.size + 1)[1 : edges.size]
     return NumericFeature(
