@@ -269,6 +269,13 @@ def test_admission_judges_training_provenance_from_status(
         input_text=_deployment("fraud-canary", "good", images.signed),
     )
 
+    # An UPDATE that points the running Deployment at a model without provenance is refused.
+    switched = _deployment("fraud", "unattested", images.signed)
+    refused = kubectl("apply", "-n", namespace, "-f", "-", input_text=switched, check=False)
+    assert refused.returncode != 0
+    assert DENIED in refused.stderr
+    assert "has no verified training provenance" in refused.stderr
+
     def lineage(*arguments: str) -> str:
         command = [sys.executable, "-m", "modelshield.cli.main", "lineage"]
         command += ["--kubeconfig", str(cluster.kubeconfig_path), "-n", namespace, *arguments]
