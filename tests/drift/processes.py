@@ -129,7 +129,8 @@ def start(
             env={**os.environ, **(env or {})},
         )
     monitor = MonitorProcess(process, port, log)
-    deadline = time.monotonic() + 30
+    # Generous: start-up imports and calibration took 14 s of a 30 s deadline at load 15.
+    deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(
