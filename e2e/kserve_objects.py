@@ -12,6 +12,7 @@ import yaml
 
 from e2e.clients import Kubectl
 from e2e.webhooks import Images, WebhookProcess, wait_for
+from modelshield.engine import keyids
 
 #: KServe writes its own `app` label on what it creates (isvc.<name>-predictor), so the
 #: policy selects on a label of our own, which KServe copies from the InferenceService.
@@ -64,18 +65,24 @@ def apply_policy(kubectl: Kubectl, namespace: str, images: Images) -> None:
     wait_for("the webhook to see the policy", judged)
 
 
-def model_artifact(kubectl: Kubectl, namespace: str, name: str, *, verified: bool) -> str:
+def model_artifact(
+    kubectl: Kubectl, namespace: str, name: str, key_pem: str, *, verified: bool
+) -> str:
     """A ModelArtifact for the directory s3://models/NAME/ (KServe's storage initializer
     downloads by key prefix) with the status the operator would write."""
     uri = f"s3://models/{name}/"
-    apply_artifact(kubectl, namespace, name, uri, verified=verified)
+    apply_artifact(kubectl, namespace, name, uri, key_pem, verified=verified)
     return uri
 
 
 def apply_artifact(
-    kubectl: Kubectl, namespace: str, name: str, uri: str, *, verified: bool = True
+    kubectl: Kubectl, namespace: str, name: str, uri: str, key_pem: str, *, verified: bool = True
 ) -> None:
-    """A ModelArtifact for uri with the status the operator writes once it checked the model."""
+    """A ModelArtifact for uri with the status the operator writes once it checked the model.
+
+    key_pem is the model-release signer's key: the status records its fingerprint, as the
+    operator does, and admission trusts the key, not the name.
+    """
     digest = "sha256:" + "c" * 64
     manifest = {
         "apiVersion": "modelshield.dev/v1alpha1",
@@ -91,6 +98,7 @@ def apply_artifact(
         "lastChecked": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "verifiedDigest": digest,
         "signer": "model-release",
+        "signerKey": keyids.fingerprint(key_pem.encode()),
         "conditions": [
             {
                 "type": "Verified",

@@ -30,7 +30,7 @@ from e2e.webhooks import (
     workload,
 )
 from modelshield.controllers.builders import modelkeys as modelkeys_builders
-from modelshield.engine import workloads
+from modelshield.engine import keyids, workloads
 from modelshield.modelartifacts import startup
 
 __all__ = ["images", "webhook"]  # module-scoped fixtures, shared by name
@@ -208,7 +208,9 @@ def test_ephemeral_containers_are_sent_only_when_not_pinned(
     assert names == ["pinned-shell", "tagged-shell"]
 
 
-def _model_artifact(kubectl: Kubectl, namespace: str, name: str, *, verified: bool) -> None:
+def _model_artifact(
+    kubectl: Kubectl, namespace: str, name: str, key_pem: str, *, verified: bool
+) -> None:
     """A ModelArtifact whose status (written here as the operator would) says what it proves."""
     digest = "sha256:" + "b" * 64
     kubectl(
@@ -233,6 +235,8 @@ def _model_artifact(kubectl: Kubectl, namespace: str, name: str, *, verified: bo
         "lastChecked": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "verifiedDigest": digest,
         "signer": "model-release",
+        # The key that verified (admission trusts the policy's key, not the name).
+        "signerKey": keyids.fingerprint(key_pem.encode()),
         "conditions": [
             {
                 "type": "Verified",
@@ -265,8 +269,8 @@ def test_model_facts_come_from_model_artifacts_and_pods_get_the_startup_check(
         "verifyAtStartup": True,
     }
     kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(document))
-    _model_artifact(kubectl, namespace, "fraud-v7", verified=True)
-    _model_artifact(kubectl, namespace, "tampered", verified=False)
+    _model_artifact(kubectl, namespace, "fraud-v7", images.public_key, verified=True)
+    _model_artifact(kubectl, namespace, "tampered", images.public_key, verified=False)
 
     def pod(name: str, model: str) -> str:
         body = yaml.safe_load(workload("Pod", name, images.signed))

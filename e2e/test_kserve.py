@@ -38,7 +38,7 @@ def test_kserve_creates_the_deployment_and_its_pod_passes_modelshield_with_the_s
     webhook: WebhookProcess, kserve: KServe, kubectl: Kubectl, namespace: str, images: Images
 ) -> None:
     apply_policy(kubectl, namespace, images)
-    uri = model_artifact(kubectl, namespace, "fraud-v7", verified=True)
+    uri = model_artifact(kubectl, namespace, "fraud-v7", images.public_key, verified=True)
     kubectl("apply", "-n", namespace, "-f", "-", input_text=serving_runtime(images))
     service = inference_service("fraud", uri, artifact="fraud-v7")
     wait_until_admitted(kubectl, namespace, service)
@@ -73,7 +73,7 @@ def test_an_unsigned_storage_initializer_is_denied_at_the_pod(
     """The storage initializer's image comes from KServe's cluster-wide ConfigMap, not from
     the InferenceService: only the pod shows it."""
     apply_policy(kubectl, namespace, images)
-    uri = model_artifact(kubectl, namespace, "fraud-v7", verified=True)
+    uri = model_artifact(kubectl, namespace, "fraud-v7", images.public_key, verified=True)
     kubectl("apply", "-n", namespace, "-f", "-", input_text=serving_runtime(images))
     service = inference_service("swapped-initializer", uri, artifact="fraud-v7")
     wait_until_admitted(kubectl, namespace, service)
@@ -108,8 +108,8 @@ def test_an_unknown_or_unverified_model_source_is_denied_at_the_inference_servic
     webhook: WebhookProcess, kserve: KServe, kubectl: Kubectl, namespace: str, images: Images
 ) -> None:
     apply_policy(kubectl, namespace, images)
-    verified = model_artifact(kubectl, namespace, "fraud-v7", verified=True)
-    tampered = model_artifact(kubectl, namespace, "tampered", verified=False)
+    verified = model_artifact(kubectl, namespace, "fraud-v7", images.public_key, verified=True)
+    tampered = model_artifact(kubectl, namespace, "tampered", images.public_key, verified=False)
     kubectl("apply", "-n", namespace, "-f", "-", input_text=serving_runtime(images))
     wait_until_admitted(kubectl, namespace, inference_service("probe", verified))
 
@@ -135,7 +135,7 @@ def test_a_model_source_nobody_checked_is_denied_at_the_pod(
     """The pod check stands on its own. An InferenceService admitted before any policy
     governed it keeps its Deployment; every pod its ReplicaSet makes afterwards is judged
     by what KServe's storage initializer will download, whatever the annotation claims."""
-    model_artifact(kubectl, namespace, "fraud-v7", verified=True)
+    model_artifact(kubectl, namespace, "fraud-v7", images.public_key, verified=True)
     kubectl("apply", "-n", namespace, "-f", "-", input_text=serving_runtime(images))
     unchecked = "s3://models/nobody-checked/"
     apply(kubectl, namespace, inference_service("before-policy", unchecked, "fraud-v7"))
@@ -175,7 +175,7 @@ def test_updates_that_change_what_kserve_runs_are_judged(
     """An UPDATE is judged on everything KServe turns into the pod, not only on the fields
     an older picture of KServe read (after KServe's own defaulting webhook ran)."""
     apply_policy(kubectl, namespace, images)
-    uri = model_artifact(kubectl, namespace, "fraud-v7", verified=True)
+    uri = model_artifact(kubectl, namespace, "fraud-v7", images.public_key, verified=True)
     kubectl("apply", "-n", namespace, "-f", "-", input_text=serving_runtime(images))
     service = inference_service("updated", uri, artifact="fraud-v7")
     wait_until_admitted(kubectl, namespace, service)

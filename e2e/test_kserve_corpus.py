@@ -66,7 +66,7 @@ def governed(webhook: WebhookProcess, kubectl: Kubectl, namespace: str, images: 
         "apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(_policy(namespace, images))
     )
     for name, uri in corpus.ARTIFACTS.items():
-        kserve_objects.apply_artifact(kubectl, namespace, name, uri)
+        kserve_objects.apply_artifact(kubectl, namespace, name, uri, images.public_key)
     compliant = in_namespace(namespace, images, corpus.COMPLIANT[0])
     evil = in_namespace(namespace, images, corpus.isvc(corpus.sklearn(storageUri=corpus.EVIL_URI)))
 

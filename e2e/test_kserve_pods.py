@@ -97,7 +97,7 @@ def _component(case: corpus.Case) -> str:
 
 def _prepare(kubectl: Kubectl, namespace: str, images: Images) -> None:
     for name, uri in corpus.ARTIFACTS.items():
-        apply_artifact(kubectl, namespace, name, uri)
+        apply_artifact(kubectl, namespace, name, uri, images.public_key)
     kubectl("apply", "-n", namespace, "-f", "-", input_text=serving_runtime(images))
     kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(STORAGE_SECRET))
 

@@ -11,8 +11,9 @@ import yaml
 
 from modelshield.cli import main
 from tests import kservecorpus as corpus
+from tests.engine import builders as b
 
-PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"
+PUBLIC_KEY = b.RELEASE_KEY
 WHEN = "2026-11-26T10:00:00Z"
 
 
@@ -40,6 +41,7 @@ def _artifact(name: str, uri: str) -> dict[str, Any]:
             "conditions": [{"type": t, **condition} for t in ("Verified", "Scanned", "Ready")],
             "verifiedDigest": "sha256:" + "b" * 64,
             "signer": "model-release",
+            "signerKey": b.RELEASE_KEY_ID,
             "lastChecked": WHEN,
         },
     }

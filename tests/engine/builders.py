@@ -7,7 +7,7 @@ import datetime
 from typing import Any
 
 from modelshield.api.v1alpha1 import policies
-from modelshield.engine import facts
+from modelshield.engine import facts, keyids
 
 NOW = datetime.datetime(2026, 11, 26, tzinfo=datetime.UTC)
 NAMESPACE = "ml"
@@ -103,7 +103,15 @@ def policy(
 
 
 PUBLIC_KEY = "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"
-SIGNERS = [{"name": "release", "publicKey": PUBLIC_KEY}]
+#: A real key: a policy accepts a model only when the key that verified is its own.
+RELEASE_KEY = (
+    "-----BEGIN PUBLIC KEY-----\n"
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE+3FW22ax1ES2P0iuO01yfpx9G9J8\n"
+    "DAvb+RjS0IbAhs4ubcwl4zQzfNmgs/4iQxD+gktKNvbZ/VQcmL7ihek9qw==\n"
+    "-----END PUBLIC KEY-----\n"
+)
+RELEASE_KEY_ID = keyids.fingerprint(RELEASE_KEY.encode())
+SIGNERS = [{"name": "release", "publicKey": RELEASE_KEY}]
 VULN = "https://cosign.sigstore.dev/attestation/vuln/v1"
 
 
@@ -134,6 +142,7 @@ def artifact(
     findings: tuple[facts.ScanFindingFact, ...] = (),
     current: bool = True,
     last_checked: datetime.datetime | None = NOW,
+    signer_key: str = RELEASE_KEY_ID,
 ) -> facts.ArtifactFacts:
     """Facts for MODEL, checked by the operator at NOW unless said otherwise."""
     return facts.ArtifactFacts(
@@ -148,4 +157,5 @@ def artifact(
         scanned=scanned,
         findings=findings,
         last_checked=last_checked,
+        signer_key=signer_key if verified else "",
     )

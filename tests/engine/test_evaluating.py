@@ -149,7 +149,8 @@ CASES = [
         {"models": {"signers": b.SIGNERS, "requireScan": False}},
         Code.MODEL_SIGNER_UNTRUSTED,
         "",
-        artifact=b.artifact(signer="intern"),
+        # Another signer: another key (the name alone is not what admission trusts).
+        artifact=b.artifact(signer="intern", signer_key="sha256:" + "1" * 64),
     ),
     Case(
         "model-stale-status",

@@ -29,6 +29,7 @@ def _facts() -> facts.StaticFacts:
             verified=True,
             verified_digest="sha256:" + "b" * 64,
             signer="release",
+            signer_key=b.RELEASE_KEY_ID,
             scanned=True,
             last_checked=b.NOW,
         )

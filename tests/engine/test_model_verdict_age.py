@@ -119,6 +119,7 @@ def test_a_hand_written_status_without_last_checked_is_stale_and_says_why() -> N
             "observedGeneration": 1,
             "verifiedDigest": "sha256:" + "b" * 64,
             "signer": "release",
+            "signerKey": b.RELEASE_KEY_ID,
             "conditions": [
                 {
                     "type": kind,

@@ -24,7 +24,7 @@ def _public_pem() -> str:
     )
 
 
-PIPELINE_PEM, IMPOSTOR_PEM = _public_pem(), _public_pem()
+PIPELINE_PEM, IMPOSTOR_PEM, DATA_TEAM_PEM = _public_pem(), _public_pem(), _public_pem()
 DATA = "s3://data/fraud/transactions-2026-11/"
 DATA_DIGEST = "sha256:" + "d" * 64
 FINISHED = b.NOW - datetime.timedelta(days=10)
@@ -59,6 +59,7 @@ def _dataset(**overrides: Any) -> facts.ArtifactFacts:
         "verified": True,
         "verified_digest": DATA_DIGEST,
         "signer": "data-team",
+        "signer_key": keyids.fingerprint(DATA_TEAM_PEM.encode()),
         "scanned": True,
         "last_checked": b.NOW,
         "artifact_type": "Dataset",
@@ -72,7 +73,7 @@ def _requirement(**overrides: Any) -> dict[str, Any]:
         "trustedBuilders": [{"name": "pipeline", "publicKey": PIPELINE_PEM}],
         "allowedDatasetSources": ["s3://data/fraud/"],
         "requireSignedDatasets": True,
-        "datasetSigners": [{"name": "data-team", "publicKey": b.PUBLIC_KEY}],
+        "datasetSigners": [{"name": "data-team", "publicKey": DATA_TEAM_PEM}],
         "maxAge": "90d",
     }
     block.update(overrides)
@@ -224,10 +225,24 @@ def test_an_unrecorded_unverified_or_changed_dataset_is_refused() -> None:
     assert _codes(model, _dataset(current=False)) == [Code.DATASET_UNVERIFIED]
     changed = _dataset(verified_digest="sha256:" + "e" * 64)  # a changed byte re-hashes
     assert _codes(model, changed) == [Code.DATASET_UNVERIFIED]
-    assert _codes(model, _dataset(signer="release")) == [Code.DATASET_UNVERIFIED]
+    other_key = keyids.fingerprint(IMPOSTOR_PEM.encode())
+    assert _codes(model, _dataset(signer="release", signer_key=other_key)) == [
+        Code.DATASET_UNVERIFIED
+    ]
     # A Model record at the dataset's URI is not a dataset record.
     assert _codes(model, _dataset(artifact_type="Model")) == [Code.DATASET_UNVERIFIED]
     assert _codes(model, requireSignedDatasets=False) == []
+
+
+def test_a_dataset_signed_with_another_policys_key_of_the_same_name_is_refused() -> None:
+    # A namespaced policy naming its own key "data-team": the operator verified the Dataset
+    # record with it and recorded that key, which is not this policy's "data-team".
+    model = _model(_provenance())
+    impostor = _dataset(signer_key=keyids.fingerprint(IMPOSTOR_PEM.encode()))
+    assert _codes(model, impostor) == [Code.DATASET_UNVERIFIED]
+    # A status from before the key was recorded fails closed until the operator re-checks.
+    assert _codes(model, _dataset(signer_key="")) == [Code.DATASET_UNVERIFIED]
+    assert _codes(model, _dataset()) == []
 
 
 def test_a_dataset_named_without_a_digest_cannot_be_verified() -> None:

@@ -42,6 +42,7 @@ def _artifact(
         "conditions": [_condition("Verified"), _condition("Scanned"), _condition("Ready")],
         "verifiedDigest": digest,
         "signer": "data-team" if kind == "Dataset" else "release",
+        "signerKey": keyids.fingerprint(PIPELINE_PEM.encode()),
         "lastChecked": TIME,
     }
     if provenance:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from modelshield.engine import keyids
 from modelshield_webhooks import caches
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
@@ -310,6 +311,8 @@ def model_artifact(
             "lastChecked": when,
             "verifiedDigest": "sha256:" + "b" * 64,
             "signer": MODEL_SIGNER,
+            # The key that verified: admission trusts the policy's key, not the name.
+            "signerKey": keyids.fingerprint(PUBLIC_KEY.encode()),
             "conditions": [
                 {
                     "type": "Verified",

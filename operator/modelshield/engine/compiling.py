@@ -14,7 +14,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 
 from modelshield.api.v1alpha1 import common, policies, provenance
-from modelshield.engine import decisions, keyids, selectors
+from modelshield.engine import decisions, keyids, modelsigners, selectors
 
 AnyPolicy = policies.ModelSecurityPolicy | policies.ClusterModelSecurityPolicy
 
@@ -62,6 +62,9 @@ class CompiledModels:
     verify_at_startup: bool
     #: models.provenance, when the policy asks for training provenance.
     provenance: CompiledProvenance | None = None
+    #: models.signers by key or keyless identity: a model is this policy's only when the
+    #: key or identity that verified is one of these (a name another policy uses is not).
+    signers: tuple[modelsigners.CompiledSigner, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,6 +79,8 @@ class CompiledProvenance:
     allowed_dataset_sources: tuple[str, ...]
     require_signed_datasets: bool
     dataset_signer_names: tuple[str, ...]
+    #: datasetSigners by key or keyless identity (as CompiledModels.signers).
+    dataset_signers: tuple[modelsigners.CompiledSigner, ...]
     #: maxAge as written (for messages) and parsed once here.
     max_age: str | None
     max_age_delta: datetime.timedelta | None
@@ -96,6 +101,7 @@ def _compile_provenance(
         allowed_dataset_sources=tuple(block.allowed_dataset_sources),
         require_signed_datasets=block.require_signed_datasets,
         dataset_signer_names=tuple(sorted(s.name for s in block.dataset_signers)),
+        dataset_signers=modelsigners.compile_signers(block.dataset_signers),
         max_age=block.max_age,
         max_age_delta=common.parse_duration(block.max_age) if block.max_age else None,
     )
@@ -183,6 +189,7 @@ def compile_policy(policy: AnyPolicy) -> CompiledPolicy:
                 block_at_or_above=models.block_findings_at_or_above,
                 verify_at_startup=models.verify_at_startup,
                 provenance=_compile_provenance(models.provenance),
+                signers=modelsigners.compile_signers(models.signers),
             )
             if models
             else None

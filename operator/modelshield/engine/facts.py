@@ -117,6 +117,11 @@ class ArtifactFacts:
     artifact_type: str = "Model"
     #: The Provenance condition and status.provenance; None when the status has none.
     provenance: ProvenanceFacts | None = None
+    #: Which key (fingerprint) or keyless issuer and identity verified the signature
+    #: (status.signerKey, signerIssuer, signerIdentity); empty in an older status.
+    signer_key: str = ""
+    signer_issuer: str = ""
+    signer_identity: str = ""
 
 
 class FactSource(Protocol):
@@ -189,6 +194,9 @@ def from_model_artifact(artifact: artifacts.ModelArtifact) -> ArtifactFacts:
         recheck_interval=common.parse_duration(artifact.spec.recheck_interval),
         artifact_type=artifact.spec.type.value,
         provenance=_provenance(status),
+        signer_key=status.signer_key,
+        signer_issuer=status.signer_issuer,
+        signer_identity=status.signer_identity,
     )
 
 

@@ -7,7 +7,14 @@ import datetime
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from modelshield.engine import compiling, downloads, facts, provenancechecks, workloads
+from modelshield.engine import (
+    compiling,
+    downloads,
+    facts,
+    modelsigners,
+    provenancechecks,
+    workloads,
+)
 from modelshield.engine.decisions import Code
 from modelshield.engine.imagechecks import Finding
 from modelshield.modelartifacts import redacting, startup
@@ -295,11 +302,14 @@ def _check_artifact(
                 f"{what} has no verified signature{detail}; sign it with "
                 f"`modelshield model sign` using the key of one of: {trusted}",
             )
-        elif artifact.signer not in requirement.signer_names:
+        elif not modelsigners.trusted_by(requirement.signers, artifact):
+            # By key or identity, not name: another governing policy may name its own key
+            # like one of this policy's signers, and the operator verifies against both.
+            because = modelsigners.untrusted_reason(requirement.signers, artifact)
             yield (
                 Code.MODEL_SIGNER_UNTRUSTED,
                 path,
-                f"{what} is signed by {artifact.signer!r}, not by one of: {trusted}",
+                f"{what} {because}, not by one of: {trusted}",
             )
     if (
         artifact.expected_digest is not None

@@ -15,7 +15,7 @@ import re
 import urllib.parse
 from collections.abc import Iterator
 
-from modelshield.engine import compiling, facts
+from modelshield.engine import compiling, facts, modelsigners
 from modelshield.engine.decisions import Code
 from modelshield.engine.imagechecks import Finding
 from modelshield.modelartifacts import redacting
@@ -169,7 +169,7 @@ def _datasets(
             f"{what}: its provenance names more datasets than the status can list; they "
             "cannot all be checked",
         )
-    signers = set(requirement.dataset_signer_names)
+    signers = requirement.dataset_signers
     for name, uri, digest in found.datasets:
         shown = f"dataset {name or uri!r} ({redacting.redact(uri)})"
         if not allows_source(requirement.allowed_dataset_sources, uri):
@@ -195,7 +195,9 @@ def _datasets(
 
 
 def _record_problem(
-    record: facts.ArtifactFacts | None, digest: str, signers: set[str]
+    record: facts.ArtifactFacts | None,
+    digest: str,
+    signers: tuple[modelsigners.CompiledSigner, ...],
 ) -> str | None:
     """What completes "trained on <dataset>, which ..."; None when the record vouches for it."""
     if record is None or record.artifact_type != "Dataset":
@@ -207,6 +209,7 @@ def _record_problem(
         return (
             f"has a Dataset record verified as {record.verified_digest}, while training used {used}"
         )
-    if record.signer not in signers:
-        return f"is signed by {record.signer!r}, not by a dataset signer"
+    if not modelsigners.trusted_by(signers, record):
+        # By key or identity: another policy may name its own key like a dataset signer.
+        return f"{modelsigners.untrusted_reason(signers, record)}, not by a dataset signer"
     return None

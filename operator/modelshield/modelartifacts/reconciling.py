@@ -37,6 +37,8 @@ READY = "Ready"
 READY_UNSIGNED = "ReadyWithoutSignature"
 
 MAX_FINDINGS = 100
+#: status.signerIdentity's bound; a longer identity is not recorded and so trusted by no policy.
+MAX_IDENTITY = 4096
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,8 @@ def _verify(
     signers: Sequence[verifying.TrustedSigner],
     previous: artifacts.ModelArtifactStatus | None,
     signature_path: pathlib.Path | None,
-) -> tuple[ConditionStatus, str, str, str | None, str | None]:
-    """(status, reason, message, digest, signer) of the Verified condition."""
+) -> tuple[ConditionStatus, str, str, str | None, verifying.VerifiedModel | None]:
+    """(status, reason, message, digest, what verified) of the Verified condition."""
     try:
         # Refused with or without signers: the scanner skips .git as model-signing does.
         verifying.refuse_git_paths(model_dir)
@@ -162,7 +164,7 @@ def _verify(
         SIGNATURE_VERIFIED,
         f"{result.files} file(s) match the manifest {result.digest} signed by {result.signer}",
         result.digest,
-        result.signer,
+        result,
     )
 
 
@@ -180,7 +182,7 @@ def reconcile(
     scan: Callable[[pathlib.Path], findings.ScanReport] = scanners.scan_directory,
 ) -> Verdict:
     """The status that the fetched files (or the fetch failure) establish."""
-    verified: tuple[ConditionStatus, str, str, str | None, str | None]
+    verified: tuple[ConditionStatus, str, str, str | None, verifying.VerifiedModel | None]
     if model_dir is None:
         message = fetch_error or "the model could not be fetched"
         return failed(generation, previous, now=now, reason=FETCH_FAILED, message=message)
@@ -203,7 +205,8 @@ def reconcile(
     except Exception as error:  # noqa: BLE001 - any scanner crash is a failed scan
         report = findings.ScanReport()
         scan_state = (ConditionStatus.FALSE, SCAN_FAILED, f"scan failed: {error}")
-    verified_status, verified_reason, verified_message, digest, signer = verified
+    verified_status, verified_reason, verified_message, digest, signed = verified
+    signer = signed.signer if signed is not None else None
     blocking = [f for f in report.findings if f.severity.rank >= block_at_or_above.rank]
     if verified_status is not ConditionStatus.TRUE and verified_reason != verifying.NO_SIGNERS:
         ready = (ConditionStatus.FALSE, NOT_VERIFIED, verified_message)
@@ -240,6 +243,12 @@ def reconcile(
         conditions=conditions,
         verified_digest=digest,
         signer=signer,
+        # Which key or identity verified: each policy accepts only its own (issue 16).
+        signer_key=signed.key if signed is not None else "",
+        signer_issuer=signed.issuer if signed is not None else "",
+        signer_identity=signed.identity
+        if signed is not None and len(signed.identity) <= MAX_IDENTITY
+        else "",
         findings=listed,
         findings_truncated=truncated,
         last_checked=now,

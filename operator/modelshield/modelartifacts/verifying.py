@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from model_signing import verifying as ms_verifying
 
+from modelshield.engine import keyids
 from modelshield.modelartifacts import hashing
 
 # Reasons, as the Verified condition spells them.
@@ -83,6 +85,19 @@ class VerifiedModel:
     digest: str
     signer: str
     files: int
+    #: What verified, so that a policy trusts its own signer, not a name another policy
+    #: also uses: keyids.fingerprint of the key (of the trust anchor for a chain) ...
+    key: str = ""
+    #: ... or, keyless, the certificate's issuer and identity (SAN) that verified.
+    issuer: str = ""
+    identity: str = ""
+
+
+@dataclass(frozen=True)
+class _Identity:
+    key: str = ""
+    issuer: str = ""
+    identity: str = ""
 
 
 @dataclass
@@ -269,13 +284,23 @@ def _as_file(
     return path
 
 
+def _anchor_fingerprint(chain_pem: bytes) -> str:
+    """keyids.fingerprint of the public key of the chain's last certificate (its anchor)."""
+    anchor = x509.load_pem_x509_certificates(chain_pem)[-1]
+    return keyids.fingerprint(
+        anchor.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
+
+
 def _configure(
     config: _Config, signer: TrustedSigner, bundle: dict[str, Any], scratch: contextlib.ExitStack
-) -> None:
+) -> _Identity:
+    """Set up model_signing for the signer; what identifies it when it verifies."""
     if isinstance(signer, KeySigner):
         key_path = _as_file(signer.path, signer.public_key_pem, scratch, "key.pub")
         config.use_elliptic_key_verifier(public_key=key_path)
-    elif isinstance(signer, CertificateSigner):
+        return _Identity(key=keyids.fingerprint(signer.public_key_pem))
+    if isinstance(signer, CertificateSigner):
         if not signer.chain_pem.strip():
             # An empty chain makes model_signing trust every public web CA.
             raise VerificationError(SIGNATURE_INVALID, "certificate signer has an empty chain")
@@ -283,17 +308,17 @@ def _configure(
         _check_subject(leaf, signer.subject)
         chain_path = _as_file(signer.path, signer.chain_pem, scratch, "chain.pem")
         config.use_certificate_verifier(certificate_chain=[chain_path])
-    else:
-        if signer.trust_config is None:
-            # Without one, sigstore would fetch the public-good root over the network.
-            raise VerificationError(
-                SIGNATURE_INVALID, "keyless verification needs a configured trust root"
-            )
-        config.use_sigstore_verifier(
-            identity=_keyless_identity(bundle, signer),
-            oidc_issuer=signer.issuer,
-            trust_config=signer.trust_config,
+        return _Identity(key=_anchor_fingerprint(signer.chain_pem), identity=signer.subject or "")
+    if signer.trust_config is None:
+        # Without one, sigstore would fetch the public-good root over the network.
+        raise VerificationError(
+            SIGNATURE_INVALID, "keyless verification needs a configured trust root"
         )
+    identity = _keyless_identity(bundle, signer)
+    config.use_sigstore_verifier(
+        identity=identity, oidc_issuer=signer.issuer, trust_config=signer.trust_config
+    )
+    return _Identity(issuer=signer.issuer, identity=identity)
 
 
 def _mismatch_error(mismatch: _Mismatch) -> VerificationError:
@@ -373,7 +398,7 @@ def verify(
         for signer in signers:
             config = _Config()
             try:
-                _configure(config, signer, bundle, scratch)
+                verified_by = _configure(config, signer, bundle, scratch)
                 hashing_config = hashing.from_serialization(serialization, progress)
                 hashing_config.set_total(
                     hashing.model_size(model_dir, serialization.get("ignore_paths", []))
@@ -399,7 +424,14 @@ def verify(
                 raise VerificationError(
                     EMPTY_MODEL, "the signed manifest lists no files: an empty model"
                 )
-            return VerifiedModel(digest=digest, signer=signer.name, files=files)
+            return VerifiedModel(
+                digest=digest,
+                signer=signer.name,
+                files=files,
+                key=verified_by.key,
+                issuer=verified_by.issuer,
+                identity=verified_by.identity,
+            )
     raise VerificationError(
         SIGNATURE_INVALID,
         "the signature does not verify with any trusted signer: " + "; ".join(attempts),

@@ -130,6 +130,30 @@ class ModelArtifactStatus(ApiModel):
     signer: str | None = pydantic.Field(
         default=None, description="Name of the policy signer that matched.", max_length=253
     )
+    signer_key: str = pydantic.Field(
+        default="",
+        description=(
+            "sha256 fingerprint of the public key (DER SubjectPublicKeyInfo) whose signature "
+            "verified; for a certificate chain, of the chain's trust anchor: a policy accepts "
+            "the model only from its own signer's key, not from another policy's signer of "
+            "the same name."
+        ),
+        max_length=80,
+    )
+    signer_issuer: str = pydantic.Field(
+        default="",
+        description="Keyless signature: the OIDC issuer of the certificate that verified.",
+        max_length=1024,
+    )
+    signer_identity: str = pydantic.Field(
+        default="",
+        description=(
+            "Keyless signature: the identity (SAN) of the certificate that verified; a policy "
+            "accepts it only when its own keyless signer names this issuer and identity. "
+            "For a certificate chain with a pinned subject, that subject."
+        ),
+        max_length=4096,
+    )
     findings: list[ScanFinding] = pydantic.Field(
         default_factory=list,
         description="Scan findings, most severe first (bounded: see findingsTruncated).",
