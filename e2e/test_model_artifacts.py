@@ -23,6 +23,7 @@ from e2e import operators
 from e2e.clients import Cluster
 from modelshield.controllers import artifactchecks, writing
 from modelshield.controllers import artifacts as artifact_handlers
+from modelshield.engine import keyids
 from modelshield.modelartifacts import fetching, signing
 from tests.modelartifacts import keys, models, servers
 from tests.modelartifacts import picklecode as op
@@ -139,6 +140,8 @@ def test_signed_model_becomes_ready_then_tampering_is_caught(
 
     assert status["verifiedDigest"] == signed.digest
     assert status["signer"] == "release"
+    # The key that verified, through the CRD (a field missing from the schema is pruned).
+    assert status["signerKey"] == keyids.fingerprint(pair.public_pem)
     assert {c["type"]: c["status"] for c in status["conditions"]} == {
         "Verified": "True",
         "Scanned": "True",
@@ -235,6 +238,7 @@ def test_signer_key_from_a_secret(cluster: Cluster, namespace: str, tmp_path: pa
     status = _wait_status(cluster, namespace, "fraud-v2", "Ready")
 
     assert status["signer"] == "from-secret"
+    assert status["signerKey"] == keyids.fingerprint(pair.public_pem)
 
 
 @pytest.mark.usefixtures("operator")
