@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import yaml
 
 from e2e.pods.harness import NodeCluster, Release
 from e2e.pods.modelstore import ModelStore
@@ -153,6 +154,16 @@ def _operator_log(node_cluster: NodeCluster, release: Release) -> str:
     return logs.stdout[-4000:] + logs.stderr
 
 
+def _admitted(
+    node_cluster: NodeCluster, namespace: str, workload: dict[str, Any], explain: bool = False
+) -> bool | str:
+    tried = node_cluster.kubectl(
+        "-n", namespace, "create", "--dry-run=server", "-f", "-",
+        input_text=yaml.safe_dump(workload), check=False,
+    )  # fmt: skip
+    return tried.stderr if explain else tried.returncode == 0
+
+
 def _published_keys(node_cluster: NodeCluster, namespace: str) -> dict[str, str]:
     found = node_cluster.kubectl(
         "-n", namespace, "get", "configmap", startup.KEYS_CONFIG_MAP, "-o", "json", check=False
@@ -237,8 +248,16 @@ def test_a_verified_model_starts_and_a_swapped_one_stops_in_the_init_container(
         lambda: _operator_log(node_cluster, installed_chart),
     )
 
-    # The verified model: the download, then modelshield's check, then the server.
-    apply(kubectl, namespace, _model_server("fraud", modelshield_image, uri, model_store))
+    # The verified model: the download, then modelshield's check, then the server. The
+    # webhook judges from its own watch of the artifact, which may lag the status read here.
+    server = _model_server("fraud", modelshield_image, uri, model_store)
+    _wait(
+        "the webhook admitting the model server",
+        lambda: _admitted(node_cluster, namespace, server),
+        VERIFIED_WITHIN_SECONDS,
+        lambda: _admitted(node_cluster, namespace, server, explain=True),
+    )
+    apply(kubectl, namespace, server)
     pod = _wait(
         "a Ready model server",
         lambda: _ready(_pod_of(node_cluster, namespace, "fraud")),
