@@ -16,7 +16,6 @@ binding cannot be owned by the namespaced workload).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -127,7 +126,6 @@ def build_deployment(
 ) -> dict[str, Any]:
     """The guard's Deployment, hardened like the drift monitor's (same image and settings)."""
     labels = pod_labels(name)
-    digest = hashlib.sha256(yaml.safe_dump(dict(config_map["data"]), sort_keys=True).encode())
     mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": MOUNT_PATH, "readOnly": True}]
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": config_map["metadata"]["name"]}}
@@ -178,7 +176,9 @@ def build_deployment(
             "template": {
                 "metadata": {
                     "labels": labels,
-                    "annotations": {driftmonitors.CONFIG_HASH_ANNOTATION: digest.hexdigest()[:16]},
+                    "annotations": {
+                        driftmonitors.CONFIG_HASH_ANNOTATION: driftmonitors.config_hash(config_map)
+                    },
                 },
                 "spec": {
                     "serviceAccountName": name,
