@@ -25,7 +25,10 @@ from kubernetes import client
 from e2e import clients
 from e2e.clients import REPOSITORY_ROOT, Kubectl
 from modelshield.cli import operator as operator_cli
+from modelshield.controllers import artifactchecks, writing
+from modelshield.controllers import artifacts as artifact_handlers
 from modelshield.controllers import settings as operator_settings
+from modelshield.modelartifacts import fetching
 from tests.supplychain.authproxy import AuthProxy
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -265,3 +268,26 @@ def kopf_in_thread(
     finally:
         stop.set()
         thread.join(30)
+
+
+@contextlib.contextmanager
+def artifact_reconciler_in_thread(
+    api_client: client.ApiClient, *, file_root: Path, work_dir: Path
+) -> Iterator[artifact_handlers.Reconciler]:
+    """The ModelArtifact handlers alone in a kopf thread: ``file://`` models only under
+    ``file_root``, two workers, a 2 s recheck timer (the tests' pace, not production's)."""
+    registry = kopf.OperatorRegistry()
+    settings = artifactchecks.Settings(
+        fetch=fetching.Settings(file_roots=(file_root,)),
+        work_dir=work_dir,
+        max_concurrent=2,
+        timer_seconds=2.0,
+    )
+    kube = writing.Kube(api_client, max_workers=2)
+    reconciler = artifact_handlers.register(registry, settings=settings, kube=kube)
+    try:
+        with kopf_in_thread(registry, api_client, "kopf"):
+            yield reconciler
+    finally:
+        reconciler.shutdown()
+        kube.close()

@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import kopf
 import pytest
 import yaml
 from cyclonedx.schema import SchemaVersion
@@ -29,9 +28,8 @@ from kubernetes import client
 from e2e import operators
 from e2e.clients import Cluster, Kubectl
 from e2e.webhooks import DENIED, Images, WebhookProcess, container, images, wait_for, webhook
-from modelshield.controllers import artifactchecks, writing
 from modelshield.controllers import artifacts as artifact_handlers
-from modelshield.modelartifacts import fetching, signing
+from modelshield.modelartifacts import signing
 from tests.modelartifacts import keys
 from tests.provenance import helpers
 
@@ -47,21 +45,13 @@ def operator(
     modelshield_crds: list[dict[str, Any]],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[artifact_handlers.Reconciler]:
-    registry = kopf.OperatorRegistry()
-    settings = artifactchecks.Settings(
-        fetch=fetching.Settings(file_roots=(tmp_path_factory.getbasetemp(),)),
+    # file:// models live under pytest's temporary directories, and only there.
+    with operators.artifact_reconciler_in_thread(
+        cluster.api_client,
+        file_root=tmp_path_factory.getbasetemp(),
         work_dir=tmp_path_factory.mktemp("provenance-work"),
-        max_concurrent=2,
-        timer_seconds=2.0,
-    )
-    kube = writing.Kube(cluster.api_client, max_workers=2)
-    reconciler = artifact_handlers.register(registry, settings=settings, kube=kube)
-    try:
-        with operators.kopf_in_thread(registry, cluster.api_client, "kopf"):
-            yield reconciler
-    finally:
-        reconciler.shutdown()
-        kube.close()
+    ) as reconciler:
+        yield reconciler
 
 
 def _apply(kubectl: Kubectl, namespace: str, body: dict[str, Any]) -> None:
