@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from bench import apiserver_creates, loadgenerator
-from modelshield.supplychain.images import verifying
+from modelshield.supplychain.images import imageverifier
 from modelshield_webhooks import certificates, contexts, eventloops, server
 from tests.webhooks import pki, scenarios, verdicts
 
@@ -70,7 +70,7 @@ def _warm_context() -> contexts.AdmissionContext:
         ],
         [scenarios.model_artifact(scenarios.ENFORCED), scenarios.model_artifact(scenarios.AUDITED)],
     )
-    verifier = verifying.ImageVerifier()
+    verifier = imageverifier.ImageVerifier()
     images = state.policy_set.namespaced[scenarios.ENFORCED][0].images
     assert images is not None
     key = images.key

@@ -31,7 +31,7 @@ sys.path[:0] = [str(REPOSITORY_ROOT / "operator"), str(REPOSITORY_ROOT)]
 
 from modelshield.api.v1alpha1 import policies  # noqa: E402
 from modelshield.engine import compiling, facts  # noqa: E402
-from modelshield.supplychain.images import registries, verifying  # noqa: E402
+from modelshield.supplychain.images import imageverifier, registries  # noqa: E402
 from tests.supplychain import localtools  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def _ms(seconds: float) -> str:
 async def _cold_once(
     registry: localtools.LocalRegistry, image: str, wanted: policies.ImageRequirements, key: str
 ) -> float:
-    verifier = verifying.ImageVerifier(registry_options=registry.options())
+    verifier = imageverifier.ImageVerifier(registry_options=registry.options())
     started = time.perf_counter()
     found = await verifier.verify(image, wanted, key, deadline_seconds=10)
     elapsed = time.perf_counter() - started
@@ -59,7 +59,7 @@ async def _cold_once(
 async def _warm_connection(
     registry: localtools.LocalRegistry, image: str, wanted: policies.ImageRequirements, rounds: int
 ) -> list[float]:
-    verifier = verifying.ImageVerifier(registry_options=registry.options())
+    verifier = imageverifier.ImageVerifier(registry_options=registry.options())
     await verifier.verify(image, wanted, "warm-up", deadline_seconds=10)
     samples = []
     for index in range(rounds):
@@ -80,7 +80,7 @@ async def _lookups(
     key: str,
     count: int,
 ) -> tuple[list[float], list[float]]:
-    verifier = verifying.ImageVerifier(registry_options=registry.options())
+    verifier = imageverifier.ImageVerifier(registry_options=registry.options())
     await verifier.verify(image, wanted, key, deadline_seconds=10)
     clock = time.perf_counter_ns
     cached = []

@@ -19,7 +19,7 @@ from kubernetes import client
 from modelshield.api.v1alpha1 import policies
 from modelshield.cli import main, operator, verifierflags
 from modelshield.engine import compiling, facts
-from modelshield.supplychain.images import verifiersettings, verifying
+from modelshield.supplychain.images import imageverifier, verifiersettings
 from tests.webhooks import pki, scenarios
 
 FLAG_SETS = [
@@ -71,7 +71,7 @@ class BuiltError(Exception):
 def test_both_processes_build_their_verifier_with_the_one_factory(
     monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path
 ) -> None:
-    def recording(settings: verifiersettings.VerifierSettings) -> verifying.ImageVerifier:
+    def recording(settings: verifiersettings.VerifierSettings) -> imageverifier.ImageVerifier:
         raise BuiltError(settings)
 
     monkeypatch.setattr(verifiersettings, "build_verifier", recording)

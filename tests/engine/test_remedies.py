@@ -8,7 +8,7 @@ import pytest
 
 from modelshield.engine import compiling, evaluating, facts
 from modelshield.engine.decisions import Code
-from modelshield.supplychain.images import registries, verifying
+from modelshield.supplychain.images import imageverifier, registries
 from tests.engine import builders as b
 
 
@@ -115,7 +115,7 @@ def test_every_outcome_the_verifier_produces_is_covered() -> None:
         registries.NotFoundError,
         registries.DigestMismatchError,
     }
-    produced = {verifying.outcome_of(kind("reason")) for kind in kinds}
+    produced = {imageverifier.outcome_of(kind("reason")) for kind in kinds}
     assert produced <= set(EXPECTED)
     assert produced == UNCHECKED | {facts.Outcome.DIGEST_MISMATCH}
 

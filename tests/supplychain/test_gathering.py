@@ -1,7 +1,7 @@
 """The facts layer's bounded verification: within the deadline, else a failed fact.
 
 The stand-in verifiers here misbehave on purpose (their names say so); the real verifier
-against a real registry is exercised by test_verifying.py and test_verifier_flags.py.
+against a real registry is exercised by test_image_verifier.py and test_verifier_flags.py.
 """
 
 from __future__ import annotations

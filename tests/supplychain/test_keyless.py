@@ -17,7 +17,7 @@ import pytest
 from modelshield.api.v1alpha1 import policies
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.engine import facts
-from modelshield.supplychain.images import attestations, registries, verifying
+from modelshield.supplychain.images import attestations, imageverifier, registries
 from tests.supplychain import localtools, sigstoretestroot
 
 pytestmark = pytest.mark.integration
@@ -71,7 +71,7 @@ async def _verify(
     image: str,
     wanted: policies.ImageRequirements,
 ) -> facts.ImageFacts:
-    verifier = verifying.ImageVerifier(
+    verifier = imageverifier.ImageVerifier(
         trust_root=trust_root_file, registry_options=registry.options()
     )
     try:

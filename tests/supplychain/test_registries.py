@@ -17,7 +17,7 @@ import pytest
 
 from modelshield.api.v1alpha1 import policies
 from modelshield.engine import facts
-from modelshield.supplychain.images import credentials, registries, verifying
+from modelshield.supplychain.images import credentials, imageverifier, registries
 from tests.supplychain import localtools
 from tests.supplychain.authproxy import PASSWORD, USER, AuthProxy
 
@@ -173,7 +173,7 @@ async def test_verifier_uses_the_pods_pull_secrets(
     wanted = policies.ImageRequirements.model_validate(
         {"signers": [{"name": "release", "publicKey": release_key[1]}]}
     )
-    verifier = verifying.ImageVerifier(
+    verifier = imageverifier.ImageVerifier(
         registry_options=registries.RegistryOptions(insecure_hosts=frozenset({bearer_proxy.host}))
     )
     image = f"{bearer_proxy.host}/ml/private:v3"

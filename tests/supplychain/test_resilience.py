@@ -13,9 +13,9 @@ import pytest
 
 from modelshield.engine import compiling, facts
 from modelshield.engine.decisions import Code
-from modelshield.supplychain.images import caching, registries, verifying
+from modelshield.supplychain.images import caching, imageverifier, registries
 from tests.supplychain import localtools
-from tests.supplychain.test_verifying import codes, decide, requirement
+from tests.supplychain.test_image_verifier import codes, decide, requirement
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +28,7 @@ async def test_registry_stopped_fails_closed_but_cached_positive_still_passes(
     release_key: Key,
     next_key: Key,
 ) -> None:
-    verifier = verifying.ImageVerifier(
+    verifier = imageverifier.ImageVerifier(
         cache=caching.VerificationCache(caching.CacheSettings(positive_ttl=600)),
         registry_options=own_registry.options(request_timeout=2.0, connect_timeout=1.0),
     )
@@ -85,7 +85,7 @@ def silent_server() -> Iterator[str]:
 async def test_hung_registry_times_out_within_the_deadline(
     silent_server: str, release_key: Key
 ) -> None:
-    verifier = verifying.ImageVerifier(
+    verifier = imageverifier.ImageVerifier(
         registry_options=registries.RegistryOptions(
             insecure_hosts=frozenset({silent_server}), request_timeout=30
         )
@@ -109,7 +109,7 @@ async def test_hung_registry_times_out_within_the_deadline(
 async def test_concurrent_verifications_share_one_registry_round(
     registry: localtools.LocalRegistry, cosign: localtools.Cosign, release_key: Key
 ) -> None:
-    verifier = verifying.ImageVerifier(registry_options=registry.options())
+    verifier = imageverifier.ImageVerifier(registry_options=registry.options())
     calls: list[str] = []
     original = verifier.client.get_manifest
 

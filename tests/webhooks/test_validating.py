@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from modelshield.supplychain.images import registries, verifying
+from modelshield.supplychain.images import imageverifier, registries
 from modelshield_webhooks import caches, contexts
 from tests.webhooks import scenarios, verdicts
 from tests.webhooks.conftest import HttpsClient
@@ -167,7 +167,7 @@ async def test_real_verifier_with_an_unreachable_registry_denies_with_the_reason
     client: HttpsClient, context: contexts.AdmissionContext
 ) -> None:
     # The real ImageVerifier, against a loopback port nothing listens on.
-    real = verifying.ImageVerifier(
+    real = imageverifier.ImageVerifier(
         registry_options=registries.RegistryOptions(
             insecure_hosts=frozenset({"127.0.0.1:9"}), connect_timeout=0.5, request_timeout=0.5
         )
@@ -221,7 +221,7 @@ async def test_real_verifier_never_contacts_a_registry_the_policy_refuses(
     # A workload naming an arbitrary host must not make the webhook connect to it.
     listener = ConnectionCounter()
     host = await listener.start()
-    real = verifying.ImageVerifier(
+    real = imageverifier.ImageVerifier(
         registry_options=registries.RegistryOptions(
             insecure_hosts=frozenset({host}), connect_timeout=0.5, request_timeout=0.5
         )

@@ -11,7 +11,7 @@ and ``caching`` (the verification cache with single-flight).
 I/O: ``registries`` (the OCI distribution client), ``pushing`` (uploads, for tests and
 tooling), ``secretreading`` (the Secret cache over a reader the caller supplies),
 ``signerkeys`` (``secretRef`` signers given their Secret's key inline, through that cache)
-and ``verifying`` (``ImageVerifier``, the real verifier).
+and ``imageverifier`` (``ImageVerifier``, the real verifier).
 
 The facts layer the admission server, the operator and the CLI share: ``verifiers`` (the
 one ``Verifier`` interface, and ``verify_within``: verify within a deadline, else a

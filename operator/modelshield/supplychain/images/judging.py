@@ -1,6 +1,6 @@
 """Judging fetched material: which signature verifies, by whom, for which digest; which attestations.
 
-No network: ``verifying`` fetches, this module decides. Keyless bundles are checked by
+No network: ``imageverifier`` fetches, this module decides. Keyless bundles are checked by
 sigstore-python in a worker thread (certificate-chain and log-proof verification is CPU
 work that must not stall the event loop). Outcomes rank from best to worst so that
 one good signature wins and, otherwise, the most telling failure is reported:

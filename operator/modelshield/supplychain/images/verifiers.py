@@ -1,7 +1,7 @@
 """The image verifier as its callers see it: one interface, and one way to call it in time.
 
 ``Verifier`` is what the admission server, the operator and ``modelshield verify-image``
-depend on. ``verifying.ImageVerifier`` is the real one and names ``Verifier`` as its
+depend on. ``imageverifier.ImageVerifier`` is the real one and names ``Verifier`` as its
 base, so a reader goes from here to it in one step; the tests' stand-ins (which answer
 without a registry) name ``Verifier`` too.
 

@@ -18,10 +18,10 @@ from modelshield.supplychain.images import (
     caching,
     credentials,
     gathering,
+    imageverifier,
     registries,
     secretreading,
     signerkeys,
-    verifying,
 )
 
 
@@ -69,12 +69,12 @@ def registry_options(settings: VerifierSettings) -> registries.RegistryOptions:
     )
 
 
-def build_verifier(settings: VerifierSettings) -> verifying.ImageVerifier:
+def build_verifier(settings: VerifierSettings) -> imageverifier.ImageVerifier:
     """The process's image verifier (it owns the cache: build one per process).
 
     Raises OSError, ValueError or ssl.SSLError when a file the settings name is unreadable.
     """
-    return verifying.ImageVerifier(
+    return imageverifier.ImageVerifier(
         cache=caching.VerificationCache(
             caching.CacheSettings(positive_ttl=settings.image_cache_ttl)
         ),

@@ -18,7 +18,7 @@ from modelshield.api.v1alpha1 import policies
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.engine import compiling, decisions, evaluating, facts
 from modelshield.engine.decisions import Code
-from modelshield.supplychain.images import caching, pushing, registries, verifying
+from modelshield.supplychain.images import caching, imageverifier, pushing, registries
 from tests.supplychain import localtools
 
 pytestmark = pytest.mark.integration
@@ -106,15 +106,17 @@ async def images(registry: localtools.LocalRegistry) -> AsyncIterator[Images]:
 
 
 @pytest.fixture
-async def verifier(registry: localtools.LocalRegistry) -> AsyncIterator[verifying.ImageVerifier]:
+async def verifier(
+    registry: localtools.LocalRegistry,
+) -> AsyncIterator[imageverifier.ImageVerifier]:
     """A verifier with an empty cache that reaches the session's registry."""
-    image_verifier = verifying.ImageVerifier(registry_options=registry.options())
+    image_verifier = imageverifier.ImageVerifier(registry_options=registry.options())
     yield image_verifier
     await image_verifier.close()
 
 
 async def check(
-    verifier: verifying.ImageVerifier, image: str, wanted: policies.ImageRequirements
+    verifier: imageverifier.ImageVerifier, image: str, wanted: policies.ImageRequirements
 ) -> facts.ImageFacts:
     """Verify with the engine's own requirement key, as the webhook does."""
     return await verifier.verify(
@@ -125,7 +127,7 @@ async def check(
 @pytest.mark.parametrize("bundle_format", [False, True], ids=["sig-tag", "bundle"])
 async def test_signed_image_passes(
     images: Images,
-    verifier: verifying.ImageVerifier,
+    verifier: imageverifier.ImageVerifier,
     cosign: localtools.Cosign,
     release_key: Key,
     bundle_format: bool,
@@ -141,7 +143,7 @@ async def test_signed_image_passes(
 
 
 async def test_unsigned_image_fails(
-    images: Images, verifier: verifying.ImageVerifier, release_key: Key
+    images: Images, verifier: imageverifier.ImageVerifier, release_key: Key
 ) -> None:
     image, _ = await images.push("unsigned")
     wanted = requirement(("release", release_key[1]))
@@ -155,7 +157,7 @@ async def test_unsigned_image_fails(
 @pytest.mark.parametrize("bundle_format", [False, True], ids=["sig-tag", "bundle"])
 async def test_signed_by_another_key_fails(
     images: Images,
-    verifier: verifying.ImageVerifier,
+    verifier: imageverifier.ImageVerifier,
     cosign: localtools.Cosign,
     release_key: Key,
     stranger_key: Key,
@@ -170,7 +172,10 @@ async def test_signed_by_another_key_fails(
 
 
 async def test_signature_copied_from_another_digest_fails(
-    images: Images, verifier: verifying.ImageVerifier, cosign: localtools.Cosign, release_key: Key
+    images: Images,
+    verifier: imageverifier.ImageVerifier,
+    cosign: localtools.Cosign,
+    release_key: Key,
 ) -> None:
     signed, signed_digest = await images.push("original", repository="ml/copied")
     cosign.sign(signed, release_key[0])
@@ -194,7 +199,10 @@ async def test_signature_copied_from_another_digest_fails(
 
 
 async def test_bundle_copied_from_another_digest_fails(
-    images: Images, verifier: verifying.ImageVerifier, cosign: localtools.Cosign, release_key: Key
+    images: Images,
+    verifier: imageverifier.ImageVerifier,
+    cosign: localtools.Cosign,
+    release_key: Key,
 ) -> None:
     import json
 
@@ -238,7 +246,7 @@ async def test_tag_moved_to_unsigned_digest_fails(
 ) -> None:
     now = [0.0]
     cache = caching.VerificationCache(caching.CacheSettings(tag_ttl=30), clock=lambda: now[0])
-    verifier = verifying.ImageVerifier(cache=cache, registry_options=registry.options())
+    verifier = imageverifier.ImageVerifier(cache=cache, registry_options=registry.options())
     try:
         signed, signed_digest = await images.push("release 1", repository="ml/moving")
         cosign.sign(signed, release_key[0])
@@ -260,7 +268,7 @@ async def test_tag_moved_to_unsigned_digest_fails(
 @pytest.mark.parametrize("bundle_format", [False, True], ids=["att-tag", "bundle"])
 async def test_recent_clean_scan_passes(
     images: Images,
-    verifier: verifying.ImageVerifier,
+    verifier: imageverifier.ImageVerifier,
     cosign: localtools.Cosign,
     release_key: Key,
     bundle_format: bool,
@@ -289,7 +297,10 @@ async def test_recent_clean_scan_passes(
 
 
 async def test_old_attestation_fails(
-    images: Images, verifier: verifying.ImageVerifier, cosign: localtools.Cosign, release_key: Key
+    images: Images,
+    verifier: imageverifier.ImageVerifier,
+    cosign: localtools.Cosign,
+    release_key: Key,
 ) -> None:
     # The scan's own signed time (scanFinishedOn) is 30 days old; cosign signs it as given.
     image, _ = await images.push("scanned long ago")
@@ -307,7 +318,7 @@ async def test_old_attestation_fails(
 @pytest.mark.parametrize("bundle_format", [False, True], ids=["att-tag", "bundle"])
 async def test_critical_finding_fails(
     images: Images,
-    verifier: verifying.ImageVerifier,
+    verifier: imageverifier.ImageVerifier,
     cosign: localtools.Cosign,
     release_key: Key,
     bundle_format: bool,
@@ -332,7 +343,7 @@ async def test_critical_finding_fails(
 
 async def test_attestation_by_untrusted_key_or_for_another_digest_is_not_reported(
     images: Images,
-    verifier: verifying.ImageVerifier,
+    verifier: imageverifier.ImageVerifier,
     cosign: localtools.Cosign,
     release_key: Key,
     stranger_key: Key,
@@ -369,7 +380,7 @@ async def test_attestation_by_untrusted_key_or_for_another_digest_is_not_reporte
 
 async def test_key_rotation_accepts_either_signer(
     images: Images,
-    verifier: verifying.ImageVerifier,
+    verifier: imageverifier.ImageVerifier,
     cosign: localtools.Cosign,
     release_key: Key,
     next_key: Key,
@@ -391,7 +402,7 @@ async def test_key_rotation_accepts_either_signer(
 @pytest.mark.parametrize("bundle_format", [False, True], ids=["sig-tag", "bundle"])
 async def test_key_types(
     images: Images,
-    verifier: verifying.ImageVerifier,
+    verifier: imageverifier.ImageVerifier,
     cosign: localtools.Cosign,
     tmp_path: pathlib.Path,
     algorithm: str,
