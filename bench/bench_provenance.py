@@ -30,7 +30,7 @@ from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.controllers import artifactchecks
 from modelshield.engine import compiling, evaluating, facts
-from modelshield.modelartifacts import fetching, signing, verifying
+from modelshield.modelartifacts import fetching, modelverifying, signing
 from modelshield.provenance import checking, envelopes
 from tests.engine import builders as b
 from tests.modelartifacts import keys
@@ -120,7 +120,7 @@ def operator_costs(root: pathlib.Path, mib: int) -> None:
         spec=artifacts.ModelArtifactSpec(uri=f"file://{model}"),
         generation=1,
         previous=None,
-        signers=(verifying.KeySigner("release", release.public_pem),),
+        signers=(modelverifying.KeySigner("release", release.public_pem),),
         threshold=Severity.HIGH,
         settings=artifactchecks.Settings(
             fetch=fetching.Settings(file_roots=(root,)), work_dir=root / "work"

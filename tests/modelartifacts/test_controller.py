@@ -15,12 +15,12 @@ from modelshield.api.v1alpha1.common import ConditionStatus, Severity
 from modelshield.controllers import artifactchecks as checks
 from modelshield.controllers import artifacts as controller
 from modelshield.controllers import modelpolicies
-from modelshield.modelartifacts import fetching, reconciling, signing, verifying
+from modelshield.modelartifacts import fetching, modelverifying, reconciling, signing
 from tests.modelartifacts import keys, models, servers
 
 
 def _job(
-    tmp_path: pathlib.Path, uri: str, signers: tuple[verifying.TrustedSigner, ...]
+    tmp_path: pathlib.Path, uri: str, signers: tuple[modelverifying.TrustedSigner, ...]
 ) -> checks.Job:
     return checks.Job(
         uid="0000-1111",
@@ -41,7 +41,7 @@ def test_job_in_a_worker_process_verifies_and_scans(tmp_path: pathlib.Path) -> N
     pair = keys.key_pair(tmp_path / "keys", "release")
     model = models.benign_model(tmp_path / "model")
     signing.sign_with_key(model, pair.private_path)
-    job = _job(tmp_path, f"file://{model}", (verifying.KeySigner("release", pair.public_pem),))
+    job = _job(tmp_path, f"file://{model}", (modelverifying.KeySigner("release", pair.public_pem),))
     reconciler = controller.Reconciler(job.settings)
 
     try:
@@ -99,7 +99,7 @@ def test_signature_kept_apart_from_the_model_is_fetched(tmp_path: pathlib.Path) 
     model = models.benign_model(tmp_path / "model")
     (tmp_path / "bundles").mkdir()
     signing.sign_with_key(model, pair.private_path, signature=tmp_path / "bundles" / "fraud.sig")
-    signers = (verifying.KeySigner("release", pair.public_pem),)
+    signers = (modelverifying.KeySigner("release", pair.public_pem),)
 
     with servers.file_server(tmp_path / "bundles") as (base, _):
         job = dataclasses.replace(
@@ -189,7 +189,7 @@ def test_a_worker_that_outlives_the_check_deadline_is_stopped(tmp_path: pathlib.
     model = models.benign_model(tmp_path / "model")
     os.mkfifo(tmp_path / "model.sig")
     job = dataclasses.replace(
-        _job(tmp_path, f"file://{model}", (verifying.KeySigner("release", pair.public_pem),)),
+        _job(tmp_path, f"file://{model}", (modelverifying.KeySigner("release", pair.public_pem),)),
         previous=_ready_previous(),
         spec=artifacts.ModelArtifactSpec(
             uri=f"file://{model}", signature={"uri": f"file://{tmp_path}/model.sig"}

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelshield.modelartifacts import buckets, fetching, registries, signing, verifying
+from modelshield.modelartifacts import buckets, fetching, modelverifying, registries, signing
 from tests.modelartifacts import keys, models, servers
 from tests.supplychain import localtools
 
@@ -71,7 +71,9 @@ def test_http_directory_listed_by_its_signed_manifest(
     expected = _files(model)
     del expected["unsigned-extra.bin"]
     assert _files(fetched.directory) == expected
-    assert verifying.verify(fetched.directory, [verifying.KeySigner("k", pair.public_pem)])
+    assert modelverifying.verify(
+        fetched.directory, [modelverifying.KeySigner("k", pair.public_pem)]
+    )
 
 
 @pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 
 from modelshield.api.v1alpha1 import artifacts, policies
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
-from modelshield.modelartifacts import reconciling, signing, verifying
+from modelshield.modelartifacts import modelverifying, reconciling, signing
 from tests.modelartifacts import keys, models
 from tests.modelartifacts import picklecode as op
 
@@ -37,8 +37,8 @@ def _conditions(status: artifacts.ModelArtifactStatus) -> dict[str, tuple[Condit
     return {c.type: (c.status, c.reason) for c in status.conditions}
 
 
-def _signers(pair: keys.KeyPair) -> list[verifying.TrustedSigner]:
-    return [verifying.KeySigner("release", pair.public_pem)]
+def _signers(pair: keys.KeyPair) -> list[modelverifying.TrustedSigner]:
+    return [modelverifying.KeySigner("release", pair.public_pem)]
 
 
 def test_signed_clean_model_is_ready(signed: pathlib.Path, pair: keys.KeyPair) -> None:

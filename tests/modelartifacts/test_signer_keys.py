@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from modelshield.api.v1alpha1 import artifacts, policies
 from modelshield.engine import compiling, evaluating, facts, keyids
 from modelshield.engine.decisions import Code
-from modelshield.modelartifacts import reconciling, signing, verifying
+from modelshield.modelartifacts import modelverifying, reconciling, signing
 from tests.engine import builders as b
 from tests.modelartifacts import keys, models
 
@@ -115,8 +115,8 @@ def test_a_certificate_chain_is_recorded_by_its_anchors_key(tmp_path: pathlib.Pa
     root = x509.load_pem_x509_certificate(material.root_path.read_bytes())
     root_key = root.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
 
-    result = verifying.verify(
-        model, [verifying.CertificateSigner("pki", material.root_path.read_bytes())]
+    result = modelverifying.verify(
+        model, [modelverifying.CertificateSigner("pki", material.root_path.read_bytes())]
     )
 
     assert result.key == keyids.fingerprint(root_key)

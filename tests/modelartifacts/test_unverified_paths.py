@@ -18,7 +18,7 @@ import pytest
 
 from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import ConditionStatus
-from modelshield.modelartifacts import fetching, reconciling, signing, verifying
+from modelshield.modelartifacts import fetching, modelverifying, reconciling, signing
 from tests.modelartifacts import keys, models, servers
 from tests.supplychain import localtools
 
@@ -38,10 +38,10 @@ def test_a_model_holding_a_path_model_signing_ignores_is_refused(
     (model / path).write_text("served by a subPath, never verified\n")
     signing.sign_with_key(model, pair.private_path)
 
-    with pytest.raises(verifying.VerificationError) as caught:
-        verifying.verify(model, [verifying.KeySigner("release", pair.public_pem)])
+    with pytest.raises(modelverifying.VerificationError) as caught:
+        modelverifying.verify(model, [modelverifying.KeySigner("release", pair.public_pem)])
 
-    assert caught.value.reason == verifying.UNVERIFIED_PATHS
+    assert caught.value.reason == modelverifying.UNVERIFIED_PATHS
     assert caught.value.file is not None
     assert path.startswith(caught.value.file)
 
@@ -56,7 +56,7 @@ def test_an_empty_model_is_never_ready(tmp_path: pathlib.Path) -> None:
     ready = next(c for c in verdict.status.conditions if c.type == "Ready")
     assert ready.status is ConditionStatus.FALSE
     verified = next(c for c in verdict.status.conditions if c.type == "Verified")
-    assert verified.reason == verifying.EMPTY_MODEL
+    assert verified.reason == modelverifying.EMPTY_MODEL
 
 
 def test_an_empty_signed_model_is_refused(tmp_path: pathlib.Path) -> None:
@@ -65,12 +65,12 @@ def test_an_empty_signed_model_is_refused(tmp_path: pathlib.Path) -> None:
     model.mkdir()
     signing.sign_with_key(model, pair.private_path)
     spec = artifacts.ModelArtifactSpec(uri=f"file://{model}")
-    signers = [verifying.KeySigner("release", pair.public_pem)]
+    signers = [modelverifying.KeySigner("release", pair.public_pem)]
 
     verdict = reconciling.reconcile(spec, 1, model, signers, None, now=NOW)
 
     verified = next(c for c in verdict.status.conditions if c.type == "Verified")
-    assert (verified.status, verified.reason) == (ConditionStatus.FALSE, verifying.EMPTY_MODEL)
+    assert (verified.status, verified.reason) == (ConditionStatus.FALSE, modelverifying.EMPTY_MODEL)
 
 
 def test_an_oci_manifest_digest_of_another_algorithm_is_refused(tmp_path: pathlib.Path) -> None:
@@ -140,5 +140,5 @@ def test_git_paths_are_refused_when_no_policy_names_signers(tmp_path: pathlib.Pa
     verdict = reconciling.reconcile(spec, 1, model, [], None, now=NOW)
 
     by_type = {c.type: c for c in verdict.status.conditions}
-    assert by_type["Verified"].reason == verifying.UNVERIFIED_PATHS
+    assert by_type["Verified"].reason == modelverifying.UNVERIFIED_PATHS
     assert by_type["Ready"].status is ConditionStatus.FALSE

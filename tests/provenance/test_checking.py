@@ -12,7 +12,7 @@ from modelshield.api.v1alpha1 import artifacts, policies
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
 from modelshield.controllers import artifactchecks as checks
 from modelshield.engine import keyids
-from modelshield.modelartifacts import fetching, verifying
+from modelshield.modelartifacts import fetching, modelverifying
 from modelshield.provenance import checking, envelopes, statements
 from tests.modelartifacts import keys
 from tests.provenance import helpers
@@ -49,7 +49,7 @@ def _job(
         spec=artifacts.ModelArtifactSpec(uri=f"file://{model}"),
         generation=1,
         previous=None,
-        signers=(verifying.KeySigner("release", releaser.public_pem),),
+        signers=(modelverifying.KeySigner("release", releaser.public_pem),),
         threshold=Severity.HIGH,
         settings=checks.Settings(
             fetch=fetching.Settings(file_roots=(tmp_path,)), work_dir=tmp_path / "work"

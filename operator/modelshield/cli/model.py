@@ -18,7 +18,7 @@ from modelshield import __version__
 from modelshield.modelartifacts.scanning import findings, scanners
 
 if TYPE_CHECKING:
-    from modelshield.modelartifacts import verifying
+    from modelshield.modelartifacts import modelverifying
 
 # Signing and verification modules load model_signing and sigstore (most of a second):
 # they are imported by the commands that use them, so `scan` starts fast.
@@ -95,7 +95,7 @@ def _run_sign(arguments: argparse.Namespace) -> int:
 
 def _policy_signers(
     path: pathlib.Path, trust_config: pathlib.Path | None
-) -> list[verifying.TrustedSigner]:
+) -> list[modelverifying.TrustedSigner]:
     from modelshield.api.v1alpha1 import policies
     from modelshield.cli import manifests
     from modelshield.modelartifacts import reconciling
@@ -121,13 +121,13 @@ def _policy_signers(
 
 def _run_verify(arguments: argparse.Namespace) -> int:
     from modelshield.cli import manifests
-    from modelshield.modelartifacts import verifying
+    from modelshield.modelartifacts import modelverifying
 
     model = pathlib.Path(arguments.directory)
     if not model.is_dir():
         return _bad_input(f"{model} is not a directory")
     trust = pathlib.Path(arguments.trust_config) if arguments.trust_config else None
-    signers: list[verifying.TrustedSigner]
+    signers: list[modelverifying.TrustedSigner]
     try:
         if arguments.policy:
             signers = _policy_signers(pathlib.Path(arguments.policy), trust)
@@ -139,7 +139,7 @@ def _run_verify(arguments: argparse.Namespace) -> int:
                 arguments.certificate_chain[0] if len(arguments.certificate_chain) == 1 else None
             )
             signers = [
-                verifying.CertificateSigner(
+                modelverifying.CertificateSigner(
                     "certificate-chain",
                     chain,
                     pathlib.Path(single) if single else None,
@@ -148,7 +148,7 @@ def _run_verify(arguments: argparse.Namespace) -> int:
             ]
         else:
             signers = [
-                verifying.KeySigner(
+                modelverifying.KeySigner(
                     pathlib.Path(path).stem, pathlib.Path(path).read_bytes(), pathlib.Path(path)
                 )
                 for path in arguments.key
@@ -158,16 +158,16 @@ def _run_verify(arguments: argparse.Namespace) -> int:
     if arguments.digest is not None and not re.fullmatch(r"sha256:[a-f0-9]{64}", arguments.digest):
         return _bad_input(f"--digest {arguments.digest!r} is not sha256:<64 hex>")
     try:
-        result = verifying.verify(
+        result = modelverifying.verify(
             model,
             signers,
             signature=pathlib.Path(arguments.signature) if arguments.signature else None,
             expected_digest=arguments.digest,
             progress=Progress("verifying", enabled=arguments.progress),
         )
-    except verifying.VerificationError as error:
+    except modelverifying.VerificationError as error:
         print(f"verification FAILED ({error.reason}): {error.message}", file=sys.stderr)
-        if error.reason == verifying.SIGNATURE_MISSING:
+        if error.reason == modelverifying.SIGNATURE_MISSING:
             return EXIT_BAD_INPUT if arguments.signature else EXIT_FAILED
         return EXIT_FAILED
     print(f"verified {model}: {result.digest}, signed by {result.signer} ({result.files} files)")

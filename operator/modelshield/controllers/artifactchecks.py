@@ -19,7 +19,7 @@ from typing import Any
 
 from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import Severity
-from modelshield.modelartifacts import fetching, reconciling, redacting, verifying
+from modelshield.modelartifacts import fetching, modelverifying, reconciling, redacting
 from modelshield.provenance import checking
 
 LOGGER = logging.getLogger("modelshield.artifacts")
@@ -74,7 +74,7 @@ class Job:
     spec: artifacts.ModelArtifactSpec
     generation: int
     previous: artifacts.ModelArtifactStatus | None
-    signers: tuple[verifying.TrustedSigner, ...]
+    signers: tuple[modelverifying.TrustedSigner, ...]
     threshold: Severity
     settings: Settings
     #: The artifact's namespace: a pvc:// claim is looked for there only.

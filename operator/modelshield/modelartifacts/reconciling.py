@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from modelshield.api.v1alpha1 import artifacts, common, policies
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
-from modelshield.modelartifacts import hashing, redacting, verifying
+from modelshield.modelartifacts import hashing, modelverifying, redacting
 from modelshield.modelartifacts.scanning import findings, scanners
 
 # Reasons written to the conditions (CamelCase, stable: admission messages and alerts use them).
@@ -53,20 +53,20 @@ def trusted_signers(
     requirements: Iterable[policies.ModelRequirements],
     secret_keys: Mapping[tuple[str, str], bytes],
     trust_config: pathlib.Path | None,
-) -> list[verifying.TrustedSigner]:
+) -> list[modelverifying.TrustedSigner]:
     """The signers of the governing policies, in order, each once (secrets already read)."""
-    signers: list[verifying.TrustedSigner] = []
-    seen: set[verifying.TrustedSigner] = set()
+    signers: list[modelverifying.TrustedSigner] = []
+    seen: set[modelverifying.TrustedSigner] = set()
     for requirement in requirements:
         for signer in requirement.signers:
-            converted: verifying.TrustedSigner | None = None
+            converted: modelverifying.TrustedSigner | None = None
             if signer.public_key is not None:
-                converted = verifying.KeySigner(signer.name, signer.public_key.encode())
+                converted = modelverifying.KeySigner(signer.name, signer.public_key.encode())
             elif signer.secret_ref is not None:
                 pem = secret_keys.get((signer.secret_ref.name, signer.secret_ref.key))
-                converted = verifying.KeySigner(signer.name, pem) if pem else None
+                converted = modelverifying.KeySigner(signer.name, pem) if pem else None
             elif signer.keyless is not None:
-                converted = verifying.KeylessSigner(
+                converted = modelverifying.KeylessSigner(
                     signer.name,
                     issuer=signer.keyless.issuer,
                     trust_config=trust_config,
@@ -111,15 +111,15 @@ def _verify(
     spec: artifacts.ModelArtifactSpec,
     generation: int,
     model_dir: pathlib.Path,
-    signers: Sequence[verifying.TrustedSigner],
+    signers: Sequence[modelverifying.TrustedSigner],
     previous: artifacts.ModelArtifactStatus | None,
     signature_path: pathlib.Path | None,
-) -> tuple[ConditionStatus, str, str, str | None, verifying.VerifiedModel | None]:
+) -> tuple[ConditionStatus, str, str, str | None, modelverifying.VerifiedModel | None]:
     """(status, reason, message, digest, what verified) of the Verified condition."""
     try:
         # Refused with or without signers: the scanner skips .git as model-signing does.
-        verifying.refuse_git_paths(model_dir)
-    except verifying.VerificationError as error:
+        modelverifying.refuse_git_paths(model_dir)
+    except modelverifying.VerificationError as error:
         return ConditionStatus.FALSE, error.reason, error.message, None, None
     if not signers:
         if spec.digest is not None:
@@ -127,23 +127,23 @@ def _verify(
             if digest != spec.digest:
                 return (
                     ConditionStatus.FALSE,
-                    verifying.DIGEST_MISMATCH,
+                    modelverifying.DIGEST_MISMATCH,
                     f"the files hash to {digest}, spec.digest expects {spec.digest}",
                     None,
                     None,
                 )
         return (
             ConditionStatus.FALSE,
-            verifying.NO_SIGNERS,
+            modelverifying.NO_SIGNERS,
             "no policy in this namespace names model signers; nothing to verify against",
             None,
             None,
         )
     try:
-        result = verifying.verify(
+        result = modelverifying.verify(
             model_dir, signers, signature=signature_path, expected_digest=spec.digest
         )
-    except verifying.VerificationError as error:
+    except modelverifying.VerificationError as error:
         return ConditionStatus.FALSE, error.reason, error.message, None, None
     pinned = (
         previous.verified_digest
@@ -172,7 +172,7 @@ def reconcile(
     spec: artifacts.ModelArtifactSpec,
     generation: int,
     model_dir: pathlib.Path | None,
-    signers: Sequence[verifying.TrustedSigner],
+    signers: Sequence[modelverifying.TrustedSigner],
     previous: artifacts.ModelArtifactStatus | None,
     *,
     now: datetime.datetime,
@@ -182,7 +182,7 @@ def reconcile(
     scan: Callable[[pathlib.Path], findings.ScanReport] = scanners.scan_directory,
 ) -> Verdict:
     """The status that the fetched files (or the fetch failure) establish."""
-    verified: tuple[ConditionStatus, str, str, str | None, verifying.VerifiedModel | None]
+    verified: tuple[ConditionStatus, str, str, str | None, modelverifying.VerifiedModel | None]
     if model_dir is None:
         message = fetch_error or "the model could not be fetched"
         return failed(generation, previous, now=now, reason=FETCH_FAILED, message=message)
@@ -191,7 +191,9 @@ def reconcile(
         for _, relative in scanners.model_files(model_dir)
     ):
         message = f"{spec.uri} holds no model files: an empty model is never Ready"
-        return failed(generation, previous, now=now, reason=verifying.EMPTY_MODEL, message=message)
+        return failed(
+            generation, previous, now=now, reason=modelverifying.EMPTY_MODEL, message=message
+        )
     verified = _verify(spec, generation, model_dir, signers, previous, signature_path)
     try:
         report = scan(model_dir)
@@ -208,7 +210,7 @@ def reconcile(
     verified_status, verified_reason, verified_message, digest, signed = verified
     signer = signed.signer if signed is not None else None
     blocking = [f for f in report.findings if f.severity.rank >= block_at_or_above.rank]
-    if verified_status is not ConditionStatus.TRUE and verified_reason != verifying.NO_SIGNERS:
+    if verified_status is not ConditionStatus.TRUE and verified_reason != modelverifying.NO_SIGNERS:
         ready = (ConditionStatus.FALSE, NOT_VERIFIED, verified_message)
     elif scan_state[0] is not ConditionStatus.TRUE:
         ready = (ConditionStatus.FALSE, NOT_SCANNED, scan_state[2])

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
-from modelshield.modelartifacts import signing, verifying
+from modelshield.modelartifacts import modelverifying, signing
 from tests.modelartifacts import keys, models
 
 
@@ -31,22 +31,22 @@ def signed_model(tmp_path: pathlib.Path, signer_keys: keys.KeyPair) -> pathlib.P
     return model
 
 
-def _key_signer(pair: keys.KeyPair, name: str = "release") -> verifying.KeySigner:
-    return verifying.KeySigner(name, pair.public_pem)
+def _key_signer(pair: keys.KeyPair, name: str = "release") -> modelverifying.KeySigner:
+    return modelverifying.KeySigner(name, pair.public_pem)
 
 
 def _failure(
-    model: pathlib.Path, signers: list[verifying.TrustedSigner]
-) -> verifying.VerificationError:
-    with pytest.raises(verifying.VerificationError) as caught:
-        verifying.verify(model, signers)
+    model: pathlib.Path, signers: list[modelverifying.TrustedSigner]
+) -> modelverifying.VerificationError:
+    with pytest.raises(modelverifying.VerificationError) as caught:
+        modelverifying.verify(model, signers)
     return caught.value
 
 
 def test_signed_model_verifies_with_digest_of_signed_subject(
     signed_model: pathlib.Path, signer_keys: keys.KeyPair
 ) -> None:
-    result = verifying.verify(signed_model, [_key_signer(signer_keys)])
+    result = modelverifying.verify(signed_model, [_key_signer(signer_keys)])
 
     bundle = json.loads((signed_model / "model.sig").read_text())
     statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
@@ -65,7 +65,7 @@ def test_sign_reports_the_same_digest_as_verify(
         model, signer_keys.private_path, progress=lambda done, total: progress.append((done, total))
     )
 
-    assert signed.digest == verifying.verify(model, [_key_signer(signer_keys)]).digest
+    assert signed.digest == modelverifying.verify(model, [_key_signer(signer_keys)]).digest
     assert progress[-1][0] == progress[-1][1] > 0
 
 
@@ -79,7 +79,7 @@ def test_one_changed_byte_names_the_file(
 
     error = _failure(signed_model, [_key_signer(signer_keys)])
 
-    assert error.reason == verifying.CONTENT_MISMATCH
+    assert error.reason == modelverifying.CONTENT_MISMATCH
     assert error.file == "model.safetensors"
     assert "model.safetensors" in str(error)
 
@@ -89,7 +89,7 @@ def test_added_file_is_named(signed_model: pathlib.Path, signer_keys: keys.KeyPa
 
     error = _failure(signed_model, [_key_signer(signer_keys)])
 
-    assert (error.reason, error.file) == (verifying.CONTENT_MISMATCH, "extra.pkl")
+    assert (error.reason, error.file) == (modelverifying.CONTENT_MISMATCH, "extra.pkl")
     assert "not in the signed manifest" in str(error)
 
 
@@ -98,7 +98,7 @@ def test_removed_file_is_named(signed_model: pathlib.Path, signer_keys: keys.Key
 
     error = _failure(signed_model, [_key_signer(signer_keys)])
 
-    assert (error.reason, error.file) == (verifying.CONTENT_MISMATCH, "vocab.txt")
+    assert (error.reason, error.file) == (modelverifying.CONTENT_MISMATCH, "vocab.txt")
     assert "missing" in str(error)
 
 
@@ -114,7 +114,7 @@ def test_manifest_swapped_from_another_model_fails(
 
     error = _failure(signed_model, [_key_signer(signer_keys)])
 
-    assert error.reason == verifying.CONTENT_MISMATCH
+    assert error.reason == modelverifying.CONTENT_MISMATCH
     assert error.file == "pytorch_model.bin"
 
 
@@ -125,7 +125,7 @@ def test_wrong_key_is_a_signature_failure(
 
     error = _failure(signed_model, [_key_signer(stranger, "stranger")])
 
-    assert error.reason == verifying.SIGNATURE_INVALID
+    assert error.reason == modelverifying.SIGNATURE_INVALID
     assert "stranger" in str(error)
 
 
@@ -134,24 +134,26 @@ def test_rotation_matches_the_second_signer(
 ) -> None:
     old = keys.key_pair(tmp_path / "old", "old")
 
-    result = verifying.verify(signed_model, [_key_signer(old, "old"), _key_signer(signer_keys)])
+    result = modelverifying.verify(
+        signed_model, [_key_signer(old, "old"), _key_signer(signer_keys)]
+    )
 
     assert result.signer == "release"
 
 
 def test_expected_digest_must_match(signed_model: pathlib.Path, signer_keys: keys.KeyPair) -> None:
-    with pytest.raises(verifying.VerificationError) as caught:
-        verifying.verify(
+    with pytest.raises(modelverifying.VerificationError) as caught:
+        modelverifying.verify(
             signed_model, [_key_signer(signer_keys)], expected_digest="sha256:" + "0" * 64
         )
 
-    assert caught.value.reason == verifying.DIGEST_MISMATCH
+    assert caught.value.reason == modelverifying.DIGEST_MISMATCH
 
 
 def test_missing_signature(tmp_path: pathlib.Path, signer_keys: keys.KeyPair) -> None:
     model = models.benign_model(tmp_path / "unsigned")
 
-    assert _failure(model, [_key_signer(signer_keys)]).reason == verifying.SIGNATURE_MISSING
+    assert _failure(model, [_key_signer(signer_keys)]).reason == modelverifying.SIGNATURE_MISSING
 
 
 def test_certificate_chain_signing_verifies(tmp_path: pathlib.Path) -> None:
@@ -160,9 +162,9 @@ def test_certificate_chain_signing_verifies(tmp_path: pathlib.Path) -> None:
     signing.sign_with_certificate(
         model, material.key_path, material.certificate_path, [material.root_path]
     )
-    signer = verifying.CertificateSigner("pki", material.root_path.read_bytes())
+    signer = modelverifying.CertificateSigner("pki", material.root_path.read_bytes())
 
-    assert verifying.verify(model, [signer]).signer == "pki"
+    assert modelverifying.verify(model, [signer]).signer == "pki"
 
 
 def test_certificate_from_another_root_fails(tmp_path: pathlib.Path) -> None:
@@ -173,9 +175,9 @@ def test_certificate_from_another_root_fails(tmp_path: pathlib.Path) -> None:
         model, material.key_path, material.certificate_path, [material.root_path]
     )
 
-    error = _failure(model, [verifying.CertificateSigner("other", other_root.read_bytes())])
+    error = _failure(model, [modelverifying.CertificateSigner("other", other_root.read_bytes())])
 
-    assert error.reason == verifying.SIGNATURE_INVALID
+    assert error.reason == modelverifying.SIGNATURE_INVALID
 
 
 def test_expired_leaf_certificate_is_refused(tmp_path: pathlib.Path) -> None:
@@ -186,7 +188,9 @@ def test_expired_leaf_certificate_is_refused(tmp_path: pathlib.Path) -> None:
         model, material.key_path, material.certificate_path, [material.root_path]
     )
 
-    error = _failure(model, [verifying.CertificateSigner("pki", material.root_path.read_bytes())])
+    error = _failure(
+        model, [modelverifying.CertificateSigner("pki", material.root_path.read_bytes())]
+    )
 
     assert "not valid now" in str(error)
 
@@ -194,13 +198,13 @@ def test_expired_leaf_certificate_is_refused(tmp_path: pathlib.Path) -> None:
 def test_empty_chain_never_falls_back_to_public_roots(
     tmp_path: pathlib.Path, signed_model: pathlib.Path
 ) -> None:
-    error = _failure(signed_model, [verifying.CertificateSigner("empty", b"")])
+    error = _failure(signed_model, [modelverifying.CertificateSigner("empty", b"")])
 
     assert "empty chain" in str(error)
 
 
 def test_keyless_without_trust_root_is_refused(signed_model: pathlib.Path) -> None:
-    signer = verifying.KeylessSigner(
+    signer = modelverifying.KeylessSigner(
         "ci", issuer="https://token.actions.githubusercontent.com", trust_config=None, subject="x"
     )
 
@@ -210,7 +214,7 @@ def test_keyless_without_trust_root_is_refused(signed_model: pathlib.Path) -> No
 
 
 def test_no_signers(signed_model: pathlib.Path) -> None:
-    assert _failure(signed_model, []).reason == verifying.NO_SIGNERS
+    assert _failure(signed_model, []).reason == modelverifying.NO_SIGNERS
 
 
 def _keyless_bundle(model: pathlib.Path, identity: str) -> None:
@@ -244,7 +248,7 @@ def _keyless_bundle(model: pathlib.Path, identity: str) -> None:
 def test_keyless_subject_regexp_must_match_the_certificate_identity(tmp_path: pathlib.Path) -> None:
     model = models.benign_model(tmp_path / "model")
     _keyless_bundle(model, "mallory@evil.example")
-    signer = verifying.KeylessSigner(
+    signer = modelverifying.KeylessSigner(
         "ci",
         issuer="https://issuer.example",
         trust_config=tmp_path / "trust.json",
@@ -261,7 +265,7 @@ def test_keyless_matching_identity_still_needs_a_valid_signature(tmp_path: pathl
     model = models.benign_model(tmp_path / "model")
     _keyless_bundle(model, "ci@release.example")
     (tmp_path / "trust.json").write_text("{}")
-    signer = verifying.KeylessSigner(
+    signer = modelverifying.KeylessSigner(
         "ci",
         issuer="https://issuer.example",
         trust_config=tmp_path / "trust.json",
@@ -270,7 +274,7 @@ def test_keyless_matching_identity_still_needs_a_valid_signature(tmp_path: pathl
 
     error = _failure(model, [signer])
 
-    assert error.reason == verifying.SIGNATURE_INVALID
+    assert error.reason == modelverifying.SIGNATURE_INVALID
     assert "do not match" not in str(error)
 
 
@@ -290,7 +294,7 @@ def test_an_expired_intermediate_certificate_is_refused(tmp_path: pathlib.Path) 
     )
     chain = material.intermediate_path.read_bytes() + material.root_path.read_bytes()
 
-    error = _failure(model, [verifying.CertificateSigner("pki", chain)])
+    error = _failure(model, [modelverifying.CertificateSigner("pki", chain)])
 
     assert "modelshield test intermediate" in str(error)
     assert "not valid now" in str(error)
@@ -308,7 +312,10 @@ def test_a_valid_intermediate_chain_verifies(tmp_path: pathlib.Path) -> None:
     )
     chain = material.intermediate_path.read_bytes() + material.root_path.read_bytes()
 
-    assert verifying.verify(model, [verifying.CertificateSigner("pki", chain)]).signer == "pki"
+    assert (
+        modelverifying.verify(model, [modelverifying.CertificateSigner("pki", chain)]).signer
+        == "pki"
+    )
 
 
 def test_a_pinned_subject_refuses_another_leaf_of_the_same_ca(tmp_path: pathlib.Path) -> None:
@@ -319,11 +326,11 @@ def test_a_pinned_subject_refuses_another_leaf_of_the_same_ca(tmp_path: pathlib.
         model, material.key_path, material.certificate_path, [material.root_path]
     )
     root = material.root_path.read_bytes()
-    pinned = verifying.CertificateSigner("pki", root, subject="CN=model release signer")
+    pinned = modelverifying.CertificateSigner("pki", root, subject="CN=model release signer")
 
     error = _failure(model, [pinned])
 
     assert "not the pinned subject" in str(error)
-    assert verifying.verify(
-        model, [verifying.CertificateSigner("pki", root, subject="CN=intern test signer")]
+    assert modelverifying.verify(
+        model, [modelverifying.CertificateSigner("pki", root, subject="CN=intern test signer")]
     )
