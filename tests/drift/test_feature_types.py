@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from multidict import CIMultiDict
 
-from modelshield.drift import datasets, layouts, payloads, profiles, statistics, windows
+from modelshield.drift import datasets, layouts, payloads, profiles, rawvalues, statistics, windows
 
 Statistic = statistics.Statistic
 
@@ -89,12 +89,12 @@ def test_csv_float_cells_and_json_numbers_are_the_same_category(tmp_path: pathli
     ],
 )
 def test_category_spellings_normalise_alike(spellings: list[object], key: str) -> None:
-    assert {profiles.category_key(value) for value in spellings} == {key}
+    assert {rawvalues.category_key(value) for value in spellings} == {key}
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "1_000", "0x10", "two"])
 def test_strings_that_are_not_plain_decimals_stay_strings(value: str) -> None:
-    assert profiles.category_key(value) == value
+    assert rawvalues.category_key(value) == value
 
 
 def test_booleans_are_zero_and_one_in_the_profile_and_the_live_path(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from modelshield.cli import main as cli
-from modelshield.drift import datasets, layouts, profiles
+from modelshield.drift import datasets, layouts, profiledocuments, profiles, rawvalues
 
 
 def test_numeric_bins_are_quantiles_and_count_every_value() -> None:
@@ -61,19 +61,19 @@ def test_the_long_tail_of_categories_is_other() -> None:
 
 
 def test_category_keys_agree_between_csv_and_json() -> None:
-    assert profiles.category_key("3") == profiles.category_key(3) == profiles.category_key(3.0)
-    assert profiles.category_key(True) == "true"
-    assert profiles.category_key("") is None
-    assert profiles.category_key(float("nan")) is None
+    assert rawvalues.category_key("3") == rawvalues.category_key(3) == rawvalues.category_key(3.0)
+    assert rawvalues.category_key(True) == "true"
+    assert rawvalues.category_key("") is None
+    assert rawvalues.category_key(float("nan")) is None
 
 
 def test_document_round_trip() -> None:
     profile = profiles.build(
         {"x": [0.5, 1.5, 2.5, None], "c": ["a", "b", "a", "a"]}, source="t.csv"
     )
-    document = json.loads(json.dumps(profiles.to_document(profile)))
-    assert document["version"] == profiles.PROFILE_VERSION
-    assert profiles.from_document(document) == profile
+    document = json.loads(json.dumps(profiledocuments.to_document(profile)))
+    assert document["version"] == profiledocuments.PROFILE_VERSION
+    assert profiledocuments.from_document(document) == profile
 
 
 @pytest.mark.parametrize(
@@ -95,11 +95,11 @@ def test_document_round_trip() -> None:
 )
 def test_broken_documents_are_reported_with_their_path(mutate: object, message: str) -> None:
     profile = profiles.build({"x": [0.0, 1.0, 2.0], "c": ["a", "b", "a"]}, bins=2)
-    document = profiles.to_document(profile)
+    document = profiledocuments.to_document(profile)
     assert callable(mutate)
     mutate(document)
     with pytest.raises(profiles.ProfileError, match=message):
-        profiles.from_document(document)
+        profiledocuments.from_document(document)
 
 
 def test_a_layout_names_the_features_the_profile_lacks() -> None:

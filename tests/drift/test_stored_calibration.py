@@ -18,7 +18,15 @@ import yaml
 from modelshield.api.v1alpha1 import policies
 from modelshield.cli import main as cli
 from modelshield.controllers.builders import driftmonitors
-from modelshield.drift import calibration, config, datasets, layouts, monitoring, profiles
+from modelshield.drift import (
+    calibration,
+    config,
+    datasets,
+    layouts,
+    monitoring,
+    profiledocuments,
+    profiles,
+)
 
 Statistic = policies.DriftStatistic
 WINDOW = 200
@@ -65,7 +73,7 @@ def _monitor(profile: profiles.Profile, **settings: Any) -> monitoring.Monitor:
 
 
 def _version_1(profile: profiles.Profile) -> dict[str, Any]:
-    document = profiles.to_document(profile)
+    document = profiledocuments.to_document(profile)
     document.pop("calibrations")
     document["version"] = 1
     return document
@@ -96,7 +104,7 @@ def test_the_monitor_uses_the_stored_calibration(calibrated: pathlib.Path) -> No
 
 def test_a_version_1_profile_loads_and_is_calibrated_at_start(calibrated: pathlib.Path) -> None:
     stored_profile = datasets.read_profile(calibrated)
-    old = profiles.from_document(_version_1(stored_profile))
+    old = profiledocuments.from_document(_version_1(stored_profile))
     assert old.calibrations == ()
     monitor = _monitor(old)
     assert monitor.calibrated_at_start == {"request": True}
@@ -126,7 +134,7 @@ def test_a_profile_edited_after_calibration_is_calibrated_at_start(
 ) -> None:
     document = json.loads(calibrated.read_text())
     document["features"][0]["counts"][0] += 50  # stale tables for these histograms
-    monitor = _monitor(profiles.from_document(document))
+    monitor = _monitor(profiledocuments.from_document(document))
     assert monitor.calibrated_at_start == {"request": True}
 
 
@@ -166,7 +174,7 @@ def test_a_broken_calibration_is_refused_with_its_path(
     document = json.loads(calibrated.read_text())
     mutate(document["calibrations"][0])
     with pytest.raises(profiles.ProfileError, match=message):
-        profiles.from_document(document)
+        profiledocuments.from_document(document)
 
 
 def test_the_monitor_deployed_by_the_operator_uses_the_calibrated_profile(

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from modelshield.drift import layouts, profiles, statistics, storedcalibration
+from modelshield.drift import layouts, profiledocuments, profiles, statistics, storedcalibration
 
 Statistic = statistics.Statistic
 FloatArray = NDArray[np.float64]
@@ -342,7 +342,7 @@ def store(
         window=window,
         samples=any_table.samples,
         seed=seed,
-        fingerprint=profiles.fingerprint(profile),
+        fingerprint=profiledocuments.fingerprint(profile),
         tails=tuple(float(t) for t in any_table.tails),
         features=features,
     )
@@ -358,7 +358,7 @@ def stored(
     """
     if not profile.calibrations:
         return None
-    current = profiles.fingerprint(profile)
+    current = profiledocuments.fingerprint(profile)
     numeric = set(layout.numeric_names)
     for candidate in profile.calibrations:
         if (

@@ -12,7 +12,7 @@ import json
 import pathlib
 from typing import Any
 
-from modelshield.drift import profiles
+from modelshield.drift import profiledocuments, profiles
 
 Columns = dict[str, list[Any]]
 
@@ -98,11 +98,11 @@ def read_profile(path: pathlib.Path) -> profiles.Profile:
     except json.JSONDecodeError as error:
         raise profiles.ProfileError(f"{path}: not JSON: {error}") from None
     try:
-        return profiles.from_document(document)
+        return profiledocuments.from_document(document)
     except profiles.ProfileError as error:
         raise profiles.ProfileError(f"{path}: {error}") from None
 
 
 def write_profile(profile: profiles.Profile, path: pathlib.Path) -> None:
     """Write a profile as indented JSON."""
-    path.write_text(json.dumps(profiles.to_document(profile), indent=2) + "\n")
+    path.write_text(json.dumps(profiledocuments.to_document(profile), indent=2) + "\n")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from modelshield.drift import envelopes, layouts, profiles
+from modelshield.drift import envelopes, layouts, rawvalues
 
 # Re-exported: callers of this module need not know where the envelope is handled.
 Stream = envelopes.Stream
@@ -115,7 +115,7 @@ def _codes(values: Sequence[object], codes: dict[str, int], name: str) -> list[i
                 f"feature {name!r} is categorical: expected a string, number, boolean or "
                 f"null, got {type(value).__name__}",
             )
-        key = profiles.category_key(value)
+        key = rawvalues.category_key(value)
         out.append(layouts.MISSING_SLOT if key is None else codes.get(key, layouts.OTHER_SLOT))
     return out
 

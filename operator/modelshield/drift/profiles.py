@@ -6,47 +6,26 @@ reference bins are equally filled, which keeps PSI and chi-square well condition
 categorical features keep the most frequent categories with their counts and lump the long
 tail into ``other``. Both keep the number of missing values.
 
-The JSON document (``version`` 2; version 1, the same without ``calibrations``, is read
-too)::
-
-    {"kind": "DriftProfile", "version": 1, "rows": 10000, "source": "train.csv",
-     "features": [
-       {"name": "age", "type": "numeric", "edges": [18.0, 25.0, ..., 90.0],
-        "counts": [1000, ...], "missing": 3, "min": 18.0, "max": 90.0,
-        "mean": 41.2, "std": 12.9, "centres": [21.4, ...]},
-       {"name": "country", "type": "categorical",
-        "categories": {"DE": 5200, "FR": 3100}, "other": 1690, "missing": 10}],
-     "calibrations": [...]}
-
-``edges`` has one more element than ``counts``; bin ``i`` is ``[edges[i], edges[i+1])`` and
-the last bin also holds ``edges[-1]`` (the maximum); ``centres`` (optional) is the mean
-reference value in each bin. A numeric column with at most ``bins`` distinct values has
-one bin per value. The list order of ``features`` is the
-column order of list-shaped inputs (``{"instances": [[...], ...]}``). ``calibrations``
-(optional) holds the null tables of the features for declared false-alarm rates
-(``modelshield.drift.storedcalibration``).
+Bin ``i`` of a numeric feature is ``[edges[i], edges[i+1])`` and the last bin also holds
+``edges[-1]`` (the maximum); ``centres`` (optional) is the mean reference value in each
+bin. A numeric column with at most ``bins`` distinct values has one bin per value. The
+JSON document is ``modelshield.drift.profiledocuments``; how raw values read as numbers
+and categories is ``modelshield.drift.rawvalues``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
-import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from modelshield.drift import storedcalibration
+from modelshield.drift.rawvalues import category_key, numeric_column
 
-PROFILE_KIND = "DriftProfile"
-PROFILE_VERSION = 2
-READABLE_VERSIONS = (1, 2)
 DEFAULT_BINS = 10
 DEFAULT_MAX_CATEGORIES = 50
 
@@ -145,50 +124,6 @@ def bin_numeric(upper: FloatArray, values: FloatArray) -> IndexArray:
     return np.searchsorted(upper, values, side="right")
 
 
-_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-_BOOLEANS = {"true": True, "false": False}
-
-
-def _number_key(number: float) -> str:
-    if number.is_integer():
-        return str(int(number))
-    return repr(number)
-
-
-def category_key(value: object) -> str | None:
-    """The category a JSON or CSV value stands for; None when the value is missing.
-
-    The profile builder and the live path both name categories through this function, so
-    one value spelled by CSV (always a string, ``2.0`` for a float column written by
-    pandas, ``True`` for a boolean) and by JSON (``2.0``, ``2``, ``true``) is one category:
-    numbers and plain decimal strings become the shortest spelling of their value (``2``,
-    ``2.5``), booleans and their spellings in any case ``true``/``false``; other strings
-    are kept as they are, and ``""`` (or only spaces) is missing.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        return _number_key(value) if math.isfinite(value) else repr(value)
-    if isinstance(value, str):
-        text = value.strip()
-        if text == "":
-            return None
-        if text.lower() in _BOOLEANS:
-            return text.lower()
-        if _DECIMAL.fullmatch(text):
-            number = float(text)
-            if math.isfinite(number):
-                return _number_key(number)
-        return value
-    return str(value)
-
-
 def _bin_means(edges: FloatArray, finite: FloatArray, slots: IndexArray) -> FloatArray:
     """The mean reference value in each bin (the midpoint for an empty bin)."""
     bins = edges.size - 1
@@ -279,35 +214,6 @@ def build_categorical(
     )
 
 
-def _as_number(value: object) -> float | None:
-    """The float a value stands for, None when missing; ValueError when it is not a number.
-
-    Booleans are 0 and 1 (JSON ``true``, CSV ``True`` or ``true``), as the live path
-    counts them; numeric strings (CSV cells) are their number.
-    """
-    if value is None or value == "":
-        return None
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        flag = _BOOLEANS.get(value.strip().lower())
-        return float(flag) if flag is not None else float(value)
-    raise ValueError(value)
-
-
-def numeric_column(values: Sequence[object]) -> FloatArray | None:
-    """The column as floats (missing as NaN), or None when some value is not a number."""
-    try:
-        numbers = [_as_number(value) for value in values]
-    except ValueError:
-        return None
-    return np.array(
-        [math.nan if number is None else number for number in numbers], dtype=np.float64
-    )
-
-
 def build(
     columns: Mapping[str, Sequence[object]],
     features: Sequence[str] = (),
@@ -348,155 +254,3 @@ def build(
         else:
             built.append(build_categorical(name, columns[name], max_categories))
     return Profile(features=tuple(built), rows=lengths.pop(), source=source)
-
-
-def to_document(profile: Profile) -> dict[str, Any]:
-    """The profile as its JSON document."""
-    features: list[dict[str, Any]] = []
-    for feature in profile.features:
-        if isinstance(feature, NumericFeature):
-            features.append(
-                {
-                    "name": feature.name,
-                    "type": "numeric",
-                    "edges": list(feature.edges),
-                    "counts": list(feature.counts),
-                    "missing": feature.missing,
-                    "min": feature.minimum,
-                    "max": feature.maximum,
-                    "mean": feature.mean,
-                    "std": feature.std,
-                    "centres": list(feature.positions),
-                }
-            )
-        else:
-            features.append(
-                {
-                    "name": feature.name,
-                    "type": "categorical",
-                    "categories": dict(zip(feature.categories, feature.counts, strict=True)),
-                    "other": feature.other,
-                    "missing": feature.missing,
-                }
-            )
-    document: dict[str, Any] = {
-        "kind": PROFILE_KIND,
-        "version": PROFILE_VERSION,
-        "rows": profile.rows,
-        "source": profile.source,
-        "features": features,
-    }
-    if profile.calibrations:
-        document["calibrations"] = [
-            storedcalibration.to_document(stored) for stored in profile.calibrations
-        ]
-    return document
-
-
-def fingerprint(profile: Profile) -> str:
-    """A digest of what a calibration depends on: the rows and every feature's histogram."""
-    document = to_document(profile)
-    content = json.dumps([document["rows"], document["features"]], sort_keys=True)
-    return "sha256:" + hashlib.sha256(content.encode()).hexdigest()
-
-
-def _count(value: object, where: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ProfileError(f"{where}: expected a count (a non-negative integer), got {value!r}")
-    return value
-
-
-def _number(value: object, where: str) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise ProfileError(f"{where}: expected a finite number, got {value!r}")
-    return float(value)
-
-
-def _centres(value: object, edges: list[float], where: str) -> tuple[float, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list) or len(value) != len(edges) - 1:
-        raise ProfileError(f"{where}: expected a list of one number per bin")
-    centres = tuple(_number(centre, f"{where}[{i}]") for i, centre in enumerate(value))
-    for i, centre in enumerate(centres):
-        if not edges[i] <= centre <= edges[i + 1]:
-            raise ProfileError(
-                f"{where}[{i}]: {centre} is outside its bin [{edges[i]}, {edges[i + 1]}]"
-            )
-    return centres
-
-
-def _feature_from(item: object, where: str) -> Feature:
-    if not isinstance(item, dict):
-        raise ProfileError(f"{where}: expected an object")
-    name = item.get("name")
-    if not isinstance(name, str) or not name:
-        raise ProfileError(f"{where}.name: expected a non-empty string")
-    kind = item.get("type")
-    missing = _count(item.get("missing", 0), f"{where}.missing")
-    if kind == "numeric":
-        edges = item.get("edges")
-        counts = item.get("counts")
-        if not isinstance(edges, list) or not isinstance(counts, list):
-            raise ProfileError(f"{where}: a numeric feature needs lists 'edges' and 'counts'")
-        edge_values = [_number(edge, f"{where}.edges[{i}]") for i, edge in enumerate(edges)]
-        if len(edge_values) != len(counts) + 1 or not counts:
-            raise ProfileError(f"{where}: 'edges' must have one more element than 'counts'")
-        if any(b < a for a, b in itertools.pairwise(edge_values)):
-            raise ProfileError(f"{where}.edges: must not decrease")
-        return NumericFeature(
-            name=name,
-            edges=tuple(edge_values),
-            counts=tuple(_count(count, f"{where}.counts[{i}]") for i, count in enumerate(counts)),
-            missing=missing,
-            mean=_number(item.get("mean", 0.0), f"{where}.mean"),
-            std=_number(item.get("std", 0.0), f"{where}.std"),
-            centres=_centres(item.get("centres"), edge_values, f"{where}.centres"),
-        )
-    if kind == "categorical":
-        categories = item.get("categories")
-        if not isinstance(categories, dict) or not categories:
-            raise ProfileError(f"{where}.categories: expected a non-empty object of counts")
-        return CategoricalFeature(
-            name=name,
-            categories=tuple(str(key) for key in categories),
-            counts=tuple(_count(v, f"{where}.categories.{k}") for k, v in categories.items()),
-            other=_count(item.get("other", 0), f"{where}.other"),
-            missing=missing,
-        )
-    raise ProfileError(f"{where}.type: expected 'numeric' or 'categorical', got {kind!r}")
-
-
-def from_document(document: object) -> Profile:
-    """Read a profile document, with the JSON path of whatever is wrong in it."""
-    if not isinstance(document, dict):
-        raise ProfileError("a profile is a JSON object")
-    if document.get("kind", PROFILE_KIND) != PROFILE_KIND:
-        raise ProfileError(f"kind: expected {PROFILE_KIND!r}, got {document.get('kind')!r}")
-    version = document.get("version")
-    if version not in READABLE_VERSIONS or isinstance(version, bool):
-        raise ProfileError(
-            f"version: this monitor reads profile versions "
-            f"{', '.join(map(str, READABLE_VERSIONS))}, got {version!r}"
-        )
-    items = document.get("features")
-    if not isinstance(items, list) or not items:
-        raise ProfileError("features: expected a non-empty list")
-    features = tuple(_feature_from(item, f"features[{i}]") for i, item in enumerate(items))
-    names = [feature.name for feature in features]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ProfileError(f"features: duplicate names {', '.join(duplicates)}")
-    rows = _count(document.get("rows", 0), "rows")
-    source = document.get("source", "")
-    items = document.get("calibrations", [])
-    if not isinstance(items, list):
-        raise ProfileError("calibrations: expected a list")
-    try:
-        calibrations = tuple(
-            storedcalibration.from_document(item, f"calibrations[{i}]")
-            for i, item in enumerate(items)
-        )
-    except storedcalibration.CalibrationDocumentError as error:
-        raise ProfileError(str(error)) from None
-    return Profile(features=features, rows=rows, source=str(source), calibrations=calibrations)

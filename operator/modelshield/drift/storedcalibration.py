@@ -10,10 +10,10 @@ The profile builder does it once and stores, per window size, each feature's nul
        "tails": [1.0, 0.9, ..., 0.000156],
        "features": {"age": {"PSI": [0.01, ...], "KolmogorovSmirnov": [...], ...}, ...}}]
 
-``fingerprint`` is the digest of the profile's histograms (``profiles.fingerprint``): a
-profile edited after calibration no longer matches and the monitor calibrates at start,
-as it does for profiles without calibrations (version 1) and for a window size or a
-false-alarm rate the stored tables do not cover. A statistic that does not apply to a
+``fingerprint`` is the digest of the profile's histograms
+(``profiledocuments.fingerprint``): a profile edited after calibration no longer matches
+and the monitor calibrates at start, as it does for profiles without calibrations
+(version 1) and for a window size or a false-alarm rate the stored tables do not cover. A statistic that does not apply to a
 feature (KS on a categorical one) is left out of its object.
 
 This module only reads and writes the document; it imports nothing of the drift package,
