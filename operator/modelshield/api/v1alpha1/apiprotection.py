@@ -315,6 +315,170 @@ class RequestChecks(ApiModel):
     )
 
 
+class OutlierAction(StrEnum):
+    """What the guard does with a request that has an out-of-distribution row."""
+
+    #: Forward it with an ``X-Modelshield-Outlier`` header, a metric and an audit line.
+    FLAG = "Flag"
+    #: Refuse it with 422 and the reason.
+    REJECT = "Reject"
+
+
+class OutlierChecks(ApiModel):
+    """Score every input row against the reference profile's outlier model."""
+
+    action: OutlierAction = pydantic.Field(
+        default=OutlierAction.FLAG, description="Flag (forward, marked) or Reject (422)."
+    )
+    false_flag_rate: float = pydantic.Field(
+        default=0.01,
+        description=(
+            "The share of in-distribution rows that may be flagged: the thresholds are set "
+            "so that at most this share of the profile's held-out reference rows is flagged "
+            "(range, category and Mahalanobis checks together). It cannot be smaller than "
+            "one over the number of held-out rows the profile stores."
+        ),
+        gt=0,
+        le=0.5,
+    )
+
+
+class ProbingAction(StrEnum):
+    """What the guard does when a client's query stream looks like extraction or inversion."""
+
+    #: A Kubernetes Event on the workload, a metric and an audit line.
+    ALERT = "Alert"
+    #: Alert, and hold the client to ``throttle`` for ``coolDown``.
+    THROTTLE = "Throttle"
+    #: Alert, and refuse the client with 403 for ``coolDown``.
+    BLOCK = "Block"
+
+
+class ProbingDetector(StrEnum):
+    """Detectors of a client's query stream."""
+
+    #: PRADA (Juuti et al. 2019): the distances of each new query to the client's earlier
+    #: ones stop looking normally distributed (Shapiro-Wilk).
+    DISTANCE_DISTRIBUTION = "DistanceDistribution"
+    #: Queries that differ from an earlier query in one or two features only.
+    SWEEP = "Sweep"
+    #: A query rate far above the client's own history.
+    VOLUME = "Volume"
+
+
+class ProbingDetection(ApiModel):
+    """Per-client detection of model extraction and inversion probing."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.action) || self.action != 'Throttle' || has(self.throttle)",
+                    "message": "action Throttle needs throttle",
+                }
+            ]
+        }
+    )
+
+    action: ProbingAction = pydantic.Field(
+        default=ProbingAction.ALERT, description="Alert, Throttle or Block."
+    )
+    detectors: list[ProbingDetector] = pydantic.Field(
+        default_factory=lambda: list(ProbingDetector),
+        description="Which detectors run; default all three.",
+        min_length=1,
+        max_length=3,
+        json_schema_extra={"default": [d.value for d in ProbingDetector]},
+    )
+    normality_threshold: float = pydantic.Field(
+        default=0.88,
+        description=(
+            "DistanceDistribution alarms when the Shapiro-Wilk W of a client's minimum "
+            "distances falls below this (PRADA's delta); lower: fewer alarms."
+        ),
+        gt=0.5,
+        lt=1,
+    )
+    min_queries: int = pydantic.Field(
+        default=100,
+        description="Distinct queries a client sends before its stream is judged.",
+        ge=20,
+        le=100_000,
+    )
+    memory_per_client: int = pydantic.Field(
+        default=1000,
+        description="Queries remembered per client (oldest forgotten first).",
+        ge=50,
+        le=10_000,
+    )
+    max_clients: int = pydantic.Field(
+        default=10_000,
+        description="Clients remembered at once (the least recently seen forgotten first).",
+        ge=1,
+        le=1_000_000,
+    )
+    volume_factor: float = pydantic.Field(
+        default=10.0,
+        description="Volume alarms when a client's last minute is this many times its usual rate.",
+        ge=2,
+        le=10_000,
+    )
+    throttle: RateLimit | None = pydantic.Field(
+        default=None, description="The rate a throttled client is held to."
+    )
+    cool_down: Duration = pydantic.Field(
+        default="10m", description="How long a Throttle or Block lasts after the last alarm."
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _throttle_has_a_rate(self) -> ProbingDetection:
+        if self.action is ProbingAction.THROTTLE and self.throttle is None:
+            raise ValueError("action Throttle needs throttle")
+        return self
+
+
+class ResponseHardening(ApiModel):
+    """Less information per answer: rounded and truncated class probabilities."""
+
+    model_config = pydantic.ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.roundDecimals) || has(self.topK)",
+                    "message": "name roundDecimals or topK",
+                }
+            ]
+        }
+    )
+
+    round_decimals: int | None = pydantic.Field(
+        default=None,
+        description=(
+            "Round every floating-point number of a prediction (KServe v1 'predictions', "
+            "Open Inference FP outputs) to this many decimals."
+        ),
+        ge=0,
+        le=15,
+    )
+    top_k: int | None = pydantic.Field(
+        alias="topK",
+        default=None,
+        description=(
+            "Keep the k largest values of each row of class probabilities (a row: the last "
+            "dimension of a 2-D FP output or a list of numbers in v1 'predictions'); the "
+            "others are returned as 0, so the response keeps its shape."
+        ),
+        ge=1,
+        le=1000,
+    )
+
+    @pydantic.model_validator(mode="after")
+    def _something_to_do(self) -> ResponseHardening:
+        if self.round_decimals is None and self.top_k is None:
+            raise ValueError("name roundDecimals or topK")
+        return self
+
+
 class ApiRequirements(ApiModel):
     """API protection: an inference guard in front of the model server."""
 
@@ -330,4 +494,22 @@ class ApiRequirements(ApiModel):
     requests: RequestChecks = pydantic.Field(
         default_factory=RequestChecks,
         description="Size, media type, protocol and JSON shape limits of requests.",
+    )
+    outliers: OutlierChecks | None = pydantic.Field(
+        default=None,
+        description=(
+            "Flag or reject out-of-distribution rows: outside a feature's reference range, "
+            "an unseen category, a missing value the reference never had, or a Mahalanobis "
+            "distance above the calibrated threshold. Needs monitoring.drift's profile."
+        ),
+    )
+    probing: ProbingDetection | None = pydantic.Field(
+        default=None,
+        description=(
+            "Detect extraction and inversion probing in each client's query stream. Needs "
+            "monitoring.drift's profile (distances are measured in its units)."
+        ),
+    )
+    responses: ResponseHardening | None = pydantic.Field(
+        default=None, description="Round and truncate returned class probabilities."
     )

@@ -116,6 +116,17 @@ def semantic_problems(policy: policies.PolicyRequirements, *, cluster: bool) -> 
                 "needs the reference profile of a monitoring.drift block in the same policy",
             )
         )
+    for field, needs_profile in (
+        ("outliers", policy.api is not None and policy.api.outliers is not None),
+        ("probing", policy.api is not None and policy.api.probing is not None),
+    ):
+        if needs_profile and (policy.monitoring is None or policy.monitoring.drift is None):
+            found.append(
+                (
+                    f"spec.api.{field}",
+                    "needs the reference profile of a monitoring.drift block in the same policy",
+                )
+            )
     authentication = policy.api.authentication if policy.api is not None else None
     if cluster and authentication is not None and authentication.api_keys is not None:
         found.append(
