@@ -60,6 +60,14 @@ def _run_profile(arguments: argparse.Namespace) -> int:
         profile = dataclasses.replace(profile, calibrations=stored)
     out = pathlib.Path(arguments.out)
     datasets.write_profile(profile, out)
+    if not arguments.no_outliers:
+        categorical = [
+            f.name for f in profile.features if not isinstance(f, profiles.NumericFeature)
+        ]
+        outliers = _add_outlier_model(out, columns, profile.names, categorical)
+        if outliers is not None:
+            print(f"modelshield drift profile: {outliers}", file=sys.stderr)
+            return 2
     kinds = ", ".join(
         f"{feature.name} ({'numeric' if isinstance(feature, profiles.NumericFeature) else 'categorical'})"
         for feature in profile.features
@@ -71,6 +79,28 @@ def _run_profile(arguments: argparse.Namespace) -> int:
             f"rates down to {rate:g} per window"
         )
     return 0
+
+
+def _add_outlier_model(
+    out: pathlib.Path, columns: dict[str, Any], names: tuple[str, ...], categorical: list[str]
+) -> str | None:
+    """Store the guard's outlier model (issue 15) in the profile file; the problem if not."""
+    import json
+
+    from modelshield.guard import outliermodel
+
+    try:
+        fitted = outliermodel.build(columns, names, categorical)
+    except outliermodel.OutlierModelError as error:
+        return f"outlier model: {error} (--no-outliers skips it)"
+    document = json.loads(out.read_text())
+    document["outliers"] = outliermodel.to_document(fitted)
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    print(
+        f"outlier model: {len(fitted.fitted.varying)} features in the Mahalanobis score, "
+        f"{fitted.held_out_excess.size} held-out rows for calibration"
+    )
+    return None
 
 
 def _run_monitor(arguments: argparse.Namespace) -> int:
@@ -159,6 +189,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-calibration",
         action="store_true",
         help="store no calibration (monitors with falseAlarmRate then calibrate at start)",
+    )
+    profile.add_argument(
+        "--no-outliers",
+        action="store_true",
+        help="store no outlier model (the guard's api.outliers and api.probing need one)",
     )
     profile.set_defaults(handler=_run_profile)
 

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import pathlib
+from typing import Any
 
 import pydantic
 import yaml
@@ -83,6 +84,13 @@ class GuardConfig(ApiModel):
     reference_features: list[ReferenceFeature] | None = pydantic.Field(
         default=None,
         description="The reference profile's features, in order (for matchReferenceProfile).",
+    )
+    outlier_model: dict[str, Any] | None = pydantic.Field(
+        default=None,
+        description=(
+            "The reference profile's outlier model (its 'outliers' key), for the api "
+            "blocks' outliers and probing defences."
+        ),
     )
     drift_monitor: str | None = pydantic.Field(
         default=None, description="The drift monitor's URL: forwarded bodies are sent there too."

@@ -36,6 +36,9 @@ class Code(enum.StrEnum):
     MEDIA_TYPE = "UnsupportedMediaType"
     MALFORMED = "Malformed"
     NO_ROUTE = "NoRoute"
+    #: Model-aware defences (``modelshield.guard.defending``).
+    OUT_OF_DISTRIBUTION = "OutOfDistribution"
+    PROBING = "Probing"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -26,11 +26,13 @@ import aiohttp
 import prometheus_client
 from aiohttp import web
 
+from modelshield.engine import decisions
 from modelshield.engine.apiprotection import GuardRules
 from modelshield.guard import (
     apikeys,
     config,
     credentials,
+    defending,
     feeding,
     judging,
     metrics,
@@ -109,6 +111,8 @@ class _Outcome:
     status: int = 0
     refused: bool = False
     note: str = ""
+    #: Out-of-distribution flags (``defending``) for the response header and audit line.
+    flags: list[str] = dataclasses.field(default_factory=list)
 
 
 class Pipeline:
@@ -124,6 +128,7 @@ class Pipeline:
         guard_metrics: metrics.GuardMetrics | None = None,
         drift_monitor: str | None = None,
         features: tuple[requestchecks.Feature, ...] | None = None,
+        defences: defending.Defences | None = None,
     ) -> None:
         self.rules = rules
         self.upstream = upstream.rstrip("/")
@@ -132,6 +137,8 @@ class Pipeline:
         self.metrics = guard_metrics or metrics.GuardMetrics()
         self.upstream_timeout = upstream_timeout
         self.features = features
+        self.defences = defences if defences is not None and defences.active else None
+        self.hardening = defences if defences is not None and defences.hardening else None
         self._session: aiohttp.ClientSession | None = None
         self.feed = (
             feeding.DriftFeed(drift_monitor, self.metrics.registry) if drift_monitor else None
@@ -208,12 +215,23 @@ class Pipeline:
             outcome.verdict = judging.merge([head, body])
             assert outcome.verdict.refusal is not None
             return self._refuse(outcome, outcome.verdict.refusal)
-        checked, _document = judging.judge_body(
+        checked, document = judging.judge_body(
             self.rules, route, request.headers.get("Content-Type"), body, self.features
         )
         outcome.verdict = judging.merge([head, checked])
         if outcome.verdict.refusal is not None:
             return self._refuse(outcome, outcome.verdict.refusal)
+        if self.defences is not None:
+            defended = self.defences.judge(outcome.client, route, document, time.time())
+            outcome.verdict = judging.merge([outcome.verdict, defended.verdict])
+            outcome.flags = defended.flags
+            if defended.alarms:
+                outcome.note = "; ".join(
+                    f"probing alarm ({alarm.detector.value}, {ref}): {alarm.reason}"
+                    for ref, alarm in defended.alarms
+                )
+            if outcome.verdict.refusal is not None:
+                return self._refuse(outcome, outcome.verdict.refusal)
         return await self._forward(request, outcome, body)
 
     async def _read_body(self, request: web.Request) -> bytes | judging.Verdict:
@@ -273,7 +291,11 @@ class Pipeline:
                     if name.lower() not in _HOP_BY_HOP:
                         response.headers.add(name, value)
                 self._audit_headers(response, outcome.verdict)
+                if outcome.flags:
+                    response.headers[defending.OUTLIER_HEADER] = "; ".join(outcome.flags)
                 content = await upstream.read()
+                if self.hardening is not None and outcome.route and 200 <= upstream.status < 300:
+                    content = self.hardening.harden(content, outcome.route)
                 response.content_length = len(content)
                 await response.prepare(request)
                 await response.write(content)
@@ -322,6 +344,7 @@ class Pipeline:
                     if verdict.refusal and verdict.refusal.policy
                     else None,
                     "audited": [f"{r.code.value} by {r.policy}" for r in verdict.audited],
+                    "outliers": outcome.flags or None,
                     "latencyMs": round(seconds * 1000, 3),
                 },
                 separators=(",", ":"),
@@ -383,11 +406,13 @@ def pipeline_from_config(settings: config.GuardConfig) -> Pipeline:
         if rules.api_key_secrets
         else None
     )
+    guard_metrics = metrics.GuardMetrics()
     return Pipeline(
         rules,
         settings.upstream,
         Authenticator(reviewer, keys),
         upstream_timeout=settings.upstream_timeout_seconds,
+        guard_metrics=guard_metrics,
         drift_monitor=settings.drift_monitor,
         features=(
             tuple(
@@ -396,5 +421,13 @@ def pipeline_from_config(settings: config.GuardConfig) -> Pipeline:
             )
             if settings.reference_features is not None
             else None
+        ),
+        defences=defending.Defences(
+            [
+                (decisions.PolicyRef(p.kind, p.namespace, p.name), p.enforcement, p.api)
+                for p in settings.policies
+            ],
+            settings.outlier_model,
+            guard_metrics.registry,
         ),
     )

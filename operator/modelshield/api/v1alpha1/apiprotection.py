@@ -362,6 +362,9 @@ class ProbingDetector(StrEnum):
     DISTANCE_DISTRIBUTION = "DistanceDistribution"
     #: Queries that differ from an earlier query in one or two features only.
     SWEEP = "Sweep"
+    #: Far more out-of-distribution queries than in-distribution traffic has (random
+    #: points in the feature box); uses the outlier model at outliers.falseFlagRate.
+    OUTLIER_SHARE = "OutlierShare"
     #: A query rate far above the client's own history.
     VOLUME = "Volume"
 
@@ -385,9 +388,9 @@ class ProbingDetection(ApiModel):
     )
     detectors: list[ProbingDetector] = pydantic.Field(
         default_factory=lambda: list(ProbingDetector),
-        description="Which detectors run; default all three.",
+        description="Which detectors run; default all four.",
         min_length=1,
-        max_length=3,
+        max_length=4,
         json_schema_extra={"default": [d.value for d in ProbingDetector]},
     )
     normality_threshold: float = pydantic.Field(

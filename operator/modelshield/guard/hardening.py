@@ -1,0 +1,120 @@
+"""Response hardening: less information per answer, same shape. Pure.
+
+Against extraction and inversion, an answer should carry no more than the client needs:
+``round_decimals`` rounds every floating-point number of the predictions, ``top_k`` keeps
+the k largest values of each row of class probabilities and returns the others as 0.
+KServe v1: the numbers of ``predictions`` (a row: a list of numbers). Open Inference v2:
+the ``data`` of each FP16/FP32/FP64 output (a row: the last dimension of a 2-D shape).
+Integers (class labels) and everything else are left as they are; a body that is not
+JSON of these shapes is returned unchanged (the guard only rewrites what it understands).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from modelshield.api.v1alpha1.apiprotection import Protocol
+
+FLOAT_DATATYPES = frozenset({"FP16", "FP32", "FP64"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Hardening:
+    """What to do to answers (None: not that)."""
+
+    round_decimals: int | None = None
+    top_k: int | None = None
+
+    def stricter(self, other: Hardening) -> Hardening:
+        """Both applied: the fewer decimals and the smaller k."""
+
+        def least(a: int | None, b: int | None) -> int | None:
+            return b if a is None else a if b is None else min(a, b)
+
+        return Hardening(
+            least(self.round_decimals, other.round_decimals), least(self.top_k, other.top_k)
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _top_k(row: list[Any], k: int) -> list[Any]:
+    if len(row) <= k or not all(_is_number(v) for v in row):
+        return row
+    keep = set(sorted(range(len(row)), key=lambda i: (-row[i], i))[:k])
+    return [v if i in keep else 0.0 * v for i, v in enumerate(row)]
+
+
+def _round(value: Any, decimals: int) -> Any:
+    if isinstance(value, float):
+        return round(value, decimals)
+    if isinstance(value, list):
+        return [_round(v, decimals) for v in value]
+    return value
+
+
+def _v1(predictions: Any, hardening: Hardening) -> Any:
+    def visit(node: Any) -> Any:
+        if isinstance(node, list):
+            if hardening.top_k is not None and node and all(_is_number(v) for v in node):
+                node = _top_k(node, hardening.top_k)
+            else:
+                node = [visit(v) for v in node]
+        if hardening.round_decimals is not None:
+            node = _round(node, hardening.round_decimals)
+        return node
+
+    # A list of rows: each row is hardened; a flat list of numbers is one value per
+    # instance (labels or regression outputs), not a row of classes.
+    if isinstance(predictions, list) and all(_is_number(v) for v in predictions):
+        return (
+            _round(predictions, hardening.round_decimals)
+            if hardening.round_decimals is not None
+            else predictions
+        )
+    return visit(predictions)
+
+
+def _v2(output: dict[str, Any], hardening: Hardening) -> dict[str, Any]:
+    if output.get("datatype") not in FLOAT_DATATYPES or not isinstance(output.get("data"), list):
+        return output
+    data = output["data"]
+    shape = output.get("shape")
+    if hardening.top_k is not None and isinstance(shape, list) and len(shape) == 2:
+        width = shape[1]
+        flat = isinstance(width, int) and width > 0 and all(_is_number(v) for v in data)
+        if flat and len(data) == shape[0] * width:
+            data = [
+                v
+                for i in range(0, len(data), width)
+                for v in _top_k(data[i : i + width], hardening.top_k)
+            ]
+        elif all(isinstance(row, list) for row in data):
+            data = [_top_k(row, hardening.top_k) for row in data]
+    if hardening.round_decimals is not None:
+        data = _round(data, hardening.round_decimals)
+    return {**output, "data": data}
+
+
+def harden(body: bytes, protocol: Protocol, hardening: Hardening) -> bytes:
+    """The answer with probabilities rounded and truncated; unchanged if not understood."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return body
+    if not isinstance(document, dict):
+        return body
+    if protocol is Protocol.KSERVE_V1 and "predictions" in document:
+        document["predictions"] = _v1(document["predictions"], hardening)
+    elif protocol is Protocol.OPEN_INFERENCE_V2 and isinstance(document.get("outputs"), list):
+        document["outputs"] = [
+            _v2(output, hardening) if isinstance(output, dict) else output
+            for output in document["outputs"]
+        ]
+    else:
+        return body
+    return json.dumps(document, separators=(",", ":")).encode()

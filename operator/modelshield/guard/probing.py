@@ -1,0 +1,299 @@
+"""Per-client detection of extraction and inversion probing. Pure (numpy, scipy).
+
+Each client's recent queries are kept in a bounded summary (``ClientStream``; at most
+``memory`` queries, and at most ``max_clients`` clients, the least recently seen
+forgotten first). Queries are compared in the reference profile's standard units (each
+feature divided by its reference standard deviation). Three detectors:
+
+- **DistanceDistribution** (PRADA, Juuti et al. 2019): each new query's minimum distance
+  to the client's growing set of earlier queries joins a set D; a query further than the
+  set's threshold (the largest mean − std of D seen) joins the growing set. Once D holds
+  ``min_queries`` distances, a Shapiro–Wilk W of D (values beyond 3 standard deviations
+  removed) below ``normality_threshold`` is an alarm: natural queries give roughly
+  normal distances, synthetic ones (random, or small steps around seeds) do not. PRADA
+  keeps a growing set per predicted class; the guard does not read the class from the
+  answer and keeps one. Exact repeats are skipped (they tell an attacker nothing new).
+- **Sweep**: a query that differs from one of the client's last ``SWEEP_LOOKBACK``
+  queries in at most ``SWEEP_FEATURES`` features; an alarm when at least half of the
+  last ``SWEEP_WINDOW`` queries are such.
+- **OutlierShare**: the share of the client's last ``OUTLIER_WINDOW`` queries that the
+  outlier check flags; an alarm when it is so high that a client sending in-distribution
+  queries (flagged at the calibrated ``outlier_rate``) would reach it with probability
+  below ``OUTLIER_ALARM_P`` (a binomial tail): random points in the feature box, the
+  simplest extraction queries, are nearly all out of distribution.
+- **Volume**: queries per minute; an alarm when the current minute holds more than
+  ``volume_factor`` times the client's usual rate (an exponential average of its past
+  minutes, at least ``VOLUME_FLOOR``) after ``VOLUME_HISTORY_MINUTES`` minutes of history.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+import hashlib
+from collections.abc import Iterable
+
+import numpy as np
+from scipy import stats
+
+from modelshield.guard.outliermodel import FloatArray
+
+
+class Detector(enum.StrEnum):
+    """The detectors (as the policy names them)."""
+
+    DISTANCE_DISTRIBUTION = "DistanceDistribution"
+    SWEEP = "Sweep"
+    OUTLIER_SHARE = "OutlierShare"
+    VOLUME = "Volume"
+
+
+SWEEP_LOOKBACK = 32
+SWEEP_WINDOW = 50
+SWEEP_FEATURES = 2
+#: How often (in distinct queries) the Shapiro–Wilk test is run once D is full enough.
+TEST_EVERY = 10
+OUTLIER_WINDOW = 100
+OUTLIER_ALARM_P = 1e-6
+VOLUME_HISTORY_MINUTES = 5
+VOLUME_FLOOR = 10.0
+VOLUME_SMOOTHING = 0.1
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """A policy's probing settings, as the detectors use them."""
+
+    detectors: frozenset[Detector] = frozenset(Detector)
+    normality_threshold: float = 0.88
+    min_queries: int = 100
+    memory: int = 1000
+    max_clients: int = 10_000
+    volume_factor: float = 10.0
+    #: The outlier check's calibrated false-flag rate (OutlierShare's benign rate).
+    outlier_rate: float = 0.01
+
+    @property
+    def outlier_alarm_count(self) -> int:
+        """Flagged queries among the last OUTLIER_WINDOW that raise the alarm."""
+        count = 1 + np.arange(OUTLIER_WINDOW)
+        tails = stats.binom.sf(count - 1, OUTLIER_WINDOW, self.outlier_rate)
+        return int(count[np.argmax(tails < OUTLIER_ALARM_P)])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Alarm:
+    """A client's stream looked like probing."""
+
+    client: str
+    detector: Detector
+    reason: str
+
+
+class ClientStream:
+    """The bounded summary of one client's recent queries."""
+
+    def __init__(self, width: int, settings: Settings) -> None:
+        self.settings = settings
+        memory = settings.memory
+        self.growing = np.empty((memory, width))
+        self.growing_count = 0
+        self.growing_next = 0
+        self.growing_distances: collections.deque[float] = collections.deque(maxlen=memory)
+        self.threshold = 0.0
+        self.distances: collections.deque[float] = collections.deque(maxlen=memory)
+        self.since_test = 0
+        self.seen: collections.OrderedDict[bytes, None] = collections.OrderedDict()
+        self.recent = np.empty((SWEEP_LOOKBACK, width))
+        self.recent_count = 0
+        self.recent_next = 0
+        self.sweeps: collections.deque[bool] = collections.deque(maxlen=SWEEP_WINDOW)
+        self.outliers: collections.deque[bool] = collections.deque(maxlen=OUTLIER_WINDOW)
+        self.outlier_alarm_count = settings.outlier_alarm_count
+        self.minute = -1
+        self.minute_count = 0
+        self.usual_rate = 0.0
+        self.minutes_seen = 0
+
+    def _repeat(self, query: FloatArray) -> bool:
+        key = hashlib.blake2b(query.tobytes(), digest_size=16).digest()
+        if key in self.seen:
+            self.seen.move_to_end(key)
+            return True
+        self.seen[key] = None
+        if len(self.seen) > self.settings.memory:
+            self.seen.popitem(last=False)
+        return False
+
+    def _distance(self, query: FloatArray) -> Alarm | None:
+        if self.growing_count == 0:
+            self._grow(query, None)
+            return None
+        kept = self.growing[: self.growing_count]
+        nearest = float(np.sqrt(((kept - query) ** 2).sum(axis=1).min()))
+        self.distances.append(nearest)
+        if nearest > self.threshold:
+            self._grow(query, nearest)
+        self.since_test += 1
+        if len(self.distances) < self.settings.min_queries or self.since_test < TEST_EVERY:
+            return None
+        self.since_test = 0
+        values = np.fromiter(self.distances, dtype=np.float64)
+        mean, std = values.mean(), values.std()
+        trimmed = values[np.abs(values - mean) <= 3 * std] if std > 0 else values
+        if trimmed.size < 3 or np.ptp(trimmed) == 0:
+            w = 0.0
+        else:
+            w = float(stats.shapiro(trimmed).statistic)
+        if w < self.settings.normality_threshold:
+            return Alarm(
+                "",
+                Detector.DISTANCE_DISTRIBUTION,
+                f"the distances between its last {values.size} queries are not normally "
+                f"distributed (Shapiro-Wilk W {w:.3f} < {self.settings.normality_threshold})",
+            )
+        return None
+
+    def _grow(self, query: FloatArray, nearest: float | None) -> None:
+        self.growing[self.growing_next] = query
+        self.growing_next = (self.growing_next + 1) % self.settings.memory
+        self.growing_count = min(self.growing_count + 1, self.settings.memory)
+        if nearest is not None:
+            self.growing_distances.append(nearest)
+            kept = np.fromiter(self.growing_distances, dtype=np.float64)
+            self.threshold = max(self.threshold, float(kept.mean() - kept.std()))
+
+    def _sweep(self, query: FloatArray) -> Alarm | None:
+        if self.recent_count:
+            recent = self.recent[: self.recent_count]
+            differing = (np.abs(recent - query) > 1e-9).sum(axis=1)
+            self.sweeps.append(bool(differing.min() <= SWEEP_FEATURES))
+        self.recent[self.recent_next] = query
+        self.recent_next = (self.recent_next + 1) % SWEEP_LOOKBACK
+        self.recent_count = min(self.recent_count + 1, SWEEP_LOOKBACK)
+        if len(self.sweeps) == SWEEP_WINDOW and sum(self.sweeps) >= SWEEP_WINDOW / 2:
+            return Alarm(
+                "",
+                Detector.SWEEP,
+                f"{sum(self.sweeps)} of its last {SWEEP_WINDOW} queries differ from an earlier "
+                f"one in at most {SWEEP_FEATURES} features (a sweep)",
+            )
+        return None
+
+    def volume(self, now: float, count: int) -> Alarm | None:
+        """Count ``count`` queries at ``now`` (seconds); an alarm on a surge."""
+        minute = int(now // 60)
+        if minute != self.minute:
+            if self.minute >= 0:
+                # Minutes with no query at all count as zero.
+                for _ in range(min(minute - self.minute - 1, 60)):
+                    self.usual_rate *= 1 - VOLUME_SMOOTHING
+                self.usual_rate += VOLUME_SMOOTHING * (self.minute_count - self.usual_rate)
+                if self.minutes_seen == 0:
+                    self.usual_rate = float(self.minute_count)
+                self.minutes_seen += minute - self.minute
+            self.minute, self.minute_count = minute, 0
+        self.minute_count += count
+        if self.minutes_seen < VOLUME_HISTORY_MINUTES:
+            return None
+        limit = self.settings.volume_factor * max(self.usual_rate, VOLUME_FLOOR)
+        if self.minute_count > limit:
+            return Alarm(
+                "",
+                Detector.VOLUME,
+                f"{self.minute_count} queries this minute, over {self.settings.volume_factor:g} "
+                f"times its usual {self.usual_rate:.1f} per minute",
+            )
+        return None
+
+    def _outlier_share(self, flagged: bool) -> Alarm | None:
+        self.outliers.append(flagged)
+        count = sum(self.outliers)
+        if count >= self.outlier_alarm_count:
+            return Alarm(
+                "",
+                Detector.OUTLIER_SHARE,
+                f"{count} of its last {len(self.outliers)} queries are out of distribution "
+                f"(in-distribution traffic: {self.settings.outlier_rate:g} of them)",
+            )
+        return None
+
+    def observe(self, query: FloatArray, flagged: bool = False) -> list[Alarm]:
+        """Add one query (standardised, NaN-free; ``flagged`` by the outlier check)."""
+        if self._repeat(query):
+            return []
+        found: list[Alarm] = []
+        detectors = self.settings.detectors
+        if Detector.OUTLIER_SHARE in detectors:
+            alarm = self._outlier_share(flagged)
+            if alarm is not None:
+                found.append(alarm)
+        if Detector.DISTANCE_DISTRIBUTION in detectors:
+            alarm = self._distance(query)
+            if alarm is not None:
+                found.append(alarm)
+        if Detector.SWEEP in detectors:
+            alarm = self._sweep(query)
+            if alarm is not None:
+                found.append(alarm)
+        return found
+
+
+class Prober:
+    """Every client's stream, bounded in number (least recently seen forgotten)."""
+
+    def __init__(self, mean: FloatArray, std: FloatArray, settings: Settings) -> None:
+        self.settings = settings
+        self.mean = mean
+        # A constant feature has no scale; any change in it counts as one standard unit.
+        self.scale = np.where(std > 0, std, 1.0)
+        self.clients: collections.OrderedDict[str, ClientStream] = collections.OrderedDict()
+
+    def stream(self, client: str) -> ClientStream:
+        """The client's stream, created (and the oldest evicted) as needed."""
+        found = self.clients.get(client)
+        if found is None:
+            found = ClientStream(self.mean.size, self.settings)
+            self.clients[client] = found
+            if len(self.clients) > self.settings.max_clients:
+                self.clients.popitem(last=False)
+        else:
+            self.clients.move_to_end(client)
+        return found
+
+    def observe(
+        self, client: str, rows: FloatArray, now: float, flagged: FloatArray | None = None
+    ) -> list[Alarm]:
+        """Add a request's rows (rows x numeric features, NaN for missing), with which of
+        them the outlier check flagged."""
+        stream = self.stream(client)
+        standard = (np.where(np.isnan(rows), self.mean, rows) - self.mean) / self.scale
+        alarms: list[Alarm] = []
+        if Detector.VOLUME in self.settings.detectors:
+            alarm = stream.volume(now, max(1, rows.shape[0]))
+            if alarm is not None:
+                alarms.append(alarm)
+        marks = flagged if flagged is not None else np.zeros(rows.shape[0], dtype=bool)
+        for query, mark in zip(standard, marks, strict=True):
+            alarms.extend(stream.observe(np.ascontiguousarray(query), bool(mark)))
+        return _named(client, _first_per_detector(alarms))
+
+
+def _first_per_detector(alarms: Iterable[Alarm]) -> list[Alarm]:
+    seen: set[Detector] = set()
+    kept = []
+    for alarm in alarms:
+        if alarm.detector not in seen:
+            seen.add(alarm.detector)
+            kept.append(alarm)
+    return kept
+
+
+def _named(client: str, alarms: list[Alarm]) -> list[Alarm]:
+    return [dataclasses.replace(alarm, client=client) for alarm in alarms]
+
+
+def memory_bytes(settings: Settings, width: int) -> int:
+    """An upper bound of one client's summary (the two matrices dominate)."""
+    return 8 * width * (settings.memory + SWEEP_LOOKBACK) + 64 * settings.memory + 1024

@@ -1,0 +1,125 @@
+"""The outlier model and its scoring, on planted rows of real data (scikit-learn's bundled
+breast cancer set) and on small hand-made columns."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.covariance import LedoitWolf  # type: ignore[import-untyped]
+from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
+
+from modelshield.guard import outliermodel, outlierscoring
+
+DATA = load_breast_cancer().data
+NAMES = [f"f{i}" for i in range(DATA.shape[1])]
+TRAIN, HELD = DATA[:400], DATA[400:]
+
+
+@pytest.fixture(scope="module")
+def model() -> outliermodel.OutlierModel:
+    built = outliermodel.build({n: TRAIN[:, i].tolist() for i, n in enumerate(NAMES)}, NAMES)
+    # What the guard reads is the stored document, not the object.
+    return outliermodel.from_document(outliermodel.to_document(built))
+
+
+def test_ledoit_wolf_agrees_with_scikit_learn() -> None:
+    z = (TRAIN - TRAIN.mean(0)) / TRAIN.std(0)
+    covariance, shrinkage = outliermodel.ledoit_wolf(z)
+    reference = LedoitWolf(assume_centered=True).fit(z)
+    assert shrinkage == pytest.approx(reference.shrinkage_, rel=1e-9)
+    np.testing.assert_allclose(covariance, reference.covariance_, rtol=1e-9, atol=1e-12)
+
+
+def test_thresholds_flag_at_most_the_declared_share_of_held_out_rows(
+    model: outliermodel.OutlierModel,
+) -> None:
+    for rate in (0.01, 0.05, 0.2):
+        limits = outlierscoring.thresholds(model, rate)
+        assert 0 < limits.held_out_rate <= rate
+        scores = (model.held_out_excess > limits.excess) | (
+            model.held_out_distance > limits.distance
+        )
+        assert scores.mean() == pytest.approx(limits.held_out_rate)
+
+
+def test_real_held_out_rows_pass_and_moved_features_are_flagged(
+    model: outliermodel.OutlierModel,
+) -> None:
+    limits = outlierscoring.thresholds(model, 0.05)
+    fitted = model.fitted
+    benign = outlierscoring.flagged(fitted, limits, HELD, [])
+    assert len(benign) <= 0.1 * len(HELD)
+    moved = HELD.copy()
+    span = fitted.maximum - fitted.minimum
+    for row in range(len(moved)):
+        column = row % moved.shape[1]
+        moved[row, column] = fitted.maximum[column] + span[column]
+    found = outlierscoring.flagged(fitted, limits, moved, [])
+    assert len(found) == len(moved)
+    row, reason = found[3]
+    assert f"feature 'f{3}'" in reason
+    assert "outside the reference range" in reason
+
+
+def test_a_row_of_plausible_values_in_an_unseen_combination_is_flagged(
+    model: outliermodel.OutlierModel,
+) -> None:
+    # Each feature inside its range, but radius large and area small: Mahalanobis only.
+    limits = outlierscoring.thresholds(model, 0.01)
+    fitted = model.fitted
+    row = fitted.mean.copy()
+    row[0], row[3] = fitted.maximum[0] * 0.95, fitted.minimum[3] * 1.05
+    scores = outlierscoring.score(fitted, row[None, :], [])
+    assert scores.excess[0] == 0
+    (found,) = outlierscoring.flagged(fitted, limits, row[None, :], [])
+    assert "Mahalanobis distance" in found[1]
+
+
+def test_categories_missing_values_and_constant_features() -> None:
+    rng = np.random.default_rng(0)
+    columns: dict[str, list[object]] = {
+        "x": rng.normal(size=200).tolist(),
+        "constant": [1.0] * 200,
+        "country": ["DE", "FR"] * 100,
+        "maybe": [None if i % 10 == 0 else float(i) for i in range(200)],
+    }
+    model = outliermodel.build(columns, list(columns), ["country"])
+    fitted = outliermodel.from_document(outliermodel.to_document(model)).fitted
+    limits = outlierscoring.thresholds(model, 0.05)
+    numeric = np.array(
+        [[0.0, 1.0, 50.0], [0.0, 1.5, 50.0], [math.nan, 1.0, 50.0], [0.0, 1.0, math.nan]]
+    )
+    countries: list[list[str | None]] = [["DE", "DE", "DE", "IT"]]
+    found = dict(outlierscoring.flagged(fitted, limits, numeric, countries))
+    assert 0 not in found
+    assert "'constant'" in found[1]
+    assert "'x' is missing" in found[2]
+    assert "'country' has category 'IT'" in found[3]
+    # 'maybe' had missing values in the reference: missing there is fine.
+    assert outlierscoring.score(fitted, numeric[3:, :], [["DE"]]).excess[0] == 0
+
+
+def test_a_rate_below_one_held_out_row_is_refused(model: outliermodel.OutlierModel) -> None:
+    with pytest.raises(outlierscoring.CalibrationError, match="below 1/400"):
+        outlierscoring.thresholds(model, 0.001)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(kind="DriftProfile"), "not an OutlierModel"),
+        (lambda d: d.update(precision=[1.0]), "precision"),
+        (lambda d: d["features"][0].update(mean="x"), r"features\[0\].mean"),
+        (lambda d: d.update(varying=[99]), "varying"),
+        (lambda d: d["heldOut"].update(distance=[]), "heldOut"),
+    ],
+)
+def test_bad_documents_name_the_field(
+    model: outliermodel.OutlierModel, change: object, message: str
+) -> None:
+    document = outliermodel.to_document(model)
+    change(document)  # type: ignore[operator]
+    with pytest.raises(outliermodel.OutlierModelError, match=message):
+        outliermodel.from_document(document)

@@ -1,0 +1,111 @@
+"""Probing detectors on planted streams: real rows (benign), synthetic ones (attacks)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
+
+from modelshield.guard import probing
+
+DATA = load_breast_cancer().data
+TRAIN, HELD = DATA[:400], DATA[400:]
+MEAN, STD = TRAIN.mean(0), TRAIN.std(0)
+LOW, HIGH = TRAIN.min(0), TRAIN.max(0)
+ONLY = probing.Detector
+
+
+def first_alarm(
+    queries: np.ndarray,
+    detectors: set[probing.Detector],
+    flagged: np.ndarray | None = None,
+    *,
+    seconds_apart: float = 1.0,
+) -> tuple[int | None, probing.Alarm | None]:
+    prober = probing.Prober(MEAN, STD, probing.Settings(detectors=frozenset(detectors)))
+    for index, query in enumerate(queries):
+        marks = flagged[index : index + 1] if flagged is not None else None
+        alarms = prober.observe("apikey:c", query[None, :], index * seconds_apart, marks)
+        if alarms:
+            return index + 1, alarms[0]
+    return None, None
+
+
+def test_benign_replay_of_real_rows_raises_no_alarm() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        stream = HELD[rng.integers(0, len(HELD), 2000)]
+        assert first_alarm(stream, set(ONLY) - {ONLY.VOLUME}) == (None, None)
+
+
+def test_small_steps_around_seeds_fail_the_distance_test() -> None:
+    # Jacobian-style augmentation: each new query a fixed step from an earlier one.
+    rng = np.random.default_rng(2)
+    seeds = HELD[:5]
+    queries = [*seeds]
+    while len(queries) < 400:
+        direction = np.sign(rng.normal(size=DATA.shape[1]))
+        queries.extend(q + 0.1 * STD * direction for q in list(queries))
+    count, alarm = first_alarm(np.asarray(queries[:400]), {ONLY.DISTANCE_DISTRIBUTION})
+    assert alarm is not None
+    assert count is not None
+    assert count <= 200
+    assert alarm.detector is ONLY.DISTANCE_DISTRIBUTION
+    assert alarm.client == "apikey:c"
+    assert "Shapiro-Wilk" in alarm.reason
+
+
+def test_one_feature_sweeps_are_found() -> None:
+    queries = []
+    for seed in HELD[:3]:
+        for feature in range(DATA.shape[1]):
+            for value in np.linspace(LOW[feature], HIGH[feature], 10):
+                query = seed.copy()
+                query[feature] = value
+                queries.append(query)
+    count, alarm = first_alarm(np.asarray(queries), {ONLY.SWEEP})
+    assert alarm is not None
+    assert count is not None
+    assert count <= 60
+    assert "sweep" in alarm.reason
+
+
+def test_a_stream_of_outliers_is_found_and_a_benign_share_is_not() -> None:
+    rng = np.random.default_rng(3)
+    queries = rng.uniform(LOW, HIGH, (300, DATA.shape[1]))
+    count, alarm = first_alarm(queries, {ONLY.OUTLIER_SHARE}, np.ones(300, dtype=bool))
+    assert alarm is not None
+    assert count == probing.Settings().outlier_alarm_count
+    benign_marks = rng.random(3000) < 0.01
+    stream = HELD[rng.integers(0, len(HELD), 3000)] + rng.normal(0, 1e-6, (3000, DATA.shape[1]))
+    assert first_alarm(stream, {ONLY.OUTLIER_SHARE}, benign_marks) == (None, None)
+
+
+def test_volume_far_above_the_clients_history() -> None:
+    rows = np.tile(HELD[:1], (1, 1))
+    prober = probing.Prober(MEAN, STD, probing.Settings(detectors=frozenset({ONLY.VOLUME})))
+    now = 0.0
+    for _ in range(10 * 20):  # 20 queries a minute for ten minutes: its usual rate
+        assert prober.observe("c", rows, now) == []
+        now += 3.0
+    alarms = []
+    for _ in range(500):  # then 500 in thirty seconds
+        alarms.extend(prober.observe("c", rows, now))
+        now += 0.06
+    assert alarms
+    assert alarms[0].detector is ONLY.VOLUME
+    assert "usual" in alarms[0].reason
+
+
+def test_memory_per_client_and_number_of_clients_are_bounded() -> None:
+    settings = probing.Settings(memory=50, max_clients=3)
+    prober = probing.Prober(MEAN, STD, settings)
+    rng = np.random.default_rng(4)
+    for client in range(5):
+        for _ in range(120):
+            prober.observe(f"c{client}", rng.normal(MEAN, STD)[None, :], 0.0)
+    assert list(prober.clients) == ["c2", "c3", "c4"]
+    stream = prober.clients["c4"]
+    assert stream.growing_count <= 50
+    assert len(stream.distances) <= 50
+    assert len(stream.seen) <= 50
+    assert stream.growing.shape == (50, DATA.shape[1])
