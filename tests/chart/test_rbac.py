@@ -14,6 +14,18 @@ from tests.chart import rendering
 ROLE_KINDS = ("ClusterRole", "Role")
 #: Verbs that let a subject grant itself more than it was given.
 ESCALATING_VERBS = {"escalate", "bind", "impersonate", "*"}
+GUARD_ROLE = f"{rendering.RELEASE}-inference-guard"
+#: The one escalating grant: the operator may bind the guards' ClusterRole (create
+#: tokenreviews) and no other, to keep the subjects of its one binding.
+GUARD_BIND_RULE = (
+    f"ClusterRole/{rendering.RELEASE}-operator",
+    {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["clusterroles"],
+        "verbs": ["bind"],
+        "resourceNames": [GUARD_ROLE],
+    },
+)
 
 
 def _rules(manifests: list[rendering.Manifest]) -> list[tuple[str, dict[str, Any]]]:
@@ -46,6 +58,8 @@ def test_no_wildcards_and_no_escalation(name: str) -> None:
         for field in ("apiGroups", "resources", "verbs", "resourceNames"):
             for value in rule.get(field, []):
                 assert "*" not in value, f"{role}: wildcard in {field}: {rule}"
+        if (role, rule) == GUARD_BIND_RULE:
+            continue
         assert not ESCALATING_VERBS & set(rule["verbs"]), f"{role}: {rule}"
 
 
@@ -81,7 +95,9 @@ def _operator_cluster_rules(name: str) -> list[tuple[tuple[str, ...], ...]]:
 
 def test_operator_rules_are_the_ones_the_code_declares() -> None:
     manifests = rendering.rendered("default")
-    expected = [rule.manifest() for rule in rbac.cluster_rules((rendering.RELEASE,))]
+    expected = [
+        rule.manifest() for rule in rbac.cluster_rules((rendering.RELEASE,), GUARD_ROLE, GUARD_ROLE)
+    ]
     assert _operator_cluster_rules("default") == _normalised(expected)
     role = rendering.one(manifests, "Role", f"{rendering.RELEASE}-operator")
     expected = [
@@ -91,7 +107,12 @@ def test_operator_rules_are_the_ones_the_code_declares() -> None:
 
 
 def test_read_signer_secrets_false_drops_only_the_cluster_wide_secret_get() -> None:
-    declared = _normalised([rule.manifest() for rule in rbac.cluster_rules((rendering.RELEASE,))])
+    declared = _normalised(
+        [
+            rule.manifest()
+            for rule in rbac.cluster_rules((rendering.RELEASE,), GUARD_ROLE, GUARD_ROLE)
+        ]
+    )
     assert SIGNER_SECRETS_RULE in declared
     dropped = [rule for rule in declared if rule != SIGNER_SECRETS_RULE]
     assert _operator_cluster_rules("no-signer-secrets") == dropped
@@ -163,6 +184,8 @@ def test_every_binding_binds_a_rendered_role_to_a_rendered_service_account(name:
     assert bindings
     for binding in bindings:
         assert (binding["roleRef"]["kind"], binding["roleRef"]["name"]) in roles, binding
+        if binding["metadata"]["name"] == GUARD_ROLE:
+            continue  # the operator keeps its subjects (guards' accounts, other namespaces)
         for subject in binding["subjects"]:
             assert subject["kind"] == "ServiceAccount"
             assert subject["name"] in accounts
@@ -201,3 +224,49 @@ def test_operator_secret_reads_pass_their_flags_under_the_one_get_rule(
     rules = _operator_rules({"operator": values})
     assert (SIGNER_SECRETS_RULE in rules) is granted
     assert [r for r in rules if "secrets" in r[1]] == ([SIGNER_SECRETS_RULE] if granted else [])
+
+
+@pytest.mark.parametrize("name", sorted(rendering.COMBINATIONS))
+def test_rbac_objects_are_written_only_through_the_guards_binding(name: str) -> None:
+    """No role may create, delete or change bindings or roles, except the operator's get and
+    update of the guards' one binding and bind of the guards' one role, both by name."""
+    granted = [
+        (role, rule)
+        for role, rule in _rules(rendering.rendered(name))
+        if "rbac.authorization.k8s.io" in rule["apiGroups"]
+        and set(rule["resources"]) & {"clusterroles", "clusterrolebindings"}
+    ]
+    assert granted == [
+        (
+            f"ClusterRole/{rendering.RELEASE}-operator",
+            {
+                "apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["clusterrolebindings"],
+                "verbs": ["get", "update"],
+                "resourceNames": [GUARD_ROLE],
+            },
+        ),
+        GUARD_BIND_RULE,
+    ]
+
+
+def test_the_guards_binding_grants_only_the_guards_role_and_has_no_subjects() -> None:
+    manifests = rendering.rendered("default")
+    role = rendering.one(manifests, "ClusterRole", GUARD_ROLE)
+    assert role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ]
+    binding = rendering.one(manifests, "ClusterRoleBinding", GUARD_ROLE)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": GUARD_ROLE,
+    }
+    # The operator keeps the subjects; a chart that set them would reset them on upgrade.
+    assert "subjects" not in binding
+    deployment = rendering.one(manifests, "Deployment", f"{rendering.RELEASE}-operator")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--guard-binding={GUARD_ROLE}" in args
+    # The code's own copy of these two objects (what `modelshield rbac` prints) agrees.
+    assert rbac.guard_manifests(GUARD_ROLE)[0]["rules"] == role["rules"]
+    assert rbac.guard_manifests(GUARD_ROLE)[1]["roleRef"] == binding["roleRef"]

@@ -51,6 +51,29 @@ def test_rbac_command_prints_the_roles(capsys: object) -> None:
         "ClusterRoleBinding",
         "Role",
         "RoleBinding",
+        "ClusterRole",
+        "ClusterRoleBinding",
     ]
     assert documents[2]["metadata"]["namespace"] == "ops"
     assert documents[1]["subjects"][0]["namespace"] == "ops"
+    guard_role, guard_binding = documents[4:]
+    assert guard_role["metadata"]["name"] == guard_binding["roleRef"]["name"]
+    assert guard_role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ]
+    assert "subjects" not in guard_binding  # the operator keeps them
+
+
+def test_the_operator_may_write_only_the_guards_binding_and_bind_only_its_role() -> None:
+    rules = rbac.cluster_rules(("hooks",), "guards-binding", "guards-role")
+    rbac_rules = [rule for rule in rules if "rbac.authorization.k8s.io" in rule.api_groups]
+    cluster_wide = [
+        rule for rule in rbac_rules if {"clusterroles", "clusterrolebindings"} & set(rule.resources)
+    ]
+    assert [(r.resources, r.verbs, r.resource_names) for r in cluster_wide] == [
+        (("clusterrolebindings",), ("get", "update"), ("guards-binding",)),
+        (("clusterroles",), ("bind",), ("guards-role",)),
+    ]
+    for rule in rules:
+        if "bind" in rule.verbs or "escalate" in rule.verbs:
+            assert rule.resource_names == ("guards-role",)

@@ -23,6 +23,7 @@ from modelshield.controllers import (
     auditing,
     caches,
     certificates,
+    guardbindings,
     imageverdicts,
     leadership,
     modelkeypublishing,
@@ -34,7 +35,7 @@ from modelshield.controllers import (
     ungoverned,
     writing,
 )
-from modelshield.controllers.builders import driftmonitors, networkpolicies
+from modelshield.controllers.builders import driftmonitors, networkpolicies, tokenreviewers
 from modelshield.engine import modelchecks, scopes
 from modelshield.modelartifacts import startup
 from modelshield.supplychain.images import verifiersettings
@@ -129,8 +130,27 @@ def build(
         image=arguments.image, service_account=arguments.drift_monitor_service_account
     )
     scope = _scope(arguments)
+    world = caches.World(scope=scope)
+    leader = leadership.Leadership(
+        kube,
+        identity=arguments.identity,
+        priority=arguments.priority,
+        peering_name=settings.PEERING_NAME,
+        standalone=arguments.standalone,
+    )
+    guard_binding = (
+        guardbindings.GuardBinding(
+            kube,
+            world,
+            name=arguments.guard_binding,
+            role=arguments.guard_binding,
+            leadership=leader,
+        )
+        if arguments.guard_binding
+        else None
+    )
     controller = reconciling.Controller(
-        caches.World(scope=scope),
+        world,
         kube,
         planning.Settings(
             monitor=monitor,
@@ -140,19 +160,13 @@ def build(
         verifications=verifications(verifierflags.settings_from(arguments), kube),
         startup=modelchecks.StartupCheck(image=arguments.startup_image),
         workers=arguments.workers,
+        guard_binding=guard_binding,
     )
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(api_client.configuration)
 
-    leader = leadership.Leadership(
-        kube,
-        identity=arguments.identity,
-        priority=arguments.priority,
-        peering_name=settings.PEERING_NAME,
-        standalone=arguments.standalone,
-    )
     if arguments.label_ungoverned_namespaces and not arguments.namespace:
         # Before the policy reconciler: a policy's label removal is the first thing done.
         ungoverned.register(registry, kube=kube, excluded=scope.excluded_names, leadership=leader)
@@ -216,6 +230,7 @@ def _run_rbac(arguments: argparse.Namespace) -> int:
         service_account=arguments.service_account,
         webhook_configurations=arguments.webhook_configuration
         or rbac.DEFAULT_WEBHOOK_CONFIGURATIONS,
+        guard_binding=arguments.guard_binding,
     )
     sys.stdout.write(yaml.safe_dump_all(documents, sort_keys=False))
     return 0
@@ -381,6 +396,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(needs patch on namespaces; ignored with --namespace)",
     )
     parser.add_argument(
+        "--guard-binding",
+        default=tokenreviewers.DEFAULT_NAME,
+        help="the ClusterRoleBinding (and the ClusterRole it grants, named alike: create "
+        "tokenreviews) whose subjects the operator keeps equal to the inference guards' "
+        "ServiceAccounts; '' leaves it alone (then bind them by hand)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     _add_artifact_arguments(parser)
@@ -403,5 +425,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         default=[],
         help="webhook configuration names (repeatable)",
+    )
+    rbac_parser.add_argument(
+        "--guard-binding",
+        default=tokenreviewers.DEFAULT_NAME,
+        help="name of the inference guards' ClusterRole and of its ClusterRoleBinding",
     )
     rbac_parser.set_defaults(handler=_run_rbac)

@@ -11,6 +11,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+from modelshield.controllers.builders import tokenreviewers
+
 DEFAULT_WEBHOOK_CONFIGURATIONS = ("modelshield",)
 DEFAULT_CERTIFICATE_SECRET = "modelshield-webhook-tls"  # noqa: S105 - a Secret name, not a secret
 
@@ -43,6 +45,8 @@ OWN = ("get", "list", "watch", "create", "update", "delete")
 
 def cluster_rules(
     webhook_configurations: Sequence[str] = DEFAULT_WEBHOOK_CONFIGURATIONS,
+    guard_binding: str = tokenreviewers.DEFAULT_NAME,
+    guard_role: str = tokenreviewers.DEFAULT_NAME,
 ) -> tuple[Rule, ...]:
     """The ClusterRole's rules."""
     return (
@@ -121,6 +125,23 @@ def cluster_rules(
             "each drift monitor's Role (create events, nothing else) and its binding; the API "
             "server lets the operator grant only what it holds itself",
         ),
+        Rule(
+            ("rbac.authorization.k8s.io",),
+            ("clusterrolebindings",),
+            ("get", "update"),
+            "the subjects of the one binding that lets inference guards create TokenReviews: "
+            "the guards' ServiceAccounts, nothing else (the chart creates it; never create or "
+            "delete)",
+            (guard_binding,),
+        ),
+        Rule(
+            ("rbac.authorization.k8s.io",),
+            ("clusterroles",),
+            ("bind",),
+            "updating that binding needs bind on the ClusterRole it grants: that one role "
+            "(create tokenreviews) only",
+            (guard_role,),
+        ),
         Rule(("",), ("events",), ("create",), "Events on policies, workloads and artifacts"),
         Rule(
             ("",),
@@ -198,15 +219,19 @@ def manifests(
     service_account: str = "modelshield-operator",
     webhook_configurations: Sequence[str] = DEFAULT_WEBHOOK_CONFIGURATIONS,
     secret_name: str = DEFAULT_CERTIFICATE_SECRET,
+    guard_binding: str = tokenreviewers.DEFAULT_NAME,
 ) -> list[dict[str, Any]]:
-    """ClusterRole, ClusterRoleBinding, Role and RoleBinding for the operator."""
+    """ClusterRole, ClusterRoleBinding, Role and RoleBinding for the operator, then the
+    inference guards' ClusterRole and its binding (named alike; subjects kept by the
+    operator)."""
     subject = {"kind": "ServiceAccount", "name": service_account, "namespace": namespace}
+    rules = cluster_rules(webhook_configurations, guard_binding, guard_binding)
     return [
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRole",
             "metadata": _metadata(name),
-            "rules": [rule.manifest() for rule in cluster_rules(webhook_configurations)],
+            "rules": [rule.manifest() for rule in rules],
         },
         {
             "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -231,5 +256,38 @@ def manifests(
             "metadata": _metadata(name, namespace),
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
             "subjects": [subject],
+        },
+        *guard_manifests(guard_binding),
+    ]
+
+
+def guard_manifests(name: str = tokenreviewers.DEFAULT_NAME) -> list[dict[str, Any]]:
+    """The inference guards' ClusterRole (create TokenReviews, nothing else) and the one
+    ClusterRoleBinding whose subjects the operator keeps (none to begin with)."""
+    metadata = {
+        "name": name,
+        "labels": {
+            "app.kubernetes.io/name": "modelshield",
+            "app.kubernetes.io/component": "inference-guard",
+        },
+    }
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": metadata,
+            "rules": [
+                {
+                    "apiGroups": ["authentication.k8s.io"],
+                    "resources": ["tokenreviews"],
+                    "verbs": ["create"],
+                }
+            ],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": metadata,
+            "roleRef": {"apiGroup": tokenreviewers.RBAC_GROUP, "kind": "ClusterRole", "name": name},
         },
     ]

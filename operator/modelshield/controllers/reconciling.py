@@ -29,6 +29,7 @@ from typing import Any
 from modelshield.controllers import (
     caches,
     converging,
+    guardbindings,
     imageverdicts,
     observing,
     planning,
@@ -75,6 +76,7 @@ class Controller:
         startup: modelchecks.StartupCheck | None = None,
         workers: int = 8,
         status_delay: float = 1.0,
+        guard_binding: guardbindings.GuardBinding | None = None,
     ) -> None:
         self.world = world
         self.kube = kube
@@ -86,6 +88,8 @@ class Controller:
         self.startup = startup
         self.workers = workers
         self.status_delay = status_delay
+        #: The guards' TokenReview binding, looked at again after every pass.
+        self.guard_binding = guard_binding
         self.outcomes: dict[caches.Key, Outcome] = {}
         self._queue: asyncio.Queue[caches.Key] = asyncio.Queue()
         self._pending: set[caches.Key] = set()
@@ -113,10 +117,14 @@ class Controller:
         self._tasks = [loop.create_task(self._work()) for _ in range(self.workers)]
         self._tasks.append(loop.create_task(self._write_statuses()))
         self.verifications.start()
+        if self.guard_binding is not None:
+            self.guard_binding.start()
 
     async def stop(self) -> None:
         """Stop every task."""
         await self.verifications.stop()
+        if self.guard_binding is not None:
+            await self.guard_binding.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -353,6 +361,8 @@ class Controller:
             self.outcomes[key] = Outcome(plan.governing, plan.problems, failures, plan.notes)
         refs = set(plan.governing) | set(previous.governing if previous else ())
         self.status_due((ref.kind, ref.namespace, ref.name) for ref in refs)
+        if self.guard_binding is not None:
+            self.guard_binding.due()
 
     # --- status ---------------------------------------------------------------
 

@@ -34,6 +34,7 @@ _COLLECTIONS: Mapping[str, str] = {
     "ServiceAccount": "/api/v1/namespaces/{namespace}/serviceaccounts",
     "Role": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
     "RoleBinding": "/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
     "Deployment": "/apis/apps/v1/namespaces/{namespace}/deployments",
     "Event": "/api/v1/namespaces/{namespace}/events",
     "PolicyReport": "/apis/wgpolicyk8s.io/v1alpha2/namespaces/{namespace}/policyreports",

@@ -9,9 +9,8 @@ wrote them (no injection to verify at admission). The model server's port is clo
 everyone but the guard's pods by ``model_ingress_requirement``, intersected with the
 policies' own ``network`` blocks like any other.
 
-Not done yet (issue 14, see docs/api-protection.md): the guard's ServiceAccount must be
-bound to the chart's ``<release>-inference-guard`` ClusterRole by hand (a cluster-scoped
-binding cannot be owned by the namespaced workload).
+The guard's ServiceAccount gets its one permission (create TokenReviews) through the
+chart's single ClusterRoleBinding, whose subjects the operator keeps (``guardbindings``).
 """
 
 from __future__ import annotations
