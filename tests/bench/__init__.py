@@ -1,0 +1,1 @@
+"""Tests of the evaluation harnesses in bench/ (what they measure, not their figures)."""
