@@ -20,7 +20,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
 
-from modelshield.controllers import caches, imageverdicts, planning, reconciling, verdicts, writing
+from modelshield.controllers import (
+    caches,
+    imageverdicts,
+    kubesecrets,
+    planning,
+    reconciling,
+    verdicts,
+    writing,
+)
 from modelshield.controllers.builders import driftmonitors
 from modelshield.engine import decisions, evaluating, facts, workloads
 from modelshield.supplychain.images import gathering, secretreading, signerkeys
@@ -359,7 +367,7 @@ class FailingKubeForTests:
 async def test_secret_read_errors_name_the_secret_and_nothing_else(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    reader = imageverdicts.KubeSecrets(FailingKubeForTests())  # type: ignore[arg-type]
+    reader = kubesecrets.KubeSecrets(FailingKubeForTests())  # type: ignore[arg-type]
     with pytest.raises(secretreading.SecretReadError) as raised:
         await reader.read("ml", "cosign")
     assert str(raised.value) == "get Secret ml/cosign: HTTP 403"

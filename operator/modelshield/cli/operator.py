@@ -25,6 +25,7 @@ from modelshield.controllers import (
     certificates,
     guardbindings,
     imageverdicts,
+    kubesecrets,
     leadership,
     modelkeypublishing,
     planning,
@@ -116,7 +117,7 @@ def verifications(
     """Image verdicts for status and audit, verified as the webhook verifies (same settings)."""
     return imageverdicts.Verifications(
         verifiersettings.build_verifier(settings),
-        secrets=verifiersettings.secret_access(settings, imageverdicts.KubeSecrets(kube)),
+        secrets=verifiersettings.secret_access(settings, kubesecrets.KubeSecrets(kube)),
     )
 
 

@@ -16,7 +16,6 @@ available.
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import datetime
 import json
@@ -30,9 +29,10 @@ import kopf
 import prometheus_client
 
 from modelshield.api.v1alpha1 import artifacts, common, policies
-from modelshield.controllers import artifactchecks, modelpolicies
+from modelshield.controllers import artifactchecks, kubesecrets, modelpolicies
 from modelshield.modelartifacts import reconciling, redacting
 from modelshield.provenance import checking
+from modelshield.supplychain.images import secretreading
 
 LOGGER = logging.getLogger("modelshield.artifacts")
 GROUP, VERSION, PLURAL = "modelshield.dev", "v1alpha1", "modelartifacts"
@@ -86,23 +86,14 @@ class Reconciler:
     async def secret_keys(
         self, namespace: str, requirements: Iterable[policies.ModelRequirements]
     ) -> dict[tuple[str, str], bytes]:
-        """The PEM keys that secretRef signers name (missing ones are left out)."""
-        found: dict[tuple[str, str], bytes] = {}
-        for requirement in requirements:
-            builders = requirement.provenance.trusted_builders if requirement.provenance else []
-            for signer in [*requirement.signers, *builders]:
-                reference = signer.secret_ref
-                if reference is None or self._client() is None:
-                    continue
-                try:
-                    secret = await self.kube.get("Secret", namespace, reference.name)
-                except Exception as error:  # noqa: BLE001 - e.g. forbidden: that signer is skipped
-                    LOGGER.warning("Secret %s/%s: %s", namespace, reference.name, error)
-                    continue
-                value = ((secret or {}).get("data") or {}).get(reference.key)
-                if isinstance(value, str):
-                    found[(reference.name, reference.key)] = base64.b64decode(value)
-        return found
+        """The PEM keys that secretRef signers and builders name (missing ones are left out)."""
+        requirements = list(requirements)
+        refs = reconciling.signer_secret_refs(requirements)
+        refs += checking.builder_secret_refs(requirements)
+        kube = self._client() if refs else None
+        if kube is None:
+            return {}
+        return await secretreading.key_values(kubesecrets.KubeSecrets(kube), namespace, refs)
 
     def _client(self) -> Any:
         """The Kubernetes client for Secrets: the operator's, else an in-cluster one."""

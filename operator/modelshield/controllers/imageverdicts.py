@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from modelshield.controllers import caches, writing
+from modelshield.controllers import caches
 from modelshield.engine import compiling, evaluating, facts, modelchecks, workloads
 from modelshield.supplychain.images import gathering, secretreading, signerkeys, verifiers
 
@@ -42,28 +42,6 @@ GRACE_SECONDS = 0.5
 
 #: (image, requirement key as the engine knows it, namespace when Secrets make it matter)
 RequestKey = tuple[str, str, str]
-
-
-class KubeSecrets(secretreading.SecretSource):
-    """A ``SecretSource`` over the operator's client: ``get`` by name, nothing else."""
-
-    def __init__(self, kube: writing.Kube) -> None:
-        self.kube = kube
-
-    async def read(self, namespace: str, name: str) -> secretreading.SecretData | None:
-        """The Secret's data, None when it does not exist; SecretReadError otherwise."""
-        try:
-            found = await self.kube.get("Secret", namespace, name)
-        except writing.ApiException as error:
-            # Only the status: an error body could echo more than the Secret's name.
-            raise secretreading.SecretReadError(
-                f"get Secret {namespace}/{name}: HTTP {error.status}"
-            ) from None
-        except Exception as error:  # noqa: BLE001 - connection errors, closed pool: fail closed
-            raise secretreading.SecretReadError(
-                f"get Secret {namespace}/{name}: {type(error).__name__}"
-            ) from None
-        return None if found is None else secretreading.data_of(found)
 
 
 @dataclasses.dataclass

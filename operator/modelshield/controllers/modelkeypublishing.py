@@ -4,7 +4,8 @@ The startup re-verification init container that the mutating webhook injects rea
 public key of a ModelArtifact's signer from this ConfigMap. What it should hold is decided
 by ``builders.modelkeys`` (pure); this module gathers the inputs (a kopf index of the
 ModelArtifacts here, the policies and the namespace labels from ``modelpolicies``; the
-``secretRef`` Secrets, read by name) and makes the one write the plan calls for.
+``secretRef`` Secrets, read by name through ``secretreading.key_values`` as for a
+ModelArtifact check) and makes the one write the plan calls for.
 
 A pass over a namespace runs when one of its ModelArtifacts or policies changes, when a
 cluster policy or the namespace's labels change, when the ConfigMap itself is edited or
@@ -16,9 +17,6 @@ overlap, and events that arrive during a pass are served by one more pass, not o
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import contextlib
 import dataclasses
 import logging
 import os
@@ -28,8 +26,10 @@ from typing import Any
 import kopf
 
 from modelshield.api.v1alpha1 import policies
-from modelshield.controllers import modelpolicies, writing
+from modelshield.controllers import kubesecrets, modelpolicies, writing
 from modelshield.controllers.builders import modelkeys
+from modelshield.modelartifacts import reconciling
+from modelshield.supplychain.images import secretreading
 
 LOGGER = logging.getLogger("modelshield.modelkeys")
 GROUP, VERSION = "modelshield.dev", "v1alpha1"
@@ -94,31 +94,6 @@ class Publisher:
             except Exception:
                 LOGGER.exception("model keys in %s", namespace)
 
-    async def _secret_keys(
-        self, kube: Any, namespace: str, requirements: Iterable[policies.ModelRequirements]
-    ) -> dict[tuple[str, str], bytes]:
-        """The values of the secretRef keys that can be read (by name: get, never list)."""
-        secrets: dict[str, Mapping[str, Any] | None] = {}
-        found: dict[tuple[str, str], bytes] = {}
-        for requirement in requirements:
-            for signer in requirement.signers:
-                reference = signer.secret_ref
-                if reference is None:
-                    continue
-                if reference.name not in secrets:
-                    try:
-                        secrets[reference.name] = await kube.get(
-                            "Secret", namespace, reference.name
-                        )
-                    except writing.ApiException as error:
-                        LOGGER.warning("Secret %s/%s: %s", namespace, reference.name, error.reason)
-                        secrets[reference.name] = None
-                value = ((secrets[reference.name] or {}).get("data") or {}).get(reference.key)
-                if isinstance(value, str):
-                    with contextlib.suppress(ValueError, binascii.Error):
-                        found[(reference.name, reference.key)] = base64.b64decode(value)
-        return found
-
     async def _pass(self, namespace: str, view: View) -> None:
         kube = self._kube_source()
         if kube is None:
@@ -129,9 +104,12 @@ class Publisher:
         problems: tuple[modelkeys.Problem, ...] = ()
         if any(artifact.signer is not None for artifact in present):
             requirements = view.requirements(namespace)
-            known = modelkeys.signer_keys(
-                requirements, await self._secret_keys(kube, namespace, requirements)
+            secret_keys = await secretreading.key_values(
+                kubesecrets.KubeSecrets(kube),
+                namespace,
+                reconciling.signer_secret_refs(requirements),
             )
+            known = modelkeys.signer_keys(requirements, secret_keys)
             wanted = modelkeys.contents(present, known)
             data, problems = wanted.data, wanted.problems
         live = await kube.get("ConfigMap", namespace, modelkeys.NAME)

@@ -49,6 +49,18 @@ class Verdict:
     transitions: tuple[common.Condition, ...]
 
 
+def signer_secret_refs(
+    requirements: Iterable[policies.ModelRequirements],
+) -> list[tuple[str, str]]:
+    """The (Secret name, key) of each ``secretRef`` signer: the keys ``trusted_signers`` reads."""
+    return [
+        (signer.secret_ref.name, signer.secret_ref.key)
+        for requirement in requirements
+        for signer in requirement.signers
+        if signer.secret_ref is not None
+    ]
+
+
 def trusted_signers(
     requirements: Iterable[policies.ModelRequirements],
     secret_keys: Mapping[tuple[str, str], bytes],

@@ -73,6 +73,19 @@ def for_artifact(
     ]
 
 
+def builder_secret_refs(
+    requirements: Iterable[policies.ModelRequirements],
+) -> list[tuple[str, str]]:
+    """The (Secret name, key) of each ``secretRef`` trusted builder: the keys ``request`` reads."""
+    return [
+        (builder.secret_ref.name, builder.secret_ref.key)
+        for requirement in requirements
+        if requirement.provenance is not None
+        for builder in requirement.provenance.trusted_builders
+        if builder.secret_ref is not None
+    ]
+
+
 def request(
     spec: artifacts.ModelArtifactSpec,
     requirements: Iterable[policies.ModelRequirements],

@@ -1,9 +1,11 @@
-"""Reading Secrets by name for image verification: a source interface and a TTL cache.
+"""Reading Secrets by name: a source interface, a TTL cache, and signer keys read once.
 
 Only ``get`` by name, never list or watch: the webhook and the operator read exactly the
 Secrets that policies (``secretRef`` signers) and pods (``imagePullSecrets``) name. The
 readers themselves (one per process kind: aiohttp in the webhook, the operator's client)
-implement ``SecretSource``. Values are key
+implement ``SecretSource``. ``key_values`` is how the operator reads the keys of model
+and builder ``secretRef`` signers (for a ModelArtifact check and for the model-keys
+ConfigMap): one read per Secret, through that same source. Values are key
 material or registry credentials: nothing here logs them, and errors name only the
 Secret. The cache answers the hot path without I/O; entries are re-read in the
 background before they expire (``keep_fresh``), so a changed or deleted Secret is seen
@@ -13,10 +15,12 @@ within one TTL, and an entry that could not be refreshed expires (fail closed).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from modelshield.engine import workloads
@@ -32,6 +36,8 @@ READ_TIMEOUT_SECONDS = 3.0
 
 #: A Secret's ``data``: base64-encoded values by key, as the API returns them.
 SecretData = Mapping[str, str]
+#: A key of a Secret, as a ``secretRef`` names it: (Secret name, key).
+KeyRef = tuple[str, str]
 
 
 class SecretReadError(Exception):
@@ -52,6 +58,34 @@ def data_of(secret: Mapping[str, Any]) -> SecretData:
     if not isinstance(data, Mapping):
         return {}
     return {str(k): str(v) for k, v in data.items() if isinstance(v, str)}
+
+
+async def key_values(
+    source: SecretSource, namespace: str, refs: Iterable[KeyRef]
+) -> dict[KeyRef, bytes]:
+    """The decoded values of the Secret keys named, each Secret read once (``get`` by name).
+
+    What cannot be had is left out, so that the signer naming it has no key (fail
+    closed): a Secret that is missing or unreadable (logged by name, never its data), a
+    key it lacks, a value that is not base64.
+    """
+    read: dict[str, SecretData | None] = {}
+    found: dict[KeyRef, bytes] = {}
+    for name, key in refs:
+        if name not in read:
+            try:
+                read[name] = await source.read(namespace, name)
+            except SecretReadError as error:
+                _logger.warning("cannot read Secret %s/%s: %s", namespace, name, error)
+                read[name] = None
+        value = (read[name] or {}).get(key)
+        if value is None:
+            continue
+        try:
+            found[(name, key)] = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            _logger.warning("Secret %s/%s: key %s is not base64", namespace, name, key)
+    return found
 
 
 @dataclasses.dataclass
