@@ -10,6 +10,7 @@ admission with its stable code; the untampered model is admitted.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import pathlib
@@ -29,6 +30,7 @@ from e2e import operators
 from e2e.clients import Cluster, Kubectl
 from e2e.webhooks import DENIED, Images, WebhookProcess, container, images, wait_for, webhook
 from modelshield.controllers import artifacts as artifact_handlers
+from modelshield.controllers import serving, writing
 from modelshield.modelartifacts import signing
 from tests.modelartifacts import keys
 from tests.provenance import helpers
@@ -266,11 +268,31 @@ def test_admission_judges_training_provenance_from_status(
     assert DENIED in refused.stderr
     assert "has no verified training provenance" in refused.stderr
 
+    # Where it runs: the operator's serving index (its recorder, run here in-process on the
+    # statuses the real reconciler wrote) records both Deployments on the model, and on the
+    # Dataset record through the model whose verified provenance names it.
+    recorder = serving.Recorder(writing.Kube(cluster.api_client))
+
+    async def record() -> int:
+        await recorder.resync()
+        for marked in sorted(recorder.dirty):
+            assert await recorder.write(marked)
+        return recorder.writes
+
+    assert asyncio.run(record()) > 0
+    assert asyncio.run(record()) == recorder.writes  # what it wrote reads back equal: no rewrite
+    served = operators.get_json(kubectl, namespace, "modelartifact", "transactions")["status"]
+    assert [(w["name"], w["model"]) for w in served["servedBy"]["workloads"]] == [
+        ("fraud", "good"),
+        ("fraud-canary", "good"),
+    ]
+
     def lineage(*arguments: str) -> str:
         command = [sys.executable, "-m", "modelshield.cli.main", "lineage"]
         command += ["--kubeconfig", str(cluster.kubeconfig_path), "-n", namespace, *arguments]
         done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=60)
         assert done.returncode == 0, done.stderr
+        assert "no status.servedBy" not in done.stderr  # read from the index, not listed
         return done.stdout
 
     forward = lineage("--workload", "Deployment/fraud")

@@ -111,6 +111,12 @@ MODEL_ARTIFACT = Resource(
             description="Scanned clean.",
         ),
         _ready_column(),
+        PrinterColumn(
+            "Serving",
+            ".status.servedBy.total",
+            "integer",
+            description="Workloads serving it (for a Dataset, serving a model trained on it).",
+        ),
         PrinterColumn("Signer", ".status.signer", description="Signer that matched.", priority=1),
         PrinterColumn("Type", ".spec.type", description="Model or Dataset.", priority=1),
         PrinterColumn(

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 from modelshield.provenance import lineage
 
 EXIT_OK, EXIT_NOTHING, EXIT_BAD_INPUT = 0, 1, 2
+GROUP, VERSION = "modelshield.dev", "v1alpha1"
 
 #: (API group/version, plural, kind) listed from a cluster; KServe's only when installed.
 CLUSTER_KINDS = (
@@ -87,11 +88,109 @@ def _from_cluster(kubeconfig: str | None, namespace: str | None) -> Iterator[dic
 
 
 _SINGULAR = {"pods": "pod", "replicationcontrollers": "replication_controller"}
+#: Where a workload the serving index names is read: kind -> (group, version, plural).
+_INDEXED_KINDS = {
+    kind: (api_version.rpartition("/")[0], api_version.rpartition("/")[2], plural)
+    for api_version, plural, kind in CLUSTER_KINDS
+    if api_version.rpartition("/")[0]
+}
+
+
+def _queried_records(
+    records: list[dict[str, Any]], namespace: str | None, model: str | None, dataset: str | None
+) -> list[dict[str, Any]]:
+    """The ModelArtifacts whose status.servedBy answers the query: the model, or every model
+    whose verified provenance names the dataset."""
+    if model is not None:
+        return [
+            r
+            for r in records
+            if (r.get("metadata") or {}).get("name") == model
+            and (namespace is None or (r.get("metadata") or {}).get("namespace") == namespace)
+        ]
+    trained = {
+        (m.namespace, m.name) for m in lineage.Graph.of(records).trained_on(str(dataset), namespace)
+    }
+    return [
+        r
+        for r in records
+        if ((r.get("metadata") or {}).get("namespace"), (r.get("metadata") or {}).get("name"))
+        in trained
+    ]
+
+
+def _from_index(
+    kubeconfig: str | None, namespace: str | None, model: str | None, dataset: str | None
+) -> list[dict[str, Any]] | None:
+    """ModelArtifacts and the workloads their status.servedBy names (the operator's reverse
+    index: no listing of workloads); None when a queried record has no servedBy yet."""
+    from kubernetes import client, config
+
+    if kubeconfig:
+        config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    else:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    api = client.ApiClient()
+    custom = client.CustomObjectsApi(api)
+    try:
+        listed: Any = (
+            custom.list_namespaced_custom_object(GROUP, VERSION, namespace, "modelartifacts")
+            if namespace
+            else custom.list_cluster_custom_object(GROUP, VERSION, "modelartifacts")
+        )
+        records = [
+            {**item, "apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelArtifact"}
+            for item in (listed or {}).get("items", [])
+        ]
+        queried = _queried_records(records, namespace, model, dataset)
+        entries: dict[tuple[str, str, str], None] = {}
+        for record in queried:
+            index = (record.get("status") or {}).get("servedBy")
+            if not isinstance(index, dict):
+                return None  # the operator has not recorded it (yet)
+            entries.update(dict.fromkeys(_entries(record, index)))
+        return records + _workloads(client, custom, entries)
+    finally:
+        api.close()  # type: ignore[no-untyped-call]
+
+
+def _entries(record: dict[str, Any], index: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(kind, namespace, name) of the workloads a record's servedBy lists."""
+    listed = index.get("workloads") or []
+    if int(index.get("total") or 0) > len(listed):
+        name = (record.get("metadata") or {}).get("name")
+        print(
+            f"warning: {index.get('total')} workloads serve {name}; its status lists "
+            f"the first {len(listed)}",
+            file=sys.stderr,
+        )
+    return [(str(e.get("kind")), str(e.get("namespace")), str(e.get("name"))) for e in listed]
+
+
+def _workloads(
+    client: Any, custom: Any, entries: Iterable[tuple[str, str, str]]
+) -> list[dict[str, Any]]:
+    """The workloads the index names, read one by one (gone ones are left out)."""
+    found = []
+    for kind, namespace, name in entries:
+        where = _INDEXED_KINDS.get(kind)
+        if where is None:
+            continue
+        group, version, plural = where
+        try:
+            body = custom.get_namespaced_custom_object(group, version, namespace, plural, name)
+        except client.ApiException as error:
+            if error.status == 404:
+                continue  # deleted since: the operator takes it off the index shortly
+            raise
+        found.append({**body, "apiVersion": f"{group}/{version}", "kind": kind})
+    return found
 
 
 def _table(rows: Iterable[lineage.WorkloadLineage], out: TextIO) -> None:
     for workload in rows:
-        out.write(f"{workload.kind} {workload.namespace}/{workload.name}\n")
+        scaled = " (scaled to zero)" if workload.replicas == 0 else ""
+        out.write(f"{workload.kind} {workload.namespace}/{workload.name}{scaled}\n")
         for image in workload.images:
             out.write(f"  image    {image}\n")
         for reference in workload.unresolved:
@@ -137,11 +236,28 @@ def run(arguments: argparse.Namespace) -> int:
     from modelshield.provenance import bom
 
     try:
-        objects = (
-            _from_files(arguments.resources)
-            if arguments.resources
-            else list(_from_cluster(arguments.kubeconfig, arguments.namespace))
-        )
+        if arguments.resources:
+            objects = _from_files(arguments.resources)
+        else:
+            reverse = arguments.model is not None or arguments.dataset is not None
+            indexed = (
+                _from_index(
+                    arguments.kubeconfig, arguments.namespace, arguments.model, arguments.dataset
+                )
+                if reverse
+                else None
+            )
+            if reverse and indexed is None:
+                print(
+                    "note: no status.servedBy on the queried ModelArtifact (the operator has "
+                    "not recorded where it runs): listing every workload instead",
+                    file=sys.stderr,
+                )
+            objects = (
+                indexed
+                if indexed is not None
+                else list(_from_cluster(arguments.kubeconfig, arguments.namespace))
+            )
     except (manifests.ManifestError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -32,6 +32,7 @@ from modelshield.controllers import (
     policies,
     rbac,
     reconciling,
+    serving,
     settings,
     ungoverned,
     writing,
@@ -178,6 +179,8 @@ def build(
         registry, controller, leadership=leader, resync_interval=arguments.resync_interval
     )
     auditor = auditing.register(registry, controller=controller, arguments=arguments, leader=leader)
+    # status.servedBy of every ModelArtifact: where each model and dataset version runs.
+    serving.register(registry, kube=kube, leader=leader, resync_interval=arguments.resync_interval)
     certificates.register(registry, kube=kube, arguments=arguments)
     artifacts.register(registry, kube=kube, arguments=arguments, metrics=auditor.metrics.registry)
     # The public keys of verified artifacts, for the startup re-verification.

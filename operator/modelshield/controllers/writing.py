@@ -41,6 +41,7 @@ _COLLECTIONS: Mapping[str, str] = {
     "ModelSecurityPolicy": "/apis/modelshield.dev/v1alpha1/namespaces/{namespace}/modelsecuritypolicies",
     "ClusterModelSecurityPolicy": "/apis/modelshield.dev/v1alpha1/clustermodelsecuritypolicies",
     "InferenceService": "/apis/serving.kserve.io/v1beta1/namespaces/{namespace}/inferenceservices",
+    "ModelArtifact": "/apis/modelshield.dev/v1alpha1/namespaces/{namespace}/modelartifacts",
     "ValidatingWebhookConfiguration": "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations",
     "MutatingWebhookConfiguration": "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
     "ClusterKopfPeering": "/apis/kopf.dev/v1/clusterkopfpeerings",

@@ -18,6 +18,7 @@ import pydantic
 
 from modelshield.api.v1alpha1 import artifacts, provenance
 from modelshield.engine import workloads
+from modelshield.provenance import serving
 
 #: Kinds whose pods serve models; objects owned by another (a Deployment's ReplicaSets
 #: and Pods) are left out so each workload is listed once, by what its owner declares.
@@ -73,6 +74,8 @@ class WorkloadLineage:
     images: tuple[str, ...]
     models: tuple[ModelLineage, ...]
     unresolved: tuple[str, ...] = ()
+    #: Desired replicas of a Deployment or StatefulSet (0: scaled to zero); None otherwise.
+    replicas: int | None = None
 
     @property
     def key(self) -> str:
@@ -97,6 +100,8 @@ class Graph:
     served: list[workloads.Workload] = dataclasses.field(default_factory=list)
     #: Objects that could not be read, with why.
     skipped: list[str] = dataclasses.field(default_factory=list)
+    #: Desired replicas by workload identity (kind/namespace/name).
+    replicas: dict[str, int | None] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, objects: Iterable[Mapping[str, Any]]) -> Graph:
@@ -123,6 +128,7 @@ class Graph:
             elif kind in WORKLOAD_KINDS and not metadata.get("ownerReferences"):
                 parsed = workloads.parse(obj)
                 graph.served.append(parsed)
+                graph.replicas[parsed.identity] = serving.replicas_of(obj)
         return graph
 
     def _by_uri(self, namespace: str, uri: str) -> artifacts.ModelArtifact | None:
@@ -199,6 +205,7 @@ class Graph:
             images=tuple(dict.fromkeys(c.image for c in workload.containers)),
             models=tuple(models),
             unresolved=tuple(unresolved),
+            replicas=self.replicas.get(workload.identity),
         )
 
     def all_forward(self) -> list[WorkloadLineage]:

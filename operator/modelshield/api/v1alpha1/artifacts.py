@@ -6,7 +6,7 @@ import datetime
 
 import pydantic
 
-from modelshield.api.v1alpha1 import common
+from modelshield.api.v1alpha1 import common, serving
 from modelshield.api.v1alpha1 import provenance as provenance_types
 from modelshield.api.v1alpha1.common import ApiModel, Severity
 from modelshield.api.v1alpha1.policies import ObjectMeta
@@ -170,6 +170,14 @@ class ModelArtifactStatus(ApiModel):
         description=(
             "What the model's verified training provenance names: builder, code source and "
             "commit, datasets (the Provenance condition says whether it verified)."
+        ),
+    )
+    served_by: serving.ServedBy | None = pydantic.Field(
+        default=None,
+        description=(
+            "Where this version runs: the workloads serving it (for a Dataset record, serving "
+            "a model trained on it), written by the operator's serving index; absent until "
+            "the operator has recorded it."
         ),
     )
 
