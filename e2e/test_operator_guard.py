@@ -42,6 +42,11 @@ def _served() -> dict[str, Any]:
     return body
 
 
+def _upstream(kubectl: Kubectl, namespace: str) -> str:
+    config_map = get_json(kubectl, namespace, "configmap", GUARD)
+    return str(yaml.safe_load(config_map["data"]["guard.yaml"])["upstream"])
+
+
 def test_the_operator_deploys_the_guard_and_closes_the_model_port(
     kubectl: Kubectl, namespace: str, start_operator: Callable[..., OperatorProcess]
 ) -> None:
@@ -79,9 +84,14 @@ def test_the_operator_deploys_the_guard_and_closes_the_model_port(
             "ports": [{"port": 8080, "protocol": "TCP"}],
         }
     ]
+    # The guard calls the upstream Service by its ClusterIP once the operator has seen it.
+    cluster_ip = get_json(kubectl, namespace, "service", UPSTREAM)["spec"]["clusterIP"]
+    wait_for(
+        f"the guard's upstream {cluster_ip}; operator log:\n{operator.tail()}",
+        lambda: _upstream(kubectl, namespace) == f"http://{cluster_ip}:8080" or None,
+    )
     config_map = get_json(kubectl, namespace, "configmap", GUARD)
     loaded = yaml.safe_load(config_map["data"]["guard.yaml"])
-    assert loaded["upstream"] == f"http://{UPSTREAM}.{namespace}.svc.cluster.local:8080"
     assert loaded["policies"][0]["api"]["rateLimits"]["perClient"]["requestsPerSecond"] == 10
     guard = get_json(kubectl, namespace, "deployment", GUARD)
     volumes = guard["spec"]["template"]["spec"]["volumes"]

@@ -147,3 +147,29 @@ def test_the_guard_gets_the_reference_profiles_features() -> None:
         ("country", "categorical"),
     ]
     assert guards.profile_features("not json") is None
+
+
+def test_the_guard_calls_the_upstream_service_by_its_cluster_ip_once_it_has_one() -> None:
+    """No cluster DNS needed between the guard and the model (a node without DNS shows it)."""
+    world = _world(_policy("api", {"selector": SELECTOR, "api": API}), _served())
+    key = ("Deployment", "ml", "fraud")
+
+    def upstream() -> str:
+        plan = planning.plan(world, key, SETTINGS, None)
+        document = yaml.safe_load(
+            plan.desired[("ConfigMap", "ml", GUARD)]["data"][guards.CONFIG_KEY]
+        )
+        return str(document["upstream"])
+
+    assert upstream() == "http://ms-guard-up-deploy-fraud.ml.svc.cluster.local:8080"
+    service = planning.plan(world, key, SETTINGS, None).desired[
+        ("Service", "ml", "ms-guard-up-deploy-fraud")
+    ]
+    for address, expected in (
+        ("10.96.0.7", "http://10.96.0.7:8080"),
+        ("fd00::7", "http://[fd00::7]:8080"),
+    ):
+        world.put_child({**service, "spec": {**service["spec"], "clusterIP": address}})
+        assert upstream() == expected
+    world.put_child({**service, "spec": {**service["spec"], "clusterIP": "None"}})
+    assert upstream() == "http://ms-guard-up-deploy-fraud.ml.svc.cluster.local:8080"

@@ -58,6 +58,15 @@ def guard_account(world: caches.World, key: caches.Key) -> tuple[str, str] | Non
     return namespace, ownership.child_name("guard", kind, name)
 
 
+def upstream_cluster_ip(world: caches.World, key: caches.Key) -> str | None:
+    """The ClusterIP of the upstream Service the operator made for the workload's guard,
+    once it has one (None for an InferenceService: KServe's Service is called by name)."""
+    kind, namespace, name = key
+    live = world.children.get(("Service", namespace, ownership.child_name("guard-up", kind, name)))
+    address = str(((live or {}).get("spec") or {}).get("clusterIP") or "")
+    return address if address and address != "None" and kind != "InferenceService" else None
+
+
 def guard_accounts(world: caches.World) -> set[tuple[str, str]]:
     """Every guard ServiceAccount the plans of all known workloads create."""
     found = (guard_account(world, key) for key in world.workloads_in(None))
@@ -72,9 +81,11 @@ def plan_guard(
     settings: plans.Settings,
     drift_url: str | None = None,
     features: list[dict[str, str]] | None = None,
+    upstream_ip: str | None = None,
 ) -> tuple[tuple[ownership.ObjectRef, ...], policies.NetworkRequirements] | None:
     """The inference guard's objects; the Enforce api policies and what they ask of the
-    model's NetworkPolicy (None when no Enforce policy has an api block)."""
+    model's NetworkPolicy (None when no Enforce policy has an api block). ``upstream_ip``:
+    the upstream Service's ClusterIP, when it has one (``upstream_cluster_ip``)."""
     with_api = _with_api(governing)
     if not with_api:
         return None
@@ -100,7 +111,7 @@ def plan_guard(
             namespace=namespace,
             config=guards.guard_config(
                 upstream=guards.upstream_url(
-                    body, ownership.child_name("guard-up", kind, name), port
+                    body, ownership.child_name("guard-up", kind, name), port, upstream_ip
                 ),
                 replicas=settings.guard_replicas,
                 governing=[model for _, model in with_api],

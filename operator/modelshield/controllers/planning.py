@@ -51,7 +51,14 @@ def plan(world: caches.World, key: caches.Key, settings: Settings, profile: str 
         else None
     )
     guard = guardplans.plan_guard(
-        result, body, workload_ref, governing, settings, drift_url, guards.profile_features(profile)
+        result,
+        body,
+        workload_ref,
+        governing,
+        settings,
+        drift_url,
+        guards.profile_features(profile),
+        guardplans.upstream_cluster_ip(world, key),
     )
     networkplans.plan_network(
         result, body, workload_ref, governing, unreadable, settings, monitor, guard

@@ -277,10 +277,16 @@ def build_upstream_service(
     }
 
 
-def upstream_url(workload: Mapping[str, Any], service_name: str, port: int) -> str:
-    """Where the guard sends what it lets through."""
+def upstream_url(
+    workload: Mapping[str, Any], service_name: str, port: int, cluster_ip: str | None = None
+) -> str:
+    """Where the guard sends what it lets through: the upstream Service's ClusterIP once it
+    has one (the guard then needs no cluster DNS to reach the model), its DNS name before."""
     metadata = workload.get("metadata") or {}
     namespace = metadata.get("namespace", "")
     if workload.get("kind") == "InferenceService":
         return f"http://{metadata.get('name', '')}-predictor.{namespace}.svc.cluster.local"
+    if cluster_ip:
+        host = f"[{cluster_ip}]" if ":" in cluster_ip else cluster_ip
+        return f"http://{host}:{port}"
     return f"http://{service_name}.{namespace}.svc.cluster.local:{port}"
