@@ -18,17 +18,25 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
+# The dependency list alone, read from pyproject.toml: copied into the build stage by its
+# content, so an edit elsewhere in pyproject.toml (tool settings) or in README.md leaves the
+# wheel download below cached.
+FROM ${PYTHON_IMAGE} AS dependencies
+COPY pyproject.toml /src/
+RUN python -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
+      > /dependencies.txt
+
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
-# The dependencies' wheels first, from pyproject.toml alone: a layer that a change to the
-# sources does not invalidate, so a rebuild after an edit downloads nothing.
+COPY --from=dependencies /dependencies.txt /tmp/dependencies.txt
+COPY constraints.txt ./
+# The dependencies' wheels first: a layer that a change to the sources does not invalidate,
+# so a rebuild after an edit downloads nothing.
 RUN --mount=type=secret,id=ca-bundle,required=false \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
- && python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
-      > /tmp/dependencies.txt \
  && python -m pip wheel --wheel-dir /wheels --constraint constraints.txt --requirement /tmp/dependencies.txt
+COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY webhooks/ webhooks/
 RUN --mount=type=secret,id=ca-bundle,required=false \

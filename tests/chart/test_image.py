@@ -1,5 +1,6 @@
-"""The Dockerfile the chart's image is built from, by its text (`make image` builds it): two
-stages, a non-root user that matches the chart's, no build tools in the final stage, OCI
+"""The Dockerfile the chart's image is built from, by its text (`make image` builds it): a
+dependency list, a build stage and a final one, a wheel download that only the dependencies
+and their constraints invalidate, a non-root user that matches the chart's, no build tools in the final stage, OCI
 labels, the `modelshield` entrypoint, a build context with what the wheel needs, nothing
 fetched from Docker Hub but the base, and the CA bundle only as a build secret."""
 
@@ -34,14 +35,16 @@ def _stages() -> list[list[str]]:
 
 def test_multi_stage_with_a_slim_python_final_stage() -> None:
     stages = _stages()
-    assert len(stages) == 2
-    assert "AS build" in stages[0][0]
-    assert stages[1][0] == "FROM ${PYTHON_IMAGE}"
+    assert [stage[0] for stage in stages] == [
+        "FROM ${PYTHON_IMAGE} AS dependencies",
+        "FROM ${PYTHON_IMAGE} AS build",
+        "FROM ${PYTHON_IMAGE}",
+    ]
     assert "ARG PYTHON_IMAGE=python:3.11-slim" in DOCKERFILE.read_text()
 
 
 def test_final_stage_installs_only_wheels_offline_and_no_build_tools() -> None:
-    final = " ".join(_stages()[1])
+    final = " ".join(_stages()[-1])
     assert "--no-index" in final
     assert "COPY operator" not in final
     assert "COPY webhooks" not in final
@@ -52,7 +55,7 @@ def test_final_stage_installs_only_wheels_offline_and_no_build_tools() -> None:
 
 
 def test_runs_as_the_chart_s_non_root_user_with_the_modelshield_entrypoint() -> None:
-    final = _stages()[1]
+    final = _stages()[-1]
     users = [line.split()[1] for line in final if line.startswith("USER ")]
     assert users[-1] == "65532:65532"
     values = yaml.safe_load((rendering.CHART / "values.yaml").read_text())
@@ -97,9 +100,28 @@ def test_builds_without_fetching_a_frontend_from_docker_hub() -> None:
 
 
 def test_the_ca_bundle_is_a_build_secret_of_the_download_step_only() -> None:
-    build, final = (" ".join(stage) for stage in _stages())
+    dependencies, build, final = (" ".join(stage) for stage in _stages())
     assert "--mount=type=secret,id=ca-bundle,required=false" in build
     assert "PIP_CERT=/run/secrets/ca-bundle" in build
     # The final stage installs offline: no secret, and no certificate copied in.
     assert "secret" not in final
+    assert "secret" not in dependencies
     assert not re.search(r"^(COPY|ADD) .*\.(pem|crt)\b", DOCKERFILE.read_text(), re.M | re.I)
+
+
+def test_only_the_dependency_list_and_constraints_come_before_the_wheel_download() -> None:
+    """An edit to README.md, to pyproject.toml's tool settings or to the sources leaves the
+    download of the dependencies' wheels cached: what is copied before it is the list the
+    dependencies stage reads from pyproject.toml (copied by content) and constraints.txt."""
+    dependencies, build, _ = _stages()
+    assert dependencies[1:] == [
+        "COPY pyproject.toml /src/",
+        next(line for line in dependencies if line.startswith("RUN ")),
+    ]
+    download = next(i for i, line in enumerate(build) if "--requirement" in line)
+    copies = [line for line in build[:download] if line.startswith(("COPY", "ADD"))]
+    assert copies == [
+        "COPY --from=dependencies /dependencies.txt /tmp/dependencies.txt",
+        "COPY constraints.txt ./",
+    ]
+    assert "/tmp/dependencies.txt" in build[download]
