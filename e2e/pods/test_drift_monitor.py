@@ -1,7 +1,9 @@
 """The drift monitor the operator deploys next to a governed model server, on the node: it
 becomes Ready, takes request payloads a client pod posts to its Service (the plain-JSON
 path docs/drift-monitoring.md gives for Deployments), and its scores move on shifted data:
-a window like the reference raises no alarm, a shifted one does.
+a window like the reference raises no alarm, a shifted one does: its metric, and a Warning
+Event on the model's Deployment that the monitor writes with its own ServiceAccount, which
+may create Events in its namespace and do nothing else.
 """
 
 from __future__ import annotations
@@ -204,6 +206,7 @@ def test_the_operator_s_drift_monitor_takes_payloads_and_alarms_on_shifted_data(
     calm_score = calm['modelshield_drift_score{feature="amount",statistic="PSI"}']
     assert calm['modelshield_drift_detected{feature="amount"}'] == 0, calm
     assert calm_score < 0.25, calm
+    assert _drift_events(node_cluster, namespace) == []
 
     # A window whose amounts moved by 1.5 standard deviations: the score moves, the alarm
     # is raised.
@@ -223,3 +226,58 @@ def test_the_operator_s_drift_monitor_takes_payloads_and_alarms_on_shifted_data(
     assert shifted['modelshield_drift_detected{feature="amount"}'] == 1, shifted
     assert shifted['modelshield_drift_detected{feature="age"}'] == 0, shifted
     assert shifted['modelshield_drift_rows_total{stream="request"}'] == 2 * WINDOW, shifted
+
+    # The alarm's Event, on the model's Deployment, written by the monitor itself.
+    drift_events = _wait(
+        "the monitor's DriftDetected Event on deployment/scoring",
+        lambda: _drift_events(node_cluster, namespace),
+        lambda: logs() + _monitor_logs(node_cluster, namespace),
+    )
+    assert [event["reason"] for event in drift_events] == ["DriftDetected"], drift_events
+    (event,) = drift_events
+    assert event["type"] == "Warning", event
+    assert event["involvedObject"]["kind"] == "Deployment", event
+    assert event["involvedObject"]["name"] == "scoring", event
+    assert event["message"].startswith("Drift detected on request feature 'amount': PSI"), event
+    _assert_monitor_may_create_events_only(node_cluster, namespace)
+
+
+def _drift_events(node_cluster: NodeCluster, namespace: str) -> list[dict[str, Any]]:
+    events = get_json(node_cluster.kubectl, "-n", namespace, "events")["items"]
+    return [
+        event
+        for event in events
+        if event.get("source", {}).get("component") == "modelshield-drift-monitor"
+    ]
+
+
+def _monitor_logs(node_cluster: NodeCluster, namespace: str) -> str:
+    found = node_cluster.kubectl("-n", namespace, "logs", f"deployment/{MONITOR}", check=False)
+    return found.stdout[-3000:] + found.stderr[-1000:]
+
+
+def _assert_monitor_may_create_events_only(node_cluster: NodeCluster, namespace: str) -> None:
+    """The monitor's pod runs as its own ServiceAccount, which the API server lets create
+    Events in the workload's namespace and nothing else."""
+    (pod,) = get_json(node_cluster.kubectl, "-n", namespace, "pods", "-l",
+                      f"modelshield.dev/drift-monitor={MONITOR}")["items"]  # fmt: skip
+    assert pod["spec"]["serviceAccountName"] == MONITOR, pod["spec"]
+    identity = f"system:serviceaccount:{namespace}:{MONITOR}"
+
+    def allowed(*request: str) -> bool:
+        answer = node_cluster.kubectl("auth", "can-i", "--as", identity, *request, check=False)
+        assert answer.stdout.strip() in {"yes", "no"}, answer.stdout + answer.stderr
+        return answer.stdout.strip() == "yes"
+
+    assert allowed("create", "events", "-n", namespace)
+    for request in (
+        ("create", "events", "-n", "default"),
+        ("get", "events", "-n", namespace),
+        ("patch", "events", "-n", namespace),
+        ("get", "pods", "-n", namespace),
+        ("get", "configmaps", "-n", namespace),
+        ("get", "secrets", "-n", namespace),
+        ("create", "pods", "-n", namespace),
+        ("create", "events.events.k8s.io", "-n", namespace),
+    ):
+        assert not allowed(*request), request
