@@ -60,6 +60,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
             "insecureRegistries": ["registry.lab:5000"],
         },
         "operator": {"scraperNamespaces": ["monitoring"], "scraperPodLabels": {"app": "prom"}},
+        "modelStore": {"s3Endpoint": "https://minio.storage.svc.cluster.local:9000"},
     },
 }
 

@@ -10,7 +10,7 @@ import io
 
 import pytest
 
-from modelshield.cli import main, verifierflags
+from modelshield.cli import main, modelstoreflags, verifierflags
 from tests.chart import rendering
 
 WEBHOOK = f"{rendering.RELEASE}-webhook"
@@ -119,6 +119,7 @@ def test_command_lines_are_accepted_by_the_real_parser(name: str) -> None:
     mounts = {mount["mountPath"] for mount in webhook["containers"][0]["volumeMounts"]}
     assert "/etc/modelshield/tls" in mounts
     webhook_verifier = verifierflags.settings_from(arguments)
+    webhook_store = modelstoreflags.store_from(arguments)
 
     operator = rendering.one(manifests, "Deployment", OPERATOR)["spec"]["template"]["spec"]
     container = operator["containers"][0]
@@ -150,6 +151,11 @@ def test_command_lines_are_accepted_by_the_real_parser(name: str) -> None:
     # The image-verification settings differ only in the Secret reads, which the chart
     # grants each process separately (webhook.readSignerSecrets, operator.readSignerSecrets).
     operator_verifier = verifierflags.settings_from(arguments)
+    # One S3 endpoint (modelStore.s3Endpoint): where the operator fetches ModelArtifacts
+    # is the server admission lets KServe's storage initializer download them from.
+    assert modelstoreflags.store_from(arguments) == webhook_store
+    expected = "https://minio.storage.svc.cluster.local:9000" if name == "everything" else None
+    assert webhook_store.s3_endpoint == expected
     assert dataclasses.replace(
         operator_verifier, read_signer_secrets=False, read_pull_secrets=False
     ) == dataclasses.replace(webhook_verifier, read_signer_secrets=False, read_pull_secrets=False)

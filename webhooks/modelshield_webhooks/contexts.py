@@ -11,6 +11,7 @@ import datetime
 import math
 from collections.abc import Callable
 
+from modelshield.engine import s3endpoints
 from modelshield.modelartifacts import startup
 from modelshield.supplychain.images import gathering, verifiers
 from modelshield_webhooks import caches, metrics, reviewfacts
@@ -140,6 +141,9 @@ class AdmissionContext:
     #: Which Secrets cold verifications may read (``secretRef`` signer keys, pull
     #: secrets); none unless ``--read-signer-secrets`` / ``--read-pull-secrets``.
     secrets: gathering.SecretAccess = gathering.NO_SECRETS
+    #: Where the operator fetches ModelArtifacts from (``--s3-endpoint``): the only S3
+    #: server a KServe storage initializer may download a verified model from.
+    store: s3endpoints.ModelStore = s3endpoints.DEFAULT
     #: Set on SIGTERM: /readyz fails so that the Service stops sending reviews here,
     #: while the server keeps answering those already on their way.
     draining: bool = False

@@ -173,7 +173,9 @@ async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisi
         pull_secret_names=secretreading.pull_secret_names(workload.containers),
     )
     source = reviewfacts.ReviewFacts(images, context.state)
-    return evaluating.decide(workload, policies, source, context.clock(), startup=check)
+    return evaluating.decide(
+        workload, policies, source, context.clock(), startup=check, store=context.store
+    )
 
 
 def _enforcement(decision: decisions.Decision) -> str:

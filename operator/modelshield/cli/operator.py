@@ -17,7 +17,7 @@ from kubernetes import client, config
 
 from modelshield import __version__
 from modelshield.api.v1alpha1 import policies as api_policies
-from modelshield.cli import verifierflags
+from modelshield.cli import modelstoreflags, verifierflags
 from modelshield.controllers import (
     artifacts,
     auditing,
@@ -163,6 +163,7 @@ def build(
         startup=modelchecks.StartupCheck(image=arguments.startup_image),
         workers=arguments.workers,
         guard_binding=guard_binding,
+        store=modelstoreflags.store_from(arguments),
     )
 
     @kopf.on.login(registry=registry)
@@ -189,8 +190,15 @@ def build(
 
 
 def _run_operator(arguments: argparse.Namespace) -> int:
-    for problem in verifierflags.settings_from(arguments).problems():
+    for problem in [
+        *verifierflags.settings_from(arguments).problems(),
+        *modelstoreflags.problems(arguments),
+    ]:
         print(f"error: {problem}", file=sys.stderr)
+        return 2
+    conflict = modelstoreflags.environment_conflict(modelstoreflags.store_from(arguments))
+    if conflict is not None:
+        print(f"error: {conflict}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=getattr(logging, arguments.log_level.upper()),
@@ -341,6 +349,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "prometheus.io/port annotation); no port known: the scraper is not let in",
     )
     verifierflags.add_arguments(parser)
+    modelstoreflags.add_arguments(parser)
     parser.add_argument("--workers", type=int, default=8, help="concurrent reconciles")
     parser.add_argument(
         "--audit-interval", type=float, default=300.0, help="seconds between audits; 0 disables"

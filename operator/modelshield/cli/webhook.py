@@ -22,7 +22,7 @@ import sys
 
 import yaml
 
-from modelshield.cli import verifierflags
+from modelshield.cli import modelstoreflags, verifierflags
 from modelshield.supplychain.images import verifiersettings
 from modelshield_webhooks import (
     apisecrets,
@@ -50,6 +50,7 @@ async def _serve(arguments: argparse.Namespace) -> int:
         verify_deadline_seconds=budget.verify_deadline_seconds,
         namespace_wait_seconds=budget.namespace_wait_seconds,
         startup_image=arguments.startup_image,
+        store=modelstoreflags.store_from(arguments),
     )
     certificate = certificates.ReloadingCertificate(
         pathlib.Path(arguments.cert), pathlib.Path(arguments.key)
@@ -96,7 +97,10 @@ def _run(arguments: argparse.Namespace) -> int:
     if not arguments.cert or not arguments.key:
         print("error: --cert and --key are required to serve", file=sys.stderr)
         return 2
-    for problem in verifierflags.settings_from(arguments).problems():
+    for problem in [
+        *verifierflags.settings_from(arguments).problems(),
+        *modelstoreflags.problems(arguments),
+    ]:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
@@ -179,6 +183,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "max(0.5, 0.3 x timeout) for the answer)",
     )
     verifierflags.add_arguments(parser)
+    modelstoreflags.add_arguments(parser)
     parser.add_argument(
         "--startup-image",
         default=contexts.AdmissionContext.startup_image,

@@ -19,6 +19,7 @@ from typing import Any
 
 from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import Severity
+from modelshield.engine import s3endpoints
 from modelshield.modelartifacts import fetching, modelverifying, reconciling, redacting
 from modelshield.provenance import checking
 
@@ -45,15 +46,19 @@ class Settings:
         """Settings from MODELSHIELD_* (and the AWS_* variables fetching reads).
 
         The operator's flags (``--file-root``, ``--artifact-max-bytes``,
-        ``--artifact-max-files``, ``--artifact-deadline-seconds``), when given, win.
+        ``--artifact-max-files``, ``--artifact-deadline-seconds``, ``--s3-endpoint``),
+        when given, win; ``--s3-endpoint`` in the form admission compares
+        (``s3endpoints.ModelStore``), so both processes mean the same server.
         """
         trust = environ.get("MODELSHIELD_MODEL_TRUST_CONFIG")
         fetch = fetching.Settings.from_environment(environ)
-        flags = {
+        store = s3endpoints.ModelStore.configured(getattr(arguments, "s3_endpoint", None))
+        flags: dict[str, Any] = {
             "file_roots": getattr(arguments, "file_root", None),
             "max_bytes": getattr(arguments, "artifact_max_bytes", None),
             "max_files": getattr(arguments, "artifact_max_files", None),
             "deadline_seconds": getattr(arguments, "artifact_deadline_seconds", None),
+            "s3_endpoint": store.s3_endpoint,
         }
         if flags["file_roots"] is not None:
             flags["file_roots"] = tuple(pathlib.Path(root) for root in flags["file_roots"])

@@ -131,7 +131,9 @@ class Auditor:
         for key, body, parsed, subject, governing in governed:
             looked = verifications.look_up(key, subject, governing, request=False)
             source = looked.source(self.world)
-            decision = evaluating.decide(parsed, governing, source, now, startup=startup)
+            decision = evaluating.decide(
+                parsed, governing, source, now, startup=startup, store=self.controller.store
+            )
             ref = ownership.ObjectRef.of(body)
             outcome = self.controller.outcomes.get(key)
             notes = tuple(

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from modelshield.api.v1alpha1 import policies, validation
 from modelshield.controllers import caches, imageverdicts, statuses, verdicts
-from modelshield.engine import compiling, evaluating, modelchecks, workloads
+from modelshield.engine import compiling, evaluating, modelchecks, s3endpoints, workloads
 
 if TYPE_CHECKING:
     from modelshield.controllers import reconciling
@@ -27,6 +27,7 @@ def observe(
     now: datetime.datetime,
     *,
     startup: modelchecks.StartupCheck | None = None,
+    store: s3endpoints.ModelStore = s3endpoints.DEFAULT,
 ) -> statuses.Observation:
     """What the outcomes and the engine say about one policy.
 
@@ -67,7 +68,9 @@ def observe(
         )
         subject = imageverdicts.image_subject(parsed, world, startup)
         looked = verifications.look_up(key, subject, governing)
-        decision = evaluating.decide(parsed, governing, looked.source(world), now, startup=startup)
+        decision = evaluating.decide(
+            parsed, governing, looked.source(world), now, startup=startup, store=store
+        )
         judged = verdicts.judge(decision, parsed, looked.missing, verifying=verifications.verifying)
         if judged is verdicts.Judgement.VIOLATING:
             violating.append(parsed.identity)

@@ -37,7 +37,7 @@ from modelshield.controllers import (
     writing,
 )
 from modelshield.controllers.builders import ownership
-from modelshield.engine import modelchecks, workloads
+from modelshield.engine import modelchecks, s3endpoints, workloads
 
 LOGGER = logging.getLogger("modelshield.reconciler")
 RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -77,6 +77,7 @@ class Controller:
         workers: int = 8,
         status_delay: float = 1.0,
         guard_binding: guardbindings.GuardBinding | None = None,
+        store: s3endpoints.ModelStore = s3endpoints.DEFAULT,
     ) -> None:
         self.world = world
         self.kube = kube
@@ -86,6 +87,8 @@ class Controller:
         #: How status and audit judge the init container of ``models.verifyAtStartup``:
         #: as admission does, knowing the ``--startup-image`` it runs (None: like any other).
         self.startup = startup
+        #: Where ModelArtifacts are fetched from (``--s3-endpoint``), judged as admission does.
+        self.store = store
         self.workers = workers
         self.status_delay = status_delay
         #: The guards' TokenReview binding, looked at again after every pass.
@@ -393,7 +396,13 @@ class Controller:
     def observe(self, policy_key: caches.Key, now: datetime.datetime) -> statuses.Observation:
         """What the outcomes and the engine say about one policy."""
         return observing.observe(
-            policy_key, self.world, self.outcomes, self.verifications, now, startup=self.startup
+            policy_key,
+            self.world,
+            self.outcomes,
+            self.verifications,
+            now,
+            startup=self.startup,
+            store=self.store,
         )
 
     async def write_status(self, policy_key: caches.Key) -> None:

@@ -6,11 +6,13 @@ Read from the ``kserve_storage`` package (v0.15.2, v0.17.0) that the storage ini
 runs, and from the operator's fetch (``modelartifacts.fetching``): where the two sets
 differ, no verification covers what is served, so the URI is refused with what to write.
 The same URI on another S3 server is another model: whatever in the initializer's
-environment picks the server is refused too (``endpoint_choices``).
+environment picks the server is refused too (``endpoint_choices``), unless it is a
+literal naming the S3 endpoint the operator fetches from (``engine.s3endpoints``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -90,6 +92,9 @@ _ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
 #: An AWS config file (or a profile of one) may name endpoint_url, which botocore reads
 #: when no endpoint variable is set. KServe sets neither on its storage initializer.
 _CONFIG_VARIABLES = ("AWS_CONFIG_FILE", "AWS_PROFILE")
+#: ``get_S3_config``: "true" sends requests to ``<bucket>.<endpoint host>`` (virtual
+#: addressing) or to AWS's accelerate endpoint, another host than the one configured.
+_ADDRESSING_VARIABLES = ("S3_USER_VIRTUAL_BUCKET", "S3_USE_ACCELERATE")
 #: JSON objects ``Storage._update_with_storage_spec`` merges (override last) and whose
 #: ``endpoint_url`` it writes into AWS_ENDPOINT_URL before every download.
 #: The kubelet substitutes $(NAME) in a container's env values, command and args.
@@ -109,28 +114,45 @@ _KSERVE_CREDENTIALS = (
 )
 
 
-def _storage_json_choice(name: str, value: Any) -> str | None:
-    """Why a literal STORAGE_CONFIG/STORAGE_OVERRIDE_CONFIG picks the server, or None."""
+@dataclasses.dataclass(frozen=True, slots=True)
+class EndpointChoice:
+    """Something that picks the S3 server the storage initializer downloads from."""
+
+    #: Relative to the container (or the annotation key).
+    field: str
+    why: str
+    #: The endpoint as written, when it is a literal that can be compared with the one
+    #: ModelArtifacts are fetched from (``s3endpoints.ModelStore.serves``); None when
+    #: what it picks cannot be told, which is never admitted.
+    endpoint: str | None = None
+
+
+def _storage_json_choice(name: str, value: Any, field: str) -> EndpointChoice | None:
+    """What a literal STORAGE_CONFIG/STORAGE_OVERRIDE_CONFIG picks, or None."""
     if isinstance(value, str) and VARIABLE_REFERENCE in value:
         # {"x": "$(V)"} with V = '", "endpoint_url": "http://evil' is another document.
-        return (
+        return EndpointChoice(
+            field,
             f"{name} refers to another variable ($(...)), which the kubelet substitutes "
             "before the storage initializer reads it, so what it sets cannot be told; "
-            "write it without $("
+            "write it without $(",
         )
     try:
         document = json.loads(value) if isinstance(value, str) else None
     except ValueError:
         document = None
     if not isinstance(document, dict):
-        return f"{name} is not a JSON object, so what it sets cannot be told"
+        return EndpointChoice(field, f"{name} is not a JSON object, so what it sets cannot be told")
     if "endpoint_url" in document:
-        endpoint = redacting.redact(str(document["endpoint_url"]))
-        return (
+        written = document["endpoint_url"]
+        endpoint = redacting.redact(str(written))
+        why = (
             f"{name} sends the storage initializer to endpoint_url {endpoint!r} "
-            f"(KServe copies storage.parameters there); {_NOT_THE_VERIFIED_SERVER}; remove "
-            "endpoint_url"
+            "(KServe copies storage.parameters there)"
         )
+        if isinstance(written, str) and written:
+            return EndpointChoice(field, why, written)
+        return EndpointChoice(field, f"{why}, which is not a URL; remove endpoint_url")
     return None
 
 
@@ -151,18 +173,18 @@ def _from_elsewhere(name: str, source: Any) -> str:
     )
 
 
-def endpoint_choices(container: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(field, why) for each thing in the storage initializer's environment that picks
-    the S3 server it downloads from (``field`` relative to the container).
+def endpoint_choices(container: Mapping[str, Any]) -> list[EndpointChoice]:
+    """Each thing in the storage initializer's environment that picks the S3 server it
+    downloads from (``field`` relative to the container).
 
     The URIs are compared with ModelArtifacts, which the operator fetched from its own
-    endpoint: admission does not know that endpoint (it is the operator's setting), so
-    any server named here is refused rather than trusted.
+    endpoint: a literal endpoint is admitted only when it is that one (``endpoint``, for
+    ``s3endpoints.ModelStore.serves``); anything whose value cannot be told is refused.
     """
-    found: list[tuple[str, str]] = []
+    found: list[EndpointChoice] = []
     if container.get("envFrom"):
         found.append(
-            (
+            EndpointChoice(
                 "envFrom",
                 "the storage initializer takes variables from a ConfigMap or Secret "
                 "(envFrom), which admission does not read; they may set AWS_ENDPOINT_URL "
@@ -172,13 +194,19 @@ def endpoint_choices(container: Mapping[str, Any]) -> list[tuple[str, str]]:
     env = container.get("env")
     for index, entry in enumerate(env if isinstance(env, list) else ()):
         name = entry.get("name") if isinstance(entry, dict) else None
+        if name in _ADDRESSING_VARIABLES:
+            assert isinstance(entry, dict)
+            choice = _addressing_choice(str(name), entry, f"env[{index}]")
+            if choice is not None:
+                found.append(choice)
+            continue
         if name not in _ENDPOINT_VARIABLES + _CONFIG_VARIABLES + _STORAGE_JSON_VARIABLES:
             continue
         assert isinstance(entry, dict)
         where = f"env[{index}]"
         if name in _CONFIG_VARIABLES:
             found.append(
-                (
+                EndpointChoice(
                     f"{where}.valueFrom"
                     if entry.get("valueFrom") is not None
                     else f"{where}.value",
@@ -189,37 +217,79 @@ def endpoint_choices(container: Mapping[str, Any]) -> list[tuple[str, str]]:
             )
             continue
         if entry.get("valueFrom") is not None:
-            found.append((f"{where}.valueFrom", _from_elsewhere(str(name), entry["valueFrom"])))
+            found.append(
+                EndpointChoice(f"{where}.valueFrom", _from_elsewhere(str(name), entry["valueFrom"]))
+            )
             continue
         value = entry.get("value")
         if name in _STORAGE_JSON_VARIABLES:
             if value is None or value == "":
                 continue  # unset: kserve_storage reads "{}"
-            why = _storage_json_choice(str(name), value)
-            if why is not None:
-                found.append((f"{where}.value", why))
+            choice = _storage_json_choice(str(name), value, f"{where}.value")
+            if choice is not None:
+                found.append(choice)
         elif isinstance(value, str) and value:
-            endpoint = redacting.redact(value)
             found.append(
-                (
+                EndpointChoice(
                     f"{where}.value",
-                    f"the storage initializer downloads s3:// models from {endpoint!r} "
-                    f"({name}; {_KSERVE_CREDENTIALS}); {_NOT_THE_VERIFIED_SERVER}",
+                    f"the storage initializer downloads s3:// models from "
+                    f"{redacting.redact(value)!r} ({name}; {_KSERVE_CREDENTIALS})",
+                    value,
                 )
             )
     return found
 
 
+def _addressing_choice(name: str, entry: Mapping[str, Any], where: str) -> EndpointChoice | None:
+    """Virtual-hosted or accelerated addressing: another host than the endpoint's."""
+    if entry.get("valueFrom") is not None:
+        field = f"{where}.valueFrom"
+    elif str(entry.get("value", "")).lower() == "true":
+        field = f"{where}.value"
+    else:
+        return None
+    return EndpointChoice(
+        field,
+        f"{name} makes boto3 send the download to another host than the endpoint "
+        "(<bucket>.<host>, or AWS's accelerate endpoint), which is not the server the "
+        "operator fetched ModelArtifacts from; remove it",
+    )
+
+
+def default_endpoint_choice(container: Mapping[str, Any], uris: list[str]) -> EndpointChoice | None:
+    """The AWS default, when the storage initializer downloads an s3:// URI and is told
+    no endpoint: ``_get_s3_client_kwargs`` passes AWS_ENDPOINT_URL, and without it boto3
+    goes to AWS S3, which is another server than a configured ``--s3-endpoint``.
+
+    Of several entries of one name the kubelet keeps the last; an empty value is unset.
+    """
+    if not any(uri.startswith("s3://") for uri in uris):
+        return None
+    env = container.get("env")
+    last: Mapping[str, Any] | None = None
+    for entry in env if isinstance(env, list) else ():
+        if isinstance(entry, dict) and entry.get("name") == _ENDPOINT_VARIABLES[0]:
+            last = entry
+    if last is not None and (last.get("valueFrom") is not None or last.get("value")):
+        return None
+    return EndpointChoice(
+        "env",
+        "the storage initializer is told no S3 endpoint (no AWS_ENDPOINT_URL; "
+        f"{_KSERVE_CREDENTIALS}), so boto3 downloads s3:// models from AWS S3",
+        "",
+    )
+
+
 def storage_spec_choice(
     annotations: Mapping[str, Any], spec_key: str, params_key: str
-) -> list[tuple[str, str]]:
-    """(annotation, why) when KServe's pod mutator will hand the storage initializer a
-    storage spec (``storage-spec: "true"``): the storage Secret's entry, and the
-    ``storage-spec-param`` JSON as STORAGE_OVERRIDE_CONFIG."""
+) -> list[EndpointChoice]:
+    """What picks the server when KServe's pod mutator will hand the storage initializer
+    a storage spec (``storage-spec: "true"``): the storage Secret's entry, and the
+    ``storage-spec-param`` JSON as STORAGE_OVERRIDE_CONFIG (``field``: the annotation)."""
     if annotations.get(spec_key) != "true":
         return []
     found = [
-        (
+        EndpointChoice(
             spec_key,
             "KServe's pod mutator will hand the storage initializer the storage Secret's "
             f"entry ({_STORAGE_CONFIG}), whose endpoint_url admission does not read; "
@@ -229,7 +299,7 @@ def storage_spec_choice(
     ]
     params = annotations.get(params_key)
     if params is not None:
-        why = _storage_json_choice(_STORAGE_OVERRIDE_CONFIG, params)
-        if why is not None:
-            found.append((params_key, why))
+        choice = _storage_json_choice(_STORAGE_OVERRIDE_CONFIG, params, params_key)
+        if choice is not None:
+            found.append(choice)
     return found

@@ -15,6 +15,7 @@ from modelshield.engine import (
     imagechecks,
     modelchecks,
     runtimechecks,
+    s3endpoints,
     workloads,
 )
 from modelshield.engine.decisions import Code
@@ -78,6 +79,7 @@ def _policy_findings(
     now: datetime.datetime,
     memo: dict[int, list[imagechecks.Finding]],
     at_start: _Startup,
+    store: s3endpoints.ModelStore,
 ) -> list[imagechecks.Finding]:
     found: list[imagechecks.Finding] = [
         (Code.WORKLOAD_MALFORMED, path, f"{problem}; the workload cannot be checked")
@@ -109,7 +111,9 @@ def _policy_findings(
     if policy.models is not None:
         models = policy.models
         if id(models) not in memo:
-            memo[id(models)] = list(modelchecks.check_workload(workload, models, source, now))
+            memo[id(models)] = list(
+                modelchecks.check_workload(workload, models, source, now, store)
+            )
         found.extend(memo[id(models)])
         # Asked only of a model that passes otherwise: its own findings say what to fix.
         if models.verify_at_startup and at_start.check is not None and not memo[id(models)]:
@@ -159,13 +163,16 @@ def decide(
     now: datetime.datetime,
     *,
     startup: modelchecks.StartupCheck | None = None,
+    store: s3endpoints.ModelStore = s3endpoints.DEFAULT,
 ) -> decisions.Decision:
     """Decide on a parsed workload given the policies that govern it.
 
     ``startup`` says how the init container of ``models.verifyAtStartup`` is judged
     (``modelchecks.StartupCheck``; the webhook and the operator pass one); without it
     (``modelshield test``, judging manifests before injection) that container is a
-    container like any other and no Pod is asked to carry it.
+    container like any other and no Pod is asked to carry it. ``store``: the S3 server
+    the operator fetches ModelArtifacts from (``--s3-endpoint``), the only one a storage
+    initializer may download them from.
     """
     if not governing:
         return decisions.ALLOWED_UNGOVERNED
@@ -175,7 +182,7 @@ def decide(
     at_start = _Startup(startup, modelchecks.startup_containers(workload, source, startup))
     for policy in governing:
         bucket = violations if policy.enforcement is Enforcement.ENFORCE else warnings
-        findings = _policy_findings(workload, policy, source, now, memo, at_start)
+        findings = _policy_findings(workload, policy, source, now, memo, at_start, store)
         for code, path, message in findings:
             bucket.append(
                 decisions.Violation(
@@ -204,6 +211,7 @@ def evaluate(
     *,
     namespace: str | None = None,
     startup: modelchecks.StartupCheck | None = modelchecks.BEFORE_ADMISSION,
+    store: s3endpoints.ModelStore = s3endpoints.DEFAULT,
 ) -> decisions.Decision:
     """Decide on one Kubernetes object given as a dict; never raises on malformed input.
 
@@ -228,4 +236,4 @@ def evaluate(
     if not governing:
         return decisions.ALLOWED_UNGOVERNED
     workload = workloads.complete(header, effective_namespace)
-    return decide(workload, governing, source, now, startup=startup)
+    return decide(workload, governing, source, now, startup=startup, store=store)

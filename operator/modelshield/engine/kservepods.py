@@ -50,6 +50,9 @@ class Source:
     path: str
     uri: str | None
     why: str = ""
+    #: Not a model but the S3 server it is downloaded from, as written ("": none, so
+    #: AWS S3): admitted only when it is the one ModelArtifacts are fetched from.
+    endpoint: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,14 +113,22 @@ def _initializer_sources(reading: Found, container: Mapping[str, Any], path: str
                 "what it downloads; remove the command",
             )
         )
-    for field, why in downloads.endpoint_choices(container):
-        reading.sources.append(Source(f"{path}.{field}", None, why))
+    for choice in downloads.endpoint_choices(container):
+        reading.sources.append(
+            Source(f"{path}.{choice.field}", None, choice.why, endpoint=choice.endpoint)
+        )
     args = container.get("args")
     if not isinstance(args, list) or not args or len(args) % 2:
         reading.problems.append(
             (f"{path}.args", "is not the storage initializer's source/destination pairs")
         )
         return
+    uris = [value for value in args[::2] if isinstance(value, str)]
+    default = downloads.default_endpoint_choice(container, uris)
+    if default is not None:
+        reading.sources.append(
+            Source(f"{path}.{default.field}", None, default.why, endpoint=default.endpoint)
+        )
     for index in range(0, len(args), 2):
         value = args[index]
         if not isinstance(value, str):
@@ -154,10 +165,12 @@ def annotation_sources(
         return
     where = f"{path}['{SOURCE_URI_ANNOTATION}']"
     if not injected:
-        for key, why in downloads.storage_spec_choice(
+        for choice in downloads.storage_spec_choice(
             annotations, _STORAGE_SPEC_ANNOTATION, _STORAGE_SPEC_PARAMS_ANNOTATION
         ):
-            reading.sources.append(Source(f"{path}['{key}']", None, why))
+            reading.sources.append(
+                Source(f"{path}['{choice.field}']", None, choice.why, endpoint=choice.endpoint)
+            )
     local_model = labels.get(_LOCAL_MODEL_LABEL)
     if isinstance(local_model, str):
         # InjectStorageInitializer: the LocalModel cache's PVC instead of a download.

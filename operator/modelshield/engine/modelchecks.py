@@ -13,6 +13,7 @@ from modelshield.engine import (
     facts,
     modelsigners,
     provenancechecks,
+    s3endpoints,
     workloads,
 )
 from modelshield.engine.decisions import Code
@@ -213,8 +214,10 @@ def check_workload(
     requirement: compiling.CompiledModels,
     source: facts.FactSource,
     now: datetime.datetime,
+    store: s3endpoints.ModelStore = s3endpoints.DEFAULT,
 ) -> Iterator[Finding]:
-    """Every way the workload's model fails the requirement."""
+    """Every way the workload's model fails the requirement (``store``: where the
+    operator fetches ModelArtifacts from, which the pods must download from too)."""
     if workload.kind in workloads.MODELLESS_KINDS and not workload.models:
         # A ServingRuntime serves the models its InferenceServices name; they are checked.
         return
@@ -223,6 +226,10 @@ def check_workload(
         yield (Code.MODEL_NOT_DECLARED, path, f"the workload names no model; {_HOW_TO_DECLARE}")
         return
     for reference in workload.models:
+        if reference.endpoint is not None:
+            if not store.serves(reference.endpoint):
+                yield (Code.MODEL_SOURCE_UNVERIFIABLE, reference.path, _elsewhere(reference, store))
+            continue
         unverifiable = _unverifiable(reference)
         if unverifiable is not None:
             yield (Code.MODEL_SOURCE_UNVERIFIABLE, reference.path, unverifiable)
@@ -241,6 +248,26 @@ def check_workload(
         yield from provenancechecks.check_artifact(
             reference.path, artifact, requirement.provenance, source, workload.namespace, now
         )
+
+
+def _elsewhere(reference: workloads.ModelReference, store: s3endpoints.ModelStore) -> str:
+    """Why the S3 server a reference names is not the one ModelArtifacts come from."""
+    if not reference.endpoint:
+        told = f"{reference.unresolved}, not from {store.describe()}"
+    elif store.s3_endpoint is None:
+        told = (
+            f"{reference.unresolved}, while the operator fetches ModelArtifacts from "
+            f"{store.describe()}"
+        )
+    else:
+        told = (
+            f"{reference.unresolved}, which is not the S3 endpoint ModelArtifacts are "
+            f"fetched from, {store.describe()}"
+        )
+    return (
+        f"the model this loads cannot be told before it runs: {told}; the same URI on "
+        "another server is another model"
+    )
 
 
 def _unverifiable(reference: workloads.ModelReference) -> str | None:

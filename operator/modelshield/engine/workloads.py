@@ -82,6 +82,10 @@ class ModelReference:
     artifact_name: str | None = None
     storage_uri: str | None = None
     unresolved: str = ""
+    #: Set on the S3 server the model is downloaded from, as written ("": none named,
+    #: so AWS S3), with ``unresolved`` saying who names it: admitted only when it is the
+    #: one ModelArtifacts are fetched from (``s3endpoints.ModelStore``).
+    endpoint: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -174,7 +178,11 @@ _KSERVE_READERS = {
 
 def _reference(source: kservepods.Source) -> ModelReference:
     if source.uri is None:
-        return ModelReference(path=source.path, unresolved=source.why or "it cannot be read")
+        return ModelReference(
+            path=source.path,
+            unresolved=source.why or "it cannot be read",
+            endpoint=source.endpoint,
+        )
     return ModelReference(path=source.path, storage_uri=source.uri)
 
 
