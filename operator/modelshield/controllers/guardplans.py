@@ -82,6 +82,7 @@ def plan_guard(
     drift_url: str | None = None,
     features: list[dict[str, str]] | None = None,
     upstream_ip: str | None = None,
+    outlier_model: dict[str, Any] | None = None,
 ) -> tuple[tuple[ownership.ObjectRef, ...], policies.NetworkRequirements] | None:
     """The inference guard's objects; the Enforce api policies and what they ask of the
     model's NetworkPolicy (None when no Enforce policy has an api block). ``upstream_ip``:
@@ -117,6 +118,7 @@ def plan_guard(
                 governing=[model for _, model in with_api],
                 drift_monitor=drift_url,
                 reference_features=features,
+                outlier_model=outlier_model,
             ),
         )
         secrets = sorted(

@@ -59,6 +59,7 @@ def plan(world: caches.World, key: caches.Key, settings: Settings, profile: str 
         drift_url,
         guards.profile_features(profile),
         guardplans.upstream_cluster_ip(world, key),
+        outlier_model=guards.profile_outliers(profile),
     )
     networkplans.plan_network(
         result, body, workload_ref, governing, unreadable, settings, monitor, guard

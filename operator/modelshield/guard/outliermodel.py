@@ -72,6 +72,16 @@ class Fitted:
     varying: tuple[int, ...]
     #: Precision matrix of the standardised varying features (shrinkage covariance).
     precision: FloatArray
+    #: ``varying`` as an index array, and the mean and std it selects (derived, for speed).
+    varying_index: NDArray[np.intp] = dataclasses.field(init=False, repr=False, compare=False)
+    varying_mean: FloatArray = dataclasses.field(init=False, repr=False, compare=False)
+    varying_std: FloatArray = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = np.asarray(self.varying, dtype=np.intp)
+        object.__setattr__(self, "varying_index", index)
+        object.__setattr__(self, "varying_mean", self.mean[index])
+        object.__setattr__(self, "varying_std", self.std[index])
 
 
 @dataclasses.dataclass(frozen=True)

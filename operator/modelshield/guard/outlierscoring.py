@@ -43,19 +43,19 @@ class CalibrationError(ValueError):
 def _excess(fitted: Fitted, numeric: FloatArray) -> FloatArray:
     if numeric.shape[1] == 0:
         return np.zeros(numeric.shape[0])
-    below = fitted.minimum - numeric
-    above = numeric - fitted.maximum
-    beyond = np.maximum(np.maximum(below, above), 0.0)
+    # Distance past the nearer bound (NaN for a missing value: compares False below).
+    beyond = np.maximum(fitted.minimum - numeric, numeric - fitted.maximum)
     with np.errstate(divide="ignore", invalid="ignore"):
+        # A constant feature (std 0) has no scale: any other value is infinitely far.
         scaled = np.where(beyond > 0, beyond / fitted.std, 0.0)
-    # A constant feature (std 0) has no scale: any other value is infinitely far.
+    excess = scaled.max(axis=1)
     missing = np.isnan(numeric)
-    unseen_missing = missing & ~np.asarray(
-        [m for m, n in zip(fitted.missing_seen, fitted.numeric, strict=True) if n], dtype=bool
-    )
-    scaled = np.where(missing, 0.0, scaled)
-    scaled = np.where(unseen_missing, math.inf, scaled)
-    return np.asarray(scaled.max(axis=1), dtype=np.float64)
+    if missing.any():
+        never_missing = ~np.asarray(
+            [m for m, n in zip(fitted.missing_seen, fitted.numeric, strict=True) if n], dtype=bool
+        )
+        excess = np.where((missing & never_missing).any(axis=1), math.inf, excess)
+    return np.asarray(excess, dtype=np.float64)
 
 
 def _categorical_excess(
@@ -79,13 +79,15 @@ def score(
 ) -> Scores:
     """Excess and distance of each row (numeric: rows x numeric features, NaN missing)."""
     rows = numeric.shape[0]
-    excess = np.maximum(_excess(fitted, numeric), _categorical_excess(fitted, categorical, rows))
+    excess = _excess(fitted, numeric)
+    if categorical:
+        excess = np.maximum(excess, _categorical_excess(fitted, categorical, rows))
     if fitted.varying:
-        columns = list(fitted.varying)
-        values = numeric[:, columns]
-        centre = fitted.mean[columns]
-        z = (np.where(np.isnan(values), centre, values) - centre) / fitted.std[columns]
-        squared = np.einsum("ij,jk,ik->i", z, fitted.precision, z)
+        values = numeric[:, fitted.varying_index]
+        z = (values - fitted.varying_mean) / fitted.varying_std
+        # A missing value sits at the reference mean (its range check is separate).
+        z = np.nan_to_num(z, nan=0.0)
+        squared = ((z @ fitted.precision) * z).sum(axis=1)
         distance = np.sqrt(np.maximum(squared, 0.0))
     else:
         distance = np.zeros(rows)

@@ -8,8 +8,9 @@ feature divided by its reference standard deviation). Three detectors:
 - **DistanceDistribution** (PRADA, Juuti et al. 2019): each new query's minimum distance
   to the client's growing set of earlier queries joins a set D; a query further than the
   set's threshold (the largest mean − std of D seen) joins the growing set. Once D holds
-  ``min_queries`` distances, a Shapiro–Wilk W of D (values beyond 3 standard deviations
-  removed) below ``normality_threshold`` is an alarm: natural queries give roughly
+  ``min_queries`` distances, a Shapiro–Wilk W of log D (values beyond 3 standard
+  deviations removed; PRADA tests D itself, whose right skew made benign tabular streams
+  fail it here) below ``normality_threshold`` is an alarm: natural queries give roughly
   normal distances, synthetic ones (random, or small steps around seeds) do not. PRADA
   keeps a growing set per predicted class; the guard does not read the class from the
   answer and keeps one. Exact repeats are skipped (they tell an attacker nothing new).
@@ -54,6 +55,9 @@ SWEEP_WINDOW = 50
 SWEEP_FEATURES = 2
 #: How often (in distinct queries) the Shapiro–Wilk test is run once D is full enough.
 TEST_EVERY = 10
+#: Added to distances (standard units) before their logarithm: exact repeats are skipped,
+#: near ones must not become minus infinity.
+LOG_OFFSET = 1e-6
 OUTLIER_WINDOW = 100
 OUTLIER_ALARM_P = 1e-6
 VOLUME_HISTORY_MINUTES = 5
@@ -139,7 +143,10 @@ class ClientStream:
         if len(self.distances) < self.settings.min_queries or self.since_test < TEST_EVERY:
             return None
         self.since_test = 0
-        values = np.fromiter(self.distances, dtype=np.float64)
+        # Natural minimum distances are right-skewed (roughly log-normal): the test reads
+        # their logarithms, where benign streams look normal and synthetic ones, whose
+        # distances pile up at a few step sizes, still do not.
+        values = np.log(np.fromiter(self.distances, dtype=np.float64) + LOG_OFFSET)
         mean, std = values.mean(), values.std()
         trimmed = values[np.abs(values - mean) <= 3 * std] if std > 0 else values
         if trimmed.size < 3 or np.ptp(trimmed) == 0:

@@ -48,6 +48,7 @@ def guard_config(
     governing: Sequence[policies.ModelSecurityPolicy | policies.ClusterModelSecurityPolicy],
     drift_monitor: str | None = None,
     reference_features: list[dict[str, str]] | None = None,
+    outlier_model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The guard's configuration document (``modelshield.guard.config``)."""
     document: dict[str, Any] = {
@@ -76,6 +77,13 @@ def guard_config(
         document["driftMonitor"] = drift_monitor
     if reference_features is not None:
         document["referenceFeatures"] = reference_features
+    if outlier_model is not None and any(
+        policy.spec.api is not None
+        and (policy.spec.api.outliers is not None or policy.spec.api.probing is not None)
+        for policy in governing
+    ):
+        # Only when a policy uses it: the matrix can be a few hundred kB.
+        document["outlierModel"] = outlier_model
     return document
 
 
@@ -93,6 +101,18 @@ def profile_features(profile: str | None) -> list[dict[str, str]] | None:
     except (ValueError, TypeError, KeyError):
         return None
     return found or None
+
+
+def profile_outliers(profile: str | None) -> dict[str, Any] | None:
+    """The reference profile's outlier model (``modelshield drift profile`` stores it under
+    ``outliers``); None when absent (the guard then refuses what needs it: fail closed)."""
+    if profile is None:
+        return None
+    try:
+        found = json.loads(profile).get("outliers")
+    except (ValueError, AttributeError):
+        return None
+    return found if isinstance(found, dict) else None
 
 
 def build_config_map(*, name: str, namespace: str, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,281 @@
+"""Evaluation of the guard's model-aware defences on real data (issue 15). Not a timed test.
+
+    .venv/bin/python -m bench.runtime_defences_evaluation [--quick]
+
+Data: scikit-learn's bundled breast cancer (569 x 30) and digits (1797 x 64), split 70/30
+(seeded); the served model is a logistic regression trained on the 70%, the outlier model
+is built from the same 70% (as `modelshield drift profile` does), the 30% is held out.
+
+Tables:
+1. Outliers: flagged share of held-out real rows at the declared falseFlagRate; rows with
+   one feature moved past the training range by a share of its span; rows with Gaussian
+   noise of growing size (in reference standard deviations), with the AUROC of the
+   larger of the two normalised scores against the clean rows.
+2. Probing: 50 benign clients replaying held-out rows in random order (5,000 queries);
+   50 attackers of each kind (1,000 queries): uniformly random points in the feature box,
+   Jacobian-based augmentation (PRADA's JbDA, steps of 0.1 std along the sign of a
+   logistic surrogate's gradient) from 10 real seeds, one-feature sweeps from real seeds,
+   and a mix of real rows and random points. Detectors at their defaults (Volume off: the
+   queries carry no timing).
+3. Hardening: a surrogate trained on 1,000 random-box queries answered with full
+   probabilities vs top-1 labels; its agreement with the served model on held-out rows.
+4. Cost: microseconds per request (one row) of scoring, probing observation, hardening.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sklearn.datasets import load_breast_cancer, load_digits  # type: ignore[import-untyped]
+from sklearn.linear_model import LinearRegression, LogisticRegression  # type: ignore[import-untyped]
+from sklearn.metrics import roc_auc_score  # type: ignore[import-untyped]
+from sklearn.model_selection import train_test_split  # type: ignore[import-untyped]
+from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped]
+from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
+
+from modelshield.api.v1alpha1.apiprotection import Protocol
+from modelshield.guard import hardening, outliermodel, outlierscoring, probing
+
+RATES = (0.01, 0.05)
+
+
+class Case:
+    """One dataset, split, model and outlier model."""
+
+    def __init__(self, name: str, data: Any) -> None:
+        self.name = name
+        self.train, self.test, self.y_train, self.y_test = train_test_split(
+            data.data, data.target, test_size=0.3, random_state=0
+        )
+        self.model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+        self.model.fit(self.train, self.y_train)
+        names = [f"f{i}" for i in range(self.train.shape[1])]
+        columns = {n: self.train[:, i].tolist() for i, n in enumerate(names)}
+        self.outliers = outliermodel.from_document(
+            outliermodel.to_document(outliermodel.build(columns, names))
+        )
+        self.fitted = self.outliers.fitted
+        self.low, self.high = self.train.min(0), self.train.max(0)
+
+
+def _flags(case: Case, limits: outlierscoring.Thresholds, rows: np.ndarray) -> np.ndarray:
+    scores = outlierscoring.score(case.fitted, rows, [])
+    return np.asarray((scores.excess > limits.excess) | (scores.distance > limits.distance))
+
+
+def outlier_table(case: Case) -> None:
+    rng = np.random.default_rng(1)
+    span = np.where(case.high > case.low, case.high - case.low, 1.0)
+    print(f"\n## Outliers: {case.name} ({len(case.test)} held-out rows)")
+    print(
+        "| declared rate | held-out flagged (calibration) | held-out real rows flagged |"
+        " moved +10% span | +50% | +100% |"
+    )
+    print("|---|---|---|---|---|---|")
+    for rate in RATES:
+        limits = outlierscoring.thresholds(case.outliers, rate)
+        benign = _flags(case, limits, case.test).mean()
+        moved = []
+        for share in (0.1, 0.5, 1.0):
+            rows = case.test.copy()
+            column = rng.integers(0, rows.shape[1], len(rows))
+            up = rng.random(len(rows)) < 0.5
+            index = np.arange(len(rows))
+            rows[index, column] = np.where(
+                up,
+                case.high[column] + share * span[column],
+                case.low[column] - share * span[column],
+            )
+            moved.append(_flags(case, limits, rows).mean())
+        print(
+            f"| {rate:g} | {limits.held_out_rate:.2%} | {benign:.2%} | "
+            + " | ".join(f"{m:.1%}" for m in moved)
+            + " |"
+        )
+    limits = outlierscoring.thresholds(case.outliers, 0.01)
+    std = np.where(case.fitted.std > 0, case.fitted.std, 1.0)
+    clean = outlierscoring.score(case.fitted, case.test, [])
+    print("\n| Gaussian noise (std units) | flagged at 0.01 | AUROC vs clean |")
+    print("|---|---|---|")
+    for sigma in (0.1, 0.25, 0.5, 1.0, 2.0):
+        noisy = case.test + rng.normal(0, sigma, case.test.shape) * std
+        scored = outlierscoring.score(case.fitted, noisy, [])
+        both = np.concatenate([_combined(clean, limits), _combined(scored, limits)])
+        labels = np.r_[np.zeros(len(case.test)), np.ones(len(noisy))]
+        print(
+            f"| {sigma:g} | {_flags(case, limits, noisy).mean():.1%} | "
+            f"{roc_auc_score(labels, both):.3f} |"
+        )
+
+
+def _combined(scores: outlierscoring.Scores, limits: outlierscoring.Thresholds) -> np.ndarray:
+    excess = np.minimum(scores.excess, 1e6) / max(limits.excess, 1e-9)
+    return np.asarray(np.maximum(excess, scores.distance / max(limits.distance, 1e-9)))
+
+
+def _first_alarm(
+    case: Case, queries: np.ndarray, limits: outlierscoring.Thresholds
+) -> tuple[int, str] | None:
+    settings = probing.Settings(
+        detectors=frozenset(set(probing.Detector) - {probing.Detector.VOLUME}),
+        outlier_rate=limits.held_out_rate,
+    )
+    prober = probing.Prober(case.fitted.mean, case.fitted.std, settings)
+    marks = _flags(case, limits, queries)
+    for index in range(len(queries)):
+        alarms = prober.observe("c", queries[index : index + 1], 0.0, marks[index : index + 1])
+        if alarms:
+            return index + 1, alarms[0].detector.value
+    return None
+
+
+def _jbda(case: Case, rng: np.random.Generator, count: int) -> np.ndarray:
+    queries = list(case.test[rng.choice(len(case.test), 10, replace=False)])
+    std = np.where(case.fitted.std > 0, case.fitted.std, 1.0)
+    while len(queries) < count:
+        points = np.asarray(queries)
+        labels = case.model.predict(points)
+        if len(set(labels)) < 2:
+            direction = np.sign(rng.normal(size=(1, points.shape[1])))
+            steps = np.repeat(direction, len(points), axis=0)
+        else:
+            surrogate = LogisticRegression(max_iter=500).fit(points / std, labels)
+            weights = surrogate.coef_
+            steps = np.sign(weights[np.searchsorted(surrogate.classes_, labels) % len(weights)])
+        queries.extend(np.clip(points + 0.1 * std * steps, case.low, case.high))
+    return np.asarray(queries[:count])
+
+
+def _sweep(case: Case, rng: np.random.Generator, count: int) -> np.ndarray:
+    queries: list[np.ndarray] = []
+    while len(queries) < count:
+        seed = case.test[rng.integers(len(case.test))]
+        feature = rng.integers(seed.size)
+        for value in np.linspace(case.low[feature], case.high[feature], 20):
+            query = seed.copy()
+            query[feature] = value
+            queries.append(query)
+    return np.asarray(queries[:count])
+
+
+def probing_table(case: Case, clients: int) -> None:
+    rng = np.random.default_rng(2)
+    limits = outlierscoring.thresholds(case.outliers, 0.01)
+    kinds: dict[str, tuple[int, Callable[[], np.ndarray]]] = {
+        "benign (held-out rows, random order)": (
+            5000,
+            lambda: case.test[rng.integers(0, len(case.test), 5000)],
+        ),
+        "random points in the feature box": (
+            1000,
+            lambda: rng.uniform(case.low, case.high, (1000, case.low.size)),
+        ),
+        "JbDA augmentation from 10 seeds": (1000, lambda: _jbda(case, rng, 1000)),
+        "one-feature sweeps": (1000, lambda: _sweep(case, rng, 1000)),
+        "mixed: half real rows, half random": (
+            1000,
+            lambda: np.where(
+                rng.random((1000, 1)) < 0.5,
+                case.test[rng.integers(0, len(case.test), 1000)],
+                rng.uniform(case.low, case.high, (1000, case.low.size)),
+            ),
+        ),
+    }
+    print(f"\n## Probing: {case.name} ({clients} clients of each kind)")
+    print(
+        "| client kind | queries each | flagged | median queries to alarm | max | first detector |"
+    )
+    print("|---|---|---|---|---|---|")
+    for kind, (count, make) in kinds.items():
+        found = [_first_alarm(case, make(), limits) for _ in range(clients)]
+        hits = sorted(f[0] for f in found if f is not None)
+        detectors = collections.Counter(f[1] for f in found if f is not None)
+        median = f"{hits[len(hits) // 2]}" if hits else "-"
+        named = ", ".join(f"{name} {n}" for name, n in detectors.most_common())
+        print(
+            f"| {kind} | {count} | {len(hits)}/{clients} | {median} | "
+            f"{hits[-1] if hits else '-'} | {named or '-'} |"
+        )
+
+
+def hardening_table(case: Case) -> None:
+    rng = np.random.default_rng(3)
+    queries = rng.uniform(case.low, case.high, (1000, case.low.size))
+    probabilities = case.model.predict_proba(queries)
+    served = case.model.predict(case.test)
+    scaler = StandardScaler().fit(queries)
+    # Full probabilities: regress the served log-odds (softmax logits up to a constant).
+    logits = np.log(np.clip(probabilities, 1e-12, 1))
+    regressor = LinearRegression().fit(scaler.transform(queries), logits)
+    full = case.model.classes_[regressor.predict(scaler.transform(case.test)).argmax(1)]
+    labels = case.model.classes_[probabilities.argmax(1)]
+    if len(set(labels)) > 1:
+        top1 = LogisticRegression(max_iter=2000).fit(scaler.transform(queries), labels)
+        top1_agree = (top1.predict(scaler.transform(case.test)) == served).mean()
+    else:
+        top1_agree = (labels[0] == served).mean()
+    one = hardening.harden(
+        json.dumps({"predictions": probabilities[:1].tolist()}).encode(),
+        Protocol.KSERVE_V1,
+        hardening.Hardening(top_k=1),
+    )
+    print(f"\n## Hardening: {case.name} (surrogate from 1,000 random-box queries)")
+    print("| answers | surrogate agreement with the served model on held-out rows |")
+    print("|---|---|")
+    print(f"| full probabilities | {(full == served).mean():.1%} |")
+    print(f"| top-1 only (e.g. {one.decode()[:60]}) | {top1_agree:.1%} |")
+
+
+def cost_table(case: Case) -> None:
+    limits = outlierscoring.thresholds(case.outliers, 0.01)
+    prober = probing.Prober(
+        case.fitted.mean, case.fitted.std, probing.Settings(outlier_rate=limits.held_out_rate)
+    )
+    rows = case.test
+    body = json.dumps({"predictions": [[0.1, 0.9]]}).encode()
+    hard = hardening.Hardening(2, 1)
+    repeats = 2000
+    timings = {}
+    started = time.perf_counter()
+    for i in range(repeats):
+        outlierscoring.score(case.fitted, rows[i % len(rows)][None, :], [])
+    timings["outlier score"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for i in range(repeats):
+        prober.observe("c", rows[i % len(rows)][None, :] + i * 1e-9, i * 0.01)
+    timings["probing observe (all detectors)"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for _ in range(repeats):
+        hardening.harden(body, Protocol.KSERVE_V1, hard)
+    timings["hardening"] = time.perf_counter() - started
+    print(f"\n## Cost: {case.name} ({case.low.size} features, one row per request)")
+    print("| check | microseconds per request |")
+    print("|---|---|")
+    for name, seconds in timings.items():
+        print(f"| {name} | {seconds / repeats * 1e6:.0f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="10 clients per kind, not 50")
+    parser.add_argument("--only", choices=["breast_cancer", "digits"])
+    arguments = parser.parse_args()
+    clients = 10 if arguments.quick else 50
+    for name, loader in (("breast_cancer", load_breast_cancer), ("digits", load_digits)):
+        if arguments.only and arguments.only != name:
+            continue
+        case = Case(name, loader())
+        outlier_table(case)
+        hardening_table(case)
+        cost_table(case)
+        probing_table(case, clients)
+
+
+if __name__ == "__main__":
+    main()
