@@ -16,10 +16,10 @@ import pytest
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.modelartifacts.scanning import (
     callables,
+    catalog,
     findings,
     pickleregions,
     pickles,
-    scanners,
 )
 from tests.modelartifacts import corpus, models
 from tests.modelartifacts import picklecode as op
@@ -27,11 +27,11 @@ from tests.modelartifacts import picklecode as op
 
 @pytest.fixture(scope="module")
 def malicious(tmp_path_factory: pytest.TempPathFactory) -> findings.ScanReport:
-    return scanners.scan_directory(corpus.build(tmp_path_factory.mktemp("corpus")))
+    return catalog.scan_directory(corpus.build(tmp_path_factory.mktemp("corpus")))
 
 
 def test_benign_models_have_no_blocking_finding(tmp_path: pathlib.Path) -> None:
-    report = scanners.scan_directory(models.benign_model(tmp_path / "model"))
+    report = catalog.scan_directory(models.benign_model(tmp_path / "model"))
 
     assert [f for f in report.findings if f.severity.rank >= Severity.MEDIUM.rank] == []
     formats = {record.path: record.format for record in report.files}
@@ -52,7 +52,7 @@ def test_benign_models_have_no_blocking_finding(tmp_path: pathlib.Path) -> None:
 
 
 def test_sklearn_estimator_is_reported_low_as_a_library_import(tmp_path: pathlib.Path) -> None:
-    report = scanners.scan_directory(models.sklearn_model(tmp_path / "sk"))
+    report = catalog.scan_directory(models.sklearn_model(tmp_path / "sk"))
 
     assert {f.severity for f in report.findings} == {Severity.LOW}
     assert any("LogisticRegression" in f.location for f in report.findings)
@@ -89,7 +89,7 @@ def test_symlink_is_a_finding_not_followed(tmp_path: pathlib.Path) -> None:
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "weights.pkl").symlink_to("/etc/passwd")
 
-    report = scanners.scan_directory(tmp_path / "m")
+    report = catalog.scan_directory(tmp_path / "m")
 
     assert report.findings[0].severity == Severity.HIGH
     assert "symbolic link" in report.findings[0].reason
@@ -120,7 +120,7 @@ def test_zip_member_path_traversal(tmp_path: pathlib.Path) -> None:
     with zipfile.ZipFile(tmp_path / "evil.zip", "w") as archive:
         archive.writestr("../../outside.json", json.dumps({}))
 
-    report = scanners.scan_directory(tmp_path / "evil.zip")
+    report = catalog.scan_directory(tmp_path / "evil.zip")
 
     assert "escapes" in report.findings[0].reason
 
@@ -137,14 +137,14 @@ def test_random_tensor_bytes_in_a_checkpoint_give_no_findings(tmp_path: pathlib.
     with zipfile.ZipFile(tmp_path / "model.pt", "a") as archive:
         archive.writestr("archive/data/1", noise)
 
-    assert scanners.scan_directory(tmp_path / "model.pt").findings == []
+    assert catalog.scan_directory(tmp_path / "model.pt").findings == []
 
 
 def test_pickle_hidden_in_joblib_array_bytes_is_found(tmp_path: pathlib.Path) -> None:
     payload = numpy.frombuffer(op.call("os", "system", "true"), dtype=numpy.uint8)
     joblib.dump({"weights": numpy.zeros(1000), "blob": payload}, tmp_path / "m.joblib")
 
-    found = scanners.scan_directory(tmp_path / "m.joblib").findings
+    found = catalog.scan_directory(tmp_path / "m.joblib").findings
 
     assert [f.severity for f in found] == [Severity.CRITICAL]
     assert "os.system" in found[0].location
@@ -159,7 +159,7 @@ def test_savedmodel_variables_are_tensor_data(tmp_path: pathlib.Path) -> None:
         bytes(1024) + op.call("os", "system", "x")
     )
 
-    report = scanners.scan_directory(model)
+    report = catalog.scan_directory(model)
 
     assert {r.path: r.format for r in report.files}["variables/variables.index"] == (
         "tensorflow-variables"
@@ -171,7 +171,7 @@ def test_fifo_is_a_finding_and_never_opened(tmp_path: pathlib.Path) -> None:
     (tmp_path / "m").mkdir()
     os.mkfifo(tmp_path / "m" / "weights.bin")
 
-    report = scanners.scan_directory(tmp_path / "m")
+    report = catalog.scan_directory(tmp_path / "m")
 
     assert [(f.file, f.severity) for f in report.findings] == [("weights.bin", Severity.HIGH)]
 

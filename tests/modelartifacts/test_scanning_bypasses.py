@@ -15,7 +15,7 @@ import h5py  # type: ignore[import-untyped]
 import pytest
 
 from modelshield.api.v1alpha1.common import Severity
-from modelshield.modelartifacts.scanning import callables, findings, scanners
+from modelshield.modelartifacts.scanning import callables, catalog, findings
 from tests.modelartifacts import picklecode as op
 
 # A protocol-0 call of os.system('true'): GLOBAL, MARK, STRING, TUPLE, REDUCE, STOP.
@@ -27,7 +27,7 @@ def _scan(tmp_path: pathlib.Path, name: str, data: bytes) -> findings.ScanReport
     model.mkdir(parents=True, exist_ok=True)
     (model / name).parent.mkdir(parents=True, exist_ok=True)
     (model / name).write_bytes(data)
-    return scanners.scan_directory(model)
+    return catalog.scan_directory(model)
 
 
 def _worst(report: findings.ScanReport) -> Severity | None:
@@ -305,7 +305,7 @@ def test_real_scikit_learn_models_have_nothing_blocking(tmp_path: pathlib.Path) 
     joblib.dump(boosted, model / "boosted.joblib", compress=3)
     (model / "encoded.pkl").write_bytes(pickle.dumps(encoded, protocol=5))
 
-    report = scanners.scan_directory(model)
+    report = catalog.scan_directory(model)
 
     assert [f for f in report.findings if f.severity.rank >= Severity.HIGH.rank] == []
 

@@ -23,7 +23,7 @@ import numpy
 import pytest
 
 from modelshield.api.v1alpha1.common import Severity
-from modelshield.modelartifacts.scanning import findings, hdf5_files, scanners
+from modelshield.modelartifacts.scanning import catalog, findings, hdf5_files
 from tests.modelartifacts import models
 from tests.modelartifacts import picklecode as op
 
@@ -37,7 +37,7 @@ def _lambda_config(**extra: Any) -> dict[str, Any]:
 
 
 def _scan(path: pathlib.Path) -> findings.ScanReport:
-    return scanners.scan_directory(path.parent)
+    return catalog.scan_directory(path.parent)
 
 
 def _model(tmp_path: pathlib.Path, name: str = "model.h5") -> pathlib.Path:

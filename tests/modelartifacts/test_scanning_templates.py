@@ -12,7 +12,7 @@ import pathlib
 import pytest
 
 from modelshield.api.v1alpha1.common import Severity
-from modelshield.modelartifacts.scanning import findings, scanners
+from modelshield.modelartifacts.scanning import catalog, findings
 from tests.modelartifacts import models
 
 # The published llama-cpp-python exploit (CVE-2024-34359), and rewrites of it.
@@ -27,7 +27,7 @@ def _scan(tmp_path: pathlib.Path, name: str, write: object) -> findings.ScanRepo
     model.mkdir(parents=True, exist_ok=True)
     assert callable(write)
     write(model / name)
-    return scanners.scan_directory(model)
+    return catalog.scan_directory(model)
 
 
 @pytest.mark.parametrize(

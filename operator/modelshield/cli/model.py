@@ -259,7 +259,10 @@ def _run_scan(arguments: argparse.Namespace) -> int:
         return _bad_input(str(error))
     if target.is_dir() and not any(True for _ in scanners.model_files(target)):
         return _bad_input(f"{target} holds no files")
-    report = scanners.scan_directory(target, max_workers=arguments.jobs)
+    # The catalog loads every format module (Jinja2 among them): only `scan` needs it.
+    from modelshield.modelartifacts.scanning import catalog
+
+    report = catalog.scan_directory(target, max_workers=arguments.jobs)
     if all(record.format == "unreadable" for record in report.files):
         return _bad_input(f"no file under {target} could be read")
     if arguments.output == "json":

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from modelshield.api.v1alpha1 import artifacts, common, policies
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
 from modelshield.modelartifacts import hashing, modelverifying, redacting
-from modelshield.modelartifacts.scanning import findings, scanners
+from modelshield.modelartifacts.scanning import catalog, findings, scanners
 
 # Reasons written to the conditions (CamelCase, stable: admission messages and alerts use them).
 SIGNATURE_VERIFIED = "SignatureVerified"
@@ -191,7 +191,7 @@ def reconcile(
     block_at_or_above: Severity = Severity.HIGH,
     fetch_error: str | None = None,
     signature_path: pathlib.Path | None = None,
-    scan: Callable[[pathlib.Path], findings.ScanReport] = scanners.scan_directory,
+    scan: Callable[[pathlib.Path], findings.ScanReport] = catalog.scan_directory,
 ) -> Verdict:
     """The status that the fetched files (or the fetch failure) establish."""
     verified: tuple[ConditionStatus, str, str, str | None, modelverifying.VerifiedModel | None]

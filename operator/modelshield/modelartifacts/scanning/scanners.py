@@ -1,13 +1,15 @@
-"""The Scanner interface, format detection, and the walk over every file of a model.
+"""The Scanner interface, format detection, and scanning one file of a model.
 
 Each scanner reads one family of formats from a buffer (a file's mmap, or an archive
 member's bytes) and returns findings. Detection is by magic bytes first and file name
 second; a file no scanner recognises, or one that cannot be read, is a finding itself.
+``model_files`` lists a model's files; ``catalog.scan_directory`` scans them all with the
+scanners modelshield ships (the catalog imports every format module, and they import
+this one: the directory scan lives there so that no import goes back up).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import io
 import mmap
@@ -206,31 +208,3 @@ def model_files(model_dir: pathlib.Path) -> list[tuple[pathlib.Path, str]]:
         if not path.is_dir() or path.is_symlink():
             files.append((path, relative))
     return files
-
-
-def scan_directory(
-    model_dir: pathlib.Path,
-    scanners: Sequence[Scanner] | None = None,
-    *,
-    max_workers: int = 1,
-    progress: Callable[[str], None] | None = None,
-) -> findings.ScanReport:
-    """Scan every file of a model (or a single file) with bounded concurrency."""
-    from modelshield.modelartifacts.scanning import catalog
-
-    chosen = list(scanners) if scanners is not None else catalog.default_scanners()
-    if model_dir.is_file():
-        return findings.ScanReport([scan_file(model_dir, model_dir.name, chosen)])
-    files = model_files(model_dir)
-    report = findings.ScanReport()
-    with contextlib.ExitStack() as stack:
-        mapper: Callable[..., Iterator[findings.FileRecord]] = map
-        if max_workers > 1:
-            mapper = stack.enter_context(
-                concurrent.futures.ThreadPoolExecutor(max_workers=max_workers)
-            ).map
-        for record in mapper(lambda item: scan_file(item[0], item[1], chosen), files):
-            if progress is not None:
-                progress(record.path)
-            report.files.append(record)
-    return report
