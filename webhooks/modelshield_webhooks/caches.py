@@ -21,6 +21,7 @@ import pydantic
 from modelshield.api.v1alpha1 import artifacts, common, policies
 from modelshield.engine import compiling, facts, selectors
 from modelshield.supplychain.images import signerkeys
+from modelshield_webhooks import servingruntimes
 
 _logger = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ CLUSTER_POLICIES = "clustermodelsecuritypolicies"
 ARTIFACTS = "modelartifacts"
 NAMESPACES = "namespaces"
 KINDS = (POLICIES, CLUSTER_POLICIES, ARTIFACTS, NAMESPACES)
+#: Watched too, but their CRDs may be absent: readiness does not wait for them.
+OPTIONAL_KINDS = servingruntimes.KINDS
 
 _MODELS: dict[str, type[compiling.AnyPolicy]] = {
     POLICIES: policies.ModelSecurityPolicy,
@@ -156,6 +159,8 @@ class ClusterState:
         self._namespaces: dict[str, Mapping[str, str]] = {}
         self._namespace_seen: dict[str, asyncio.Event] = {}
         self._synced: set[str] = set()
+        #: KServe's runtimes, for the InferenceServices that name one.
+        self.runtimes = servingruntimes.ServingRuntimes()
         #: Bumped on every change; lets tests and metrics see that an event was applied.
         self.version = 0
 
@@ -191,6 +196,8 @@ class ClusterState:
             self._namespaces.clear()
             for obj in objects:
                 self._put_namespace(obj)
+        elif resource in OPTIONAL_KINDS:
+            self.runtimes.replace(resource, objects)
         self._synced.add(resource)
         self.version += 1
 
@@ -218,6 +225,8 @@ class ClusterState:
                 self._namespaces.pop(name, None)
             else:
                 self._put_namespace(obj)
+        elif resource in OPTIONAL_KINDS:
+            self.runtimes.apply(resource, event_type, obj)
         self.version += 1
 
     def _put_policy(self, resource: str, obj: Mapping[str, Any]) -> None:

@@ -156,7 +156,9 @@ async def decide(subject: Subject, context: contexts.AdmissionContext) -> decisi
     policies = await governing(subject, context)
     if not policies:
         return decisions.ALLOWED_UNGOVERNED
-    workload = subject.workload
+    # The named ServingRuntime's containers, when the cache knows it (KServe makes no
+    # pod before it exists; the runtime and the pods are judged on their own).
+    workload = context.state.runtimes.completed(subject.workload)
     check = startup_check(subject, context)
     genuine = modelchecks.startup_containers(
         workload, reviewfacts.ReviewFacts({}, context.state), check

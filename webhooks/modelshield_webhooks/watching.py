@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 
-from modelshield_webhooks import caches, connections
+from modelshield_webhooks import caches, connections, servingruntimes
 
 _logger = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ PATHS = {
     caches.CLUSTER_POLICIES: "/apis/modelshield.dev/v1alpha1/clustermodelsecuritypolicies",
     caches.ARTIFACTS: "/apis/modelshield.dev/v1alpha1/modelartifacts",
     caches.NAMESPACES: "/api/v1/namespaces",
+    **servingruntimes.PATHS,
 }
 DEFAULT_RESYNC_SECONDS = 600.0
 #: Server-side timeout of one watch call; the watch is then resumed from its last version.
@@ -49,6 +50,10 @@ class GoneError(Exception):
 
 class ApiError(Exception):
     """The API server answered with an error status."""
+
+
+class NotServedError(ApiError):
+    """404 on a list: the kind's CRD is not installed (KServe's, which is optional)."""
 
 
 class Backoff:
@@ -131,6 +136,8 @@ async def _list(
         ) as response:
             if response.status == 410:
                 raise GoneError  # the continue token expired mid-list: start over
+            if response.status == 404:
+                raise NotServedError(f"list {path}: not served (its CRD is not installed)")
             if response.status != 200:
                 raise ApiError(
                     f"list {path}: HTTP {response.status}: {(await response.text())[:300]}"
@@ -270,6 +277,12 @@ async def informer(
         except GoneError:
             # Routine: the API server compacted the history this watch would resume from.
             level, why = logging.INFO, "resourceVersion too old, listing again"
+        except NotServedError as error:
+            # An optional kind whose CRD is absent: nothing of it exists, which is an
+            # answer (the cache is current, and empty); looked for again, quietly.
+            state.replace(resource, [])
+            fresh.heard(resource)
+            level, why = logging.DEBUG, str(error)
         except Exception as error:  # noqa: BLE001 - any failure: back off, list again; the cache stays
             why = f"list/watch failed ({type(error).__name__}: {error})"
         if progressed:
@@ -293,6 +306,6 @@ def start(
             informer(session, connection, resource, state, resync_seconds=resync_seconds),
             name=f"informer-{resource}",
         )
-        for resource in caches.KINDS
+        for resource in (*caches.KINDS, *caches.OPTIONAL_KINDS)
     ]
     return session, tasks

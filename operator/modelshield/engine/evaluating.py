@@ -105,6 +105,7 @@ def _policy_findings(
             memo[id(runtime)] = [
                 finding
                 for container in workload.containers
+                if not container.borrowed
                 for finding in runtimechecks.check_container(container, runtime)
             ]
         found.extend(memo[id(runtime)])

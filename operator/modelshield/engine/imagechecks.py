@@ -304,7 +304,7 @@ def digest_patch(
     container: workloads.Container, found: facts.ImageFacts | None
 ) -> dict[str, str] | None:
     """A JSONPatch that pins a verified image's tag to the digest that was verified."""
-    if found is None or found.digest is None or "@" in container.image:
+    if found is None or found.digest is None or "@" in container.image or container.borrowed:
         return None
     if found.signature.outcome is not facts.Outcome.VERIFIED:
         return None

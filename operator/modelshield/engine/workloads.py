@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from modelshield.engine import kserve, kservepods
+from modelshield.engine import kserve, kservepods, kserveruntimes
 
 #: Pod-template annotation that names the ModelArtifact a workload serves.
 MODEL_ANNOTATION = "modelshield.dev/model-artifact"
@@ -60,6 +60,11 @@ class Container:
     image: str
     spec: Mapping[str, Any]
     pod: PodSpec
+    #: Run by the pods but written elsewhere (the selected ServingRuntime's containers,
+    #: the predictor's image retagged by runtimeVersion): judged on its image only (its
+    #: other fields merge with the object's, and are judged on the runtime and the
+    #: pods), never patched (the path names no field of this object).
+    borrowed: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -104,6 +109,9 @@ class Workload:
     #: Every label set its pods will carry (KServe: the object's merged with each
     #: component's); a policy that selects any of them governs the workload.
     label_sets: tuple[Mapping[str, str], ...] = ()
+    #: An InferenceService's request of its ServingRuntime (``kserveruntimes``), whose
+    #: containers ``with_runtime`` adds once the caller has looked the runtime up.
+    runtime: kserveruntimes.Request | None = None
 
     @property
     def identity(self) -> str:
@@ -279,8 +287,14 @@ def complete(header: Header, namespace: str | None = None) -> Workload:
     """Read containers and model references, for a workload that some policy governs."""
     root = header.root
     problems: list[tuple[str, str]] = []
+    runtime = None
     if header.kserve_reading is not None:
         containers, models = _kserve_parts(header.kserve_reading, problems)
+        if header.kind == INFERENCE_SERVICE:
+            runtime = kserveruntimes.request_of(root)
+            retagged = kserveruntimes.version_container(runtime) if runtime else None
+            if retagged is not None:
+                containers.append(_borrowed(retagged))
     else:
         spec_path = _TEMPLATE_PATHS.get(header.kind, _TEMPLATE_PATHS["Pod"])[1]
         pod_spec_value = _walk(root, spec_path)
@@ -318,6 +332,31 @@ def complete(header: Header, namespace: str | None = None) -> Workload:
         models=tuple(models),
         problems=tuple(problems),
         label_sets=header.label_sets,
+        runtime=runtime,
+    )
+
+
+def _borrowed(container: kserveruntimes.Borrowed) -> Container:
+    parent = container.path.rsplit(".spec.containers[", 1)[0]
+    return Container(
+        path=container.path,
+        field="containers",
+        name=container.name,
+        image=container.image,
+        spec=container.spec,
+        pod=PodSpec(path=parent, spec=_EMPTY),
+        borrowed=True,
+    )
+
+
+def with_runtime(workload: Workload, kind: str, runtime: Mapping[str, Any]) -> Workload:
+    """The InferenceService with the containers its named ServingRuntime (``kind``:
+    ServingRuntime or ClusterServingRuntime) adds to the predictor pods."""
+    if workload.runtime is None or workload.runtime.name is None:
+        return workload
+    borrowed = kserveruntimes.borrowed_containers(workload.runtime, kind, runtime)
+    return dataclasses.replace(
+        workload, containers=workload.containers + tuple(_borrowed(c) for c in borrowed)
     )
 
 

@@ -1,0 +1,86 @@
+"""KServe's ServingRuntimes and ClusterServingRuntimes, as admission needs them.
+
+An InferenceService that names its runtime (``predictor.model.runtime``) runs that
+runtime's containers: the webhook keeps every runtime's spec (list+watch, like the
+policies), so that the InferenceService is judged on the runtime's images too, at a
+path that names the runtime (``engine.kserveruntimes``). KServe's CRDs may be absent:
+these kinds are optional, readiness never waits for them, and a runtime that is not
+known is not a verdict (KServe creates no pod until it exists; the runtime and the pods
+are judged on their own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from modelshield.engine import kserveruntimes, workloads
+
+RUNTIMES = "servingruntimes"
+CLUSTER_RUNTIMES = "clusterservingruntimes"
+KINDS = (RUNTIMES, CLUSTER_RUNTIMES)
+PATHS = {
+    RUNTIMES: "/apis/serving.kserve.io/v1alpha1/servingruntimes",
+    CLUSTER_RUNTIMES: "/apis/serving.kserve.io/v1alpha1/clusterservingruntimes",
+}
+_KIND_NAMES = {
+    RUNTIMES: kserveruntimes.SERVING_RUNTIME,
+    CLUSTER_RUNTIMES: kserveruntimes.CLUSTER_SERVING_RUNTIME,
+}
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = obj.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+
+class ServingRuntimes:
+    """The runtimes' specs by (namespace, name); cluster runtimes under namespace ''."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, dict[tuple[str, str], Mapping[str, Any]]] = {
+            kind: {} for kind in KINDS
+        }
+
+    def replace(self, resource: str, objects: Iterable[Mapping[str, Any]]) -> None:
+        """A fresh list of one kind."""
+        found = self._specs[resource]
+        found.clear()
+        for obj in objects:
+            found[_key(obj)] = {"spec": obj.get("spec")}
+
+    def apply(self, resource: str, event_type: str, obj: Mapping[str, Any]) -> None:
+        """One watch event."""
+        if event_type == "DELETED":
+            self._specs[resource].pop(_key(obj), None)
+        else:
+            self._specs[resource][_key(obj)] = {"spec": obj.get("spec")}
+
+    def lookup(self, namespace: str, name: str) -> tuple[str, Mapping[str, Any]] | None:
+        """``GetServingRuntime``: the namespace's runtime of that name, else the cluster's;
+        (kind, object holding its spec)."""
+        namespaced = self._specs[RUNTIMES].get((namespace, name))
+        if namespaced is not None:
+            return _KIND_NAMES[RUNTIMES], namespaced
+        cluster = self._specs[CLUSTER_RUNTIMES].get(("", name))
+        if cluster is not None:
+            return _KIND_NAMES[CLUSTER_RUNTIMES], cluster
+        return None
+
+    def completed(self, workload: workloads.Workload) -> workloads.Workload:
+        """The InferenceService with its named runtime's containers, when it is known."""
+        request = workload.runtime
+        if request is None or request.name is None:
+            return workload
+        found = self.lookup(workload.namespace, request.name)
+        if found is None:
+            return workload
+        return workloads.with_runtime(workload, *found)
+
+    def counts(self) -> dict[str, int]:
+        """How many of each kind are cached."""
+        return {
+            "servingRuntimes": len(self._specs[RUNTIMES]),
+            "clusterServingRuntimes": len(self._specs[CLUSTER_RUNTIMES]),
+        }
