@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from modelshield.guard import config, server
+from modelshield_webhooks import eventloops
 
 
 def register(subparsers: Any) -> None:
@@ -25,6 +26,13 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--config", type=pathlib.Path, required=True, help="the guard's configuration file"
+    )
+    parser.add_argument(
+        "--event-loop",
+        default=eventloops.UVLOOP,
+        choices=eventloops.CHOICES,
+        help="asyncio event loop implementation (uvloop: less CPU per request, "
+        "bench/bench_guard_cpu.py; asyncio: the standard one)",
     )
     parser.set_defaults(handler=run)
 
@@ -55,5 +63,5 @@ def run(arguments: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         logging.getLogger(__name__).error("modelshield guard: %s", error)
         return 2
-    asyncio.run(serve(settings))
+    eventloops.run(serve(settings), arguments.event_loop)
     return 0

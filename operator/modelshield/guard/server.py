@@ -286,20 +286,18 @@ class Pipeline:
             async with self.session().request(
                 request.method, url, data=body or None, headers=headers, allow_redirects=False
             ) as upstream:
-                response = web.StreamResponse(status=upstream.status)
+                content = await upstream.read()
+                if self.hardening is not None and outcome.route and 200 <= upstream.status < 300:
+                    content = self.hardening.harden(content, outcome.route)
+                # The answer is read whole: one Response, its headers and body sent in one
+                # write (a StreamResponse sent them apart, one more system call each time).
+                response = web.Response(status=upstream.status, body=content)
                 for name, value in upstream.headers.items():
                     if name.lower() not in _HOP_BY_HOP:
                         response.headers.add(name, value)
                 self._audit_headers(response, outcome.verdict)
                 if outcome.flags:
                     response.headers[defending.OUTLIER_HEADER] = "; ".join(outcome.flags)
-                content = await upstream.read()
-                if self.hardening is not None and outcome.route and 200 <= upstream.status < 300:
-                    content = self.hardening.harden(content, outcome.route)
-                response.content_length = len(content)
-                await response.prepare(request)
-                await response.write(content)
-                await response.write_eof()
                 outcome.status = upstream.status
                 # What the model answered is what the drift monitor should see.
                 answered = 200 <= upstream.status < 300 and bool(body)
