@@ -246,7 +246,7 @@ def register(
                 threshold=reconciling.blocking_threshold(checked),
                 settings=reconciler.settings,
                 namespace=namespace,
-                provenance=checking.request(spec, checked, keys),
+                provenance=checking.request(spec, checked, keys, reconciler.settings.trust_config),
             )
         except Exception as error:  # noqa: BLE001 - a check that cannot start fails closed
             LOGGER.warning("artifact %s/%s: cannot check", namespace, body.metadata.name)

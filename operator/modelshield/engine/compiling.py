@@ -14,7 +14,7 @@ import typing
 from collections.abc import Iterable, Mapping, Sequence
 
 from modelshield.api.v1alpha1 import common, policies, provenance
-from modelshield.engine import decisions, keyids, modelsigners, selectors
+from modelshield.engine import decisions, modelsigners, selectors
 
 AnyPolicy = policies.ModelSecurityPolicy | policies.ClusterModelSecurityPolicy
 
@@ -73,9 +73,9 @@ class CompiledProvenance:
 
     required: bool
     builder_names: tuple[str, ...]
-    #: name -> fingerprint of the builder's inline key; None for a key in a Secret
-    #: (only namespaced policies may name one; it is trusted by name).
-    builder_keys: tuple[tuple[str, str | None], ...]
+    #: trustedBuilders by key or keyless identity (as CompiledModels.signers); a key in a
+    #: Secret (namespaced policies only) is trusted by name.
+    builders: tuple[modelsigners.CompiledSigner, ...]
     allowed_dataset_sources: tuple[str, ...]
     require_signed_datasets: bool
     dataset_signer_names: tuple[str, ...]
@@ -94,10 +94,7 @@ def _compile_provenance(
     return CompiledProvenance(
         required=block.required,
         builder_names=tuple(sorted(s.name for s in block.trusted_builders)),
-        builder_keys=tuple(
-            (s.name, keyids.fingerprint(s.public_key.encode()) if s.public_key else None)
-            for s in block.trusted_builders
-        ),
+        builders=modelsigners.compile_signers(block.trusted_builders),
         allowed_dataset_sources=tuple(block.allowed_dataset_sources),
         require_signed_datasets=block.require_signed_datasets,
         dataset_signer_names=tuple(sorted(s.name for s in block.dataset_signers)),

@@ -84,6 +84,9 @@ class ProvenanceFacts:
     builder: str | None = None
     #: Fingerprint of the key that verified (keyids.fingerprint).
     builder_key: str = ""
+    #: Keyless builder: the certificate's issuer and identity that verified.
+    builder_issuer: str = ""
+    builder_identity: str = ""
     source: str = ""
     commit: str = ""
     finished: datetime.datetime | None = None
@@ -214,6 +217,8 @@ def _provenance(status: artifacts.ModelArtifactStatus) -> ProvenanceFacts | None
         message=condition.message,
         builder=said.builder if said is not None else None,
         builder_key=said.builder_key if said is not None else "",
+        builder_issuer=said.builder_issuer if said is not None else "",
+        builder_identity=said.builder_identity if said is not None else "",
         source=said.source if said is not None else "",
         commit=said.commit if said is not None else "",
         finished=finished,

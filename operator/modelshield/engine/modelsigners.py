@@ -56,20 +56,29 @@ def compile_signers(signers: Iterable[signer_types.Signer]) -> tuple[CompiledSig
     return tuple(compiled)
 
 
-def _matches(signer: CompiledSigner, artifact: facts.ArtifactFacts) -> bool:
+def matches(signer: CompiledSigner, name: str | None, key: str, issuer: str, identity: str) -> bool:
+    """Whether what verified (the signer's name, key fingerprint, or keyless issuer and
+    identity) is this policy signer: by key or identity, by name only for a Secret's key."""
     if signer.from_secret:
-        return artifact.signer == signer.name
+        return name == signer.name
     if signer.key is not None:
-        return signer.key != keyids.UNREADABLE and artifact.signer_key == signer.key
-    if not artifact.signer_issuer or artifact.signer_issuer != signer.issuer:
-        return False
-    identity = artifact.signer_identity
-    if not identity:
+        return signer.key != keyids.UNREADABLE and key == signer.key
+    if not issuer or issuer != signer.issuer or not identity:
         return False
     if signer.subject is not None:
         return identity == signer.subject
     return signer.subject_reg_exp is not None and bool(
         re.fullmatch(signer.subject_reg_exp, identity)
+    )
+
+
+def _matches(signer: CompiledSigner, artifact: facts.ArtifactFacts) -> bool:
+    return matches(
+        signer,
+        artifact.signer,
+        artifact.signer_key,
+        artifact.signer_issuer,
+        artifact.signer_identity,
     )
 
 

@@ -120,18 +120,23 @@ def check_artifact(
         code = _CODE_OF_REASON.get(found.reason, Code.PROVENANCE_MISSING)
         yield (code, path, f"{what}: training provenance refused: {found.message}")
         return
-    keys = {key for name, key in requirement.builder_keys if name == found.builder}
-    if (
-        found.builder in requirement.builder_names
-        and None not in keys
-        and found.builder_key not in keys
+    named = [s for s in requirement.builders if s.name == found.builder]
+    if named and not any(
+        modelsigners.matches(
+            s, found.builder, found.builder_key, found.builder_issuer, found.builder_identity
+        )
+        for s in named
     ):
-        # Same name, another key: a builder another policy trusts under this name.
+        # Same name, another key or identity: a builder another policy trusts by this name.
+        if found.builder_issuer:
+            signed = f"keyless as {found.builder_identity!r} ({found.builder_issuer})"
+        else:
+            signed = f"with the key {found.builder_key or '(unknown key)'}"
         yield (
             Code.PROVENANCE_UNTRUSTED_BUILDER,
             path,
-            f"{what}: its training provenance is signed with a key named {found.builder!r} "
-            f"that is not this policy's key of that name ({found.builder_key or 'unknown key'})",
+            f"{what}: its training provenance is signed {signed} by a builder named "
+            f"{found.builder!r} that is not this policy's key or keyless identity of that name",
         )
     elif found.builder not in requirement.builder_names:
         yield (

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from modelshield.api.v1alpha1 import artifacts, common, policies, provenance
 from modelshield.api.v1alpha1.common import ConditionStatus
 from modelshield.modelartifacts import fetching, reconciling, redacting
-from modelshield.provenance import envelopes, statements
+from modelshield.provenance import envelopes, keyless, statements
 
 # Reasons of the Provenance condition (stable; admission maps them to violation codes).
 VERIFIED = "ProvenanceVerified"
@@ -36,8 +36,11 @@ class Request:
 
     uri: str | None
     builders: tuple[envelopes.TrustedKey, ...]
-    #: Builders the policies name that this check cannot use (keyless, unread Secrets).
+    #: Builders the policies name that this check cannot use (unread Secrets).
     unusable: tuple[str, ...] = ()
+    #: Keyless builders, verified against ``trust_root`` (none: they verify nothing).
+    keyless: tuple[keyless.KeylessBuilder, ...] = ()
+    trust_root: pathlib.Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +93,7 @@ def request(
     spec: artifacts.ModelArtifactSpec,
     requirements: Iterable[policies.ModelRequirements],
     secret_keys: Mapping[tuple[str, str], bytes],
+    trust_root: pathlib.Path | None = None,
 ) -> Request | None:
     """What to check for a model whose policies ask for provenance; None when none asks."""
     asking = [r.provenance for r in requirements if r.provenance is not None]
@@ -97,8 +101,19 @@ def request(
         return None
     keys: list[envelopes.TrustedKey] = []
     unusable: list[str] = []
+    identities: list[keyless.KeylessBuilder] = []
     for block in asking:
         for builder in block.trusted_builders:
+            if builder.keyless is not None:
+                identity = keyless.KeylessBuilder(
+                    builder.name,
+                    builder.keyless.issuer,
+                    builder.keyless.subject,
+                    builder.keyless.subject_reg_exp,
+                )
+                if identity not in identities:
+                    identities.append(identity)
+                continue
             pem: bytes | None = None
             if builder.public_key is not None:
                 pem = builder.public_key.encode()
@@ -113,6 +128,8 @@ def request(
         uri=spec.provenance.uri or provenance.default_uri(spec.uri),
         builders=tuple(keys),
         unusable=tuple(sorted(set(unusable))),
+        keyless=tuple(identities),
+        trust_root=trust_root,
     )
 
 
@@ -136,19 +153,26 @@ def fetch(uri: str, scratch: pathlib.Path, settings: fetching.Settings, namespac
 
 def judge(data: bytes, request: Request, model_digest: str | None) -> Result:
     """Verify the provenance file against the trusted builders and the model's digest."""
-    try:
-        found = envelopes.read(data)
-    except envelopes.EnvelopeError as error:
-        return Result(ConditionStatus.FALSE, INVALID, f"the provenance file: {error}")
-    verified = envelopes.verify(found, request.builders)
+    signed = keyless.bundles(data)
+    if signed:  # keyless: sigstore bundles, verified against the trust root
+        outcome = keyless.verify(data, request.keyless, request.trust_root, statements.PAYLOAD_TYPE)
+        verified, count, refused = outcome.verified, len(signed), outcome.refused
+    else:
+        try:
+            found = envelopes.read(data)
+        except envelopes.EnvelopeError as error:
+            return Result(ConditionStatus.FALSE, INVALID, f"the provenance file: {error}")
+        verified, count, refused = envelopes.verify(found, request.builders), len(found), []
     if not verified:
-        trusted = ", ".join(k.name for k in request.builders) or "none with a usable key"
+        names = [k.name for k in request.builders] + [k.name for k in request.keyless]
+        trusted = ", ".join(names) or "none with a usable key"
         skipped = f" (not usable here: {', '.join(request.unusable)})" if request.unusable else ""
+        why = f"; {'; '.join(refused[:3])}" if refused else ""
         return Result(
             ConditionStatus.FALSE,
             UNTRUSTED_BUILDER,
-            f"no envelope of {len(found)} carries a valid signature by a trusted builder "
-            f"({trusted}){skipped}",
+            f"no envelope of {count} carries a valid signature by a trusted builder "
+            f"({trusted}){skipped}{why}",
         )
     if model_digest is None:
         return Result(ConditionStatus.FALSE, MODEL_UNHASHED, "the model's digest is not known")
@@ -164,7 +188,7 @@ def judge(data: bytes, request: Request, model_digest: str | None) -> Result:
                 VERIFIED,
                 f"signed by {envelope.builder} for {model_digest}; trained from "
                 f"{said.source or '?'}@{said.commit or '?'} on {len(said.datasets)} dataset(s)",
-                _facts(envelope.builder, envelope.key, said),
+                _facts(envelope, said),
             )
         mismatched.extend(digest for _, digest in said.subjects)
     return Result(
@@ -175,11 +199,15 @@ def judge(data: bytes, request: Request, model_digest: str | None) -> Result:
     )
 
 
-def _facts(builder: str, key: str, said: statements.Provenance) -> provenance.ProvenanceStatus:
+def _facts(
+    envelope: envelopes.Verified, said: statements.Provenance
+) -> provenance.ProvenanceStatus:
     listed = said.datasets[: provenance.MAX_DATASETS]
     return provenance.ProvenanceStatus(
-        builder=builder,
-        builder_key=key,
+        builder=envelope.builder,
+        builder_key=envelope.key,
+        builder_issuer=envelope.issuer[:1024],
+        builder_identity=envelope.identity[:4096],
         builder_id=said.builder_id[:2048],
         source=said.source[:2048],
         commit=said.commit[:128],

@@ -46,6 +46,9 @@ class Verified:
     payload: bytes
     #: keyids.fingerprint of the key that verified.
     key: str = ""
+    #: Keyless (``provenance.keyless``): the certificate's OIDC issuer and identity.
+    issuer: str = ""
+    identity: str = ""
 
 
 def sign(

@@ -161,6 +161,19 @@ class ProvenanceStatus(ApiModel):
         ),
         max_length=80,
     )
+    builder_issuer: str = pydantic.Field(
+        default="",
+        description="Keyless builder: the OIDC issuer of the certificate that verified.",
+        max_length=1024,
+    )
+    builder_identity: str = pydantic.Field(
+        default="",
+        description=(
+            "Keyless builder: the certificate identity (SAN) that verified; a policy accepts "
+            "the statement only when its own keyless builder names this issuer and identity."
+        ),
+        max_length=4096,
+    )
     builder_id: str = pydantic.Field(
         default="", description="runDetails.builder.id of the statement.", max_length=2048
     )
