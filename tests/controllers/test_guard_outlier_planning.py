@@ -44,3 +44,38 @@ def test_no_outlier_model_without_a_policy_that_uses_it_or_in_the_profile() -> N
     assert _loaded(API, _profile()).outlier_model is None
     assert _loaded({**API, "outliers": {}}, '{"features": []}').outlier_model is None
     assert _loaded({**API, "outliers": {}}, "not json").outlier_model is None
+
+
+def test_probing_gives_the_guard_a_role_to_create_events_on_its_workload() -> None:
+    world = _world(
+        _policy(
+            "api",
+            {"selector": SELECTOR, "api": {**API, "probing": {}}, "monitoring": DRIFT},
+        ),
+        _served(),
+    )
+    plan = planning.plan(world, KEY, SETTINGS, _profile())
+    role = plan.desired[("Role", "ml", GUARD)]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    binding = plan.desired[("RoleBinding", "ml", GUARD)]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": GUARD, "namespace": "ml"}]
+    assert binding["roleRef"]["name"] == GUARD
+    loaded = config.GuardConfig.model_validate(
+        yaml.safe_load(plan.desired[("ConfigMap", "ml", GUARD)]["data"][guards.CONFIG_KEY])
+    )
+    assert loaded.workload is not None
+    assert (loaded.workload.kind, loaded.workload.namespace, loaded.workload.name) == (
+        "Deployment",
+        "ml",
+        "fraud",
+    )
+
+
+def test_no_events_role_without_probing() -> None:
+    world = _world(
+        _policy("api", {"selector": SELECTOR, "api": {**API, "outliers": {}}, "monitoring": DRIFT}),
+        _served(),
+    )
+    plan = planning.plan(world, KEY, SETTINGS, _profile())
+    assert ("Role", "ml", GUARD) not in plan.desired
+    assert ("RoleBinding", "ml", GUARD) not in plan.desired

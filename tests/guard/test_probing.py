@@ -109,3 +109,19 @@ def test_memory_per_client_and_number_of_clients_are_bounded() -> None:
     assert len(stream.distances) <= 50
     assert len(stream.seen) <= 50
     assert stream.growing.shape == (50, DATA.shape[1])
+
+
+def test_one_alarm_per_episode_not_one_per_query() -> None:
+    settings = probing.Settings(detectors=frozenset({ONLY.SWEEP}), quiet_after_alarm=60)
+    prober = probing.Prober(MEAN, STD, settings)
+    seed = HELD[0]
+    raised = []
+    for index, value in enumerate(np.linspace(LOW[1], HIGH[1], 200)):
+        query = seed.copy()
+        query[1] = value
+        raised.extend((index, a) for a in prober.observe("c", query[None, :], index * 0.1))
+    # 200 queries over 20 s: one alarm; the sweep goes on after the quiet time: another.
+    assert len(raised) == 1
+    query = seed.copy()
+    query[1] = HIGH[1] * 2
+    assert len(prober.observe("c", query[None, :], 100.0)) == 1

@@ -119,6 +119,7 @@ def plan_guard(
                 drift_monitor=drift_url,
                 reference_features=features,
                 outlier_model=outlier_model,
+                workload=body,
             ),
         )
         secrets = sorted(
@@ -145,6 +146,9 @@ def plan_guard(
         ]
         if upstream_service is not None:
             manifests.append(upstream_service)
+        if guards.probing_events([model for _, model in with_api]):
+            manifests.append(guards.build_events_role(name=guard_name, namespace=namespace))
+            manifests.append(guards.build_events_role_binding(name=guard_name, namespace=namespace))
         governance = ownership.Governance(
             workload=workload_ref, policies=refs, component=guards.COMPONENT
         )

@@ -49,6 +49,16 @@ class ReferenceFeature(ApiModel):
     type: str = pydantic.Field(description="numeric or categorical.")
 
 
+class WorkloadReference(ApiModel):
+    """The guarded workload, which probing Events are about."""
+
+    api_version: str = pydantic.Field(default="", description="apiVersion of the workload.")
+    kind: str = pydantic.Field(min_length=1, description="Kind of the workload.")
+    namespace: str = pydantic.Field(min_length=1, description="Namespace of the workload.")
+    name: str = pydantic.Field(min_length=1, description="Name of the workload.")
+    uid: str = pydantic.Field(default="", description="UID of the workload.")
+
+
 class ApiServerSettings(ApiModel):
     """Where TokenReviews go."""
 
@@ -91,6 +101,10 @@ class GuardConfig(ApiModel):
             "The reference profile's outlier model (its 'outliers' key), for the api "
             "blocks' outliers and probing defences."
         ),
+    )
+    workload: WorkloadReference | None = pydantic.Field(
+        default=None,
+        description="The guarded workload: probing alarms become Events on it (none if unset).",
     )
     drift_monitor: str | None = pydantic.Field(
         default=None, description="The drift monitor's URL: forwarded bodies are sent there too."

@@ -87,6 +87,7 @@ class _PolicyDefences:
                 max_clients=self.probing.max_clients,
                 volume_factor=self.probing.volume_factor,
                 outlier_rate=max(self.limits.held_out_rate, 1e-4),
+                quiet_after_alarm=common.parse_duration(self.probing.cool_down).total_seconds(),
             )
             self.prober = probing.Prober(fitted.mean, fitted.std, settings)
             self.cool_down = common.parse_duration(self.probing.cool_down).total_seconds()

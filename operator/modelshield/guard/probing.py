@@ -77,6 +77,9 @@ class Settings:
     volume_factor: float = 10.0
     #: The outlier check's calibrated false-flag rate (OutlierShare's benign rate).
     outlier_rate: float = 0.01
+    #: A detector that alarmed on a client stays quiet about it this long (seconds): one
+    #: alarm per episode, not one per query.
+    quiet_after_alarm: float = 600.0
 
     @property
     def outlier_alarm_count(self) -> int:
@@ -115,6 +118,7 @@ class ClientStream:
         self.sweeps: collections.deque[bool] = collections.deque(maxlen=SWEEP_WINDOW)
         self.outliers: collections.deque[bool] = collections.deque(maxlen=OUTLIER_WINDOW)
         self.outlier_alarm_count = settings.outlier_alarm_count
+        self.alarmed: dict[Detector, float] = {}
         self.minute = -1
         self.minute_count = 0
         self.usual_rate = 0.0
@@ -284,7 +288,13 @@ class Prober:
         marks = flagged if flagged is not None else np.zeros(rows.shape[0], dtype=bool)
         for query, mark in zip(standard, marks, strict=True):
             alarms.extend(stream.observe(np.ascontiguousarray(query), bool(mark)))
-        return _named(client, _first_per_detector(alarms))
+        fresh = []
+        for alarm in _first_per_detector(alarms):
+            last = stream.alarmed.get(alarm.detector)
+            if last is None or now - last >= self.settings.quiet_after_alarm:
+                stream.alarmed[alarm.detector] = now
+                fresh.append(alarm)
+        return _named(client, fresh)
 
 
 def _first_per_detector(alarms: Iterable[Alarm]) -> list[Alarm]:

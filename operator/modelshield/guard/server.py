@@ -29,6 +29,7 @@ from aiohttp import web
 from modelshield.engine import decisions
 from modelshield.engine.apiprotection import GuardRules
 from modelshield.guard import (
+    alarmevents,
     apikeys,
     config,
     credentials,
@@ -129,6 +130,7 @@ class Pipeline:
         drift_monitor: str | None = None,
         features: tuple[requestchecks.Feature, ...] | None = None,
         defences: defending.Defences | None = None,
+        events: alarmevents.EventSink | None = None,
     ) -> None:
         self.rules = rules
         self.upstream = upstream.rstrip("/")
@@ -139,6 +141,7 @@ class Pipeline:
         self.features = features
         self.defences = defences if defences is not None and defences.active else None
         self.hardening = defences if defences is not None and defences.hardening else None
+        self.events = events
         self._session: aiohttp.ClientSession | None = None
         self.feed = (
             feeding.DriftFeed(drift_monitor, self.metrics.registry) if drift_monitor else None
@@ -162,6 +165,8 @@ class Pipeline:
             await self._session.close()
         if self.feed is not None:
             await self.feed.close()
+        if self.events is not None:
+            await self.events.drain()
         if self.authenticator.reviewer is not None:
             await self.authenticator.reviewer.close()
 
@@ -225,6 +230,9 @@ class Pipeline:
             defended = self.defences.judge(outcome.client, route, document, time.time())
             outcome.verdict = judging.merge([outcome.verdict, defended.verdict])
             outcome.flags = defended.flags
+            if self.events is not None:
+                for ref, alarm in defended.alarms:
+                    self.events.offer(ref, alarm)
             if defended.alarms:
                 outcome.note = "; ".join(
                     f"probing alarm ({alarm.detector.value}, {ref}): {alarm.reason}"
@@ -405,6 +413,18 @@ def pipeline_from_config(settings: config.GuardConfig) -> Pipeline:
         else None
     )
     guard_metrics = metrics.GuardMetrics()
+    events = (
+        alarmevents.EventSink(
+            settings.api_server.url,
+            settings.api_server.token_file,
+            settings.api_server.ca_file,
+            settings.workload,
+            guard_metrics.registry,
+        )
+        if settings.workload is not None
+        and any(p.api.probing is not None for p in settings.policies)
+        else None
+    )
     return Pipeline(
         rules,
         settings.upstream,
@@ -428,4 +448,5 @@ def pipeline_from_config(settings: config.GuardConfig) -> Pipeline:
             settings.outlier_model,
             guard_metrics.registry,
         ),
+        events=events,
     )

@@ -49,6 +49,7 @@ def guard_config(
     drift_monitor: str | None = None,
     reference_features: list[dict[str, str]] | None = None,
     outlier_model: dict[str, Any] | None = None,
+    workload: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The guard's configuration document (``modelshield.guard.config``)."""
     document: dict[str, Any] = {
@@ -84,7 +85,45 @@ def guard_config(
     ):
         # Only when a policy uses it: the matrix can be a few hundred kB.
         document["outlierModel"] = outlier_model
+    if workload is not None and probing_events(governing):
+        metadata = workload.get("metadata") or {}
+        document["workload"] = {
+            "apiVersion": str(workload.get("apiVersion") or ""),
+            "kind": str(workload.get("kind") or ""),
+            "namespace": str(metadata.get("namespace") or ""),
+            "name": str(metadata.get("name") or ""),
+            "uid": str(metadata.get("uid") or ""),
+        }
     return document
+
+
+def probing_events(
+    governing: Sequence[policies.ModelSecurityPolicy | policies.ClusterModelSecurityPolicy],
+) -> bool:
+    """Whether a governing policy's probing alarms become Events (then the guard may create
+    Events in its namespace: ``build_events_role``)."""
+    return any(p.spec.api is not None and p.spec.api.probing is not None for p in governing)
+
+
+def build_events_role(*, name: str, namespace: str) -> dict[str, Any]:
+    """All the guard's own Role allows: create Events (probing alarms) in its namespace."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name, "namespace": namespace},
+        "rules": [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}],
+    }
+
+
+def build_events_role_binding(*, name: str, namespace: str) -> dict[str, Any]:
+    """The guard's ServiceAccount bound to its events Role."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+    }
 
 
 def profile_features(profile: str | None) -> list[dict[str, str]] | None:
