@@ -115,7 +115,7 @@ def test_one_alarm_per_episode_not_one_per_query() -> None:
     settings = probing.Settings(detectors=frozenset({ONLY.SWEEP}), quiet_after_alarm=60)
     prober = probing.Prober(MEAN, STD, settings)
     seed = HELD[0]
-    raised = []
+    raised: list[tuple[int, probing.Alarm]] = []
     for index, value in enumerate(np.linspace(LOW[1], HIGH[1], 200)):
         query = seed.copy()
         query[1] = value
