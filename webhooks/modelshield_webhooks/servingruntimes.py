@@ -23,10 +23,6 @@ PATHS = {
     RUNTIMES: "/apis/serving.kserve.io/v1alpha1/servingruntimes",
     CLUSTER_RUNTIMES: "/apis/serving.kserve.io/v1alpha1/clusterservingruntimes",
 }
-_KIND_NAMES = {
-    RUNTIMES: kserveruntimes.SERVING_RUNTIME,
-    CLUSTER_RUNTIMES: kserveruntimes.CLUSTER_SERVING_RUNTIME,
-}
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
@@ -36,37 +32,38 @@ def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
 
 
 class ServingRuntimes:
-    """The runtimes' specs by (namespace, name); cluster runtimes under namespace ''."""
+    """The runtimes' specs: namespaced ones by (namespace, name), cluster ones by name."""
 
     def __init__(self) -> None:
-        self._specs: dict[str, dict[tuple[str, str], Mapping[str, Any]]] = {
-            kind: {} for kind in KINDS
-        }
+        self._namespaced: dict[tuple[str, str], Mapping[str, Any]] = {}
+        self._cluster: dict[str, Mapping[str, Any]] = {}
+
+    def _store(self, resource: str, obj: Mapping[str, Any], *, deleted: bool = False) -> None:
+        namespace, name = _key(obj)
+        if resource == RUNTIMES:
+            if deleted:
+                self._namespaced.pop((namespace, name), None)
+            else:
+                self._namespaced[(namespace, name)] = {"spec": obj.get("spec")}
+        elif deleted:
+            self._cluster.pop(name, None)
+        else:
+            self._cluster[name] = {"spec": obj.get("spec")}
 
     def replace(self, resource: str, objects: Iterable[Mapping[str, Any]]) -> None:
         """A fresh list of one kind."""
-        found = self._specs[resource]
-        found.clear()
+        (self._namespaced if resource == RUNTIMES else self._cluster).clear()
         for obj in objects:
-            found[_key(obj)] = {"spec": obj.get("spec")}
+            self._store(resource, obj)
 
     def apply(self, resource: str, event_type: str, obj: Mapping[str, Any]) -> None:
         """One watch event."""
-        if event_type == "DELETED":
-            self._specs[resource].pop(_key(obj), None)
-        else:
-            self._specs[resource][_key(obj)] = {"spec": obj.get("spec")}
+        self._store(resource, obj, deleted=event_type == "DELETED")
 
     def lookup(self, namespace: str, name: str) -> tuple[str, Mapping[str, Any]] | None:
         """``GetServingRuntime``: the namespace's runtime of that name, else the cluster's;
         (kind, object holding its spec)."""
-        namespaced = self._specs[RUNTIMES].get((namespace, name))
-        if namespaced is not None:
-            return _KIND_NAMES[RUNTIMES], namespaced
-        cluster = self._specs[CLUSTER_RUNTIMES].get(("", name))
-        if cluster is not None:
-            return _KIND_NAMES[CLUSTER_RUNTIMES], cluster
-        return None
+        return kserveruntimes.named(namespace, name, self._namespaced, self._cluster)
 
     def completed(self, workload: workloads.Workload) -> workloads.Workload:
         """The InferenceService with its named runtime's containers, when it is known."""
@@ -81,6 +78,6 @@ class ServingRuntimes:
     def counts(self) -> dict[str, int]:
         """How many of each kind are cached."""
         return {
-            "servingRuntimes": len(self._specs[RUNTIMES]),
-            "clusterServingRuntimes": len(self._specs[CLUSTER_RUNTIMES]),
+            "servingRuntimes": len(self._namespaced),
+            "clusterServingRuntimes": len(self._cluster),
         }

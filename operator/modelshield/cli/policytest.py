@@ -2,6 +2,11 @@
 
 Exit codes: 0 every workload passes (Audit warnings allowed), 1 an Enforce policy denies
 a workload, 2 the input cannot be used (the message names file, document and field).
+
+As admission does: an InferenceService that names a ServingRuntime (or
+ClusterServingRuntime) given among the resources is judged on that runtime's images too,
+and ``--s3-endpoint`` says which S3 server a KServe storage initializer may download
+verified models from.
 """
 
 from __future__ import annotations
@@ -13,8 +18,16 @@ import sys
 import typing
 
 from modelshield.api.v1alpha1 import artifacts, policies
-from modelshield.cli import factsfile, manifests, reports
-from modelshield.engine import compiling, evaluating, facts, workloads
+from modelshield.cli import factsfile, manifests, modelstoreflags, reports
+from modelshield.engine import (
+    compiling,
+    evaluating,
+    facts,
+    kserveruntimes,
+    modelchecks,
+    s3endpoints,
+    workloads,
+)
 
 EXIT_PASS, EXIT_DENIED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -26,6 +39,7 @@ def run(
     default_namespace: str,
     now: datetime.datetime,
     defaulted: list[manifests.Document] | None = None,
+    store: s3endpoints.ModelStore = s3endpoints.DEFAULT,
 ) -> list[reports.Result]:
     """Evaluate every workload found under resource_paths; ManifestError on bad input.
 
@@ -65,23 +79,54 @@ def run(
     images = factsfile.load(facts_path) if facts_path else {}
     source = facts.StaticFacts(images=images, artifacts=artifact_facts)
     policy_set = compiling.compile_policies(policy_list)
+    namespaced, cluster = _runtimes(workload_documents, default_namespace)
 
     results = []
     for document in workload_documents:
-        workload = workloads.parse(document.body)
-        if not workload.namespace:
+        header = workloads.read_header(document.body)
+        if not header.namespace:
             assumed.append(document)
-        namespace = workload.namespace or default_namespace
-        decision = evaluating.evaluate(
-            document.body,
-            policy_set,
-            namespace_labels.get(namespace, {"kubernetes.io/metadata.name": namespace}),
+        namespace = header.namespace or default_namespace
+        workload = workloads.complete(header, namespace)
+        request = workload.runtime
+        found = (
+            kserveruntimes.named(namespace, request.name, namespaced, cluster)
+            if request is not None and request.name is not None
+            else None
+        )
+        if found is not None:
+            workload = workloads.with_runtime(workload, *found)
+        labels = namespace_labels.get(namespace, {"kubernetes.io/metadata.name": namespace})
+        decision = evaluating.decide(
+            workload,
+            evaluating.governing_policies(workload, policy_set, labels),
             source,
             now,
-            namespace=namespace,
+            startup=modelchecks.BEFORE_ADMISSION,
+            store=store,
         )
         results.append(reports.Result(document, workload.kind, namespace, workload.name, decision))
     return results
+
+
+def _runtimes(
+    documents: list[manifests.Document], default_namespace: str
+) -> tuple[dict[tuple[str, str], dict[str, typing.Any]], dict[str, dict[str, typing.Any]]]:
+    """The ServingRuntimes (by namespace and name) and ClusterServingRuntimes (by name)
+    among the resources, for the InferenceServices that name one."""
+    namespaced: dict[tuple[str, str], dict[str, typing.Any]] = {}
+    cluster: dict[str, dict[str, typing.Any]] = {}
+    for document in documents:
+        kind = document.body.get("kind")
+        metadata = document.body.get("metadata")
+        metadata = metadata if isinstance(metadata, dict) else {}
+        name = str(metadata.get("name") or "")
+        if kind == kserveruntimes.SERVING_RUNTIME:
+            namespace = str(metadata.get("namespace") or default_namespace)
+            namespaced[(namespace, name)] = document.body
+        elif kind == kserveruntimes.CLUSTER_SERVING_RUNTIME:
+            cluster[name] = document.body
+    return namespaced, cluster
 
 
 _Namespaced = typing.TypeVar("_Namespaced", policies.ModelSecurityPolicy, artifacts.ModelArtifact)
@@ -97,6 +142,9 @@ def _in_namespace(resource: _Namespaced, default_namespace: str) -> _Namespaced:
 def _handle(arguments: argparse.Namespace) -> int:
     now = arguments.now or datetime.datetime.now(datetime.UTC)
     defaulted: list[manifests.Document] = []
+    for problem in modelstoreflags.problems(arguments):
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     try:
         results = run(
             [pathlib.Path(p) for p in arguments.policies],
@@ -105,6 +153,7 @@ def _handle(arguments: argparse.Namespace) -> int:
             arguments.namespace,
             now,
             defaulted,
+            modelstoreflags.store_from(arguments),
         )
     except manifests.ManifestError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -150,4 +199,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=_timestamp,
         help="evaluate as of this ISO 8601 time (reproducible attestation ages)",
     )
+    modelstoreflags.add_arguments(parser)
     parser.set_defaults(handler=_handle)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 SERVING_RUNTIME = "ServingRuntime"
 CLUSTER_SERVING_RUNTIME = "ClusterServingRuntime"
@@ -102,6 +102,26 @@ def version_container(request: Request) -> Borrowed | None:
     if image == request.model_image:
         return None
     return Borrowed(RUNTIME_VERSION_PATH, SERVING_CONTAINER, image, {"image": image})
+
+
+_Runtime = TypeVar("_Runtime")
+
+
+def named(
+    namespace: str,
+    name: str,
+    namespaced: Mapping[tuple[str, str], _Runtime],
+    cluster: Mapping[str, _Runtime],
+) -> tuple[str, _Runtime] | None:
+    """``GetServingRuntime``: the namespace's ServingRuntime of that name, else the
+    ClusterServingRuntime of that name; (kind, runtime), None when neither exists."""
+    found = namespaced.get((namespace, name))
+    if found is not None:
+        return SERVING_RUNTIME, found
+    shared = cluster.get(name)
+    if shared is not None:
+        return CLUSTER_SERVING_RUNTIME, shared
+    return None
 
 
 def runtime_path(kind: str, name: str) -> str:
