@@ -7,9 +7,12 @@ TOOLS_ENV := $(HOME)/.cache/modelshield/tools/env.sh
 # The moment the example facts describe (examples/README.md): the demo judges attestation
 # ages as of then, so it gives the same verdicts on any day.
 DEMO_NOW := 2026-11-25T12:00:00Z
+# `make test` runs the node tests (e2e/pods) too; MODELSHIELD_E2E_NODE=0 leaves them out
+# (they then skip, saying so). Without root they skip, saying why.
+MODELSHIELD_E2E_NODE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup tools node-tools e2e-node base-image image demo lint format typecheck test test-unit e2e e2e-kind crds crds-check chart-lint bench bench-admission clean
+.PHONY: help setup tools node-tools node-prerequisites e2e-node base-image image demo lint format typecheck test test-unit e2e e2e-kind crds crds-check chart-lint bench bench-admission clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -46,8 +49,11 @@ format: setup ## apply ruff's formatting and safe fixes
 typecheck: setup ## mypy --strict over everything
 	$(BIN)/mypy
 
-test: setup tools ## every test: unit, integration and e2e on a local control plane
-	$(PYTHON) -m pytest
+test: setup tools node-prerequisites ## every test: unit, integration, e2e on a local control plane, then the chart's image as pods on a local node (root)
+	$(PYTHON) -m pytest --ignore=e2e/pods; status=$$?; \
+	  echo "== the node tests (e2e/pods): the chart's image as pods on a local node"; \
+	  MODELSHIELD_E2E_NODE=$(MODELSHIELD_E2E_NODE) $(PYTHON) -m pytest e2e/pods || status=1; \
+	  exit $$status
 
 test-unit: setup ## unit and integration tests only (no Kubernetes API server)
 	$(PYTHON) -m pytest -m "not e2e"
@@ -57,6 +63,15 @@ e2e: setup tools ## e2e tests; KUBECONFIG_E2E=path runs them against that cluste
 
 node-tools: ## build the e2e node's tools (kubelet, kube-scheduler, kube-proxy, kube-router) and install its Debian packages
 	e2e/tools/build-node-tools.sh
+
+node-prerequisites: ## as root: the node's tools and the image (for `make test`'s node tests); otherwise says why they skip
+	@if [ "$(MODELSHIELD_E2E_NODE)" != 1 ]; then \
+	  echo "node tests: not asked for (MODELSHIELD_E2E_NODE=$(MODELSHIELD_E2E_NODE)); they will skip"; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo "node tests: not root; they will skip (the local node needs root)"; \
+	else \
+	  e2e/tools/build-node-tools.sh && images/build-image.sh; \
+	fi
 
 e2e-node: setup tools node-tools image ## the tests only pods can show, on a local node (root; changes the host while it runs)
 	MODELSHIELD_E2E_NODE=1 $(PYTHON) -m pytest e2e/pods

@@ -6,7 +6,8 @@ NetworkPolicy implementation) run as child processes, built by e2e/tools/build-n
 The node's address is a /32 on a veth pair; pod IPs live on a bridge inside this machine.
 
 Needs root: it creates links, iptables rules, cgroups and mounts. stop() undoes all of it
-(nodeteardown.py); a second node on the same machine is refused while one is up.
+(nodeteardown.py). One node per machine: start() waits for a session that has one up to end
+(nodelock.py), and refuses to start over what a node that died left behind.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from e2e import nodeconfig, nodeteardown
+from e2e import nodeconfig, nodelock, nodeteardown
 from e2e.cluster import (
     Component,
     ControlPlaneError,
@@ -108,6 +109,7 @@ class LocalNode:
     components: list[Component] = field(default_factory=list)
     ready_seconds: float = 0.0
     _teardown: nodeteardown.Teardown | None = None
+    _lock: nodelock.NodeLock = field(default_factory=nodelock.NodeLock)
 
     @property
     def paths(self) -> nodeconfig.NodePaths:
@@ -118,8 +120,13 @@ class LocalNode:
         return self.control_plane.logs_dir
 
     def start(self) -> None:
+        self._lock.acquire()
         started = time.monotonic()
-        nodeteardown.refuse_when_a_node_is_up()
+        try:
+            nodeteardown.refuse_when_a_node_is_up()
+        except BaseException:
+            self._lock.release()
+            raise
         self._teardown = nodeteardown.Teardown.before_start(
             self.paths, self.binaries.kube_proxy, self.binaries.kube_router
         )
@@ -148,6 +155,7 @@ class LocalNode:
                 print(f"node teardown: {failure}", file=sys.stderr)
             self._teardown = None
         shutil.rmtree(self.work_dir, ignore_errors=True)
+        self._lock.release()
 
     # --- starting ---------------------------------------------------------------------
 
@@ -166,10 +174,10 @@ class LocalNode:
         (paths.containerd_dir / "config.toml").write_text(
             nodeconfig.containerd_config(paths, self.binaries.cni_bin_dir)
         )
-        if self.registry_host:
-            hosts = paths.registry_hosts_dir / self.registry_host
+        for registry_host in nodeconfig.registry_addresses(self.registry_host):
+            hosts = paths.registry_hosts_dir / registry_host
             hosts.mkdir(parents=True, exist_ok=True)
-            (hosts / "hosts.toml").write_text(nodeconfig.registry_hosts_toml(self.registry_host))
+            (hosts / "hosts.toml").write_text(nodeconfig.registry_hosts_toml(registry_host))
         (paths.cni_config_dir / "10-modelshield.conflist").write_text(nodeconfig.cni_config(paths))
 
     def _start_containerd(self) -> None:
@@ -327,18 +335,6 @@ def _http_ok(host_and_path: str) -> bool:
         return False
 
 
-def node_tools_missing_reason() -> str | None:
-    """Why node tests cannot run here, or None when they can."""
-    try:
-        NodeBinaries.locate()
-    except MissingToolsError as missing:
-        return str(missing)
-    with contextlib.suppress(Exception):
-        nodeteardown.refuse_when_a_node_is_up()
-        return None
-    return "another local e2e node is up on this machine (`python -m e2e.cluster down`)"
-
-
 @contextlib.contextmanager
 def running_node(control_plane: LocalControlPlane, stdout: IO[str]) -> Iterator[LocalNode]:
     """For `python -m e2e.cluster up --with-node`: a node and a registry its pods pull from."""
@@ -360,6 +356,14 @@ def remove_node_leftovers(stdout: IO[str]) -> None:
     """For `python -m e2e.cluster down`: removes what a node whose run died left behind."""
     leftovers = nodeteardown.node_leftovers()
     if not leftovers:
+        return
+    if nodelock.held_by_a_session():
+        # A test session's node, up and in use: its own teardown removes all of this.
+        print(
+            f"a local node is up in another session (it holds {nodelock.NODE_LOCK}); "
+            "left alone: its session removes it when it ends",
+            file=stdout,
+        )
         return
     print(f"removing a local node's leftovers: {', '.join(map(str, leftovers))}", file=stdout)
     binaries = {name: tool_path(f"MODELSHIELD_{name}") for name in ("KUBE_PROXY", "KUBE_ROUTER")}

@@ -102,6 +102,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 """
 
 
+def registry_addresses(registry_host: str | None) -> list[str]:
+    """The names the node pulls the e2e registry by: its loopback host:port, and the same
+    port at the node's address, which pods reach too (an image named so can be verified by
+    the webhook's pod and pulled by the node alike)."""
+    if not registry_host:
+        return []
+    _, _, port = registry_host.rpartition(":")
+    return [registry_host, f"{NODE_IP}:{port}"]
+
+
 def registry_hosts_toml(registry_host: str) -> str:
     """containerd's hosts.toml for a plain-HTTP registry on this machine (the e2e one)."""
     return f'server = "http://{registry_host}"\n\n[host."http://{registry_host}"]\n  capabilities = ["pull", "resolve"]\n'

@@ -11,7 +11,10 @@ are signed by the real cosign.
 Then the page's blocks marked ``<!-- quickstart: NAME -->`` are run with bash, in order,
 with kubectl and modelshield on PATH: namespace, reference profile, policy, the unsigned
 server (refused, with the denial message), the signed one (admitted), its NetworkPolicy
-and drift monitor, and the policy's status.
+and drift monitor, and the policy's status. The page's first block (`ready`: the webhook's
+rollout and `helm test`) needs pods: here the `helm test` pod's command runs as a local
+process instead; e2e/pods/test_quickstart_pods.py walks every block against the chart's
+pods on a local node.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import asyncio
 import base64
 import os
 import pathlib
-import re
 import ssl
 import subprocess
 import sys
@@ -35,25 +37,17 @@ import pytest
 import yaml
 
 from e2e import clients
-from e2e.clients import REPOSITORY_ROOT, Cluster, Kubectl
+from e2e.clients import Cluster, Kubectl
+from e2e.quickstartdoc import DOC_NAMESPACE, STEPS, Shell, quickstart_blocks
 from modelshield.supplychain.images import registries
 from tests.chart import rendering
 from tests.supplychain import localtools
 from tests.webhooks import pki
 
-QUICKSTART = REPOSITORY_ROOT / "docs" / "quickstart.md"
-DOC_NAMESPACE = "ml-demo"
-BLOCK = re.compile(r"<!-- quickstart: (?P<name>[a-z-]+) -->\n```sh\n(?P<body>.*?)\n```", re.DOTALL)
-STEPS = ("namespace", "reference", "policy", "unsigned", "signed", "controls", "status")
 WAIT_SECONDS = 90.0
 #: Seconds between the test operator's audits (the chart's default is minutes).
 AUDIT_INTERVAL_SECONDS = 3
 T = TypeVar("T")
-
-
-def quickstart_blocks() -> dict[str, str]:
-    """The runnable blocks of docs/quickstart.md, by name."""
-    return {match["name"]: match["body"] for match in BLOCK.finditer(QUICKSTART.read_text())}
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = WAIT_SECONDS) -> T:
@@ -328,43 +322,6 @@ def _ready(port: int, ca_file: pathlib.Path) -> bool:
         return False
 
 
-class Shell:
-    """Runs a quickstart block with bash, as a user at a terminal would."""
-
-    def __init__(
-        self, cluster: Cluster, kubectl: Kubectl, workdir: pathlib.Path, env: dict[str, str]
-    ) -> None:
-        tools = [
-            str(cluster.kubectl_path.parent),
-            str(pathlib.Path(sys.executable).parent),
-            os.environ.get("PATH", "/usr/bin:/bin"),
-        ]
-        self.workdir = workdir
-        self.environment = {
-            "PATH": os.pathsep.join(tools),
-            "HOME": str(workdir),
-            "KUBECONFIG": str(cluster.kubeconfig_path),
-            **env,
-        }
-
-    def __call__(self, block: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        completed = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", block],
-            cwd=self.workdir,
-            env=self.environment,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if check and completed.returncode != 0:
-            pytest.fail(
-                f"quickstart step failed ({completed.returncode}):\n{block}\n"
-                f"--- stdout\n{completed.stdout}\n--- stderr\n{completed.stderr}"
-            )
-        return completed
-
-
 @dataclass
 class Walk:
     """What a user saw at each step of the quickstart."""
@@ -390,7 +347,12 @@ def walk(
     blocks = {name: body.replace(DOC_NAMESPACE, demo) for name, body in quickstart_blocks().items()}
     workdir = tmp_path_factory.mktemp("user")
     (workdir / "cosign.pub").write_text(images.public_key)
-    shell = Shell(cluster, kubectl, workdir, {"REGISTRY": images.registry, "SIGNED": images.signed})
+    shell = Shell(
+        cluster.kubectl_path,
+        cluster.kubeconfig_path,
+        workdir,
+        {"REGISTRY": images.registry, "SIGNED": images.signed},
+    )
     try:
         yield _walk(shell, kubectl, blocks, demo, installation)
     finally:

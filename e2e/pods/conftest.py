@@ -1,9 +1,12 @@
 """Fixtures for the tests only pods can show: a control plane of their own with a real node
 (e2e/node.py), a registry the node pulls from, and modelshield's image pushed to it.
 
-Opt-in (MODELSHIELD_E2E_NODE=1, which `make e2e-node` sets). Skipped, with the reason, when
-the node's tools are not built (e2e/tools/build-node-tools.sh), when not root, or when the
-suite runs against a given cluster (--kubeconfig): these tests start their own node.
+Asked for with MODELSHIELD_E2E_NODE=1, which `make test` and `make e2e-node` set (after
+building the node's tools and the image). Skipped, with the reason, when not asked for, when
+not root, or when the suite runs against a given cluster (--kubeconfig): these tests start
+their own node. Asked for as root without the node's tools, they fail and say what to build.
+A session whose node is up holds the machine's node lock (e2e/nodelock.py): a second one
+waits for it.
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from e2e import node
-from e2e.clients import REPOSITORY_ROOT, Kubectl
+from e2e import node, nodeconfig
+from e2e.clients import Kubectl
 from e2e.cluster import LocalControlPlane
-from e2e.pods import modelstore
+from e2e.pods import forwarding, modelstore
 from e2e.pods.harness import (
     HELM_INSTALL_TIMEOUT,
+    IMAGES_DIR,
+    LOCAL_IMAGE,
     RELEASE,
     RELEASE_NAMESPACE,
     NodeCluster,
     Release,
+    docker_client,
     helm,
 )
 from e2e.toolcache import ControlPlaneBinaries, MissingToolsError
@@ -39,25 +45,22 @@ from tests.supplychain.localtools import LocalRegistry, require_tool
 PODS_DIR = Path(__file__).resolve().parent
 # Ignored by git, next to the other e2e logs.
 KEPT_LOGS_ROOT = PODS_DIR.parent / ".logs"
-IMAGES_DIR = REPOSITORY_ROOT / "images"
-LOCAL_IMAGE = "modelshield:dev"
-# Starting a node takes root and changes the host (links, iptables, cgroups): asked for only.
+# Starting a node takes root and changes the host (links, iptables, cgroups): asked for only,
+# which `make test` does.
 OPT_IN = "MODELSHIELD_E2E_NODE"
 
 
 def _skip_reason(config: pytest.Config) -> str | None:
     if os.environ.get(OPT_IN) != "1":
         return (
-            f"node tests are opt-in: `make e2e-node` (or {OPT_IN}=1) builds the node's tools "
-            "and the image and runs them"
+            f"not asked for ({OPT_IN}={os.environ.get(OPT_IN, '')!r}): `make test` and "
+            "`make e2e-node` build the node's tools and the image and run them, as root"
         )
     if config.getoption("--kubeconfig", None):
         return "node tests start a local node of their own; not run against --kubeconfig"
-    try:
-        ControlPlaneBinaries.locate()
-    except MissingToolsError as missing:
-        return str(missing)
-    return node.node_tools_missing_reason()
+    if os.geteuid() != 0:
+        return "the local node needs root (links, iptables, cgroups and mounts)"
+    return None
 
 
 #: Marks the tests that uninstall the session's release: they run last.
@@ -74,8 +77,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     ours = [item for item in items if item.path.is_relative_to(PODS_DIR)]
     if not ours:
         return
-    # Stable sort: everything else keeps its order.
-    items.sort(key=lambda item: item.get_closest_marker(ENDS_RELEASE) is not None)
+    # Stable sort: the node tests after every other test of the session (their node holds
+    # memory and CPU while it is up), and the release's uninstall last of all.
+    items.sort(
+        key=lambda item: (
+            item.path.is_relative_to(PODS_DIR),
+            item.get_closest_marker(ENDS_RELEASE) is not None,
+        )
+    )
     reason = _skip_reason(config)
     if reason is None:
         return
@@ -87,13 +96,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def node_cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeCluster]:
+    try:
+        # Asked for as root: missing tools are a failure, not a reason to skip.
+        binaries = ControlPlaneBinaries.locate()
+        node_binaries = node.NodeBinaries.locate()
+    except MissingToolsError as missing:
+        pytest.fail(f"{missing} (`make node-tools` builds them)", pytrace=False)
     control_plane = LocalControlPlane(
-        ControlPlaneBinaries.locate(), api_server_extra_args=node.api_server_args_for_a_node()
+        binaries, api_server_extra_args=node.api_server_args_for_a_node()
     )
     registry = LocalRegistry(
         require_tool("MODELSHIELD_REGISTRY"), tmp_path_factory.mktemp("node-registry")
     ).start()
-    local_node = node.LocalNode(node.NodeBinaries.locate(), control_plane, registry.host)
+    local_node = node.LocalNode(node_binaries, control_plane, registry.host)
     try:
         control_plane.start()
         local_node.start()
@@ -115,6 +130,14 @@ def node_cluster(
 
 
 @pytest.fixture(scope="session")
+def pod_registry(node_cluster: NodeCluster) -> Iterator[str]:
+    """The node's registry by an address pods reach too (host:port at the node's address):
+    images named so are pulled by the node and verified by the webhook and operator pods."""
+    with forwarding.forwarded(str(nodeconfig.NODE_IP), node_cluster.registry_host) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
 def model_store(
     node_cluster: NodeCluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[modelstore.ModelStore]:
@@ -133,16 +156,6 @@ def pod_namespace(node_cluster: NodeCluster) -> Iterator[str]:
     node_cluster.kubectl("delete", "namespace", name, "--wait=false")
 
 
-def _docker() -> str:
-    """The docker client images/docker-engine.sh picks (it starts dockerd if needed)."""
-    completed = subprocess.run(
-        [str(IMAGES_DIR / "docker-engine.sh")], capture_output=True, text=True, check=False
-    )
-    if completed.returncode != 0:
-        pytest.fail(f"no Docker engine: {completed.stderr}", pytrace=False)
-    return completed.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="session")
 def modelshield_image(node_cluster: NodeCluster) -> str:
     """modelshield's image, built from this tree (`make image`, cached layers make a rebuild
@@ -156,7 +169,7 @@ def modelshield_image(node_cluster: NodeCluster) -> str:
     )
     if build.returncode != 0:
         pytest.fail(f"make image failed:\n{build.stderr[-4000:]}", pytrace=False)
-    docker = _docker()
+    docker = docker_client()
     reference = f"{node_cluster.registry_host}/modelshield:dev"
     for command in (["tag", LOCAL_IMAGE, reference], ["push", reference]):
         completed = subprocess.run(
@@ -175,11 +188,13 @@ def installed_chart(
     node_cluster: NodeCluster,
     modelshield_image: str,
     model_store: modelstore.ModelStore,
+    pod_registry: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Release]:
     """The chart installed with `helm install --wait`: its pods run the image built from
     this tree, pulled by the node from the local registry; the operator fetches models from
-    the model store (its keys in a Secret of the release namespace)."""
+    the model store (its keys in a Secret of the release namespace); the webhook and the
+    operator speak plain HTTP to the registry at the address pods reach it by."""
     repository, _, tag = modelshield_image.rpartition(":")
     home = tmp_path_factory.mktemp("helm")
     node_cluster.kubectl("create", "namespace", RELEASE_NAMESPACE)
@@ -196,6 +211,7 @@ def installed_chart(
         yaml.safe_dump(
             {
                 "image": {"repository": repository, "tag": tag},
+                "webhook": {"insecureRegistries": [pod_registry]},
                 "operator": {"extraEnv": model_store.environment()},
             }
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from e2e import node
-from e2e.clients import Kubectl
+from e2e.clients import REPOSITORY_ROOT, Kubectl
 from e2e.cluster import LocalControlPlane
 from tests.chart import rendering
 
@@ -23,6 +23,9 @@ class NodeCluster:
     kubectl: Kubectl
 
 
+IMAGES_DIR = REPOSITORY_ROOT / "images"
+#: The image `make image` builds from this tree.
+LOCAL_IMAGE = "modelshield:dev"
 RELEASE = "modelshield"
 RELEASE_NAMESPACE = "modelshield-system"
 HELM_INSTALL_TIMEOUT = "300s"
@@ -69,3 +72,13 @@ def helm_run(
             "HELM_DATA_HOME": str(home / "data"),
         },
     )  # fmt: skip
+
+
+def docker_client() -> str:
+    """The docker client images/docker-engine.sh picks (it starts dockerd if needed)."""
+    completed = subprocess.run(
+        [str(IMAGES_DIR / "docker-engine.sh")], capture_output=True, text=True, check=False
+    )
+    if completed.returncode != 0:
+        pytest.fail(f"no Docker engine: {completed.stderr}", pytrace=False)
+    return completed.stdout.strip().splitlines()[-1]
