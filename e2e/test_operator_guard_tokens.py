@@ -105,6 +105,23 @@ async def test_a_token_gets_through_the_operators_guard_without_a_manual_binding
             assert status == 403, body
             assert len(model.seen) == 1
 
+    # A subject added by hand (someone granting themselves TokenReviews through this
+    # binding) goes at the operator's next pass (here: the next reconcile).
+    rbac = client.RbacAuthorizationV1Api(cluster.api_client)
+    binding = rbac.read_cluster_role_binding(BINDING)
+    binding.subjects = [
+        *(binding.subjects or []),
+        client.RbacV1Subject(kind="User", name="mallory", api_group=tokenreviewers.RBAC_GROUP),
+    ]
+    rbac.replace_cluster_role_binding(BINDING, binding)
+    assert any(s["name"] == "mallory" for s in _subjects(cluster))
+    kubectl("-n", namespace, "label", "deployment", "fraud", "touched=yes")
+    wait_for(
+        f"the hand-added subject removed; operator log:\n{operator.tail()}",
+        lambda: all(s["name"] != "mallory" for s in _subjects(cluster)) or None,
+    )
+    assert ours in _subjects(cluster)
+
     kubectl("-n", namespace, "delete", "modelsecuritypolicy", "api")
     wait_for(
         f"{namespace}/{GUARD} unbound; operator log:\n{operator.tail()}",

@@ -6,8 +6,9 @@ The operator may only get and update that one binding and bind only that one Clu
 both by name (``rbac``); it never creates or deletes a binding. Subjects come from
 ``guardplans.guard_accounts`` over the whole known cluster, never from what a policy says:
 each is the ServiceAccount the operator names after a governed workload, in that
-workload's namespace. Writes are debounced (one pass after a burst of reconciles) and
-compare first; the binding is re-read now and then, so a hand edit is undone.
+workload's namespace. Passes are debounced (one after a burst of reconciles, and one
+every ``REREAD_SECONDS`` without any); each reads the binding and writes only when its
+subjects differ, so a hand edit is undone at the next pass.
 """
 
 from __future__ import annotations
@@ -49,8 +50,6 @@ class GuardBinding:
         self.leadership = leadership
         self.delay = delay
         self.reread_seconds = reread_seconds
-        #: The subjects last seen in (or written to) the binding; None: read it first.
-        self.known: list[dict[str, str]] | None = None
         #: Why the last pass could not write (None when it could); tests and logs.
         self.problem: str | None = None
         self.writes = 0
@@ -78,18 +77,16 @@ class GuardBinding:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.reread_seconds)
-            reread = not self._wakeup.is_set()
             self._wakeup.clear()
             await asyncio.sleep(self.delay)
             if self.leadership is not None and not await self.leadership.active():
                 continue
             try:
-                await self.sync(reread=reread)
+                await self.sync()
             except writing.ApiException as error:
                 self._failed(writing.describe(error))
             except Exception:
                 LOGGER.exception("ClusterRoleBinding %s: the pass failed", self.name)
-                self.known = None
 
     def _failed(self, problem: str) -> None:
         if problem != self.problem:
@@ -100,14 +97,12 @@ class GuardBinding:
                 problem,
             )
         self.problem = problem
-        self.known = None
 
-    async def sync(self, *, reread: bool = False) -> bool:
-        """One pass; True when it wrote the binding. Raises ApiException when the API
-        server refuses a read or the write."""
+    async def sync(self) -> bool:
+        """One pass: read the binding, write it when its subjects are not the planned
+        guards' (one GET per pass: a hand edit must not survive on a remembered copy).
+        True when it wrote; raises ApiException when the API server refuses."""
         wanted = tokenreviewers.subjects(guardplans.guard_accounts(self.world))
-        if not reread and self.known == wanted:
-            return False
         for _ in range(CONFLICT_ATTEMPTS):
             binding = await self.kube.get("ClusterRoleBinding", "", self.name)
             if binding is None:
@@ -118,7 +113,7 @@ class GuardBinding:
                 self._failed(problem)
                 return False
             if tokenreviewers.bound(binding) == wanted:
-                self.known, self.problem = wanted, None
+                self.problem = None
                 return False
             try:
                 await self._replace(binding, wanted)
@@ -131,7 +126,7 @@ class GuardBinding:
                 self.name,
                 len(wanted),
             )
-            self.known, self.problem = wanted, None
+            self.problem = None
             self.writes += 1
             return True
         self._failed(f"changed under every one of {CONFLICT_ATTEMPTS} attempts")
