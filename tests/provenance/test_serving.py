@@ -6,6 +6,7 @@ The same index is written by the operator on a real API server in e2e/test_servi
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -253,3 +254,31 @@ def test_a_check_of_the_artifact_does_not_erase_where_it_runs() -> None:
     )
 
     assert "servedBy" not in artifact_handlers.status_patch(status)
+
+
+async def test_the_writer_outlives_an_unreachable_api_server() -> None:
+    # A real client against a port nothing listens on: the connection error (not an
+    # ApiException) must be a failure to retry, not the end of the writer task.
+    from kubernetes import client
+
+    from modelshield.controllers import writing
+
+    configuration = client.Configuration()
+    configuration.host = "http://127.0.0.1:9"
+    configuration.retries = 0
+    kube = writing.Kube(client.ApiClient(configuration), max_workers=1)
+    recorder = recording.Recorder(kube, delay=0.01)
+    recorder.index = _index(_artifact("fraud", "s3://models/fraud/"), _deployment("fraud", "fraud"))
+    recorder.start()
+    try:
+        recorder.mark(NS)
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if recorder.failures:
+                break
+        assert recorder.failures >= 1
+        assert all(not task.done() for task in recorder._tasks)
+        assert recorder.writes == 0
+    finally:
+        await recorder.stop()
+        kube.close()

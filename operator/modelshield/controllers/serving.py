@@ -140,6 +140,8 @@ class Recorder:
         self.index = Index()
         self.dirty: set[str] = set()
         self.writes = 0
+        #: Namespace passes that failed (and were retried).
+        self.failures = 0
         self._wakeup = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -213,8 +215,8 @@ class Recorder:
             try:
                 if await self.active():
                     await self.resync()
-            except writing.ApiException as error:
-                LOGGER.warning("serving index resync: %s %s", error.status, error.reason)
+            except Exception:  # the API server unreachable...: the next resync
+                LOGGER.warning("serving index resync failed", exc_info=True)
 
     async def _write_forever(self) -> None:
         while True:
@@ -222,11 +224,21 @@ class Recorder:
             self._wakeup.clear()
             await asyncio.sleep(self.delay)  # one pass for a burst of events
             due, self.dirty = self.dirty, set()
-            failed = [namespace for namespace in sorted(due) if not await self.write(namespace)]
+            failed = [namespace for namespace in sorted(due) if not await self._written(namespace)]
             if failed:
                 await asyncio.sleep(RETRY_SECONDS)
                 for namespace in failed:
                     self.mark(namespace)
+
+    async def _written(self, namespace: str) -> bool:
+        """write(), where any error (the API server unreachable...) is a failure to retry,
+        never the end of the writer."""
+        try:
+            return await self.write(namespace)
+        except Exception:  # retried after RETRY_SECONDS
+            LOGGER.warning("servedBy in namespace %s", namespace, exc_info=True)
+            self.failures += 1
+            return False
 
     async def write(self, namespace: str) -> bool:
         """Patch the records of the namespace whose servedBy differs; False when one failed."""
@@ -273,9 +285,12 @@ def register(
 
     @kopf.on.startup(registry=registry)
     async def start_serving_index(**_: Any) -> None:
-        if await recorder.active():  # the standby writes nothing
-            await recorder.resync()
         recorder.start()
+        try:
+            if await recorder.active():  # the standby writes nothing
+                await recorder.resync()
+        except Exception:  # events and the periodic resync fill the index
+            LOGGER.warning("serving index: the first listing failed", exc_info=True)
 
     @kopf.on.cleanup(registry=registry)
     async def stop_serving_index(**_: Any) -> None:
