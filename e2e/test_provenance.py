@@ -11,6 +11,7 @@ admission with its stable code; the untampered model is admitted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import json
 import pathlib
@@ -32,8 +33,10 @@ from e2e.webhooks import DENIED, Images, WebhookProcess, container, images, wait
 from modelshield.controllers import artifacts as artifact_handlers
 from modelshield.controllers import serving, writing
 from modelshield.modelartifacts import signing
+from modelshield.provenance import statements
 from tests.modelartifacts import keys
 from tests.provenance import helpers
+from tests.supplychain import sigstoretestroot
 
 __all__ = ["images", "webhook"]  # module-scoped fixtures, shared by name
 
@@ -309,3 +312,74 @@ def test_admission_judges_training_provenance_from_status(
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(document) is None
     kinds = sorted(c["type"] for c in json.loads(document)["components"])
     assert kinds == ["container", "data", "machine-learning-model"]
+
+
+def test_a_keyless_builder_is_trusted_by_its_identity_at_admission(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    namespace: str,
+    operator: artifact_handlers.Reconciler,
+    webhook: WebhookProcess,
+    images: Images,
+    tmp_path: pathlib.Path,
+) -> None:
+    # The pipeline signs keyless: a sigstore bundle from a private trust root the test
+    # creates (our own CA, CT log and transparency log), verified by the real sigstore
+    # library in the operator's worker; admission reads the identity from status.
+    root = sigstoretestroot.TestTrustRoot("provenance-e2e")
+    operator.settings = dataclasses.replace(
+        operator.settings, trust_config=root.write(tmp_path / "trusted_root.json")
+    )
+    issuer, identity = "https://token.actions.example.com", "https://git.example.com/ml/train@main"
+    release = keys.key_pair(tmp_path / "keys", "release")
+    policy = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelSecurityPolicy",
+        "metadata": {"name": "keyless-provenance"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "fraud-detector"}},
+            "models": {
+                "signers": [{"name": "release", "publicKey": release.public_pem.decode()}],
+                "provenance": {
+                    "trustedBuilders": [
+                        {"name": "pipeline", "keyless": {"issuer": issuer, "subject": identity}}
+                    ]
+                },
+            },
+        },
+    }
+    _apply(kubectl, namespace, policy)
+    signed_by = {"keyless-good": identity, "keyless-fork": "https://git.example.com/fork@main"}
+    for name, who in signed_by.items():
+        model = helpers.signed_model(tmp_path / name, release, seed=name)
+        now = datetime.datetime.now(datetime.UTC)
+        statement = statements.build(
+            subject_name=name,
+            subject_digest=helpers.digest_of(model),
+            builder_id="https://ci.example.com/pipelines/fraud",
+            source=helpers.SOURCE,
+            commit=helpers.COMMIT,
+            datasets=[],
+            started=now,
+            finished=now,
+        )
+        pathlib.Path(f"{model}.intoto.jsonl").write_bytes(
+            root.keyless_bundle(statement, who, issuer)
+        )
+        _apply(kubectl, namespace, _artifact(name, f"file://{model}"))
+
+    good = _checked(cluster, namespace, "keyless-good", "Provenance")
+    assert (good["status"], good["reason"]) == ("True", "ProvenanceVerified"), good
+    fork = _checked(cluster, namespace, "keyless-fork", "Provenance")
+    assert (fork["status"], fork["reason"]) == ("False", "ProvenanceUntrustedBuilder"), fork
+    recorded = operators.get_json(kubectl, namespace, "modelartifact", "keyless-good")
+    said = recorded["status"]["provenance"]
+    assert (said["builderIssuer"], said["builderIdentity"]) == (issuer, identity)
+    _judged(kubectl, namespace, "keyless-good", images.signed, None)
+    _judged(
+        kubectl,
+        namespace,
+        "keyless-fork",
+        images.signed,
+        "carries a valid signature by a trusted builder (pipeline)",
+    )
