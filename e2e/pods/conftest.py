@@ -213,6 +213,8 @@ def installed_chart(
                 "image": {"repository": repository, "tag": tag},
                 "webhook": {"insecureRegistries": [pod_registry]},
                 "operator": {"extraEnv": model_store.environment()},
+                # The operator refuses an AWS_ENDPOINT_URL without the flag both share.
+                "modelStore": {"s3Endpoint": model_store.server.endpoint},
             }
         )
     )

@@ -93,6 +93,28 @@ def test_the_operator_refuses_an_environment_naming_another_server(
     assert "AWS_ENDPOINT_URL names another S3 server than --s3-endpoint" in errors.getvalue()
 
 
+def test_the_operator_refuses_an_environment_endpoint_without_the_flag(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without the flag admission judges downloads as AWS S3's, while the environment
+    would have the operator verify models on another server: a pod naming no endpoint
+    would then load the same bucket and key from AWS, unverified."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://minio.storage.svc:9000")
+    arguments = _parse("operator")
+    errors = io.StringIO()
+    with contextlib.redirect_stderr(errors):
+        assert arguments.handler(arguments) == 2
+    assert "AWS_ENDPOINT_URL_S3 names an S3 server but --s3-endpoint is not set" in (
+        errors.getvalue()
+    )
+
+
+def test_no_endpoint_anywhere_is_no_conflict() -> None:
+    store = s3endpoints.ModelStore.configured(None)
+    environ = {"AWS_ENDPOINT_URL": "", "AWS_REGION": "eu-west-1"}
+    assert modelstoreflags.environment_conflict(store, environ) is None
+
+
 def test_an_environment_naming_the_same_server_is_no_conflict() -> None:
     store = s3endpoints.ModelStore.configured("http://minio.storage.svc:9000")
     environ = {"AWS_ENDPOINT_URL": "HTTP://minio.storage.svc:9000/", "AWS_ENDPOINT_URL_S3": ""}

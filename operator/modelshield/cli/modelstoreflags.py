@@ -51,13 +51,23 @@ def environment_conflict(
     """Why the operator's AWS_ENDPOINT_URL(_S3) contradicts ``--s3-endpoint``, or None.
 
     The flag wins for the fetch; an environment naming another server means the
-    installation meant something else, so the operator refuses to start.
+    installation meant something else, so the operator refuses to start. An endpoint in
+    the environment without the flag is refused too: the operator would verify models on
+    that server while admission, told nothing, judges downloads as AWS S3's, and a pod
+    naming no endpoint would load the same bucket and key from AWS (bucket names there
+    are anyone's to take).
     """
-    if store.s3_endpoint is None:
-        return None
     for name in ENVIRONMENT:
         value = environ.get(name)
-        if value and not store.serves(value):
+        if not value:
+            continue
+        if store.s3_endpoint is None:
+            return (
+                f"{name} names an S3 server but --s3-endpoint is not set; set "
+                "--s3-endpoint (the chart's modelStore.s3Endpoint) to that server so "
+                "that admission judges downloads against the server models are verified on"
+            )
+        if not store.serves(value):
             return (
                 f"{name} names another S3 server than --s3-endpoint {store.s3_endpoint!r}; "
                 "remove it (the flag is the one setting the webhook shares)"
