@@ -10,8 +10,12 @@ cost on top of being an aiohttp proxy at all; 1 / (CPU-seconds per request) is t
 requests per second one core could serve. The model server (a fixed answer) runs in a
 third process, not counted.
 
-Then, at a fixed rate (default 200/s), the latency p50 and p99 of direct calls, of the
-bare proxy and of the guard, from vegeta (timed from when each request was due).
+With nginx installed (Debian's nginx-light), the chain users build today is measured
+the same way: nginx with ``limit_req`` and ``auth_request`` to a small endpoint that checks
+the API key (``nginxauth``); its figure is the CPU of nginx's processes and the endpoint's.
+
+Then, at a fixed rate (default 200/s), the latency p50 and p99 of each target, from
+vegeta (timed from when each request was due).
 
     .venv/bin/python -m bench.bench_guard_cpu                  # 10 s per figure
     .venv/bin/python -m bench.bench_guard_cpu --seconds 5 --profile /tmp/guard.txt
@@ -30,7 +34,6 @@ import json
 import logging
 import os
 import pathlib
-import shutil
 import signal
 import socket
 import statistics
@@ -43,11 +46,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bench import bench_guard, loadgenerator
+from bench import bench_guard, loadgenerator, nginxauth, processcpu
 from modelshield_webhooks import eventloops
 
 PATH = bench_guard.PATH
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 #: One round of a flat-out run; targets take turns, so load from others hits them alike.
 ROUND_SECONDS = 2.0
 
@@ -120,6 +122,16 @@ def _serve_guard(
     eventloops.run(main(), event_loop)
 
 
+def _serve_auth(port: int, event_loop: str) -> None:
+    async def main() -> None:
+        runner = web.AppRunner(nginxauth.auth_app(bench_guard.KEY), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await asyncio.Event().wait()
+
+    eventloops.run(main(), event_loop)
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -137,12 +149,6 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"nothing listens on {port}")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 # --- the load -------------------------------------------------------------------------
@@ -206,46 +212,6 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
-def _profile(pid: int, seconds: float, output: pathlib.Path) -> subprocess.Popen[bytes] | None:
-    spy = shutil.which("py-spy") or str(pathlib.Path(sys.executable).parent / "py-spy")
-    if not pathlib.Path(spy).exists():
-        print("py-spy not found: no profile")
-        return None
-    raw = output.with_suffix(".raw")
-    return subprocess.Popen(
-        [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "250",
-         "--format", "raw", "--output", str(raw), "--nonblocking"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def _summarise_profile(raw: pathlib.Path, output: pathlib.Path) -> None:
-    """Own time and inclusive time per function, from py-spy's collapsed stacks."""
-    own: collections.Counter[str] = collections.Counter()
-    inclusive: collections.Counter[str] = collections.Counter()
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        count = int(count_text)
-        frames = [
-            frame.split(" (")[0] + " (" + frame.split(" (")[-1]
-            for frame in stack.split(";")
-            if frame
-        ]
-        total += count
-        if frames:
-            own[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
-    with output.open("w") as out:
-        out.write(f"{total} samples\n\nown time\n")
-        for frame, count in own.most_common(40):
-            out.write(f"{100 * count / total:5.1f}%  {frame}\n")
-        out.write("\ninclusive time\n")
-        for frame, count in inclusive.most_common(60):
-            out.write(f"{100 * count / total:5.1f}%  {frame}\n")
-
-
 # --- the run --------------------------------------------------------------------------
 
 
@@ -264,9 +230,18 @@ def run(
             [*me, "--role=guard", f"--upstream={upstream}", f"--port={guard_port}",
              f"--bare-port={bare_port}", f"--scratch={scratch}", f"--event-loop={event_loop}"]
         )  # fmt: skip
+        chain = nginxauth.start(
+            directory,
+            port=_free_port(),
+            auth_port=_free_port(),
+            model_port=model_port,
+            event_loop=event_loop,
+        )
         try:
             for port, process in ((model_port, model), (guard_port, guard), (bare_port, guard)):
                 _wait_listening(port, process)
+            if chain is not None:
+                _wait_listening(chain.port, chain.nginx)
             plain: dict[str, str] = {}
             targets = {
                 "direct": (upstream + PATH, plain),
@@ -284,10 +259,24 @@ def run(
                     {"Authorization": f"Bearer {bench_guard.TOKEN}"},
                 ),
             }
+            if chain is not None:
+                targets["nginx + auth_request"] = (
+                    f"http://127.0.0.1:{chain.port}{PATH}",
+                    {"X-Api-Key": bench_guard.KEY},
+                )
+            else:
+                print("nginx is not installed: the nginx + auth_request comparison is skipped")
+
+            def counted(name: str) -> list[int]:
+                """Whose CPU a target's figure is: the guard's process, or the whole chain."""
+                if name == "direct":
+                    return []
+                return chain.pids() if name.startswith("nginx") and chain else [guard.pid]
+
             rounds = max(1, round(seconds / ROUND_SECONDS))
             print(
                 f"flat out, 32 connections, {rounds} interleaved rounds of {ROUND_SECONDS:.0f} s "
-                "per target: CPU of the guard's process"
+                "per target: CPU of the guard's process (of nginx and its endpoint for nginx)"
             )
             for url, headers in targets.values():
                 _attack(url, headers, seconds=1, rate=None, directory=directory)  # warm up
@@ -297,27 +286,29 @@ def run(
             for index in range(rounds):
                 for name, (url, headers) in targets.items():
                     spy = (
-                        _profile(guard.pid, ROUND_SECONDS, profile)
+                        processcpu.profile(guard.pid, ROUND_SECONDS, profile)
                         if profile and name == "guard, API key" and index == rounds // 2
                         else None
                     )
-                    before = {p.pid: _cpu_seconds(p.pid) for p in (guard, model)}
+                    pids = [*counted(name), model.pid]
+                    before = {pid: processcpu.cpu_seconds(pid) for pid in pids}
                     started = time.monotonic()
                     ok, _, other = _attack(
                         url, headers, seconds=ROUND_SECONDS, rate=None, directory=directory
                     )
                     wall = time.monotonic() - started
-                    spent = {p.pid: _cpu_seconds(p.pid) - before[p.pid] for p in (guard, model)}
+                    spent = {pid: processcpu.cpu_seconds(pid) - before[pid] for pid in pids}
+                    cpu = sum(spent[pid] for pid in counted(name))
                     if spy is not None:
                         spy.wait()
                         assert profile is not None
-                        _summarise_profile(profile.with_suffix(".raw"), profile)
+                        processcpu.summarise_profile(profile.with_suffix(".raw"), profile)
                     total = totals[name]
                     total["ok"] += ok
                     total["wall"] += wall
-                    total["guard"] += spent[guard.pid]
+                    total["guard"] += cpu
                     total["model"] += spent[model.pid]
-                    per_round[name].append(spent[guard.pid] / ok if ok else float("nan"))
+                    per_round[name].append(cpu / ok if ok else float("nan"))
                     for kind, count in other.items():
                         other_total[name][kind] = other_total[name].get(kind, 0) + count
             for name, total in totals.items():
@@ -358,11 +349,13 @@ def run(
                 figures[name]["p99"] = _percentile(latencies, 0.99)
                 print(f"  {name:22} p50 {medians[name] * 1e3:6.3f} ms  p99 {figures[name]['p99'] * 1e3:6.3f} ms"
                       + (f"  not 200: {other}" if other else ""))  # fmt: skip
-            for name in ("bare proxy", "guard, API key", "guard, token (cached)"):
+            for name in [n for n in targets if n != "direct"]:
                 print(
                     f"  {name:22} adds {(medians[name] - medians['direct']) * 1e3:6.3f} ms at p50"
                 )
         finally:
+            if chain is not None:
+                chain.stop()
             for process in (guard, model):
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=10)
@@ -374,7 +367,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--role", choices=["bench", "model", "guard"], default="bench")
+    parser.add_argument("--role", choices=["bench", "model", "guard", "auth"], default="bench")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--bare-port", type=int, default=0)
     parser.add_argument("--upstream", default="")
@@ -392,6 +385,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     if arguments.role == "model":
         _serve_model(arguments.port)
+    elif arguments.role == "auth":
+        _serve_auth(arguments.port, arguments.event_loop)
     elif arguments.role == "guard":
         _serve_guard(
             arguments.upstream,
