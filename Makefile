@@ -100,5 +100,8 @@ bench: setup ## run the benchmarks that need no cluster and print their figures
 bench-admission: setup tools ## admission server alone (vegeta) and pod creates through kube-apiserver
 	$(PYTHON) -m bench.bench_admission all
 
+bench-guard: setup tools ## the inference guard's CPU per request vs. a bare proxy and nginx + auth_request (vegeta; apt-get install nginx-light for nginx)
+	$(PYTHON) -m bench.bench_guard_cpu
+
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
