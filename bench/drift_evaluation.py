@@ -84,7 +84,7 @@ def _scores(layout: layouts.Layout, window: FloatArray) -> dict[Statistic, Float
     counter = windows.TumblingWindow(layout, window.shape[0])
     slots = windows.encode(layout, window, np.empty((window.shape[0], 0), dtype=np.intp))
     ((counts, sums),) = counter.add_rows(slots, window)
-    return statistics.score(layout, counts, sums).scores
+    return statistics.score(layout, counts, sums, bounded=True).scores  # as calibrated
 
 
 def ks_raw_p_values(reference: Sequence[FloatArray], window: FloatArray) -> FloatArray:

@@ -268,16 +268,13 @@ def _simulate_group(
     reference = layout.reference.astype(np.float64)[group.slots]
     truths = _plausible_truths(group.numeric, reference, samples, rng)
     live = rng.multinomial(window, truths).astype(np.float64)
-    # Where the simulated unseen values sit (Wasserstein; the monitor puts them at their
-    # own mean): beyond the extremes by the gap between the extreme and the mean of its
-    # bin, the tail's own scale (a long tail has a wide last bin); by one standard
-    # deviation where that gap is nil (a constant feature).
-    beyond = group.positions.copy()
-    if group.numeric:
-        below = beyond[:, 1] - beyond[:, 0]
-        above = beyond[:, -1] - beyond[:, -2]
-        beyond[:, 0] -= np.where(below > 0, below, group.scales)
-        beyond[:, -1] += np.where(above > 0, above, group.scales)
+    # Where the simulated unseen values sit (Wasserstein); the calibrated monitor puts
+    # the window's own no farther out (statistics.score, bounded).
+    beyond = (
+        statistics.unseen_positions(group.positions, group.scales)
+        if group.numeric
+        else group.positions
+    )
     # The reference broadcasts against every simulated window (samples x members x slots).
     return statistics.score_group(group.numeric, reference, live, beyond, group.scales)
 

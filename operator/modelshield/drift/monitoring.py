@@ -221,7 +221,8 @@ class Monitor:
         counts: layouts.CountArray,
         sums: NDArray[np.float64],
     ) -> WindowResult:
-        scores = statistics.score(watch.layout, counts, sums)
+        calibrated = self.settings.false_alarm_rate is not None
+        scores = statistics.score(watch.layout, counts, sums, bounded=calibrated)
         alarm_scores = np.array(
             [scores.scores[statistic][i] for i, statistic in enumerate(watch.statistics)]
         )
