@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -67,6 +68,17 @@ def _skip_reason(config: pytest.Config) -> str | None:
 ENDS_RELEASE = "ends_release"
 
 
+#: How long the node's control plane and the node took to come up, for the summary.
+NODE_STARTUP_KEY = pytest.StashKey[str]()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    startup = terminalreporter.config.stash.get(NODE_STARTUP_KEY, None)
+    if startup is not None:
+        terminalreporter.write_sep("-", "local node")
+        terminalreporter.write_line(startup)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{ENDS_RELEASE}: uninstalls the node tests' chart release (runs last)"
@@ -110,8 +122,13 @@ def node_cluster(
     ).start()
     local_node = node.LocalNode(node_binaries, control_plane, registry.host)
     try:
+        started = time.monotonic()
         control_plane.start()
         local_node.start()
+        request.config.stash[NODE_STARTUP_KEY] = (
+            f"control plane up and node Ready in {time.monotonic() - started:.1f} s "
+            f"(the node alone: {local_node.ready_seconds:.1f} s)"
+        )
         kubectl = Kubectl(
             control_plane.binaries.kubectl,
             control_plane.kubeconfig_path,
