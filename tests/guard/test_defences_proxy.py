@@ -165,3 +165,21 @@ async def test_top1_answers_keep_the_v1_shape(
         assert all(len(p) == 2 for p in predictions)
         assert all(sorted(p)[0] == 0.0 and round(p[0] + p[1], 1) == max(p) for p in predictions)
         assert int(headers["Content-Length"]) == len(body)
+
+
+async def test_probing_alone_works_with_a_small_profile(
+    trained: Any,  # noqa: F811
+    keys_dir: pathlib.Path,  # noqa: F811
+) -> None:
+    # 50 reference rows cannot calibrate a 1% outlier rate; probing alone needs it only
+    # for OutlierShare and uses a rate the rows can honour instead of failing.
+    columns = {name: DATA[:50, i].tolist() for i, name in enumerate(NAMES)}
+    small = outliermodel.to_document(outliermodel.build(columns, NAMES))
+    async with _stack(trained, keys_dir, policy(probing={}), outlierModel=small) as running:
+        status, _, body = await call(
+            running.url,
+            "/v1/models/fraud:predict",
+            body=predict(modelserver.sample_rows(1)),
+            headers=AUTH,
+        )
+        assert status == 200, body

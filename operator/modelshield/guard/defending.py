@@ -72,7 +72,13 @@ class _PolicyDefences:
         if needs_model and model is None:
             self.unavailable = problem or "the reference profile has no outlier model"
         elif needs_model and model is not None:
-            rate = self.outliers.false_flag_rate if self.outliers else DEFAULT_OUTLIER_RATE
+            # Probing alone needs the outlier check only for OutlierShare: at a rate the
+            # stored rows can always honour.
+            rate = (
+                self.outliers.false_flag_rate
+                if self.outliers
+                else max(DEFAULT_OUTLIER_RATE, 2 / model.held_out_excess.size)
+            )
             try:
                 self.limits = outlierscoring.thresholds(model, rate)
             except outlierscoring.CalibrationError as error:

@@ -70,7 +70,7 @@ class Settings:
     """A policy's probing settings, as the detectors use them."""
 
     detectors: frozenset[Detector] = frozenset(Detector)
-    normality_threshold: float = 0.88
+    normality_threshold: float = 0.8
     min_queries: int = 100
     memory: int = 1000
     max_clients: int = 10_000

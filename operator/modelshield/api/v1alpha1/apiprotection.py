@@ -394,7 +394,7 @@ class ProbingDetection(ApiModel):
         json_schema_extra={"default": [d.value for d in ProbingDetector]},
     )
     normality_threshold: float = pydantic.Field(
-        default=0.88,
+        default=0.8,
         description=(
             "DistanceDistribution alarms when the Shapiro-Wilk W of a client's minimum "
             "distances falls below this (PRADA's delta); lower: fewer alarms."
