@@ -91,15 +91,20 @@ def startup_check(subject: Subject, context: contexts.AdmissionContext) -> model
     """How this review judges the init container of ``models.verifyAtStartup``."""
     request = subject.request
     previous: tuple[Mapping[str, Any], ...] = ()
+    earlier_ephemeral: tuple[Mapping[str, Any], ...] = ()
     named = any(c.name == contexts.STARTUP_CONTAINER_NAME for c in subject.workload.containers)
     if named and request.operation == "UPDATE" and request.old_object is not None:
         old = _parse(request.old_object, request)
+        containers = old.containers if old is not None else ()
         previous = tuple(
             c.spec
-            for c in (old.containers if old is not None else ())
+            for c in containers
             if c.field == "initContainers" and c.name == contexts.STARTUP_CONTAINER_NAME
         )
-    return modelchecks.StartupCheck(image=context.startup_image, previous=previous)
+        earlier_ephemeral = tuple(c.spec for c in containers if c.field == "ephemeralContainers")
+    return modelchecks.StartupCheck(
+        image=context.startup_image, previous=previous, earlier_ephemeral=earlier_ephemeral
+    )
 
 
 async def governing(

@@ -61,6 +61,9 @@ class StartupCheck:
     #: cannot change after creation, so one built for this model with an earlier verified
     #: digest or signer is still the one that ran at the pod's start.
     previous: tuple[Mapping[str, Any], ...] = ()
+    #: On an UPDATE: the ephemeral containers the pod already had (judged when added;
+    #: they cannot change), so only those this request adds are judged.
+    earlier_ephemeral: tuple[Mapping[str, Any], ...] = ()
 
 
 #: Manifests as written, before the mutating webhook (``modelshield test``).
@@ -198,9 +201,14 @@ def _unbound(
 ) -> Iterator[Finding]:
     """Where the servers read something other than what the startup check verified."""
     ours = [c for c in workload.containers if c.path in genuine]
-    if all(c.spec in check.previous for c in ours):
-        return  # an UPDATE of a Pod admitted before: its init containers cannot change
-    for path, problem in startup.binding_problems(ours[0].pod.spec):
+    pod_spec = ours[0].pod.spec
+    # kubectl debug adds ephemeral containers to a running pod (an UPDATE of the
+    # ephemeralcontainers subresource): judged even when the rest was admitted before.
+    problems = startup.ephemeral_problems(pod_spec, check.earlier_ephemeral)
+    if not all(c.spec in check.previous for c in ours):
+        problems = startup.binding_problems(pod_spec) + problems
+    # else an UPDATE of a Pod admitted before: its init containers cannot change
+    for path, problem in problems:
         yield (
             Code.MODEL_STARTUP_VERIFICATION_MISSING,
             path,

@@ -237,6 +237,41 @@ def binding_problems(pod_spec: Mapping[str, Any]) -> list[tuple[str, str]]:
     return problems
 
 
+def ephemeral_problems(
+    pod_spec: Mapping[str, Any], earlier: tuple[Mapping[str, Any], ...] = ()
+) -> list[tuple[str, str]]:
+    """(JSON path, problem) for each writable mount of the model volume in an ephemeral
+    container (``kubectl debug``) not among ``earlier`` (those the pod already had).
+
+    Ephemeral containers are added to a running pod, after the startup check passed, and
+    init containers do not run again when a server restarts: a writable mount would let a
+    debugger rewrite the model the servers load next. Read-only mounts are fine (the API
+    server forbids ``subPath`` there, so they see the whole volume, but they read only).
+    """
+    mount = model_mount(pod_spec)
+    if mount is None:
+        return []
+    problems = []
+    for index, container in enumerate(_listed(pod_spec, "ephemeralContainers")):
+        if container in earlier:
+            continue  # ephemeral containers cannot change or go: judged when added
+        mounts = container.get("volumeMounts")
+        for at, candidate in enumerate(mounts if isinstance(mounts, list) else []):
+            if not isinstance(candidate, Mapping) or candidate.get("name") != mount["name"]:
+                continue
+            if candidate.get("readOnly") is not True:
+                problems.append(
+                    (
+                        f"spec.ephemeralContainers[{index}].volumeMounts[{at}].readOnly",
+                        f"ephemeral container {container.get('name')!r} mounts the model "
+                        f"volume {mount['name']!r} writable: it could change the model after "
+                        "the startup check, and a restarted server would load it unverified; "
+                        "set readOnly: true (kubectl debug --custom)",
+                    )
+                )
+    return problems
+
+
 def read_only_patches(pod_spec: Mapping[str, Any]) -> list[dict[str, Any]]:
     """JSONPatch operations making every serving mount of the model volume read-only."""
     patches = []
