@@ -7,7 +7,7 @@
     managementPort: 9090       # /healthz, /readyz, /metrics: never the clients' port
     replicas: 2                # each replica enforces 1/replicas of every rate limit
     apiKeysDir: /etc/modelshield/api-keys   # one mounted Secret per directory
-    apiServer: {url: https://kubernetes.default.svc, caFile: ..., tokenFile: ...}
+    apiServer: {url: ..., caFile: ..., tokenFile: ...}   # default: in-cluster, as client-go
     upstreamTimeoutSeconds: 30
     driftMonitor: http://ms-drift-deploy-fraud.ml-prod.svc.cluster.local:8080/   # optional
     policies:                  # the api block of each governing policy
@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import Any
 
@@ -59,10 +60,21 @@ class WorkloadReference(ApiModel):
     uid: str = pydantic.Field(default="", description="UID of the workload.")
 
 
+def in_cluster_url() -> str:
+    """The API server as a pod reaches it: the address kubelet puts in every pod's
+    environment (what client-go's in-cluster configuration uses), so no cluster DNS is
+    needed; the Service's DNS name when those variables are not set."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "") or "443"
+    if not host:
+        return "https://kubernetes.default.svc"
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 class ApiServerSettings(ApiModel):
     """Where TokenReviews go."""
 
-    url: str = pydantic.Field(default="https://kubernetes.default.svc", description="API server.")
+    url: str = pydantic.Field(default_factory=in_cluster_url, description="API server.")
     ca_file: pathlib.Path | None = pydantic.Field(
         default=IN_CLUSTER_CA, description="CA bundle of the API server."
     )
