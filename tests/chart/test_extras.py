@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from tests.chart import rendering
 
 SOURCE_DIRS = ("operator", "webhooks")
@@ -56,3 +58,72 @@ def test_dashboard_is_valid_json_using_only_exported_metrics() -> None:
         # Counters are declared without _total, histograms without _bucket.
         base = re.sub(r"_(total|bucket|sum|count)$", "", metric)
         assert f'"{base}' in source, f"dashboard uses {metric}, which no code exports"
+
+
+def _network_policies(s3_endpoint: str) -> dict[str, rendering.Manifest]:
+    values = {"networkPolicy": {"enabled": True}, "modelStore": {"s3Endpoint": s3_endpoint}}
+    manifests = rendering.parse(rendering.render_text(values))
+    return {
+        p["metadata"]["name"].removeprefix(f"{rendering.RELEASE}-"): p
+        for p in rendering.of_kind(manifests, "NetworkPolicy")
+    }
+
+
+def _model_store_rules(policy: rendering.Manifest) -> list[dict[str, object]]:
+    # The base rules name ports only; the model store's rule is the one derived here.
+    base = {53, 443, 6443}
+    return [
+        rule
+        for rule in policy["spec"]["egress"]
+        if {port["port"] for port in rule["ports"]} - base or "to" in rule
+    ]
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "rule"),
+    [
+        # A MinIO by name: the port, to any address (a NetworkPolicy cannot name a host).
+        (
+            "http://minio.storage.svc.cluster.local:9000",
+            {"ports": [{"port": 9000, "protocol": "TCP"}]},
+        ),
+        # By IP address: that address only.
+        (
+            "https://10.96.4.7:9000/",
+            {
+                "ports": [{"port": 9000, "protocol": "TCP"}],
+                "to": [{"ipBlock": {"cidr": "10.96.4.7/32"}}],
+            },
+        ),
+        (
+            "HTTP://[fd00::7]:9000",
+            {
+                "ports": [{"port": 9000, "protocol": "TCP"}],
+                "to": [{"ipBlock": {"cidr": "fd00::7/128"}}],
+            },
+        ),
+        # No port: the scheme's.
+        ("http://minio.storage.svc", {"ports": [{"port": 80, "protocol": "TCP"}]}),
+        (
+            "https://10.0.0.9",
+            {
+                "ports": [{"port": 443, "protocol": "TCP"}],
+                "to": [{"ipBlock": {"cidr": "10.0.0.9/32"}}],
+            },
+        ),
+    ],
+)
+def test_the_operator_may_reach_the_model_store_of_modelstore_s3endpoint(
+    endpoint: str, rule: dict[str, object]
+) -> None:
+    # Issue 19: egress was DNS, the API server and 443 only, so the operator could not
+    # fetch ModelArtifacts from a MinIO on 9000 that the same value points it at.
+    policies = _network_policies(endpoint)
+    assert _model_store_rules(policies["operator"]) == [rule]
+    # The webhook never downloads a model (admission reads ModelArtifact status).
+    assert _model_store_rules(policies["webhook"]) == []
+
+
+def test_without_a_model_store_endpoint_no_rule_is_added() -> None:
+    policies = _network_policies("")
+    assert [_model_store_rules(p) for p in policies.values()] == [[], []]
