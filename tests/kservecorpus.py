@@ -354,6 +354,36 @@ _ENDPOINT_CHOICES = {
     "AWS_PROFILE": _literal("AWS_PROFILE", "elsewhere"),
 }
 
+#: Every spelling of "accept another certificate for the S3 server" (or an https://
+#: model's): a man in the middle of the configured server serves another model.
+_TLS_CHOICES = {
+    "S3_VERIFY_SSL-0": _literal("S3_VERIFY_SSL", "0"),
+    "S3_VERIFY_SSL-false": _literal("S3_VERIFY_SSL", "false"),
+    "S3_VERIFY_SSL-FALSE": _literal("S3_VERIFY_SSL", "FALSE"),
+    "S3_VERIFY_SSL-variable-reference": _literal("S3_VERIFY_SSL", "$(VERIFY)"),
+    "S3_VERIFY_SSL-from-secret": _from_secret("S3_VERIFY_SSL"),
+    "AWS_CA_BUNDLE": _literal("AWS_CA_BUNDLE", "/mnt/ca/evil.pem"),
+    "AWS_CA_BUNDLE-from-secret": _from_secret("AWS_CA_BUNDLE"),
+    "CA_BUNDLE_CONFIGMAP_NAME": _literal("CA_BUNDLE_CONFIGMAP_NAME", "evil-ca"),
+    "CA_BUNDLE_VOLUME_MOUNT_POINT": _literal("CA_BUNDLE_VOLUME_MOUNT_POINT", "/mnt/ca"),
+    "REQUESTS_CA_BUNDLE": _literal("REQUESTS_CA_BUNDLE", "/mnt/ca/evil.pem"),
+    "CURL_CA_BUNDLE": _literal("CURL_CA_BUNDLE", "/mnt/ca/evil.pem"),
+    # _update_with_storage_spec copies these keys into S3_VERIFY_SSL and AWS_CA_BUNDLE.
+    "STORAGE_OVERRIDE_CONFIG-verify_ssl": _literal(
+        "STORAGE_OVERRIDE_CONFIG", json.dumps({"type": "s3", "verify_ssl": "0"})
+    ),
+    # A JSON false makes os.environ raise: refused too, not guessed at.
+    "STORAGE_OVERRIDE_CONFIG-verify_ssl-boolean": _literal(
+        "STORAGE_OVERRIDE_CONFIG", json.dumps({"type": "s3", "verify_ssl": False})
+    ),
+    "STORAGE_OVERRIDE_CONFIG-ca_bundle": _literal(
+        "STORAGE_OVERRIDE_CONFIG", json.dumps({"type": "s3", "ca_bundle": "/mnt/ca/evil.pem"})
+    ),
+    "STORAGE_CONFIG-verify_ssl": _literal(
+        "STORAGE_CONFIG", json.dumps({"type": "s3", "verify_ssl": "False"})
+    ),
+}
+
 PODS = [
     Case(
         "pod-storage-initializer-args",
@@ -407,6 +437,30 @@ PODS = [
         )
         for name, variable in _ENDPOINT_CHOICES.items()
     ],
+    *[
+        Case(
+            f"pod-initializer-tls-{name}",
+            pod(init_args=[VERIFIED_URI, "/mnt/models"], init_env=[variable]),
+            MODELS,
+            Code.MODEL_SOURCE_UNVERIFIABLE,
+            f"spec.initContainers[0].env[0].{'valueFrom' if 'valueFrom' in variable else 'value'}",
+        )
+        for name, variable in _TLS_CHOICES.items()
+    ],
+    Case(
+        "pod-storage-spec-param-verify_ssl",
+        # KServe's pod mutator turns it into STORAGE_OVERRIDE_CONFIG.
+        pod(
+            annotations={
+                SOURCE_URI: VERIFIED_URI,
+                STORAGE_SPEC: "true",
+                STORAGE_SPEC_PARAM: json.dumps({"type": "s3", "verify_ssl": "false"}),
+            }
+        ),
+        MODELS,
+        Code.MODEL_SOURCE_UNVERIFIABLE,
+        f"metadata.annotations['{STORAGE_SPEC_PARAM}']",
+    ),
     Case(
         "pod-storage-initializer-variable-reference",
         pod(init_args=["s3://models/$(SUFFIX)/", "/mnt/models"]),
@@ -470,6 +524,15 @@ COMPLIANT = [
             _literal("STORAGE_OVERRIDE_CONFIG", json.dumps({"type": "s3", "bucket": "models"})),
             _literal("AWS_DEFAULT_REGION", "eu-west-1"),
             _literal("STORAGE_CONFIG", ""),
+        ],
+    ),
+    # Certificates checked: verification left on (any other value), no CA bundle set.
+    pod(
+        init_args=[VERIFIED_URI, "/mnt/models"],
+        init_env=[
+            _literal("S3_VERIFY_SSL", "1"),
+            _literal("AWS_CA_BUNDLE", ""),
+            _literal("STORAGE_OVERRIDE_CONFIG", json.dumps({"type": "s3", "verify_ssl": "1"})),
         ],
     ),
 ]

@@ -7,7 +7,9 @@ runs, and from the operator's fetch (``modelartifacts.fetching``): where the two
 differ, no verification covers what is served, so the URI is refused with what to write.
 The same URI on another S3 server is another model: whatever in the initializer's
 environment picks the server is refused too (``endpoint_choices``), unless it is a
-literal naming the S3 endpoint the operator fetches from (``engine.s3endpoints``).
+literal naming the S3 endpoint the operator fetches from (``engine.s3endpoints``); and
+so is whatever makes it accept another certificate for that server (verification off, a
+CA bundle of the pod's): a man in the middle would be another server under its name.
 """
 
 from __future__ import annotations
@@ -106,6 +108,26 @@ _NOT_THE_VERIFIED_SERVER = (
     "admission cannot tell that it is the server the operator verified ModelArtifacts "
     "from, and the same URI on another server is another model"
 )
+#: ``_get_s3_client_kwargs``: a non-empty value that is "0" or "false" (any case) turns
+#: certificate verification off for the S3 server (boto3 ``verify=False``).
+_VERIFY_VARIABLE = "S3_VERIFY_SSL"
+#: What replaces the trust store the download's certificate is checked against:
+#: AWS_CA_BUNDLE (a file; KServe's s3-cabundle annotation), CA_BUNDLE_CONFIGMAP_NAME
+#: (then cabundle.crt under CA_BUNDLE_VOLUME_MOUNT_POINT), and for http(s):// models
+#: (requests, which honours them over its own store) REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE.
+_TRUST_VARIABLES = (
+    "AWS_CA_BUNDLE",
+    "CA_BUNDLE_CONFIGMAP_NAME",
+    "CA_BUNDLE_VOLUME_MOUNT_POINT",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+)
+#: The storage spec's keys ``_update_with_storage_spec`` copies into those variables.
+_STORAGE_JSON_TLS_KEYS = {"verify_ssl": _VERIFY_VARIABLE, "ca_bundle": "AWS_CA_BUNDLE"}
+_MAN_IN_THE_MIDDLE = (
+    "whoever sits between the pod and the S3 server could then serve another model under "
+    "the verified URI"
+)
 #: How KServe's credential builder (pkg/credentials) fills AWS_ENDPOINT_URL.
 _KSERVE_CREDENTIALS = (
     "KServe sets it from the S3 credentials of the pod's ServiceAccount (a Secret's "
@@ -153,7 +175,60 @@ def _storage_json_choice(name: str, value: Any, field: str) -> EndpointChoice | 
         if isinstance(written, str) and written:
             return EndpointChoice(field, why, written)
         return EndpointChoice(field, f"{why}, which is not a URL; remove endpoint_url")
+    for key, variable in _STORAGE_JSON_TLS_KEYS.items():
+        if key not in document:
+            continue
+        value = document[key]
+        # A non-string value makes os.environ raise; a string is judged as the variable.
+        if key == "verify_ssl" and isinstance(value, str) and not _verification_off(value):
+            continue
+        return EndpointChoice(
+            field,
+            f"{name} sets {key} (KServe copies it to {variable}): "
+            f"{_tls_problem(variable)}; remove {key}",
+        )
     return None
+
+
+def _verification_off(value: str) -> bool:
+    """How ``_get_s3_client_kwargs`` reads S3_VERIFY_SSL (empty: unset, verified)."""
+    return bool(value) and value.lower() in ("0", "false")
+
+
+def _tls_problem(variable: str) -> str:
+    if variable == _VERIFY_VARIABLE:
+        return f"the storage initializer would not check the S3 server's certificate; {_MAN_IN_THE_MIDDLE}"
+    return (
+        "the storage initializer would accept certificates from a CA bundle the pod "
+        f"supplies instead of the public trust store; {_MAN_IN_THE_MIDDLE}"
+    )
+
+
+def _tls_choice(name: str, entry: Mapping[str, Any], where: str) -> EndpointChoice | None:
+    """Verification turned off, or a trust store of the pod's: never admitted."""
+    if entry.get("valueFrom") is not None:
+        return EndpointChoice(
+            f"{where}.valueFrom",
+            f"{name} comes from a ConfigMap or Secret, which admission does not read, and "
+            f"it decides which certificates the storage initializer accepts; "
+            f"{_tls_problem(name)} if it said so: write its value",
+        )
+    value = entry.get("value")
+    if not isinstance(value, str) or value == "":
+        return None  # unset
+    if name == _VERIFY_VARIABLE and VARIABLE_REFERENCE not in value:
+        if not _verification_off(value):
+            return None
+        return EndpointChoice(
+            f"{where}.value", f"{name}={value!r}: {_tls_problem(name)}; remove it"
+        )
+    if name == _VERIFY_VARIABLE:
+        return EndpointChoice(
+            f"{where}.value",
+            f"{name} refers to another variable ($(...)), which the kubelet substitutes, "
+            "so whether certificates are checked cannot be told; write it without $(",
+        )
+    return EndpointChoice(f"{where}.value", f"{name} is set: {_tls_problem(name)}; remove it")
 
 
 def _from_elsewhere(name: str, source: Any) -> str:
@@ -194,6 +269,12 @@ def endpoint_choices(container: Mapping[str, Any]) -> list[EndpointChoice]:
     env = container.get("env")
     for index, entry in enumerate(env if isinstance(env, list) else ()):
         name = entry.get("name") if isinstance(entry, dict) else None
+        if name == _VERIFY_VARIABLE or name in _TRUST_VARIABLES:
+            assert isinstance(entry, dict)
+            tls = _tls_choice(str(name), entry, f"env[{index}]")
+            if tls is not None:
+                found.append(tls)
+            continue
         if name in _ADDRESSING_VARIABLES:
             assert isinstance(entry, dict)
             choice = _addressing_choice(str(name), entry, f"env[{index}]")
