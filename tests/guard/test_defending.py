@@ -1,0 +1,68 @@
+"""The defences stage on its own: Audit policies report and never throttle, block or reject."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import prometheus_client
+from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
+
+from modelshield.api.v1alpha1 import apiprotection, policies
+from modelshield.engine.decisions import PolicyRef
+from modelshield.guard import defending, outliermodel, routes
+
+DATA = load_breast_cancer().data
+NAMES = [f"f{i}" for i in range(DATA.shape[1])]
+MODEL = outliermodel.to_document(
+    outliermodel.build({n: DATA[:400, i].tolist() for i, n in enumerate(NAMES)}, NAMES)
+)
+_PARSED = routes.parse("POST", "/v1/models/fraud:predict")
+assert isinstance(_PARSED, routes.Route)
+ROUTE: routes.Route = _PARSED
+
+
+def _defences(enforcement: policies.Enforcement, api: dict[str, Any]) -> defending.Defences:
+    block = apiprotection.ApiRequirements.model_validate(api)
+    ref = PolicyRef("ModelSecurityPolicy", "ml", "p")
+    return defending.Defences(
+        [(ref, enforcement, block)], MODEL, prometheus_client.CollectorRegistry()
+    )
+
+
+def _sweep(defences: defending.Defences) -> list[defending.Judgement]:
+    judgements = []
+    for index, value in enumerate(np.linspace(DATA[:400, 1].min(), DATA[:400, 1].max(), 80)):
+        row = [float(v) for v in DATA[450]]
+        row[1] = float(value)
+        judgements.append(defences.judge("apikey:c", ROUTE, {"instances": [row]}, float(index)))
+    return judgements
+
+
+def test_audit_block_alarms_but_never_refuses() -> None:
+    api = {"probing": {"action": "Block", "detectors": ["Sweep"]}}
+    judgements = _sweep(_defences(policies.Enforcement.AUDIT, api))
+    assert all(j.verdict.refusal is None for j in judgements)
+    assert sum(len(j.alarms) for j in judgements) == 1
+
+
+def test_enforce_block_refuses_from_the_alarm_on() -> None:
+    api = {"probing": {"action": "Block", "detectors": ["Sweep"]}}
+    judgements = _sweep(_defences(policies.Enforcement.ENFORCE, api))
+    refused = [j.verdict.refusal is not None for j in judgements]
+    first = refused.index(True)
+    assert all(refused[first:])
+    refusal = judgements[first].verdict.refusal
+    assert refusal is not None
+    assert refusal.status == 403
+
+
+def test_audit_reject_reports_the_outlier_and_forwards() -> None:
+    far = [float(v) for v in DATA[450]]
+    far[0] = float(DATA[:400, 0].max()) * 3
+    defences = _defences(policies.Enforcement.AUDIT, {"outliers": {"action": "Reject"}})
+    judgement = defences.judge("c", ROUTE, {"instances": [far]}, 0.0)
+    assert judgement.verdict.refusal is None
+    (audited,) = judgement.verdict.audited
+    assert audited.status == 422
+    assert "feature 'f0'" in audited.reason
