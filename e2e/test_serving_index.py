@@ -144,3 +144,28 @@ def test_served_by_follows_workloads_and_survives_a_restart(
     assert [line for line in done.stdout.splitlines() if not line.startswith(" ")] == [
         f"Deployment {namespace}/late"
     ]
+
+
+def test_daemon_sets_and_cron_jobs_are_indexed_under_the_operators_rbac(
+    kubectl: Kubectl, namespace: str, start_operator: Callable[..., OperatorProcess]
+) -> None:
+    daemon = {**_deployment("node-agent", "fraud"), "kind": "DaemonSet"}
+    del daemon["spec"]["replicas"]
+    pod_template = _deployment("nightly", "fraud")["spec"]["template"]
+    pod_template["spec"]["restartPolicy"] = "Never"
+    cron = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "nightly"},
+        "spec": {"schedule": "0 2 * * *", "jobTemplate": {"spec": {"template": pod_template}}},
+    }
+    apply(kubectl, namespace, _artifact("fraud", "s3://models/fraud/"), daemon, cron)
+    start_operator()
+    _wait_served(
+        kubectl,
+        namespace,
+        "fraud",
+        [("CronJob", "nightly", None), ("DaemonSet", "node-agent", None)],
+    )
+    kubectl("-n", namespace, "delete", "daemonset", "node-agent", "--wait=true")
+    _wait_served(kubectl, namespace, "fraud", [("CronJob", "nightly", None)])

@@ -136,6 +136,32 @@ def test_an_inference_service_is_recorded_by_its_storage_uri() -> None:
     assert _served(index, "iris") == [("InferenceService", "iris", None, None)]
 
 
+def test_daemon_sets_jobs_and_cron_jobs_are_recorded_even_when_owned() -> None:
+    daemon = {**_deployment("node-agent", "fraud"), "kind": "DaemonSet"}
+    job = {**_deployment("batch-score", "fraud"), "apiVersion": "batch/v1", "kind": "Job"}
+    # An owner reference is the creator's to write: a Job under any CronJob stays listed.
+    job["metadata"] = {
+        **job["metadata"],
+        "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "x", "uid": "1"}],
+    }
+    cron = {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "nightly", "namespace": NS},
+        "spec": {
+            "schedule": "0 2 * * *",
+            "jobTemplate": {"spec": _deployment("j", "fraud")["spec"]},
+        },
+    }
+    index = _index(_artifact("fraud", "s3://models/fraud/"), daemon, job, cron)
+
+    assert _served(index, "fraud") == [
+        ("CronJob", "nightly", None, None),
+        ("DaemonSet", "node-agent", None, None),
+        ("Job", "batch-score", None, None),
+    ]
+
+
 def test_a_look_alike_record_of_the_same_uri_does_not_hide_where_the_files_run() -> None:
     # Admission resolves a URI to the first record by name ("aaa"); the files are the same
     # as the flagged "zzz"'s, and "zzz" must still show where they run.

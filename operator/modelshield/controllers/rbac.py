@@ -92,6 +92,18 @@ def cluster_rules(
         ),
         Rule(("apps",), ("statefulsets",), ("list", "watch"), "StatefulSets are workloads"),
         Rule(
+            ("apps",),
+            ("daemonsets",),
+            ("list", "watch"),
+            "DaemonSets serving a model are recorded in the serving index (status.servedBy)",
+        ),
+        Rule(
+            ("batch",),
+            ("jobs", "cronjobs"),
+            ("list", "watch"),
+            "Jobs and CronJobs serving a model are recorded in the serving index",
+        ),
+        Rule(
             ("serving.kserve.io",),
             ("inferenceservices",),
             ("list", "watch", "patch"),

@@ -1,11 +1,14 @@
 """The serving index: ``status.servedBy`` of every ModelArtifact, kept current.
 
-Watch events of the workload kinds the operator watches (Deployments, StatefulSets,
-InferenceServices) and of ModelArtifacts only update a small cache (each workload's model
-sources as the engine reads them, each artifact's facts and stored ``servedBy``) and mark
-the namespace; a writer recomputes marked namespaces (``provenance.serving``, pure) a
-moment later and patches only the records whose ``servedBy`` differs. Whatever the order of
-events, a pass moves every record of the namespace to what the cache says.
+Watch events of the workload kinds (Deployments, StatefulSets and InferenceServices, as
+the policy reconciler watches them, and DaemonSets, Jobs and CronJobs) and of
+ModelArtifacts only update a small cache (each workload's model sources as the engine
+reads them, each artifact's facts and stored ``servedBy``) and mark the namespace; a
+writer recomputes marked namespaces (``provenance.serving``, pure) a moment later and
+patches only the records whose ``servedBy`` differs. Whatever the order of events, a pass
+moves every record of the namespace to what the cache says. A Job a CronJob made is
+recorded too: an owner reference is the creator's to write, so leaving owned workloads
+out would let one hide behind any CronJob.
 
 At startup, and again every resync interval while this instance is active, everything is
 listed afresh: a workload deleted while the operator was down is gone from the list, so its
@@ -33,9 +36,16 @@ from modelshield.provenance import serving
 
 LOGGER = logging.getLogger("modelshield.serving")
 ARTIFACTS_PATH = f"/apis/{policies.GROUP}/{policies.VERSION}/modelartifacts"
-#: The list paths of the workload kinds watched (those of the policy reconciler).
+#: The workload kinds watched: the policy reconciler's, and the other kinds whose pods may
+#: serve a model (not bare Pods or ReplicaSets: a Pod watch is the costliest there is).
+WORKLOAD_RESOURCES = (
+    *policies.WORKLOAD_RESOURCES,
+    ("apps", "v1", "daemonsets"),
+    ("batch", "v1", "jobs"),
+    ("batch", "v1", "cronjobs"),
+)
 WORKLOAD_PATHS = tuple(
-    f"/apis/{group}/{version}/{plural}" for group, version, plural in policies.WORKLOAD_RESOURCES
+    f"/apis/{group}/{version}/{plural}" for group, version, plural in WORKLOAD_RESOURCES
 )
 RETRY_SECONDS = 5.0
 
@@ -296,7 +306,7 @@ def register(
     async def stop_serving_index(**_: Any) -> None:
         await recorder.stop()
 
-    for group, version, plural in policies.WORKLOAD_RESOURCES:
+    for group, version, plural in WORKLOAD_RESOURCES:
 
         @kopf.on.event(group, version, plural, id=f"{plural}-serving", registry=registry)
         async def serving_workload_event(event: Mapping[str, Any], **_: Any) -> None:

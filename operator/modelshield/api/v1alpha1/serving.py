@@ -19,7 +19,8 @@ class ServingWorkload(ApiModel):
     """One workload serving the model (or a model trained on the dataset)."""
 
     kind: str = pydantic.Field(
-        description="Deployment, StatefulSet or InferenceService.", max_length=63
+        description="Deployment, StatefulSet, DaemonSet, Job, CronJob or InferenceService.",
+        max_length=63,
     )
     namespace: str = pydantic.Field(description="Its namespace.", max_length=253)
     name: str = pydantic.Field(description="Its name.", max_length=253)
