@@ -1,12 +1,13 @@
 """The guard's HTTP server: judge each request, forward what passes, refuse the rest.
 
 A request goes through these stages (``Pipeline.handle``): route → credential →
-identity (TokenReview or API key) → ``judging.judge_head`` (authentication,
+identity (``authenticating``: TokenReview or API key) → ``judging.judge_head`` (authentication,
 authorization, rate limits) → body read with a ceiling → ``judging.judge_body`` →
 forward to the model server → relay its answer. A refusal ends the pipeline with its
 status, a JSON reason, a metric and an audit line; Audit policies' would-be refusals go
 into the ``X-Modelshield-Audit`` header, the metrics and the audit line, and the request
-continues. Credentials are stripped before forwarding and never logged.
+continues. Credentials are stripped before forwarding and never logged. The audit line
+and the metrics are written by ``auditing``.
 
 Health and metrics are served on a separate management port that clients' traffic never
 reaches (``build_management_app``).
@@ -14,9 +15,6 @@ reaches (``build_management_app``).
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import logging
 import pathlib
 import time
 from collections.abc import AsyncIterator
@@ -31,6 +29,8 @@ from modelshield.engine.apiprotection import GuardRules
 from modelshield.guard import (
     alarmevents,
     apikeys,
+    auditing,
+    authenticating,
     config,
     credentials,
     defending,
@@ -42,7 +42,6 @@ from modelshield.guard import (
     tokenreviews,
 )
 
-AUDIT_LOGGER = logging.getLogger("modelshield.guard.audit")
 CLIENT_HEADER = "X-Modelshield-Client"
 AUDIT_HEADER = "X-Modelshield-Audit"
 #: Never forwarded: hop-by-hop headers (RFC 9110 7.6.1), credentials, our own.
@@ -72,50 +71,6 @@ def _forwardable(name: str) -> bool:
     )
 
 
-class Authenticator:
-    """Turns a credential into an identity, with the methods the policies configure."""
-
-    def __init__(
-        self, reviewer: tokenreviews.TokenReviewer | None, keys: apikeys.KeyStore | None
-    ) -> None:
-        self.reviewer = reviewer
-        self.keys = keys
-
-    async def identify(
-        self, credential: credentials.Credential | None
-    ) -> judging.Identity | judging.AuthenticationFailed:
-        """The caller's identity; raises ReviewUnavailableError when no verdict can be had."""
-        if credential is None:
-            return judging.ANONYMOUS
-        if credential.kind is credentials.Kind.SERVICE_ACCOUNT_TOKEN:
-            if self.reviewer is None:
-                return judging.AuthenticationFailed("ServiceAccount tokens are not accepted")
-            return await self.reviewer.review(credential)
-        match = self.keys.lookup(credential.digest) if self.keys is not None else None
-        if match is None:
-            return judging.AuthenticationFailed("the API key is not known")
-        return judging.Identity(
-            client=f"apikey:{match.client}",
-            method=credentials.Kind.API_KEY,
-            api_key_client=match.client,
-            api_key_secrets=match.secrets,
-        )
-
-
-@dataclasses.dataclass
-class _Outcome:
-    """What the audit line and the metrics say about one request."""
-
-    client: str = "anonymous"
-    route: routes.Route | None = None
-    verdict: judging.Verdict = dataclasses.field(default_factory=lambda: judging.Verdict(None))
-    status: int = 0
-    refused: bool = False
-    note: str = ""
-    #: Out-of-distribution flags (``defending``) for the response header and audit line.
-    flags: list[str] = dataclasses.field(default_factory=list)
-
-
 class Pipeline:
     """One guard: rules, limits, identities, the model server's client."""
 
@@ -123,7 +78,7 @@ class Pipeline:
         self,
         rules: GuardRules,
         upstream: str,
-        authenticator: Authenticator,
+        authenticator: authenticating.Authenticator,
         *,
         upstream_timeout: float = 30.0,
         guard_metrics: metrics.GuardMetrics | None = None,
@@ -173,14 +128,14 @@ class Pipeline:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """Judge, then forward or refuse, one request."""
         started = time.perf_counter()
-        outcome = _Outcome()
+        outcome = auditing.Outcome()
         try:
             response = await self._handle(request, outcome)
         finally:
-            self._record(request, outcome, time.perf_counter() - started)
+            auditing.record(self.metrics, request, outcome, time.perf_counter() - started)
         return response
 
-    async def _handle(self, request: web.Request, outcome: _Outcome) -> web.StreamResponse:
+    async def _handle(self, request: web.Request, outcome: auditing.Outcome) -> web.StreamResponse:
         route = routes.parse(request.method, request.raw_path)
         if isinstance(route, routes.RouteError):
             return self._refuse(
@@ -254,7 +209,7 @@ class Pipeline:
                 return judging.too_large(self.rules, len(body))
         return bytes(body)
 
-    def _refuse(self, outcome: _Outcome, refusal: judging.Refusal) -> web.Response:
+    def _refuse(self, outcome: auditing.Outcome, refusal: judging.Refusal) -> web.Response:
         outcome.status, outcome.refused = refusal.status, True
         if outcome.verdict.refusal is None:
             outcome.verdict = judging.Verdict(refusal, outcome.verdict.audited)
@@ -271,7 +226,7 @@ class Pipeline:
         response.force_close()
         return response
 
-    def _unavailable(self, outcome: _Outcome, status: int, reason: str) -> web.Response:
+    def _unavailable(self, outcome: auditing.Outcome, status: int, reason: str) -> web.Response:
         outcome.status, outcome.refused = status, True
         response = web.json_response({"error": reason, "reason": "Unavailable"}, status=status)
         response.force_close()
@@ -285,7 +240,7 @@ class Pipeline:
             )
 
     async def _forward(
-        self, request: web.Request, outcome: _Outcome, body: bytes
+        self, request: web.Request, outcome: auditing.Outcome, body: bytes
     ) -> web.StreamResponse:
         headers = [(k, v) for k, v in request.headers.items() if _forwardable(k)]
         headers.append((CLIENT_HEADER, outcome.client))
@@ -322,40 +277,6 @@ class Pipeline:
             return self._unavailable(
                 outcome, 502, f"the model server cannot be reached ({type(error).__name__})"
             )
-
-    def _record(self, request: web.Request, outcome: _Outcome, seconds: float) -> None:
-        verdict = outcome.verdict
-        decision = "refused" if outcome.refused else ("audited" if verdict.audited else "allowed")
-        self.metrics.requests.labels(outcome.client, decision, str(outcome.status)).inc()
-        self.metrics.latency.labels(decision).observe(seconds)
-        refusals = [verdict.refusal] if verdict.refusal is not None else []
-        for refusal in [*refusals, *verdict.audited]:
-            self.metrics.refusals.labels(
-                refusal.code.value, str(refusal.policy or ""), str(refusal.enforced).lower()
-            ).inc()
-            if refusal.status == 429:
-                self.metrics.rate_limited.labels(outcome.client).inc()
-        route = outcome.route
-        AUDIT_LOGGER.info(
-            json.dumps(
-                {
-                    "client": outcome.client,
-                    "method": request.method,
-                    "model": route.model if route else None,
-                    "verb": route.verb.value if route else None,
-                    "decision": decision,
-                    "status": outcome.status,
-                    "reason": verdict.refusal.reason if verdict.refusal else (outcome.note or None),
-                    "policy": str(verdict.refusal.policy)
-                    if verdict.refusal and verdict.refusal.policy
-                    else None,
-                    "audited": [f"{r.code.value} by {r.policy}" for r in verdict.audited],
-                    "outliers": outcome.flags or None,
-                    "latencyMs": round(seconds * 1000, 3),
-                },
-                separators=(",", ":"),
-            )
-        )
 
 
 PIPELINE_KEY = web.AppKey("guard_pipeline", Pipeline)
@@ -428,7 +349,7 @@ def pipeline_from_config(settings: config.GuardConfig) -> Pipeline:
     return Pipeline(
         rules,
         settings.upstream,
-        Authenticator(reviewer, keys),
+        authenticating.Authenticator(reviewer, keys),
         upstream_timeout=settings.upstream_timeout_seconds,
         guard_metrics=guard_metrics,
         drift_monitor=settings.drift_monitor,

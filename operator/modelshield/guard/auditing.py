@@ -1,0 +1,71 @@
+"""What is said about each request once it is done: the audit line and the metrics.
+
+One JSON line per request on the ``modelshield.guard.audit`` logger (client, model, verb,
+decision, status, reason, the policy that refused, Audit policies' would-be refusals,
+out-of-distribution flags, latency) and the matching counters in ``metrics``. Credentials
+never reach an ``Outcome``, so they cannot reach the line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+from aiohttp import web
+
+from modelshield.guard import judging, metrics, routes
+
+AUDIT_LOGGER = logging.getLogger("modelshield.guard.audit")
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What the audit line and the metrics say about one request."""
+
+    client: str = "anonymous"
+    route: routes.Route | None = None
+    verdict: judging.Verdict = dataclasses.field(default_factory=lambda: judging.Verdict(None))
+    status: int = 0
+    refused: bool = False
+    note: str = ""
+    #: Out-of-distribution flags (``defending``) for the response header and audit line.
+    flags: list[str] = dataclasses.field(default_factory=list)
+
+
+def record(
+    guard_metrics: metrics.GuardMetrics, request: web.Request, outcome: Outcome, seconds: float
+) -> None:
+    """Count one finished request and write its audit line."""
+    verdict = outcome.verdict
+    decision = "refused" if outcome.refused else ("audited" if verdict.audited else "allowed")
+    guard_metrics.requests.labels(outcome.client, decision, str(outcome.status)).inc()
+    guard_metrics.latency.labels(decision).observe(seconds)
+    refusals = [verdict.refusal] if verdict.refusal is not None else []
+    for refusal in [*refusals, *verdict.audited]:
+        guard_metrics.refusals.labels(
+            refusal.code.value, str(refusal.policy or ""), str(refusal.enforced).lower()
+        ).inc()
+        if refusal.status == 429:
+            guard_metrics.rate_limited.labels(outcome.client).inc()
+    route = outcome.route
+    AUDIT_LOGGER.info(
+        json.dumps(
+            {
+                "client": outcome.client,
+                "method": request.method,
+                "model": route.model if route else None,
+                "verb": route.verb.value if route else None,
+                "decision": decision,
+                "status": outcome.status,
+                "reason": verdict.refusal.reason if verdict.refusal else (outcome.note or None),
+                "policy": str(verdict.refusal.policy)
+                if verdict.refusal and verdict.refusal.policy
+                else None,
+                "audited": [f"{r.code.value} by {r.policy}" for r in verdict.audited],
+                "outliers": outcome.flags or None,
+                "latencyMs": round(seconds * 1000, 3),
+            },
+            separators=(",", ":"),
+        )
+    )

@@ -1,0 +1,40 @@
+"""Who is calling: a request's credential turned into an identity.
+
+ServiceAccount tokens go to a TokenReview (``tokenreviews``), API keys are looked up by
+digest among the keys the policies name (``apikeys``); no credential is the anonymous
+identity, which the policies then judge (``judging.judge_head``).
+"""
+
+from __future__ import annotations
+
+from modelshield.guard import apikeys, credentials, judging, tokenreviews
+
+
+class Authenticator:
+    """Turns a credential into an identity, with the methods the policies configure."""
+
+    def __init__(
+        self, reviewer: tokenreviews.TokenReviewer | None, keys: apikeys.KeyStore | None
+    ) -> None:
+        self.reviewer = reviewer
+        self.keys = keys
+
+    async def identify(
+        self, credential: credentials.Credential | None
+    ) -> judging.Identity | judging.AuthenticationFailed:
+        """The caller's identity; raises ReviewUnavailableError when no verdict can be had."""
+        if credential is None:
+            return judging.ANONYMOUS
+        if credential.kind is credentials.Kind.SERVICE_ACCOUNT_TOKEN:
+            if self.reviewer is None:
+                return judging.AuthenticationFailed("ServiceAccount tokens are not accepted")
+            return await self.reviewer.review(credential)
+        match = self.keys.lookup(credential.digest) if self.keys is not None else None
+        if match is None:
+            return judging.AuthenticationFailed("the API key is not known")
+        return judging.Identity(
+            client=f"apikey:{match.client}",
+            method=credentials.Kind.API_KEY,
+            api_key_client=match.client,
+            api_key_secrets=match.secrets,
+        )
