@@ -365,6 +365,8 @@ _TLS_CHOICES = {
     "AWS_CA_BUNDLE": _literal("AWS_CA_BUNDLE", "/mnt/ca/evil.pem"),
     "AWS_CA_BUNDLE-from-secret": _from_secret("AWS_CA_BUNDLE"),
     "CA_BUNDLE_CONFIGMAP_NAME": _literal("CA_BUNDLE_CONFIGMAP_NAME", "evil-ca"),
+    # KServe's pod mutator turns it into CA_BUNDLE_CONFIGMAP_NAME and the volume.
+    "AWS_CA_BUNDLE_CONFIGMAP": _literal("AWS_CA_BUNDLE_CONFIGMAP", "evil-ca"),
     "CA_BUNDLE_VOLUME_MOUNT_POINT": _literal("CA_BUNDLE_VOLUME_MOUNT_POINT", "/mnt/ca"),
     "REQUESTS_CA_BUNDLE": _literal("REQUESTS_CA_BUNDLE", "/mnt/ca/evil.pem"),
     "CURL_CA_BUNDLE": _literal("CURL_CA_BUNDLE", "/mnt/ca/evil.pem"),

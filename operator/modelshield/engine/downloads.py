@@ -113,10 +113,13 @@ _NOT_THE_VERIFIED_SERVER = (
 _VERIFY_VARIABLE = "S3_VERIFY_SSL"
 #: What replaces the trust store the download's certificate is checked against:
 #: AWS_CA_BUNDLE (a file; KServe's s3-cabundle annotation), CA_BUNDLE_CONFIGMAP_NAME
-#: (then cabundle.crt under CA_BUNDLE_VOLUME_MOUNT_POINT), and for http(s):// models
-#: (requests, which honours them over its own store) REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE.
+#: (then cabundle.crt under CA_BUNDLE_VOLUME_MOUNT_POINT; KServe's pod mutator adds both,
+#: and the ConfigMap volume, for AWS_CA_BUNDLE_CONFIGMAP, its s3-cabundle-configmap
+#: annotation), and for http(s):// models (requests, which honours them over its own
+#: store) REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE.
 _TRUST_VARIABLES = (
     "AWS_CA_BUNDLE",
+    "AWS_CA_BUNDLE_CONFIGMAP",
     "CA_BUNDLE_CONFIGMAP_NAME",
     "CA_BUNDLE_VOLUME_MOUNT_POINT",
     "REQUESTS_CA_BUNDLE",
