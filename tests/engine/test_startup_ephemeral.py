@@ -128,3 +128,36 @@ def test_ephemeral_problems_name_only_the_model_volume() -> None:
     ]
 
     assert startup.ephemeral_problems(spec) == []
+
+
+def test_a_debugger_writing_through_a_twin_volume_of_the_claim_is_denied() -> None:
+    # The pod declares a second volume of the model's claim that no container mounts;
+    # a debugger mounting that one writable writes the same files.
+    spec = _pod_spec()
+    spec["volumes"] = [
+        {"name": "model", "persistentVolumeClaim": {"claimName": "fraud", "readOnly": True}},
+        {"name": "scratch", "persistentVolumeClaim": {"claimName": "fraud"}},
+        startup.keys_volume(),
+    ]
+    injected = _injected(spec)
+    spec["initContainers"] = [injected]
+    pod = builders.workload("Pod", spec)
+    debugger = _debugger(False)
+    debugger["volumeMounts"][0]["name"] = "scratch"
+
+    decision = _decide(_debugged(pod, debugger), _update_check(pod, injected))
+
+    assert (Code.MODEL_STARTUP_VERIFICATION_MISSING.value, WRITABLE_PATH) in [
+        (v.code.value, v.path) for v in decision.violations
+    ]
+    assert "(as 'scratch') writable" in decision.message()
+
+
+def test_two_empty_dirs_are_two_volumes() -> None:
+    spec = _pod_spec()
+    spec["volumes"].append({"name": "scratch", "emptyDir": {}})
+    spec["ephemeralContainers"] = [
+        {"name": "tmp", "image": "x", "volumeMounts": [{"name": "scratch", "mountPath": "/s"}]}
+    ]
+
+    assert startup.ephemeral_problems(spec) == []

@@ -251,25 +251,48 @@ def ephemeral_problems(
     mount = model_mount(pod_spec)
     if mount is None:
         return []
+    twins = _same_storage(pod_spec, mount["name"])
     problems = []
     for index, container in enumerate(_listed(pod_spec, "ephemeralContainers")):
         if container in earlier:
             continue  # ephemeral containers cannot change or go: judged when added
         mounts = container.get("volumeMounts")
         for at, candidate in enumerate(mounts if isinstance(mounts, list) else []):
-            if not isinstance(candidate, Mapping) or candidate.get("name") != mount["name"]:
+            if not isinstance(candidate, Mapping) or candidate.get("name") not in twins:
                 continue
             if candidate.get("readOnly") is not True:
+                also = "" if candidate["name"] == mount["name"] else f" (as {candidate['name']!r})"
                 problems.append(
                     (
                         f"spec.ephemeralContainers[{index}].volumeMounts[{at}].readOnly",
                         f"ephemeral container {container.get('name')!r} mounts the model "
-                        f"volume {mount['name']!r} writable: it could change the model after "
-                        "the startup check, and a restarted server would load it unverified; "
-                        "set readOnly: true (kubectl debug --custom)",
+                        f"volume {mount['name']!r}{also} writable: it could change the model "
+                        "after the startup check, and a restarted server would load it "
+                        "unverified; set readOnly: true (kubectl debug --custom)",
                     )
                 )
     return problems
+
+
+def _same_storage(pod_spec: Mapping[str, Any], model_volume: str) -> set[str]:
+    """The model volume's name, and those of pod volumes on the same storage (another
+    volume of the same claim, host path or source), which write the same files."""
+    volumes = [v for v in _listed(pod_spec, "volumes") if isinstance(v.get("name"), str)]
+    model = next((v for v in volumes if v["name"] == model_volume), None)
+    if model is None:
+        return {model_volume}
+
+    def source(volume: Mapping[str, Any]) -> dict[str, Any]:
+        found = {k: v for k, v in volume.items() if k != "name"}
+        claim = found.get("persistentVolumeClaim")
+        if isinstance(claim, Mapping):  # readOnly on the claim does not make it another
+            found["persistentVolumeClaim"] = {"claimName": claim.get("claimName")}
+        return found
+
+    # An emptyDir is the pod's own: two of them are two directories.
+    if "emptyDir" in model:
+        return {model_volume}
+    return {model_volume} | {v["name"] for v in volumes if source(v) == source(model)}
 
 
 def read_only_patches(pod_spec: Mapping[str, Any]) -> list[dict[str, Any]]:
