@@ -127,3 +127,18 @@ def test_kubectl_debug_may_not_mount_the_verified_model_writable(
     added = _put(kubectl, namespace, current, _debugger("reader-2", images.signed, True))
     assert added.returncode == 0, added.stderr
     assert _names(kubectl, namespace) == ["reader", "reader-2"]
+
+
+def test_the_api_server_refuses_ephemeral_containers_on_create(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    # Why only the subresource UPDATE can bring them: the API server's own validation.
+    body = yaml.safe_load(workload("Pod", "created-debugged", "registry.invalid/x:1"))
+    body["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": "registry.invalid/x:1"}]
+
+    result = kubectl(
+        "create", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(body), check=False
+    )
+
+    assert result.returncode != 0
+    assert "spec.ephemeralContainers: Forbidden: cannot be set on create" in result.stderr
