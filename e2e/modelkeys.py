@@ -21,8 +21,8 @@ from kubernetes import client
 
 from e2e import operators
 from e2e.clients import REPOSITORY_ROOT, Cluster
+from modelshield.controllers import caches, writing
 from modelshield.controllers import modelkeypublishing as modelkeys_handlers
-from modelshield.controllers import writing
 from modelshield.modelartifacts import startup
 
 NAME = startup.KEYS_CONFIG_MAP
@@ -101,7 +101,11 @@ def publishing_model_keys(cluster: Cluster, resync_seconds: float = 2.0) -> Iter
     """The model-keys handlers alone, in a kopf thread, for the duration of the block."""
     registry = kopf.OperatorRegistry()
     kube = writing.Kube(cluster.api_client, max_workers=2)
-    modelkeys_handlers.register(registry, kube_source=lambda: kube, resync_seconds=resync_seconds)
+    world = caches.World()
+    operators.feed_world(registry, world, kube)
+    modelkeys_handlers.register(
+        registry, world=world, kube_source=lambda: kube, resync_seconds=resync_seconds
+    )
     try:
         with operators.kopf_in_thread(registry, cluster.api_client, "kopf-model-keys"):
             yield

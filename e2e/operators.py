@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ from kubernetes import client
 from e2e import clients
 from e2e.clients import REPOSITORY_ROOT, Kubectl
 from modelshield.cli import operator as operator_cli
-from modelshield.controllers import artifactchecks, writing
+from modelshield.controllers import artifactchecks, caches, writing
 from modelshield.controllers import artifacts as artifact_handlers
 from modelshield.controllers import settings as operator_settings
 from modelshield.modelartifacts import fetching
@@ -270,6 +270,47 @@ def kopf_in_thread(
         thread.join(30)
 
 
+POLICY_KINDS_AND_NAMESPACES = (
+    ("modelshield.dev", "v1alpha1", "modelsecuritypolicies"),
+    ("modelshield.dev", "v1alpha1", "clustermodelsecuritypolicies"),
+    ("", "v1", "namespaces"),
+)
+
+
+def feed_world(registry: kopf.OperatorRegistry, world: caches.World, kube: writing.Kube) -> None:
+    """Keep a World's policies and namespace labels current, as the policy reconciler does.
+
+    For the ModelArtifact handlers run without the policy reconciler: primed by one list
+    of each kind at startup (before kopf watches anything), then fed by watch events.
+    Register it before the handlers that read the World: kopf runs a resource's event
+    handlers in registration order.
+    """
+
+    def record(body: dict[str, Any], deleted: bool) -> None:
+        if body.get("kind") == "Namespace":
+            name = str((body.get("metadata") or {}).get("name", ""))
+            world.remove_namespace(name) if deleted else world.put_namespace(body)
+        elif deleted:
+            world.remove_policy(body)
+        else:
+            world.put_policy(body)
+
+    @kopf.on.startup(registry=registry)
+    async def prime_world(**_: Any) -> None:
+        for group, version, plural in POLICY_KINDS_AND_NAMESPACES:
+            path = f"/apis/{group}/{version}/{plural}" if group else f"/api/{version}/{plural}"
+            for body in await kube.list_all(path):
+                record(body, deleted=False)
+
+    for group, version, plural in POLICY_KINDS_AND_NAMESPACES:
+
+        @kopf.on.event(group, version, plural, id=f"world-{plural}", registry=registry)
+        async def world_event(event: Mapping[str, Any], **_: Any) -> None:
+            body = event.get("object")
+            if isinstance(body, dict):
+                record(body, deleted=event.get("type") == "DELETED")
+
+
 @contextlib.contextmanager
 def artifact_reconciler_in_thread(
     api_client: client.ApiClient, *, file_root: Path, work_dir: Path
@@ -284,7 +325,9 @@ def artifact_reconciler_in_thread(
         timer_seconds=2.0,
     )
     kube = writing.Kube(api_client, max_workers=2)
-    reconciler = artifact_handlers.register(registry, settings=settings, kube=kube)
+    world = caches.World()
+    feed_world(registry, world, kube)
+    reconciler = artifact_handlers.register(registry, world=world, settings=settings, kube=kube)
     try:
         with kopf_in_thread(registry, api_client, "kopf"):
             yield reconciler

@@ -19,9 +19,9 @@ import pytest
 from modelshield.api.v1alpha1 import policies
 from modelshield.controllers import (
     artifactchecks,
+    caches,
     kubesecrets,
     modelkeypublishing,
-    modelpolicies,
     writing,
 )
 from modelshield.controllers import artifacts as artifact_controller
@@ -174,11 +174,18 @@ async def test_the_key_configmap_reads_signer_keys_through_the_one_reader(
             _ref_signer("locked", "locked", "release.pub"),
         ]
     }
+    world = caches.World()
+    world.put_policy(
+        {
+            "apiVersion": "modelshield.dev/v1alpha1",
+            "kind": "ModelSecurityPolicy",
+            "metadata": {"name": "p", "namespace": "ml", "uid": "p1"},
+            "spec": {"enforcement": "Enforce", "selector": {}, "models": models},
+        }
+    )
     view = modelkeypublishing.View(
         artifacts={"ml": [modelkeys.Artifact(name="fraud", uid="u1", signer="release")]},
-        model_policies=modelpolicies.Indices(
-            namespaced={"ml": [models]}, cluster={}, namespace_labels={}
-        ),
+        world=world,
     )
     publisher = modelkeypublishing.Publisher(lambda: kube, resync_seconds=60)
     with caplog.at_level(logging.DEBUG):

@@ -14,7 +14,7 @@ from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
 from modelshield.controllers import artifactchecks as checks
 from modelshield.controllers import artifacts as controller
-from modelshield.controllers import modelpolicies
+from modelshield.controllers import caches
 from modelshield.modelartifacts import fetching, modelverifying, reconciling, signing
 from tests.modelartifacts import keys, models, servers
 
@@ -72,7 +72,7 @@ def test_governing_requirements_select_cluster_policies_by_namespace_labels() ->
         ({"matchLabels": {"team": "search"}}, {"blockFindingsAtOrAbove": "Critical"}),
     ]
 
-    found = modelpolicies.governing_requirements("ml", {"team": "fraud"}, namespaced, cluster)
+    found = caches.governing_model_requirements({"team": "fraud"}, namespaced, cluster)
 
     assert [r.block_findings_at_or_above for r in found] == [Severity.MEDIUM, Severity.LOW]
 

@@ -183,9 +183,17 @@ def build(
     # status.servedBy of every ModelArtifact: where each model and dataset version runs.
     serving.register(registry, kube=kube, leader=leader, resync_interval=arguments.resync_interval)
     certificates.register(registry, kube=kube, arguments=arguments)
-    artifacts.register(registry, kube=kube, arguments=arguments, metrics=auditor.metrics.registry)
+    # The ModelArtifact controllers read policies and namespace labels from the policy
+    # reconciler's World, kept current by handlers registered above (kopf runs them first).
+    artifacts.register(
+        registry,
+        world=controller.world,
+        kube=kube,
+        arguments=arguments,
+        metrics=auditor.metrics.registry,
+    )
     # The public keys of verified artifacts, for the startup re-verification.
-    modelkeypublishing.register(registry, kube_source=lambda: kube)
+    modelkeypublishing.register(registry, world=controller.world, kube_source=lambda: kube)
     return registry, controller, kube
 
 

@@ -9,8 +9,8 @@ audit), ``certificates`` (webhook
 certificates when cert-manager is absent), ``artifacts`` (the ModelArtifact reconciler),
 ``serving`` (``status.servedBy`` of every ModelArtifact: the workloads serving it),
 ``modelkeypublishing`` (the ``modelshield-model-keys`` ConfigMap of verified artifacts' signer keys,
-read by the startup re-verification), ``modelpolicies`` (the kopf indices of the policies'
-models blocks and of namespace labels that both ModelArtifact controllers read), ``ungoverned`` (the ``modelshield.dev/ungoverned``
+read by the startup re-verification; both ModelArtifact controllers read the policies from
+the policy reconciler's ``caches.World``), ``ungoverned`` (the ``modelshield.dev/ungoverned``
 namespace label that keeps namespaces no policy governs out of the webhooks), ``settings`` (kopf settings) and ``rbac`` (the exact
 RBAC rules all of this needs, as data).
 ``verdicts`` is pure (compliant, violating or pending, from a decision); ``observing``

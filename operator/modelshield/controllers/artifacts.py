@@ -8,9 +8,10 @@ artifact's namespace (and the cluster policies that select it), scans them, and 
 the new status (``modelartifacts.reconciling``). The handler patches the status through
 kopf and posts an Event per condition transition. Nothing here unpickles a model.
 
-Policies and Namespaces are read from the kopf indices of ``modelpolicies``; the PEM
-keys of ``secretRef`` signers are read from their Secrets when a Kubernetes client is
-available.
+The governing policies' models blocks are read from the operator's one ``World``
+(``caches``), which the policy reconciler's handlers keep current (registered before
+these: kopf runs a resource's event handlers in registration order); the PEM keys of
+``secretRef`` signers are read from their Secrets when a Kubernetes client is available.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import kopf
 import prometheus_client
 
 from modelshield.api.v1alpha1 import artifacts, common, policies
-from modelshield.controllers import artifactchecks, kubesecrets, modelpolicies
+from modelshield.controllers import artifactchecks, caches, kubesecrets
 from modelshield.modelartifacts import reconciling, redacting
 from modelshield.provenance import checking
 from modelshield.supplychain.images import secretreading
@@ -206,23 +207,22 @@ def status_patch(status: artifacts.ModelArtifactStatus) -> dict[str, Any]:
 def register(
     registry: kopf.OperatorRegistry,
     *,
+    world: caches.World,
     settings: artifactchecks.Settings | None = None,
     kube: Any = None,
     metrics: prometheus_client.CollectorRegistry | None = None,
     arguments: Any = None,
     **_: Any,
 ) -> Reconciler:
-    """Attach the ModelArtifact handlers (and the indices they read) to a registry."""
+    """Attach the ModelArtifact handlers to a registry; they read policies from ``world``."""
     reconciler = Reconciler(
         settings or artifactchecks.Settings.from_environment(os.environ, arguments),
         kube,
         Metrics(metrics),
     )
 
-    modelpolicies.register(registry)
-
     def requirements_of(kwargs: Mapping[str, Any]) -> list[policies.ModelRequirements]:
-        return modelpolicies.Indices.of(kwargs).requirements(str(kwargs["namespace"]))
+        return world.model_requirements(str(kwargs["namespace"]))
 
     async def reconcile_artifact(kwargs: Mapping[str, Any]) -> None:
         body: kopf.Body = kwargs["body"]

@@ -1,5 +1,8 @@
 """What the operator has seen: policies, namespaces, workloads, ModelArtifacts, owned objects.
 
+The one view of policies and namespace labels in the operator: the policy reconciler, the
+audit and the ModelArtifact controllers (``World.model_requirements``) all read it.
+
 One in-memory ``World`` fed by the watch events kopf delivers (and primed by one list of
 each kind at startup, so that the first reconciles never see a half-known cluster). The
 reconcilers read only from here, so reconciling 1,000 workloads costs no reads.
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import pydantic
@@ -21,6 +24,9 @@ from modelshield.engine import compiling, evaluating, facts, scopes, selectors, 
 
 #: (kind, namespace, name) of a workload or an owned object.
 Key = tuple[str, str, str]
+#: A policy's models block (named here because ``World.policies``, a field, hides the module
+#: inside the class).
+ModelRequirements = policies.ModelRequirements
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "InferenceService")
 
 
@@ -224,6 +230,27 @@ class World:
             parsed, self.policy_set(), self.namespaces.get(parsed.namespace, {})
         )
 
+    def model_requirements(self, namespace: str) -> list[ModelRequirements]:
+        """The models blocks that govern a namespace's ModelArtifacts (and its model keys).
+
+        Those of the namespace's policies and of the cluster policies whose namespace
+        selector matches its labels, read from the bodies as stored, in key order: a
+        policy unreadable for another reason still contributes a valid models block, and
+        an invalid models block raises pydantic.ValidationError (the check fails closed).
+        """
+        namespaced: list[Mapping[str, Any]] = []
+        cluster: list[tuple[Mapping[str, Any], Mapping[str, Any]]] = []
+        for (kind, policy_namespace, _), entry in sorted(self.policies.items()):
+            spec = entry.body.get("spec") or {}
+            models = spec.get("models")
+            if not models:
+                continue  # no block, or an emptied one: the policy asks nothing of models
+            if kind == "ClusterModelSecurityPolicy":
+                cluster.append((spec.get("namespaceSelector") or {}, models))
+            elif policy_namespace == namespace:
+                namespaced.append(models)
+        return governing_model_requirements(self.namespaces.get(namespace, {}), namespaced, cluster)
+
     def unreadable_network_policies(self, key: Key) -> list[PolicyEntry]:
         """Policies that cannot be read (stored before a rule of today's schema existed)
         but ask for network isolation and whose selectors pick this workload: their
@@ -240,6 +267,23 @@ class World:
             and (kind == "ClusterModelSecurityPolicy" or namespace == parsed.namespace)
             and _selects(entry.body, parsed.labels, namespace_labels)
         ]
+
+
+def governing_model_requirements(
+    namespace_labels: Mapping[str, str],
+    namespaced: Iterable[Mapping[str, Any]],
+    cluster: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]],
+) -> list[policies.ModelRequirements]:
+    """The namespace's policies' models blocks, then those of the cluster policies (given
+    as (namespace selector, models block)) whose selector matches the namespace's labels."""
+    requirements = [policies.ModelRequirements.model_validate(models) for models in namespaced]
+    for namespace_selector, models in cluster:
+        selector = selectors.compile_selector(
+            common.LabelSelector.model_validate(namespace_selector or {})
+        )
+        if selector.matches(namespace_labels):
+            requirements.append(policies.ModelRequirements.model_validate(models))
+    return requirements
 
 
 def _without_server_fields(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 The startup re-verification init container that the mutating webhook injects reads the
 public key of a ModelArtifact's signer from this ConfigMap. What it should hold is decided
 by ``builders.modelkeys`` (pure); this module gathers the inputs (a kopf index of the
-ModelArtifacts here, the policies and the namespace labels from ``modelpolicies``; the
+ModelArtifacts here, the policies' models blocks from the operator's one ``World``; the
 ``secretRef`` Secrets, read by name through ``secretreading.key_values`` as for a
 ModelArtifact check) and makes the one write the plan calls for.
 
@@ -26,7 +26,7 @@ from typing import Any
 import kopf
 
 from modelshield.api.v1alpha1 import policies
-from modelshield.controllers import kubesecrets, modelpolicies, writing
+from modelshield.controllers import caches, kubesecrets, writing
 from modelshield.controllers.builders import modelkeys
 from modelshield.modelartifacts import reconciling
 from modelshield.supplychain.images import secretreading
@@ -39,19 +39,15 @@ DEFAULT_RESYNC_SECONDS = 120.0
 
 @dataclasses.dataclass(frozen=True)
 class View:
-    """kopf's live indices (kopf updates them in place as watch events arrive)."""
+    """kopf's live index of ModelArtifacts, and the World the policies are read from
+    (both updated in place as watch events arrive)."""
 
     artifacts: Mapping[str, Iterable[modelkeys.Artifact]]
-    model_policies: modelpolicies.Indices
-
-    @classmethod
-    def of(cls, kwargs: Mapping[str, Any]) -> View:
-        """The indices kopf hands a handler, by their ids."""
-        return cls(kwargs["modelkeys_artifacts"], modelpolicies.Indices.of(kwargs))
+    world: caches.World
 
     def requirements(self, namespace: str) -> list[policies.ModelRequirements]:
         """The models blocks that govern the namespace."""
-        return self.model_policies.requirements(namespace)
+        return self.world.model_requirements(namespace)
 
 
 def _involved(namespace: str, artifact: modelkeys.Artifact) -> dict[str, Any]:
@@ -174,18 +170,24 @@ def resync_seconds_from(environ: Mapping[str, str] = os.environ) -> float:
 def register(
     registry: kopf.OperatorRegistry,
     *,
+    world: caches.World,
     kube_source: Callable[[], Any],
     resync_seconds: float | None = None,
 ) -> Publisher:
-    """Attach the model-keys handlers (and the indices they read) to a registry."""
+    """Attach the model-keys handlers to a registry.
+
+    The policies and namespace labels come from ``world``, which handlers registered
+    before these keep current (kopf runs a resource's event handlers in registration
+    order, so a pass started by a policy or namespace event sees that event).
+    """
     publisher = Publisher(kube_source, resync_seconds or resync_seconds_from())
     tasks: list[asyncio.Task[None]] = []
 
-    # The policies' models blocks and the namespace labels: the indices the artifact
-    # reconciler reads too (registered once). Filters, not None results, drop an object
-    # from an index: kopf keeps the previous value of an indexer that returns None.
-    modelpolicies.register(registry)
+    def view_of(kwargs: Mapping[str, Any]) -> View:
+        return View(kwargs["modelkeys_artifacts"], world)
 
+    # Filters, not None results, drop an object from an index: kopf keeps the previous
+    # value of an indexer that returns None.
     @kopf.index(
         GROUP,
         VERSION,
@@ -209,13 +211,13 @@ def register(
 
     @kopf.on.event(GROUP, VERSION, "modelartifacts", id="modelkeys-artifact", registry=registry)
     async def model_keys_artifact(**kwargs: Any) -> None:
-        await publisher.publish(str(kwargs["namespace"]), View.of(kwargs))
+        await publisher.publish(str(kwargs["namespace"]), view_of(kwargs))
 
     @kopf.on.event(
         GROUP, VERSION, "modelsecuritypolicies", id="modelkeys-policy", registry=registry
     )
     async def model_keys_policy(**kwargs: Any) -> None:
-        view = View.of(kwargs)
+        view = view_of(kwargs)
         if str(kwargs["namespace"]) in view.artifacts:
             await publisher.publish(str(kwargs["namespace"]), view)
 
@@ -223,13 +225,13 @@ def register(
         GROUP, VERSION, "clustermodelsecuritypolicies", id="modelkeys-cluster", registry=registry
     )
     async def model_keys_cluster_policy(**kwargs: Any) -> None:
-        view = View.of(kwargs)
+        view = view_of(kwargs)
         for namespace in sorted(view.artifacts):
             await publisher.publish(namespace, view)
 
     @kopf.on.event("", "v1", "namespaces", id="modelkeys-namespace", registry=registry)
     async def model_keys_namespace(**kwargs: Any) -> None:
-        view = View.of(kwargs)
+        view = view_of(kwargs)
         if str(kwargs["name"]) in view.artifacts:
             await publisher.publish(str(kwargs["name"]), view)
 
@@ -243,6 +245,6 @@ def register(
     )
     async def model_keys_config_map(**kwargs: Any) -> None:
         # An edit or deletion by hand is undone; so is what a pass of ours left behind.
-        await publisher.publish(str(kwargs["namespace"]), View.of(kwargs))
+        await publisher.publish(str(kwargs["namespace"]), view_of(kwargs))
 
     return publisher
