@@ -370,6 +370,12 @@ _TLS_CHOICES = {
     "CA_BUNDLE_VOLUME_MOUNT_POINT": _literal("CA_BUNDLE_VOLUME_MOUNT_POINT", "/mnt/ca"),
     "REQUESTS_CA_BUNDLE": _literal("REQUESTS_CA_BUNDLE", "/mnt/ca/evil.pem"),
     "CURL_CA_BUNDLE": _literal("CURL_CA_BUNDLE", "/mnt/ca/evil.pem"),
+    # Over a plain http:// server the proxy answers the download itself.
+    "HTTP_PROXY": _literal("HTTP_PROXY", "http://proxy.evil:3128"),
+    "http_proxy": _literal("http_proxy", "http://proxy.evil:3128"),
+    "HTTPS_PROXY": _literal("HTTPS_PROXY", "http://proxy.evil:3128"),
+    "all_proxy": _literal("all_proxy", "socks5://proxy.evil:1080"),
+    "HTTP_PROXY-from-secret": _from_secret("HTTP_PROXY"),
     # _update_with_storage_spec copies these keys into S3_VERIFY_SSL and AWS_CA_BUNDLE.
     "STORAGE_OVERRIDE_CONFIG-verify_ssl": _literal(
         "STORAGE_OVERRIDE_CONFIG", json.dumps({"type": "s3", "verify_ssl": "0"})
@@ -536,5 +542,10 @@ COMPLIANT = [
             _literal("AWS_CA_BUNDLE", ""),
             _literal("STORAGE_OVERRIDE_CONFIG", json.dumps({"type": "s3", "verify_ssl": "1"})),
         ],
+    ),
+    # An empty proxy variable is unset; NO_PROXY only keeps traffic off a proxy.
+    pod(
+        init_args=[VERIFIED_URI, "/mnt/models"],
+        init_env=[_literal("HTTP_PROXY", ""), _literal("NO_PROXY", "*")],
     ),
 ]

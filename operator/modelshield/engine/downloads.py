@@ -125,6 +125,14 @@ _TRUST_VARIABLES = (
     "REQUESTS_CA_BUNDLE",
     "CURL_CA_BUNDLE",
 )
+#: Proxies botocore and requests honour (urllib's getproxies: either case). Over a plain
+#: http:// S3 server or model URI the proxy answers the download itself, and the pod names
+#: it; KServe sets none on its storage initializer.
+_PROXY_VARIABLES = tuple(
+    spelling
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+    for spelling in (name, name.lower())
+)
 #: The storage spec's keys ``_update_with_storage_spec`` copies into those variables.
 _STORAGE_JSON_TLS_KEYS = {"verify_ssl": _VERIFY_VARIABLE, "ca_bundle": "AWS_CA_BUNDLE"}
 _MAN_IN_THE_MIDDLE = (
@@ -234,6 +242,22 @@ def _tls_choice(name: str, entry: Mapping[str, Any], where: str) -> EndpointChoi
     return EndpointChoice(f"{where}.value", f"{name} is set: {_tls_problem(name)}; remove it")
 
 
+def _proxy_choice(name: str, entry: Mapping[str, Any], where: str) -> EndpointChoice | None:
+    """A proxy for the download: refused whatever it names (empty: unset)."""
+    if entry.get("valueFrom") is not None:
+        field = f"{where}.valueFrom"
+    elif isinstance(entry.get("value"), str) and entry["value"]:
+        field = f"{where}.value"
+    else:
+        return None
+    return EndpointChoice(
+        field,
+        f"{name} sends the storage initializer's download through a proxy the pod names; "
+        "over plain HTTP that proxy answers it and could serve another model under the "
+        "verified URI; remove it",
+    )
+
+
 def _from_elsewhere(name: str, source: Any) -> str:
     """Why a variable set from a ConfigMap or Secret (valueFrom) may pick the server."""
     secret = source.get("secretKeyRef") if isinstance(source, dict) else None
@@ -277,6 +301,12 @@ def endpoint_choices(container: Mapping[str, Any]) -> list[EndpointChoice]:
             tls = _tls_choice(str(name), entry, f"env[{index}]")
             if tls is not None:
                 found.append(tls)
+            continue
+        if name in _PROXY_VARIABLES:
+            assert isinstance(entry, dict)
+            proxy = _proxy_choice(str(name), entry, f"env[{index}]")
+            if proxy is not None:
+                found.append(proxy)
             continue
         if name in _ADDRESSING_VARIABLES:
             assert isinstance(entry, dict)
