@@ -16,8 +16,7 @@ Tables:
    Jacobian-based augmentation (PRADA's JbDA, steps of 0.1 std along the sign of a
    logistic surrogate's gradient) from 10 real seeds, one-feature sweeps from real seeds,
    and a mix of real rows and random points. Detectors at their defaults (Volume off: the
-   queries carry no timing); the distance test keeps its growing sets per class the
-   served model predicts, as the guard does when it can read the class from the answer.
+   queries carry no timing).
 3. Hardening: a surrogate trained on 1,000 random-box queries answered with full
    probabilities vs top-1 labels; its agreement with the served model on held-out rows.
 4. Cost: microseconds per request (one row) of scoring, probing observation, hardening.
@@ -129,11 +128,8 @@ def _first_alarm(
     )
     prober = probing.Prober(case.fitted.mean, case.fitted.std, settings)
     marks = _flags(case, limits, queries)
-    # The class the served model predicts, as the guard reads it from each answer.
-    labels = [str(label) for label in case.model.predict(queries)]
     for index in range(len(queries)):
-        row = slice(index, index + 1)
-        alarms = prober.observe("c", queries[row], 0.0, marks[row], labels[row])
+        alarms = prober.observe("c", queries[index : index + 1], 0.0, marks[index : index + 1])
         if alarms:
             return index + 1, alarms[0].detector.value
     return None

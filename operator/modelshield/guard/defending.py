@@ -5,11 +5,8 @@ known) and before the request is forwarded: ``Defences.judge`` scores the rows a
 the outlier model once and asks each policy's ``outliers`` (Flag: a header, a metric, an
 audit line; Reject: 422 with the reason) and ``probing`` block (a client under a Block
 gets 403, under a Throttle its own small rate, 429 above it; every alarm is a metric and
-an audit line naming the client and the reason). PRADA's distance test needs the class the
-model predicts: ``Defences.answered`` runs it on the rows of a request once the model has
-answered it (2xx), and an Enforce Block or Throttle it raises withholds that answer.
-``Defences.harden`` rewrites the model's answer as the Enforce policies' ``responses``
-blocks ask. Audit policies report what
+an audit line naming the client and the reason). ``Defences.harden`` rewrites the model's
+answer as the Enforce policies' ``responses`` blocks ask. Audit policies report what
 they would refuse and never throttle, block or rewrite.
 
 A policy that needs the outlier model when the profile has none (or one that cannot be
@@ -30,7 +27,6 @@ import prometheus_client
 from modelshield.api.v1alpha1 import apiprotection, common, policies
 from modelshield.engine.decisions import PolicyRef
 from modelshield.guard import (
-    answers,
     hardening,
     judging,
     outliermodel,
@@ -40,7 +36,6 @@ from modelshield.guard import (
     requestrows,
     routes,
 )
-from modelshield.guard.outliermodel import FloatArray
 
 ALARM_LOGGER = logging.getLogger("modelshield.guard.alarms")
 OUTLIER_HEADER = "X-Modelshield-Outlier"
@@ -167,12 +162,6 @@ class Judgement:
     #: ``X-Modelshield-Outlier`` values of Flag policies (and of Reject under Audit).
     flags: list[str] = dataclasses.field(default_factory=list)
     alarms: list[tuple[PolicyRef, probing.Alarm]] = dataclasses.field(default_factory=list)
-    #: The request's rows and, per policy waiting for the answer (``Defences.answered``),
-    #: which of them were not exact repeats.
-    rows: FloatArray | None = None
-    pending: list[tuple[_PolicyDefences, probing.BoolArray]] = dataclasses.field(
-        default_factory=list
-    )
 
 
 class Defences:
@@ -273,60 +262,26 @@ class Defences:
             if policy.prober is not None:
                 marks = np.zeros(rows.count, dtype=bool)
                 marks[[row for row, _ in found]] = True
-                raised, fresh = policy.prober.observe_request(client, rows.numeric, now, marks)
-                self._raise(policy, client, raised, now, judgement, refusals)
-                if fresh.any():
-                    judgement.rows = rows.numeric
-                    judgement.pending.append((policy, fresh))
-        return _concluded(judgement, refusals)
-
-    def answered(
-        self, client: str, route: routes.Route, judged: Judgement, body: bytes, now: float
-    ) -> Judgement:
-        """The distance test on a request the model answered (2xx) with ``body``."""
-        judgement = Judgement(judging.Verdict(None))
-        refusals: list[judging.Refusal] = []
-        if judged.rows is None or not judged.pending:
-            return judgement
-        rows = judged.rows
-        labels = answers.predicted_classes(body, route.protocol, rows.shape[0])
-        for policy, fresh in judged.pending:
-            assert policy.prober is not None
-            raised = policy.prober.observe_answer(client, rows, fresh, labels, now)
-            self._raise(policy, client, raised, now, judgement, refusals)
-        return _concluded(judgement, refusals)
-
-    def _raise(
-        self,
-        policy: _PolicyDefences,
-        client: str,
-        raised: list[probing.Alarm],
-        now: float,
-        judgement: Judgement,
-        refusals: list[judging.Refusal],
-    ) -> None:
-        for alarm in raised:
-            judgement.alarms.append((policy.ref, alarm))
-            self.alarms_raised.labels(client, alarm.detector.value, str(policy.ref)).inc()
-            ALARM_LOGGER.warning(
-                "probing alarm: client=%s detector=%s policy=%s: %s",
-                client,
-                alarm.detector.value,
-                policy.ref,
-                alarm.reason,
-            )
-            policy.punish(client, now)
-        if raised and (penalty := policy.penalty(client, now)) is not None:
-            refusals.append(penalty)
+                raised = policy.prober.observe(client, rows.numeric, now, marks)
+                for alarm in raised:
+                    judgement.alarms.append((policy.ref, alarm))
+                    self.alarms_raised.labels(client, alarm.detector.value, str(policy.ref)).inc()
+                    ALARM_LOGGER.warning(
+                        "probing alarm: client=%s detector=%s policy=%s: %s",
+                        client,
+                        alarm.detector.value,
+                        policy.ref,
+                        alarm.reason,
+                    )
+                    policy.punish(client, now)
+                if raised and (penalty := policy.penalty(client, now)) is not None:
+                    refusals.append(penalty)
+        enforced = next((r for r in refusals if r.enforced), None)
+        judgement.verdict = judging.Verdict(enforced, tuple(r for r in refusals if not r.enforced))
+        return judgement
 
     def harden(self, body: bytes, route: routes.Route) -> bytes:
         """The model's answer with the Enforce policies' hardening applied."""
         if self.hardening is None or not body:
             return body
         return hardening.harden(body, route.protocol, self.hardening)
-
-
-def _concluded(judgement: Judgement, refusals: list[judging.Refusal]) -> Judgement:
-    enforced = next((r for r in refusals if r.enforced), None)
-    judgement.verdict = judging.Verdict(enforced, tuple(r for r in refusals if not r.enforced))
-    return judgement

@@ -11,12 +11,9 @@ feature divided by its reference standard deviation). Three detectors:
   ``min_queries`` distances, a Shapiro–Wilk W of log D (values beyond 3 standard
   deviations removed; PRADA tests D itself, whose right skew made benign tabular streams
   fail it here) below ``normality_threshold`` is an alarm: natural queries give roughly
-  normal distances, synthetic ones (random, or small steps around seeds) do not. As in
-  PRADA, the growing set and its threshold are kept per predicted class when the model's
-  answer names one (``Prober.observe_answer``; at most ``MAX_CLASSES`` classes per client,
-  answers without a class share one set): a query is compared with the earlier queries
-  the model put in the same class. Exact repeats are skipped (they tell an attacker
-  nothing new).
+  normal distances, synthetic ones (random, or small steps around seeds) do not. PRADA
+  keeps a growing set per predicted class; the guard does not read the class from the
+  answer and keeps one. Exact repeats are skipped (they tell an attacker nothing new).
 - **Sweep**: a query that differs from one of the client's last ``SWEEP_LOOKBACK``
   queries in at most ``SWEEP_FEATURES`` features; an alarm when at least half of the
   last ``SWEEP_WINDOW`` queries are such.
@@ -36,15 +33,12 @@ import collections
 import dataclasses
 import enum
 import hashlib
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 from scipy import stats
 
 from modelshield.guard.outliermodel import FloatArray
-
-BoolArray = np.ndarray[Any, np.dtype[np.bool_]]
 
 
 class Detector(enum.StrEnum):
@@ -69,9 +63,6 @@ OUTLIER_ALARM_P = 1e-6
 VOLUME_HISTORY_MINUTES = 5
 VOLUME_FLOOR = 10.0
 VOLUME_SMOOTHING = 0.1
-#: Distinct predicted classes with their own growing set per client; later ones (and
-#: answers without a class) share the set of code 0.
-MAX_CLASSES = 64
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -114,13 +105,10 @@ class ClientStream:
         self.settings = settings
         memory = settings.memory
         self.growing = np.empty((memory, width))
-        #: Each growing row's class code and its distance when it joined (NaN: the first).
-        self.growing_classes = np.zeros(memory, dtype=np.int64)
-        self.growing_nearest = np.full(memory, np.nan)
         self.growing_count = 0
         self.growing_next = 0
-        self.classes: dict[str, int] = {}
-        self.thresholds: dict[int, float] = {}
+        self.growing_distances: collections.deque[float] = collections.deque(maxlen=memory)
+        self.threshold = 0.0
         self.distances: collections.deque[float] = collections.deque(maxlen=memory)
         self.since_test = 0
         self.seen: collections.OrderedDict[bytes, None] = collections.OrderedDict()
@@ -146,28 +134,15 @@ class ClientStream:
             self.seen.popitem(last=False)
         return False
 
-    def class_code(self, label: str | None) -> int:
-        """The growing set a predicted class uses (0: no class, or past MAX_CLASSES)."""
-        if label is None:
-            return 0
-        code = self.classes.get(label)
-        if code is None:
-            if len(self.classes) >= MAX_CLASSES:
-                return 0
-            code = self.classes[label] = len(self.classes) + 1
-        return code
-
-    def distance(self, query: FloatArray, code: int = 0) -> Alarm | None:
-        """PRADA's step for a fresh query the model put in class ``code``."""
-        same = self.growing_classes[: self.growing_count] == code
-        if not same.any():
-            self._grow(query, None, code)
+    def _distance(self, query: FloatArray) -> Alarm | None:
+        if self.growing_count == 0:
+            self._grow(query, None)
             return None
-        kept = self.growing[: self.growing_count][same]
+        kept = self.growing[: self.growing_count]
         nearest = float(np.sqrt(((kept - query) ** 2).sum(axis=1).min()))
         self.distances.append(nearest)
-        if nearest > self.thresholds.get(code, 0.0):
-            self._grow(query, nearest, code)
+        if nearest > self.threshold:
+            self._grow(query, nearest)
         self.since_test += 1
         if len(self.distances) < self.settings.min_queries or self.since_test < TEST_EVERY:
             return None
@@ -191,19 +166,14 @@ class ClientStream:
             )
         return None
 
-    def _grow(self, query: FloatArray, nearest: float | None, code: int) -> None:
-        slot = self.growing_next
-        self.growing[slot] = query
-        self.growing_classes[slot] = code
-        self.growing_nearest[slot] = np.nan if nearest is None else nearest
-        self.growing_next = (slot + 1) % self.settings.memory
+    def _grow(self, query: FloatArray, nearest: float | None) -> None:
+        self.growing[self.growing_next] = query
+        self.growing_next = (self.growing_next + 1) % self.settings.memory
         self.growing_count = min(self.growing_count + 1, self.settings.memory)
         if nearest is not None:
-            count = self.growing_count
-            joined = self.growing_nearest[:count][self.growing_classes[:count] == code]
-            kept = joined[~np.isnan(joined)]
-            threshold = float(kept.mean() - kept.std())
-            self.thresholds[code] = max(self.thresholds.get(code, 0.0), threshold)
+            self.growing_distances.append(nearest)
+            kept = np.fromiter(self.growing_distances, dtype=np.float64)
+            self.threshold = max(self.threshold, float(kept.mean() - kept.std()))
 
     def _sweep(self, query: FloatArray) -> Alarm | None:
         if self.recent_count:
@@ -260,16 +230,18 @@ class ClientStream:
             )
         return None
 
-    def observe(self, query: FloatArray, flagged: bool = False) -> list[Alarm] | None:
-        """Add one query (standardised, NaN-free; ``flagged`` by the outlier check) to
-        every detector but the distance test, which waits for the answer's class; None
-        for an exact repeat (skipped)."""
+    def observe(self, query: FloatArray, flagged: bool = False) -> list[Alarm]:
+        """Add one query (standardised, NaN-free; ``flagged`` by the outlier check)."""
         if self._repeat(query):
-            return None
+            return []
         found: list[Alarm] = []
         detectors = self.settings.detectors
         if Detector.OUTLIER_SHARE in detectors:
             alarm = self._outlier_share(flagged)
+            if alarm is not None:
+                found.append(alarm)
+        if Detector.DISTANCE_DISTRIBUTION in detectors:
+            alarm = self._distance(query)
             if alarm is not None:
                 found.append(alarm)
         if Detector.SWEEP in detectors:
@@ -301,69 +273,21 @@ class Prober:
             self.clients.move_to_end(client)
         return found
 
-    def _standard(self, rows: FloatArray) -> FloatArray:
-        return np.asarray((np.where(np.isnan(rows), self.mean, rows) - self.mean) / self.scale)
-
     def observe(
-        self,
-        client: str,
-        rows: FloatArray,
-        now: float,
-        flagged: FloatArray | None = None,
-        labels: Sequence[str | None] | None = None,
-    ) -> list[Alarm]:
-        """Both steps at once: ``observe_request`` then ``observe_answer``."""
-        alarms, fresh = self.observe_request(client, rows, now, flagged)
-        return alarms + self.observe_answer(client, rows, fresh, labels, now)
-
-    def observe_request(
         self, client: str, rows: FloatArray, now: float, flagged: FloatArray | None = None
-    ) -> tuple[list[Alarm], BoolArray]:
+    ) -> list[Alarm]:
         """Add a request's rows (rows x numeric features, NaN for missing), with which of
-        them the outlier check flagged, to every detector but the distance test; with
-        which rows are not exact repeats (for ``observe_answer``)."""
+        them the outlier check flagged."""
         stream = self.stream(client)
+        standard = (np.where(np.isnan(rows), self.mean, rows) - self.mean) / self.scale
         alarms: list[Alarm] = []
         if Detector.VOLUME in self.settings.detectors:
             alarm = stream.volume(now, max(1, rows.shape[0]))
             if alarm is not None:
                 alarms.append(alarm)
         marks = flagged if flagged is not None else np.zeros(rows.shape[0], dtype=bool)
-        fresh = np.zeros(rows.shape[0], dtype=bool)
-        for index, (query, mark) in enumerate(zip(self._standard(rows), marks, strict=True)):
-            found = stream.observe(np.ascontiguousarray(query), bool(mark))
-            if found is not None:
-                fresh[index] = True
-                alarms.extend(found)
-        return self._quieted(client, stream, alarms, now), fresh
-
-    def observe_answer(
-        self,
-        client: str,
-        rows: FloatArray,
-        fresh: BoolArray,
-        labels: Sequence[str | None] | None,
-        now: float,
-    ) -> list[Alarm]:
-        """The distance test on the ``fresh`` rows, each in the growing set of the class
-        the model predicted for it (``labels``, one per row; None: no class read)."""
-        if Detector.DISTANCE_DISTRIBUTION not in self.settings.detectors:
-            return []
-        stream = self.stream(client)
-        named = list(labels) if labels is not None and len(labels) == len(rows) else None
-        alarms: list[Alarm] = []
-        for index, query in enumerate(self._standard(rows)):
-            if not fresh[index]:
-                continue
-            code = stream.class_code(named[index] if named is not None else None)
-            alarm = stream.distance(np.ascontiguousarray(query), code)
-            if alarm is not None:
-                alarms.append(alarm)
-        return self._quieted(client, stream, alarms, now)
-
-    def _quieted(
-        self, client: str, stream: ClientStream, alarms: list[Alarm], now: float
-    ) -> list[Alarm]:
+        for query, mark in zip(standard, marks, strict=True):
+            alarms.extend(stream.observe(np.ascontiguousarray(query), bool(mark)))
         fresh = []
         for alarm in _first_per_detector(alarms):
             last = stream.alarmed.get(alarm.detector)
@@ -389,9 +313,4 @@ def _named(client: str, alarms: list[Alarm]) -> list[Alarm]:
 
 def memory_bytes(settings: Settings, width: int) -> int:
     """An upper bound of one client's summary (the two matrices dominate)."""
-    return (
-        8 * width * (settings.memory + SWEEP_LOOKBACK)
-        + 80 * settings.memory
-        + 1024
-        + 8 * 64 * MAX_CLASSES
-    )
+    return 8 * width * (settings.memory + SWEEP_LOOKBACK) + 64 * settings.memory + 1024

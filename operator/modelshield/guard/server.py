@@ -181,25 +181,21 @@ class Pipeline:
         outcome.verdict = judging.merge([head, checked])
         if outcome.verdict.refusal is not None:
             return self._refuse(outcome, outcome.verdict.refusal)
-        defended = None
         if self.defences is not None:
             defended = self.defences.judge(outcome.client, route, document, time.time())
-            outcome.flags = defended.flags
             outcome.verdict = judging.merge([outcome.verdict, defended.verdict])
-            self._alarmed(outcome, defended)
+            outcome.flags = defended.flags
+            if self.events is not None:
+                for ref, alarm in defended.alarms:
+                    self.events.offer(ref, alarm)
+            if defended.alarms:
+                outcome.note = "; ".join(
+                    f"probing alarm ({alarm.detector.value}, {ref}): {alarm.reason}"
+                    for ref, alarm in defended.alarms
+                )
             if outcome.verdict.refusal is not None:
                 return self._refuse(outcome, outcome.verdict.refusal)
-        return await self._forward(request, outcome, body, defended)
-
-    def _alarmed(self, outcome: auditing.Outcome, defended: defending.Judgement) -> None:
-        """Report the defences' alarms: Events and the audit line's note."""
-        if self.events is not None:
-            for ref, alarm in defended.alarms:
-                self.events.offer(ref, alarm)
-        notes = [outcome.note] if outcome.note else []
-        for ref, alarm in defended.alarms:
-            notes.append(f"probing alarm ({alarm.detector.value}, {ref}): {alarm.reason}")
-        outcome.note = "; ".join(notes)
+        return await self._forward(request, outcome, body)
 
     async def _read_body(self, request: web.Request) -> bytes | judging.Verdict:
         limit = self.rules.read_limit
@@ -244,11 +240,7 @@ class Pipeline:
             )
 
     async def _forward(
-        self,
-        request: web.Request,
-        outcome: auditing.Outcome,
-        body: bytes,
-        defended: defending.Judgement | None,
+        self, request: web.Request, outcome: auditing.Outcome, body: bytes
     ) -> web.StreamResponse:
         headers = [(k, v) for k, v in request.headers.items() if _forwardable(k)]
         headers.append((CLIENT_HEADER, outcome.client))
@@ -258,16 +250,6 @@ class Pipeline:
                 request.method, url, data=body or None, headers=headers, allow_redirects=False
             ) as upstream:
                 content = await upstream.read()
-                if self.defences and defended and outcome.route and 200 <= upstream.status < 300:
-                    # The distance test reads the predicted class from the answer; an
-                    # Enforce Block or Throttle it raises withholds this answer too.
-                    on_answer = self.defences.answered(
-                        outcome.client, outcome.route, defended, content, time.time()
-                    )
-                    outcome.verdict = judging.merge([outcome.verdict, on_answer.verdict])
-                    self._alarmed(outcome, on_answer)
-                    if outcome.verdict.refusal is not None:
-                        return self._refuse(outcome, outcome.verdict.refusal)
                 if self.hardening is not None and outcome.route and 200 <= upstream.status < 300:
                     content = self.hardening.harden(content, outcome.route)
                 # The answer is read whole: one Response, its headers and body sent in one
