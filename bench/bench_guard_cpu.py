@@ -357,8 +357,7 @@ def run(
             if chain is not None:
                 chain.stop()
             for process in (guard, model):
-                process.send_signal(signal.SIGTERM)
-                process.wait(timeout=10)
+                nginxauth.stop(process)
     return figures
 
 

@@ -92,8 +92,17 @@ class Chain:
     def stop(self) -> None:
         """Stop both."""
         for process in (self.nginx, self.endpoint):
-            process.send_signal(signal.SIGTERM)
-            process.wait(timeout=10)
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 10 s: a benchmark never leaves a process behind."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def start(
