@@ -156,7 +156,9 @@ def test_helm_upgrade_rolls_the_webhook_without_refusing_a_create(
             installed_chart.namespace,
             "--values",
             str(installed_chart.values),
-            "--set",
+            # --set-string: helm reads 8 hex digits that happen to be all decimal (about
+            # 1 draw in 40: CI's first default run) as a number, which the schema refuses.
+            "--set-string",
             f"webhook.podAnnotations.rolled={uuid.uuid4().hex[:8]}",
             "--wait",
             "--timeout",
