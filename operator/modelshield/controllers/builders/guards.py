@@ -106,24 +106,14 @@ def probing_events(
 
 
 def build_events_role(*, name: str, namespace: str) -> dict[str, Any]:
-    """All the guard's own Role allows: create Events (probing alarms) in its namespace."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "Role",
-        "metadata": {"name": name, "namespace": namespace},
-        "rules": [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}],
-    }
+    """All the guard's own Role allows: create Events (probing alarms) in its namespace,
+    the same Role a drift monitor gets."""
+    return driftmonitors.build_role(name=name, namespace=namespace)
 
 
 def build_events_role_binding(*, name: str, namespace: str) -> dict[str, Any]:
     """The guard's ServiceAccount bound to its events Role."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "RoleBinding",
-        "metadata": {"name": name, "namespace": namespace},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
-    }
+    return driftmonitors.build_role_binding(name=name, namespace=namespace)
 
 
 def profile_features(profile: str | None) -> list[dict[str, str]] | None:
