@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from modelshield.modelartifacts import redacting
@@ -296,23 +296,12 @@ def endpoint_choices(container: Mapping[str, Any]) -> list[EndpointChoice]:
     env = container.get("env")
     for index, entry in enumerate(env if isinstance(env, list) else ()):
         name = entry.get("name") if isinstance(entry, dict) else None
-        if name == _VERIFY_VARIABLE or name in _TRUST_VARIABLES:
+        judge_alone = _JUDGED_ALONE.get(name) if isinstance(name, str) else None
+        if judge_alone is not None:
             assert isinstance(entry, dict)
-            tls = _tls_choice(str(name), entry, f"env[{index}]")
-            if tls is not None:
-                found.append(tls)
-            continue
-        if name in _PROXY_VARIABLES:
-            assert isinstance(entry, dict)
-            proxy = _proxy_choice(str(name), entry, f"env[{index}]")
-            if proxy is not None:
-                found.append(proxy)
-            continue
-        if name in _ADDRESSING_VARIABLES:
-            assert isinstance(entry, dict)
-            choice = _addressing_choice(str(name), entry, f"env[{index}]")
-            if choice is not None:
-                found.append(choice)
+            alone = judge_alone(str(name), entry, f"env[{index}]")
+            if alone is not None:
+                found.append(alone)
             continue
         if name not in _ENDPOINT_VARIABLES + _CONFIG_VARIABLES + _STORAGE_JSON_VARIABLES:
             continue
@@ -368,6 +357,14 @@ def _addressing_choice(name: str, entry: Mapping[str, Any], where: str) -> Endpo
         "(<bucket>.<host>, or AWS's accelerate endpoint), which is not the server the "
         "operator fetched ModelArtifacts from; remove it",
     )
+
+
+#: Variables judged each on its own value (or valueFrom), by name.
+_JUDGED_ALONE: dict[str, Callable[[str, Mapping[str, Any], str], EndpointChoice | None]] = {
+    **{name: _tls_choice for name in (_VERIFY_VARIABLE, *_TRUST_VARIABLES)},
+    **{name: _proxy_choice for name in _PROXY_VARIABLES},
+    **{name: _addressing_choice for name in _ADDRESSING_VARIABLES},
+}
 
 
 def default_endpoint_choice(container: Mapping[str, Any], uris: list[str]) -> EndpointChoice | None:
