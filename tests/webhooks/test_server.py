@@ -221,6 +221,51 @@ async def test_draining_fails_readiness_but_keeps_answering(
     assert answer["allowed"] is True
 
 
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, body: bytes
+) -> dict[str, str]:
+    """One keep-alive POST /validate on an open connection; the answer's headers."""
+    writer.write(
+        b"POST /validate HTTP/1.1\r\nHost: webhook\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    await writer.drain()
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    status, *lines = head.decode().split("\r\n")
+    assert " 200 " in status, head
+    headers = {
+        name.lower(): value.strip()
+        for name, _, value in (line.partition(":") for line in lines if line)
+    }
+    answer = json.loads(await reader.readexactly(int(headers["content-length"])))
+    assert answer["response"]["allowed"] is True
+    return headers
+
+
+async def test_draining_closes_each_keep_alive_connection_after_its_answer(
+    running: server.RunningServer, authority: pki.Authority, context: contexts.AdmissionContext
+) -> None:
+    """What the API server sees during a roll: a review on a connection it opened before
+    the drain gets its answer and "Connection: close", and the connection ends there;
+    none is left open for the final close to race with a review written on it."""
+    info = scenarios.BY_LABEL["Pod"]
+    body = json.dumps(scenarios.review(info, "CREATE", scenarios.workload(info))).encode()
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", running.port, ssl=client_ssl_context(authority)
+    )
+    try:
+        kept = await _exchange(reader, writer, body)
+        assert kept.get("connection", "keep-alive").lower() != "close", kept
+        context.draining = True
+        closing = await _exchange(reader, writer, body)
+        assert closing.get("connection", "").lower() == "close", closing
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
 async def test_health_ready_and_metrics(client: HttpsClient) -> None:
     assert await client.get("/healthz") == (200, "ok\n")
     status, text = await client.get("/readyz")

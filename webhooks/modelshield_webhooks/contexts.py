@@ -145,5 +145,6 @@ class AdmissionContext:
     #: server a KServe storage initializer may download a verified model from.
     store: s3endpoints.ModelStore = s3endpoints.DEFAULT
     #: Set on SIGTERM: /readyz fails so that the Service stops sending reviews here,
-    #: while the server keeps answering those already on their way.
+    #: while the server keeps answering those already on their way, each answer closing
+    #: its keep-alive connection.
     draining: bool = False

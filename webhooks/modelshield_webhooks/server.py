@@ -90,7 +90,14 @@ def _review_handler(reviewer: Reviewer) -> Callable[[web.Request], Awaitable[web
         except Exception:  # encode() falls back to json: this is the last line of defence
             _logger.exception("%s: the answer could not be encoded", request.path)
             encoded = _UNENCODABLE
-        return web.Response(body=encoded, content_type=JSON)
+        response = web.Response(body=encoded, content_type=JSON)
+        if context.draining:
+            # The API server reuses keep-alive connections to this pod, whatever the
+            # endpoints say now; closing one when the drain ends races with a review
+            # written on it (an EOF, a denial under failurePolicy: Fail). "Connection:
+            # close" on the answer ends it cleanly: the next review dials a ready pod.
+            response.force_close()
+        return response
 
     return handle
 
