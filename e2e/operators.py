@@ -28,7 +28,7 @@ from modelshield.cli import operator as operator_cli
 from modelshield.controllers import artifactchecks, caches, writing
 from modelshield.controllers import artifacts as artifact_handlers
 from modelshield.controllers import settings as operator_settings
-from modelshield.modelartifacts import fetching
+from modelshield.modelartifacts import transfers
 from tests.supplychain.authproxy import AuthProxy
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -319,7 +319,7 @@ def artifact_reconciler_in_thread(
     ``file_root``, two workers, a 2 s recheck timer (the tests' pace, not production's)."""
     registry = kopf.OperatorRegistry()
     settings = artifactchecks.Settings(
-        fetch=fetching.Settings(file_roots=(file_root,)),
+        fetch=transfers.Settings(file_roots=(file_root,)),
         work_dir=work_dir,
         max_concurrent=2,
         timer_seconds=2.0,

@@ -15,7 +15,7 @@ from modelshield.api.v1alpha1.common import ConditionStatus, Severity
 from modelshield.controllers import artifactchecks as checks
 from modelshield.controllers import artifacts as controller
 from modelshield.controllers import caches
-from modelshield.modelartifacts import fetching, modelverifying, reconciling, signing
+from modelshield.modelartifacts import modelverifying, reconciling, signing, transfers
 from tests.modelartifacts import keys, models, servers
 
 
@@ -30,7 +30,7 @@ def _job(
         signers=signers,
         threshold=Severity.HIGH,
         settings=checks.Settings(
-            fetch=fetching.Settings(file_roots=(tmp_path,)),
+            fetch=transfers.Settings(file_roots=(tmp_path,)),
             work_dir=tmp_path / "work",
             max_concurrent=1,
         ),
@@ -61,7 +61,7 @@ def test_job_with_unreachable_source_reports_fetch_failure(tmp_path: pathlib.Pat
 
     verified = next(c for c in verdict.status.conditions if c.type == "Verified")
     assert verified.reason == "FetchFailed"
-    assert fetching.FETCH_FAILED in verified.message
+    assert transfers.FETCH_FAILED in verified.message
     assert not (tmp_path / "work").exists() or not any((tmp_path / "work").iterdir())
 
 
@@ -240,7 +240,7 @@ def test_operator_flags_win_over_the_environment() -> None:
 
     assert fetch.file_roots == (pathlib.Path("/models"), pathlib.Path("/data"))
     assert fetch.max_files == 3
-    assert fetch.deadline_seconds == fetching.DEFAULT_DEADLINE_SECONDS
+    assert fetch.deadline_seconds == transfers.DEFAULT_DEADLINE_SECONDS
 
 
 def test_an_unreadable_last_checked_makes_the_check_due() -> None:

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelshield.modelartifacts import buckets, fetching
+from modelshield.modelartifacts import buckets, fetching, streaming, transfers
 from tests.modelartifacts import models, servers
 
 
@@ -38,12 +38,12 @@ def test_archive_with_more_files_than_the_limit_is_refused(tmp_path: pathlib.Pat
     served = tmp_path / "served"
     served.mkdir()
     _tar(served / "many.tar", {f"f{i}.txt": b"x" for i in range(50)})
-    settings = fetching.Settings(max_files=20)
+    settings = transfers.Settings(max_files=20)
 
-    with servers.file_server(served) as (base, _), pytest.raises(fetching.FetchError) as caught:
+    with servers.file_server(served) as (base, _), pytest.raises(transfers.FetchError) as caught:
         fetching.fetch(f"{base}/many.tar", tmp_path / "out" / "fetched", settings)
 
-    assert caught.value.reason == fetching.TOO_MANY_FILES
+    assert caught.value.reason == transfers.TOO_MANY_FILES
     assert not (tmp_path / "out" / "fetched").exists()
 
 
@@ -53,10 +53,10 @@ def test_archive_with_x_and_x_slash_y_is_a_fetch_error(tmp_path: pathlib.Path) -
     served.mkdir()
     _tar(served / "clash.tar", {"x": b"a file", "x/y": b"under the file"})
 
-    with servers.file_server(served) as (base, _), pytest.raises(fetching.FetchError) as caught:
+    with servers.file_server(served) as (base, _), pytest.raises(transfers.FetchError) as caught:
         fetching.fetch(f"{base}/clash.tar", tmp_path / "out" / "fetched")
 
-    assert caught.value.reason == fetching.FETCH_FAILED
+    assert caught.value.reason == transfers.FETCH_FAILED
 
 
 @pytest.mark.integration
@@ -69,7 +69,7 @@ def test_archive_naming_one_file_twice_is_refused(tmp_path: pathlib.Path) -> Non
             info.size = len(data)
             archive.addfile(info, io.BytesIO(data))
 
-    with servers.file_server(served) as (base, _), pytest.raises(fetching.FetchError):
+    with servers.file_server(served) as (base, _), pytest.raises(transfers.FetchError):
         fetching.fetch(f"{base}/twice.tar", tmp_path / "out" / "fetched")
 
 
@@ -112,18 +112,18 @@ def test_a_trickling_server_is_stopped_at_the_overall_deadline(
     trickling_server: str, tmp_path: pathlib.Path
 ) -> None:
     # Each read gets a byte within the 3 s timeout: only an overall deadline ends this.
-    settings = fetching.Settings(timeout_seconds=3.0, deadline_seconds=2.0)
+    settings = transfers.Settings(timeout_seconds=3.0, deadline_seconds=2.0)
     started = time.monotonic()
 
-    with pytest.raises(fetching.FetchError) as caught:
+    with pytest.raises(transfers.FetchError) as caught:
         fetching.fetch(f"{trickling_server}/model.bin", tmp_path / "fetched", settings)
 
-    assert caught.value.reason == fetching.DEADLINE_EXCEEDED
+    assert caught.value.reason == transfers.DEADLINE_EXCEEDED
     assert time.monotonic() - started < 6.0
 
 
 def test_settings_from_the_environment() -> None:
-    settings = fetching.Settings.from_environment(
+    settings = transfers.Settings.from_environment(
         {
             "MODELSHIELD_ARTIFACT_MAX_BYTES": "1000",
             "MODELSHIELD_ARTIFACT_MAX_FILES": "7",
@@ -137,7 +137,7 @@ def test_settings_from_the_environment() -> None:
 
 
 def test_defaults_are_sized_for_real_models() -> None:
-    settings = fetching.Settings()
+    settings = transfers.Settings()
 
     assert settings.max_bytes == 256 << 30  # a 70B model in 16-bit weights is ~140 GB
     assert settings.max_files == 10_000
@@ -148,10 +148,10 @@ def test_defaults_are_sized_for_real_models() -> None:
 def test_file_uri_is_refused_without_configured_roots(tmp_path: pathlib.Path) -> None:
     model = models.benign_model(tmp_path / "model")
 
-    with pytest.raises(fetching.FetchError) as caught:
+    with pytest.raises(transfers.FetchError) as caught:
         fetching.fetch(f"file://{model}", tmp_path / "unused")
 
-    assert caught.value.reason == fetching.NOT_ALLOWED
+    assert caught.value.reason == transfers.NOT_ALLOWED
 
 
 @pytest.mark.parametrize(
@@ -170,17 +170,17 @@ def test_file_uri_outside_the_roots_is_refused(uri: str, tmp_path: pathlib.Path)
     models.benign_model(root / "models" / "model")
     (tmp_path / "elsewhere").mkdir()
     (root / "escape-link").symlink_to(tmp_path / "elsewhere")
-    settings = fetching.Settings(file_roots=(root,))
+    settings = transfers.Settings(file_roots=(root,))
 
-    with pytest.raises(fetching.FetchError) as caught:
+    with pytest.raises(transfers.FetchError) as caught:
         fetching.fetch(uri.format(root=root), tmp_path / "unused", settings)
 
-    assert caught.value.reason == fetching.NOT_ALLOWED
+    assert caught.value.reason == transfers.NOT_ALLOWED
 
 
 def test_file_uri_under_a_root_is_allowed(tmp_path: pathlib.Path) -> None:
     model = models.benign_model(tmp_path / "root" / "models" / "model")
-    settings = fetching.Settings(file_roots=(tmp_path / "root",))
+    settings = transfers.Settings(file_roots=(tmp_path / "root",))
 
     assert fetching.fetch(f"file://{model}", tmp_path / "unused", settings).directory == model
 
@@ -199,32 +199,32 @@ def test_pvc_uri_is_confined_to_the_artifacts_namespace(uri: str, tmp_path: path
     models.benign_model(tmp_path / "ml-team" / "claim" / "model")
     models.benign_model(tmp_path / "other-tenant" / "claim" / "model")
     (tmp_path / "ml-team" / "claim" / "link-out").symlink_to(tmp_path / "other-tenant" / "claim")
-    settings = fetching.Settings(pvc_root=tmp_path)
+    settings = transfers.Settings(pvc_root=tmp_path)
 
-    with pytest.raises(fetching.FetchError) as caught:
+    with pytest.raises(transfers.FetchError) as caught:
         fetching.fetch(uri, tmp_path / "unused", settings, "ml-team")
 
-    assert caught.value.reason == fetching.NOT_ALLOWED
+    assert caught.value.reason == transfers.NOT_ALLOWED
 
 
 def test_pvc_uri_reads_the_claim_in_the_artifacts_namespace(tmp_path: pathlib.Path) -> None:
     mine = models.benign_model(tmp_path / "ml-team" / "claim" / "model")
     models.benign_model(tmp_path / "other-tenant" / "claim" / "model")
-    settings = fetching.Settings(pvc_root=tmp_path)
+    settings = transfers.Settings(pvc_root=tmp_path)
 
     fetched = fetching.fetch("pvc://claim/model", tmp_path / "unused", settings, "ml-team")
 
     assert fetched.directory == mine
-    with pytest.raises(fetching.FetchError):
+    with pytest.raises(transfers.FetchError):
         fetching.fetch("pvc://claim/model", tmp_path / "unused", settings, "")
 
 
 def test_signature_uri_is_confined_like_the_model(tmp_path: pathlib.Path) -> None:
     (tmp_path / "secret.key").write_text("not a signature")
-    settings = fetching.Settings(file_roots=(tmp_path / "models",), pvc_root=tmp_path / "pvc")
+    settings = transfers.Settings(file_roots=(tmp_path / "models",), pvc_root=tmp_path / "pvc")
 
     for uri in (f"file://{tmp_path}/secret.key", "pvc://../secret.key"):
-        with pytest.raises(fetching.FetchError):
+        with pytest.raises(transfers.FetchError):
             fetching.fetch_file(uri, tmp_path / "sig", settings, "ml-team")
 
 
@@ -267,7 +267,7 @@ def _server(redirect_to: str | None) -> Iterator[tuple[str, list[dict[str, str]]
 
 @pytest.mark.integration
 def test_s3_credentials_never_follow_a_redirect_to_another_origin() -> None:
-    settings = fetching.Settings(
+    settings = transfers.Settings(
         s3_access_key="AKIDEXAMPLE",
         s3_secret_key="wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
         s3_session_token="session-token",
@@ -290,7 +290,7 @@ def test_a_same_origin_redirect_keeps_the_credentials() -> None:
         request = urllib.request.Request(  # noqa: S310 - loopback test server
             f"{target}/x", headers={"Authorization": "Bearer t"}
         )
-        with fetching.open_url(request, fetching.Settings()) as response:
+        with streaming.open_url(request, transfers.Settings()) as response:
             assert response.read() == b"payload"
 
     assert seen[0]["Authorization"] == "Bearer t"

@@ -10,7 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelshield.modelartifacts import buckets, fetching, modelverifying, registries, signing
+from modelshield.modelartifacts import (
+    buckets,
+    fetching,
+    modelverifying,
+    registries,
+    signing,
+    transfers,
+)
 from tests.modelartifacts import keys, models, servers
 from tests.supplychain import localtools
 
@@ -32,7 +39,7 @@ def model(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 def test_file_uri_is_used_in_place(model: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    settings = fetching.Settings(file_roots=(tmp_path / "source",))
+    settings = transfers.Settings(file_roots=(tmp_path / "source",))
 
     fetched = fetching.fetch(f"file://{model}", tmp_path / "unused", settings)
 
@@ -43,7 +50,7 @@ def test_file_uri_is_used_in_place(model: pathlib.Path, tmp_path: pathlib.Path) 
 
 def test_pvc_uri_resolves_under_the_mount_root(model: pathlib.Path, tmp_path: pathlib.Path) -> None:
     # Claims are mounted at PVC_ROOT/<namespace>/<claim>: the artifact's namespace only.
-    settings = fetching.Settings(pvc_root=tmp_path.parent)
+    settings = transfers.Settings(pvc_root=tmp_path.parent)
 
     fetched = fetching.fetch("pvc://source/model", tmp_path / "unused", settings, tmp_path.name)
 
@@ -51,9 +58,9 @@ def test_pvc_uri_resolves_under_the_mount_root(model: pathlib.Path, tmp_path: pa
 
 
 def test_missing_local_directory(tmp_path: pathlib.Path) -> None:
-    with pytest.raises(fetching.FetchError, match="not a directory"):
+    with pytest.raises(transfers.FetchError, match="not a directory"):
         fetching.fetch(
-            f"file://{tmp_path}/nothing", tmp_path / "d", fetching.Settings(file_roots=(tmp_path,))
+            f"file://{tmp_path}/nothing", tmp_path / "d", transfers.Settings(file_roots=(tmp_path,))
         )
 
 
@@ -86,7 +93,7 @@ def test_https_archive_is_unpacked(model: pathlib.Path, tmp_path: pathlib.Path) 
                 archive.add(path, arcname=path.relative_to(model).as_posix())
 
     with servers.file_server(archive_dir, tls_dir=tmp_path) as (base, ca_file):
-        settings = fetching.Settings(ca_file=ca_file)
+        settings = transfers.Settings(ca_file=ca_file)
         fetched = fetching.fetch(f"{base}/model.tar.gz", tmp_path / "fetched", settings)
 
     assert _files(fetched.directory) == _files(model)
@@ -98,7 +105,7 @@ def test_https_with_an_untrusted_certificate_fails(
 ) -> None:
     with (
         servers.file_server(model, tls_dir=tmp_path) as (base, _),
-        pytest.raises(fetching.FetchError, match="CERTIFICATE_VERIFY_FAILED"),
+        pytest.raises(transfers.FetchError, match="CERTIFICATE_VERIFY_FAILED"),
     ):
         fetching.fetch(f"{base}/vocab.txt", tmp_path / "fetched")
     assert not (tmp_path / "fetched").exists()
@@ -115,7 +122,7 @@ def test_archive_with_traversal_is_refused(tmp_path: pathlib.Path) -> None:
 
     with (
         servers.file_server(served) as (base, _),
-        pytest.raises(fetching.FetchError, match="leaves"),
+        pytest.raises(transfers.FetchError, match="leaves"),
     ):
         fetching.fetch(f"{base}/evil.tar", tmp_path / "out" / "fetched")
     assert not (tmp_path / "out" / "escape.txt").exists()
@@ -125,10 +132,10 @@ def test_archive_with_traversal_is_refused(tmp_path: pathlib.Path) -> None:
 def test_size_limit_stops_the_download(model: pathlib.Path, tmp_path: pathlib.Path) -> None:
     with (
         servers.file_server(model) as (base, _),
-        pytest.raises(fetching.FetchError) as caught,
+        pytest.raises(transfers.FetchError) as caught,
     ):
-        fetching.fetch(f"{base}/model.joblib", tmp_path / "f", fetching.Settings(max_bytes=100))
-    assert caught.value.reason == fetching.TOO_LARGE
+        fetching.fetch(f"{base}/model.joblib", tmp_path / "f", transfers.Settings(max_bytes=100))
+    assert caught.value.reason == transfers.TOO_LARGE
 
 
 @pytest.fixture(scope="module")
@@ -137,8 +144,8 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[servers.S3Server]:
         yield server
 
 
-def _s3_settings(server: servers.S3Server, secret: str | None = None) -> fetching.Settings:
-    return fetching.Settings(
+def _s3_settings(server: servers.S3Server, secret: str | None = None) -> transfers.Settings:
+    return transfers.Settings(
         s3_endpoint=server.endpoint,
         s3_access_key=server.access_key,
         s3_secret_key=secret or server.secret_key,
@@ -165,7 +172,7 @@ def test_s3_server_refuses_a_wrong_signature(s3: servers.S3Server, tmp_path: pat
     servers.s3_put(s3, "private/m/weights.bin", b"secret weights")
     settings = _s3_settings(s3, secret="not-the-secret")
 
-    with pytest.raises(fetching.FetchError, match="SignatureDoesNotMatch"):
+    with pytest.raises(transfers.FetchError, match="SignatureDoesNotMatch"):
         fetching.fetch("s3://private/m", tmp_path / "f", settings)
 
 
@@ -173,7 +180,7 @@ def test_s3_server_refuses_a_wrong_signature(s3: servers.S3Server, tmp_path: pat
 def test_s3_missing_prefix(s3: servers.S3Server, tmp_path: pathlib.Path) -> None:
     servers.s3_put(s3, "empty")
 
-    with pytest.raises(fetching.FetchError, match="no objects"):
+    with pytest.raises(transfers.FetchError, match="no objects"):
         fetching.fetch("s3://empty/nothing", tmp_path / "f", _s3_settings(s3))
 
 
@@ -206,7 +213,7 @@ def test_oci_artifact_by_tag_and_digest(
     oci_registry: localtools.LocalRegistry, model: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     digest = servers.oci_push_directory(oci_registry.host, "models/fraud", "v1", model)
-    settings = fetching.Settings(insecure_registries=frozenset({oci_registry.host}))
+    settings = transfers.Settings(insecure_registries=frozenset({oci_registry.host}))
 
     by_tag = fetching.fetch(f"oci://{oci_registry.host}/models/fraud:v1", tmp_path / "t", settings)
     by_digest = fetching.fetch(
@@ -218,14 +225,14 @@ def test_oci_artifact_by_tag_and_digest(
 
 @pytest.mark.integration
 def test_oci_unknown_tag(oci_registry: localtools.LocalRegistry, tmp_path: pathlib.Path) -> None:
-    settings = fetching.Settings(insecure_registries=frozenset({oci_registry.host}))
+    settings = transfers.Settings(insecure_registries=frozenset({oci_registry.host}))
 
-    with pytest.raises(fetching.FetchError, match="HTTP 404"):
+    with pytest.raises(transfers.FetchError, match="HTTP 404"):
         fetching.fetch(f"oci://{oci_registry.host}/models/none:v9", tmp_path / "f", settings)
 
 
 def test_oci_reference_parsing() -> None:
     assert registries.parse_reference("r.example:5000/a/b:v1") == ("r.example:5000", "a/b", "v1")
     assert registries.parse_reference("r.example/a")[2] == "latest"
-    with pytest.raises(fetching.FetchError):
+    with pytest.raises(transfers.FetchError):
         registries.parse_reference("no-repository")

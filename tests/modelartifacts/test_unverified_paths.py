@@ -18,7 +18,7 @@ import pytest
 
 from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import ConditionStatus
-from modelshield.modelartifacts import fetching, modelverifying, reconciling, signing
+from modelshield.modelartifacts import fetching, modelverifying, reconciling, signing, transfers
 from tests.modelartifacts import keys, models, servers
 from tests.supplychain import localtools
 
@@ -75,10 +75,10 @@ def test_an_empty_signed_model_is_refused(tmp_path: pathlib.Path) -> None:
 
 def test_an_oci_manifest_digest_of_another_algorithm_is_refused(tmp_path: pathlib.Path) -> None:
     # Already refused by the reference grammar (kept: the layer check below is new).
-    with pytest.raises(fetching.FetchError) as caught:
+    with pytest.raises(transfers.FetchError) as caught:
         fetching.fetch(f"oci://127.0.0.1:9/models/fraud@sha512:{'a' * 128}", tmp_path / "f")
 
-    assert caught.value.reason in (fetching.UNSUPPORTED_URI, fetching.NOT_ALLOWED)
+    assert caught.value.reason in (transfers.UNSUPPORTED_URI, transfers.NOT_ALLOWED)
 
 
 @pytest.fixture(scope="module")
@@ -121,12 +121,12 @@ def test_an_oci_layer_without_a_title_is_refused(
         "size": len(data),
     }
     _retag_with(oci_registry.host, untitled)
-    settings = fetching.Settings(insecure_registries=frozenset({oci_registry.host}))
+    settings = transfers.Settings(insecure_registries=frozenset({oci_registry.host}))
 
-    with pytest.raises(fetching.FetchError) as caught:
+    with pytest.raises(transfers.FetchError) as caught:
         fetching.fetch(f"oci://{oci_registry.host}/models/fraud:v2", tmp_path / "f", settings)
 
-    assert caught.value.reason == fetching.NOT_ALLOWED
+    assert caught.value.reason == transfers.NOT_ALLOWED
     assert "title" in caught.value.message
 
 

@@ -12,7 +12,7 @@ from modelshield.api.v1alpha1 import artifacts, policies
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
 from modelshield.controllers import artifactchecks as checks
 from modelshield.engine import keyids
-from modelshield.modelartifacts import fetching, modelverifying
+from modelshield.modelartifacts import modelverifying, transfers
 from modelshield.provenance import checking, envelopes, statements
 from tests.modelartifacts import keys
 from tests.provenance import helpers
@@ -52,7 +52,7 @@ def _job(
         signers=(modelverifying.KeySigner("release", releaser.public_pem),),
         threshold=Severity.HIGH,
         settings=checks.Settings(
-            fetch=fetching.Settings(file_roots=(tmp_path,)), work_dir=tmp_path / "work"
+            fetch=transfers.Settings(file_roots=(tmp_path,)), work_dir=tmp_path / "work"
         ),
         provenance=request,
     )

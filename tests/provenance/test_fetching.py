@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from modelshield.modelartifacts import fetching
+from modelshield.modelartifacts import transfers
 from modelshield.provenance import checking, envelopes
 from tests.modelartifacts import keys, servers
 from tests.provenance import helpers
@@ -44,10 +44,10 @@ def test_provenance_over_http(
     _, path, pipeline, digest = attested
     with servers.file_server(path.parent) as (base, _):
         uri = f"{base}/{path.name}"
-        data = checking.fetch(uri, tmp_path / "scratch", fetching.Settings(), "")
-        with pytest.raises(fetching.FetchError):
+        data = checking.fetch(uri, tmp_path / "scratch", transfers.Settings(), "")
+        with pytest.raises(transfers.FetchError):
             checking.fetch(
-                f"{base}/absent.intoto.jsonl", tmp_path / "other", fetching.Settings(), ""
+                f"{base}/absent.intoto.jsonl", tmp_path / "other", transfers.Settings(), ""
             )
 
     assert checking.judge(data, _request(pipeline, uri), digest).reason == checking.VERIFIED
@@ -66,7 +66,7 @@ def test_provenance_as_a_one_file_oci_artifact(
     servers.oci_push_directory(oci_registry.host, "models/fraud-provenance", "v1", holder)
     (holder / "second").write_text("x")
     servers.oci_push_directory(oci_registry.host, "models/fraud-provenance", "two", holder)
-    settings = fetching.Settings(insecure_registries=frozenset({oci_registry.host}))
+    settings = transfers.Settings(insecure_registries=frozenset({oci_registry.host}))
     uri = f"oci://{oci_registry.host}/models/fraud-provenance:v1"
 
     data = checking.fetch(uri, tmp_path / "scratch", settings, "")

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 from modelshield.engine import s3endpoints
 
-#: The operator's fetch read these before the flag existed (``fetching.Settings``).
+#: The operator's fetch read these before the flag existed (``transfers.Settings``).
 ENVIRONMENT = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.engine import s3endpoints
-from modelshield.modelartifacts import fetching, modelverifying, reconciling, redacting
+from modelshield.modelartifacts import fetching, modelverifying, reconciling, redacting, transfers
 from modelshield.provenance import checking
 
 LOGGER = logging.getLogger("modelshield.artifacts")
@@ -32,7 +32,7 @@ TIMER_SECONDS = 60.0
 class Settings:
     """How the reconciler fetches and how many checks run at once."""
 
-    fetch: fetching.Settings = dataclasses.field(default_factory=fetching.Settings)
+    fetch: transfers.Settings = dataclasses.field(default_factory=transfers.Settings)
     work_dir: pathlib.Path = pathlib.Path(tempfile.gettempdir()) / "modelshield-artifacts"
     max_concurrent: int = 2
     trust_config: pathlib.Path | None = None
@@ -51,7 +51,7 @@ class Settings:
         (``s3endpoints.ModelStore``), so both processes mean the same server.
         """
         trust = environ.get("MODELSHIELD_MODEL_TRUST_CONFIG")
-        fetch = fetching.Settings.from_environment(environ)
+        fetch = transfers.Settings.from_environment(environ)
         store = s3endpoints.ModelStore.configured(getattr(arguments, "s3_endpoint", None))
         flags: dict[str, Any] = {
             "file_roots": getattr(arguments, "file_root", None),
@@ -98,7 +98,7 @@ def run_job(job: Job) -> reconciling.Verdict:
     now = datetime.datetime.now(datetime.UTC)
     try:
         return _checked(job, now)
-    except fetching.FetchError as failure:
+    except transfers.FetchError as failure:
         message = redacting.redact(f"{failure.reason}: {failure.message}")
         reason = reconciling.FETCH_FAILED
     except Exception as error:
@@ -127,7 +127,7 @@ def _checked(job: Job, now: datetime.datetime) -> reconciling.Verdict:
     try:
         try:
             fetched = fetching.fetch(job.spec.uri, scratch, job.settings.fetch, job.namespace)
-        except fetching.FetchError as failure:
+        except transfers.FetchError as failure:
             error = f"{failure.reason}: {failure.message}"
         signature = None
         if job.spec.signature.uri and fetched is not None:
@@ -136,7 +136,7 @@ def _checked(job: Job, now: datetime.datetime) -> reconciling.Verdict:
                 signature = fetching.fetch_file(
                     job.spec.signature.uri, signature, job.settings.fetch, job.namespace
                 )
-            except fetching.FetchError as failure:
+            except transfers.FetchError as failure:
                 # Verification then reports the bundle as missing, with this in the log.
                 LOGGER.warning(
                     "signature %s: %s",

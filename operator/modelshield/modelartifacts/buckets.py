@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from typing import BinaryIO
 from xml.etree import ElementTree
 
-from modelshield.modelartifacts import fetching
+from modelshield.modelartifacts import streaming, transfers
 
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _S3_NAMESPACE = "{http://s3.amazonaws.com/doc/2006-03-01/}"
@@ -88,7 +88,7 @@ def sign_request(
 class Client:
     """Read-only access to one S3 endpoint."""
 
-    def __init__(self, settings: fetching.Settings) -> None:
+    def __init__(self, settings: transfers.Settings) -> None:
         self._settings = settings
         self._endpoint = (
             settings.s3_endpoint or f"https://s3.{settings.s3_region}.amazonaws.com"
@@ -111,14 +111,14 @@ class Client:
         """GET a signed URL."""
         request = urllib.request.Request(url, headers=dict(self._headers(url)))  # noqa: S310
         try:
-            response = fetching.open_url(request, self._settings)
+            response = streaming.open_url(request, self._settings)
         except urllib.error.HTTPError as error:
             detail = error.read(2048).decode("utf-8", "replace")
-            raise fetching.FetchError(
-                fetching.FETCH_FAILED, f"S3 GET {url}: HTTP {error.code} {detail}"
+            raise transfers.FetchError(
+                transfers.FETCH_FAILED, f"S3 GET {url}: HTTP {error.code} {detail}"
             ) from error
         except OSError as error:
-            raise fetching.FetchError(fetching.FETCH_FAILED, f"S3 GET {url}: {error}") from error
+            raise transfers.FetchError(transfers.FETCH_FAILED, f"S3 GET {url}: {error}") from error
         return response
 
     def list_objects(self, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
@@ -150,8 +150,8 @@ def fetch_prefix(
     bucket: str,
     prefix: str,
     destination: pathlib.Path,
-    settings: fetching.Settings,
-    budget: fetching.Budget,
+    settings: transfers.Settings,
+    budget: transfers.Budget,
 ) -> None:
     """Download every object under s3://bucket/prefix, keeping paths relative to it."""
     client = Client(settings)
@@ -160,11 +160,11 @@ def fetch_prefix(
     for key, _size in client.list_objects(bucket, directory_prefix):
         if key.endswith("/"):
             continue
-        relative = fetching.safe_relative(key[len(directory_prefix) :])
+        relative = streaming.safe_relative(key[len(directory_prefix) :])
         with client.get(client.object_url(bucket, key)) as response:
-            fetching.write_stream(fetching.read_chunks(response), destination / relative, budget)
+            streaming.write_stream(streaming.read_chunks(response), destination / relative, budget)
         found += 1
     if not found:
-        raise fetching.FetchError(
-            fetching.FETCH_FAILED, f"no objects under s3://{bucket}/{directory_prefix}"
+        raise transfers.FetchError(
+            transfers.FETCH_FAILED, f"no objects under s3://{bucket}/{directory_prefix}"
         )

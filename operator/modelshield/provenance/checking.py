@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 
 from modelshield.api.v1alpha1 import artifacts, common, policies, provenance
 from modelshield.api.v1alpha1.common import ConditionStatus
-from modelshield.modelartifacts import fetching, reconciling, redacting
+from modelshield.modelartifacts import fetching, reconciling, redacting, transfers
 from modelshield.provenance import envelopes, keyless, statements
 
 # Reasons of the Provenance condition (stable; admission maps them to violation codes).
@@ -133,8 +133,8 @@ def request(
     )
 
 
-def fetch(uri: str, scratch: pathlib.Path, settings: fetching.Settings, namespace: str) -> bytes:
-    """The provenance file's bytes; raises fetching.FetchError (or OSError) when absent."""
+def fetch(uri: str, scratch: pathlib.Path, settings: transfers.Settings, namespace: str) -> bytes:
+    """The provenance file's bytes; raises transfers.FetchError (or OSError) when absent."""
     if uri.startswith("oci://"):
         # An OCI artifact holding the one provenance file (e.g. pushed with oras).
         fetched = fetching.fetch(uri, scratch, settings, namespace)
@@ -288,7 +288,7 @@ def check(
     verdict: reconciling.Verdict,
     model_dir: pathlib.Path | None,
     scratch: pathlib.Path,
-    settings: fetching.Settings,
+    settings: transfers.Settings,
     namespace: str,
 ) -> Result:
     """Fetch and judge the provenance of a model whose check produced ``verdict``."""
@@ -296,7 +296,7 @@ def check(
         return missing(None, None)
     try:
         data = fetch(request.uri, scratch, settings, namespace)
-    except (fetching.FetchError, OSError) as error:
+    except (transfers.FetchError, OSError) as error:
         return missing(request.uri, error)
     finally:
         if scratch.is_file():
