@@ -64,3 +64,58 @@ def test_command_parses_with_the_real_cli() -> None:
 def test_exactly_one_trust_source() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         startup.verify_command("/m", DIGEST)
+
+
+def _kserve_pod_spec(server_mounts: list[dict[str, object]]) -> dict[str, object]:
+    """A predictor pod as modelshield's mutating webhook sees it: the API server's
+    ServiceAccount admission has mounted the token, KServe's pod mutator has injected its
+    storage initializer and appended the model volume to the server container."""
+    token = {
+        "name": "kube-api-access-x7k2p",
+        "mountPath": startup.SERVICE_ACCOUNT_MOUNT,
+        "readOnly": True,
+    }
+    location = {"name": startup.KSERVE_MODEL_VOLUME, "mountPath": "/mnt/models"}
+    return {
+        "initContainers": [{"name": "storage-initializer", "volumeMounts": [token, location]}],
+        "containers": [
+            {
+                "name": "kserve-container",
+                "volumeMounts": [*server_mounts, token, {**location, "readOnly": True}],
+            }
+        ],
+    }
+
+
+def test_a_kserve_predictor_is_verified_in_kserve_s_model_volume_not_the_token() -> None:
+    # The token first, as the webhook sees it: picked before, so the check verified the
+    # token's directory and every KServe pod under verifyAtStartup failed to start.
+    spec = _kserve_pod_spec([])
+    spec["containers"][0]["volumeMounts"].reverse()  # type: ignore[index]
+    mount = startup.model_mount(spec)
+    assert mount is not None
+    assert (mount["name"], mount["mountPath"]) == (startup.KSERVE_MODEL_VOLUME, "/mnt/models")
+    built = startup.for_pod(spec, image="i", digest="sha256:" + "a" * 64, artifact="a", signer="s")
+    assert built is not None
+    assert built["command"][3] == "/mnt/models"
+
+
+def test_kserve_s_model_volume_is_preferred_over_another_mount_of_the_runtime() -> None:
+    spec = _kserve_pod_spec([{"name": "dshm", "mountPath": "/dev/shm"}])
+    mount = startup.model_mount(spec)
+    assert mount is not None
+    assert mount["name"] == startup.KSERVE_MODEL_VOLUME
+
+
+def test_a_container_mounting_only_the_token_has_no_model_mount() -> None:
+    spec = {
+        "containers": [
+            {
+                "name": "server",
+                "volumeMounts": [
+                    {"name": "kube-api-access-1", "mountPath": startup.SERVICE_ACCOUNT_MOUNT}
+                ],
+            }
+        ]
+    }
+    assert startup.model_mount(spec) is None

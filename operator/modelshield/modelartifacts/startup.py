@@ -33,6 +33,9 @@ _ABSENT = object()
 #: Where the API server's ServiceAccount admission mounts the pod's token into every
 #: container, the injected one included (it runs again after the mutating webhooks).
 SERVICE_ACCOUNT_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+#: The volume KServe's storage initializer downloads into and its server reads
+#: (StorageInitializerVolumeName in KServe v0.17.0's pkg/constants).
+KSERVE_MODEL_VOLUME = "kserve-provision-location"
 
 
 def key_file_name(artifact: str, signer: str) -> str:
@@ -130,7 +133,13 @@ def keys_volume() -> dict[str, Any]:
 
 
 def model_mount(pod_spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The first container's mount that holds the model: one named like it, else the first."""
+    """The first container's mount that holds the model: one named like it (or KServe's
+    model volume), else the first that is not the service account token.
+
+    The mutating webhook sees a pod after the API server's ServiceAccount admission, so the
+    token mount comes first in a container that had no mounts of its own: KServe's pod
+    mutator appends its model volume to the server container after it.
+    """
     containers = pod_spec.get("containers")
     first = containers[0] if isinstance(containers, list) and containers else None
     mounts = first.get("volumeMounts") if isinstance(first, dict) else None
@@ -140,8 +149,9 @@ def model_mount(pod_spec: Mapping[str, Any]) -> Mapping[str, Any] | None:
         if isinstance(m, dict)
         and isinstance(m.get("name"), str)
         and isinstance(m.get("mountPath"), str)
+        and m["mountPath"].rstrip("/") != SERVICE_ACCOUNT_MOUNT
     ]
-    named = [m for m in usable if "model" in m["name"].lower()]
+    named = [m for m in usable if "model" in m["name"].lower() or m["name"] == KSERVE_MODEL_VOLUME]
     if named:
         return named[0]
     return usable[0] if usable else None
