@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from modelshield.controllers import caches, writing
 from modelshield.controllers import ungoverned as labelling
-from modelshield.controllers import writing
 from modelshield.controllers.builders import ungoverned
 
 LABEL = ungoverned.LABEL
@@ -121,7 +121,7 @@ def test_a_namespace_never_seen_gets_nothing() -> None:
 class RecordingKubeForTests:
     """Records the label patches the labeller sends (the API server's side is e2e's).
 
-    ``on_patch`` runs at the moment of each write, so a test can change the indices the way
+    ``on_patch`` runs at the moment of each write, so a test can change the World the way
     a watch event would while a write is in flight.
     """
 
@@ -141,26 +141,70 @@ class RecordingKubeForTests:
         return {}
 
 
+def _namespace(name: str, labels: Mapping[str, str], **metadata: Any) -> dict[str, Any]:
+    return {"kind": "Namespace", "metadata": {"name": name, "labels": dict(labels), **metadata}}
+
+
+def _policy(namespace: str | None, name: str = "p", **spec: Any) -> dict[str, Any]:
+    kind = "ModelSecurityPolicy" if namespace else "ClusterModelSecurityPolicy"
+    metadata = {"name": name, "uid": f"uid-{namespace}-{name}"}
+    if namespace:
+        metadata["namespace"] = namespace
+    body = {"apiVersion": "modelshield.dev/v1alpha1", "kind": kind, "metadata": metadata}
+    return {**body, "spec": {"enforcement": "Enforce", "selector": {}, **spec}}
+
+
 def _view(
     namespaces: dict[str, dict[str, str]],
     namespaced: dict[str, list[str]],
     cluster: list[Any],
 ) -> labelling.View:
-    return labelling.View(
-        namespaces={name: [labels] for name, labels in namespaces.items()},
-        namespaced=namespaced,
-        cluster={None: cluster},
+    """A View over a World fed as the policy reconciler's handlers feed it."""
+    world = caches.World()
+    for name, labels in namespaces.items():
+        world.put_namespace(_namespace(name, labels))
+    for namespace, names in namespaced.items():
+        for name in names:
+            world.put_policy(_policy(namespace, name))
+    for index, selector in enumerate(cluster):
+        world.put_policy(_policy(None, f"c{index}", namespaceSelector=selector))
+    return labelling.View(world)
+
+
+def test_the_view_reads_the_world_as_the_builder_expects() -> None:
+    view = _view(
+        {"a": {"tier": "prod"}, "b": {}},
+        {"a": ["p", "q"]},
+        [{"matchLabels": {"tier": "prod"}}, None, {"matchLabels": "not a map"}],
     )
+    assert view.labels() == {"a": {"tier": "prod"}, "b": {}}
+    assert view.labels(["b", "never-seen"]) == {"b": {}}
+    policies = view.policies()
+    assert policies.namespaced == frozenset({"a"})
+    # A missing selector selects all; an unreadable one is kept as None (fails closed).
+    assert len(policies.cluster) == 3
+    assert policies.cluster.count(None) == 1
 
 
-def test_the_labeller_removes_first_and_judges_additions_again_on_the_live_indices() -> None:
+def test_a_namespace_being_deleted_is_not_labelled() -> None:
+    # Was a filter on the labeller's own kopf index; now the World tracks it.
+    view = _view({"going": {}}, {}, [])
+    view.world.put_namespace(_namespace("going", {}, deletionTimestamp="2026-12-03T00:00:00Z"))
+    assert view.labels() == {}
+    kube = RecordingKubeForTests()
+    asyncio.run(labelling.Labeller(kube).judge(view))  # type: ignore[arg-type]
+    assert kube.patches == []
+    view.world.remove_namespace("going")
+    assert view.world.terminating == set()
+
+
+def test_the_labeller_removes_first_and_judges_additions_again_on_the_live_world() -> None:
     namespaces = {"governed": {LABEL: "true"}, "free": {}, "also-free": {}}
-    namespaced: dict[str, list[str]] = {"governed": ["p"]}
-    view = _view(namespaces, namespaced, [])
+    view = _view(namespaces, {"governed": ["p"]}, [])
     kube = RecordingKubeForTests()
 
     def a_policy_arrives_in_also_free() -> None:
-        namespaced["also-free"] = ["q"]
+        view.world.put_policy(_policy("also-free", "q"))
 
     kube.on_patch = a_policy_arrives_in_also_free
     labeller = labelling.Labeller(kube, excluded=["modelshield-system"])  # type: ignore[arg-type]

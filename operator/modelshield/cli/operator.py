@@ -170,15 +170,22 @@ def build(
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(api_client.configuration)
 
-    if arguments.label_ungoverned_namespaces and not arguments.namespace:
-        # Before the policy reconciler: a policy's label removal is the first thing done.
-        ungoverned.register(registry, kube=kube, excluded=scope.excluded_names, leadership=leader)
-    elif arguments.label_ungoverned_namespaces:
-        # Policies outside the watched namespaces are invisible: no namespace may be judged.
-        LOGGER.warning("--namespace given: namespaces are not labelled modelshield.dev/ungoverned")
     policies.register(
         registry, controller, leadership=leader, resync_interval=arguments.resync_interval
     )
+    if arguments.label_ungoverned_namespaces and not arguments.namespace:
+        # After the policy reconciler: its handlers record a policy or namespace in the
+        # World (kopf runs them first), and the label is judged on that World.
+        ungoverned.register(
+            registry,
+            kube=kube,
+            world=controller.world,
+            excluded=scope.excluded_names,
+            leadership=leader,
+        )
+    elif arguments.label_ungoverned_namespaces:
+        # Policies outside the watched namespaces are invisible: no namespace may be judged.
+        LOGGER.warning("--namespace given: namespaces are not labelled modelshield.dev/ungoverned")
     auditor = auditing.register(registry, controller=controller, arguments=arguments, leader=leader)
     # status.servedBy of every ModelArtifact: where each model and dataset version runs.
     serving.register(registry, kube=kube, leader=leader, resync_interval=arguments.resync_interval)

@@ -1,7 +1,8 @@
 """What the operator has seen: policies, namespaces, workloads, ModelArtifacts, owned objects.
 
 The one view of policies and namespace labels in the operator: the policy reconciler, the
-audit and the ModelArtifact controllers (``World.model_requirements``) all read it.
+audit, the ModelArtifact controllers (``World.model_requirements``) and the
+ungoverned-namespace labeller all read it.
 
 One in-memory ``World`` fed by the watch events kopf delivers (and primed by one list of
 each kind at startup, so that the first reconciles never see a half-known cluster). The
@@ -94,6 +95,8 @@ class World:
 
     policies: dict[Key, PolicyEntry] = dataclasses.field(default_factory=dict)
     namespaces: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
+    #: Namespaces being deleted (a deletionTimestamp): still here, but no longer labelled.
+    terminating: set[str] = dataclasses.field(default_factory=set)
     workloads: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
     children: dict[Key, dict[str, Any]] = dataclasses.field(default_factory=dict)
     artifacts: dict[tuple[str, str], facts.ArtifactFacts] = dataclasses.field(default_factory=dict)
@@ -106,6 +109,7 @@ class World:
         """Take everything from a fresh snapshot (a resync)."""
         self.policies = other.policies
         self.namespaces = other.namespaces
+        self.terminating = other.terminating
         self.workloads = other.workloads
         self.children = other.children
         self.artifacts = other.artifacts
@@ -153,11 +157,16 @@ class World:
         labels = dict(metadata.get("labels") or {})
         changed = self.namespaces.get(name) != labels
         self.namespaces[name] = labels
+        if metadata.get("deletionTimestamp"):
+            self.terminating.add(name)
+        else:
+            self.terminating.discard(name)
         return changed
 
     def remove_namespace(self, name: str) -> None:
         """Forget a deleted namespace."""
         self.namespaces.pop(name, None)
+        self.terminating.discard(name)
 
     # --- workloads and owned objects ------------------------------------------
 

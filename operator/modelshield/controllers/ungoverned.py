@@ -2,14 +2,17 @@
 
 The workload webhooks skip namespaces carrying the label, so a dead admission server (which
 fails closed) blocks creates only where some policy could govern them. What carries the
-label is decided by ``builders.ungoverned`` (pure); this module reads kopf indices of the
-namespaces and both policy kinds, and merge-patches the label onto or off namespaces.
+label is decided by ``builders.ungoverned`` (pure); this module reads the namespaces and
+both policy kinds from the policy reconciler's ``caches.World`` (the operator's one view of
+them) and merge-patches the label onto or off namespaces.
 
-kopf calls no handler before every index has its initial listing, so nothing is labelled
-on a partial view. A policy event removes labels before the policy reconciler queues its
-work (these handlers are registered first, and kopf runs an object's handlers in that
-order); what remains is the time from the policy's creation to its watch event here.
-A periodic pass (active instance only) retries writes that failed.
+The World is primed from full lists at startup, before kopf calls any handler, so nothing
+is labelled on a partial view. These handlers are registered after the policy
+reconciler's, and kopf runs an object's event handlers one after another in that order:
+the reconciler's records the policy or namespace in the World and queues its work (no API
+call), then the label is judged on the World as it now is and removals are written at
+once; what remains is the time from the policy's creation to its watch event here. A
+periodic pass (active instance only) retries writes that failed.
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ from urllib.parse import quote
 
 import kopf
 
+from modelshield.controllers import caches, writing
 from modelshield.controllers import leadership as leadership_
-from modelshield.controllers import writing
 from modelshield.controllers.builders import ungoverned
 
 LOGGER = logging.getLogger("modelshield.ungoverned")
@@ -35,36 +38,33 @@ DEFAULT_RESYNC_SECONDS = 60.0
 
 @dataclasses.dataclass(frozen=True)
 class View:
-    """kopf's live indices (kopf updates them in place as watch events arrive)."""
+    """The World as the labeller reads it (the policy reconciler's handlers keep it current)."""
 
-    namespaces: Mapping[str, Iterable[Mapping[str, str]]]
-    namespaced: Mapping[str, Iterable[str]]
-    cluster: Mapping[None, Iterable[Mapping[str, Any] | None]]
-
-    @classmethod
-    def of(cls, kwargs: Mapping[str, Any]) -> View:
-        """The indices kopf hands a handler, by their ids."""
-        return cls(
-            kwargs["ungoverned_namespaces"],
-            kwargs["ungoverned_policies"],
-            kwargs["ungoverned_cluster_policies"],
-        )
+    world: caches.World
 
     def labels(self, only: Iterable[str] | None = None) -> dict[str, Mapping[str, str]]:
-        """The labels of each live namespace (of those named, when ``only`` is given)."""
-        names = self.namespaces if only is None else only
+        """The labels of each live namespace (of those named, when ``only`` is given); a
+        namespace being deleted is left out."""
+        namespaces = self.world.namespaces
+        names = list(namespaces) if only is None else only
         return {
-            name: next(iter(found), {})
+            name: found
             for name in names
-            if (found := self.namespaces.get(name)) is not None
+            if (found := namespaces.get(name)) is not None and name not in self.world.terminating
         }
 
     def policies(self) -> ungoverned.Policies:
-        """The policies, as the builder reads them."""
-        return ungoverned.policies_of(
-            (namespace for namespace, names in self.namespaced.items() if list(names)),
-            self.cluster.get(None, []),
-        )
+        """The policies, as the builder reads them: where namespaced ones are, and every
+        cluster one's namespaceSelector as stored (the builder fails closed on a bad one)."""
+        namespaced: set[str] = set()
+        cluster: list[Mapping[str, Any] | None] = []
+        for (kind, namespace, _), entry in self.world.policies.items():
+            if kind == "ClusterModelSecurityPolicy":
+                selector = (entry.body.get("spec") or {}).get("namespaceSelector")
+                cluster.append(dict(selector) if isinstance(selector, Mapping) else selector)
+            else:
+                namespaced.add(namespace)
+        return ungoverned.policies_of(namespaced, cluster)
 
 
 class Labeller:
@@ -105,7 +105,7 @@ class Labeller:
             for change in planned:
                 if not change.add:
                     continue
-                # Judged again on the indices as they are now: the removals took time.
+                # Judged again on the World as it is now: the removals took time.
                 now = self._current(view, change.namespace)
                 if now is not None and now.add:
                     await self._write(now)
@@ -151,7 +151,7 @@ class Labeller:
             view = self.view
             if view is None:
                 continue  # no handler has run yet: kopf is still listing
-            # A standby instance's watches are paused: its indices are stale.
+            # A standby instance's watches are paused: its World is stale.
             if self.leadership is not None and not await self.leadership.active():
                 continue
             try:
@@ -164,48 +164,21 @@ def register(
     registry: kopf.OperatorRegistry,
     *,
     kube: writing.Kube,
+    world: caches.World,
     excluded: Iterable[str] = (),
     leadership: leadership_.Leadership | None = None,
     resync_seconds: float = DEFAULT_RESYNC_SECONDS,
 ) -> Labeller:
-    """Attach the label handlers (and the indices they read) to a registry.
+    """Attach the label handlers to a registry; they read ``world``.
 
-    Register before the policy reconciler so that a policy's label removal comes first.
+    Register after the policy reconciler (``policies.register``), whose handlers of the
+    same objects record them in ``world`` before these run.
     """
     labeller = Labeller(
         kube, excluded=excluded, leadership=leadership, resync_seconds=resync_seconds
     )
+    view = View(world)
     tasks: list[asyncio.Task[None]] = []
-
-    # Own index ids: this controller also runs without the others. A terminating namespace
-    # is filtered out (filters, not None results, drop an object from a kopf index).
-    @kopf.index(
-        "",
-        "v1",
-        "namespaces",
-        id="ungoverned_namespaces",
-        when=lambda meta, **_: not meta.get("deletionTimestamp"),
-        registry=registry,
-    )
-    def ungoverned_namespaces(**kwargs: Any) -> Any:
-        return {kwargs["name"]: dict(kwargs["labels"])}
-
-    @kopf.index(
-        GROUP, VERSION, "modelsecuritypolicies", id="ungoverned_policies", registry=registry
-    )
-    def ungoverned_policies(**kwargs: Any) -> Any:
-        return {kwargs["namespace"]: kwargs["name"]}
-
-    @kopf.index(
-        GROUP,
-        VERSION,
-        "clustermodelsecuritypolicies",
-        id="ungoverned_cluster_policies",
-        registry=registry,
-    )
-    def ungoverned_cluster_policies(**kwargs: Any) -> Any:
-        selector = kwargs["spec"].get("namespaceSelector")
-        return {None: dict(selector) if isinstance(selector, Mapping) else selector}
 
     @kopf.on.startup(registry=registry)
     async def start_ungoverned_resync(**_: Any) -> None:
@@ -222,18 +195,18 @@ def register(
         GROUP, VERSION, "modelsecuritypolicies", id="ungoverned-policy", registry=registry
     )
     async def ungoverned_policy(**kwargs: Any) -> None:
-        await labeller.judge(View.of(kwargs), [str(kwargs["namespace"])])
+        await labeller.judge(view, [str(kwargs["namespace"])])
 
     @kopf.on.event(
         GROUP, VERSION, "clustermodelsecuritypolicies", id="ungoverned-cluster", registry=registry
     )
-    async def ungoverned_cluster_policy(**kwargs: Any) -> None:
-        await labeller.judge(View.of(kwargs))
+    async def ungoverned_cluster_policy(**_: Any) -> None:
+        await labeller.judge(view)
 
     @kopf.on.event("", "v1", "namespaces", id="ungoverned-namespace", registry=registry)
     async def ungoverned_namespace(**kwargs: Any) -> None:
         if (kwargs.get("event") or {}).get("type") == "DELETED":
             return
-        await labeller.judge(View.of(kwargs), [str(kwargs["name"])])
+        await labeller.judge(view, [str(kwargs["name"])])
 
     return labeller
