@@ -87,14 +87,10 @@ def _scores(layout: layouts.Layout, window: FloatArray) -> dict[Statistic, Float
     return statistics.score(layout, counts, sums, bounded=True).scores  # as calibrated
 
 
-def ks_raw_p_values(reference: Sequence[FloatArray], window: FloatArray) -> FloatArray:
-    """Per column, ``scipy.stats.ks_2samp(method="asymp")``'s p-value, missing values dropped.
-
-    ``reference`` holds each column's sorted values. The statistic is the largest gap of
-    the two empirical CDFs over the pooled values; the p-value Smirnov's asymptotic
-    ``kstwo.sf(d, round(m n / (m + n)))``, as scipy has it, in one call for all columns
-    (scipy's own call loops over the columns: 0.1 s a window of 30).
-    """
+def _ks_raw_gaps(
+    reference: Sequence[FloatArray], window: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Per column, the two-sample KS statistic and ``round(m n / (m + n))``."""
     gaps = np.empty(window.shape[1])
     sizes = np.empty(window.shape[1])
     for j, ours in enumerate(reference):
@@ -104,8 +100,33 @@ def ks_raw_p_values(reference: Sequence[FloatArray], window: FloatArray) -> Floa
         theirs_cdf = np.searchsorted(theirs, pooled, side="right") / max(theirs.size, 1)
         gaps[j] = np.max(np.abs(ours_cdf - theirs_cdf))
         sizes[j] = ours.size * theirs.size / (ours.size + theirs.size)
-    p_values: FloatArray = np.clip(stats.kstwo.sf(gaps, np.round(sizes)), 0.0, 1.0)
+    return gaps, np.round(sizes)
+
+
+def ks_raw_p_values(reference: Sequence[FloatArray], window: FloatArray) -> FloatArray:
+    """Per column, ``scipy.stats.ks_2samp(method="asymp")``'s p-value, missing values dropped.
+
+    ``reference`` holds each column's sorted values. The statistic is the largest gap of
+    the two empirical CDFs over the pooled values; the p-value Smirnov's asymptotic
+    ``kstwo.sf(d, round(m n / (m + n)))``, as scipy has it, in one call for all columns
+    (scipy's own call loops over the columns: 0.1 s a window of 30).
+    """
+    gaps, sizes = _ks_raw_gaps(reference, window)
+    p_values: FloatArray = np.clip(stats.kstwo.sf(gaps, sizes), 0.0, 1.0)
     return p_values
+
+
+def ks_raw_smallest_p_value(reference: Sequence[FloatArray], window: FloatArray) -> float:
+    """The smallest of ``ks_raw_p_values``, from one ``kstwo.sf`` per distinct size.
+
+    ``kstwo.sf`` falls with the gap at a given size, so the largest gap of each size has
+    the smallest p-value; the evaluation needs only that (any column under the tail), and
+    ``kstwo.sf`` is most of a window's cost (30 columns: 33 ms, 1 ms for one).
+    """
+    gaps, sizes = _ks_raw_gaps(reference, window)
+    distinct = np.unique(sizes)
+    largest = np.array([gaps[sizes == size].max() for size in distinct])
+    return float(np.clip(stats.kstwo.sf(largest, distinct), 0.0, 1.0).min())
 
 
 class Tally:
@@ -162,8 +183,8 @@ def _score_split(
             for statistic in Statistic:
                 over = scores[statistic] > thresholds[statistic]
                 tally.add((size, statistic.value, scenario), bool(np.any(over)))
-            p_values = ks_raw_p_values(sorted_reference, window)
-            tally.add((size, KS_RAW, scenario), bool(np.any(p_values < tail)))
+            smallest = ks_raw_smallest_p_value(sorted_reference, window)
+            tally.add((size, KS_RAW, scenario), smallest < tail)
 
 
 def evaluate(

@@ -77,6 +77,8 @@ def test_ks_raw_p_values_are_scipys() -> None:
     ours = drift_evaluation.ks_raw_p_values([np.sort(c) for c in reference.T], window)
     theirs = stats.ks_2samp(reference, window, axis=0, method="asymp", nan_policy="omit").pvalue
     np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-15)
+    smallest = drift_evaluation.ks_raw_smallest_p_value([np.sort(c) for c in reference.T], window)
+    assert smallest == pytest.approx(theirs.min(), rel=1e-12)
 
 
 def test_clopper_pearson_matches_its_closed_forms() -> None:
