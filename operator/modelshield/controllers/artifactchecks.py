@@ -19,8 +19,8 @@ from typing import Any
 
 from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import Severity
-from modelshield.engine import s3endpoints
-from modelshield.modelartifacts import fetching, modelverifying, reconciling, redacting, transfers
+from modelshield.engine import redacting, s3endpoints
+from modelshield.modelartifacts import fetching, modelverifying, reconciling, transfers
 from modelshield.provenance import checking
 
 LOGGER = logging.getLogger("modelshield.artifacts")

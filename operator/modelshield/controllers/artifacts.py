@@ -31,7 +31,8 @@ import prometheus_client
 
 from modelshield.api.v1alpha1 import artifacts, common, policies
 from modelshield.controllers import artifactchecks, caches, kubesecrets
-from modelshield.modelartifacts import reconciling, redacting
+from modelshield.engine import redacting
+from modelshield.modelartifacts import reconciling
 from modelshield.provenance import checking
 from modelshield.supplychain.images import secretreading
 

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from modelshield.modelartifacts import redacting
+from modelshield.engine import redacting
 
 #: credentials.StorageBucketTypes: the storage types whose URI includes a bucket.
 _BUCKET_TYPES = frozenset({"s3"})

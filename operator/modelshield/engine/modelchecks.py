@@ -13,12 +13,13 @@ from modelshield.engine import (
     facts,
     modelsigners,
     provenancechecks,
+    redacting,
     s3endpoints,
     workloads,
 )
 from modelshield.engine.decisions import Code
 from modelshield.engine.imagechecks import Finding
-from modelshield.modelartifacts import redacting, startup
+from modelshield.modelartifacts import startup
 
 #: How much older than its recheckInterval a ModelArtifact's verdict may be: the timer's
 #: period, a queue of due checks and one check's hard stop (twice the default fetch

@@ -15,10 +15,9 @@ import re
 import urllib.parse
 from collections.abc import Iterator
 
-from modelshield.engine import compiling, facts, modelsigners
+from modelshield.engine import compiling, facts, modelsigners, redacting
 from modelshield.engine.decisions import Code
 from modelshield.engine.imagechecks import Finding
-from modelshield.modelartifacts import redacting
 
 #: Reasons of the Provenance condition that mean "there is no usable statement".
 _MISSING_REASONS = frozenset({"ProvenanceMissing", "ProvenanceInvalid", "ModelNotHashed"})

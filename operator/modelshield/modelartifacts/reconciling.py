@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from modelshield.api.v1alpha1 import artifacts, common, policies
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
-from modelshield.modelartifacts import hashing, modelverifying, redacting
+from modelshield.engine import redacting
+from modelshield.modelartifacts import hashing, modelverifying
 from modelshield.modelartifacts.scanning import catalog, findings, scanners
 
 # Reasons written to the conditions (CamelCase, stable: admission messages and alerts use them).

@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping
 
 from modelshield.api.v1alpha1 import artifacts, common, policies, provenance
 from modelshield.api.v1alpha1.common import ConditionStatus
-from modelshield.modelartifacts import fetching, reconciling, redacting, transfers
+from modelshield.engine import redacting
+from modelshield.modelartifacts import fetching, reconciling, transfers
 from modelshield.provenance import envelopes, keyless, statements
 
 # Reasons of the Provenance condition (stable; admission maps them to violation codes).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelshield.modelartifacts import redacting
+from modelshield.engine import redacting
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@
 A ModelArtifact's URI may carry credentials (``https://user:token@host/...``, a
 pre-signed ``?X-Amz-Signature=...``): the fetch works with them, but a status or an
 Event is readable by anyone who may read the artifact, so every message the reconciler
-writes passes through ``redact`` first.
+writes, and every violation the engine words about a model or dataset URI, passes
+through ``redact`` first. Pure text: it lives in the engine, the lowest layer using it.
 """
 
 from __future__ import annotations
