@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from modelshield.engine.decisions import Code
+from tests.engine import builders
 
 NAMESPACE = "ml"
 LABELS = {"app": "model-server"}
@@ -50,17 +51,8 @@ IMAGES = "images"
 
 
 def hardened(image: str = SIGNED_IMAGE, name: str = "kserve-container") -> dict[str, Any]:
-    """A container that passes every runtime check."""
-    return {
-        "name": name,
-        "image": image,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-        },
-        "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
-    }
+    """A container that passes every runtime check (the engine tests' one, KServe's name)."""
+    return builders.hardened_container(image, name)
 
 
 def isvc(

@@ -51,6 +51,19 @@ def hardened_container(image: str = SIGNED_IMAGE, name: str = "server") -> dict[
     }
 
 
+#: Fields that make a container fail every runtime check: merged into an injected init
+#: container, they show that a look-alike of the startup check is not exempt.
+PRIVILEGED = {
+    "command": ["sh", "-c", "anything"],
+    "securityContext": {
+        "privileged": True,
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "allowPrivilegeEscalation": True,
+    },
+}
+
+
 def pod_spec(*containers: dict[str, Any]) -> dict[str, Any]:
     """A pod spec with these containers (a hardened one by default)."""
     return {"containers": list(containers) or [hardened_container()]}

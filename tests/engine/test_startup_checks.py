@@ -120,21 +120,10 @@ def test_the_builder_s_container_passes_every_runtime_check() -> None:
     assert set(init.spec["resources"]["limits"]) == {"cpu", "memory"}
 
 
-PRIVILEGED = {
-    "command": ["sh", "-c", "anything"],
-    "securityContext": {
-        "privileged": True,
-        "runAsUser": 0,
-        "runAsNonRoot": False,
-        "allowPrivilegeEscalation": True,
-    },
-}
-
-
 @pytest.mark.parametrize("kind", builders.KINDS)
 def test_a_privileged_shell_under_the_startup_name_and_image_is_judged_in_full(kind: str) -> None:
     # The reviewer's bypass A: every kind, the startup image, the startup name.
-    decision = _decide(_with_init(kind, PRIVILEGED))
+    decision = _decide(_with_init(kind, builders.PRIVILEGED))
     assert not decision.allowed
     codes = _codes(decision)
     assert {"RuntimeRunAsRoot", "RuntimePrivileged", "RuntimePrivilegeEscalation"} <= codes

@@ -18,17 +18,10 @@ from typing import Any
 import pytest
 
 from modelshield_webhooks import caches, contexts, mutating, validating
+from tests.engine import builders
 from tests.webhooks import scenarios, verdicts
 
-PRIVILEGED = {
-    "command": ["sh", "-c", "anything"],
-    "securityContext": {
-        "privileged": True,
-        "runAsUser": 0,
-        "runAsNonRoot": False,
-        "allowPrivilegeEscalation": True,
-    },
-}
+builders.PRIVILEGED = builders.PRIVILEGED
 HARMLESS_LOOKING = {
     "command": ["true"],
     "securityContext": {
@@ -107,7 +100,7 @@ async def test_a_privileged_startup_named_container_is_denied_in_every_kind(
     info = scenarios.BY_LABEL[label]
     obj = scenarios.workload(info)
     container = {"name": contexts.STARTUP_CONTAINER_NAME, "image": context.startup_image}
-    _pod_spec(label, obj)["initContainers"] = [{**container, **PRIVILEGED}]
+    _pod_spec(label, obj)["initContainers"] = [{**container, **builders.PRIVILEGED}]
     answer = await _validate(context, scenarios.review(info, "CREATE", obj))
     assert answer["allowed"] is False
     message = answer["status"]["message"]
