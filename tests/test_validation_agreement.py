@@ -70,6 +70,10 @@ def test_every_rule_has_a_fixture_to_walk() -> None:
         "no one may sign this attestation",
         "so it needs spec.images.signers",
         "has no namespace to read a Secret from",
+        "apiKeys: a ClusterModelSecurityPolicy has no namespace",
+        "matchReferenceProfile: needs the reference profile of a monitoring.drift block",
+        "outliers: needs the reference profile of a monitoring.drift block",
+        "probing: needs the reference profile of a monitoring.drift block",
     ):
         assert rule in words, rule
 
