@@ -1,15 +1,16 @@
 """The informers against a real kube-apiserver: pages, watch events, 410 Gone, bookmarks.
 
 A local control plane (etcd + kube-apiserver + controller manager from the binaries that
-e2e/tools/build-tools.sh caches) stands in for the cluster; test_watching.py scripts what
-a real API server does only now and then (an expired continue token, a watch that closes
-at once) with a test double.
+e2e/tools/build-tools.sh caches) stands in for the cluster; tests/webhooks/test_watching.py
+scripts what a real API server does only now and then (an expired continue token, a watch
+that closes at once) with a test double.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import SimpleNamespace
 
@@ -29,8 +30,14 @@ TEAMS = [f"watch-e2e-{index}" for index in range(7)]
 
 
 @pytest.fixture(scope="module")
-def control_plane() -> Iterator[tuple[LocalControlPlane, client.ApiClient]]:
+def control_plane(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[LocalControlPlane, client.ApiClient]]:
     """A control plane with seven labelled namespaces (eleven with the built-in ones)."""
+    if request.config.getoption("--kubeconfig") or os.environ.get("MODELSHIELD_E2E_KUBECONFIG"):
+        pytest.skip(
+            "starts a control plane of its own (the cached binaries), not for a given cluster"
+        )
     # Absent binaries raise MissingToolsError, which says to run e2e/tools/build-tools.sh.
     plane = LocalControlPlane(ControlPlaneBinaries.locate())
     plane.start()

@@ -8,6 +8,7 @@ and with a token issued by the API server for a ServiceAccount whose Role allows
 
 from __future__ import annotations
 
+import os
 import pathlib
 import shutil
 import time
@@ -32,8 +33,14 @@ WINDOW = 500
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[tuple[LocalControlPlane, client.ApiClient]]:
+def cluster(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[LocalControlPlane, client.ApiClient]]:
     """A control plane with a namespace, a Deployment and two ServiceAccounts (one allowed Events)."""
+    if request.config.getoption("--kubeconfig") or os.environ.get("MODELSHIELD_E2E_KUBECONFIG"):
+        pytest.skip(
+            "starts a control plane of its own (the cached binaries), not for a given cluster"
+        )
     # Absent binaries raise MissingToolsError, which says to run e2e/tools/build-tools.sh.
     control_plane = LocalControlPlane(ControlPlaneBinaries.locate())
     control_plane.start()
