@@ -12,7 +12,7 @@ DEMO_NOW := 2026-11-25T12:00:00Z
 MODELSHIELD_E2E_NODE ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup tools node-tools node-prerequisites e2e-node base-image image demo lint format typecheck test test-unit e2e e2e-kind crds crds-check chart-lint bench bench-admission clean
+.PHONY: help setup tools node-tools node-prerequisites e2e-node base-image image demo lint format typecheck test test-unit e2e e2e-kind crds crds-check chart-lint bench bench-admission bench-guard clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
