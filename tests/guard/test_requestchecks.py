@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 from typing import Any
 
 import pytest
@@ -46,6 +48,57 @@ def test_malformed_json_is_400(body: bytes) -> None:
     parsed = requestchecks.parse_json(body)
     assert isinstance(parsed, requestchecks.BodyError)
     assert parsed.status == 400
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        "1.8e308",
+        "1E+309",
+        "1e0000309",
+        "-1e999",
+        "1" + "0" * 400 + ".0",
+        "1" + "0" * 260 + ".5e60",
+        "0.5e310",
+    ],
+)
+def test_numbers_beyond_a_double_are_400_however_spelled(number: str) -> None:
+    parsed = requestchecks.parse_json(f'{{"instances": [[1.5, {number}]]}}'.encode())
+    assert isinstance(parsed, requestchecks.BodyError)
+    assert "too large for a double" in parsed.reason
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["1.7976931348623157e308", "1e99", "9" * 199 + ".9e98", "1e-999", "-2.5E-400", "0.1e0099"],
+)
+def test_numbers_within_a_double_are_read_as_floats(number: str) -> None:
+    parsed = requestchecks.parse_json(f'{{"instances": [[{number}]]}}'.encode())
+    assert parsed == {"instances": [[float(number)]]}
+
+
+def test_a_number_is_refused_exactly_when_it_exceeds_a_double() -> None:
+    generator = random.Random(14)  # noqa: S311 (test data, not secrets)
+    for _ in range(1000):
+        digits = "".join(generator.choice("0123456789") for _ in range(generator.randint(1, 260)))
+        mantissa = digits.lstrip("0") or "0"
+        fraction = "." + str(generator.randint(0, 10**6)) if generator.random() < 0.5 else ""
+        exponent = (
+            generator.choice("eE")
+            + generator.choice(["", "+", "-"])
+            + str(generator.randint(0, 420))
+            if generator.random() < 0.7
+            else ""
+        )
+        number = mantissa + fraction + exponent
+        if not fraction and not exponent:
+            continue  # an integer, not a float
+        parsed = requestchecks.parse_json(f'[{number}, "e{generator.randint(0, 999)}"]'.encode())
+        if math.isinf(float(number)):
+            assert isinstance(parsed, requestchecks.BodyError), number
+        else:
+            assert isinstance(parsed, list), number
+            assert parsed[0] == float(number), number
 
 
 def test_deep_nesting_is_refused_without_recursion() -> None:

@@ -53,6 +53,9 @@ class KeyStore:
         self._by_digest: dict[str, dict[str, str]] = {}
         self._signature: tuple[tuple[str, float, int], ...] = ()
         self._checked = -RECHECK
+        #: digest -> its match, for known keys only (unknown digests are not kept: a
+        #: stream of made-up keys must not grow it); emptied by ``reload``.
+        self._matches: dict[str, KeyMatch] = {}
         self.reload()
 
     def _current_signature(self) -> tuple[tuple[str, float, int], ...]:
@@ -71,6 +74,7 @@ class KeyStore:
         """Read every Secret directory again."""
         self._signature = self._current_signature()
         self._by_digest = {name: read_secret_dir(self.root / name) for name in self.secrets}
+        self._matches = {}
 
     def lookup(self, digest: str, now: float | None = None) -> KeyMatch | None:
         """The client whose key has this digest, or None."""
@@ -79,8 +83,13 @@ class KeyStore:
             self._checked = moment
             if self._current_signature() != self._signature:
                 self.reload()
+        known = self._matches.get(digest)
+        if known is not None:
+            return known
         clients = {name: keys[digest] for name, keys in self._by_digest.items() if digest in keys}
         if not clients:
             return None
         client = sorted(set(clients.values()))[0]
-        return KeyMatch(client, frozenset(s for s, c in clients.items() if c == client))
+        match = KeyMatch(client, frozenset(s for s, c in clients.items() if c == client))
+        self._matches[digest] = match
+        return match

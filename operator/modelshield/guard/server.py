@@ -62,13 +62,12 @@ _HOP_BY_HOP = frozenset(
 )
 
 
+_NOT_FORWARDED = _HOP_BY_HOP | credentials.CREDENTIAL_HEADERS
+
+
 def _forwardable(name: str) -> bool:
     lower = name.lower()
-    return not (
-        lower in _HOP_BY_HOP
-        or lower in credentials.CREDENTIAL_HEADERS
-        or lower.startswith("x-modelshield-")
-    )
+    return lower not in _NOT_FORWARDED and not lower.startswith("x-modelshield-")
 
 
 class Pipeline:
