@@ -237,9 +237,9 @@ class KServeManager:
             self.process.wait()
 
 
-def _token_kubeconfig(cluster: Cluster, token: str, path: Path) -> Path:
+def _token_kubeconfig(admin_kubeconfig: Path, token: str, path: Path) -> Path:
     """The admin kubeconfig's cluster with a ServiceAccount token as the user."""
-    admin = yaml.safe_load(cluster.kubeconfig_path.read_text())
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
     context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
     cluster_entry = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
     path.write_text(
@@ -337,11 +337,25 @@ def running_kserve(
             "kserve-manager runs as a local process whose webhooks are registered by a "
             "loopback URL, which only the local control plane can call"
         )
-    _install(kubectl, release, images.signed)
+    with kserve_on(kubectl, cluster.kubeconfig_path, release, images.signed, work_dir) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def kserve_on(
+    kubectl: Kubectl,
+    admin_kubeconfig: Path,
+    release: KServeRelease,
+    storage_initializer_image: str,
+    work_dir: Path,
+) -> Iterator[KServe]:
+    """KServe on a cluster whose API server runs on this host (it calls the manager's
+    webhooks at a loopback URL): the control plane alone, or the node's."""
+    _install(kubectl, release, storage_initializer_image)
     token = kubectl(
         "-n", NAMESPACE, "create", "token", SERVICE_ACCOUNT, "--duration=2h"
     ).stdout.strip()
-    kubeconfig = _token_kubeconfig(cluster, token, work_dir / "kserve.kubeconfig")
+    kubeconfig = _token_kubeconfig(admin_kubeconfig, token, work_dir / "kserve.kubeconfig")
     authority = pki.Authority.create("modelshield-e2e-kserve-ca")
     certificate, key = authority.issue("kserve-webhook-server")
     manager = KServeManager(release, work_dir, kubeconfig)
