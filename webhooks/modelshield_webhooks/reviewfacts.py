@@ -30,7 +30,7 @@ ImageKey = tuple[str, str]
 
 
 @dataclasses.dataclass(frozen=True)
-class ReviewFacts:
+class ReviewFacts(engine_facts.FactSource):
     """A FactSource for one review: the images verified for it and the artifact cache."""
 
     images: dict[ImageKey, engine_facts.ImageFacts]

@@ -357,7 +357,7 @@ ImageLookup = Callable[[str, str], "facts.ImageFacts | None"]
 
 
 @dataclasses.dataclass(frozen=True)
-class WorldFacts:
+class WorldFacts(facts.FactSource):
     """A FactSource over what the operator has seen: ModelArtifact status and the image
     verifier's cache (``image_lookup``; without one no image counts as verified)."""
 

@@ -128,7 +128,12 @@ class ArtifactFacts:
 
 
 class FactSource(Protocol):
-    """Where the engine looks facts up. Implementations must not block."""
+    """Where the engine looks facts up. Implementations must not block.
+
+    Each one names this class as its base, so a reader goes from here to every one in a
+    search: ``StaticFacts`` (below), the operator's ``controllers.caches.WorldFacts`` and
+    the admission server's ``modelshield_webhooks.reviewfacts.ReviewFacts``.
+    """
 
     def image(self, reference: str, requirement_key: str) -> ImageFacts | None:
         """Facts for an image reference under one compiled image requirement."""
@@ -144,7 +149,7 @@ class FactSource(Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
-class StaticFacts:
+class StaticFacts(FactSource):
     """A FactSource over fixed tables: the CLI's facts file, tests, the audit's snapshot."""
 
     images: Mapping[str, ImageFacts] = dataclasses.field(default_factory=dict)
