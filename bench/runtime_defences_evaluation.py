@@ -14,7 +14,8 @@ Tables:
 2. Probing: 50 benign clients replaying held-out rows in random order (5,000 queries);
    50 attackers of each kind (1,000 queries): uniformly random points in the feature box,
    Jacobian-based augmentation (PRADA's JbDA, steps of 0.1 std along the sign of a
-   logistic surrogate's gradient) from 10 real seeds, one-feature sweeps from real seeds,
+   logistic surrogate's gradient) from 10 real seeds, also in the attacker's own scale and
+   with noise added to each query (10% and 50% of the step), one-feature sweeps from real seeds,
    and a mix of real rows and random points. Detectors at their defaults (Volume off: the
    queries carry no timing).
 3. Hardening: a surrogate trained on 1,000 random-box queries answered with full
@@ -135,9 +136,25 @@ def _first_alarm(
     return None
 
 
-def _jbda(case: Case, rng: np.random.Generator, count: int) -> np.ndarray:
+def _jbda(
+    case: Case,
+    rng: np.random.Generator,
+    count: int,
+    *,
+    own_scale: bool = False,
+    noise: float = 0.0,
+) -> np.ndarray:
+    """Papernot et al.'s augmentation from 10 held-out seeds: each round every point so far
+    moves 0.1 of a scale along the sign of a logistic surrogate's gradient. The scale is the
+    profile's standard deviation (the guard's own units), or with ``own_scale`` the
+    attacker's estimate from its seeds (1 where they do not vary). ``noise`` > 0 adds
+    uniform noise of up to that share of the step to every query sent (not to the points
+    the attacker keeps): query blinding against the fixed-step signature."""
     queries = list(case.test[rng.choice(len(case.test), 10, replace=False)])
     std = np.where(case.fitted.std > 0, case.fitted.std, 1.0)
+    if own_scale:
+        spread = np.asarray(queries).std(axis=0)
+        std = np.where(spread > 0, spread, 1.0)
     while len(queries) < count:
         points = np.asarray(queries)
         labels = case.model.predict(points)
@@ -149,7 +166,11 @@ def _jbda(case: Case, rng: np.random.Generator, count: int) -> np.ndarray:
             weights = surrogate.coef_
             steps = np.sign(weights[np.searchsorted(surrogate.classes_, labels) % len(weights)])
         queries.extend(np.clip(points + 0.1 * std * steps, case.low, case.high))
-    return np.asarray(queries[:count])
+    sent = np.asarray(queries[:count])
+    if noise > 0:
+        sent = sent + rng.uniform(-noise, noise, sent.shape) * 0.1 * std
+        sent = np.clip(sent, case.low, case.high)
+    return sent
 
 
 def _sweep(case: Case, rng: np.random.Generator, count: int) -> np.ndarray:
@@ -164,7 +185,7 @@ def _sweep(case: Case, rng: np.random.Generator, count: int) -> np.ndarray:
     return np.asarray(queries[:count])
 
 
-def probing_table(case: Case, clients: int) -> None:
+def probing_table(case: Case, clients: int, only_kinds: list[str] | None = None) -> None:
     rng = np.random.default_rng(2)
     limits = outlierscoring.thresholds(case.outliers, 0.01)
     kinds: dict[str, tuple[int, Callable[[], np.ndarray]]] = {
@@ -177,6 +198,12 @@ def probing_table(case: Case, clients: int) -> None:
             lambda: rng.uniform(case.low, case.high, (1000, case.low.size)),
         ),
         "JbDA augmentation from 10 seeds": (1000, lambda: _jbda(case, rng, 1000)),
+        "JbDA, the attacker's own scale (its seeds' spread)": (
+            1000,
+            lambda: _jbda(case, rng, 1000, own_scale=True),
+        ),
+        "JbDA + noise up to 10% of the step": (1000, lambda: _jbda(case, rng, 1000, noise=0.1)),
+        "JbDA + noise up to 50% of the step": (1000, lambda: _jbda(case, rng, 1000, noise=0.5)),
         "one-feature sweeps": (1000, lambda: _sweep(case, rng, 1000)),
         "mixed: half real rows, half random": (
             1000,
@@ -187,6 +214,8 @@ def probing_table(case: Case, clients: int) -> None:
             ),
         ),
     }
+    if only_kinds:
+        kinds = {kind: made for kind, made in kinds.items() if any(k in kind for k in only_kinds)}
     print(f"\n## Probing: {case.name} ({clients} clients of each kind)")
     print(
         "| client kind | queries each | flagged | median queries to alarm | max | first detector |"
@@ -265,16 +294,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="10 clients per kind, not 50")
     parser.add_argument("--only", choices=["breast_cancer", "digits"])
+    parser.add_argument(
+        "--probing-only", action="store_true", help="only the probing table (the slow one)"
+    )
+    parser.add_argument(
+        "--kinds", help="probing client kinds whose name contains one of these (comma-separated)"
+    )
     arguments = parser.parse_args()
     clients = 10 if arguments.quick else 50
     for name, loader in (("breast_cancer", load_breast_cancer), ("digits", load_digits)):
         if arguments.only and arguments.only != name:
             continue
         case = Case(name, loader())
-        outlier_table(case)
-        hardening_table(case)
-        cost_table(case)
-        probing_table(case, clients)
+        if not arguments.probing_only:
+            outlier_table(case)
+            hardening_table(case)
+            cost_table(case)
+        probing_table(case, clients, arguments.kinds.split(",") if arguments.kinds else None)
 
 
 if __name__ == "__main__":

@@ -147,6 +147,44 @@ async def test_a_sweeping_client_is_blocked_and_named(
         assert alarms == 1
 
 
+async def test_a_client_stepping_like_jacobian_augmentation_is_blocked(
+    trained: Any,  # noqa: F811
+    keys_dir: pathlib.Path,  # noqa: F811
+    outlier_document: dict[str, Any],
+) -> None:
+    blocking = policy(probing={"action": "Block", "detectors": ["FixedSteps"], "coolDown": "5m"})
+    async with _stack(trained, keys_dir, blocking, outlierModel=outlier_document) as running:
+        rng = np.random.default_rng(5)
+        scale = DATA[:400].std(0)
+        points = [*DATA[420:425]]
+        while len(points) < 60:
+            direction = np.sign(rng.normal(size=DATA.shape[1]))
+            points.extend([point + 0.1 * scale * direction for point in points])
+        statuses = []
+        for point in points[:60]:
+            status, _, _body = await call(
+                running.url,
+                "/v1/models/fraud:predict",
+                body=predict([[float(v) for v in point]]),
+                headers=AUTH,
+            )
+            statuses.append(status)
+        assert 403 in statuses, statuses
+        first = statuses.index(403)
+        assert first <= 20
+        assert set(statuses[:first]) == {200}
+        assert set(statuses[first:]) == {403}
+        alarms = running.pipeline.metrics.registry.get_sample_value(
+            "modelshield_guard_probing_alarms_total",
+            {
+                "client": "apikey:batch",
+                "detector": "FixedSteps",
+                "policy": "ModelSecurityPolicy ml/p0",
+            },
+        )
+        assert alarms == 1
+
+
 async def test_top1_answers_keep_the_v1_shape(
     trained: Any,  # noqa: F811
     keys_dir: pathlib.Path,  # noqa: F811

@@ -3,7 +3,7 @@
 Each client's recent queries are kept in a bounded summary (``ClientStream``; at most
 ``memory`` queries, and at most ``max_clients`` clients, the least recently seen
 forgotten first). Queries are compared in the reference profile's standard units (each
-feature divided by its reference standard deviation). Three detectors:
+feature divided by its reference standard deviation). The detectors:
 
 - **DistanceDistribution** (PRADA, Juuti et al. 2019): each new query's minimum distance
   to the client's growing set of earlier queries joins a set D; a query further than the
@@ -25,6 +25,8 @@ feature divided by its reference standard deviation). Three detectors:
 - **Volume**: queries per minute; an alarm when the current minute holds more than
   ``volume_factor`` times the client's usual rate (an exponential average of its past
   minutes, at least ``VOLUME_FLOOR``) after ``VOLUME_HISTORY_MINUTES`` minutes of history.
+- **FixedSteps** (``probing_steps``): queries that move an earlier one by one fixed step per
+  feature, as Jacobian-based augmentation does.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from collections.abc import Iterable
 import numpy as np
 from scipy import stats
 
+from modelshield.guard import probing_steps
 from modelshield.guard.outliermodel import FloatArray
 
 
@@ -48,6 +51,7 @@ class Detector(enum.StrEnum):
     SWEEP = "Sweep"
     OUTLIER_SHARE = "OutlierShare"
     VOLUME = "Volume"
+    FIXED_STEPS = "FixedSteps"
 
 
 SWEEP_LOOKBACK = 32
@@ -123,6 +127,9 @@ class ClientStream:
         self.minute_count = 0
         self.usual_rate = 0.0
         self.minutes_seen = 0
+        self.fixed_steps = (
+            probing_steps.FixedSteps(width) if Detector.FIXED_STEPS in settings.detectors else None
+        )
 
     def _repeat(self, query: FloatArray) -> bool:
         key = hashlib.blake2b(query.tobytes(), digest_size=16).digest()
@@ -248,6 +255,10 @@ class ClientStream:
             alarm = self._sweep(query)
             if alarm is not None:
                 found.append(alarm)
+        if self.fixed_steps is not None:
+            reason = self.fixed_steps.observe(query)
+            if reason is not None:
+                found.append(Alarm("", Detector.FIXED_STEPS, reason))
         return found
 
 
@@ -313,4 +324,5 @@ def _named(client: str, alarms: list[Alarm]) -> list[Alarm]:
 
 def memory_bytes(settings: Settings, width: int) -> int:
     """An upper bound of one client's summary (the two matrices dominate)."""
-    return 8 * width * (settings.memory + SWEEP_LOOKBACK) + 64 * settings.memory + 1024
+    steps = probing_steps.memory_bytes(width) if Detector.FIXED_STEPS in settings.detectors else 0
+    return 8 * width * (settings.memory + SWEEP_LOOKBACK) + 64 * settings.memory + 1024 + steps

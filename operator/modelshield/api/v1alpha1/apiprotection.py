@@ -367,6 +367,9 @@ class ProbingDetector(StrEnum):
     OUTLIER_SHARE = "OutlierShare"
     #: A query rate far above the client's own history.
     VOLUME = "Volume"
+    #: Queries that move an earlier one by one fixed step per feature (Jacobian-based
+    #: augmentation, Papernot et al. 2017).
+    FIXED_STEPS = "FixedSteps"
 
 
 class ProbingDetection(ApiModel):
@@ -388,9 +391,9 @@ class ProbingDetection(ApiModel):
     )
     detectors: list[ProbingDetector] = pydantic.Field(
         default_factory=lambda: list(ProbingDetector),
-        description="Which detectors run; default all four.",
+        description="Which detectors run; default all five.",
         min_length=1,
-        max_length=4,
+        max_length=5,
         json_schema_extra={"default": [d.value for d in ProbingDetector]},
     )
     normality_threshold: float = pydantic.Field(

@@ -1,0 +1,111 @@
+"""FixedSteps on planted streams: Jacobian-style augmentation (every new query an earlier one
+moved by one step per feature), in the guard's units and in the attacker's own, against
+replays of real rows."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
+
+from modelshield.guard import probing, probing_steps
+
+DATA = load_breast_cancer().data
+TRAIN, HELD = DATA[:400], DATA[400:]
+MEAN, STD = TRAIN.mean(0), TRAIN.std(0)
+STEPS = probing.Detector.FIXED_STEPS
+
+
+def first_alarm(
+    queries: np.ndarray, detectors: frozenset[probing.Detector] = frozenset({STEPS})
+) -> tuple[int | None, probing.Alarm | None]:
+    prober = probing.Prober(MEAN, STD, probing.Settings(detectors=detectors))
+    for index, query in enumerate(queries):
+        alarms = prober.observe("apikey:c", query[None, :], float(index))
+        if alarms:
+            return index + 1, alarms[0]
+    return None, None
+
+
+def augmentation(scale: np.ndarray, count: int, noise: float = 0.0, seed: int = 2) -> np.ndarray:
+    """Papernot et al.'s rounds from five real seeds: each round moves every point so far by
+    0.1 ``scale`` along a sign vector (one per round, as a refitted linear surrogate's)."""
+    rng = np.random.default_rng(seed)
+    points = [*HELD[:5]]
+    while len(points) < count:
+        direction = np.sign(rng.normal(size=DATA.shape[1]))
+        points.extend([point + 0.1 * scale * direction for point in points])
+    sent = np.asarray(points[:count])
+    return np.asarray(sent + rng.uniform(-noise, noise, sent.shape) * 0.1 * scale)
+
+
+def test_steps_in_the_guards_units_alarm_within_twenty_queries() -> None:
+    count, alarm = first_alarm(augmentation(STD, 400))
+    assert alarm is not None
+    assert count is not None
+    assert count <= 20
+    assert alarm.detector is STEPS
+    assert alarm.client == "apikey:c"
+    assert "fixed step" in alarm.reason
+
+
+def test_the_other_detectors_alone_miss_the_same_stream() -> None:
+    # Why FixedSteps exists: on this stream the distance test, the sweep and the outlier
+    # share stay quiet (the evaluation measured the same on its attackers).
+    others = frozenset(set(probing.Detector) - {STEPS, probing.Detector.VOLUME})
+    assert first_alarm(augmentation(STD, 400), others) == (None, None)
+
+
+def test_steps_in_the_attackers_own_scale_alarm_through_repetition() -> None:
+    # Raw units per feature scaled by the attacker's guess of the spread (here its five
+    # seeds'), not the guard's: the sizes differ between features but repeat between steps.
+    own = HELD[:5].std(0)
+    count, alarm = first_alarm(augmentation(own, 400))
+    assert alarm is not None
+    assert count is not None
+    assert count <= 40
+
+
+def test_noise_of_a_tenth_of_the_step_is_still_caught() -> None:
+    count, alarm = first_alarm(augmentation(STD, 400, noise=0.1))
+    assert alarm is not None
+    assert count is not None
+    assert count <= 40
+
+
+def test_noise_of_half_the_step_evades_it() -> None:
+    # The documented limit (query blinding): the differences spread like natural ones.
+    assert first_alarm(augmentation(STD, 400, noise=0.5)) == (None, None)
+
+
+def test_replays_of_real_rows_raise_no_alarm() -> None:
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        assert first_alarm(HELD[rng.integers(0, len(HELD), 2000)]) == (None, None)
+
+
+def test_jittered_real_rows_raise_no_alarm() -> None:
+    # Every query distinct and near an earlier one (the same row, a little noise): the
+    # differences are natural noise, not one step.
+    rng = np.random.default_rng(3)
+    rows = HELD[rng.integers(0, len(HELD), 2000)]
+    assert first_alarm(rows + rng.normal(0, 0.05, rows.shape) * STD) == (None, None)
+
+
+def test_a_single_step_among_natural_rows_is_not_enough() -> None:
+    rng = np.random.default_rng(4)
+    rows = HELD[rng.integers(0, len(HELD), 300)].copy()
+    rows[150] = rows[149] + 0.1 * STD * np.sign(rng.normal(size=DATA.shape[1]))
+    assert first_alarm(rows) == (None, None)
+
+
+def test_memory_is_bounded() -> None:
+    steps = probing_steps.FixedSteps(DATA.shape[1])
+    for query in (augmentation(STD, 1000) - MEAN) / STD:
+        steps.observe(np.ascontiguousarray(query))
+    assert steps.rows.shape == (probing_steps.LOOKBACK, DATA.shape[1])
+    assert steps.steps.shape == (probing_steps.RECENT_STEPS, DATA.shape[1])
+    assert len(steps.marks) <= probing_steps.WINDOW
+    settings = probing.Settings()
+    assert probing.memory_bytes(settings, 30) > probing.memory_bytes(
+        probing.Settings(detectors=frozenset(set(probing.Detector) - {STEPS})), 30
+    )
