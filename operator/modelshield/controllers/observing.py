@@ -9,20 +9,16 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from modelshield.api.v1alpha1 import policies, validation
-from modelshield.controllers import caches, imageverdicts, statuses, verdicts
+from modelshield.controllers import caches, imageverdicts, plans, statuses, verdicts
 from modelshield.engine import compiling, evaluating, modelchecks, s3endpoints, workloads
-
-if TYPE_CHECKING:
-    from modelshield.controllers import reconciling
 
 
 def observe(
     policy_key: caches.Key,
     world: caches.World,
-    outcomes: Mapping[caches.Key, reconciling.Outcome],
+    outcomes: Mapping[caches.Key, plans.Outcome],
     verifications: imageverdicts.Verifications,
     now: datetime.datetime,
     *,

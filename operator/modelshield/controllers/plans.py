@@ -1,7 +1,9 @@
 """What a plan of one workload's owned objects is made of, and the policies behind it. Pure.
 
 ``planning.plan`` fills a ``Plan`` with the help of one module per concept
-(``guardplans``, ``monitorplans``, ``networkplans``); they share these types.
+(``guardplans``, ``monitorplans``, ``networkplans``); they share these types. The
+reconciler keeps each workload's ``Outcome`` (its plan carried out), which ``observing``
+reads for the policies' status.
 """
 
 from __future__ import annotations
@@ -49,6 +51,18 @@ class Plan:
     #: The policies the NetworkPolicy is written for (they hear of a fallback).
     network_policies: tuple[ownership.ObjectRef, ...] = ()
     #: Audit policies' network blocks: what Enforce would write instead (not Degraded).
+    notes: dict[ownership.ObjectRef, list[Problem]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What the last pass over a workload found, per policy: its plan's governing
+    policies, problems and notes, and the writes that failed (the status reads these)."""
+
+    governing: tuple[ownership.ObjectRef, ...] = ()
+    problems: dict[ownership.ObjectRef, list[Problem]] = dataclasses.field(default_factory=dict)
+    failures: list[str] = dataclasses.field(default_factory=list)
+    #: What Audit policies' network blocks would change under Enforce (reported, not applied).
     notes: dict[ownership.ObjectRef, list[Problem]] = dataclasses.field(default_factory=dict)
 
 

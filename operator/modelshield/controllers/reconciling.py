@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime
 import logging
 from collections.abc import Iterable
@@ -33,10 +32,10 @@ from modelshield.controllers import (
     imageverdicts,
     observing,
     planning,
+    plans,
     statuses,
     writing,
 )
-from modelshield.controllers.builders import ownership
 from modelshield.engine import modelchecks, s3endpoints, workloads
 
 LOGGER = logging.getLogger("modelshield.reconciler")
@@ -46,21 +45,6 @@ RETRY_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
 FAILED_CLOSED_RETRY_DELAYS = (30.0, 60.0, 120.0, 300.0)
 STATUS_MAX_WAITS = 30
 RevertLoopError = converging.RevertLoopError
-
-
-@dataclasses.dataclass
-class Outcome:
-    """What the last pass over a workload found, per policy."""
-
-    governing: tuple[ownership.ObjectRef, ...] = ()
-    problems: dict[ownership.ObjectRef, list[planning.Problem]] = dataclasses.field(
-        default_factory=dict
-    )
-    failures: list[str] = dataclasses.field(default_factory=list)
-    #: What Audit policies' network blocks would change under Enforce (reported, not applied).
-    notes: dict[ownership.ObjectRef, list[planning.Problem]] = dataclasses.field(
-        default_factory=dict
-    )
 
 
 class Controller:
@@ -93,7 +77,7 @@ class Controller:
         self.status_delay = status_delay
         #: The guards' TokenReview binding, looked at again after every pass.
         self.guard_binding = guard_binding
-        self.outcomes: dict[caches.Key, Outcome] = {}
+        self.outcomes: dict[caches.Key, plans.Outcome] = {}
         self._queue: asyncio.Queue[caches.Key] = asyncio.Queue()
         self._pending: set[caches.Key] = set()
         self._busy: set[caches.Key] = set()
@@ -361,7 +345,7 @@ class Controller:
         if self.world.workloads.get(key) is None:
             self.outcomes.pop(key, None)
         else:
-            self.outcomes[key] = Outcome(plan.governing, plan.problems, failures, plan.notes)
+            self.outcomes[key] = plans.Outcome(plan.governing, plan.problems, failures, plan.notes)
         refs = set(plan.governing) | set(previous.governing if previous else ())
         self.status_due((ref.kind, ref.namespace, ref.name) for ref in refs)
         if self.guard_binding is not None:
