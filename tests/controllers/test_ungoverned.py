@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from modelshield.controllers import caches, writing
-from modelshield.controllers import ungoverned as labelling
+from modelshield.controllers import namespacelabelling as labelling
 from modelshield.controllers.builders import ungoverned
 
 LABEL = ungoverned.LABEL

@@ -28,13 +28,13 @@ from modelshield.controllers import (
     kubesecrets,
     leadership,
     modelkeypublishing,
+    namespacelabelling,
     planning,
     policies,
     rbac,
     reconciling,
     serving,
     settings,
-    ungoverned,
     writing,
 )
 from modelshield.controllers.builders import driftmonitors, networkpolicies, tokenreviewers
@@ -176,7 +176,7 @@ def build(
     if arguments.label_ungoverned_namespaces and not arguments.namespace:
         # After the policy reconciler: its handlers record a policy or namespace in the
         # World (kopf runs them first), and the label is judged on that World.
-        ungoverned.register(
+        namespacelabelling.register(
             registry,
             kube=kube,
             world=controller.world,

@@ -10,7 +10,7 @@ certificates when cert-manager is absent), ``artifacts`` (the ModelArtifact reco
 ``serving`` (``status.servedBy`` of every ModelArtifact: the workloads serving it),
 ``modelkeypublishing`` (the ``modelshield-model-keys`` ConfigMap of verified artifacts' signer keys,
 read by the startup re-verification; both ModelArtifact controllers read the policies from
-the policy reconciler's ``caches.World``), ``ungoverned`` (the ``modelshield.dev/ungoverned``
+the policy reconciler's ``caches.World``), ``namespacelabelling`` (the ``modelshield.dev/ungoverned``
 namespace label that keeps namespaces no policy governs out of the webhooks), ``settings`` (kopf settings) and ``rbac`` (the exact
 RBAC rules all of this needs, as data).
 ``verdicts`` is pure (compliant, violating or pending, from a decision); ``observing``
