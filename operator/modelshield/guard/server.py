@@ -102,10 +102,13 @@ class Pipeline:
         )
 
     def session(self) -> aiohttp.ClientSession:
-        """The model server's client session (one, pooled)."""
+        """The model server's client session (one, pooled, for every client)."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=256),
+                # No cookie jar: a Set-Cookie answered to one client would be sent with the
+                # next client's requests (the answer still carries it to its own client).
+                cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(
                     total=self.upstream_timeout, sock_connect=min(5.0, self.upstream_timeout)
                 ),
