@@ -31,7 +31,7 @@ from e2e import operators
 from e2e.clients import Cluster, Kubectl
 from e2e.webhooks import DENIED, Images, WebhookProcess, container, images, wait_for, webhook
 from modelshield.controllers import artifacts as artifact_handlers
-from modelshield.controllers import serving, writing
+from modelshield.controllers import servingindex, writing
 from modelshield.modelartifacts import signing
 from modelshield.provenance import statements
 from tests.modelartifacts import keys
@@ -274,7 +274,7 @@ def test_admission_judges_training_provenance_from_status(
     # Where it runs: the operator's serving index (its recorder, run here in-process on the
     # statuses the real reconciler wrote) records both Deployments on the model, and on the
     # Dataset record through the model whose verified provenance names it.
-    recorder = serving.Recorder(writing.Kube(cluster.api_client))
+    recorder = servingindex.Recorder(writing.Kube(cluster.api_client))
 
     async def record() -> int:
         await recorder.resync()

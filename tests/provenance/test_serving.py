@@ -1,6 +1,6 @@
 """The serving index (status.servedBy): which workloads serve each model and dataset record.
 
-Pure: ``controllers.serving.Index`` fed with watch events as dicts, and what it would write.
+Pure: ``controllers.servingindex.Index`` fed with watch events as dicts, and what it would write.
 The same index is written by the operator on a real API server in e2e/test_serving_index.py.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from modelshield.api.v1alpha1 import artifacts, serving
 from modelshield.controllers import artifacts as artifact_handlers
-from modelshield.controllers import serving as recording
+from modelshield.controllers import servingindex as recording
 from modelshield.controllers.builders import ownership
 
 NS = "ml-prod"

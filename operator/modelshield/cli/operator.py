@@ -33,7 +33,7 @@ from modelshield.controllers import (
     policies,
     rbac,
     reconciling,
-    serving,
+    servingindex,
     settings,
     writing,
 )
@@ -188,7 +188,9 @@ def build(
         LOGGER.warning("--namespace given: namespaces are not labelled modelshield.dev/ungoverned")
     auditor = auditing.register(registry, controller=controller, arguments=arguments, leader=leader)
     # status.servedBy of every ModelArtifact: where each model and dataset version runs.
-    serving.register(registry, kube=kube, leader=leader, resync_interval=arguments.resync_interval)
+    servingindex.register(
+        registry, kube=kube, leader=leader, resync_interval=arguments.resync_interval
+    )
     certificates.register(registry, kube=kube, arguments=arguments)
     # The ModelArtifact controllers read policies and namespace labels from the policy
     # reconciler's World, kept current by handlers registered above (kopf runs them first).

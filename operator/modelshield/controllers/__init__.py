@@ -7,7 +7,7 @@ kopf handlers), ``imageverdicts`` (image verdicts: looked up without I/O, verifi
 the background, with the Secrets the flags allow), ``auditing`` (the periodic background
 audit), ``certificates`` (webhook
 certificates when cert-manager is absent), ``artifacts`` (the ModelArtifact reconciler),
-``serving`` (``status.servedBy`` of every ModelArtifact: the workloads serving it),
+``servingindex`` (``status.servedBy`` of every ModelArtifact: the workloads serving it),
 ``modelkeypublishing`` (the ``modelshield-model-keys`` ConfigMap of verified artifacts' signer keys,
 read by the startup re-verification; both ModelArtifact controllers read the policies from
 the policy reconciler's ``caches.World``), ``namespacelabelling`` (the ``modelshield.dev/ungoverned``

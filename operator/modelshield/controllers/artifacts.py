@@ -199,7 +199,7 @@ def fingerprint(requirements: Iterable[policies.ModelRequirements]) -> str:
 def status_patch(status: artifacts.ModelArtifactStatus) -> dict[str, Any]:
     """The status as a merge patch: cleared fields become nulls so they are removed.
 
-    ``servedBy`` is left out: the serving index (``controllers.serving``) owns it, and a
+    ``servedBy`` is left out: the serving index (``controllers.servingindex``) owns it, and a
     check must not erase where the model runs.
     """
     return status.model_dump(by_alias=True, mode="json", exclude={"served_by"})
