@@ -14,7 +14,7 @@ from modelshield.modelartifacts import (
     buckets,
     fetching,
     modelverifying,
-    registries,
+    ociartifacts,
     signing,
     transfers,
 )
@@ -232,7 +232,7 @@ def test_oci_unknown_tag(oci_registry: localtools.LocalRegistry, tmp_path: pathl
 
 
 def test_oci_reference_parsing() -> None:
-    assert registries.parse_reference("r.example:5000/a/b:v1") == ("r.example:5000", "a/b", "v1")
-    assert registries.parse_reference("r.example/a")[2] == "latest"
+    assert ociartifacts.parse_reference("r.example:5000/a/b:v1") == ("r.example:5000", "a/b", "v1")
+    assert ociartifacts.parse_reference("r.example/a")[2] == "latest"
     with pytest.raises(transfers.FetchError):
-        registries.parse_reference("no-repository")
+        ociartifacts.parse_reference("no-repository")

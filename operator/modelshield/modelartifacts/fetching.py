@@ -24,7 +24,7 @@ from modelshield.modelartifacts import (
     buckets,
     hashing,
     localpaths,
-    registries,
+    ociartifacts,
     streaming,
     transfers,
 )
@@ -132,7 +132,7 @@ def fetch(
                 split.netloc, split.path.lstrip("/"), destination, settings, budget
             )
         elif split.scheme == "oci":
-            registries.fetch_artifact(uri[len("oci://") :], destination, settings, budget)
+            ociartifacts.fetch_artifact(uri[len("oci://") :], destination, settings, budget)
         else:
             raise transfers.FetchError(
                 transfers.UNSUPPORTED_URI, f"scheme {split.scheme}:// is not supported"

@@ -3,7 +3,7 @@
 ``Settings`` (mount roots, credentials, limits, TLS), the ``Budget`` that counts one
 fetch's bytes, files and time against them, and ``FetchError`` with the reasons the
 ModelArtifact conditions spell. Every fetcher (``fetching`` for http(s) and local paths,
-``buckets`` for S3, ``registries`` for OCI, ``localpaths``) imports these from here and
+``buckets`` for S3, ``ociartifacts`` for OCI, ``localpaths``) imports these from here and
 none imports another's module for them, so the fetchers form no import cycle.
 """
 
