@@ -1,7 +1,9 @@
 """``modelshield test``: check workloads against policies offline, for GitOps pull requests.
 
 Exit codes: 0 every workload passes (Audit warnings allowed), 1 an Enforce policy denies
-a workload, 2 the input cannot be used (the message names file, document and field).
+a workload, 2 the input cannot be used (the message names file, document and field),
+including a policy whose guard would fail closed on the reference profile ConfigMap given
+among the resources (``apichecks``: runtime defences' errors and warnings on stderr).
 
 As admission does: an InferenceService that names a ServingRuntime (or
 ClusterServingRuntime) given among the resources is judged on that runtime's images too,
@@ -18,7 +20,7 @@ import sys
 import typing
 
 from modelshield.api.v1alpha1 import artifacts, policies
-from modelshield.cli import factsfile, manifests, modelstoreflags, reports
+from modelshield.cli import apichecks, factsfile, manifests, modelstoreflags, reports
 from modelshield.engine import (
     compiling,
     evaluating,
@@ -40,27 +42,35 @@ def run(
     now: datetime.datetime,
     defaulted: list[manifests.Document] | None = None,
     store: s3endpoints.ModelStore = s3endpoints.DEFAULT,
+    api_findings: list[tuple[manifests.Document, apichecks.Finding]] | None = None,
 ) -> list[reports.Result]:
     """Evaluate every workload found under resource_paths; ManifestError on bad input.
 
     Namespaced documents that name no namespace are read into default_namespace and, when
     given, appended to defaulted: GitOps manifests often leave the namespace to the
     deploying tool, and the reviewer must see which namespace was assumed.
+
+    When given, api_findings receives what apichecks says about each policy's runtime
+    defences (judged against the reference profile ConfigMaps among the resources).
     """
     policy_list: list[compiling.AnyPolicy] = []
     assumed = defaulted if defaulted is not None else []
     artifact_facts: dict[tuple[str, str], facts.ArtifactFacts] = {}
     namespace_labels: dict[str, dict[str, str]] = {}
     workload_documents: list[manifests.Document] = []
+    policy_documents: list[tuple[manifests.Document, compiling.AnyPolicy]] = []
+    configmaps: dict[tuple[str, str], dict[str, str]] = {}
     for document in manifests.read_documents([*policy_paths, *resource_paths]):
         if manifests.is_modelshield_kind(document):
             parsed = manifests.parse_custom_resource(document)
             if isinstance(parsed, policies.ClusterModelSecurityPolicy):
                 policy_list.append(parsed)
+                policy_documents.append((document, parsed))
             elif isinstance(parsed, policies.ModelSecurityPolicy):
                 if not parsed.metadata.namespace:
                     assumed.append(document)
                 policy_list.append(_in_namespace(parsed, default_namespace))
+                policy_documents.append((document, policy_list[-1]))
             elif isinstance(parsed, artifacts.ModelArtifact):
                 if not parsed.metadata.namespace:
                     assumed.append(document)
@@ -74,8 +84,16 @@ def run(
             namespace_labels[str(metadata.get("name"))] = {
                 str(k): str(v) for k, v in labels.items()
             }
+        elif document.body.get("kind") == "ConfigMap":
+            metadata = document.body.get("metadata") or {}
+            data = document.body.get("data") or {}
+            place = (str(metadata.get("namespace") or default_namespace), str(metadata.get("name")))
+            configmaps[place] = {str(k): str(v) for k, v in data.items()}
         elif document.body.get("kind") in workloads.SUPPORTED_KINDS:
             workload_documents.append(document)
+    if api_findings is not None:
+        for document, policy in policy_documents:
+            api_findings.extend((document, f) for f in apichecks.judge(policy, configmaps))
     images = factsfile.load(facts_path) if facts_path else {}
     source = facts.StaticFacts(images=images, artifacts=artifact_facts)
     policy_set = compiling.compile_policies(policy_list)
@@ -142,6 +160,7 @@ def _in_namespace(resource: _Namespaced, default_namespace: str) -> _Namespaced:
 def _handle(arguments: argparse.Namespace) -> int:
     now = arguments.now or datetime.datetime.now(datetime.UTC)
     defaulted: list[manifests.Document] = []
+    api_findings: list[tuple[manifests.Document, apichecks.Finding]] = []
     for problem in modelstoreflags.problems(arguments):
         print(f"error: {problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -154,6 +173,7 @@ def _handle(arguments: argparse.Namespace) -> int:
             now,
             defaulted,
             modelstoreflags.store_from(arguments),
+            api_findings,
         )
     except manifests.ManifestError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -165,7 +185,12 @@ def _handle(arguments: argparse.Namespace) -> int:
             f"{arguments.namespace!r} (set it in the manifest, or pass --namespace)",
             file=sys.stderr,
         )
+    for document, finding in api_findings:
+        level = "error" if finding.error else "warning"
+        print(f"{level}: {document.where}: {finding.field}: {finding.message}", file=sys.stderr)
     sys.stdout.write(reports.RENDERERS[arguments.output](results))
+    if any(finding.error for _document, finding in api_findings):
+        return EXIT_BAD_INPUT
     return EXIT_DENIED if any(r.verdict == "FAIL" for r in results) else EXIT_PASS
 
 
