@@ -38,6 +38,7 @@ elif [[ -n "${CA_BUNDLE:-}" ]]; then
 fi
 
 revision="${REVISION:-$(git -C "$repository" rev-parse HEAD 2>/dev/null || echo unknown)}"
+previous="$("$docker" image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)"
 started=$SECONDS
 DOCKER_BUILDKIT=1 "$docker" build \
   --build-arg "PYTHON_IMAGE=$base" \
@@ -47,4 +48,11 @@ DOCKER_BUILDKIT=1 "$docker" build \
   --tag "$TAG" "$repository"
 "$docker" run --rm "$TAG" --version >/dev/null || die "$TAG does not run \`modelshield --version\`"
 size="$("$docker" image inspect --format '{{.Size}}' "$TAG" | awk '{printf "%.0f MB", $1/1e6}')"
+# The image the tag named before is left untagged by the rebuild; each one kept its own
+# source layer, and a day of rebuilds piled up ten of them. Removed unless still in use.
+current="$("$docker" image inspect --format '{{.Id}}' "$TAG")"
+if [[ -n "$previous" && "$previous" != "$current" ]]; then
+  "$docker" image rm "$previous" >/dev/null 2>&1 \
+    || log "the previous $TAG ($previous) is still in use: left in place"
+fi
 log "$TAG on $base: $size, built in $((SECONDS - started)) s"
