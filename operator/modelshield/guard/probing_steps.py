@@ -87,7 +87,9 @@ class FixedSteps:
         if int(moved.sum()) < MIN_MOVED:
             return False
         size = differences[moved]
-        median = float(np.median(size))
+        # The upper median: np.median costs ~10x more on a row this short, and either
+        # middle value serves as the step size here.
+        median = float(np.partition(size, size.size // 2)[size.size // 2])
         equal = float((np.abs(size - median) <= TOLERANCE * median).mean()) >= SHARE
         repeated = False
         if self.steps_count:
