@@ -109,6 +109,9 @@ class Pipeline:
                 # No cookie jar: a Set-Cookie answered to one client would be sent with the
                 # next client's requests (the answer still carries it to its own client).
                 cookie_jar=aiohttp.DummyCookieJar(),
+                # Answers are relayed as they come (auto_decompress=False): ask the model
+                # server only for the encodings the client itself accepts, never aiohttp's.
+                skip_auto_headers=("Accept-Encoding",),
                 timeout=aiohttp.ClientTimeout(
                     total=self.upstream_timeout, sock_connect=min(5.0, self.upstream_timeout)
                 ),
