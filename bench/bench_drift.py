@@ -39,7 +39,16 @@ from typing import Any
 
 import numpy as np
 
-from modelshield.drift import config, datasets, monitoring, payloads, profiles
+from modelshield.drift import (
+    config,
+    datasets,
+    layouts,
+    monitoring,
+    payloads,
+    profiles,
+    statistics,
+    windows,
+)
 
 FEATURES = 20
 BATCH_ROWS = 100
@@ -449,6 +458,35 @@ def false_alarms(window_sizes: Sequence[int], count: int) -> int:
     return 0
 
 
+def scoring(window: int, rounds: int = 30, repeats: int = 200) -> int:
+    """CPU per window of statistics.score with and without the Wasserstein bound, interleaved.
+
+    The bound (calibrated monitors only) runs once per full window; both variants score
+    the same window of FEATURES numeric features in one process, round by round.
+    """
+    rng = np.random.default_rng(1)
+    profile = profiles.build({f"f{i}": list(rng.normal(0, 1, 20_000)) for i in range(FEATURES)})
+    layout = layouts.build(profile, profile.names)
+    rows = rng.normal(0, 1.2, (window, FEATURES))  # wider than the reference: out-of-range mass
+    counter = windows.TumblingWindow(layout, window)
+    slots = windows.encode(layout, rows, np.empty((window, 0), dtype=np.intp))
+    ((counts, sums),) = counter.add_rows(slots, rows)
+    seconds: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(rounds):
+        for bounded in (False, True):
+            started = time.process_time()
+            for _ in range(repeats):
+                statistics.score(layout, counts, sums, bounded=bounded)
+            seconds[bounded].append((time.process_time() - started) / repeats)
+    plain, bounded_ = float(np.median(seconds[False])), float(np.median(seconds[True]))
+    print(
+        f"statistics.score, one window of {window} rows x {FEATURES} features, median of "
+        f"{rounds} interleaved rounds: without the bound {plain * 1e6:.0f} us, with it "
+        f"{bounded_ * 1e6:.0f} us ({bounded_ / plain:.3f}x)"
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options; run the benchmark or, with --loadgen, the load generator."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -469,6 +507,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="instead: measure false-alarm rates on unshifted traffic (no HTTP)",
     )
+    parser.add_argument(
+        "--scoring",
+        action="store_true",
+        help="instead: CPU per window of scoring with and without the Wasserstein bound",
+    )
     parser.add_argument("--loadgen", choices=["single", "batch"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, help=argparse.SUPPRESS)
@@ -477,6 +520,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return loadgen_main(arguments)
     if arguments.false_alarms:
         return false_alarms((100, 250, 500, 1000), 3000)
+    if arguments.scoring:
+        return scoring(arguments.window)
     return run(arguments)
 
 
