@@ -17,6 +17,7 @@ import yaml
 
 from modelshield.api.v1alpha1 import policies
 from modelshield.cli import main as cli
+from modelshield.controllers import caches, planning
 from modelshield.controllers.builders import driftmonitors
 from modelshield.drift import (
     calibration,
@@ -199,3 +200,85 @@ def test_the_monitor_deployed_by_the_operator_uses_the_calibrated_profile(
     )
     monitor = monitoring.Monitor(settings, datasets.read_profile(pathlib.Path(settings.profile)))
     assert monitor.calibrated_at_start == {"request": False}
+
+
+def _planned_monitor(profile_text: str, mount: pathlib.Path) -> monitoring.Monitor:
+    """What the operator's planner deploys for a policy with falseAlarmRate, started as the pod would.
+
+    The policy and workload go through ``planning.plan`` (what the reconciler applies); the
+    planned ConfigMap's keys are written where the planned Deployment mounts it (``mount``
+    stands for its mountPath), and the monitor is loaded from the container's ``--config``
+    as ``modelshield drift-monitor`` loads it.
+    """
+    policy = {
+        "apiVersion": "modelshield.dev/v1alpha1",
+        "kind": "ModelSecurityPolicy",
+        "metadata": {"name": "watch", "namespace": "ml", "uid": "uid-watch", "generation": 1},
+        "spec": {
+            "selector": {"matchLabels": {"app": "fraud"}},
+            "monitoring": {
+                "drift": {
+                    "referenceProfile": {"name": "ref", "key": "profile.json"},
+                    "falseAlarmRate": 0.01,
+                    "window": WINDOW,
+                }
+            },
+        },
+    }
+    workload = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "fraud", "namespace": "ml", "uid": "uid-fraud"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "fraud"}},
+            "template": {
+                "metadata": {"labels": {"app": "fraud"}},
+                "spec": {"containers": [{"name": "m", "image": "i"}]},
+            },
+        },
+    }
+    world = caches.World()
+    world.put_namespace({"metadata": {"name": "ml"}})
+    world.put_policy(policy)
+    world.put_workload(workload)
+    settings = planning.Settings(monitor=driftmonitors.MonitorSettings(image="modelshield:test"))
+    plan = planning.plan(world, ("Deployment", "ml", "fraud"), settings, profile_text)
+    (config_map,) = [m for k, m in plan.desired.items() if k[0] == "ConfigMap"]
+    (deployment,) = [m for k, m in plan.desired.items() if k[0] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (volume,) = [v for v in pod["volumes"] if v.get("configMap")]
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+    (mounted,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    config_path = pathlib.PurePosixPath(container["args"][container["args"].index("--config") + 1])
+    for key, value in config_map["data"].items():
+        (mount / key).write_text(value)
+    settings_file = mount / config_path.relative_to(mounted["mountPath"])
+    loaded = config.load(settings_file, {})
+    assert loaded.false_alarm_rate == 0.01
+    return monitoring.Monitor(loaded, datasets.read_profile(pathlib.Path(loaded.profile)))
+
+
+def test_the_operators_planned_monitor_reads_the_stored_tables(
+    calibrated: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    monitor = _planned_monitor(calibrated.read_text(), tmp_path)
+    assert monitor.calibrated_at_start == {"request": False}
+    # The thresholds it alarms at are the profile's stored ones at 1 % over its 4 features.
+    profile = datasets.read_profile(calibrated)
+    layout = layouts.build(profile, profile.names)
+    stored = calibration.stored(profile, layout, WINDOW, 0.01 / 4)
+    assert stored is not None
+    used = {(name, statistic): value for name, statistic, value in monitor.thresholds("request")}
+    expected = stored[Statistic.PSI].thresholds(0.01 / 4)
+    for i, name in enumerate(layout.names):
+        assert used[name, Statistic.PSI] == pytest.approx(expected[i])
+
+
+def test_the_operators_planned_monitor_calibrates_an_uncalibrated_profile_at_start(
+    calibrated: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """The control: the same path with the calibration removed simulates at start."""
+    document = _version_1(datasets.read_profile(calibrated))
+    monitor = _planned_monitor(json.dumps(document), tmp_path)
+    assert monitor.calibrated_at_start == {"request": True}
