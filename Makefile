@@ -40,7 +40,7 @@ demo: setup ## run `modelshield test` on examples/: the compliant workload passe
 lint: setup ## ruff (lint and format check) and the import-layer contracts
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
-	$(BIN)/lint-imports
+	$(BIN)/lint-imports --no-cache
 
 format: setup ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format $(SOURCES)
