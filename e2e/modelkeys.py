@@ -23,7 +23,7 @@ from e2e import operators
 from e2e.clients import REPOSITORY_ROOT, Cluster
 from modelshield.controllers import caches, writing
 from modelshield.controllers import modelkeypublishing as modelkeys_handlers
-from modelshield.modelartifacts import startup
+from modelshield.engine import startup
 
 NAME = startup.KEYS_CONFIG_MAP
 

@@ -30,8 +30,7 @@ from e2e.webhooks import (
     workload,
 )
 from modelshield.controllers.builders import modelkeys as modelkeys_builders
-from modelshield.engine import keyids, workloads
-from modelshield.modelartifacts import startup
+from modelshield.engine import keyids, startup, workloads
 
 __all__ = ["images", "webhook"]  # module-scoped fixtures, shared by name
 

@@ -44,7 +44,8 @@ from e2e.pods.test_startup_verification import (
     _wait,
 )
 from e2e.pods.workloads import POD_TIMEOUT_SECONDS, apply, get_json
-from modelshield.modelartifacts import signing, startup
+from modelshield.engine import startup
+from modelshield.modelartifacts import signing
 from tests.modelartifacts import keys, models
 
 __all__ = ["kserve_images", "kserve_on_node"]  # module-scoped fixtures, shared by name

@@ -23,7 +23,8 @@ import yaml
 from e2e.pods.harness import NodeCluster, Release
 from e2e.pods.modelstore import ModelStore
 from e2e.pods.workloads import HARDENED, POD_TIMEOUT_SECONDS, apply, get_json
-from modelshield.modelartifacts import signing, startup
+from modelshield.engine import startup
+from modelshield.modelartifacts import signing
 from tests.modelartifacts import keys, models
 
 ARTIFACT = "fraud-v1"

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from modelshield.cli import main
-from modelshield.modelartifacts import startup
+from modelshield.engine import startup
 from tests.conftest import REPOSITORY
 
 EXAMPLES = REPOSITORY / "examples"

@@ -9,7 +9,7 @@ import pytest
 
 from modelshield.api.v1alpha1 import policies
 from modelshield.controllers.builders import modelkeys
-from modelshield.modelartifacts import startup
+from modelshield.engine import startup
 from tests.modelartifacts import keys
 
 

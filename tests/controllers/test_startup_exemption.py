@@ -23,8 +23,7 @@ from kubernetes import client
 
 from modelshield.controllers import auditing, caches, imageverdicts, planning, reconciling, writing
 from modelshield.controllers.builders import driftmonitors
-from modelshield.engine import facts, modelchecks, workloads
-from modelshield.modelartifacts import startup
+from modelshield.engine import facts, modelchecks, startup, workloads
 from tests.controllers.test_verifications import (
     IMAGE,
     INLINE_A,

@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from modelshield.engine import modelchecks, workloads
+from modelshield.engine import modelchecks, startup, workloads
 from modelshield.engine.decisions import Code
-from modelshield.modelartifacts import startup
 from tests.engine import builders
 from tests.engine.test_startup_checks import ADMISSION, _decide, _injected, _pod_spec
 

@@ -20,10 +20,10 @@ from modelshield.engine import (
     facts,
     modelchecks,
     runtimechecks,
+    startup,
     workloads,
 )
 from modelshield.engine.decisions import Code
-from modelshield.modelartifacts import startup
 from tests.engine import builders
 
 IMAGE = "ghcr.io/example/modelshield:1.0"

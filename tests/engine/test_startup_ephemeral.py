@@ -13,9 +13,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from modelshield.engine import modelchecks
+from modelshield.engine import modelchecks, startup
 from modelshield.engine.decisions import Code
-from modelshield.modelartifacts import startup
 from tests.engine import builders
 from tests.engine.test_startup_checks import ADMISSION, _decide, _injected, _pod_spec
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 from hypothesis import strategies as st
 
-from modelshield.modelartifacts import startup
+from modelshield.engine import startup
 from modelshield_webhooks import contexts
 from tests.webhooks import scenarios
 

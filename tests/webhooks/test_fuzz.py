@@ -25,8 +25,7 @@ import hypothesis
 import pytest
 from hypothesis import strategies as st
 
-from modelshield.engine import workloads
-from modelshield.modelartifacts import startup
+from modelshield.engine import startup, workloads
 from modelshield_webhooks import contexts, mutating, resources, responses, validating
 from tests.webhooks import reviewgenerators, scenarios, verdicts
 

@@ -11,8 +11,7 @@ import datetime
 import math
 from collections.abc import Callable
 
-from modelshield.engine import s3endpoints
-from modelshield.modelartifacts import startup
+from modelshield.engine import s3endpoints, startup
 from modelshield.supplychain.images import gathering, verifiers
 from modelshield_webhooks import caches, metrics, reviewfacts
 

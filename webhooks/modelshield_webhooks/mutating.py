@@ -12,8 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from modelshield.engine import compiling, evaluating, modelchecks, workloads
-from modelshield.modelartifacts import startup
+from modelshield.engine import compiling, evaluating, modelchecks, startup, workloads
 from modelshield.supplychain.images import secretreading
 from modelshield_webhooks import contexts, responses, reviewfacts, reviews, validating
 

@@ -38,8 +38,7 @@ from modelshield.controllers import (
     writing,
 )
 from modelshield.controllers.builders import driftmonitors, networkpolicies, tokenreviewers
-from modelshield.engine import modelchecks, scopes
-from modelshield.modelartifacts import startup
+from modelshield.engine import modelchecks, scopes, startup
 from modelshield.supplychain.images import verifiersettings
 
 LOGGER = logging.getLogger("modelshield.operator")

@@ -8,6 +8,7 @@ import-linter contract in pyproject.toml keeps it that way.
 Modules: ``facts`` (what the verifiers established), ``decisions`` (the engine's
 answer), ``selectors``, ``workloads`` (finding pod specs and models in any kind),
 ``compiling`` (policies turned into fast, immutable rules ahead of time), the
-``*checks`` modules (one per requirement block), ``evaluating`` (the entry point) and
-``redacting`` (credentials out of the URIs a message names).
+``*checks`` modules (one per requirement block), ``startup`` (the startup
+re-verification's init container: built, recognised and judged), ``evaluating`` (the
+entry point) and ``redacting`` (credentials out of the URIs a message names).
 """

@@ -15,11 +15,11 @@ from modelshield.engine import (
     provenancechecks,
     redacting,
     s3endpoints,
+    startup,
     workloads,
 )
 from modelshield.engine.decisions import Code
 from modelshield.engine.imagechecks import Finding
-from modelshield.modelartifacts import startup
 
 #: How much older than its recheckInterval a ModelArtifact's verdict may be: the timer's
 #: period, a queue of due checks and one check's hard stop (twice the default fetch

@@ -1,6 +1,6 @@
 """The ``modelshield-model-keys`` ConfigMap of a namespace: which public keys it holds.
 
-The startup re-verification init container (``modelartifacts.startup``) reads the key of
+The startup re-verification init container (``engine.startup``) reads the key of
 the signer a ModelArtifact's status recorded from ``<artifact>.<signer>.pub`` in this
 ConfigMap. What goes in it, per verified artifact, is the public key that the governing
 policies give that signer *now* (inline ``publicKey``, or the ``secretRef`` Secret's
@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 
 from modelshield.api.v1alpha1 import artifacts, policies
 from modelshield.controllers.builders import ownership
-from modelshield.modelartifacts import startup
+from modelshield.engine import startup
 
 NAME = startup.KEYS_CONFIG_MAP
 COMPONENT = "model-keys"

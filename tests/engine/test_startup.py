@@ -7,7 +7,7 @@ import re
 import pytest
 
 from modelshield.cli import main
-from modelshield.modelartifacts import startup
+from modelshield.engine import startup
 
 DIGEST = "sha256:" + "ab" * 32
 
