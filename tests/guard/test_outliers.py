@@ -10,7 +10,7 @@ import pytest
 from sklearn.covariance import LedoitWolf  # type: ignore[import-untyped]
 from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
 
-from modelshield.guard import outliermodel, outlierscoring
+from modelshield.guard import outliermodel, outlierscoring, outliertypes
 
 DATA = load_breast_cancer().data
 NAMES = [f"f{i}" for i in range(DATA.shape[1])]
@@ -18,7 +18,7 @@ TRAIN, HELD = DATA[:400], DATA[400:]
 
 
 @pytest.fixture(scope="module")
-def model() -> outliermodel.OutlierModel:
+def model() -> outliertypes.OutlierModel:
     built = outliermodel.build({n: TRAIN[:, i].tolist() for i, n in enumerate(NAMES)}, NAMES)
     # What the guard reads is the stored document, not the object.
     return outliermodel.from_document(outliermodel.to_document(built))
@@ -33,7 +33,7 @@ def test_ledoit_wolf_agrees_with_scikit_learn() -> None:
 
 
 def test_thresholds_flag_at_most_the_declared_share_of_held_out_rows(
-    model: outliermodel.OutlierModel,
+    model: outliertypes.OutlierModel,
 ) -> None:
     for rate in (0.01, 0.05, 0.2):
         limits = outlierscoring.thresholds(model, rate)
@@ -45,7 +45,7 @@ def test_thresholds_flag_at_most_the_declared_share_of_held_out_rows(
 
 
 def test_real_held_out_rows_pass_and_moved_features_are_flagged(
-    model: outliermodel.OutlierModel,
+    model: outliertypes.OutlierModel,
 ) -> None:
     limits = outlierscoring.thresholds(model, 0.05)
     fitted = model.fitted
@@ -64,7 +64,7 @@ def test_real_held_out_rows_pass_and_moved_features_are_flagged(
 
 
 def test_a_row_of_plausible_values_in_an_unseen_combination_is_flagged(
-    model: outliermodel.OutlierModel,
+    model: outliertypes.OutlierModel,
 ) -> None:
     # Each feature inside its range, but radius large and area small: Mahalanobis only.
     limits = outlierscoring.thresholds(model, 0.01)
@@ -101,7 +101,7 @@ def test_categories_missing_values_and_constant_features() -> None:
     assert outlierscoring.score(fitted, numeric[3:, :], [["DE"]]).excess[0] == 0
 
 
-def test_a_rate_below_one_held_out_row_is_refused(model: outliermodel.OutlierModel) -> None:
+def test_a_rate_below_one_held_out_row_is_refused(model: outliertypes.OutlierModel) -> None:
     with pytest.raises(outlierscoring.CalibrationError, match="below 1/400"):
         outlierscoring.thresholds(model, 0.001)
 
@@ -117,7 +117,7 @@ def test_a_rate_below_one_held_out_row_is_refused(model: outliermodel.OutlierMod
     ],
 )
 def test_bad_documents_name_the_field(
-    model: outliermodel.OutlierModel, change: object, message: str
+    model: outliertypes.OutlierModel, change: object, message: str
 ) -> None:
     document = outliermodel.to_document(model)
     change(document)  # type: ignore[operator]

@@ -31,6 +31,7 @@ from modelshield.guard import (
     judging,
     outliermodel,
     outlierscoring,
+    outliertypes,
     probing,
     ratelimits,
     requestrows,
@@ -57,7 +58,7 @@ class _PolicyDefences:
         ref: PolicyRef,
         enforcement: policies.Enforcement,
         api: apiprotection.ApiRequirements,
-        model: outliermodel.OutlierModel | None,
+        model: outliertypes.OutlierModel | None,
         problem: str | None,
     ) -> None:
         self.ref = ref
@@ -173,7 +174,7 @@ class Defences:
         model_document: dict[str, Any] | None,
         registry: prometheus_client.CollectorRegistry,
     ) -> None:
-        model: outliermodel.OutlierModel | None = None
+        model: outliertypes.OutlierModel | None = None
         problem = None
         if model_document is not None:
             try:

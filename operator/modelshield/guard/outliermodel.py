@@ -22,16 +22,15 @@ half of ``a`` of these rows and then the distance that brings the union to at mo
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
-FloatArray = NDArray[np.float64]
+from modelshield.guard import outlierscoring
+from modelshield.guard.outliertypes import Fitted, FloatArray, OutlierModel
 
 OUTLIER_KIND = "OutlierModel"
 OUTLIER_VERSION = 1
@@ -50,48 +49,6 @@ _SIGNIFICANT = 10
 
 class OutlierModelError(ValueError):
     """An outlier model that cannot be fitted or read (the message names the field)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Fitted:
-    """What scoring needs, fitted on some reference rows."""
-
-    names: tuple[str, ...]
-    #: Per feature: numeric (True) or categorical.
-    numeric: tuple[bool, ...]
-    #: Per numeric feature, in the order of the numeric features.
-    mean: FloatArray
-    std: FloatArray
-    minimum: FloatArray
-    maximum: FloatArray
-    #: Per feature: whether the reference had missing values.
-    missing_seen: tuple[bool, ...]
-    #: Per categorical feature (in feature order): the categories seen; None: not checked.
-    categories: tuple[frozenset[str] | None, ...]
-    #: Indices (into the numeric features) the Mahalanobis score covers.
-    varying: tuple[int, ...]
-    #: Precision matrix of the standardised varying features (shrinkage covariance).
-    precision: FloatArray
-    #: ``varying`` as an index array, and the mean and std it selects (derived, for speed).
-    varying_index: NDArray[np.intp] = dataclasses.field(init=False, repr=False, compare=False)
-    varying_mean: FloatArray = dataclasses.field(init=False, repr=False, compare=False)
-    varying_std: FloatArray = dataclasses.field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        index = np.asarray(self.varying, dtype=np.intp)
-        object.__setattr__(self, "varying_index", index)
-        object.__setattr__(self, "varying_mean", self.mean[index])
-        object.__setattr__(self, "varying_std", self.std[index])
-
-
-@dataclasses.dataclass(frozen=True)
-class OutlierModel:
-    """A fitted model and its held-out (excess, distance) pairs."""
-
-    fitted: Fitted
-    held_out_excess: FloatArray
-    held_out_distance: FloatArray
-    rows: int
 
 
 def ledoit_wolf(standardised: FloatArray) -> tuple[FloatArray, float]:
@@ -201,8 +158,6 @@ def build(
     seed: int = 0,
 ) -> OutlierModel:
     """Fit on the reference columns and score every row held out by cross-fitting."""
-    from modelshield.guard import outlierscoring
-
     if not names:
         raise OutlierModelError("no features")
     unknown = [name for name in [*names, *categorical] if name not in columns]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from modelshield.guard.outliermodel import Fitted, FloatArray, OutlierModel
+from modelshield.guard.outliertypes import Fitted, FloatArray, OutlierModel
 
 
 @dataclasses.dataclass(frozen=True)

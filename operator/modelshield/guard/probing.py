@@ -41,7 +41,7 @@ import numpy as np
 from scipy import stats
 
 from modelshield.guard import probing_steps
-from modelshield.guard.outliermodel import FloatArray
+from modelshield.guard.outliertypes import FloatArray
 
 
 class Detector(enum.StrEnum):

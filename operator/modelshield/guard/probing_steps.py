@@ -38,7 +38,7 @@ import collections
 
 import numpy as np
 
-from modelshield.guard.outliermodel import FloatArray
+from modelshield.guard.outliertypes import FloatArray
 
 LOOKBACK = 256
 RECENT_STEPS = 16

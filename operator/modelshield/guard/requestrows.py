@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from modelshield.api.v1alpha1.apiprotection import Protocol, Verb
-from modelshield.guard.outliermodel import Fitted, FloatArray, category_text
+from modelshield.guard.outliermodel import category_text
+from modelshield.guard.outliertypes import Fitted, FloatArray
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,56 @@
+"""The outlier model's data: what fitting produces and scoring reads. Pure (numpy).
+
+Its own module so that fitting and scoring (``outliermodel``, ``outlierscoring``) both
+depend on it and not on each other: fitting calibrates by scoring held-out rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from numpy.typing import NDArray
+
+FloatArray = NDArray[np.float64]
+
+
+@dataclasses.dataclass(frozen=True)
+class Fitted:
+    """What scoring needs, fitted on some reference rows."""
+
+    names: tuple[str, ...]
+    #: Per feature: numeric (True) or categorical.
+    numeric: tuple[bool, ...]
+    #: Per numeric feature, in the order of the numeric features.
+    mean: FloatArray
+    std: FloatArray
+    minimum: FloatArray
+    maximum: FloatArray
+    #: Per feature: whether the reference had missing values.
+    missing_seen: tuple[bool, ...]
+    #: Per categorical feature (in feature order): the categories seen; None: not checked.
+    categories: tuple[frozenset[str] | None, ...]
+    #: Indices (into the numeric features) the Mahalanobis score covers.
+    varying: tuple[int, ...]
+    #: Precision matrix of the standardised varying features (shrinkage covariance).
+    precision: FloatArray
+    #: ``varying`` as an index array, and the mean and std it selects (derived, for speed).
+    varying_index: NDArray[np.intp] = dataclasses.field(init=False, repr=False, compare=False)
+    varying_mean: FloatArray = dataclasses.field(init=False, repr=False, compare=False)
+    varying_std: FloatArray = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index = np.asarray(self.varying, dtype=np.intp)
+        object.__setattr__(self, "varying_index", index)
+        object.__setattr__(self, "varying_mean", self.mean[index])
+        object.__setattr__(self, "varying_std", self.std[index])
+
+
+@dataclasses.dataclass(frozen=True)
+class OutlierModel:
+    """A fitted model and its held-out (excess, distance) pairs."""
+
+    fitted: Fitted
+    held_out_excess: FloatArray
+    held_out_distance: FloatArray
+    rows: int
