@@ -136,6 +136,7 @@ def test_probing_summaries_beyond_the_guards_memory_are_a_warning(
     assert "warning: " in err
     assert "spec.api.probing.maxClients" in err
     assert "30 features" in err
+    assert "the guard will remember only the 7" in err  # ~360 KiB each within 256 MiB
 
 
 def test_settings_that_do_nothing_under_audit_or_a_throttle_too_fast_are_warnings(

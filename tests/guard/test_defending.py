@@ -10,7 +10,7 @@ from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
 
 from modelshield.api.v1alpha1 import apiprotection, policies
 from modelshield.engine.decisions import PolicyRef
-from modelshield.guard import defending, outliermodel, routes
+from modelshield.guard import defending, outliermodel, probing, routes
 
 DATA = load_breast_cancer().data
 NAMES = [f"f{i}" for i in range(DATA.shape[1])]
@@ -66,3 +66,21 @@ def test_audit_reject_reports_the_outlier_and_forwards() -> None:
     (audited,) = judgement.verdict.audited
     assert audited.status == 422
     assert "feature 'f0'" in audited.reason
+
+
+def test_probing_remembers_no_more_clients_than_its_memory_budget_holds() -> None:
+    """maxClients x memoryPerClient at their bounds asks for gigabytes (30 features); the
+    guard, limited to 512Mi, remembers fewer clients rather than be OOM-killed."""
+    asked = {"probing": {"action": "Alert", "maxClients": 1_000_000, "memoryPerClient": 10_000}}
+    (policy,) = _defences(policies.Enforcement.ENFORCE, asked).policies
+    assert policy.prober is not None
+    settings = policy.prober.settings
+    per_client = probing.memory_bytes(settings, len(NAMES))
+    assert 1 <= settings.max_clients < 1_000_000
+    assert settings.max_clients * per_client <= defending.PROBING_MEMORY_BUDGET_BYTES
+    assert (settings.max_clients + 1) * per_client > defending.PROBING_MEMORY_BUDGET_BYTES
+
+    small = {"probing": {"action": "Alert", "maxClients": 50}}
+    (policy,) = _defences(policies.Enforcement.ENFORCE, small).policies
+    assert policy.prober is not None
+    assert policy.prober.settings.max_clients == 50

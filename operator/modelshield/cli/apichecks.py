@@ -188,7 +188,8 @@ def _memory(probe: apiprotection.ProbingDetection, width: int) -> list[Finding]:
             f"{probe.max_clients} clients x {probing.memory_bytes(settings, width) // 1024} KiB "
             f"({width} features, memoryPerClient {probe.memory_per_client}) may hold "
             f"{bound / 2**20:.0f} MiB of probing summaries, over half the guard's default "
-            f"memory limit {GUARD_MEMORY_LIMIT}: lower maxClients or memoryPerClient, or raise "
-            "the operator's limit",
+            f"memory limit {GUARD_MEMORY_LIMIT}: the guard will remember only the "
+            f"{max(1, defending.PROBING_MEMORY_BUDGET_BYTES // probing.memory_bytes(settings, width))}"
+            " most recent clients; lower maxClients or memoryPerClient",
         )
     ]

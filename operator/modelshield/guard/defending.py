@@ -42,12 +42,37 @@ ALARM_LOGGER = logging.getLogger("modelshield.guard.alarms")
 OUTLIER_HEADER = "X-Modelshield-Outlier"
 #: The probing detectors' outlier rate when the policy declares no outliers block.
 DEFAULT_OUTLIER_RATE = 0.01
+#: What the probing summaries of all clients may hold: half the guard's default memory
+#: limit (512Mi). A policy's maxClients x memoryPerClient can ask for gigabytes; past the
+#: limit the guard would be OOM-killed and its model unreachable, so fewer clients are
+#: remembered instead (the least recently seen forgotten first), and the log says so.
+PROBING_MEMORY_BUDGET_BYTES = 256 * 2**20
+_logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
 class _Penalty:
     until: float
     block: bool
+
+
+def _within_budget(settings: probing.Settings, width: int, ref: PolicyRef) -> probing.Settings:
+    """The settings with no more clients than PROBING_MEMORY_BUDGET_BYTES can hold."""
+    per_client = probing.memory_bytes(settings, width)
+    affordable = max(1, PROBING_MEMORY_BUDGET_BYTES // per_client)
+    if affordable >= settings.max_clients:
+        return settings
+    _logger.warning(
+        "%s: probing remembers %d clients, not maxClients %d: %d KiB each (%d features) "
+        "within the guard's probing budget of %d MiB",
+        ref,
+        affordable,
+        settings.max_clients,
+        per_client // 1024,
+        width,
+        PROBING_MEMORY_BUDGET_BYTES // 2**20,
+    )
+    return dataclasses.replace(settings, max_clients=affordable)
 
 
 class _PolicyDefences:
@@ -96,6 +121,7 @@ class _PolicyDefences:
                 outlier_rate=max(self.limits.held_out_rate, 1e-4),
                 quiet_after_alarm=common.parse_duration(self.probing.cool_down).total_seconds(),
             )
+            settings = _within_budget(settings, fitted.mean.size, ref)
             self.prober = probing.Prober(fitted.mean, fitted.std, settings)
             self.cool_down = common.parse_duration(self.probing.cool_down).total_seconds()
             self.penalties: collections.OrderedDict[str, _Penalty] = collections.OrderedDict()
