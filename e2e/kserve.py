@@ -71,9 +71,12 @@ class KServeRelease:
         ClusterServingRuntime, InferenceGraph, TrainedModel, ClusterStorageContainer)."""
         return _kustomization_resources(self.config_dir / "crd" / "full")
 
-    def inference_service_config(self, storage_initializer_image: str) -> dict[str, Any]:
+    def inference_service_config(
+        self, storage_initializer_image: str, agent_image: str | None = None
+    ) -> dict[str, Any]:
         """The release's ``inferenceservice-config`` with Standard as the default mode and
-        the storage initializer image the test chooses (a local registry's)."""
+        the storage initializer image the test chooses (a local registry's), and the agent
+        image (the payload logger's sidecar) when given."""
         document: dict[str, Any] = yaml.safe_load(
             (self.config_dir / "configmap" / "inferenceservice.yaml").read_text()
         )
@@ -94,6 +97,11 @@ class KServeRelease:
         initializer = json.loads(data["storageInitializer"])
         initializer["image"] = storage_initializer_image
         data["storageInitializer"] = json.dumps(initializer, indent=2)
+        if agent_image is not None:
+            # The pod mutator takes the injected agent container's image from `agent`.
+            agent = json.loads(data["agent"])
+            agent["image"] = agent_image
+            data["agent"] = json.dumps(agent, indent=2)
         document["metadata"]["namespace"] = NAMESPACE
         return document
 
@@ -315,6 +323,14 @@ def _install(kubectl: Kubectl, release: KServeRelease, storage_initializer_image
 def set_storage_initializer_image(kubectl: Kubectl, release: KServeRelease, image: str) -> None:
     """KServe reads its ConfigMap at every pod it mutates: the next pod gets this image."""
     kubectl("apply", "-f", "-", input_text=yaml.safe_dump(release.inference_service_config(image)))
+
+
+def set_images(
+    kubectl: Kubectl, release: KServeRelease, storage_initializer_image: str, agent_image: str
+) -> None:
+    """The storage initializer and agent images of the next pod KServe mutates."""
+    config = release.inference_service_config(storage_initializer_image, agent_image)
+    kubectl("apply", "-f", "-", input_text=yaml.safe_dump(config))
 
 
 @dataclass
