@@ -76,7 +76,7 @@ def test_probing_remembers_no_more_clients_than_its_memory_budget_holds() -> Non
     assert policy.prober is not None
     settings = policy.prober.settings
     per_client = probing.memory_bytes(settings, len(NAMES))
-    assert 1 <= settings.max_clients < 1_000_000
+    # As many clients as fit in the budget, and not one more.
     assert settings.max_clients * per_client <= defending.PROBING_MEMORY_BUDGET_BYTES
     assert (settings.max_clients + 1) * per_client > defending.PROBING_MEMORY_BUDGET_BYTES
 
