@@ -56,9 +56,12 @@ def _rows(generator: numpy.random.Generator, shift: float, count: int) -> list[l
     return [[round(float(a), 3), round(float(b), 3)] for a, b in zip(amount, age, strict=True)]
 
 
-def _profile(tmp_path: pathlib.Path, rows: list[list[float]]) -> str:
+def reference_profile(
+    tmp_path: pathlib.Path, features: tuple[str, str], rows: list[list[float]]
+) -> str:
+    """`modelshield drift profile` of two-column rows (the node tests' models)."""
     data = tmp_path / "reference.csv"
-    data.write_text(",".join(FEATURES) + "\n" + "\n".join(f"{a},{b}" for a, b in rows) + "\n")
+    data.write_text(",".join(features) + "\n" + "\n".join(f"{a},{b}" for a, b in rows) + "\n")
     out = tmp_path / "profile.json"
     built = subprocess.run(
         [sys.executable, "-m", "modelshield.cli.main", "drift", "profile", str(data),
@@ -141,7 +144,7 @@ def test_the_operator_s_drift_monitor_takes_payloads_and_alarms_on_shifted_data(
     kubectl = node_cluster.kubectl
     namespace = scoring_namespace
     generator = numpy.random.default_rng(7)
-    profile = _profile(tmp_path, _rows(generator, 0.0, 2000))
+    profile = reference_profile(tmp_path, FEATURES, _rows(generator, 0.0, 2000))
     reference = {
         "apiVersion": "v1",
         "kind": "ConfigMap",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import pathlib
 import subprocess
-import sys
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,7 +33,7 @@ from e2e.kserve import KServe
 from e2e.pods.harness import IMAGES_DIR, NodeCluster, Release
 from e2e.pods.kservenode import KServeImages, kserve_images, kserve_on_node, push
 from e2e.pods.modelstore import ModelStore
-from e2e.pods.test_drift_monitor import _drift_events
+from e2e.pods.test_drift_monitor import _drift_events, reference_profile
 from e2e.pods.test_kserve_storage_initializer import (
     PREDICTOR_TIMEOUT_SECONDS,
     SERVICE,
@@ -154,7 +153,7 @@ def test_kserve_s_agent_logs_predictions_to_the_operator_s_drift_monitor(
         kubectl, kserve_on_node.release, kserve_images.storage_initializer, kserve_agent_image
     )
     generator = numpy.random.default_rng(13)
-    profile = _profile_of(tmp_path, _rows(generator, 0.0, 2000))
+    profile = reference_profile(tmp_path, FEATURES, _rows(generator, 0.0, 2000))
     pair = keys.key_pair(tmp_path / "keys", "release")
     model = models.sklearn_model(tmp_path / "model")
     signing.sign_with_key(model, pair.private_path)
@@ -309,17 +308,3 @@ def _ready_replicas(node_cluster: NodeCluster, namespace: str, name: str) -> int
     if found.returncode != 0:
         return 0
     return int(json.loads(found.stdout).get("status", {}).get("readyReplicas") or 0)
-
-
-def _profile_of(tmp_path: pathlib.Path, rows: list[list[float]]) -> str:
-    """The reference profile of rows whose columns are FEATURES."""
-    data = tmp_path / "reference.csv"
-    data.write_text(",".join(FEATURES) + "\n" + "\n".join(f"{a},{b}" for a, b in rows) + "\n")
-    out = tmp_path / "profile.json"
-    built = subprocess.run(
-        [sys.executable, "-m", "modelshield.cli.main", "drift", "profile", str(data),
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stderr
-    return out.read_text()
