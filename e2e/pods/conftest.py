@@ -35,8 +35,8 @@ from e2e.pods.harness import (
     RELEASE_NAMESPACE,
     NodeCluster,
     Release,
-    docker_client,
     helm,
+    push,
 )
 from e2e.toolcache import ControlPlaneBinaries, MissingToolsError
 from tests.chart import rendering
@@ -186,18 +186,7 @@ def modelshield_image(node_cluster: NodeCluster) -> str:
     )
     if build.returncode != 0:
         pytest.fail(f"make image failed:\n{build.stderr[-4000:]}", pytrace=False)
-    docker = docker_client()
-    reference = f"{node_cluster.registry_host}/modelshield:dev"
-    for command in (["tag", LOCAL_IMAGE, reference], ["push", reference]):
-        completed = subprocess.run(
-            [docker, *command], capture_output=True, text=True, check=False, timeout=600
-        )
-        if completed.returncode != 0:
-            pytest.fail(f"docker {' '.join(command)}: {completed.stderr}", pytrace=False)
-    # The tag names this run's registry port: dropped, or every run leaves one (and keeps an
-    # outdated image alive).
-    subprocess.run([docker, "rmi", reference], capture_output=True, check=False, timeout=120)
-    return reference
+    return push(node_cluster, LOCAL_IMAGE)
 
 
 @pytest.fixture(scope="session")

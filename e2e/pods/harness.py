@@ -82,3 +82,19 @@ def docker_client() -> str:
     if completed.returncode != 0:
         pytest.fail(f"no Docker engine: {completed.stderr}", pytrace=False)
     return completed.stdout.strip().splitlines()[-1]
+
+
+def push(node_cluster: NodeCluster, local_tag: str) -> str:
+    """The local image pushed to the node's registry; its reference there."""
+    docker = docker_client()
+    reference = f"{node_cluster.registry_host}/{local_tag}"
+    for command in (["tag", local_tag, reference], ["push", reference]):
+        completed = subprocess.run(
+            [docker, *command], capture_output=True, text=True, check=False, timeout=600
+        )
+        if completed.returncode != 0:
+            pytest.fail(f"docker {' '.join(command)}: {completed.stderr}", pytrace=False)
+    # The tag names this run's registry port: dropped, or every run leaves one (and keeps an
+    # outdated image alive).
+    subprocess.run([docker, "rmi", reference], capture_output=True, check=False, timeout=120)
+    return reference

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pytest
 
 from e2e import kserve
-from e2e.pods.harness import IMAGES_DIR, NodeCluster, docker_client
+from e2e.pods.harness import IMAGES_DIR, NodeCluster, push
 
 #: Building both images from a cold BuildKit cache downloads ~150 wheels.
 BUILD_TIMEOUT_SECONDS = 1800
@@ -28,21 +28,6 @@ class KServeImages:
     sklearn_server: str
     #: How long images/kserve-image.sh took (seconds; a few when cached), for the log.
     build_seconds: float
-
-
-def push(node_cluster: NodeCluster, local_tag: str) -> str:
-    """The local image pushed to the node's registry; its reference there."""
-    docker = docker_client()
-    reference = f"{node_cluster.registry_host}/{local_tag}"
-    for command in (["tag", local_tag, reference], ["push", reference]):
-        completed = subprocess.run(
-            [docker, *command], capture_output=True, text=True, check=False, timeout=600
-        )
-        if completed.returncode != 0:
-            pytest.fail(f"docker {' '.join(command)}: {completed.stderr}", pytrace=False)
-    # The tag names this run's registry port: dropped, or every run leaves one.
-    subprocess.run([docker, "rmi", reference], capture_output=True, check=False, timeout=120)
-    return reference
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,8 @@ import pytest
 
 from e2e import kserve
 from e2e.kserve import KServe
-from e2e.pods.harness import IMAGES_DIR, NodeCluster, Release
-from e2e.pods.kservenode import KServeImages, kserve_images, kserve_on_node, push
+from e2e.pods.harness import IMAGES_DIR, NodeCluster, Release, push
+from e2e.pods.kservenode import KServeImages, kserve_images, kserve_on_node
 from e2e.pods.modelstore import ModelStore
 from e2e.pods.test_drift_monitor import _drift_events, reference_profile
 from e2e.pods.test_kserve_storage_initializer import (
