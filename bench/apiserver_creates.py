@@ -30,7 +30,8 @@ import yaml
 from aiohttp import web
 
 from modelshield_webhooks import configurations
-from tests.webhooks import pki, scenarios
+from tests.support import admissionscenarios as scenarios
+from tests.support import pki
 
 
 def _serve_minimal(cert: str, key: str, port: int, answered: Any) -> None:
@@ -185,7 +186,7 @@ def bench_apiserver(count: int) -> None:
     from e2e.cluster import LocalControlPlane
     from e2e.toolcache import ControlPlaneBinaries
     from modelshield.supplychain.images import registries
-    from tests.supplychain import localtools
+    from tests.support import localtools
 
     binaries = ControlPlaneBinaries.locate()
     work = pathlib.Path(tempfile.mkdtemp(prefix="bench-admission-apiserver-"))

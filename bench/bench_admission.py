@@ -36,7 +36,9 @@ from aiohttp import web
 from bench import apiserver_creates, loadgenerator
 from modelshield.supplychain.images import imageverifier
 from modelshield_webhooks import certificates, contexts, eventloops, server
-from tests.webhooks import pki, scenarios, verdicts
+from tests.support import admissionscenarios as scenarios
+from tests.support import imageverdicts as verdicts
+from tests.support import pki
 
 CONNECTIONS = 8
 SERVER_CPU, CLIENT_CPU = 0, 1

@@ -21,7 +21,7 @@ from typing import Any
 from modelshield.api.v1alpha1 import policies
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.engine import compiling, decisions, evaluating, facts
-from tests.engine import builders as b
+from tests.support import workloadbuilders as b
 
 NAMESPACES = [f"team-{i}" for i in range(10)]
 APPS = [f"model-{i}" for i in range(20)]

@@ -36,7 +36,7 @@ import aiohttp
 from aiohttp import web
 
 from modelshield.guard import config, credentials, judging, routes, server, tokenreviews
-from tests.guard import modelserver
+from tests.support import modelserver
 
 KEY = "bench-api-key-0123456789"
 #: A JWT-shaped string; its verdict is put in the cache, never sent to an API server.

@@ -32,7 +32,7 @@ sys.path[:0] = [str(REPOSITORY_ROOT / "operator"), str(REPOSITORY_ROOT)]
 from modelshield.api.v1alpha1 import policies  # noqa: E402
 from modelshield.engine import compiling, facts  # noqa: E402
 from modelshield.supplychain.images import imageverifier, registries  # noqa: E402
-from tests.supplychain import localtools  # noqa: E402
+from tests.support import localtools  # noqa: E402
 
 
 def _percentile(samples: list[float], fraction: float) -> float:

@@ -32,9 +32,9 @@ from modelshield.controllers import artifactchecks
 from modelshield.engine import compiling, evaluating, facts
 from modelshield.modelartifacts import fetching, modelverifying, signing
 from modelshield.provenance import checking, envelopes
-from tests.engine import builders as b
-from tests.modelartifacts import keys
-from tests.provenance import helpers
+from tests.support import signedprovenance as helpers
+from tests.support import signingkeys as keys
+from tests.support import workloadbuilders as b
 
 _COLD = """
 import sys, time

@@ -32,7 +32,7 @@ from e2e.clients import Cluster, Kubectl
 from e2e.cluster import find_free_ports
 from e2e.toolcache import BUILD_SCRIPT, tool_path
 from e2e.webhooks import Images
-from tests.webhooks import pki
+from tests.support import pki
 
 #: Where KServe runs (its POD_NAMESPACE) and where it reads its ConfigMap.
 NAMESPACE = "kserve"

@@ -338,7 +338,7 @@ def _http_ok(host_and_path: str) -> bool:
 @contextlib.contextmanager
 def running_node(control_plane: LocalControlPlane, stdout: IO[str]) -> Iterator[LocalNode]:
     """For `python -m e2e.cluster up --with-node`: a node and a registry its pods pull from."""
-    from tests.supplychain.localtools import LocalRegistry, require_tool
+    from tests.support.localtools import LocalRegistry, require_tool
 
     registry = LocalRegistry(require_tool("MODELSHIELD_REGISTRY"), control_plane.logs_dir).start()
     node = LocalNode(NodeBinaries.locate(), control_plane, registry.host)

@@ -29,7 +29,7 @@ from modelshield.controllers import artifactchecks, caches, writing
 from modelshield.controllers import artifacts as artifact_handlers
 from modelshield.controllers import settings as operator_settings
 from modelshield.modelartifacts import transfers
-from tests.supplychain.authproxy import AuthProxy
+from tests.support.authproxy import AuthProxy
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 WAIT_SECONDS = 60.0

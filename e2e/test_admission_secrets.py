@@ -28,7 +28,7 @@ from e2e.webhooks import (
     wait_for,
     workload,
 )
-from tests.supplychain.authproxy import PASSWORD, USER, AuthProxy
+from tests.support.authproxy import PASSWORD, USER, AuthProxy
 
 __all__ = ["images"]  # the module-scoped fixture, shared by name
 

@@ -28,7 +28,7 @@ from cryptography import x509
 
 from e2e.clients import Cluster, Kubectl
 from modelshield.controllers import certificates, settings, writing
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 # Kinds whose CRDs a bare control plane does not have (cert-manager, Prometheus
 # Operator): checked structurally by tests/chart, not sent to the server here.

@@ -21,7 +21,7 @@ from e2e.clients import Cluster
 from e2e.test_guard_tokens import _api_server, request_token
 from modelshield.controllers.builders import guards
 from modelshield.guard import config, outliermodel, server
-from tests.guard import modelserver
+from tests.support import modelserver
 
 DATA = load_breast_cancer().data
 KEY = "sweeper-key-0123456789"

@@ -27,7 +27,7 @@ from kubernetes import client
 
 from e2e.clients import Cluster
 from modelshield.guard import config, server
-from tests.guard import modelserver
+from tests.support import modelserver
 
 AUDIENCE = "modelshield-guard"
 ROWS = modelserver.sample_rows(2)

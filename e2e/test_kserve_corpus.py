@@ -19,7 +19,7 @@ import yaml
 from e2e import kserve_objects
 from e2e.clients import Kubectl
 from e2e.webhooks import DENIED, Images, WebhookProcess, images, wait_for, webhook
-from tests import kservecorpus as corpus
+from tests.support import kservecorpus as corpus
 
 __all__ = ["images", "webhook"]  # module-scoped fixtures, shared by name
 

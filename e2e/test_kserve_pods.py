@@ -29,7 +29,7 @@ from e2e.kserve_objects import (
 )
 from e2e.test_kserve_corpus import in_namespace
 from e2e.webhooks import DENIED, Images, WebhookProcess, images, wait_for, webhook
-from tests import kservecorpus as corpus
+from tests.support import kservecorpus as corpus
 
 __all__ = ["images", "kserve", "webhook"]  # module-scoped fixtures, shared by name
 

@@ -19,7 +19,7 @@ from e2e.kserve_objects import RUNTIME, apply_policy, wait_for_owned
 from e2e.test_kserve_corpus import in_namespace
 from e2e.test_kserve_pods import _as_kserve_labels_it, _prepare
 from e2e.webhooks import DENIED, Images, WebhookProcess, images, wait_for, webhook
-from tests import kservecorpus as corpus
+from tests.support import kservecorpus as corpus
 
 __all__ = ["images", "kserve", "webhook"]  # module-scoped fixtures, shared by name
 

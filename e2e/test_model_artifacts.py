@@ -23,8 +23,10 @@ from e2e.clients import Cluster
 from modelshield.controllers import artifacts as artifact_handlers
 from modelshield.engine import keyids
 from modelshield.modelartifacts import signing
-from tests.modelartifacts import keys, models, servers
-from tests.modelartifacts import picklecode as op
+from tests.support import artifactservers as servers
+from tests.support import modelfiles as models
+from tests.support import picklecode as op
+from tests.support import signingkeys as keys
 
 GROUP, VERSION = "modelshield.dev", "v1alpha1"
 WAIT_SECONDS = 90.0

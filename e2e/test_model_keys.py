@@ -24,7 +24,8 @@ from e2e.operators import OperatorProcess, wait_for
 from modelshield.controllers import modelkeypublishing as modelkeys_handlers
 from modelshield.controllers.builders import ownership
 from modelshield.modelartifacts import signing
-from tests.modelartifacts import keys, models
+from tests.support import modelfiles as models
+from tests.support import signingkeys as keys
 
 GROUP, VERSION = "modelshield.dev", "v1alpha1"
 WAIT_SECONDS = 120.0

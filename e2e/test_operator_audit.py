@@ -35,7 +35,7 @@ from e2e.operators import (
 )
 from modelshield.controllers import rbac
 from modelshield.supplychain.images import registries
-from tests.supplychain import localtools
+from tests.support import localtools
 
 
 def test_killed_mid_reconcile_then_restarted_converges(

@@ -23,7 +23,7 @@ from e2e.operators import OperatorProcess, apply, deployment, get_json, policy, 
 from e2e.test_guard_tokens import AUDIENCE, _api_server, _predict, request_token
 from modelshield.controllers.builders import tokenreviewers
 from modelshield.guard import config, server
-from tests.guard import modelserver
+from tests.support import modelserver
 
 GUARD = "ms-guard-deploy-fraud"
 BINDING = tokenreviewers.DEFAULT_NAME

@@ -25,7 +25,7 @@ from e2e.operators import (
     wait_for,
 )
 from e2e.webhooks import Images, images
-from tests.supplychain.authproxy import PASSWORD, USER
+from tests.support.authproxy import PASSWORD, USER
 
 __all__ = ["images"]  # the module-scoped fixture, shared by name
 

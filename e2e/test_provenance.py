@@ -34,9 +34,9 @@ from modelshield.controllers import artifacts as artifact_handlers
 from modelshield.controllers import servingindex, writing
 from modelshield.modelartifacts import signing
 from modelshield.provenance import statements
-from tests.modelartifacts import keys
-from tests.provenance import helpers
-from tests.supplychain import sigstoretestroot
+from tests.support import signedprovenance as helpers
+from tests.support import signingkeys as keys
+from tests.support import sigstoretestroot
 
 __all__ = ["images", "webhook"]  # module-scoped fixtures, shared by name
 

@@ -40,9 +40,8 @@ from e2e import clients
 from e2e.clients import Cluster, Kubectl
 from e2e.quickstartdoc import DOC_NAMESPACE, STEPS, Shell, quickstart_blocks
 from modelshield.supplychain.images import registries
-from tests.chart import rendering
-from tests.supplychain import localtools
-from tests.webhooks import pki
+from tests.support import chartrendering as rendering
+from tests.support import localtools, pki
 
 WAIT_SECONDS = 90.0
 #: Seconds between the test operator's audits (the chart's default is minutes).

@@ -34,7 +34,7 @@ from e2e.webhooks import (
     workload,
 )
 from modelshield.controllers.builders import ungoverned
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 __all__ = ["images", "webhook"]  # module-scoped fixtures, shared by name
 

@@ -29,8 +29,7 @@ import yaml
 from e2e import clients
 from e2e.clients import Cluster, Kubectl
 from modelshield.supplychain.images import registries
-from tests.supplychain import localtools
-from tests.webhooks import pki
+from tests.support import localtools, pki
 
 WAIT_SECONDS = 60.0
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""Shared test configuration: paths to the repository and its fixtures."""
+"""Shared test configuration: the repository root as a fixture (paths: tests/support/paths.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import pathlib
 
 import pytest
 
-REPOSITORY = pathlib.Path(__file__).resolve().parent.parent
-FIXTURES = REPOSITORY / "tests" / "fixtures"
+from tests.support.paths import REPOSITORY
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import sys
 import tomllib
 from typing import Any
 
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 NO_IO_CONTRACT = "The policy engine and the API models do no I/O"
 

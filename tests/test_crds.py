@@ -9,7 +9,7 @@ import yaml
 
 from modelshield.api import crdgen, resources
 from modelshield.cli import crds
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 
 def test_committed_crds_are_not_stale() -> None:

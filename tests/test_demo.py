@@ -18,7 +18,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 
 def _libfaketime() -> pathlib.Path:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 PAGES = (REPOSITORY / "README.md", REPOSITORY / "docs" / "quickstart.md")
 _BLOCK = re.compile(

@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 from modelshield.cli import manifests
-from tests.conftest import FIXTURES
+from tests.support.paths import FIXTURES
 
 VALID = sorted((FIXTURES / "policies" / "valid").glob("*.yaml"))
 INVALID = sorted((FIXTURES / "policies" / "invalid").glob("*.yaml"))

@@ -21,8 +21,9 @@ import yaml
 
 from modelshield.cli import main
 from modelshield_webhooks import contexts, resources
-from tests.conftest import FIXTURES, REPOSITORY
-from tests.webhooks import scenarios, verdicts
+from tests.support import admissionscenarios as scenarios
+from tests.support import imageverdicts as verdicts
+from tests.support.paths import FIXTURES, REPOSITORY
 
 INVALID = sorted((FIXTURES / "policies" / "invalid").glob("*.yaml"))
 VALID = sorted((FIXTURES / "policies" / "valid").glob("*.yaml"))

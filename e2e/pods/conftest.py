@@ -39,9 +39,9 @@ from e2e.pods.harness import (
     push,
 )
 from e2e.toolcache import ControlPlaneBinaries, MissingToolsError
-from tests.chart import rendering
-from tests.modelartifacts import servers
-from tests.supplychain.localtools import LocalRegistry, require_tool
+from tests.support import artifactservers as servers
+from tests.support import chartrendering as rendering
+from tests.support.localtools import LocalRegistry, require_tool
 
 PODS_DIR = Path(__file__).resolve().parent
 # Ignored by git, next to the other e2e logs.

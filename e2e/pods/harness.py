@@ -12,7 +12,7 @@ import pytest
 from e2e import node
 from e2e.clients import REPOSITORY_ROOT, Kubectl
 from e2e.cluster import LocalControlPlane
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from e2e import nodeconfig
-from tests.modelartifacts import servers
+from tests.support import artifactservers as servers
 
 BUCKET = "models"
 #: The Secret (in the release namespace and in each model server's) holding the store's keys.

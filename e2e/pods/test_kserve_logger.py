@@ -57,7 +57,8 @@ from e2e.pods.test_startup_verification import (
 from e2e.pods.workloads import apply, get_json
 from modelshield.controllers.builders import driftmonitors
 from modelshield.modelartifacts import signing
-from tests.modelartifacts import keys, models
+from tests.support import modelfiles as models
+from tests.support import signingkeys as keys
 
 __all__ = ["kserve_images", "kserve_namespace", "kserve_on_node"]  # fixtures, by name
 

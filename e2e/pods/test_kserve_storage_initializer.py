@@ -46,7 +46,8 @@ from e2e.pods.test_startup_verification import (
 from e2e.pods.workloads import POD_TIMEOUT_SECONDS, apply, get_json
 from modelshield.engine import startup
 from modelshield.modelartifacts import signing
-from tests.modelartifacts import keys, models
+from tests.support import modelfiles as models
+from tests.support import signingkeys as keys
 
 __all__ = ["kserve_images", "kserve_on_node"]  # module-scoped fixtures, shared by name
 

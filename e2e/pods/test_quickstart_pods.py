@@ -28,8 +28,8 @@ import yaml
 from e2e.pods.harness import LOCAL_IMAGE, NodeCluster, Release, docker_client
 from e2e.pods.workloads import POD_TIMEOUT_SECONDS, get_json
 from e2e.quickstartdoc import DOC_NAMESPACE, STEPS, Shell, quickstart_blocks
-from tests.chart import rendering
-from tests.supplychain import localtools
+from tests.support import chartrendering as rendering
+from tests.support import localtools
 
 WAIT_SECONDS = 180.0
 # The page's model server: any small HTTP server on 8080 that runs as user 101 on a

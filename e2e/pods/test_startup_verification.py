@@ -25,7 +25,8 @@ from e2e.pods.modelstore import ModelStore
 from e2e.pods.workloads import HARDENED, POD_TIMEOUT_SECONDS, apply, get_json
 from modelshield.engine import startup
 from modelshield.modelartifacts import signing
-from tests.modelartifacts import keys, models
+from tests.support import modelfiles as models
+from tests.support import signingkeys as keys
 
 ARTIFACT = "fraud-v1"
 SIGNER = "release"

@@ -25,7 +25,7 @@ from e2e.pods import admissionstream
 from e2e.pods.admissionstream import AdmissionStream
 from e2e.pods.harness import HELM_INSTALL_TIMEOUT, NodeCluster, Release, helm, helm_run
 from e2e.pods.workloads import apply, get_json
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 ADMITTED_WITHIN_SECONDS = 60.0
 ROLLED_WITHIN_SECONDS = 300.0

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from modelshield.controllers.builders import webhookcerts
 from modelshield_webhooks import configurations
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 WEBHOOK_SERVICE = f"{rendering.RELEASE}-webhook"
 CONFIGURATION_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelshield.controllers import artifactchecks
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 
 def _settings(values: dict[str, Any]) -> artifactchecks.Settings:

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 SOURCE_DIRS = ("operator", "webhooks")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 
 @pytest.mark.parametrize("name", sorted(rendering.COMBINATIONS))

@@ -12,7 +12,7 @@ import tomllib
 
 import yaml
 
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 DOCKERFILE = rendering.REPOSITORY / "Dockerfile"
 DOCKERIGNORE = rendering.REPOSITORY / ".dockerignore"

@@ -11,7 +11,7 @@ import tempfile
 from typing import Any
 
 from modelshield.controllers.builders import ungoverned
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 POLICY = f"{rendering.RELEASE}-namespace-labels"
 OPERATOR_SUBJECT = f"system:serviceaccount:{rendering.NAMESPACE}:{rendering.RELEASE}-operator"

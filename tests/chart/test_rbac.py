@@ -9,7 +9,7 @@ import pytest
 
 from modelshield.controllers import rbac
 from modelshield_webhooks import caches
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 ROLE_KINDS = ("ClusterRole", "Role")
 #: Verbs that let a subject grant itself more than it was given.

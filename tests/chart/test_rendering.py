@@ -7,7 +7,7 @@ import pathlib
 import pytest
 
 from modelshield.controllers import leadership, settings
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 
 @pytest.mark.parametrize("name", sorted(rendering.COMBINATIONS))

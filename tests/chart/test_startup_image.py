@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from modelshield.cli import main
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 CUSTOM = "registry.example/ml/modelshield-verify:1.2"
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.chart import rendering, valuestable
+from tests.chart import valuestable
+from tests.support import chartrendering as rendering
 
 
 def _leaves(values: object, prefix: str = "") -> set[str]:

@@ -11,7 +11,7 @@ import io
 import pytest
 
 from modelshield.cli import main, modelstoreflags, verifierflags
-from tests.chart import rendering
+from tests.support import chartrendering as rendering
 
 WEBHOOK = f"{rendering.RELEASE}-webhook"
 OPERATOR = f"{rendering.RELEASE}-operator"

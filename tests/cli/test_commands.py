@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from modelshield.cli import main
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 
 def _command_names(parser: argparse.ArgumentParser) -> set[str]:

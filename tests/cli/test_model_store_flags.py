@@ -20,7 +20,7 @@ from modelshield.cli import main, modelstoreflags
 from modelshield.controllers import artifactchecks
 from modelshield.engine import s3endpoints
 from modelshield.modelartifacts import fetching
-from tests.modelartifacts import servers
+from tests.support import artifactservers as servers
 
 
 def _parse(command: str, *flags: str) -> argparse.Namespace:

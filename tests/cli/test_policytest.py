@@ -11,7 +11,7 @@ from xml.etree import ElementTree
 import pytest
 
 from modelshield.cli import main
-from tests.conftest import FIXTURES, REPOSITORY
+from tests.support.paths import FIXTURES, REPOSITORY
 
 EXAMPLES = REPOSITORY / "examples"
 NOW = ["--now", "2026-11-26T00:00:00Z"]

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from modelshield.cli import main
-from tests import kservecorpus as corpus
-from tests.engine import builders as b
+from tests.support import kservecorpus as corpus
+from tests.support import workloadbuilders as b
 
 PUBLIC_KEY = b.RELEASE_KEY
 WHEN = "2026-11-26T10:00:00Z"

@@ -17,7 +17,7 @@ import yaml
 
 from modelshield.cli import main
 from modelshield.engine import startup
-from tests.conftest import REPOSITORY
+from tests.support.paths import REPOSITORY
 
 EXAMPLES = REPOSITORY / "examples"
 

@@ -20,7 +20,8 @@ from modelshield.api.v1alpha1 import policies
 from modelshield.cli import main, operator, verifierflags
 from modelshield.engine import compiling, facts
 from modelshield.supplychain.images import imageverifier, verifiersettings
-from tests.webhooks import pki, scenarios
+from tests.support import admissionscenarios as scenarios
+from tests.support import pki
 
 FLAG_SETS = [
     [],

@@ -10,7 +10,7 @@ import pytest
 from modelshield.api.v1alpha1 import policies
 from modelshield.controllers.builders import modelkeys
 from modelshield.engine import startup
-from tests.modelartifacts import keys
+from tests.support import signingkeys as keys
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ from modelshield.controllers import (
 from modelshield.controllers.builders import driftmonitors
 from modelshield.engine import decisions, evaluating, facts, workloads
 from modelshield.supplychain.images import gathering, secretreading, signerkeys
-from tests import verifierfakes
+from tests.support import verifierfakes
 
 NOW = datetime.datetime(2026, 11, 26, 3, 0, tzinfo=datetime.UTC)
 IMAGE = "registry.example/ml/model@sha256:" + "a" * 64

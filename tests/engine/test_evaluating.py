@@ -13,7 +13,7 @@ from modelshield.api.v1alpha1 import policies
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.engine import compiling, evaluating, facts
 from modelshield.engine.decisions import Code
-from tests.engine import builders as b
+from tests.support import workloadbuilders as b
 
 Mutate = Callable[[dict[str, Any]], None]
 

@@ -8,7 +8,7 @@ import pytest
 
 from modelshield.engine import compiling, evaluating, facts
 from modelshield.engine.decisions import Code
-from tests.engine import builders as b
+from tests.support import workloadbuilders as b
 
 DIGEST = "sha256:" + "a" * 64
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from modelshield.api.v1alpha1 import policies
 from modelshield.engine import compiling, evaluating, facts, workloads
 from modelshield.engine.decisions import Code
-from tests.engine import builders as b
+from tests.support import workloadbuilders as b
 
 ALLOWED = "registry.example.com/ml/server:1.0"
 ELSEWHERE = "attacker.example.net:8443/x/server:1.0"

@@ -9,8 +9,8 @@ import pytest
 from modelshield.api.v1alpha1 import policies
 from modelshield.engine import compiling, decisions, evaluating, facts
 from modelshield.engine.decisions import Code
-from tests import kservecorpus as corpus
-from tests.engine import builders as b
+from tests.support import kservecorpus as corpus
+from tests.support import workloadbuilders as b
 
 REQUIREMENTS = {
     corpus.MODELS: {"models": {"signers": b.SIGNERS}},

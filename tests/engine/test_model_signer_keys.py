@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from modelshield.api.v1alpha1 import artifacts, policies
 from modelshield.engine import compiling, evaluating, facts, keyids
 from modelshield.engine.decisions import Code
-from tests.engine import builders as b
+from tests.support import workloadbuilders as b
 
 ATTACKER_KEY = (
     ec.generate_private_key(ec.SECP256R1())

@@ -15,7 +15,7 @@ import pytest
 from modelshield.api.v1alpha1 import artifacts
 from modelshield.engine import compiling, evaluating, facts, modelchecks
 from modelshield.engine.decisions import Code
-from tests.engine import builders as b
+from tests.support import workloadbuilders as b
 
 DAY = datetime.timedelta(hours=24)
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelshield.engine import compiling, evaluating, facts, workloads
-from tests.engine import builders as b
+from tests.support import workloadbuilders as b
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from modelshield.engine import compiling, evaluating, facts, keyids, provenancechecks
 from modelshield.engine.decisions import Code
-from tests.engine import builders as b
+from tests.support import workloadbuilders as b
 
 
 def _public_pem() -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from modelshield.engine import compiling, imagechecks, references
 from modelshield.supplychain.images import references as image_references
-from tests.engine import builders as b
+from tests.support import workloadbuilders as b
 
 DIGEST = "sha256:e6693c20186f837fc393390135d8a598a96a833917917789d63766cab6c59582"
 

@@ -9,7 +9,7 @@ import pytest
 from modelshield.engine import compiling, evaluating, facts
 from modelshield.engine.decisions import Code
 from modelshield.supplychain.images import imageverifier, registries
-from tests.engine import builders as b
+from tests.support import workloadbuilders as b
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,9 +16,9 @@ import pytest
 
 from modelshield.engine import compiling, decisions, evaluating, s3endpoints
 from modelshield.engine.decisions import Code
-from tests import kservecorpus as corpus
-from tests.engine import builders as b
 from tests.engine.test_kserve_corpus import _facts, _policy
+from tests.support import kservecorpus as corpus
+from tests.support import workloadbuilders as b
 
 MINIO = "http://minio.storage.svc.cluster.local:9000"
 STORE = s3endpoints.ModelStore.configured(MINIO)

@@ -24,7 +24,7 @@ from modelshield.engine import (
     workloads,
 )
 from modelshield.engine.decisions import Code
-from tests.engine import builders
+from tests.support import workloadbuilders as builders
 
 IMAGE = "ghcr.io/example/modelshield:1.0"
 ADMISSION = modelchecks.StartupCheck(image=IMAGE)

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from modelshield.guard import apikeys, config, server
-from tests.guard import modelserver
+from tests.support import modelserver
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ import joblib  # type: ignore[import-untyped]
 import numpy
 
 from modelshield.api.v1alpha1.common import Severity
-from tests.modelartifacts import models
-from tests.modelartifacts import picklecode as op
+from tests.support import modelfiles as models
+from tests.support import picklecode as op
 
 
 class _SystemCall:

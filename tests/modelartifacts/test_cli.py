@@ -10,7 +10,9 @@ import pytest
 import yaml
 
 from modelshield.cli import main
-from tests.modelartifacts import corpus, keys, models
+from tests.modelartifacts import corpus
+from tests.support import modelfiles as models
+from tests.support import signingkeys as keys
 
 
 @pytest.fixture

@@ -16,7 +16,9 @@ from modelshield.controllers import artifactchecks as checks
 from modelshield.controllers import artifacts as controller
 from modelshield.controllers import caches
 from modelshield.modelartifacts import modelverifying, reconciling, signing, transfers
-from tests.modelartifacts import keys, models, servers
+from tests.support import artifactservers as servers
+from tests.support import modelfiles as models
+from tests.support import signingkeys as keys
 
 
 def _job(

@@ -22,7 +22,8 @@ from collections.abc import Iterator
 import pytest
 
 from modelshield.modelartifacts import buckets, fetching, streaming, transfers
-from tests.modelartifacts import models, servers
+from tests.support import artifactservers as servers
+from tests.support import modelfiles as models
 
 
 def _tar(path: pathlib.Path, members: dict[str, bytes]) -> None:

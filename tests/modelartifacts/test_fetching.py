@@ -18,8 +18,10 @@ from modelshield.modelartifacts import (
     signing,
     transfers,
 )
-from tests.modelartifacts import keys, models, servers
-from tests.supplychain import localtools
+from tests.support import artifactservers as servers
+from tests.support import localtools
+from tests.support import modelfiles as models
+from tests.support import signingkeys as keys
 
 
 def _files(directory: pathlib.Path) -> dict[str, bytes]:

@@ -16,7 +16,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 
 from modelshield.modelartifacts import modelverifying, signing
-from tests.modelartifacts import keys, models
+from tests.support import modelfiles as models
+from tests.support import signingkeys as keys
 
 
 @pytest.fixture

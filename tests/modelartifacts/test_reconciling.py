@@ -10,8 +10,9 @@ import pytest
 from modelshield.api.v1alpha1 import artifacts, policies
 from modelshield.api.v1alpha1.common import ConditionStatus, Severity
 from modelshield.modelartifacts import modelverifying, reconciling, signing
-from tests.modelartifacts import keys, models
-from tests.modelartifacts import picklecode as op
+from tests.support import modelfiles as models
+from tests.support import picklecode as op
+from tests.support import signingkeys as keys
 
 NOW = datetime.datetime(2026, 11, 26, 12, 0, tzinfo=datetime.UTC)
 LATER = NOW + datetime.timedelta(hours=1)

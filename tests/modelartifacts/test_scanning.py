@@ -21,8 +21,9 @@ from modelshield.modelartifacts.scanning import (
     pickleregions,
     pickles,
 )
-from tests.modelartifacts import corpus, models
-from tests.modelartifacts import picklecode as op
+from tests.modelartifacts import corpus
+from tests.support import modelfiles as models
+from tests.support import picklecode as op
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.modelartifacts.scanning import callables, catalog, findings
-from tests.modelartifacts import picklecode as op
+from tests.support import picklecode as op
 
 # A protocol-0 call of os.system('true'): GLOBAL, MARK, STRING, TUPLE, REDUCE, STOP.
 _SYSTEM_P0 = b"cos\nsystem\n(S'true'\ntR."

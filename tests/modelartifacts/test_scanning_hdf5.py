@@ -24,8 +24,8 @@ import pytest
 
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.modelartifacts.scanning import catalog, findings, hdf5_files
-from tests.modelartifacts import models
-from tests.modelartifacts import picklecode as op
+from tests.support import modelfiles as models
+from tests.support import picklecode as op
 
 
 def _lambda_config(**extra: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.modelartifacts.scanning import catalog, findings
-from tests.modelartifacts import models
+from tests.support import modelfiles as models
 
 # The published llama-cpp-python exploit (CVE-2024-34359), and rewrites of it.
 _PUBLISHED = (

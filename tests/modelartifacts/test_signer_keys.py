@@ -19,8 +19,9 @@ from modelshield.api.v1alpha1 import artifacts, policies
 from modelshield.engine import compiling, evaluating, facts, keyids
 from modelshield.engine.decisions import Code
 from modelshield.modelartifacts import modelverifying, reconciling, signing
-from tests.engine import builders as b
-from tests.modelartifacts import keys, models
+from tests.support import modelfiles as models
+from tests.support import signingkeys as keys
+from tests.support import workloadbuilders as b
 
 NOW = b.NOW
 

@@ -19,8 +19,10 @@ import pytest
 from modelshield.api.v1alpha1 import artifacts
 from modelshield.api.v1alpha1.common import ConditionStatus
 from modelshield.modelartifacts import fetching, modelverifying, reconciling, signing, transfers
-from tests.modelartifacts import keys, models, servers
-from tests.supplychain import localtools
+from tests.support import artifactservers as servers
+from tests.support import localtools
+from tests.support import modelfiles as models
+from tests.support import signingkeys as keys
 
 NOW = datetime.datetime(2026, 12, 3, tzinfo=datetime.UTC)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.supplychain import localtools
+from tests.support import localtools
 
 
 @pytest.fixture(scope="session")

@@ -14,9 +14,9 @@ from modelshield.controllers import artifactchecks as checks
 from modelshield.engine import keyids
 from modelshield.modelartifacts import modelverifying, transfers
 from modelshield.provenance import checking, envelopes, statements
-from tests.modelartifacts import keys
-from tests.provenance import helpers
-from tests.supplychain import localtools
+from tests.support import localtools
+from tests.support import signedprovenance as helpers
+from tests.support import signingkeys as keys
 
 DATA_URI = "s3://data/fraud/transactions-2026-11/"
 

@@ -9,9 +9,10 @@ import pytest
 
 from modelshield.modelartifacts import transfers
 from modelshield.provenance import checking, envelopes
-from tests.modelartifacts import keys, servers
-from tests.provenance import helpers
-from tests.supplychain import localtools
+from tests.support import artifactservers as servers
+from tests.support import localtools
+from tests.support import signedprovenance as helpers
+from tests.support import signingkeys as keys
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from modelshield.api.v1alpha1.common import ConditionStatus
 from modelshield.engine import compiling, facts, keyids, provenancechecks
 from modelshield.engine.decisions import Code
 from modelshield.provenance import checking, envelopes, keyless, statements
-from tests.engine import builders as b
-from tests.supplychain import sigstoretestroot
+from tests.support import sigstoretestroot
+from tests.support import workloadbuilders as b
 
 ISSUER = "https://token.actions.example.com"
 IDENTITY = "https://git.example.com/ml/fraud/.ci/train.yaml@refs/heads/main"

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.supplychain import localtools
+from tests.support import localtools
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ import pytest
 from modelshield.api.v1alpha1 import policies
 from modelshield.engine import compiling, facts
 from modelshield.supplychain.images import gathering, secretreading, signerkeys, verifiers
-from tests import verifierfakes
-from tests.webhooks import scenarios
+from tests.support import admissionscenarios as scenarios
+from tests.support import verifierfakes
 
 IMAGE = scenarios.SIGNED
 

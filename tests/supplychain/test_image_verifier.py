@@ -19,7 +19,7 @@ from modelshield.api.v1alpha1.common import Severity
 from modelshield.engine import compiling, decisions, evaluating, facts
 from modelshield.engine.decisions import Code
 from modelshield.supplychain.images import caching, imageverifier, pushing, registries
-from tests.supplychain import localtools
+from tests.support import localtools
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from modelshield.api.v1alpha1 import policies
 from modelshield.api.v1alpha1.common import Severity
 from modelshield.engine import facts
 from modelshield.supplychain.images import attestations, imageverifier, registries
-from tests.supplychain import localtools, sigstoretestroot
+from tests.support import localtools, sigstoretestroot
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ import pytest
 from modelshield.api.v1alpha1 import policies
 from modelshield.engine import facts
 from modelshield.supplychain.images import credentials, imageverifier, registries
-from tests.supplychain import localtools
-from tests.supplychain.authproxy import PASSWORD, USER, AuthProxy
+from tests.support import localtools
+from tests.support.authproxy import PASSWORD, USER, AuthProxy
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ import yaml
 
 from modelshield.cli import main
 from modelshield.supplychain.images import registries
-from tests.supplychain import localtools
+from tests.support import localtools
 
 pytestmark = pytest.mark.integration
 

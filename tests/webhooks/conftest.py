@@ -13,7 +13,9 @@ import aiohttp
 import pytest
 
 from modelshield_webhooks import certificates, contexts, server
-from tests.webhooks import pki, scenarios, verdicts
+from tests.support import admissionscenarios as scenarios
+from tests.support import imageverdicts as verdicts
+from tests.support import pki
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from modelshield.engine import startup
 from modelshield_webhooks import contexts
-from tests.webhooks import scenarios
+from tests.support import admissionscenarios as scenarios
 
 EXAMPLES = int(os.environ.get("MODELSHIELD_FUZZ_EXAMPLES", "100000"))
 SMALL = max(1, EXAMPLES // 20)

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from modelshield_webhooks import caches, contexts, mutating, validating
-from tests.webhooks import scenarios, verdicts
+from tests.support import admissionscenarios as scenarios
+from tests.support import imageverdicts as verdicts
 
 TEAM = {"team": "ml"}
 

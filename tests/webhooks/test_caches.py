@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from modelshield_webhooks import caches
-from tests.webhooks import scenarios
+from tests.support import admissionscenarios as scenarios
 
 
 def test_synced_only_after_every_kind_was_listed() -> None:

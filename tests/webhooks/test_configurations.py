@@ -13,7 +13,7 @@ import yaml
 from modelshield.cli import main
 from modelshield.engine import workloads
 from modelshield_webhooks import configurations
-from tests.webhooks import pki
+from tests.support import pki
 
 
 def _endpoint() -> configurations.Endpoint:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from modelshield_webhooks import caches, contexts
-from tests.webhooks import scenarios
+from tests.support import admissionscenarios as scenarios
 from tests.webhooks.conftest import HttpsClient
 
 pytestmark = pytest.mark.integration

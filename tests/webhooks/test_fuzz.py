@@ -27,7 +27,9 @@ from hypothesis import strategies as st
 
 from modelshield.engine import startup, workloads
 from modelshield_webhooks import contexts, mutating, resources, responses, validating
-from tests.webhooks import reviewgenerators, scenarios, verdicts
+from tests.support import admissionscenarios as scenarios
+from tests.support import imageverdicts as verdicts
+from tests.webhooks import reviewgenerators
 
 
 def _loop_and_context() -> tuple[asyncio.AbstractEventLoop, contexts.AdmissionContext]:

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from modelshield_webhooks import contexts
-from tests import kservecorpus as corpus
-from tests.webhooks import scenarios, verdicts
+from tests.support import admissionscenarios as scenarios
+from tests.support import imageverdicts as verdicts
+from tests.support import kservecorpus as corpus
 from tests.webhooks.conftest import HttpsClient
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,8 @@ from modelshield_webhooks import (
     resources,
     validating,
 )
-from tests.webhooks import scenarios, verdicts
+from tests.support import admissionscenarios as scenarios
+from tests.support import imageverdicts as verdicts
 
 
 def _context(**policy_options: Any) -> contexts.AdmissionContext:

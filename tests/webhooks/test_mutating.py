@@ -8,7 +8,7 @@ import json
 import pytest
 
 from modelshield_webhooks import caches, contexts, mutating
-from tests.webhooks import scenarios
+from tests.support import admissionscenarios as scenarios
 from tests.webhooks.conftest import HttpsClient
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,9 @@ import pytest
 
 from modelshield.api.v1alpha1 import validation
 from modelshield_webhooks import contexts, resources
-from tests.conftest import FIXTURES
-from tests.webhooks import scenarios, verdicts
+from tests.support import admissionscenarios as scenarios
+from tests.support import imageverdicts as verdicts
+from tests.support.paths import FIXTURES
 
 
 def _cluster_policy() -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 from modelshield.api.v1alpha1.policies import Enforcement
 from modelshield.engine import decisions
 from modelshield_webhooks import responses, reviews
-from tests.webhooks import scenarios
+from tests.support import admissionscenarios as scenarios
 
 
 def test_a_recorded_review_parses_into_the_request() -> None:

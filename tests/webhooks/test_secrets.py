@@ -29,7 +29,8 @@ from modelshield.supplychain.images import (
     signers,
 )
 from modelshield_webhooks import metrics, reviewfacts
-from tests.webhooks import scenarios, verdicts
+from tests.support import admissionscenarios as scenarios
+from tests.support import imageverdicts as verdicts
 
 OTHER_KEY = (
     "-----BEGIN PUBLIC KEY-----\n"

@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 
 from modelshield_webhooks import caches, contexts, responses, server, watching
-from tests.webhooks import pki, scenarios
+from tests.support import admissionscenarios as scenarios
+from tests.support import pki
 from tests.webhooks.conftest import HttpsClient, client_ssl_context
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 from modelshield_webhooks import caches, contexts, mutating, validating
-from tests.engine import builders
-from tests.webhooks import scenarios, verdicts
+from tests.support import admissionscenarios as scenarios
+from tests.support import imageverdicts as verdicts
+from tests.support import workloadbuilders as builders
 
 builders.PRIVILEGED = builders.PRIVILEGED
 HARMLESS_LOOKING = {

@@ -10,7 +10,8 @@ import pytest
 
 from modelshield.supplychain.images import imageverifier, registries
 from modelshield_webhooks import caches, contexts
-from tests.webhooks import scenarios, verdicts
+from tests.support import admissionscenarios as scenarios
+from tests.support import imageverdicts as verdicts
 from tests.webhooks.conftest import HttpsClient
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,9 @@ import aiohttp
 import pytest
 
 from modelshield_webhooks import caches, connections, watching
-from tests.webhooks import apiservers, pki, scenarios
+from tests.support import admissionscenarios as scenarios
+from tests.support import pki
+from tests.webhooks import apiservers
 from tests.webhooks.apiservers import ScriptedWatch
 from tests.webhooks.conftest import client_ssl_context
 

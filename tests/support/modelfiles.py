@@ -14,7 +14,7 @@ import joblib  # type: ignore[import-untyped]
 import numpy
 from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
 
-from tests.modelartifacts import picklecode as op
+from tests.support import picklecode as op
 
 
 def sklearn_model(directory: pathlib.Path) -> pathlib.Path:

@@ -33,7 +33,7 @@ from cryptography.x509.oid import NameOID
 
 from e2e import toolcache
 from modelshield.modelartifacts import buckets
-from tests.supplychain import localtools
+from tests.support import localtools
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

@@ -17,7 +17,7 @@ import json
 from typing import Any
 
 from modelshield.engine.decisions import Code
-from tests.engine import builders
+from tests.support import workloadbuilders as builders
 
 NAMESPACE = "ml"
 LABELS = {"app": "model-server"}

@@ -11,7 +11,8 @@ from typing import Any
 from modelshield.cli import main as cli
 from modelshield.modelartifacts import hashing, signing
 from modelshield.provenance import envelopes, statements
-from tests.modelartifacts import keys, models
+from tests.support import modelfiles as models
+from tests.support import signingkeys as keys
 
 SOURCE = "git+https://git.example.com/ml/fraud"
 COMMIT = "4f2d9c1e8b7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e"

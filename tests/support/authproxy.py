@@ -14,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from modelshield.supplychain.images import registries
-from tests.supplychain import localtools
+from tests.support import localtools
 
 USER, PASSWORD, TOKEN = "puller", "s3cret", "token-for-puller"
 

@@ -10,8 +10,8 @@ import asyncio
 from typing import Any
 
 from modelshield.engine import facts
-from tests import verifierfakes
-from tests.webhooks.scenarios import DIGEST, SIGNED, SIGNED_BY_TAG, SIGNER
+from tests.support import verifierfakes
+from tests.support.admissionscenarios import DIGEST, SIGNED, SIGNED_BY_TAG, SIGNER
 
 
 def image_facts(reference: str) -> facts.ImageFacts:
