@@ -275,8 +275,32 @@ def _simulate_group(
         if group.numeric
         else group.positions
     )
+    unseen = _unseen_counts(group, reference, live, rng) if group.unseen.size else None
     # The reference broadcasts against every simulated window (samples x members x slots).
-    return statistics.score_group(group.numeric, reference, live, beyond, group.scales)
+    return statistics.score_group(group.numeric, reference, live, beyond, group.scales, unseen)
+
+
+def _unseen_counts(
+    group: layouts.Group, reference: FloatArray, live: FloatArray, rng: np.random.Generator
+) -> FloatArray:
+    """Simulated counts of values off the support (samples x members), given the windows.
+
+    Each window's share of unseen values is drawn from a Beta posterior as the bins'
+    shares are: as many pseudo-rows as support values the reference holds once (Good and
+    Turing's estimate of the share never seen), at least about one (each new row is a
+    value none of the N reference rows holds with probability at most 1 / (N + 1) when
+    no value repeats), against the reference's present rows. Clean traffic does hold
+    values a finite reference lacks (a digits pixel that is 13 now and then, never in 797
+    reference rows); a reference without any value seen once gets the least.
+    """
+    present = reference.sum(axis=1) - reference[:, layouts.MISSING_SLOT]
+    pseudo = np.maximum(group.seen_once, present / (present + 1.0))
+    shares = rng.beta(
+        np.broadcast_to(pseudo, live.shape[:-1]), np.broadcast_to(present, live.shape[:-1])
+    )
+    rows = live.sum(axis=-1) - live[..., layouts.MISSING_SLOT]
+    counts: FloatArray = rng.binomial(rows.astype(np.int64), shares).astype(np.float64)
+    return counts
 
 
 def simulate(

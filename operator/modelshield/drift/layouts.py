@@ -6,14 +6,20 @@ rows becomes one ``np.bincount`` whatever the number of features. Per feature:
 - numeric, ``k`` bins: ``[missing, below-min, bin 0 .. bin k-1, above-max]`` (k + 3 slots);
 - categorical, ``c`` categories: ``[missing, other, category 0 .. category c-1]`` (c + 2).
 
-Features with the same kind and slot count form a *group*; the statistics run once per
+A numeric feature with a discrete support (``profiles.NumericFeature.support``) has one more
+slot, after every feature's slots: its *unseen* count, the window's values that are not
+one of the reference's values (each also counted in its bin); values on the support add
+to one spare slot at the very end, which nothing reads. The reference's unseen counts
+are 0 (every reference value is on its support).
+
+Features with the same kind, slot count and support (or none) form a *group*; the statistics run once per
 group on a 2-D array (features x slots) rather than once per feature.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,6 +47,10 @@ class Group:
     """Numeric only: a representative value per present-value slot (below, bins, above)."""
     scales: NDArray[np.float64]
     """Numeric only: the reference standard deviation, to make Wasserstein unit-free."""
+    unseen: NDArray[np.intp] = field(default_factory=lambda: np.empty(0, dtype=np.intp))
+    """Numeric with a support only: each member's unseen slot (empty: no support)."""
+    seen_once: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    """Numeric with a support only: each member's support values seen once."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,14 @@ class Layout:
     """Start of each watched feature's slots (numeric then categorical)."""
     reference: CountArray
     groups: tuple[Group, ...]
+    discrete: tuple[int, ...] = ()
+    """Positions (among the numeric watched features) of those with a support."""
+    supports: tuple[NDArray[np.float64], ...] = ()
+    """Their support values, ascending."""
+    unseen_slots: NDArray[np.intp] = field(default_factory=lambda: np.empty(0, dtype=np.intp))
+    """Their unseen slots."""
+    spare_slot: int = 0
+    """Where values on a support are counted (unread); only with a support."""
 
     @property
     def total_slots(self) -> int:
@@ -109,14 +127,20 @@ def build(profile: profiles.Profile, columns: Sequence[str], watched: Sequence[s
     ordered: list[profiles.Feature] = [*numeric, *categorical]
     sizes = [len(_slots_of(feature)) for feature in ordered]
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+    discrete = [i for i, feature in enumerate(numeric) if feature.support]
+    feature_slots = int(sum(sizes))
+    unseen_of = {i: feature_slots + n for n, i in enumerate(discrete)}
+    extra = [0] * (len(discrete) + 1) if discrete else []  # unseen slots, then the spare
     reference = np.array(
-        [count for feature in ordered for count in _slots_of(feature)], dtype=np.int64
+        [count for feature in ordered for count in _slots_of(feature)] + extra, dtype=np.int64
     )
-    by_shape: dict[tuple[bool, int], list[int]] = {}
+    by_shape: dict[tuple[bool, int, bool], list[int]] = {}
     for index, (feature, size) in enumerate(zip(ordered, sizes, strict=True)):
-        by_shape.setdefault((isinstance(feature, profiles.NumericFeature), size), []).append(index)
+        is_numeric = isinstance(feature, profiles.NumericFeature)
+        key = (is_numeric, size, index in unseen_of)
+        by_shape.setdefault(key, []).append(index)
     groups = []
-    for (is_numeric, size), members in by_shape.items():
+    for (is_numeric, size, has_support), members in by_shape.items():
         member_array = np.array(members, dtype=np.intp)
         slots = offsets[member_array][:, None] + np.arange(size, dtype=np.intp)[None, :]
         if is_numeric:
@@ -133,7 +157,22 @@ def build(profile: profiles.Profile, columns: Sequence[str], watched: Sequence[s
         else:
             positions = np.empty((len(members), 0))
             scales = np.ones(len(members))
-        groups.append(Group(is_numeric, member_array, slots, positions, scales))
+        group = Group(is_numeric, member_array, slots, positions, scales)
+        if has_support:
+            supported = [ordered[i] for i in members]
+            group = Group(
+                is_numeric,
+                member_array,
+                slots,
+                positions,
+                scales,
+                unseen=np.array([unseen_of[i] for i in members], dtype=np.intp),
+                seen_once=np.array(
+                    [f.seen_once for f in supported if isinstance(f, profiles.NumericFeature)],
+                    dtype=np.float64,
+                ),
+            )
+        groups.append(group)
     return Layout(
         columns=tuple(columns),
         names=tuple(feature.name for feature in ordered),
@@ -147,4 +186,8 @@ def build(profile: profiles.Profile, columns: Sequence[str], watched: Sequence[s
         offsets=offsets,
         reference=reference,
         groups=tuple(groups),
+        discrete=tuple(discrete),
+        supports=tuple(np.array(numeric[i].support, dtype=np.float64) for i in discrete),
+        unseen_slots=np.array([unseen_of[i] for i in discrete], dtype=np.intp),
+        spare_slot=feature_slots + len(discrete),
     )

@@ -7,12 +7,16 @@ The document (``version`` 2; version 1, the same without ``calibrations``, is re
        {"name": "age", "type": "numeric", "edges": [18.0, 25.0, ..., 90.0],
         "counts": [1000, ...], "missing": 3, "min": 18.0, "max": 90.0,
         "mean": 41.2, "std": 12.9, "centres": [21.4, ...]},
+       {"name": "pixel", "type": "numeric", "edges": [...], "counts": [...], ...,
+        "support": {"values": [0.0, 1.0, ..., 16.0], "counts": [601, 40, ..., 12]}},
        {"name": "country", "type": "categorical",
         "categories": {"DE": 5200, "FR": 3100}, "other": 1690, "missing": 10}],
      "calibrations": [...]}
 
 ``edges`` has one more element than ``counts`` (``modelshield.drift.profiles`` says what a
-bin holds); ``centres`` (optional) is the mean reference value in each bin. The list order
+bin holds); ``centres`` (optional) is the mean reference value in each bin. ``support`` (optional; only for a feature whose values sit on a small discrete set)
+lists the distinct reference values with their counts: live values off it are unseen
+values. A profile without it (every profile written before it existed) has none. The list order
 of ``features`` is the column order of list-shaped inputs (``{"instances": [[...], ...]}``).
 ``calibrations`` (optional) holds the null tables of the features for declared false-alarm
 rates (``modelshield.drift.storedcalibration``).
@@ -45,20 +49,24 @@ def to_document(profile: Profile) -> dict[str, Any]:
     features: list[dict[str, Any]] = []
     for feature in profile.features:
         if isinstance(feature, NumericFeature):
-            features.append(
-                {
-                    "name": feature.name,
-                    "type": "numeric",
-                    "edges": list(feature.edges),
-                    "counts": list(feature.counts),
-                    "missing": feature.missing,
-                    "min": feature.minimum,
-                    "max": feature.maximum,
-                    "mean": feature.mean,
-                    "std": feature.std,
-                    "centres": list(feature.positions),
+            numeric: dict[str, Any] = {
+                "name": feature.name,
+                "type": "numeric",
+                "edges": list(feature.edges),
+                "counts": list(feature.counts),
+                "missing": feature.missing,
+                "min": feature.minimum,
+                "max": feature.maximum,
+                "mean": feature.mean,
+                "std": feature.std,
+                "centres": list(feature.positions),
+            }
+            if feature.support:
+                numeric["support"] = {
+                    "values": list(feature.support),
+                    "counts": list(feature.support_counts),
                 }
-            )
+            features.append(numeric)
         else:
             features.append(
                 {
@@ -116,6 +124,36 @@ def _centres(value: object, edges: list[float], where: str) -> tuple[float, ...]
     return centres
 
 
+def _support(
+    value: object, edges: list[float], counts: list[int], where: str
+) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """The support's values (strictly rising, within the edges) and counts (one per value)."""
+    if value is None:
+        return (), ()
+    if not isinstance(value, dict):
+        raise ProfileError(f"{where}: expected an object with lists 'values' and 'counts'")
+    values_item, counts_item = value.get("values"), value.get("counts")
+    if not isinstance(values_item, list) or not isinstance(counts_item, list) or not values_item:
+        raise ProfileError(f"{where}: expected non-empty lists 'values' and 'counts'")
+    if len(values_item) != len(counts_item):
+        raise ProfileError(f"{where}: 'values' and 'counts' must have one count per value")
+    values = tuple(_number(item, f"{where}.values[{i}]") for i, item in enumerate(values_item))
+    if any(b <= a for a, b in itertools.pairwise(values)):
+        raise ProfileError(f"{where}.values: must strictly rise")
+    if values[0] != edges[0] or values[-1] != edges[-1]:
+        raise ProfileError(
+            f"{where}.values: must run from the minimum {edges[0]} to the maximum {edges[-1]}"
+        )
+    support_counts = tuple(
+        _count(item, f"{where}.counts[{i}]") for i, item in enumerate(counts_item)
+    )
+    if sum(support_counts) != sum(counts):
+        raise ProfileError(
+            f"{where}.counts: must add up to the bins' counts ({sum(counts)} present values)"
+        )
+    return values, support_counts
+
+
 def _feature_from(item: object, where: str) -> Feature:
     if not isinstance(item, dict):
         raise ProfileError(f"{where}: expected an object")
@@ -134,14 +172,20 @@ def _feature_from(item: object, where: str) -> Feature:
             raise ProfileError(f"{where}: 'edges' must have one more element than 'counts'")
         if any(b < a for a, b in itertools.pairwise(edge_values)):
             raise ProfileError(f"{where}.edges: must not decrease")
+        bin_counts = [_count(count, f"{where}.counts[{i}]") for i, count in enumerate(counts)]
+        support, support_counts = _support(
+            item.get("support"), edge_values, bin_counts, f"{where}.support"
+        )
         return NumericFeature(
             name=name,
             edges=tuple(edge_values),
-            counts=tuple(_count(count, f"{where}.counts[{i}]") for i, count in enumerate(counts)),
+            counts=tuple(bin_counts),
             missing=missing,
             mean=_number(item.get("mean", 0.0), f"{where}.mean"),
             std=_number(item.get("std", 0.0), f"{where}.std"),
             centres=_centres(item.get("centres"), edge_values, f"{where}.centres"),
+            support=support,
+            support_counts=support_counts,
         )
     if kind == "categorical":
         categories = item.get("categories")

@@ -16,10 +16,15 @@ from modelshield.drift import layouts, payloads, profiles
 def encode(
     layout: layouts.Layout, numeric: NDArray[np.float64], categorical: NDArray[np.intp]
 ) -> NDArray[np.intp]:
-    """Rows x features of flat slot indices into the layout's counts array."""
+    """Features x rows of flat slot indices into the layout's counts array.
+
+    Then one more row per feature with a support: its unseen slot where the value is off
+    the support, the spare slot where it is on it (or missing).
+    """
     rows = numeric.shape[0]
     numeric_count = numeric.shape[1]
-    slots = np.empty((numeric_count + categorical.shape[1], rows), dtype=np.intp)
+    watched = numeric_count + categorical.shape[1]
+    slots = np.empty((watched + len(layout.discrete), rows), dtype=np.intp)
     columns = np.ascontiguousarray(numeric.T)
     for j, upper in enumerate(layout.uppers):
         slots[j] = profiles.bin_numeric(upper, columns[j])
@@ -28,8 +33,11 @@ def encode(
     # went past the ends and are moved back to 0.
     numeric_slots += 1
     numeric_slots[~np.isfinite(columns)] = layouts.MISSING_SLOT
-    slots[numeric_count:] = categorical.T
-    slots += layout.offsets[:, None]
+    slots[numeric_count:watched] = categorical.T
+    slots[:watched] += layout.offsets[:, None]
+    for n, (j, support) in enumerate(zip(layout.discrete, layout.supports, strict=True)):
+        off = profiles.off_support(support, columns[j])
+        slots[watched + n] = np.where(off, layout.unseen_slots[n], layout.spare_slot)
     return slots
 
 

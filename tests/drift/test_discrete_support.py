@@ -1,0 +1,234 @@
+"""Values off a discrete feature's support count as unseen values (issue 18, fifth stop).
+
+digits' features are whole-number pixel counts (0..16). Shifted by a quarter of a standard
+deviation every value leaves the integers, which a KS test on the raw values sees at once,
+while the binned statistics could not: a feature with more distinct values than bins has
+quantile bins, and a shifted 3.4 falls in the bin of 3 (PSI found 79.8 % of such shifts
+at window 250, the raw KS test 100 %). A numeric feature whose reference values sit on a
+small discrete set now keeps that set in its profile (``support``), and a live value off
+it counts in an unseen bin, as a category the profile lacks counts in ``other``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelshield.api.v1alpha1 import policies
+from modelshield.drift import (
+    calibration,
+    config,
+    layouts,
+    monitoring,
+    payloads,
+    profiledocuments,
+    profiles,
+    statistics,
+    windows,
+)
+
+Statistic = policies.DriftStatistic
+WINDOW = 250
+PIXEL_SHARES = np.array([40, 6, 5, 5, 5, 5, 5, 5, 4, 4, 4, 3, 3, 2, 2, 1, 1], dtype=float)
+"""A digits-like pixel: 0 often, 1..16 less and less often (17 values, quantile bins)."""
+
+FloatArray = np.ndarray[Any, np.dtype[np.float64]]
+
+
+def _pixels(rng: np.random.Generator, rows: int, features: int = 1) -> FloatArray:
+    shares = PIXEL_SHARES / PIXEL_SHARES.sum()
+    return rng.choice(np.arange(17.0), size=(rows, features), p=shares)
+
+
+def _profile(reference: FloatArray) -> profiles.Profile:
+    return profiles.Profile(
+        features=tuple(
+            profiles.build_numeric(f"f{j}", reference[:, j]) for j in range(reference.shape[1])
+        ),
+        rows=reference.shape[0],
+    )
+
+
+def _monitor(profile: profiles.Profile, **settings: Any) -> monitoring.Monitor:
+    merged = {"profile": "-", "window": WINDOW, "statistic": Statistic.PSI, **settings}
+    return monitoring.Monitor(config.MonitorConfig(**merged), profile)
+
+
+def _batch(values: FloatArray) -> payloads.Batch:
+    return payloads.Batch("request", values, np.empty((values.shape[0], 0), np.intp))
+
+
+def _scores(profile: profiles.Profile, values: FloatArray) -> statistics.WindowScores:
+    layout = layouts.build(profile, profile.names)
+    window = windows.TumblingWindow(layout, values.shape[0])
+    slots = windows.encode(layout, values, np.empty((values.shape[0], 0), dtype=np.intp))
+    ((counts, sums),) = window.add_rows(slots, values)
+    return statistics.score(layout, counts, sums, bounded=True)
+
+
+def test_a_pixel_count_keeps_its_values_and_a_measurement_does_not() -> None:
+    rng = np.random.default_rng(1)
+    pixel = profiles.build_numeric("pixel", _pixels(rng, 800)[:, 0])
+    assert pixel.support == tuple(float(v) for v in range(17))
+    assert sum(pixel.support_counts) == 800
+    assert len(pixel.counts) < len(pixel.support)  # quantile bins: several values a bin
+    measured = profiles.build_numeric("radius", rng.normal(14.0, 3.5, 285).round(2))
+    assert measured.support == ()
+    document = profiledocuments.to_document(_profile(rng.normal(0.0, 1.0, (300, 1))))
+    assert "support" not in document["features"][0]
+
+
+@pytest.mark.parametrize("statistic", [Statistic.PSI, Statistic.JENSEN_SHANNON])
+def test_whole_numbers_shifted_by_less_than_half_a_step_alarm(statistic: Statistic) -> None:
+    """Old code: every value stayed in its bin (edges halfway between values): no alarm."""
+    rng = np.random.default_rng(2)
+    reference = _pixels(rng, 800, features=4)
+    monitor = _monitor(_profile(reference), statistic=statistic, false_alarm_rate=0.01)
+    window = _pixels(rng, WINDOW, features=4)
+    window[:, 2] += 0.3
+    (result,) = monitor.add([_batch(window)])
+    assert result.active == (False, False, True, False)
+    assert result.dataset_p_value < 0.01
+    assert result.scores.out_of_range_rate[2] == 1.0
+
+
+def test_ks_and_chi_square_see_the_unseen_values_and_wasserstein_does_not() -> None:
+    rng = np.random.default_rng(3)
+    profile = _profile(_pixels(rng, 800))
+    window = _pixels(rng, WINDOW)
+    clean = _scores(profile, window)
+    shifted = _scores(profile, window + np.where(window < 16, 0.3, 0.0))  # none out of range
+    for statistic in (Statistic.KOLMOGOROV_SMIRNOV, Statistic.CHI_SQUARE, Statistic.PSI):
+        assert shifted.scores[statistic][0] > clean.scores[statistic][0] + 0.3, statistic
+    # Wasserstein places each bin's mass at its reference mean: shifts within bins move
+    # nothing, and the unseen count is not a position.
+    assert shifted.scores[Statistic.WASSERSTEIN][0] == pytest.approx(
+        clean.scores[Statistic.WASSERSTEIN][0]
+    )
+
+
+def test_clean_values_the_reference_lacks_hold_the_declared_rate() -> None:
+    """Pixels whose rare values a 300-row reference often lacks (13..16: 1 row in 85 to 170).
+
+    A window of 250 holds one or two of them often; the calibration must count on that
+    (each feature's share of unseen values drawn with Good and Turing's estimate, at least
+    one pseudo-row), or nearly every window alarms.
+    """
+    rng = np.random.default_rng(4)
+    features, rate, windows_scored = 40, 0.2, 150  # per feature 5e-3: 30 over expected
+    monitor = _monitor(_profile(_pixels(rng, 300, features)), false_alarm_rate=rate)
+    results = monitor.add([_batch(_pixels(rng, WINDOW, features)) for _ in range(windows_scored)])
+    assert len(results) == windows_scored
+    unseen = sum(float(np.sum(result.scores.out_of_range_rate)) for result in results)
+    assert unseen > 0  # the reference lacks values the windows hold
+    exceeded = sum(result.drifted for result in results)
+    expected = windows_scored * rate
+    # Poisson(30) is over 48 with probability 0.1 %; Bonferroni is conservative here.
+    assert exceeded <= 48, f"{exceeded} feature-windows over the threshold, {expected:.0f} expected"
+
+
+def test_continuous_features_score_as_without_a_discrete_neighbour() -> None:
+    rng = np.random.default_rng(5)
+    continuous = rng.normal(0.0, 1.0, (400, 1))
+    alone = _profile(continuous)
+    together = _profile(np.hstack([continuous, _pixels(rng, 400)]))
+    assert together.features[0] == alone.features[0]
+    window = rng.normal(0.2, 1.0, (WINDOW, 1))
+    both = np.hstack([window, _pixels(rng, WINDOW) + 0.3])
+    scored_alone = _scores(alone, window)
+    scored_together = _scores(together, both)
+    for statistic in Statistic:
+        assert scored_together.scores[statistic][0] == scored_alone.scores[statistic][0]
+    assert scored_together.out_of_range_rate[0] == scored_alone.out_of_range_rate[0]
+
+
+def test_float32_values_of_decimal_steps_are_on_the_support() -> None:
+    rng = np.random.default_rng(6)
+    reference = rng.integers(0, 11, (500, 1)) / 10.0  # 0.0, 0.1, ..., 1.0
+    profile = _profile(reference)
+    feature = profile.features[0]
+    assert isinstance(feature, profiles.NumericFeature)
+    assert feature.support
+    window = (rng.integers(0, 11, (WINDOW, 1)) / 10.0).astype(np.float32).astype(np.float64)
+    assert _scores(profile, window).out_of_range_rate[0] == 0.0
+    assert _scores(profile, window + 0.05).out_of_range_rate[0] == 1.0
+
+
+def test_missing_values_are_missing_not_unseen() -> None:
+    rng = np.random.default_rng(7)
+    profile = _profile(_pixels(rng, 800))
+    window = _pixels(rng, WINDOW)
+    window[:25, 0] = np.nan
+    window[25:30, 0] = np.inf
+    scores = _scores(profile, window)
+    assert scores.missing_rate[0] == pytest.approx(30 / WINDOW)
+    assert scores.out_of_range_rate[0] == 0.0
+
+
+def test_an_old_profile_without_a_support_still_works_as_before() -> None:
+    """A profile written before the support (no ``support`` key) with its stored tables."""
+    rng = np.random.default_rng(8)
+    reference = _pixels(rng, 800, features=2)
+    document = profiledocuments.to_document(_profile(reference))
+    for feature in document["features"]:
+        del feature["support"]
+    old = profiledocuments.from_document(document)
+    assert all(isinstance(f, profiles.NumericFeature) and not f.support for f in old.features)
+    stored = calibration.store(old, WINDOW, 0.01 / 2)
+    document["calibrations"] = [
+        profiledocuments.to_document(
+            profiles.Profile(old.features, old.rows, calibrations=(stored,))
+        )["calibrations"][0]
+    ]
+    reread = profiledocuments.from_document(copy.deepcopy(document))
+    monitor = _monitor(reread, false_alarm_rate=0.01)
+    assert monitor.calibrated_at_start == {"request": False}  # its stored tables fit
+    window = _pixels(rng, WINDOW, features=2)
+    (clean,) = monitor.add([_batch(window)])
+    (shifted,) = monitor.add([_batch(window + 0.3)])
+    # As before: the shift stays within the bins, so nothing changes but the out-of-range
+    # values at the top (16.3 > 16).
+    assert not any(clean.active)
+    assert not any(shifted.active)
+    assert shifted.scores.out_of_range_rate[0] < 0.1
+
+
+def test_a_stored_calibration_of_a_profile_with_a_support_is_used() -> None:
+    rng = np.random.default_rng(9)
+    profile = _profile(_pixels(rng, 800, features=2))
+    stored = calibration.store(profile, WINDOW, 0.01 / 2)
+    with_tables = profiles.Profile(profile.features, profile.rows, calibrations=(stored,))
+    reread = profiledocuments.from_document(profiledocuments.to_document(with_tables))
+    assert reread.features == profile.features
+    monitor = _monitor(reread, false_alarm_rate=0.01)
+    assert monitor.calibrated_at_start == {"request": False}
+    window = _pixels(rng, WINDOW, features=2)
+    window[:, 1] += 0.3
+    (result,) = monitor.add([_batch(window)])
+    assert result.active == (False, True)
+
+
+def _with(change: Any) -> dict[str, Any]:
+    rng = np.random.default_rng(10)
+    document = profiledocuments.to_document(_profile(_pixels(rng, 200)))
+    change(document["features"][0]["support"])
+    return document
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.update(values=s["values"][::-1]), r"features\[0\]\.support\.values: must"),
+        (lambda s: s["counts"].__setitem__(0, 1), r"features\[0\]\.support\.counts: must add"),
+        (lambda s: s["counts"].pop(), r"features\[0\]\.support: 'values' and 'counts'"),
+        (lambda s: s["values"].__setitem__(-1, 99.0), r"support\.values: must run from"),
+        (lambda s: s["values"].__setitem__(1, "x"), r"support\.values\[1\]: expected a finite"),
+        (lambda s: s.pop("values"), r"features\[0\]\.support: expected non-empty lists"),
+    ],
+)
+def test_a_broken_support_is_refused_with_its_path(change: Any, message: str) -> None:
+    with pytest.raises(profiles.ProfileError, match=message):
+        profiledocuments.from_document(_with(change))
