@@ -24,7 +24,8 @@ from e2e.clients import close_api_client, new_api_client
 from e2e.cluster import LocalControlPlane
 from e2e.toolcache import ControlPlaneBinaries
 from modelshield.drift import datasets, notifying
-from tests.drift import processes, synthetic
+from tests.support import driftprocesses as processes
+from tests.support import driftsynthetic as synthetic
 
 pytestmark = pytest.mark.e2e
 

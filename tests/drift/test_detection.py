@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from modelshield.drift import alarms, config, layouts, monitoring, payloads, profiles
-from tests.drift import synthetic
+from tests.support import driftsynthetic as synthetic
 
 CLEAN_WINDOWS = 5
 WINDOW = 1000

@@ -15,7 +15,7 @@ from hypothesis import strategies
 from multidict import CIMultiDict
 
 from modelshield.drift import layouts, payloads
-from tests.drift import synthetic
+from tests.support import driftsynthetic as synthetic
 
 PROFILE = synthetic.profile()
 LAYOUT = layouts.build(PROFILE, synthetic.COLUMNS)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from modelshield.drift import config, datasets, profiles
-from tests.drift import processes
+from tests.support import driftprocesses as processes
 
 pytestmark = pytest.mark.integration
 

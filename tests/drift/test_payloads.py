@@ -12,7 +12,7 @@ import pytest
 from multidict import CIMultiDict
 
 from modelshield.drift import layouts, payloads, profiles
-from tests.drift import synthetic
+from tests.support import driftsynthetic as synthetic
 
 PROFILE = synthetic.iris_profile()
 REQUEST = layouts.build(PROFILE, synthetic.IRIS_FEATURES)

@@ -12,7 +12,8 @@ import aiohttp
 import numpy as np
 import pytest
 
-from tests.drift import processes, synthetic
+from tests.support import driftprocesses as processes
+from tests.support import driftsynthetic as synthetic
 
 pytestmark = pytest.mark.integration
 

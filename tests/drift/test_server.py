@@ -12,7 +12,7 @@ import pytest
 from aiohttp import test_utils
 
 from modelshield.drift import config, monitoring, server
-from tests.drift import synthetic
+from tests.support import driftsynthetic as synthetic
 
 pytestmark = pytest.mark.integration
 

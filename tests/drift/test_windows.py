@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 from modelshield.drift import layouts, payloads, profiles, windows
-from tests.drift import synthetic
+from tests.support import driftsynthetic as synthetic
 
 
 def _layout() -> layouts.Layout:
