@@ -7,8 +7,8 @@ import pytest
 
 from modelshield.cli import operator as operator_cli
 from modelshield.engine import scopes
-from tests.chart.test_workloads import OPERATOR, _parsed
 from tests.support import chartrendering as rendering
+from tests.support.chartworkloads import OPERATOR, _parsed
 
 CONFIGURATION_KINDS = ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
 

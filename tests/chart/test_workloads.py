@@ -3,18 +3,15 @@ and command lines that the real `modelshield` parser accepts."""
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
-import io
 
 import pytest
 
-from modelshield.cli import main, modelstoreflags, verifierflags
+from modelshield.cli import modelstoreflags, verifierflags
 from tests.support import chartrendering as rendering
+from tests.support.chartworkloads import OPERATOR, _parsed
 
 WEBHOOK = f"{rendering.RELEASE}-webhook"
-OPERATOR = f"{rendering.RELEASE}-operator"
 
 
 @pytest.mark.parametrize("name", sorted(rendering.COMBINATIONS))
@@ -96,16 +93,6 @@ def test_operator_peers_under_its_pod_name(monkeypatch: pytest.MonkeyPatch) -> N
 def test_one_replica_webhook_gets_no_budget_that_would_block_drains() -> None:
     manifests = rendering.parse(rendering.render_text({"webhook": {"replicas": 1}}))
     assert not rendering.of_kind(manifests, "PodDisruptionBudget")
-
-
-def _parsed(args: list[str]) -> argparse.Namespace:
-    parser = main.build_parser()
-    errors = io.StringIO()
-    with contextlib.redirect_stderr(errors):
-        try:
-            return parser.parse_args(args)
-        except SystemExit:
-            pytest.fail(f"`modelshield {' '.join(args)}` is refused: {errors.getvalue()}")
 
 
 @pytest.mark.parametrize("name", ["default", "everything"])

@@ -10,8 +10,8 @@ import pytest
 
 from modelshield.controllers import caches, guardplans, planning
 from modelshield.controllers.builders import tokenreviewers
-from tests.controllers.test_guard_planning import API, SETTINGS, _served
-from tests.controllers.test_planning import _deployment, _policy, _world
+from tests.support.guardplanning import API, SETTINGS, _served
+from tests.support.planningworld import _deployment, _policy, _world
 
 EVERYTHING: dict[str, Any] = {"matchLabels": {}}
 

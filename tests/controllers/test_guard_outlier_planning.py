@@ -9,8 +9,8 @@ import yaml
 from modelshield.controllers import planning
 from modelshield.controllers.builders import guards
 from modelshield.guard import config, outliermodel
-from tests.controllers.test_guard_planning import API, GUARD, SELECTOR, SETTINGS, _served
-from tests.controllers.test_planning import _policy, _world
+from tests.support.guardplanning import API, GUARD, SELECTOR, SETTINGS, _served
+from tests.support.planningworld import _policy, _world
 
 DRIFT = {"drift": {"referenceProfile": {"name": "ref", "key": "p.json"}}}
 KEY = ("Deployment", "ml", "fraud")

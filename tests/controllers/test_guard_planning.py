@@ -7,26 +7,10 @@ from typing import Any
 import yaml
 
 from modelshield.controllers import caches, planning
-from modelshield.controllers.builders import driftmonitors, guards
+from modelshield.controllers.builders import guards
 from modelshield.guard import config
-from tests.controllers.test_planning import _deployment, _policy, _world
-
-SETTINGS = planning.Settings(monitor=driftmonitors.MonitorSettings(image="modelshield:test"))
-SELECTOR = {"matchLabels": {"app": "fraud"}}
-API = {
-    "authentication": {"apiKeys": {"secretRef": {"name": "fraud-keys"}}},
-    "rateLimits": {"perClient": {"requestsPerSecond": 10}},
-}
-GUARD = "ms-guard-deploy-fraud"
-
-
-def _served(port: int | None = 8080) -> dict[str, Any]:
-    deployment = _deployment("fraud", {"app": "fraud"})
-    if port is not None:
-        deployment["spec"]["template"]["spec"]["containers"][0]["ports"] = [
-            {"name": "http", "containerPort": port}
-        ]
-    return deployment
+from tests.support.guardplanning import API, GUARD, SELECTOR, SETTINGS, _served
+from tests.support.planningworld import _policy, _world
 
 
 def _plan(*bodies: dict[str, Any]) -> planning.Plan:

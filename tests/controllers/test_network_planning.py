@@ -10,7 +10,7 @@ import pytest
 from modelshield.controllers import caches, imageverdicts, observing, planning, statuses
 from modelshield.controllers.builders import networkpolicies
 from modelshield.engine import scopes
-from tests.controllers.test_planning import SETTINGS, _deployment, _policy
+from tests.support.planningworld import SETTINGS, _deployment, _policy
 
 GATEWAY_ONLY = {
     "ingress": [

@@ -24,7 +24,7 @@ from kubernetes import client
 from modelshield.controllers import auditing, caches, imageverdicts, planning, reconciling, writing
 from modelshield.controllers.builders import driftmonitors
 from modelshield.engine import facts, modelchecks, startup, workloads
-from tests.controllers.test_verifications import (
+from tests.support.scriptedverifications import (
     IMAGE,
     INLINE_A,
     POLICY_KEY,

@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from kubernetes import client
 
 from modelshield.controllers import (
@@ -32,52 +30,16 @@ from modelshield.controllers import (
 from modelshield.controllers.builders import driftmonitors
 from modelshield.engine import decisions, evaluating, facts, workloads
 from modelshield.supplychain.images import gathering, secretreading, signerkeys
-from tests.support import verifierfakes
+from tests.support.scriptedverifications import (
+    IMAGE,
+    INLINE_A,
+    KEY_A,
+    KEY_B,
+    POLICY_KEY,
+    ScriptedVerifierForTests,
+)
 
 NOW = datetime.datetime(2026, 11, 26, 3, 0, tzinfo=datetime.UTC)
-IMAGE = "registry.example/ml/model@sha256:" + "a" * 64
-
-
-def _pem() -> str:
-    key = ec.generate_private_key(ec.SECP256R1()).public_key()
-    return key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
-
-
-KEY_A, KEY_B = _pem(), _pem()
-
-
-class ScriptedVerifierForTests(verifierfakes.VerifierStandInForTests):
-    """Verified when the requirement's first signer carries ``trusted`` inline; counts calls."""
-
-    def __init__(self, trusted: str = KEY_A, delay: float = 0.0) -> None:
-        super().__init__()
-        self.trusted = trusted
-        self.delay = delay
-        self.running = 0
-        self.most_at_once = 0
-
-    async def answer(self, call: dict[str, Any]) -> facts.ImageFacts:
-        self.running += 1
-        self.most_at_once = max(self.most_at_once, self.running)
-        try:
-            await asyncio.sleep(self.delay)
-        finally:
-            self.running -= 1
-        signer = call["requirement"].signers[0]
-        outcome = (
-            facts.Outcome.VERIFIED
-            if signer.public_key == self.trusted
-            else facts.Outcome.NO_SIGNATURE
-        )
-        verdict = facts.ImageFacts(
-            reference=call["reference"],
-            digest=IMAGE.partition("@")[2],
-            signature=facts.SignatureFact(outcome=outcome, signer=signer.name),
-        )
-        self.cache[(call["reference"], call["key"])] = verdict
-        return verdict
 
 
 class InMemorySecretsForTests:
@@ -136,7 +98,6 @@ def _deployment(name: str, namespace: str = "ml", pull_secret: str | None = None
     }
 
 
-INLINE_A = {"name": "release", "publicKey": KEY_A}
 FROM_SECRET = {"name": "release", "secretRef": {"name": "cosign", "key": "cosign.pub"}}
 
 
@@ -170,9 +131,6 @@ async def _settle(verifications: imageverdicts.Verifications) -> None:
             return
         await asyncio.sleep(0.01)
     pytest.fail("verifications never finished")
-
-
-POLICY_KEY = ("ModelSecurityPolicy", "ml", "signed")
 
 
 # --- pure judging -----------------------------------------------------------------------

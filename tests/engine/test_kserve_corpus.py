@@ -11,56 +11,7 @@ from modelshield.engine import compiling, decisions, evaluating, facts
 from modelshield.engine.decisions import Code
 from tests.support import kservecorpus as corpus
 from tests.support import workloadbuilders as b
-
-REQUIREMENTS = {
-    corpus.MODELS: {"models": {"signers": b.SIGNERS}},
-    corpus.IMAGES: {"images": {"signers": b.SIGNERS}},
-}
-
-
-def _facts() -> facts.StaticFacts:
-    artifacts = {
-        (corpus.NAMESPACE, name): facts.ArtifactFacts(
-            namespace=corpus.NAMESPACE,
-            name=name,
-            uri=uri,
-            expected_digest=None,
-            current=True,
-            verified=True,
-            verified_digest="sha256:" + "b" * 64,
-            signer="release",
-            signer_key=b.RELEASE_KEY_ID,
-            scanned=True,
-            last_checked=b.NOW,
-        )
-        for name, uri in corpus.ARTIFACTS.items()
-    }
-    unsigned = facts.ImageFacts(
-        reference=corpus.UNSIGNED_IMAGE,
-        digest="sha256:" + "c" * 64,
-        signature=facts.SignatureFact(facts.Outcome.NO_SIGNATURE),
-    )
-    return facts.StaticFacts(
-        images={
-            corpus.SIGNED_IMAGE: b.verified_image(corpus.SIGNED_IMAGE),
-            corpus.UNSIGNED_IMAGE: unsigned,
-        },
-        artifacts=artifacts,
-    )
-
-
-def _policy(requirement: str, **spec: Any) -> policies.ModelSecurityPolicy:
-    return policies.ModelSecurityPolicy.model_validate(
-        {
-            "metadata": {"name": "p", "namespace": corpus.NAMESPACE},
-            "spec": {
-                "enforcement": "Enforce",
-                "selector": {"matchLabels": corpus.LABELS},
-                **REQUIREMENTS[requirement],
-                **spec,
-            },
-        }
-    )
+from tests.support.kservecorpusjudging import _facts, _policy
 
 
 def evaluate(body: dict[str, Any], *policy_list: compiling.AnyPolicy) -> decisions.Decision:

@@ -15,9 +15,9 @@ import pytest
 
 from modelshield.engine import compiling, decisions, evaluating, kserveruntimes, workloads
 from modelshield.engine.decisions import Code
-from tests.engine.test_kserve_corpus import _facts, _policy
 from tests.support import kservecorpus as corpus
 from tests.support import workloadbuilders as b
+from tests.support.kservecorpusjudging import _facts, _policy
 
 RUNTIME = "fraud-runtime"
 RUNTIME_PATH = f"spec.predictor.model.runtime[ServingRuntime {RUNTIME}]"

@@ -16,9 +16,9 @@ import pytest
 
 from modelshield.engine import compiling, decisions, evaluating, s3endpoints
 from modelshield.engine.decisions import Code
-from tests.engine.test_kserve_corpus import _facts, _policy
 from tests.support import kservecorpus as corpus
 from tests.support import workloadbuilders as b
+from tests.support.kservecorpusjudging import _facts, _policy
 
 MINIO = "http://minio.storage.svc.cluster.local:9000"
 STORE = s3endpoints.ModelStore.configured(MINIO)

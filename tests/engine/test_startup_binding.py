@@ -15,8 +15,8 @@ import pytest
 
 from modelshield.engine import modelchecks, startup, workloads
 from modelshield.engine.decisions import Code
-from tests.engine.test_startup_checks import ADMISSION, _decide, _injected, _pod_spec
 from tests.support import workloadbuilders as builders
+from tests.support.startupchecks import ADMISSION, _decide, _injected, _pod_spec
 
 
 def _pod(change: Any = None) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from modelshield.engine import (
-    compiling,
     decisions,
     evaluating,
     facts,
@@ -25,52 +24,16 @@ from modelshield.engine import (
 )
 from modelshield.engine.decisions import Code
 from tests.support import workloadbuilders as builders
-
-IMAGE = "ghcr.io/example/modelshield:1.0"
-ADMISSION = modelchecks.StartupCheck(image=IMAGE)
-DIGEST = "sha256:" + "b" * 64
-MOUNT = {"name": "model", "mountPath": "/models", "readOnly": True}
-SOURCE = facts.StaticFacts(
-    images={builders.SIGNED_IMAGE: builders.verified_image()},
-    artifacts={(builders.NAMESPACE, builders.MODEL): builders.artifact()},
+from tests.support.startupchecks import (
+    DIGEST,
+    IMAGE,
+    MOUNT,
+    SOURCE,
+    _decide,
+    _injected,
+    _pod_spec,
+    _policy,
 )
-
-
-def _policy(enforcement: str = "Enforce", *, signers: bool = True) -> compiling.PolicySet:
-    return compiling.compile_policies(
-        [
-            builders.policy(
-                enforcement,
-                images={
-                    "allowedRegistries": ["registry.example.com/ml/"],
-                    "signers": builders.SIGNERS,
-                },
-                models={
-                    "signers": builders.SIGNERS if signers else [],
-                    "requireScan": True,
-                    "verifyAtStartup": True,
-                },
-                runtime={},
-            )
-        ]
-    )
-
-
-def _pod_spec() -> dict[str, Any]:
-    server = builders.hardened_container()
-    server["volumeMounts"] = [dict(MOUNT)]
-    return {
-        "containers": [server],
-        "volumes": [{"name": "model", "emptyDir": {}}, startup.keys_volume()],
-    }
-
-
-def _injected(pod_spec: dict[str, Any], digest: str = DIGEST) -> dict[str, Any]:
-    built = startup.for_pod(
-        pod_spec, image=IMAGE, digest=digest, artifact=builders.MODEL, signer="release"
-    )
-    assert built is not None
-    return built
 
 
 def _with_init(
@@ -79,18 +42,6 @@ def _with_init(
     spec = _pod_spec()
     spec["initContainers"] = [{**_injected(spec, digest), **(change or {})}]
     return builders.workload(kind, spec)
-
-
-def _decide(
-    obj: dict[str, Any],
-    check: modelchecks.StartupCheck | None = ADMISSION,
-    policy_set: compiling.PolicySet | None = None,
-    source: facts.FactSource = SOURCE,
-) -> decisions.Decision:
-    workload = workloads.parse(obj)
-    governing = evaluating.governing_policies(workload, policy_set or _policy(), {})
-    assert governing
-    return evaluating.decide(workload, governing, source, builders.NOW, startup=check)
 
 
 def _codes(decision: decisions.Decision) -> set[str]:

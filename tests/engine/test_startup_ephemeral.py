@@ -15,8 +15,8 @@ from typing import Any
 
 from modelshield.engine import modelchecks, startup
 from modelshield.engine.decisions import Code
-from tests.engine.test_startup_checks import ADMISSION, _decide, _injected, _pod_spec
 from tests.support import workloadbuilders as builders
+from tests.support.startupchecks import ADMISSION, _decide, _injected, _pod_spec
 
 WRITABLE_PATH = "spec.ephemeralContainers[0].volumeMounts[0].readOnly"
 

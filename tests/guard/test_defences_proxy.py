@@ -13,8 +13,8 @@ import pytest
 from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
 
 from modelshield.guard import outliermodel
-from tests.guard.test_proxy import KEY, _stack, call, keys_dir, trained  # noqa: F401
 from tests.support import modelserver
+from tests.support.guardstack import KEY, _stack, call, keys_dir, trained  # noqa: F401
 
 pytestmark = pytest.mark.integration
 

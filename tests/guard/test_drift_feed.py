@@ -13,8 +13,8 @@ from modelshield.drift import config as drift_config
 from modelshield.drift import monitoring, profiles
 from modelshield.drift import server as drift_server
 from modelshield.guard import server
-from tests.guard.test_proxy import KEY, KEYS_POLICY, call, guard_config, write_secret
 from tests.support import modelserver
+from tests.support.guardstack import KEY, KEYS_POLICY, call, guard_config, write_secret
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,6 @@ ServiceAccount tokens are reviewed by the real kube-apiserver in e2e/test_guard_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import hashlib
 import json
@@ -16,104 +15,28 @@ import pathlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import pytest
 
-from modelshield.guard import apikeys, config, server
+from modelshield.guard import apikeys, server
 from tests.support import modelserver
+from tests.support.guardstack import (  # fixtures, shared by name
+    KEY,
+    KEYS_POLICY,
+    OTHER_MODEL_KEY,
+    PREDICT,
+    ROWS,
+    Stack,
+    _stack,
+    call,
+    guard_config,
+    keys_dir,
+    trained,
+    write_secret,
+)
+
+__all__ = ["keys_dir", "trained"]
 
 pytestmark = pytest.mark.integration
-
-KEY = "batch-key-0123456789"
-OTHER_MODEL_KEY = "other-model-key-0123"
-ROWS = modelserver.sample_rows(3)
-PREDICT = json.dumps({"instances": ROWS}).encode()
-
-
-def write_secret(root: pathlib.Path, name: str, keys: dict[str, str]) -> None:
-    """A Secret mounted the kubelet's way: ..data symlink to a timestamped directory."""
-    directory = root / name
-    directory.mkdir(parents=True, exist_ok=True)
-    for entry in directory.iterdir():
-        if entry.is_symlink() or entry.is_file():
-            entry.unlink()
-    for client, key in keys.items():
-        (directory / client).write_text(hashlib.sha256(key.encode()).hexdigest())
-
-
-def guard_config(
-    upstream: str, keys_dir: pathlib.Path, *policies: dict[str, Any], **extra: Any
-) -> config.GuardConfig:
-    """A guard configuration with these policies (namespaced, Enforce unless given)."""
-    return config.GuardConfig.model_validate(
-        {
-            "upstream": upstream,
-            "apiKeysDir": str(keys_dir),
-            "policies": [
-                {
-                    "kind": "ModelSecurityPolicy",
-                    "namespace": "ml",
-                    "name": f"p{i}",
-                    "enforcement": "Enforce",
-                    **p,
-                }
-                for i, p in enumerate(policies)
-            ],
-            **extra,
-        }
-    )
-
-
-KEYS_POLICY: dict[str, Any] = {
-    "api": {
-        "authentication": {"apiKeys": {"secretRef": {"name": "fraud-keys"}}},
-        "authorization": {"allow": [{"apiKeyClients": ["batch"], "models": ["fraud"]}]},
-        "requests": {"maxBodyBytes": 65536, "maxInstances": 100},
-    }
-}
-
-
-class Stack:
-    """A model server and a guard in front of it, both on real sockets."""
-
-    def __init__(
-        self, model: modelserver.ModelServer, upstream: str, guard: str, pipeline: server.Pipeline
-    ) -> None:
-        self.model = model
-        self.upstream = upstream
-        self.url = guard
-        self.pipeline = pipeline
-
-
-@pytest.fixture(scope="module")
-def trained() -> Any:
-    """The classifier, trained once."""
-    return modelserver.train()
-
-
-@pytest.fixture
-def keys_dir(tmp_path: pathlib.Path) -> pathlib.Path:
-    """Two Secrets: this model's keys and another model's."""
-    root = tmp_path / "api-keys"
-    write_secret(root, "fraud-keys", {"batch": KEY})
-    write_secret(root, "other-keys", {"batch": OTHER_MODEL_KEY})
-    return root
-
-
-@contextlib.asynccontextmanager
-async def _stack(
-    trained: Any,
-    keys_dir: pathlib.Path,
-    *policies: dict[str, Any],
-    delay: float = 0.0,
-    **extra: Any,
-) -> AsyncIterator[Stack]:
-    model = modelserver.ModelServer(trained, delay=delay)
-    async with modelserver.serving(model.app()) as upstream:
-        settings = guard_config(upstream, keys_dir, *policies, **extra)
-        pipeline = server.pipeline_from_config(settings)
-        async with modelserver.serving(server.build_app(pipeline)) as guard:
-            yield Stack(model, upstream, guard, pipeline)
 
 
 @pytest.fixture
@@ -121,23 +44,6 @@ async def stack(trained: Any, keys_dir: pathlib.Path) -> AsyncIterator[Stack]:
     """The guard with API keys, authorization for model 'fraud' and request checks."""
     async with _stack(trained, keys_dir, KEYS_POLICY) as running:
         yield running
-
-
-async def call(
-    url: str,
-    path: str,
-    *,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-    method: str = "POST",
-) -> tuple[int, dict[str, str], bytes]:
-    """One request with aiohttp (paths that a client would not normalise)."""
-    sent = {"Content-Type": "application/json", **(headers or {})}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, url + path, data=body, headers=sent) as response,
-    ):
-        return response.status, dict(response.headers), await response.read()
 
 
 async def test_allowed_client_gets_the_models_answer_unchanged(stack: Stack) -> None:

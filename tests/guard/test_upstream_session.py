@@ -16,8 +16,8 @@ import pathlib
 from aiohttp import web
 
 from modelshield.guard import server
-from tests.guard.test_proxy import KEY, KEYS_POLICY, PREDICT, call, guard_config, write_secret
 from tests.support import modelserver
+from tests.support.guardstack import KEY, KEYS_POLICY, PREDICT, call, guard_config, write_secret
 
 OTHER_KEY = "second-client-key-4567"
 

@@ -14,8 +14,8 @@ import pytest
 from modelshield.engine import compiling, facts
 from modelshield.engine.decisions import Code
 from modelshield.supplychain.images import caching, imageverifier, registries
-from tests.supplychain.test_image_verifier import codes, decide, requirement
 from tests.support import localtools
+from tests.support.imagerequirements import codes, decide, requirement
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from modelshield.cli import main
 from modelshield_webhooks import caches, contexts, reviewfacts
 from tests.support import admissionscenarios as scenarios
 from tests.support import imageverdicts as verdicts
-from tests.webhooks.conftest import HttpsClient
+from tests.support.httpsclient import HttpsClient
 
 TIMEOUTS = range(contexts.MIN_TIMEOUT_SECONDS, contexts.MAX_TIMEOUT_SECONDS + 1)
 

@@ -16,31 +16,12 @@ from modelshield_webhooks import contexts
 from tests.support import admissionscenarios as scenarios
 from tests.support import imageverdicts as verdicts
 from tests.support import kservecorpus as corpus
-from tests.webhooks.conftest import HttpsClient
+from tests.support.httpsclient import HttpsClient
+from tests.support.kserveadmission import SERVICES, _artifacts, _policy
 
 pytestmark = pytest.mark.integration
 
-SERVICES = scenarios.KindInfo(
-    "InferenceService", "serving.kserve.io", "v1beta1", "inferenceservices"
-)
 PODS = scenarios.KindInfo("Pod", "", "v1", "pods")
-
-
-def _policy() -> dict[str, Any]:
-    body = scenarios.policy(corpus.NAMESPACE)
-    body["spec"]["selector"] = {"matchLabels": dict(corpus.LABELS)}
-    body["spec"]["models"]["requireScan"] = False
-    body["spec"].pop("runtime")
-    return body
-
-
-def _artifacts() -> list[dict[str, Any]]:
-    found = []
-    for name, uri in corpus.ARTIFACTS.items():
-        artifact = scenarios.model_artifact(corpus.NAMESPACE, name)
-        artifact["spec"]["uri"] = uri
-        found.append(artifact)
-    return found
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from modelshield_webhooks import caches, contexts, mutating
 from tests.support import admissionscenarios as scenarios
-from tests.webhooks.conftest import HttpsClient
+from tests.support.httpsclient import HttpsClient
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import pytest
 from modelshield_webhooks import caches, contexts, responses, server, watching
 from tests.support import admissionscenarios as scenarios
 from tests.support import pki
-from tests.webhooks.conftest import HttpsClient, client_ssl_context
+from tests.support.httpsclient import HttpsClient, client_ssl_context
 
 pytestmark = pytest.mark.integration
 

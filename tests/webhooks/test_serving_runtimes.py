@@ -18,12 +18,12 @@ import pytest
 
 from modelshield_webhooks import caches, connections, contexts, servingruntimes, watching
 from tests.support import admissionscenarios as scenarios
+from tests.support import apiservers
 from tests.support import imageverdicts as verdicts
 from tests.support import kservecorpus as corpus
-from tests.webhooks import apiservers
-from tests.webhooks.conftest import HttpsClient
-from tests.webhooks.test_kserve_admission import SERVICES, _artifacts, _policy
-from tests.webhooks.test_watching import (  # fixtures, shared by name
+from tests.support.httpsclient import HttpsClient
+from tests.support.kserveadmission import SERVICES, _artifacts, _policy
+from tests.support.watchingapiserver import (
     PATIENCE_SECONDS,
     Sleeps,
     _running,

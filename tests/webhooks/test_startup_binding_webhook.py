@@ -14,7 +14,7 @@ import pytest
 
 from modelshield_webhooks import caches, contexts
 from tests.support import admissionscenarios as scenarios
-from tests.webhooks.conftest import HttpsClient
+from tests.support.httpsclient import HttpsClient
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from modelshield.supplychain.images import imageverifier, registries
 from modelshield_webhooks import caches, contexts
 from tests.support import admissionscenarios as scenarios
 from tests.support import imageverdicts as verdicts
-from tests.webhooks.conftest import HttpsClient
+from tests.support.httpsclient import HttpsClient
 
 pytestmark = pytest.mark.integration
 

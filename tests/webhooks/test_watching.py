@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import pathlib
 import random
-import ssl
-from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -19,86 +16,24 @@ import pytest
 
 from modelshield_webhooks import caches, connections, watching
 from tests.support import admissionscenarios as scenarios
-from tests.support import pki
-from tests.webhooks import apiservers
-from tests.webhooks.apiservers import ScriptedWatch
-from tests.webhooks.conftest import client_ssl_context
+from tests.support import apiservers
+from tests.support.apiservers import ScriptedWatch
+from tests.support.watchingapiserver import (  # fixtures, shared by name
+    PATIENCE_SECONDS,
+    Sleeps,
+    _running,
+    _stop,
+    _until,
+    apiserver,
+    connection,
+    session,
+)
+
+__all__ = ["apiserver", "connection", "session"]
 
 pytestmark = pytest.mark.integration
 
 NAMESPACES = watching.PATHS[caches.NAMESPACES]
-#: Long enough for a loaded 2-core machine; every wait below ends as soon as it can.
-PATIENCE_SECONDS = 10.0
-
-
-@pytest.fixture
-async def apiserver(
-    serving_files: tuple[pathlib.Path, pathlib.Path],
-) -> AsyncIterator[apiservers.FakeApiServerForTests]:
-    """The fake API server on a free loopback port, serving the test CA's certificate."""
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(*serving_files)
-    fake = apiservers.FakeApiServerForTests()
-    await fake.start(server_context)
-    try:
-        yield fake
-    finally:
-        await fake.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    """The informer's HTTP client session."""
-    async with aiohttp.ClientSession() as client:
-        yield client
-    # aiohttp closes TLS connections a moment after the session (its documented graceful
-    # shutdown); a loop closed before then warns of an unclosed transport later.
-    await asyncio.sleep(0.25)
-
-
-@pytest.fixture
-def connection(
-    apiserver: apiservers.FakeApiServerForTests, authority: pki.Authority
-) -> connections.Connection:
-    """Where the informer finds the fake API server, trusting only the test CA."""
-    return connections.Connection(apiserver.base_url, client_ssl_context(authority))
-
-
-class Sleeps:
-    """Records the informer's backoff delays without waiting them out.
-
-    At ``limit`` delays it holds the informer until ``allow()``, so that a test reads a
-    bounded sequence and can change the script in between.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.delays: list[float] = []
-        self.limit = limit
-        self.full = asyncio.Event()
-        self._go = asyncio.Event()
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-        if len(self.delays) >= self.limit:
-            self._go.clear()
-            self.full.set()
-            await self._go.wait()
-        await asyncio.sleep(0)
-
-    def allow(self, more: int) -> None:
-        """Let the informer go on, up to ``more`` further delays."""
-        self.limit = len(self.delays) + more
-        self.full.clear()
-        self._go.set()
-
-
-async def _until(what: str, condition: Callable[[], bool]) -> None:
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + PATIENCE_SECONDS
-    while not condition():
-        if loop.time() > give_up:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def _team(state: caches.ClusterState, namespace: str) -> str | None:
@@ -109,16 +44,6 @@ def _team(state: caches.ClusterState, namespace: str) -> str | None:
 
 def _namespace(name: str) -> dict[str, Any]:
     return scenarios.namespace(name, {"team": name})
-
-
-def _running(informer: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    return asyncio.create_task(informer)
-
-
-async def _stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
 
 
 async def test_lists_every_page_with_continue_tokens(
