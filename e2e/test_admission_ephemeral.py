@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from e2e.clients import Kubectl
-from e2e.test_admission_mutations import _model_artifact
+from e2e.modelartifactbodies import _model_artifact
 from e2e.webhooks import DENIED, Images, WebhookProcess, images, policy, wait_for, webhook, workload
 
 __all__ = ["images", "webhook"]  # module-scoped fixtures, shared by name

@@ -9,7 +9,6 @@ re-verification init container.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 from typing import Any
 
@@ -18,6 +17,7 @@ import yaml
 
 from e2e import modelkeys
 from e2e.clients import Cluster, Kubectl
+from e2e.modelartifactbodies import _model_artifact
 from e2e.webhooks import (
     DENIED,
     Images,
@@ -30,7 +30,7 @@ from e2e.webhooks import (
     workload,
 )
 from modelshield.controllers.builders import modelkeys as modelkeys_builders
-from modelshield.engine import keyids, startup, workloads
+from modelshield.engine import startup, workloads
 
 __all__ = ["images", "webhook"]  # module-scoped fixtures, shared by name
 
@@ -205,57 +205,6 @@ def test_ephemeral_containers_are_sent_only_when_not_pinned(
         "get", "-n", namespace, "pod/debugged", "-o", "jsonpath={.spec.ephemeralContainers[*].name}"
     ).stdout.split()
     assert names == ["pinned-shell", "tagged-shell"]
-
-
-def _model_artifact(
-    kubectl: Kubectl, namespace: str, name: str, key_pem: str, *, verified: bool
-) -> None:
-    """A ModelArtifact whose status (written here as the operator would) says what it proves."""
-    digest = "sha256:" + "b" * 64
-    kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        input_text=yaml.safe_dump(
-            {
-                "apiVersion": "modelshield.dev/v1alpha1",
-                "kind": "ModelArtifact",
-                "metadata": {"name": name},
-                "spec": {"uri": f"s3://models/{name}/", "digest": digest},
-            }
-        ),
-    )
-    when = "2026-11-26T08:00:00Z"
-    status = {
-        "observedGeneration": 1,
-        # The webhook judges the verdict's age on the wall clock: checked just now.
-        "lastChecked": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "verifiedDigest": digest,
-        "signer": "model-release",
-        # The key that verified (admission trusts the policy's key, not the name).
-        "signerKey": keyids.fingerprint(key_pem.encode()),
-        "conditions": [
-            {
-                "type": "Verified",
-                "status": "True" if verified else "False",
-                "reason": "Signed" if verified else "SignatureMismatch",
-                "lastTransitionTime": when,
-            },
-            {"type": "Scanned", "status": "True", "reason": "Clean", "lastTransitionTime": when},
-        ],
-    }
-    kubectl(
-        "patch",
-        "-n",
-        namespace,
-        f"modelartifact/{name}",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        json.dumps({"status": status}),
-    )
 
 
 def test_model_facts_come_from_model_artifacts_and_pods_get_the_startup_check(

@@ -18,7 +18,7 @@ from kubernetes import client
 from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
 
 from e2e.clients import Cluster
-from e2e.test_guard_tokens import _api_server, request_token
+from e2e.guardtokens import _api_server, request_token
 from modelshield.controllers.builders import guards
 from modelshield.guard import config, outliermodel, server
 from tests.support import modelserver

@@ -19,19 +19,16 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import yaml
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from kubernetes import client
 
 from e2e.clients import Cluster
+from e2e.guardtokens import AUDIENCE, _api_server, _predict, request_token
 from modelshield.guard import config, server
 from tests.support import modelserver
 
-AUDIENCE = "modelshield-guard"
-ROWS = modelserver.sample_rows(2)
-PREDICT = json.dumps({"instances": ROWS}).encode()
 TOKEN_REVIEW_RULE = {
     "api_groups": ["authentication.k8s.io"],
     "resources": ["tokenreviews"],
@@ -54,20 +51,6 @@ def resign(token: str, key: ec.EllipticCurvePrivateKey, **claims: Any) -> str:
     signing_input = f"{header}.{_b64(json.dumps(body).encode())}"
     r, s = decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
     return f"{signing_input}.{_b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}"
-
-
-def request_token(
-    core: client.CoreV1Api, namespace: str, name: str, audiences: list[str] | None, **spec: Any
-) -> str:
-    """A token from the TokenRequest API."""
-    body = client.AuthenticationV1TokenRequest(
-        spec=client.V1TokenRequestSpec(audiences=audiences or [], expiration_seconds=600, **spec)
-    )
-    answer = core.create_namespaced_service_account_token(name, namespace, body)
-    assert answer.status is not None
-    token = answer.status.token
-    assert isinstance(token, str)
-    return token
 
 
 @pytest.fixture
@@ -100,12 +83,6 @@ def accounts(cluster: Cluster, namespace: str) -> Iterator[client.CoreV1Api]:
     yield core
     rbac.delete_cluster_role_binding(role)
     rbac.delete_cluster_role(role)
-
-
-def _api_server(cluster: Cluster) -> tuple[str, str]:
-    kubeconfig = yaml.safe_load(cluster.kubeconfig_path.read_text())
-    settings = kubeconfig["clusters"][0]["cluster"]
-    return settings["server"], settings["certificate-authority"]
 
 
 @contextlib.asynccontextmanager
@@ -151,19 +128,6 @@ async def _guard(
             server.build_app(server.pipeline_from_config(settings))
         ) as guard:
             yield guard, model
-
-
-async def _predict(guard: str, token: str | None) -> tuple[int, str]:
-    import aiohttp
-
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{guard}/v1/models/fraud:predict", data=PREDICT, headers=headers) as response,
-    ):
-        return response.status, await response.text()
 
 
 async def test_tokens_reviewed_by_the_real_api_server(

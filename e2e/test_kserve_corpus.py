@@ -9,7 +9,6 @@ uses only fields of KServe's schema, so neither prunes a trick away).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import yaml
 
 from e2e import kserve_objects
 from e2e.clients import Kubectl
+from e2e.kservecorpuscluster import in_namespace
 from e2e.webhooks import DENIED, Images, WebhookProcess, images, wait_for, webhook
 from tests.support import kservecorpus as corpus
 
@@ -40,18 +40,6 @@ def _policy(namespace: str, images: Images) -> dict[str, Any]:
             "models": {"signers": [{"name": "model-release", "publicKey": images.public_key}]},
         },
     }
-
-
-def in_namespace(namespace: str, images: Images, body: dict[str, Any]) -> str:
-    """The corpus object in the test namespace, running the registry's real images."""
-    text = json.dumps({**body, "metadata": {**body["metadata"], "namespace": namespace}})
-    for written, real in (
-        (corpus.SIGNED_IMAGE, images.signed),
-        (corpus.UNSIGNED_IMAGE, images.unsigned),
-        (corpus.STORAGE_INITIALIZER_IMAGE, images.signed),
-    ):
-        text = text.replace(json.dumps(written)[1:-1], real)
-    return text
 
 
 @pytest.fixture

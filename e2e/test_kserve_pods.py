@@ -20,39 +20,16 @@ from e2e.clients import Kubectl
 from e2e.kserve import KServe, kserve
 from e2e.kserve_objects import (
     POLICY,
-    SELECTED,
-    apply_artifact,
     apply_policy,
     failed_creates,
-    serving_runtime,
     wait_for_owned,
 )
-from e2e.test_kserve_corpus import in_namespace
+from e2e.kservecorpuscluster import _as_kserve_labels_it, _prepare, in_namespace
 from e2e.webhooks import DENIED, Images, WebhookProcess, images, wait_for, webhook
 from tests.support import kservecorpus as corpus
 
 __all__ = ["images", "kserve", "webhook"]  # module-scoped fixtures, shared by name
 
-#: An entry of KServe's storage Secret: the server it names is where the storage
-#: initializer downloads from, and admission never reads it.
-_MINIO_ENTRY = json.dumps(
-    {
-        "type": "s3",
-        "bucket": "models",
-        "endpoint_url": "http://127.0.0.1:9",
-        "access_key_id": "e2e",
-        "secret_access_key": "e2e",
-    }
-)
-#: The storage Secret KServe reads a `storage.key` from (its ConfigMap's
-#: storageSpecSecretName), with the bucket the storage-key trick leaves out, and the
-#: `default_s3` entry KServe hands over for a storage spec that names no key.
-STORAGE_SECRET = {
-    "apiVersion": "v1",
-    "kind": "Secret",
-    "metadata": {"name": "storage-config"},
-    "stringData": {"localMinIO": _MINIO_ENTRY, "default_s3": _MINIO_ENTRY},
-}
 #: KServe's own validator refuses these tricks, so no pod is ever made of them.
 REFUSED_BY_KSERVE = {
     "workerSpec": "Multinode only supports 'pvc' and 'oci' Storage Protocol(s3)",
@@ -80,26 +57,12 @@ CASES = [
 ]
 
 
-def _as_kserve_labels_it(text: str) -> str:
-    """The corpus selects on `app`, which KServe overwrites on the pods it makes
-    (app: isvc.<name>-<component>); select on a label KServe copies instead."""
-    written = json.dumps(corpus.LABELS)[1:-1]
-    return text.replace(written, json.dumps(SELECTED)[1:-1])
-
-
 def _component(case: corpus.Case) -> str:
     """The component whose pods carry the trick."""
     parts = case.path.split(".")
     if parts[0] == "spec" and parts[1] in ("predictor", "transformer", "explainer"):
         return parts[1]
     return "predictor"
-
-
-def _prepare(kubectl: Kubectl, namespace: str, images: Images) -> None:
-    for name, uri in corpus.ARTIFACTS.items():
-        apply_artifact(kubectl, namespace, name, uri, images.public_key)
-    kubectl("apply", "-n", namespace, "-f", "-", input_text=serving_runtime(images))
-    kubectl("apply", "-n", namespace, "-f", "-", input_text=yaml.safe_dump(STORAGE_SECRET))
 
 
 def _body(namespace: str, images: Images, case: corpus.Case) -> dict[str, Any]:

@@ -19,8 +19,7 @@ import yaml
 from e2e.clients import Cluster, Kubectl
 from e2e.kserve import KServe, kserve
 from e2e.kserve_objects import apply_policy, failed_creates, wait_for_owned
-from e2e.test_kserve_corpus import in_namespace
-from e2e.test_kserve_pods import _as_kserve_labels_it, _prepare
+from e2e.kservecorpuscluster import _as_kserve_labels_it, _prepare, in_namespace
 from e2e.webhooks import DENIED, Images, WebhookProcess, images, running_webhook, wait_for
 from tests.support import kservecorpus as corpus
 

@@ -19,8 +19,8 @@ import yaml
 from kubernetes import client
 
 from e2e.clients import Cluster, Kubectl
+from e2e.guardtokens import AUDIENCE, _api_server, _predict, request_token
 from e2e.operators import OperatorProcess, apply, deployment, get_json, policy, wait_for
-from e2e.test_guard_tokens import AUDIENCE, _api_server, _predict, request_token
 from modelshield.controllers.builders import tokenreviewers
 from modelshield.guard import config, server
 from tests.support import modelserver

@@ -83,6 +83,43 @@ def test_the_processes_import_their_controllers_and_verifier_by_name() -> None:
         assert "importlib" not in _imports(path), f"{path.relative_to(REPOSITORY)}"
 
 
+def _imported_modules(path: pathlib.Path) -> set[str]:
+    """Every module an import names, `from package import module` counted as package.module."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def test_e2e_and_bench_take_from_the_tests_only_tests_support() -> None:
+    # Issue 17: the contract that keeps a test area's own modules its own (lint-imports
+    # enforces it, imports inside functions included); this keeps it whole.
+    (contract,) = [c for c in _contracts() if c["name"].startswith("e2e and bench import")]
+    assert set(contract["source_modules"]) == {"e2e", "bench"}
+    assert contract["forbidden_modules"] == ["tests"]
+    assert all(rule.split(" -> ")[1] == "tests.support.**" for rule in contract["ignore_imports"])
+
+
+def test_no_module_imports_a_test_module_or_a_conftest() -> None:
+    # Issue 17: what two test modules share lives in tests/support (or e2e/, if it needs
+    # a cluster), not in a test_*.py or conftest.py that pytest collects and runs as well.
+    # import-linter has no pattern for test_*, hence a test of its own.
+    trees = ("tests", "e2e", "bench")
+    offenders = [
+        f"{path.relative_to(REPOSITORY)} imports {name}"
+        for tree in trees
+        for path in sorted((REPOSITORY / tree).rglob("*.py"))
+        for name in sorted(_imported_modules(path))
+        if name.split(".")[0] in trees
+        and (name.rsplit(".", 1)[-1].startswith("test_") or name.endswith("conftest"))
+    ]
+    assert offenders == []
+
+
 def test_import_linter_contracts_hold() -> None:
     executable = shutil.which("lint-imports", path=str(pathlib.Path(sys.executable).parent))
     assert executable, "import-linter is a dev dependency: pip install -e '.[dev]'"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import pathlib
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +18,7 @@ from typing import Any
 import numpy
 import pytest
 
+from e2e.pods.driftmonitoring import _drift_events, reference_profile
 from e2e.pods.harness import NodeCluster, Release
 from e2e.pods.workloads import HARDENED, POD_TIMEOUT_SECONDS, apply, get_json, server_deployment
 
@@ -54,22 +53,6 @@ def _rows(generator: numpy.random.Generator, shift: float, count: int) -> list[l
     amount = generator.normal(100.0 + shift * 20.0, 20.0, count)
     age = generator.normal(40.0, 10.0, count)
     return [[round(float(a), 3), round(float(b), 3)] for a, b in zip(amount, age, strict=True)]
-
-
-def reference_profile(
-    tmp_path: pathlib.Path, features: tuple[str, str], rows: list[list[float]]
-) -> str:
-    """`modelshield drift profile` of two-column rows (the node tests' models)."""
-    data = tmp_path / "reference.csv"
-    data.write_text(",".join(features) + "\n" + "\n".join(f"{a},{b}" for a, b in rows) + "\n")
-    out = tmp_path / "profile.json"
-    built = subprocess.run(
-        [sys.executable, "-m", "modelshield.cli.main", "drift", "profile", str(data),
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
-    assert built.returncode == 0, built.stderr
-    return out.read_text()
 
 
 def _metrics(node_cluster: NodeCluster, namespace: str) -> dict[str, float]:
@@ -243,15 +226,6 @@ def test_the_operator_s_drift_monitor_takes_payloads_and_alarms_on_shifted_data(
     assert event["involvedObject"]["name"] == "scoring", event
     assert event["message"].startswith("Drift detected on request feature 'amount': PSI"), event
     _assert_monitor_may_create_events_only(node_cluster, namespace)
-
-
-def _drift_events(node_cluster: NodeCluster, namespace: str) -> list[dict[str, Any]]:
-    events = get_json(node_cluster.kubectl, "-n", namespace, "events")["items"]
-    return [
-        event
-        for event in events
-        if event.get("source", {}).get("component") == "modelshield-drift-monitor"
-    ]
 
 
 def _monitor_logs(node_cluster: NodeCluster, namespace: str) -> str:

@@ -30,11 +30,10 @@ import pytest
 
 from e2e import kserve
 from e2e.kserve import KServe
+from e2e.pods.driftmonitoring import _drift_events, reference_profile
 from e2e.pods.harness import IMAGES_DIR, NodeCluster, Release, push
 from e2e.pods.kservenode import KServeImages, kserve_images, kserve_on_node
-from e2e.pods.modelstore import ModelStore
-from e2e.pods.test_drift_monitor import _drift_events, reference_profile
-from e2e.pods.test_kserve_storage_initializer import (
+from e2e.pods.kservepredictors import (
     PREDICTOR_TIMEOUT_SECONDS,
     SERVICE,
     _credentials,
@@ -44,7 +43,8 @@ from e2e.pods.test_kserve_storage_initializer import (
     _runtime,
     kserve_namespace,
 )
-from e2e.pods.test_startup_verification import (
+from e2e.pods.modelstore import ModelStore
+from e2e.pods.verifiedmodels import (
     ARTIFACT,
     VERIFIED_WITHIN_SECONDS,
     _artifact,
