@@ -104,6 +104,18 @@ def test_e2e_and_bench_take_from_the_tests_only_tests_support() -> None:
     assert all(rule.split(" -> ")[1] == "tests.support.**" for rule in contract["ignore_imports"])
 
 
+def test_tests_support_takes_nothing_from_a_test_area() -> None:
+    # The contract above checks direct imports only: e2e/ and bench/ reach no test area
+    # through tests.support either, because tests.support imports none.
+    offenders = [
+        f"{path.relative_to(REPOSITORY)} imports {name}"
+        for path in sorted((REPOSITORY / "tests" / "support").rglob("*.py"))
+        for name in sorted(_imported_modules(path))
+        if name.split(".")[0] == "tests" and not name.startswith("tests.support")
+    ]
+    assert offenders == []
+
+
 def test_no_module_imports_a_test_module_or_a_conftest() -> None:
     # Issue 17: what two test modules share lives in tests/support (or e2e/, if it needs
     # a cluster), not in a test_*.py or conftest.py that pytest collects and runs as well.
