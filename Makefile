@@ -82,7 +82,7 @@ base-image: ## a Python 3.11 base image from Debian's packages (mmdebstrap; no D
 image: ## build modelshield:dev with BuildKit (PYTHON_IMAGE=..., CA_BUNDLE=...; default base: base-image)
 	images/build-image.sh $(IMAGE)
 
-e2e-kind: ## build the image, install the chart into kind and run the e2e suite there
+e2e-kind: setup tools node-tools ## kind v0.33 from its Go module, a node image made here, the chart, the e2e suite against it (root; holds the node lock)
 	e2e/kind.sh
 
 crds: setup ## regenerate crds/ and the chart's CRD templates from the models

@@ -1,62 +1,141 @@
 #!/usr/bin/env bash
-# Runs the e2e suite against a kind cluster running modelshield's image (and
-# its chart, once charts/modelshield exists). Needs docker and kind; CI has
-# neither, and runs the same suite against the local control plane instead
-# (e2e/tools/build-tools.sh, then pytest e2e).
+# Runs the e2e suite against a kind cluster running modelshield's image and its chart.
+# Needs docker (images/docker-engine.sh starts Debian's dockerd) and Go; everything else is
+# built here, because kind's own images cannot be downloaded on the machines this project
+# runs on:
+#
+#   kind v0.33.0, kubeadm, etcd, crictl   e2e/tools/build-kind.sh (Go modules)
+#   the node image                        images/kind-node-image.sh (Debian packages, kind's
+#                                         files, the cached v1.36.3 binaries; see there)
+#   modelshield:dev                       images/build-image.sh
+#
+# The cluster: one node, kind's default CNI (kindnetd) disabled for the bridge config the
+# node image carries, kubeadm's images from modelshield.local/kind, and what this kind of
+# host needs (e2e/README.md, kind): kubelet on cgroup v1 (failCgroupV1: false), containerd
+# allowed to clamp oom_score_adj (root here lacks CAP_SYS_RESOURCE).
+#
+# A kind cluster changes the host's networking (a docker network, its bridge, iptables
+# rules), so this script holds the local node's lock (e2e/nodelock.py) while it runs; it
+# waits for a node session that holds it.
 #
 # Usage: e2e/kind.sh [extra pytest arguments]
 #   KIND_CLUSTER_NAME   cluster to use or create       (default modelshield-e2e)
 #   MODELSHIELD_IMAGE   image tag to build and load    (default modelshield:dev)
+#   KIND_NODE_IMAGE     node image                     (default modelshield-kind-node:v1.36.3,
+#                                                       made when missing)
 #   KEEP_KIND_CLUSTER=1 keep a cluster this script created
 set -euo pipefail
 
 readonly CLUSTER_NAME="${KIND_CLUSTER_NAME:-modelshield-e2e}"
 readonly IMAGE="${MODELSHIELD_IMAGE:-modelshield:dev}"
+readonly DEFAULT_NODE_IMAGE=modelshield-kind-node:v1.36.3
+readonly NODE_IMAGE="${KIND_NODE_IMAGE:-$DEFAULT_NODE_IMAGE}"
 readonly CHART_DIR=charts/modelshield
 readonly RELEASE_NAMESPACE=modelshield-system
+readonly CACHE="${MODELSHIELD_TOOLS_CACHE:-$HOME/.cache/modelshield/tools}"
+readonly NODE_LOCK=/tmp/modelshield-e2e-node-session.lock
+readonly NODE_LOCK_WAIT_SECONDS=2400
 
+log() { printf 'e2e/kind.sh: %s\n' "$*" >&2; }
 die() { printf 'e2e/kind.sh: %s\n' "$*" >&2; exit 2; }
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-for tool in docker kind; do
-  command -v "$tool" >/dev/null \
-    || die "$tool is not installed. Without docker and kind, run the suite on a local control plane: e2e/tools/build-tools.sh && .venv/bin/python -m pytest e2e"
-done
-docker info >/dev/null 2>&1 || die "docker is installed but its daemon does not answer (docker info failed)"
-
+docker="$(images/docker-engine.sh)" || die "no docker engine (images/docker-engine.sh failed)"
 python="${PYTHON:-.venv/bin/python}"
 [[ -x "$python" ]] || python="$(command -v python3)" || die "no Python found (set PYTHON=...)"
 
-kubeconfig="$(mktemp "${TMPDIR:-/tmp}/modelshield-kind-kubeconfig.XXXXXX")"
+e2e/tools/build-kind.sh
+for env_file in env.sh kind-env.sh; do
+  [[ -f "$CACHE/$env_file" ]] || die "$CACHE/$env_file is missing: run e2e/tools/build-tools.sh"
+  # shellcheck source=/dev/null
+  source "$CACHE/$env_file"
+done
+if ! "$docker" image inspect "$NODE_IMAGE" >/dev/null 2>&1; then
+  [[ "$NODE_IMAGE" == "$DEFAULT_NODE_IMAGE" ]] || die "node image $NODE_IMAGE does not exist"
+  images/kind-node-image.sh "$NODE_IMAGE"
+fi
+
+exec {lock_fd}>>"$NODE_LOCK"
+if ! flock -n "$lock_fd"; then
+  log "a local node session holds $NODE_LOCK; waiting for it (up to ${NODE_LOCK_WAIT_SECONDS} s)"
+  flock -w "$NODE_LOCK_WAIT_SECONDS" "$lock_fd" || die "$NODE_LOCK stayed busy for ${NODE_LOCK_WAIT_SECONDS} s"
+fi
+images/build-image.sh "$IMAGE"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/modelshield-kind.XXXXXX")"
+kubeconfig="$work/kubeconfig"
 created_cluster=0
+# kind leaves its docker network (a bridge and iptables rules on the host) behind; one this
+# script made goes with the cluster.
+created_network=0
+"$docker" network inspect kind >/dev/null 2>&1 || created_network=1
+# kind mounts the host's /lib/modules into its nodes; docker makes the directory, empty,
+# where the host has none. It goes too.
+created_lib_modules=0
+[[ -e /lib/modules ]] || created_lib_modules=1
 cleanup() {
-  rm -f "$kubeconfig"
   if (( created_cluster )) && [[ "${KEEP_KIND_CLUSTER:-0}" != 1 ]]; then
-    kind delete cluster --name "$CLUSTER_NAME"
+    kind delete cluster --name "$CLUSTER_NAME" || true
+    (( created_network == 0 )) || "$docker" network rm kind >/dev/null || true
+    (( created_lib_modules == 0 )) || rmdir /lib/modules 2>/dev/null || true
   fi
+  rm -rf "$work"
 }
 trap cleanup EXIT
 
-if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
-  kind create cluster --name "$CLUSTER_NAME" --wait 180s
-  created_cluster=1
+# kind runs its nodes `docker run --privileged`, for which Docker 20.10 asks runc for every
+# capability the kernel knows; where root's bounding set lacks one (CAP_SYS_RESOURCE on
+# this project's machines) runc fails: "unable to apply caps: operation not permitted".
+# Then kind's docker runs those containers with a runc wrapper that leaves the missing
+# ones out (images/kind/docker-runtime.sh registers it with dockerd).
+kind_env=()
+bounding="$(awk '/^CapBnd:/ {print $2}' /proc/self/status)"
+if (( 16#$bounding != (1 << ($(cat /proc/sys/kernel/cap_last_cap) + 1)) - 1 )); then
+  runtime="$(images/kind/docker-runtime.sh)" \
+    || die "root lacks capabilities (CapBnd $bounding) and the runc wrapper could not be registered with dockerd"
+  mkdir -p "$work/bin"
+  ln -s "$PWD/images/kind/docker-for-kind.sh" "$work/bin/docker"
+  kind_env=(env "PATH=$work/bin:$PATH" "MODELSHIELD_REAL_DOCKER=$docker" "MODELSHIELD_KIND_RUNTIME=$runtime")
+  log "root's capability bounding set is $bounding: kind's nodes run with the runtime $runtime"
 fi
-kind get kubeconfig --name "$CLUSTER_NAME" > "$kubeconfig"
+kind() { "${kind_env[@]}" "$MODELSHIELD_KIND" "$@"; }
 
-docker build -t "$IMAGE" .
+cat >"$work/cluster.yaml" <<'YAML'
+kind: Cluster
+apiVersion: kind.x-k8s.io/v1alpha4
+networking:
+  # kindnetd's image is not made here; the node image carries a bridge CNI config.
+  disableDefaultCNI: true
+kubeadmConfigPatches:
+  - |
+    kind: ClusterConfiguration
+    imageRepository: modelshield.local/kind
+  - |
+    kind: KubeletConfiguration
+    failCgroupV1: false
+containerdConfigPatches:
+  - |
+    [plugins."io.containerd.grpc.v1.cri"]
+      restrict_oom_score_adj = true
+YAML
+
+if ! kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
+  started=$SECONDS
+  created_cluster=1
+  kind create cluster --name "$CLUSTER_NAME" --image "$NODE_IMAGE" \
+    --config "$work/cluster.yaml" --wait 180s --retain \
+    || { logs="/tmp/modelshield-kind-logs-$(date +%s)"
+         kind export logs "$logs" --name "$CLUSTER_NAME" >/dev/null 2>&1 || true
+         die "kind create cluster failed (above); the node's logs: $logs"; }
+  log "cluster $CLUSTER_NAME up in $((SECONDS - started)) s"
+fi
+kind get kubeconfig --name "$CLUSTER_NAME" >"$kubeconfig"
 kind load docker-image "$IMAGE" --name "$CLUSTER_NAME"
 
 if [[ -f "$CHART_DIR/Chart.yaml" ]]; then
-  helm="$(command -v helm || true)"
-  if [[ -z "$helm" ]]; then
-    # The helm that e2e/tools/build-tools.sh cached, if it ran.
-    env_file="${MODELSHIELD_TOOLS_CACHE:-$HOME/.cache/modelshield/tools}/env.sh"
-    # shellcheck source=/dev/null
-    [[ -f "$env_file" ]] && source "$env_file"
-    helm="${MODELSHIELD_HELM:-}"
-  fi
-  [[ -n "$helm" && -x "$helm" ]] || die "helm is needed to install $CHART_DIR: install it or run e2e/tools/build-tools.sh"
+  helm="${MODELSHIELD_HELM:-$(command -v helm || true)}"
+  [[ -n "$helm" && -x "$helm" ]] || die "helm is needed to install $CHART_DIR: run e2e/tools/build-tools.sh"
   # pullPolicy Never: the image exists only inside the kind node, loaded above.
   "$helm" upgrade --install modelshield "$CHART_DIR" \
     --kubeconfig "$kubeconfig" \
@@ -65,8 +144,7 @@ if [[ -f "$CHART_DIR/Chart.yaml" ]]; then
     --set image.tag="${IMAGE##*:}" \
     --set image.pullPolicy=Never \
     --wait --timeout 5m
-else
-  printf 'e2e/kind.sh: %s/Chart.yaml does not exist yet; testing without the chart\n' "$CHART_DIR"
 fi
 
-"$python" -m pytest e2e --kubeconfig "$kubeconfig" "$@"
+# The pods suite (e2e/pods) starts a node of its own: not here.
+MODELSHIELD_E2E_NODE=0 "$python" -m pytest e2e --kubeconfig "$kubeconfig" "$@"
