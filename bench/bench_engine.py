@@ -116,6 +116,9 @@ def make_facts(bodies: list[dict[str, Any]]) -> facts.StaticFacts:
             "release",
             True,
             last_checked=b.NOW,
+            # Policies trust a signer's key, not its name (3f3a7c5): without the key
+            # that verified, every governed workload was denied ModelSignerUntrusted.
+            signer_key=b.RELEASE_KEY_ID,
         )
         for namespace in NAMESPACES
     }
