@@ -77,6 +77,10 @@ def test_a_pixel_count_keeps_its_values_and_a_measurement_does_not() -> None:
     assert len(pixel.counts) < len(pixel.support)  # quantile bins: several values a bin
     measured = profiles.build_numeric("radius", rng.normal(14.0, 3.5, 285).round(2))
     assert measured.support == ()
+    # One bin per value (at most --bins values) already tells the values apart.
+    flag = profiles.build_numeric("flag", (rng.random(500) < 0.3).astype(np.float64))
+    assert flag.support == ()
+    assert profiles.build_numeric("count", rng.integers(0, 10, 500).astype(float)).support == ()
     document = profiledocuments.to_document(_profile(rng.normal(0.0, 1.0, (300, 1))))
     assert "support" not in document["features"][0]
 
@@ -95,14 +99,19 @@ def test_whole_numbers_shifted_by_less_than_half_a_step_alarm(statistic: Statist
     assert result.scores.out_of_range_rate[2] == 1.0
 
 
-def test_ks_and_chi_square_see_the_unseen_values_and_wasserstein_does_not() -> None:
+def test_psi_js_and_ks_see_the_unseen_values_chi_square_and_wasserstein_do_not() -> None:
     rng = np.random.default_rng(3)
     profile = _profile(_pixels(rng, 800))
     window = _pixels(rng, WINDOW)
     clean = _scores(profile, window)
     shifted = _scores(profile, window + np.where(window < 16, 0.3, 0.0))  # none out of range
-    for statistic in (Statistic.KOLMOGOROV_SMIRNOV, Statistic.CHI_SQUARE, Statistic.PSI):
+    for statistic in (Statistic.KOLMOGOROV_SMIRNOV, Statistic.JENSEN_SHANNON, Statistic.PSI):
         assert shifted.scores[statistic][0] > clean.scores[statistic][0] + 0.3, statistic
+    # Chi-square: the unseen bin's square term made its clean tail too heavy (see
+    # statistics.score_group); like Wasserstein it is unchanged by shifts within bins.
+    assert shifted.scores[Statistic.CHI_SQUARE][0] == pytest.approx(
+        clean.scores[Statistic.CHI_SQUARE][0]
+    )
     # Wasserstein places each bin's mass at its reference mean: shifts within bins move
     # nothing, and the unseen count is not a position.
     assert shifted.scores[Statistic.WASSERSTEIN][0] == pytest.approx(
@@ -232,3 +241,27 @@ def _with(change: Any) -> dict[str, Any]:
 def test_a_broken_support_is_refused_with_its_path(change: Any, message: str) -> None:
     with pytest.raises(profiles.ProfileError, match=message):
         profiledocuments.from_document(_with(change))
+
+
+@pytest.mark.parametrize("support", [[0.0, 1.0, 2.0, 5.0, 16.0], [-3.0, 0.0, 7.0], [4.0]])
+def test_the_whole_number_lookup_agrees_with_the_interval_search(support: list[float]) -> None:
+    rng = np.random.default_rng(11)
+    values = np.concatenate(
+        [
+            rng.integers(-6, 20, 400).astype(np.float64),
+            rng.uniform(-6, 20, 200),
+            [np.nan, np.inf, -np.inf, -0.0, 0.0, 1e300, -1e300, 2.0 + 1e-12, 4.0000001],
+        ]
+    )
+    finite = np.isfinite(values)
+    test = profiles.SupportTest.of(support)
+    assert test.members is not None  # whole numbers: the lookup table
+    by_search = profiles.SupportTest(test.bounds)
+    assert np.array_equal(test.off(values, finite), by_search.off(values, finite))
+    with np.errstate(invalid="ignore"):
+        distance = np.abs(values[:, None] - np.array(support)[None, :])
+        on = np.any(distance <= profiles.SUPPORT_TOLERANCE * np.abs(support), axis=1)
+    assert np.array_equal(test.off(values, finite), finite & ~on)
+    top = support[-1]
+    assert not test.off(np.array([top + 1e-12]), np.array([True]))[0]  # within tolerance
+    assert test.off(np.array([top + 0.001]), np.array([True]))[0]

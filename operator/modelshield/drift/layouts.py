@@ -74,8 +74,8 @@ class Layout:
     groups: tuple[Group, ...]
     discrete: tuple[int, ...] = ()
     """Positions (among the numeric watched features) of those with a support."""
-    supports: tuple[NDArray[np.float64], ...] = ()
-    """Their support values, ascending."""
+    supports: tuple[profiles.SupportTest, ...] = ()
+    """Their supports' per-value tests."""
     unseen_slots: NDArray[np.intp] = field(default_factory=lambda: np.empty(0, dtype=np.intp))
     """Their unseen slots."""
     spare_slot: int = 0
@@ -187,7 +187,7 @@ def build(profile: profiles.Profile, columns: Sequence[str], watched: Sequence[s
         reference=reference,
         groups=tuple(groups),
         discrete=tuple(discrete),
-        supports=tuple(np.array(numeric[i].support, dtype=np.float64) for i in discrete),
+        supports=tuple(profiles.SupportTest.of(numeric[i].support) for i in discrete),
         unseen_slots=np.array([unseen_of[i] for i in discrete], dtype=np.intp),
         spare_slot=feature_slots + len(discrete),
     )

@@ -146,25 +146,71 @@ def bin_numeric(upper: FloatArray, values: FloatArray) -> IndexArray:
     return np.searchsorted(upper, values, side="right")
 
 
-def off_support(support: FloatArray, values: FloatArray) -> NDArray[np.bool_]:
-    """Which values are finite and not one of the (sorted, non-empty) support values.
+WHOLE_NUMBER_SPAN = 4096
+"""Whole-number supports spanning at most this many values are tested with a lookup table."""
+WHOLE_NUMBER_LIMIT = 1e5
+"""...and no larger than this: their tolerance (1e-6 of the value) then stays under a third
+of the gap between whole numbers, as the interval search has it."""
 
-    Missing values (NaN, infinities) are not off the support: they count as missing.
+
+@dataclass(frozen=True)
+class SupportTest:
+    """Which live values are off a feature's support: the per-value test of the live path.
+
+    Whole numbers (pixel counts, codes, ratings) spanning at most WHOLE_NUMBER_SPAN values
+    are looked up in a table (the nearest whole number, then its distance against the
+    tolerance); other supports search the values' tolerance intervals (``bounds``: one
+    search per value, about as dear as binning it).
     """
-    index = np.searchsorted(support, values)
-    lower = support[np.maximum(index - 1, 0)]
-    upper = support[np.minimum(index, support.size - 1)]
-    with np.errstate(invalid="ignore"):
-        nearest = np.minimum(np.abs(values - lower), np.abs(values - upper))
-        on = nearest <= SUPPORT_TOLERANCE * np.abs(values)
-    result: NDArray[np.bool_] = np.isfinite(values) & ~on
-    return result
+
+    bounds: FloatArray
+    """Each support value's interval, flat: ``[low0, high0, low1, high1, ...]``."""
+    start: float = 0.0
+    members: NDArray[np.bool_] | None = None
+    """Whole numbers only: ``members[v - start]`` says whether v is on the support."""
+
+    @classmethod
+    def of(cls, support: Sequence[float]) -> SupportTest:
+        """The test of a (strictly rising, non-empty) support."""
+        values = np.array(support, dtype=np.float64)
+        half = SUPPORT_TOLERANCE * np.abs(values)
+        if values.size > 1:  # never more than a third of a gap: the intervals stay apart
+            gaps = np.diff(values) / 3
+            half[:-1] = np.minimum(half[:-1], gaps)
+            half[1:] = np.minimum(half[1:], gaps)
+        bounds = np.empty(2 * values.size)
+        bounds[0::2] = values - half
+        bounds[1::2] = np.nextafter(values + half, np.inf)  # 0's interval holds 0
+        span = values[-1] - values[0] + 1
+        whole = np.all(values == np.rint(values)) and np.abs(values).max() <= WHOLE_NUMBER_LIMIT
+        if whole and span <= WHOLE_NUMBER_SPAN:
+            members = np.zeros(int(span), dtype=np.bool_)
+            members[(values - values[0]).astype(np.intp)] = True
+            return cls(bounds, float(values[0]), members)
+        return cls(bounds)
+
+    def off(self, values: FloatArray, finite: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """Which values are finite and not on the support (missing values are not off it)."""
+        if self.members is None:
+            # A value inside [low, high) lands after an odd number of bounds.
+            inside = np.searchsorted(self.bounds, values, side="right") & 1
+            result: NDArray[np.bool_] = finite & (inside == 0)
+            return result
+        rounded = np.rint(values)
+        index = rounded - self.start
+        with np.errstate(invalid="ignore"):
+            near = np.abs(values - rounded) <= SUPPORT_TOLERANCE * np.abs(rounded)
+            whole = near & (index >= 0) & (index < self.members.size)
+        member = self.members[np.where(whole, index, 0).astype(np.intp)]
+        off: NDArray[np.bool_] = finite & ~(whole & member)
+        return off
 
 
 def discrete_support(distinct: FloatArray, repeats: IndexArray) -> bool:
     """Whether a feature's reference values (distinct, each repeated) sit on a discrete set.
 
-    At most MAX_SUPPORT distinct values, of which at most MAX_SEEN_ONCE_SHARE of the
+    (Kept only where bins hold several values: ``build_numeric``.) At most MAX_SUPPORT
+    distinct values, of which at most MAX_SEEN_ONCE_SHARE of the
     present values are seen once: the digits pixels (17 values in 797 rows, at most 6
     seen once) are; breast cancer's measurements (about 220 values in 285 rows, most
     seen once) are not.
@@ -225,7 +271,10 @@ def build_numeric(name: str, values: FloatArray, bins: int = DEFAULT_BINS) -> Nu
     if finite.size == 0:
         raise ProfileError(f"numeric feature {name!r} has no finite values")
     distinct, repeats = np.unique(finite, return_counts=True)
-    discrete = discrete_support(distinct, repeats)
+    # With one bin per value the bins already tell the values apart (a value off them
+    # lands in a neighbour's bin); an unseen bin there only made the null heavier (PSI
+    # found 91.9 % of breast cancer's binary +30 points at 250 rows, 100 % without).
+    discrete = distinct.size > bins and discrete_support(distinct, repeats)
     edges = _edges(finite, distinct, bins)
     slots = bin_numeric(upper_edges(edges), finite)
     counts = np.bincount(slots, minlength=edges.size + 1)[1 : edges.size]

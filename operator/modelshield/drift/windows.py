@@ -32,11 +32,12 @@ def encode(
     # Bins start after the missing slot; NaN (and infinities, missing in the profile too)
     # went past the ends and are moved back to 0.
     numeric_slots += 1
-    numeric_slots[~np.isfinite(columns)] = layouts.MISSING_SLOT
+    finite = np.isfinite(columns)
+    numeric_slots[~finite] = layouts.MISSING_SLOT
     slots[numeric_count:watched] = categorical.T
     slots[:watched] += layout.offsets[:, None]
     for n, (j, support) in enumerate(zip(layout.discrete, layout.supports, strict=True)):
-        off = profiles.off_support(support, columns[j])
+        off = support.off(columns[j], finite[j])
         slots[watched + n] = np.where(off, layout.unseen_slots[n], layout.spare_slot)
     return slots
 
