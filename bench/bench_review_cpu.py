@@ -21,8 +21,11 @@ and medians of 40-50 rounds move by 5-10 % between two copies of the same code.
 ``--instructions`` counts instead, with valgrind's callgrind, the instructions each
 revision executes for ``--reviews`` reviews (only those: the count is switched on inside
 ``sys.call_tracing``, which runs them; the cyclic GC is off while they run). The count
-does not move with the machine's load (two runs of the same code: within 0.03 %), so a
-change of a fraction of a percent shows; it takes minutes per revision (imports run
+does not move with the machine's load (two runs of the same code: within 0.1 %); but
+code elsewhere moves where objects and names lie in memory, and with it the
+interpreter's type-cache collisions: a commit that changed nothing on the path counted
+0.3 % more, and removing what it changed from a later revision counted no less. Read
+under about half a percent as no change. It takes minutes per revision (imports run
 under valgrind too).
 
     .venv/bin/python -m bench.bench_review_cpu --against 5a1cdc0^
