@@ -83,7 +83,8 @@ class Metrics:
         )
         self.out_of_range_rate = prometheus_client.Gauge(
             "modelshield_drift_out_of_range_rate",
-            "Share of values outside the reference range or categories in the last full window.",
+            "Share of values outside the reference range or categories (for a feature with a "
+            "discrete support: not one of its values) in the last full window.",
             ["feature"],
             registry=r,
         )
