@@ -12,8 +12,9 @@ one of the reference's values (each also counted in its bin); values on the supp
 to one spare slot at the very end, which nothing reads. The reference's unseen counts
 are 0 (every reference value is on its support).
 
-Features with the same kind, slot count and support (or none) form a *group*; the statistics run once per
-group on a 2-D array (features x slots) rather than once per feature.
+Features with the same kind, slot count and support (or none) form a *group*; the
+statistics run once per group on a 2-D array (features x slots) rather than once per
+feature.
 """
 
 from __future__ import annotations
