@@ -4,6 +4,8 @@ can import them for annotations)."""
 
 from __future__ import annotations
 
+import base64
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes import config as kube_config
 
@@ -29,6 +32,24 @@ class Cluster:
     # True when this session started the control plane from the cached
     # binaries: no nodes, and the server version is known exactly.
     started_locally: bool
+
+    def api_server(self, directory: Path) -> tuple[str, Path]:
+        """The API server's URL and a file holding the CA that signed its certificate, for
+        programs the tests start with a URL and a CA file (as in-cluster pods get them).
+        kind's kubeconfig embeds the CA (`certificate-authority-data`); the local control
+        plane's names a file."""
+        kubeconfig = yaml.safe_load(self.kubeconfig_path.read_text())
+        current = kubeconfig["current-context"]
+        context = next(c for c in kubeconfig["contexts"] if c["name"] == current)["context"]
+        entry = next(c for c in kubeconfig["clusters"] if c["name"] == context["cluster"])
+        settings = entry["cluster"]
+        directory.mkdir(parents=True, exist_ok=True)
+        ca_file = directory / "api-server-ca.crt"
+        if "certificate-authority-data" in settings:
+            ca_file.write_bytes(base64.b64decode(settings["certificate-authority-data"]))
+        else:
+            shutil.copy(settings["certificate-authority"], ca_file)
+        return str(settings["server"]), ca_file
 
 
 def new_api_client(kubeconfig_path: Path) -> client.ApiClient:

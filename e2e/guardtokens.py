@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
 from kubernetes import client
 
-from e2e.clients import Cluster
 from tests.support import modelserver
 
 AUDIENCE = "modelshield-guard"
@@ -32,12 +30,6 @@ def request_token(
     token = answer.status.token
     assert isinstance(token, str)
     return token
-
-
-def _api_server(cluster: Cluster) -> tuple[str, str]:
-    kubeconfig = yaml.safe_load(cluster.kubeconfig_path.read_text())
-    settings = kubeconfig["clusters"][0]["cluster"]
-    return settings["server"], settings["certificate-authority"]
 
 
 async def _predict(guard: str, token: str | None) -> tuple[int, str]:

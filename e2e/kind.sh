@@ -133,18 +133,33 @@ fi
 kind get kubeconfig --name "$CLUSTER_NAME" >"$kubeconfig"
 kind load docker-image "$IMAGE" --name "$CLUSTER_NAME"
 
-if [[ -f "$CHART_DIR/Chart.yaml" ]]; then
-  helm="${MODELSHIELD_HELM:-$(command -v helm || true)}"
-  [[ -n "$helm" && -x "$helm" ]] || die "helm is needed to install $CHART_DIR: run e2e/tools/build-tools.sh"
-  # pullPolicy Never: the image exists only inside the kind node, loaded above.
-  "$helm" upgrade --install modelshield "$CHART_DIR" \
-    --kubeconfig "$kubeconfig" \
-    --namespace "$RELEASE_NAMESPACE" --create-namespace \
-    --set image.repository="${IMAGE%:*}" \
-    --set image.tag="${IMAGE##*:}" \
-    --set image.pullPolicy=Never \
-    --wait --timeout 5m
-fi
+# The suite first, on a cluster without a release: it runs modelshield's webhook and operator
+# as processes of its own (with their own webhook configurations), which a release installed
+# beside them would judge too (the chart's webhook denies what they create for their own
+# operators, its ValidatingAdmissionPolicy keeps namespace labels, its webhook configuration
+# outlives theirs). The pods suite (e2e/pods) starts a node of its own: not here.
+suite_status=0
+MODELSHIELD_E2E_NODE=0 "$python" -m pytest e2e --kubeconfig "$kubeconfig" "$@" || suite_status=$?
 
-# The pods suite (e2e/pods) starts a node of its own: not here.
-MODELSHIELD_E2E_NODE=0 "$python" -m pytest e2e --kubeconfig "$kubeconfig" "$@"
+# Then the chart on kind's node: the image runs as the webhook's two replicas and the
+# operator, `helm test` asks the webhook to judge, and an uninstall leaves no webhook
+# configuration behind that would refuse creates with nothing to answer them.
+helm="${MODELSHIELD_HELM:-$(command -v helm || true)}"
+[[ -n "$helm" && -x "$helm" ]] || die "helm is needed to install $CHART_DIR: run e2e/tools/build-tools.sh"
+helm_() { "$helm" --kubeconfig "$kubeconfig" --namespace "$RELEASE_NAMESPACE" "$@"; }
+started=$SECONDS
+# pullPolicy Never: the image exists only inside the kind node, loaded above.
+helm_ upgrade --install modelshield "$CHART_DIR" --create-namespace \
+  --set image.repository="${IMAGE%:*}" \
+  --set image.tag="${IMAGE##*:}" \
+  --set image.pullPolicy=Never \
+  --wait --timeout 5m || die "helm install on kind failed (suite status $suite_status)"
+log "chart installed, its pods Ready, in $((SECONDS - started)) s"
+helm_ test modelshield --timeout 5m || die "helm test on kind failed (suite status $suite_status)"
+helm_ uninstall modelshield --wait --timeout 5m || die "helm uninstall on kind failed"
+kubectl_() { "$MODELSHIELD_KUBECTL" --kubeconfig "$kubeconfig" "$@"; }
+left="$(kubectl_ get validatingwebhookconfigurations,mutatingwebhookconfigurations \
+  -l app.kubernetes.io/instance=modelshield -o name)"
+[[ -z "$left" ]] || die "helm uninstall left webhook configurations behind: $left"
+log "chart: helm test passed; uninstalled with no webhook configuration left"
+exit "$suite_status"

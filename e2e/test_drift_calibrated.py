@@ -20,7 +20,6 @@ they stay calm. Malignant tumours only (a label subpopulation) push 18 features 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import pathlib
@@ -149,15 +148,9 @@ def _service_account(
     directory.mkdir()
     (directory / "token").write_text(str(token.status.token))
     (directory / "namespace").write_text(namespace)
-    kubeconfig = yaml.safe_load(cluster.kubeconfig_path.read_text())
-    context = next(c for c in kubeconfig["contexts"] if c["name"] == kubeconfig["current-context"])
-    entry = next(c for c in kubeconfig["clusters"] if c["name"] == context["context"]["cluster"])
-    if "certificate-authority-data" in entry["cluster"]:  # kind's kubeconfig
-        ca = base64.b64decode(entry["cluster"]["certificate-authority-data"])
-        (directory / "ca.crt").write_bytes(ca)
-    else:  # the local control plane's
-        shutil.copy(entry["cluster"]["certificate-authority"], directory / "ca.crt")
-    server = urlparse(entry["cluster"]["server"])
+    url, ca_file = cluster.api_server(directory.parent / "api-server")
+    shutil.copy(ca_file, directory / "ca.crt")
+    server = urlparse(url)
     return {
         "KUBERNETES_SERVICE_HOST": str(server.hostname),
         "KUBERNETES_SERVICE_PORT": str(server.port),

@@ -18,7 +18,7 @@ from kubernetes import client
 from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
 
 from e2e.clients import Cluster
-from e2e.guardtokens import _api_server, request_token
+from e2e.guardtokens import request_token
 from modelshield.controllers.builders import guards
 from modelshield.guard import config, outliermodel, server
 from tests.support import modelserver
@@ -62,7 +62,8 @@ async def test_a_sweep_raises_a_probing_event_on_the_workload(
     deployment = _deployment(apps, namespace)
     assert deployment.metadata is not None
     uid = deployment.metadata.uid
-    url, ca_file = _api_server(cluster)
+    url, ca_path = cluster.api_server(tmp_path / "api-server")
+    ca_file = str(ca_path)
     token_file = tmp_path / "guard-token"
     token_file.write_text(request_token(core, namespace, "guard", None))
     keys = tmp_path / "keys" / "fraud-keys"

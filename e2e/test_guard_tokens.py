@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from kubernetes import client
 
 from e2e.clients import Cluster
-from e2e.guardtokens import AUDIENCE, _api_server, _predict, request_token
+from e2e.guardtokens import AUDIENCE, _predict, request_token
 from modelshield.guard import config, server
 from tests.support import modelserver
 
@@ -95,7 +95,8 @@ async def _guard(
     guard_account: str = "guard",
     cache_ttl: str = "60s",
 ) -> AsyncIterator[tuple[str, modelserver.ModelServer]]:
-    url, ca_file = _api_server(cluster)
+    url, ca_path = cluster.api_server(tmp_path / "api-server")
+    ca_file = str(ca_path)
     token_file = tmp_path / "guard-token"
     token_file.write_text(request_token(core, namespace, guard_account, None))
     api = {

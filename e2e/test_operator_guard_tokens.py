@@ -19,7 +19,7 @@ import yaml
 from kubernetes import client
 
 from e2e.clients import Cluster, Kubectl
-from e2e.guardtokens import AUDIENCE, _api_server, _predict, request_token
+from e2e.guardtokens import AUDIENCE, _predict, request_token
 from e2e.operators import OperatorProcess, apply, deployment, get_json, policy, wait_for
 from modelshield.controllers.builders import tokenreviewers
 from modelshield.guard import config, server
@@ -81,7 +81,8 @@ async def test_a_token_gets_through_the_operators_guard_without_a_manual_binding
 
     # The guard as the operator configured it, run here as the operator's ServiceAccount.
     loaded = yaml.safe_load(get_json(kubectl, namespace, "configmap", GUARD)["data"]["guard.yaml"])
-    url, ca_file = _api_server(cluster)
+    url, ca_path = cluster.api_server(tmp_path / "api-server")
+    ca_file = str(ca_path)
     token_file = tmp_path / "guard-token"
     token_file.write_text(request_token(core, namespace, GUARD, None))
     model = modelserver.ModelServer(modelserver.train())
