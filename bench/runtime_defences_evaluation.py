@@ -1,6 +1,7 @@
 """Evaluation of the guard's model-aware defences on real data (issue 15). Not a timed test.
 
     .venv/bin/python -m bench.runtime_defences_evaluation [--quick]
+    .venv/bin/python -m bench.runtime_defences_evaluation --outliers-only [--analysis] [--splits 6]
 
 Data: scikit-learn's bundled breast cancer (569 x 30) and digits (1797 x 64), split 70/30
 (seeded); the served model is a logistic regression trained on the 70%, the outlier model
@@ -40,6 +41,7 @@ from sklearn.model_selection import train_test_split  # type: ignore[import-unty
 from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped]
 from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
 
+from bench import outlier_analysis
 from modelshield.api.v1alpha1.apiprotection import Protocol
 from modelshield.guard import hardening, outliermodel, outlierscoring, probing
 
@@ -300,12 +302,34 @@ def main() -> None:
     parser.add_argument(
         "--kinds", help="probing client kinds whose name contains one of these (comma-separated)"
     )
+    parser.add_argument(
+        "--outliers-only", action="store_true", help="only the outlier tables (seconds)"
+    )
+    parser.add_argument(
+        "--analysis",
+        action="store_true",
+        help="with the outlier tables: the per-feature range analysis (bench.outlier_analysis)",
+    )
+    parser.add_argument(
+        "--splits",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with the outlier tables: the 0.01 row again over N random 70/30 splits",
+    )
     arguments = parser.parse_args()
     clients = 10 if arguments.quick else 50
     for name, loader in (("breast_cancer", load_breast_cancer), ("digits", load_digits)):
         if arguments.only and arguments.only != name:
             continue
         case = Case(name, loader())
+        if arguments.outliers_only:
+            outlier_table(case)
+            if arguments.analysis:
+                outlier_analysis.analysis(case)
+            if arguments.splits:
+                outlier_analysis.splits(name, loader(), arguments.splits)
+            continue
         if not arguments.probing_only:
             outlier_table(case)
             hardening_table(case)

@@ -4,10 +4,11 @@
 (key ``outliers``); the operator copies it into the guard's configuration. A row is judged
 by two numbers:
 
-- its **range excess**: how far (in reference standard deviations) its furthest numeric
-  feature lies outside that feature's reference [min, max]; infinite for an unseen
-  category, a missing value where the reference had none, or any other value of a
-  feature that was constant;
+- its **range excess**: how far its furthest numeric feature lies outside that feature's
+  reference [min, max], in the tail scale of that side (``modelshield.guard.outlierranges``;
+  version 1 models: in reference standard deviations); infinite for an unseen category, a
+  missing value where the reference had none, any other value of a feature that was
+  constant, or a value past a hard bound;
 - its **Mahalanobis distance** to the reference mean over the numeric features that vary,
   with a Ledoit-Wolf shrinkage covariance of the standardised features (well conditioned
   even with more features than rows, or collinear ones).
@@ -22,6 +23,7 @@ half of ``a`` of these rows and then the distance that brings the union to at mo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -29,11 +31,14 @@ from typing import Any
 
 import numpy as np
 
-from modelshield.guard import outlierscoring
+from modelshield.guard import outlierranges, outlierscoring
 from modelshield.guard.outliertypes import Fitted, FloatArray, OutlierModel
 
 OUTLIER_KIND = "OutlierModel"
-OUTLIER_VERSION = 1
+#: Version 2 stores each numeric feature's tail scales (lowScale, highScale) and measures
+#: range excess in them; version 1 (no scales: standard deviations) is still read.
+OUTLIER_VERSION = 2
+OUTLIER_VERSIONS = (1, 2)
 FOLDS = 5
 #: Categories kept per categorical feature; above it the feature's category check is off.
 MAX_CATEGORIES = 1000
@@ -123,6 +128,7 @@ def fit(
         precision = np.asarray(np.linalg.pinv(covariance, hermitian=True), dtype=np.float64)
     else:
         precision = np.zeros((0, 0))
+    low_scale, high_scale, _ = outlierranges.tail_scales(numeric)
     categories: list[frozenset[str] | None] = []
     missing_seen: list[bool] = []
     numeric_index = categorical_index = 0
@@ -147,6 +153,8 @@ def fit(
         categories=tuple(categories),
         varying=varying,
         precision=precision,
+        low_scale=low_scale,
+        high_scale=high_scale,
     )
 
 
@@ -182,6 +190,8 @@ def build(
     excess = np.empty(count)
     distance = np.empty(count)
     folds = np.arange(count) % FOLDS
+    # Per side (low, high) and numeric feature: did a held-out row go past its fold's bound?
+    left = np.zeros((2, numeric.shape[1]), dtype=bool)
     for fold in range(FOLDS):
         held, kept = folds == fold, folds != fold
         model = fit(
@@ -191,10 +201,16 @@ def build(
             model, numeric[held], [[c[i] for i in np.flatnonzero(held)] for c in cats]
         )
         excess[held], distance[held] = scored.excess, scored.distance
+        below, above = outlierranges.past_bounds(model, numeric[held])
+        left |= np.stack([(below > 0).any(axis=0), (above > 0).any(axis=0)])
     if count > MAX_HELD_OUT:
         keep = np.linspace(0, count - 1, MAX_HELD_OUT).astype(int)
         excess, distance = excess[keep], distance[keep]
-    return OutlierModel(fit(numeric, cats, names, is_numeric), excess, distance, count)
+    final = fit(numeric, cats, names, is_numeric)
+    low, high, saturated = outlierranges.tail_scales(numeric)
+    low, high = outlierranges.harden(low, high, saturated, left)
+    final = dataclasses.replace(final, low_scale=low, high_scale=high)
+    return OutlierModel(final, excess, distance, count)
 
 
 def _rounded(values: FloatArray) -> list[float]:
@@ -203,6 +219,12 @@ def _rounded(values: FloatArray) -> list[float]:
 
 def _finite_or_none(values: FloatArray) -> list[float | None]:
     return [None if not math.isfinite(v) else float(f"{v:.{_SIGNIFICANT}g}") for v in values]
+
+
+def _exact_or_none(values: FloatArray) -> list[float | None]:
+    # Whole-number features give excesses such as 1/3 in tail scales: a limit rounded to
+    # 0.3333333333 would flag a live 1/3 that the unrounded held-out rows did not count.
+    return [None if not math.isfinite(v) else float(v) for v in values]
 
 
 def to_document(model: OutlierModel) -> dict[str, Any]:
@@ -215,17 +237,19 @@ def to_document(model: OutlierModel) -> dict[str, Any]:
         if flag:
             i = numeric_index
             numeric_index += 1
-            features.append(
-                {
-                    "name": name,
-                    "type": "numeric",
-                    "missingSeen": missing,
-                    "mean": _rounded(fitted.mean[i : i + 1])[0],
-                    "std": _rounded(fitted.std[i : i + 1])[0],
-                    "min": _finite_or_none(fitted.minimum[i : i + 1])[0],
-                    "max": _finite_or_none(fitted.maximum[i : i + 1])[0],
-                }
-            )
+            feature: dict[str, Any] = {
+                "name": name,
+                "type": "numeric",
+                "missingSeen": missing,
+                "mean": _rounded(fitted.mean[i : i + 1])[0],
+                "std": _rounded(fitted.std[i : i + 1])[0],
+                "min": _finite_or_none(fitted.minimum[i : i + 1])[0],
+                "max": _finite_or_none(fitted.maximum[i : i + 1])[0],
+            }
+            if fitted.low_scale is not None and fitted.high_scale is not None:
+                feature["lowScale"] = float(fitted.low_scale[i])
+                feature["highScale"] = float(fitted.high_scale[i])
+            features.append(feature)
         else:
             seen = next(categorical)
             features.append(
@@ -238,13 +262,13 @@ def to_document(model: OutlierModel) -> dict[str, Any]:
             )
     return {
         "kind": OUTLIER_KIND,
-        "version": OUTLIER_VERSION,
+        "version": OUTLIER_VERSION if fitted.low_scale is not None else 1,
         "rows": model.rows,
         "features": features,
         "varying": list(fitted.varying),
         "precision": _rounded(fitted.precision),
         "heldOut": {
-            "excess": _finite_or_none(model.held_out_excess),
+            "excess": _exact_or_none(model.held_out_excess),
             "distance": _rounded(model.held_out_distance),
         },
     }
@@ -259,16 +283,29 @@ def _field(document: Mapping[str, Any], key: str, kind: type | tuple[type, ...],
     return value
 
 
+def _scale(value: object, where: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise OutlierModelError(f"{where}: not a number >= 0")
+    return float(value)
+
+
 def from_document(document: object, where: str = "outliers") -> OutlierModel:
     """Read the JSON form; OutlierModelError names the field that is wrong."""
     if not isinstance(document, Mapping) or document.get("kind") != OUTLIER_KIND:
         raise OutlierModelError(f"{where}: not an {OUTLIER_KIND} document")
-    if document.get("version") != OUTLIER_VERSION:
-        raise OutlierModelError(f"{where}.version: {document.get('version')!r} is not supported")
+    version = document.get("version")
+    if isinstance(version, bool) or version not in OUTLIER_VERSIONS:
+        raise OutlierModelError(f"{where}.version: {version!r} is not supported")
     items = _field(document, "features", list, where)
     names: list[str] = []
     numeric: list[bool] = []
     stats: list[list[float]] = [[], [], [], []]
+    scales: list[list[float]] = [[], []]
     missing_seen: list[bool] = []
     categories: list[frozenset[str] | None] = []
     for index, item in enumerate(items):
@@ -289,6 +326,9 @@ def from_document(document: object, where: str = "outliers") -> OutlierModel:
                     stats[slot].append(float(value))
                 else:
                     raise OutlierModelError(f"{at}.{key}: not a number")
+            if version == 2:
+                for slot, key in enumerate(("lowScale", "highScale")):
+                    scales[slot].append(_scale(item.get(key), f"{at}.{key}"))
         elif item.get("type") == "categorical":
             numeric.append(False)
             seen = item.get("categories")
@@ -325,6 +365,8 @@ def from_document(document: object, where: str = "outliers") -> OutlierModel:
         categories=tuple(categories),
         varying=tuple(varying),
         precision=flat.reshape(len(varying), len(varying)),
+        low_scale=np.asarray(scales[0]) if version == 2 else None,
+        high_scale=np.asarray(scales[1]) if version == 2 else None,
     )
     rows = document.get("rows")
     return OutlierModel(fitted, excess, distance, rows if isinstance(rows, int) else excess.size)

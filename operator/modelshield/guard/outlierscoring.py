@@ -14,13 +14,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from modelshield.guard import outlierranges
 from modelshield.guard.outliertypes import Fitted, FloatArray, OutlierModel
 
 
 @dataclasses.dataclass(frozen=True)
 class Scores:
-    """Per row: range excess (reference standard deviations; inf: unseen or constant)
-    and Mahalanobis distance."""
+    """Per row: range excess (tail scales, or standard deviations in version 1 models; inf:
+    unseen, constant or past a hard bound) and Mahalanobis distance."""
 
     excess: FloatArray
     distance: FloatArray
@@ -43,12 +44,8 @@ class CalibrationError(ValueError):
 def _excess(fitted: Fitted, numeric: FloatArray) -> FloatArray:
     if numeric.shape[1] == 0:
         return np.zeros(numeric.shape[0])
-    # Distance past the nearer bound (NaN for a missing value: compares False below).
-    beyond = np.maximum(fitted.minimum - numeric, numeric - fitted.maximum)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # A constant feature (std 0) has no scale: any other value is infinitely far.
-        scaled = np.where(beyond > 0, beyond / fitted.std, 0.0)
-    excess = scaled.max(axis=1)
+    # A constant feature or a hard bound has no scale: any value past it is infinitely far.
+    excess = outlierranges.scaled_excess(fitted, numeric).max(axis=1)
     missing = np.isnan(numeric)
     if missing.any():
         never_missing = ~np.asarray(
@@ -111,8 +108,9 @@ def thresholds(model: OutlierModel, rate: float) -> Thresholds:
     if math.isinf(excess_limit):
         unseen = int(np.isinf(excess).sum())
         raise CalibrationError(
-            f"{unseen} of {count} held-out rows have an unseen category or missing value: "
-            f"more than falseFlagRate {rate:g} allows; declare a larger rate"
+            f"{unseen} of {count} held-out rows have an unseen category, a missing value or "
+            "a value of a feature their fold saw constant: more than falseFlagRate "
+            f"{rate:g} allows; declare a larger rate"
         )
     over_range = excess > excess_limit
     left = allowed - int(over_range.sum())
@@ -131,15 +129,15 @@ def _range_reason(
     ]
     missing_seen = [m for m, n in zip(fitted.missing_seen, fitted.numeric, strict=True) if n]
     worst, worst_reason = -1.0, ""
+    sizes = outlierranges.scaled_excess(fitted, numeric[row : row + 1])[0]
     for column, name in enumerate(numeric_names):
         value = float(numeric[row, column])
-        low, high, std = fitted.minimum[column], fitted.maximum[column], fitted.std[column]
+        low, high = fitted.minimum[column], fitted.maximum[column]
         if math.isnan(value):
             if not missing_seen[column]:
                 return f"feature {name!r} is missing; the reference never was"
             continue
-        beyond = max(low - value, value - high, 0.0)
-        size = math.inf if beyond > 0 and std == 0 else (beyond / std if beyond > 0 else 0.0)
+        size = float(sizes[column])
         if size > worst:
             worst = size
             worst_reason = (

@@ -34,6 +34,10 @@ class Fitted:
     varying: tuple[int, ...]
     #: Precision matrix of the standardised varying features (shrinkage covariance).
     precision: FloatArray
+    #: Per numeric feature, the tail scales past its minimum and maximum (0: a hard bound;
+    #: ``modelshield.guard.outlierranges``). None in version 1 models: standard deviations.
+    low_scale: FloatArray | None = None
+    high_scale: FloatArray | None = None
     #: ``varying`` as an index array, and the mean and std it selects (derived, for speed).
     varying_index: NDArray[np.intp] = dataclasses.field(init=False, repr=False, compare=False)
     varying_mean: FloatArray = dataclasses.field(init=False, repr=False, compare=False)
