@@ -32,6 +32,11 @@ class Cluster:
     # True when this session started the control plane from the cached
     # binaries: no nodes, and the server version is known exactly.
     started_locally: bool
+    # An address of this machine that the cluster's API server can call (webhooks the
+    # tests run as processes here are registered with it): 127.0.0.1 for the local
+    # control plane; for a given cluster what MODELSHIELD_E2E_CALLBACK_HOST says (kind's
+    # docker network gateway, set by e2e/kind.sh), or None where nothing says.
+    callback_host: str | None = None
 
     def api_server(self, directory: Path) -> tuple[str, Path]:
         """The API server's URL and a file holding the CA that signed its certificate, for

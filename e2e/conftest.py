@@ -35,6 +35,8 @@ from modelshield.controllers import rbac
 E2E_DIR = Path(__file__).resolve().parent
 CRDS_DIR = REPOSITORY_ROOT / "crds"
 KUBECONFIG_ENV = "MODELSHIELD_E2E_KUBECONFIG"
+# With a given cluster: the address of this machine its API server can call back.
+CALLBACK_HOST_ENV = "MODELSHIELD_E2E_CALLBACK_HOST"
 # Where the logs of a control plane that saw a failing test are kept
 # (ignored by git).
 KEPT_LOGS_ROOT = E2E_DIR / ".logs"
@@ -114,7 +116,13 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     given = _given_kubeconfig(request.config)
     if given is not None:
         api_client = new_api_client(given)
-        yield Cluster(given, api_client, _kubectl_for_existing_cluster(), started_locally=False)
+        yield Cluster(
+            given,
+            api_client,
+            _kubectl_for_existing_cluster(),
+            started_locally=False,
+            callback_host=os.environ.get(CALLBACK_HOST_ENV) or None,
+        )
         close_api_client(api_client)
         return
 
@@ -131,7 +139,11 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     api_client = new_api_client(control_plane.kubeconfig_path)
     try:
         yield Cluster(
-            control_plane.kubeconfig_path, api_client, binaries.kubectl, started_locally=True
+            control_plane.kubeconfig_path,
+            api_client,
+            binaries.kubectl,
+            started_locally=True,
+            callback_host="127.0.0.1",
         )
     finally:
         close_api_client(api_client)

@@ -138,8 +138,14 @@ kind load docker-image "$IMAGE" --name "$CLUSTER_NAME"
 # beside them would judge too (the chart's webhook denies what they create for their own
 # operators, its ValidatingAdmissionPolicy keeps namespace labels, its webhook configuration
 # outlives theirs). The pods suite (e2e/pods) starts a node of its own: not here.
+# The webhooks the suite runs here (modelshield's, KServe's manager) are registered by a URL
+# the node's API server can call: this machine's address on kind's docker network.
+callback_host="$("$docker" network inspect kind \
+  -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' | tr ' ' '\n' | grep -m1 -E '^[0-9.]+$')" \
+  || die "kind's docker network has no IPv4 gateway for the API server to call back"
 suite_status=0
-MODELSHIELD_E2E_NODE=0 "$python" -m pytest e2e --kubeconfig "$kubeconfig" "$@" || suite_status=$?
+MODELSHIELD_E2E_NODE=0 MODELSHIELD_E2E_CALLBACK_HOST="$callback_host" \
+  "$python" -m pytest e2e --kubeconfig "$kubeconfig" "$@" || suite_status=$?
 
 # Then the chart on kind's node: the image runs as the webhook's two replicas and the
 # operator, `helm test` asks the webhook to judge, and an uninstall leaves no webhook

@@ -348,12 +348,16 @@ def running_kserve(
     the webhooks are unregistered and the manager stopped (the CRDs stay: the suite's
     minimal InferenceService CRD replaces them when a later module applies it)."""
     release = require_release(cluster)
-    if not cluster.started_locally:
+    host = cluster.callback_host
+    if host is None:
         pytest.skip(
-            "kserve-manager runs as a local process whose webhooks are registered by a "
-            "loopback URL, which only the local control plane can call"
+            "kserve-manager runs as a process on this machine whose webhooks are registered "
+            "by URL; this cluster's API server has no address of this machine to call "
+            "(set MODELSHIELD_E2E_CALLBACK_HOST; e2e/kind.sh sets kind's network gateway)"
         )
-    with kserve_on(kubectl, cluster.kubeconfig_path, release, images.signed, work_dir) as running:
+    with kserve_on(
+        kubectl, cluster.kubeconfig_path, release, images.signed, work_dir, host
+    ) as running:
         yield running
 
 
@@ -364,19 +368,21 @@ def kserve_on(
     release: KServeRelease,
     storage_initializer_image: str,
     work_dir: Path,
+    host: str = "127.0.0.1",
 ) -> Iterator[KServe]:
-    """KServe on a cluster whose API server runs on this host (it calls the manager's
-    webhooks at a loopback URL): the control plane alone, or the node's."""
+    """KServe on a cluster whose API server can call this machine at ``host`` (the
+    manager's webhooks listen on every interface): by loopback the control plane alone or
+    the node's, kind's through its network's gateway."""
     _install(kubectl, release, storage_initializer_image)
     token = kubectl(
         "-n", NAMESPACE, "create", "token", SERVICE_ACCOUNT, "--duration=2h"
     ).stdout.strip()
     kubeconfig = _token_kubeconfig(admin_kubeconfig, token, work_dir / "kserve.kubeconfig")
     authority = pki.Authority.create("modelshield-e2e-kserve-ca")
-    certificate, key = authority.issue("kserve-webhook-server")
+    certificate, key = authority.issue("kserve-webhook-server", (host,))
     manager = KServeManager(release, work_dir, kubeconfig)
     configurations = release.webhook_configurations(
-        f"https://127.0.0.1:{manager.webhook_port}", authority.pem
+        f"https://{host}:{manager.webhook_port}", authority.pem
     )
     try:
         manager.start(certificate, key)

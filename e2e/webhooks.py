@@ -55,11 +55,14 @@ class Images:
 class WebhookProcess:
     """``modelshield webhook`` as a child process, stoppable and restartable."""
 
-    def __init__(self, command: list[str], log_path: Path, port: int, ca_file: Path) -> None:
+    def __init__(
+        self, command: list[str], log_path: Path, host: str, port: int, ca_file: Path
+    ) -> None:
         self.command = command
         #: The command the process was first made with; ``restart`` adds to it.
         self.base_command = list(command)
         self.log_path = log_path
+        self.host = host
         self.port = port
         self.context = ssl.create_default_context(cafile=str(ca_file))
         self.process: subprocess.Popen[bytes] | None = None
@@ -76,7 +79,7 @@ class WebhookProcess:
         if self.process.poll() is not None:
             pytest.fail(f"the webhook exited: {self.log_path.read_text()[-3000:]}")
         try:
-            url = f"https://127.0.0.1:{self.port}/readyz"
+            url = f"https://{self.host}:{self.port}/readyz"
             with urllib.request.urlopen(url, timeout=2, context=self.context) as answer:
                 return bool(answer.status == 200)
         except urllib.error.HTTPError as error:  # 503 until synced; it holds the socket
@@ -105,7 +108,7 @@ class WebhookProcess:
                 self.kill()
 
     def metrics(self) -> str:
-        url = f"https://127.0.0.1:{self.port}/metrics"
+        url = f"https://{self.host}:{self.port}/metrics"
         with urllib.request.urlopen(url, timeout=5, context=self.context) as answer:
             return str(answer.read().decode())
 
@@ -264,19 +267,22 @@ def running_webhook(
     *extra: str,
 ) -> Iterator[WebhookProcess]:
     """The server running with extra arguments and registered; unregistered and stopped after."""
-    if not cluster.started_locally:
-        # Registering a URL on this machine would make a remote API server fail closed
-        # for every governed create; the chart's own webhook serves such a cluster.
+    host = cluster.callback_host
+    if host is None:
+        # Registering a URL the API server cannot reach would make it fail closed for every
+        # governed create; without an address it can call, these tests cannot run.
         pytest.skip(
-            "the admission e2e tests run the webhook as a local process registered by a "
-            "loopback URL, which only the local control plane can call; on kind the chart "
-            "installs the webhook (e2e/kind.sh)"
+            "the admission e2e tests run the webhook as a process on this machine and register "
+            "its URL; this cluster's API server has no address of this machine to call "
+            "(set MODELSHIELD_E2E_CALLBACK_HOST; e2e/kind.sh sets kind's network gateway)"
         )
     directory = tmp_path_factory.mktemp("webhook")
     authority = pki.Authority.create("modelshield-e2e-webhook-ca")
     ca_file = directory / "ca.crt"
     ca_file.write_bytes(authority.pem)
-    cert_file, key_file = pki.write_serving_pair(authority, directory, "modelshield-webhook")
+    cert_file, key_file = pki.write_serving_pair(
+        authority, directory, "modelshield-webhook", (host,)
+    )
     port = localtools.free_port()
     modelshield = [sys.executable, "-m", "modelshield.cli.main", "webhook"]
     process = WebhookProcess(
@@ -284,7 +290,7 @@ def running_webhook(
             *modelshield,
             f"--cert={cert_file}",
             f"--key={key_file}",
-            "--host=127.0.0.1",
+            f"--host={host}",
             f"--port={port}",
             f"--kubeconfig={cluster.kubeconfig_path}",
             f"--insecure-registry={images.registry}",
@@ -293,6 +299,7 @@ def running_webhook(
             *extra,
         ],
         directory / "webhook.log",
+        host,
         port,
         ca_file,
     )
@@ -305,7 +312,7 @@ def running_webhook(
         [
             *modelshield,
             "configuration",
-            f"--url=https://127.0.0.1:{port}",
+            f"--url=https://{host}:{port}",
             f"--ca-bundle={ca_file}",
             f"--name={CONFIGURATION_NAME}",
             f"--namespace={OWN_NAMESPACE}",

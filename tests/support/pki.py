@@ -6,6 +6,7 @@ import dataclasses
 import datetime
 import ipaddress
 import pathlib
+from collections.abc import Sequence
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,8 +45,9 @@ class Authority:
         )
         return cls(key, certificate)
 
-    def issue(self, common_name: str) -> tuple[bytes, bytes]:
-        """A serving certificate for localhost and 127.0.0.1: (certificate PEM, key PEM)."""
+    def issue(self, common_name: str, addresses: Sequence[str] = ()) -> tuple[bytes, bytes]:
+        """A serving certificate for localhost, 127.0.0.1 and these further IP addresses:
+        (certificate PEM, key PEM)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         certificate = (
@@ -63,6 +65,11 @@ class Authority:
                     [
                         x509.DNSName("localhost"),
                         x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+                        *(
+                            x509.IPAddress(ipaddress.ip_address(a))
+                            for a in addresses
+                            if a != "127.0.0.1"
+                        ),
                     ]
                 ),
                 critical=False,
@@ -78,10 +85,13 @@ class Authority:
 
 
 def write_serving_pair(
-    authority: Authority, directory: pathlib.Path, common_name: str
+    authority: Authority,
+    directory: pathlib.Path,
+    common_name: str,
+    addresses: Sequence[str] = (),
 ) -> tuple[pathlib.Path, pathlib.Path]:
     """Issue a serving certificate and write it as tls.crt and tls.key under directory."""
-    certificate, key = authority.issue(common_name)
+    certificate, key = authority.issue(common_name, addresses)
     cert_file, key_file = directory / "tls.crt", directory / "tls.key"
     cert_file.write_bytes(certificate)
     key_file.write_bytes(key)
