@@ -218,7 +218,7 @@ def admission_policy(kubectl: Kubectl) -> Iterator[str]:
 
 @pytest.fixture
 def labeller_token(kubectl: Kubectl, namespace: str) -> Iterator[str]:
-    """A ServiceAccount that may get and patch every namespace (not in system:masters)."""
+    """A ServiceAccount that may get and patch every namespace (in no admin group)."""
     name = "e2e-labeller-" + uuid.uuid4().hex[:6]
     kubectl("-n", namespace, "create", "serviceaccount", "labeller")
     kubectl("create", "clusterrole", name, "--verb=get,patch", "--resource=namespaces")
@@ -287,7 +287,8 @@ def test_the_admission_policy_leaves_the_labels_to_the_operator_and_the_listed_a
     )
     _assert_refused(created, OPERATOR_REFUSAL)
 
-    # system:masters (the harness's admin) may opt a namespace out and back in ...
+    # The harness's admin (system:masters here, kubeadm:cluster-admins on kind) may opt a
+    # namespace out and back in ...
     kubectl("label", "namespace", namespace, f"{IGNORE_LABEL}=true")
     kubectl("label", "namespace", namespace, f"{IGNORE_LABEL}-")
     # ... but is not the operator.

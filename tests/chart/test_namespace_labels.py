@@ -72,10 +72,11 @@ def test_only_the_operators_service_account_may_set_the_ungoverned_label() -> No
         "variables.ungovernedAfter != 'set:true' || variables.ungovernedBefore == 'set:true' || "
         f"request.userInfo.username == {json.dumps(OPERATOR_SUBJECT)}"
     )
-    # By default only system:masters may touch the opt-out label; the operator never does.
+    # By default only cluster admins (system:masters, and kubeadm's admin group) may touch
+    # the opt-out label; the operator never does.
     assert ignore_rule["expression"] == (
         "variables.ignoreBefore == variables.ignoreAfter || (has(request.userInfo.groups) "
-        '&& request.userInfo.groups.exists(g, g in ["system:masters"]))'
+        '&& request.userInfo.groups.exists(g, g in ["system:masters","kubeadm:cluster-admins"]))'
     )
 
 
