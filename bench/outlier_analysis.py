@@ -50,9 +50,7 @@ def _moved_detection(case: Any, limits: outlierscoring.Thresholds, share: float)
         rows[:half, column] = case.high[column] + share * span[column]
         rows[half:, column] = case.low[column] - share * span[column]
         scores = outlierscoring.score(case.fitted, rows, [])
-        found[column] = (
-            (scores.excess > limits.excess) | (scores.distance > limits.distance)
-        ).mean()
+        found[column] = outlierscoring.over(scores, limits).mean()
     return found
 
 
@@ -68,7 +66,8 @@ def analysis(case: Any) -> None:
     whole = np.all(train == np.round(train), axis=0)
     print(f"\n## Range analysis: {case.name} (reference {len(train)} rows, test {len(test)})")
     print(
-        f"excess limit {limits.excess:.3g} (tail scales), distance limit {limits.distance:.3g}"
+        f"excess limit {limits.excess:.3g} (tail scales), residual limit {limits.residual:.3g},"
+        f" distance limit {limits.distance:.3g}"
         f" at {RATE:g}; held-out rows past their fold's range on some feature: "
         f"{(crossed.max(1) > 0).mean():.2%}, by >= 0.1 span: {(crossed.max(1) >= 0.1).mean():.2%}"
         f"; test rows: {(tested.max(1) > 0).mean():.2%}, by >= 0.1 span: "
@@ -100,7 +99,7 @@ def _flagged_share(
     model: outliertypes.OutlierModel, limits: outlierscoring.Thresholds, rows: np.ndarray
 ) -> float:
     scores = outlierscoring.score(model.fitted, rows, [])
-    return float(((scores.excess > limits.excess) | (scores.distance > limits.distance)).mean())
+    return float(outlierscoring.over(scores, limits).mean())
 
 
 def splits(name: str, data: Any, count: int) -> None:

@@ -69,7 +69,7 @@ class Case:
 
 def _flags(case: Case, limits: outlierscoring.Thresholds, rows: np.ndarray) -> np.ndarray:
     scores = outlierscoring.score(case.fitted, rows, [])
-    return np.asarray((scores.excess > limits.excess) | (scores.distance > limits.distance))
+    return outlierscoring.over(scores, limits)
 
 
 def outlier_table(case: Case) -> None:
@@ -119,7 +119,9 @@ def outlier_table(case: Case) -> None:
 
 def _combined(scores: outlierscoring.Scores, limits: outlierscoring.Thresholds) -> np.ndarray:
     excess = np.minimum(scores.excess, 1e6) / max(limits.excess, 1e-9)
-    return np.asarray(np.maximum(excess, scores.distance / max(limits.distance, 1e-9)))
+    distance = scores.distance / max(limits.distance, 1e-9)
+    residual = scores.residual / max(limits.residual, 1e-9)  # 0 without a residual limit
+    return np.asarray(np.maximum.reduce([excess, distance, residual]))
 
 
 def _first_alarm(

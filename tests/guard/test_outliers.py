@@ -3,6 +3,7 @@ breast cancer set) and on small hand-made columns."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -38,8 +39,11 @@ def test_thresholds_flag_at_most_the_declared_share_of_held_out_rows(
     for rate in (0.01, 0.05, 0.2):
         limits = outlierscoring.thresholds(model, rate)
         assert 0 < limits.held_out_rate <= rate
-        scores = (model.held_out_excess > limits.excess) | (
-            model.held_out_distance > limits.distance
+        assert model.held_out_residual is not None
+        scores = (
+            (model.held_out_excess > limits.excess)
+            | (model.held_out_distance > limits.distance)
+            | (model.held_out_residual > limits.residual)
         )
         assert scores.mean() == pytest.approx(limits.held_out_rate)
 
@@ -66,14 +70,20 @@ def test_real_held_out_rows_pass_and_moved_features_are_flagged(
 def test_a_row_of_plausible_values_in_an_unseen_combination_is_flagged(
     model: outliertypes.OutlierModel,
 ) -> None:
-    # Each feature inside its range, but radius large and area small: Mahalanobis only.
+    # Each feature inside its range, but radius large and area small: not the range check;
+    # the radius is out of line with what area and perimeter predict (the residual), and
+    # the whole row far from the reference (the distance).
     limits = outlierscoring.thresholds(model, 0.01)
     fitted = model.fitted
     row = fitted.mean.copy()
     row[0], row[3] = fitted.maximum[0] * 0.95, fitted.minimum[3] * 1.05
     scores = outlierscoring.score(fitted, row[None, :], [])
     assert scores.excess[0] == 0
+    assert scores.distance[0] > limits.distance
     (found,) = outlierscoring.flagged(fitted, limits, row[None, :], [])
+    assert "feature 'f0' = 26.7045 is out of line with the other features" in found[1]
+    without_residual = dataclasses.replace(limits, residual=math.inf)
+    (found,) = outlierscoring.flagged(fitted, without_residual, row[None, :], [])
     assert "Mahalanobis distance" in found[1]
 
 

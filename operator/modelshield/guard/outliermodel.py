@@ -11,14 +11,18 @@ by two numbers:
   constant, or a value past a hard bound;
 - its **Mahalanobis distance** to the reference mean over the numeric features that vary,
   with a Ledoit-Wolf shrinkage covariance of the standardised features (well conditioned
-  even with more features than rows, or collinear ones).
+  even with more features than rows, or collinear ones);
+- its **conditional residual**: how far its most out-of-line feature lies from what the
+  other features predict under that covariance (``modelshield.guard.outlierscoring``).
 
-Both thresholds are calibrated on **held-out** rows: the reference is split into
-``FOLDS`` folds, each fold scored by a model fitted on the others (cross-fitting), so every
-reference row has a held-out (excess, distance) pair without setting rows aside. For a
-declared false-flag rate ``a``, ``thresholds`` picks the range margin that flags at most
-half of ``a`` of these rows and then the distance that brings the union to at most ``a``
-(``modelshield.guard.outlierscoring``).
+The thresholds are calibrated on **held-out** rows: the reference is split into ``FOLDS``
+folds, each fold scored by a model fitted on the others (cross-fitting), so every
+reference row has held-out scores without setting rows aside. For a declared false-flag
+rate ``a``, ``thresholds`` picks the range margin that flags at most half of ``a`` of these
+rows, then the residual limit that takes half of what is left, and the distance that
+brings the union to at most ``a`` (``modelshield.guard.outlierscoring``). Models stored
+before the residual (version 1, and version 2 without ``heldOut.residual``) split ``a``
+between range and distance as they did.
 """
 
 from __future__ import annotations
@@ -189,6 +193,7 @@ def build(
     count = len(order)
     excess = np.empty(count)
     distance = np.empty(count)
+    residual = np.empty(count)
     folds = np.arange(count) % FOLDS
     # Per side (low, high) and numeric feature: did a held-out row go past its fold's bound?
     left = np.zeros((2, numeric.shape[1]), dtype=bool)
@@ -201,16 +206,17 @@ def build(
             model, numeric[held], [[c[i] for i in np.flatnonzero(held)] for c in cats]
         )
         excess[held], distance[held] = scored.excess, scored.distance
+        residual[held] = scored.residual
         below, above = outlierranges.past_bounds(model, numeric[held])
         left |= np.stack([(below > 0).any(axis=0), (above > 0).any(axis=0)])
     if count > MAX_HELD_OUT:
         keep = np.linspace(0, count - 1, MAX_HELD_OUT).astype(int)
-        excess, distance = excess[keep], distance[keep]
+        excess, distance, residual = excess[keep], distance[keep], residual[keep]
     final = fit(numeric, cats, names, is_numeric)
     low, high, saturated = outlierranges.tail_scales(numeric)
     low, high = outlierranges.harden(low, high, saturated, left)
     final = dataclasses.replace(final, low_scale=low, high_scale=high)
-    return OutlierModel(final, excess, distance, count)
+    return OutlierModel(final, excess, distance, count, residual)
 
 
 def _rounded(values: FloatArray) -> list[float]:
@@ -270,6 +276,11 @@ def to_document(model: OutlierModel) -> dict[str, Any]:
         "heldOut": {
             "excess": _exact_or_none(model.held_out_excess),
             "distance": _rounded(model.held_out_distance),
+            **(
+                {"residual": _rounded(model.held_out_residual)}
+                if model.held_out_residual is not None and fitted.low_scale is not None
+                else {}
+            ),
         },
     }
 
@@ -354,6 +365,11 @@ def from_document(document: object, where: str = "outliers") -> OutlierModel:
     distance = np.asarray(_field(held, "distance", list, f"{where}.heldOut"), dtype=np.float64)
     if excess.size != distance.size or excess.size == 0:
         raise OutlierModelError(f"{where}.heldOut: excess and distance of the same rows")
+    residual = None
+    if version == 2 and held.get("residual") is not None:
+        residual = np.asarray(_field(held, "residual", list, f"{where}.heldOut"), dtype=float)
+        if residual.size != excess.size or not np.all(np.isfinite(residual)):
+            raise OutlierModelError(f"{where}.heldOut.residual: finite numbers, one per row")
     fitted = Fitted(
         names=tuple(names),
         numeric=tuple(numeric),
@@ -369,4 +385,6 @@ def from_document(document: object, where: str = "outliers") -> OutlierModel:
         high_scale=np.asarray(scales[1]) if version == 2 else None,
     )
     rows = document.get("rows")
-    return OutlierModel(fitted, excess, distance, rows if isinstance(rows, int) else excess.size)
+    return OutlierModel(
+        fitted, excess, distance, rows if isinstance(rows, int) else excess.size, residual
+    )

@@ -1,9 +1,18 @@
 """Scoring rows against an outlier model, and its thresholds for a false-flag rate. Pure.
 
-``score`` gives every row its range excess and Mahalanobis distance
-(``modelshield.guard.outliermodel``); ``thresholds`` turns the model's held-out pairs and
-a declared false-flag rate into the two limits; ``flagged`` names the rows over them,
-each with a reason a client can act on.
+``score`` gives every row its range excess, Mahalanobis distance and conditional residual
+(``modelshield.guard.outliermodel``); ``thresholds`` turns the model's held-out scores and
+a declared false-flag rate into the limits; ``flagged`` names the rows over them, each
+with a reason a client can act on.
+
+The **conditional residual** of a row is its largest standardised departure of one
+feature from what the others predict under the shrinkage covariance: with ``z`` the
+standardised row and ``P`` the precision matrix, ``max_j |(P z)_j| / sqrt(P_jj)`` (``(P
+z)_j / P_jj`` is feature j's residual from its regression on the others, whose variance
+is ``1 / P_jj``). It is the likelihood-ratio test for one feature shifted by an unknown
+amount, so it sees a single moved feature that the full distance, spreading it over all
+features' degrees of freedom, dilutes; it costs nothing beyond the distance (``P z`` is
+computed for both).
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 
 from modelshield.guard import outlierranges
 from modelshield.guard.outliertypes import Fitted, FloatArray, OutlierModel
@@ -21,10 +31,12 @@ from modelshield.guard.outliertypes import Fitted, FloatArray, OutlierModel
 @dataclasses.dataclass(frozen=True)
 class Scores:
     """Per row: range excess (tail scales, or standard deviations in version 1 models; inf:
-    unseen, constant or past a hard bound) and Mahalanobis distance."""
+    unseen, constant or past a hard bound), Mahalanobis distance and conditional residual
+    (in standard deviations of that residual)."""
 
     excess: FloatArray
     distance: FloatArray
+    residual: FloatArray
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -35,6 +47,8 @@ class Thresholds:
     distance: float
     #: What the thresholds flag of the held-out rows (at most the declared rate).
     held_out_rate: float
+    #: inf: no residual check (a model stored without held-out residuals).
+    residual: float = math.inf
 
 
 class CalibrationError(ValueError):
@@ -74,7 +88,8 @@ def _categorical_excess(
 def score(
     fitted: Fitted, numeric: FloatArray, categorical: Sequence[Sequence[str | None]]
 ) -> Scores:
-    """Excess and distance of each row (numeric: rows x numeric features, NaN missing)."""
+    """Excess, distance and residual of each row (numeric: rows x numeric features, NaN
+    missing)."""
     rows = numeric.shape[0]
     excess = _excess(fitted, numeric)
     if categorical:
@@ -84,16 +99,39 @@ def score(
         z = (values - fitted.varying_mean) / fitted.varying_std
         # A missing value sits at the reference mean (its range check is separate).
         z = np.nan_to_num(z, nan=0.0)
-        squared = ((z @ fitted.precision) * z).sum(axis=1)
+        pulled = z @ fitted.precision
+        squared = (pulled * z).sum(axis=1)
         distance = np.sqrt(np.maximum(squared, 0.0))
+        residual = (np.abs(pulled) * fitted.residual_unit).max(axis=1)
     else:
         distance = np.zeros(rows)
-    return Scores(np.asarray(excess, dtype=np.float64), np.asarray(distance, dtype=np.float64))
+        residual = np.zeros(rows)
+    return Scores(
+        np.asarray(excess, dtype=np.float64),
+        np.asarray(distance, dtype=np.float64),
+        np.asarray(residual, dtype=np.float64),
+    )
+
+
+def over(scores: Scores, limits: Thresholds) -> NDArray[np.bool_]:
+    """Per row: over any limit."""
+    return np.asarray(
+        (scores.excess > limits.excess)
+        | (scores.distance > limits.distance)
+        | (scores.residual > limits.residual)
+    )
+
+
+def _limit(values: FloatArray, budget: int) -> float:
+    """The value that ``budget`` of ``values`` are above (ties aside); 0 if all may be."""
+    ordered = np.sort(values)[::-1]
+    return float(ordered[budget]) if budget < ordered.size else 0.0
 
 
 def thresholds(model: OutlierModel, rate: float) -> Thresholds:
     """The limits that flag at most ``rate`` of the held-out rows: the range margin takes
-    up to half of the allowance, the distance the rest."""
+    up to half of the allowance; of what is left the residual takes up to half (when the
+    model has held-out residuals) and the distance the rest."""
     excess, distance = model.held_out_excess, model.held_out_distance
     count = excess.size
     allowed = math.floor(rate * count + 1e-9)
@@ -112,12 +150,15 @@ def thresholds(model: OutlierModel, rate: float) -> Thresholds:
             "a value of a feature their fold saw constant: more than falseFlagRate "
             f"{rate:g} allows; declare a larger rate"
         )
-    over_range = excess > excess_limit
-    left = allowed - int(over_range.sum())
-    inside = np.sort(distance[~over_range])[::-1]
-    distance_limit = float(inside[left]) if left < inside.size else 0.0
-    flagged = over_range | (distance > distance_limit)
-    return Thresholds(excess_limit, distance_limit, float(flagged.mean()))
+    taken = excess > excess_limit
+    residual_limit = math.inf
+    if model.held_out_residual is not None:
+        residual = model.held_out_residual
+        residual_limit = _limit(residual[~taken], (allowed - int(taken.sum())) // 2)
+        taken = taken | (residual > residual_limit)
+    distance_limit = _limit(distance[~taken], allowed - int(taken.sum()))
+    flagged = taken | (distance > distance_limit)
+    return Thresholds(excess_limit, distance_limit, float(flagged.mean()), residual_limit)
 
 
 def _range_reason(
@@ -158,6 +199,19 @@ def _range_reason(
     return worst_reason
 
 
+def _residual_reason(fitted: Fitted, numeric: FloatArray, row: int, limit: float) -> str:
+    z = (numeric[row, fitted.varying_index] - fitted.varying_mean) / fitted.varying_std
+    residual = np.abs(np.nan_to_num(z, nan=0.0) @ fitted.precision) * fitted.residual_unit
+    worst = int(np.argmax(residual))
+    column = int(fitted.varying_index[worst])
+    name = [n for n, flag in zip(fitted.names, fitted.numeric, strict=True) if flag][column]
+    return (
+        f"feature {name!r} = {numeric[row, column]:.6g} is out of line with the other "
+        f"features: {residual[worst]:.3g} standard deviations from what they predict "
+        f"(limit {limit:.3g})"
+    )
+
+
 def flagged(
     fitted: Fitted,
     limits: Thresholds,
@@ -165,14 +219,16 @@ def flagged(
     categorical: Sequence[Sequence[str | None]],
     scores: Scores | None = None,
 ) -> list[tuple[int, str]]:
-    """The rows over the limits, each with the reason (range reasons first)."""
+    """The rows over the limits, each with the reason (range, then residual reasons)."""
     scored = scores if scores is not None else score(fitted, numeric, categorical)
     found: list[tuple[int, str]] = []
     over_range = scored.excess > limits.excess
-    over_distance = scored.distance > limits.distance
-    for row in np.flatnonzero(over_range | over_distance):
+    over_residual = scored.residual > limits.residual
+    for row in np.flatnonzero(over(scored, limits)):
         if over_range[row]:
             reason = _range_reason(fitted, numeric, categorical, int(row))
+        elif over_residual[row]:
+            reason = _residual_reason(fitted, numeric, int(row), limits.residual)
         else:
             reason = (
                 f"Mahalanobis distance {scored.distance[row]:.3g} to the reference is above "

@@ -42,19 +42,28 @@ class Fitted:
     varying_index: NDArray[np.intp] = dataclasses.field(init=False, repr=False, compare=False)
     varying_mean: FloatArray = dataclasses.field(init=False, repr=False, compare=False)
     varying_std: FloatArray = dataclasses.field(init=False, repr=False, compare=False)
+    #: Per varying feature, 1 / the standard deviation of its conditional residual given
+    #: the others, 1 / sqrt(precision[j, j]) (0 where the diagonal is not positive).
+    residual_unit: FloatArray = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = np.asarray(self.varying, dtype=np.intp)
         object.__setattr__(self, "varying_index", index)
         object.__setattr__(self, "varying_mean", self.mean[index])
         object.__setattr__(self, "varying_std", self.std[index])
+        diagonal = np.diagonal(self.precision) if self.precision.size else np.zeros(0)
+        with np.errstate(divide="ignore"):
+            unit = np.where(diagonal > 0, 1 / np.sqrt(np.maximum(diagonal, 0.0)), 0.0)
+        object.__setattr__(self, "residual_unit", np.asarray(unit, dtype=np.float64))
 
 
 @dataclasses.dataclass(frozen=True)
 class OutlierModel:
-    """A fitted model and its held-out (excess, distance) pairs."""
+    """A fitted model and its held-out (excess, distance, residual) scores."""
 
     fitted: Fitted
     held_out_excess: FloatArray
     held_out_distance: FloatArray
     rows: int
+    #: None for models stored without it (version 1, the first version 2): no residual check.
+    held_out_residual: FloatArray | None = None
