@@ -102,6 +102,31 @@ def _flagged_share(
     return float(outlierscoring.over(scores, limits).mean())
 
 
+def fractions(case: Any) -> None:
+    """Rows with one whole-number feature moved by a fraction (or by one whole step) inside
+    its range: what the whole-number check adds, the range check cannot see."""
+    whole = case.fitted.whole
+    if whole is None or not whole.any():
+        print(f"\n{case.name}: no whole-number features")
+        return
+    limits = outlierscoring.thresholds(case.outliers, RATE)
+    columns = np.flatnonzero(whole)
+    rng = np.random.default_rng(5)
+    print(f"\n## One whole-number feature moved inside its range: {case.name} (at {RATE:g})")
+    print("| move | rows flagged |")
+    print("|---|---|")
+    for step in (0.3, 0.5, 1.0):
+        rows = case.test.copy()
+        column = columns[rng.integers(0, columns.size, len(rows))]
+        index = np.arange(len(rows))
+        value = rows[index, column]
+        rows[index, column] = np.where(
+            value + step <= case.high[column], value + step, value - step
+        )
+        flagged = outlierscoring.over(outlierscoring.score(case.fitted, rows, []), limits)
+        print(f"| +-{step:g} | {flagged.mean():.1%} |")
+
+
 def splits(name: str, data: Any, count: int) -> None:
     """The outlier table's rows at 0.01 over ``count`` random 70/30 splits (seeds 0..)."""
     print(f"\n## Outliers over {count} splits: {name} (declared rate {RATE:g})")

@@ -329,6 +329,7 @@ def main() -> None:
             outlier_table(case)
             if arguments.analysis:
                 outlier_analysis.analysis(case)
+                outlier_analysis.fractions(case)
             if arguments.splits:
                 outlier_analysis.splits(name, loader(), arguments.splits)
             continue

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from modelshield.guard import outlierranges, outlierscoring
+from modelshield.guard import outlierranges, outlierscoring, outlierwholenumbers
 from modelshield.guard.outliertypes import Fitted, FloatArray, OutlierModel
 
 OUTLIER_KIND = "OutlierModel"
@@ -215,7 +215,8 @@ def build(
     final = fit(numeric, cats, names, is_numeric)
     low, high, saturated = outlierranges.tail_scales(numeric)
     low, high = outlierranges.harden(low, high, saturated, left)
-    final = dataclasses.replace(final, low_scale=low, high_scale=high)
+    whole = outlierwholenumbers.whole_number_features(numeric)
+    final = dataclasses.replace(final, low_scale=low, high_scale=high, whole=whole)
     return OutlierModel(final, excess, distance, count, residual)
 
 
@@ -255,6 +256,8 @@ def to_document(model: OutlierModel) -> dict[str, Any]:
             if fitted.low_scale is not None and fitted.high_scale is not None:
                 feature["lowScale"] = float(fitted.low_scale[i])
                 feature["highScale"] = float(fitted.high_scale[i])
+            if fitted.whole is not None and fitted.whole[i]:
+                feature["wholeNumbers"] = True
             features.append(feature)
         else:
             seen = next(categorical)
@@ -317,6 +320,7 @@ def from_document(document: object, where: str = "outliers") -> OutlierModel:
     numeric: list[bool] = []
     stats: list[list[float]] = [[], [], [], []]
     scales: list[list[float]] = [[], []]
+    whole: list[bool] = []
     missing_seen: list[bool] = []
     categories: list[frozenset[str] | None] = []
     for index, item in enumerate(items):
@@ -340,6 +344,10 @@ def from_document(document: object, where: str = "outliers") -> OutlierModel:
             if version == 2:
                 for slot, key in enumerate(("lowScale", "highScale")):
                     scales[slot].append(_scale(item.get(key), f"{at}.{key}"))
+                flag = item.get("wholeNumbers", False)
+                if not isinstance(flag, bool):
+                    raise OutlierModelError(f"{at}.wholeNumbers: true or false")
+                whole.append(flag)
         elif item.get("type") == "categorical":
             numeric.append(False)
             seen = item.get("categories")
@@ -383,6 +391,7 @@ def from_document(document: object, where: str = "outliers") -> OutlierModel:
         precision=flat.reshape(len(varying), len(varying)),
         low_scale=np.asarray(scales[0]) if version == 2 else None,
         high_scale=np.asarray(scales[1]) if version == 2 else None,
+        whole=np.asarray(whole, dtype=bool) if version == 2 else None,
     )
     rows = document.get("rows")
     return OutlierModel(

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from modelshield.guard import outlierranges
+from modelshield.guard import outlierranges, outlierwholenumbers
 from modelshield.guard.outliertypes import Fitted, FloatArray, OutlierModel
 
 
@@ -60,6 +60,9 @@ def _excess(fitted: Fitted, numeric: FloatArray) -> FloatArray:
         return np.zeros(numeric.shape[0])
     # A constant feature or a hard bound has no scale: any value past it is infinitely far.
     excess = outlierranges.scaled_excess(fitted, numeric).max(axis=1)
+    if fitted.whole is not None and fitted.whole.any():
+        fractional = outlierwholenumbers.off_whole(fitted.whole, numeric).any(axis=1)
+        excess = np.where(fractional, math.inf, excess)
     missing = np.isnan(numeric)
     if missing.any():
         never_missing = ~np.asarray(
@@ -178,6 +181,16 @@ def _range_reason(
             if not missing_seen[column]:
                 return f"feature {name!r} is missing; the reference never was"
             continue
+        if (
+            fitted.whole is not None
+            and outlierwholenumbers.off_whole(
+                fitted.whole[column : column + 1], numeric[row : row + 1, column : column + 1]
+            ).any()
+        ):
+            return (
+                f"feature {name!r} = {value:.6g} is not a whole number; the reference's "
+                "values all were"
+            )
         size = float(sizes[column])
         if size > worst:
             worst = size

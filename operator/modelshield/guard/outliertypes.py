@@ -38,6 +38,9 @@ class Fitted:
     #: ``modelshield.guard.outlierranges``). None in version 1 models: standard deviations.
     low_scale: FloatArray | None = None
     high_scale: FloatArray | None = None
+    #: Per numeric feature, whether its values are whole numbers
+    #: (``modelshield.guard.outlierwholenumbers``); None: not checked.
+    whole: NDArray[np.bool_] | None = None
     #: ``varying`` as an index array, and the mean and std it selects (derived, for speed).
     varying_index: NDArray[np.intp] = dataclasses.field(init=False, repr=False, compare=False)
     varying_mean: FloatArray = dataclasses.field(init=False, repr=False, compare=False)
