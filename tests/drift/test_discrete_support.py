@@ -85,9 +85,14 @@ def test_a_pixel_count_keeps_its_values_and_a_measurement_does_not() -> None:
     assert "support" not in document["features"][0]
 
 
-@pytest.mark.parametrize("statistic", [Statistic.PSI, Statistic.JENSEN_SHANNON])
+@pytest.mark.parametrize(
+    "statistic", [Statistic.PSI, Statistic.JENSEN_SHANNON, Statistic.CHI_SQUARE]
+)
 def test_whole_numbers_shifted_by_less_than_half_a_step_alarm(statistic: Statistic) -> None:
-    """Old code: every value stayed in its bin (edges halfway between values): no alarm."""
+    """Old code: every value stayed in its bin (edges halfway between values): no alarm.
+
+    Chi-square alarms through its unseen term (before it: no alarm, as on the old code).
+    """
     rng = np.random.default_rng(2)
     reference = _pixels(rng, 800, features=4)
     monitor = _monitor(_profile(reference), statistic=statistic, false_alarm_rate=0.01)
@@ -99,19 +104,19 @@ def test_whole_numbers_shifted_by_less_than_half_a_step_alarm(statistic: Statist
     assert result.scores.out_of_range_rate[2] == 1.0
 
 
-def test_psi_js_and_ks_see_the_unseen_values_chi_square_and_wasserstein_do_not() -> None:
+def test_psi_js_ks_and_chi_square_see_the_unseen_values_wasserstein_does_not() -> None:
     rng = np.random.default_rng(3)
     profile = _profile(_pixels(rng, 800))
     window = _pixels(rng, WINDOW)
     clean = _scores(profile, window)
     shifted = _scores(profile, window + np.where(window < 16, 0.3, 0.0))  # none out of range
-    for statistic in (Statistic.KOLMOGOROV_SMIRNOV, Statistic.JENSEN_SHANNON, Statistic.PSI):
+    for statistic in (
+        Statistic.KOLMOGOROV_SMIRNOV,
+        Statistic.JENSEN_SHANNON,
+        Statistic.PSI,
+        Statistic.CHI_SQUARE,  # its unseen term (old code: unchanged by the shift)
+    ):
         assert shifted.scores[statistic][0] > clean.scores[statistic][0] + 0.3, statistic
-    # Chi-square: the unseen bin's square term made its clean tail too heavy (see
-    # statistics.score_group); like Wasserstein it is unchanged by shifts within bins.
-    assert shifted.scores[Statistic.CHI_SQUARE][0] == pytest.approx(
-        clean.scores[Statistic.CHI_SQUARE][0]
-    )
     # Wasserstein places each bin's mass at its reference mean: shifts within bins move
     # nothing, and the unseen count is not a position.
     assert shifted.scores[Statistic.WASSERSTEIN][0] == pytest.approx(
@@ -137,6 +142,43 @@ def test_clean_values_the_reference_lacks_hold_the_declared_rate() -> None:
     expected = windows_scored * rate
     # Poisson(30) is over 48 with probability 0.1 %; Bonferroni is conservative here.
     assert exceeded <= 48, f"{exceeded} feature-windows over the threshold, {expected:.0f} expected"
+
+
+def test_a_few_clean_unseen_values_do_not_set_chi_square_thresholds() -> None:
+    """Chi-square's unseen term expects at least one row (and a half-row correction).
+
+    A first version took the unseen count as a bin of its own (Pearson's term with half a
+    row expected): a few clean unseen values weighed so much that the calibrated
+    thresholds rose and chi-square found 47 % of digits' label-subpopulation windows at
+    250 rows (97.8 % without). With the floor the thresholds stay within 2 % of those
+    without any unseen term; Pearson's term as it is (no floor) raises them by over 10 %.
+    """
+    rng = np.random.default_rng(11)
+    profile = _profile(_pixels(rng, 800, features=4))
+    layout = layouts.build(profile, profile.names)
+    tail = 0.01 / 4
+
+    def thresholds() -> FloatArray:
+        tables = calibration.calibrate(layout, 100, tail=tail, seed=5)
+        return tables[Statistic.CHI_SQUARE].thresholds(tail)
+
+    with_term = thresholds()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(statistics, "unseen_term", lambda u, rows, share: np.zeros_like(u))
+        without_term = thresholds()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(statistics, "UNSEEN_EXPECTED_FLOOR", 1e-9)
+        unfloored = thresholds()
+    assert np.all(with_term <= without_term * 1.02), (with_term, without_term)
+    assert np.any(unfloored > without_term * 1.1), (unfloored, without_term)
+
+
+def test_fewer_unseen_values_than_expected_add_nothing() -> None:
+    rows = np.array([100.0, 100.0, 100.0, 1000.0])
+    share = np.array([0.01, 0.01, 0.01, 0.01])
+    terms = statistics.unseen_term(np.array([0.0, 1.0, 3.0, 10.0]), rows, share)
+    # Expected max(1, 1) = 1 row at 100 (10 at 1,000): only the excess beyond half a row.
+    assert terms.tolist() == pytest.approx([0.0, 0.0, 1.5**2, 0.0])
 
 
 def test_continuous_features_score_as_without_a_discrete_neighbour() -> None:
@@ -218,6 +260,55 @@ def test_a_stored_calibration_of_a_profile_with_a_support_is_used() -> None:
     window[:, 1] += 0.3
     (result,) = monitor.add([_batch(window)])
     assert result.active == (False, True)
+
+
+def test_stored_tables_made_before_chi_squares_unseen_term_are_not_used_for_a_support() -> None:
+    """Revision 1 (no ``revision`` key): chi-square's tables lack the unseen term.
+
+    They do not fit a profile with a support, so the monitor calibrates at start (the old
+    code used them, and chi-square's thresholds were those of another statistic); a
+    profile without a support keeps using them.
+    """
+    rng = np.random.default_rng(12)
+    profile = _profile(_pixels(rng, 800, features=2))
+    stored = calibration.store(profile, WINDOW, 0.01 / 2)
+    document = profiledocuments.to_document(
+        profiles.Profile(profile.features, profile.rows, calibrations=(stored,))
+    )
+    assert document["calibrations"][0]["revision"] == 2
+    del document["calibrations"][0]["revision"]
+    old = profiledocuments.from_document(copy.deepcopy(document))
+    assert old.calibrations[0].revision == 1
+    monitor = _monitor(old, statistic=Statistic.CHI_SQUARE, false_alarm_rate=0.01)
+    assert monitor.calibrated_at_start == {"request": True}
+    window = _pixels(rng, WINDOW, features=2)
+    window[:, 0] += 0.3
+    (result,) = monitor.add([_batch(window)])
+    assert result.active == (True, False)
+    for feature in document["features"]:
+        del feature["support"]
+    del document["calibrations"]
+    without_support = profiledocuments.from_document(document)
+    stored = calibration.store(without_support, WINDOW, 0.01 / 2)
+    document["calibrations"] = profiledocuments.to_document(
+        profiles.Profile(without_support.features, without_support.rows, calibrations=(stored,))
+    )["calibrations"]
+    del document["calibrations"][0]["revision"]
+    old = profiledocuments.from_document(document)
+    monitor = _monitor(old, statistic=Statistic.CHI_SQUARE, false_alarm_rate=0.01)
+    assert monitor.calibrated_at_start == {"request": False}
+
+
+def test_a_calibration_of_a_newer_revision_is_refused_with_its_path() -> None:
+    rng = np.random.default_rng(13)
+    profile = _profile(_pixels(rng, 300))
+    stored = calibration.store(profile, WINDOW, 0.01)
+    document = profiledocuments.to_document(
+        profiles.Profile(profile.features, profile.rows, calibrations=(stored,))
+    )
+    document["calibrations"][0]["revision"] = 3
+    with pytest.raises(profiles.ProfileError, match=r"calibrations\[0\]\.revision: 3 is newer"):
+        profiledocuments.from_document(document)
 
 
 def _with(change: Any) -> dict[str, Any]:

@@ -275,9 +275,15 @@ def _simulate_group(
         if group.numeric
         else group.positions
     )
-    unseen = _unseen_counts(group, reference, live, rng) if group.unseen.size else None
+    unseen = shares = None
+    if group.unseen.size:
+        unseen = _unseen_counts(group, reference, live, rng)
+        present = reference.sum(axis=1) - reference[:, layouts.MISSING_SLOT]
+        shares = statistics.unseen_share(group.seen_once, present)
     # The reference broadcasts against every simulated window (samples x members x slots).
-    return statistics.score_group(group.numeric, reference, live, beyond, group.scales, unseen)
+    return statistics.score_group(
+        group.numeric, reference, live, beyond, group.scales, unseen, shares
+    )
 
 
 def _unseen_counts(
@@ -375,7 +381,9 @@ def stored(
     """The profile's stored tables for these features, if one calibration fits; else None.
 
     It fits when it was made for this window, on these very histograms (fingerprint), for
-    every watched feature and statistic that applies, resolving tail without extrapolation.
+    every watched feature and statistic that applies, resolving tail without extrapolation,
+    and (a feature with a discrete support watched) with chi-square's unseen term
+    (``storedcalibration.REVISION``).
     """
     if not profile.calibrations:
         return None
@@ -386,6 +394,7 @@ def stored(
             candidate.window != window
             or candidate.fingerprint != current
             or candidate.resolved > tail * (1 + 1e-6)
+            or (candidate.revision < storedcalibration.REVISION and len(layout.discrete) > 0)
         ):
             continue
         rows: dict[Statistic, FloatArray] = {

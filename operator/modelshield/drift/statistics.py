@@ -86,8 +86,13 @@ def jensen_shannon(reference: FloatArray, live: FloatArray) -> FloatArray:
     return result
 
 
-def chi_square_effect(reference: FloatArray, live: FloatArray) -> FloatArray:
-    """Cohen's w = sqrt(chi2 / n) of the live counts against the reference proportions."""
+def chi_square_effect(
+    reference: FloatArray, live: FloatArray, extra: FloatArray | None = None
+) -> FloatArray:
+    """Cohen's w = sqrt(chi2 / n) of the live counts against the reference proportions.
+
+    extra: one more term per row added to chi2 (the unseen values': unseen_term).
+    """
     totals = live.sum(axis=-1, keepdims=True)
     reference_share = proportions(reference)
     # Half a row at least where the window has values the reference never had, so that a
@@ -99,8 +104,44 @@ def chi_square_effect(reference: FloatArray, live: FloatArray) -> FloatArray:
         np.square(live - expected), expected, out=np.zeros_like(expected), where=expected > 0
     )
     statistic: FloatArray = terms.sum(axis=-1)
+    if extra is not None:
+        statistic = statistic + extra
     effect: FloatArray = np.sqrt(statistic / np.maximum(totals[..., 0], 1.0))
     return effect
+
+
+def unseen_share(seen_once: FloatArray, present: FloatArray) -> FloatArray:
+    """The share of live values expected off a discrete support (Good and Turing).
+
+    As many pseudo-rows as support values the reference holds once, at least about one
+    (present / (present + 1)), against the reference's present rows: the mean of the Beta
+    posterior the calibration draws each window's unseen share from.
+    """
+    pseudo = np.maximum(seen_once, present / (present + 1.0))
+    result: FloatArray = pseudo / (pseudo + np.maximum(present, 1.0))
+    return result
+
+
+UNSEEN_EXPECTED_FLOOR = 1.0
+"""Chi-square's unseen term expects at least one row off the support (see unseen_term)."""
+
+
+def unseen_term(unseen: FloatArray, rows: FloatArray, share: FloatArray) -> FloatArray:
+    """Chi-square's term for the values off the support: an excess over Good and Turing.
+
+    Pearson's square term of the unseen count against its expected count, one-sided (fewer
+    values off the support than expected is no drift), with Yates' continuity correction
+    (half a row) and the expected count at least one row. Without the floor, a reference
+    whose Good-Turing share is 1/800 expects 0.1 of a row in a window of 100, three clean
+    unseen values then weigh (3 - 0.1)^2 / 0.1 = 84, and the calibrated threshold sat on
+    that tail (at 250 rows chi-square found 47 % of digits' label-subpopulation windows
+    rather than 98 %); with it they weigh (3 - 1 - 0.5)^2 = 2.25, while a shift that moves
+    every value off the support (u = n) weighs about n^2.
+    """
+    expected = np.maximum(rows * share, UNSEEN_EXPECTED_FLOOR)
+    excess = np.maximum(unseen - expected - 0.5, 0.0)
+    result: FloatArray = np.square(excess) / expected
+    return result
 
 
 def kolmogorov_smirnov(reference: FloatArray, live: FloatArray) -> FloatArray:
@@ -163,13 +204,17 @@ def score_group(
     positions: FloatArray,
     scales: FloatArray,
     unseen: FloatArray | None = None,
+    unseen_shares: FloatArray | None = None,
 ) -> dict[Statistic, FloatArray]:
     """Every statistic that applies, row by row, for rows of one kind and slot count.
 
     Rows are in the layout's slot order (numeric: missing, below, bins, above;
     categorical: missing, other, categories); the monitor passes one row per feature, the
     calibration one row per simulated window. unseen (numeric features with a support):
-    each row's count of values off the support, a bin the reference never fills.
+    each row's count of values off the support, a bin the reference never fills;
+    unseen_shares: each row's expected share of them (unseen_share), for chi-square's
+    term (without it chi-square leaves them out, as profiles calibrated before the term
+    were).
     """
     if numeric:
         reference_distribution = _numeric_distribution(reference)
@@ -177,11 +222,17 @@ def score_group(
     else:
         reference_distribution = reference
         live_distribution = live
-    # Chi-square leaves the unseen bin out: Pearson's term for a bin the reference never
-    # fills, (u - 1/2)^2 / (1/2), grows with the square of the few unseen values clean
-    # windows hold, and the calibrated thresholds rose so far that chi-square found 47 %
-    # of digits' label-subpopulation windows at 250 rows (97.8 % without the bin).
-    chi_square = chi_square_effect(reference_distribution, live_distribution)
+    # Chi-square does not take the unseen count as a bin: Pearson's term for a bin the
+    # reference never fills, (u - 1/2)^2 / (1/2), grows with the square of the few unseen
+    # values clean windows hold, and the calibrated thresholds rose so far that
+    # chi-square found 47 % of digits' label-subpopulation windows at 250 rows (97.8 %
+    # without the bin). It adds unseen_term instead: the excess over Good and Turing's
+    # expected count, at least one row, with a continuity correction.
+    extra = None
+    if unseen is not None and unseen_shares is not None:
+        rows = live_distribution.sum(axis=-1) - live_distribution[..., layouts.MISSING_SLOT]
+        extra = unseen_term(unseen, rows, unseen_shares)
+    chi_square = chi_square_effect(reference_distribution, live_distribution, extra)
     reference_ordered, live_ordered = reference, live
     if unseen is not None:
         nothing = np.zeros(reference.shape[:-1])
@@ -288,8 +339,12 @@ def score(
             if group.numeric
             else group.positions
         )
+        shares = None
+        if unseen is not None:
+            present = reference.sum(axis=1) - reference[:, layouts.MISSING_SLOT]
+            shares = unseen_share(group.seen_once, present)
         for statistic, values in score_group(
-            group.numeric, reference, live, positions, group.scales, unseen
+            group.numeric, reference, live, positions, group.scales, unseen, shares
         ).items():
             scores[statistic][members] = values
     return WindowScores(layout.names, rows, scores, missing, out_of_range, numeric)

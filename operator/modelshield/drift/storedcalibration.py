@@ -31,6 +31,10 @@ from typing import Any
 from modelshield.api.v1alpha1 import policies
 
 STATISTICS = tuple(statistic.value for statistic in policies.DriftStatistic)
+REVISION = 2
+"""The statistics' revision the tables are made with. 1 (documents without ``revision``):
+before chi-square's term for values off a discrete support, so their chi-square tables
+do not fit a feature with a support; 2: with it. Every other table is the same in both."""
 SIGNIFICANT = 7
 """Digits kept of each quantile: the document stays small and the thresholds move by less
 than a millionth."""
@@ -51,6 +55,7 @@ class StoredCalibration:
     tails: tuple[float, ...]
     features: Mapping[str, Mapping[str, tuple[float, ...]]]
     """feature -> statistic name -> one quantile per tail."""
+    revision: int = REVISION
 
     @property
     def resolved(self) -> float:
@@ -63,8 +68,10 @@ def _rounded(value: float) -> float:
 
 
 def to_document(stored: StoredCalibration) -> dict[str, Any]:
-    """The calibration as its JSON object."""
+    """The calibration as its JSON object (revision 1 writes no revision, as it was read)."""
+    revision = {"revision": stored.revision} if stored.revision > 1 else {}
     return {
+        **revision,
         "window": stored.window,
         "samples": stored.samples,
         "seed": stored.seed,
@@ -135,7 +142,13 @@ def from_document(item: object, where: str) -> StoredCalibration:
             statistic: _numbers(row, f"{path}.{statistic}", len(tails))
             for statistic, row in rows.items()
         }
+    revision = _integer(item.get("revision", 1), f"{where}.revision", 1)
+    if revision > REVISION:
+        raise CalibrationDocumentError(
+            f"{where}.revision: {revision} is newer than this monitor's ({REVISION})"
+        )
     return StoredCalibration(
+        revision=revision,
         window=_integer(item.get("window"), f"{where}.window", 1),
         samples=_integer(item.get("samples"), f"{where}.samples", 1),
         seed=_integer(item.get("seed"), f"{where}.seed", 0),
