@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from modelshield.drift import (
     alarms,
     calibration,
+    combining,
     config,
     layouts,
     payloads,
@@ -65,7 +66,7 @@ class WindowResult:
     alarm_p_values: NDArray[np.float64]
     """The p-value of each feature's alarm statistic."""
     dataset_p_value: float
-    """Bonferroni over every watched feature of the model: min(1, features x min p)."""
+    """The harmonic mean p-value over every watched feature of the model (``combining``)."""
     drifted: int
     """Features whose alarm score is over its threshold in this window."""
 
@@ -262,6 +263,6 @@ class Monitor:
             crossings=tuple(crossings),
             p_values=p_values,
             alarm_p_values=alarm_p_values,
-            dataset_p_value=calibration.dataset_p_value(alarm_p_values, self.features_watched),
+            dataset_p_value=combining.harmonic_p_value(alarm_p_values, self.features_watched),
             drifted=int(np.sum(alarm_scores > thresholds)),
         )
