@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 import yaml
@@ -43,11 +43,7 @@ class Cluster:
         programs the tests start with a URL and a CA file (as in-cluster pods get them).
         kind's kubeconfig embeds the CA (`certificate-authority-data`); the local control
         plane's names a file."""
-        kubeconfig = yaml.safe_load(self.kubeconfig_path.read_text())
-        current = kubeconfig["current-context"]
-        context = next(c for c in kubeconfig["contexts"] if c["name"] == current)["context"]
-        entry = next(c for c in kubeconfig["clusters"] if c["name"] == context["cluster"])
-        settings = entry["cluster"]
+        settings = _current_cluster_entry(self.kubeconfig_path)["cluster"]
         directory.mkdir(parents=True, exist_ok=True)
         ca_file = directory / "api-server-ca.crt"
         if "certificate-authority-data" in settings:
@@ -55,6 +51,37 @@ class Cluster:
         else:
             shutil.copy(settings["certificate-authority"], ca_file)
         return str(settings["server"]), ca_file
+
+
+def _current_cluster_entry(kubeconfig_path: Path) -> dict[str, Any]:
+    kubeconfig = yaml.safe_load(kubeconfig_path.read_text())
+    current = kubeconfig["current-context"]
+    context = next(c for c in kubeconfig["contexts"] if c["name"] == current)["context"]
+    entry: dict[str, Any] = next(
+        c for c in kubeconfig["clusters"] if c["name"] == context["cluster"]
+    )
+    return entry
+
+
+def token_kubeconfig(admin_kubeconfig: Path, token: str, path: Path, user: str = "token") -> Path:
+    """A kubeconfig for the admin kubeconfig's cluster whose only credential is this bearer
+    token. (A `--token` flag does not change who kubectl is where the kubeconfig also holds
+    a client certificate, as kind's does: the API server takes the certificate first.)"""
+    entry = _current_cluster_entry(admin_kubeconfig)
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [entry],
+                "users": [{"name": user, "user": {"token": token}}],
+                "contexts": [{"name": user, "context": {"cluster": entry["name"], "user": user}}],
+                "current-context": user,
+            }
+        )
+    )
+    path.chmod(0o600)
+    return path
 
 
 def new_api_client(kubeconfig_path: Path) -> client.ApiClient:

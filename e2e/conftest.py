@@ -27,6 +27,7 @@ from e2e.clients import (
     Kubectl,
     close_api_client,
     new_api_client,
+    token_kubeconfig,
 )
 from e2e.cluster import LocalControlPlane
 from e2e.toolcache import BUILD_SCRIPT, ControlPlaneBinaries, MissingToolsError, tool_path
@@ -274,29 +275,12 @@ def operator_kubeconfig(
         "modelshield-operator",
         "--duration=2h",
     ).stdout.strip()
-    admin = yaml.safe_load(cluster.kubeconfig_path.read_text())
-    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])["context"]
-    cluster_entry = next(c for c in admin["clusters"] if c["name"] == context["cluster"])
-    path = tmp_path_factory.mktemp("operator") / "operator.kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster_entry],
-                "users": [{"name": "operator", "user": {"token": token}}],
-                "contexts": [
-                    {
-                        "name": "operator",
-                        "context": {"cluster": cluster_entry["name"], "user": "operator"},
-                    }
-                ],
-                "current-context": "operator",
-            }
-        )
+    return token_kubeconfig(
+        cluster.kubeconfig_path,
+        token,
+        tmp_path_factory.mktemp("operator") / "operator.kubeconfig",
+        "operator",
     )
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture

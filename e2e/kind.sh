@@ -133,21 +133,7 @@ fi
 kind get kubeconfig --name "$CLUSTER_NAME" >"$kubeconfig"
 kind load docker-image "$IMAGE" --name "$CLUSTER_NAME"
 
-# The suite first, on a cluster without a release: it runs modelshield's webhook and operator
-# as processes of its own (with their own webhook configurations), which a release installed
-# beside them would judge too (the chart's webhook denies what they create for their own
-# operators, its ValidatingAdmissionPolicy keeps namespace labels, its webhook configuration
-# outlives theirs). The pods suite (e2e/pods) starts a node of its own: not here.
-# The webhooks the suite runs here (modelshield's, KServe's manager) are registered by a URL
-# the node's API server can call: this machine's address on kind's docker network.
-callback_host="$("$docker" network inspect kind \
-  -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' | tr ' ' '\n' | grep -m1 -E '^[0-9.]+$')" \
-  || die "kind's docker network has no IPv4 gateway for the API server to call back"
-suite_status=0
-MODELSHIELD_E2E_NODE=0 MODELSHIELD_E2E_CALLBACK_HOST="$callback_host" \
-  "$python" -m pytest e2e --kubeconfig "$kubeconfig" "$@" || suite_status=$?
-
-# Then the chart on kind's node: the image runs as the webhook's two replicas and the
+# First the chart on kind's node: the image runs as the webhook's two replicas and the
 # operator, `helm test` asks the webhook to judge, and an uninstall leaves no webhook
 # configuration behind that would refuse creates with nothing to answer them.
 helm="${MODELSHIELD_HELM:-$(command -v helm || true)}"
@@ -159,13 +145,27 @@ helm_ upgrade --install modelshield "$CHART_DIR" --create-namespace \
   --set image.repository="${IMAGE%:*}" \
   --set image.tag="${IMAGE##*:}" \
   --set image.pullPolicy=Never \
-  --wait --timeout 5m || die "helm install on kind failed (suite status $suite_status)"
+  --wait --timeout 5m || die "helm install on kind failed"
 log "chart installed, its pods Ready, in $((SECONDS - started)) s"
-helm_ test modelshield --timeout 5m || die "helm test on kind failed (suite status $suite_status)"
+helm_ test modelshield --timeout 5m || die "helm test on kind failed"
 helm_ uninstall modelshield --wait --timeout 5m || die "helm uninstall on kind failed"
 kubectl_() { "$MODELSHIELD_KUBECTL" --kubeconfig "$kubeconfig" "$@"; }
 left="$(kubectl_ get validatingwebhookconfigurations,mutatingwebhookconfigurations \
   -l app.kubernetes.io/instance=modelshield -o name)"
 [[ -z "$left" ]] || die "helm uninstall left webhook configurations behind: $left"
 log "chart: helm test passed; uninstalled with no webhook configuration left"
+
+# Then the suite, on the cluster without the release (its CRDs stay). The suite runs
+# modelshield's webhook and operator as processes of its own with their own webhook
+# configurations, which a release beside them would judge too (its webhook denies what they
+# create for their own operators, its ValidatingAdmissionPolicy keeps namespace labels).
+# Those webhooks (modelshield's, KServe's manager) are registered by a URL the node's API
+# server can call: this machine's address on kind's docker network. The pods suite
+# (e2e/pods) starts a node of its own: not here.
+callback_host="$("$docker" network inspect kind \
+  -f '{{range .IPAM.Config}}{{.Gateway}} {{end}}' | tr ' ' '\n' | grep -m1 -E '^[0-9.]+$')" \
+  || die "kind's docker network has no IPv4 gateway for the API server to call back"
+suite_status=0
+MODELSHIELD_E2E_NODE=0 MODELSHIELD_E2E_CALLBACK_HOST="$callback_host" \
+  "$python" -m pytest e2e --kubeconfig "$kubeconfig" "$@" || suite_status=$?
 exit "$suite_status"

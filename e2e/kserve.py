@@ -245,32 +245,6 @@ class KServeManager:
             self.process.wait()
 
 
-def _token_kubeconfig(admin_kubeconfig: Path, token: str, path: Path) -> Path:
-    """The admin kubeconfig's cluster with a ServiceAccount token as the user."""
-    admin = yaml.safe_load(admin_kubeconfig.read_text())
-    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
-    cluster_entry = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster_entry],
-                "users": [{"name": SERVICE_ACCOUNT, "user": {"token": token}}],
-                "contexts": [
-                    {
-                        "name": "kserve",
-                        "context": {"cluster": cluster_entry["name"], "user": SERVICE_ACCOUNT},
-                    }
-                ],
-                "current-context": "kserve",
-            }
-        )
-    )
-    path.chmod(0o600)
-    return path
-
-
 def _install(kubectl: Kubectl, release: KServeRelease, storage_initializer_image: str) -> None:
     """CRDs, namespace, ServiceAccount with KServe's ClusterRole, and the ConfigMap."""
     kubectl(
@@ -377,7 +351,9 @@ def kserve_on(
     token = kubectl(
         "-n", NAMESPACE, "create", "token", SERVICE_ACCOUNT, "--duration=2h"
     ).stdout.strip()
-    kubeconfig = _token_kubeconfig(admin_kubeconfig, token, work_dir / "kserve.kubeconfig")
+    kubeconfig = clients.token_kubeconfig(
+        admin_kubeconfig, token, work_dir / "kserve.kubeconfig", SERVICE_ACCOUNT
+    )
     authority = pki.Authority.create("modelshield-e2e-kserve-ca")
     certificate, key = authority.issue("kserve-webhook-server", (host,))
     manager = KServeManager(release, work_dir, kubeconfig)

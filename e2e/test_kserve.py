@@ -3,7 +3,9 @@
 KServe's ``cmd/manager`` (e2e/kserve.py) turns each InferenceService into a Deployment in
 Standard (RawDeployment) mode; kube-controller-manager makes its ReplicaSet, whose pod
 creates pass KServe's pod mutator (which injects the storage initializer that downloads
-the model) and then modelshield's webhooks. There is no node: the pods stay Pending.
+the model) and then modelshield's webhooks. A pod that exists passed them; whether a node
+then runs it is not these tests' question (the local control plane has none; on kind the
+test registry on this machine's loopback is out of the node's reach).
 ModelArtifact status is written here as the operator would write it (the operator's own
 fetching and verifying is e2e/test_model_artifacts.py).
 """
@@ -62,8 +64,6 @@ def test_kserve_creates_the_deployment_and_its_pod_passes_modelshield_with_the_s
     )
     assert initializer["image"] == images.signed
     assert initializer["args"] == [uri, "/mnt/models"]
-    assert pod["status"]["phase"] == "Pending"
-    assert "nodeName" not in pod["spec"]
     assert pod_reviews(webhook) > reviews_before
 
 

@@ -13,6 +13,7 @@ changing ``modelshield.dev/ignore`` (evaluated by the real API server).
 from __future__ import annotations
 
 import contextlib
+import pathlib
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ import yaml
 from kubernetes import client
 
 from e2e import operators
-from e2e.clients import Cluster, Kubectl
+from e2e.clients import Cluster, Kubectl, token_kubeconfig
 from e2e.webhooks import (
     Images,
     WebhookProcess,
@@ -243,11 +244,17 @@ def test_the_admission_policy_leaves_the_labels_to_the_operator_and_the_listed_a
     admission_policy: str,
     labeller_token: str,
     start_operator: Callable[..., operators.OperatorProcess],
+    tmp_path: pathlib.Path,
 ) -> None:
     core = client.CoreV1Api(cluster.api_client)
+    labeller = Kubectl(
+        kubectl.kubectl_path,
+        token_kubeconfig(cluster.kubeconfig_path, labeller_token, tmp_path / "labeller.kubeconfig"),
+        kubectl.cache_dir,
+    )
 
     def as_labeller(*arguments: str) -> Any:
-        return kubectl(f"--token={labeller_token}", *arguments, check=False)
+        return labeller(*arguments, check=False)
 
     # The API server type-checked every expression and found nothing to warn about.
     checked = wait_for(
