@@ -11,7 +11,9 @@ Tables:
 1. Outliers: flagged share of held-out real rows at the declared falseFlagRate; rows with
    one feature moved past the training range by a share of its span; rows with Gaussian
    noise of growing size (in reference standard deviations), with the AUROC of the
-   larger of the two normalised scores against the clean rows.
+   largest of the normalised scores (range, residual, distance) against the clean rows.
+   ``--outliers-only`` runs these alone; ``--analysis`` adds the per-feature range analysis
+   (``bench.outlier_analysis``), ``--splits N`` the 0.01 row over N random splits.
 2. Probing: 50 benign clients replaying held-out rows in random order (5,000 queries);
    50 attackers of each kind (1,000 queries): uniformly random points in the feature box,
    Jacobian-based augmentation (PRADA's JbDA, steps of 0.1 std along the sign of a
