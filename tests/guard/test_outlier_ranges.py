@@ -288,3 +288,22 @@ def test_whole_numbers_are_stored_per_feature_and_read_back(
     document["features"][3]["wholeNumbers"] = "yes"
     with pytest.raises(outliermodel.OutlierModelError, match=r"features\[3\].wholeNumbers"):
         outliermodel.from_document(document)
+
+
+def test_a_hard_bound_at_a_long_decimal_holds_the_rows_on_it() -> None:
+    # 20 rows on 1/3 (a ratio's cap): a hard upper bound. Stored with 10 digits the bound
+    # was 0.3333333333, and the reference's own 1/3 lay infinitely far past it.
+    rng = np.random.default_rng(1)
+    capped = np.minimum(rng.uniform(0, 0.4, 200), 1 / 3)
+    columns = {"ratio": capped.tolist(), "x": rng.normal(size=200).tolist()}
+    model = outliermodel.from_document(
+        json.loads(
+            json.dumps(outliermodel.to_document(outliermodel.build(columns, ["ratio", "x"])))
+        )
+    )
+    assert model.fitted.high_scale is not None
+    assert model.fitted.high_scale[0] == 0
+    on_bound = np.array([[1 / 3, 0.0]])
+    assert outlierscoring.score(model.fitted, on_bound, []).excess[0] == 0
+    past = np.array([[1 / 3 + 1e-9, 0.0]])
+    assert outlierscoring.score(model.fitted, past, []).excess[0] == math.inf

@@ -2,7 +2,7 @@
 
 ``modelshield drift profile`` fits it on the reference rows and stores it in the profile
 (key ``outliers``); the operator copies it into the guard's configuration. A row is judged
-by two numbers:
+by three numbers:
 
 - its **range excess**: how far its furthest numeric feature lies outside that feature's
   reference [min, max], in the tail scale of that side (``modelshield.guard.outlierranges``;
@@ -237,6 +237,9 @@ def _exact_or_none(values: FloatArray) -> list[float | None]:
 def to_document(model: OutlierModel) -> dict[str, Any]:
     """The JSON form (infinite excesses, and empty ranges, as null)."""
     fitted = model.fitted
+    # Version 2: a hard bound must hold the reference's own extreme (1/3 rounded to
+    # 0.3333333333 would put the rows on it infinitely far past it).
+    bound = _exact_or_none if fitted.low_scale is not None else _finite_or_none
     categorical = iter(fitted.categories)
     features: list[dict[str, Any]] = []
     numeric_index = 0
@@ -250,8 +253,8 @@ def to_document(model: OutlierModel) -> dict[str, Any]:
                 "missingSeen": missing,
                 "mean": _rounded(fitted.mean[i : i + 1])[0],
                 "std": _rounded(fitted.std[i : i + 1])[0],
-                "min": _finite_or_none(fitted.minimum[i : i + 1])[0],
-                "max": _finite_or_none(fitted.maximum[i : i + 1])[0],
+                "min": bound(fitted.minimum[i : i + 1])[0],
+                "max": bound(fitted.maximum[i : i + 1])[0],
             }
             if fitted.low_scale is not None and fitted.high_scale is not None:
                 feature["lowScale"] = float(fitted.low_scale[i])
