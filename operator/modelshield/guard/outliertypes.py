@@ -1,4 +1,4 @@
-"""The outlier model's data: what fitting produces and scoring reads. Pure (numpy).
+"""The outlier model's data: what fitting produces and scoring reads, and its error. Pure.
 
 Its own module so that fitting and scoring (``outliermodel``, ``outlierscoring``) both
 depend on it and not on each other: fitting calibrates by scoring held-out rows.
@@ -12,6 +12,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 FloatArray = NDArray[np.float64]
+
+
+class OutlierModelError(ValueError):
+    """An outlier model that cannot be fitted or read (the message names the field)."""
 
 
 @dataclasses.dataclass(frozen=True)
