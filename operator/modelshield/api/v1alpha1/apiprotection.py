@@ -335,8 +335,10 @@ class OutlierChecks(ApiModel):
         description=(
             "The share of in-distribution rows that may be flagged: the thresholds are set "
             "so that at most this share of the profile's held-out reference rows is flagged "
-            "(range, category and Mahalanobis checks together). It cannot be smaller than "
-            "one over the number of held-out rows the profile stores."
+            "by the range, category, whole-number, conditional residual and Mahalanobis "
+            "checks together (the whole-number check flags none of them: held-out rows are "
+            "whole wherever the reference is). It cannot be smaller than one over the number "
+            "of held-out rows the profile stores."
         ),
         gt=0,
         le=0.5,
@@ -504,9 +506,12 @@ class ApiRequirements(ApiModel):
     outliers: OutlierChecks | None = pydantic.Field(
         default=None,
         description=(
-            "Flag or reject out-of-distribution rows: outside a feature's reference range, "
-            "an unseen category, a missing value the reference never had, or a Mahalanobis "
-            "distance above the calibrated threshold. Needs monitoring.drift's profile."
+            "Flag or reject out-of-distribution rows: a feature past its reference range by "
+            "more than the calibrated margin, an unseen category, a missing value the "
+            "reference never had, a fraction in a feature whose reference values were all "
+            "whole numbers, one feature out of line with what the others predict (conditional "
+            "residual), or a Mahalanobis distance above the calibrated threshold. Needs "
+            "monitoring.drift's profile."
         ),
     )
     probing: ProbingDetection | None = pydantic.Field(
