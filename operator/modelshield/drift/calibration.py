@@ -26,12 +26,11 @@ jumps: a tail no smooth fit follows) and 3 % to 6 % of clean windows alarmed at 
 declared 1 % (issue 18). Only a tail smaller than the simulation resolves (more features
 watched than the profile's calibration was made for) is extrapolated, exponentially.
 
-The feature alarms are Bonferroni's: with ``F`` features watched and a declared
+The data-set decision is Bonferroni's: with ``F`` features watched and a declared
 false-alarm rate ``alpha`` per window for the whole model, each feature's threshold is its
-null's ``1 - alpha / F`` quantile. This holds whatever the correlation between features
-(it is conservative when they are correlated). The data-set p-value combines every
-feature's p-value (``combining``: the harmonic mean p-value, more powerful when many
-features move a little). ``bench/drift_evaluation.py`` measures the rates on real data.
+null's ``1 - alpha / F`` quantile, and the data-set p-value is ``min(1, F * min p)``. This
+holds whatever the correlation between features (it is conservative when they are
+correlated). ``bench/drift_evaluation.py`` measures the rates on real data.
 
 ``modelshield drift profile`` runs this once and keeps the tables in the profile
 (``store``, ``modelshield.drift.storedcalibration``); the monitor uses them when they fit
@@ -417,3 +416,15 @@ def stored(
                 for statistic, values in rows.items()
             }
     return None
+
+
+def dataset_p_value(p_values: FloatArray, features: int) -> float:
+    """Bonferroni's data-set p-value: min(1, features x the smallest feature p-value).
+
+    features counts every feature of the family (both streams of a model), which may be
+    more than the p-values of one stream's window.
+    """
+    finite = p_values[np.isfinite(p_values)]
+    if finite.size == 0:
+        return 1.0
+    return float(min(1.0, max(features, finite.size) * finite.min()))

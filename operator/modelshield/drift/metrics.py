@@ -8,9 +8,8 @@ Names and labels (what dashboards and alerts rely on):
   ``falseAlarmRate`` is set).
 - ``modelshield_drift_p_value{feature,statistic}``: the score's upper-tail probability under
   the calibrated null (``modelshield.drift.calibration``).
-- ``modelshield_drift_dataset_p_value{stream}``: the data-set p-value over every watched
-  feature of the model: the harmonic mean p-value of the alarm statistics' p-values
-  (``modelshield.drift.combining``); the data set drifted when it is under the rate.
+- ``modelshield_drift_dataset_p_value{stream}``: Bonferroni's data-set p-value over every
+  watched feature of the model, ``min(1, features x min p)`` of the alarm statistics.
 - ``modelshield_drift_drifted_features{stream}``: features over their threshold.
 - ``modelshield_drift_detected{feature}``: 1 while the feature's alarm is raised.
 - ``modelshield_drift_missing_rate{feature}``, ``modelshield_drift_out_of_range_rate{feature}``.
@@ -60,8 +59,7 @@ class Metrics:
         )
         self.dataset_p_value = prometheus_client.Gauge(
             "modelshield_drift_dataset_p_value",
-            "Data-set p-value of the last full window: harmonic mean p-value over the "
-            "features (drifted when under the declared false-alarm rate).",
+            "Bonferroni data-set p-value of the last full window: min(1, features x min p).",
             ["stream"],
             registry=r,
         )

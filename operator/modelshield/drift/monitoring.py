@@ -18,7 +18,6 @@ from numpy.typing import NDArray
 from modelshield.drift import (
     alarms,
     calibration,
-    combining,
     config,
     layouts,
     payloads,
@@ -66,7 +65,7 @@ class WindowResult:
     alarm_p_values: NDArray[np.float64]
     """The p-value of each feature's alarm statistic."""
     dataset_p_value: float
-    """The harmonic mean p-value over every watched feature of the model (``combining``)."""
+    """Bonferroni over every watched feature of the model: min(1, features x min p)."""
     drifted: int
     """Features whose alarm score is over its threshold in this window."""
 
@@ -263,6 +262,6 @@ class Monitor:
             crossings=tuple(crossings),
             p_values=p_values,
             alarm_p_values=alarm_p_values,
-            dataset_p_value=combining.harmonic_p_value(alarm_p_values, self.features_watched),
+            dataset_p_value=calibration.dataset_p_value(alarm_p_values, self.features_watched),
             drifted=int(np.sum(alarm_scores > thresholds)),
         )
