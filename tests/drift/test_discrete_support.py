@@ -144,41 +144,71 @@ def test_clean_values_the_reference_lacks_hold_the_declared_rate() -> None:
     assert exceeded <= 48, f"{exceeded} feature-windows over the threshold, {expected:.0f} expected"
 
 
-def test_a_few_clean_unseen_values_do_not_set_chi_square_thresholds() -> None:
-    """Chi-square's unseen term expects at least one row (and a half-row correction).
-
-    A first version took the unseen count as a bin of its own (Pearson's term with half a
-    row expected): a few clean unseen values weighed so much that the calibrated
-    thresholds rose and chi-square found 47 % of digits' label-subpopulation windows at
-    250 rows (97.8 % without). With the floor the thresholds stay within 2 % of those
-    without any unseen term; Pearson's term as it is (no floor) raises them by over 10 %.
-    """
+def _chi_square_thresholds(window: int) -> FloatArray:
     rng = np.random.default_rng(11)
     profile = _profile(_pixels(rng, 800, features=4))
     layout = layouts.build(profile, profile.names)
     tail = 0.01 / 4
+    tables = calibration.calibrate(layout, window, tail=tail, seed=5)
+    return tables[Statistic.CHI_SQUARE].thresholds(tail)
 
-    def thresholds() -> FloatArray:
-        tables = calibration.calibrate(layout, 100, tail=tail, seed=5)
-        return tables[Statistic.CHI_SQUARE].thresholds(tail)
 
-    with_term = thresholds()
+def _pearson_unseen_term(
+    unseen: FloatArray, rows: FloatArray, share: FloatArray, present: FloatArray
+) -> FloatArray:
+    """The term divided by the expected count, not the beta-binomial variance."""
+    expected = np.maximum(rows * share, statistics.UNSEEN_EXPECTED_FLOOR)
+    result: FloatArray = np.square(np.maximum(unseen - expected - 0.5, 0.0)) / expected
+    return result
+
+
+@pytest.mark.parametrize(("window", "tolerance"), [(100, 1.02), (1000, 1.1)])
+def test_a_few_clean_unseen_values_do_not_set_chi_square_thresholds(
+    window: int, tolerance: float
+) -> None:
+    """Chi-square's unseen term: at least one row expected, a half-row correction, and
+    the beta-binomial variance.
+
+    A first version took the unseen count as a bin of its own (Pearson's term with half a
+    row expected): a few clean unseen values weighed so much that the calibrated
+    thresholds rose and chi-square found 47 % of digits' label-subpopulation windows at
+    250 rows (97.8 % without). With the floor the thresholds stay near those without any
+    unseen term; Pearson's term as it is (no floor) raises them by over 10 % at 100 rows,
+    and divided by the expected count rather than the variance by over 15 % at 1,000
+    (digits' label subpopulation there: 85 of 100 windows rather than 100).
+    """
+    with_term = _chi_square_thresholds(window)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(statistics, "unseen_term", lambda u, rows, share: np.zeros_like(u))
-        without_term = thresholds()
+        patch.setattr(statistics, "unseen_term", lambda u, rows, share, n: np.zeros_like(u))
+        without_term = _chi_square_thresholds(window)
+    assert np.all(with_term <= without_term * tolerance), (with_term, without_term)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(statistics, "UNSEEN_EXPECTED_FLOOR", 1e-9)
-        unfloored = thresholds()
-    assert np.all(with_term <= without_term * 1.02), (with_term, without_term)
-    assert np.any(unfloored > without_term * 1.1), (unfloored, without_term)
+        if window == 100:
+            patch.setattr(statistics, "UNSEEN_EXPECTED_FLOOR", 1e-9)
+        else:
+            patch.setattr(statistics, "unseen_term", _pearson_unseen_term)
+        cruder = _chi_square_thresholds(window)
+    factor = 1.15 if window == 1000 else 1.1
+    assert np.any(cruder > without_term * factor), (cruder, without_term)
 
 
 def test_fewer_unseen_values_than_expected_add_nothing() -> None:
-    rows = np.array([100.0, 100.0, 100.0, 1000.0])
-    share = np.array([0.01, 0.01, 0.01, 0.01])
-    terms = statistics.unseen_term(np.array([0.0, 1.0, 3.0, 10.0]), rows, share)
-    # Expected max(1, 1) = 1 row at 100 (10 at 1,000): only the excess beyond half a row.
-    assert terms.tolist() == pytest.approx([0.0, 0.0, 1.5**2, 0.0])
+    rows = np.array([100.0, 100.0, 100.0, 1000.0, 1000.0])
+    share = np.full(5, 0.01)
+    present = np.full(5, 799.0)
+    terms = statistics.unseen_term(np.array([0.0, 1.0, 3.0, 10.0, 20.0]), rows, share, present)
+    # Expected max(1, 1) = 1 row at 100 (10 at 1,000): only the excess beyond half a row,
+    # over the beta-binomial variance ((N + n) / (N + 1) times the expected count).
+    prior = 799.0 / 0.99
+    assert terms.tolist() == pytest.approx(
+        [
+            0.0,
+            0.0,
+            1.5**2 / ((prior + 100) / (prior + 1)),
+            0.0,
+            9.5**2 / 10 / ((prior + 1000) / (prior + 1)),
+        ]
+    )
 
 
 def test_continuous_features_score_as_without_a_discrete_neighbour() -> None:
