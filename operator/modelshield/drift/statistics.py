@@ -134,11 +134,12 @@ def unseen_term(
     Pearson's square term of the unseen count against its expected count, one-sided (fewer
     values off the support than expected is no drift), with Yates' continuity correction
     (half a row) and the expected count at least one row. Without the floor, a reference
-    whose Good-Turing share is 1/800 expects 0.1 of a row in a window of 100, three clean
-    unseen values then weigh (3 - 0.1)^2 / 0.1 = 84, and the calibrated threshold sat on
-    that tail (at 250 rows chi-square found 47 % of digits' label-subpopulation windows
-    rather than 98 %); with it they weigh (3 - 1 - 0.5)^2 = 2.25, while a shift that moves
-    every value off the support (u = n) weighs about n^2.
+    whose Good-Turing share is 1/800 expects 0.1 of a row in a window of 100 and three
+    clean unseen values weigh (3 - 0.1)^2 / 0.1 = 84: the calibrated threshold then sits
+    on that tail (the unseen count as a bin with half a row expected, 12.5 for three,
+    already made chi-square find 47 % of digits' label-subpopulation windows at 250 rows
+    rather than 98 %); with it they weigh (3 - 1 - 0.5)^2 = 2.25 (before the variance
+    below), while a shift that moves every value off the support (u = n) weighs about n^2.
 
     The square is divided by the count's variance, not its expected value: the share is
     itself uncertain (Beta with about ``present`` rows of prior, the reference's), so
