@@ -8,6 +8,7 @@ import numpy as np
 from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
 
 from modelshield.guard import probing, probing_steps
+from tests.guard import probing_reference
 
 DATA = load_breast_cancer().data
 TRAIN, HELD = DATA[:400], DATA[400:]
@@ -109,3 +110,72 @@ def test_memory_is_bounded() -> None:
     assert probing.memory_bytes(settings, 30) > probing.memory_bytes(
         probing.Settings(detectors=frozenset(set(probing.Detector) - {STEPS})), 30
     )
+
+
+def _distance_cases() -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rows and a query: random at several scales, exact and one-ulp ties, the query among
+    the rows, huge, tiny and non-finite values."""
+    rng = np.random.default_rng(15)
+    cases = []
+    for width in (1, 5, 20, 30, 64):
+        for scale in (1e-160, 1e-3, 1.0, 1e3, 1e150):
+            rows = rng.normal(size=(int(rng.integers(1, 300)), width)) * scale
+            cases.append((rows, rng.normal(size=width) * scale))
+            cases.append((rows, rows[len(rows) // 2].copy()))
+        base = rng.normal(size=width)
+        step = np.sign(rng.normal(size=width)) * 0.1
+        # The query sits between two rows one step either side: an exact tie, then rows
+        # one ulp nearer or further.
+        tie = np.stack([base - step, base + step, base + 3 * step])
+        cases.append((tie, base.copy()))
+        nudged = tie.copy()
+        nudged[1] = np.nextafter(nudged[1], base)
+        cases.append((nudged, base.copy()))
+        cases.append((np.concatenate([tie, tie]), base.copy()))
+        huge = rng.normal(size=(50, width))
+        huge[7] = 1e200
+        cases.append((huge, rng.normal(size=width)))
+        cases.append((huge, np.full(width, 1e200)))
+        with_inf = rng.normal(size=(50, width))
+        with_inf[3, 0] = np.inf
+        cases.append((with_inf, rng.normal(size=width)))
+        cases.append((rng.normal(size=(50, width)), np.full(width, -np.inf)))
+        cases.append((np.zeros((40, width)), np.zeros(width)))
+    return cases
+
+
+def test_nearest_gives_the_whole_expressions_index_and_distance() -> None:
+    for rows, query in _distance_cases():
+        with np.errstate(over="ignore", invalid="ignore"):
+            half_norms = np.einsum("ij,ij->i", rows, rows) / 2
+            whole = ((rows - query) ** 2).sum(axis=1)
+            index, distance = probing_steps.nearest(rows, half_norms, query)
+        expected = int(whole.argmin())
+        assert index == expected, (rows.shape, query[:3])
+        assert distance == whole[expected] or (np.isnan(distance) and np.isnan(whole[expected]))
+
+
+def _streams(width: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    natural = rng.normal(size=(700, width))
+    points = [*rng.normal(size=(5, width))]
+    while len(points) < 700:
+        direction = np.sign(rng.normal(size=width))
+        points.extend([point + 0.1 * direction for point in points])
+    steps = np.asarray(points[:700])
+    own_scale = steps * rng.uniform(0.1, 10, width)
+    noisy = steps + rng.uniform(-0.02, 0.02, steps.shape)
+    whole = np.round(rng.normal(size=(700, width)) * 2)
+    return [natural, steps, own_scale, noisy, whole]
+
+
+def test_fixed_steps_decides_as_the_first_formula_on_random_streams() -> None:
+    """Every query's step mark and every answer as the first formula's (tests/guard/
+    probing_reference.py): the speed-ups change no decision."""
+    for width in (5, 20, 30, 64):
+        for stream in _streams(width, seed=width):
+            fast, first = probing_steps.FixedSteps(width), probing_reference.FirstFixedSteps(width)
+            for query in stream:
+                query = np.ascontiguousarray(query)
+                assert fast.observe(query) == first.observe(query)
+                assert list(fast.marks) == list(first.marks)

@@ -22,7 +22,7 @@ of the largest; with at least ``MIN_MOVED`` of them the query is a **step** when
   whatever its scale (raw units, or its own estimate of the spread), repeating.
 
 An alarm when ``ALARM_COUNT`` of the last ``WINDOW`` distinct queries are steps. Memory per
-client: ``(LOOKBACK + RECENT_STEPS)`` rows of floats.
+client: ``(LOOKBACK + RECENT_STEPS)`` rows of floats and one float per kept row.
 
 ``TOLERANCE`` is wide enough for noise of up to about a tenth of the step added to each
 query; with noise of half the step ("query blinding", Chen et al.) the differences spread
@@ -35,6 +35,7 @@ neighbour.
 from __future__ import annotations
 
 import collections
+import math
 
 import numpy as np
 
@@ -50,28 +51,80 @@ WINDOW = 50
 ALARM_COUNT = 5
 
 
+#: A bound of the rounding error of the screened half squared distances below and of the
+#: exact squared distances, per feature, relative to the largest squared norm plus the
+#: query's: an n-term sum or dot product errs by at most about ``n * eps`` of the sum of
+#: its terms' magnitudes; the screen's and the exact computation's errors add up to three
+#: such terms, and this is eight.
+_ERROR_PER_FEATURE = 8 * float(np.finfo(np.float64).eps)
+#: Absolute slack for values near zero (subnormal squares lose relative precision).
+_ERROR_FLOOR = 1e-300
+
+
+def nearest(rows: FloatArray, half_norms: FloatArray, query: FloatArray) -> tuple[int, float]:
+    """The index of the row nearest to ``query`` and its squared distance, exactly as
+    ``((rows - query) ** 2).sum(axis=1)`` and its ``argmin`` give them (the first of ties).
+
+    That expression costs a subtraction, a square and a short-row reduction over the whole
+    matrix per query. Here one matrix-vector product screens the rows: ``|r|^2 / 2 - r.q``
+    (``half_norms``: the rows' squared norms halved, kept as they are added) orders the
+    rows as their distances do, and only the rows within the rounding errors of the
+    smallest are computed exactly, by the expression (each row's sum is its own, so the
+    subset gives the same values). Non-finite values fall back to the whole expression."""
+    screened = half_norms - rows @ query
+    query_norm = float(query @ query)
+    lowest = float(screened.min())
+    slack = _ERROR_PER_FEATURE * (query.size + 2) * (2 * float(half_norms.max()) + query_norm)
+    if math.isfinite(lowest) and math.isfinite(slack):
+        candidates = np.flatnonzero(screened <= lowest + slack + _ERROR_FLOOR)
+        if candidates.size:
+            exact = ((rows[candidates] - query) ** 2).sum(axis=1)
+            best = int(exact.argmin())
+            return int(candidates[best]), float(exact[best])
+    exact = ((rows - query) ** 2).sum(axis=1)
+    best = int(exact.argmin())
+    return best, float(exact[best])
+
+
+def _needed(count: int) -> int:
+    """The fewest of ``count`` values whose share reaches ``SHARE`` (the share computed as
+    ``k / count``, exactly as a mean of booleans is)."""
+    return next(k for k in range(count + 1) if k / count >= SHARE)
+
+
 class FixedSteps:
     """One client's fixed-step summary (bounded: ``LOOKBACK + RECENT_STEPS`` rows)."""
 
     def __init__(self, width: int) -> None:
         self.rows = np.empty((LOOKBACK, width))
+        #: Each row's squared norm halved (for ``nearest``).
+        self.half_norms = np.empty(LOOKBACK)
         self.count = 0
         self.next = 0
         self.steps = np.empty((RECENT_STEPS, width))
         self.steps_count = 0
         self.steps_next = 0
         self.marks: collections.deque[bool] = collections.deque(maxlen=WINDOW)
+        #: How many of ``marks`` are True (kept as they come and go: no sum per query).
+        self.marked = 0
+        self._needed = [0, *(_needed(count) for count in range(1, width + 1))]
 
     def observe(self, query: FloatArray) -> str | None:
         """Add one distinct query (standard units); the alarm's reason, if it raises one."""
         if self.count:
-            kept = self.rows[: self.count]
-            nearest = kept[int(((kept - query) ** 2).sum(axis=1).argmin())]
-            self.marks.append(self._is_step(np.abs(query - nearest)))
+            count = self.count
+            index, _ = nearest(self.rows[:count], self.half_norms[:count], query)
+            mark = self._is_step(np.abs(query - self.rows[index]))
+            marks = self.marks
+            if len(marks) == WINDOW and marks[0]:
+                self.marked -= 1
+            marks.append(mark)
+            self.marked += mark
         self.rows[self.next] = query
+        self.half_norms[self.next] = (query @ query) / 2
         self.next = (self.next + 1) % LOOKBACK
         self.count = min(self.count + 1, LOOKBACK)
-        steps = sum(self.marks)
+        steps = self.marked
         if steps >= ALARM_COUNT:
             return (
                 f"{steps} of its last {len(self.marks)} queries each move an earlier query "
@@ -80,22 +133,30 @@ class FixedSteps:
         return None
 
     def _is_step(self, differences: FloatArray) -> bool:
-        largest = float(differences.max())
+        # Plain floats: on a row this short, each numpy call costs more than its arithmetic.
+        values = differences.tolist()
+        largest = max(values)
         if largest <= 0:
             return False
-        moved = differences > MOVED_OF_LARGEST * largest
-        if int(moved.sum()) < MIN_MOVED:
+        cut = MOVED_OF_LARGEST * largest
+        moved = [index for index, value in enumerate(values) if value > cut]
+        count = len(moved)
+        if count < MIN_MOVED:
             return False
-        size = differences[moved]
-        # The upper median: np.median costs ~10x more on a row this short, and either
-        # middle value serves as the step size here.
-        median = float(np.partition(size, size.size // 2)[size.size // 2])
-        equal = float((np.abs(size - median) <= TOLERANCE * median).mean()) >= SHARE
+        size = [values[index] for index in moved]
+        # The upper median (either middle value serves as the step size here).
+        median = sorted(size)[count // 2]
+        margin = TOLERANCE * median
+        needed = self._needed[count]
+        equal = sum(abs(value - median) <= margin for value in size) >= needed
         repeated = False
         if self.steps_count:
-            earlier = self.steps[: self.steps_count][:, moved]
-            close = np.abs(earlier - size) <= TOLERANCE * size
-            repeated = bool((close.mean(axis=1) >= SHARE).any())
+            earlier = self.steps[: self.steps_count]
+            close = np.abs(earlier - differences) <= TOLERANCE * differences
+            # The moved features' close ones, counted by a product with their 0/1 weights
+            # (exact: small whole numbers) instead of selecting those columns first.
+            weights = (differences > cut).astype(np.float64)
+            repeated = bool((close @ weights >= needed).any())
         self.steps[self.steps_next] = differences
         self.steps_next = (self.steps_next + 1) % RECENT_STEPS
         self.steps_count = min(self.steps_count + 1, RECENT_STEPS)
@@ -104,4 +165,4 @@ class FixedSteps:
 
 def memory_bytes(width: int) -> int:
     """An upper bound of one client's fixed-step summary."""
-    return 8 * width * (LOOKBACK + RECENT_STEPS) + 8 * WINDOW + 512
+    return 8 * width * (LOOKBACK + RECENT_STEPS) + 8 * LOOKBACK + 8 * WINDOW + 512
