@@ -159,3 +159,17 @@ def test_settings_that_do_nothing_under_audit_or_a_throttle_too_fast_are_warning
     assert "spec.api.responses: response hardening applies under Enforce only" in err
     assert "spec.api.probing.throttle.requestsPerSecond: 10 is not below" in err
     assert "error" not in err
+
+
+def test_a_network_block_admitting_no_source_beside_an_api_block_is_a_warning(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    api = {"rateLimits": {"perClient": {"requestsPerSecond": 5}}}
+    closed = policy(api)
+    closed["spec"]["network"] = {"egress": [{"peers": [{"cidr": "10.0.0.0/8"}]}]}
+    assert run(tmp_path, closed, configmap(profile(400))) == 0
+    assert "spec.network.ingress: empty: with an api block" in capsys.readouterr().err
+    opened = policy(api)
+    opened["spec"]["network"] = {"ingress": [{"peers": [{"namespaceSelector": {}}]}]}
+    assert run(tmp_path, opened, configmap(profile(400))) == 0
+    assert "spec.network.ingress" not in capsys.readouterr().err

@@ -51,7 +51,8 @@ def test_the_models_port_admits_only_the_guard_even_with_a_wider_network_block()
         "egress": [{"peers": [{"cidr": "10.0.0.0/8"}], "ports": [{"port": 5432}]}],
     }
     plan = _plan(_policy("api", {"selector": SELECTOR, "api": API, "network": network}), _served())
-    (netpol,) = _of_kind(plan, "NetworkPolicy").values()
+    # The guard's own NetworkPolicy takes the block's ingress (test_guard_network_planning).
+    netpol = _of_kind(plan, "NetworkPolicy")[("NetworkPolicy", "ml", "ms-netpol-deploy-fraud")]
     spec = netpol["spec"]
     assert spec["ingress"] == [
         {

@@ -7,7 +7,8 @@ cannot use (no ``outliers`` key in the reference profile, an unreadable one, or 
 ConfigMap is among the resources, those are **errors**. **Warnings** are settings that do
 not do what they seem to: Throttle/Block, Reject and response hardening under Audit; a
 throttle no slower than the client's own rate limit; probing summaries that can outgrow
-the guard's default memory limit.
+the guard's default memory limit; a network block that admits no source (the guard takes
+the block's sources, so no client could call the model).
 """
 
 from __future__ import annotations
@@ -52,6 +53,21 @@ def judge(
     if api is None:
         return []
     found = _audit_warnings(policy.spec.enforcement, api)
+    network = policy.spec.network
+    if (
+        network is not None
+        and not network.ingress
+        and policy.spec.enforcement is policies.Enforcement.ENFORCE
+    ):
+        found.append(
+            Finding(
+                False,
+                "spec.network.ingress",
+                "empty: with an api block clients reach the model through its guard, and the "
+                "guard admits only the sources the network block allows: no client can call "
+                "the model (list the clients' namespaces or pods)",
+            )
+        )
     probe = api.probing
     limits = api.rate_limits
     if (

@@ -5,7 +5,9 @@ policy's is reported, never applied); when they cannot be built (a policy the AP
 refuse today, or one that cannot be read at all) the workload gets a deny-all
 NetworkPolicy, and ``Plan.fallbacks`` holds that deny-all for the reconciler to write when
 the API server refuses the one planned. A workload is never left without one. With an
-``api`` block the model's ingress is the guard's pods only (``guardplans``).
+``api`` block the model's ingress is the guard's pods only (``guardplans``), and the guard's pods admit the sources the
+network blocks admitted to the model (``plan_guard_network``): the guard is the model's
+front door, not a way around its NetworkPolicy.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from modelshield.api.v1alpha1 import policies
 from modelshield.controllers import caches, plans
-from modelshield.controllers.builders import networkpolicies, ownership
+from modelshield.controllers.builders import guards, networkpolicies, ownership
 from modelshield.engine import compiling
 
 #: The workload got a deny-all NetworkPolicy instead of the one its policies describe.
@@ -105,6 +107,80 @@ def plan_network(
     result.desired[key] = ownership.stamp(manifest, governance)
     result.fallbacks[key] = deny_all
     _note_audited(result, workload_ref, audited, [r for _, r in enforced], namespace, settings)
+
+
+def plan_guard_network(
+    result: plans.Plan,
+    body: Mapping[str, Any],
+    workload_ref: ownership.ObjectRef,
+    governing: Sequence[tuple[ownership.ObjectRef, compiling.AnyPolicy]],
+    unreadable: tuple[ownership.ObjectRef, ...],
+    settings: plans.Settings,
+) -> None:
+    """The guard's ingress NetworkPolicy, when the plan holds a guard and Enforce policies
+    restrict the workload's network (or one that might cannot be read).
+
+    Without it the model's ingress rule (the guard's pods only) would replace the blocks'
+    sources, and any pod could call the model through the guard: the network blocks would
+    restrict nothing. It fails closed like the model's: deny-all when the blocks cannot be
+    built, or as the fallback when the API server refuses the one planned.
+    """
+    kind, namespace, name = caches.key_of(body)
+    guard_name = ownership.child_name("guard", kind, name)
+    model_port = guards.model_port(body)
+    if ("Deployment", namespace, guard_name) not in result.desired or model_port is None:
+        return
+    enforced = [
+        (ref, model.spec.network)
+        for ref, model in governing
+        if model.spec.network is not None and model.spec.enforcement is policies.Enforcement.ENFORCE
+    ]
+    if not enforced and not unreadable:
+        return
+    refs = tuple(dict.fromkeys(ref for ref, _ in enforced)) + unreadable
+    governance = ownership.Governance(
+        workload=workload_ref, policies=refs, component=networkpolicies.COMPONENT
+    )
+    policy_name = ownership.child_name("netpol-guard", kind, name)
+    pod_selector = {"matchLabels": guards.pod_labels(guard_name)}
+    deny_all = ownership.stamp(
+        networkpolicies.deny_all(name=policy_name, namespace=namespace, pod_selector=pod_selector),
+        governance,
+    )
+    key = caches.key_of(deny_all)
+    manifest = None
+    reason = ""
+    if unreadable:
+        reason = "a policy that asks for network isolation cannot be read (see its status)"
+    else:
+        try:
+            manifest = networkpolicies.build_front_door(
+                name=policy_name,
+                namespace=namespace,
+                pod_selector=pod_selector,
+                requirements=[requirement for _, requirement in enforced],
+                model_port=model_port,
+                front_port=guards.PORT,
+                scraper_peers=settings.scraper_peers,
+                scraper_ports=frozenset({(guards.MANAGEMENT_PORT, "TCP")}),
+            )
+        except networkpolicies.BuildError as error:
+            reason = str(error)
+        except Exception as error:  # noqa: BLE001 - a bug must not leave the guard open
+            reason = f"building it failed ({type(error).__name__}: {error})"
+    if manifest is None:
+        result.desired[key] = deny_all
+        for ref in refs:
+            result.problems.setdefault(ref, []).append(
+                plans.Problem(
+                    NETWORK_POLICY_FAILED_CLOSED,
+                    f"{workload_ref.display}: NetworkPolicy {policy_name} denies all traffic "
+                    f"to the inference guard: {reason}",
+                )
+            )
+        return
+    result.desired[key] = ownership.stamp(manifest, governance)
+    result.fallbacks[key] = deny_all
 
 
 def _note_audited(

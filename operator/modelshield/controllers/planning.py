@@ -64,4 +64,5 @@ def plan(world: caches.World, key: caches.Key, settings: Settings, profile: str 
     networkplans.plan_network(
         result, body, workload_ref, governing, unreadable, settings, monitor, guard
     )
+    networkplans.plan_guard_network(result, body, workload_ref, governing, unreadable, settings)
     return result

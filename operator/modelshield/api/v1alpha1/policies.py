@@ -241,7 +241,11 @@ class NetworkRequirements(ApiModel):
 
     ingress: list[TrafficRule] = pydantic.Field(
         default_factory=list,
-        description="Sources allowed to reach the model server.",
+        description=(
+            "Sources allowed to reach the model server. With an api block clients call the "
+            "inference guard instead: these sources, on rules that admit the model's port, "
+            "may reach the guard, and the model admits the guard alone."
+        ),
         max_length=32,
     )
     egress: list[TrafficRule] = pydantic.Field(

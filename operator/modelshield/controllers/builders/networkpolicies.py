@@ -351,6 +351,51 @@ def build(
     }
 
 
+def build_front_door(
+    *,
+    name: str,
+    namespace: str,
+    pod_selector: Selector,
+    requirements: Sequence[policies.NetworkRequirements],
+    model_port: int,
+    front_port: int,
+    scraper_peers: Sequence[Peer] = (),
+    scraper_ports: frozenset[tuple[int, str]] = frozenset(),
+) -> dict[str, Any]:
+    """The ingress NetworkPolicy of a process that clients call instead of the model (the
+    inference guard), unstamped.
+
+    The network blocks say which sources may reach the model server; once clients reach it
+    through the guard, those sources are the ones that may reach the guard. So every
+    combined ingress rule that admits the model's port (or every port) admits its peers on
+    ``front_port``; a rule for the model's other ports says nothing about the guard. No such
+    rule: no client reaches the guard (the blocks allowed nobody to reach the model). Egress
+    is left alone (the guard must reach the model, the API server and the drift monitor).
+    BuildError as ``build``.
+    """
+    if not requirements:
+        raise ValueError("a NetworkPolicy needs at least one network requirement")
+    ingress: list[Rule] = []
+    for rule in _combined(requirements, "ingress", namespace):
+        if rule.ports is not None and (model_port, "TCP") not in rule.ports:
+            continue
+        front = Rule(peers=rule.peers, ports=frozenset({(front_port, "TCP")}))
+        if front not in ingress:
+            ingress.append(front)
+    if scraper_peers and scraper_ports:
+        ingress.append(Rule(peers=tuple(scraper_peers), ports=scraper_ports))
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "podSelector": pod_selector,
+            "policyTypes": ["Ingress"],
+            "ingress": [_rule_manifest(rule, "from") for rule in ingress],
+        },
+    }
+
+
 def deny_all(*, name: str, namespace: str, pod_selector: Selector) -> dict[str, Any]:
     """The NetworkPolicy that allows nothing in or out: what a workload gets when its own
     cannot be built or written (stricter than any other, so never a gap)."""
