@@ -11,7 +11,9 @@ state, one row per request:
 - ``probing <Detector>``: ``Prober.observe`` of one row for a client whose history is
   full (1,200 distinct queries first: DistanceDistribution's 1,000, FixedSteps' 256),
   one Prober per detector; ``none`` runs no detector (standardising and the repeat check
-  every detector pays once), ``all`` the defaults;
+  every detector pays once), ``all`` the defaults; ``box``: the client sends uniformly
+  random points in the held-out rows' box (an extraction attacker), which keep growing
+  DistanceDistribution's set of queries to its 1,000 rows (benign rows stop at 10-24);
 - ``harden v1`` / ``harden v2``: a KServe v1 and an Open Inference v2 answer of 10 class
   probabilities, rounded to 3 decimals and cut to the top 1;
 - ``defences``: ``Defences.judge`` and ``Defences.harden`` of a parsed 20-feature v1
@@ -80,6 +82,8 @@ class Case:
     limits: Any
     pool: np.ndarray
     held_out: np.ndarray
+    #: Uniformly random points in the held-out rows' box: an extraction attacker's queries.
+    box: np.ndarray
 
 
 def _case(name: str, data: np.ndarray, pool_size: int) -> Case:
@@ -102,7 +106,8 @@ def _case(name: str, data: np.ndarray, pool_size: int) -> Case:
     pool = first + rng.uniform(0, MIX, (pool_size, 1)) * (second - first)
     if model.fitted.whole is not None:
         pool = np.where(model.fitted.whole, np.round(pool), pool)
-    return Case(name, model.fitted, model, limits, np.ascontiguousarray(pool), held_out)
+    box = rng.uniform(held_out.min(axis=0), held_out.max(axis=0), (pool_size, data.shape[1]))
+    return Case(name, model.fitted, model, limits, np.ascontiguousarray(pool), held_out, box)
 
 
 def _cases(pool_size: int) -> list[Case]:
@@ -137,6 +142,11 @@ class Checks:
         for case in self.cases:
             for detector in ("none", *DETECTORS, "all"):
                 self.checks[f"probing {detector} {case.name}"] = self._probing(case, detector)
+            # An attacker's random points keep growing PRADA's set (to 1,000 rows), where
+            # benign rows soon stop (10-24 rows here).
+            for detector in ("DistanceDistribution", "all"):
+                name = f"probing {detector} box {case.name}"
+                self.checks[name] = self._probing(case, detector, case.box)
         self.checks["harden v1"], self.checks["harden v2"] = self._hardening()
         self.checks["defences 20"] = self._defences(twenty)
 
@@ -169,12 +179,14 @@ class Checks:
             chosen = frozenset({probing.Detector(detector)})
         return probing.Settings(detectors=chosen, outlier_rate=case.limits.held_out_rate)
 
-    def _probing(self, case: Case, detector: str) -> Callable[[int], None]:
+    def _probing(
+        self, case: Case, detector: str, queries: np.ndarray | None = None
+    ) -> Callable[[int], None]:
         prober = self.probing.Prober(
             case.fitted.mean, case.fitted.std, self._settings(detector, case)
         )
         over = self.outlierscoring.over
-        pool = case.pool
+        pool = case.pool if queries is None else queries
         marks = over(self.outlierscoring.score(case.fitted, pool, []), case.limits)
         position = 0
 

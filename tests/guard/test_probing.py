@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import stats
 from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
 
 from modelshield.guard import probing
+from tests.guard import probing_reference
 
 DATA = load_breast_cancer().data
 TRAIN, HELD = DATA[:400], DATA[400:]
@@ -126,3 +128,74 @@ def test_one_alarm_per_episode_not_one_per_query() -> None:
     query = seed.copy()
     query[1] = HIGH[1] * 2
     assert len(prober.observe("c", query[None, :], 100.0)) == 1
+
+
+def _equivalence_streams(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Standardised streams of the shapes the detectors see: replays with repeats, random
+    points in the box, steps around seeds, one-feature sweeps, a mix; one with huge values."""
+    replay = (HELD[rng.integers(0, len(HELD), 600)] - MEAN) / STD
+    box = (rng.uniform(LOW, HIGH, (600, DATA.shape[1])) - MEAN) / STD
+    seeds = (HELD[:5] - MEAN) / STD
+    steps = np.concatenate(
+        [seeds + 0.1 * k * np.sign(rng.normal(size=seeds.shape)) for k in range(120)]
+    )
+    sweep = np.repeat(seeds, 120, axis=0)
+    sweep[np.arange(600), np.arange(600) % DATA.shape[1]] += np.tile(np.linspace(-2, 2, 120), 5)
+    mixed = np.where(rng.random((600, 1)) < 0.5, replay, box)
+    huge = box.copy()
+    huge[::37] *= 1e160
+    return {
+        "replay": replay,
+        "box": box,
+        "steps": steps,
+        "sweep": sweep,
+        "mixed": mixed,
+        "huge": huge,
+    }
+
+
+def test_client_stream_decides_as_the_first_formula_on_random_streams() -> None:
+    """Every alarm, distance and threshold as the first formula's (tests/guard/
+    probing_reference.py), with the default memory and with a small one that wraps."""
+    rng = np.random.default_rng(18)
+    for settings in (probing.Settings(), probing.Settings(memory=50, min_queries=20)):
+        for name, stream in _equivalence_streams(rng).items():
+            flags = rng.random(len(stream)) < (0.3 if name in ("box", "mixed") else 0.01)
+            fast = probing.ClientStream(DATA.shape[1], settings)
+            first = probing_reference.FirstClientStream(DATA.shape[1], settings)
+            for query, flagged in zip(stream, flags, strict=True):
+                query = np.ascontiguousarray(query)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    assert fast.observe(query, bool(flagged)) == first.observe(
+                        query, bool(flagged)
+                    ), name
+                assert fast.threshold == first.threshold
+                assert fast.growing_count == first.growing_count
+                assert fast.distances.array().tolist() == list(first.distances)
+
+
+def test_the_shapiro_wilk_statistic_is_scipys() -> None:
+    rng = np.random.default_rng(5)
+    for size in (3, 4, 10, 100, 1000, 5000):
+        for values in (
+            rng.normal(size=size),
+            rng.lognormal(size=size),
+            np.round(rng.normal(size=size)),
+        ):
+            assert probing._shapiro(values) == float(stats.shapiro(values).statistic)
+    with_inf = rng.normal(size=50)
+    with_inf[3] = np.inf
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(probing._shapiro(with_inf)) == np.isnan(
+            float(stats.shapiro(with_inf).statistic)
+        )
+
+
+def test_recent_keeps_the_last_values_in_order() -> None:
+    recent = probing.Recent(7)
+    kept: list[float] = []
+    for value in range(30):
+        recent.append(float(value))
+        kept = [*kept, float(value)][-7:]
+        assert recent.array().tolist() == kept
+        assert len(recent) == len(kept)

@@ -145,7 +145,16 @@ def _distance_cases() -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def test_nearest_gives_the_whole_expressions_index_and_distance() -> None:
+    cases = []
     for rows, query in _distance_cases():
+        # Small matrices are searched whole: screened, each case is repeated (ties with
+        # every row's copy) or padded with far rows.
+        copies = probing_steps.SCREEN_FROM // rows.size + 1
+        cases.append((np.tile(rows, (copies, 1)), query))
+        far = np.full(((copies - 1) * rows.shape[0], rows.shape[1]), 1e140)
+        cases.append((np.concatenate([rows, far]), query))
+    for rows, query in cases:
+        assert rows.size >= probing_steps.SCREEN_FROM
         with np.errstate(over="ignore", invalid="ignore"):
             half_norms = np.einsum("ij,ij->i", rows, rows) / 2
             whole = ((rows - query) ** 2).sum(axis=1)

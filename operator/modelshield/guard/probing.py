@@ -69,6 +69,45 @@ VOLUME_FLOOR = 10.0
 VOLUME_SMOOTHING = 0.1
 
 
+#: Shapiro-Wilk's W as ``stats.shapiro`` computes it, without the wrapper that checks its
+#: argument's axes, NaNs and masks (~150 us of each ~170 us call; the distances below are
+#: one finite axis, and anything else goes to ``stats.shapiro`` itself).
+_shapiro_w = getattr(stats.shapiro, "__wrapped__", stats.shapiro)
+
+
+def _shapiro(values: FloatArray) -> float:
+    if np.isfinite(values).all():
+        return float(_shapiro_w(values)[0])
+    return float(stats.shapiro(values).statistic)
+
+
+class Recent:
+    """The last ``capacity`` floats in arrival order, readable as one numpy array without
+    a copy: each is stored twice, ``capacity`` apart, so the window is always contiguous
+    (a deque had to be copied into an array for each test)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.values = np.empty(2 * capacity)
+        self.size = 0
+        self.next = 0
+
+    def append(self, value: float) -> None:
+        """Add one value, forgetting the oldest past ``capacity``."""
+        self.values[self.next] = value
+        self.values[self.next + self.capacity] = value
+        self.next = (self.next + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def array(self) -> FloatArray:
+        """The values, oldest first (a view: valid until the next ``append``)."""
+        start = (self.next - self.size) % self.capacity
+        return self.values[start : start + self.size]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """A policy's probing settings, as the detectors use them."""
@@ -109,18 +148,23 @@ class ClientStream:
         self.settings = settings
         memory = settings.memory
         self.growing = np.empty((memory, width))
+        #: Each growing row's squared norm halved (``probing_steps.nearest``).
+        self.growing_half_norms = np.empty(memory)
         self.growing_count = 0
         self.growing_next = 0
-        self.growing_distances: collections.deque[float] = collections.deque(maxlen=memory)
+        self.growing_distances = Recent(memory)
         self.threshold = 0.0
-        self.distances: collections.deque[float] = collections.deque(maxlen=memory)
+        self.distances = Recent(memory)
         self.since_test = 0
         self.seen: collections.OrderedDict[bytes, None] = collections.OrderedDict()
         self.recent = np.empty((SWEEP_LOOKBACK, width))
         self.recent_count = 0
         self.recent_next = 0
         self.sweeps: collections.deque[bool] = collections.deque(maxlen=SWEEP_WINDOW)
+        #: How many of ``sweeps`` and of ``outliers`` are True (kept as they come and go).
+        self.sweep_count = 0
         self.outliers: collections.deque[bool] = collections.deque(maxlen=OUTLIER_WINDOW)
+        self.outlier_count = 0
         self.outlier_alarm_count = settings.outlier_alarm_count
         self.alarmed: dict[Detector, float] = {}
         self.minute = -1
@@ -145,8 +189,11 @@ class ClientStream:
         if self.growing_count == 0:
             self._grow(query, None)
             return None
-        kept = self.growing[: self.growing_count]
-        nearest = float(np.sqrt(((kept - query) ** 2).sum(axis=1).min()))
+        count = self.growing_count
+        _, squared = probing_steps.nearest(
+            self.growing[:count], self.growing_half_norms[:count], query
+        )
+        nearest = float(np.sqrt(squared))
         self.distances.append(nearest)
         if nearest > self.threshold:
             self._grow(query, nearest)
@@ -157,13 +204,10 @@ class ClientStream:
         # Natural minimum distances are right-skewed (roughly log-normal): the test reads
         # their logarithms, where benign streams look normal and synthetic ones, whose
         # distances pile up at a few step sizes, still do not.
-        values = np.log(np.fromiter(self.distances, dtype=np.float64) + LOG_OFFSET)
+        values = np.log(self.distances.array() + LOG_OFFSET)
         mean, std = values.mean(), values.std()
         trimmed = values[np.abs(values - mean) <= 3 * std] if std > 0 else values
-        if trimmed.size < 3 or np.ptp(trimmed) == 0:
-            w = 0.0
-        else:
-            w = float(stats.shapiro(trimmed).statistic)
+        w = 0.0 if trimmed.size < 3 or np.ptp(trimmed) == 0 else _shapiro(trimmed)
         if w < self.settings.normality_threshold:
             return Alarm(
                 "",
@@ -175,26 +219,31 @@ class ClientStream:
 
     def _grow(self, query: FloatArray, nearest: float | None) -> None:
         self.growing[self.growing_next] = query
+        self.growing_half_norms[self.growing_next] = (query @ query) / 2
         self.growing_next = (self.growing_next + 1) % self.settings.memory
         self.growing_count = min(self.growing_count + 1, self.settings.memory)
         if nearest is not None:
             self.growing_distances.append(nearest)
-            kept = np.fromiter(self.growing_distances, dtype=np.float64)
+            kept = self.growing_distances.array()
             self.threshold = max(self.threshold, float(kept.mean() - kept.std()))
 
     def _sweep(self, query: FloatArray) -> Alarm | None:
         if self.recent_count:
             recent = self.recent[: self.recent_count]
             differing = (np.abs(recent - query) > 1e-9).sum(axis=1)
-            self.sweeps.append(bool(differing.min() <= SWEEP_FEATURES))
+            swept = bool(differing.min() <= SWEEP_FEATURES)
+            if len(self.sweeps) == SWEEP_WINDOW and self.sweeps[0]:
+                self.sweep_count -= 1
+            self.sweeps.append(swept)
+            self.sweep_count += swept
         self.recent[self.recent_next] = query
         self.recent_next = (self.recent_next + 1) % SWEEP_LOOKBACK
         self.recent_count = min(self.recent_count + 1, SWEEP_LOOKBACK)
-        if len(self.sweeps) == SWEEP_WINDOW and sum(self.sweeps) >= SWEEP_WINDOW / 2:
+        if len(self.sweeps) == SWEEP_WINDOW and self.sweep_count >= SWEEP_WINDOW / 2:
             return Alarm(
                 "",
                 Detector.SWEEP,
-                f"{sum(self.sweeps)} of its last {SWEEP_WINDOW} queries differ from an earlier "
+                f"{self.sweep_count} of its last {SWEEP_WINDOW} queries differ from an earlier "
                 f"one in at most {SWEEP_FEATURES} features (a sweep)",
             )
         return None
@@ -226,8 +275,11 @@ class ClientStream:
         return None
 
     def _outlier_share(self, flagged: bool) -> Alarm | None:
+        if len(self.outliers) == OUTLIER_WINDOW and self.outliers[0]:
+            self.outlier_count -= 1
         self.outliers.append(flagged)
-        count = sum(self.outliers)
+        self.outlier_count += flagged
+        count = self.outlier_count
         if count >= self.outlier_alarm_count:
             return Alarm(
                 "",
