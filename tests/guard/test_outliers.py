@@ -133,3 +133,62 @@ def test_bad_documents_name_the_field(
     change(document)  # type: ignore[operator]
     with pytest.raises(outliermodel.OutlierModelError, match=message):
         outliermodel.from_document(document)
+
+
+def _first_distance_and_residual(
+    fitted: outliertypes.Fitted, numeric: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The multivariate scores as first written: the varying columns always selected by
+    their index array, NaN and infinities always replaced."""
+    z = (numeric[:, fitted.varying_index] - fitted.varying_mean) / fitted.varying_std
+    z = np.nan_to_num(z, nan=0.0)
+    pulled = z @ fitted.precision
+    distance = np.sqrt(np.maximum((pulled * z).sum(axis=1), 0.0))
+    return distance, (np.abs(pulled) * fitted.residual_unit).max(axis=1)
+
+
+def test_scores_equal_the_first_formula_for_many_rows_and_for_one(
+    model: outliertypes.OutlierModel,
+) -> None:
+    """Missing values, infinities and overflowing values included; with every column
+    varying and with a constant one (the index array path)."""
+    rng = np.random.default_rng(15)
+    constant = TRAIN.copy()
+    constant[:, 3] = 7.0
+    with_constant = outliermodel.build(
+        {n: constant[:, i].tolist() for i, n in enumerate(NAMES)}, NAMES
+    ).fitted
+    rows = HELD[rng.integers(0, len(HELD), 60)].copy()
+    rows[::7, 2] = np.nan
+    rows[1::9, 5] = np.inf
+    rows[2::11, 0] = -np.inf
+    rows[3::13, 8] = 1e308
+    for fitted in (model.fitted, with_constant):
+        assert (fitted.varying == tuple(range(len(NAMES)))) is (fitted is model.fitted)
+        with np.errstate(over="ignore", invalid="ignore"):
+            together = outlierscoring.score(fitted, rows, [])
+            expected = _first_distance_and_residual(fitted, rows)
+            np.testing.assert_array_equal(together.distance, expected[0])
+            np.testing.assert_array_equal(together.residual, expected[1])
+            # One row at a time, as the guard scores a one-row request (a matrix product
+            # of one row may round differently from one of many: compared as such).
+            for index in range(len(rows)):
+                one = outlierscoring.score(fitted, rows[index : index + 1], [])
+                first = _first_distance_and_residual(fitted, rows[index : index + 1])
+                np.testing.assert_array_equal(one.distance, first[0])
+                np.testing.assert_array_equal(one.residual, first[1])
+
+
+def test_flagged_lists_nothing_for_rows_under_every_limit(
+    model: outliertypes.OutlierModel,
+) -> None:
+    limits = outlierscoring.thresholds(model, 0.01)
+    rows = HELD[:50]
+    scores = outlierscoring.score(model.fitted, rows, [])
+    under = ~outlierscoring.over(scores, limits)
+    kept = rows[under]
+    assert kept.shape[0] > 40
+    assert outlierscoring.flagged(model.fitted, limits, kept, []) == []
+    moved = kept[:1].copy()
+    moved[0, 0] = TRAIN[:, 0].max() * 3
+    assert [row for row, _ in outlierscoring.flagged(model.fitted, limits, moved, [])] == [0]
