@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import random
 
 from modelshield.api.v1alpha1.apiprotection import Protocol
 from modelshield.guard import hardening
+from tests.guard import hardening_reference
 
 TOP1 = hardening.Hardening(round_decimals=2, top_k=1)
 
@@ -55,3 +57,64 @@ def test_v2_float_outputs_keep_their_shape_and_integers_are_untouched() -> None:
 def test_policies_combine_to_the_stricter() -> None:
     combined = hardening.Hardening(3, None).stricter(hardening.Hardening(5, 2))
     assert combined == hardening.Hardening(3, 2)
+
+
+def _random_value(rng: random.Random, depth: int) -> object:
+    kind = rng.random()
+    if depth < 3 and kind < 0.3:
+        return [_random_value(rng, depth + 1) for _ in range(rng.randint(0, 6))]
+    choices: list[object] = [
+        rng.random(),
+        -rng.random(),
+        rng.choice([0.0, -0.0, 0.5, 0.25, 1e300, -1e-300, 123456789.123456789]),
+        rng.randint(-3, 3),
+        rng.choice([True, False, None, "a"]),
+        rng.choice([float("nan"), float("inf"), float("-inf")]),
+        round(rng.random(), 1),
+    ]
+    return rng.choices(choices, weights=[8, 3, 3, 3, 1, 1, 4])[0]
+
+
+def _random_row(rng: random.Random) -> list[object]:
+    width = rng.randint(1, 12)
+    # Ties: values drawn from few, as rounded probabilities are.
+    if rng.random() < 0.5:
+        return [round(rng.random(), 1) for _ in range(width)]
+    return [_random_value(rng, 3) for _ in range(width)]
+
+
+def test_answers_are_the_first_formulas_bytes() -> None:
+    """Random v1 and v2 answers (nested rows, ties, integers, booleans, NaN, infinities,
+    negative zero) hardened every way give the bytes the first formula gave
+    (tests/guard/hardening_reference.py)."""
+    rng = random.Random(15)  # noqa: S311 - test data
+    settings = [
+        hardening.Hardening(decimals, k)
+        for decimals in (None, 0, 2, 3)
+        for k in (None, 1, 2, 3)
+        if decimals is not None or k is not None
+    ]
+    for _ in range(400):
+        rows = [_random_row(rng) for _ in range(rng.randint(0, 4))]
+        width = rng.randint(1, 5)
+        flat = [rng.random() for _ in range(width * 2)]
+        answers = [
+            (Protocol.KSERVE_V1, {"predictions": rows}),
+            (Protocol.KSERVE_V1, {"predictions": _random_value(rng, 0)}),
+            (Protocol.KSERVE_V1, {"predictions": [rng.random() for _ in range(4)]}),
+            (
+                Protocol.OPEN_INFERENCE_V2,
+                {
+                    "outputs": [
+                        {"name": "p", "datatype": "FP32", "shape": [2, width], "data": flat},
+                        {"name": "q", "datatype": "FP64", "shape": [len(rows), 3], "data": rows},
+                        {"name": "l", "datatype": "INT64", "shape": [2], "data": [1, 2]},
+                    ]
+                },
+            ),
+        ]
+        for protocol, document in answers:
+            body = json.dumps(document).encode()
+            for setting in settings:
+                expected = hardening_reference.first_harden(body, protocol, setting)
+                assert hardening.harden(body, protocol, setting) == expected, (document, setting)

@@ -18,6 +18,8 @@ from typing import Any
 from modelshield.api.v1alpha1.apiprotection import Protocol
 
 FLOAT_DATATYPES = frozenset({"FP16", "FP32", "FP64"})
+#: ``json.dumps(..., separators=(",", ":"))`` builds this encoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -42,10 +44,32 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _all_numbers(values: list[Any]) -> bool:
+    """``all(_is_number(v) for v in values)``, a plain float or int decided by its type
+    alone (a call per value cost more than the rest of the hardening)."""
+    for value in values:
+        kind = type(value)
+        if kind is not float and kind is not int and not _is_number(value):
+            return False
+    return True
+
+
 def _top_k(row: list[Any], k: int) -> list[Any]:
-    if len(row) <= k or not all(_is_number(v) for v in row):
+    if len(row) <= k or not _all_numbers(row):
         return row
-    keep = set(sorted(range(len(row)), key=lambda i: (-row[i], i))[:k])
+    if any(v != v for v in row):
+        # NaN orders nothing: the sort as first written decides, whatever it does.
+        keep = set(sorted(range(len(row)), key=lambda i: (-row[i], i))[:k])
+    elif k == 1:
+        best = 0
+        for index in range(1, len(row)):
+            if row[index] > row[best]:
+                best = index
+        keep = {best}
+    else:
+        # Largest first, ties in their order (a reversed sort is still stable): the same
+        # k as sorting by (-value, index), without a tuple per value.
+        keep = set(sorted(range(len(row)), key=row.__getitem__, reverse=True)[:k])
     return [v if i in keep else 0.0 * v for i, v in enumerate(row)]
 
 
@@ -53,24 +77,25 @@ def _round(value: Any, decimals: int) -> Any:
     if isinstance(value, float):
         return round(value, decimals)
     if isinstance(value, list):
-        return [_round(v, decimals) for v in value]
+        return [round(v, decimals) if isinstance(v, float) else _round(v, decimals) for v in value]
     return value
 
 
 def _v1(predictions: Any, hardening: Hardening) -> Any:
     def visit(node: Any) -> Any:
         if isinstance(node, list):
-            if hardening.top_k is not None and node and all(_is_number(v) for v in node):
+            if hardening.top_k is not None and node and _all_numbers(node):
                 node = _top_k(node, hardening.top_k)
             else:
-                node = [visit(v) for v in node]
+                # Each element visited is rounded already (rounding twice changes nothing).
+                return [visit(v) for v in node]
         if hardening.round_decimals is not None:
             node = _round(node, hardening.round_decimals)
         return node
 
     # A list of rows: each row is hardened; a flat list of numbers is one value per
     # instance (labels or regression outputs), not a row of classes.
-    if isinstance(predictions, list) and all(_is_number(v) for v in predictions):
+    if isinstance(predictions, list) and _all_numbers(predictions):
         return (
             _round(predictions, hardening.round_decimals)
             if hardening.round_decimals is not None
@@ -86,7 +111,7 @@ def _v2(output: dict[str, Any], hardening: Hardening) -> dict[str, Any]:
     shape = output.get("shape")
     if hardening.top_k is not None and isinstance(shape, list) and len(shape) == 2:
         width = shape[1]
-        flat = isinstance(width, int) and width > 0 and all(_is_number(v) for v in data)
+        flat = isinstance(width, int) and width > 0 and _all_numbers(data)
         if flat and len(data) == shape[0] * width:
             data = [
                 v
@@ -117,4 +142,4 @@ def harden(body: bytes, protocol: Protocol, hardening: Hardening) -> bytes:
         ]
     else:
         return body
-    return json.dumps(document, separators=(",", ":")).encode()
+    return _ENCODER.encode(document).encode()
