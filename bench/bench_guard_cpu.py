@@ -5,8 +5,10 @@ the guard. So this measures what the guard's process spends: its CPU-seconds (us
 system, from /proc) per answered request while vegeta (a Go load generator, another
 process) sends flat out, and it compares them with a baseline served by the **same
 process**: a bare aiohttp reverse proxy (read the body, forward it with a pooled client,
-relay the answer; no checks). The ratio guard / bare proxy is what the guard's checks
-cost on top of being an aiohttp proxy at all; 1 / (CPU-seconds per request) is the
+relay the answer; no checks), with aiohttp's ``ClientSession`` and, beside it, with the
+guard's own client to the model server (``guard.forwarding``, what the guard itself
+uses). The ratio guard / bare proxy is what the guard's checks cost on top of being a
+proxy on aiohttp's server at all; 1 / (CPU-seconds per request) is the
 requests per second one core could serve. The model server (a fixed answer) runs in a
 third process, not counted. Targets take turns in short rounds, so load from others
 hits them alike; the ratio per round is what to read.
@@ -52,6 +54,8 @@ PATH = bench_guard.PATH
 ROUND_SECONDS = 2.0
 KEY_HEADERS = {"X-Api-Key": bench_guard.KEY}
 TOKEN_HEADERS = {"Authorization": f"Bearer {bench_guard.TOKEN}"}
+#: The bare proxy with the guard's own client (``forwarding``) instead of aiohttp's.
+OWN_CLIENT = "bare proxy, own client"
 
 
 @dataclasses.dataclass
@@ -79,8 +83,14 @@ class Target:
 def _guard_targets(guard: guardprocesses.Guard, suffix: str) -> list[Target]:
     pid, bare = [guard.process.pid], f"bare proxy{suffix}"
     local = "http://127.0.0.1"
+    own_client = (
+        [Target(OWN_CLIENT, f"{local}:{guard.bare_own_client_port}{PATH}", {}, pid, bare)]
+        if guard.bare_own_client_port is not None
+        else []
+    )
     return [
         Target(bare, f"{local}:{guard.bare_port}{PATH}", {}, pid),
+        *own_client,
         Target(f"guard, API key{suffix}", f"{local}:{guard.port}{PATH}", KEY_HEADERS, pid, bare),
         Target(
             f"guard, token (cached){suffix}",
@@ -186,6 +196,13 @@ def report_cpu(targets: list[Target], against: str | None) -> None:
             print(_ratio_line(target.name, target.per_round, theirs, "its bare proxy's CPU"))
         elif target.name.startswith("nginx") and bare is not None:
             print(_ratio_line(target.name, target.per_round, bare.per_round, "the bare proxy's"))
+    own = by_name.get(OWN_CLIENT)
+    if own is not None:
+        # This tree's guard forwards with the same client as this bare proxy.
+        for target in targets:
+            if target.name.startswith(("guard", "nginx")) and "@" not in target.name:
+                theirs = own.per_round
+                print(_ratio_line(target.name, target.per_round, theirs, f"the {OWN_CLIENT}'s"))
     if against is not None:
         for target in targets:
             old = by_name.get(f"{target.name} @{against}")
@@ -279,6 +296,7 @@ def main() -> None:
     parser.add_argument("--role", choices=["bench", "model", "guard", "auth"], default="bench")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--bare-port", type=int, default=0)
+    parser.add_argument("--bare-own-client-port", type=int, default=0)
     parser.add_argument("--upstream", default="")
     parser.add_argument("--scratch", default="")
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -317,6 +335,7 @@ def main() -> None:
             arguments.bare_port,
             arguments.scratch,
             arguments.event_loop,
+            arguments.bare_own_client_port,
         )
     else:
         print(f"load average before the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

@@ -24,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from bench import bench_guard, nginxauth
+from modelshield.guard import forwarding
 from modelshield_webhooks import eventloops
 
 ME = [sys.executable, "-m", "bench.bench_guard_cpu"]
@@ -63,10 +64,34 @@ def bare_proxy_app(upstream: str) -> web.Application:
     return app
 
 
+def bare_proxy_own_client_app(upstream: str) -> web.Application:
+    """The bare proxy with the guard's own client to the model server (``forwarding``)
+    instead of aiohttp's ``ClientSession``: the ceiling of a guard built on aiohttp's server
+    and that client."""
+    clients: list[forwarding.Client] = []
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        if not clients:
+            clients.append(forwarding.Client(upstream, timeout=30.0, connect_timeout=5.0))
+        body = await request.read()
+        headers = [("Content-Type", request.headers.get("Content-Type", ""))]
+        answer = await clients[0].request("POST", request.raw_path, headers, body)
+        return web.Response(status=answer.status, body=answer.body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", forward)
+    return app
+
+
 def serve_guard(
-    upstream: str, guard_port: int, bare_port: int, scratch: str, event_loop: str
+    upstream: str,
+    guard_port: int,
+    bare_port: int,
+    scratch: str,
+    event_loop: str,
+    bare_own_client_port: int = 0,
 ) -> None:
-    """The guard (as ``modelshield guard`` runs it) and the bare proxy, one process."""
+    """The guard (as ``modelshield guard`` runs it) and the bare proxies, one process."""
     # As `modelshield guard` runs: its event loop, audit lines through logging at INFO.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=open(os.devnull, "w"))  # noqa: SIM115
 
@@ -74,10 +99,10 @@ def serve_guard(
         pipeline = bench_guard._pipeline(upstream, pathlib.Path(scratch))
         from modelshield.guard import server
 
-        for app, port in (
-            (server.build_app(pipeline), guard_port),
-            (bare_proxy_app(upstream), bare_port),
-        ):
+        apps = [(server.build_app(pipeline), guard_port), (bare_proxy_app(upstream), bare_port)]
+        if bare_own_client_port:
+            apps.append((bare_proxy_own_client_app(upstream), bare_own_client_port))
+        for app, port in apps:
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -134,16 +159,18 @@ def extract(revision: str, directory: pathlib.Path) -> pathlib.Path:
 
 @dataclasses.dataclass
 class Guard:
-    """A running guard process: its guard's port and its bare proxy's."""
+    """A running guard process: its guard's port and its bare proxies'."""
 
     process: subprocess.Popen[bytes]
     port: int
     bare_port: int
+    bare_own_client_port: int | None = None  # this tree's guards only
 
     def wait(self) -> None:
-        """Until both ports accept connections."""
-        for port in (self.port, self.bare_port):
-            wait_listening(port, self.process)
+        """Until every port accepts connections."""
+        for port in (self.port, self.bare_port, self.bare_own_client_port):
+            if port is not None:
+                wait_listening(port, self.process)
 
 
 def start_guard(
@@ -153,12 +180,16 @@ def start_guard(
     port, bare_port = free_port(), free_port()
     scratch.mkdir(parents=True, exist_ok=True)
     environment = None
+    # Another revision's bench may not know the bare proxy with the guard's own client.
+    own_client_port = free_port() if source is None else None
+    extra = [f"--bare-own-client-port={own_client_port}"] if own_client_port else []
     if source is not None:
         paths = [str(source / "operator"), str(source / "webhooks"), str(source)]
         environment = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     process = subprocess.Popen(
         [*ME, "--role=guard", f"--upstream={upstream}", f"--port={port}",
-         f"--bare-port={bare_port}", f"--scratch={scratch}", f"--event-loop={event_loop}"],
+         f"--bare-port={bare_port}", f"--scratch={scratch}", f"--event-loop={event_loop}",
+         *extra],
         cwd=source, env=environment,
     )  # fmt: skip
-    return Guard(process, port, bare_port)
+    return Guard(process, port, bare_port, own_client_port)
