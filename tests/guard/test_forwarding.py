@@ -531,3 +531,11 @@ def test_on_uvloop(scenario: Callable[[], Awaitable[None]]) -> None:
         await scenario()
 
     uvloop.run(run())
+
+
+def test_the_guard_does_not_start_with_an_upstream_its_client_cannot_serve(
+    tmp_path: pathlib.Path,
+) -> None:
+    settings = guard_config("https://model.ml.svc:8443", tmp_path, KEYS_POLICY)
+    with pytest.raises(ValueError, match="http:// URL"):
+        server.pipeline_from_config(settings)

@@ -20,7 +20,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import aiohttp
 import prometheus_client
 from aiohttp import web
 
@@ -35,6 +34,7 @@ from modelshield.guard import (
     credentials,
     defending,
     feeding,
+    forwarding,
     judging,
     metrics,
     requestchecks,
@@ -96,33 +96,27 @@ class Pipeline:
         self.defences = defences if defences is not None and defences.active else None
         self.hardening = defences if defences is not None and defences.hardening else None
         self.events = events
-        self._session: aiohttp.ClientSession | None = None
+        # Made here, so that an upstream URL it cannot serve stops the guard at start.
+        # It keeps nothing between requests (no cookie jar: a Set-Cookie answered to one
+        # client must never go out with the next client's requests), adds no
+        # Accept-Encoding of its own and relays answers as they come (no decompression).
+        self._session = forwarding.Client(
+            self.upstream,
+            timeout=upstream_timeout,
+            connect_timeout=min(5.0, upstream_timeout),
+            limit=256,
+        )
         self.feed = (
             feeding.DriftFeed(drift_monitor, self.metrics.registry) if drift_monitor else None
         )
 
-    def session(self) -> aiohttp.ClientSession:
-        """The model server's client session (one, pooled, for every client)."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256),
-                # No cookie jar: a Set-Cookie answered to one client would be sent with the
-                # next client's requests (the answer still carries it to its own client).
-                cookie_jar=aiohttp.DummyCookieJar(),
-                # Answers are relayed as they come (auto_decompress=False): ask the model
-                # server only for the encodings the client itself accepts, never aiohttp's.
-                skip_auto_headers=("Accept-Encoding",),
-                timeout=aiohttp.ClientTimeout(
-                    total=self.upstream_timeout, sock_connect=min(5.0, self.upstream_timeout)
-                ),
-                auto_decompress=False,
-            )
+    def session(self) -> forwarding.Client:
+        """The model server's client (one, pooled, for every client)."""
         return self._session
 
     async def close(self) -> None:
         """Close the sessions."""
-        if self._session is not None:
-            await self._session.close()
+        await self._session.close()
         if self.feed is not None:
             await self.feed.close()
         if self.events is not None:
@@ -249,39 +243,39 @@ class Pipeline:
     ) -> web.StreamResponse:
         headers = [(k, v) for k, v in request.headers.items() if _forwardable(k)]
         headers.append((CLIENT_HEADER, outcome.client))
-        url = self.upstream + request.raw_path
         try:
-            async with self.session().request(
-                request.method, url, data=body or None, headers=headers, allow_redirects=False
-            ) as upstream:
-                content = await upstream.read()
-                if self.hardening is not None and outcome.route and 200 <= upstream.status < 300:
-                    content = self.hardening.harden(content, outcome.route)
-                # The answer is read whole: one Response, its headers and body sent in one
-                # write (a StreamResponse sent them apart, one more system call each time).
-                response = web.Response(status=upstream.status, body=content)
-                for name, value in upstream.headers.items():
-                    if name.lower() not in _HOP_BY_HOP:
-                        response.headers.add(name, value)
-                self._audit_headers(response, outcome.verdict)
-                if outcome.flags:
-                    response.headers[defending.OUTLIER_HEADER] = "; ".join(outcome.flags)
-                outcome.status = upstream.status
-                # What the model answered is what the drift monitor should see.
-                answered = 200 <= upstream.status < 300 and bool(body)
-                if self.feed is not None and answered:
-                    self.feed.offer(body, request.headers.get("Content-Type", ""))
-                return response
+            answer = await self.session().request(request.method, request.raw_path, headers, body)
         except TimeoutError:
             self.metrics.upstream_errors.inc()
             outcome.note = "model server timed out"
             return self._unavailable(outcome, 504, "the model server did not answer in time")
-        except aiohttp.ClientError as error:
+        except forwarding.UpstreamError as error:
             self.metrics.upstream_errors.inc()
-            outcome.note = f"model server unreachable: {type(error).__name__}"
+            # The detail (it may name the model server's address) goes to the audit line only.
+            outcome.note = (
+                f"no usable answer from the model server: {type(error).__name__}: {error}"
+            )
             return self._unavailable(
                 outcome, 502, f"the model server cannot be reached ({type(error).__name__})"
             )
+        content = answer.body
+        if self.hardening is not None and outcome.route and 200 <= answer.status < 300:
+            content = self.hardening.harden(content, outcome.route)
+        # The answer is read whole: one Response, its headers and body sent in one write
+        # (a StreamResponse sent them apart, one more system call each time).
+        response = web.Response(status=answer.status, body=content)
+        for name, value in answer.headers:
+            if name.lower() not in _HOP_BY_HOP:
+                response.headers.add(name, value)
+        self._audit_headers(response, outcome.verdict)
+        if outcome.flags:
+            response.headers[defending.OUTLIER_HEADER] = "; ".join(outcome.flags)
+        outcome.status = answer.status
+        # What the model answered is what the drift monitor should see.
+        answered = 200 <= answer.status < 300 and bool(body)
+        if self.feed is not None and answered:
+            self.feed.offer(body, request.headers.get("Content-Type", ""))
+        return response
 
 
 PIPELINE_KEY = web.AppKey("guard_pipeline", Pipeline)
