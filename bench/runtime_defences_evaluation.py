@@ -1,7 +1,7 @@
 """Evaluation of the guard's model-aware defences on real data (issue 15). Not a timed test.
 
     .venv/bin/python -m bench.runtime_defences_evaluation [--quick]
-    .venv/bin/python -m bench.runtime_defences_evaluation --outliers-only [--analysis] [--splits 6]
+    .venv/bin/python -m bench.runtime_defences_evaluation --outliers-only [--analysis] [--splits 200] [--planted]
 
 Data: scikit-learn's bundled breast cancer (569 x 30) and digits (1797 x 64), split 70/30
 (seeded); the served model is a logistic regression trained on the 70%, the outlier model
@@ -13,7 +13,10 @@ Tables:
    noise of growing size (in reference standard deviations), with the AUROC of the
    largest of the normalised scores (range, residual, distance) against the clean rows.
    ``--outliers-only`` runs these alone; ``--analysis`` adds the per-feature range analysis
-   (``bench.outlier_analysis``), ``--splits N`` the 0.01 row over N random splits.
+   (``bench.outlier_analysis``), ``--splits N`` the 0.01 false-flag rate over N random
+   splits with its intervals, the candidate calibrations (``bench.outlier_calibration``)
+   and the detection curve by distance, ``--planted`` the calibrations on planted Gaussian
+   rows.
 2. Probing: 50 benign clients replaying held-out rows in random order (5,000 queries);
    50 attackers of each kind (1,000 queries): uniformly random points in the feature box,
    Jacobian-based augmentation (PRADA's JbDA, steps of 0.1 std along the sign of a
@@ -43,7 +46,7 @@ from sklearn.model_selection import train_test_split  # type: ignore[import-unty
 from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped]
 from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
 
-from bench import outlier_analysis
+from bench import outlier_analysis, outlier_calibration
 from modelshield.api.v1alpha1.apiprotection import Protocol
 from modelshield.guard import hardening, outliermodel, outlierscoring, probing
 
@@ -315,6 +318,11 @@ def main() -> None:
         help="with the outlier tables: the per-feature range analysis (bench.outlier_analysis)",
     )
     parser.add_argument(
+        "--planted",
+        action="store_true",
+        help="with the outlier tables: the calibrations on planted Gaussian rows",
+    )
+    parser.add_argument(
         "--splits",
         type=int,
         default=0,
@@ -323,6 +331,8 @@ def main() -> None:
     )
     arguments = parser.parse_args()
     clients = 10 if arguments.quick else 50
+    if arguments.outliers_only and arguments.planted:
+        outlier_calibration.planted()
     for name, loader in (("breast_cancer", load_breast_cancer), ("digits", load_digits)):
         if arguments.only and arguments.only != name:
             continue
