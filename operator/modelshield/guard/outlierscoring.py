@@ -104,9 +104,12 @@ def score(
     if categorical:
         excess = np.maximum(excess, _categorical_excess(fitted, categorical, rows))
     if fitted.varying:
-        # Every column, in order (the usual case): no copy by an index array.
+        # Every column, in order (the usual case): no copy by an index array. The index
+        # array's copy is column-major, and the matrix product below rounds differently
+        # on a row-major matrix of many rows: the same layout keeps the same scores (one
+        # row is both already, and not copied).
         every = fitted.varying == _every_column(numeric.shape[1])
-        values = numeric if every else numeric[:, fitted.varying_index]
+        values = np.asfortranarray(numeric) if every else numeric[:, fitted.varying_index]
         z = (values - fitted.varying_mean) / fitted.varying_std
         # A missing value sits at the reference mean (its range check is separate); an
         # overflow at the largest float. nan_to_num costs ~8 us on one row even when there
