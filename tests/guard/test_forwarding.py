@@ -307,6 +307,20 @@ async def test_a_server_closing_mid_answer_is_an_error_never_a_short_body(answer
             await _post(client)
 
 
+async def test_a_server_closing_each_connection_at_once_is_an_error() -> None:
+    async def hang_up(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, script: Script, index: int
+    ) -> None:
+        writer.close()
+
+    async with raw_server(hang_up) as (base, _):
+        client = _client(base)
+        for _ in range(3):
+            with pytest.raises(forwarding.ConnectionLostError, match="without answering"):
+                await _post(client)
+        await client.close()
+
+
 async def test_an_answer_ended_by_the_server_closing_is_read_whole() -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + b'{"p": [1]}'
     async with raw_server(answering(answer)) as (base, script):

@@ -231,6 +231,9 @@ class _Connection(asyncio.Protocol):
         self._answered = self._headers_done = self._framed = False
         self._headers, self._body, self._size = [], [], 0
         self.reusable = False
+        if self.closed or self.transport.is_closing():
+            # Closed between connecting and this write (the server hung up at once).
+            raise _RetryError("the connection closed before the request was written")
         timer = loop.call_at(deadline, self._timed_out)
         try:
             self.transport.write(request)
