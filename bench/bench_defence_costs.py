@@ -8,6 +8,8 @@ state, one row per request:
 - ``outliers``: ``outlierscoring.score`` and ``outlierscoring.flagged`` of one row (what
   ``Defences.judge`` calls), on an outlier model built from 70 % of a real data set: the
   first 20 features of breast cancer (the issue's 20-feature case), all 30, digits' 64;
+  ``outliers box``: uniformly random points in the held-out rows' box (an extraction
+  attacker's), nearly all flagged, so each pays for its reason too;
 - ``probing <Detector>``: ``Prober.observe`` of one row for a client whose history is
   full (1,200 distinct queries first: DistanceDistribution's 1,000, FixedSteps' 256),
   one Prober per detector; ``none`` runs no detector (standardising and the repeat check
@@ -140,6 +142,9 @@ class Checks:
         for case in self.cases:
             self.checks[f"outliers {case.name}"] = self._outliers(case)
         for case in self.cases:
+            # An attacker's random points: nearly all flagged, each with its reason.
+            self.checks[f"outliers box {case.name}"] = self._outliers(case, case.box)
+        for case in self.cases:
             for detector in ("none", *DETECTORS, "all"):
                 self.checks[f"probing {detector} {case.name}"] = self._probing(case, detector)
             # An attacker's random points keep growing PRADA's set (to 1,000 rows), where
@@ -155,9 +160,10 @@ class Checks:
         for _ in range(count):
             dumps(loads(body))
 
-    def _outliers(self, case: Case) -> Callable[[int], None]:
+    def _outliers(self, case: Case, queries: np.ndarray | None = None) -> Callable[[int], None]:
         score, flagged = self.outlierscoring.score, self.outlierscoring.flagged
-        fitted, limits, pool = case.fitted, case.limits, case.pool
+        fitted, limits = case.fitted, case.limits
+        pool = case.pool if queries is None else queries
         position = 0
 
         def run(count: int) -> None:

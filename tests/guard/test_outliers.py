@@ -9,9 +9,10 @@ import math
 import numpy as np
 import pytest
 from sklearn.covariance import LedoitWolf  # type: ignore[import-untyped]
-from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
+from sklearn.datasets import load_breast_cancer, load_digits  # type: ignore[import-untyped]
 
 from modelshield.guard import outliermodel, outlierscoring, outliertypes
+from tests.guard import outlier_reference
 
 DATA = load_breast_cancer().data
 NAMES = [f"f{i}" for i in range(DATA.shape[1])]
@@ -200,3 +201,32 @@ def test_flagged_lists_nothing_for_rows_under_every_limit(
     moved = kept[:1].copy()
     moved[0, 0] = TRAIN[:, 0].max() * 3
     assert [row for row, _ in outlierscoring.flagged(model.fitted, limits, moved, [])] == [0]
+
+
+def test_range_reasons_are_the_first_formulas() -> None:
+    """Every row's range reason as the first formula's (tests/guard/outlier_reference.py):
+    digits (whole-number pixels) and breast cancer rows, random points in the box
+    (fractional pixels), one feature moved past the range, missing values."""
+    rng = np.random.default_rng(21)
+    digits = load_digits().data
+    for data in (digits, DATA):
+        names = [f"f{i}" for i in range(data.shape[1])]
+        columns = {n: data[:500, i].tolist() for i, n in enumerate(names)}
+        columns[names[1]] = [None if i % 50 == 0 else v for i, v in enumerate(columns[names[1]])]
+        fitted = outliermodel.build(columns, names).fitted
+        low, high = data[:500].min(0), data[:500].max(0)
+        held = data[500:]
+        rows = np.concatenate(
+            [
+                rng.uniform(low, high, (100, data.shape[1])),
+                held[rng.integers(0, len(held), 100)],
+                held[rng.integers(0, len(held), 100)]
+                + np.where(rng.random((100, data.shape[1])) < 0.05, high - low + 1, 0),
+            ]
+        )
+        rows[::9, 1] = np.nan
+        rows[::13, 2] = np.nan
+        for row in range(len(rows)):
+            assert outlierscoring._range_reason(fitted, rows, [], row) == (
+                outlier_reference.first_range_reason(fitted, rows, [], row)
+            )
