@@ -16,6 +16,11 @@ count path in-process. Ratios are printed; nothing is asserted.
 
     .venv/bin/python bench/bench_drift.py                 # 10 M rows, a few minutes
     .venv/bin/python bench/bench_drift.py --rows 1000000  # quick run
+
+With ``--whole-numbers`` the 20 features are whole-number pixel counts (0..16, digits-like)
+instead of normal values, so each keeps its discrete support and every window also runs
+the off-support test per value and chi-square's unseen term (the monitor scores every
+statistic each window, whichever one it alarms on).
 """
 
 from __future__ import annotations
@@ -79,10 +84,22 @@ def _request(body: bytes, port: int) -> bytes:
     return headers.encode() + body
 
 
-def bodies(rows_per_body: int, count: int, seed: int) -> list[bytes]:
+PIXEL_SHARES = np.array([40, 6, 5, 5, 5, 5, 5, 5, 4, 4, 4, 3, 3, 2, 2, 1, 1], dtype=float)
+"""Shares of the values 0..16 of a digits-like pixel: mostly 0, a long tail to 16."""
+PIXEL_SHARES /= PIXEL_SHARES.sum()
+
+
+def values(rng: np.random.Generator, shape: tuple[int, int], whole_numbers: bool) -> Any:
+    """Unshifted feature values: standard normal, or whole-number pixel counts."""
+    if whole_numbers:
+        return rng.choice(np.arange(17.0), size=shape, p=PIXEL_SHARES)
+    return rng.normal(0, 1, shape)
+
+
+def bodies(rows_per_body: int, count: int, seed: int, whole_numbers: bool = False) -> list[bytes]:
     """Distinct request bodies of unshifted rows."""
     rng = np.random.default_rng(seed)
-    return [_body(rng.normal(0, 1, (rows_per_body, FEATURES))) for _ in range(count)]
+    return [_body(values(rng, (rows_per_body, FEATURES), whole_numbers)) for _ in range(count)]
 
 
 # --- the load generator (runs in its own process) -----------------------------------------
@@ -160,7 +177,8 @@ def loadgen_main(arguments: argparse.Namespace) -> int:
     os.sched_setaffinity(0, {arguments.loadgen_cpu})
     rows = 1 if arguments.loadgen == "single" else BATCH_ROWS
     requests = [
-        _request(body, arguments.port) for body in bodies(rows, 4000 if rows == 1 else 500, seed=7)
+        _request(body, arguments.port)
+        for body in bodies(rows, 4000 if rows == 1 else 500, 7, arguments.whole_numbers)
     ]
     result = asyncio.run(
         _generate(
@@ -251,6 +269,7 @@ def _load(arguments: argparse.Namespace, port: int, mode: str, requests: int) ->
         str(arguments.depth),
         "--loadgen-cpu",
         str(arguments.loadgen_cpu),
+        *(["--whole-numbers"] if arguments.whole_numbers else []),
     ]
     cpu_before = _cpu_seconds(arguments.server_pid)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -269,15 +288,15 @@ def _load(arguments: argparse.Namespace, port: int, mode: str, requests: int) ->
 
 
 def measure_baselines(
-    profile: profiles.Profile, settings: config.MonitorConfig
+    profile: profiles.Profile, settings: config.MonitorConfig, whole_numbers: bool = False
 ) -> dict[str, float]:
     """Rows per CPU second of each loop without HTTP, for single rows and 100-row batches."""
     edges = [np.array(f.edges) for f in profile.features if isinstance(f, profiles.NumericFeature)]
     orjson_loads = importlib.import_module("orjson").loads
     rates: dict[str, float] = {}
     for label, samples in (
-        ("single", bodies(1, 2000, seed=3) * 10),
-        ("batch", bodies(BATCH_ROWS, 200, seed=4) * 10),
+        ("single", bodies(1, 2000, 3, whole_numbers) * 10),
+        ("batch", bodies(BATCH_ROWS, 200, 4, whole_numbers) * 10),
     ):
         for name, loads in (("json", json.loads), ("orjson", orjson_loads)):
             seconds, rows = calibration(samples, edges, loads)
@@ -340,7 +359,11 @@ def run(arguments: argparse.Namespace) -> int:
     """Set up, measure, print."""
     os.sched_setaffinity(0, {arguments.server_cpu})
     rng = np.random.default_rng(1)
-    profile = profiles.build({f"f{i}": list(rng.normal(0, 1, 20_000)) for i in range(FEATURES)})
+    reference = values(rng, (20_000, FEATURES), arguments.whole_numbers)
+    profile = profiles.build({f"f{i}": list(reference[:, i]) for i in range(FEATURES)})
+    supports = sum(
+        1 for f in profile.features if isinstance(f, profiles.NumericFeature) and f.support
+    )
     settings = config.MonitorConfig(
         profile="profile.json",
         window=arguments.window,
@@ -349,10 +372,11 @@ def run(arguments: argparse.Namespace) -> int:
     print(
         f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; server on core "
         f"{arguments.server_cpu}, load generator on core {arguments.loadgen_cpu}; "
-        f"window {arguments.window} rows; {FEATURES} numeric features; falseAlarmRate "
+        f"window {arguments.window} rows; {FEATURES} numeric features ({supports} with a "
+        f"discrete support); falseAlarmRate "
         f"{arguments.false_alarm_rate or 'not set (fixed threshold)'}"
     )
-    before = measure_baselines(profile, settings)
+    before = measure_baselines(profile, settings, arguments.whole_numbers)
 
     with tempfile.TemporaryDirectory() as directory:
         root = pathlib.Path(directory)
@@ -377,7 +401,7 @@ def run(arguments: argparse.Namespace) -> int:
             server.terminate()
             server.wait(10)
     os.sched_setaffinity(0, {arguments.server_cpu})
-    after = measure_baselines(profile, settings)
+    after = measure_baselines(profile, settings, arguments.whole_numbers)
     rates = {key: (before[key] + after[key]) / 2 for key in before}
 
     print(
@@ -496,9 +520,7 @@ def support_cost(window: int, rounds: int = 30, repeats: int = 100) -> int:
     support); the same profile with the supports removed is what the monitor did before.
     """
     rng = np.random.default_rng(2)
-    shares = np.array([40, 6, 5, 5, 5, 5, 5, 5, 4, 4, 4, 3, 3, 2, 2, 1, 1], dtype=float)
-    shares /= shares.sum()
-    reference = rng.choice(np.arange(17.0), size=(2_000, FEATURES), p=shares)
+    reference = values(rng, (2_000, FEATURES), whole_numbers=True)
     profile = profiles.build({f"f{i}": list(reference[:, i]) for i in range(FEATURES)})
     plain = profiles.Profile(
         tuple(
@@ -509,7 +531,7 @@ def support_cost(window: int, rounds: int = 30, repeats: int = 100) -> int:
         ),
         profile.rows,
     )
-    rows = rng.choice(np.arange(17.0), size=(window, FEATURES), p=shares)
+    rows = values(rng, (window, FEATURES), whole_numbers=True)
     rows[:, 0] += 0.3  # one feature off its support
     no_categories = np.empty((window, 0), dtype=np.intp)
     seconds: dict[bool, list[float]] = {False: [], True: []}
@@ -544,6 +566,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--false-alarm-rate",
         type=float,
         help="the monitor's falseAlarmRate: calibrated thresholds, bounded Wasserstein",
+    )
+    parser.add_argument(
+        "--whole-numbers",
+        action="store_true",
+        help="features of whole-number pixel counts, each with a discrete support",
     )
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--loadgen-cpu", type=int, default=1)
