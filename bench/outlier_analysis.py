@@ -126,7 +126,7 @@ def fractions(case: Any) -> None:
 
 
 #: Shares of the span past the range the detection curve moves one feature by.
-CURVE = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
+CURVE = (0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.35, 0.4, 0.5, 0.75, 1.0)
 #: Shares the table reports (the outlier table's).
 MOVES = (0.1, 0.5, 1.0)
 
