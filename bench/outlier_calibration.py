@@ -12,6 +12,9 @@ their fold's range more often than new rows leave the whole reference's).
 The candidates here are measured (``bench.outlier_analysis.splits``, planted Gaussian
 rows in ``planted``), not used by the guard:
 
+- ``unseen rows from the whole allowance``: the guard's rule, except that held-out rows
+  with an infinite excess (a value of a feature their fold saw constant) take what they
+  need of the whole allowance, not only the range's half (the guard refuses the rate);
 - ``conformal count``: the guard's rule with ``k = floor(a (n + 1)) - 1`` (one +1);
 - ``conformal count per check``: the guard's rule with ``k = floor(a (n + 1)) - C`` (one
   +1 per check; where that leaves no row, every limit at the largest held-out score);
@@ -95,6 +98,30 @@ def _union_bound(model: outliertypes.OutlierModel, rate: float) -> outlierscorin
     )
 
 
+def _unseen_from_allowance(
+    model: outliertypes.OutlierModel, rate: float
+) -> outlierscoring.Thresholds:
+    excess, distance = model.held_out_excess, model.held_out_distance
+    count = excess.size
+    allowed = math.floor(rate * count + 1e-9)
+    unseen = int(np.isinf(excess).sum())
+    if allowed < 1 or unseen > allowed:
+        raise outlierscoring.CalibrationError(f"{unseen} unseen of {count}: over {rate:g}")
+    excess_limit = _limit(excess, max(allowed // 2, unseen))
+    taken = excess > excess_limit
+    residual_limit = math.inf
+    if model.held_out_residual is not None:
+        residual = model.held_out_residual
+        residual_limit = _limit(residual[~taken], (allowed - int(taken.sum())) // 2)
+        taken = taken | (residual > residual_limit)
+    limits = outlierscoring.Thresholds(
+        excess_limit, _limit(distance[~taken], allowed - int(taken.sum())), 0.0, residual_limit
+    )
+    return outlierscoring.Thresholds(
+        limits.excess, limits.distance, _flagged_share(model, limits), limits.residual
+    )
+
+
 def _ratio(values: np.ndarray, limit: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         if limit > 0:
@@ -125,6 +152,7 @@ def _joint_scale(model: outliertypes.OutlierModel, rate: float) -> outlierscorin
 #: The guard's calibration first; then the candidates.
 CALIBRATIONS: dict[str, Calibration] = {
     "guard (floor(a n))": outlierscoring.thresholds,
+    "unseen rows from the whole allowance": _unseen_from_allowance,
     "conformal count": _conformal_count,
     "conformal count per check": _count_per_check,
     "union bound": _union_bound,
