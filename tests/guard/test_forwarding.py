@@ -12,14 +12,12 @@ differ): ``test_on_uvloop``.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import gzip
 import json
 import pathlib
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 
 import pytest
 import uvloop
@@ -28,24 +26,18 @@ from aiohttp import web
 from modelshield.guard import forwarding, server
 from tests.support import modelserver
 from tests.support.guardstack import KEY, KEYS_POLICY, PREDICT, call, guard_config, write_secret
-
-#: Any wait longer than this is a hang (every timeout below is well under it).
-HANG = 5.0
-BODY = b'{"instances": [[1.0, 2.0]]}'
-
-
-def _client(base: str, **settings: float | int | None) -> forwarding.Client:
-    options: dict[str, float | int | None] = {"timeout": 2.0, "connect_timeout": 1.0}
-    options.update(settings)
-    return forwarding.Client(base, **options)  # type: ignore[arg-type]
-
-
-async def _post(client: forwarding.Client, body: bytes = BODY) -> forwarding.Answer:
-    headers = [("Content-Type", "application/json")]
-    return await asyncio.wait_for(
-        client.request("POST", "/v1/models/m:predict", headers, body), HANG
-    )
-
+from tests.support.rawupstream import (
+    BODY,
+    HANG,
+    OK,
+    Handler,
+    Script,
+    answering,
+    post_predict,
+    raw_server,
+    read_request,
+    upstream_client,
+)
 
 # A real aiohttp model server.
 
@@ -62,8 +54,8 @@ async def test_a_well_formed_answer_is_returned_whole_and_the_connection_reused(
     app = web.Application()
     app.router.add_post("/v1/models/{model}:predict", predict)
     async with modelserver.serving(app) as base:
-        client = _client(base)
-        answers = [await _post(client) for _ in range(3)]
+        client = upstream_client(base)
+        answers = [await post_predict(client) for _ in range(3)]
         await client.close()
     assert [a.status for a in answers] == [200, 200, 200]
     assert json.loads(answers[0].body) == {"predictions": [[0.25, 0.75]]}
@@ -100,8 +92,8 @@ async def test_a_chunked_answer_is_read_whole() -> None:
     app = web.Application()
     app.router.add_post("/v1/models/{model}:predict", predict)
     async with modelserver.serving(app) as base:
-        client = _client(base)
-        first, second = await _post(client), await _post(client)
+        client = upstream_client(base)
+        first, second = await post_predict(client), await post_predict(client)
         await client.close()
     assert first.body == second.body == b"".join(parts)
     assert ("Transfer-Encoding", "chunked") in first.headers
@@ -118,8 +110,8 @@ async def test_a_compressed_answer_is_relayed_as_it_came() -> None:
     app = web.Application()
     app.router.add_post("/v1/models/{model}:predict", predict)
     async with modelserver.serving(app) as base:
-        client = _client(base)
-        answer = await _post(client)
+        client = upstream_client(base)
+        answer = await post_predict(client)
         await client.close()
     assert gzip.decompress(answer.body) == b'{"predictions": []}'
 
@@ -139,7 +131,7 @@ async def test_no_body_statuses_and_head_answers_end_at_their_headers() -> None:
     app.router.add_get("/304", not_modified)
     app.router.add_get("/v1/models/m", metadata)  # answers HEAD with its Content-Length
     async with modelserver.serving(app) as base:
-        client = _client(base)
+        client = upstream_client(base)
         results = []
         for method, path in [("GET", "/204"), ("GET", "/304"), ("HEAD", "/v1/models/m")]:
             results.append(await asyncio.wait_for(client.request(method, path, []), HANG))
@@ -164,8 +156,8 @@ async def test_connections_are_bounded_by_the_limit() -> None:
     app = web.Application()
     app.router.add_post("/v1/models/{model}:predict", predict)
     async with modelserver.serving(app) as base:
-        client = _client(base, limit=2)
-        answers = await asyncio.gather(*(_post(client) for _ in range(8)))
+        client = upstream_client(base, limit=2)
+        answers = await asyncio.gather(*(post_predict(client) for _ in range(8)))
         await client.close()
     assert [a.status for a in answers] == [200] * 8
     assert most == 2
@@ -173,9 +165,9 @@ async def test_connections_are_bounded_by_the_limit() -> None:
 
 
 async def test_an_unreachable_server_is_an_error_not_a_hang() -> None:
-    client = _client(f"http://127.0.0.1:{modelserver.free_port()}")
+    client = upstream_client(f"http://127.0.0.1:{modelserver.free_port()}")
     with pytest.raises(forwarding.UnreachableError):
-        await _post(client)
+        await post_predict(client)
 
 
 def test_only_plain_http_upstreams_are_accepted() -> None:
@@ -186,78 +178,6 @@ def test_only_plain_http_upstreams_are_accepted() -> None:
 
 # A raw socket server that sends what each test scripts.
 
-
-@dataclasses.dataclass
-class Script:
-    """What the raw server saw: one list of requests per connection."""
-
-    connections: list[list[bytes]] = dataclasses.field(default_factory=list)
-
-    @property
-    def requests(self) -> list[bytes]:
-        return [request for connection in self.connections for request in connection]
-
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Script, int], Awaitable[None]]
-
-
-async def read_request(reader: asyncio.StreamReader) -> bytes:
-    """One request, head and body (by its Content-Length)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n"):
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return head + (await reader.readexactly(length) if length else b"")
-
-
-@asynccontextmanager
-async def raw_server(handler: Handler) -> AsyncIterator[tuple[str, Script]]:
-    """Serve ``handler`` (per connection: reader, writer, script, connection index)."""
-    script = Script()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        script.connections.append([])
-        try:
-            await handler(reader, writer, script, len(script.connections) - 1)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    listener = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}", script
-    finally:
-        listener.close()
-
-
-def answering(*answers: bytes, then_close: bool = True, later: bytes | None = None) -> Handler:
-    """Per request on a connection, the next of ``answers``, then close the connection (or
-    wait for the client to). With ``later``: connections after the first answer ``later``
-    to every request, keeping the connection."""
-
-    async def handler(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, script: Script, index: int
-    ) -> None:
-        if index > 0 and later is not None:
-            while True:
-                script.connections[index].append(await read_request(reader))
-                writer.write(later)
-                await writer.drain()
-        for answer in answers:
-            script.connections[index].append(await read_request(reader))
-            writer.write(answer)
-            await writer.drain()
-        if not then_close:
-            await reader.read()
-
-    return handler
-
-
-OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 
 MALFORMED = {
     "bad status line": b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\n{}",
@@ -281,10 +201,10 @@ async def test_a_malformed_answer_is_an_error_and_the_connection_is_not_reused(
     answer: bytes,
 ) -> None:
     async with raw_server(answering(answer, then_close=False, later=OK)) as (base, script):
-        client = _client(base)
+        client = upstream_client(base)
         with pytest.raises(forwarding.BadAnswerError, match=r"answer|switched"):
-            await _post(client)
-        after = await _post(client)
+            await post_predict(client)
+        after = await post_predict(client)
         await client.close()
     assert (after.status, after.body) == (200, b"{}")
     # The next request went out on a new connection.
@@ -302,9 +222,9 @@ CUT_SHORT = {
 @pytest.mark.parametrize("answer", CUT_SHORT.values(), ids=CUT_SHORT.keys())
 async def test_a_server_closing_mid_answer_is_an_error_never_a_short_body(answer: bytes) -> None:
     async with raw_server(answering(answer)) as (base, _):
-        client = _client(base)
+        client = upstream_client(base)
         with pytest.raises(forwarding.ConnectionLostError, match="mid-answer"):
-            await _post(client)
+            await post_predict(client)
 
 
 async def test_a_server_closing_each_connection_at_once_is_an_error() -> None:
@@ -314,19 +234,19 @@ async def test_a_server_closing_each_connection_at_once_is_an_error() -> None:
         writer.close()
 
     async with raw_server(hang_up) as (base, _):
-        client = _client(base)
+        client = upstream_client(base)
         for _ in range(3):
             with pytest.raises(forwarding.ConnectionLostError, match="without answering"):
-                await _post(client)
+                await post_predict(client)
         await client.close()
 
 
 async def test_an_answer_ended_by_the_server_closing_is_read_whole() -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + b'{"p": [1]}'
     async with raw_server(answering(answer)) as (base, script):
-        client = _client(base)
-        first = await _post(client)
-        second = await _post(client)
+        client = upstream_client(base)
+        first = await post_predict(client)
+        second = await post_predict(client)
     assert first.body == second.body == b'{"p": [1]}'
     assert len(script.connections) == 2  # such a connection cannot be reused
 
@@ -334,8 +254,8 @@ async def test_an_answer_ended_by_the_server_closing_is_read_whole() -> None:
 async def test_interim_answers_are_skipped() -> None:
     answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + OK
     async with raw_server(answering(answer, OK, then_close=False)) as (base, script):
-        client = _client(base)
-        first, second = await _post(client), await _post(client)
+        client = upstream_client(base)
+        first, second = await post_predict(client), await post_predict(client)
         await client.close()
     assert (first.status, first.body, second.body) == (200, b"{}", b"{}")
     assert ("Link", "</a>") not in first.headers
@@ -345,9 +265,9 @@ async def test_interim_answers_are_skipped() -> None:
 async def test_a_connection_that_asked_to_be_closed_is_not_reused() -> None:
     closing = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}"
     async with raw_server(answering(closing, then_close=False, later=OK)) as (base, script):
-        client = _client(base)
-        await _post(client)
-        await _post(client)
+        client = upstream_client(base)
+        await post_predict(client)
+        await post_predict(client)
         await client.close()
     assert [len(requests) for requests in script.connections] == [1, 1]
 
@@ -356,10 +276,10 @@ async def test_bytes_after_an_answer_make_the_connection_unusable() -> None:
     # A second answer nobody asked for must not become the next request's answer.
     smuggled = OK + b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nforged!"
     async with raw_server(answering(smuggled, then_close=False, later=OK)) as (base, script):
-        client = _client(base)
-        first = await _post(client)
+        client = upstream_client(base)
+        first = await post_predict(client)
         await asyncio.sleep(0.05)
-        second = await _post(client)
+        second = await post_predict(client)
         await client.close()
     assert first.body == second.body == b"{}"
     assert [len(requests) for requests in script.connections] == [1, 1]
@@ -373,10 +293,10 @@ async def test_a_slow_answer_times_out() -> None:
         await asyncio.sleep(HANG)
 
     async with raw_server(slow) as (base, _):
-        client = _client(base, timeout=0.3)
+        client = upstream_client(base, timeout=0.3)
         started = asyncio.get_running_loop().time()
         with pytest.raises(forwarding.UpstreamTimeoutError):
-            await _post(client)
+            await post_predict(client)
         assert asyncio.get_running_loop().time() - started < 1.5
 
 
@@ -394,29 +314,29 @@ async def test_an_answer_trickling_past_the_timeout_times_out() -> None:
             await asyncio.sleep(0.05)
 
     async with raw_server(trickle) as (base, _):
-        client = _client(base, timeout=0.5)
+        client = upstream_client(base, timeout=0.5)
         started = asyncio.get_running_loop().time()
         with pytest.raises(forwarding.UpstreamTimeoutError):
-            await _post(client)
+            await post_predict(client)
         assert asyncio.get_running_loop().time() - started < 2.0
 
 
 async def test_an_answer_over_the_limit_is_refused() -> None:
     big = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
     async with raw_server(answering(big)) as (base, _):
-        client = _client(base, answer_limit=999)
+        client = upstream_client(base, answer_limit=999)
         with pytest.raises(forwarding.BadAnswerError, match="larger than 999"):
-            await _post(client)
+            await post_predict(client)
     async with raw_server(answering(big)) as (base, _):
-        assert len((await _post(_client(base, answer_limit=1000))).body) == 1000
+        assert len((await post_predict(upstream_client(base, answer_limit=1000))).body) == 1000
 
 
 async def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
     async with raw_server(answering(OK)) as (base, script):  # closes after one answer
-        client = _client(base)
-        first = await _post(client)
+        client = upstream_client(base)
+        first = await post_predict(client)
         await asyncio.sleep(0.1)  # the server's FIN arrives while the connection is idle
-        second = await _post(client)  # a POST: it could not have been sent twice
+        second = await post_predict(client)  # a POST: it could not have been sent twice
         await client.close()
     assert (first.status, second.status) == (200, 200)
     assert [len(requests) for requests in script.connections] == [1, 1]
@@ -439,17 +359,17 @@ def closing_unanswered_on_reuse() -> Handler:
 
 async def test_a_post_already_sent_is_never_sent_again() -> None:
     async with raw_server(closing_unanswered_on_reuse()) as (base, script):
-        client = _client(base)
-        await _post(client)
+        client = upstream_client(base)
+        await post_predict(client)
         with pytest.raises(forwarding.ConnectionLostError, match="without answering"):
-            await _post(client)
+            await post_predict(client)
         await client.close()
     assert [len(requests) for requests in script.connections] == [2]
 
 
 async def test_a_get_already_sent_on_a_dead_connection_is_sent_once_more() -> None:
     async with raw_server(closing_unanswered_on_reuse()) as (base, script):
-        client = _client(base)
+        client = upstream_client(base)
         await asyncio.wait_for(client.request("GET", "/v2/health/ready", []), HANG)
         answer = await asyncio.wait_for(client.request("GET", "/v2/health/ready", []), HANG)
         await client.close()
@@ -507,10 +427,10 @@ async def test_a_connect_that_does_not_complete_times_out_by_the_connect_timeout
             except TimeoutError:
                 break
             assert len(fillers) < 64, "the listener's queue never filled"
-        client = _client(f"http://127.0.0.1:{port}", timeout=3.0, connect_timeout=0.3)
+        client = upstream_client(f"http://127.0.0.1:{port}", timeout=3.0, connect_timeout=0.3)
         started = asyncio.get_running_loop().time()
         with pytest.raises(forwarding.UpstreamTimeoutError, match="no connection"):
-            await _post(client)
+            await post_predict(client)
         assert asyncio.get_running_loop().time() - started < 1.5
     finally:
         for filler in fillers:

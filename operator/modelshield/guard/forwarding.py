@@ -17,7 +17,8 @@ connection are read; ``1xx`` interim answers are skipped; ``204``, ``304`` and a
 
 Connections: at most ``limit`` at once (more requests wait, within their timeout); an idle
 one is reused (last in, first out) unless the server closed it, it has been idle longer
-than ``idle_seconds`` or its last answer said not to keep it. A request is sent again on
+than ``idle_seconds`` or its last answer said not to keep it. A cancelled exchange closes
+its connection. A request is sent again on
 a new connection only when a reused connection turned out closed and either nothing of
 the request was written or its method is idempotent (RFC 9110 9.2.2): a ``POST`` whose
 bytes went out is never sent twice. ``timeout`` bounds the whole exchange (waiting for a
@@ -238,11 +239,15 @@ class _Connection(asyncio.Protocol):
         try:
             self.transport.write(request)
             return await waiter
+        except BaseException:
+            # No answer taken (cancelled mid-exchange, or cancelled in the same turn as its
+            # answer came: the waiter is done, the task wakes up cancelled): the connection
+            # is neither in use nor in the pool, so it is closed, never left open.
+            self._abort()
+            raise
         finally:
             timer.cancel()
             self._waiter = None
-            if not waiter.done() or waiter.cancelled():
-                self._abort()  # cancelled mid-exchange: the connection's state is unknown
 
 
 class Client:
