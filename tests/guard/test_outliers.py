@@ -117,6 +117,28 @@ def test_a_rate_below_one_held_out_row_is_refused(model: outliertypes.OutlierMod
         outlierscoring.thresholds(model, 0.001)
 
 
+def test_rare_values_unseen_by_their_fold_fit_in_the_whole_allowance() -> None:
+    # Digits split with seed 112 or 170 could not be calibrated at 0.01 (the guard then
+    # answers 503): 7 held-out rows carry a value on a pixel their fold saw constant, over
+    # the range check's half of the allowance (6) though the whole allowance is 12.
+    rows = 1000
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(rows, 6))
+    rare = np.zeros(rows)
+    # build() permutes the rows with seed 0 and folds by position % 5: these 7 rows are all
+    # in fold 0, whose model sees the feature constant, so each is infinitely far.
+    order = np.random.default_rng(0).permutation(rows)
+    rare[order[[0, 5, 10, 15, 20, 25, 30]]] = 1.0
+    columns = {f"f{i}": data[:, i].tolist() for i in range(6)} | {"rare": rare.tolist()}
+    model = outliermodel.build(columns, [*(f"f{i}" for i in range(6)), "rare"])
+    assert int(np.isinf(model.held_out_excess).sum()) == 7  # over the range's 5 of 10
+    limits = outlierscoring.thresholds(model, 0.01)
+    assert limits.held_out_rate <= 0.01
+    assert np.isinf(model.held_out_excess[model.held_out_excess > limits.excess]).sum() == 7
+    with pytest.raises(outlierscoring.CalibrationError, match="7 of 1000"):
+        outlierscoring.thresholds(model, 0.005)  # an allowance of 5: still refused
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -147,7 +147,8 @@ def _limit(values: FloatArray, budget: int) -> float:
 
 def thresholds(model: OutlierModel, rate: float) -> Thresholds:
     """The limits that flag at most ``rate`` of the held-out rows: the range margin takes
-    up to half of the allowance; of what is left the residual takes up to half (when the
+    up to half of the allowance (more when rows infinitely far need it: they are flagged
+    whatever the margin, so they are refused only beyond the whole allowance); of what is left the residual takes up to half (when the
     model has held-out residuals) and the distance the rest."""
     excess, distance = model.held_out_excess, model.held_out_distance
     count = excess.size
@@ -158,10 +159,12 @@ def thresholds(model: OutlierModel, rate: float) -> Thresholds:
             "rows; declare a larger rate or profile more rows"
         )
     ordered = np.sort(excess)[::-1]
-    range_budget = allowed // 2
+    # Rows infinitely far (a value of a feature their fold saw constant) are flagged
+    # whatever the margin: they take what they need of the whole allowance.
+    unseen = int(np.isinf(excess).sum())
+    range_budget = max(allowed // 2, unseen)
     excess_limit = float(ordered[range_budget]) if range_budget < count else 0.0
-    if math.isinf(excess_limit):
-        unseen = int(np.isinf(excess).sum())
+    if unseen > allowed or math.isinf(excess_limit):
         raise CalibrationError(
             f"{unseen} of {count} held-out rows have an unseen category, a missing value or "
             "a value of a feature their fold saw constant: more than falseFlagRate "
