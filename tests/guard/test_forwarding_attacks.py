@@ -235,6 +235,36 @@ async def test_bytes_after_an_answer_never_reach_the_next_request(case: tuple[by
     assert len(script.connections) == 2  # the first connection was dropped
 
 
+async def test_an_answer_before_the_request_was_written_whole_ends_its_connection() -> None:
+    # The model server answers (keep-alive) after the head, before the body is read: the
+    # rest of the body is still being written, and would be read as the next request.
+    big = b"x" * (64 * 1024 * 1024)
+
+    async def early(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, script: Script, index: int
+    ) -> None:
+        if index == 0:
+            script.connections[index].append(await reader.readuntil(b"\r\n\r\n"))
+            writer.write(b"HTTP/1.1 413 Too Large\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.5)  # read nothing more for a while
+            await reader.read()
+            return
+        while True:
+            script.connections[index].append(await read_request(reader))
+            writer.write(OK)
+            await writer.drain()
+
+    async with raw_server(early) as (base, script):
+        client = upstream_client(base, timeout=4.0)
+        first = await post_predict(client, big)
+        second = await post_predict(client)
+        await client.close()
+    assert first.status == 413
+    assert (second.status, second.body) == (200, b"{}")
+    assert len(script.connections) == 2
+
+
 async def test_an_answer_at_one_byte_a_tick_still_ends_at_the_timeout() -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100
 

@@ -17,8 +17,8 @@ connection are read; ``1xx`` interim answers are skipped; ``204``, ``304`` and a
 
 Connections: at most ``limit`` at once (more requests wait, within their timeout); an idle
 one is reused (last in, first out) unless the server closed it, it has been idle longer
-than ``idle_seconds`` or its last answer said not to keep it. A cancelled exchange closes
-its connection. A request is sent again on
+than ``idle_seconds``, its last answer said not to keep it or came before the request was
+written whole. A cancelled exchange closes its connection. A request is sent again on
 a new connection only when a reused connection turned out closed and either nothing of
 the request was written or its method is idempotent (RFC 9110 9.2.2): a ``POST`` whose
 bytes went out is never sent twice. ``timeout`` bounds the whole exchange (waiting for a
@@ -188,7 +188,15 @@ class _Connection(asyncio.Protocol):
             self._headers.clear()  # a 1xx interim answer's headers and framing
             self._framed = False
             return
-        self.reusable = self._parser.should_keep_alive()
+        # An answer that came before the request was written whole (the server answered
+        # early, say 413, without reading the body): the rest of the body is still going
+        # out and the server would read it as the next request. Never reused.
+        transport = self.transport
+        self.reusable = (
+            self._parser.should_keep_alive()
+            and transport is not None
+            and not transport.get_write_buffer_size()
+        )
         self._finish()
 
     # the exchange
