@@ -22,10 +22,11 @@ import uvloop
 
 from modelshield.guard import forwarding, server
 from tests.support import modelserver
-from tests.support.guardstack import KEY, KEYS_POLICY, PREDICT, guard_config, write_secret
+from tests.support.guardstack import KEY, KEYS_POLICY, PREDICT, call, guard_config, write_secret
 from tests.support.rawupstream import (
     HANG,
     OK,
+    Handler,
     Script,
     answering,
     post_predict,
@@ -265,6 +266,58 @@ async def test_an_answer_before_the_request_was_written_whole_ends_its_connectio
     assert len(script.connections) == 2
 
 
+# A model server answering without end: bounded by size, not only by time.
+
+
+def streaming(head: bytes, piece: bytes) -> Handler:
+    """Answer ``head``, then ``piece`` again and again as fast as the client reads."""
+
+    async def handler(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, script: Script, index: int
+    ) -> None:
+        script.connections[index].append(await read_request(reader))
+        writer.write(head)
+        while True:
+            writer.write(piece)
+            await writer.drain()
+
+    return handler
+
+
+ENDLESS = {
+    "an endless header value": (b"HTTP/1.1 200 OK\r\nX-A: ", b"a" * 65536),
+    "endless headers": (b"HTTP/1.1 200 OK\r\n", b"X-A: " + b"a" * 100 + b"\r\n"),
+    "endless interim answers": (b"", b"HTTP/1.1 100 Continue\r\n\r\n"),
+    "endless trailers": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-T: ",
+        b"t" * 65536,
+    ),
+    "an endless chunked body": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"10000\r\n" + b"b" * 65536 + b"\r\n",
+    ),
+    "an endless body ended by close": (b"HTTP/1.1 200 OK\r\n\r\n", b"c" * 65536),
+    "an enormous Content-Length": (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\n\r\n",
+        b"d" * 65536,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ENDLESS.values(), ids=ENDLESS.keys())
+async def test_an_endless_answer_is_refused_by_size_before_the_timeout(
+    case: tuple[bytes, bytes],
+) -> None:
+    head, piece = case
+    async with raw_server(streaming(head, piece)) as (base, _):
+        client = upstream_client(base, timeout=30.0, answer_limit=4 * 1024 * 1024)
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(forwarding.BadAnswerError, match=r"larger than|longer than"):
+            await post_predict(client)
+        assert asyncio.get_running_loop().time() - started < HANG
+        await client.close()
+
+
 async def test_an_answer_at_one_byte_a_tick_still_ends_at_the_timeout() -> None:
     answer = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 100
 
@@ -284,6 +337,23 @@ async def test_an_answer_at_one_byte_a_tick_still_ends_at_the_timeout() -> None:
             await post_predict(client)
         assert asyncio.get_running_loop().time() - started < 1.5
         await client.close()
+
+
+async def test_the_guard_answers_502_for_an_answer_over_its_limit(tmp_path: pathlib.Path) -> None:
+    # The guard holds answers whole (512Mi of memory in its Deployment): an answer larger
+    # than its limit ends in 502 as soon as it passes the limit, not at the timeout.
+    write_secret(tmp_path / "keys", "fraud-keys", {"batch": KEY})
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1099511627776\r\n\r\n"
+    async with raw_server(streaming(head, b"0" * 65536)) as (base, _):
+        settings = guard_config(base, tmp_path / "keys", KEYS_POLICY)
+        pipeline = server.pipeline_from_config(settings)
+        async with modelserver.serving(server.build_app(pipeline)) as guard:
+            status, _, body = await asyncio.wait_for(
+                call(guard, "/v1/models/fraud:predict", body=PREDICT, headers={"X-Api-Key": KEY}),
+                HANG,
+            )
+    assert status == 502
+    assert b"BadAnswerError" in body
 
 
 # The pool: concurrency and cancellation.
@@ -371,6 +441,7 @@ def _client_scenarios() -> dict[str, Callable[[], Awaitable[None]]]:
     scenarios: dict[str, Callable[[], Awaitable[None]]] = {}
     cases: dict[str, dict[str, Any]] = {
         "test_bytes_after_an_answer_never_reach_the_next_request": SMUGGLING_ANSWERS,
+        "test_an_endless_answer_is_refused_by_size_before_the_timeout": ENDLESS,
     }
     for name, test in list(globals().items()):
         if not name.startswith("test_") or not asyncio.iscoroutinefunction(test):

@@ -10,7 +10,10 @@ plain HTTP), whole request bodies out, whole answers in, nothing kept between re
 Answers are parsed strictly by llhttp (``httptools``; the parser aiohttp uses in C):
 a malformed status line or header, both ``Content-Length`` and ``Transfer-Encoding``, a
 wrong chunk size, a header that is not UTF-8, an answer cut short, bytes the server sent
-unasked or a ``101`` raise ``BadAnswerError`` and the connection is closed, never reused.
+unasked or a ``101`` raise ``BadAnswerError`` and the connection is closed, never reused;
+so do a body over ``answer_limit`` (by its ``Content-Length`` at once, else as its bytes
+pass it) and more than ``head_limit`` bytes without a byte of body (a head, interim
+answers or trailers without end): the guard holds answers whole, so memory stays bounded.
 Bodies framed by ``Content-Length``, chunked or ended by the server closing the
 connection are read; ``1xx`` interim answers are skipped; ``204``, ``304`` and answers to
 ``HEAD`` have no body.
@@ -43,6 +46,16 @@ IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE
 #: Methods whose requests carry a body, so ``Content-Length: 0`` is sent for an empty one.
 _WITH_BODY: Final = frozenset({"POST", "PUT", "PATCH"})
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
+#: The largest answer body the guard takes (it holds answers whole, in a Deployment with
+#: 512Mi of memory): larger ones are refused (502) as soon as their length says so or their
+#: bytes pass it. A model's answer is its predictions; 16 MiB is ~100,000 rows of ten
+#: probabilities in JSON.
+DEFAULT_ANSWER_LIMIT: Final = 16 * 1024 * 1024
+#: The most an answer may send without a byte of body: its status line and headers, any
+#: interim answers before it and its trailers after it (llhttp keeps a header's bytes until
+#: it ends, so an endless header would otherwise grow without bound until the timeout).
+#: aiohttp's client allowed 8,190 bytes per header line.
+DEFAULT_HEAD_LIMIT: Final = 64 * 1024
 
 
 class UpstreamError(Exception):
@@ -95,6 +108,9 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future[Answer] | None = None
         self._head = False
         self._limit: int | None = None
+        self._head_limit = DEFAULT_HEAD_LIMIT
+        self._headless = 0  # bytes received since the answer began or its last body byte
+        self._declared: bytes | None = None  # the answer's Content-Length
         self._answered = False  # any byte of the current answer came
         self._headers_done = False
         self._framed = False  # Content-Length or chunked: EOF before the end is a truncation
@@ -112,11 +128,13 @@ class _Connection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
+        waiter = self._waiter
+        if waiter is None or waiter.done():
             # Nothing was asked: a server that talks out of turn is not trusted again.
             self._abort()
             return
         self._answered = True
+        size = self._size
         try:
             self._parser.feed_data(data)
         except _HeadDoneError:
@@ -130,6 +148,18 @@ class _Connection(asyncio.Protocol):
             self._fail(BadAnswerError("the model server switched protocols"))
         except httptools.HttpParserError as error:
             self._fail(BadAnswerError(f"malformed answer: {error}"))
+        else:
+            if self._size != size:
+                self._headless = 0
+            elif not waiter.done():
+                self._headless += len(data)
+                if self._headless > self._head_limit:
+                    self._fail(
+                        BadAnswerError(
+                            f"the answer's head, interim answers or trailers are longer than "
+                            f"{self._head_limit} bytes"
+                        )
+                    )
 
     def eof_received(self) -> bool:
         if self._waiter is not None and not self._waiter.done():
@@ -159,7 +189,10 @@ class _Connection(asyncio.Protocol):
         except UnicodeDecodeError:
             raise BadAnswerError("a header of the answer is not UTF-8") from None
         lower = decoded[0].lower()
-        if lower == "content-length" or (
+        if lower == "content-length":
+            self._framed = True
+            self._declared = value
+        elif (
             lower == "transfer-encoding" and value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
         ):
             self._framed = True
@@ -176,6 +209,12 @@ class _Connection(asyncio.Protocol):
             raise _HeadDoneError
         if status in _NO_BODY_STATUSES:
             self._framed = True
+        elif (
+            self._declared is not None
+            and self._limit is not None
+            and int(self._declared) > self._limit
+        ):
+            raise BadAnswerError(f"the answer is larger than {self._limit} bytes (its length)")
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
@@ -187,6 +226,7 @@ class _Connection(asyncio.Protocol):
         if not self._headers_done:
             self._headers.clear()  # a 1xx interim answer's headers and framing
             self._framed = False
+            self._declared = None
             return
         # An answer that came before the request was written whole (the server answered
         # early, say 413, without reading the body): the rest of the body is still going
@@ -229,16 +269,17 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
 
     async def exchange(
-        self, request: bytes, head: bool, deadline: float, limit: int | None
+        self, request: bytes, head: bool, deadline: float, limit: int | None, head_limit: int
     ) -> Answer:
         """Send one request, return its whole answer."""
         assert self.transport is not None
         loop = self._pool.loop
         waiter: asyncio.Future[Answer] = loop.create_future()
         self._waiter = waiter
-        self._head, self._limit = head, limit
+        self._head, self._limit, self._head_limit = head, limit, head_limit
         self._answered = self._headers_done = self._framed = False
-        self._headers, self._body, self._size = [], [], 0
+        self._headers, self._body, self._size, self._headless = [], [], 0, 0
+        self._declared = None
         self.reusable = False
         if self.closed or self.transport.is_closing():
             # Closed between connecting and this write (the server hung up at once).
@@ -269,7 +310,8 @@ class Client:
         connect_timeout: float,
         limit: int = 256,
         idle_seconds: float = 15.0,
-        answer_limit: int | None = None,
+        answer_limit: int | None = DEFAULT_ANSWER_LIMIT,
+        head_limit: int = DEFAULT_HEAD_LIMIT,
     ) -> None:
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -283,7 +325,7 @@ class Client:
         self._prefix = parts.path.rstrip("/")
         self.timeout, self.connect_timeout = timeout, min(connect_timeout, timeout)
         self.idle_seconds = idle_seconds
-        self.answer_limit = answer_limit
+        self.answer_limit, self.head_limit = answer_limit, head_limit
         self._slots = asyncio.Semaphore(limit)
         self._idle: collections.deque[_Connection] = collections.deque()
         self._closed = False
@@ -324,7 +366,7 @@ class Client:
                     connection = await self._connect(deadline)
                 try:
                     answer = await connection.exchange(
-                        request, method == "HEAD", deadline, self.answer_limit
+                        request, method == "HEAD", deadline, self.answer_limit, self.head_limit
                     )
                 except _RetryError:
                     # The connection closed before any answer byte: the server dropped an

@@ -80,6 +80,7 @@ class Pipeline:
         authenticator: authenticating.Authenticator,
         *,
         upstream_timeout: float = 30.0,
+        answer_limit: int | None = forwarding.DEFAULT_ANSWER_LIMIT,
         guard_metrics: metrics.GuardMetrics | None = None,
         drift_monitor: str | None = None,
         features: tuple[requestchecks.Feature, ...] | None = None,
@@ -105,6 +106,7 @@ class Pipeline:
             timeout=upstream_timeout,
             connect_timeout=min(5.0, upstream_timeout),
             limit=256,
+            answer_limit=answer_limit,
         )
         self.feed = (
             feeding.DriftFeed(drift_monitor, self.metrics.registry) if drift_monitor else None
