@@ -104,6 +104,7 @@ CLIENT_ATTACKS: dict[str, tuple[bytes, bytes | None]] = {
         _post_bytes(b"Connection: keep-alive, X-Something, Content-Type\r\nX-Something: s\r\n"),
         b"X-Something: s\r\n",
     ),
+    "Expect: 100-continue": (_post_bytes(b"Expect: 100-continue\r\n"), b""),
     "h2c upgrade with a request after the body": (
         _post_bytes(
             b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABk\r\n",

@@ -62,7 +62,9 @@ _HOP_BY_HOP = frozenset(
 )
 
 
-_NOT_FORWARDED = _HOP_BY_HOP | credentials.CREDENTIAL_HEADERS
+# Expect: 100-continue was answered by the guard's server before it read the body; the
+# guard's client sends the body at once, so the model server is not asked to expect it.
+_NOT_FORWARDED = _HOP_BY_HOP | credentials.CREDENTIAL_HEADERS | {"expect"}
 
 
 def _forwardable(name: str) -> bool:
