@@ -13,6 +13,18 @@ requests per second one core could serve. The model server (a fixed answer) runs
 third process, not counted. Targets take turns in short rounds, so load from others
 hits them alike; the ratio per round is what to read.
 
+``guard, defences on`` is the API-key guard with issue 15's model-aware checks too, in the
+same process: a reference profile of 20 numeric features (breast cancer's first 20, with
+its outlier model), ``requests.matchReferenceProfile``, ``outliers`` (Flag, false-flag
+rate 0.01), ``probing`` (every detector, Alert) and ``responses`` (3 decimals, top 1).
+Its requests are KServe v1 bodies of one row each, cycled from 20,000 distinct benign
+queries made from held-out rows (``guardprocesses.defence_queries``; each attack goes on
+where the last ended, so the probing detectors, which skip exact repeats of a client's
+last 1,000 queries, take every one), and its model server answers two class
+probabilities. After the rounds the guard reports what its checks did
+(rows scored, probing queries, repeats skipped, flags, alarms) and one hardened answer is
+printed: the figure is only worth what that path was.
+
 With nginx installed (Debian's nginx-light), the chain users build today is measured
 the same way: nginx with ``limit_req`` and ``auth_request`` to a small endpoint that checks
 the API key (``nginxauth``); its figure is the CPU of nginx's processes and the endpoint's.
@@ -29,8 +41,9 @@ vegeta (timed from when each request was due).
     .venv/bin/python -m bench.bench_guard_cpu --seconds 5 --profile /tmp/guard.txt
     .venv/bin/python -m bench.bench_guard_cpu --against HEAD~1 --rate 0 --only guard
 
-``--profile FILE`` samples the guard process with py-spy during the API-key run and
-writes the functions with the most own time (the hot path) to FILE. Nothing is asserted.
+``--profile FILE`` samples the guard process with py-spy during the API-key run (or the
+``--profile-target``'s) and writes the functions with the most own time (the hot path) to
+FILE. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -56,6 +69,9 @@ KEY_HEADERS = {"X-Api-Key": bench_guard.KEY}
 TOKEN_HEADERS = {"Authorization": f"Bearer {bench_guard.TOKEN}"}
 #: The bare proxy with the guard's own client (``forwarding``) instead of aiohttp's.
 OWN_CLIENT = "bare proxy, own client"
+DEFENCES = "guard, defences on"
+#: Distinct queries the defences target cycles through: more than one round sends.
+DEFENCE_QUERIES = 20_000
 
 
 @dataclasses.dataclass
@@ -74,13 +90,32 @@ class Target:
     model_cpu: float = 0.0
     per_round: list[float] = dataclasses.field(default_factory=list)
     other: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Its requests, when not ``bench_guard.BODY`` (``guardload.target_lines``), and where
+    #: the next attack starts among them: each goes on where the last ended, so a client's
+    #: queries stay distinct across attacks (the probing detectors skip exact repeats).
+    lines: list[str] | None = None
+    next_line: int = 0
+    sample: bytes = b""  # one answer of 200
+
+    def prepare(self, directory: pathlib.Path) -> pathlib.Path | None:
+        """The targets file of its next attack (None: ``bench_guard.BODY`` each time)."""
+        if self.lines is None:
+            return None
+        return guardload.write_targets(self.lines, self.next_line, directory / "targets.json")
+
+    def sent(self, result: guardload.Attack) -> None:
+        """After an attack: the next starts past every request this one sent (and the few
+        that may have been dequeued unsent)."""
+        self.next_line += result.ok + sum(result.other.values()) + guardload.CONNECTIONS
 
     @property
     def cpu_per_request(self) -> float:
         return self.cpu / self.ok if self.ok else float("nan")
 
 
-def _guard_targets(guard: guardprocesses.Guard, suffix: str) -> list[Target]:
+def _guard_targets(
+    guard: guardprocesses.Guard, suffix: str, directory: pathlib.Path
+) -> list[Target]:
     pid, bare = [guard.process.pid], f"bare proxy{suffix}"
     local = "http://127.0.0.1"
     own_client = (
@@ -88,6 +123,12 @@ def _guard_targets(guard: guardprocesses.Guard, suffix: str) -> list[Target]:
         if guard.bare_own_client_port is not None
         else []
     )
+    defended = []
+    if guard.defences_port is not None:
+        url = f"{local}:{guard.defences_port}{guardprocesses.DEFENCES_PATH}"
+        bodies = guardprocesses.defence_queries(DEFENCE_QUERIES)
+        lines = guardload.target_lines(url, KEY_HEADERS, bodies)
+        defended.append(Target(DEFENCES, url, KEY_HEADERS, pid, bare, lines=lines))
     return [
         Target(bare, f"{local}:{guard.bare_port}{PATH}", {}, pid),
         *own_client,
@@ -99,6 +140,7 @@ def _guard_targets(guard: guardprocesses.Guard, suffix: str) -> list[Target]:
             pid,
             bare,
         ),
+        *defended,
     ]
 
 
@@ -130,25 +172,33 @@ def measure_cpu(
     seconds: float,
     model_pid: int,
     directory: pathlib.Path,
-    profile: tuple[int, pathlib.Path] | None,
+    profile: tuple[int, pathlib.Path, str] | None,
 ) -> None:
     """Interleaved flat-out rounds; fills each target's counts."""
     for target in (target for group in groups for target in group):
-        guardload.attack(target.url, target.headers, seconds=1, rate=None, directory=directory)
+        target.sent(
+            guardload.attack(
+                target.url, target.headers, seconds=1, rate=None, directory=directory,
+                prepared=target.prepare(directory),
+            )
+        )  # fmt: skip
     for index in range(rounds):
         for group in groups:
             spy = (
                 processcpu.profile(profile[0], seconds, profile[1])
-                if profile and group[0].name == "guard, API key" and index == rounds // 2
+                if profile and group[0].name == profile[2] and index == rounds // 2
                 else None
             )
             pids = {pid for target in group for pid in target.pids} | {model_pid}
+            prepared = [
+                target.prepare(directory / str(place)) for place, target in enumerate(group)
+            ]
             before = {pid: processcpu.cpu_times(pid) for pid in pids}
             started = time.monotonic()
             running = [
                 guardload.start(
                     target.url, target.headers, seconds=seconds, rate=None,
-                    directory=directory / str(place),
+                    directory=directory / str(place), prepared=prepared[place],
                 )
                 for place, target in enumerate(group)
             ]  # fmt: skip
@@ -169,6 +219,8 @@ def measure_cpu(
                 target.cpu += cpu
                 target.model_cpu += sum(after[model_pid]) - sum(before[model_pid])
                 target.per_round.append(cpu / result.ok if result.ok else float("nan"))
+                target.sample = target.sample or result.sample
+                target.sent(result)
                 for kind, count in result.other.items():
                     target.other[kind] = target.other.get(kind, 0) + count
 
@@ -196,6 +248,11 @@ def report_cpu(targets: list[Target], against: str | None) -> None:
             print(_ratio_line(target.name, target.per_round, theirs, "its bare proxy's CPU"))
         elif target.name.startswith("nginx") and bare is not None:
             print(_ratio_line(target.name, target.per_round, bare.per_round, "the bare proxy's"))
+    defended, keyed = by_name.get(DEFENCES), by_name.get("guard, API key")
+    if defended is not None and keyed is not None:
+        # The same guard without the defences, in the same process: what the checks cost.
+        theirs = keyed.per_round
+        print(_ratio_line(DEFENCES, defended.per_round, theirs, "the API-key guard's"))
     own = by_name.get(OWN_CLIENT)
     if own is not None:
         # This tree's guard forwards with the same client as this bare proxy.
@@ -210,6 +267,17 @@ def report_cpu(targets: list[Target], against: str | None) -> None:
                 print(_ratio_line(target.name, target.per_round, old.per_round, f"@{against}'s"))
 
 
+def report_defences(targets: list[Target], guard: guardprocesses.Guard) -> None:
+    """What the defences guard's checks did, and one of its answers: the path measured."""
+    defended = next((target for target in targets if target.name == DEFENCES), None)
+    if defended is None or guard.evidence_port is None:
+        return
+    print(f"{DEFENCES}: what its checks did (warm-up and latency runs included)")
+    for name, value in sorted(guardprocesses.fetch_evidence(guard.evidence_port).items()):
+        print(f"  {name}: {value:g}")
+    print(f"  an answer: {defended.sample.decode(errors='replace')}")
+
+
 def measure_latency(
     targets: list[Target], seconds: float, rate: float, directory: pathlib.Path
 ) -> None:
@@ -218,8 +286,10 @@ def measure_latency(
     medians = {}
     for target in targets:
         result = guardload.attack(
-            target.url, target.headers, seconds=seconds, rate=rate, directory=directory
-        )
+            target.url, target.headers, seconds=seconds, rate=rate, directory=directory,
+            prepared=target.prepare(directory),
+        )  # fmt: skip
+        target.sent(result)
         medians[target.name] = result.percentile(0.5)
         print(f"  {target.name:34} p50 {medians[target.name] * 1e3:6.3f} ms  "
               f"p99 {result.percentile(0.99) * 1e3:7.3f} ms"
@@ -261,7 +331,7 @@ def run(arguments: argparse.Namespace) -> list[Target]:
             targets = [Target("direct", upstream + PATH, {}, [])]
             for guard, suffix in guards:
                 guard.wait()
-                targets += _guard_targets(guard, suffix)
+                targets += _guard_targets(guard, suffix, directory)
             if chain is not None:
                 processes += [chain.nginx, chain.endpoint]
                 guardprocesses.wait_listening(chain.port, chain.nginx)
@@ -276,12 +346,17 @@ def run(arguments: argparse.Namespace) -> list[Target]:
                 "(of nginx and its endpoint for nginx)"
             )
             guard_pid = guards[0][0].process.pid
-            profile = (guard_pid, arguments.profile) if arguments.profile else None
+            profile = (
+                (guard_pid, arguments.profile, arguments.profile_target)
+                if arguments.profile
+                else None
+            )
             groups = pair(targets, arguments.against)
             measure_cpu(groups, rounds, arguments.round_seconds, model.pid, directory, profile)
             report_cpu(targets, arguments.against)
             if arguments.rate > 0:
                 measure_latency(targets, arguments.seconds, arguments.rate, directory)
+            report_defences(targets, guards[0][0])
         finally:
             for process in reversed(processes):
                 nginxauth.stop(process)
@@ -297,6 +372,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--bare-port", type=int, default=0)
     parser.add_argument("--bare-own-client-port", type=int, default=0)
+    parser.add_argument("--defences-port", type=int, default=0)
+    parser.add_argument("--evidence-port", type=int, default=0)
     parser.add_argument("--upstream", default="")
     parser.add_argument("--scratch", default="")
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -304,6 +381,9 @@ def main() -> None:
         "--rate", type=float, default=200.0, help="requests/s of the latency part (0: none)"
     )
     parser.add_argument("--profile", type=pathlib.Path, default=None)
+    parser.add_argument(
+        "--profile-target", default="guard, API key", help="the target --profile samples"
+    )
     parser.add_argument(
         "--round-seconds", type=float, default=ROUND_SECONDS, help="one target's turn, flat out"
     )
@@ -336,6 +416,8 @@ def main() -> None:
             arguments.scratch,
             arguments.event_loop,
             arguments.bare_own_client_port,
+            arguments.defences_port,
+            arguments.evidence_port,
         )
     else:
         print(f"load average before the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

@@ -2,7 +2,8 @@
 
 Flat out, 32 requests are always in flight on 32 keep-alive connections; at a rate,
 each request is timed from when it was due (no coordinated omission). GOMAXPROCS=1
-keeps vegeta on one core.
+keeps vegeta on one core. Every request sends ``bench_guard.BODY``, or, from a targets
+file ``write_targets`` prepared, one of many bodies in turn (vegeta cycles through them).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import os
 import pathlib
 import subprocess
+from collections.abc import Sequence
 
 from bench import bench_guard, loadgenerator
 
@@ -27,6 +29,7 @@ class Attack:
     ok: int  # answers of 200
     latencies: list[float]  # seconds, every answered request's, sorted
     other: dict[str, int]  # everything that was not 200, by kind
+    sample: bytes = b""  # the body of the first answer of 200
 
     def percentile(self, fraction: float) -> float:
         """The latency below which ``fraction`` of the answers came (nan without answers)."""
@@ -38,6 +41,35 @@ class Attack:
         )
 
 
+def target_lines(url: str, headers: dict[str, str], bodies: Sequence[bytes]) -> list[str]:
+    """Lines of a vegeta targets file (its JSON format, one request a line) POSTing each of
+    ``bodies`` to ``url`` (encoded once; ``write_targets`` writes them from any place)."""
+    header = {"Content-Type": ["application/json"], **{k: [v] for k, v in headers.items()}}
+    return [
+        json.dumps(
+            {
+                "method": "POST",
+                "url": url,
+                "header": header,
+                "body": base64.b64encode(body).decode(),
+            }
+        )
+        + "\n"
+        for body in bodies
+    ]
+
+
+def write_targets(lines: list[str], first: int, path: pathlib.Path) -> pathlib.Path:
+    """The targets file of ``lines`` starting at ``first`` (then round): vegeta starts each
+    attack at the file's first request, so an attack can go on where the last one ended."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    first %= len(lines)
+    with path.open("w") as out:
+        out.writelines(lines[first:])
+        out.writelines(lines[:first])
+    return path
+
+
 def start(
     url: str,
     headers: dict[str, str],
@@ -45,20 +77,27 @@ def start(
     seconds: float,
     rate: float | None,
     directory: pathlib.Path,
+    prepared: pathlib.Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start POSTing ``bench_guard.BODY`` to ``url`` for ``seconds``, flat out (``rate`` None)
-    or at ``rate``/s; ``directory`` holds this attack's files (one directory per attack)."""
+    """Start POSTing to ``url`` for ``seconds``, flat out (``rate`` None) or at ``rate``/s;
+    ``bench_guard.BODY`` each time, or the requests of ``prepared`` (``write_targets``) in
+    turn; ``directory`` holds this attack's files (one directory per attack)."""
     directory.mkdir(parents=True, exist_ok=True)
-    body = directory / "body.json"
-    body.write_bytes(bench_guard.BODY)
-    lines = [f"POST {url}", "Content-Type: application/json"]
-    lines += [f"{name}: {value}" for name, value in headers.items()]
-    targets = directory / "targets.txt"
-    targets.write_text("\n".join([*lines, f"@{body}", ""]))
+    if prepared is None:
+        body = directory / "body.json"
+        body.write_bytes(bench_guard.BODY)
+        lines = [f"POST {url}", "Content-Type: application/json"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        targets = directory / "targets.txt"
+        targets.write_text("\n".join([*lines, f"@{body}", ""]))
+        target_format = "http"
+    else:
+        targets, target_format = prepared, "json"
     command = [
         str(loadgenerator.binary()),
         "attack",
         f"-targets={targets}",
+        f"-format={target_format}",
         f"-duration={seconds}s",
         "-http2=false",
         "-keepalive=true",
@@ -85,11 +124,13 @@ def finish(process: subprocess.Popen[bytes], directory: pathlib.Path) -> Attack:
         capture_output=True,
         check=True,
     ).stdout
-    ok, latencies, other = 0, [], collections.Counter[str]()
+    ok, latencies, other, sample = 0, [], collections.Counter[str](), b""
     for line in decoded.splitlines():
         result = json.loads(line)
         if result["code"] == 200:
             ok += 1
+            if not sample:
+                sample = base64.b64decode(result.get("body") or "")
         else:
             other[
                 result.get("error")
@@ -97,7 +138,7 @@ def finish(process: subprocess.Popen[bytes], directory: pathlib.Path) -> Attack:
             ] += 1
         if result["code"]:
             latencies.append(result["latency"] / 1e9)
-    return Attack(ok, sorted(latencies), dict(other))
+    return Attack(ok, sorted(latencies), dict(other), sample)
 
 
 def attack(
@@ -107,7 +148,10 @@ def attack(
     seconds: float,
     rate: float | None,
     directory: pathlib.Path,
+    prepared: pathlib.Path | None = None,
 ) -> Attack:
     """``start``, then ``finish``: one attack, waited for."""
-    process = start(url, headers, seconds=seconds, rate=rate, directory=directory)
+    process = start(
+        url, headers, seconds=seconds, rate=rate, directory=directory, prepared=prepared
+    )
     return finish(process, directory)
