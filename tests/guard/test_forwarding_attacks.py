@@ -465,3 +465,9 @@ def test_on_uvloop(scenario: Callable[[], Awaitable[None]]) -> None:
         await scenario()
 
     uvloop.run(run())
+
+
+def test_a_request_cancelled_as_its_answer_came_closes_its_connection_on_uvloop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uvloop.run(test_a_request_cancelled_as_its_answer_came_closes_its_connection(monkeypatch))
