@@ -18,14 +18,15 @@ Bodies framed by ``Content-Length``, chunked or ended by the server closing the
 connection are read; ``1xx`` interim answers are skipped; ``204``, ``304`` and answers to
 ``HEAD`` have no body.
 
-Connections: at most ``limit`` at once (more requests wait, within their timeout); an idle
-one is reused (last in, first out) unless the server closed it, it has been idle longer
-than ``idle_seconds``, its last answer said not to keep it or came before the request was
-written whole. A cancelled exchange closes its connection. A request is sent again on
-a new connection only when a reused connection turned out closed and either nothing of
-the request was written or its method is idempotent (RFC 9110 9.2.2): a ``POST`` whose
-bytes went out is never sent twice. ``timeout`` bounds the whole exchange (waiting for a
-connection, connecting, writing, the whole answer); ``connect_timeout`` the connect.
+Connections: at most ``limit`` at once (more requests wait, within their timeout); an
+idle one is reused (last in, first out) unless the server closed it, it has been idle
+longer than ``idle_seconds``, its last answer said not to keep it or came before the
+request was written whole. A cancelled exchange closes its connection. A request is sent
+again, once, on a new connection only when a reused connection turned out closed before
+any byte of its answer and its method is idempotent (RFC 9110 9.2.2): a ``POST`` is never
+sent twice (a pooled connection is checked for closing as it is taken, in the same turn
+as the write). ``timeout`` bounds the whole exchange (waiting for a connection,
+connecting, writing, the whole answer); ``connect_timeout`` the connect.
 """
 
 from __future__ import annotations
