@@ -17,8 +17,9 @@ Tables:
    splits with its intervals, the candidate calibrations (``bench.outlier_calibration``)
    and the detection curve by distance, ``--planted`` the calibrations on planted Gaussian
    rows.
-2. Probing: 50 benign clients replaying held-out rows in random order (5,000 queries);
-   50 attackers of each kind (1,000 queries): uniformly random points in the feature box,
+2. Probing: 50 benign clients replaying held-out rows in random order (5,000 queries),
+   and 50 whose queries are all distinct (held-out rows with noise of 0.05 std, or moved
+   up to 0.3 of the way towards another; 5,000 queries); 50 attackers of each kind (1,000 queries): uniformly random points in the feature box,
    Jacobian-based augmentation (PRADA's JbDA, steps of 0.1 std along the sign of a
    logistic surrogate's gradient) from 10 real seeds, also in the attacker's own scale and
    with noise added to each query (10% and 50% of the step), one-feature sweeps from real seeds,
@@ -194,6 +195,22 @@ def _sweep(case: Case, rng: np.random.Generator, count: int) -> np.ndarray:
     return np.asarray(queries[:count])
 
 
+def _jittered(case: Case, rng: np.random.Generator, count: int) -> np.ndarray:
+    """Held-out rows drawn at random, each with Gaussian noise of 0.05 profile std per feature."""
+    rows = case.test[rng.integers(0, len(case.test), count)]
+    std = np.where(case.fitted.std > 0, case.fitted.std, 1.0)
+    return np.asarray(rows + rng.normal(0.0, 0.05, rows.shape) * std)
+
+
+def _mixed_up(case: Case, rng: np.random.Generator, count: int) -> np.ndarray:
+    """Held-out rows each moved up to 0.3 of the way towards another held-out row (as the
+    guard's CPU benchmark's benign client, ``bench.guardprocesses.defence_queries``)."""
+    first = rng.integers(0, len(case.test), count)
+    second = (first + rng.integers(1, len(case.test), count)) % len(case.test)
+    share = rng.uniform(0.0, 0.3, (count, 1))
+    return np.asarray(case.test[first] + share * (case.test[second] - case.test[first]))
+
+
 def probing_table(case: Case, clients: int, only_kinds: list[str] | None = None) -> None:
     rng = np.random.default_rng(2)
     limits = outlierscoring.thresholds(case.outliers, 0.01)
@@ -221,6 +238,18 @@ def probing_table(case: Case, clients: int, only_kinds: list[str] | None = None)
                 case.test[rng.integers(0, len(case.test), 1000)],
                 rng.uniform(case.low, case.high, (1000, case.low.size)),
             ),
+        ),
+        # Last, so the kinds above draw the same numbers as before. Benign clients whose
+        # queries are all distinct: a real client rarely sends the same row twice, and
+        # probing skips exact repeats, so a replay of a few hundred rows shows the
+        # detectors only that many queries.
+        "benign, distinct: held-out rows + N(0, 0.05 sd) noise": (
+            5000,
+            lambda: _jittered(case, rng, 5000),
+        ),
+        "benign, distinct: held-out rows moved up to 0.3 towards another": (
+            5000,
+            lambda: _mixed_up(case, rng, 5000),
         ),
     }
     if only_kinds:
