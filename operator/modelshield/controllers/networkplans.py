@@ -13,7 +13,7 @@ front door, not a way around its NetworkPolicy.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from modelshield.api.v1alpha1 import policies
@@ -38,11 +38,7 @@ def plan_network(
     guard: tuple[tuple[ownership.ObjectRef, ...], policies.NetworkRequirements] | None = None,
 ) -> None:
     kind, namespace, name = caches.key_of(body)
-    enforced = [
-        (ref, model.spec.network)
-        for ref, model in governing
-        if model.spec.network is not None and model.spec.enforcement is policies.Enforcement.ENFORCE
-    ]
+    enforced = _networks(governing, policies.Enforcement.ENFORCE)
     if guard is not None:
         # With an api block clients reach the guard, never the model: the model's ingress is
         # the guard's pods only, whatever the network blocks allowed (their egress stays).
@@ -52,11 +48,7 @@ def plan_network(
             for ref, network in enforced
         ]
         enforced += [(ref, requirement) for ref in api_refs]
-    audited = [
-        (ref, model.spec.network)
-        for ref, model in governing
-        if model.spec.network is not None and model.spec.enforcement is policies.Enforcement.AUDIT
-    ]
+    audited = _networks(governing, policies.Enforcement.AUDIT)
     if not enforced and not unreadable:
         _note_audited(result, workload_ref, audited, None, namespace, settings)
         return
@@ -67,45 +59,30 @@ def plan_network(
     )
     policy_name = ownership.child_name("netpol", kind, name)
     pod_selector = networkpolicies.workload_pod_selector(body)
-    deny_all = ownership.stamp(
-        networkpolicies.deny_all(name=policy_name, namespace=namespace, pod_selector=pod_selector),
-        governance,
-    )
-    key = caches.key_of(deny_all)
     scraper_ports = settings.scraper_ports | networkpolicies.metrics_ports(body)
-    reason = ""
-    if unreadable:
-        reason = "a policy that asks for network isolation cannot be read (see its status)"
-        manifest = None
-    else:
-        try:
-            manifest = networkpolicies.build(
-                name=policy_name,
-                namespace=namespace,
-                pod_selector=pod_selector,
-                requirements=[requirement for _, requirement in enforced],
-                scraper_peers=settings.scraper_peers,
-                scraper_ports=scraper_ports,
-                monitor=monitor,
-            )
-        except networkpolicies.BuildError as error:
-            reason = str(error)
-            manifest = None
-        except Exception as error:  # noqa: BLE001 - a bug must not leave the workload open
-            reason = f"building it failed ({type(error).__name__}: {error})"
-            manifest = None
-    if manifest is None:
-        result.desired[key] = deny_all
-        for ref in refs:
-            result.problems.setdefault(ref, []).append(
-                plans.Problem(
-                    NETWORK_POLICY_FAILED_CLOSED,
-                    f"{workload_ref.display}: NetworkPolicy {name} denies all traffic: {reason}",
-                )
-            )
+    placed = _place_or_deny_all(
+        result,
+        lambda: networkpolicies.build(
+            name=policy_name,
+            namespace=namespace,
+            pod_selector=pod_selector,
+            requirements=[requirement for _, requirement in enforced],
+            scraper_peers=settings.scraper_peers,
+            scraper_ports=scraper_ports,
+            monitor=monitor,
+        ),
+        readable=not unreadable,
+        deny_all=ownership.stamp(
+            networkpolicies.deny_all(
+                name=policy_name, namespace=namespace, pod_selector=pod_selector
+            ),
+            governance,
+        ),
+        governance=governance,
+        failed=f"{workload_ref.display}: NetworkPolicy {name} denies all traffic",
+    )
+    if not placed:
         return
-    result.desired[key] = ownership.stamp(manifest, governance)
-    result.fallbacks[key] = deny_all
     _note_audited(result, workload_ref, audited, [r for _, r in enforced], namespace, settings)
 
 
@@ -130,11 +107,7 @@ def plan_guard_network(
     model_port = guards.model_port(body)
     if ("Deployment", namespace, guard_name) not in result.desired or model_port is None:
         return
-    enforced = [
-        (ref, model.spec.network)
-        for ref, model in governing
-        if model.spec.network is not None and model.spec.enforcement is policies.Enforcement.ENFORCE
-    ]
+    enforced = _networks(governing, policies.Enforcement.ENFORCE)
     if not enforced and not unreadable:
         return
     refs = tuple(dict.fromkeys(ref for ref, _ in enforced)) + unreadable
@@ -143,44 +116,78 @@ def plan_guard_network(
     )
     policy_name = ownership.child_name("netpol-guard", kind, name)
     pod_selector = {"matchLabels": guards.pod_labels(guard_name)}
-    deny_all = ownership.stamp(
-        networkpolicies.deny_all(name=policy_name, namespace=namespace, pod_selector=pod_selector),
-        governance,
+    _place_or_deny_all(
+        result,
+        lambda: networkpolicies.build_front_door(
+            name=policy_name,
+            namespace=namespace,
+            pod_selector=pod_selector,
+            requirements=[requirement for _, requirement in enforced],
+            model_port=model_port,
+            front_port=guards.PORT,
+            scraper_peers=settings.scraper_peers,
+            scraper_ports=frozenset({(guards.MANAGEMENT_PORT, "TCP")}),
+        ),
+        readable=not unreadable,
+        deny_all=ownership.stamp(
+            networkpolicies.deny_all(
+                name=policy_name, namespace=namespace, pod_selector=pod_selector
+            ),
+            governance,
+        ),
+        governance=governance,
+        failed=(
+            f"{workload_ref.display}: NetworkPolicy {policy_name} denies all traffic "
+            "to the inference guard"
+        ),
     )
+
+
+def _networks(
+    governing: Sequence[tuple[ownership.ObjectRef, compiling.AnyPolicy]],
+    enforcement: policies.Enforcement,
+) -> list[tuple[ownership.ObjectRef, policies.NetworkRequirements]]:
+    """The network blocks of the governing policies in this mode."""
+    return [
+        (ref, model.spec.network)
+        for ref, model in governing
+        if model.spec.network is not None and model.spec.enforcement is enforcement
+    ]
+
+
+def _place_or_deny_all(
+    result: plans.Plan,
+    build: Callable[[], dict[str, Any]],
+    *,
+    readable: bool,
+    deny_all: dict[str, Any],
+    governance: ownership.Governance,
+    failed: str,
+) -> bool:
+    """Plan what ``build`` makes (stamped) with ``deny_all`` as its fallback; or, when a
+    policy could not be read or building fails, ``deny_all`` itself, with a problem on each
+    policy that starts with ``failed``. True when the built one was planned."""
     key = caches.key_of(deny_all)
     manifest = None
-    reason = ""
-    if unreadable:
+    if not readable:
         reason = "a policy that asks for network isolation cannot be read (see its status)"
     else:
         try:
-            manifest = networkpolicies.build_front_door(
-                name=policy_name,
-                namespace=namespace,
-                pod_selector=pod_selector,
-                requirements=[requirement for _, requirement in enforced],
-                model_port=model_port,
-                front_port=guards.PORT,
-                scraper_peers=settings.scraper_peers,
-                scraper_ports=frozenset({(guards.MANAGEMENT_PORT, "TCP")}),
-            )
+            manifest = build()
         except networkpolicies.BuildError as error:
             reason = str(error)
-        except Exception as error:  # noqa: BLE001 - a bug must not leave the guard open
+        except Exception as error:  # noqa: BLE001 - a bug must not leave the pods open
             reason = f"building it failed ({type(error).__name__}: {error})"
     if manifest is None:
         result.desired[key] = deny_all
-        for ref in refs:
+        for ref in governance.policies:
             result.problems.setdefault(ref, []).append(
-                plans.Problem(
-                    NETWORK_POLICY_FAILED_CLOSED,
-                    f"{workload_ref.display}: NetworkPolicy {policy_name} denies all traffic "
-                    f"to the inference guard: {reason}",
-                )
+                plans.Problem(NETWORK_POLICY_FAILED_CLOSED, f"{failed}: {reason}")
             )
-        return
+        return False
     result.desired[key] = ownership.stamp(manifest, governance)
     result.fallbacks[key] = deny_all
+    return True
 
 
 def _note_audited(
