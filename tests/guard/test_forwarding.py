@@ -12,7 +12,6 @@ differ): ``test_on_uvloop``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import gzip
 import json
 import pathlib
@@ -26,6 +25,7 @@ from aiohttp import web
 from modelshield.guard import forwarding, server
 from tests.support import modelserver
 from tests.support.guardstack import KEY, KEYS_POLICY, PREDICT, call, guard_config, write_secret
+from tests.support.loopscenarios import async_scenarios
 from tests.support.rawupstream import (
     BODY,
     HANG,
@@ -438,24 +438,14 @@ async def test_a_connect_that_does_not_complete_times_out_by_the_connect_timeout
         listener.close()
 
 
-def _client_scenarios() -> dict[str, Callable[[], Awaitable[None]]]:
-    """Every test above that needs no fixture, each parameter of the parametrized ones."""
-    scenarios: dict[str, Callable[[], Awaitable[None]]] = {}
-    for name, test in list(globals().items()):
-        if not name.startswith("test_") or not asyncio.iscoroutinefunction(test):
-            continue
-        if name == "test_a_malformed_answer_is_an_error_and_the_connection_is_not_reused":
-            for case, answer in MALFORMED.items():
-                scenarios[f"{name}[{case}]"] = functools.partial(test, answer)
-        elif name == "test_a_server_closing_mid_answer_is_an_error_never_a_short_body":
-            for case, answer in CUT_SHORT.items():
-                scenarios[f"{name}[{case}]"] = functools.partial(test, answer)
-        elif test.__code__.co_argcount == 0:
-            scenarios[name] = test
-    return scenarios
-
-
-UVLOOP_SCENARIOS = _client_scenarios()
+# Every test above that needs no fixture, each parameter of the parametrized ones.
+UVLOOP_SCENARIOS = async_scenarios(
+    globals(),
+    {
+        "test_a_malformed_answer_is_an_error_and_the_connection_is_not_reused": MALFORMED,
+        "test_a_server_closing_mid_answer_is_an_error_never_a_short_body": CUT_SHORT,
+    },
+)
 
 
 @pytest.mark.parametrize("scenario", UVLOOP_SCENARIOS.values(), ids=UVLOOP_SCENARIOS.keys())

@@ -11,11 +11,9 @@ cancellation: a connection in an unknown state never goes back to the pool.
 from __future__ import annotations
 
 import asyncio
-import functools
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import pytest
 import uvloop
@@ -23,6 +21,7 @@ import uvloop
 from modelshield.guard import forwarding, server
 from tests.support import modelserver
 from tests.support.guardstack import KEY, KEYS_POLICY, PREDICT, call, guard_config, write_secret
+from tests.support.loopscenarios import async_scenarios
 from tests.support.rawupstream import (
     HANG,
     OK,
@@ -437,25 +436,14 @@ async def test_a_request_cancelled_as_its_answer_came_closes_its_connection(
         await client.close()
 
 
-def _client_scenarios() -> dict[str, Callable[[], Awaitable[None]]]:
-    """The model-server and pool tests above, each parameter of the parametrized ones."""
-    scenarios: dict[str, Callable[[], Awaitable[None]]] = {}
-    cases: dict[str, dict[str, Any]] = {
+# The model-server and pool tests above, each parameter of the parametrized ones.
+UVLOOP_SCENARIOS = async_scenarios(
+    globals(),
+    {
         "test_bytes_after_an_answer_never_reach_the_next_request": SMUGGLING_ANSWERS,
         "test_an_endless_answer_is_refused_by_size_before_the_timeout": ENDLESS,
-    }
-    for name, test in list(globals().items()):
-        if not name.startswith("test_") or not asyncio.iscoroutinefunction(test):
-            continue
-        if name in cases:
-            for case, value in cases[name].items():
-                scenarios[f"{name}[{case}]"] = functools.partial(test, value)
-        elif test.__code__.co_argcount == 0:
-            scenarios[name] = test
-    return scenarios
-
-
-UVLOOP_SCENARIOS = _client_scenarios()
+    },
+)
 
 
 @pytest.mark.parametrize("scenario", UVLOOP_SCENARIOS.values(), ids=UVLOOP_SCENARIOS.keys())
