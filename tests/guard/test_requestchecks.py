@@ -218,3 +218,58 @@ def test_open_inference_tensors_against_the_profile() -> None:
     per_feature = [{**one, "name": "age", "shape": [3]}, {**one, "name": "country", "shape": [3]}]
     assert infer({"inputs": per_feature}) is None
     assert infer({"inputs": [per_feature[0], {**one, "name": "salary", "shape": [3]}]}) is not None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": {"b": [1, {"c": 1e999}]}}',
+        b'{"instances": [[1, 2], [3, [4, -1e999]]]}',
+        b'[[[[[["x", 2.5, null, true, 1e400]]]]]]',
+        b'{"a": 1e999, "a": 2}',
+        b'{"instances": [1e999, NaN]}',
+    ],
+)
+def test_a_number_beyond_a_double_is_found_at_any_depth_with_the_first_reason(
+    body: bytes,
+) -> None:
+    parsed = requestchecks.parse_json(body)
+    assert isinstance(parsed, requestchecks.BodyError)
+    assert "too large for a double" in parsed.reason
+
+
+def test_the_parse_gives_what_the_strict_decoder_gives() -> None:
+    """Random documents, some with a number beyond a double, a repeated key or bad syntax
+    somewhere: the same document or the same reason as the strict decoder alone."""
+    generator = random.Random(1414)  # noqa: S311 (test data, not secrets)
+
+    def value(level: int) -> str:
+        pick = generator.random()
+        if level < 5 and pick < 0.3:
+            return "[" + ", ".join(value(level + 1) for _ in range(generator.randint(0, 4))) + "]"
+        if level < 5 and pick < 0.5:
+            keys = [generator.choice("abcd") for _ in range(generator.randint(0, 3))]
+            return "{" + ", ".join(f'"{key}": {value(level + 1)}' for key in keys) + "}"
+        return generator.choice(
+            ["1", "-2.5", "1e999", "-1E400", "0.1", '"e"', "null", "true", "1e308", "[1,]"]
+        )
+
+    for _ in range(2000):
+        body = value(0).encode()
+        parsed = requestchecks.parse_json(body)
+        strict = requestchecks._parse_strictly(body)
+        assert parsed == strict, body
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (1.5, 0),
+        ([], 1),
+        ([1, "x", None, True, 2.5], 1),
+        ([1, [2, [3]], {"a": {"b": []}}], 4),
+        ({"a": [1, 2], "b": {"c": [[{"d": 1}]]}}, 5),
+    ],
+)
+def test_depth_counts_containers_among_scalars(document: Any, expected: int) -> None:
+    assert requestchecks.depth(document, 16) == expected
