@@ -50,12 +50,15 @@ and windows are the same; breast cancer keeps no support, its tables stand. The 
 commands and the three breast cancer ones above, plus ``--splits 20 --windows 50 --window
 250 --seed 1803`` for the other breast cancer scenarios.
 
-``--least-expected E`` merges adjacent bins of every profile until each expects E rows of
-the window (``merged_bins``; Cochran's rule for chi-square has E = 5): a measurement of
-thinner-binned nulls at small windows, not what the monitor does. Session 9 ran the
-digits commands above with E = 5 and 10 and ``--data breast_cancer --design resampled
---splits 20 --windows 50 --window W --seed 18xx`` (W = 100 with seed 1804, W = 250 with
-1803) with and without E = 10.
+The profiles are scored as the monitor scores them with ``falseAlarmRate``: adjacent thin
+bins merged until each expects ``--least-expected`` rows of the window (the monitor's
+``leastExpected``, default 10; ``modelshield.drift.binmerging``, the same function the
+monitor and ``modelshield drift profile`` call). ``--least-expected 0`` scores the
+profile's own bins, as the monitor did before the merge. Session 9 measured the merge
+here first (its own copy, E = 5 and 10) with the digits commands above and ``--data
+breast_cancer --design resampled --splits 20 --windows 50 --window W --seed 18xx`` (W =
+100 with seed 1804, W = 250 with 1803); session 10 adopted it in the monitor and re-ran
+them through ``binmerging``.
 
 The calibrations dominate (one per split and window size; 30 features at 1 %: 15,000
 simulated windows, about 3 CPU-s; 64 features: 32,000, about 8 CPU-s); scoring a window
@@ -76,7 +79,7 @@ from scipy import stats
 
 from bench import drift_combinations, drift_designs, proportions
 from bench.drift_designs import SCENARIOS, Data, Split
-from modelshield.drift import calibration, layouts, profiles, statistics, windows
+from modelshield.drift import binmerging, calibration, layouts, profiles, statistics, windows
 
 Statistic = statistics.Statistic
 FloatArray = NDArray[np.float64]
@@ -99,56 +102,15 @@ Cell = tuple[int, str, str]
 """(window size, statistic or row name, scenario)."""
 
 
-def merged_bins(
-    feature: profiles.NumericFeature, window: int, least: float
-) -> profiles.NumericFeature:
-    """The feature with adjacent bins merged until each expects ``least`` rows of a window.
-
-    Cochran's rule for chi-square (an expected count of at least 5 per cell), applied
-    from the lowest bin up; a short last group joins the one before it. A feature that
-    would be left with one bin keeps its bins (a rare value of a 0/1 feature would vanish).
-    Measured, not adopted (``--least-expected``).
-    """
-    counts = np.array(feature.counts, dtype=np.float64)
-    present = counts.sum()
-    if present == 0:
-        return feature
-    expected = counts * window / present
-    ends: list[int] = []  # the index of each group's last bin
-    running = 0.0
-    for index, value in enumerate(expected):
-        running += value
-        if running >= least:
-            ends.append(index)
-            running = 0.0
-    if not ends:
-        return feature
-    if ends[-1] != counts.size - 1:
-        ends[-1] = counts.size - 1  # the short tail joins the last full group
-    if len(ends) < 2 or len(ends) == counts.size:
-        return feature
-    starts = [0, *(end + 1 for end in ends[:-1])]
-    positions = np.array(feature.positions)
-    edges = [feature.edges[0], *(feature.edges[end + 1] for end in ends)]
-    merged = [int(counts[a : b + 1].sum()) for a, b in zip(starts, ends, strict=True)]
-    centres = [
-        float(np.average(positions[a : b + 1], weights=counts[a : b + 1]))
-        if total
-        else (edges[i] + edges[i + 1]) / 2
-        for i, (a, b, total) in enumerate(zip(starts, ends, merged, strict=True))
-    ]
-    return dataclasses.replace(
-        feature, edges=tuple(edges), counts=tuple(merged), centres=tuple(centres)
-    )
-
-
-def _profile(reference: FloatArray, window: int = 0, least: float = 0.0) -> profiles.Profile:
+def _profile(
+    reference: FloatArray, window: int, least: float = binmerging.DEFAULT_LEAST_EXPECTED
+) -> profiles.Profile:
+    """The profile the monitor of this window scores on: thin bins merged as it merges them."""
     features = tuple(
         profiles.build_numeric(f"f{j}", reference[:, j]) for j in range(reference.shape[1])
     )
-    if least > 0:
-        features = tuple(merged_bins(feature, window, least) for feature in features)
-    return profiles.Profile(features=features, rows=reference.shape[0])
+    built = profiles.Profile(features=features, rows=reference.shape[0])
+    return binmerging.for_window(built, window, least)
 
 
 def _scores(layout: layouts.Layout, window: FloatArray) -> dict[Statistic, FloatArray]:
@@ -231,7 +193,7 @@ def _score_split(
     scenarios: Sequence[str],
     tally: Tally,
     rng: np.random.Generator,
-    least: float = 0.0,
+    least: float = binmerging.DEFAULT_LEAST_EXPECTED,
 ) -> None:
     data = split.data
     tail = rate / data.values.shape[1]
@@ -270,7 +232,7 @@ def evaluate(
     rate: float,
     seed: int,
     scenarios: Sequence[str] = SCENARIOS,
-    least: float = 0.0,
+    least: float = binmerging.DEFAULT_LEAST_EXPECTED,
 ) -> tuple[Tally, float]:
     """Count alarms per cell over the splits; also the CPU-seconds it took."""
     rng = np.random.default_rng(seed)
@@ -340,8 +302,9 @@ def parser() -> argparse.ArgumentParser:
     result.add_argument(
         "--least-expected",
         type=float,
-        default=0.0,
-        help="merge adjacent bins until each expects this many rows of a window (measured)",
+        default=binmerging.DEFAULT_LEAST_EXPECTED,
+        help="merge adjacent bins until each expects this many rows of a window, as the "
+        "monitor's leastExpected does (default: the monitor's; 0: the profile's bins)",
     )
     return result
 
@@ -367,6 +330,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             arguments.least_expected,
         )
         report(data, arguments.design, tally, arguments.rate, seconds, scenarios)
+        print(
+            f"\nbins: merged until each expects {arguments.least_expected:g} rows of the window "
+            "(the monitor's leastExpected)"
+            if arguments.least_expected > 0
+            else "\nbins: the profiles' own (--least-expected 0)"
+        )
     return 0
 
 

@@ -15,6 +15,8 @@ log = logging.getLogger("modelshield.drift")
 CONFIG_ENV = "MODELSHIELD_DRIFT_CONFIG"
 DEFAULT_WINDOW = 1000
 """The monitor's (and the policy's) default window."""
+DEFAULT_LEAST_EXPECTED = 10.0
+"""The monitor's default ``leastExpected`` (``modelshield.drift.binmerging``)."""
 
 
 def _names(text: str | None) -> list[str]:
@@ -24,7 +26,7 @@ def _names(text: str | None) -> list[str]:
 def _run_profile(arguments: argparse.Namespace) -> int:
     import dataclasses
 
-    from modelshield.drift import calibration, datasets, profiles
+    from modelshield.drift import binmerging, calibration, datasets, profiles
 
     data = pathlib.Path(arguments.data)
     limits: dict[str, Any] = {}
@@ -48,6 +50,9 @@ def _run_profile(arguments: argparse.Namespace) -> int:
     if not 0 < rate < 0.5:
         print("modelshield drift profile: --false-alarm-rate must be in (0, 0.5)", file=sys.stderr)
         return 2
+    if arguments.least_expected < 0:
+        print("modelshield drift profile: --least-expected must be at least 0", file=sys.stderr)
+        return 2
     sizes = sorted(set(arguments.window or [DEFAULT_WINDOW]))
     if any(size < 1 for size in sizes):
         print("modelshield drift profile: --window must be at least 1", file=sys.stderr)
@@ -56,7 +61,10 @@ def _run_profile(arguments: argparse.Namespace) -> int:
         # The smallest tail any monitor of this profile needs at this rate: every feature
         # watched (requests and responses together).
         tail = rate / len(profile.features)
-        stored = tuple(calibration.store(profile, size, tail) for size in sizes)
+        stored = tuple(
+            calibration.store(profile, size, tail, least_expected=arguments.least_expected)
+            for size in sizes
+        )
         profile = dataclasses.replace(profile, calibrations=stored)
     out = pathlib.Path(arguments.out)
     datasets.write_profile(profile, out)
@@ -78,6 +86,14 @@ def _run_profile(arguments: argparse.Namespace) -> int:
             f"calibrated for windows of {', '.join(map(str, sizes))} rows at false-alarm "
             f"rates down to {rate:g} per window"
         )
+        least = arguments.least_expected
+        for size in sizes:
+            merged = binmerging.merged_names(profile, binmerging.for_window(profile, size, least))
+            if merged:
+                print(
+                    f"  windows of {size}: thin bins merged to at least {least:g} expected "
+                    f"rows in {len(merged)} features ({', '.join(merged)})"
+                )
     return 0
 
 
@@ -131,9 +147,13 @@ def _run_monitor(arguments: argparse.Namespace) -> int:
             ", ".join(layout.names),
             settings.statistic.value,
             settings.window,
-            "simulated at start"
-            if monitor.calibrated_at_start[stream]
-            else "from the profile's calibration",
+            monitor.null_tables[stream],
+        )
+    if monitor.least_expected > 0:
+        log.info(
+            "bins merged to at least %g expected rows of a window: %s",
+            monitor.least_expected,
+            ", ".join(monitor.merged) if monitor.merged else "none needed",
         )
     log.info(
         "kubernetes events: %s",
@@ -184,6 +204,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=float,
         default=0.01,
         help="smallest declared false-alarm rate to calibrate for (default 0.01)",
+    )
+    profile.add_argument(
+        "--least-expected",
+        type=float,
+        default=DEFAULT_LEAST_EXPECTED,
+        help="calibrate on bins merged until each expects this many rows of the window, as "
+        f"the monitor's `leastExpected` (default {DEFAULT_LEAST_EXPECTED:g}; 0: no merge)",
     )
     profile.add_argument(
         "--no-calibration",

@@ -34,7 +34,8 @@ correlated). ``bench/drift_evaluation.py`` measures the rates on real data.
 
 ``modelshield drift profile`` runs this once and keeps the tables in the profile
 (``store``, ``modelshield.drift.storedcalibration``); the monitor uses them when they fit
-(``stored``) and simulates at start otherwise.
+(``stored``) and simulates at start otherwise. Both calibrate on the profile's bins
+merged for the window (``binmerging.for_window``), the bins the monitor scores on.
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from modelshield.drift import layouts, profiledocuments, profiles, statistics, storedcalibration
+from modelshield.drift import (
+    binmerging,
+    layouts,
+    profiledocuments,
+    profiles,
+    statistics,
+    storedcalibration,
+)
 
 Statistic = statistics.Statistic
 FloatArray = NDArray[np.float64]
@@ -351,10 +359,20 @@ def calibrate(
 
 
 def store(
-    profile: profiles.Profile, window: int, tail: float, *, seed: int = DEFAULT_SEED
+    profile: profiles.Profile,
+    window: int,
+    tail: float,
+    *,
+    seed: int = DEFAULT_SEED,
+    least_expected: float = binmerging.DEFAULT_LEAST_EXPECTED,
 ) -> storedcalibration.StoredCalibration:
-    """The null tables of every feature of the profile, to keep in it (profile time)."""
-    layout = layouts.build(profile, profile.names)
+    """The null tables of every feature of the profile, to keep in it (profile time).
+
+    Made on the bins a monitor of this window scores on (thin bins merged until each
+    expects ``least_expected`` rows of it) and fingerprinted on them.
+    """
+    scored = binmerging.for_window(profile, window, least_expected)
+    layout = layouts.build(scored, scored.names)
     tables = calibrate(layout, window, tail=tail, seed=seed)
     any_table = tables[Statistic.PSI]
     features = {
@@ -369,33 +387,35 @@ def store(
         window=window,
         samples=any_table.samples,
         seed=seed,
-        fingerprint=profiledocuments.fingerprint(profile),
+        fingerprint=profiledocuments.fingerprint(scored),
         tails=tuple(float(t) for t in any_table.tails),
         features=features,
+        least_expected=least_expected,
     )
 
 
 def stored(
-    profile: profiles.Profile, layout: layouts.Layout, window: int, tail: float
+    profile: profiles.Profile,
+    layout: layouts.Layout,
+    window: int,
+    tail: float,
+    *,
+    least_expected: float = binmerging.DEFAULT_LEAST_EXPECTED,
 ) -> dict[Statistic, NullTable] | None:
     """The profile's stored tables for these features, if one calibration fits; else None.
 
-    It fits when it was made for this window, on these very histograms (fingerprint), for
-    every watched feature and statistic that applies, resolving tail without extrapolation,
-    and (a feature with a discrete support watched) with chi-square's unseen term
-    (``storedcalibration.REVISION``).
+    ``layout`` is laid on the bins scored: ``binmerging.for_window(profile, window,
+    least_expected)``. A calibration fits when it was made for this window, on these very
+    histograms (the fingerprint of the bins scored: the merged ones), for every watched
+    feature and statistic that applies, resolving tail without extrapolation, with
+    chi-square's unseen term where a feature with a discrete support is watched (revision
+    2), and on merged bins where any merge (revision 3; ``misfit`` says why not).
     """
     if not profile.calibrations:
         return None
-    current = profiledocuments.fingerprint(profile)
     numeric = set(layout.numeric_names)
     for candidate in profile.calibrations:
-        if (
-            candidate.window != window
-            or candidate.fingerprint != current
-            or candidate.resolved > tail * (1 + 1e-6)
-            or (candidate.revision < storedcalibration.REVISION and len(layout.discrete) > 0)
-        ):
+        if misfit(profile, candidate, layout, window, tail, least_expected):
             continue
         rows: dict[Statistic, FloatArray] = {
             statistic: np.full((len(layout.names), len(candidate.tails)), np.nan)
@@ -416,6 +436,34 @@ def stored(
                 for statistic, values in rows.items()
             }
     return None
+
+
+def misfit(
+    profile: profiles.Profile,
+    candidate: storedcalibration.StoredCalibration,
+    layout: layouts.Layout,
+    window: int,
+    tail: float,
+    least_expected: float,
+) -> str:
+    """Why a stored calibration does not fit a monitor (empty: it fits, features aside)."""
+    if candidate.window != window:
+        return f"made for windows of {candidate.window} rows"
+    scored = binmerging.for_window(profile, window, least_expected)
+    if candidate.revision < 3 and scored is not profile:
+        # Before revision 3 tables were made on the bins as profiled; with thin bins merged
+        # they are another statistic's null (fail closed, whatever the fingerprint says).
+        return (
+            f"made on unmerged bins (revision {candidate.revision}); this monitor merges "
+            f"bins to at least {least_expected:g} expected rows"
+        )
+    if candidate.fingerprint != profiledocuments.fingerprint(scored):
+        return "made on other histograms (the profile was edited, or other bins merged)"
+    if candidate.resolved > tail * (1 + 1e-6):
+        return f"made for tails down to {candidate.resolved:.3g}, not {tail:.3g}"
+    if candidate.revision < 2 and len(layout.discrete) > 0:
+        return "made before chi-square's unseen term (revision 1)"
+    return ""
 
 
 def dataset_p_value(p_values: FloatArray, features: int) -> float:

@@ -12,6 +12,8 @@ carry the values of the policy's ``monitoring.drift`` block unchanged::
     threshold: 0.2
     falseAlarmRate: 0.01           # optional: calibrated thresholds instead of `threshold`
     window: 1000                   # rows per tumbling window
+    leastExpected: 10              # with falseAlarmRate: adjacent thin bins merged until
+                                   # each expects this many rows of a window (0: none)
     categoricalStatistic: JensenShannon  # for categorical features when `statistic`
     categoricalThreshold: 0.1            # is numeric-only (KolmogorovSmirnov, Wasserstein)
     clearRatio: 0.8                # hysteresis: clear below threshold * clearRatio
@@ -80,6 +82,10 @@ class MonitorConfig(common.ApiModel):
     on any feature with at most this probability (``threshold`` and
     ``categoricalThreshold`` are then not used); see ``modelshield.drift.calibration``."""
     window: int = pydantic.Field(default=1000, ge=1, le=10_000_000)
+    least_expected: float = pydantic.Field(default=10.0, ge=0, le=1_000_000)
+    """With ``falseAlarmRate``: adjacent thin bins of numeric features are merged until each
+    expects this many rows of a window (``modelshield.drift.binmerging``); 0 scores on the
+    profile's bins, as a monitor with fixed thresholds always does."""
     categorical_statistic: policies.DriftStatistic = policies.DriftStatistic.JENSEN_SHANNON
     categorical_threshold: float = pydantic.Field(default=0.1, gt=0)
     clear_ratio: float = pydantic.Field(default=0.8, gt=0, le=1)

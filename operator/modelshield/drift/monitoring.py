@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from modelshield.drift import (
     alarms,
+    binmerging,
     calibration,
     config,
     layouts,
@@ -94,10 +95,22 @@ class Monitor:
         """Lay the profile out for the configured features; ProfileError when they do not fit."""
         self.settings = settings
         self.profile = profile
+        # Thin bins are merged where thresholds are calibrated on them; fixed thresholds
+        # (PSI 0.2, ...) were chosen for the profile's bins and keep them.
+        least = settings.least_expected if settings.false_alarm_rate is not None else 0.0
+        self.least_expected = least
+        """The rows of a window each scored bin expects at least (0: the profile's bins)."""
+        self.scored = binmerging.for_window(profile, settings.window, least)
+        """The profile with thin bins merged for the window: what windows are counted in,
+        scored on and calibrated on (the profile itself where nothing merges)."""
+        self.merged = binmerging.merged_names(profile, self.scored)
+        """The features whose bins were merged."""
         self._watches: dict[payloads.Stream, _Watch] = {}
         self.calibrated_at_start: dict[payloads.Stream, bool] = {}
         """Per stream: True when its null tables were simulated at start
         rather than read from the profile's stored calibration."""
+        self.null_tables: dict[payloads.Stream, str] = {}
+        """Per stream: where its null tables come from, and why (for the start-up log)."""
         columns = request_columns(settings, profile)
         overlap = set(settings.features) & set(settings.outputs)
         if overlap:
@@ -105,10 +118,10 @@ class Monitor:
                 f"features and outputs overlap: {', '.join(sorted(overlap))}"
             )
         watched: dict[payloads.Stream, layouts.Layout] = {
-            "request": layouts.build(profile, columns, settings.features)
+            "request": layouts.build(self.scored, columns, settings.features)
         }
         if settings.outputs:
-            watched["response"] = layouts.build(profile, settings.outputs)
+            watched["response"] = layouts.build(self.scored, settings.outputs)
         # One family of tests for the whole model: every watched feature of both streams.
         self.features_watched = sum(len(layout.names) for layout in watched.values())
         for stream, layout in watched.items():
@@ -120,9 +133,26 @@ class Monitor:
         rate = settings.false_alarm_rate
         tail = None if rate is None else rate / self.features_watched
         wanted = calibration.DEFAULT_TAIL if tail is None else tail
-        nulls = calibration.stored(self.profile, layout, settings.window, wanted)
+        least = self.least_expected
+        nulls = calibration.stored(
+            self.profile, layout, settings.window, wanted, least_expected=least
+        )
         self.calibrated_at_start[stream] = nulls is None
+        self.null_tables[stream] = "from the profile's calibration"
         if nulls is None:
+            reasons = sorted(
+                {
+                    calibration.misfit(self.profile, c, layout, settings.window, wanted, least)
+                    for c in self.profile.calibrations
+                    if c.window == settings.window
+                }
+                - {""}
+            )
+            self.null_tables[stream] = "simulated at start" + (
+                f": the profile's calibration for this window was {'; '.join(reasons)}"
+                if reasons
+                else ""
+            )
             nulls = calibration.calibrate(layout, settings.window, tail=wanted)
         chosen: list[Statistic] = []
         rules: list[alarms.Rule] = []

@@ -10,10 +10,14 @@ The profile builder does it once and stores, per window size, each feature's nul
        "tails": [1.0, 0.9, ..., 0.000156],
        "features": {"age": {"PSI": [0.01, ...], "KolmogorovSmirnov": [...], ...}, ...}}]
 
-``fingerprint`` is the digest of the profile's histograms
-(``profiledocuments.fingerprint``): a profile edited after calibration no longer matches
-and the monitor calibrates at start, as it does for profiles without calibrations
-(version 1) and for a window size or a false-alarm rate the stored tables do not cover. A statistic that does not apply to a
+``fingerprint`` is the digest of the histograms the tables were made on
+(``profiledocuments.fingerprint``): from revision 3 on, the profile's bins merged for the
+table's window (``binmerging.for_window`` with ``leastExpected``, stored too), which are
+the profile's own bins where nothing merges. A profile edited after calibration no
+longer matches and the monitor calibrates at start, as it does for profiles without
+calibrations (version 1), for a window size or a false-alarm rate the stored tables do
+not cover, and for tables made before the merge (revision 1 or 2) on a window where the
+monitor merges bins. A statistic that does not apply to a
 feature (KS on a categorical one) is left out of its object.
 
 This module only reads and writes the document; it imports nothing of the drift package,
@@ -31,10 +35,11 @@ from typing import Any
 from modelshield.api.v1alpha1 import policies
 
 STATISTICS = tuple(statistic.value for statistic in policies.DriftStatistic)
-REVISION = 2
-"""The statistics' revision the tables are made with. 1 (documents without ``revision``):
-before chi-square's term for values off a discrete support, so their chi-square tables
-do not fit a feature with a support; 2: with it. Every other table is the same in both."""
+REVISION = 3
+"""The revision the tables are made with. 1 (documents without ``revision``): before
+chi-square's term for values off a discrete support, so their chi-square tables do not
+fit a feature with a support; 2: with it, on the profile's bins as they are; 3: on the
+bins merged for the window (``leastExpected``), fingerprinted on them."""
 SIGNIFICANT = 7
 """Digits kept of each quantile: the document stays small and the thresholds move by less
 than a millionth."""
@@ -56,6 +61,9 @@ class StoredCalibration:
     features: Mapping[str, Mapping[str, tuple[float, ...]]]
     """feature -> statistic name -> one quantile per tail."""
     revision: int = REVISION
+    least_expected: float = 0.0
+    """Revision 3: the rows of a window each merged bin expects at least (0: no merge;
+    always 0 before revision 3)."""
 
     @property
     def resolved(self) -> float:
@@ -69,7 +77,9 @@ def _rounded(value: float) -> float:
 
 def to_document(stored: StoredCalibration) -> dict[str, Any]:
     """The calibration as its JSON object (revision 1 writes no revision, as it was read)."""
-    revision = {"revision": stored.revision} if stored.revision > 1 else {}
+    revision: dict[str, Any] = {"revision": stored.revision} if stored.revision > 1 else {}
+    if stored.revision >= 3:
+        revision["leastExpected"] = stored.least_expected
     return {
         **revision,
         "window": stored.window,
@@ -147,8 +157,21 @@ def from_document(item: object, where: str) -> StoredCalibration:
         raise CalibrationDocumentError(
             f"{where}.revision: {revision} is newer than this monitor's ({REVISION})"
         )
+    least = item.get("leastExpected", 0.0)
+    if revision < 3 and "leastExpected" in item:
+        raise CalibrationDocumentError(
+            f"{where}.leastExpected: only revision 3 and later merge bins (revision {revision})"
+        )
+    if (
+        not isinstance(least, int | float)
+        or isinstance(least, bool)
+        or not math.isfinite(least)
+        or least < 0
+    ):
+        raise CalibrationDocumentError(f"{where}.leastExpected: expected a finite number >= 0")
     return StoredCalibration(
         revision=revision,
+        least_expected=float(least),
         window=_integer(item.get("window"), f"{where}.window", 1),
         samples=_integer(item.get("samples"), f"{where}.samples", 1),
         seed=_integer(item.get("seed"), f"{where}.seed", 0),
