@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 
@@ -21,18 +22,19 @@ AUDIT_LOGGER = logging.getLogger("modelshield.guard.audit")
 _LINE = json.JSONEncoder(separators=(",", ":"))
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Outcome:
     """What the audit line and the metrics say about one request."""
 
     client: str = "anonymous"
     route: routes.Route | None = None
-    verdict: judging.Verdict = dataclasses.field(default_factory=lambda: judging.Verdict(None))
+    #: Verdicts are frozen: the shared ``ADMITTED`` until a stage says otherwise.
+    verdict: judging.Verdict = judging.ADMITTED
     status: int = 0
     refused: bool = False
     note: str = ""
     #: Out-of-distribution flags (``defending``) for the response header and audit line.
-    flags: list[str] = dataclasses.field(default_factory=list)
+    flags: Sequence[str] = ()
 
 
 def record(
@@ -40,15 +42,16 @@ def record(
 ) -> None:
     """Count one finished request and write its audit line."""
     verdict = outcome.verdict
-    decision = "refused" if outcome.refused else ("audited" if verdict.audited else "allowed")
+    enforced, audited = verdict.refusal, verdict.audited
+    decision = "refused" if outcome.refused else ("audited" if audited else "allowed")
     guard_metrics.answered(outcome.client, decision, outcome.status, seconds)
-    refusals = [verdict.refusal] if verdict.refusal is not None else []
-    for refusal in [*refusals, *verdict.audited]:
-        guard_metrics.refusals.labels(
-            refusal.code.value, str(refusal.policy or ""), str(refusal.enforced).lower()
-        ).inc()
-        if refusal.status == 429:
-            guard_metrics.rate_limited.labels(outcome.client).inc()
+    if enforced is not None or audited:
+        for refusal in (enforced, *audited) if enforced is not None else audited:
+            guard_metrics.refusals.labels(
+                refusal.code.value, str(refusal.policy or ""), str(refusal.enforced).lower()
+            ).inc()
+            if refusal.status == 429:
+                guard_metrics.rate_limited.labels(outcome.client).inc()
     if not AUDIT_LOGGER.isEnabledFor(logging.INFO):
         return
     route = outcome.route
@@ -60,11 +63,9 @@ def record(
             "verb": route.verb.value if route else None,
             "decision": decision,
             "status": outcome.status,
-            "reason": verdict.refusal.reason if verdict.refusal else (outcome.note or None),
-            "policy": str(verdict.refusal.policy)
-            if verdict.refusal and verdict.refusal.policy
-            else None,
-            "audited": [f"{r.code.value} by {r.policy}" for r in verdict.audited],
+            "reason": enforced.reason if enforced else (outcome.note or None),
+            "policy": str(enforced.policy) if enforced and enforced.policy else None,
+            "audited": [f"{r.code.value} by {r.policy}" for r in audited],
             "outliers": outcome.flags or None,
             "latencyMs": round(seconds * 1000, 3),
         }

@@ -19,16 +19,35 @@ class Authenticator:
         self.reviewer = reviewer
         self.keys = keys
 
-    async def identify(
+    def known(
         self, credential: credentials.Credential | None
-    ) -> judging.Identity | judging.AuthenticationFailed:
-        """The caller's identity; raises ReviewUnavailableError when no verdict can be had."""
+    ) -> judging.Identity | judging.AuthenticationFailed | None:
+        """The caller's identity when nothing needs to be asked for it (anonymous, an API
+        key, a token whose verdict is cached); None when a TokenReview must be asked
+        (``identify``). The guard's hot path calls this without a coroutine."""
         if credential is None:
             return judging.ANONYMOUS
         if credential.kind is credentials.Kind.SERVICE_ACCOUNT_TOKEN:
             if self.reviewer is None:
                 return judging.AuthenticationFailed("ServiceAccount tokens are not accepted")
-            return await self.reviewer.review(credential)
+            return self.reviewer.cached(credential)
+        return self._api_key_identity(credential)
+
+    async def identify(
+        self, credential: credentials.Credential | None
+    ) -> judging.Identity | judging.AuthenticationFailed:
+        """The caller's identity; raises ReviewUnavailableError when no verdict can be had."""
+        found = self.known(credential)
+        if found is not None:
+            return found
+        # known() answers None only for a token whose verdict is not cached, with a reviewer.
+        assert credential is not None
+        assert self.reviewer is not None
+        return await self.reviewer.review(credential)
+
+    def _api_key_identity(
+        self, credential: credentials.Credential
+    ) -> judging.Identity | judging.AuthenticationFailed:
         match = self.keys.lookup(credential.digest) if self.keys is not None else None
         if match is None:
             return judging.AuthenticationFailed("the API key is not known")

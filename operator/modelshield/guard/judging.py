@@ -88,8 +88,14 @@ class Verdict:
     audited: tuple[Refusal, ...] = ()
 
 
+#: The verdict of a stage that refuses nothing (frozen, so one is shared by every request).
+ADMITTED = Verdict(None)
+
+
 def _verdict(found: Iterable[Refusal]) -> Verdict:
     refusals = list(found)
+    if not refusals:
+        return ADMITTED
     enforced = next((r for r in refusals if r.enforced), None)
     return Verdict(enforced, tuple(r for r in refusals if not r.enforced))
 
@@ -161,46 +167,43 @@ def _authorization(policy: PolicyApi, identity: Identity, route: routes.Route) -
     )
 
 
+#: One limit a policy sets: the code and words of its refusal, its buckets or quotas,
+#: and whether it counts by model (else by client).
+_Limit = tuple[Code, str, ratelimits.TokenBuckets | ratelimits.DailyQuotas, bool]
+
+
 class Limiter:
     """The token buckets and quotas of every policy, one set per policy."""
 
     def __init__(self, rules: GuardRules, *, max_keys: int = 100_000) -> None:
-        self._per_client: dict[int, ratelimits.TokenBuckets] = {}
-        self._per_model: dict[int, ratelimits.TokenBuckets] = {}
-        self._daily: dict[int, ratelimits.DailyQuotas] = {}
-        for index, policy in enumerate(rules.policies):
+        #: Per policy (by its index in the rules), its limits in the order they are
+        #: checked: per client, the daily quota, per model. Made once, not per request.
+        self._limits_of: list[tuple[_Limit, ...]] = []
+        for policy in rules.policies:
+            limits: list[_Limit] = []
             if policy.per_client is not None:
                 bucket = policy.per_client
-                self._per_client[index] = ratelimits.TokenBuckets(
-                    bucket.rate, bucket.burst, max_keys=max_keys
-                )
+                buckets = ratelimits.TokenBuckets(bucket.rate, bucket.burst, max_keys=max_keys)
+                limits.append((Code.RATE_LIMITED, "client", buckets, False))
+            if policy.daily_quota is not None:
+                quotas = ratelimits.DailyQuotas(policy.daily_quota, max_keys=max_keys)
+                limits.append((Code.QUOTA_EXCEEDED, "daily quota", quotas, False))
             if policy.per_model is not None:
                 bucket = policy.per_model
-                self._per_model[index] = ratelimits.TokenBuckets(
-                    bucket.rate, bucket.burst, max_keys=max_keys
-                )
-            if policy.daily_quota is not None:
-                self._daily[index] = ratelimits.DailyQuotas(policy.daily_quota, max_keys=max_keys)
-
-    def _limits(
-        self, index: int, identity: Identity, route: routes.Route
-    ) -> list[tuple[Code, str, ratelimits.TokenBuckets | ratelimits.DailyQuotas, str]]:
-        found: list[tuple[Code, str, ratelimits.TokenBuckets | ratelimits.DailyQuotas, str]] = []
-        if index in self._per_client:
-            found.append((Code.RATE_LIMITED, "client", self._per_client[index], identity.client))
-        if index in self._daily:
-            found.append((Code.QUOTA_EXCEEDED, "daily quota", self._daily[index], identity.client))
-        if index in self._per_model and route.model is not None:
-            found.append((Code.RATE_LIMITED, "model", self._per_model[index], route.model))
-        return found
+                buckets = ratelimits.TokenBuckets(bucket.rate, bucket.burst, max_keys=max_keys)
+                limits.append((Code.RATE_LIMITED, "model", buckets, True))
+            self._limits_of.append(tuple(limits))
 
     def check(
         self, rules: GuardRules, identity: Identity, route: routes.Route, now: float
     ) -> list[Refusal]:
         """Refusals of the limits that have no token for this request; spends none."""
         refusals = []
-        for index, policy in enumerate(rules.policies):
-            for code, what, limit, key in self._limits(index, identity, route):
+        for policy, limits in zip(rules.policies, self._limits_of, strict=False):
+            for code, what, limit, by_model in limits:
+                key = route.model if by_model else identity.client
+                if key is None:
+                    continue  # a per-model limit, and the path names no model
                 wait = limit.wait(key, now)
                 if wait > 0:
                     reason = (
@@ -217,9 +220,11 @@ class Limiter:
 
     def spend(self, rules: GuardRules, identity: Identity, route: routes.Route, now: float) -> None:
         """Spend a token of every limit the request falls under."""
-        for index in range(len(rules.policies)):
-            for _, _, limit, key in self._limits(index, identity, route):
-                limit.take(key, now)
+        for limits in self._limits_of[: len(rules.policies)]:
+            for _, _, limit, by_model in limits:
+                key = route.model if by_model else identity.client
+                if key is not None:
+                    limit.take(key, now)
 
 
 def judge_head(
@@ -328,5 +333,12 @@ def too_large(rules: GuardRules, length: int) -> Verdict:
 
 def merge(verdicts: Sequence[Verdict]) -> Verdict:
     """Stages in order: the first enforced refusal, and every audited one."""
-    enforced = next((v.refusal for v in verdicts if v.refusal is not None), None)
-    return Verdict(enforced, tuple(r for v in verdicts for r in v.audited))
+    enforced = None
+    audited: tuple[Refusal, ...] = ()
+    for verdict in verdicts:
+        if enforced is None:
+            enforced = verdict.refusal
+        audited += verdict.audited
+    if enforced is None and not audited:
+        return ADMITTED
+    return Verdict(enforced, audited)

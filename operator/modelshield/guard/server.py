@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pathlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import prometheus_client
@@ -67,9 +67,56 @@ _HOP_BY_HOP = frozenset(
 _NOT_FORWARDED = _HOP_BY_HOP | credentials.CREDENTIAL_HEADERS | {"expect"}
 
 
-def _forwardable(name: str) -> bool:
+#: What the guard does with a request header: forward it, read it as a credential (and
+#: never forward it), or drop it.
+_FORWARD, _CREDENTIAL, _DROP = 0, 1, 2
+#: Header name as sent -> its action, so a request's headers are sorted in one pass with a
+#: dict lookup each (names repeat from request to request). Bounded: names past the bound
+#: are classified on every request, never remembered.
+_REQUEST_HEADER_ACTIONS: dict[str, int] = {}
+#: Answer header name as sent -> whether it is relayed (not hop-by-hop); bounded alike.
+_ANSWER_HEADER_RELAYED: dict[str, bool] = {}
+_REMEMBERED_HEADER_NAMES = 1024
+
+
+def _request_header_action(name: str) -> int:
     lower = name.lower()
-    return lower not in _NOT_FORWARDED and not lower.startswith("x-modelshield-")
+    if lower in credentials.CREDENTIAL_HEADERS:
+        action = _CREDENTIAL
+    elif lower in _NOT_FORWARDED or lower.startswith("x-modelshield-"):
+        action = _DROP
+    else:
+        action = _FORWARD
+    if len(_REQUEST_HEADER_ACTIONS) < _REMEMBERED_HEADER_NAMES:
+        _REQUEST_HEADER_ACTIONS[name] = action
+    return action
+
+
+def _answer_header_relayed(name: str) -> bool:
+    relayed = name.lower() not in _HOP_BY_HOP
+    if len(_ANSWER_HEADER_RELAYED) < _REMEMBERED_HEADER_NAMES:
+        _ANSWER_HEADER_RELAYED[name] = relayed
+    return relayed
+
+
+def sort_headers(
+    headers: Iterable[tuple[str, str]],
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """A request's headers in one pass: those to forward, and those carrying credentials
+    (for ``credentials.read``). Hop-by-hop headers, ``Expect``, credentials and the
+    guard's own ``X-Modelshield-*`` are never forwarded, in any spelling."""
+    forwarded: list[tuple[str, str]] = []
+    presented: list[tuple[str, str]] = []
+    actions = _REQUEST_HEADER_ACTIONS
+    for name, value in headers:
+        action = actions.get(name)
+        if action is None:
+            action = _request_header_action(name)
+        if action == _FORWARD:
+            forwarded.append((name, value))
+        elif action == _CREDENTIAL:
+            presented.append((name, value))
+    return forwarded, presented
 
 
 class Pipeline:
@@ -145,7 +192,8 @@ class Pipeline:
                 outcome, judging.Refusal(route.status, judging.Code.NO_ROUTE, route.reason, None)
             )
         outcome.route = route
-        credential = credentials.read(request.headers.items())
+        forwarded, presented = sort_headers(request.headers.items())
+        credential = credentials.read(presented)
         if isinstance(credential, credentials.CredentialError):
             code = (
                 judging.Code.MALFORMED
@@ -155,11 +203,13 @@ class Pipeline:
             return self._refuse(
                 outcome, judging.Refusal(credential.status, code, credential.reason, None)
             )
-        try:
-            identity = await self.authenticator.identify(credential)
-        except tokenreviews.ReviewUnavailableError as error:
-            outcome.note = str(error)
-            return self._unavailable(outcome, 503, f"cannot check the token now ({error})")
+        identity = self.authenticator.known(credential)
+        if identity is None:
+            try:
+                identity = await self.authenticator.identify(credential)
+            except tokenreviews.ReviewUnavailableError as error:
+                outcome.note = str(error)
+                return self._unavailable(outcome, 503, f"cannot check the token now ({error})")
         outcome.client = identity.client if isinstance(identity, judging.Identity) else "invalid"
         head = judging.judge_head(self.rules, route, identity, self.limiter, time.time())
         outcome.verdict = head
@@ -198,18 +248,29 @@ class Pipeline:
                 )
             if outcome.verdict.refusal is not None:
                 return self._refuse(outcome, outcome.verdict.refusal)
-        return await self._forward(request, outcome, body)
+        return await self._forward(request, outcome, body, forwarded)
 
     async def _read_body(self, request: web.Request) -> bytes | judging.Verdict:
         limit = self.rules.read_limit
         declared = request.content_length
         if declared is not None and declared > limit:
             return judging.too_large(self.rules, declared)
-        body = bytearray()
-        async for chunk in request.content.iter_any():
+        content = request.content
+        # Most bodies come in one piece: that piece is the body, not copied.
+        first = await content.readany()
+        if len(first) > limit:
+            return judging.too_large(self.rules, len(first))
+        if not first:
+            return b""
+        chunk = await content.readany()
+        if not chunk:
+            return first
+        body = bytearray(first)
+        while chunk:
             body += chunk
             if len(body) > limit:
                 return judging.too_large(self.rules, len(body))
+            chunk = await content.readany()
         return bytes(body)
 
     def _refuse(self, outcome: auditing.Outcome, refusal: judging.Refusal) -> web.Response:
@@ -243,12 +304,15 @@ class Pipeline:
             )
 
     async def _forward(
-        self, request: web.Request, outcome: auditing.Outcome, body: bytes
+        self,
+        request: web.Request,
+        outcome: auditing.Outcome,
+        body: bytes,
+        headers: list[tuple[str, str]],
     ) -> web.StreamResponse:
-        headers = [(k, v) for k, v in request.headers.items() if _forwardable(k)]
         headers.append((CLIENT_HEADER, outcome.client))
         try:
-            answer = await self.session().request(request.method, request.raw_path, headers, body)
+            answer = await self._session.request(request.method, request.raw_path, headers, body)
         except TimeoutError:
             self.metrics.upstream_errors.inc()
             outcome.note = "model server timed out"
@@ -268,9 +332,14 @@ class Pipeline:
         # The answer is read whole: one Response, its headers and body sent in one write
         # (a StreamResponse sent them apart, one more system call each time).
         response = web.Response(status=answer.status, body=content)
+        relayed = _ANSWER_HEADER_RELAYED
+        answer_headers = response.headers
         for name, value in answer.headers:
-            if name.lower() not in _HOP_BY_HOP:
-                response.headers.add(name, value)
+            keep = relayed.get(name)
+            if keep is None:
+                keep = _answer_header_relayed(name)
+            if keep:
+                answer_headers.add(name, value)
         self._audit_headers(response, outcome.verdict)
         if outcome.flags:
             response.headers[defending.OUTLIER_HEADER] = "; ".join(outcome.flags)

@@ -157,6 +157,12 @@ class TokenReviewer:
             self._credential_read = now
         return self._credential
 
+    def cached(
+        self, credential: credentials.Credential
+    ) -> judging.Identity | judging.AuthenticationFailed | None:
+        """The cached verdict on a token, if there is one still valid (asks nothing)."""
+        return self.cache.get(credential.digest, time.time())
+
     async def review(
         self, credential: credentials.Credential
     ) -> judging.Identity | judging.AuthenticationFailed:
