@@ -252,3 +252,51 @@ def test_range_reasons_are_the_first_formulas() -> None:
             assert outlierscoring._range_reason(fitted, rows, [], row) == (
                 outlier_reference.first_range_reason(fitted, rows, [], row)
             )
+
+
+def test_one_row_excess_equals_the_numpy_path() -> None:
+    """A request of one row is scored in plain floats (``_row_excess``); its excess is the
+    numpy path's to the bit, and ``flagged`` names the same rows: digits (whole-number
+    pixels, hard bounds) and breast cancer rows, random points in the box (fractional
+    pixels), features moved past the range on either side, missing values, huge values."""
+    rng = np.random.default_rng(15)
+    digits = load_digits().data
+    for data in (digits, DATA):
+        names = [f"f{i}" for i in range(data.shape[1])]
+        columns = {n: data[:500, i].tolist() for i, n in enumerate(names)}
+        columns[names[1]] = [None if i % 50 == 0 else v for i, v in enumerate(columns[names[1]])]
+        model = outliermodel.build(columns, names)
+        fitted = model.fitted
+        assert fitted.plain_bounds is not None
+        assert fitted.plain_never_missing
+        limits = outlierscoring.thresholds(model, 0.01)
+        low, high = data[:500].min(0), data[:500].max(0)
+        held = data[500:]
+        span = high - low + 1
+        moved = np.where(rng.random((200, data.shape[1])) < 0.05, 1.0, 0.0)
+        rows = np.concatenate(
+            [
+                rng.uniform(low, high, (100, data.shape[1])),
+                held[rng.integers(0, len(held), 200)],
+                held[rng.integers(0, len(held), 200)] + moved * span * rng.uniform(0, 2, (200, 1)),
+                held[rng.integers(0, len(held), 200)] - moved * span * rng.uniform(0, 2, (200, 1)),
+                held[rng.integers(0, len(held), 100)] + rng.normal(0, 0.3, (100, data.shape[1])),
+            ]
+        )
+        rows[::9, 1] = np.nan
+        rows[::13, 2] = np.nan
+        rows[::31, 3] = 1e12
+        rows[::37, 4] = -1e12
+        rows[5::41, 5] = 0.5
+        whole = outlierscoring._excess(fitted, rows)
+        assert np.isinf(whole).any()
+        assert (whole == 0).any()
+        assert ((whole > 0) & ~np.isinf(whole)).any()
+        reasons = dict(outlierscoring.flagged(fitted, limits, rows, []))
+        assert 0 < len(reasons) < rows.shape[0]
+        for index in range(rows.shape[0]):
+            one = rows[index : index + 1]
+            scores = outlierscoring.score(fitted, one, [])
+            assert scores.excess.tobytes() == whole[index : index + 1].tobytes()
+            expected = [(0, reasons[index])] if index in reasons else []
+            assert outlierscoring.flagged(fitted, limits, one, [], scores) == expected

@@ -73,6 +73,39 @@ def _excess(fitted: Fitted, numeric: FloatArray) -> FloatArray:
     return np.asarray(excess, dtype=np.float64)
 
 
+def _row_excess(fitted: Fitted, row: list[float]) -> float:
+    """``_excess`` of one row in plain floats, where ``fitted.plain_bounds`` is known: the
+    same value (each subtraction, division and comparison is the same IEEE operation as
+    numpy's; numpy's ~15 calls on one short row cost ~12 us, this ~3)."""
+    bounds = fitted.plain_bounds
+    assert bounds is not None
+    worst = 0.0
+    for value, (low, high, low_scale, high_scale) in zip(row, bounds, strict=True):
+        # NaN (missing) compares false both ways: 0, as numpy's ``where`` gives.
+        below = low - value
+        if below > 0:
+            size = below / low_scale if low_scale > 0 else math.inf
+        else:
+            above = value - high
+            if not above > 0:
+                continue
+            size = above / high_scale if high_scale > 0 else math.inf
+        if size > worst:
+            worst = size
+    tolerance = outlierwholenumbers.TOLERANCE
+    for index in fitted.plain_whole:
+        value = row[index]
+        if math.isfinite(value):
+            # ``round`` halves to even, as ``np.round`` does.
+            rounded = float(round(value))
+            if abs(value - rounded) > tolerance * max(abs(rounded), 1.0):
+                return math.inf
+    for index in fitted.plain_never_missing:
+        if math.isnan(row[index]):
+            return math.inf
+    return worst
+
+
 def _categorical_excess(
     fitted: Fitted, categorical: Sequence[Sequence[str | None]], rows: int
 ) -> FloatArray:
@@ -100,7 +133,10 @@ def score(
     """Excess, distance and residual of each row (numeric: rows x numeric features, NaN
     missing)."""
     rows = numeric.shape[0]
-    excess = _excess(fitted, numeric)
+    if rows == 1 and fitted.plain_bounds is not None and numeric.shape[1]:
+        excess = np.asarray([_row_excess(fitted, numeric[0].tolist())])
+    else:
+        excess = _excess(fitted, numeric)
     if categorical:
         excess = np.maximum(excess, _categorical_excess(fitted, categorical, rows))
     if fitted.varying:
@@ -257,6 +293,14 @@ def flagged(
     """The rows over the limits, each with the reason (range, then residual reasons)."""
     scored = scores if scores is not None else score(fitted, numeric, categorical)
     found: list[tuple[int, str]] = []
+    if scored.excess.size == 1 and not (
+        # One row (the usual request) under every limit: the same comparisons as ``over``
+        # without its five numpy calls.
+        float(scored.excess[0]) > limits.excess
+        or float(scored.distance[0]) > limits.distance
+        or float(scored.residual[0]) > limits.residual
+    ):
+        return found
     rows = np.flatnonzero(over(scored, limits))
     if rows.size == 0:
         return found

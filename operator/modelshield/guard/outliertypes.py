@@ -52,6 +52,18 @@ class Fitted:
     #: Per varying feature, 1 / the standard deviation of its conditional residual given
     #: the others, 1 / sqrt(precision[j, j]) (0 where the diagonal is not positive).
     residual_unit: FloatArray = dataclasses.field(init=False, repr=False, compare=False)
+    #: Per numeric feature (minimum, maximum, low scale, high scale) as plain floats, for
+    #: scoring one row without numpy (derived); None in version 1 models and where a value
+    #: is not finite or a scale negative (then the numpy path decides).
+    plain_bounds: tuple[tuple[float, float, float, float], ...] | None = dataclasses.field(
+        init=False, repr=False, compare=False
+    )
+    #: The numeric features' indices that are whole-number features, and those that the
+    #: reference never had missing (derived, for the same path).
+    plain_whole: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    plain_never_missing: tuple[int, ...] = dataclasses.field(init=False, repr=False, compare=False)
+    #: Whether every feature is numeric (derived).
+    all_numeric: bool = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         index = np.asarray(self.varying, dtype=np.intp)
@@ -62,6 +74,19 @@ class Fitted:
         with np.errstate(divide="ignore"):
             unit = np.where(diagonal > 0, 1 / np.sqrt(np.maximum(diagonal, 0.0)), 0.0)
         object.__setattr__(self, "residual_unit", np.asarray(unit, dtype=np.float64))
+        bounds = None
+        if self.low_scale is not None and self.high_scale is not None:
+            table = np.stack([self.minimum, self.maximum, self.low_scale, self.high_scale])
+            scales = table[2:]
+            if np.isfinite(table).all() and (scales >= 0).all():
+                bounds = tuple(zip(*(row.tolist() for row in table), strict=True))
+        object.__setattr__(self, "plain_bounds", bounds)
+        whole = self.whole.tolist() if self.whole is not None else []
+        object.__setattr__(self, "plain_whole", tuple(i for i, w in enumerate(whole) if w))
+        numeric_missing = [m for m, n in zip(self.missing_seen, self.numeric, strict=True) if n]
+        never = tuple(i for i, seen in enumerate(numeric_missing) if not seen)
+        object.__setattr__(self, "plain_never_missing", never)
+        object.__setattr__(self, "all_numeric", all(self.numeric))
 
 
 @dataclasses.dataclass(frozen=True)

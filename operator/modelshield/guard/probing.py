@@ -35,9 +35,10 @@ import collections
 import dataclasses
 import enum
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy import stats
 
 from modelshield.guard import probing_steps
@@ -337,7 +338,11 @@ class Prober:
         return found
 
     def observe(
-        self, client: str, rows: FloatArray, now: float, flagged: FloatArray | None = None
+        self,
+        client: str,
+        rows: FloatArray,
+        now: float,
+        flagged: Sequence[bool] | NDArray[np.bool_] | None = None,
     ) -> list[Alarm]:
         """Add a request's rows (rows x numeric features, NaN for missing), with which of
         them the outlier check flagged."""
@@ -348,7 +353,7 @@ class Prober:
             alarm = stream.volume(now, max(1, rows.shape[0]))
             if alarm is not None:
                 alarms.append(alarm)
-        marks = flagged if flagged is not None else np.zeros(rows.shape[0], dtype=bool)
+        marks = flagged if flagged is not None else [False] * rows.shape[0]
         for query, mark in zip(standard, marks, strict=True):
             alarms.extend(stream.observe(np.ascontiguousarray(query), bool(mark)))
         fresh = []

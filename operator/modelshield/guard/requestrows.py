@@ -49,6 +49,15 @@ def _number(value: Any, where: str) -> float:
 def _split(fitted: Fitted, values: list[Any], where: str) -> tuple[list[float], list[str | None]]:
     if len(values) != len(fitted.names):
         raise RowError(f"{where} has {len(values)} values; the model takes {len(fitted.names)}")
+    if fitted.all_numeric:
+        # The usual row, every value a plain float or int: what ``_number`` gives each,
+        # without a call and a message per value.
+        for value in values:
+            kind = type(value)
+            if kind is not float and kind is not int:
+                break
+        else:
+            return [float(value) for value in values], []
     numbers: list[float] = []
     categories: list[str | None] = []
     for index, (value, numeric) in enumerate(zip(values, fitted.numeric, strict=True)):
