@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from modelshield.guard import apikeys, server
+from modelshield.guard import apikeys, auditing, server
 from tests.support import modelserver
 from tests.support.guardstack import (  # fixtures, shared by name
     KEY,
@@ -413,3 +413,30 @@ async def test_rows_not_matching_the_reference_profile_never_reach_the_model(
             )
             assert status == 400, answer
         assert len(running.model.seen) == 1
+
+
+async def test_the_answer_is_sent_before_the_audit_line_and_metrics(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The audit line and the metrics are written after the client's answer went out
+    (they are not on its path), for answers and refusals alike; and still written."""
+    caplog.set_level(logging.INFO, logger="modelshield.guard.audit")
+    record = auditing.record
+    sent_before: list[int] = []
+
+    def recording(metrics: Any, request: Any, outcome: Any, seconds: float) -> None:
+        sent_before.append(request.writer.output_size)
+        record(metrics, request, outcome, seconds)
+
+    monkeypatch.setattr(auditing, "record", recording)
+    allowed = await call(
+        stack.url, "/v1/models/fraud:predict", body=PREDICT, headers={"X-Api-Key": KEY}
+    )
+    refused = await call(stack.url, "/v1/models/fraud:predict", body=PREDICT)
+    assert (allowed[0], refused[0]) == (200, 401)
+    assert len(sent_before) == 2
+    assert all(size > 0 for size in sent_before), sent_before
+    lines = [
+        json.loads(r.getMessage()) for r in caplog.records if r.name == auditing.AUDIT_LOGGER.name
+    ]
+    assert [line["status"] for line in lines] == [200, 401]

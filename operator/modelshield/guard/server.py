@@ -176,11 +176,21 @@ class Pipeline:
             await self.authenticator.reviewer.close()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Judge, then forward or refuse, one request."""
+        """Judge, then forward or refuse, one request; its audit line and metrics once the
+        answer is sent."""
         started = time.perf_counter()
         outcome = auditing.Outcome()
         try:
             response = await self._handle(request, outcome)
+            # Sent here, not by aiohttp after this returns: the audit line and the metrics
+            # (a fifth of the guard's own work) are then written after the client has its
+            # answer instead of before. aiohttp finds the response sent and only finishes
+            # its bookkeeping.
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionError:
+                pass  # the client is gone; aiohttp meets the same error and closes
         finally:
             auditing.record(self.metrics, request, outcome, time.perf_counter() - started)
         return response
