@@ -65,7 +65,9 @@ _ERROR_FLOOR = 1e-300
 SCREEN_FROM = 2048
 
 
-def nearest(rows: FloatArray, half_norms: FloatArray, query: FloatArray) -> tuple[int, float]:
+def nearest(
+    rows: FloatArray, half_norms: FloatArray, query: FloatArray, *, distance: bool = True
+) -> tuple[int, float]:
     """The index of the row nearest to ``query`` and its squared distance, exactly as
     ``((rows - query) ** 2).sum(axis=1)`` and its ``argmin`` give them (the first of ties).
 
@@ -76,7 +78,8 @@ def nearest(rows: FloatArray, half_norms: FloatArray, query: FloatArray) -> tupl
     smallest are computed exactly, by the expression (each row's sum is its own, so the
     subset, or the one row, gives the same values). Non-finite values fall back to the
     whole expression, and small matrices (below ``SCREEN_FROM`` values) are searched
-    whole."""
+    whole. Without ``distance`` the squared distance of a lone screened candidate is not
+    computed (NaN): a caller that needs the row only saves three numpy calls."""
     if rows.size >= SCREEN_FROM:
         screened = half_norms - rows @ query
         best = int(screened.argmin())
@@ -87,6 +90,8 @@ def nearest(rows: FloatArray, half_norms: FloatArray, query: FloatArray) -> tupl
         if math.isfinite(lowest) and math.isfinite(slack):
             close = screened <= lowest + slack
             if np.count_nonzero(close) == 1:  # the usual case: that row alone
+                if not distance:
+                    return best, math.nan
                 return best, float(((rows[best] - query) ** 2).sum())
             candidates = np.flatnonzero(close)
             exact = ((rows[candidates] - query) ** 2).sum(axis=1)
@@ -124,7 +129,7 @@ class FixedSteps:
         """Add one distinct query (standard units); the alarm's reason, if it raises one."""
         if self.count:
             count = self.count
-            index, _ = nearest(self.rows[:count], self.half_norms[:count], query)
+            index, _ = nearest(self.rows[:count], self.half_norms[:count], query, distance=False)
             mark = self._is_step(np.abs(query - self.rows[index]))
             marks = self.marks
             if len(marks) == WINDOW and marks[0]:
@@ -159,9 +164,14 @@ class FixedSteps:
         median = sorted(size)[count // 2]
         margin = TOLERANCE * median
         needed = self._needed[count]
-        equal = sum(abs(value - median) <= margin for value in size) >= needed
+        close_to_median = 0
+        for value in size:
+            if abs(value - median) <= margin:
+                close_to_median += 1
+        equal = close_to_median >= needed
         repeated = False
-        if self.steps_count:
+        # Either makes a step: the comparison with earlier steps only when the first is not.
+        if not equal and self.steps_count:
             earlier = self.steps[: self.steps_count]
             close = np.abs(earlier - differences) <= TOLERANCE * differences
             # The moved features' close ones, counted by a product with their 0/1 weights
