@@ -98,3 +98,25 @@ def test_tokens_without_a_reviewer_are_refused_at_once() -> None:
     assert authenticator.known(token) == judging.AuthenticationFailed(
         "ServiceAccount tokens are not accepted"
     )
+
+
+def test_an_api_keys_identity_follows_its_secret(tmp_path: pathlib.Path) -> None:
+    """Kept per key, and made again when the Secrets are read again (a rotated or moved
+    key never keeps its old client)."""
+    (tmp_path / "keys").mkdir()
+    key = credentials.Credential(credentials.Kind.API_KEY, "k3y")
+    (tmp_path / "keys" / "scorer").write_text(key.digest)
+    store = apikeys.KeyStore(tmp_path, frozenset({"keys"}))
+    authenticator = authenticating.Authenticator(None, store)
+    first = authenticator.known(key)
+    assert isinstance(first, judging.Identity)
+    assert authenticator.known(key) is first
+    (tmp_path / "keys" / "scorer").unlink()
+    (tmp_path / "keys" / "batch").write_text(key.digest)
+    store.reload()
+    moved = authenticator.known(key)
+    assert isinstance(moved, judging.Identity)
+    assert moved.client == "apikey:batch"
+    (tmp_path / "keys" / "batch").unlink()
+    store.reload()
+    assert authenticator.known(key) == judging.AuthenticationFailed("the API key is not known")

@@ -81,3 +81,20 @@ def test_reason_of_an_unprintable_path_is_bounded() -> None:
     assert isinstance(parsed, routes.RouteError)
     assert "\x1b" not in parsed.reason
     assert len(parsed.reason) < 200
+
+
+def test_known_routes_are_kept_within_a_bound_and_judged_the_same() -> None:
+    assert routes.parse("POST", "/v1/models/fraud:predict") is routes.parse(
+        "POST", "/v1/models/fraud:predict"
+    )
+    # Kept per method: the same path with another method is still refused.
+    refused = routes.parse("GET", "/v1/models/fraud:predict")
+    assert isinstance(refused, routes.RouteError)
+    assert refused.status == 405
+    for index in range(2 * routes._KNOWN_LIMIT):
+        route = routes.parse("POST", f"/v1/models/model-{index}:predict")
+        assert route == routes.Route(Protocol.KSERVE_V1, Verb.PREDICT, f"model-{index}")
+    assert len(routes._KNOWN) <= routes._KNOWN_LIMIT
+    # Errors are never kept.
+    assert isinstance(routes.parse("POST", "/v1/models/x:predict?a=1"), routes.RouteError)
+    assert ("POST", "/v1/models/x:predict?a=1") not in routes._KNOWN

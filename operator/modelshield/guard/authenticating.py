@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from modelshield.guard import apikeys, credentials, judging, tokenreviews
 
+#: At most this many API keys' identities are kept (more: all are dropped and made again).
+KEPT_IDENTITIES = 10_000
+
 
 class Authenticator:
     """Turns a credential into an identity, with the methods the policies configure."""
@@ -18,6 +21,8 @@ class Authenticator:
     ) -> None:
         self.reviewer = reviewer
         self.keys = keys
+        #: Digest of a known key -> its match and identity (known keys only: bounded).
+        self._api_key_identities: dict[str, tuple[apikeys.KeyMatch, judging.Identity]] = {}
 
     def known(
         self, credential: credentials.Credential | None
@@ -48,12 +53,22 @@ class Authenticator:
     def _api_key_identity(
         self, credential: credentials.Credential
     ) -> judging.Identity | judging.AuthenticationFailed:
-        match = self.keys.lookup(credential.digest) if self.keys is not None else None
+        digest = credential.digest
+        match = self.keys.lookup(digest) if self.keys is not None else None
         if match is None:
             return judging.AuthenticationFailed("the API key is not known")
-        return judging.Identity(
+        # Identities are frozen: one per known key, made again when the key's match is a
+        # new one (the Secrets were read again).
+        kept = self._api_key_identities.get(digest)
+        if kept is not None and kept[0] is match:
+            return kept[1]
+        identity = judging.Identity(
             client=f"apikey:{match.client}",
             method=credentials.Kind.API_KEY,
             api_key_client=match.client,
             api_key_secrets=match.secrets,
         )
+        if len(self._api_key_identities) >= KEPT_IDENTITIES:
+            self._api_key_identities.clear()  # keys rotated many times: start again
+        self._api_key_identities[digest] = (match, identity)
+        return identity

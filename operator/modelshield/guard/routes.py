@@ -61,8 +61,26 @@ class RouteError:
     reason: str
 
 
+#: (method, raw path) -> its route, for paths that name one: clients call the same few
+#: paths again and again, so each is matched once. Bounded: once full, further paths are
+#: matched on every request and not kept (an attacker's made-up model names cannot grow
+#: it). Routes are frozen, so one is shared by every request.
+_KNOWN: dict[tuple[str, str], Route] = {}
+_KNOWN_LIMIT = 1024
+
+
 def parse(method: str, raw_path: str) -> Route | RouteError:
     """The route of a request line, or why it has none. ``raw_path`` is as sent, undecoded."""
+    known = _KNOWN.get((method, raw_path))
+    if known is not None:
+        return known
+    found = _parse(method, raw_path)
+    if isinstance(found, Route) and len(_KNOWN) < _KNOWN_LIMIT:
+        _KNOWN[(method, raw_path)] = found
+    return found
+
+
+def _parse(method: str, raw_path: str) -> Route | RouteError:
     path, _, query = raw_path.partition("?")
     if query or raw_path.endswith("?"):
         return RouteError(400, "query strings are not accepted by the inference API")
