@@ -35,11 +35,14 @@ target and its twin @REV are sent to at the same time (a vegeta each), so the ma
 load hits both alike; the ratio this / @REV per round is what to read.
 
 Then, at a fixed rate (default 200/s), the latency p50 and p99 of each target, from
-vegeta (timed from when each request was due).
+vegeta (timed from when each request was due): one attack of ``--seconds`` per target in
+turn, or with ``--latency-round-seconds S`` attacks of S seconds taking turns (each
+target and its twin @REV next to each other), so that load from others hits them alike.
 
     .venv/bin/python -m bench.bench_guard_cpu                  # 10 s per figure
     .venv/bin/python -m bench.bench_guard_cpu --seconds 5 --profile /tmp/guard.txt
     .venv/bin/python -m bench.bench_guard_cpu --against HEAD~1 --rate 0 --only guard
+    .venv/bin/python -m bench.bench_guard_cpu --rate 2000 --latency-round-seconds 2
 
 ``--profile FILE`` samples the guard process with py-spy during the API-key run (or the
 ``--profile-target``'s) and writes the functions with the most own time (the hot path) to
@@ -279,25 +282,61 @@ def report_defences(targets: list[Target], guard: guardprocesses.Guard) -> None:
 
 
 def measure_latency(
-    targets: list[Target], seconds: float, rate: float, directory: pathlib.Path
+    groups: list[list[Target]],
+    seconds: float,
+    rate: float,
+    directory: pathlib.Path,
+    round_seconds: float | None = None,
 ) -> None:
-    """p50 and p99 of each target at ``rate`` requests/s, and what each adds to direct calls."""
-    print(f"at {rate:.0f} requests/s, {seconds:.0f} s each: latency")
+    """p50 and p99 of each target at ``rate`` requests/s, and what each adds to direct calls.
+
+    One attack of ``seconds`` per target in turn; with ``round_seconds``, attacks of that
+    long taking turns (target, its twin, the next target...) until each has had
+    ``seconds``, so the machine's load from second to second hits them alike: then the
+    median of the per-round differences to direct calls is printed too."""
+    targets = [target for group in groups for target in group]
+    rounds = 1 if round_seconds is None else max(1, round(seconds / round_seconds))
+    length = seconds if round_seconds is None else round_seconds
+    how = "" if rounds == 1 else f" in {rounds} interleaved rounds of {length:g} s"
+    print(f"at {rate:.0f} requests/s, {seconds:.0f} s each{how}: latency")
+    latencies: dict[str, list[float]] = {target.name: [] for target in targets}
+    round_medians: dict[str, list[float]] = {target.name: [] for target in targets}
+    others: dict[str, dict[str, int]] = {target.name: {} for target in targets}
+    for _ in range(rounds):
+        for target in targets:
+            result = guardload.attack(
+                target.url, target.headers, seconds=length, rate=rate, directory=directory,
+                prepared=target.prepare(directory),
+            )  # fmt: skip
+            target.sent(result)
+            latencies[target.name] += result.latencies
+            round_medians[target.name].append(result.percentile(0.5))
+            for kind, count in result.other.items():
+                others[target.name][kind] = others[target.name].get(kind, 0) + count
     medians = {}
     for target in targets:
-        result = guardload.attack(
-            target.url, target.headers, seconds=seconds, rate=rate, directory=directory,
-            prepared=target.prepare(directory),
-        )  # fmt: skip
-        target.sent(result)
-        medians[target.name] = result.percentile(0.5)
+        found = guardload.Attack(0, sorted(latencies[target.name]), {})
+        medians[target.name] = found.percentile(0.5)
+        other = others[target.name]
         print(f"  {target.name:34} p50 {medians[target.name] * 1e3:6.3f} ms  "
-              f"p99 {result.percentile(0.99) * 1e3:7.3f} ms"
-              + (f"  not 200: {result.other}" if result.other else ""))  # fmt: skip
+              f"p99 {found.percentile(0.99) * 1e3:7.3f} ms"
+              + (f"  not 200: {other}" if other else ""))  # fmt: skip
     if "direct" in medians:
+        direct = round_medians["direct"]
         for name, median in medians.items():
-            if name != "direct":
-                print(f"  {name:34} adds {(median - medians['direct']) * 1e3:6.3f} ms at p50")
+            if name == "direct":
+                continue
+            line = f"  {name:34} adds {(median - medians['direct']) * 1e3:6.3f} ms at p50"
+            if rounds > 1:
+                added = sorted(
+                    (mine - theirs) * 1e3
+                    for mine, theirs in zip(round_medians[name], direct, strict=True)
+                )
+                line += (
+                    f" (per round: median {statistics.median(added):.3f}, "
+                    f"{added[0]:.3f} to {added[-1]:.3f})"
+                )
+            print(line)
 
 
 def run(arguments: argparse.Namespace) -> list[Target]:
@@ -355,7 +394,13 @@ def run(arguments: argparse.Namespace) -> list[Target]:
             measure_cpu(groups, rounds, arguments.round_seconds, model.pid, directory, profile)
             report_cpu(targets, arguments.against)
             if arguments.rate > 0:
-                measure_latency(targets, arguments.seconds, arguments.rate, directory)
+                measure_latency(
+                    groups,
+                    arguments.seconds,
+                    arguments.rate,
+                    directory,
+                    arguments.latency_round_seconds,
+                )
             report_defences(targets, guards[0][0])
         finally:
             for process in reversed(processes):
@@ -386,6 +431,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--round-seconds", type=float, default=ROUND_SECONDS, help="one target's turn, flat out"
+    )
+    parser.add_argument(
+        "--latency-round-seconds",
+        type=float,
+        default=None,
+        help="latency attacks of this long taking turns (default: one of --seconds each)",
     )
     parser.add_argument(
         "--against", default=None, help="a git revision whose guard runs in the same rounds"
