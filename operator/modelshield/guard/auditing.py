@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -37,6 +38,33 @@ class Outcome:
     flags: Sequence[str] = ()
 
 
+#: (client, method, route, decision, status) -> the line before its latency, for lines
+#: with no refusal, note, audited refusal or flag: exactly what ``_LINE`` writes for them
+#: (the latency is last; a float is written as its repr), encoded once per kind. Bounded:
+#: once full, further kinds are encoded on every request and not kept.
+_PLAIN_PREFIXES: dict[tuple[str, str, routes.Route | None, str, int], str] = {}
+_PLAIN_PREFIX_LIMIT = 4096
+
+
+def _fields(
+    outcome: Outcome, method: str, decision: str, enforced: judging.Refusal | None
+) -> dict[str, Any]:
+    """The audit line's fields but its latency, in the line's order."""
+    route = outcome.route
+    return {
+        "client": outcome.client,
+        "method": method,
+        "model": route.model if route else None,
+        "verb": route.verb.value if route else None,
+        "decision": decision,
+        "status": outcome.status,
+        "reason": enforced.reason if enforced else (outcome.note or None),
+        "policy": str(enforced.policy) if enforced and enforced.policy else None,
+        "audited": [f"{r.code.value} by {r.policy}" for r in outcome.verdict.audited],
+        "outliers": outcome.flags or None,
+    }
+
+
 def record(
     guard_metrics: metrics.GuardMetrics, request: web.Request, outcome: Outcome, seconds: float
 ) -> None:
@@ -55,21 +83,21 @@ def record(
     if not AUDIT_LOGGER.isEnabledFor(logging.INFO):
         return
     route = outcome.route
-    line = _LINE.encode(
-        {
-            "client": outcome.client,
-            "method": request.method,
-            "model": route.model if route else None,
-            "verb": route.verb.value if route else None,
-            "decision": decision,
-            "status": outcome.status,
-            "reason": enforced.reason if enforced else (outcome.note or None),
-            "policy": str(enforced.policy) if enforced and enforced.policy else None,
-            "audited": [f"{r.code.value} by {r.policy}" for r in audited],
-            "outliers": outcome.flags or None,
-            "latencyMs": round(seconds * 1000, 3),
-        }
-    )
+    latency = round(seconds * 1000, 3)
+    if enforced is None and not audited and not outcome.note and not outcome.flags:
+        # Most lines differ only in their latency: the rest is encoded once per kind.
+        key = (outcome.client, request.method, route, decision, outcome.status)
+        prefix = _PLAIN_PREFIXES.get(key)
+        if prefix is None:
+            prefix = _LINE.encode(_fields(outcome, request.method, decision, None))[:-1]
+            prefix += ',"latencyMs":'
+            if len(_PLAIN_PREFIXES) < _PLAIN_PREFIX_LIMIT:
+                _PLAIN_PREFIXES[key] = prefix
+        line = f"{prefix}{latency!r}}}"
+    else:
+        fields = _fields(outcome, request.method, decision, enforced)
+        fields["latencyMs"] = latency
+        line = _LINE.encode(fields)
     # What Logger.info does, without looking up the caller's frame (the line says what it
     # is about; the record's source is this function).
     AUDIT_LOGGER.handle(
