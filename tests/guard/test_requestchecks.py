@@ -256,9 +256,25 @@ def test_the_parse_gives_what_the_strict_decoder_gives() -> None:
 
     for _ in range(2000):
         body = value(0).encode()
-        parsed = requestchecks.parse_json(body)
+        parsed, measured = requestchecks.parse_json_measured(body)
         strict = requestchecks._parse_strictly(body)
         assert parsed == strict, body
+        assert requestchecks.parse_json(body) == strict, body
+        if measured is not None:
+            # The depth measured while parsing is the depth walk's, and judged the same.
+            assert measured == requestchecks.depth(parsed, 1000), body
+            for limit in (1, 2, 3):
+                for verb in (Verb.PREDICT, Verb.METADATA):
+                    assert requestchecks.check_shape(
+                        parsed, Protocol.KSERVE_V1, verb, max_depth=limit, max_instances=3
+                    ) == requestchecks.check_shape(
+                        parsed,
+                        Protocol.KSERVE_V1,
+                        verb,
+                        max_depth=limit,
+                        max_instances=3,
+                        measured_depth=measured,
+                    ), body
 
 
 @pytest.mark.parametrize(

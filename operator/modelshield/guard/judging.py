@@ -267,12 +267,13 @@ def judge_body(
     """Size, media type and shape of the body; the parsed document (None if not parsed)."""
     refusals: list[Refusal] = []
     document: Any = None
+    measured: int | None = None
     parsed = False
     for policy in rules.policies:
         refusal = _body_refusal(policy, route, content_type, body)
         if refusal is None and route.has_body:
             if not parsed:
-                document, parsed = requestchecks.parse_json(body), True
+                (document, measured), parsed = requestchecks.parse_json_measured(body), True
             if isinstance(document, requestchecks.BodyError):
                 refusal = _refusal(policy, document.status, Code.MALFORMED, document.reason)
             else:
@@ -282,6 +283,7 @@ def judge_body(
                     route.verb,
                     max_depth=policy.max_json_depth,
                     max_instances=policy.max_instances,
+                    measured_depth=measured,
                 )
                 if error is None and policy.match_reference_profile:
                     error = (

@@ -87,7 +87,7 @@ _DECODER = json.JSONDecoder(
     parse_constant=_refuse_constant, parse_float=_finite, object_pairs_hook=_unique_keys
 )
 #: The same without the hook per number: the C scanner reads floats itself, so a number
-#: beyond a double becomes an infinity, which ``_has_infinity`` finds afterwards. Any
+#: beyond a double becomes an infinity, which ``_survey`` finds afterwards. Any
 #: error or infinity sends the body through ``_DECODER`` again, so both give the same
 #: document or the same reason (the per-number hook was a fifth of the guard's own work).
 _FAST_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
@@ -97,22 +97,32 @@ _MINUS_INFINITY = -math.inf
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
-def _has_infinity(document: Any) -> bool:
-    """Whether an infinite float is anywhere in a decoded document (walked without
-    recursion; each container's values compared in C, not one by one in Python)."""
-    stack: list[Any] = [[document]]  # the document itself may be a number
+def _survey(document: Any) -> tuple[int, bool]:
+    """A decoded document's nesting depth, and whether an infinite float is anywhere in it,
+    in one walk without recursion (the decoder's own recursion limit bounds the depth).
+    Each container's values are looked at in C: their set of types, and, when floats are
+    among them, an equality test with each infinity."""
+    deepest = 0
+    # The values of each container, with the container's level (the document's: 0).
+    stack: list[tuple[Any, int]] = [([document], 0)]
     while stack:
-        children = stack.pop()
+        children, level = stack.pop()
         kinds = set(map(type, children))
         if float in kinds and (_INFINITY in children or _MINUS_INFINITY in children):
-            return True
-        if not kinds <= _SCALARS:
-            for child in children:
-                if isinstance(child, dict):
-                    stack.append(child.values())
-                elif isinstance(child, list):
-                    stack.append(child)
-    return False
+            return deepest, True
+        if kinds <= _SCALARS:
+            continue
+        for child in children:
+            if isinstance(child, dict):
+                values: Any = child.values()
+            elif isinstance(child, list):
+                values = child
+            else:
+                continue
+            if level >= deepest:
+                deepest = level + 1
+            stack.append((values, level + 1))
+    return deepest, False
 
 
 def _parse_strictly(body: bytes) -> Any | BodyError:
@@ -130,14 +140,21 @@ def _parse_strictly(body: bytes) -> Any | BodyError:
 
 def parse_json(body: bytes) -> Any | BodyError:
     """The parsed body, or why it is not JSON."""
+    return parse_json_measured(body)[0]
+
+
+def parse_json_measured(body: bytes) -> tuple[Any | BodyError, int | None]:
+    """The parsed body (or why it is not JSON), and its nesting depth when that was
+    measured on the way (``check_shape`` takes it instead of walking the document again)."""
     try:
         text = body.decode("utf-8")
         if text.startswith("\ufeff"):
-            return _parse_strictly(body)
+            return _parse_strictly(body), None
         document = _FAST_DECODER.decode(text)
     except (RecursionError, ValueError, UnicodeDecodeError):
-        return _parse_strictly(body)
-    return _parse_strictly(body) if _has_infinity(document) else document
+        return _parse_strictly(body), None
+    found, infinite = _survey(document)
+    return (_parse_strictly(body), None) if infinite else (document, found)
 
 
 def depth(document: Any, limit: int) -> int:
@@ -167,10 +184,18 @@ def depth(document: Any, limit: int) -> int:
 
 
 def check_shape(
-    document: Any, protocol: Protocol, verb: Verb, *, max_depth: int, max_instances: int
+    document: Any,
+    protocol: Protocol,
+    verb: Verb,
+    *,
+    max_depth: int,
+    max_instances: int,
+    measured_depth: int | None = None,
 ) -> BodyError | None:
-    """400 unless the document has the shape its protocol and verb prescribe."""
-    if depth(document, max_depth) > max_depth:
+    """400 unless the document has the shape its protocol and verb prescribe
+    (``measured_depth``: the document's depth, from ``parse_json_measured``)."""
+    found = depth(document, max_depth) if measured_depth is None else measured_depth
+    if found > max_depth:
         return BodyError(400, f"the JSON body is nested deeper than {max_depth}")
     if not isinstance(document, dict):
         return BodyError(400, "the body must be a JSON object")
