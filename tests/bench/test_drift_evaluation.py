@@ -114,3 +114,26 @@ def test_independent_windows_within_splits_keep_their_count() -> None:
     assert 0.5 * 2000 < estimate.effective <= 2000
     assert estimate.low < 0.1 < estimate.high
     assert not math.isnan(estimate.rate)
+
+
+def test_the_harness_scores_the_bins_the_monitor_scores(cancer: drift_designs.Data) -> None:
+    """One merge for the monitor, the profile command and the harness (binmerging)."""
+    from modelshield.cli import drift as drift_cli
+    from modelshield.drift import binmerging, config, profiles
+
+    split = drift_designs.split("resampled", cancer, np.random.default_rng(6))
+    built = profiles.Profile(
+        tuple(
+            profiles.build_numeric(f"f{j}", split.reference[:, j])
+            for j in range(split.reference.shape[1])
+        ),
+        rows=split.reference.shape[0],
+    )
+    default = binmerging.DEFAULT_LEAST_EXPECTED
+    assert drift_evaluation.parser().parse_args([]).least_expected == default
+    assert config.MonitorConfig(profile="-").least_expected == default
+    assert default == drift_cli.DEFAULT_LEAST_EXPECTED
+    scored = drift_evaluation._profile(split.reference, 100)
+    assert scored == binmerging.for_window(built, 100, default)
+    assert len(binmerging.merged_names(built, scored)) >= 29  # every tenth expects 9.8 rows
+    assert drift_evaluation._profile(split.reference, 100, 0.0) == built
