@@ -52,6 +52,9 @@ from modelshield.api.v1alpha1.apiprotection import Protocol
 from modelshield.guard import hardening, outliermodel, outlierscoring, probing
 
 RATES = (0.01, 0.05)
+#: Whether PRADA leaves out near-duplicates (the outlier model's radius, as the guard does);
+#: ``--no-near-duplicates`` measures it as before.
+NEAR_DUPLICATES = True
 
 
 class Case:
@@ -136,6 +139,7 @@ def _first_alarm(
     settings = probing.Settings(
         detectors=frozenset(set(probing.Detector) - {probing.Detector.VOLUME}),
         outlier_rate=limits.held_out_rate,
+        near_duplicate=case.outliers.near_duplicate if NEAR_DUPLICATES else 0.0,
     )
     prober = probing.Prober(case.fitted.mean, case.fitted.std, settings)
     marks = _flags(case, limits, queries)
@@ -254,7 +258,9 @@ def probing_table(case: Case, clients: int, only_kinds: list[str] | None = None)
     }
     if only_kinds:
         kinds = {kind: made for kind, made in kinds.items() if any(k in kind for k in only_kinds)}
+    radius = case.outliers.near_duplicate if NEAR_DUPLICATES else 0.0
     print(f"\n## Probing: {case.name} ({clients} clients of each kind)")
+    print(f"PRADA's near-duplicate radius: {radius:.3f} standard units")
     print(
         "| client kind | queries each | flagged | median queries to alarm | max | first detector |"
     )
@@ -358,7 +364,14 @@ def main() -> None:
         metavar="N",
         help="with the outlier tables: the 0.01 row again over N random 70/30 splits",
     )
+    parser.add_argument(
+        "--no-near-duplicates",
+        action="store_true",
+        help="PRADA tests every query, near-duplicates too (as before the radius)",
+    )
     arguments = parser.parse_args()
+    global NEAR_DUPLICATES
+    NEAR_DUPLICATES = not arguments.no_near_duplicates
     clients = 10 if arguments.quick else 50
     if arguments.outliers_only and arguments.planted:
         outlier_calibration.planted()

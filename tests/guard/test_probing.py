@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from scipy import stats
 from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
 
@@ -199,3 +200,73 @@ def test_recent_keeps_the_last_values_in_order() -> None:
         kept = [*kept, float(value)][-7:]
         assert recent.array().tolist() == kept
         assert len(recent) == len(kept)
+
+
+def _model_radius() -> float:
+    from modelshield.guard import outliermodel
+
+    names = [f"f{i}" for i in range(DATA.shape[1])]
+    built = outliermodel.build({n: TRAIN[:, i].tolist() for i, n in enumerate(names)}, names)
+    return outliermodel.from_document(outliermodel.to_document(built)).near_duplicate
+
+
+def _distance_alarm(queries: np.ndarray, near_duplicate: float) -> int | None:
+    settings = probing.Settings(
+        detectors=frozenset({ONLY.DISTANCE_DISTRIBUTION}), near_duplicate=near_duplicate
+    )
+    prober = probing.Prober(MEAN, STD, settings)
+    for index, query in enumerate(queries):
+        if prober.observe("apikey:c", query[None, :], float(index)):
+            return index + 1
+    return None
+
+
+def test_distinct_near_copies_of_real_rows_pass_the_distance_test_beyond_the_radius() -> None:
+    """A benign client whose every query is a real row with a little noise (0.05 standard
+    deviations per feature): tested whole, its nearest distances have two modes (near
+    copies of a row seen before, new rows) and PRADA's normality test fails it; leaving out
+    the queries nearer than the profile's near-duplicate radius, it passes. Small fixed
+    steps around a few seeds are still caught."""
+    radius = _model_radius()
+    rng = np.random.default_rng(5)
+    found = []
+    for _ in range(3):
+        rows = HELD[rng.integers(0, len(HELD), 3000)]
+        jittered = rows + rng.normal(0.0, 0.05, rows.shape) * STD
+        found.append((_distance_alarm(jittered, 0.0), _distance_alarm(jittered, radius)))
+    assert [before is not None for before, _ in found].count(True) >= 2
+    assert [after for _, after in found] == [None, None, None]
+    # The steps around seeds of test_small_steps_around_seeds_fail_the_distance_test.
+    seeds = HELD[:5]
+    steps = [*seeds]
+    while len(steps) < 1000:
+        steps.append(seeds[len(steps) % 5] + 0.1 * STD * np.sign(rng.normal(size=DATA.shape[1])))
+    assert _distance_alarm(np.asarray(steps), radius) is not None
+
+
+def test_the_near_duplicate_radius_is_a_low_quantile_of_reference_nearest_distances() -> None:
+    from modelshield.guard import outliermodel, outliertypes
+
+    rng = np.random.default_rng(6)
+    rows = TRAIN[:200]
+    scale = np.where(STD > 0, STD, 1.0)
+    with_copies = np.concatenate([rows, rows[:20]])
+    radius = outliermodel.near_duplicate_radius(with_copies, MEAN, STD, rng)
+    standard = (rows - MEAN) / scale
+    brute = [
+        min(float(np.sqrt(((standard[i] - standard[j]) ** 2).sum())) for j in range(200) if j != i)
+        for i in range(200)
+    ]
+    # Exact copies are left out: the radius is that of the distinct rows.
+    assert radius > 0
+    assert np.isclose(radius, np.quantile(brute, outliermodel.NEAR_DUPLICATE_QUANTILE))
+    names = [f"f{i}" for i in range(DATA.shape[1])]
+    document = outliermodel.to_document(
+        outliermodel.build({n: TRAIN[:, i].tolist() for i, n in enumerate(names)}, names)
+    )
+    assert document["nearDuplicate"] > 0
+    older = {key: value for key, value in document.items() if key != "nearDuplicate"}
+    assert outliermodel.from_document(older).near_duplicate == 0.0
+    for bad in (-1.0, float("inf"), "1", True):
+        with pytest.raises(outliertypes.OutlierModelError, match="nearDuplicate"):
+            outliermodel.from_document({**document, "nearDuplicate": bad})

@@ -119,6 +119,7 @@ class _PolicyDefences:
                 volume_factor=self.probing.volume_factor,
                 outlier_rate=max(self.limits.held_out_rate, 1e-4),
                 quiet_after_alarm=common.parse_duration(self.probing.cool_down).total_seconds(),
+                near_duplicate=model.near_duplicate,
             )
             settings = _within_budget(settings, fitted.mean.size, ref)
             self.prober = probing.Prober(fitted.mean, fitted.std, settings)

@@ -93,6 +93,8 @@ def to_document(model: OutlierModel) -> dict[str, Any]:
                 else {}
             ),
         },
+        # Optional: a guard that does not know it reads the rest as before.
+        **({"nearDuplicate": model.near_duplicate} if model.near_duplicate > 0 else {}),
     }
 
 
@@ -202,6 +204,18 @@ def from_document(document: object, where: str = "outliers") -> OutlierModel:
         whole=np.asarray(whole, dtype=bool) if version == 2 else None,
     )
     rows = document.get("rows")
+    radius = document.get("nearDuplicate", 0.0)
+    if (
+        isinstance(radius, bool)
+        or not isinstance(radius, int | float)
+        or not 0 <= radius < math.inf
+    ):
+        raise OutlierModelError(f"{where}.nearDuplicate: a finite number, at least 0")
     return OutlierModel(
-        fitted, excess, distance, rows if isinstance(rows, int) else excess.size, residual
+        fitted,
+        excess,
+        distance,
+        rows if isinstance(rows, int) else excess.size,
+        residual,
+        float(radius),
     )

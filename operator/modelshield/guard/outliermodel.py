@@ -157,6 +157,38 @@ def fit(
     )
 
 
+#: PRADA's near-duplicate radius: this quantile of the reference rows' distances to their
+#: nearest other distinct row, over at most NEAR_DUPLICATE_ROWS rows (the search is
+#: quadratic in them).
+NEAR_DUPLICATE_QUANTILE = 0.01
+NEAR_DUPLICATE_ROWS = 2000
+
+
+def near_duplicate_radius(
+    numeric: FloatArray, mean: FloatArray, std: FloatArray, generator: np.random.Generator
+) -> float:
+    """How close two distinct reference rows hardly ever are, in the standard units probing
+    compares queries in (each numeric feature less its mean, over its standard deviation or
+    1 where it is constant; a missing value at the mean): NEAR_DUPLICATE_QUANTILE of each
+    row's distance to its nearest other row, exact copies aside. 0 when fewer than two
+    distinct rows."""
+    if numeric.shape[1] == 0 or numeric.shape[0] < 2:
+        return 0.0
+    rows = numeric
+    if rows.shape[0] > NEAR_DUPLICATE_ROWS:
+        rows = rows[generator.choice(rows.shape[0], NEAR_DUPLICATE_ROWS, replace=False)]
+    scale = np.where(std > 0, std, 1.0)
+    # Exact copies are not near-duplicates of each other: one of each.
+    standard = np.unique(np.nan_to_num((rows - mean) / scale, nan=0.0), axis=0)
+    if standard.shape[0] < 2:
+        return 0.0
+    squared = (standard**2).sum(axis=1)
+    distances = squared[:, None] + squared[None, :] - 2 * standard @ standard.T
+    np.fill_diagonal(distances, np.inf)
+    nearest = np.sqrt(np.maximum(distances.min(axis=1), 0.0))
+    return float(np.quantile(nearest, NEAR_DUPLICATE_QUANTILE))
+
+
 def build(
     columns: Mapping[str, Sequence[object]],
     names: Sequence[str],
@@ -212,4 +244,5 @@ def build(
     low, high = outlierranges.harden(low, high, saturated, left)
     whole = outlierwholenumbers.whole_number_features(numeric)
     final = dataclasses.replace(final, low_scale=low, high_scale=high, whole=whole)
-    return OutlierModel(final, excess, distance, count, residual)
+    radius = near_duplicate_radius(numeric, final.mean, final.std, generator)
+    return OutlierModel(final, excess, distance, count, residual, radius)

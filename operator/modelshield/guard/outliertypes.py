@@ -99,3 +99,9 @@ class OutlierModel:
     rows: int
     #: None for models stored without it (version 1, the first version 2): no residual check.
     held_out_residual: FloatArray | None = None
+    #: A query closer than this to one of the client's earlier ones (in the profile's
+    #: standard units, as probing compares queries) is a near-duplicate, which PRADA's
+    #: distance test leaves out: the 1st percentile of the reference rows' distances to
+    #: their nearest other distinct row (``outliermodel.near_duplicate_radius``). 0 in
+    #: models stored without it: every query is tested, as before.
+    near_duplicate: float = 0.0

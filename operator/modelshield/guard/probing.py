@@ -125,6 +125,9 @@ class Settings:
     #: A detector that alarmed on a client stays quiet about it this long (seconds): one
     #: alarm per episode, not one per query.
     quiet_after_alarm: float = 600.0
+    #: DistanceDistribution leaves out a query whose nearest distance to the growing set is
+    #: below this (standard units; the outlier model's ``near_duplicate``): 0 tests all.
+    near_duplicate: float = 0.0
 
     @property
     def outlier_alarm_count(self) -> int:
@@ -197,6 +200,12 @@ class ClientStream:
         )
         # math.sqrt: the same correctly rounded root as np.sqrt, without a numpy call.
         nearest = math.sqrt(squared)
+        if nearest < self.settings.near_duplicate:
+            # A near-duplicate of a query already in the growing set (closer than nearly
+            # any two distinct reference rows): like an exact repeat, it says nothing about
+            # how the client explores. Benign clients sending real rows with a little noise
+            # gave D two modes (near copies, new rows) that the normality test rejected.
+            return None
         self.distances.append(nearest)
         if nearest > self.threshold:
             self._grow(query, nearest)
