@@ -7,7 +7,8 @@ forward to the model server → relay its answer. A refusal ends the pipeline wi
 status, a JSON reason, a metric and an audit line; Audit policies' would-be refusals go
 into the ``X-Modelshield-Audit`` header, the metrics and the audit line, and the request
 continues. Credentials are stripped before forwarding and never logged. The audit line
-and the metrics are written by ``auditing``.
+and the metrics are written by ``auditing``, once the answer is sent (off the client's
+path).
 
 Health and metrics are served on a separate management port that clients' traffic never
 reaches (``build_management_app``).
@@ -272,6 +273,8 @@ class Pipeline:
             return judging.too_large(self.rules, len(first))
         if not first:
             return b""
+        if content.at_eof() and content.exception() is None:
+            return first  # what a next read would say (b"", or the error), without a read
         chunk = await content.readany()
         if not chunk:
             return first
