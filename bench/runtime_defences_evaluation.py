@@ -23,8 +23,10 @@ Tables:
    Jacobian-based augmentation (PRADA's JbDA, steps of 0.1 std along the sign of a
    logistic surrogate's gradient) from 10 real seeds, also in the attacker's own scale and
    with noise added to each query (10% and 50% of the step), one-feature sweeps from real seeds,
-   and a mix of real rows and random points. Detectors at their defaults (Volume off: the
-   queries carry no timing).
+   and a mix of real rows and random points; and noisy steps around 10 real seeds (one
+   random-sign step of 0.1 std plus noise of up to half a step: the issue 15 review's
+   attacker inside PRADA's near-duplicate radius). Detectors at their defaults (Volume off:
+   the queries carry no timing).
 3. Hardening: a surrogate trained on 1,000 random-box queries answered with full
    probabilities vs top-1 labels; its agreement with the served model on held-out rows.
 4. Cost: microseconds per request (one row) of scoring, probing observation, hardening.
@@ -55,6 +57,9 @@ RATES = (0.01, 0.05)
 #: Whether PRADA leaves out near-duplicates (the outlier model's radius, as the guard does);
 #: ``--no-near-duplicates`` measures it as before.
 NEAR_DUPLICATES = True
+#: How many near-duplicates of one growing row PRADA leaves out per window
+#: (``--near-duplicates-per-row``; the guard's default unless given).
+NEAR_DUPLICATES_PER_ROW = probing.NEAR_DUPLICATES_PER_ROW
 
 
 class Case:
@@ -140,6 +145,7 @@ def _first_alarm(
         detectors=frozenset(set(probing.Detector) - {probing.Detector.VOLUME}),
         outlier_rate=limits.held_out_rate,
         near_duplicate=case.outliers.near_duplicate if NEAR_DUPLICATES else 0.0,
+        near_duplicates_per_row=NEAR_DUPLICATES_PER_ROW,
     )
     prober = probing.Prober(case.fitted.mean, case.fitted.std, settings)
     marks = _flags(case, limits, queries)
@@ -215,6 +221,22 @@ def _mixed_up(case: Case, rng: np.random.Generator, count: int) -> np.ndarray:
     return np.asarray(case.test[first] + share * (case.test[second] - case.test[first]))
 
 
+def _noisy_steps_around_seeds(case: Case, rng: np.random.Generator, count: int) -> np.ndarray:
+    """An extraction attacker exploring around 10 held-out seeds without JbDA's surrogate:
+    after the seeds, each query is one of them (in turn) moved one step of 0.1 profile std
+    per feature along a random sign, plus uniform noise of up to half a step (the security
+    review of issue 15). Every query lies ~0.55-0.65 standard units from its seed."""
+    seeds = case.test[rng.choice(len(case.test), 10, replace=False)]
+    std = np.where(case.fitted.std > 0, case.fitted.std, 1.0)
+    sent = [*seeds]
+    while len(sent) < count:
+        seed = seeds[len(sent) % 10]
+        step = 0.1 * std * np.sign(rng.normal(size=seed.size))
+        noise = rng.uniform(-0.5, 0.5, seed.size) * 0.1 * std
+        sent.append(np.clip(seed + step + noise, case.low, case.high))
+    return np.asarray(sent)
+
+
 def probing_table(case: Case, clients: int, only_kinds: list[str] | None = None) -> None:
     rng = np.random.default_rng(2)
     limits = outlierscoring.thresholds(case.outliers, 0.01)
@@ -255,12 +277,25 @@ def probing_table(case: Case, clients: int, only_kinds: list[str] | None = None)
             5000,
             lambda: _mixed_up(case, rng, 5000),
         ),
+        # After the kinds above, which draw the same numbers as before it.
+        "noisy steps around 10 seeds (random signs, 0.1 sd + up to 50% noise)": (
+            1000,
+            lambda: _noisy_steps_around_seeds(case, rng, 1000),
+        ),
     }
     if only_kinds:
         kinds = {kind: made for kind, made in kinds.items() if any(k in kind for k in only_kinds)}
     radius = case.outliers.near_duplicate if NEAR_DUPLICATES else 0.0
     print(f"\n## Probing: {case.name} ({clients} clients of each kind)")
-    print(f"PRADA's near-duplicate radius: {radius:.3f} standard units")
+    print(
+        f"PRADA's near-duplicate radius: {radius:.3f} standard units"
+        + (
+            f", at most {NEAR_DUPLICATES_PER_ROW} left out per growing row in the last "
+            "1,000 queries"
+            if radius > 0
+            else " (every query tested)"
+        )
+    )
     print(
         "| client kind | queries each | flagged | median queries to alarm | max | first detector |"
     )
@@ -369,9 +404,17 @@ def main() -> None:
         action="store_true",
         help="PRADA tests every query, near-duplicates too (as before the radius)",
     )
+    parser.add_argument(
+        "--near-duplicates-per-row",
+        type=int,
+        default=probing.NEAR_DUPLICATES_PER_ROW,
+        metavar="K",
+        help="PRADA leaves out at most K near-duplicates of one growing row per window",
+    )
     arguments = parser.parse_args()
-    global NEAR_DUPLICATES
+    global NEAR_DUPLICATES, NEAR_DUPLICATES_PER_ROW
     NEAR_DUPLICATES = not arguments.no_near_duplicates
+    NEAR_DUPLICATES_PER_ROW = arguments.near_duplicates_per_row
     clients = 10 if arguments.quick else 50
     if arguments.outliers_only and arguments.planted:
         outlier_calibration.planted()

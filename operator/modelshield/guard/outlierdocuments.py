@@ -118,6 +118,15 @@ def _scale(value: object, where: str) -> float:
     return float(value)
 
 
+def near_duplicate_ceiling(std: FloatArray) -> float:
+    """The largest ``nearDuplicate`` a profile may declare: the root mean square distance
+    between two reference rows in the standard units probing uses, which is exactly
+    sqrt(2 x the numeric features that vary) for the rows the mean and standard deviation
+    were taken from. The radius is a low quantile of each row's distance to its nearest
+    other row, far below it (0.16 of it on breast cancer and digits)."""
+    return math.sqrt(2 * int(np.count_nonzero(std > 0)))
+
+
 def from_document(document: object, where: str = "outliers") -> OutlierModel:
     """Read the JSON form; OutlierModelError names the field that is wrong."""
     if not isinstance(document, Mapping) or document.get("kind") != OUTLIER_KIND:
@@ -211,6 +220,15 @@ def from_document(document: object, where: str = "outliers") -> OutlierModel:
         or not 0 <= radius < math.inf
     ):
         raise OutlierModelError(f"{where}.nearDuplicate: a finite number, at least 0")
+    ceiling = near_duplicate_ceiling(fitted.std)
+    if radius > ceiling:
+        # A radius this large would leave out most queries of every client from PRADA's
+        # test: refused rather than read as "probing off".
+        raise OutlierModelError(
+            f"{where}.nearDuplicate: {radius:g} is above {ceiling:.3g}, the root mean square "
+            "distance between two reference rows in standard units (sqrt of twice the "
+            "varying numeric features); a near-duplicate radius is far below it"
+        )
     return OutlierModel(
         fitted,
         excess,

@@ -34,7 +34,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from modelshield.guard import outlierranges, outlierscoring, outlierwholenumbers
+from modelshield.guard import (
+    outlierdocuments,
+    outlierranges,
+    outlierscoring,
+    outlierwholenumbers,
+)
 
 # Re-exported: the JSON form lived here first, and callers name outliermodel.to_document,
 # outliermodel.from_document and outliermodel.OutlierModelError.
@@ -244,5 +249,10 @@ def build(
     low, high = outlierranges.harden(low, high, saturated, left)
     whole = outlierwholenumbers.whole_number_features(numeric)
     final = dataclasses.replace(final, low_scale=low, high_scale=high, whole=whole)
-    radius = near_duplicate_radius(numeric, final.mean, final.std, generator)
+    # At most the ceiling a guard reads (reached only by references of a handful of
+    # distinct rows, whose nearest rows are as far apart as any two).
+    radius = min(
+        near_duplicate_radius(numeric, final.mean, final.std, generator),
+        outlierdocuments.near_duplicate_ceiling(final.std),
+    )
     return OutlierModel(final, excess, distance, count, residual, radius)

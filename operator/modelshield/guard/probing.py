@@ -13,7 +13,9 @@ feature divided by its reference standard deviation). The detectors:
   fail it here) below ``normality_threshold`` is an alarm: natural queries give roughly
   normal distances, synthetic ones (random, or small steps around seeds) do not. PRADA
   keeps a growing set per predicted class; the guard does not read the class from the
-  answer and keeps one. Exact repeats are skipped (they tell an attacker nothing new).
+  answer and keeps one. Exact repeats are skipped (they tell an attacker nothing new), and
+  so are near-duplicates (nearer than the profile's radius to a growing-set row), at most
+  ``NEAR_DUPLICATES_PER_ROW`` of each row among the last ``memory`` queries.
 - **Sweep**: a query that differs from one of the client's last ``SWEEP_LOOKBACK``
   queries in at most ``SWEEP_FEATURES`` features; an alarm when at least half of the
   last ``SWEEP_WINDOW`` queries are such.
@@ -31,6 +33,7 @@ feature divided by its reference standard deviation). The detectors:
 
 from __future__ import annotations
 
+import array
 import collections
 import dataclasses
 import enum
@@ -69,6 +72,13 @@ OUTLIER_ALARM_P = 1e-6
 VOLUME_HISTORY_MINUTES = 5
 VOLUME_FLOOR = 10.0
 VOLUME_SMOOTHING = 0.1
+#: PRADA leaves out at most this many near-duplicates of one growing-set row among the
+#: client's last ``memory`` distinct queries; the rest are tested like any query. Without a
+#: bound, an attacker probing around a few seeds within the radius was never tested (the
+#: security review of issue 15: steps of 0.1 std with noise around 10 seeds). A benign
+#: client re-sending its real rows with noise spreads its copies over its rows (breast
+#: cancer's 171 held-out rows in random order: ~6 per row per 1,000 queries).
+NEAR_DUPLICATES_PER_ROW = 20
 
 
 #: Shapiro-Wilk's W as ``stats.shapiro`` computes it, without the wrapper that checks its
@@ -128,6 +138,9 @@ class Settings:
     #: DistanceDistribution leaves out a query whose nearest distance to the growing set is
     #: below this (standard units; the outlier model's ``near_duplicate``): 0 tests all.
     near_duplicate: float = 0.0
+    #: ... and leaves out at most this many of them per growing-set row among the last
+    #: ``memory`` distinct queries (``NEAR_DUPLICATES_PER_ROW``).
+    near_duplicates_per_row: int = NEAR_DUPLICATES_PER_ROW
 
     @property
     def outlier_alarm_count(self) -> int:
@@ -158,6 +171,15 @@ class ClientStream:
         self.growing_count = 0
         self.growing_next = 0
         self.growing_distances = Recent(memory)
+        #: Rows ever added to the growing set; each growing row's serial (which of them it
+        #: was) and how many near-duplicates of it the last ``memory`` queries left out.
+        self.grown = 0
+        self.growing_serials = array.array("q", [-1]) * memory
+        self.absorbed = array.array("l", [0]) * memory
+        #: The last ``memory`` queries tested for distance: the serial of the growing row
+        #: each was left out as a near-duplicate of, or -1 (a ring).
+        self.exempted = array.array("q", [-1]) * memory
+        self.exempted_next = 0
         self.threshold = 0.0
         self.distances = Recent(memory)
         self.since_test = 0
@@ -195,16 +217,12 @@ class ClientStream:
             self._grow(query, None)
             return None
         count = self.growing_count
-        _, squared = probing_steps.nearest(
+        row, squared = probing_steps.nearest(
             self.growing[:count], self.growing_half_norms[:count], query
         )
         # math.sqrt: the same correctly rounded root as np.sqrt, without a numpy call.
         nearest = math.sqrt(squared)
-        if nearest < self.settings.near_duplicate:
-            # A near-duplicate of a query already in the growing set (closer than nearly
-            # any two distinct reference rows): like an exact repeat, it says nothing about
-            # how the client explores. Benign clients sending real rows with a little noise
-            # gave D two modes (near copies, new rows) that the normality test rejected.
+        if self.settings.near_duplicate > 0 and self._left_out(row, nearest):
             return None
         self.distances.append(nearest)
         if nearest > self.threshold:
@@ -229,7 +247,39 @@ class ClientStream:
             )
         return None
 
+    def _left_out(self, row: int, nearest: float) -> bool:
+        """Whether a query at ``nearest`` from growing row ``row`` is left out of D as a
+        near-duplicate; counts it in the window of the last ``memory`` queries either way.
+
+        A near-duplicate of a query already in the growing set (closer than nearly any two
+        distinct reference rows) says little about how the client explores: benign clients
+        sending real rows with a little noise gave D two modes (near copies, new rows) that
+        the normality test rejected. But only ``near_duplicates_per_row`` of them per row in
+        the window: dense probing around a few seeds is tested again (the old code's
+        catch)."""
+        memory = self.settings.memory
+        position = self.exempted_next
+        oldest = self.exempted[position]
+        if oldest >= 0 and self.growing_serials[oldest % memory] == oldest:
+            # Still in the growing set (its slot not overwritten since): one fewer.
+            self.absorbed[oldest % memory] -= 1
+        self.exempted_next = (position + 1) % memory
+        left_out = (
+            nearest < self.settings.near_duplicate
+            and self.absorbed[row] < self.settings.near_duplicates_per_row
+        )
+        if left_out:
+            self.absorbed[row] += 1
+            self.exempted[position] = self.growing_serials[row]
+        else:
+            self.exempted[position] = -1
+        return left_out
+
     def _grow(self, query: FloatArray, nearest: float | None) -> None:
+        slot = self.growing_next
+        self.growing_serials[slot] = self.grown
+        self.absorbed[slot] = 0
+        self.grown += 1
         self.growing[self.growing_next] = query
         self.growing_half_norms[self.growing_next] = (query @ query) / 2
         self.growing_next = (self.growing_next + 1) % self.settings.memory
@@ -393,4 +443,6 @@ def _named(client: str, alarms: list[Alarm]) -> list[Alarm]:
 def memory_bytes(settings: Settings, width: int) -> int:
     """An upper bound of one client's summary (the two matrices dominate)."""
     steps = probing_steps.memory_bytes(width) if Detector.FIXED_STEPS in settings.detectors else 0
-    return 8 * width * (settings.memory + SWEEP_LOOKBACK) + 64 * settings.memory + 1024 + steps
+    # 64 bytes a query for D, the growing distances and the repeats' keys; 24 for the
+    # near-duplicate window (serials, counts, ring).
+    return 8 * width * (settings.memory + SWEEP_LOOKBACK) + 88 * settings.memory + 1024 + steps
