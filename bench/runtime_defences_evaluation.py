@@ -75,7 +75,7 @@ class Case:
         names = [f"f{i}" for i in range(self.train.shape[1])]
         columns = {n: self.train[:, i].tolist() for i, n in enumerate(names)}
         self.outliers = outliermodel.from_document(
-            outliermodel.to_document(outliermodel.build(columns, names))
+            outliermodel.to_document(outliermodel.build(columns, names, near_duplicates=True))
         )
         self.fitted = self.outliers.fitted
         self.low, self.high = self.train.min(0), self.train.max(0)

@@ -206,7 +206,9 @@ def _model_radius() -> float:
     from modelshield.guard import outliermodel
 
     names = [f"f{i}" for i in range(DATA.shape[1])]
-    built = outliermodel.build({n: TRAIN[:, i].tolist() for i, n in enumerate(names)}, names)
+    built = outliermodel.build(
+        {n: TRAIN[:, i].tolist() for i, n in enumerate(names)}, names, near_duplicates=True
+    )
     return outliermodel.from_document(outliermodel.to_document(built)).near_duplicate
 
 
@@ -262,7 +264,9 @@ def test_the_near_duplicate_radius_is_a_low_quantile_of_reference_nearest_distan
     assert np.isclose(radius, np.quantile(brute, outliermodel.NEAR_DUPLICATE_QUANTILE))
     names = [f"f{i}" for i in range(DATA.shape[1])]
     document = outliermodel.to_document(
-        outliermodel.build({n: TRAIN[:, i].tolist() for i, n in enumerate(names)}, names)
+        outliermodel.build(
+            {n: TRAIN[:, i].tolist() for i, n in enumerate(names)}, names, near_duplicates=True
+        )
     )
     assert document["nearDuplicate"] > 0
     older = {key: value for key, value in document.items() if key != "nearDuplicate"}

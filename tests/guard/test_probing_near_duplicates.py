@@ -4,6 +4,9 @@ declare a radius that turns the test off."""
 
 from __future__ import annotations
 
+import json
+import pathlib
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
@@ -53,7 +56,9 @@ def test_noisy_small_steps_around_seeds_are_caught_with_the_radius() -> None:
 
 def _model_radius() -> float:
     names = [f"f{i}" for i in range(DATA.shape[1])]
-    built = outliermodel.build({n: TRAIN[:, i].tolist() for i, n in enumerate(names)}, names)
+    built = outliermodel.build(
+        {n: TRAIN[:, i].tolist() for i, n in enumerate(names)}, names, near_duplicates=True
+    )
     return outliermodel.from_document(outliermodel.to_document(built)).near_duplicate
 
 
@@ -161,7 +166,9 @@ def test_a_profiles_near_duplicate_radius_is_bounded() -> None:
     every client. Above the root mean square distance between reference rows, refused."""
     data = np.asarray(load_breast_cancer().data)
     names = [f"f{i}" for i in range(data.shape[1])]
-    built = outliermodel.build({n: data[:400, i].tolist() for i, n in enumerate(names)}, names)
+    built = outliermodel.build(
+        {n: data[:400, i].tolist() for i, n in enumerate(names)}, names, near_duplicates=True
+    )
     document = outliermodel.to_document(built)
     ceiling = outlierdocuments.near_duplicate_ceiling(built.fitted.std)
     assert ceiling == pytest.approx(np.sqrt(60))
@@ -182,7 +189,45 @@ def test_a_reference_of_two_distinct_rows_builds_a_readable_profile() -> None:
     """Two distinct rows are further apart than the ceiling (2 sqrt(d) against sqrt(2d)):
     the built radius is held at the ceiling, so the profile is still read."""
     names = ["a", "b"]
-    built = outliermodel.build({"a": [0.0, 1.0] * 20, "b": [5.0, 2.0] * 20}, names)
+    built = outliermodel.build(
+        {"a": [0.0, 1.0] * 20, "b": [5.0, 2.0] * 20}, names, near_duplicates=True
+    )
     assert built.near_duplicate == pytest.approx(2.0)
     read = outliermodel.from_document(outliermodel.to_document(built))
     assert read.near_duplicate == built.near_duplicate
+
+
+def test_a_profile_carries_no_radius_unless_asked() -> None:
+    """The radius spares benign near copies but lets an attacker probing many seeds with
+    small steps pass more often (50 seeds x 20 steps: 0/20 caught with it, 13/20 without):
+    a built profile leaves it out, so every query is tested, unless its owner asks."""
+    data = np.asarray(load_breast_cancer().data)
+    names = [f"f{i}" for i in range(data.shape[1])]
+    columns = {n: data[:400, i].tolist() for i, n in enumerate(names)}
+    default = outliermodel.to_document(outliermodel.build(columns, names))
+    assert "nearDuplicate" not in default
+    assert outliermodel.from_document(default).near_duplicate == 0.0
+    asked = outliermodel.to_document(outliermodel.build(columns, names, near_duplicates=True))
+    assert asked["nearDuplicate"] > 0
+    # The rest of the model is the same either way.
+    assert {k: v for k, v in asked.items() if k != "nearDuplicate"} == default
+
+
+def test_the_profile_command_stores_the_radius_only_when_asked(tmp_path: pathlib.Path) -> None:
+    from modelshield.cli import main as cli
+
+    data = np.asarray(load_breast_cancer().data)[:300, :6]
+    lines = [",".join(f"f{i}" for i in range(6))]
+    lines += [",".join(f"{value:.6g}" for value in row) for row in data]
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    stored: dict[bool, float | None] = {}
+    for asked in (False, True):
+        out = tmp_path / f"profile-{asked}.json"
+        arguments = ["drift", "profile", str(tmp_path / "train.csv"), "--out", str(out)]
+        arguments += ["--no-calibration", *(["--near-duplicate-radius"] if asked else [])]
+        assert cli.main(arguments) == 0
+        stored[asked] = json.loads(out.read_text())["outliers"].get("nearDuplicate")
+    assert stored[False] is None
+    radius = stored[True]
+    assert radius is not None
+    assert radius > 0

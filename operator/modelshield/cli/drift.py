@@ -72,7 +72,9 @@ def _run_profile(arguments: argparse.Namespace) -> int:
         categorical = [
             f.name for f in profile.features if not isinstance(f, profiles.NumericFeature)
         ]
-        outliers = _add_outlier_model(out, columns, profile.names, categorical)
+        outliers = _add_outlier_model(
+            out, columns, profile.names, categorical, arguments.near_duplicate_radius
+        )
         if outliers is not None:
             print(f"modelshield drift profile: {outliers}", file=sys.stderr)
             return 2
@@ -98,7 +100,11 @@ def _run_profile(arguments: argparse.Namespace) -> int:
 
 
 def _add_outlier_model(
-    out: pathlib.Path, columns: dict[str, Any], names: tuple[str, ...], categorical: list[str]
+    out: pathlib.Path,
+    columns: dict[str, Any],
+    names: tuple[str, ...],
+    categorical: list[str],
+    near_duplicates: bool,
 ) -> str | None:
     """Store the guard's outlier model (issue 15) in the profile file; the problem if not."""
     import json
@@ -106,7 +112,7 @@ def _add_outlier_model(
     from modelshield.guard import outliermodel
 
     try:
-        fitted = outliermodel.build(columns, names, categorical)
+        fitted = outliermodel.build(columns, names, categorical, near_duplicates=near_duplicates)
     except outliermodel.OutlierModelError as error:
         return f"outlier model: {error} (--no-outliers skips it)"
     document = json.loads(out.read_text())
@@ -221,6 +227,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--no-outliers",
         action="store_true",
         help="store no outlier model (the guard's api.outliers and api.probing need one)",
+    )
+    profile.add_argument(
+        "--near-duplicate-radius",
+        action="store_true",
+        help="store PRADA's near-duplicate radius: the guard's distance test then leaves out "
+        "up to 20 near copies of each earlier query (fewer false alarms on clients that "
+        "resend real rows with noise; attackers probing many seeds with small steps are "
+        "missed more often: docs/runtime-defences.md). Default: every query tested",
     )
     profile.set_defaults(handler=_run_profile)
 

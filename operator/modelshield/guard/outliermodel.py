@@ -200,8 +200,15 @@ def build(
     categorical: Sequence[str] = (),
     *,
     seed: int = 0,
+    near_duplicates: bool = False,
 ) -> OutlierModel:
-    """Fit on the reference columns and score every row held out by cross-fitting."""
+    """Fit on the reference columns and score every row held out by cross-fitting.
+
+    With ``near_duplicates`` the model carries PRADA's near-duplicate radius. Off by
+    default: leaving near copies out of the distance test spares benign clients that
+    resend real rows with noise, but an attacker probing many seeds with small steps is
+    then missed more often (docs/runtime-defences.md), so the profile's owner chooses it.
+    """
     if not names:
         raise OutlierModelError("no features")
     unknown = [name for name in [*names, *categorical] if name not in columns]
@@ -251,8 +258,12 @@ def build(
     final = dataclasses.replace(final, low_scale=low, high_scale=high, whole=whole)
     # At most the ceiling a guard reads (reached only by references of a handful of
     # distinct rows, whose nearest rows are as far apart as any two).
-    radius = min(
-        near_duplicate_radius(numeric, final.mean, final.std, generator),
-        outlierdocuments.near_duplicate_ceiling(final.std),
+    radius = (
+        min(
+            near_duplicate_radius(numeric, final.mean, final.std, generator),
+            outlierdocuments.near_duplicate_ceiling(final.std),
+        )
+        if near_duplicates
+        else 0.0
     )
     return OutlierModel(final, excess, distance, count, residual, radius)
