@@ -39,16 +39,18 @@ class Authenticator:
         return self._api_key_identity(credential)
 
     async def identify(
-        self, credential: credentials.Credential | None
+        self, credential: credentials.Credential | None, source: str = ""
     ) -> judging.Identity | judging.AuthenticationFailed:
-        """The caller's identity; raises ReviewUnavailableError when no verdict can be had."""
+        """The caller's identity; raises ReviewUnavailableError when no verdict can be had,
+        ReviewsThrottledError when ``source`` (the peer's address) has presented too many
+        tokens not in the cache (``tokenreviews.NEW_TOKENS_PER_SECOND``)."""
         found = self.known(credential)
         if found is not None:
             return found
         # known() answers None only for a token whose verdict is not cached, with a reviewer.
         assert credential is not None
         assert self.reviewer is not None
-        return await self.reviewer.review(credential)
+        return await self.reviewer.review(credential, source)
 
     def _api_key_identity(
         self, credential: credentials.Credential

@@ -31,6 +31,8 @@ class Code(enum.StrEnum):
     INVALID_CREDENTIAL = "InvalidCredential"
     FORBIDDEN = "Forbidden"
     RATE_LIMITED = "RateLimited"
+    #: A source presented more tokens not in the verdict cache than it may have reviewed.
+    TOO_MANY_NEW_TOKENS = "TooManyNewTokens"
     QUOTA_EXCEEDED = "QuotaExceeded"
     BODY_TOO_LARGE = "BodyTooLarge"
     MEDIA_TYPE = "UnsupportedMediaType"

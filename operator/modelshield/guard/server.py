@@ -45,6 +45,9 @@ from modelshield.guard import (
 
 CLIENT_HEADER = "X-Modelshield-Client"
 AUDIT_HEADER = "X-Modelshield-Audit"
+#: The client label of a request refused before its token was reviewed (too many new
+#: tokens from its source): who it is is not known, and the address is not a label.
+UNREVIEWED = "unreviewed"
 #: Never forwarded: hop-by-hop headers (RFC 9110 7.6.1), credentials, our own.
 _HOP_BY_HOP = frozenset(
     {
@@ -217,7 +220,19 @@ class Pipeline:
         identity = self.authenticator.known(credential)
         if identity is None:
             try:
-                identity = await self.authenticator.identify(credential)
+                # The peer's address: in Kubernetes each pod has its own, so one pod is
+                # one source (callers behind one ingress or a SNAT share it).
+                identity = await self.authenticator.identify(credential, request.remote or "")
+            except tokenreviews.ReviewsThrottledError as throttled:
+                outcome.client = UNREVIEWED
+                refusal = judging.Refusal(
+                    429,
+                    judging.Code.TOO_MANY_NEW_TOKENS,
+                    str(throttled),
+                    None,
+                    retry_after=throttled.retry_after,
+                )
+                return self._refuse(outcome, refusal)
             except tokenreviews.ReviewUnavailableError as error:
                 outcome.note = str(error)
                 return self._unavailable(outcome, 503, f"cannot check the token now ({error})")

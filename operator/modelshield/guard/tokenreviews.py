@@ -7,6 +7,11 @@ token's SHA-256 (never the token): an acceptance for at most the policies' TTL a
 past the token's own ``exp``; a refusal for at most ``FAILURE_TTL``. An API server that
 cannot be reached is not a verdict: nothing is cached and the request gets 503.
 
+Each review of a token not in the cache is spent from its source's token bucket
+(``NEW_TOKENS_PER_SECOND``, ``NEW_TOKENS_BURST``): anyone can make up JWT-shaped strings,
+and each new one would otherwise cost the API server a TokenReview. Beyond the bucket the
+request is refused (``ReviewsThrottledError``) without asking. Cached verdicts never spend.
+
 The guard's own credential (its projected ServiceAccount token) is re-read from its file
 at most every ``CREDENTIAL_REFRESH`` seconds, since the kubelet rotates it.
 """
@@ -25,15 +30,38 @@ from typing import Any
 
 import aiohttp
 
-from modelshield.guard import credentials, judging
+from modelshield.guard import credentials, judging, ratelimits
 
 FAILURE_TTL = 10.0
 CREDENTIAL_REFRESH = 60.0
 SERVICE_ACCOUNT_PREFIX = "system:serviceaccount:"
 
+#: Reviews of tokens not in the cache, per source address. A client re-using its token
+#: needs one review per ``cacheTTL`` (and one when the kubelet rotates it, about hourly),
+#: so 5 a second with a burst of 20 never touches one; a source making up tokens gets 20,
+#: then 5 a second, instead of as many as it can send (one source can no longer fill the
+#: guard's 32 concurrent reviews). Constants, not configuration: no client needs more.
+NEW_TOKENS_PER_SECOND = 5.0
+NEW_TOKENS_BURST = 20
+#: At most this many sources' buckets are kept, least recently used dropped (it comes back
+#: full). Evicting one's own bucket takes 10,000 other addresses, each with its own burst.
+NEW_TOKEN_SOURCES = 10_000
+
 
 class ReviewUnavailableError(Exception):
     """The API server gave no verdict (unreachable, timed out, answered an error)."""
+
+
+class ReviewsThrottledError(Exception):
+    """The source has had its share of reviews of new tokens; nothing was asked."""
+
+    def __init__(self, source: str, retry_after: int) -> None:
+        super().__init__(
+            f"too many new tokens from this source ({source or 'unknown'}): at most "
+            f"{NEW_TOKENS_BURST:g} at once, then {NEW_TOKENS_PER_SECOND:g} a second, are "
+            "sent to the API server; re-use a token"
+        )
+        self.retry_after = retry_after
 
 
 def token_expiry(token: str) -> float | None:
@@ -140,10 +168,25 @@ class ApiServer:
 class TokenReviewer:
     """Reviews tokens against the API server, through the cache."""
 
-    def __init__(self, server: ApiServer, audiences: frozenset[str], cache: VerdictCache) -> None:
+    def __init__(
+        self,
+        server: ApiServer,
+        audiences: frozenset[str],
+        cache: VerdictCache,
+        *,
+        new_tokens: ratelimits.TokenBuckets | None = None,
+    ) -> None:
         self.server = server
         self.audiences = sorted(audiences)
         self.cache = cache
+        #: Source address -> its bucket of reviews of tokens not in the cache.
+        self.new_tokens = (
+            new_tokens
+            if new_tokens is not None
+            else ratelimits.TokenBuckets(
+                NEW_TOKENS_PER_SECOND, NEW_TOKENS_BURST, max_keys=NEW_TOKEN_SOURCES
+            )
+        )
         self._credential = ""
         self._credential_read = -CREDENTIAL_REFRESH
         context = ssl.create_default_context(cafile=str(server.ca_file) if server.ca_file else None)
@@ -164,13 +207,21 @@ class TokenReviewer:
         return self.cache.get(credential.digest, time.time())
 
     async def review(
-        self, credential: credentials.Credential
+        self, credential: credentials.Credential, source: str = ""
     ) -> judging.Identity | judging.AuthenticationFailed:
-        """The verdict on a token; raises ReviewUnavailableError when the API server gives none."""
+        """The verdict on a token presented from ``source`` (the peer's address); raises
+        ReviewUnavailableError when the API server gives none, ReviewsThrottledError (asking
+        nothing) when the token is not cached and ``source`` has had its share of reviews."""
         now = time.time()
         cached = self.cache.get(credential.digest, now)
         if cached is not None:
             return cached
+        # Spent before asking, whatever the answer: the API server's work is what is bounded.
+        clock = time.monotonic()
+        wait = self.new_tokens.wait(source, clock)
+        if wait > 0:
+            raise ReviewsThrottledError(source, ratelimits.retry_after(wait))
+        self.new_tokens.take(source, clock)
         verdict = identity_of(await self._ask(credential.value))
         self.cache.put(credential.digest, verdict, time.time(), token_expiry(credential.value))
         return verdict
