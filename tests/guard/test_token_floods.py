@@ -53,11 +53,14 @@ class ApiServerStandIn:
 
     def __init__(self) -> None:
         self.reviewed: list[str] = []
+        #: Seconds each review takes (so that parallel requests overlap).
+        self.delay = 0.0
 
     def app(self) -> web.Application:
         async def review(request: web.Request) -> web.Response:
             token = (await request.json())["spec"]["token"]
             self.reviewed.append(token)
+            await asyncio.sleep(self.delay)
             if token != VALID:
                 status: dict[str, Any] = {"authenticated": False, "error": "invalid signature"}
             else:
@@ -152,6 +155,26 @@ async def test_a_flood_of_new_tokens_from_one_source_is_429_without_reviews(
         assert running.pipeline.metrics.registry.get_sample_value(
             "modelshield_guard_rate_limited_total", {"client": server.UNREVIEWED}
         ) == len(throttled)
+
+
+async def test_parallel_requests_with_one_new_token_share_one_review(
+    trained: Any, keys_dir: pathlib.Path, tmp_path: pathlib.Path, api_server: Any
+) -> None:
+    stand_in, api_url = api_server
+    stand_in.delay = 0.3
+    token_file = tmp_path / "guard-token"
+    token_file.write_text("guard-own-token")
+    settings = {"url": api_url, "caFile": None, "tokenFile": str(token_file)}
+    async with _stack(trained, keys_dir, POLICY, apiServer=settings) as running:
+        # A client starting with more parallel requests than the burst, on a new token.
+        answers = await asyncio.gather(*(call(running.url, bearer(VALID)) for _ in range(40)))
+        assert [status for status, _, _ in answers] == [200] * 40
+        refused = await asyncio.gather(*(call(running.url, bearer(forged(7))) for _ in range(40)))
+        assert [status for status, _, _ in refused] == [401] * 40
+        assert stand_in.reviewed == [VALID, forged(7)]
+        reviewer = running.pipeline.authenticator.reviewer
+        assert reviewer is not None
+        assert reviewer._pending == {}
 
 
 async def test_the_sources_kept_are_bounded(tmp_path: pathlib.Path, api_server: Any) -> None:

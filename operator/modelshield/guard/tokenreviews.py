@@ -18,10 +18,12 @@ at most every ``CREDENTIAL_REFRESH`` seconds, since the kubelet rotates it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import collections
 import dataclasses
+import functools
 import json
 import pathlib
 import ssl
@@ -187,6 +189,10 @@ class TokenReviewer:
                 NEW_TOKENS_PER_SECOND, NEW_TOKENS_BURST, max_keys=NEW_TOKEN_SOURCES
             )
         )
+        #: Token digest -> its review under way (as many as reviews in flight).
+        self._pending: dict[
+            str, asyncio.Future[judging.Identity | judging.AuthenticationFailed]
+        ] = {}
         self._credential = ""
         self._credential_read = -CREDENTIAL_REFRESH
         context = ssl.create_default_context(cafile=str(server.ca_file) if server.ca_file else None)
@@ -216,15 +222,33 @@ class TokenReviewer:
         cached = self.cache.get(credential.digest, now)
         if cached is not None:
             return cached
-        # Spent before asking, whatever the answer: the API server's work is what is bounded.
-        clock = time.monotonic()
-        wait = self.new_tokens.wait(source, clock)
-        if wait > 0:
-            raise ReviewsThrottledError(source, ratelimits.retry_after(wait))
-        self.new_tokens.take(source, clock)
+        # Requests with a token already being reviewed wait for that review and spend
+        # nothing: a client starting with many parallel requests on a new token asks once.
+        pending = self._pending.get(credential.digest)
+        if pending is None:
+            # Spent before asking, whatever the answer: the API server's work is bounded.
+            clock = time.monotonic()
+            wait = self.new_tokens.wait(source, clock)
+            if wait > 0:
+                raise ReviewsThrottledError(source, ratelimits.retry_after(wait))
+            self.new_tokens.take(source, clock)
+            pending = asyncio.ensure_future(self._review(credential))
+            self._pending[credential.digest] = pending
+            pending.add_done_callback(functools.partial(self._reviewed, credential.digest))
+        # Shielded: one waiter cancelled (its client gone) cancels nobody else's review.
+        return await asyncio.shield(pending)
+
+    async def _review(
+        self, credential: credentials.Credential
+    ) -> judging.Identity | judging.AuthenticationFailed:
         verdict = identity_of(await self._ask(credential.value))
         self.cache.put(credential.digest, verdict, time.time(), token_expiry(credential.value))
         return verdict
+
+    def _reviewed(self, digest: str, review: asyncio.Future[Any]) -> None:
+        self._pending.pop(digest, None)
+        if not review.cancelled():
+            review.exception()  # retrieved: every waiter may have gone
 
     async def _ask(self, token: str) -> dict[str, Any]:
         if self._session is None:
