@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from typing import Any
 
 from modelshield.api.v1alpha1.apiprotection import Protocol, Verb
@@ -99,16 +100,27 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 def _survey(document: Any) -> tuple[int, bool]:
     """A decoded document's nesting depth, and whether an infinite float is anywhere in it,
-    in one walk without recursion (the decoder's own recursion limit bounds the depth).
-    Each container's values are looked at in C: their set of types, and, when floats are
-    among them, an equality test with each infinity."""
+    in one walk (the decoder's own recursion limit bounds the depth)."""
+    return _walk(document, sys.maxsize, look_for_infinity=True)
+
+
+def _walk(document: Any, limit: int, *, look_for_infinity: bool) -> tuple[int, bool]:
+    """Nesting depth counted up to ``limit + 1`` (then it stops), and, when asked, whether
+    an infinite float is anywhere (then it stops too), without recursion. Each container's
+    values are looked at in C: their set of types (values that are all scalars, a row of
+    numbers, hold no container), and, when floats are among them, an equality test with
+    each infinity, instead of an isinstance per value."""
     deepest = 0
     # The values of each container, with the container's level (the document's: 0).
     stack: list[tuple[Any, int]] = [([document], 0)]
     while stack:
         children, level = stack.pop()
         kinds = set(map(type, children))
-        if float in kinds and (_INFINITY in children or _MINUS_INFINITY in children):
+        if (
+            look_for_infinity
+            and float in kinds
+            and (_INFINITY in children or _MINUS_INFINITY in children)
+        ):
             return deepest, True
         if kinds <= _SCALARS:
             continue
@@ -121,6 +133,8 @@ def _survey(document: Any) -> tuple[int, bool]:
                 continue
             if level >= deepest:
                 deepest = level + 1
+                if deepest > limit:
+                    return deepest, False
             stack.append((values, level + 1))
     return deepest, False
 
@@ -159,28 +173,7 @@ def parse_json_measured(body: bytes) -> tuple[Any | BodyError, int | None]:
 
 def depth(document: Any, limit: int) -> int:
     """Nesting depth of arrays and objects, counted up to ``limit + 1`` (then it stops)."""
-    deepest = 0
-    # The values of each container, with the container's level (the document's: 0).
-    stack: list[tuple[Any, int]] = [([document], 0)]
-    while stack:
-        children, level = stack.pop()
-        # Values that are all scalars (a row of numbers) hold no container: their types
-        # are compared in C instead of an isinstance per value.
-        if set(map(type, children)) <= _SCALARS:
-            continue
-        for child in children:
-            if isinstance(child, dict):
-                values: Any = child.values()
-            elif isinstance(child, list):
-                values = child
-            else:
-                continue
-            if level >= deepest:
-                deepest = level + 1
-                if deepest > limit:
-                    return deepest
-            stack.append((values, level + 1))
-    return deepest
+    return _walk(document, limit, look_for_infinity=False)[0]
 
 
 def check_shape(
