@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
+
+import pytest
 
 from modelshield.api.v1alpha1.apiprotection import Protocol
 from modelshield.guard import hardening
@@ -118,3 +121,60 @@ def test_answers_are_the_first_formulas_bytes() -> None:
             for setting in settings:
                 expected = hardening_reference.first_harden(body, protocol, setting)
                 assert hardening.harden(body, protocol, setting) == expected, (document, setting)
+
+
+def test_bodies_orjson_refuses_give_what_json_gave() -> None:
+    """The parse is orjson's where it accepts the body and json's where it does not: bodies
+    on either side of that line give the first formula's bytes."""
+    v1 = b'{"predictions":[[0.25,0.5,0.125]]}'
+    bodies = [
+        v1,
+        b'{"predictions":[[NaN,0.5,Infinity]]}',
+        b'{"predictions":[[0.1,0.7,-Infinity]],"n":123456789012345678901234567890}',
+        b"\xef\xbb\xbf" + v1,
+        v1.decode().encode("utf-16"),
+        v1.decode().encode("utf-32-le"),
+        b'{"predictions":[[0.3,0.6]],"s":"\\ud800"}',
+        b'{"predictions":[[0.3,0.6]],"predictions":[[0.9,0.05]]}',
+        b'{"predictions":[[0.3,0.6]],"x":' + b"[" * 2000 + b"]" * 2000 + b"}",
+        b'{"predictions":[[1e-7,2.5e300,0.5]]}',
+        b'{"predictions":[[0.3,0.6]]',
+        b"\xff\xfe\x00",
+        b'["predictions"]',
+    ]
+    for body in bodies:
+        for setting in (hardening.Hardening(3, 1), hardening.Hardening(None, 2)):
+            try:
+                expected: bytes | type[BaseException] = hardening_reference.first_harden(
+                    body, Protocol.KSERVE_V1, setting
+                )
+            except RecursionError:
+                expected = RecursionError
+            if expected is RecursionError:
+                with pytest.raises(RecursionError):
+                    hardening.harden(body, Protocol.KSERVE_V1, setting)
+            else:
+                assert hardening.harden(body, Protocol.KSERVE_V1, setting) == expected, body
+
+
+def test_hardening_leaves_nothing_to_the_garbage_collector() -> None:
+    """Every object an answer's hardening makes is freed when it returns: garbage only the
+    collector frees (reference cycles) makes the guard's collections more frequent, and
+    each promotes the objects of the requests in flight towards a full collection."""
+    answers = [
+        (Protocol.KSERVE_V1, b'{"predictions":[[0.9731846022605896,0.0268153977394104]]}'),
+        (Protocol.KSERVE_V1, b'{"predictions":[[[0.2,0.8]],[[0.6,0.4]]]}'),
+        (
+            Protocol.OPEN_INFERENCE_V2,
+            b'{"outputs":[{"name":"p","datatype":"FP32","shape":[1,3],"data":[0.2,0.3,0.5]}]}',
+        ),
+    ]
+    gc.collect()
+    gc.disable()
+    try:
+        for protocol, body in answers:
+            for _ in range(50):
+                hardening.harden(body, protocol, hardening.Hardening(3, 1))
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
