@@ -4,6 +4,8 @@ replays of real rows."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
 
@@ -188,3 +190,43 @@ def test_fixed_steps_decides_as_the_first_formula_on_random_streams() -> None:
                 query = np.ascontiguousarray(query)
                 assert fast.observe(query) == first.observe(query)
                 assert list(fast.marks) == list(first.marks)
+
+
+def test_nearest_with_the_callers_norms_gives_the_same_answer() -> None:
+    """A caller's ``query @ query`` and any upper bound of the rows' largest half norm (a
+    wider screen) give the index and distance ``nearest`` finds alone."""
+    rng = np.random.default_rng(16)
+    for rows, query in _distance_cases():
+        copies = probing_steps.SCREEN_FROM // rows.size + 1
+        rows = np.tile(rows, (copies, 1))
+        with np.errstate(over="ignore", invalid="ignore"):
+            half_norms = np.einsum("ij,ij->i", rows, rows) / 2
+            alone = probing_steps.nearest(rows, half_norms, query)
+            largest = float(half_norms.max())
+            for bound in (largest, largest * (1 + rng.uniform(0, 4)), math.inf):
+                given = probing_steps.nearest(
+                    rows,
+                    half_norms,
+                    query,
+                    query_norm=float(query @ query),
+                    largest_half_norm=bound,
+                )
+                assert given[0] == alone[0], (rows.shape, bound)
+                assert given[1] == alone[1] or (np.isnan(given[1]) and np.isnan(alone[1]))
+
+
+def test_fixed_steps_keeps_its_rows_largest_half_norm() -> None:
+    """The bound FixedSteps hands ``nearest`` is its kept rows' largest half norm after
+    every query, through rows overwritten in the ring and non-finite norms."""
+    rng = np.random.default_rng(17)
+    steps = probing_steps.FixedSteps(20)
+    queries = rng.normal(size=(1200, 20)) * rng.uniform(0.1, 10, (1200, 1))
+    queries[300, 4] = 1e200
+    queries[700, 2] = np.inf
+    with np.errstate(over="ignore", invalid="ignore"):
+        for query in queries:
+            steps.observe(np.ascontiguousarray(query))
+            kept = steps.half_norms[: steps.count]
+            assert steps.largest_half_norm == kept.max() or (
+                np.isnan(steps.largest_half_norm) and np.isnan(kept.max())
+            )

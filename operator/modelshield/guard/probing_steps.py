@@ -66,7 +66,13 @@ SCREEN_FROM = 2048
 
 
 def nearest(
-    rows: FloatArray, half_norms: FloatArray, query: FloatArray, *, distance: bool = True
+    rows: FloatArray,
+    half_norms: FloatArray,
+    query: FloatArray,
+    *,
+    distance: bool = True,
+    query_norm: float | None = None,
+    largest_half_norm: float | None = None,
 ) -> tuple[int, float]:
     """The index of the row nearest to ``query`` and its squared distance, exactly as
     ``((rows - query) ** 2).sum(axis=1)`` and its ``argmin`` give them (the first of ties).
@@ -79,13 +85,19 @@ def nearest(
     subset, or the one row, gives the same values). Non-finite values fall back to the
     whole expression, and small matrices (below ``SCREEN_FROM`` values) are searched
     whole. Without ``distance`` the squared distance of a lone screened candidate is not
-    computed (NaN): a caller that needs the row only saves three numpy calls."""
+    computed (NaN): a caller that needs the row only saves three numpy calls. A caller that
+    has them may pass ``float(query @ query)`` and an upper bound of ``half_norms.max()``
+    (a larger bound widens the screen's slack: more candidates, the same answer), a numpy
+    call each."""
     if rows.size >= SCREEN_FROM:
         screened = half_norms - rows @ query
         best = int(screened.argmin())
         lowest = float(screened[best])
-        query_norm = float(query @ query)
-        largest = 2 * float(half_norms.max())
+        if query_norm is None:
+            query_norm = float(query @ query)
+        if largest_half_norm is None:
+            largest_half_norm = float(half_norms.max())
+        largest = 2 * largest_half_norm
         slack = _ERROR_PER_FEATURE * (query.size + 2) * (largest + query_norm) + _ERROR_FLOOR
         if math.isfinite(lowest) and math.isfinite(slack):
             close = screened <= lowest + slack
@@ -115,6 +127,8 @@ class FixedSteps:
         self.rows = np.empty((LOOKBACK, width))
         #: Each row's squared norm halved (for ``nearest``).
         self.half_norms = np.empty(LOOKBACK)
+        #: The largest of the kept ``half_norms`` (``nearest``'s screen).
+        self.largest_half_norm = -math.inf
         self.count = 0
         self.next = 0
         self.steps = np.empty((RECENT_STEPS, width))
@@ -127,19 +141,34 @@ class FixedSteps:
 
     def observe(self, query: FloatArray) -> str | None:
         """Add one distinct query (standard units); the alarm's reason, if it raises one."""
+        norm = float(query @ query)
         if self.count:
             count = self.count
-            index, _ = nearest(self.rows[:count], self.half_norms[:count], query, distance=False)
+            index, _ = nearest(
+                self.rows[:count],
+                self.half_norms[:count],
+                query,
+                distance=False,
+                query_norm=norm,
+                largest_half_norm=self.largest_half_norm,
+            )
             mark = self._is_step(np.abs(query - self.rows[index]))
             marks = self.marks
             if len(marks) == WINDOW and marks[0]:
                 self.marked -= 1
             marks.append(mark)
             self.marked += mark
-        self.rows[self.next] = query
-        self.half_norms[self.next] = (query @ query) / 2
-        self.next = (self.next + 1) % LOOKBACK
+        half = norm / 2
+        slot = self.next
+        replaced = float(self.half_norms[slot]) if self.count == LOOKBACK else -math.inf
+        self.rows[slot] = query
+        self.half_norms[slot] = half
+        self.next = (slot + 1) % LOOKBACK
         self.count = min(self.count + 1, LOOKBACK)
+        # The kept rows' largest, exactly: computed again only when the new norm is above
+        # it or the overwritten one was it (either NaN too), about 1 query in LOOKBACK.
+        if not half <= self.largest_half_norm or not replaced < self.largest_half_norm:
+            self.largest_half_norm = float(self.half_norms[: self.count].max())
         steps = self.marked
         if steps >= ALARM_COUNT:
             return (
@@ -155,20 +184,25 @@ class FixedSteps:
         if largest <= 0:
             return False
         cut = MOVED_OF_LARGEST * largest
-        moved = [index for index, value in enumerate(values) if value > cut]
-        count = len(moved)
+        size = [value for value in values if value > cut]
+        count = len(size)
         if count < MIN_MOVED:
             return False
-        size = [values[index] for index in moved]
+        ordered = sorted(size)
         # The upper median (either middle value serves as the step size here).
-        median = sorted(size)[count // 2]
+        middle = count // 2
+        median = ordered[middle]
         margin = TOLERANCE * median
         needed = self._needed[count]
-        close_to_median = 0
-        for value in size:
-            if abs(value - median) <= margin:
-                close_to_median += 1
-        equal = close_to_median >= needed
+        # The values within the margin of the median are one run of the sorted values
+        # around it (|v - median| falls towards the median and rises past it, rounding
+        # included): walk out from the median instead of testing every value.
+        low, high = middle, middle + 1
+        while low > 0 and abs(ordered[low - 1] - median) <= margin:
+            low -= 1
+        while high < count and abs(ordered[high] - median) <= margin:
+            high += 1
+        equal = high - low >= needed
         repeated = False
         # Either makes a step: the comparison with earlier steps only when the first is not.
         if not equal and self.steps_count:
