@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import random
+import struct
 
 import pytest
 
@@ -178,3 +180,42 @@ def test_hardening_leaves_nothing_to_the_garbage_collector() -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def _float_of_any_magnitude(rng: random.Random) -> float:
+    kind = rng.random()
+    if kind < 0.3:
+        # Any finite double: subnormals, huge, every exponent.
+        while True:
+            value: float = struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0]
+            if math.isfinite(value):
+                return value
+    if kind < 0.8:
+        return rng.choice((1, -1)) * rng.random() * 10.0 ** rng.randint(-30, 30)
+    return float(rng.randint(0, 10 ** rng.randint(1, 25)))
+
+
+def test_answers_encoded_by_orjson_are_jsons_bytes() -> None:
+    """Answers orjson parses are encoded by orjson where its bytes cannot differ from json's:
+    floats of every magnitude (exponents, 1e-5 written out), strings with escapes, non-ASCII
+    and DEL, integers up to 64 bits, nesting past what orjson writes: the first formula's
+    bytes every time."""
+    rng = random.Random(19)  # noqa: S311 - test data
+    texts = ['a\nb\t"\\', "\x01\x1f", "é", "\x7f", "\u2028", "model-1e3", "plain"]
+    settings = (hardening.Hardening(3, 1), hardening.Hardening(None, 2), hardening.Hardening(6))
+    for _ in range(3000):
+        width = rng.randint(1, 4)
+        rows = [[_float_of_any_magnitude(rng) for _ in range(width)] for _ in range(2)]
+        document = {
+            "predictions": rows,
+            "model": rng.choice(texts),
+            "n": rng.choice((0, -1, 2**63 - 1, -(2**63), 2**64 - 1)),
+        }
+        body = json.dumps(document).encode()
+        for setting in settings:
+            expected = hardening_reference.first_harden(body, Protocol.KSERVE_V1, setting)
+            assert hardening.harden(body, Protocol.KSERVE_V1, setting) == expected, document
+    deep = b'{"predictions":[[0.25,0.75]],"x":' + b"[" * 600 + b"]" * 600 + b"}"
+    assert hardening.harden(deep, Protocol.KSERVE_V1, TOP1) == hardening_reference.first_harden(
+        deep, Protocol.KSERVE_V1, TOP1
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 import orjson
@@ -22,6 +23,12 @@ from modelshield.api.v1alpha1.apiprotection import Protocol
 FLOAT_DATATYPES = frozenset({"FP16", "FP32", "FP64"})
 #: ``json.dumps(..., separators=(",", ":"))`` builds this encoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
+#: Where orjson's encoding may differ from json's (ensure_ascii, ``repr`` of floats): a
+#: float in exponent form (orjson writes 1e-7 and 1e16, json 1e-07 and 1e+16) or written
+#: out where json uses an exponent (orjson 0.00001 for json's 1e-05), an escape other than
+#: the short ones both write, DEL (json escapes it). With none of these in orjson's ASCII
+#: bytes they are json's (checked on millions of floats of every magnitude: the tests).
+_ORJSON_MAY_DIFFER = re.compile(rb"[0-9][eE]|\.0000|\\u|\x7f")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -132,23 +139,34 @@ def _v2(output: dict[str, Any], hardening: Hardening) -> dict[str, Any]:
     return {**output, "data": data}
 
 
-def _loads(body: bytes) -> Any:
-    """``json.loads(body)``: orjson's parse where it accepts the body (the same objects:
-    correctly rounded floats, the last of duplicate keys in the first one's place), and
-    json's where it refuses (NaN and Infinity, integers past 64 bits, UTF-16 or -32, a
-    byte-order mark, lone surrogates, deep nesting), so every body gives what json gave."""
+def _dumps(document: Any) -> bytes:
+    """``json.dumps(document, separators=(",", ":")).encode()`` for a document orjson
+    parsed (no NaN or infinity, integers within 64 bits, keys all strings): orjson's bytes
+    where they cannot differ from json's, json's otherwise."""
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)
+        encoded = orjson.dumps(document)
+    except orjson.JSONEncodeError:  # nesting deeper than orjson writes
+        return _ENCODER.encode(document).encode()
+    if encoded.isascii() and _ORJSON_MAY_DIFFER.search(encoded) is None:
+        return encoded
+    return _ENCODER.encode(document).encode()
 
 
 def harden(body: bytes, protocol: Protocol, hardening: Hardening) -> bytes:
     """The answer with probabilities rounded and truncated; unchanged if not understood."""
+    # orjson's parse where it accepts the body (the same objects as json's: correctly
+    # rounded floats, the last of duplicate keys in the first one's place), json's where it
+    # refuses (NaN and Infinity, integers past 64 bits, UTF-16 or -32, a byte-order mark,
+    # lone surrogates, deep nesting), so every body gives what json gave.
+    encode = _dumps
     try:
-        document = _loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return body
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        encode = _json_bytes
+        try:
+            document = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return body
     if not isinstance(document, dict):
         return body
     if protocol is Protocol.KSERVE_V1 and "predictions" in document:
@@ -160,4 +178,8 @@ def harden(body: bytes, protocol: Protocol, hardening: Hardening) -> bytes:
         ]
     else:
         return body
+    return encode(document)
+
+
+def _json_bytes(document: Any) -> bytes:
     return _ENCODER.encode(document).encode()
