@@ -274,3 +274,40 @@ def test_the_near_duplicate_radius_is_a_low_quantile_of_reference_nearest_distan
     for bad in (-1.0, float("inf"), "1", True):
         with pytest.raises(outliertypes.OutlierModelError, match="nearDuplicate"):
             outliermodel.from_document({**document, "nearDuplicate": bad})
+
+
+def test_rows_reach_the_detectors_in_the_first_formulas_standard_units(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Missing values at the mean (0), infinities kept, everything else (x - mean) / scale,
+    bit for bit as ``(where(isnan(rows), mean, rows) - mean) / scale``: rows with NaN, with
+    +inf and -inf together (their sum is NaN too), with both, two-row requests, plain."""
+    rng = np.random.default_rng(18)
+    mean, std = rng.normal(size=6), rng.uniform(0.1, 3, 6)
+    std[2] = 0.0
+    seen: list[np.ndarray] = []
+
+    def record(
+        stream: probing.ClientStream, query: np.ndarray, flagged: bool = False
+    ) -> list[probing.Alarm]:
+        seen.append(query.copy())
+        return []
+
+    monkeypatch.setattr(probing.ClientStream, "observe", record)
+    prober = probing.Prober(mean, std, probing.Settings())
+    requests = [rng.normal(size=(1, 6)) for _ in range(6)] + [rng.normal(size=(2, 6))]
+    requests[1][0, 3] = np.nan
+    requests[2][0, [1, 4]] = [np.inf, -np.inf]
+    requests[3][0, [0, 1, 5]] = [np.nan, np.inf, -np.inf]
+    requests[4][0, :] = np.nan
+    requests[6][1, 2] = np.nan
+    for rows in requests:
+        prober.observe("client", rows, 0.0)
+    expected = [
+        row
+        for rows in requests
+        for row in (np.where(np.isnan(rows), mean, rows) - mean) / np.where(std > 0, std, 1.0)
+    ]
+    assert len(seen) == len(expected)
+    for got, want in zip(seen, expected, strict=True):
+        assert got.tobytes() == want.tobytes()
