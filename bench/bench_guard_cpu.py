@@ -13,6 +13,12 @@ requests per second one core could serve. The model server (a fixed answer) runs
 third process, not counted. Targets take turns in short rounds, so load from others
 hits them alike; the ratio per round is what to read.
 
+The guard serves its clients on its own HTTP/1.1 server (``guard/httpserving.py``), as
+``modelshield guard`` does by default; ``guard, API key, aiohttp server`` is the same
+pipeline in the same process on aiohttp's server (``--http-server=aiohttp``), and
+``bare proxy, own server`` the bare proxy on the guard's own server and client: what the
+server alone changes.
+
 ``guard, defences on`` is the API-key guard with issue 15's model-aware checks too, in the
 same process: a reference profile of 20 numeric features (breast cancer's first 20, with
 its outlier model), ``requests.matchReferenceProfile``, ``outliers`` (Flag, false-flag
@@ -72,6 +78,10 @@ KEY_HEADERS = {"X-Api-Key": bench_guard.KEY}
 TOKEN_HEADERS = {"Authorization": f"Bearer {bench_guard.TOKEN}"}
 #: The bare proxy with the guard's own client (``forwarding``) instead of aiohttp's.
 OWN_CLIENT = "bare proxy, own client"
+#: The bare proxy on the guard's own server and client (``httpserving``, ``forwarding``).
+OWN_SERVER = "bare proxy, own server"
+#: This tree's API-key guard on aiohttp's server (``--http-server=aiohttp``).
+AIOHTTP_GUARD = "guard, API key, aiohttp server"
 DEFENCES = "guard, defences on"
 #: Distinct queries the defences target cycles through: more than one round sends.
 DEFENCE_QUERIES = 20_000
@@ -126,6 +136,13 @@ def _guard_targets(
         if guard.bare_own_client_port is not None
         else []
     )
+    if guard.bare_own_server_port is not None:
+        url = f"{local}:{guard.bare_own_server_port}{PATH}"
+        own_client.append(Target(OWN_SERVER, url, {}, pid, bare))
+    on_aiohttp = []
+    if guard.aiohttp_port is not None:
+        url = f"{local}:{guard.aiohttp_port}{PATH}"
+        on_aiohttp.append(Target(AIOHTTP_GUARD, url, KEY_HEADERS, pid, bare))
     defended = []
     if guard.defences_port is not None:
         url = f"{local}:{guard.defences_port}{guardprocesses.DEFENCES_PATH}"
@@ -143,6 +160,7 @@ def _guard_targets(
             pid,
             bare,
         ),
+        *on_aiohttp,
         *defended,
     ]
 
@@ -419,6 +437,8 @@ def main() -> None:
     parser.add_argument("--bare-own-client-port", type=int, default=0)
     parser.add_argument("--defences-port", type=int, default=0)
     parser.add_argument("--evidence-port", type=int, default=0)
+    parser.add_argument("--aiohttp-guard-port", type=int, default=0)
+    parser.add_argument("--bare-own-server-port", type=int, default=0)
     parser.add_argument("--upstream", default="")
     parser.add_argument("--scratch", default="")
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -469,6 +489,8 @@ def main() -> None:
             arguments.bare_own_client_port,
             arguments.defences_port,
             arguments.evidence_port,
+            arguments.aiohttp_guard_port,
+            arguments.bare_own_server_port,
         )
     else:
         print(f"load average before the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")

@@ -41,7 +41,15 @@ import numpy as np
 from aiohttp import web
 
 from bench import bench_guard, nginxauth
-from modelshield.guard import config, forwarding, outliermodel, outlierscoring, probing, server
+from modelshield.guard import (
+    config,
+    forwarding,
+    httpserving,
+    outliermodel,
+    outlierscoring,
+    probing,
+    server,
+)
 from modelshield_webhooks import eventloops
 
 ME = [sys.executable, "-m", "bench.bench_guard_cpu"]
@@ -235,6 +243,24 @@ def bare_proxy_own_client_app(upstream: str) -> web.Application:
     return app
 
 
+def bare_proxy_own_server(upstream: str) -> httpserving.Server:
+    """The bare proxy on the guard's own server (``httpserving``) with its own client: what
+    a proxy built on the guard's two HTTP parts costs before any check."""
+    clients: list[forwarding.Client] = []
+
+    async def forward(request: httpserving.Request) -> httpserving.Answer:
+        if not clients:
+            clients.append(forwarding.Client(upstream, timeout=30.0, connect_timeout=5.0))
+        body = await request.body()
+        headers = [("Content-Type", request.content_type or "")]
+        answer = await clients[0].request("POST", request.target, headers, body)
+        return httpserving.Answer(
+            answer.status, [("Content-Type", "application/json")], answer.body
+        )
+
+    return httpserving.Server(forward, body_limit=1024 * 1024)
+
+
 def serve_guard(
     upstream: str,
     guard_port: int,
@@ -244,22 +270,33 @@ def serve_guard(
     bare_own_client_port: int = 0,
     defences_port: int = 0,
     evidence_port: int = 0,
+    aiohttp_guard_port: int = 0,
+    bare_own_server_port: int = 0,
 ) -> None:
-    """The guard (as ``modelshield guard`` runs it) and the bare proxies, one process; with
-    ``defences_port``, the guard with the defences on too (and its ``/defences``)."""
+    """The guard (as ``modelshield guard`` runs it: its own server) and the bare proxies,
+    one process; with ``defences_port``, the guard with the defences on too (and its
+    ``/defences``); with ``aiohttp_guard_port``, the same guard on aiohttp's server
+    (``--http-server=aiohttp``); with ``bare_own_server_port``, the bare proxy on the
+    guard's own server and client. A guard of an older revision (``--against``) serves
+    as that revision's ``modelshield guard`` did."""
     # As `modelshield guard` runs: its event loop, audit lines through logging at INFO.
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=open(os.devnull, "w"))  # noqa: SIM115
 
     async def main() -> None:
         pipeline = bench_guard._pipeline(upstream, pathlib.Path(scratch))
-        apps = [(server.build_app(pipeline), guard_port), (bare_proxy_app(upstream), bare_port)]
+        await server.build_server(pipeline).start("127.0.0.1", guard_port)
+        apps = [(bare_proxy_app(upstream), bare_port)]
+        if aiohttp_guard_port:
+            apps.append((server.build_app(pipeline), aiohttp_guard_port))
+        if bare_own_server_port:
+            await bare_proxy_own_server(upstream).start("127.0.0.1", bare_own_server_port)
         if bare_own_client_port:
             apps.append((bare_proxy_own_client_app(upstream), bare_own_client_port))
         if defences_port:
             defended = defences_pipeline(upstream, pathlib.Path(scratch) / "defences")
             counts = collections.Counter[str]()
             _count_defence_work(counts)
-            apps.append((server.build_app(defended), defences_port))
+            await server.build_server(defended).start("127.0.0.1", defences_port)
             apps.append((defences_evidence_app(defended, counts), evidence_port))
         for app, port in apps:
             runner = web.AppRunner(app, access_log=None)
@@ -326,12 +363,14 @@ class Guard:
     bare_own_client_port: int | None = None  # this tree's guards only
     defences_port: int | None = None  # this tree's guards only
     evidence_port: int | None = None  # its ``/defences``
+    aiohttp_port: int | None = None  # this tree's guard on aiohttp's server
+    bare_own_server_port: int | None = None  # the bare proxy on the guard's own server
 
     def wait(self) -> None:
         """Until every port accepts connections."""
         ports = (
             self.port, self.bare_port, self.bare_own_client_port, self.defences_port,
-            self.evidence_port,
+            self.evidence_port, self.aiohttp_port, self.bare_own_server_port,
         )  # fmt: skip
         for port in ports:
             if port is not None:
@@ -350,9 +389,12 @@ def start_guard(
     own_client_port = free_port() if source is None else None
     defences_port = free_port() if source is None else None
     evidence_port = free_port() if source is None else None
+    aiohttp_port = free_port() if source is None else None
+    own_server_port = free_port() if source is None else None
     extra = (
         [f"--bare-own-client-port={own_client_port}", f"--defences-port={defences_port}",
-         f"--evidence-port={evidence_port}"]
+         f"--evidence-port={evidence_port}", f"--aiohttp-guard-port={aiohttp_port}",
+         f"--bare-own-server-port={own_server_port}"]
         if source is None
         else []
     )  # fmt: skip
@@ -365,4 +407,7 @@ def start_guard(
          *extra],
         cwd=source, env=environment,
     )  # fmt: skip
-    return Guard(process, port, bare_port, own_client_port, defences_port, evidence_port)
+    return Guard(
+        process, port, bare_port, own_client_port, defences_port, evidence_port, aiohttp_port,
+        own_server_port,
+    )  # fmt: skip

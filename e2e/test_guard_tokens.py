@@ -27,7 +27,7 @@ from kubernetes import client
 from e2e.clients import Cluster
 from e2e.guardtokens import AUDIENCE, _predict, request_token
 from modelshield.guard import config, server
-from tests.support import modelserver
+from tests.support import guardstack, modelserver
 
 TOKEN_REVIEW_RULE = {
     "api_groups": ["authentication.k8s.io"],
@@ -125,9 +125,7 @@ async def _guard(
     model = modelserver.ModelServer(modelserver.train())
     async with modelserver.serving(model.app()) as upstream:
         settings = settings.model_copy(update={"upstream": upstream})
-        async with modelserver.serving(
-            server.build_app(server.pipeline_from_config(settings))
-        ) as guard:
+        async with guardstack.serving_guard(server.pipeline_from_config(settings)) as guard:
             yield guard, model
 
 

@@ -23,7 +23,7 @@ from e2e.guardtokens import AUDIENCE, _predict, request_token
 from e2e.operators import OperatorProcess, apply, deployment, get_json, policy, wait_for
 from modelshield.controllers.builders import tokenreviewers
 from modelshield.guard import config, server
-from tests.support import modelserver
+from tests.support import guardstack, modelserver
 
 GUARD = "ms-guard-deploy-fraud"
 BINDING = tokenreviewers.DEFAULT_NAME
@@ -94,9 +94,7 @@ async def test_a_token_gets_through_the_operators_guard_without_a_manual_binding
                 "apiServer": {"url": url, "caFile": ca_file, "tokenFile": str(token_file)},
             }
         )
-        async with modelserver.serving(
-            server.build_app(server.pipeline_from_config(settings))
-        ) as guard:
+        async with guardstack.serving_guard(server.pipeline_from_config(settings)) as guard:
             scorer = request_token(core, namespace, "scorer", [AUDIENCE])
             status, body = await _predict(guard, scorer)
             assert status == 200, body

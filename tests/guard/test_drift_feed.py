@@ -13,7 +13,7 @@ from modelshield.drift import config as drift_config
 from modelshield.drift import monitoring, profiles
 from modelshield.drift import server as drift_server
 from modelshield.guard import server
-from tests.support import modelserver
+from tests.support import guardstack, modelserver
 from tests.support.guardstack import KEY, KEYS_POLICY, call, guard_config, write_secret
 
 pytestmark = pytest.mark.integration
@@ -41,7 +41,7 @@ async def test_forwarded_bodies_reach_the_drift_monitor_and_refused_ones_do_not(
     ):
         settings = guard_config(upstream, keys, KEYS_POLICY, driftMonitor=drift + "/")
         pipeline = server.pipeline_from_config(settings)
-        async with modelserver.serving(server.build_app(pipeline)) as guard:
+        async with guardstack.serving_guard(pipeline) as guard:
             for _ in range(4):
                 status, _, _ = await call(
                     guard, "/v1/models/fraud:predict", body=body, headers={"X-Api-Key": KEY}

@@ -23,7 +23,7 @@ import uvloop
 from aiohttp import web
 
 from modelshield.guard import forwarding, server
-from tests.support import modelserver
+from tests.support import guardstack, modelserver
 from tests.support.guardstack import KEY, KEYS_POLICY, PREDICT, call, guard_config, write_secret
 from tests.support.loopscenarios import async_scenarios
 from tests.support.rawupstream import (
@@ -395,7 +395,7 @@ async def test_the_guard_answers_502_for_a_bad_answer(
     write_secret(keys_dir, "fraud-keys", {"batch": KEY})
     async with raw_server(answering(answer)) as (base, _):
         pipeline = server.pipeline_from_config(guard_config(base, keys_dir, KEYS_POLICY))
-        async with modelserver.serving(server.build_app(pipeline)) as guard:
+        async with guardstack.serving_guard(pipeline) as guard:
             status, _, body = await asyncio.wait_for(
                 call(guard, "/v1/models/fraud:predict", body=PREDICT, headers={"X-Api-Key": KEY}),
                 HANG,

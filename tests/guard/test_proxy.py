@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from modelshield.guard import apikeys, auditing, server
-from tests.support import modelserver
+from modelshield.guard import apikeys, auditing, httpserving, server
+from tests.support import guardstack, modelserver
 from tests.support.guardstack import (  # fixtures, shared by name
     KEY,
     KEYS_POLICY,
@@ -248,8 +248,8 @@ async def test_burst_over_the_limit_is_429_with_retry_after_across_two_replicas(
         settings = guard_config(upstream, keys_dir, limited, replicas=2)
         first, second = server.pipeline_from_config(settings), server.pipeline_from_config(settings)
         async with (
-            modelserver.serving(server.build_app(first)) as a,
-            modelserver.serving(server.build_app(second)) as b,
+            guardstack.serving_guard(first) as a,
+            guardstack.serving_guard(second) as b,
         ):
             statuses = []
             retry_after = set()
@@ -303,7 +303,7 @@ async def test_audit_mode_forwards_everything_and_reports(
 async def test_model_server_unreachable_is_502_with_a_reason(keys_dir: pathlib.Path) -> None:
     settings = guard_config(f"http://127.0.0.1:{modelserver.free_port()}", keys_dir, KEYS_POLICY)
     pipeline = server.pipeline_from_config(settings)
-    async with modelserver.serving(server.build_app(pipeline)) as guard:
+    async with guardstack.serving_guard(pipeline) as guard:
         status, _, body = await asyncio.wait_for(
             call(guard, "/v1/models/fraud:predict", body=PREDICT, headers={"X-Api-Key": KEY}), 10
         )
@@ -421,21 +421,25 @@ async def test_the_answer_is_sent_before_the_audit_line_and_metrics(
     """The audit line and the metrics are written after the client's answer went out
     (they are not on its path), for answers and refusals alike; and still written."""
     caplog.set_level(logging.INFO, logger="modelshield.guard.audit")
-    record = auditing.record
-    sent_before: list[int] = []
+    record, send = auditing.record, httpserving._Connection._send
+    events: list[str] = []
 
-    def recording(metrics: Any, request: Any, outcome: Any, seconds: float) -> None:
-        sent_before.append(request.writer.output_size)
-        record(metrics, request, outcome, seconds)
+    def recording(metrics: Any, method: str, outcome: Any, seconds: float) -> None:
+        events.append(f"recorded {outcome.status}")
+        record(metrics, method, outcome, seconds)
+
+    def sending(connection: Any, answer: Any, *arguments: Any, **options: Any) -> None:
+        send(connection, answer, *arguments, **options)
+        events.append(f"sent {answer.status}")
 
     monkeypatch.setattr(auditing, "record", recording)
+    monkeypatch.setattr(httpserving._Connection, "_send", sending)
     allowed = await call(
         stack.url, "/v1/models/fraud:predict", body=PREDICT, headers={"X-Api-Key": KEY}
     )
     refused = await call(stack.url, "/v1/models/fraud:predict", body=PREDICT)
     assert (allowed[0], refused[0]) == (200, 401)
-    assert len(sent_before) == 2
-    assert all(size > 0 for size in sent_before), sent_before
+    assert events == ["sent 200", "recorded 200", "sent 401", "recorded 401"]
     lines = [
         json.loads(r.getMessage()) for r in caplog.records if r.name == auditing.AUDIT_LOGGER.name
     ]

@@ -16,7 +16,7 @@ import pathlib
 from aiohttp import web
 
 from modelshield.guard import server
-from tests.support import modelserver
+from tests.support import guardstack, modelserver
 from tests.support.guardstack import KEY, KEYS_POLICY, PREDICT, call, guard_config, write_secret
 
 OTHER_KEY = "second-client-key-4567"
@@ -47,7 +47,7 @@ async def test_a_cookie_set_for_one_client_is_not_sent_with_anothers_request(
     async with modelserver.serving(model) as upstream:
         by_name = upstream.replace("127.0.0.1", "localhost")
         pipeline = server.pipeline_from_config(guard_config(by_name, keys_dir, policy))
-        async with modelserver.serving(server.build_app(pipeline)) as guard:
+        async with guardstack.serving_guard(pipeline) as guard:
             path = "/v1/models/fraud:predict"
             first = await call(guard, path, body=PREDICT, headers={"X-Api-Key": KEY})
             second = await call(guard, path, body=PREDICT, headers={"X-Api-Key": OTHER_KEY})
@@ -75,7 +75,7 @@ async def test_an_answer_is_not_compressed_for_a_client_that_did_not_ask(
     model.router.add_post("/v1/models/{model}:predict", predict)
     async with modelserver.serving(model) as upstream:
         pipeline = server.pipeline_from_config(guard_config(upstream, keys_dir, KEYS_POLICY))
-        async with modelserver.serving(server.build_app(pipeline)) as guard:
+        async with guardstack.serving_guard(pipeline) as guard:
             head = (
                 "POST /v1/models/fraud:predict HTTP/1.1\r\nHost: guard\r\n"
                 f"X-Api-Key: {KEY}\r\nContent-Type: application/json\r\n"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import pathlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -108,8 +109,31 @@ async def _stack(
     async with modelserver.serving(model.app()) as upstream:
         settings = guard_config(upstream, keys_dir, *policies, **extra)
         pipeline = server.pipeline_from_config(settings)
-        async with modelserver.serving(server.build_app(pipeline)) as guard:
+        async with serving_guard(pipeline) as guard:
             yield Stack(model, upstream, guard, pipeline)
+
+
+#: Which server the guard's tests serve the clients' port with: the guard's own (what
+#: ``modelshield guard`` runs by default) unless GUARD_HTTP_SERVER=aiohttp.
+HTTP_SERVER = os.environ.get("GUARD_HTTP_SERVER", "own")
+
+
+@contextlib.asynccontextmanager
+async def serving_guard(pipeline: server.Pipeline, http_server: str = "") -> AsyncIterator[str]:
+    """Serve a pipeline's clients' port on 127.0.0.1 as ``modelshield guard
+    --http-server`` does (default ``HTTP_SERVER``); yields its base URL. The pipeline is
+    closed afterwards."""
+    if (http_server or HTTP_SERVER) == "aiohttp":
+        async with modelserver.serving(server.build_app(pipeline)) as url:
+            yield url
+        return
+    serving = server.build_server(pipeline)
+    port = await serving.start("127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await serving.close()
+        await pipeline.close()
 
 
 async def call(

@@ -34,23 +34,43 @@ def register(subparsers: Any) -> None:
         help="asyncio event loop implementation (uvloop: less CPU per request, "
         "bench/bench_guard_cpu.py; asyncio: the standard one)",
     )
+    parser.add_argument(
+        "--http-server",
+        default=OWN,
+        choices=HTTP_SERVERS,
+        help="the clients' port's HTTP server: the guard's own (guard/httpserving.py: "
+        "less work per request, bench/bench_guard_cpu.py) or aiohttp's; the management "
+        "port is always aiohttp's",
+    )
     parser.set_defaults(handler=run)
 
 
-async def serve(settings: config.GuardConfig) -> None:
+OWN, AIOHTTP = "own", "aiohttp"
+HTTP_SERVERS = (OWN, AIOHTTP)
+
+
+async def serve(settings: config.GuardConfig, http_server: str = OWN) -> None:
     """Serve the clients' port and the management port until cancelled."""
     pipeline = server.pipeline_from_config(settings)
-    runners = [
-        web.AppRunner(server.build_app(pipeline), access_log=None),
-        web.AppRunner(server.build_management_app(pipeline), access_log=None),
-    ]
-    ports = [settings.port, settings.management_port]
+    runners = [web.AppRunner(server.build_management_app(pipeline), access_log=None)]
+    ports = [settings.management_port]
+    clients = None
+    if http_server == AIOHTTP:
+        # Its cleanup closes the pipeline.
+        runners.append(web.AppRunner(server.build_app(pipeline), access_log=None))
+        ports.append(settings.port)
+    else:
+        clients = server.build_server(pipeline)
+        await clients.start(settings.host, settings.port)
     for runner, port in zip(runners, ports, strict=True):
         await runner.setup()
         await web.TCPSite(runner, settings.host, port).start()
     try:
         await asyncio.Event().wait()
     finally:
+        if clients is not None:
+            await clients.close()
+            await pipeline.close()
         for runner in runners:
             await runner.cleanup()
 
@@ -63,5 +83,5 @@ def run(arguments: argparse.Namespace) -> int:
     except (OSError, ValueError) as error:
         logging.getLogger(__name__).error("modelshield guard: %s", error)
         return 2
-    eventloops.run(serve(settings), arguments.event_loop)
+    eventloops.run(serve(settings, arguments.http_server), arguments.event_loop)
     return 0

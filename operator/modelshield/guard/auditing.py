@@ -14,8 +14,6 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from aiohttp import web
-
 from modelshield.guard import judging, metrics, routes
 
 AUDIT_LOGGER = logging.getLogger("modelshield.guard.audit")
@@ -66,9 +64,9 @@ def _fields(
 
 
 def record(
-    guard_metrics: metrics.GuardMetrics, request: web.Request, outcome: Outcome, seconds: float
+    guard_metrics: metrics.GuardMetrics, method: str, outcome: Outcome, seconds: float
 ) -> None:
-    """Count one finished request and write its audit line."""
+    """Count one finished request (``method``: its HTTP method) and write its audit line."""
     verdict = outcome.verdict
     enforced, audited = verdict.refusal, verdict.audited
     decision = "refused" if outcome.refused else ("audited" if audited else "allowed")
@@ -86,16 +84,16 @@ def record(
     latency = round(seconds * 1000, 3)
     if enforced is None and not audited and not outcome.note and not outcome.flags:
         # Most lines differ only in their latency: the rest is encoded once per kind.
-        key = (outcome.client, request.method, route, decision, outcome.status)
+        key = (outcome.client, method, route, decision, outcome.status)
         prefix = _PLAIN_PREFIXES.get(key)
         if prefix is None:
-            prefix = _LINE.encode(_fields(outcome, request.method, decision, None))[:-1]
+            prefix = _LINE.encode(_fields(outcome, method, decision, None))[:-1]
             prefix += ',"latencyMs":'
             if len(_PLAIN_PREFIXES) < _PLAIN_PREFIX_LIMIT:
                 _PLAIN_PREFIXES[key] = prefix
         line = f"{prefix}{latency!r}}}"
     else:
-        fields = _fields(outcome, request.method, decision, enforced)
+        fields = _fields(outcome, method, decision, enforced)
         fields["latencyMs"] = latency
         line = _LINE.encode(fields)
     # What Logger.info does, without looking up the caller's frame (the line says what it

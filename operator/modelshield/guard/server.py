@@ -1,4 +1,4 @@
-"""The guard's HTTP server: judge each request, forward what passes, refuse the rest.
+"""The guard's pipeline: judge each request, forward what passes, refuse the rest.
 
 A request goes through these stages (``Pipeline.handle``): route → credential →
 identity (``authenticating``: TokenReview or API key) → ``judging.judge_head`` (authentication,
@@ -10,12 +10,17 @@ continues. Credentials are stripped before forwarding and never logged. The audi
 and the metrics are written by ``auditing``, once the answer is sent (off the client's
 path).
 
-Health and metrics are served on a separate management port that clients' traffic never
-reaches (``build_management_app``).
+The pipeline reads an ``httpserving.Request`` and returns an ``httpserving.Answer``: the
+clients' port is served by the guard's own HTTP/1.1 server (``build_server``,
+``httpserving``) or, with ``modelshield guard --http-server=aiohttp``, by aiohttp's
+(``build_app``). Health and metrics are served on a separate management port that
+clients' traffic never reaches (``build_management_app``, aiohttp).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import pathlib
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -36,6 +41,7 @@ from modelshield.guard import (
     defending,
     feeding,
     forwarding,
+    httpserving,
     judging,
     metrics,
     requestchecks,
@@ -44,6 +50,7 @@ from modelshield.guard import (
 )
 
 CLIENT_HEADER = "X-Modelshield-Client"
+_JSON = "application/json; charset=utf-8"
 AUDIT_HEADER = "X-Modelshield-Audit"
 #: The client label of a request refused before its token was reviewed (too many new
 #: tokens from its source): who it is is not known, and the address is not a label.
@@ -179,34 +186,33 @@ class Pipeline:
         if self.authenticator.reviewer is not None:
             await self.authenticator.reviewer.close()
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        """Judge, then forward or refuse, one request; its audit line and metrics once the
-        answer is sent."""
+    async def handle(self, request: httpserving.Request) -> httpserving.Answer:
+        """Judge, then forward or refuse, one request. Its audit line and metrics are
+        written by the answer's ``done``, which the server calls once the answer is sent
+        (a fifth of the guard's own work, off the client's path)."""
         started = time.perf_counter()
         outcome = auditing.Outcome()
         try:
-            response = await self._handle(request, outcome)
-            # Sent here, not by aiohttp after this returns: the audit line and the metrics
-            # (a fifth of the guard's own work) are then written after the client has its
-            # answer instead of before. aiohttp finds the response sent and only finishes
-            # its bookkeeping.
-            try:
-                await response.prepare(request)
-                await response.write_eof()
-            except ConnectionError:
-                pass  # the client is gone; aiohttp meets the same error and closes
-        finally:
-            auditing.record(self.metrics, request, outcome, time.perf_counter() - started)
-        return response
+            answer = await self._handle(request, outcome)
+        except BaseException:
+            auditing.record(self.metrics, request.method, outcome, time.perf_counter() - started)
+            raise
+        answer.done = functools.partial(self._record, request.method, outcome, started)
+        return answer
 
-    async def _handle(self, request: web.Request, outcome: auditing.Outcome) -> web.StreamResponse:
-        route = routes.parse(request.method, request.raw_path)
+    def _record(self, method: str, outcome: auditing.Outcome, started: float) -> None:
+        auditing.record(self.metrics, method, outcome, time.perf_counter() - started)
+
+    async def _handle(
+        self, request: httpserving.Request, outcome: auditing.Outcome
+    ) -> httpserving.Answer:
+        route = routes.parse(request.method, request.target)
         if isinstance(route, routes.RouteError):
             return self._refuse(
                 outcome, judging.Refusal(route.status, judging.Code.NO_ROUTE, route.reason, None)
             )
         outcome.route = route
-        forwarded, presented = sort_headers(request.headers.items())
+        forwarded, presented = sort_headers(request.headers)
         credential = credentials.read(presented)
         if isinstance(credential, credentials.CredentialError):
             code = (
@@ -222,7 +228,7 @@ class Pipeline:
             try:
                 # The peer's address: in Kubernetes each pod has its own, so one pod is
                 # one source (callers behind one ingress or a SNAT share it).
-                identity = await self.authenticator.identify(credential, request.remote or "")
+                identity = await self.authenticator.identify(credential, request.peer)
             except tokenreviews.ReviewsThrottledError as throttled:
                 outcome.client = UNREVIEWED
                 refusal = judging.Refusal(
@@ -241,22 +247,25 @@ class Pipeline:
         outcome.verdict = head
         if head.refusal is not None:
             return self._refuse(outcome, head.refusal)
-        encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        encoding = (request.content_encoding or "identity").strip().lower()
         if encoding != "identity":
-            # The server side decodes bodies before the guard reads them: forwarding the
+            # A server may decode bodies before the guard reads them: forwarding the
             # decoded bytes under the client's encoding header would make the model read
             # something other than what was checked. Refused for every policy.
             reason = f"content encoding {encoding[:40]!r} is not accepted; send the body as is"
             refusal = judging.Refusal(415, judging.Code.MEDIA_TYPE, reason, None)
             return self._refuse(outcome, refusal)
-        body = await self._read_body(request)
-        if isinstance(body, judging.Verdict):
-            outcome.verdict = judging.merge([head, body])
+        try:
+            body = await request.body()
+        except httpserving.BodyTooLargeError as error:
+            outcome.verdict = judging.merge([head, judging.too_large(self.rules, error.size)])
             assert outcome.verdict.refusal is not None
             return self._refuse(outcome, outcome.verdict.refusal)
-        checked, document = judging.judge_body(
-            self.rules, route, request.headers.get("Content-Type"), body, self.features
-        )
+        except httpserving.ClientGoneError as error:
+            refusal = judging.Refusal(400, judging.Code.MALFORMED, str(error), None)
+            return self._refuse(outcome, refusal)
+        content_type = request.content_type
+        checked, document = judging.judge_body(self.rules, route, content_type, body, self.features)
         outcome.verdict = judging.merge([head, checked])
         if outcome.verdict.refusal is not None:
             return self._refuse(outcome, outcome.verdict.refusal)
@@ -276,71 +285,50 @@ class Pipeline:
                 return self._refuse(outcome, outcome.verdict.refusal)
         return await self._forward(request, outcome, body, forwarded)
 
-    async def _read_body(self, request: web.Request) -> bytes | judging.Verdict:
-        limit = self.rules.read_limit
-        declared = request.content_length
-        if declared is not None and declared > limit:
-            return judging.too_large(self.rules, declared)
-        content = request.content
-        # Most bodies come in one piece: that piece is the body, not copied.
-        first = await content.readany()
-        if len(first) > limit:
-            return judging.too_large(self.rules, len(first))
-        if not first:
-            return b""
-        if content.at_eof() and content.exception() is None:
-            return first  # what a next read would say (b"", or the error), without a read
-        chunk = await content.readany()
-        if not chunk:
-            return first
-        body = bytearray(first)
-        while chunk:
-            body += chunk
-            if len(body) > limit:
-                return judging.too_large(self.rules, len(body))
-            chunk = await content.readany()
-        return bytes(body)
-
-    def _refuse(self, outcome: auditing.Outcome, refusal: judging.Refusal) -> web.Response:
+    def _refuse(self, outcome: auditing.Outcome, refusal: judging.Refusal) -> httpserving.Answer:
         outcome.status, outcome.refused = refusal.status, True
         if outcome.verdict.refusal is None:
             outcome.verdict = judging.Verdict(refusal, outcome.verdict.audited)
         document: dict[str, Any] = {"error": refusal.reason, "reason": refusal.code.value}
         if refusal.policy is not None:
             document["policy"] = str(refusal.policy)
-        response = web.json_response(document, status=refusal.status)
+        headers = [("Content-Type", _JSON), ("Date", httpserving.http_date())]
         if refusal.retry_after is not None:
-            response.headers["Retry-After"] = str(refusal.retry_after)
+            headers.append(("Retry-After", str(refusal.retry_after)))
         if refusal.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="modelshield"'
-        self._audit_headers(response, outcome.verdict)
+            headers.append(("WWW-Authenticate", 'Bearer realm="modelshield"'))
+        self._audit_headers(headers, outcome.verdict)
         # The body may be unread: never reuse the connection for a next request.
-        response.force_close()
-        return response
+        return httpserving.Answer(refusal.status, headers, json.dumps(document).encode(), True)
 
-    def _unavailable(self, outcome: auditing.Outcome, status: int, reason: str) -> web.Response:
+    def _unavailable(
+        self, outcome: auditing.Outcome, status: int, reason: str
+    ) -> httpserving.Answer:
         outcome.status, outcome.refused = status, True
-        response = web.json_response({"error": reason, "reason": "Unavailable"}, status=status)
-        response.force_close()
-        return response
+        body = json.dumps({"error": reason, "reason": "Unavailable"}).encode()
+        headers = [("Content-Type", _JSON), ("Date", httpserving.http_date())]
+        return httpserving.Answer(status, headers, body, True)
 
     @staticmethod
-    def _audit_headers(response: web.StreamResponse, verdict: judging.Verdict) -> None:
+    def _audit_headers(headers: list[tuple[str, str]], verdict: judging.Verdict) -> None:
         if verdict.audited:
-            response.headers[AUDIT_HEADER] = "; ".join(
-                f"{r.code.value} by {r.policy}: {r.reason}" for r in verdict.audited
+            headers.append(
+                (
+                    AUDIT_HEADER,
+                    "; ".join(f"{r.code.value} by {r.policy}: {r.reason}" for r in verdict.audited),
+                )
             )
 
     async def _forward(
         self,
-        request: web.Request,
+        request: httpserving.Request,
         outcome: auditing.Outcome,
         body: bytes,
         headers: list[tuple[str, str]],
-    ) -> web.StreamResponse:
+    ) -> httpserving.Answer:
         headers.append((CLIENT_HEADER, outcome.client))
         try:
-            answer = await self._session.request(request.method, request.raw_path, headers, body)
+            answer = await self._session.request(request.method, request.target, headers, body)
         except TimeoutError:
             self.metrics.upstream_errors.inc()
             outcome.note = "model server timed out"
@@ -357,37 +345,101 @@ class Pipeline:
         content = answer.body
         if self.hardening is not None and outcome.route and 200 <= answer.status < 300:
             content = self.hardening.harden(content, outcome.route)
-        # The answer is read whole: one Response, its headers and body sent in one write
-        # (a StreamResponse sent them apart, one more system call each time).
-        response = web.Response(status=answer.status, body=content)
         relayed = _ANSWER_HEADER_RELAYED
-        answer_headers = response.headers
+        answer_headers: list[tuple[str, str]] = []
         for name, value in answer.headers:
             keep = relayed.get(name)
             if keep is None:
                 keep = _answer_header_relayed(name)
             if keep:
-                answer_headers.add(name, value)
-        self._audit_headers(response, outcome.verdict)
+                answer_headers.append((name, value))
+        self._audit_headers(answer_headers, outcome.verdict)
         if outcome.flags:
-            response.headers[defending.OUTLIER_HEADER] = "; ".join(outcome.flags)
+            answer_headers.append((defending.OUTLIER_HEADER, "; ".join(outcome.flags)))
         outcome.status = answer.status
         # What the model answered is what the drift monitor should see.
         answered = 200 <= answer.status < 300 and bool(body)
         if self.feed is not None and answered:
-            self.feed.offer(body, request.headers.get("Content-Type", ""))
-        return response
+            self.feed.offer(body, request.content_type or "")
+        return httpserving.Answer(answer.status, answer_headers, content)
+
+
+class _AiohttpRequest(httpserving.Request):
+    """A request on aiohttp's server (``--http-server=aiohttp``), as the pipeline reads it."""
+
+    __slots__ = ("_content", "_limit")
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        headers = request.headers
+        super().__init__(
+            request.method,
+            request.raw_path,
+            list(headers.items()),
+            request.remote or "",
+            request.content_length,
+            ", ".join(headers.getall("Content-Type", ())) or None,
+            ", ".join(headers.getall("Content-Encoding", ())) or None,
+        )
+        self._content = request.content
+        self._limit = limit
+
+    async def body(self) -> bytes:
+        limit = self._limit
+        declared = self.content_length
+        if declared is not None and declared > limit:
+            raise httpserving.BodyTooLargeError(declared)
+        content = self._content
+        # Most bodies come in one piece: that piece is the body, not copied.
+        first = await content.readany()
+        if len(first) > limit:
+            raise httpserving.BodyTooLargeError(len(first))
+        if not first:
+            return b""
+        if content.at_eof() and content.exception() is None:
+            return first  # what a next read would say (b"", or the error), without a read
+        chunk = await content.readany()
+        if not chunk:
+            return first
+        body = bytearray(first)
+        while chunk:
+            body += chunk
+            if len(body) > limit:
+                raise httpserving.BodyTooLargeError(len(body))
+            chunk = await content.readany()
+        return bytes(body)
 
 
 PIPELINE_KEY = web.AppKey("guard_pipeline", Pipeline)
 
 
 def build_app(pipeline: Pipeline) -> web.Application:
-    """The clients' application: every path goes through the pipeline."""
+    """The clients' port on aiohttp's server (``--http-server=aiohttp``): every path goes
+    through the pipeline."""
     # The body is read by the pipeline with its own ceiling, not through client_max_size.
     app = web.Application(client_max_size=pipeline.rules.read_limit)
     app[PIPELINE_KEY] = pipeline
-    app.router.add_route("*", "/{tail:.*}", pipeline.handle)
+    limit = pipeline.rules.read_limit
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        answer = await pipeline.handle(_AiohttpRequest(request, limit))
+        response = web.Response(status=answer.status, body=answer.body)
+        for name, value in answer.headers:
+            response.headers.add(name, value)
+        if answer.close:
+            response.force_close()
+        # Sent here, not by aiohttp after this returns, so that the audit line and the
+        # metrics come after the client has its answer.
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client is gone; aiohttp meets the same error and closes
+        finally:
+            if answer.done is not None:
+                answer.done()
+        return response
+
+    app.router.add_route("*", "/{tail:.*}", handle)
 
     async def close_sessions(app: web.Application) -> AsyncIterator[None]:
         yield
@@ -395,6 +447,12 @@ def build_app(pipeline: Pipeline) -> web.Application:
 
     app.cleanup_ctx.append(close_sessions)
     return app
+
+
+def build_server(pipeline: Pipeline) -> httpserving.Server:
+    """The clients' port on the guard's own server (``httpserving``; the default). Closing
+    it does not close the pipeline."""
+    return httpserving.Server(pipeline.handle, body_limit=pipeline.rules.read_limit)
 
 
 def build_management_app(pipeline: Pipeline) -> web.Application:
