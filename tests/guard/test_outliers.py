@@ -292,6 +292,13 @@ def test_one_row_excess_equals_the_numpy_path() -> None:
         # Digits' 64 features are scored by numpy; the plain path is pinned on them too.
         plain = [outlierscoring._row_excess(fitted, row) for row in rows.tolist()]
         assert np.asarray(plain).tobytes() == whole.tobytes()
+        # +inf and -inf in one row (their sum is NaN, as a missing value's is), with and
+        # without a missing value.
+        infinite = rows[:60].copy()
+        infinite[::3, 6] = np.inf
+        infinite[::2, 7] = -np.inf
+        plain = [outlierscoring._row_excess(fitted, row) for row in infinite.tolist()]
+        assert np.asarray(plain).tobytes() == outlierscoring._excess(fitted, infinite).tobytes()
         assert np.isinf(whole).any()
         assert (whole == 0).any()
         assert ((whole > 0) & ~np.isinf(whole)).any()

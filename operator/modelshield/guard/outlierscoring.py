@@ -106,9 +106,12 @@ def _row_excess(fitted: Fitted, row: list[float]) -> float:
             rounded = float(round(value))
             if abs(value - rounded) > tolerance * max(abs(rounded), 1.0):
                 return math.inf
-    for index in fitted.plain_never_missing:
-        if math.isnan(row[index]):
-            return math.inf
+    # A sum that is a number holds no NaN (one C loop instead of a call per feature); a
+    # NaN sum (a missing value, or +inf with -inf) is looked at value by value.
+    if fitted.plain_never_missing and math.isnan(sum(row)):
+        for index in fitted.plain_never_missing:
+            if math.isnan(row[index]):
+                return math.inf
     return worst
 
 
