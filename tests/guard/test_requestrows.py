@@ -82,3 +82,20 @@ def test_categorical_features_keep_their_column() -> None:
     assert rows.numeric[1, 0] == 3.0
     assert math.isnan(rows.numeric[1, 1])
     assert rows.categorical == [["x", None]]
+
+
+def test_one_row_and_no_rows_keep_their_shape() -> None:
+    fitted = _fitted()
+    row = [1.5, 2.5, 3.5]
+    document = {"instances": [row]}
+    one = requestrows.extract(fitted, document, Protocol.KSERVE_V1, Verb.PREDICT)
+    assert one is not None
+    assert one.numeric.shape == (1, 3)
+    assert one.numeric.dtype == np.float64
+    assert one.numeric.tolist() == [row]
+    one.numeric[0, 0] = 9.0  # the matrix is its own, not a view of the document
+    assert document == {"instances": [[1.5, 2.5, 3.5]]}
+    none = requestrows.extract(fitted, {"instances": []}, Protocol.KSERVE_V1, Verb.PREDICT)
+    assert none is not None
+    assert none.numeric.shape == (0, 3)
+    assert none.categorical == []

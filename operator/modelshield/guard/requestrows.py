@@ -51,13 +51,17 @@ def _split(fitted: Fitted, values: list[Any], where: str) -> tuple[list[float], 
         raise RowError(f"{where} has {len(values)} values; the model takes {len(fitted.names)}")
     if fitted.all_numeric:
         # The usual row, every value a plain float or int: what ``_number`` gives each,
-        # without a call and a message per value.
+        # without a call and a message per value (and without a copy when all are floats:
+        # the matrix is built from the list, never changed).
+        floats = True
         for value in values:
             kind = type(value)
-            if kind is not float and kind is not int:
-                break
+            if kind is not float:
+                if kind is not int:
+                    break
+                floats = False
         else:
-            return [float(value) for value in values], []
+            return (values if floats else [float(value) for value in values]), []
     numbers: list[float] = []
     categories: list[str | None] = []
     for index, (value, numeric) in enumerate(zip(values, fitted.numeric, strict=True)):
@@ -69,6 +73,9 @@ def _split(fitted: Fitted, values: list[Any], where: str) -> tuple[list[float], 
 
 
 def _assemble(fitted: Fitted, split: list[tuple[list[float], list[str | None]]]) -> Rows:
+    if fitted.all_numeric and split:
+        # Rows of equal length (``_split`` checked each), no categorical column.
+        return Rows(np.asarray([numbers for numbers, _ in split], dtype=np.float64), [])
     width = sum(fitted.numeric)
     numeric = np.asarray([numbers for numbers, _ in split], dtype=np.float64).reshape(
         len(split), width
