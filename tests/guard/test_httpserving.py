@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -367,6 +368,38 @@ async def test_a_client_leaving_mid_answer_costs_nothing_else(
         await _settled(server)
     assert len(recorder.handled) == 5
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_client_that_does_not_read_its_answers_gets_no_more_handled() -> None:
+    async with serving(idle_timeout=1.0, tick=0.05) as (port, recorder, server):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.transport.set_write_buffer_limits(high=0)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        for _ in range(40):  # 40 answers of 1 MiB asked for, none read
+            writer.write(post("/big"))
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.8)
+        (connection,) = server.connections
+        buffered = connection._transport.get_write_buffer_size()  # type: ignore[union-attr]
+        handled = len(recorder.handled)
+        # The idle deadline then ends the connection.
+        await asyncio.sleep(2.0)
+        assert not server.connections
+        writer.close()
+    assert handled <= 4, handled
+    assert buffered <= 4 * 1024 * 1024
+
+
+async def test_pipelined_requests_before_the_clients_eof_are_all_answered() -> None:
+    async with serving() as (port, _, _):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(post("/slow") + post("/b") + post("/c"))
+        writer.write_eof()
+        received, closed = await read_all(reader, WAIT)
+        writer.close()
+    assert [json.loads(a.body)["target"] for a in answers(received)] == ["/slow", "/b", "/c"]
+    assert closed
 
 
 async def _settled(server: httpserving.Server) -> None:

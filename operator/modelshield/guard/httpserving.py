@@ -309,6 +309,8 @@ class _Connection(asyncio.Protocol):
         self._lingered = 0
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
+        self._write_paused = False
+        self._drained: asyncio.Future[None] | None = None  # set while waiting for the client
 
     # asyncio.Protocol
 
@@ -380,12 +382,21 @@ class _Connection(asyncio.Protocol):
         for request in (self._parsing, self._handling, *self._waiting):
             if request is not None:
                 request._fail("the connection closed before the body came whole")
+        self._wake_drained()
 
     def pause_writing(self) -> None:
-        pass  # answers are held whole by the handler anyway: nothing to hold back
+        # The client is not reading its answers: no next request is handled (nor read)
+        # until it does, so answers cannot pile up in memory.
+        self._write_paused = True
 
     def resume_writing(self) -> None:
-        pass
+        self._write_paused = False
+        self._wake_drained()
+
+    def _wake_drained(self) -> None:
+        drained = self._drained
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     # httptools callbacks
 
@@ -425,7 +436,10 @@ class _Connection(asyncio.Protocol):
     def _special_header(self, name: str, value: str) -> None:
         if name == "content-length":
             # llhttp refuses a second one and one beside Transfer-Encoding; digits only.
-            self._declared = int(value)
+            try:
+                self._declared = int(value)
+            except ValueError:
+                raise _HeadError(400, "the Content-Length is not a number") from None
         elif name == "content-type":
             previous = self._content_type
             self._content_type = value if previous is None else f"{previous}, {value}"
@@ -490,7 +504,7 @@ class _Connection(asyncio.Protocol):
         request._wake()
         if self._handling is None:
             self._deadline = self._loop.time() + self._server.idle_timeout
-        else:
+        elif self._drained is None:
             self._deadline = float("inf")  # the handler's own timeouts bound it
 
     # turns
@@ -511,7 +525,7 @@ class _Connection(asyncio.Protocol):
                 answer.close
                 or not request.keep_alive
                 or not request._complete
-                or self._eof
+                or (self._eof and not self._waiting)  # answer what came before the EOF
                 or self._closed
             )
             self._send(answer, request.http10, head=request.method == "HEAD", close=close)
@@ -524,6 +538,17 @@ class _Connection(asyncio.Protocol):
                 self._handling = None
                 self._close()
                 return
+            if self._write_paused:
+                # Wait until the client reads (or the idle deadline ends the connection).
+                self._deadline = self._loop.time() + self._server.idle_timeout
+                self._drained = self._loop.create_future()
+                try:
+                    await self._drained
+                finally:
+                    self._drained = None
+                if self._closed:
+                    self._handling = None
+                    return
             if self._waiting:
                 request = self._waiting.popleft()
                 self._handling = request
@@ -618,8 +643,8 @@ class _Connection(asyncio.Protocol):
             return
         if self._loop.time() >= self._deadline:
             handling = self._handling
-            if handling is not None and not handling._complete:
-                self._abort()  # it waits for a body that did not come in time
+            if self._drained is not None or (handling is not None and not handling._complete):
+                self._abort()  # a body that did not come, or an answer not read, in time
             elif self._in_head or self._parsing is not None:
                 self._refuse(408, "the request did not come in time", "Timeout")
             else:
