@@ -25,6 +25,7 @@ from modelshield.drift import (
     datasets,
     layouts,
     monitoring,
+    payloads,
     profiledocuments,
     profiles,
 )
@@ -202,7 +203,9 @@ def test_the_monitor_deployed_by_the_operator_uses_the_calibrated_profile(
     assert monitor.calibrated_at_start == {"request": False}
 
 
-def _planned_monitor(profile_text: str, mount: pathlib.Path) -> monitoring.Monitor:
+def _planned_monitor(
+    profile_text: str, mount: pathlib.Path, statistic: str = "PSI"
+) -> monitoring.Monitor:
     """What the operator's planner deploys for a policy with falseAlarmRate, started as the pod would.
 
     The policy and workload go through ``planning.plan`` (what the reconciler applies); the
@@ -221,6 +224,7 @@ def _planned_monitor(profile_text: str, mount: pathlib.Path) -> monitoring.Monit
                     "referenceProfile": {"name": "ref", "key": "profile.json"},
                     "falseAlarmRate": 0.01,
                     "window": WINDOW,
+                    "statistic": statistic,
                 }
             },
         },
@@ -282,3 +286,32 @@ def test_the_operators_planned_monitor_calibrates_an_uncalibrated_profile_at_sta
     document = _version_1(datasets.read_profile(calibrated))
     monitor = _planned_monitor(json.dumps(document), tmp_path)
     assert monitor.calibrated_at_start == {"request": True}
+
+
+def test_the_operators_planned_ks_monitor_tests_missing_shares_on_the_stored_tables(
+    calibrated: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """KS cannot see missing values; the deployed monitor tests the missing share too."""
+    monitor = _planned_monitor(calibrated.read_text(), tmp_path, "KolmogorovSmirnov")
+    assert monitor.calibrated_at_start == {"request": False}
+    # Numeric features only: the categorical one is scored by Jensen-Shannon.
+    assert [name for name, _ in monitor.missing_thresholds("request")] == ["age", "income", "flag"]
+    profile = datasets.read_profile(calibrated)
+    layout = layouts.build(profile, profile.names)
+    stored = calibration.stored(profile, layout, WINDOW, 0.9 * 0.01 / 4)
+    assert stored is not None
+    used = {name: value for name, _, value in monitor.thresholds("request")}
+    expected = stored[Statistic.KOLMOGOROV_SMIRNOV].thresholds(0.9 * 0.01 / 4)
+    assert used["age"] == pytest.approx(expected[layout.names.index("age")])
+    # A tenth of income missing: the planned monitor alarms on it, KS alone would not.
+    rng = np.random.default_rng(6)
+    numeric = np.column_stack(
+        [rng.normal(40, 10, WINDOW), rng.lognormal(10, 1, WINDOW), rng.random(WINDOW) < 0.3]
+    ).astype(np.float64)
+    numeric[: WINDOW // 10, 1] = np.nan
+    codes = layout.codes[0]
+    categorical = np.full((WINDOW, 1), codes["DE"], dtype=np.intp)
+    categorical[: WINDOW // 2, 0] = codes["FR"]
+    (result,) = monitor.add([payloads.Batch("request", numeric, categorical)])
+    assert [c.feature for c in result.crossings if c.missing_share] == ["income"]
+    assert result.alarm_scores[1] <= result.thresholds[1]

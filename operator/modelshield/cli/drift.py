@@ -26,7 +26,7 @@ def _names(text: str | None) -> list[str]:
 def _run_profile(arguments: argparse.Namespace) -> int:
     import dataclasses
 
-    from modelshield.drift import binmerging, calibration, datasets, profiles
+    from modelshield.drift import binmerging, calibration, datasets, missingshare, profiles
 
     data = pathlib.Path(arguments.data)
     limits: dict[str, Any] = {}
@@ -59,8 +59,9 @@ def _run_profile(arguments: argparse.Namespace) -> int:
         return 2
     if not arguments.no_calibration:
         # The smallest tail any monitor of this profile needs at this rate: every feature
-        # watched (requests and responses together).
-        tail = rate / len(profile.features)
+        # watched (requests and responses together), KS and Wasserstein giving a tenth of
+        # each feature's share to the missing-share test.
+        tail = missingshare.smallest_tail(rate, len(profile.features))
         stored = tuple(
             calibration.store(profile, size, tail, least_expected=arguments.least_expected)
             for size in sizes

@@ -240,6 +240,18 @@ def _plausible_truths(
     reference alarm at the first unseen value. A reference without missing values gets
     almost none (a missing value is then evidence of drift).
     """
+    alpha = posterior_weights(numeric, reference)
+    gammas = rng.standard_gamma(np.broadcast_to(alpha, (samples, *alpha.shape)))
+    truths: FloatArray = gammas / gammas.sum(axis=2, keepdims=True)
+    return truths
+
+
+def posterior_weights(numeric: bool, reference: FloatArray) -> FloatArray:
+    """The Dirichlet parameters of ``_plausible_truths`` (features x slots).
+
+    The missing-share test (``missingshare``) reads its null off the same posterior: the
+    missing slot's share is Beta(alpha_missing, sum(alpha) - alpha_missing).
+    """
     present = reference.sum(axis=1) - reference[:, layouts.MISSING_SLOT]
     novel_rows = present / (present + 1.0)
     alpha = reference + 0.5
@@ -260,9 +272,7 @@ def _plausible_truths(
             alpha[:, layouts.FIRST_CATEGORY_SLOT :],
             1e-3,
         )
-    gammas = rng.standard_gamma(np.broadcast_to(alpha, (samples, *alpha.shape)))
-    truths: FloatArray = gammas / gammas.sum(axis=2, keepdims=True)
-    return truths
+    return alpha
 
 
 def _simulate_group(

@@ -5,9 +5,12 @@ Names and labels (what dashboards and alerts rely on):
 - ``modelshield_drift_score{feature,statistic}``: the last full window's score, every
   statistic that applies to the feature.
 - ``modelshield_drift_threshold{feature,statistic}``: the alarm's threshold (calibrated when
-  ``falseAlarmRate`` is set).
+  ``falseAlarmRate`` is set); with ``statistic="MissingShare"``, the missing-share test's
+  threshold on the window's share of missing values (``modelshield.drift.missingshare``:
+  numeric features watched by KS or Wasserstein with ``falseAlarmRate``).
 - ``modelshield_drift_p_value{feature,statistic}``: the score's upper-tail probability under
-  the calibrated null (``modelshield.drift.calibration``).
+  the calibrated null (``modelshield.drift.calibration``); ``MissingShare``: the missing
+  count's.
 - ``modelshield_drift_dataset_p_value{stream}``: Bonferroni's data-set p-value over every
   watched feature of the model, ``min(1, features x min p)`` of the alarm statistics.
 - ``modelshield_drift_drifted_features{stream}``: features over their threshold.
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import prometheus_client
 
-from modelshield.drift import monitoring, payloads
+from modelshield.drift import missingshare, monitoring, payloads
 
 
 class Metrics:
@@ -143,6 +146,8 @@ class Metrics:
             for feature, statistic, threshold in monitor.thresholds(stream):
                 self.threshold.labels(feature, statistic.value).set(threshold)
                 self.detected.labels(feature).set(0)
+            for feature, threshold in monitor.missing_thresholds(stream):
+                self.threshold.labels(feature, missingshare.NAME).set(threshold)
 
     def publish(self, result: monitoring.WindowResult) -> None:
         """Export one completed window."""
@@ -160,6 +165,14 @@ class Metrics:
             for feature, value in zip(scores.names, values.tolist(), strict=True):
                 if value == value:
                     key = (feature, statistic.value)
+                    child = self._p_values.get(key)
+                    if child is None:
+                        child = self._p_values[key] = self.p_value.labels(*key)
+                    child.set(value)
+        if result.missing_p_values is not None:
+            for feature, value in zip(scores.names, result.missing_p_values.tolist(), strict=True):
+                if value == value:
+                    key = (feature, missingshare.NAME)
                     child = self._p_values.get(key)
                     if child is None:
                         child = self._p_values[key] = self.p_value.labels(*key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,6 +21,7 @@ from modelshield.drift import (
     calibration,
     config,
     layouts,
+    missingshare,
     payloads,
     profiles,
     statistics,
@@ -44,6 +45,14 @@ class Crossing:
     score: float
     threshold: float
     transition: alarms.Transition
+    missing_share: bool = False
+    """The alarm of the feature's missing-share test (score and threshold are shares of
+    the window's rows), not of its statistic."""
+
+    @property
+    def measure(self) -> str:
+        """What crossed: the statistic's name, or ``MissingShare``."""
+        return missingshare.NAME if self.missing_share else self.statistic.value
 
 
 @dataclass(frozen=True)
@@ -64,11 +73,14 @@ class WindowResult:
     """Per statistic and feature: the score's upper-tail probability under the calibrated
     null (NaN where the statistic does not apply)."""
     alarm_p_values: NDArray[np.float64]
-    """The p-value of each feature's alarm statistic."""
+    """Each feature's p-value in the model's family: its alarm statistic's, or with the
+    missing-share test ``missingshare.combined_p_values`` of both."""
     dataset_p_value: float
     """Bonferroni over every watched feature of the model: min(1, features x min p)."""
     drifted: int
-    """Features whose alarm score is over its threshold in this window."""
+    """Features whose alarm score (or missing share) is over its threshold in this window."""
+    missing_p_values: NDArray[np.float64] | None = None
+    """Per feature: the missing-share test's p-value (NaN: not tested; None: no test)."""
 
 
 @dataclass
@@ -79,6 +91,12 @@ class _Watch:
     rules: tuple[alarms.Rule, ...]
     states: list[alarms.State]
     nulls: dict[Statistic, calibration.NullTable]
+    missing: missingshare.MissingShareTest | None = None
+    """With a declared rate: the features whose statistic cannot see missing values."""
+    missing_rules: dict[int, alarms.Rule] = field(default_factory=dict)
+    missing_states: dict[int, alarms.State] = field(default_factory=dict)
+    unsettled: set[int] = field(default_factory=set)
+    """The features whose missing-share alarm is raised or counting a streak."""
 
 
 def request_columns(settings: config.MonitorConfig, profile: profiles.Profile) -> list[str]:
@@ -131,8 +149,17 @@ class Monitor:
         settings = self.settings
         numeric_only = settings.statistic in statistics.NUMERIC_ONLY
         rate = settings.false_alarm_rate
-        tail = None if rate is None else rate / self.features_watched
-        wanted = calibration.DEFAULT_TAIL if tail is None else tail
+        # The smallest tail read off the null tables: the feature's share of the rate, or
+        # nine tenths of it where KS or Wasserstein leave a tenth to the missing count.
+        if rate is None:
+            wanted = calibration.DEFAULT_TAIL
+        else:
+            blind = settings.statistic in missingshare.BLIND and bool(layout.numeric_columns)
+            wanted = (
+                missingshare.smallest_tail(rate, self.features_watched)
+                if blind
+                else rate / self.features_watched
+            )
         least = self.least_expected
         nulls = calibration.stored(
             self.profile, layout, settings.window, wanted, least_expected=least
@@ -156,25 +183,32 @@ class Monitor:
             nulls = calibration.calibrate(layout, settings.window, tail=wanted)
         chosen: list[Statistic] = []
         rules: list[alarms.Rule] = []
+        tested = np.zeros(len(layout.names), dtype=bool)
+        missing_tail = 0.0
         for position in range(len(layout.names)):
             categorical = position >= len(layout.numeric_columns)
             use_fallback = categorical and numeric_only
             statistic = settings.categorical_statistic if use_fallback else settings.statistic
             chosen.append(statistic)
-            if tail is not None:
-                threshold = float(nulls[statistic].thresholds(tail)[position])
+            if rate is not None:
+                statistic_tail, tested_tail = missingshare.tails(
+                    statistic, rate, self.features_watched
+                )
+                threshold = float(nulls[statistic].thresholds(statistic_tail)[position])
+                if tested_tail is not None:
+                    tested[position] = True
+                    missing_tail = tested_tail
             elif use_fallback:
                 threshold = settings.categorical_threshold
             else:
                 threshold = settings.threshold
-            rules.append(
-                alarms.Rule(
-                    threshold=threshold,
-                    clear_ratio=settings.clear_ratio,
-                    raise_after=settings.raise_after,
-                    clear_after=settings.clear_after,
-                )
-            )
+            rules.append(self._rule(threshold))
+        missing = None
+        missing_rules: dict[int, alarms.Rule] = {}
+        if np.any(tested):
+            missing = missingshare.build(layout, settings.window, tested, missing_tail)
+            shares = missing.thresholds
+            missing_rules = {int(i): self._rule(float(shares[i])) for i in np.flatnonzero(tested)}
         return _Watch(
             layout=layout,
             window=windows.TumblingWindow(layout, settings.window),
@@ -182,12 +216,29 @@ class Monitor:
             rules=tuple(rules),
             states=[alarms.State() for _ in layout.names],
             nulls=nulls,
+            missing=missing,
+            missing_rules=missing_rules,
+            missing_states={i: alarms.State() for i in missing_rules},
+        )
+
+    def _rule(self, threshold: float) -> alarms.Rule:
+        settings = self.settings
+        return alarms.Rule(
+            threshold=threshold,
+            clear_ratio=settings.clear_ratio,
+            raise_after=settings.raise_after,
+            clear_after=settings.clear_after,
         )
 
     @property
     def layouts_by_stream(self) -> dict[payloads.Stream, layouts.Layout]:
         """The layout of each watched stream (what payloads.parse needs)."""
         return {stream: watch.layout for stream, watch in self._watches.items()}
+
+    def missing_thresholds(self, stream: payloads.Stream) -> list[tuple[str, float]]:
+        """(feature, threshold on its missing share) of each missing-share alarm."""
+        watch = self._watches[stream]
+        return [(watch.layout.names[i], rule.threshold) for i, rule in watch.missing_rules.items()]
 
     def fill(self, stream: payloads.Stream) -> float:
         """How full the stream's current window is."""
@@ -264,7 +315,39 @@ class Monitor:
             [p_values[statistic][i] for i, statistic in enumerate(watch.statistics)]
         )
         thresholds = np.array([rule.threshold for rule in watch.rules])
+        over = alarm_scores > thresholds
+        missing_p_values = None
         crossings = []
+        if watch.missing is not None:
+            missing_p_values = watch.missing.p_values(scores.missing_rate)
+            alarm_p_values = missingshare.combined_p_values(
+                alarm_p_values, missing_p_values, watch.missing.tested
+            )
+            over_missing = scores.missing_rate > watch.missing.thresholds
+            over |= over_missing
+            # Only alarms over their threshold or not at rest can change (most windows: none).
+            for i in sorted(watch.unsettled.union(np.flatnonzero(over_missing).tolist())):
+                rule = watch.missing_rules[i]
+                share = float(scores.missing_rate[i])
+                state, transition = alarms.step(rule, watch.missing_states[i], share)
+                watch.missing_states[i] = state
+                if state.active or state.streak:
+                    watch.unsettled.add(i)
+                else:
+                    watch.unsettled.discard(i)
+                if transition is not alarms.Transition.NONE:
+                    crossings.append(
+                        Crossing(
+                            stream=stream,
+                            window=index,
+                            feature=watch.layout.names[i],
+                            statistic=watch.statistics[i],
+                            score=share,
+                            threshold=rule.threshold,
+                            transition=transition,
+                            missing_share=True,
+                        )
+                    )
         for i, name in enumerate(watch.layout.names):
             value = float(alarm_scores[i])
             state, transition = alarms.step(watch.rules[i], watch.states[i], value)
@@ -288,10 +371,14 @@ class Monitor:
             statistics=watch.statistics,
             thresholds=tuple(rule.threshold for rule in watch.rules),
             alarm_scores=alarm_scores,
-            active=tuple(state.active for state in watch.states),
+            active=tuple(
+                state.active or (i in watch.missing_states and watch.missing_states[i].active)
+                for i, state in enumerate(watch.states)
+            ),
             crossings=tuple(crossings),
             p_values=p_values,
             alarm_p_values=alarm_p_values,
             dataset_p_value=calibration.dataset_p_value(alarm_p_values, self.features_watched),
-            drifted=int(np.sum(alarm_scores > thresholds)),
+            drifted=int(np.sum(over)),
+            missing_p_values=missing_p_values,
         )

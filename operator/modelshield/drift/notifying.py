@@ -44,7 +44,7 @@ def event_body(
     verb = "detected" if raised else "cleared"
     message = (
         f"Drift {verb} on {crossing.stream} feature {crossing.feature!r}: "
-        f"{crossing.statistic.value} {crossing.score:.4g} "
+        f"{crossing.measure} {crossing.score:.4g} "
         f"{'>' if raised else '<'} threshold {crossing.threshold:.4g} (window {crossing.window})"
     )
     involved: dict[str, Any] = {

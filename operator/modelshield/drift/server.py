@@ -195,7 +195,7 @@ class Service:
             "detected" if raised else "cleared",
             crossing.stream,
             crossing.feature,
-            crossing.statistic.value,
+            crossing.measure,
             crossing.score,
             crossing.threshold,
             crossing.window,
