@@ -412,8 +412,15 @@ def run(arguments: argparse.Namespace) -> list[Target]:
             measure_cpu(groups, rounds, arguments.round_seconds, model.pid, directory, profile)
             report_cpu(targets, arguments.against)
             if arguments.rate > 0:
+                skipped = tuple(arguments.latency_skip)
                 measure_latency(
-                    groups,
+                    [
+                        [target for target in group if not target.name.startswith(skipped)]
+                        for group in groups
+                        if not group[0].name.startswith(skipped)
+                    ]
+                    if skipped
+                    else groups,
                     arguments.seconds,
                     arguments.rate,
                     directory,
@@ -466,6 +473,14 @@ def main() -> None:
         action="append",
         default=[],
         help="targets whose names start so (repeatable; bare proxies are always kept)",
+    )
+    parser.add_argument(
+        "--latency-skip",
+        action="append",
+        default=[],
+        help="targets whose names start so are left out of the latency part (repeatable): "
+        "one that cannot keep up with --rate (the defences guard) queues and its backlog, "
+        "in the same process, delays the next target's round",
     )
     parser.add_argument(
         "--event-loop",

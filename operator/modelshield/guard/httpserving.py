@@ -188,19 +188,21 @@ def _status_line(status: int) -> str:
     return line
 
 
-#: Header name as received -> its lower-case form when the server reads it, else "".
+#: Header names the server reads (lower case).
 _SPECIAL_NAMES: Final = frozenset({"content-length", "content-type", "content-encoding", "expect"})
-_NAMES_SEEN: dict[bytes, str] = {}
+#: Header name as received -> (the name as text, its lower-case form when the server reads
+#: it, else ""): names repeat from request to request. Bounded: names past the bound are
+#: decoded on every request, never remembered.
+_NAMES_SEEN: dict[bytes, tuple[str, str]] = {}
 _REMEMBERED_NAMES: Final = 1024
 
 
-def _special(name: bytes) -> str:
-    known = _NAMES_SEEN.get(name)
-    if known is None:
-        lower = name.decode("latin-1").lower()
-        known = lower if lower in _SPECIAL_NAMES else ""
-        if len(_NAMES_SEEN) < _REMEMBERED_NAMES:
-            _NAMES_SEEN[name] = known
+def _name(name: bytes) -> tuple[str, str]:
+    text = name.decode("latin-1")  # llhttp lets only token characters (ASCII) through
+    lower = text.lower()
+    known = (text, lower if lower in _SPECIAL_NAMES else "")
+    if len(_NAMES_SEEN) < _REMEMBERED_NAMES:
+        _NAMES_SEEN[name] = known
     return known
 
 
@@ -284,6 +286,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self._server = server
         self._loop = server.loop
+        self._max_head = server.max_head
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._peer = ""
@@ -361,7 +364,7 @@ class _Connection(asyncio.Protocol):
             # counted as it comes, so an endless header never grows past the limit.
             if head_before:
                 self._unparsed_head += len(data)
-            if self._unparsed_head + self._head_size > self._server.max_head:
+            if self._unparsed_head + self._head_size > self._max_head:
                 self._refuse(431, "the request's head is too large")
 
     def eof_received(self) -> bool:
@@ -419,19 +422,21 @@ class _Connection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         size = len(name) + len(value)
-        if size > MAX_FIELD:
-            raise _HeadError(431, "a request header is too large")
         self._head_size += size + 4
-        if self._head_size > self._server.max_head:
-            raise _HeadError(431, "the request's head is too large")
         headers = self._headers
-        if len(headers) >= MAX_HEADERS:
-            raise _HeadError(431, "too many request headers")
+        if size > MAX_FIELD or self._head_size > self._max_head or len(headers) >= MAX_HEADERS:
+            if size > MAX_FIELD:
+                raise _HeadError(431, "a request header is too large")
+            if len(headers) >= MAX_HEADERS:
+                raise _HeadError(431, "too many request headers")
+            raise _HeadError(431, "the request's head is too large")
+        known = _NAMES_SEEN.get(name)
+        if known is None:
+            known = _name(name)
         text = value.decode("utf-8", "surrogateescape")
-        headers.append((name.decode("latin-1"), text))
-        special = _special(name)
-        if special:
-            self._special_header(special, text)
+        headers.append((known[0], text))
+        if known[1]:
+            self._special_header(known[1], text)
 
     def _special_header(self, name: str, value: str) -> None:
         if name == "content-length":
