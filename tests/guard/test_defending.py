@@ -84,3 +84,32 @@ def test_probing_remembers_no_more_clients_than_its_memory_budget_holds() -> Non
     (policy,) = _defences(policies.Enforcement.ENFORCE, small).policies
     assert policy.prober is not None
     assert policy.prober.settings.max_clients == 50
+
+
+def test_enforce_throttle_holds_the_client_to_its_rate_from_the_alarm_on() -> None:
+    """One query a second against a throttle of one every two seconds: from the alarm on,
+    every other request is refused with 429; before it, none."""
+    api = {
+        "probing": {
+            "action": "Throttle",
+            "detectors": ["Sweep"],
+            "throttle": {"requestsPerSecond": 0.5, "burst": 1},
+        }
+    }
+    judgements = _sweep(_defences(policies.Enforcement.ENFORCE, api))
+    statuses = [j.verdict.refusal.status if j.verdict.refusal else 200 for j in judgements]
+    alarmed = next(i for i, j in enumerate(judgements) if j.alarms)
+    assert set(statuses[:alarmed]) == {200}
+    after = statuses[alarmed + 1 :]
+    assert after.count(429) >= len(after) // 2 - 1
+    assert 200 in after
+
+
+def test_an_admitted_request_refuses_nothing_and_a_policy_without_probing_never_throttles() -> None:
+    defences = _defences(policies.Enforcement.ENFORCE, {"outliers": {"action": "Reject"}})
+    row = [float(v) for v in DATA[450]]
+    judgement = defences.judge("c", ROUTE, {"instances": [row]}, 0.0)
+    assert judgement.verdict.refusal is None
+    assert judgement.verdict.audited == ()
+    assert judgement.flags == []
+    assert judgement.alarms == []

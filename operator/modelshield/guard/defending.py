@@ -93,6 +93,8 @@ class _PolicyDefences:
         self.unavailable: str | None = None
         self.limits: outlierscoring.Thresholds | None = None
         self.prober: probing.Prober | None = None
+        #: Clients under a Block or Throttle (only a probing policy ever adds one).
+        self.penalties: collections.OrderedDict[str, _Penalty] = collections.OrderedDict()
         needs_model = self.outliers is not None or self.probing is not None
         if needs_model and model is None:
             self.unavailable = problem or "the reference profile has no outlier model"
@@ -124,7 +126,6 @@ class _PolicyDefences:
             settings = _within_budget(settings, fitted.mean.size, ref)
             self.prober = probing.Prober(fitted.mean, fitted.std, settings)
             self.cool_down = common.parse_duration(self.probing.cool_down).total_seconds()
-            self.penalties: collections.OrderedDict[str, _Penalty] = collections.OrderedDict()
             throttle = self.probing.throttle
             self.throttle = (
                 ratelimits.TokenBuckets(
@@ -237,10 +238,11 @@ class Defences:
     def judge(self, client: str, route: routes.Route, document: Any, now: float) -> Judgement:
         """The stage's verdict on a request the earlier stages admitted."""
         refusals: list[judging.Refusal] = []
-        judgement = Judgement(judging.Verdict(None))
+        # The shared verdict that refuses nothing, replaced below if anything is refused.
+        judgement = Judgement(judging.ADMITTED)
         penalised = set()
         for index, policy in enumerate(self.scoring):
-            if (penalty := policy.penalty(client, now)) is not None:
+            if policy.penalties and (penalty := policy.penalty(client, now)) is not None:
                 refusals.append(penalty)
                 penalised.add(index)
         rows: requestrows.Rows | None = None
@@ -306,8 +308,10 @@ class Defences:
                     policy.punish(client, now)
                 if raised and (penalty := policy.penalty(client, now)) is not None:
                     refusals.append(penalty)
-        enforced = next((r for r in refusals if r.enforced), None)
-        judgement.verdict = judging.Verdict(enforced, tuple(r for r in refusals if not r.enforced))
+        if refusals:
+            enforced = next((r for r in refusals if r.enforced), None)
+            audited = tuple(r for r in refusals if not r.enforced)
+            judgement.verdict = judging.Verdict(enforced, audited)
         return judgement
 
     def harden(self, body: bytes, route: routes.Route) -> bytes:
