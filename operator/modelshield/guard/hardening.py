@@ -63,8 +63,10 @@ def _all_numbers(values: list[Any]) -> bool:
     return True
 
 
-def _top_k(row: list[Any], k: int) -> list[Any]:
-    if len(row) <= k or not _all_numbers(row):
+def _top_k(row: list[Any], k: int, *, numbers: bool = False) -> list[Any]:
+    """The row with all but its k largest values made 0 (``numbers``: the caller found
+    every value a number already)."""
+    if len(row) <= k or not (numbers or _all_numbers(row)):
         return row
     if any(v != v for v in row):
         # NaN orders nothing: the sort as first written decides, whatever it does.
@@ -97,7 +99,13 @@ def _visit(node: Any, hardening: Hardening) -> Any:
     # flight towards full collections of every object in the process.
     if isinstance(node, list):
         if hardening.top_k is not None and node and _all_numbers(node):
-            node = _top_k(node, hardening.top_k)
+            node = _top_k(node, hardening.top_k, numbers=True)
+            if hardening.round_decimals is not None:
+                # A row of numbers (floats and ints only): round() of each is what
+                # _round gives (an int is its own rounding), without its type tests.
+                decimals = hardening.round_decimals
+                return [round(v, decimals) for v in node]
+            return node
         else:
             # Each element visited is rounded already (rounding twice changes nothing).
             return [_visit(v, hardening) for v in node]
