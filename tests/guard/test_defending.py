@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import prometheus_client
+import pytest
 from sklearn.datasets import load_breast_cancer  # type: ignore[import-untyped]
 
 from modelshield.api.v1alpha1 import apiprotection, policies
@@ -113,3 +115,70 @@ def test_an_admitted_request_refuses_nothing_and_a_policy_without_probing_never_
     assert judgement.verdict.audited == ()
     assert judgement.flags == []
     assert judgement.alarms == []
+
+
+def _units_seen(
+    monkeypatch: pytest.MonkeyPatch, model: dict[str, Any], requests: list[list[list[float]]]
+) -> tuple[list[np.ndarray], defending.Defences]:
+    seen: list[np.ndarray] = []
+
+    def record(
+        stream: probing.ClientStream, query: np.ndarray, flagged: bool = False
+    ) -> list[probing.Alarm]:
+        seen.append(query.copy())
+        return []
+
+    monkeypatch.setattr(probing.ClientStream, "observe", record)
+    block = apiprotection.ApiRequirements.model_validate({"probing": {}, "outliers": {}})
+    ref = PolicyRef("ModelSecurityPolicy", "ml", "p")
+    defences = defending.Defences(
+        [(ref, policies.Enforcement.ENFORCE, block)], model, prometheus_client.CollectorRegistry()
+    )
+    with np.errstate(over="ignore", invalid="ignore"):
+        for index, rows in enumerate(requests):
+            defences.judge("c", ROUTE, {"instances": rows}, float(index))
+    return seen, defences
+
+
+@pytest.mark.parametrize("constant", [False, True])
+def test_the_detectors_get_the_first_formulas_standard_units_through_the_stage(
+    monkeypatch: pytest.MonkeyPatch, constant: bool
+) -> None:
+    """The stage hands the probing detectors the outlier score's standard units when they
+    are the prober's (every feature varies, every value finite) and the prober computes
+    its own otherwise: bit for bit the first formula's, for plain rows, missing values,
+    infinities, huge values and two-row requests, with and without a constant feature."""
+    data = DATA[:400].copy()
+    if constant:
+        data[:, 3] = 5.0
+    model = outliermodel.to_document(
+        outliermodel.build({n: data[:, i].tolist() for i, n in enumerate(NAMES)}, NAMES)
+    )
+    rng = np.random.default_rng(20)
+    plain = [[float(v) for v in row] for row in DATA[400:460]]
+    requests: list[list[list[float]]] = [[row] for row in plain[:40]]
+    requests[3][0][2] = math.nan
+    requests[5][0][4] = math.inf
+    requests[6][0][7] = -1e308
+    requests[7][0][1] = 1e300
+    requests += [plain[40 + 2 * i : 42 + 2 * i] for i in range(10)]
+    requests[45][1][0] = math.nan
+    for rows in requests:
+        for row in rows:
+            row[9] += float(rng.normal(0, 1e-3))
+    seen, defences = _units_seen(monkeypatch, model, requests)
+    fitted = outliermodel.from_document(model).fitted
+    (policy,) = defences.policies
+    assert policy.prober is not None
+    assert policy.prober.takes_scores_units is not constant
+    scale = np.where(fitted.std > 0, fitted.std, 1.0)
+    with np.errstate(over="ignore"):
+        expected = [
+            row
+            for rows in requests
+            for row in (np.where(np.isnan(np.asarray(rows)), fitted.mean, rows) - fitted.mean)
+            / scale
+        ]
+    assert len(seen) == len(expected)
+    for got, want in zip(seen, expected, strict=True):
+        assert got.tobytes() == want.tobytes()

@@ -294,7 +294,10 @@ class Defences:
                 marks = [False] * rows.count
                 for row, _ in found:
                     marks[row] = True
-                raised = policy.prober.observe(client, rows.numeric, now, marks)
+                # The score's standard units of the rows are the prober's when both were
+                # built from this model's mean and std (as here) and its scale is the std.
+                standard = scores.standard if policy.prober.takes_scores_units else None
+                raised = policy.prober.observe(client, rows.numeric, now, marks, standard)
                 for alarm in raised:
                     judgement.alarms.append((policy.ref, alarm))
                     self.alarms_raised.labels(client, alarm.detector.value, str(policy.ref)).inc()

@@ -38,6 +38,10 @@ class Scores:
     excess: FloatArray
     distance: FloatArray
     residual: FloatArray
+    #: The rows in standard units, ``(x - mean) / std`` of every numeric feature, when
+    #: every one varies and every value came out finite (else None): the units the probing
+    #: detectors read, computed once for both.
+    standard: FloatArray | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -142,6 +146,7 @@ def score(
     """Excess, distance and residual of each row (numeric: rows x numeric features, NaN
     missing)."""
     rows = numeric.shape[0]
+    standard: FloatArray | None = None
     if rows == 1 and fitted.plain_bounds is not None and 0 < numeric.shape[1] <= PLAIN_FEATURES:
         excess = np.asarray([_row_excess(fitted, numeric[0].tolist())])
     else:
@@ -159,7 +164,9 @@ def score(
         # A missing value sits at the reference mean (its range check is separate); an
         # overflow at the largest float. nan_to_num costs ~8 us on one row even when there
         # is nothing to replace, two checks ~1.5.
-        if not np.logical_and.reduce(np.isfinite(z), axis=None):
+        if np.logical_and.reduce(np.isfinite(z), axis=None):
+            standard = z if every else None
+        else:
             z = np.nan_to_num(z, nan=0.0)
         pulled = z @ fitted.precision
         # The reductions as ufuncs: ndarray.sum, .max and .all are these same calls behind
@@ -174,6 +181,7 @@ def score(
         np.asarray(excess, dtype=np.float64),
         np.asarray(distance, dtype=np.float64),
         np.asarray(residual, dtype=np.float64),
+        standard,
     )
 
 

@@ -388,6 +388,10 @@ class Prober:
         self.mean = mean
         # A constant feature has no scale; any change in it counts as one standard unit.
         self.scale = np.where(std > 0, std, 1.0)
+        #: Whether the outlier score's standard units of a row (``(x - mean) / std`` of
+        #: every feature, when every one varies and all are finite) are this prober's:
+        #: its scale is the std itself (no constant feature).
+        self.takes_scores_units = bool(np.array_equal(self.scale, std))
         self.count_volume = Detector.VOLUME in settings.detectors
         self.clients: collections.OrderedDict[str, ClientStream] = collections.OrderedDict()
 
@@ -409,11 +413,15 @@ class Prober:
         rows: FloatArray,
         now: float,
         flagged: Sequence[bool] | NDArray[np.bool_] | None = None,
+        standard: FloatArray | None = None,
     ) -> list[Alarm]:
         """Add a request's rows (rows x numeric features, NaN for missing), with which of
-        them the outlier check flagged."""
+        them the outlier check flagged; ``standard``: the same rows in this prober's
+        standard units when the caller has them already (``outlierscoring.Scores.standard``
+        when ``takes_scores_units``)."""
         stream = self.stream(client)
-        standard = (np.where(np.isnan(rows), self.mean, rows) - self.mean) / self.scale
+        if standard is None:
+            standard = (np.where(np.isnan(rows), self.mean, rows) - self.mean) / self.scale
         alarms: list[Alarm] = []
         if self.count_volume:
             alarm = stream.volume(now, max(1, rows.shape[0]))
