@@ -224,6 +224,34 @@ async def test_a_well_formed_chunk_extension_is_dropped_and_the_body_read() -> N
     assert [body for *_, body in recorder.handled] == [b"hello"]
 
 
+async def test_trailers_are_dropped_and_bounded() -> None:
+    trailed = head(b"Transfer-Encoding: chunked\r\n") + (
+        b"5\r\nhello\r\n0\r\nX-Modelshield-Client: admin\r\nAuthorization: Bearer x\r\n\r\n"
+    )
+    async with serving() as (port, recorder, _):
+        received, _ = await exchange(port, trailed)
+        assert [a.status for a in answers(received)] == [200]
+        ((_, _, headers, body),) = recorder.handled
+        assert (headers, body) == ([("Host", "guard"), ("Transfer-Encoding", "chunked")], b"hello")
+        # A trailer that never ends is refused once its bytes pass the head's limit.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /slow HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\nX-Endless: "
+        )
+        for _ in range(50):
+            writer.write(b"a" * 1024)
+            await writer.drain()
+            await asyncio.sleep(0.005)
+            if answered(reader):
+                break
+        received, closed = await read_all(reader, WAIT)
+        writer.close()
+    assert closed
+    assert [a.status for a in answers(received)] == [400]  # the handler's: body not whole
+    assert recorder.failures == ["gone: the request's trailers or chunk extensions are too large"]
+
+
 async def test_pipelined_requests_are_handled_one_at_a_time_in_order() -> None:
     pipelined = post("/slow", body=b"first") + post("/b", body=b"second") + post("/c", body=b"3")
     async with serving() as (port, recorder, _):

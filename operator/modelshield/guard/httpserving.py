@@ -24,7 +24,9 @@ a header that is not UTF-8 is taken as it came (surrogate escapes), a protocol u
 
 Bodies: a declared ``Content-Length`` over the body limit is never read; a body
 (chunked or not) is counted as it comes and no more than the limit is kept; reading stops
-at the limit and ``Request.body`` raises ``BodyTooLargeError``. ``Expect: 100-continue``
+at the limit and ``Request.body`` raises ``BodyTooLargeError``. Trailers of a chunked body are
+dropped (never handed over), and what a body's reads bring without adding to it (trailers,
+chunk extensions) is bounded like a head (431). ``Expect: 100-continue``
 is answered only when the handler asks for the body, so a request refused on its head
 never has its body sent.
 
@@ -299,6 +301,7 @@ class _Connection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._head_size = 0
         self._unparsed_head = 0  # bytes of reads that ended inside a head
+        self._bodyless = 0  # bytes of reads inside a body that added nothing to it
         self._declared: int | None = None
         self._content_type: str | None = None
         self._content_encoding: str | None = None
@@ -343,6 +346,8 @@ class _Connection(asyncio.Protocol):
         if self._broken is not None or self._closed:
             return
         head_before = self._in_head
+        parsing = self._parsing
+        size_before = parsing._size if parsing is not None else 0
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as error:
@@ -366,6 +371,15 @@ class _Connection(asyncio.Protocol):
                 self._unparsed_head += len(data)
             if self._unparsed_head + self._head_size > self._max_head:
                 self._refuse(431, "the request's head is too large")
+        elif parsing is not None and parsing is self._parsing and parsing._too_large is None:
+            # Bytes of a body that add nothing to it (trailers, chunk extensions) are
+            # bounded like a head: llhttp keeps a trailer's bytes until it ends.
+            if parsing._size == size_before:
+                self._bodyless += len(data)
+                if self._bodyless > self._max_head:
+                    self._refuse(431, "the request's trailers or chunk extensions are too large")
+            else:
+                self._bodyless = 0
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -430,6 +444,8 @@ class _Connection(asyncio.Protocol):
             if len(headers) >= MAX_HEADERS:
                 raise _HeadError(431, "too many request headers")
             raise _HeadError(431, "the request's head is too large")
+        if not self._in_head:
+            return  # a trailer of a chunked body: counted above, never read nor forwarded
         known = _NAMES_SEEN.get(name)
         if known is None:
             known = _name(name)
@@ -480,6 +496,7 @@ class _Connection(asyncio.Protocol):
             request._too_large = self._declared
             self._pause()  # its body is never read
         self._parsing = request
+        self._bodyless = 0
         self._deadline = self._loop.time() + self._server.body_timeout
         if self._handling is None:
             self._start(request)
