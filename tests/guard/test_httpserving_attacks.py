@@ -292,6 +292,29 @@ async def test_a_forged_guard_header_in_any_case_is_replaced(
     assert guard_headers == [("X-Modelshield-Client", "apikey:batch")]
 
 
+@pytest.mark.parametrize("http_server", SERVERS)
+async def test_underscore_spellings_of_guarded_headers_never_reach_the_model(
+    trained: Any, keys_dir: pathlib.Path, http_server: str
+) -> None:
+    # WSGI/CGI-style model servers read X_Modelshield_Client as X-Modelshield-Client: a
+    # client would forge the identity the guard vouches for (found by the review of the
+    # guard's own server; aiohttp's forwarded them too).
+    forged = (
+        b"X_Modelshield_Client: admin\r\nx_modelshield-audit: x\r\nX_Api_Key: other\r\n"
+        b"Proxy_Connection: x\r\nTransfer_Encoding: chunked\r\nX_Custom-Name: kept\r\n"
+    )
+    async with guarded(trained, keys_dir, http_server) as (port, model):
+        received, _ = await exchange(port, predict(KEY_HEADER + forged))
+    assert [a.status for a in answers(received)] == [200]
+    (seen,) = model.seen
+    dashed = [name.lower().replace("_", "-") for name in seen.headers]
+    assert dashed.count("x-modelshield-client") == 1, seen.headers
+    assert seen.headers["X-Modelshield-Client"] == "apikey:batch"
+    for dropped in ("x-modelshield-audit", "x-api-key", "proxy-connection", "transfer-encoding"):
+        assert dropped not in dashed, seen.headers
+    assert "X_Custom-Name" in seen.headers  # other names with "_" are forwarded as sent
+
+
 @pytest.mark.parametrize(
     "host",
     [b"Host: a\r\nHost: b\r\n", b"Host: evil.example:80\r\n", b""],

@@ -92,9 +92,17 @@ _REMEMBERED_HEADER_NAMES = 1024
 
 def _request_header_action(name: str) -> int:
     lower = name.lower()
+    # WSGI and CGI servers (HTTP_X_API_KEY) and some proxies read "_" as "-": an underscore
+    # spelling of a name the guard reads or writes (X_Modelshield_Client: admin beside
+    # the guard's own) would reach the model as that name, so it is never forwarded.
+    dashed = lower.replace("_", "-")
     if lower in credentials.CREDENTIAL_HEADERS:
         action = _CREDENTIAL
-    elif lower in _NOT_FORWARDED or lower.startswith("x-modelshield-"):
+    elif (
+        dashed in _NOT_FORWARDED
+        or dashed in credentials.CREDENTIAL_HEADERS
+        or dashed.startswith("x-modelshield-")
+    ):
         action = _DROP
     else:
         action = _FORWARD
