@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import copy
 import pathlib
+import tracemalloc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,7 +25,7 @@ import pytest
 from modelshield.guard import server
 from tests.support import guardstack, modelserver
 from tests.support.guardstack import KEY, KEYS_POLICY, PREDICT, keys_dir, trained
-from tests.support.rawclient import answers, exchange
+from tests.support.rawclient import WAIT, answers, exchange, read_all
 from tests.support.rawupstream import OK, Handler, Script, answering, raw_server, read_request
 
 __all__ = ["keys_dir", "trained"]
@@ -410,3 +411,125 @@ async def test_a_head_just_under_every_limit_is_forwarded_whole(
     assert [name for name in seen.headers if name.startswith("X-") and name[2:].isdigit()] == [
         f"X-{i}" for i in range(90)
     ]
+
+
+# Found by this review round and fixed after it (each failed before its fix): memory per
+# byte of a body in tiny chunks, a head over the limit in its first read, a legitimate head
+# in many reads, a body over the read limit under an Audit policy (a 500), the model server
+# forging the guard's own answer headers.
+
+LIMIT = KEYS_POLICY["api"]["requests"]["maxBodyBytes"]  # 64 KiB
+
+
+async def _held_while_unfinished(port: int, chunk_size: int) -> int:
+    """Bytes the process allocates while the guard holds an unfinished chunked body of
+    nearly the limit sent in chunks of ``chunk_size`` bytes."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    count = (LIMIT - 1024) // chunk_size
+    unit = b"%x\r\n%s\r\n" % (chunk_size, b" " * chunk_size)
+    head = predict(body=b"", framing=b"Transfer-Encoding: chunked\r\n")
+    writer.write(head)
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    before = tracemalloc.get_traced_memory()[0]
+    for start in range(0, count, 4096):
+        writer.write(unit * min(4096, count - start))
+        await writer.drain()
+    await asyncio.sleep(0.3)  # read by the guard, never finished (no last chunk)
+    held = tracemalloc.get_traced_memory()[0] - before
+    writer.transport.abort()
+    await asyncio.sleep(0.1)
+    return held
+
+
+async def test_a_body_in_tiny_chunks_costs_no_more_memory_than_the_body(
+    trained: Any, keys_dir: pathlib.Path
+) -> None:
+    # Each on_body piece is kept as its own bytes object in a list: 2-byte chunks cost
+    # ~56 bytes of memory per 2 bytes of body (~28x; 1-byte pieces are CPython's cached
+    # singletons, 8 bytes of list each). aiohttp's server joins them as they come.
+    tracemalloc.start()
+    try:
+        async with guarded(trained, keys_dir) as (port, _):
+            whole = await _held_while_unfinished(port, LIMIT - 1024)
+            tiny = await _held_while_unfinished(port, 2)
+    finally:
+        tracemalloc.stop()
+    assert whole < 4 * LIMIT, whole
+    assert tiny < 4 * LIMIT, (tiny, whole)
+
+
+async def test_under_an_audit_policy_a_body_over_the_read_limit_is_refused_413(
+    trained: Any, keys_dir: pathlib.Path
+) -> None:
+    # With no enforced policy the read limit is 64 MiB; a body over it cannot be forwarded.
+    # Pipeline._handle asserts that the too-large verdict has an enforced refusal: under
+    # Audit it has none (only an audited one), so the handler fails (500 and a stack trace
+    # logged per request) instead of the 413 the Enforce guard answers.
+    declared = 64 * 1024 * 1024 + 1
+    request = predict(body=b"", framing=b"Content-Length: %d\r\n" % declared)
+    async with guarded(trained, keys_dir, AUDIT_POLICY) as (port, model):
+        received, closed = await exchange(port, request)
+    (answer,) = answers(received)
+    assert (answer.status, closed) == (413, True), received
+    assert model.seen == []
+
+
+async def test_the_model_server_cannot_forge_the_guards_own_answer_headers(
+    keys_dir: pathlib.Path,
+) -> None:
+    # The guard writes X-Modelshield-Audit (audited refusals) and X-Modelshield-Outlier
+    # (flags) on answers; the model server's answer headers of those names are relayed
+    # beside (or instead of) the guard's, so a client reads the model's word as the
+    # guard's ("nothing audited", or a forged verdict).
+    forged = (
+        b"HTTP/1.1 200 OK\r\nX-Modelshield-Audit: none\r\nX-Modelshield-Outlier: none\r\n"
+        b"x-modelshield-client: admin\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    async with guarding_raw(keys_dir, answering(forged, then_close=False)) as (port, _):
+        received, _ = await exchange(port, predict())
+    (answer,) = answers(received)
+    assert answer.status == 200
+    assert not [name for name in answer.headers if name.startswith("x-modelshield-")], received
+
+
+@pytest.mark.parametrize("size", [40_000, 100_000])
+async def test_a_head_over_the_limit_in_its_first_read_is_refused_at_once(
+    trained: Any, keys_dir: pathlib.Path, size: int
+) -> None:
+    # Before the fix data_received counted a head's unfinished bytes only for reads after
+    # the one it began in (`if head_before`), and _head_size counts finished headers: a head that
+    # opens and stays inside one header within one read (up to the transport's 256 KiB
+    # read) is held whole until the 10 s head deadline, never refused 431. Measured: 1,000
+    # connections each parking 200 KB cost +248 MiB RSS (2,000 would OOM the 512Mi guard,
+    # far under MAX_CONNECTIONS); with 30 KB heads (bounded) 10,000 connections cost +328.
+    async with guarded(trained, keys_dir) as (port, model):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /v1/models/fraud HTTP/1.1\r\nHost: g\r\nX-A: " + b"a" * size)
+        await writer.drain()
+        received, closed = await read_all(reader, WAIT)
+        writer.close()
+    (answer,) = answers(received)
+    assert (answer.status, closed) == (431, True), received
+    assert model.seen == []
+
+
+async def test_a_head_under_the_limit_sent_in_pieces_is_not_refused(
+    trained: Any, keys_dir: pathlib.Path
+) -> None:
+    # The other side of the same count: bytes of reads inside a head are added to
+    # _unparsed_head and never taken off when a header ends, while _head_size counts the
+    # finished headers again. A 20 KiB head (under MAX_HEAD, every field under MAX_FIELD)
+    # arriving in 1,000-byte reads (a slow link) is counted ~2x and refused 431.
+    lines = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 990) for i in range(20))
+    request = predict(lines)
+    async with guarded(trained, keys_dir) as (port, model):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for start in range(0, len(request), 1000):
+            writer.write(request[start : start + 1000])
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        received, _ = await read_all(reader, 1.0)
+        writer.close()
+    assert [a.status for a in answers(received)] == [200], received[:300]
+    assert [seen.body for seen in model.seen] == [PREDICT]

@@ -79,7 +79,10 @@ BODY_TIMEOUT: Final = 30.0
 IDLE_TIMEOUT: Final = 60.0
 #: How often a connection's deadline is checked (one timer per connection per tick).
 TICK: Final = 2.0
-MAX_CONNECTIONS: Final = 10_000
+#: Each connection may hold an unfinished head of up to ``MAX_HEAD`` bytes: 4,096 of them
+#: are 128 MiB, under the guard container's default 512Mi with room for the rest (10,000
+#: slow heads were +328 MiB in the second review round).
+MAX_CONNECTIONS: Final = 4096
 LINGER_SECONDS: Final = 2.0
 LINGER_BYTES: Final = 1024 * 1024
 
@@ -242,7 +245,7 @@ class _Incoming(Request):
     ) -> None:
         super().__init__(method, target, headers, peer)
         self._connection = connection
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes | bytearray] = []  # one piece, or all joined
         self._size = 0
         self._complete = False
         self._too_large: int | None = None
@@ -258,7 +261,7 @@ class _Incoming(Request):
                 raise BodyTooLargeError(self._too_large)
             if self._complete:
                 chunks = self._chunks
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                return bytes(chunks[0]) if chunks else b""  # bytes(bytes) is no copy
             if self._failure:
                 raise ClientGoneError(self._failure)
             if self._expect_continue:
@@ -345,7 +348,6 @@ class _Connection(asyncio.Protocol):
             return
         if self._broken is not None or self._closed:
             return
-        head_before = self._in_head
         parsing = self._parsing
         size_before = parsing._size if parsing is not None else 0
         try:
@@ -365,11 +367,12 @@ class _Connection(asyncio.Protocol):
             self._refuse(400, f"malformed request: {error}")
             return
         if self._in_head:
-            # llhttp keeps a header's bytes until it ends: a head read in many pieces is
-            # counted as it comes, so an endless header never grows past the limit.
-            if head_before:
-                self._unparsed_head += len(data)
-            if self._unparsed_head + self._head_size > self._max_head:
+            # llhttp keeps a header's bytes until it ends: every byte since the head began
+            # is counted as it comes (once: finished headers are not added again), so an
+            # endless header never grows past the limit, also within the read it began in
+            # (counted whole: an over-estimate by the bytes of the requests before it).
+            self._unparsed_head += len(data)
+            if self._unparsed_head > self._max_head:
                 self._refuse(431, "the request's head is too large")
         elif parsing is not None and parsing is self._parsing and parsing._too_large is None:
             # Bytes of a body that add nothing to it (trailers, chunk extensions) are
@@ -515,7 +518,15 @@ class _Connection(asyncio.Protocol):
             self._pause()
             request._wake()
             return
-        request._chunks.append(body)
+        chunks = request._chunks
+        if not chunks:
+            chunks.append(body)  # most bodies come in one piece: kept as it is, not copied
+            return
+        if len(chunks) == 1 and type(chunks[0]) is bytes:
+            # A second piece: joined as they come, so that a body in tiny chunks costs
+            # its bytes, not an object per chunk.
+            chunks[0] = bytearray(chunks[0])
+        chunks[0] += body
 
     def on_message_complete(self) -> None:
         request = self._parsing
@@ -619,6 +630,9 @@ class _Connection(asyncio.Protocol):
     def _refuse(self, status: int, reason: str, code: str = "Malformed") -> None:
         """The request being parsed is refused: after the answers of those before it."""
         self._pause()
+        # Nothing more is parsed: a fresh parser lets go of what llhttp kept of the refused
+        # head (up to a read's 256 KiB) while the connection lingers.
+        self._parser = httptools.HttpRequestParser(self)
         if self._parsing is not None:
             self._parsing._fail(reason)
         answer = error_answer(status, reason, code)

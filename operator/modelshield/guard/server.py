@@ -112,7 +112,10 @@ def _request_header_action(name: str) -> int:
 
 
 def _answer_header_relayed(name: str) -> bool:
-    relayed = name.lower() not in _HOP_BY_HOP
+    lower = name.lower()
+    # The guard's own answer headers (X-Modelshield-Audit, -Outlier) are its word alone:
+    # the model server's, in any spelling, are not relayed beside them.
+    relayed = lower not in _HOP_BY_HOP and not lower.replace("_", "-").startswith("x-modelshield-")
     if len(_ANSWER_HEADER_RELAYED) < _REMEMBERED_HEADER_NAMES:
         _ANSWER_HEADER_RELAYED[name] = relayed
     return relayed
@@ -267,8 +270,15 @@ class Pipeline:
             body = await request.body()
         except httpserving.BodyTooLargeError as error:
             outcome.verdict = judging.merge([head, judging.too_large(self.rules, error.size)])
-            assert outcome.verdict.refusal is not None
-            return self._refuse(outcome, outcome.verdict.refusal)
+            # Under Audit policies only, the refusal is audited: the body was not read, so
+            # it cannot be forwarded either.
+            refusal = outcome.verdict.refusal or judging.Refusal(
+                413,
+                judging.Code.BODY_TOO_LARGE,
+                f"the body is larger than the guard reads ({self.rules.read_limit} bytes)",
+                None,
+            )
+            return self._refuse(outcome, refusal)
         except httpserving.ClientGoneError as error:
             refusal = judging.Refusal(400, judging.Code.MALFORMED, str(error), None)
             return self._refuse(outcome, refusal)
