@@ -71,8 +71,16 @@ async def one_answer(port: int, data: bytes) -> Any:
 # -- Content-Type: the guard must never judge one media type while the model reads another.
 
 CONTENT_TYPE_TWICE = {
-    "json twice": b"Content-Type: application/json\r\nContent-Type: application/json\r\n",
-    "another, then json": b"Content-Type: text/plain\r\nContent-Type: application/json\r\n",
+    # Joined (the guard's own server before 6b83225's review), the guard read
+    # "application/json; charset=utf-8, text/plain" as JSON (parameters cut at ';') while
+    # a server taking the last header reads text/plain.
+    "json with a parameter, then another": (
+        b"Content-Type: application/json; charset=utf-8\r\nContent-Type: text/plain\r\n"
+    ),
+    "json, then another in lower case": (
+        b"Content-Type: application/json; x=1\r\n"
+        b"content-type: application/x-www-form-urlencoded\r\n"
+    ),
 }
 
 

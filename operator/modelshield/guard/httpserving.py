@@ -465,8 +465,12 @@ class _Connection(asyncio.Protocol):
             except ValueError:
                 raise _HeadError(400, "the Content-Length is not a number") from None
         elif name == "content-type":
-            previous = self._content_type
-            self._content_type = value if previous is None else f"{previous}, {value}"
+            # One media type only: joined, "application/json; x=1, text/plain" reads as
+            # JSON to the guard while a server taking the last header reads text/plain
+            # (aiohttp's parser refuses a repeated Content-Type as well).
+            if self._content_type is not None:
+                raise _HeadError(400, "more than one Content-Type header")
+            self._content_type = value
         elif name == "content-encoding":
             previous = self._content_encoding
             self._content_encoding = value if previous is None else f"{previous}, {value}"
