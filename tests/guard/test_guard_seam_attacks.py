@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from modelshield.guard import auditing, httpserving, server
-from tests.support import guardstack, modelserver
+from tests.support import guardstack
 from tests.support.guardstack import KEY, KEYS_POLICY, PREDICT, keys_dir, trained
 from tests.support.rawclient import answers, exchange
 
@@ -49,16 +49,7 @@ def request(
     )
 
 
-@contextlib.asynccontextmanager
-async def guarded(
-    trained: Any, keys_dir: pathlib.Path, http_server: str, policy: dict[str, Any] = KEYS_POLICY
-) -> AsyncIterator[tuple[int, modelserver.ModelServer]]:
-    """The guard with this policy on this server in front of a real model server."""
-    model = modelserver.ModelServer(trained)
-    async with modelserver.serving(model.app()) as upstream:
-        pipeline = server.pipeline_from_config(guardstack.guard_config(upstream, keys_dir, policy))
-        async with guardstack.serving_guard(pipeline, http_server) as url:
-            yield int(url.rsplit(":", 1)[1]), model
+guarded = guardstack.guarded_model
 
 
 async def one_answer(port: int, data: bytes) -> Any:

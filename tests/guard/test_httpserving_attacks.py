@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import pathlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -38,18 +37,7 @@ def predict(extra: bytes = b"", *, version: bytes = b"HTTP/1.1", body: bytes = P
     ) + body
 
 
-@contextlib.asynccontextmanager
-async def guarded(
-    trained: Any, keys_dir: pathlib.Path, http_server: str
-) -> AsyncIterator[tuple[int, modelserver.ModelServer]]:
-    """The API-key guard on this server in front of a real model server: its port."""
-    model = modelserver.ModelServer(trained)
-    async with modelserver.serving(model.app()) as upstream:
-        pipeline = server.pipeline_from_config(
-            guardstack.guard_config(upstream, keys_dir, KEYS_POLICY)
-        )
-        async with guardstack.serving_guard(pipeline, http_server) as url:
-            yield int(url.rsplit(":", 1)[1]), model
+guarded = guardstack.guarded_model
 
 
 CREDENTIAL_TWICE = {

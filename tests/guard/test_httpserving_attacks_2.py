@@ -46,16 +46,11 @@ def predict(extra: bytes = b"", *, body: bytes = PREDICT, framing: bytes | None 
     )
 
 
-@contextlib.asynccontextmanager
-async def guarded(
+def guarded(
     trained: Any, keys_dir: pathlib.Path, policy: dict[str, Any] = KEYS_POLICY
-) -> AsyncIterator[tuple[int, modelserver.ModelServer]]:
-    """The guard's own server with this policy in front of a real model server: its port."""
-    model = modelserver.ModelServer(trained)
-    async with modelserver.serving(model.app()) as upstream:
-        pipeline = server.pipeline_from_config(guardstack.guard_config(upstream, keys_dir, policy))
-        async with guardstack.serving_guard(pipeline, "own") as url:
-            yield int(url.rsplit(":", 1)[1]), model
+) -> contextlib.AbstractAsyncContextManager[tuple[int, modelserver.ModelServer]]:
+    """The guard's own server with this policy in front of a real model server."""
+    return guardstack.guarded_model(trained, keys_dir, "own", policy)
 
 
 @contextlib.asynccontextmanager

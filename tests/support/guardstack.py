@@ -136,6 +136,22 @@ async def serving_guard(pipeline: server.Pipeline, http_server: str = "") -> Asy
         await pipeline.close()
 
 
+@contextlib.asynccontextmanager
+async def guarded_model(
+    trained: Any,
+    keys_dir: pathlib.Path,
+    http_server: str = "",
+    policy: dict[str, Any] = KEYS_POLICY,
+) -> AsyncIterator[tuple[int, modelserver.ModelServer]]:
+    """A guard with this policy, on this server (``serving_guard``'s choice), in front of a
+    real scikit-learn model server: the guard's port, and the model server (what it saw)."""
+    model = modelserver.ModelServer(trained)
+    async with modelserver.serving(model.app()) as upstream:
+        pipeline = server.pipeline_from_config(guard_config(upstream, keys_dir, policy))
+        async with serving_guard(pipeline, http_server) as url:
+            yield int(url.rsplit(":", 1)[1]), model
+
+
 async def call(
     url: str,
     path: str,
